@@ -1,0 +1,280 @@
+"""Configuration: strategy parameters (`config/config.json`, hot-reloadable) and runtime settings
+(`.env` at the repository root, overridden by the process environment).
+
+Both are validated as a whole at load: an unknown key, a wrong type or an out-of-range value
+raises `ConfigError` naming every offending field, and services exit non-zero on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+DEFAULT_CONFIG_PATH = Path("config/config.json")
+
+
+class ConfigError(Exception):
+    """A configuration problem; `errors` maps each offending field to what is wrong with it."""
+
+    def __init__(self, source: str, errors: dict[str, str]) -> None:
+        self.source = source
+        self.errors = errors
+        lines = "; ".join(f"{k}: {v}" for k, v in errors.items())
+        super().__init__(f"invalid configuration in {source}: {lines}")
+
+
+# --- strategy parameters ---------------------------------------------------------------------
+Pct = Annotated[float, Meta(ge=0.0, le=1.0)]
+Usd = Annotated[float, Meta(gt=0.0, le=1_000_000.0)]
+Seconds = Annotated[int, Meta(ge=0, le=86_400)]
+
+
+class StrategyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Strategy, risk and execution parameters. Names are the seed's; all have defaults."""
+
+    stake_per_trade_usd: Usd = 5.0
+    max_daily_loss_usd: Usd = 10.0
+    max_trades_per_day: Annotated[int, Meta(ge=0, le=10_000)] = 5
+    min_signal_score: Pct = 0.12
+    min_edge_pct: Pct = 0.05
+    take_profit_pct: Annotated[float, Meta(gt=0.0, le=10.0)] = 0.25
+    stop_loss_pct: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.18
+    entry_window_min_sec: Seconds = 45
+    min_seconds_before_close: Seconds = 30
+    max_consecutive_losses: Annotated[int, Meta(ge=1, le=1000)] = 3
+    stale_after_ms: Annotated[int, Meta(ge=100, le=600_000)] = 3000
+    order_type: Literal["FOK", "FAK"] = "FOK"
+    intent_ttl_ms: Annotated[int, Meta(ge=10, le=60_000)] = 2000
+    max_entry_price: Annotated[float, Meta(gt=0.0, lt=1.0)] = 0.95
+    limit_slippage: Annotated[float, Meta(ge=0.0, le=0.5)] = 0.02
+    dry_run_latency_ms: Annotated[int, Meta(ge=0, le=10_000)] = 0
+
+
+def validate_strategy_config(doc: Any, source: str = "config") -> StrategyConfig:
+    """Validate a whole config document; raise ConfigError listing EVERY bad field."""
+    if not isinstance(doc, dict):
+        raise ConfigError(source, {"$": f"expected a JSON object, got {type(doc).__name__}"})
+    errors: dict[str, str] = {}
+    known = set(StrategyConfig.__struct_fields__)
+    for key, value in doc.items():
+        if key not in known:
+            errors[str(key)] = "unknown field"
+            continue
+        try:  # each field alone, so one bad field does not hide the next
+            msgspec.convert({key: value}, StrategyConfig, strict=True)
+        except msgspec.ValidationError as e:
+            errors[key] = str(e).split(" - at ")[0]
+    if errors:
+        raise ConfigError(source, errors)
+    return msgspec.convert(doc, StrategyConfig, strict=True)
+
+
+def load_strategy_config(path: str | os.PathLike[str] | None = None) -> StrategyConfig:
+    """Read `POLYEDGE_CONFIG` or `config/config.json`; missing file means the defaults."""
+    p = Path(path or os.environ.get("POLYEDGE_CONFIG") or DEFAULT_CONFIG_PATH)
+    if not p.exists():
+        if path or os.environ.get("POLYEDGE_CONFIG"):
+            raise ConfigError(str(p), {"$": "file not found"})
+        return StrategyConfig()
+    try:
+        doc = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(str(p), {"$": f"not valid JSON: {e}"}) from None
+    return validate_strategy_config(doc, str(p))
+
+
+def config_to_dict(cfg: StrategyConfig) -> dict[str, Any]:
+    return msgspec.to_builtins(cfg)
+
+
+# --- runtime settings ------------------------------------------------------------------------
+class Secret:
+    """A secret string that never shows itself in a repr, str, log line or exception."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+LIVE_URLS = {
+    "BINANCE_WS_URL": "wss://stream.binance.com:9443",
+    "POLYMARKET_WS_URL": "wss://ws-subscriptions-clob.polymarket.com/ws",
+    "GAMMA_API_URL": "https://gamma-api.polymarket.com",
+    "CLOB_API_URL": "https://clob.polymarket.com",
+    "PRICE_FEED_WS_URL": "wss://ws-live-data.polymarket.com",
+}
+
+
+def sim_urls(port: int, host: str = "127.0.0.1") -> dict[str, str]:
+    """Where the simulated venue serves each venue on its one port."""
+    return {
+        "BINANCE_WS_URL": f"ws://{host}:{port}",
+        "POLYMARKET_WS_URL": f"ws://{host}:{port}/ws",
+        "GAMMA_API_URL": f"http://{host}:{port}/gamma",
+        "CLOB_API_URL": f"http://{host}:{port}/clob",
+        "PRICE_FEED_WS_URL": f"ws://{host}:{port}/rtds",
+    }
+
+
+@dataclass(frozen=True)
+class Settings:
+    venue: Literal["live", "sim"] = "live"
+    dry_run: bool = True
+    enable_real_trading: bool = False
+    private_key: Secret | None = None
+    database_url: str = "sqlite:./data/trader.db"
+    log_level: str = "INFO"
+    log_dir: Path = Path("./logs")
+    data_dir: Path = Path("./data")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_token: Secret | None = None
+    sim_port: int = 8765
+    sim_seed: int = 1
+    sim_window_seconds: int = 300
+    urls: dict[str, str] = field(default_factory=lambda: dict(LIVE_URLS))
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.database_url.removeprefix("sqlite:"))
+
+    def bus_endpoint(self, name: str) -> str:
+        """Endpoint of a bus stream: `POLYEDGE_BUS_<NAME>` or ipc:// under data/run/."""
+        override = os.environ.get(f"POLYEDGE_BUS_{name.upper()}")
+        if override:
+            return override
+        return f"ipc://{self.run_dir.resolve()}/{name}.sock"
+
+
+def parse_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines; `#` comments, blank lines, `export ` and matching quotes are allowed."""
+    out: dict[str, str] = {}
+    if not path.exists():
+        return out
+    for n, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key.replace("_", "").isalnum():
+            raise ConfigError(f"{path}:{n}", {"line": f"expected KEY=VALUE, got {raw!r}"})
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key] = value
+    return out
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def load_settings(
+    environ: dict[str, str] | None = None, dotenv: Path | None = Path(".env")
+) -> Settings:
+    """Settings from `.env` then the environment (which wins). Raises ConfigError naming fields."""
+    env: dict[str, str] = parse_dotenv(dotenv) if dotenv else {}
+    env.update(os.environ if environ is None else environ)
+    errors: dict[str, str] = {}
+
+    def boolean(name: str, default: bool) -> bool:
+        v = env.get(name, "").strip().lower()
+        if v == "":
+            return default
+        if v in _TRUE:
+            return True
+        if v in _FALSE:
+            return False
+        errors[name] = f"expected true or false, got {env[name]!r}"
+        return default
+
+    def integer(name: str, default: int, lo: int, hi: int) -> int:
+        v = env.get(name, "").strip()
+        if v == "":
+            return default
+        try:
+            n = int(v)
+        except ValueError:
+            errors[name] = f"expected an integer, got {v!r}"
+            return default
+        if not lo <= n <= hi:
+            errors[name] = f"must be between {lo} and {hi}, got {n}"
+        return n
+
+    def secret(name: str) -> Secret | None:
+        v = env.get(name, "").strip()
+        return Secret(v) if v else None
+
+    venue = env.get("POLYEDGE_VENUE", "live").strip().lower() or "live"
+    if venue not in ("live", "sim"):
+        errors["POLYEDGE_VENUE"] = f"expected live or sim, got {venue!r}"
+        venue = "live"
+    log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        errors["LOG_LEVEL"] = f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}"
+    database_url = env.get("DATABASE_URL", "").strip() or "sqlite:./data/trader.db"
+    if not database_url.startswith("sqlite:") or database_url == "sqlite:":
+        errors["DATABASE_URL"] = f"expected sqlite:<path>, got {database_url!r}"
+    api_host = env.get("API_HOST", "").strip() or "127.0.0.1"
+    sim_port = integer("SIM_PORT", 8765, 1, 65535)
+    urls = dict(sim_urls(sim_port) if venue == "sim" else LIVE_URLS)
+    for name in urls:
+        v = env.get(name, "").strip()
+        if v:
+            if not v.startswith(("ws://", "wss://", "http://", "https://")):
+                errors[name] = f"expected a ws(s):// or http(s):// URL, got {v!r}"
+            urls[name] = v.rstrip("/")
+    private_key = secret("PRIVATE_KEY")
+    if private_key is not None:
+        hexpart = private_key.reveal().removeprefix("0x")
+        if len(hexpart) != 64 or any(c not in "0123456789abcdefABCDEF" for c in hexpart):
+            errors["PRIVATE_KEY"] = (
+                "expected 64 hex digits (optionally 0x-prefixed)"  # never echo it
+            )
+    settings = Settings(
+        venue=venue,  # type: ignore[arg-type]
+        dry_run=boolean("DRY_RUN", True),
+        enable_real_trading=boolean("ENABLE_REAL_TRADING", False),
+        private_key=private_key,
+        database_url=database_url,
+        log_level=log_level,
+        log_dir=Path(env.get("LOG_DIR", "").strip() or "./logs"),
+        data_dir=Path(env.get("POLYEDGE_DATA_DIR", "").strip() or "./data"),
+        api_host=api_host,
+        api_port=integer("API_PORT", 8080, 1, 65535),
+        api_token=secret("API_TOKEN"),
+        sim_port=sim_port,
+        sim_seed=integer("SIM_SEED", 1, 0, 2**63 - 1),
+        sim_window_seconds=integer("SIM_WINDOW_SECONDS", 300, 2, 86_400),
+        urls=urls,
+    )
+    if errors:
+        raise ConfigError("environment/.env", errors)
+    return settings

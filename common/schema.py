@@ -1,0 +1,415 @@
+"""The bus's single source of wire truth: every message the services exchange, as ONE tagged union.
+
+Each message is a frozen msgspec Struct tagged by `kind`. On the bus a message travels inside an
+`Envelope` (publisher's per-topic `seq`, per-process `epoch`, the message) encoded as msgpack; see
+`common.bus`. Constraints (`Meta`) are checked on decode, so a NaN or negative price coming off the
+bus is rejected there. Messages only grow: a new field always gets a default.
+
+Timestamps are integer nanoseconds since the Unix epoch. `ts_exchange_ns` is the venue's event
+time, `ts_recv_ns` the time ingest received the frame; `origin_*` fields copy the receive/exchange
+time of the market-data tick that caused a decision, carried signal -> intent -> ack -> fill so
+end-to-end latency can be measured at every hop.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+# --- constrained scalars ---------------------------------------------------------------------
+# msgspec's `ge` rejects NaN as well as negatives (NaN >= 0 is false), which is what we want.
+Price = Annotated[float, Meta(ge=0.0)]
+Size = Annotated[float, Meta(ge=0.0)]
+Prob = Annotated[float, Meta(ge=0.0, le=1.0)]
+Score = Annotated[float, Meta(ge=-1.0, le=1.0)]
+Ns = Annotated[int, Meta(ge=0)]
+Level = tuple[Price, Size]  # [price, size]
+Side = Literal["BUY", "SELL"]
+Outcome = Literal["Up", "Down"]
+
+
+class Msg(Struct, frozen=True, tag_field="kind", forbid_unknown_fields=False):
+    """Base of every bus message (unknown fields are ignored so older readers survive growth)."""
+
+
+# --- market data (ingest) --------------------------------------------------------------------
+class BtcTrade(Msg, tag="btc_trade"):
+    price: Price
+    size: Size
+    ts_exchange_ns: Ns
+    ts_recv_ns: Ns
+    trade_id: int = 0
+    buyer_is_maker: bool = False
+    symbol: str = "BTCUSDT"
+
+
+class BtcQuote(Msg, tag="btc_quote"):
+    bid: Price
+    bid_size: Size
+    ask: Price
+    ask_size: Size
+    ts_recv_ns: Ns
+    update_id: int = 0
+    ts_exchange_ns: Ns = 0  # bookTicker carries no event time
+    symbol: str = "BTCUSDT"
+
+
+class BookSnapshot(Msg, tag="book"):
+    """Full book of one outcome token, best level FIRST (the venue sends it last)."""
+
+    asset_id: str
+    best_bid: Price | None
+    best_ask: Price | None
+    bids: list[Level]
+    asks: list[Level]
+    ts_exchange_ns: Ns
+    ts_recv_ns: Ns
+    market: str = ""
+    tick_size: Price = 0.01
+    book_seq: int = 0  # ingest's per-asset sequence: a delta applies to the snapshot before it
+    hash: str = ""
+
+
+class LevelChange(Struct, frozen=True, array_like=True):
+    side: Side  # BUY = bid side, SELL = ask side
+    price: Price
+    size: Size  # new total at that level, 0 removes it
+
+
+class BookDelta(Msg, tag="book_delta"):
+    asset_id: str
+    changes: list[LevelChange]
+    best_bid: Price | None
+    best_ask: Price | None
+    ts_exchange_ns: Ns
+    ts_recv_ns: Ns
+    market: str = ""
+    book_seq: int = 0
+
+
+class PriceFeedTick(Msg, tag="price_feed"):
+    """Chainlink spot or TWAP value from the resolution-source feed."""
+
+    source: str  # "chainlink" | "twap60" | "twap30" | "binance"
+    symbol: str
+    value: Price
+    ts_exchange_ns: Ns
+    ts_recv_ns: Ns
+
+
+class MarketInfo(Msg, tag="market"):
+    """One window's market, from discovery. Window times come from the market, never a constant."""
+
+    slug: str
+    condition_id: str
+    up_token_id: str
+    down_token_id: str
+    window_start_ns: Ns
+    window_end_ns: Ns
+    ts_recv_ns: Ns
+    role: Literal["current", "next", "past"] = "current"
+    question: str = ""
+    tick_size: Price = 0.01
+    min_order_size: Size = 5.0
+    fee_rate: Price = 0.0
+    fee_exponent: float = 1.0
+    fee_taker_only: bool = True
+    neg_risk: bool = False
+    twap_enabled: bool = False
+    twap_lookback_s: int = 0
+    resolution_source: str = ""
+    price_to_beat: Price | None = None
+    price_to_beat_source: str = ""  # "gamma" | "twap" | "chainlink" | "binance" | ""
+    accepting_orders: bool = True
+    closed: bool = False
+
+
+class MarketResolved(Msg, tag="market_resolved"):
+    slug: str
+    winning_outcome: Outcome
+    ts_ns: Ns
+    winning_asset_id: str = ""
+    condition_id: str = ""
+    final_price: Price | None = None
+    source: str = ""
+
+
+class ClockTick(Msg, tag="clock"):
+    ts_ns: Ns
+
+
+class FeedStatus(Msg, tag="feed_status"):
+    feed: str  # "binance" | "clob" | "gamma" | "price_feed"
+    connected: bool
+    stale: bool
+    ts_ns: Ns
+    last_msg_age_ms: float = -1.0  # -1: nothing received yet
+    reconnects: int = 0
+    parse_errors: int = 0
+    detail: str = ""
+
+
+# --- signal ----------------------------------------------------------------------------------
+class SignalScore(Msg, tag="signal"):
+    slug: str
+    p_up: Prob
+    side: Outcome
+    score: Score
+    edge_up: float
+    edge_down: float
+    ts_ns: Ns  # event time the signal refers to
+    origin_ts_exchange_ns: Ns = 0
+    origin_ts_recv_ns: Ns = 0
+    ts_signal_ns: Ns = 0  # wall time when signal published (latency only)
+    inputs: dict[str, float] = {}
+
+
+# --- strategy --------------------------------------------------------------------------------
+class Decision(Msg, tag="decision"):
+    """What strategy decided on a signal and why: enter, skip, exit, hold."""
+
+    action: Literal["enter", "skip", "exit", "hold", "settle"]
+    reason: str
+    ts_ns: Ns
+    slug: str = ""
+    side: Outcome | None = None
+    client_order_id: str = ""
+    details: dict[str, Any] = {}
+
+
+class OrderIntent(Msg, tag="order_intent"):
+    """A command to execution (PUSH/PULL). Dropped by the receiver once `expires_ns` has passed."""
+
+    client_order_id: str
+    slug: str
+    asset_id: str
+    outcome: Outcome
+    side: Side
+    order_type: Literal["FOK", "FAK"]
+    limit_price: Annotated[float, Meta(gt=0.0, lt=1.0)]
+    size: Annotated[float, Meta(gt=0.0)]  # shares
+    expires_ns: Ns
+    ts_intent_ns: Ns
+    origin_ts_exchange_ns: Ns = 0
+    origin_ts_recv_ns: Ns = 0
+    ts_signal_ns: Ns = 0
+    tick_size: Price = 0.01
+    min_order_size: Size = 5.0
+    neg_risk: bool = False
+    fee_rate: Price = 0.0
+    fee_exponent: float = 1.0
+    reason: str = ""
+
+
+class OrderAck(Msg, tag="order_ack"):
+    client_order_id: str
+    status: str  # venue status: live | matched | delayed | dry_run
+    ts_ack_ns: Ns
+    venue_order_id: str = ""
+    origin_ts_recv_ns: Ns = 0
+    ts_signal_ns: Ns = 0
+    ts_intent_ns: Ns = 0
+
+
+class OrderReject(Msg, tag="order_reject"):
+    client_order_id: str
+    reason: str
+    ts_ns: Ns
+    code: str = ""
+    origin_ts_recv_ns: Ns = 0
+    ts_signal_ns: Ns = 0
+
+
+class Fill(Msg, tag="fill"):
+    client_order_id: str
+    asset_id: str
+    side: Side
+    price: Price
+    size: Size
+    fee: Price
+    ts_fill_ns: Ns
+    slug: str = ""
+    outcome: Outcome | None = None
+    venue_order_id: str = ""
+    trade_id: str = ""
+    dry_run: bool = True
+    origin_ts_recv_ns: Ns = 0
+    ts_signal_ns: Ns = 0
+    ts_intent_ns: Ns = 0
+
+
+class Settlement(Msg, tag="settlement"):
+    slug: str
+    asset_id: str
+    outcome: Outcome
+    won: bool
+    size: Size
+    payout: Price  # per share: 1 or 0
+    pnl: float
+    ts_ns: Ns
+
+
+class PositionState(Msg, tag="position"):
+    ts_ns: Ns
+    open: bool
+    slug: str = ""
+    asset_id: str = ""
+    outcome: Outcome | None = None
+    size: Size = 0.0
+    avg_price: Price = 0.0
+    cost: float = 0.0
+    fees: Price = 0.0
+    mark_price: Price | None = None
+    unrealized_pnl: float = 0.0
+
+
+class RiskState(Msg, tag="risk"):
+    ts_ns: Ns
+    halted: bool
+    emergency_stop: bool = False
+    reasons: list[str] = []
+    day: str = ""  # UTC date the counters belong to
+    daily_pnl: float = 0.0
+    trades_today: int = 0
+    wins_today: int = 0
+    loss_streak: int = 0
+    config_version: int = 0
+
+
+# --- control (observe -> strategy, PUSH/PULL) --------------------------------------------------
+class EmergencyStop(Msg, tag="emergency_stop"):
+    request_id: str
+    reason: str = "operator"
+
+
+class ClearEmergencyStop(Msg, tag="clear_emergency_stop"):
+    request_id: str
+
+
+class ForceExit(Msg, tag="force_exit"):
+    request_id: str
+    reason: str = "operator"
+
+
+class ConfigUpdate(Msg, tag="config_update"):
+    request_id: str
+    config: dict[str, Any]
+
+
+class ControlReply(Msg, tag="control_reply"):
+    request_id: str
+    ok: bool
+    ts_ns: Ns
+    error: str = ""
+    field_errors: dict[str, str] = {}
+    state: dict[str, Any] = {}
+
+
+class ConfigSnapshot(Msg, tag="config_snapshot"):
+    version: int
+    config: dict[str, Any]
+    ts_ns: Ns
+    source: str = ""
+
+
+# --- observability ---------------------------------------------------------------------------
+class LatencySample(Msg, tag="latency"):
+    stage: str  # market_to_signal_ms | signal_to_order_ack_ms | full_decision_to_fill_ms | ...
+    ms: float
+    ts_ns: Ns
+    ref: str = ""
+
+
+class Heartbeat(Msg, tag="heartbeat"):
+    service: str
+    state: str  # "running" | "degraded" | "halted" | "stopping"
+    pid: int
+    started_ns: Ns
+    ts_ns: Ns
+    detail: dict[str, Any] = {}
+
+
+class Probe(Msg, tag="probe"):
+    """End-to-end liveness probe: ingest emits one a second, every hot-path hop forwards it."""
+
+    probe_id: int
+    ts_origin_ns: Ns
+    hops: list[str] = []
+    hop_ns: list[int] = []
+
+
+Message = (
+    BtcTrade
+    | BtcQuote
+    | BookSnapshot
+    | BookDelta
+    | PriceFeedTick
+    | MarketInfo
+    | MarketResolved
+    | ClockTick
+    | FeedStatus
+    | SignalScore
+    | Decision
+    | OrderIntent
+    | OrderAck
+    | OrderReject
+    | Fill
+    | Settlement
+    | PositionState
+    | RiskState
+    | EmergencyStop
+    | ClearEmergencyStop
+    | ForceExit
+    | ConfigUpdate
+    | ControlReply
+    | ConfigSnapshot
+    | LatencySample
+    | Heartbeat
+    | Probe
+)
+
+MESSAGE_TYPES: tuple[type[Msg], ...] = Message.__args__  # type: ignore[attr-defined]
+KINDS: dict[str, type[Msg]] = {t.__struct_config__.tag: t for t in MESSAGE_TYPES}
+
+
+class Envelope(Struct, frozen=True, array_like=True):
+    """What one payload frame holds: the publisher's per-topic seq, its epoch, the message."""
+
+    seq: int
+    epoch: int
+    msg: Message
+
+
+_encoder = msgspec.msgpack.Encoder()
+_env_decoder = msgspec.msgpack.Decoder(Envelope)
+_msg_decoder = msgspec.msgpack.Decoder(Message)
+_json_encoder = msgspec.json.Encoder()
+
+DecodeError = msgspec.DecodeError  # ValidationError is a subclass
+
+
+def encode(obj: Envelope | Msg) -> bytes:
+    return _encoder.encode(obj)
+
+
+def decode_envelope(payload: bytes) -> Envelope:
+    return _env_decoder.decode(payload)
+
+
+def decode(payload: bytes) -> Msg:
+    return _msg_decoder.decode(payload)
+
+
+def kind_of(msg: Msg) -> str:
+    return type(msg).__struct_config__.tag  # type: ignore[return-value]
+
+
+def to_dict(msg: Msg) -> dict[str, Any]:
+    """Message fields as plain builtins, `kind` first (for tap, logs and the API)."""
+    return msgspec.to_builtins(msg)  # the tag field comes first
+
+
+def to_json(obj: Any) -> bytes:
+    return _json_encoder.encode(obj)

@@ -1,0 +1,42 @@
+"""Bus topics and stream names in one place, so publishers and subscribers cannot drift apart."""
+
+from __future__ import annotations
+
+# PUB streams, by owning service (each binds its own endpoint)
+PUBLISHERS = ("ingest", "signal", "strategy", "execution")
+# PUSH/PULL streams: name -> owner that binds the PULL side
+ORDERS = "orders"  # strategy -> execution
+CONTROL = "control"  # observe -> strategy
+
+BTC_TRADE = "md.btc.trade"
+BTC_QUOTE = "md.btc.quote"
+BOOK_PREFIX = "md.book."  # + asset_id
+MARKET = "md.market"
+RESOLVED = "md.resolved"
+PRICE_FEED_PREFIX = "md.price."  # + source
+CLOCK = "md.clock"
+FEED_STATUS_PREFIX = "md.status."  # + feed
+
+SIGNAL = "sig.score"
+
+DECISION = "strat.decision"
+POSITION = "strat.position"
+CONTROL_REPLY = "strat.control.reply"
+CONFIG_SNAPSHOT = "strat.config"
+RISK_STATE = "risk.state"
+
+ORDER_INTENT = "order"  # topic frame on the orders PUSH stream
+CONTROL_CMD = "control"  # topic frame on the control PUSH stream
+
+ACK = "exec.ack"
+REJECT = "exec.reject"
+FILL = "exec.fill"
+SETTLEMENT = "exec.settlement"
+LATENCY = "exec.latency"
+
+HEARTBEAT_PREFIX = "sys.heartbeat."  # + service
+PROBE_PREFIX = "sys.probe."  # + the hop that published it
+
+
+def book_topic(asset_id: str) -> str:
+    return BOOK_PREFIX + asset_id

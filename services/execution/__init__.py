@@ -1,0 +1,1 @@
+"""execution: dry-run and live order handling with a durable ledger (exec.*)."""

@@ -1,0 +1,1 @@
+"""observe: REST + WebSocket API, dashboard, recorder, JSONL logs and latency metrics."""

@@ -1,0 +1,1 @@
+"""signal: features and the probability that the window resolves Up (sig.*)."""

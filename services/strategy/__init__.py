@@ -1,0 +1,1 @@
+"""strategy: entry gates, exits, risk halts and order intents (strat.*, risk.*)."""
