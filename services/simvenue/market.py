@@ -1,0 +1,680 @@
+"""Transport-free, clock-injected simulated BTC 5-minute market: BTC path, Up/Down books, frames.
+
+`SimMarket(seed, window_seconds, start_ns).advance(t_ns)` returns every wire frame produced up to
+event time `t_ns` as `(ts_ns, channel, frame_text)` tuples, in time order. It never reads the wall
+clock, so the same seed and start time give the same frames however `advance` is chunked; the
+socket server and the backtest both drive it.
+
+Channels (see README.md):
+  binance:btcusdt@aggTrade | binance:btcusdt@trade | binance:btcusdt@bookTicker  raw-stream events
+  market:<condition_id>   market-channel events of one market (book, price_change, ...)
+  market                  market-channel broadcasts (new_market)
+  rtds:crypto_prices_chainlink | rtds:crypto_prices_twap_sixty | rtds:crypto_prices
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+NS = 1_000_000_000
+MS = 1_000_000
+TICK_NS = 10_000_000  # 10 ms simulation step: fine enough for ~100 bookTicker/s
+ANNUAL_VOL = 0.45  # BTC realised vol; gives ~0.14 % (~$120) per 5 minutes
+SIGMA_PER_SQRT_S = ANNUAL_VOL / math.sqrt(365 * 24 * 3600)
+JUMP_RATE_PER_S = 1 / 900  # an occasional jump, roughly one every 15 minutes
+JUMP_LOG_SIGMA = 0.0015
+AGGTRADE_HZ = 7.0
+CLOB_UPDATE_HZ = 60.0
+CLOB_TRADE_HZ = 0.8
+CLOB_BOOK_HZ = 0.3
+CHAINLINK_DELAY_NS = 1_400 * MS  # RTDS updates arrive ~1.4 s after their timestamp
+QUOTER_LAG_S = 1.5  # market makers' view of BTC trails the truth by about this much
+BOOK_LEVELS = 12
+FEE_RATE = 0.07
+FEE_EXPONENT = 1
+TWAP_LOOKBACK_S = 60
+CONNECTION_ID = "c2ltdmVudWUtcnRkcw=="
+BINANCE_STREAMS = ("btcusdt@aggTrade", "btcusdt@trade", "btcusdt@bookTicker")
+RTDS_TOPICS = ("crypto_prices_chainlink", "crypto_prices_twap_sixty", "crypto_prices")
+
+Frame = tuple[int, str, str]
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def fmt_price(milli: int) -> str:
+    """Venue-style price string: 510 -> "0.51", 500 -> "0.5", 0 -> "0"."""
+    s = f"{milli / 1000:.3f}".rstrip("0").rstrip(".")
+    return s or "0"
+
+
+def fmt_size(centi: int) -> str:
+    s = f"{centi / 100:.2f}".rstrip("0").rstrip(".")
+    return s or "0"
+
+
+def fmt_tick(tick_milli: int) -> str:
+    return fmt_price(tick_milli)
+
+
+def iso(ts_s: float) -> str:
+    return datetime.fromtimestamp(ts_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _h(*parts: object) -> bytes:
+    return hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+
+
+def _norm_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+@dataclass
+class Window:
+    """One `btc-updown-5m-<start>` market and its order book (stored as the Up book only:
+    the Down book is its mirror, as on the venue where a Down bid at q is an Up ask at 1-q)."""
+
+    start_s: int
+    end_s: int
+    seed: int
+    lookback_s: int
+    slug: str = ""
+    condition_id: str = ""
+    question_id: str = ""
+    up_token: str = ""
+    down_token: str = ""
+    market_id: str = ""
+    event_id: str = ""
+    tick: int = 10  # milli
+    up_bids: dict[int, int] = field(default_factory=dict)  # price milli -> size centi
+    up_asks: dict[int, int] = field(default_factory=dict)
+    last_trade: dict[str, int] = field(default_factory=dict)
+    price_to_beat: float | None = None
+    final_price: float | None = None
+    winner: str | None = None  # "Up" / "Down"
+    ptb_public_ns: int = 0
+    resolved_ns: int = 0
+    resolved: bool = False
+    volume_centi: int = 0
+    last_bba: tuple[int | None, int | None] = (None, None)
+
+    def __post_init__(self) -> None:
+        self.slug = f"btc-updown-5m-{self.start_s}"
+        self.condition_id = "0x" + _h(self.seed, self.start_s, "condition").hex()
+        self.question_id = "0x" + _h(self.seed, self.start_s, "question").hex()
+        # Long decimal token ids like the real ones (uint256 as decimal).
+        self.up_token = str(int.from_bytes(_h(self.seed, self.start_s, "up"), "big"))
+        self.down_token = str(int.from_bytes(_h(self.seed, self.start_s, "down"), "big"))
+        self.market_id = str(5_000_000 + self.start_s // 60)
+        self.event_id = str(1_000_000 + self.start_s // 60)
+
+    @property
+    def tokens(self) -> tuple[str, str]:
+        return (self.up_token, self.down_token)
+
+    def outcome_of(self, token: str) -> str:
+        return "Up" if token == self.up_token else "Down"
+
+    def levels(self, token: str) -> tuple[dict[int, int], dict[int, int]]:
+        """(bids, asks) of `token` in its own price terms."""
+        if token == self.up_token:
+            return dict(self.up_bids), dict(self.up_asks)
+        bids = {1000 - p: s for p, s in self.up_asks.items()}
+        asks = {1000 - p: s for p, s in self.up_bids.items()}
+        return bids, asks
+
+    def best(self, token: str) -> tuple[int | None, int | None]:
+        bids, asks = self.levels(token)
+        return (max(bids) if bids else None, min(asks) if asks else None)
+
+
+@dataclass
+class TakeResult:
+    """Outcome of a taker order against the simulated book."""
+
+    fills: list[tuple[int, int]]  # (price milli, size centi) in the order's token terms
+    status: str  # "matched" | "killed" | "unmatched"
+    filled_centi: int = 0
+    cost_micro: int = 0  # collateral paid (BUY) or received (SELL), micro-units
+
+
+class SimMarket:
+    """Seeded market generator. All times are event-time nanoseconds supplied by the caller."""
+
+    def __init__(
+        self,
+        seed: int,
+        window_seconds: int = 300,
+        start_ns: int = 0,
+        *,
+        book_ticker_hz: float = 100.0,
+        clob_update_hz: float = CLOB_UPDATE_HZ,
+        twap_lookback_s: int = TWAP_LOOKBACK_S,
+    ) -> None:
+        if window_seconds < 2:
+            raise ValueError("window_seconds must be >= 2")
+        self.seed = seed
+        self.window_s = int(window_seconds)
+        self.lookback_s = max(1, min(twap_lookback_s, self.window_s))
+        self.book_ticker_hz = book_ticker_hz
+        self.clob_update_hz = clob_update_hz
+        # Separate streams so changing one rate never changes the BTC path or the books.
+        self._price_rng = random.Random(f"{seed}:price")
+        self._bn_rng = random.Random(f"{seed}:binance")
+        self._tick_rng = random.Random(f"{seed}:bookticker")
+        self._clob_rng = random.Random(f"{seed}:clob")
+        self._heap: list[tuple[int, int, str, str]] = []
+        self._seq = 0
+        self.windows: dict[int, Window] = {}
+        self.log_price = math.log(85_000.0) + self._price_rng.gauss(0.0, 0.05)
+        self._quoter_log = self.log_price
+        self._quoter_noise = 0.0
+        self.chainlink: dict[int, float] = {}
+        self._agg_id = 3_000_000_000 + int(_h(seed, "agg")[0]) * 1000
+        self._trade_id = 5_000_000_000
+        self._update_id = 70_000_000_000
+        self._recent_path: deque[tuple[int, float]] = deque()
+        self.start_ns = start_ns
+        first_window = (start_ns // NS) // self.window_s * self.window_s
+        # Warm up silently so the first window's price to beat (a TWAP ending at its start)
+        # has history, while staying a pure function of seed and start time.
+        self.t_ns = (first_window - self.lookback_s - 2) * NS
+        self._emit_enabled = False
+        self.advance(start_ns)
+        self._emit_enabled = True
+        self._heap.clear()
+        cur = self.current_window()
+        if cur is not None:
+            for token in cur.tokens:
+                self._push(start_ns, "market:" + cur.condition_id, self.book_event(cur, token, start_ns))
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def btc_price(self) -> float:
+        return math.exp(self.log_price)
+
+    def advance(self, t_ns: int) -> list[Frame]:
+        """Simulate up to `t_ns` and return the frames due by then, oldest first."""
+        while self.t_ns + TICK_NS <= t_ns:
+            self.t_ns += TICK_NS
+            self._step(self.t_ns)
+        out: list[Frame] = []
+        while self._heap and self._heap[0][0] <= t_ns:
+            ts, _, ch, fr = heapq.heappop(self._heap)
+            out.append((ts, ch, fr))
+        return out
+
+    def window_at(self, t_ns: int) -> int:
+        return (t_ns // NS) // self.window_s * self.window_s
+
+    def current_window(self) -> Window | None:
+        return self.windows.get(self.window_at(self.t_ns))
+
+    def next_window(self) -> Window | None:
+        return self.windows.get(self.window_at(self.t_ns) + self.window_s)
+
+    def window_by_token(self, token: str) -> Window | None:
+        for w in self.windows.values():
+            if token in w.tokens:
+                return w
+        return None
+
+    def window_by_condition(self, condition_id: str) -> Window | None:
+        for w in self.windows.values():
+            if w.condition_id == condition_id:
+                return w
+        return None
+
+    def window_by_slug(self, slug: str) -> Window | None:
+        for w in self.windows.values():
+            if w.slug == slug:
+                return w
+        return None
+
+    def is_trading(self, w: Window, t_ns: int) -> bool:
+        """Orders are accepted from listing (one window ahead) until the window ends."""
+        return t_ns < w.end_s * NS and w.start_s in self.windows
+
+    def twap(self, end_s: int) -> float | None:
+        samples = [self.chainlink.get(s) for s in range(end_s - self.lookback_s + 1, end_s + 1)]
+        if any(v is None for v in samples):
+            return None
+        return sum(samples) / len(samples)  # type: ignore[arg-type]
+
+    def book_event(self, w: Window, token: str, t_ns: int) -> str:
+        bids, asks = w.levels(token)
+        ltp = w.last_trade.get(token, 500)
+        return _dumps({
+            "market": w.condition_id,
+            "asset_id": token,
+            "timestamp": str(t_ns // MS),
+            "hash": self._hash(token, t_ns),
+            # Best level LAST on both sides, as the venue sends it.
+            "bids": [{"price": fmt_price(p), "size": fmt_size(bids[p])} for p in sorted(bids)],
+            "asks": [{"price": fmt_price(p), "size": fmt_size(asks[p])}
+                     for p in sorted(asks, reverse=True)],
+            "tick_size": fmt_tick(w.tick),
+            "event_type": "book",
+            "last_trade_price": f"{ltp / 1000:.3f}",
+        })
+
+    def rest_book(self, w: Window, token: str, t_ns: int) -> dict:
+        """The CLOB REST `GET /book` shape."""
+        d = json.loads(self.book_event(w, token, t_ns))
+        d.pop("event_type")
+        return {
+            "market": d["market"], "asset_id": token, "timestamp": d["timestamp"],
+            "hash": d["hash"], "bids": d["bids"], "asks": d["asks"],
+            "min_order_size": "5", "tick_size": d["tick_size"], "neg_risk": False,
+            "last_trade_price": d["last_trade_price"],
+        }
+
+    def force_tick_size_change(self, t_ns: int, new_tick: int | None = None) -> None:
+        """Fault hook: change the current market's tick size now (0.01 <-> 0.001)."""
+        w = self.current_window()
+        if w is None:
+            return
+        self._change_tick(w, new_tick or (1 if w.tick == 10 else 10), t_ns)
+
+    def take(self, token: str, side: str, limit_num: int, limit_den: int, amount: int,
+             by_collateral: bool, kind: str, t_ns: int) -> TakeResult:
+        """Match a taker order against the book at event time `t_ns`.
+
+        Price limit is `limit_num / limit_den` (collateral per share). `amount` is micro-units of
+        collateral to spend when `by_collateral` (FOK/FAK BUY), else micro-shares. `kind` is FOK
+        (all or nothing), FAK (fill what is there) or GTC/GTD (the caller rests the rest).
+        Book changes are queued as price_change / last_trade_price frames at `t_ns`.
+        """
+        w = self.window_by_token(token)
+        if w is None:
+            return TakeResult([], "unmatched")
+        is_up = token == w.up_token
+        buy = side == "BUY"
+        # The Up-book side this order consumes, and how to map prices between the two tokens.
+        book = w.up_asks if (buy == is_up) else w.up_bids
+
+        def own(p_up: int) -> int:
+            return p_up if is_up else 1000 - p_up
+
+        def ok(p: int) -> bool:  # p in the order's token terms, milli
+            return p * limit_den <= limit_num * 1000 if buy else p * limit_den >= limit_num * 1000
+
+        levels = sorted(book, key=own, reverse=not buy)
+        remaining = amount
+        plan: list[tuple[int, int]] = []  # (up price, centi)
+        for p_up in levels:
+            p = own(p_up)
+            if not ok(p):
+                break
+            avail = book[p_up]
+            if by_collateral:
+                take = min(avail, remaining // (p * 10))
+                remaining -= take * p * 10
+            else:
+                take = min(avail, remaining // 10_000)
+                remaining -= take * 10_000
+            if take > 0:
+                plan.append((p_up, take))
+            if (by_collateral and remaining < p * 10) or (not by_collateral and remaining < 10_000):
+                break
+        filled = sum(c for _, c in plan)
+        # Fully filled when less than one hundredth of a share (or its cost) is left.
+        done = remaining < 10_000 if not by_collateral else (
+            not plan or remaining < own(plan[-1][0]) * 10)
+        if filled == 0:
+            return TakeResult([], "unmatched")
+        if kind == "FOK" and not done:
+            return TakeResult([], "killed")
+        changes = []
+        fills = []
+        cost = 0
+        for p_up, c in plan:
+            book[p_up] -= c
+            if book[p_up] <= 0:
+                del book[p_up]
+            p = own(p_up)
+            fills.append((p, c))
+            cost += p * c * 10
+            changes.append((p_up, "BUY" if book is w.up_bids else "SELL", book.get(p_up, 0)))
+        w.volume_centi += filled
+        last_p = fills[-1][0]
+        w.last_trade[token] = last_p
+        other = w.down_token if is_up else w.up_token
+        w.last_trade[other] = 1000 - last_p
+        self._push_changes(w, changes, t_ns)
+        self._push(t_ns, "market:" + w.condition_id, _dumps({
+            "market": w.condition_id, "asset_id": token, "price": fmt_price(last_p),
+            "size": fmt_size(filled), "fee_rate_bps": "0", "side": side,
+            "timestamp": str(t_ns // MS), "event_type": "last_trade_price",
+            "transaction_hash": "0x" + _h(self.seed, token, t_ns, "tx").hex(),
+        }))
+        return TakeResult(fills, "matched", filled, cost)
+
+    def state(self) -> dict:
+        """The venue's true state, for tests and `/sim/state`."""
+        def market(w: Window | None) -> dict | None:
+            if w is None:
+                return None
+            books = {}
+            for token in w.tokens:
+                bids, asks = w.levels(token)
+                bb, ba = w.best(token)
+                books[token] = {
+                    "outcome": w.outcome_of(token),
+                    "best_bid": fmt_price(bb) if bb is not None else None,
+                    "best_ask": fmt_price(ba) if ba is not None else None,
+                    "bids": [[fmt_price(p), fmt_size(bids[p])] for p in sorted(bids, reverse=True)],
+                    "asks": [[fmt_price(p), fmt_size(asks[p])] for p in sorted(asks)],
+                }
+            return {
+                "slug": w.slug, "condition_id": w.condition_id, "start": w.start_s,
+                "end": w.end_s, "tick_size": fmt_tick(w.tick), "up_token": w.up_token,
+                "down_token": w.down_token, "price_to_beat": w.price_to_beat,
+                "final_price": w.final_price, "winner": w.winner, "resolved": w.resolved,
+                "books": books,
+            }
+        return {
+            "t_ns": self.t_ns, "seed": self.seed, "window_seconds": self.window_s,
+            "twap_lookback_seconds": self.lookback_s, "btc_price": round(self.btc_price, 2),
+            "current": market(self.current_window()), "next": market(self.next_window()),
+            "windows": sorted(self.windows),
+        }
+
+    # ------------------------------------------------------------------ internals
+    def _push(self, ts: int, channel: str, frame: str) -> None:
+        if not self._emit_enabled:
+            return
+        self._seq += 1
+        heapq.heappush(self._heap, (ts, self._seq, channel, frame))
+
+    def _hash(self, token: str, t_ns: int) -> str:
+        self._seq += 1
+        return hashlib.sha1(f"{token}:{t_ns}:{self._seq}".encode()).hexdigest()
+
+    def _step(self, t: int) -> None:
+        dt = TICK_NS / NS
+        pr = self._price_rng
+        self.log_price += SIGMA_PER_SQRT_S * math.sqrt(dt) * pr.gauss(0.0, 1.0)
+        if pr.random() < JUMP_RATE_PER_S * dt:
+            self.log_price += pr.gauss(0.0, JUMP_LOG_SIGMA)
+        # Quoters see BTC through an exponential lag, plus a slowly wandering mispricing.
+        a = dt / QUOTER_LAG_S
+        self._quoter_log += a * (self.log_price - self._quoter_log)
+        self._quoter_noise += -0.2 * self._quoter_noise * dt + 0.12 * math.sqrt(dt) * pr.gauss(0, 1)
+        if t % NS == 0:
+            self._second(t)
+        if t % NS == 0 and (t // NS) % self.window_s == 0:
+            self._roll(t)
+        self._binance(t, dt)
+        self._clob(t, dt)
+
+    def _second(self, t: int) -> None:
+        s = t // NS
+        price = self.btc_price
+        self.chainlink[s] = price
+        self.chainlink.pop(s - self.lookback_s - 3 * self.window_s - 10, None)
+        ms = s * 1000
+        pub = t + CHAINLINK_DELAY_NS
+        self._push(pub, "rtds:crypto_prices_chainlink", _dumps({
+            "connection_id": CONNECTION_ID,
+            "payload": {"full_accuracy_value": str(int(round(price * 1e18))), "symbol": "btc/usd",
+                        "timestamp": ms, "value": price},
+            "timestamp": pub // MS, "topic": "crypto_prices_chainlink", "type": "update"}))
+        tw = self.twap(s)
+        if tw is not None:
+            self._push(pub + 90 * MS, "rtds:crypto_prices_twap_sixty", _dumps({
+                "connection_id": CONNECTION_ID,
+                "payload": {"full_accuracy_value": str(int(round(tw * 1e18))), "symbol": "btc/usd",
+                            "timestamp": ms, "value": tw, "window_s": self.lookback_s},
+                "timestamp": (pub + 90 * MS) // MS, "topic": "crypto_prices_twap_sixty",
+                "type": "update"}))
+        self._push(t + 150 * MS, "rtds:crypto_prices", _dumps({
+            "connection_id": CONNECTION_ID,
+            "payload": {"full_accuracy_value": f"{price:.8f}", "symbol": "btcusdt",
+                        "timestamp": ms, "value": round(price, 2)},
+            "timestamp": (t + 150 * MS) // MS, "topic": "crypto_prices", "type": "update"}))
+        # Resolutions due this second.
+        for w in self.windows.values():
+            if not w.resolved and w.final_price is not None and t >= w.resolved_ns:
+                w.resolved = True
+                win = w.up_token if w.winner == "Up" else w.down_token
+                self._push(t, "market:" + w.condition_id, _dumps({
+                    "event_type": "market_resolved", "id": w.market_id, "market": w.condition_id,
+                    "assets_ids": list(w.tokens), "winning_asset_id": win,
+                    "winning_outcome": w.winner, "timestamp": str(t // MS),
+                    "tags": ["crypto", "up-or-down"]}))
+
+    def _roll(self, t: int) -> None:
+        s = t // NS
+        ended = self.windows.get(s - self.window_s)
+        if ended is not None and ended.final_price is None:
+            ended.final_price = self.twap(s)
+            if ended.final_price is not None and ended.price_to_beat is not None:
+                ended.winner = "Up" if ended.final_price >= ended.price_to_beat else "Down"
+            else:
+                ended.winner = "Up"
+            ended.resolved_ns = t + int(min(54.0, 0.15 * self.window_s) * NS) // NS * NS
+            ended.resolved_ns = max(ended.resolved_ns, t + NS)
+        cur = self.windows.get(s)
+        if cur is None:
+            cur = self._list(s, t)
+        cur.price_to_beat = self.twap(s)
+        cur.ptb_public_ns = t + int(min(60.0, max(1.0, 0.2 * self.window_s)) * NS)
+        self._requote(cur, t, full=True)
+        for token in cur.tokens:
+            self._push(t, "market:" + cur.condition_id, self.book_event(cur, token, t))
+        self._list(s + self.window_s, t)
+        for start in [k for k in self.windows if k < s - 4 * self.window_s - 120]:
+            del self.windows[start]
+
+    def _list(self, start_s: int, t: int) -> Window:
+        w = self.windows.get(start_s)
+        if w is not None:
+            return w
+        w = Window(start_s, start_s + self.window_s, self.seed, self.lookback_s)
+        self.windows[start_s] = w
+        # Listed ahead with a static book around even odds until its window opens.
+        rng = random.Random(f"{self.seed}:list:{start_s}")
+        for i in range(BOOK_LEVELS):
+            w.up_bids[490 - 10 * i] = rng.randint(2000, 50000)
+            w.up_asks[510 + 10 * i] = rng.randint(2000, 50000)
+        self._push(t, "market", _dumps({
+            "event_type": "new_market", "id": w.market_id,
+            "question": f"Bitcoin Up or Down - {iso(start_s)} to {iso(w.end_s)}",
+            "market": w.condition_id, "slug": w.slug,
+            "description": "Simulated. Resolves Up if the Chainlink BTC/USD TWAP at the end of "
+                           "the window is >= the price at its start.",
+            "assets_ids": list(w.tokens), "outcomes": ["Up", "Down"],
+            "event_message": {"id": w.event_id, "ticker": w.slug, "slug": w.slug,
+                              "title": f"Bitcoin Up or Down {w.slug}", "description": ""},
+            "timestamp": str(t // MS), "tags": ["crypto", "up-or-down"],
+            "condition_id": w.condition_id, "active": True, "clob_token_ids": list(w.tokens),
+            "sports_market_type": "", "line": "", "game_start_time": "",
+            "order_price_min_tick_size": fmt_tick(w.tick), "group_item_title": "Up"}))
+        return w
+
+    def _binance(self, t: int, dt: float) -> None:
+        price = self.btc_price
+        ms = t // MS
+        rng = self._bn_rng
+        if rng.random() < AGGTRADE_HZ * dt:
+            n = 1 + int(rng.random() * rng.random() * 4)
+            buyer_maker = rng.random() < 0.5
+            p = math.floor(price * 100) / 100 if buyer_maker else math.floor(price * 100 + 1) / 100
+            qty = round(rng.expovariate(1 / 0.02) + 0.00001, 5)
+            self._agg_id += 1
+            first = self._trade_id + 1
+            self._trade_id += n
+            ev_ms = ms + rng.randint(0, 2)
+            self._push(t, "binance:btcusdt@aggTrade", _dumps({
+                "e": "aggTrade", "E": ev_ms, "s": "BTCUSDT", "a": self._agg_id,
+                "p": f"{p:.8f}", "q": f"{qty:.8f}", "f": first, "l": self._trade_id,
+                "T": ms, "m": buyer_maker, "M": True}))
+            part = round(qty / n, 5)
+            for i in range(n):
+                q = part if i < n - 1 else round(qty - part * (n - 1), 5)
+                self._push(t, "binance:btcusdt@trade", _dumps({
+                    "e": "trade", "E": ev_ms, "s": "BTCUSDT", "t": first + i,
+                    "p": f"{p:.8f}", "q": f"{max(q, 0.00001):.8f}", "T": ms,
+                    "m": buyer_maker, "M": True}))
+        if self.book_ticker_hz > 0 and self._tick_rng.random() < self.book_ticker_hz * dt:
+            r = self._tick_rng
+            bid = math.floor(price * 100) / 100
+            self._update_id += 1
+            self._push(t, "binance:btcusdt@bookTicker", _dumps({
+                "u": self._update_id, "s": "BTCUSDT", "b": f"{bid:.8f}",
+                "B": f"{r.expovariate(1 / 2.0):.8f}", "a": f"{bid + 0.01:.8f}",
+                "A": f"{r.expovariate(1 / 1.0):.8f}"}))
+
+    def fair_up(self, w: Window, t: int, log_price: float | None = None) -> float:
+        """Probability of Up from a given view of BTC (default: the lagged quoter view)."""
+        lp = self._quoter_log if log_price is None else log_price
+        k = w.price_to_beat
+        if k is None:
+            return 0.5
+        s_now = math.exp(lp)
+        now_s = t / NS
+        end = w.end_s
+        known = [v for sec, v in self.chainlink.items() if end - self.lookback_s < sec <= now_s]
+        rem = self.lookback_s - len(known)
+        expected = (sum(known) + rem * s_now) / self.lookback_s
+        before = max(0.0, (end - self.lookback_s) - now_s)
+        std = s_now * SIGMA_PER_SQRT_S * math.sqrt(before + rem / 3.0) * (rem / self.lookback_s)
+        if std <= 1e-9:
+            return 1.0 if expected >= k else 0.0
+        return _norm_cdf((expected - k) / std)
+
+    def _clob(self, t: int, dt: float) -> None:
+        w = self.current_window()
+        if w is None or t >= w.end_s * NS:
+            return
+        rng = self._clob_rng
+        if rng.random() < self.clob_update_hz * dt:
+            if rng.random() < 0.35:
+                self._requote(w, t, full=False)
+            else:
+                self._jiggle(w, t)
+        if rng.random() < CLOB_TRADE_HZ * dt:
+            token = w.tokens[rng.random() < 0.5]
+            side = "BUY" if rng.random() < 0.5 else "SELL"
+            size = rng.randint(500, 8000) * 10_000  # micro-shares
+            lim = (999, 1000) if side == "BUY" else (1, 1000)
+            self.take(token, side, lim[0], lim[1], size, False, "FAK", t)
+        if rng.random() < CLOB_BOOK_HZ * dt:
+            for token in w.tokens:
+                self._push(t, "market:" + w.condition_id, self.book_event(w, token, t))
+
+    def _target(self, w: Window, t: int) -> tuple[int, int]:
+        p = self.fair_up(w, t)
+        p = min(max(p, 1e-4), 1 - 1e-4)
+        logit = math.log(p / (1 - p)) + self._quoter_noise
+        p = 1 / (1 + math.exp(-logit))
+        if w.tick == 10 and (p > 0.965 or p < 0.035):
+            self._change_tick(w, 1, t)
+        elif w.tick == 1 and 0.05 < p < 0.95:
+            self._change_tick(w, 10, t)
+        tick = w.tick
+        spread_ticks = 1 + (1 if self._clob_rng.random() < 0.3 else 0)
+        half = spread_ticks * tick / 2
+        bid = int(math.floor((p * 1000 - half) / tick)) * tick
+        bid = min(max(bid, tick), 1000 - 2 * tick)
+        ask = min(bid + spread_ticks * tick, 1000 - tick)
+        return bid, ask
+
+    def _requote(self, w: Window, t: int, full: bool) -> None:
+        bid, ask = self._target(w, t)
+        cur_bid = max(w.up_bids) if w.up_bids else None
+        cur_ask = min(w.up_asks) if w.up_asks else None
+        if not full and cur_bid == bid and cur_ask == ask:
+            self._jiggle(w, t)
+            return
+        rng = self._clob_rng
+        tick = w.tick
+        new_bids = {}
+        new_asks = {}
+        for i in range(BOOK_LEVELS):
+            pb = bid - i * tick
+            pa = ask + i * tick
+            if pb >= tick:
+                new_bids[pb] = w.up_bids.get(pb) or rng.randint(1000, 60000) * (1 + i // 3)
+            if pa <= 1000 - tick:
+                new_asks[pa] = w.up_asks.get(pa) or rng.randint(1000, 60000) * (1 + i // 3)
+        changes = []
+        for side, old, new in (("BUY", w.up_bids, new_bids), ("SELL", w.up_asks, new_asks)):
+            for p in sorted(set(old) | set(new)):
+                if old.get(p) != new.get(p):
+                    changes.append((p, side, new.get(p, 0)))
+        w.up_bids, w.up_asks = new_bids, new_asks
+        if changes and not full:
+            self._push_changes(w, changes, t)
+
+    def _jiggle(self, w: Window, t: int) -> None:
+        rng = self._clob_rng
+        side = "BUY" if rng.random() < 0.5 else "SELL"
+        book = w.up_bids if side == "BUY" else w.up_asks
+        if not book:
+            return
+        prices = sorted(book, reverse=(side == "BUY"))
+        p = prices[min(int(rng.expovariate(1 / 3.0)), len(prices) - 1)]
+        book[p] = max(100, int(book[p] * rng.uniform(0.6, 1.5)) + rng.randint(-500, 500))
+        self._push_changes(w, [(p, side, book[p])], t)
+
+    def _push_changes(self, w: Window, changes: list[tuple[int, str, int]], t: int) -> None:
+        """One `price_change` frame (current format) for Up-book changes, mirrored onto Down."""
+        entries = []
+        ub, ua = w.best(w.up_token)
+        db, da = w.best(w.down_token)
+
+        def b(x: int | None) -> str:
+            return fmt_price(x) if x is not None else "0"
+
+        for p, side, size in changes:
+            entries.append({"asset_id": w.up_token, "price": fmt_price(p), "side": side,
+                            "size": fmt_size(size), "hash": self._hash(w.up_token, t),
+                            "best_bid": b(ub), "best_ask": b(ua) if ua is not None else "1"})
+            entries.append({"asset_id": w.down_token, "price": fmt_price(1000 - p),
+                            "side": "SELL" if side == "BUY" else "BUY", "size": fmt_size(size),
+                            "hash": self._hash(w.down_token, t), "best_bid": b(db),
+                            "best_ask": b(da) if da is not None else "1"})
+        ch = "market:" + w.condition_id
+        self._push(t, ch, _dumps({"market": w.condition_id, "price_changes": entries,
+                                  "timestamp": str(t // MS), "event_type": "price_change"}))
+        # best_bid_ask only when the top of book moves, as with custom_feature_enabled.
+        if (ub, ua) != w.last_bba:
+            w.last_bba = (ub, ua)
+            for token, (bb, ba) in ((w.up_token, (ub, ua)), (w.down_token, (db, da))):
+                self._push(t, ch, _dumps({
+                    "market": w.condition_id, "asset_id": token, "best_bid": b(bb),
+                    "best_ask": b(ba), "spread": fmt_price((ba or 0) - (bb or 0)),
+                    "timestamp": str(t // MS), "event_type": "best_bid_ask"}))
+
+    def _change_tick(self, w: Window, new_tick: int, t: int) -> None:
+        if new_tick == w.tick:
+            return
+        old = w.tick
+        w.tick = new_tick
+        # Snap every level onto the new grid (sizes on merged levels add up).
+        for attr, rounder in (("up_bids", math.floor), ("up_asks", math.ceil)):
+            snapped: dict[int, int] = {}
+            for p, s in getattr(w, attr).items():
+                q = int(rounder(p / new_tick)) * new_tick
+                q = min(max(q, new_tick), 1000 - new_tick)
+                snapped[q] = snapped.get(q, 0) + s
+            setattr(w, attr, snapped)
+        ch = "market:" + w.condition_id
+        for token in w.tokens:
+            self._push(t, ch, _dumps({
+                "event_type": "tick_size_change", "asset_id": token, "market": w.condition_id,
+                "old_tick_size": fmt_tick(old), "new_tick_size": fmt_tick(new_tick),
+                "timestamp": str(t // MS)}))
+        for token in w.tokens:
+            self._push(t, ch, self.book_event(w, token, t))
