@@ -1,0 +1,145 @@
+"""Configuration: every kind of bad value is refused with its field named, at load and at start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common.config import (
+    ConfigError,
+    Secret,
+    StrategyConfig,
+    load_settings,
+    load_strategy_config,
+    validate_strategy_config,
+)
+from tests.conftest import REPO
+
+
+def test_shipped_configs_are_valid_and_match_the_seed_defaults() -> None:
+    shipped = load_strategy_config(REPO / "config" / "config.json")
+    example = load_strategy_config(REPO / "config" / "config.example.json")
+    assert shipped == example
+    seed = {
+        "stake_per_trade_usd": 5.0,
+        "max_daily_loss_usd": 10.0,
+        "max_trades_per_day": 5,
+        "min_signal_score": 0.12,
+        "min_edge_pct": 0.05,
+        "take_profit_pct": 0.25,
+        "stop_loss_pct": 0.18,
+        "entry_window_min_sec": 45,
+        "min_seconds_before_close": 30,
+    }
+    for k, v in seed.items():
+        assert getattr(StrategyConfig(), k) == v, k
+
+
+@pytest.mark.parametrize(
+    ("doc", "field", "words"),
+    [
+        ({"stake_pre_trade_usd": 5}, "stake_pre_trade_usd", "unknown field"),
+        ({"max_trades_per_day": "5"}, "max_trades_per_day", "Expected `int`, got `str`"),
+        ({"max_trades_per_day": 2.5}, "max_trades_per_day", "Expected `int`, got `float`"),
+        ({"min_signal_score": 1.5}, "min_signal_score", "<= 1.0"),
+        ({"stake_per_trade_usd": -5}, "stake_per_trade_usd", "> 0.0"),
+        ({"stop_loss_pct": 0}, "stop_loss_pct", "> 0.0"),
+        ({"order_type": "GTC"}, "order_type", "Invalid enum value 'GTC'"),
+        ({"entry_window_min_sec": None}, "entry_window_min_sec", "got `null`"),
+        ({"take_profit_pct": True}, "take_profit_pct", "got `bool`"),
+    ],
+)
+def test_each_kind_of_bad_value_names_its_field(doc: dict, field: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        validate_strategy_config(doc)
+    assert list(e.value.errors) == [field]
+    assert words in e.value.errors[field]
+    assert field in str(e.value)
+
+
+def test_every_bad_field_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as e:
+        validate_strategy_config({"min_edge_pct": -1, "bogus": 1, "max_daily_loss_usd": "x"})
+    assert set(e.value.errors) == {"min_edge_pct", "bogus", "max_daily_loss_usd"}
+
+
+def test_not_an_object_and_not_json(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected a JSON object"):
+        validate_strategy_config([1, 2])
+    p = tmp_path / "c.json"
+    p.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_strategy_config(p)
+
+
+def test_settings_env_overrides_dotenv_and_bad_values_are_named(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# comment\nexport DRY_RUN=false\nAPI_PORT='9000'\nLOG_LEVEL=debug\n")
+    s = load_settings({"API_PORT": "9100"}, dotenv)
+    assert (s.dry_run, s.api_port, s.log_level) == (False, 9100, "DEBUG")
+    assert s.urls["GAMMA_API_URL"].startswith("https://gamma-api.polymarket.com")
+    sim = load_settings({"POLYEDGE_VENUE": "sim", "SIM_PORT": "9999"}, None)
+    assert sim.urls["CLOB_API_URL"] == "http://127.0.0.1:9999/clob"
+    with pytest.raises(ConfigError) as e:
+        load_settings(
+            {
+                "DRY_RUN": "maybe",
+                "API_PORT": "80000",
+                "SIM_SEED": "x",
+                "POLYEDGE_VENUE": "paper",
+                "BINANCE_WS_URL": "ftp://x",
+            },
+            None,
+        )
+    assert set(e.value.errors) == {
+        "DRY_RUN",
+        "API_PORT",
+        "SIM_SEED",
+        "POLYEDGE_VENUE",
+        "BINANCE_WS_URL",
+    }
+    dotenv.write_text("JUST A LINE\n")
+    with pytest.raises(ConfigError, match=r"\.env:1"):
+        load_settings({}, dotenv)
+
+
+def test_private_key_never_shows() -> None:
+    key = "0x" + "ab" * 32
+    s = load_settings({"PRIVATE_KEY": key}, None)
+    assert s.private_key is not None and s.private_key.reveal() == key
+    assert key not in repr(s) and key not in str(s.private_key) and "***" in repr(s)
+    with pytest.raises(ConfigError) as e:
+        load_settings({"PRIVATE_KEY": "0x1234notakey"}, None)
+    assert "PRIVATE_KEY" in str(e.value) and "1234notakey" not in str(e.value)
+    assert repr(Secret("hunter2")) == "Secret('***')"
+
+
+def _run_service(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", f"services.{name}"],
+        cwd=REPO,
+        timeout=60,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_service_refuses_to_start_on_a_bad_config_file(tmp_path: Path, iso_env: dict) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"max_trades_per_day": -1}))
+    r = _run_service("strategy", {"POLYEDGE_CONFIG": str(bad)})
+    assert r.returncode == 2
+    assert "max_trades_per_day" in r.stderr and str(bad) in r.stderr
+
+
+@pytest.mark.parametrize("name", ["ingest", "signal", "strategy", "execution", "observe"])
+def test_service_refuses_to_start_on_a_bad_env_value(name: str, iso_env: dict) -> None:
+    r = _run_service(name, {"DRY_RUN": "perhaps"})
+    assert r.returncode == 2
+    assert "DRY_RUN" in r.stderr and "perhaps" in r.stderr
