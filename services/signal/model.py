@@ -1,0 +1,165 @@
+"""The fair-value model: BTC features and the probability that a window settles Up.
+
+Pure functions and a small feature tracker, no I/O and no clock: the signal core, the backtest and
+the tests all call the same code. The settlement rule (PROTOCOLS.md section 0.2) is "Up if the
+Chainlink TWAP over the last `lookback` seconds of the window is >= the price to beat", so the model
+prices that average, not the spot price at the close.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+NS = 1_000_000_000
+RETURN_HORIZONS_S = (5, 15, 30, 60)
+P_MIN, P_MAX = 1e-4, 1.0 - 1e-4  # keep probabilities off 0/1 so Brier/log scores stay finite
+MOMENTUM_CLIP = 3.0
+
+
+def norm_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def taker_fee_per_share(price: float, rate: float, exponent: float = 1.0) -> float:
+    """Taker fee in collateral per share at `price` (feeSchedule: rate * (p * (1 - p)) ** exp)."""
+    if rate <= 0.0 or not 0.0 < price < 1.0:
+        return 0.0
+    return rate * (price * (1.0 - price)) ** exponent
+
+
+def taker_fee(shares: float, price: float, rate: float, exponent: float = 1.0) -> float:
+    """Fee charged on a fill, rounded to 5 decimals as the venue does at match time."""
+    return round(shares * taker_fee_per_share(price, rate, exponent), 5)
+
+
+@dataclass(frozen=True)
+class Fair:
+    """The model's answer and the intermediate numbers that explain it."""
+
+    p_up: float
+    expected: float  # expected settlement price (TWAP or spot)
+    std_log: float  # std of log(settlement / expected)
+    z: float  # log distance over std, before momentum
+    z_momentum: float  # the momentum term added to z
+
+
+def fair_up(
+    price: float,
+    price_to_beat: float,
+    sigma: float,
+    tau_s: float,
+    lookback_s: float = 0.0,
+    known_avg: float | None = None,
+    momentum: float = 0.0,
+    momentum_weight: float = 0.0,
+) -> Fair:
+    """P(settlement >= price_to_beat) under a driftless log-normal walk with vol `sigma`
+    (log units per sqrt second), `tau_s` seconds before the window ends.
+
+    With a TWAP of `lookback_s` seconds the settlement is an average: more than `lookback_s`
+    before the end its variance is sigma^2 * (tau - lookback + lookback / 3) (the average of a
+    random walk over L seconds has a third of the end-point variance); inside the TWAP window
+    `lookback - tau` seconds are already fixed at `known_avg` and only the remaining `tau`
+    seconds move, weighted by tau / lookback. `lookback_s = 0` is plain spot settlement.
+    Ties go to Up. `momentum` (a return z-score) shifts z by `momentum_weight * momentum`.
+    """
+    if price <= 0.0 or price_to_beat <= 0.0:
+        raise ValueError(f"prices must be > 0, got price={price} price_to_beat={price_to_beat}")
+    tau = max(0.0, tau_s)
+    if lookback_s <= 0.0:
+        expected = price
+        std = sigma * math.sqrt(tau)
+    elif tau > lookback_s:
+        expected = price
+        std = sigma * math.sqrt(tau - 2.0 * lookback_s / 3.0)
+    else:
+        fixed = known_avg if known_avg is not None and known_avg > 0 else price
+        expected = (fixed * (lookback_s - tau) + price * tau) / lookback_s
+        std = sigma * math.sqrt(tau / 3.0) * (tau / lookback_s)
+    d = math.log(expected / price_to_beat)
+    mom = momentum_weight * max(-MOMENTUM_CLIP, min(MOMENTUM_CLIP, momentum))
+    if std <= 1e-12:
+        z = math.inf if d >= 0 else -math.inf
+        p = 1.0 if d >= 0 else 0.0
+    else:
+        z = d / std
+        p = norm_cdf(z + mom)
+    return Fair(p_up=min(P_MAX, max(P_MIN, p)), expected=expected, std_log=std, z=z, z_momentum=mom)
+
+
+def edge(p_side: float, best_ask: float | None, fee_rate: float, fee_exponent: float) -> float:
+    """Expected profit per share of buying this side at its best ask, after the taker fee.
+    No ask means no trade: -1 (the worst possible edge)."""
+    if best_ask is None or not 0.0 < best_ask < 1.0:
+        return -1.0
+    return p_side - best_ask - taker_fee_per_share(best_ask, fee_rate, fee_exponent)
+
+
+class BtcFeatures:
+    """Rolling BTC features on event time: last price, returns over several horizons and an
+    EWMA realised volatility sampled once a second (per-trade returns are mostly bid/ask bounce)."""
+
+    def __init__(self, halflife_s: float = 60.0, vol_floor: float = 3e-5) -> None:
+        self.halflife_s = halflife_s
+        self.vol_floor = vol_floor
+        self.prices: deque[tuple[int, float]] = deque()
+        self.last_price: float | None = None
+        self.last_ts_ns = 0
+        self._sample_ts_ns = 0
+        self._sample_price = 0.0
+        self._var_per_s: float | None = None
+        self.samples = 0
+
+    def on_trade(self, ts_ns: int, price: float) -> None:
+        if price <= 0.0:
+            return
+        if self.last_price is not None and ts_ns < self.last_ts_ns:
+            ts_ns = self.last_ts_ns  # a late trade does not move time backwards
+        self.last_price = price
+        self.last_ts_ns = ts_ns
+        self.prices.append((ts_ns, price))
+        horizon = (RETURN_HORIZONS_S[-1] + 5) * NS
+        while len(self.prices) > 2 and self.prices[1][0] <= ts_ns - horizon:
+            self.prices.popleft()
+        if self._sample_ts_ns == 0:
+            self._sample_ts_ns, self._sample_price = ts_ns, price
+        elif ts_ns - self._sample_ts_ns >= NS:
+            dt = (ts_ns - self._sample_ts_ns) / NS
+            r = math.log(price / self._sample_price)
+            obs = r * r / dt
+            decay = math.exp(-dt * math.log(2.0) / self.halflife_s)
+            self._var_per_s = (
+                obs if self._var_per_s is None else decay * self._var_per_s + (1 - decay) * obs
+            )
+            self._sample_ts_ns, self._sample_price = ts_ns, price
+            self.samples += 1
+
+    @property
+    def sigma(self) -> float:
+        """Volatility in log units per sqrt second, never below the floor."""
+        if self._var_per_s is None:
+            return self.vol_floor
+        return max(self.vol_floor, math.sqrt(self._var_per_s))
+
+    def price_at(self, ts_ns: int) -> float | None:
+        """Last trade price at or before `ts_ns` (None if we have no trade that old)."""
+        found = None
+        for t, p in self.prices:
+            if t > ts_ns:
+                break
+            found = p
+        return found
+
+    def log_return(self, horizon_s: float) -> float:
+        if self.last_price is None:
+            return 0.0
+        past = self.price_at(self.last_ts_ns - int(horizon_s * NS))
+        if past is None:
+            past = self.prices[0][1] if self.prices else self.last_price
+        return math.log(self.last_price / past)
+
+    def momentum(self, horizon_s: float) -> float:
+        """The return over `horizon_s` in units of its expected std (a z-score)."""
+        return self.log_return(horizon_s) / (self.sigma * math.sqrt(max(horizon_s, 1e-9)))
