@@ -1,0 +1,146 @@
+"""Simulated venue: Binance, Polymarket (market/user sockets, Gamma, CLOB REST) and the RTDS price
+feed on one local port, over a seeded market or a replayed capture, with injectable faults.
+
+`main(argv)` is the entry point of `python -m services.simvenue` and `polyedge sim`; the market
+generator itself is `services.simvenue.market.SimMarket`. Endpoints: see README.md in this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+
+FAULT_HELP = ("NAME[:key=value,...], e.g. stall:channel=market,seconds=5,after=30 "
+              "(repeatable; keys: channel, count, seconds, after)")
+
+
+def _venue_from_env() -> str:
+    """POLYEDGE_VENUE from the environment, else from ./.env, else "live"."""
+    val = os.environ.get("POLYEDGE_VENUE")
+    if val is None and Path(".env").is_file():
+        for line in Path(".env").read_text(encoding="utf-8", errors="replace").splitlines():
+            line = line.strip()
+            if line.startswith("export "):
+                line = line[7:].strip()
+            if line.startswith("POLYEDGE_VENUE="):
+                val = line.split("=", 1)[1].strip().strip("'\"")
+    return (val or "live").strip().lower()
+
+
+def parse_fault(spec: str) -> dict:
+    from services.simvenue.server import FAULTS
+
+    name, _, rest = spec.partition(":")
+    if name not in FAULTS:
+        raise argparse.ArgumentTypeError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+    out: dict = {"name": name}
+    for part in filter(None, rest.split(",")):
+        k, eq, val = part.partition("=")
+        if not eq or k not in ("channel", "count", "seconds", "after"):
+            raise argparse.ArgumentTypeError(f"bad fault option {part!r} in {spec!r}")
+        try:
+            out[k] = val if k == "channel" else (int(val) if k == "count" else float(val))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"bad number in {part!r}") from exc
+    return out
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        print(f"simvenue: {name}={raw!r} is not an integer", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="polyedge sim", description="Run the simulated venue.")
+    p.add_argument("--port", type=int, default=None, help="port (env SIM_PORT, default 8765; 0 = any free)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--seed", type=int, default=None, help="market seed (env SIM_SEED, default 1)")
+    p.add_argument("--window-seconds", type=int, default=None,
+                   help="window length (env SIM_WINDOW_SECONDS, default 300)")
+    p.add_argument("--replay", metavar="CAPTURE_PATH", help="play back a capture instead")
+    p.add_argument("--speed", type=float, default=1.0, help="replay speed factor (default 1)")
+    p.add_argument("--fault", action="append", type=parse_fault, default=[], help=FAULT_HELP)
+    p.add_argument("--book-ticker-hz", type=float, default=100.0,
+                   help="Binance bookTicker rate (default 100/s; lower it in tests)")
+    p.add_argument("--mine-seconds", type=float, default=2.0, help="MATCHED -> MINED delay")
+    p.add_argument("--confirm-seconds", type=float, default=6.0, help="MATCHED -> CONFIRMED delay")
+    p.add_argument("--balance", type=float, default=1000.0, help="starting pUSD per account")
+    p.add_argument("--ping-interval", type=float, default=20.0, help="server websocket pings (s)")
+    p.add_argument("--only-if-sim", action="store_true",
+                   help="exit 0 at once unless POLYEDGE_VENUE=sim (for supervisord)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.only_if_sim and _venue_from_env() != "sim":
+        print(f"simvenue: POLYEDGE_VENUE={_venue_from_env()}, not sim; not starting", flush=True)
+        return 0
+    port = args.port if args.port is not None else _env_int("SIM_PORT", 8765)
+    seed = args.seed if args.seed is not None else _env_int("SIM_SEED", 1)
+    window = args.window_seconds if args.window_seconds is not None else \
+        _env_int("SIM_WINDOW_SECONDS", 300)
+    if not 0 <= port <= 65535:
+        parser.error(f"--port {port} out of range")
+    if window < 2:
+        parser.error("--window-seconds must be >= 2")
+    if args.speed <= 0:
+        parser.error("--speed must be > 0")
+    if args.replay and not Path(args.replay).is_file():
+        parser.error(f"--replay: no such file {args.replay}")
+    if args.book_ticker_hz < 0:
+        parser.error("--book-ticker-hz must be >= 0")
+
+    import uvicorn
+
+    from services.simvenue.server import SimOptions, Venue, build_app
+
+    opts = SimOptions(host=args.host, port=port, seed=seed, window_seconds=window,
+                      book_ticker_hz=args.book_ticker_hz, replay=args.replay, speed=args.speed,
+                      faults=args.fault, mine_seconds=args.mine_seconds,
+                      confirm_seconds=args.confirm_seconds, balance_usd=args.balance,
+                      ping_interval=args.ping_interval)
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        print(f"simvenue: cannot listen on {args.host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    bound_port = sock.getsockname()[1]
+    venue = Venue(opts)
+    config = uvicorn.Config(build_app(venue), log_level="warning", lifespan="on",
+                            ws_ping_interval=args.ping_interval or None,
+                            ws_ping_timeout=max(args.ping_interval, 20.0) or None,
+                            timeout_graceful_shutdown=2, access_log=False)
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.02)
+        if server.started:
+            print(f"simvenue listening on http://{args.host}:{bound_port}", flush=True)
+        await task
+
+    try:
+        import uvloop
+
+        uvloop.run(run())
+    except ImportError:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
