@@ -421,7 +421,7 @@ class SimMarket:
         s = t // NS
         price = self.btc_price
         self.chainlink[s] = price
-        self.chainlink.pop(s - self.lookback_s - 3 * self.window_s - 10, None)
+        self.chainlink.pop(s - self.lookback_s - 4 * self.window_s - 130, None)
         ms = s * 1000
         pub = t + CHAINLINK_DELAY_NS
         self._push(pub, "rtds:crypto_prices_chainlink", _dumps({

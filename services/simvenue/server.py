@@ -64,7 +64,7 @@ class SimOptions:
     ping_interval: float = 20.0
 
 
-@dataclass
+@dataclass(eq=False)
 class Conn:
     """One client socket: a bounded outbound queue, its subscriptions and per-socket faults."""
 
