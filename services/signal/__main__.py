@@ -1,20 +1,45 @@
-"""Runner for signal: SUB to ingest, publish scores; forwards the end-to-end probe."""
+"""Runner for signal: SUB to ingest, publish scores; forwards the end-to-end probe.
+
+Model parameters come from the strategy config file; the file's mtime is watched so an accepted
+hot reload (strategy writes it back) reaches the model without a restart."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from common import topics
 from common.bus import Subscriber
-from common.schema import Envelope, Probe
-from common.service import ServiceRunner, forward_probe
+from common.clock import now_ns
+from common.config import DEFAULT_CONFIG_PATH, ConfigError, load_strategy_config
+from common.schema import Envelope, Probe, SignalScore
+from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
 from services.signal.core import SignalCore
+
+LOG_EVERY_NS = 1_000_000_000  # signal.jsonl gets one full score (with inputs) a second
 
 
 class SignalRunner(ServiceRunner):
     def __init__(self) -> None:
         super().__init__("signal", "signal")
-        self.core = SignalCore()
+        self.config_path = Path(os.environ.get("POLYEDGE_CONFIG") or DEFAULT_CONFIG_PATH)
+        try:
+            config = load_strategy_config()
+        except ConfigError as e:
+            fail("signal", str(e), EXIT_CONFIG)
+        self.config_mtime = self._mtime()
+        self.core = SignalCore(config)
+        self._next_log = 0
+        self._last_side = ""
+
+    def _mtime(self) -> float:
+        try:
+            return self.config_path.stat().st_mtime
+        except OSError:
+            return 0.0
 
     def state(self) -> tuple[str, dict[str, Any]]:
         return "running", self.core.status()
@@ -23,13 +48,33 @@ class SignalRunner(ServiceRunner):
         if isinstance(env.msg, Probe):
             self.pub.send(topics.PROBE_PREFIX + "signal", forward_probe(env.msg, "signal"))
             return
-        self.publish_all(self.core.handle(topic, env.msg))
+        for out_topic, msg in self.core.handle(topic, env.msg):
+            if isinstance(msg, SignalScore):
+                msg = msgspec.structs.replace(msg, ts_signal_ns=now_ns())
+                if msg.ts_ns >= self._next_log or msg.side != self._last_side:
+                    self.log.write("signal", "signal", **msgspec.to_builtins(msg))
+                    self._next_log = msg.ts_ns + LOG_EVERY_NS
+                    self._last_side = msg.side
+            self.pub.send(out_topic, msg)
+
+    def on_timer(self, _now: int) -> None:
+        mtime = self._mtime()
+        if mtime == self.config_mtime:
+            return
+        self.config_mtime = mtime
+        try:
+            config = load_strategy_config(self.config_path)
+        except ConfigError as e:
+            self.log.write("signal", "config_reload_rejected", "WARNING", error=str(e))
+            return
+        self.core.set_config(config)
+        self.log.write("signal", "config_reloaded", config=msgspec.to_builtins(config))
 
     def run(self) -> int:
         md = Subscriber(
             self.settings.bus_endpoint("ingest"), ["md.", topics.PROBE_PREFIX + "ingest"]
         )
-        return self.loop({md: self.on_md})
+        return self.loop({md: self.on_md}, on_timer=self.on_timer, timer_ms=500)
 
 
 def main() -> int:

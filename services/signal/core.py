@@ -1,20 +1,254 @@
-"""Signal's transport-free core: turns market data into a probability that the window ends Up."""
+"""Signal's transport-free core: market data in, one `SignalScore` per cycle out.
+
+Each ClockTick, BTC trade, or change of a current token's best ask produces a score for the
+current window: the model's probability of Up (services/signal/model.py), the side it favours, a
+score in [-1, 1] and the per-side edge after the taker fee, with every input in `inputs` so the
+signal log explains the number. Time comes only from the messages handled.
+"""
 
 from __future__ import annotations
 
-from common.schema import BtcTrade, Msg
+import math
+
+from common import topics
+from common.config import StrategyConfig
+from common.schema import (
+    BookDelta,
+    BookSnapshot,
+    BtcTrade,
+    ClockTick,
+    MarketInfo,
+    MarketResolved,
+    Msg,
+    PriceFeedTick,
+    SignalScore,
+)
+from services.signal.model import (
+    NS,
+    RETURN_HORIZONS_S,
+    BtcFeatures,
+    edge,
+    fair_up,
+    taker_fee_per_share,
+)
+
+# price-to-beat sources, best first; the number goes into `inputs` as ptb_source
+PTB_MARKET, PTB_TWAP, PTB_CHAINLINK, PTB_BINANCE = 3.0, 2.0, 1.0, 0.0
+KEEP_SECONDS = 900  # per-second price history kept for TWAP estimates
 
 
 class SignalCore:
-    def __init__(self) -> None:
-        self.last_price: float | None = None
-        self.trades = 0
+    def __init__(self, config: StrategyConfig | None = None) -> None:
+        self.config = config or StrategyConfig()
+        self.features = BtcFeatures(self.config.vol_halflife_s, self.config.vol_floor)
+        self.markets: dict[str, MarketInfo] = {}
+        self.resolved: set[str] = set()
+        self.books: dict[str, tuple[float | None, float | None, int]] = {}
+        self.chainlink: dict[int, float] = {}  # unix second -> Chainlink BTC/USD
+        self.twap: dict[int, float] = {}  # unix second -> published TWAP ending then
+        self.binance_s: dict[int, float] = {}  # unix second -> last Binance trade in it
+        self.ptb: dict[str, tuple[float, float]] = {}  # slug -> (price to beat, source)
+        self.now_ns = 0
+        self.last_trade_recv_ns = 0
+        self.published = 0
+        self.last: SignalScore | None = None
 
+    def set_config(self, config: StrategyConfig) -> None:
+        """Hot reload of the model parameters (the feature history is kept)."""
+        self.config = config
+        self.features.halflife_s = config.vol_halflife_s
+        self.features.vol_floor = config.vol_floor
+
+    # ------------------------------------------------------------------ inputs
     def handle(self, topic: str, msg: Msg) -> list[tuple[str, Msg]]:
+        if isinstance(msg, ClockTick):
+            self._advance(msg.ts_ns)
+            return self._emit(msg.ts_ns, 0)
         if isinstance(msg, BtcTrade):
-            self.last_price = msg.price
-            self.trades += 1
+            self._advance(msg.ts_recv_ns)
+            self.features.on_trade(msg.ts_recv_ns, msg.price)
+            self.last_trade_recv_ns = msg.ts_recv_ns
+            self.binance_s[msg.ts_recv_ns // NS] = msg.price
+            return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns)
+        if isinstance(msg, BookSnapshot | BookDelta):
+            self._advance(msg.ts_recv_ns)
+            old = self.books.get(msg.asset_id)
+            self.books[msg.asset_id] = (msg.best_bid, msg.best_ask, msg.ts_recv_ns)
+            m = self.current_market()
+            if (
+                m is not None
+                and msg.asset_id in (m.up_token_id, m.down_token_id)
+                and (old is None or old[1] != msg.best_ask)
+            ):
+                return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns)
+            return []
+        if isinstance(msg, PriceFeedTick):
+            self._advance(msg.ts_recv_ns)
+            sec = msg.ts_exchange_ns // NS
+            if msg.source == "chainlink":
+                self.chainlink[sec] = msg.value
+            elif msg.source.startswith("twap"):
+                self.twap[sec] = msg.value
+            return []
+        if isinstance(msg, MarketInfo):
+            self._advance(msg.ts_recv_ns)
+            self.markets[msg.slug] = msg
+            return []
+        if isinstance(msg, MarketResolved):
+            self.resolved.add(msg.slug)
+            return []
         return []
 
+    def _advance(self, ts_ns: int) -> None:
+        if ts_ns > self.now_ns:
+            self.now_ns = ts_ns
+            horizon = ts_ns // NS - KEEP_SECONDS
+            for d in (self.chainlink, self.twap, self.binance_s):
+                while d and next(iter(d)) < horizon:  # insertion order is time order
+                    del d[next(iter(d))]
+            if len(self.markets) > 8:
+                for slug, m in sorted(self.markets.items(), key=lambda kv: kv[1].window_end_ns):
+                    if len(self.markets) <= 8 or m.window_end_ns >= ts_ns:
+                        break
+                    del self.markets[slug]
+                    self.ptb.pop(slug, None)
+
+    # ------------------------------------------------------------------ model
+    def current_market(self) -> MarketInfo | None:
+        best = None
+        for m in self.markets.values():
+            if m.window_start_ns <= self.now_ns < m.window_end_ns and m.slug not in self.resolved:
+                if best is None or m.window_start_ns > best.window_start_ns:
+                    best = m
+        return best
+
+    def price_to_beat(self, m: MarketInfo) -> tuple[float, float] | None:
+        """The market's own price to beat, else the best estimate we can make ourselves: the
+        TWAP published for the window's start second, the Chainlink average over the lookback,
+        or the last Binance trade before the start (Gamma's value is about a minute late)."""
+        if m.price_to_beat is not None and m.price_to_beat > 0:
+            return m.price_to_beat, PTB_MARKET
+        start = m.window_start_ns // NS
+        known = self.ptb.get(m.slug)
+        if known is not None and known[1] >= PTB_TWAP:
+            return known
+        found: tuple[float, float] | None = None
+        if start in self.twap:
+            found = (self.twap[start], PTB_TWAP)
+        else:
+            lb = max(1, m.twap_lookback_s) if m.twap_enabled else 1
+            span = [self.chainlink.get(s) for s in range(start - lb + 1, start + 1)]
+            if all(v is not None for v in span):
+                found = (sum(span) / len(span), PTB_CHAINLINK)  # type: ignore[arg-type]
+        if found is None and known is None:
+            before = [s for s in self.binance_s if s <= start]
+            if before:
+                found = (self.binance_s[max(before)], PTB_BINANCE)
+            elif self.features.last_price is not None:
+                found = (self.features.last_price, PTB_BINANCE)
+        if found is not None and (known is None or found[1] > known[1]):
+            self.ptb[m.slug] = found
+        return self.ptb.get(m.slug)
+
+    def _known_avg(self, m: MarketInfo, lookback: int) -> float | None:
+        """Average of the already-fixed part of the settlement TWAP (seconds up to now)."""
+        end = m.window_end_ns // NS
+        now_s = self.now_ns // NS
+        secs = range(end - lookback + 1, min(end, now_s) + 1)
+        vals = [self.chainlink.get(s) for s in secs]
+        if secs and all(v is not None for v in vals):
+            return sum(vals) / len(vals)  # type: ignore[arg-type]
+        vals = [self.binance_s.get(s) for s in secs]
+        have = [v for v in vals if v is not None]
+        return sum(have) / len(have) if have else None
+
+    def score(self, now_ns: int, origin_exchange_ns: int = 0) -> SignalScore | None:
+        m = self.current_market()
+        price = self.features.last_price
+        if m is None or price is None:
+            return None
+        ptb = self.price_to_beat(m)
+        if ptb is None:
+            return None
+        cfg = self.config
+        lookback = m.twap_lookback_s if m.twap_enabled else 0
+        tau = (m.window_end_ns - now_ns) / NS
+        known = self._known_avg(m, lookback) if 0 < lookback and tau <= lookback else None
+        momentum = self.features.momentum(cfg.momentum_horizon_s)
+        fair = fair_up(
+            price, ptb[0], self.features.sigma, tau, lookback, known, momentum, cfg.momentum_weight
+        )
+        p = fair.p_up
+        up_bid, up_ask, up_ts = self.books.get(m.up_token_id, (None, None, 0))
+        dn_bid, dn_ask, dn_ts = self.books.get(m.down_token_id, (None, None, 0))
+        edge_up = edge(p, up_ask, m.fee_rate, m.fee_exponent)
+        edge_down = edge(1.0 - p, dn_ask, m.fee_rate, m.fee_exponent)
+        inputs: dict[str, float] = {
+            "price": price,
+            "price_to_beat": ptb[0],
+            "ptb_source": ptb[1],
+            "log_distance": math.log(fair.expected / ptb[0]),
+            "expected_settle": fair.expected,
+            "sigma": self.features.sigma,
+            "std_log": fair.std_log,
+            "z": _finite(fair.z),
+            "z_momentum": fair.z_momentum,
+            "momentum": momentum,
+            "tau_s": tau,
+            "elapsed_s": (now_ns - m.window_start_ns) / NS,
+            "twap_lookback_s": float(lookback),
+            "price_age_ms": (now_ns - self.last_trade_recv_ns) / 1e6,
+            "up_book_age_ms": (now_ns - up_ts) / 1e6 if up_ts else -1.0,
+            "down_book_age_ms": (now_ns - dn_ts) / 1e6 if dn_ts else -1.0,
+            "fee_rate": m.fee_rate,
+        }
+        if known is not None:
+            inputs["known_twap_avg"] = known
+        for h in RETURN_HORIZONS_S:
+            inputs[f"ret_{h}s"] = self.features.log_return(h)
+        for name, value in (
+            ("up_bid", up_bid),
+            ("up_ask", up_ask),
+            ("down_bid", dn_bid),
+            ("down_ask", dn_ask),
+        ):
+            if value is not None:
+                inputs[name] = value
+        if up_ask is not None:
+            inputs["up_fee_per_share"] = taker_fee_per_share(up_ask, m.fee_rate, m.fee_exponent)
+        if dn_ask is not None:
+            inputs["down_fee_per_share"] = taker_fee_per_share(dn_ask, m.fee_rate, m.fee_exponent)
+        return SignalScore(
+            slug=m.slug,
+            p_up=p,
+            side="Up" if p >= 0.5 else "Down",
+            score=max(-1.0, min(1.0, 2.0 * p - 1.0)),
+            edge_up=edge_up,
+            edge_down=edge_down,
+            ts_ns=now_ns,
+            origin_ts_exchange_ns=origin_exchange_ns,
+            origin_ts_recv_ns=now_ns,
+            inputs=inputs,
+        )
+
+    def _emit(self, now_ns: int, origin_exchange_ns: int) -> list[tuple[str, Msg]]:
+        s = self.score(now_ns, origin_exchange_ns)
+        if s is None:
+            return []
+        self.published += 1
+        self.last = s
+        return [(topics.SIGNAL, s)]
+
     def status(self) -> dict[str, object]:
-        return {"last_price": self.last_price, "trades": self.trades}
+        m = self.current_market()
+        return {
+            "last_price": self.features.last_price,
+            "sigma": self.features.sigma,
+            "market": m.slug if m else None,
+            "published": self.published,
+            "p_up": self.last.p_up if self.last else None,
+        }
+
+
+def _finite(x: float) -> float:
+    return max(-1e9, min(1e9, x))

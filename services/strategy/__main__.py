@@ -1,41 +1,89 @@
-"""Runner for strategy: SUB to ingest, signal and execution; PULL control; PUSH order intents."""
+"""Runner for strategy: SUB to ingest, signal and execution; PULL control; PUSH order intents.
+
+Around the core it persists the core's state to SQLite after every message that changed it,
+writes accepted config updates back to the config file atomically, watches that file's mtime for
+edits (reloaded through the same validation), and writes the core's log events."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from common import topics
 from common.bus import Puller, Pusher, Subscriber
-from common.config import ConfigError, load_strategy_config
-from common.schema import Envelope, Msg, Probe
+from common.config import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    config_to_dict,
+    load_strategy_config,
+)
+from common.schema import ConfigSnapshot, Envelope, Msg, OrderIntent, OrderReject, Probe, to_dict
 from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
 from services.strategy.core import StrategyCore
+from services.strategy.store import StateStore, write_config_atomically
 
 
 class StrategyRunner(ServiceRunner):
     def __init__(self) -> None:
         super().__init__("strategy", "strategy")
+        self.config_path = Path(os.environ.get("POLYEDGE_CONFIG") or DEFAULT_CONFIG_PATH)
         try:
             config = load_strategy_config()
         except ConfigError as e:
             fail("strategy", str(e), EXIT_CONFIG)
-        self.core = StrategyCore(config)
+        self.config_mtime = self._mtime()
+        self.store = StateStore(self.settings.database_path)
+        saved = self.store.load()
+        self.core = StrategyCore(config, saved)
+        self.log.write(
+            "risk",
+            "state_restored" if saved else "state_fresh",
+            risk=self.core.control_state()["risk"],
+            position=self.core.control_state()["position"],
+            pending=list(self.core.pending),
+        )
         self.orders = Pusher(self.settings.bus_endpoint(topics.ORDERS))
 
+    def _mtime(self) -> float:
+        try:
+            return self.config_path.stat().st_mtime
+        except OSError:
+            return 0.0
+
     def state(self) -> tuple[str, dict[str, Any]]:
-        return ("halted" if self.core.emergency_stop else "running"), self.core.status()
+        return ("halted" if self.core.halt_reasons() else "running"), self.core.status()
 
     def route(self, out: list[tuple[str, Msg]]) -> None:
         for topic, msg in out:
             if topic == topics.ORDER_INTENT:
+                assert isinstance(msg, OrderIntent)
+                self.log.write("strategy", "order_intent", **to_dict(msg))
                 if not self.orders.send(topic, msg):
-                    self.log.error("order_not_delivered", reason="execution did not take it")
-            else:
-                self.pub.send(topic, msg)
+                    self.log.error("order_not_delivered", client_order_id=msg.client_order_id)
+                    undelivered = OrderReject(
+                        client_order_id=msg.client_order_id,
+                        reason="not delivered to execution",
+                        ts_ns=self.core.now_ns,
+                        code="undelivered",
+                    )
+                    self.route(self.core.handle(topics.REJECT, undelivered))
+                continue
+            if isinstance(msg, ConfigSnapshot) and msg.source == "config update":
+                write_config_atomically(self.config_path, msg.config)
+                self.config_mtime = self._mtime()
+            self.pub.send(topic, msg)
+        self.flush()
+
+    def flush(self) -> None:
+        for stream, event, level, fields in self.core.events:
+            self.log.write(stream, event, level, **fields)
+        self.core.events.clear()
+        self.store.save(self.core.persistent(), self.core.now_ns)
 
     def on_bus(self, topic: str, env: Envelope) -> None:
         if isinstance(env.msg, Probe):
-            # NOBLOCK-ish: a probe is not worth stalling the hot path when execution is down
             self.orders.send(topics.ORDER_INTENT, forward_probe(env.msg, "strategy"))
             return
         self.route(self.core.handle(topic, env.msg))
@@ -44,6 +92,25 @@ class StrategyRunner(ServiceRunner):
         self.log.write("risk", "control_command", kind=type(env.msg).__name__)
         self.route(self.core.on_control(env.msg))
 
+    def on_timer(self, _now: int) -> None:
+        mtime = self._mtime()
+        if mtime == self.config_mtime:
+            return
+        self.config_mtime = mtime
+        try:
+            doc = json.loads(self.config_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            self.log.write("risk", "config_file_rejected", "WARNING", error=str(e))
+            return
+        if doc == config_to_dict(self.core.config):
+            return
+        ok, _, _ = self.core.apply_config(doc, str(self.config_path))
+        out: list[tuple[str, Msg]] = []
+        if ok:
+            out.append((topics.CONFIG_SNAPSHOT, self.core.config_snapshot("file")))
+            out.append((topics.RISK_STATE, self.core.risk_state()))
+        self.route(out)
+
     def run(self) -> int:
         s = self.settings
         sub = Subscriber(
@@ -51,11 +118,20 @@ class StrategyRunner(ServiceRunner):
             ["md.", "sig.", "exec.", topics.PROBE_PREFIX + "signal"],
         )
         control = Puller(s.bus_endpoint(topics.CONTROL))
-        self.pub.send(topics.CONFIG_SNAPSHOT, self.core.config_snapshot("startup"))
+        self.route(
+            [
+                (topics.CONFIG_SNAPSHOT, self.core.config_snapshot("startup")),
+                (topics.RISK_STATE, self.core.risk_state()),
+                (topics.POSITION, self.core.position_state()),
+            ]
+        )
         try:
-            return self.loop({sub: self.on_bus, control: self.on_control})
+            return self.loop(
+                {sub: self.on_bus, control: self.on_control}, on_timer=self.on_timer, timer_ms=250
+            )
         finally:
             self.orders.close()
+            self.store.close()
 
 
 def main() -> int:

@@ -1,10 +1,22 @@
-"""Strategy's transport-free core: gates, exits, risk halts and operator control commands."""
+"""Strategy's transport-free core: entry gates, exits, risk halts, operator commands, hot reload.
+
+Inputs are bus messages (signals, market data, execution events, control commands); outputs are
+`(topic, message)` pairs: a `Decision` for every signal (enter, or skip with the reason), exits
+with theirs, `OrderIntent`s on the orders stream, `RiskState`, `PositionState`, `ConfigSnapshot`
+and `ControlReply`. Time comes only from the messages. Everything that must survive a restart
+(emergency stop, day counters, loss streak, the open position, orders in flight, config version)
+is one document (`persistent()`), which the runner stores in SQLite and hands back on start:
+startup and crash recovery take the same path. Log lines for the runner collect in `events`.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from common import topics
+from common.clock import utc_day
 from common.config import (
     ConfigError,
     StrategyConfig,
@@ -12,82 +24,836 @@ from common.config import (
     validate_strategy_config,
 )
 from common.schema import (
+    BookDelta,
+    BookSnapshot,
+    BtcTrade,
     ClearEmergencyStop,
     ClockTick,
     ConfigSnapshot,
     ConfigUpdate,
     ControlReply,
+    Decision,
     EmergencyStop,
+    FeedStatus,
+    Fill,
     ForceExit,
+    MarketInfo,
+    MarketResolved,
     Msg,
+    OrderAck,
+    OrderIntent,
+    OrderReject,
+    PositionState,
     RiskState,
+    Settlement,
+    SignalScore,
+)
+
+NS = 1_000_000_000
+MS = 1_000_000
+EPS = 1e-9
+STATE_EVERY_NS = NS  # RiskState / PositionState at least once a second
+PENDING_GRACE_NS = 5 * NS  # an intent unanswered this long after expiry is given up on
+EXIT_RETRY_NS = NS  # after a failed exit, wait this long before trying again
+TERMINAL_NO_FILL = {"killed", "unmatched", "cancelled", "canceled", "expired", "failed"}
+# entry blocks that are risk controls (also logged to risk.jsonl); the rest are market reasons
+RISK_REASONS = (
+    "halted:",
+    "max_trades_per_day",
+    "stale_",
+    "market_not_accepting_orders",
 )
 
 
+@dataclass
+class Position:
+    slug: str
+    asset_id: str
+    outcome: str
+    window_end_ns: int
+    size: float = 0.0
+    cost: float = 0.0  # collateral paid for the shares still held, fees included
+    fees: float = 0.0
+    realized: float = 0.0  # P&L already booked by partial exits of this position
+    opened_ns: int = 0
+    entry_price: float = 0.0
+    entry_client_order_id: str = ""
+    p_model: float = 0.0  # the model's probability for this side at entry
+
+    @property
+    def avg_price(self) -> float:
+        return (self.cost - self.fees) / self.size if self.size > EPS else 0.0
+
+
+@dataclass
+class PendingOrder:
+    client_order_id: str
+    kind: str  # "entry" | "exit"
+    slug: str
+    asset_id: str
+    outcome: str
+    size: float
+    limit_price: float
+    expires_ns: int
+    sent_ns: int
+    filled: float = 0.0
+
+
+@dataclass
+class Book:
+    """Local order book of one token (price -> size), enough to judge an executable bid."""
+
+    bids: dict[float, float] = field(default_factory=dict)
+    asks: dict[float, float] = field(default_factory=dict)
+    best_bid: float | None = None
+    best_ask: float | None = None
+    ts_recv_ns: int = 0
+
+    def sell_vwap(self, size: float) -> tuple[float | None, float]:
+        """Average price selling `size` into the bids, and the size the bids can take."""
+        left, value = size, 0.0
+        for p in sorted(self.bids, reverse=True):
+            take = min(left, self.bids[p])
+            value += take * p
+            left -= take
+            if left <= EPS:
+                break
+        done = size - max(left, 0.0)
+        return (value / done if done > EPS else None), done
+
+
+def snap_down(price: float, tick: float) -> float:
+    return round(math.floor(price / tick + 1e-6) * tick, 6)
+
+
+def fee_per_share(price: float, rate: float, exponent: float) -> float:
+    if rate <= 0.0 or not 0.0 < price < 1.0:
+        return 0.0
+    return rate * (price * (1.0 - price)) ** exponent
+
+
 class StrategyCore:
-    def __init__(self, config: StrategyConfig) -> None:
+    def __init__(
+        self,
+        config: StrategyConfig,
+        state: dict[str, Any] | None = None,
+        client_prefix: str = "pe",
+    ) -> None:
         self.config = config
         self.config_version = 1
+        self.client_prefix = client_prefix
         self.emergency_stop = False
+        self.emergency_reason = ""
+        self.day = ""
+        self.daily_pnl = 0.0
+        self.trades_today = 0
+        self.wins_today = 0
+        self.loss_streak = 0
+        self.position: Position | None = None
+        self.pending: dict[str, PendingOrder] = {}
+        self.settled: list[str] = []  # slugs already settled (bounded)
         self.now_ns = 0
+        self.markets: dict[str, MarketInfo] = {}
+        self.token_slug: dict[str, str] = {}
+        self.books: dict[str, Book] = {}
+        self.last_btc_ns = 0
+        self.feed_stale: dict[str, bool] = {}
+        self.last_signal: SignalScore | None = None
+        self.events: list[tuple[str, str, str, dict[str, Any]]] = []
+        self.closed_trades: list[dict[str, Any]] = []
+        self._next_state_ns = 0
+        self._last_block = ""
+        self._last_exit_try_ns = 0
+        self._intent_n = 0
+        if state:
+            self.restore(state)
+
+    # ------------------------------------------------------------------ persistence
+    def persistent(self) -> dict[str, Any]:
+        """Everything a restart must not forget, as plain JSON-able builtins."""
+        return {
+            "emergency_stop": self.emergency_stop,
+            "emergency_reason": self.emergency_reason,
+            "config_version": self.config_version,
+            "day": self.day,
+            "daily_pnl": self.daily_pnl,
+            "trades_today": self.trades_today,
+            "wins_today": self.wins_today,
+            "loss_streak": self.loss_streak,
+            "position": asdict(self.position) if self.position else None,
+            "pending": {k: asdict(v) for k, v in self.pending.items()},
+            "settled": self.settled[-50:],
+            "intent_n": self._intent_n,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.emergency_stop = bool(state.get("emergency_stop", False))
+        self.emergency_reason = str(state.get("emergency_reason", ""))
+        self.config_version = int(state.get("config_version", 1))
+        self.day = str(state.get("day", ""))
+        self.daily_pnl = float(state.get("daily_pnl", 0.0))
+        self.trades_today = int(state.get("trades_today", 0))
+        self.wins_today = int(state.get("wins_today", 0))
+        self.loss_streak = int(state.get("loss_streak", 0))
+        pos = state.get("position")
+        self.position = Position(**pos) if pos else None
+        self.pending = {k: PendingOrder(**v) for k, v in (state.get("pending") or {}).items()}
+        self.settled = list(state.get("settled") or [])
+        self._intent_n = int(state.get("intent_n", 0))
+
+    # ------------------------------------------------------------------ risk
+    def halt_reasons(self) -> list[str]:
+        reasons = []
+        if self.emergency_stop:
+            reasons.append("emergency_stop")
+        if self.daily_pnl <= -self.config.max_daily_loss_usd + EPS:
+            reasons.append("daily_loss_limit")
+        if self.loss_streak >= self.config.max_consecutive_losses:
+            reasons.append("loss_streak")
+        return reasons
 
     def risk_state(self) -> RiskState:
-        reasons = ["emergency_stop"] if self.emergency_stop else []
+        reasons = self.halt_reasons()
         return RiskState(
             ts_ns=self.now_ns,
             halted=bool(reasons),
             emergency_stop=self.emergency_stop,
             reasons=reasons,
+            day=self.day,
+            daily_pnl=round(self.daily_pnl, 6),
+            trades_today=self.trades_today,
+            wins_today=self.wins_today,
+            loss_streak=self.loss_streak,
             config_version=self.config_version,
         )
 
+    def position_state(self) -> PositionState:
+        p = self.position
+        if p is None:
+            return PositionState(ts_ns=self.now_ns, open=False)
+        book = self.books.get(p.asset_id)
+        mark = book.best_bid if book else None
+        return PositionState(
+            ts_ns=self.now_ns,
+            open=True,
+            slug=p.slug,
+            asset_id=p.asset_id,
+            outcome=p.outcome,  # type: ignore[arg-type]
+            size=p.size,
+            avg_price=max(0.0, p.avg_price),
+            cost=p.cost,
+            fees=p.fees,
+            mark_price=mark,
+            unrealized_pnl=(mark * p.size - p.cost) if mark is not None else 0.0,
+        )
+
+    def _risk_event(self, event: str, level: str = "INFO", **fields: Any) -> None:
+        self.events.append(("risk", event, level, {"ts_event_ns": self.now_ns, **fields}))
+
+    def _advance(self, ts_ns: int, out: list[tuple[str, Msg]]) -> None:
+        if ts_ns <= self.now_ns:
+            return
+        self.now_ns = ts_ns
+        day = utc_day(ts_ns)
+        if day != self.day:
+            if self.day:
+                self._risk_event(
+                    "day_rolled",
+                    previous_day=self.day,
+                    daily_pnl=self.daily_pnl,
+                    trades=self.trades_today,
+                    loss_streak=self.loss_streak,
+                )
+            was_halted = self.halt_reasons()
+            self.day, self.daily_pnl, self.trades_today, self.wins_today = day, 0.0, 0, 0
+            # a loss-streak halt lasts for the rest of the UTC day
+            self.loss_streak = 0
+            if was_halted != self.halt_reasons():
+                out.append((topics.RISK_STATE, self.risk_state()))
+
+    # ------------------------------------------------------------------ dispatch
     def handle(self, topic: str, msg: Msg) -> list[tuple[str, Msg]]:
+        out: list[tuple[str, Msg]] = []
         if isinstance(msg, ClockTick):
-            self.now_ns = msg.ts_ns
-        return []
+            self._advance(msg.ts_ns, out)
+            self._expire_pending(out)
+            self._check_exit(out)
+            if self.now_ns >= self._next_state_ns:
+                self._next_state_ns = self.now_ns + STATE_EVERY_NS
+                out.append((topics.RISK_STATE, self.risk_state()))
+                out.append((topics.POSITION, self.position_state()))
+        elif isinstance(msg, SignalScore):
+            self._advance(msg.ts_ns, out)
+            self.last_signal = msg
+            self._on_signal(msg, out)
+        elif isinstance(msg, BookSnapshot | BookDelta):
+            self._advance(msg.ts_recv_ns, out)
+            self._on_book(msg)
+            if self.position is not None and msg.asset_id == self.position.asset_id:
+                self._check_exit(out)
+        elif isinstance(msg, BtcTrade):
+            self._advance(msg.ts_recv_ns, out)
+            self.last_btc_ns = max(self.last_btc_ns, msg.ts_recv_ns)
+        elif isinstance(msg, MarketInfo):
+            self._advance(msg.ts_recv_ns, out)
+            self.markets[msg.slug] = msg
+            self.token_slug[msg.up_token_id] = msg.slug
+            self.token_slug[msg.down_token_id] = msg.slug
+            self._prune_markets()
+        elif isinstance(msg, FeedStatus):
+            self._advance(msg.ts_ns, out)
+            stale = msg.stale or not msg.connected
+            if self.feed_stale.get(msg.feed) != stale:
+                self._risk_event("feed_status", feed=msg.feed, stale=stale, detail=msg.detail)
+            self.feed_stale[msg.feed] = stale
+        elif isinstance(msg, Fill):
+            self._on_fill(msg, out)
+        elif isinstance(msg, OrderReject):
+            self._on_no_fill(msg.client_order_id, f"order_rejected:{msg.reason}", out)
+        elif isinstance(msg, OrderAck):
+            if msg.status.lower() in TERMINAL_NO_FILL:
+                self._on_no_fill(msg.client_order_id, f"order_{msg.status.lower()}", out)
+        elif isinstance(msg, MarketResolved):
+            self._advance(msg.ts_ns, out)
+            self._on_resolved(msg, out)
+        elif isinstance(msg, Settlement):
+            self._advance(msg.ts_ns, out)
+            self._on_settlement(msg, out)
+        elif isinstance(msg, EmergencyStop | ClearEmergencyStop | ForceExit | ConfigUpdate):
+            out.extend(self.on_control(msg))
+        return out
+
+    def _prune_markets(self) -> None:
+        if len(self.markets) <= 16:
+            return
+        keep = {self.position.slug} if self.position else set()
+        for slug, m in sorted(self.markets.items(), key=lambda kv: kv[1].window_end_ns):
+            if len(self.markets) <= 16:
+                break
+            if slug in keep or m.window_end_ns > self.now_ns:
+                continue
+            del self.markets[slug]
+            for t in (m.up_token_id, m.down_token_id):
+                self.token_slug.pop(t, None)
+                self.books.pop(t, None)
+
+    def _on_book(self, msg: BookSnapshot | BookDelta) -> None:
+        book = self.books.get(msg.asset_id)
+        if isinstance(msg, BookSnapshot):
+            book = Book(bids=dict(msg.bids), asks=dict(msg.asks))
+            self.books[msg.asset_id] = book
+        else:
+            if book is None:
+                book = self.books[msg.asset_id] = Book()
+            for ch in msg.changes:
+                side = book.bids if ch.side == "BUY" else book.asks
+                if ch.size <= 0.0:
+                    side.pop(ch.price, None)
+                else:
+                    side[ch.price] = ch.size
+        book.best_bid = msg.best_bid if msg.best_bid is not None else max(book.bids, default=None)
+        book.best_ask = msg.best_ask if msg.best_ask is not None else min(book.asks, default=None)
+        book.ts_recv_ns = msg.ts_recv_ns
+
+    # ------------------------------------------------------------------ entries
+    def _decide(
+        self,
+        out: list[tuple[str, Msg]],
+        action: str,
+        reason: str,
+        slug: str = "",
+        side: str | None = None,
+        client_order_id: str = "",
+        **details: Any,
+    ) -> None:
+        out.append(
+            (
+                topics.DECISION,
+                Decision(
+                    action=action,  # type: ignore[arg-type]
+                    reason=reason,
+                    ts_ns=self.now_ns,
+                    slug=slug,
+                    side=side,  # type: ignore[arg-type]
+                    client_order_id=client_order_id,
+                    details=details,
+                ),
+            )
+        )
+        key = f"{action}:{reason}"
+        if action == "skip":
+            if key != self._last_block:
+                self.events.append(
+                    (
+                        "strategy",
+                        "decision",
+                        "INFO",
+                        {"action": action, "reason": reason, "slug": slug, "side": side, **details},
+                    )
+                )
+                if reason.startswith(RISK_REASONS):
+                    self._risk_event("entry_blocked", reason=reason, slug=slug, **details)
+            self._last_block = key
+        else:
+            self._last_block = ""
+            self.events.append(
+                (
+                    "strategy",
+                    "decision",
+                    "INFO",
+                    {
+                        "action": action,
+                        "reason": reason,
+                        "slug": slug,
+                        "side": side,
+                        "client_order_id": client_order_id,
+                        **details,
+                    },
+                )
+            )
+
+    def entry_block(self, s: SignalScore) -> tuple[str, dict[str, Any]]:
+        """Why no entry on this signal ("" if none), with the numbers behind the reason."""
+        cfg = self.config
+        halts = self.halt_reasons()
+        if halts:
+            return "halted:" + ",".join(halts), {}
+        if self.position is not None:
+            return "position_open", {"position_slug": self.position.slug}
+        if any(p.kind == "entry" for p in self.pending.values()):
+            return "order_pending", {}
+        m = self.markets.get(s.slug)
+        if m is None:
+            return "no_market", {}
+        if m.closed or not m.accepting_orders:
+            return "market_not_accepting_orders", {}
+        stale_ns = cfg.stale_after_ms * MS
+        if self.now_ns - s.ts_ns > stale_ns:
+            return "stale_signal", {"age_ms": (self.now_ns - s.ts_ns) / MS}
+        if self.feed_stale.get("binance") or self.now_ns - self.last_btc_ns > stale_ns:
+            return "stale_price_data", {"age_ms": (self.now_ns - self.last_btc_ns) / MS}
+        token = m.up_token_id if s.side == "Up" else m.down_token_id
+        book = self.books.get(token)
+        if self.feed_stale.get("clob") or book is None or self.now_ns - book.ts_recv_ns > stale_ns:
+            age = (self.now_ns - book.ts_recv_ns) / MS if book else -1.0
+            return "stale_market_data", {"age_ms": age}
+        elapsed = (self.now_ns - m.window_start_ns) / NS
+        remaining = (m.window_end_ns - self.now_ns) / NS
+        if elapsed < cfg.entry_window_min_sec:
+            return "entry_window_not_open", {"elapsed_s": elapsed}
+        if remaining < cfg.min_seconds_before_close:
+            return "too_close_to_close", {"remaining_s": remaining}
+        if self.trades_today >= cfg.max_trades_per_day:
+            return "max_trades_per_day", {"trades_today": self.trades_today}
+        if abs(s.score) < cfg.min_signal_score:
+            return "score_below_min", {"score": s.score}
+        ask = book.best_ask
+        if ask is None:
+            return "no_ask", {}
+        p_side = s.p_up if s.side == "Up" else 1.0 - s.p_up
+        fee = fee_per_share(ask, m.fee_rate, m.fee_exponent)
+        edge = p_side - ask - fee
+        if edge < cfg.min_edge_pct:
+            return "edge_below_min", {"edge": edge, "ask": ask, "p_side": p_side, "fee": fee}
+        if ask > cfg.max_entry_price:
+            return "price_above_max_entry", {"ask": ask}
+        return "", {"edge": edge, "ask": ask, "p_side": p_side, "fee": fee}
+
+    def _on_signal(self, s: SignalScore, out: list[tuple[str, Msg]]) -> None:
+        reason, info = self.entry_block(s)
+        if self.position is not None and reason == "position_open":
+            self._check_exit(out)
+        if reason:
+            self._decide(out, "skip", reason, s.slug, s.side, score=s.score, **info)
+            return
+        cfg = self.config
+        m = self.markets[s.slug]
+        token = m.up_token_id if s.side == "Up" else m.down_token_id
+        ask = info["ask"]
+        tick = m.tick_size or 0.01
+        cap = min(
+            ask + cfg.limit_slippage,
+            info["p_side"] - info["fee"] - cfg.min_edge_pct,
+            cfg.max_entry_price,
+            1.0 - tick,
+        )
+        limit = max(snap_down(cap, tick), ask)
+        size = math.floor(cfg.stake_per_trade_usd / limit * 100 + 1e-6) / 100
+        if size * limit < 1.0 or size <= 0.0:
+            self._decide(out, "skip", "size_below_min_order", s.slug, s.side, size=size)
+            return
+        self._intent_n += 1
+        coid = (
+            f"{self.client_prefix}-{m.window_start_ns // NS}-{self.now_ns // MS}-{self._intent_n}e"
+        )
+        intent = OrderIntent(
+            client_order_id=coid,
+            slug=s.slug,
+            asset_id=token,
+            outcome=s.side,
+            side="BUY",
+            order_type=cfg.order_type,
+            limit_price=limit,
+            size=size,
+            expires_ns=self.now_ns + cfg.intent_ttl_ms * MS,
+            ts_intent_ns=self.now_ns,
+            origin_ts_exchange_ns=s.origin_ts_exchange_ns,
+            origin_ts_recv_ns=s.origin_ts_recv_ns,
+            ts_signal_ns=s.ts_signal_ns,
+            tick_size=tick,
+            min_order_size=m.min_order_size,
+            neg_risk=m.neg_risk,
+            fee_rate=m.fee_rate,
+            fee_exponent=m.fee_exponent,
+            reason="enter",
+        )
+        self.pending[coid] = PendingOrder(
+            coid, "entry", s.slug, token, s.side, size, limit, intent.expires_ns, self.now_ns
+        )
+        self.trades_today += 1
+        self._decide(
+            out,
+            "enter",
+            "signal",
+            s.slug,
+            s.side,
+            coid,
+            score=s.score,
+            p_up=s.p_up,
+            limit_price=limit,
+            size=size,
+            inputs=dict(s.inputs),
+            **info,
+        )
+        out.append((topics.ORDER_INTENT, intent))
+        out.append((topics.RISK_STATE, self.risk_state()))
+
+    # ------------------------------------------------------------------ exits
+    def _check_exit(self, out: list[tuple[str, Msg]]) -> None:
+        p = self.position
+        if p is None or p.size <= EPS:
+            return
+        if any(o.kind == "exit" for o in self.pending.values()):
+            return
+        if self.now_ns >= p.window_end_ns or self.now_ns - self._last_exit_try_ns < EXIT_RETRY_NS:
+            return  # after the close the only way out is settlement
+        m = self.markets.get(p.slug)
+        if m is not None and (m.closed or not m.accepting_orders):
+            return
+        book = self.books.get(p.asset_id)
+        if book is None or self.now_ns - book.ts_recv_ns > self.config.stale_after_ms * MS:
+            return  # never judge an exit on a stale book
+        vwap, depth = book.sell_vwap(p.size)
+        if vwap is None:
+            return
+        rate, exp = (m.fee_rate, m.fee_exponent) if m else (0.0, 1.0)
+        value = vwap - fee_per_share(vwap, rate, exp)
+        cost_ps = p.cost / p.size
+        ret = value / cost_ps - 1.0 if cost_ps > 0 else 0.0
+        if ret >= self.config.take_profit_pct:
+            reason = "take_profit"
+        elif ret <= -self.config.stop_loss_pct:
+            reason = "stop_loss"
+        else:
+            return
+        self._exit(
+            out,
+            reason,
+            vwap,
+            details={"return": ret, "exec_bid": vwap, "depth": depth, "cost_per_share": cost_ps},
+        )
+
+    def _exit(
+        self,
+        out: list[tuple[str, Msg]],
+        reason: str,
+        ref_price: float,
+        details: dict[str, Any],
+        any_price: bool = False,
+    ) -> str:
+        p = self.position
+        assert p is not None
+        m = self.markets.get(p.slug)
+        tick = (m.tick_size if m else 0.01) or 0.01
+        limit = (
+            tick
+            if any_price
+            else max(tick, snap_down(ref_price - self.config.limit_slippage, tick))
+        )
+        limit = min(limit, 1.0 - tick)
+        self._intent_n += 1
+        coid = f"{self.client_prefix}-{p.window_end_ns // NS}-{self.now_ns // MS}-{self._intent_n}x"
+        intent = OrderIntent(
+            client_order_id=coid,
+            slug=p.slug,
+            asset_id=p.asset_id,
+            outcome=p.outcome,  # type: ignore[arg-type]
+            side="SELL",
+            order_type="FAK",
+            limit_price=limit,
+            size=round(p.size, 6),
+            expires_ns=self.now_ns + self.config.intent_ttl_ms * MS,
+            ts_intent_ns=self.now_ns,
+            origin_ts_recv_ns=self.now_ns,
+            tick_size=tick,
+            min_order_size=m.min_order_size if m else 5.0,
+            neg_risk=m.neg_risk if m else False,
+            fee_rate=m.fee_rate if m else 0.0,
+            fee_exponent=m.fee_exponent if m else 1.0,
+            reason=reason,
+        )
+        self.pending[coid] = PendingOrder(
+            coid,
+            "exit",
+            p.slug,
+            p.asset_id,
+            p.outcome,
+            p.size,
+            limit,
+            intent.expires_ns,
+            self.now_ns,
+        )
+        self._last_exit_try_ns = self.now_ns
+        self._decide(
+            out, "exit", reason, p.slug, p.outcome, coid, limit_price=limit, size=p.size, **details
+        )
+        out.append((topics.ORDER_INTENT, intent))
+        return coid
+
+    # ------------------------------------------------------------------ execution events
+    def _on_fill(self, f: Fill, out: list[tuple[str, Msg]]) -> None:
+        pend = self.pending.get(f.client_order_id)
+        if pend is None and not f.client_order_id.startswith(self.client_prefix + "-"):
+            return  # not ours
+        self._advance(f.ts_fill_ns, out)
+        slug = f.slug or (pend.slug if pend else self.token_slug.get(f.asset_id, ""))
+        if pend is not None:
+            pend.filled += f.size
+        if f.side == "BUY":
+            p = self.position
+            if p is None:
+                m = self.markets.get(slug)
+                s = self.last_signal
+                p_side = 0.0
+                if s is not None and s.slug == slug:
+                    p_side = (
+                        s.p_up
+                        if (f.outcome or (pend.outcome if pend else "")) == "Up"
+                        else 1.0 - s.p_up
+                    )
+                p = self.position = Position(
+                    slug=slug,
+                    asset_id=f.asset_id,
+                    outcome=f.outcome or (pend.outcome if pend else "Up"),
+                    window_end_ns=m.window_end_ns if m else 0,
+                    opened_ns=f.ts_fill_ns,
+                    entry_price=f.price,
+                    entry_client_order_id=f.client_order_id,
+                    p_model=p_side,
+                )
+            p.size += f.size
+            p.cost += f.price * f.size + f.fee
+            p.fees += f.fee
+        else:
+            p = self.position
+            if p is None or p.asset_id != f.asset_id or p.size <= EPS:
+                self._risk_event(
+                    "unexpected_sell_fill", "WARNING", client_order_id=f.client_order_id
+                )
+                return
+            sold = min(f.size, p.size)
+            cost_part = p.cost * sold / p.size
+            pnl = f.price * sold - f.fee - cost_part
+            p.size -= sold
+            p.cost -= cost_part
+            p.realized += pnl
+            self.daily_pnl += pnl
+            if p.size <= 1e-6:
+                self._close(p, "exit", out)
+        if pend is not None and pend.filled >= pend.size - 1e-6:
+            del self.pending[f.client_order_id]
+        out.append((topics.POSITION, self.position_state()))
+        out.append((topics.RISK_STATE, self.risk_state()))
+
+    def _close(
+        self, p: Position, how: str, out: list[tuple[str, Msg]], won: bool | None = None
+    ) -> None:
+        before = self.halt_reasons()
+        if p.realized > 0:
+            self.wins_today += 1
+            self.loss_streak = 0
+        else:
+            self.loss_streak += 1
+        self.closed_trades.append(
+            {
+                "slug": p.slug,
+                "outcome": p.outcome,
+                "entry_price": p.entry_price,
+                "opened_ns": p.opened_ns,
+                "closed_ns": self.now_ns,
+                "how": how,
+                "pnl": round(p.realized, 6),
+                "fees": round(p.fees, 6),
+                "won": won,
+                "p_model": p.p_model,
+            }
+        )
+        self.position = None
+        after = self.halt_reasons()
+        for reason in after:
+            if reason not in before:
+                self._risk_event(
+                    "halt",
+                    "WARNING",
+                    reason=reason,
+                    daily_pnl=self.daily_pnl,
+                    loss_streak=self.loss_streak,
+                    limit=self.config.max_daily_loss_usd,
+                )
+
+    def _on_no_fill(self, coid: str, reason: str, out: list[tuple[str, Msg]]) -> None:
+        pend = self.pending.pop(coid, None)
+        if pend is None:
+            return
+        if pend.kind == "entry" and pend.filled <= EPS:
+            self.trades_today = max(0, self.trades_today - 1)  # no trade happened
+        self._decide(
+            out, "hold" if pend.kind == "exit" else "skip", reason, pend.slug, pend.outcome, coid
+        )
+        out.append((topics.RISK_STATE, self.risk_state()))
+
+    def _expire_pending(self, out: list[tuple[str, Msg]]) -> None:
+        for coid, pend in list(self.pending.items()):
+            if self.now_ns > pend.expires_ns + PENDING_GRACE_NS:
+                # outcome unknown: keep the trade counted (conservative), stop blocking
+                del self.pending[coid]
+                self._risk_event(
+                    "intent_unanswered", "WARNING", client_order_id=coid, kind=pend.kind
+                )
+
+    def _settle(self, slug: str, winning_outcome: str, out: list[tuple[str, Msg]]) -> None:
+        p = self.position
+        if p is None or p.slug != slug or slug in self.settled:
+            return
+        won = p.outcome == winning_outcome
+        pnl = (p.size if won else 0.0) - p.cost
+        p.realized += pnl
+        self.daily_pnl += pnl
+        self.settled.append(slug)
+        self.settled = self.settled[-50:]
+        for coid in [k for k, v in self.pending.items() if v.slug == slug]:
+            del self.pending[coid]
+        self._decide(
+            out,
+            "settle",
+            "won" if won else "lost",
+            slug,
+            p.outcome,
+            p.entry_client_order_id,
+            size=p.size,
+            pnl=p.realized,
+        )
+        self._close(p, "settlement", out, won)
+        out.append((topics.POSITION, self.position_state()))
+        out.append((topics.RISK_STATE, self.risk_state()))
+
+    def _on_resolved(self, msg: MarketResolved, out: list[tuple[str, Msg]]) -> None:
+        self._settle(msg.slug, msg.winning_outcome, out)
+
+    def _on_settlement(self, msg: Settlement, out: list[tuple[str, Msg]]) -> None:
+        winner = msg.outcome if msg.won else ("Down" if msg.outcome == "Up" else "Up")
+        self._settle(msg.slug, winner, out)
+
+    # ------------------------------------------------------------------ control
+    def apply_config(self, doc: dict[str, Any], source: str) -> tuple[bool, str, dict[str, str]]:
+        """Validate a whole config document and apply it; nothing changes if any field is bad."""
+        try:
+            cfg = validate_strategy_config(doc, source)
+        except ConfigError as e:
+            self._risk_event("config_rejected", "WARNING", source=source, errors=e.errors)
+            return False, str(e), e.errors
+        if cfg != self.config:
+            self.config = cfg
+            self.config_version += 1
+            self._risk_event(
+                "config_applied",
+                source=source,
+                version=self.config_version,
+                config=config_to_dict(cfg),
+            )
+        return True, "", {}
 
     def on_control(self, msg: Msg) -> list[tuple[str, Msg]]:
         out: list[tuple[str, Msg]] = []
         ok, error, field_errors = True, "", {}
         if isinstance(msg, EmergencyStop):
             self.emergency_stop = True
+            self.emergency_reason = msg.reason
+            self._risk_event(
+                "emergency_stop_set", "WARNING", reason=msg.reason, request_id=msg.request_id
+            )
         elif isinstance(msg, ClearEmergencyStop):
             self.emergency_stop = False
+            self.emergency_reason = ""
+            self._risk_event("emergency_stop_cleared", request_id=msg.request_id)
         elif isinstance(msg, ForceExit):
-            pass  # no position is held by this core yet
+            if self.position is None or self.position.size <= EPS:
+                ok, error = False, "no open position"
+            elif self.now_ns >= self.position.window_end_ns:
+                ok, error = False, "window closed: the position settles at resolution"
+            else:
+                book = self.books.get(self.position.asset_id)
+                ref = book.best_bid if book and book.best_bid else 0.0
+                for coid in [k for k, v in self.pending.items() if v.kind == "exit"]:
+                    del self.pending[coid]
+                self._exit(out, "force_exit", ref, {"requested_by": msg.reason}, any_price=True)
+            self._risk_event("force_exit", request_id=msg.request_id, ok=ok, error=error)
         elif isinstance(msg, ConfigUpdate):
-            try:
-                self.config = validate_strategy_config(msg.config, "config update")
-                self.config_version += 1
+            merged = {**config_to_dict(self.config), **msg.config}
+            version = self.config_version
+            ok, error, field_errors = self.apply_config(merged, "config update")
+            if ok:
+                self.config_version = max(self.config_version, version + 1)
                 out.append((topics.CONFIG_SNAPSHOT, self.config_snapshot("config update")))
-            except ConfigError as e:
-                ok, error, field_errors = False, str(e), e.errors
         else:
             return []
-        risk = self.risk_state()
-        out.append((topics.RISK_STATE, risk))
-        state: dict[str, Any] = {
-            "risk": {
-                "halted": risk.halted,
-                "reasons": risk.reasons,
-                "emergency_stop": risk.emergency_stop,
-            },
-            "config_version": self.config_version,
-        }
+        out.append((topics.RISK_STATE, self.risk_state()))
         out.append(
             (
                 topics.CONTROL_REPLY,
                 ControlReply(
-                    request_id=msg.request_id,
+                    request_id=msg.request_id,  # type: ignore[attr-defined]
                     ok=ok,
                     ts_ns=self.now_ns,
                     error=error,
                     field_errors=field_errors,
-                    state=state,
+                    state=self.control_state(),
                 ),
             )
         )
         return out
+
+    def control_state(self) -> dict[str, Any]:
+        risk = self.risk_state()
+        pos = self.position
+        return {
+            "risk": {
+                "halted": risk.halted,
+                "reasons": risk.reasons,
+                "emergency_stop": risk.emergency_stop,
+                "daily_pnl": risk.daily_pnl,
+                "trades_today": risk.trades_today,
+                "loss_streak": risk.loss_streak,
+            },
+            "position": (
+                {"open": True, "slug": pos.slug, "outcome": pos.outcome, "size": pos.size}
+                if pos
+                else {"open": False}
+            ),
+            "pending_exit": any(o.kind == "exit" for o in self.pending.values()),
+            "config_version": self.config_version,
+            "config": config_to_dict(self.config),
+        }
 
     def config_snapshot(self, source: str) -> ConfigSnapshot:
         return ConfigSnapshot(
@@ -98,4 +864,13 @@ class StrategyCore:
         )
 
     def status(self) -> dict[str, Any]:
-        return {"emergency_stop": self.emergency_stop, "config_version": self.config_version}
+        return {
+            "emergency_stop": self.emergency_stop,
+            "halted": self.halt_reasons(),
+            "config_version": self.config_version,
+            "position": self.position.slug if self.position else None,
+            "pending": len(self.pending),
+            "trades_today": self.trades_today,
+            "daily_pnl": round(self.daily_pnl, 4),
+            "loss_streak": self.loss_streak,
+        }

@@ -1,0 +1,76 @@
+"""Strategy's durable state in SQLite: the `strategy_state` table (strategy is its only writer).
+
+One row per key, the value a JSON document. The core's `persistent()` document is saved whenever
+it changes and handed back to the core on start, so a restart keeps an emergency stop, the day's
+P&L and loss streak, and an open position. Config files are rewritten atomically from here too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from common.db import connect, migrate
+from common.schema import to_json
+
+MIGRATIONS = [
+    """CREATE TABLE IF NOT EXISTS strategy_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        ts_ns INTEGER NOT NULL
+    )""",
+]
+CORE_KEY = "core"
+
+
+class StateStore:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.conn: sqlite3.Connection = connect(path)
+        migrate(self.conn, "strategy", MIGRATIONS)
+        self._last: dict[str, bytes] = {}
+
+    def load(self, key: str = CORE_KEY) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT value FROM strategy_state WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def save(self, doc: dict[str, Any], ts_ns: int, key: str = CORE_KEY) -> bool:
+        """Write `doc` if it differs from what was last written; True if it wrote."""
+        raw = to_json(doc)
+        if self._last.get(key) == raw:
+            return False
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute(
+                "INSERT INTO strategy_state(key, value, ts_ns) VALUES(?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value, ts_ns=excluded.ts_ns",
+                (key, raw.decode(), ts_ns),
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self._last[key] = raw
+        return True
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def write_config_atomically(path: Path, doc: dict[str, Any]) -> None:
+    """Replace the config file in one rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
