@@ -106,6 +106,7 @@ class Window:
     resolved: bool = False
     volume_centi: int = 0
     last_bba: tuple[int | None, int | None] = (None, None)
+    tick_pinned: bool = False  # a forced tick size (fault) is not undone by the quoter
 
     def __post_init__(self) -> None:
         self.slug = f"btc-updown-5m-{self.start_s}"
@@ -283,6 +284,7 @@ class SimMarket:
         w = self.current_window()
         if w is None:
             return
+        w.tick_pinned = True
         self._change_tick(w, new_tick or (1 if w.tick == 10 else 10), t_ns)
 
     def take(self, token: str, side: str, limit_num: int, limit_den: int, amount: int,
@@ -578,7 +580,9 @@ class SimMarket:
         p = min(max(p, 1e-4), 1 - 1e-4)
         logit = math.log(p / (1 - p)) + self._quoter_noise
         p = 1 / (1 + math.exp(-logit))
-        if w.tick == 10 and (p > 0.965 or p < 0.035):
+        if w.tick_pinned:
+            pass
+        elif w.tick == 10 and (p > 0.965 or p < 0.035):
             self._change_tick(w, 1, t)
         elif w.tick == 1 and 0.05 < p < 0.95:
             self._change_tick(w, 10, t)
