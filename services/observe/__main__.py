@@ -1,62 +1,208 @@
-"""Runner for observe: SUB to every publisher (drained on fd wake-ups), serve the API."""
+"""Runner for observe: SUB to every publisher (drained on fd wake-ups), record to SQLite and the
+JSONL streams, serve the API and the dashboard, push the live state to WebSocket clients."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 import zmq
 
+from common import topics
 from common.bus import BusError, Subscriber
+from common.clock import now_ns, utc_day
+from common.config import (
+    ConfigError,
+    config_to_dict,
+    load_strategy_config,
+    parse_dotenv,
+)
+from common.schema import ControlReply
 from common.service import EXIT_CONFIG, EXIT_INTERNAL, ServiceRunner, fail
 from common.topics import PUBLISHERS
-from services.observe.app import build_app
-from services.observe.core import ObserveCore
+from services.observe.app import LOCAL_HOSTS, ApiSettings, Control, LiveHub, build_app
+from services.observe.core import LogLine, ObserveCore, Row
+from services.observe.recorder import Recorder
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+FLUSH_INTERVAL_S = 0.5
+RESERVED_LOG_KEYS = ("stream", "event", "level")
 
 
-async def serve(runner: ServiceRunner) -> int:
+def api_settings(runner: ServiceRunner) -> ApiSettings:
+    """API_ALLOWED_HOSTS, API_CORS_ORIGINS and API_MAX_BODY_BYTES (environment, then .env)."""
+    env = {**parse_dotenv(Path(".env")), **os.environ}
     s = runner.settings
-    core = ObserveCore(runner.started_ns, os.getpid())
+
+    def csv(name: str) -> list[str]:
+        return [p.strip() for p in env.get(name, "").split(",") if p.strip()]
+
+    hosts = csv("API_ALLOWED_HOSTS") or list(LOCAL_HOSTS)
+    if s.api_host not in LOOPBACK and s.api_host not in ("0.0.0.0", "::") and "*" not in hosts:
+        hosts.append(s.api_host)  # the name the API is bound to is how people reach it
+    raw_limit = env.get("API_MAX_BODY_BYTES", "").strip()
+    limit = 64 * 1024
+    if raw_limit:
+        if not raw_limit.isdigit() or not 1024 <= int(raw_limit) <= 16 * 1024 * 1024:
+            fail(
+                "observe",
+                f"API_MAX_BODY_BYTES must be an integer between 1024 and 16777216, "
+                f"got {raw_limit!r}",
+                EXIT_CONFIG,
+            )
+        limit = int(raw_limit)
+    return ApiSettings(
+        token=s.api_token.reveal() if s.api_token else None,
+        allowed_hosts=hosts,
+        cors_origins=csv("API_CORS_ORIGINS"),
+        max_body_bytes=limit,
+    )
+
+
+def seed(core: ObserveCore, recorder: Recorder) -> None:
+    """Config and today's figures from what observe recorded before, then the config file."""
+    last = recorder.last_config()
+    if last is not None:
+        core.seed_config(last[0], last[1], "database (last snapshot seen)")
+    else:
+        try:
+            cfg = load_strategy_config()
+            core.seed_config(config_to_dict(cfg), 0, "file (strategy not heard yet)")
+        except ConfigError as e:
+            core.seed_config({}, 0, f"unknown ({e})")
+    today = utc_day(now_ns())
+    core.seed_today(recorder.trades_of_day(today), today)
+
+
+async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
+    s = runner.settings
+    core = ObserveCore(
+        runner.started_ns,
+        os.getpid(),
+        dry_run=s.dry_run,
+        venue=s.venue,
+        real_trading=s.enable_real_trading,
+    )
+    try:
+        recorder = Recorder(s.database_path)
+    except Exception as e:  # noqa: BLE001 - a database we cannot open or migrate is fatal
+        runner.log.error("recorder_open_failed", error=str(e), path=str(s.database_path))
+        return EXIT_INTERNAL
+    seed(core, recorder)
     sub = Subscriber([s.bus_endpoint(p) for p in PUBLISHERS])
+    control = Control(s.bus_endpoint(topics.CONTROL))
+    hub = LiveHub(core)
     fault: list[str] = []
+
+    def extra_metrics() -> dict[str, float]:
+        bus = sub.totals()
+        return {
+            "bus_received": bus["received"],
+            "bus_gaps": bus["gaps"],
+            "bus_lost": bus["lost"],
+            "publisher_restarts": bus["restarts"],
+            "db_rows_written": recorder.written,
+            "db_rows_pending": len(recorder.pending),
+            "db_write_failures": recorder.failures,
+            "live_dropped_frames": sum(sl.dropped for sl in hub.slots),
+            "control_ok": control.counts["ok"],
+            "control_timeouts": control.counts["timeout"],
+        }
+
     server = uvicorn.Server(
         uvicorn.Config(
-            build_app(core),
+            build_app(
+                core,
+                hub=hub,
+                control=control,
+                recorder=recorder,
+                api=api,
+                extra_metrics=extra_metrics,
+            ),
             host=s.api_host,
             port=s.api_port,
             log_level="warning",
             lifespan="off",
             access_log=False,
+            ws_max_size=64 * 1024,
         )
     )
 
+    def record(out: list[Row | LogLine]) -> None:
+        for rec in out:
+            if isinstance(rec, Row):
+                recorder.add(rec.table, rec.values)
+            else:
+                fields: dict[str, Any] = {
+                    (f"msg_{k}" if k in RESERVED_LOG_KEYS else k): v for k, v in rec.fields.items()
+                }
+                runner.log.write(rec.stream, rec.event, rec.level, **fields)
+
     def on_readable() -> None:
         try:
+            t = now_ns()
             for topic, env in sub.drain():
-                core.handle(topic, env.msg)
+                record(core.handle(topic, env.msg, t))
+                if isinstance(env.msg, ControlReply):
+                    control.resolve(env.msg)
             if sub.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 loop.call_soon(on_readable)  # drain hit its limit; the fd will not fire again
         except BusError as e:
             fault.append(str(e))
             server.should_exit = True
 
+    async def flusher() -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            try:
+                await asyncio.to_thread(recorder.flush)
+                if failing:
+                    runner.log.write("errors", "recorder_recovered", pending=len(recorder.pending))
+                failing = False
+            except Exception as e:  # noqa: BLE001 - disk full / locked: keep rows, retry, say so
+                if not failing:
+                    runner.log.error(
+                        "recorder_write_failed", error=str(e), pending=len(recorder.pending)
+                    )
+                failing = True
+
     loop = asyncio.get_running_loop()
     loop.add_reader(sub.fileno(), on_readable)
     loop.call_soon(on_readable)  # the fd is edge-triggered: drain whatever came before
-    runner.log.write("latency", "service_started", api=f"http://{s.api_host}:{s.api_port}")
+    hub.start()
+    flush_task = loop.create_task(flusher())
+    runner.log.write(
+        "latency",
+        "service_started",
+        api=f"http://{s.api_host}:{s.api_port}",
+        db_schema_version=recorder.schema_version,
+        auth=api.token is not None,
+    )
     try:
         await server.serve()
     finally:
         loop.remove_reader(sub.fileno())
+        hub.stop()
+        flush_task.cancel()
+        try:
+            recorder.flush()
+        except Exception as e:  # noqa: BLE001
+            runner.log.error(
+                "recorder_final_flush_failed", error=str(e), lost=len(recorder.pending)
+            )
+        recorder.close()
         sub.close()
+        control.close()
     if fault:
         runner.log.error("bus_internal_fault", error=fault[0])
         return EXIT_INTERNAL
     if not server.started:
+        runner.log.error("api_not_started", host=s.api_host, port=s.api_port)
         return 1
     return 0
 
@@ -71,7 +217,8 @@ def main() -> int:
             "refusing to expose the API without a token",
             EXIT_CONFIG,
         )
-    code = asyncio.run(serve(runner))
+    api = api_settings(runner)
+    code = asyncio.run(serve(runner, api))
     sys.stdout.flush()
     return code
 

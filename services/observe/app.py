@@ -1,19 +1,530 @@
-"""The observe HTTP/WebSocket API (Starlette): a declarative route list over the observe core."""
+"""The observe HTTP/WebSocket API (Starlette): a declarative route list over the observe core,
+the control round trip to strategy, the /ws/live fan-out, and the security middleware."""
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from common import topics
+from common.bus import Pusher
 from common.clock import now_ns
+from common.config import ConfigError, config_to_dict, validate_strategy_config
+from common.schema import (
+    ClearEmergencyStop,
+    ConfigUpdate,
+    ControlReply,
+    EmergencyStop,
+    ForceExit,
+    Msg,
+)
 from services.observe.core import ObserveCore
+from services.observe.latency import CRITICAL_MS, STALE_MS, WARNING_MS
+from services.observe.recorder import TRADE_FILTERS, Recorder
+
+STATIC_DIR = Path(__file__).with_name("static")
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+LIVE_INTERVAL_S = 0.2
+LIVE_SEND_TIMEOUT_S = 10.0  # a client that cannot take one frame in this long is dropped
+MAX_LIVE_CLIENTS = 256
+CONTROL_TIMEOUT_S = 3.0
+MAX_BODY_BYTES = 64 * 1024
+WS_UNAUTHORIZED = 4401
+
+_json = msgspec.json.Encoder()
 
 
-def build_app(core: ObserveCore) -> Starlette:
+def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+@dataclass
+class ApiSettings:
+    token: str | None = None
+    allowed_hosts: list[str] = field(default_factory=lambda: list(LOCAL_HOSTS))
+    cors_origins: list[str] = field(default_factory=list)
+    max_body_bytes: int = MAX_BODY_BYTES
+    control_timeout_s: float = CONTROL_TIMEOUT_S
+
+
+# --- control round trip ---------------------------------------------------------------------------
+class ControlUnavailable(Exception):
+    """Strategy is not connected to the control stream: nothing was sent."""
+
+
+class ControlTimeout(Exception):
+    """The command was sent but strategy did not confirm in time."""
+
+
+class Control:
+    """Commands to strategy over PUSH, matched to the ControlReply with the same request_id."""
+
+    def __init__(self, endpoint: str) -> None:
+        # timeout 0 + IMMEDIATE: fails at once when strategy is not there, never blocks the loop
+        self.pusher = Pusher(endpoint, timeout_ms=0)
+        self.pending: dict[str, asyncio.Future[ControlReply]] = {}
+        self.counts = {"ok": 0, "refused": 0, "timeout": 0, "unavailable": 0}
+
+    def resolve(self, reply: ControlReply) -> None:
+        fut = self.pending.pop(reply.request_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(reply)
+
+    async def request(self, make: Callable[[str], Msg], timeout_s: float) -> ControlReply:
+        request_id = uuid.uuid4().hex
+        fut: asyncio.Future[ControlReply] = asyncio.get_running_loop().create_future()
+        self.pending[request_id] = fut
+        try:
+            if not self.pusher.send(topics.CONTROL_CMD, make(request_id)):
+                self.counts["unavailable"] += 1
+                raise ControlUnavailable(request_id)
+            try:
+                reply = await asyncio.wait_for(fut, timeout_s)
+            except TimeoutError:
+                self.counts["timeout"] += 1
+                raise ControlTimeout(request_id) from None
+            self.counts["ok" if reply.ok else "refused"] += 1
+            return reply
+        finally:
+            self.pending.pop(request_id, None)
+
+    def close(self) -> None:
+        self.pusher.close()
+
+
+# --- /ws/live fan-out -------------------------------------------------------------------------------
+class Slot:
+    """One client's latest-value slot: a new state overwrites one the client has not taken yet."""
+
+    def __init__(self) -> None:
+        self.data = ""
+        self.ready = asyncio.Event()
+        self.dropped = 0
+
+    def put(self, data: str) -> None:
+        if self.ready.is_set():
+            self.dropped += 1
+        self.data = data
+        self.ready.set()
+
+    async def take(self) -> str:
+        await self.ready.wait()
+        self.ready.clear()
+        return self.data
+
+
+class LiveHub:
+    """Builds the state document once per tick and hands it to every client's slot."""
+
+    def __init__(self, core: ObserveCore, interval_s: float = LIVE_INTERVAL_S) -> None:
+        self.core = core
+        self.interval_s = interval_s
+        self.slots: set[Slot] = set()
+        self.ticks = 0
+        self.dropped_clients = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> str:
+        return _json.encode(self.core.live(now_ns())).decode()
+
+    def join(self) -> Slot:
+        slot = Slot()
+        slot.put(self.snapshot())  # a new client sees the state at once, not 200 ms later
+        self.slots.add(slot)
+        return slot
+
+    def leave(self, slot: Slot) -> None:
+        self.slots.discard(slot)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_t = loop.time()
+        while True:
+            next_t += self.interval_s
+            await asyncio.sleep(max(0.0, next_t - loop.time()))
+            if loop.time() - next_t > self.interval_s:
+                next_t = loop.time()  # fell behind (suspended): do not burst to catch up
+            if self.slots:
+                data = self.snapshot()
+                for slot in self.slots:
+                    slot.put(data)
+                self.ticks += 1
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+# --- security middleware ----------------------------------------------------------------------------
+def token_ok(expected: str, presented: str | None) -> bool:
+    if presented is None:
+        return False
+    return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def bearer(headers: dict[bytes, bytes]) -> str | None:
+    value = headers.get(b"authorization", b"").decode("latin-1")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class TokenAuthMiddleware:
+    """With a token configured, every state-changing request and every WebSocket must carry it.
+
+    HTTP: `Authorization: Bearer <token>`. WebSocket: the same header, or `?token=` (browsers
+    cannot set headers on a WebSocket); a refused socket is accepted and closed with 4401 so the
+    page can tell "wrong token" from "server down"."""
+
+    SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.token is None or scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        presented = bearer(headers)
+        if scope["type"] == "http":
+            if scope["method"] in self.SAFE_METHODS or token_ok(self.token, presented):
+                return await self.app(scope, receive, send)
+            resp = error(401, "missing or wrong API token: send Authorization: Bearer <API_TOKEN>")
+            resp.headers["WWW-Authenticate"] = "Bearer"
+            return await resp(scope, receive, send)
+        if presented is None:
+            from urllib.parse import parse_qs
+
+            qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            presented = (qs.get("token") or [None])[0]
+        if token_ok(self.token, presented):
+            return await self.app(scope, receive, send)
+        msg = await receive()
+        if msg["type"] != "websocket.connect":
+            return None
+        await send({"type": "websocket.accept"})
+        await send(
+            {
+                "type": "websocket.close",
+                "code": WS_UNAUTHORIZED,
+                "reason": "missing or wrong API token",
+            }
+        )
+        return None
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over `limit` bytes with 413 before the endpoint sees them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_big = error(413, f"request body larger than {self.limit} bytes")
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await too_big(scope, receive, send)
+        body = bytearray()
+        more = True
+        while more:  # bodies here are small documents: read them whole, bounded, then replay
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return None
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if len(body) > self.limit:
+                return await too_big(scope, receive, send)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+# --- the app ----------------------------------------------------------------------------------------
+def build_app(
+    core: ObserveCore,
+    *,
+    hub: LiveHub | None = None,
+    control: Control | None = None,
+    recorder: Recorder | None = None,
+    api: ApiSettings | None = None,
+    extra_metrics: Callable[[], dict[str, float]] | None = None,
+) -> Starlette:
+    api = api or ApiSettings()
+    hub = hub or LiveHub(core)
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
     async def health(request: Request) -> JSONResponse:
         doc = core.health(now_ns())
         return JSONResponse(doc, status_code=200 if doc["ok"] else 503)
 
-    return Starlette(routes=[Route("/health", health)])
+    async def status(request: Request) -> Response:
+        return Response(_json.encode(core.status(now_ns())), media_type="application/json")
+
+    async def history(request: Request) -> Response:
+        return Response(_json.encode(core.history()), media_type="application/json")
+
+    async def latency(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "thresholds_ms": {
+                    "warning": WARNING_MS,
+                    "critical": CRITICAL_MS,
+                    "stale": STALE_MS,
+                },
+                "stages": core.latency.summary(),
+                "pipeline": core.health(now_ns())["pipeline"],
+            }
+        )
+
+    async def metrics(request: Request) -> PlainTextResponse:
+        extra = extra_metrics() if extra_metrics else {}
+        extra["ws_clients"] = len(hub.slots)
+        return PlainTextResponse(
+            core.metrics_text(now_ns(), extra), media_type="text/plain; version=0.0.4"
+        )
+
+    async def get_config(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {"version": core.config_version, "source": core.config_source, "config": core.config}
+        )
+
+    async def read_json(request: Request) -> Any:
+        body = await request.body()
+        if not body.strip():
+            return None
+        try:
+            return msgspec.json.decode(body)
+        except msgspec.DecodeError as e:
+            raise ValueError(f"request body is not valid JSON: {e}") from None
+
+    async def forward(make: Callable[[str], Msg], what: str) -> JSONResponse:
+        if control is None:
+            return error(503, "control stream not configured in this process")
+        try:
+            reply = await control.request(make, api.control_timeout_s)
+        except ControlUnavailable:
+            return error(
+                503,
+                f"{what}: strategy is not connected to the control stream "
+                "(is it running?); nothing was sent",
+            )
+        except ControlTimeout as e:
+            return error(
+                504,
+                f"{what}: sent, but strategy did not confirm within "
+                f"{api.control_timeout_s:g} s; check /api/status before retrying",
+                request_id=str(e),
+            )
+        if not reply.ok:
+            status_code = 422 if reply.field_errors else 409
+            return error(
+                status_code,
+                reply.error or f"{what}: strategy refused",
+                field_errors=reply.field_errors,
+                request_id=reply.request_id,
+            )
+        return JSONResponse(
+            {
+                "ok": True,
+                "request_id": reply.request_id,
+                "state": reply.state,
+                "risk": core.risk_doc(),
+                "config_version": core.config_version,
+            }
+        )
+
+    async def reason_of(request: Request) -> str | JSONResponse:
+        try:
+            doc = await read_json(request)
+        except ValueError as e:
+            return error(400, str(e))
+        if doc is None:
+            return "operator"
+        if not isinstance(doc, dict) or not isinstance(doc.get("reason", ""), str):
+            return error(400, 'body must be a JSON object like {"reason": "..."}')
+        return doc.get("reason") or "operator"
+
+    async def emergency_stop(request: Request) -> JSONResponse:
+        reason = await reason_of(request)
+        if isinstance(reason, JSONResponse):
+            return reason
+        return await forward(
+            lambda rid: EmergencyStop(request_id=rid, reason=reason), "emergency stop"
+        )
+
+    async def emergency_clear(request: Request) -> JSONResponse:
+        return await forward(lambda rid: ClearEmergencyStop(request_id=rid), "clear emergency stop")
+
+    async def force_exit(request: Request) -> JSONResponse:
+        reason = await reason_of(request)
+        if isinstance(reason, JSONResponse):
+            return reason
+        return await forward(lambda rid: ForceExit(request_id=rid, reason=reason), "force exit")
+
+    async def post_config(request: Request) -> JSONResponse:
+        try:
+            doc = await read_json(request)
+        except ValueError as e:
+            return error(400, str(e))
+        try:
+            cfg = validate_strategy_config(doc, "posted config")
+        except ConfigError as e:
+            return error(422, "invalid config: nothing was applied", field_errors=e.errors)
+        full = config_to_dict(cfg)
+        resp = await forward(lambda rid: ConfigUpdate(request_id=rid, config=full), "config update")
+        return resp
+
+    def int_param(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
+        raw = request.query_params.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            v = int(raw)
+        except ValueError:
+            raise ValueError(f"query parameter {name!r} must be an integer, got {raw!r}") from None
+        if not lo <= v <= hi:
+            raise ValueError(f"query parameter {name!r} must be between {lo} and {hi}, got {v}")
+        return v
+
+    async def trades(request: Request) -> JSONResponse:
+        if recorder is None:
+            return error(503, "recorder not configured in this process")
+        known = {*TRADE_FILTERS, "limit", "offset", "since_ns", "until_ns", "dry_run"}
+        unknown = sorted(set(request.query_params) - known)
+        if unknown:
+            return error(
+                400, f"unknown query parameter(s) {unknown}; expected some of {sorted(known)}"
+            )
+        try:
+            limit = int_param(request, "limit", 50, 1, 500)
+            offset = int_param(request, "offset", 0, 0, 10**9)
+            since = int_param(request, "since_ns", None, 0, 2**63 - 1)
+            until = int_param(request, "until_ns", None, 0, 2**63 - 1)
+        except ValueError as e:
+            return error(400, str(e))
+        dry: bool | None = None
+        raw_dry = request.query_params.get("dry_run")
+        if raw_dry:
+            if raw_dry.lower() not in ("true", "false", "1", "0"):
+                return error(
+                    400, f"query parameter 'dry_run' must be true or false, got {raw_dry!r}"
+                )
+            dry = raw_dry.lower() in ("true", "1")
+        filters = {k: request.query_params[k] for k in TRADE_FILTERS if request.query_params.get(k)}
+        page = await asyncio.to_thread(
+            recorder.trades,
+            limit=limit or 50,
+            offset=offset or 0,
+            since_ns=since,
+            until_ns=until,
+            dry_run=dry,
+            **filters,
+        )
+        return JSONResponse(page)
+
+    async def live(ws: WebSocket) -> None:
+        if len(hub.slots) >= MAX_LIVE_CLIENTS:
+            await ws.accept()
+            await ws.close(code=1013, reason="too many live clients")
+            return
+        await ws.accept()
+        slot = hub.join()
+
+        async def sender() -> None:
+            while True:
+                data = await slot.take()
+                await asyncio.wait_for(ws.send_text(data), LIVE_SEND_TIMEOUT_S)
+
+        send_task = asyncio.create_task(sender())
+        try:
+            # reading is how a disconnect is noticed; anything the client sends is ignored
+            recv_task = asyncio.create_task(_drain_client(ws))
+            done, _ = await asyncio.wait(
+                {send_task, recv_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for t in (send_task, recv_task):
+                t.cancel()
+            for t in done:
+                if not t.cancelled() and isinstance(t.exception(), TimeoutError):
+                    hub.dropped_clients += 1
+        finally:
+            hub.leave(slot)
+            send_task.cancel()
+            try:
+                await ws.close()
+            except Exception:  # noqa: BLE001 - already closed by the peer
+                pass
+
+    routes = [
+        Route("/", index),
+        Route("/health", health),
+        Route("/api/status", status),
+        Route("/api/history", history),
+        Route("/api/config", get_config, methods=["GET"]),
+        Route("/api/config", post_config, methods=["POST"]),
+        Route("/api/emergency-stop", emergency_stop, methods=["POST"]),
+        Route("/api/emergency-stop/clear", emergency_clear, methods=["POST"]),
+        Route("/api/force-exit", force_exit, methods=["POST"]),
+        Route("/api/trades", trades),
+        Route("/api/latency", latency),
+        Route("/metrics", metrics),
+        WebSocketRoute("/ws/live", live),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    middleware = [
+        Middleware(TrustedHostMiddleware, allowed_hosts=api.allowed_hosts),
+        Middleware(BodyLimitMiddleware, limit=api.max_body_bytes),
+    ]
+    if api.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=api.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+            )
+        )
+    middleware.append(Middleware(TokenAuthMiddleware, token=api.token))
+    return Starlette(routes=routes, middleware=middleware)
+
+
+async def _drain_client(ws: WebSocket) -> None:
+    try:
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+    except (WebSocketDisconnect, RuntimeError):
+        return

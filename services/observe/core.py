@@ -1,33 +1,738 @@
-"""Observe's transport-free core: the latest state of every service, built from bus messages."""
+"""Observe's transport-free core: the latest state of the whole system, built from bus messages.
+
+`handle(topic, msg, now_ns)` folds one bus message into the state and returns what should be
+recorded (`Row`s for SQLite, `LogLine`s for the JSONL streams); the runner does the I/O. The
+state documents served by the API (`health`, `status`, `live`, `metrics_text`) are read from here.
+Observe is not decision code, so `now_ns` is wall time (ages and countdowns for people).
+"""
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
-from common.schema import Heartbeat, Msg, Probe, to_dict
+from common.clock import utc_day
+from common.schema import (
+    BookDelta,
+    BookSnapshot,
+    BtcQuote,
+    BtcTrade,
+    ClockTick,
+    ConfigSnapshot,
+    ControlReply,
+    Decision,
+    FeedStatus,
+    Fill,
+    Heartbeat,
+    LatencySample,
+    MarketInfo,
+    MarketResolved,
+    Msg,
+    OrderAck,
+    OrderReject,
+    PositionState,
+    PriceFeedTick,
+    Probe,
+    RiskState,
+    Settlement,
+    SignalScore,
+    to_dict,
+)
+from services.observe.latency import SEVERITY_LOG_LEVEL, LatencyStats
 
 SERVICES = ("ingest", "signal", "strategy", "execution", "observe")
+FEEDS = ("binance", "clob", "gamma", "price_feed")
 HEARTBEAT_STALE_NS = 3_000_000_000
+FEED_STALE_MS = 3000.0  # a data feed silent this long is shown stale (strategy's default too)
+HISTORY_STEP_NS = 250_000_000  # chart series sampled at most 4x a second
+HISTORY_LEN = 3600  # 15 min of chart at 4 Hz
+SIGNAL_ROW_STEP_NS = 1_000_000_000  # signals recorded at most once a second unless the side flips
+BREACH_LOG_STEP_NS = 1_000_000_000  # one latency breach line per stage and severity a second
+BOOK_DEPTH = 5
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A row for one of observe's SQLite tables."""
+
+    table: str
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """A line for one of the seven JSONL streams."""
+
+    stream: str
+    event: str
+    level: str = "INFO"
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+Record = Row | LogLine
+
+
+class Book:
+    """One outcome token's book, rebuilt from snapshots and level deltas (best level first out)."""
+
+    __slots__ = ("asset_id", "bids", "asks", "best_bid", "best_ask", "ts_recv_ns")
+
+    def __init__(self, asset_id: str) -> None:
+        self.asset_id = asset_id
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+        self.best_bid: float | None = None
+        self.best_ask: float | None = None
+        self.ts_recv_ns = 0
+
+    def snapshot(self, msg: BookSnapshot) -> None:
+        self.bids = {p: s for p, s in msg.bids if s > 0}
+        self.asks = {p: s for p, s in msg.asks if s > 0}
+        self.best_bid, self.best_ask = msg.best_bid, msg.best_ask
+        self.ts_recv_ns = msg.ts_recv_ns
+
+    def delta(self, msg: BookDelta) -> None:
+        for ch in msg.changes:
+            levels = self.bids if ch.side == "BUY" else self.asks
+            if ch.size > 0:
+                levels[ch.price] = ch.size
+            else:
+                levels.pop(ch.price, None)
+        # the venue's own best prices win over our rebuilt book (a missed snapshot shows here)
+        self.best_bid = msg.best_bid if msg.best_bid is not None else max(self.bids, default=None)
+        self.best_ask = msg.best_ask if msg.best_ask is not None else min(self.asks, default=None)
+        self.ts_recv_ns = msg.ts_recv_ns
+
+    def doc(self, now_ns: int) -> dict[str, Any]:
+        bids = sorted(self.bids.items(), key=lambda kv: -kv[0])[:BOOK_DEPTH]
+        asks = sorted(self.asks.items())[:BOOK_DEPTH]
+        mid = None
+        if self.best_bid is not None and self.best_ask is not None:
+            mid = round((self.best_bid + self.best_ask) / 2, 4)
+        return {
+            "asset_id": self.asset_id,
+            "best_bid": self.best_bid,
+            "best_ask": self.best_ask,
+            "mid": mid,
+            "spread": (
+                round(self.best_ask - self.best_bid, 4)
+                if self.best_bid is not None and self.best_ask is not None
+                else None
+            ),
+            "bids": [[p, s] for p, s in bids],
+            "asks": [[p, s] for p, s in asks],
+            "bid_depth": round(sum(self.bids.values()), 2),
+            "ask_depth": round(sum(self.asks.values()), 2),
+            "age_ms": _age_ms(now_ns, self.ts_recv_ns),
+        }
+
+
+def _age_ms(now_ns: int, ts_ns: int) -> float | None:
+    return round((now_ns - ts_ns) / 1e6, 1) if ts_ns else None
+
+
+def _ms(later_ns: int, earlier_ns: int) -> float | None:
+    """A latency in ms, or None when either end is unknown (0) or the clocks went backwards."""
+    if not later_ns or not earlier_ns or later_ns < earlier_ns:
+        return None
+    return (later_ns - earlier_ns) / 1e6
 
 
 class ObserveCore:
-    def __init__(self, started_ns: int, pid: int) -> None:
+    def __init__(
+        self,
+        started_ns: int,
+        pid: int,
+        *,
+        dry_run: bool = True,
+        venue: str = "live",
+        real_trading: bool = False,
+    ) -> None:
+        self.started_ns = started_ns
+        self.pid = pid
+        self.dry_run = dry_run
+        self.venue = venue
+        self.real_trading = real_trading
         self.heartbeats: dict[str, Heartbeat] = {}
         self.last_probe: Probe | None = None
         self.probes = 0
-        self.started_ns = started_ns
-        self.pid = pid
-        self.latest: dict[str, dict[str, Any]] = {}  # topic -> last message, for the API
+        self.latest: dict[str, dict[str, Any]] = {}  # topic -> last message, for debugging
+        self.messages = 0
+        # market data
+        self.btc_price: float | None = None
+        self.btc_ts_ns = 0
+        self.btc_quote: BtcQuote | None = None
+        self.price_feeds: dict[str, PriceFeedTick] = {}
+        self.books: dict[str, Book] = {}
+        self.markets: dict[str, MarketInfo] = {}  # slug -> market
+        self.current_slug = ""
+        self.next_slug = ""
+        self.resolved: deque[MarketResolved] = deque(maxlen=20)
+        self.clock_ns = 0
+        self.feed_status: dict[str, FeedStatus] = {}
+        self.feed_last_ns: dict[str, int] = {}
+        # signal / strategy / execution
+        self.signal: SignalScore | None = None
+        self._signal_row_ns = 0
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
+        self._last_skip_reason = ""
+        self.position: PositionState | None = None
+        self.risk: RiskState | None = None
+        self.config: dict[str, Any] = {}
+        self.config_version = 0
+        self.config_source = ""
+        self.recent_fills: deque[dict[str, Any]] = deque(maxlen=50)
+        self.orders: deque[dict[str, Any]] = deque(maxlen=50)
+        self.control_replies: deque[dict[str, Any]] = deque(maxlen=20)
+        # today's figures from what observe itself saw (RiskState's are preferred when present)
+        self.day = ""
+        self.entries_today = 0
+        self.settled_today = 0
+        self.wins_today = 0
+        self.pnl_today = 0.0
+        self.fees_today = 0.0
+        # latency
+        self.latency = LatencyStats()
+        self._breach_logged: dict[tuple[str, str], int] = {}
+        self._breach_suppressed: dict[tuple[str, str], int] = {}
+        self._lat_authoritative: set[str] = set()
+        # chart series: (unix seconds, value)
+        self.btc_history: deque[tuple[float, float]] = deque(maxlen=HISTORY_LEN)
+        self.prob_history: deque[tuple[float, float, float | None]] = deque(maxlen=HISTORY_LEN)
+        self._btc_hist_ns = 0
+        self._prob_hist_ns = 0
 
-    def handle(self, topic: str, msg: Msg) -> None:
+    # --- seeding on start (from the database and the config file) -----------------------------
+    def seed_config(self, config: dict[str, Any], version: int, source: str) -> None:
+        self.config, self.config_version, self.config_source = config, version, source
+
+    def seed_today(self, rows: list[dict[str, Any]], today: str) -> None:
+        """Today's trades from observe's own table, so a restart keeps today's figures."""
+        self.day = today
+        for r in rows:
+            self._count_trade(r)
+
+    def _count_trade(self, r: dict[str, Any]) -> None:
+        if r["kind"] == "fill":
+            self.fees_today += r.get("fee") or 0.0
+            if r.get("side") == "BUY":
+                self.entries_today += 1
+        elif r["kind"] == "settlement":
+            self.settled_today += 1
+            self.wins_today += 1 if r.get("won") else 0
+            self.pnl_today += r.get("pnl") or 0.0
+
+    def _roll_day(self, now_ns: int) -> None:
+        day = utc_day(now_ns)
+        if day != self.day:
+            self.day = day
+            self.entries_today = self.settled_today = self.wins_today = 0
+            self.pnl_today = self.fees_today = 0.0
+
+    # --- bus messages ---------------------------------------------------------------------------
+    def handle(self, topic: str, msg: Msg, now_ns: int) -> list[Record]:
+        self.messages += 1
+        out: list[Record] = []
         if isinstance(msg, Heartbeat):
+            prev = self.heartbeats.get(msg.service)
             self.heartbeats[msg.service] = msg
-        elif isinstance(msg, Probe):
+            if prev is not None and prev.state != msg.state:
+                out.append(
+                    LogLine(
+                        "risk",
+                        "service_state_changed",
+                        "WARNING" if msg.state in ("halted", "degraded") else "INFO",
+                        {"of": msg.service, "from": prev.state, "to": msg.state},
+                    )
+                )
+            return out
+        if isinstance(msg, Probe):
             if msg.hops and msg.hops[-1] == "execution":
                 self.last_probe = msg
                 self.probes += 1
+                e2e = _ms(msg.hop_ns[-1], msg.ts_origin_ns) if msg.hop_ns else None
+                if e2e is not None:
+                    self._latency("probe_end_to_end_ms", e2e, now_ns, str(msg.probe_id), out)
+            return out
+        self.latest[topic] = to_dict(msg)
+        if isinstance(msg, ClockTick):
+            self.clock_ns = msg.ts_ns
+        elif isinstance(msg, BtcTrade):
+            self.btc_price, self.btc_ts_ns = msg.price, msg.ts_recv_ns
+            self.feed_last_ns["binance"] = msg.ts_recv_ns or now_ns
+            lag = _ms(msg.ts_recv_ns, msg.ts_exchange_ns)
+            if lag is not None:
+                self._latency("feed_lag_binance_ms", lag, now_ns, "", out)
+            if now_ns - self._btc_hist_ns >= HISTORY_STEP_NS:
+                self._btc_hist_ns = now_ns
+                self.btc_history.append((round(now_ns / NS, 3), msg.price))
+        elif isinstance(msg, BtcQuote):
+            self.btc_quote = msg
+            self.feed_last_ns["binance"] = msg.ts_recv_ns or now_ns
+        elif isinstance(msg, BookSnapshot | BookDelta):
+            book = self.books.get(msg.asset_id)
+            if book is None:
+                book = self.books[msg.asset_id] = Book(msg.asset_id)
+            if isinstance(msg, BookSnapshot):
+                book.snapshot(msg)
+            else:
+                book.delta(msg)
+            self.feed_last_ns["clob"] = msg.ts_recv_ns or now_ns
+            lag = _ms(msg.ts_recv_ns, msg.ts_exchange_ns)
+            if lag is not None:
+                self._latency("feed_lag_clob_ms", lag, now_ns, "", out)
+        elif isinstance(msg, PriceFeedTick):
+            self.price_feeds[msg.source] = msg
+            self.feed_last_ns["price_feed"] = msg.ts_recv_ns or now_ns
+            lag = _ms(msg.ts_recv_ns, msg.ts_exchange_ns)
+            if lag is not None:
+                self._latency("feed_lag_price_feed_ms", lag, now_ns, msg.source, out)
+        elif isinstance(msg, MarketInfo):
+            self._on_market(msg, now_ns, out)
+        elif isinstance(msg, MarketResolved):
+            self.resolved.append(msg)
+            out.append(LogLine("ingestion", "market_resolved", "INFO", to_dict(msg)))
+        elif isinstance(msg, FeedStatus):
+            prev_fs = self.feed_status.get(msg.feed)
+            self.feed_status[msg.feed] = msg
+            if prev_fs is None or (prev_fs.connected, prev_fs.stale) != (msg.connected, msg.stale):
+                bad = not msg.connected or msg.stale
+                out.append(
+                    LogLine(
+                        "ingestion",
+                        "feed_status_changed",
+                        "WARNING" if bad else "INFO",
+                        to_dict(msg),
+                    )
+                )
+        elif isinstance(msg, SignalScore):
+            self._on_signal(msg, now_ns, out)
+        elif isinstance(msg, Decision):
+            d = to_dict(msg)
+            self.decisions.append(d)
+            # skips can arrive on every tick: log one line per change of reason, not per tick
+            if msg.action != "skip" or msg.reason != self._last_skip_reason:
+                out.append(LogLine("strategy", f"decision_{msg.action}", "INFO", d))
+            self._last_skip_reason = msg.reason if msg.action == "skip" else ""
+        elif isinstance(msg, OrderAck):
+            self.orders.append(to_dict(msg))
+            out.append(LogLine("execution", "order_ack", "INFO", to_dict(msg)))
+            lat = _ms(msg.ts_ack_ns, msg.ts_signal_ns)
+            if lat is not None:
+                self._latency(
+                    "signal_to_order_ack_ms", lat, now_ns, msg.client_order_id, out, always_row=True
+                )
+        elif isinstance(msg, OrderReject):
+            self.orders.append(to_dict(msg))
+            out.append(LogLine("execution", "order_rejected", "WARNING", to_dict(msg)))
+        elif isinstance(msg, Fill):
+            self._on_fill(msg, now_ns, out)
+        elif isinstance(msg, Settlement):
+            self._on_settlement(msg, now_ns, out)
+        elif isinstance(msg, PositionState):
+            was_open = self.position.open if self.position else False
+            self.position = msg
+            if was_open != msg.open:
+                out.append(
+                    LogLine(
+                        "strategy",
+                        "position_opened" if msg.open else "position_closed",
+                        "INFO",
+                        to_dict(msg),
+                    )
+                )
+        elif isinstance(msg, RiskState):
+            self._on_risk(msg, now_ns, out)
+        elif isinstance(msg, ConfigSnapshot):
+            if msg.version != self.config_version or self.config_source.startswith("file"):
+                out.append(
+                    Row(
+                        "config_snapshots",
+                        {
+                            "ts_ns": msg.ts_ns or now_ns,
+                            "version": msg.version,
+                            "source": msg.source,
+                            "config": msg.config,
+                        },
+                    )
+                )
+                out.append(
+                    LogLine(
+                        "strategy",
+                        "config_snapshot",
+                        "INFO",
+                        {"version": msg.version, "source": msg.source},
+                    )
+                )
+            self.config, self.config_version = dict(msg.config), msg.version
+            self.config_source = f"strategy:{msg.source}" if msg.source else "strategy"
+        elif isinstance(msg, ControlReply):
+            self.control_replies.append(to_dict(msg))
+            out.append(
+                LogLine(
+                    "risk",
+                    "control_reply",
+                    "INFO" if msg.ok else "WARNING",
+                    {"request_id": msg.request_id, "ok": msg.ok, "error": msg.error},
+                )
+            )
+        elif isinstance(msg, LatencySample):
+            self._lat_authoritative.add(msg.stage)
+            self._latency(
+                msg.stage,
+                msg.ms,
+                now_ns,
+                msg.ref,
+                out,
+                authoritative=True,
+                always_row=msg.stage.startswith(("signal_to", "full_")),
+            )
+        return out
+
+    def _on_market(self, msg: MarketInfo, now_ns: int, out: list[Record]) -> None:
+        known = msg.slug in self.markets
+        self.markets[msg.slug] = msg
+        if msg.role == "current":
+            self.current_slug = msg.slug
+        elif msg.role == "next":
+            self.next_slug = msg.slug
+        self.feed_last_ns["gamma"] = msg.ts_recv_ns or now_ns
+        if len(self.markets) > 16:  # keep the few windows around now
+            for slug in sorted(self.markets, key=lambda s: self.markets[s].window_end_ns)[:-16]:
+                del self.markets[slug]
+        if not known:
+            out.append(
+                LogLine(
+                    "ingestion",
+                    "market_seen",
+                    "INFO",
+                    {"slug": msg.slug, "role": msg.role, "price_to_beat": msg.price_to_beat},
+                )
+            )
+
+    def _on_signal(self, msg: SignalScore, now_ns: int, out: list[Record]) -> None:
+        prev = self.signal
+        self.signal = msg
+        lat = _ms(msg.ts_signal_ns, msg.origin_ts_recv_ns)
+        if lat is not None:
+            self._latency("market_to_signal_ms", lat, now_ns, "", out)
+        flipped = prev is None or prev.side != msg.side or prev.slug != msg.slug
+        if flipped or now_ns - self._signal_row_ns >= SIGNAL_ROW_STEP_NS:
+            self._signal_row_ns = now_ns
+            out.append(
+                Row(
+                    "signals",
+                    {
+                        "ts_ns": msg.ts_ns or now_ns,
+                        "slug": msg.slug,
+                        "p_up": msg.p_up,
+                        "side": msg.side,
+                        "score": msg.score,
+                        "edge_up": msg.edge_up,
+                        "edge_down": msg.edge_down,
+                        "inputs": msg.inputs,
+                    },
+                )
+            )
+            out.append(
+                LogLine(
+                    "signal",
+                    "signal",
+                    "INFO",
+                    {
+                        "slug": msg.slug,
+                        "p_up": msg.p_up,
+                        "side": msg.side,
+                        "score": msg.score,
+                        "edge_up": msg.edge_up,
+                        "edge_down": msg.edge_down,
+                    },
+                )
+            )
+        if now_ns - self._prob_hist_ns >= HISTORY_STEP_NS:
+            self._prob_hist_ns = now_ns
+            up = self._up_book()
+            market_p = up.doc(now_ns)["mid"] if up is not None else None
+            self.prob_history.append((round(now_ns / NS, 3), msg.p_up, market_p))
+
+    def _on_fill(self, msg: Fill, now_ns: int, out: list[Record]) -> None:
+        self._roll_day(now_ns)
+        d = to_dict(msg)
+        self.recent_fills.append(d)
+        row = {
+            "event_key": f"fill:{msg.client_order_id}:{msg.trade_id or msg.ts_fill_ns}",
+            "kind": "fill",
+            "ts_ns": msg.ts_fill_ns or now_ns,
+            "day": utc_day(msg.ts_fill_ns or now_ns),
+            "slug": msg.slug,
+            "outcome": msg.outcome,
+            "side": msg.side,
+            "asset_id": msg.asset_id,
+            "price": msg.price,
+            "size": msg.size,
+            "fee": msg.fee,
+            "pnl": None,
+            "won": None,
+            "client_order_id": msg.client_order_id,
+            "trade_id": msg.trade_id,
+            "dry_run": msg.dry_run,
+        }
+        out.append(Row("trades", row))
+        self._count_trade(row)
+        out.append(LogLine("execution", "fill", "INFO", d))
+        origin = msg.origin_ts_recv_ns or msg.ts_signal_ns
+        lat = _ms(msg.ts_fill_ns, origin)
+        if lat is not None:
+            self._latency(
+                "full_decision_to_fill_ms", lat, now_ns, msg.client_order_id, out, always_row=True
+            )
+
+    def _on_settlement(self, msg: Settlement, now_ns: int, out: list[Record]) -> None:
+        self._roll_day(now_ns)
+        row = {
+            "event_key": f"settlement:{msg.slug}:{msg.asset_id}",
+            "kind": "settlement",
+            "ts_ns": msg.ts_ns or now_ns,
+            "day": utc_day(msg.ts_ns or now_ns),
+            "slug": msg.slug,
+            "outcome": msg.outcome,
+            "side": "SETTLE",
+            "asset_id": msg.asset_id,
+            "price": msg.payout,
+            "size": msg.size,
+            "fee": 0.0,
+            "pnl": msg.pnl,
+            "won": msg.won,
+            "client_order_id": "",
+            "trade_id": "",
+            "dry_run": self.dry_run,
+        }
+        out.append(Row("trades", row))
+        self._count_trade(row)
+        out.append(LogLine("execution", "settlement", "INFO", to_dict(msg)))
+
+    def _on_risk(self, msg: RiskState, now_ns: int, out: list[Record]) -> None:
+        prev = self.risk
+        self.risk = msg
+        if msg.config_version:
+            self.config_version = max(self.config_version, msg.config_version)
+        key = (msg.halted, msg.emergency_stop, tuple(msg.reasons))
+        if prev is None or key != (prev.halted, prev.emergency_stop, tuple(prev.reasons)):
+            event = "halted" if msg.halted else ("resumed" if prev and prev.halted else "risk")
+            out.append(
+                Row(
+                    "risk_events",
+                    {
+                        "ts_ns": msg.ts_ns or now_ns,
+                        "event": event,
+                        "halted": msg.halted,
+                        "emergency_stop": msg.emergency_stop,
+                        "reasons": msg.reasons,
+                        "daily_pnl": msg.daily_pnl,
+                        "trades_today": msg.trades_today,
+                        "loss_streak": msg.loss_streak,
+                        "config_version": msg.config_version,
+                    },
+                )
+            )
+            out.append(
+                LogLine("risk", f"risk_{event}", "WARNING" if msg.halted else "INFO", to_dict(msg))
+            )
+
+    def _latency(
+        self,
+        stage: str,
+        ms: float,
+        now_ns: int,
+        ref: str,
+        out: list[Record],
+        *,
+        authoritative: bool = False,
+        always_row: bool = False,
+    ) -> None:
+        # a stage the hot path measures itself (LatencySample) is not double-counted by ours
+        if not authoritative and stage in self._lat_authoritative:
+            return
+        sev = self.latency.add(stage, ms)
+        if sev == "ok":
+            if always_row:
+                out.append(
+                    Row(
+                        "latency_events",
+                        {"ts_ns": now_ns, "stage": stage, "ms": ms, "severity": sev, "ref": ref},
+                    )
+                )
+            return
+        key = (stage, sev)
+        if now_ns - self._breach_logged.get(key, 0) < BREACH_LOG_STEP_NS and not always_row:
+            self._breach_suppressed[key] = self._breach_suppressed.get(key, 0) + 1
+            return
+        self._breach_logged[key] = now_ns
+        suppressed = self._breach_suppressed.pop(key, 0)
+        out.append(
+            Row(
+                "latency_events",
+                {"ts_ns": now_ns, "stage": stage, "ms": ms, "severity": sev, "ref": ref},
+            )
+        )
+        out.append(
+            LogLine(
+                "latency",
+                f"latency_{sev}",
+                SEVERITY_LOG_LEVEL[sev],
+                {
+                    "stage": stage,
+                    "ms": round(ms, 3),
+                    "severity": sev,
+                    "ref": ref,
+                    "suppressed_since_last": suppressed,
+                },
+            )
+        )
+
+    # --- derived views --------------------------------------------------------------------------
+    def current_market(self, now_ns: int) -> MarketInfo | None:
+        live = [m for m in self.markets.values() if m.window_start_ns <= now_ns < m.window_end_ns]
+        if live:
+            return max(live, key=lambda m: m.window_start_ns)
+        return self.markets.get(self.current_slug)
+
+    def _up_book(self) -> Book | None:
+        m = self.markets.get(self.current_slug)
+        return self.books.get(m.up_token_id) if m else None
+
+    def market_doc(self, now_ns: int) -> dict[str, Any] | None:
+        m = self.current_market(now_ns)
+        if m is None:
+            return None
+        nxt = self.markets.get(self.next_slug)
+        return {
+            "slug": m.slug,
+            "question": m.question,
+            "condition_id": m.condition_id,
+            "window_start_ns": m.window_start_ns,
+            "window_end_ns": m.window_end_ns,
+            "window_seconds": round((m.window_end_ns - m.window_start_ns) / NS, 3),
+            "seconds_left": round(max(0.0, (m.window_end_ns - now_ns) / NS), 1),
+            "price_to_beat": m.price_to_beat,
+            "price_to_beat_source": m.price_to_beat_source,
+            "up_token_id": m.up_token_id,
+            "down_token_id": m.down_token_id,
+            "tick_size": m.tick_size,
+            "twap_enabled": m.twap_enabled,
+            "resolution_source": m.resolution_source,
+            "accepting_orders": m.accepting_orders,
+            "next_slug": nxt.slug if nxt and nxt.slug != m.slug else None,
+        }
+
+    def books_doc(self, now_ns: int) -> dict[str, Any]:
+        m = self.current_market(now_ns)
+        out: dict[str, Any] = {"up": None, "down": None}
+        if m is not None:
+            for name, token in (("up", m.up_token_id), ("down", m.down_token_id)):
+                book = self.books.get(token)
+                out[name] = book.doc(now_ns) if book else None
+        return out
+
+    def signal_doc(self) -> dict[str, Any] | None:
+        s = self.signal
+        if s is None:
+            return None
+        edge = s.edge_up if s.side == "Up" else s.edge_down
+        return {
+            "slug": s.slug,
+            "side": s.side,
+            "score": round(s.score, 4),
+            "p_up": round(s.p_up, 4),
+            "edge_up": round(s.edge_up, 4),
+            "edge_down": round(s.edge_down, 4),
+            "edge_pct": round(edge, 4),  # a fraction, in the units of config's min_edge_pct
+            "ts_ns": s.ts_ns,
+        }
+
+    def position_doc(self, now_ns: int) -> dict[str, Any]:
+        p = self.position
+        if p is None or not p.open:
+            return {"open": False}
+        doc = to_dict(p)
+        doc.pop("kind", None)
+        book = self.books.get(p.asset_id)
+        # live P&L marks at the bid: what the position would fetch if sold now
+        if book is not None and book.best_bid is not None:
+            doc["mark_price"] = book.best_bid
+            doc["unrealized_pnl"] = round(p.size * book.best_bid - p.cost - p.fees, 4)
+            doc["mark_source"] = "book_bid"
         else:
-            self.latest[topic] = to_dict(msg)
+            doc["mark_source"] = "strategy"
+        return doc
+
+    def metrics_doc(self, now_ns: int) -> dict[str, Any]:
+        self._roll_day(now_ns)
+        r = self.risk
+        if r is not None and r.day == self.day:
+            trades, wins, pnl = r.trades_today, r.wins_today, r.daily_pnl
+            source = "strategy"
+        else:
+            trades, wins, pnl = self.entries_today, self.wins_today, self.pnl_today
+            source = "observe"
+        settled = self.settled_today
+        decided = max(settled, wins) if source == "observe" else max(trades, wins)
+        return {
+            "day": self.day,
+            "daily_pnl": round(pnl, 4),
+            "trades_today": trades,
+            "wins_today": wins,
+            "settled_today": settled,
+            "win_rate": round(wins / decided, 4) if decided else None,
+            "fees_today": round(self.fees_today, 4),
+            "source": source,
+        }
+
+    def risk_doc(self) -> dict[str, Any]:
+        r = self.risk
+        if r is not None:
+            doc = to_dict(r)
+            doc.pop("kind", None)
+            doc["source"] = "risk.state"
+            return doc
+        hb = self.heartbeats.get("strategy")
+        if hb is not None and "emergency_stop" in hb.detail:
+            # strategy only publishes risk.state on change; its heartbeat tells a late joiner
+            es = bool(hb.detail.get("emergency_stop"))
+            return {
+                "halted": hb.state == "halted" or es,
+                "emergency_stop": es,
+                "reasons": ["emergency_stop"] if es else [],
+                "source": "heartbeat",
+                "config_version": hb.detail.get("config_version", 0),
+            }
+        return {"halted": None, "emergency_stop": None, "reasons": [], "source": "unknown"}
+
+    def feeds_doc(self, now_ns: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        stale_ms = float(self.config.get("stale_after_ms", FEED_STALE_MS))
+        for feed in FEEDS:
+            last = self.feed_last_ns.get(feed, 0)
+            age = _age_ms(now_ns, last)
+            fs = self.feed_status.get(feed)
+            doc: dict[str, Any] = {"age_ms": age, "last_ns": last or None}
+            if fs is not None:
+                doc.update(
+                    connected=fs.connected,
+                    reported_stale=fs.stale,
+                    reconnects=fs.reconnects,
+                    parse_errors=fs.parse_errors,
+                    detail=fs.detail,
+                )
+            else:
+                doc["connected"] = None
+            # gamma is polled, so only its explicit status says it is stale
+            silent = feed != "gamma" and (age is None or age > stale_ms)
+            doc["stale"] = bool((fs is not None and (fs.stale or not fs.connected)) or silent)
+            out[feed] = doc
+        return out
 
     def health(self, now_ns: int) -> dict[str, Any]:
         services: dict[str, Any] = {}
@@ -64,3 +769,202 @@ class ObserveCore:
             )
         ok = all(s["alive"] for s in services.values())
         return {"ok": ok, "services": services, "pipeline": pipeline}
+
+    def mode_doc(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "venue": self.venue,
+            "real_trading_enabled": self.real_trading,
+            "label": "DRY RUN" if self.dry_run or not self.real_trading else "LIVE",
+        }
+
+    def status(self, now_ns: int) -> dict[str, Any]:
+        """The full snapshot behind GET /api/status."""
+        market = self.market_doc(now_ns)
+        return {
+            "ts_ns": now_ns,
+            "mode": self.mode_doc(),
+            "health": self.health(now_ns),
+            "feeds": self.feeds_doc(now_ns),
+            "btc": {
+                "price": self.btc_price,
+                "age_ms": _age_ms(now_ns, self.btc_ts_ns),
+                "bid": self.btc_quote.bid if self.btc_quote else None,
+                "ask": self.btc_quote.ask if self.btc_quote else None,
+                "price_feeds": {
+                    k: {"value": v.value, "age_ms": _age_ms(now_ns, v.ts_recv_ns)}
+                    for k, v in self.price_feeds.items()
+                },
+            },
+            "market": market,
+            "price_to_beat": market["price_to_beat"] if market else None,
+            "books": self.books_doc(now_ns),
+            "signal": self.signal_doc(),
+            "position": self.position_doc(now_ns),
+            "metrics": self.metrics_doc(now_ns),
+            "risk": self.risk_doc(),
+            "config_version": self.config_version,
+            "latency": self.latency.summary(),
+            "recent": {
+                "decisions": list(self.decisions)[-10:],
+                "fills": list(self.recent_fills)[-10:],
+                "orders": list(self.orders)[-10:],
+                "resolved": [to_dict(r) for r in list(self.resolved)[-5:]],
+            },
+        }
+
+    def live(self, now_ns: int) -> dict[str, Any]:
+        """The /ws/live state document: the README's shape plus what the dashboard draws."""
+        market = self.market_doc(now_ns)
+        return {
+            "type": "state",
+            "data": {
+                "ts_ns": now_ns,
+                "dry_run": self.dry_run,
+                "mode": self.mode_doc(),
+                "btc_price": self.btc_price,
+                "btc_age_ms": _age_ms(now_ns, self.btc_ts_ns),
+                "market": market,
+                "books": self.books_doc(now_ns),
+                "signal": self.signal_doc(),
+                "position": self.position_doc(now_ns),
+                "metrics": self.metrics_doc(now_ns),
+                "risk": self.risk_doc(),
+                "config_version": self.config_version,
+                "feeds": self.feeds_doc(now_ns),
+                "services": {
+                    k: {"state": v["state"], "alive": v["alive"], "age_ms": v["age_ms"]}
+                    for k, v in self.health(now_ns)["services"].items()
+                },
+                "latency": {
+                    k: {
+                        "p50": v["p50"],
+                        "p99": v["p99"],
+                        "count": v["count"],
+                        "severity": v["severity"],
+                    }
+                    for k, v in self.latency.summary().items()
+                },
+                "fills": list(self.recent_fills)[-8:],
+                "decisions": list(self.decisions)[-8:],
+            },
+        }
+
+    def history(self) -> dict[str, Any]:
+        return {"btc": list(self.btc_history), "prob": list(self.prob_history)}
+
+    def metrics_text(self, now_ns: int, extra: dict[str, float] | None = None) -> str:
+        """Prometheus text exposition (version 0.0.4)."""
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float | None]]):
+            lines.append(f"# HELP {name} {help_}")
+            lines.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                if value is None:
+                    continue
+                lines.append(f"{name}{labels} {float(value):.6g}")
+
+        health = self.health(now_ns)
+        metric(
+            "polyedge_service_up",
+            "gauge",
+            "1 when the service's heartbeat is fresh",
+            [
+                (f'{{service="{k}"}}', 1.0 if v["alive"] else 0.0)
+                for k, v in health["services"].items()
+            ],
+        )
+        metric(
+            "polyedge_heartbeat_age_seconds",
+            "gauge",
+            "Age of the last heartbeat",
+            [
+                (f'{{service="{k}"}}', v["age_ms"] / 1e3 if v["age_ms"] is not None else None)
+                for k, v in health["services"].items()
+            ],
+        )
+        metric(
+            "polyedge_probes_total", "counter", "End-to-end probes completed", [("", self.probes)]
+        )
+        metric("polyedge_btc_price_usd", "gauge", "Last BTC trade price", [("", self.btc_price)])
+        feeds = self.feeds_doc(now_ns)
+        metric(
+            "polyedge_feed_age_seconds",
+            "gauge",
+            "Age of the last message per feed",
+            [
+                (f'{{feed="{k}"}}', v["age_ms"] / 1e3 if v["age_ms"] is not None else None)
+                for k, v in feeds.items()
+            ],
+        )
+        metric(
+            "polyedge_feed_stale",
+            "gauge",
+            "1 when a feed is stale or disconnected",
+            [(f'{{feed="{k}"}}', 1.0 if v["stale"] else 0.0) for k, v in feeds.items()],
+        )
+        lat = self.latency.summary()
+        qs: list[tuple[str, float | None]] = []
+        for stage, v in lat.items():
+            for q, key in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"), ("1", "max")):
+                qs.append((f'{{stage="{stage}",quantile="{q}"}}', v[key]))
+        metric("polyedge_latency_ms", "summary", "Latency per stage over the recent window", qs)
+        metric(
+            "polyedge_latency_samples_total",
+            "counter",
+            "Latency samples per stage",
+            [(f'{{stage="{k}"}}', v["count"]) for k, v in lat.items()],
+        )
+        metric(
+            "polyedge_latency_breaches_total",
+            "counter",
+            "Samples above 200 (warning), 500 (critical), 1000 ms (stale)",
+            [
+                (f'{{stage="{k}",severity="{s}"}}', n)
+                for k, v in lat.items()
+                for s, n in v["breaches"].items()
+            ],
+        )
+        risk = self.risk_doc()
+        metric(
+            "polyedge_risk_halted",
+            "gauge",
+            "1 when strategy is halted",
+            [("", None if risk["halted"] is None else float(bool(risk["halted"])))],
+        )
+        metric(
+            "polyedge_emergency_stop",
+            "gauge",
+            "1 when the emergency stop is set",
+            [("", None if risk["emergency_stop"] is None else float(bool(risk["emergency_stop"])))],
+        )
+        m = self.metrics_doc(now_ns)
+        metric("polyedge_daily_pnl_usd", "gauge", "Today's realised P&L", [("", m["daily_pnl"])])
+        metric("polyedge_trades_today", "gauge", "Entries today", [("", m["trades_today"])])
+        metric(
+            "polyedge_position_open",
+            "gauge",
+            "1 when a position is open",
+            [("", 1.0 if self.position and self.position.open else 0.0)],
+        )
+        metric(
+            "polyedge_config_version",
+            "gauge",
+            "Strategy config version",
+            [("", self.config_version)],
+        )
+        metric(
+            "polyedge_observe_messages_total",
+            "counter",
+            "Bus messages handled by observe",
+            [("", self.messages)],
+        )
+        for name, value in (extra or {}).items():
+            metric(
+                f"polyedge_observe_{name}",
+                "gauge",
+                f"observe {name.replace('_', ' ')}",
+                [("", value)],
+            )
+        return "\n".join(lines) + "\n"

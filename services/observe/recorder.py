@@ -1,0 +1,246 @@
+"""Observe's SQLite recorder: the versioned schema of the tables observe owns (trades, signals,
+latency_events, config_snapshots, risk_events), batched writes, and the reads behind the API."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from common import db
+
+OWNER = "observe"
+MAX_PENDING = 200_000  # rows held while the database is unwritable; oldest dropped past this
+
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS trades (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_key TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ('fill', 'settlement')),
+        ts_ns INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        slug TEXT NOT NULL DEFAULT '',
+        outcome TEXT,
+        side TEXT,
+        asset_id TEXT NOT NULL DEFAULT '',
+        price REAL,
+        size REAL,
+        fee REAL NOT NULL DEFAULT 0,
+        pnl REAL,
+        won INTEGER,
+        client_order_id TEXT NOT NULL DEFAULT '',
+        trade_id TEXT NOT NULL DEFAULT '',
+        dry_run INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX IF NOT EXISTS trades_ts ON trades(ts_ns);
+    CREATE INDEX IF NOT EXISTS trades_slug ON trades(slug);
+    CREATE INDEX IF NOT EXISTS trades_day ON trades(day);
+    CREATE TABLE IF NOT EXISTS signals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts_ns INTEGER NOT NULL,
+        slug TEXT NOT NULL,
+        p_up REAL NOT NULL,
+        side TEXT NOT NULL,
+        score REAL NOT NULL,
+        edge_up REAL NOT NULL,
+        edge_down REAL NOT NULL,
+        inputs TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX IF NOT EXISTS signals_ts ON signals(ts_ns);
+    CREATE TABLE IF NOT EXISTS latency_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts_ns INTEGER NOT NULL,
+        stage TEXT NOT NULL,
+        ms REAL NOT NULL,
+        severity TEXT NOT NULL,
+        ref TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX IF NOT EXISTS latency_events_ts ON latency_events(ts_ns);
+    CREATE TABLE IF NOT EXISTS config_snapshots (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts_ns INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        source TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS risk_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts_ns INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        halted INTEGER NOT NULL,
+        emergency_stop INTEGER NOT NULL,
+        reasons TEXT NOT NULL DEFAULT '[]',
+        daily_pnl REAL,
+        trades_today INTEGER,
+        loss_streak INTEGER,
+        config_version INTEGER
+    )
+    """,
+]
+
+COLUMNS = {
+    "trades": (
+        "event_key",
+        "kind",
+        "ts_ns",
+        "day",
+        "slug",
+        "outcome",
+        "side",
+        "asset_id",
+        "price",
+        "size",
+        "fee",
+        "pnl",
+        "won",
+        "client_order_id",
+        "trade_id",
+        "dry_run",
+    ),
+    "signals": ("ts_ns", "slug", "p_up", "side", "score", "edge_up", "edge_down", "inputs"),
+    "latency_events": ("ts_ns", "stage", "ms", "severity", "ref"),
+    "config_snapshots": ("ts_ns", "version", "source", "config"),
+    "risk_events": (
+        "ts_ns",
+        "event",
+        "halted",
+        "emergency_stop",
+        "reasons",
+        "daily_pnl",
+        "trades_today",
+        "loss_streak",
+        "config_version",
+    ),
+}
+JSON_COLUMNS = {"inputs", "config", "reasons"}
+TRADE_FILTERS = ("slug", "kind", "side", "outcome", "day")
+
+
+def _sql_value(col: str, v: Any) -> Any:
+    if col in JSON_COLUMNS:
+        return json.dumps(v, separators=(",", ":"))
+    if isinstance(v, bool):
+        return int(v)
+    return v
+
+
+class Recorder:
+    """Buffers rows from the event loop; `flush` writes them in one transaction (any thread)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.conn = db.connect(self.path)
+        self.schema_version = db.migrate(self.conn, OWNER, MIGRATIONS)
+        self._lock = threading.Lock()
+        self.pending: deque[tuple[str, dict[str, Any]]] = deque()
+        self.written = 0
+        self.dropped = 0
+        self.failures = 0
+        self.last_error = ""
+
+    def add(self, table: str, values: dict[str, Any]) -> None:
+        if table not in COLUMNS:
+            raise ValueError(f"observe does not own table {table!r}")
+        if len(self.pending) >= MAX_PENDING:
+            self.pending.popleft()
+            self.dropped += 1
+        self.pending.append((table, values))
+
+    def flush(self) -> int:
+        """Write everything pending; on a database error keep it for the next try and raise."""
+        with self._lock:
+            batch = list(self.pending)
+            if not batch:
+                return 0
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for table, values in batch:
+                        cols = COLUMNS[table]
+                        verb = "INSERT OR IGNORE" if table == "trades" else "INSERT"
+                        self.conn.execute(
+                            f"{verb} INTO {table} ({','.join(cols)}) "
+                            f"VALUES ({','.join('?' * len(cols))})",
+                            [_sql_value(c, values.get(c)) for c in cols],
+                        )
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                self.failures += 1
+                self.last_error = str(e)
+                raise
+            for _ in range(len(batch)):
+                self.pending.popleft()
+            self.written += len(batch)
+            return len(batch)
+
+    # --- reads ----------------------------------------------------------------------------------
+    def trades(
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        dry_run: bool | None = None,
+        **filters: str,
+    ) -> dict[str, Any]:
+        where: list[str] = []
+        args: list[Any] = []
+        for key, value in filters.items():
+            if key not in TRADE_FILTERS:
+                raise ValueError(f"unknown trade filter {key!r}")
+            where.append(f"{key} = ?")
+            args.append(value)
+        if since_ns is not None:
+            where.append("ts_ns >= ?")
+            args.append(since_ns)
+        if until_ns is not None:
+            where.append("ts_ns < ?")
+            args.append(until_ns)
+        if dry_run is not None:
+            where.append("dry_run = ?")
+            args.append(int(dry_run))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._lock:
+            total = self.conn.execute(f"SELECT COUNT(*) FROM trades{clause}", args).fetchone()[0]
+            rows = self.conn.execute(
+                f"SELECT * FROM trades{clause} ORDER BY ts_ns DESC, id DESC LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            ).fetchall()
+        items = []
+        for r in rows:
+            d = dict(r)
+            d["dry_run"] = bool(d["dry_run"])
+            if d["won"] is not None:
+                d["won"] = bool(d["won"])
+            items.append(d)
+        return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+    def trades_of_day(self, day: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self.conn.execute("SELECT * FROM trades WHERE day = ?", (day,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def last_config(self) -> tuple[dict[str, Any], int, int] | None:
+        with self._lock:
+            r = self.conn.execute(
+                "SELECT config, version, ts_ns FROM config_snapshots ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return (json.loads(r[0]), r[1], r[2]) if r else None
+
+    def count(self, table: str) -> int:
+        if table not in COLUMNS:
+            raise ValueError(f"observe does not own table {table!r}")
+        with self._lock:
+            return self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
