@@ -1,4 +1,5 @@
-"""Runner for execution: PULL order intents (bound: execution owns the stream), SUB to market data."""
+"""Runner for execution: PULL order intents (bound: execution owns the stream), SUB to market data,
+the ledger at DATABASE_URL, and the live venue adapter only when all three switches allow it."""
 
 from __future__ import annotations
 
@@ -7,18 +8,51 @@ from typing import Any
 from common import topics
 from common.bus import Puller, Subscriber
 from common.clock import now_ns
+from common.config import ConfigError, load_strategy_config
 from common.schema import Envelope, OrderIntent, Probe
-from common.service import ServiceRunner, forward_probe
-from services.execution.core import ExecutionCore
+from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
+from services.execution.core import ExecutionCore, Venue
+from services.execution.ledger import Ledger
+from services.execution.switches import TradingMode
 
 
 class ExecutionRunner(ServiceRunner):
     def __init__(self) -> None:
         super().__init__("execution", "execution")
-        self.core = ExecutionCore()
+        try:
+            cfg = load_strategy_config()
+        except ConfigError as e:
+            fail("execution", str(e), EXIT_CONFIG)
+        s = self.settings
+        self.mode = TradingMode.from_settings(s)
+        self.ledger = Ledger(s.database_path)
+        venue: Venue | None = None
+        if self.mode.live:
+            from services.execution.live import LiveVenue  # the one module importing the SDK
+
+            venue = LiveVenue(s.urls["CLOB_API_URL"], s.private_key, log=self.log.write)  # type: ignore[arg-type]
+            venue.start()
+        else:
+            self.log.write(
+                "execution",
+                self.mode.block_tag,
+                "INFO",
+                tags=list(self.mode.block_tags),
+                detail="real trading disabled at start; no venue client created",
+            )
+        self.venue = venue
+        self.core = ExecutionCore(
+            self.ledger,
+            self.mode,
+            venue=venue,
+            clock=now_ns,
+            log=self.log.write,
+            dry_run_latency_ms=cfg.dry_run_latency_ms,
+        )
 
     def state(self) -> tuple[str, dict[str, Any]]:
-        return "running", self.core.status()
+        st = self.core.status()
+        return ("degraded" if st.get("to_reconcile") else "running"), st
 
     def on_md(self, topic: str, env: Envelope) -> None:
         self.publish_all(self.core.handle(topic, env.msg))
@@ -26,18 +60,29 @@ class ExecutionRunner(ServiceRunner):
     def on_order(self, topic: str, env: Envelope) -> None:
         msg = env.msg
         if isinstance(msg, Probe):
-            self.pub.send(topics.PROBE_PREFIX + "execution", forward_probe(msg, "execution"))
+            self.pub.send(topics.PROBE_PREFIX + "execution", forward_probe(msg, "execution"))  # type: ignore[union-attr]
         elif isinstance(msg, OrderIntent):
             self.publish_all(self.core.on_intent(msg, now_ns()))
 
+    def on_timer(self, t: int) -> None:
+        self.publish_all(self.core.on_timer(t))
+
     def run(self) -> int:
         s = self.settings
-        orders = Puller(s.bus_endpoint(topics.ORDERS))
+        # expired intents are dropped by the core, which records why
+        orders = Puller(s.bus_endpoint(topics.ORDERS), drop_expired=False)
         md = Subscriber(
             s.bus_endpoint("ingest"),
             [topics.BOOK_PREFIX, topics.MARKET, topics.RESOLVED, topics.CLOCK],
         )
-        return self.loop({orders: self.on_order, md: self.on_md})
+        # startup and crash recovery share one path: reconcile before reading any new intent
+        self.publish_all(self.core.recover())
+        try:
+            return self.loop({orders: self.on_order, md: self.on_md}, self.on_timer, 50)
+        finally:
+            if self.venue is not None:
+                self.venue.close()
+            self.ledger.close()
 
 
 def main() -> int:

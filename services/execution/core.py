@@ -1,28 +1,673 @@
-"""Execution's transport-free core: turns order intents into acks, fills or rejects."""
+"""Execution's transport-free core: order intents in, acks, fills, rejects and settlements out.
+
+Every intent is written to the ledger before anything else happens to it. Then, by the three
+switches (`switches.TradingMode`): dry-run fills it against the latest local book with the venue's
+rules (`fills`), after a configurable simulated latency; a blocked mode rejects it with the switch's
+tag; live sends it through the one venue adapter (`live.LiveVenue`, injected) and treats a timeout
+as "outcome unknown", to be reconciled, never retried. Held positions settle at 1 or 0 when their
+market resolves. Time comes from the messages handled and from the `clock` the runner injects (used
+for ack and fill stamps and latency, never to decide a fill).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+import msgspec
+
 from common import topics
-from common.schema import BookSnapshot, Msg, OrderIntent, OrderReject
+from common.schema import (
+    BookDelta,
+    BookSnapshot,
+    ClockTick,
+    Fill,
+    LatencySample,
+    MarketInfo,
+    MarketResolved,
+    Msg,
+    OrderAck,
+    OrderIntent,
+    OrderReject,
+    Settlement,
+)
+from services.execution import fills as fm
+from services.execution.ledger import Ledger, Position
+from services.execution.switches import TradingMode
+
+Out = list[tuple[str, Msg]]
+LogFn = Callable[..., None]
+MS = 1_000_000
+DEFAULT_BOOK_MAX_AGE_MS = 2_000  # live: older local books are refreshed over REST first
+RECONCILE_INTERVAL_NS = 250 * MS  # venue lookups for unknown outcomes: reads, so paced retries
+RECORDED_LEVELS = 20  # book levels kept with each order, enough to recompute its fills
+
+
+def _no_log(stream: str, event: str, level: str = "INFO", **fields: Any) -> None:
+    return None
+
+
+@dataclass
+class LocalBook:
+    """One asset's book as price -> size maps (kept as dicts so deltas apply in O(1))."""
+
+    asset_id: str
+    bids: dict[float, float]
+    asks: dict[float, float]
+    ts_recv_ns: int
+    ts_exchange_ns: int
+    tick_size: float = 0.01
+
+    @classmethod
+    def of(cls, b: BookSnapshot) -> LocalBook:
+        return cls(
+            b.asset_id,
+            {p: s for p, s in b.bids if s > 0},
+            {p: s for p, s in b.asks if s > 0},
+            b.ts_recv_ns,
+            b.ts_exchange_ns,
+            b.tick_size,
+        )
+
+    def apply(self, d: BookDelta) -> None:
+        for ch in d.changes:
+            side = self.bids if ch.side == "BUY" else self.asks
+            if ch.size > 0:
+                side[ch.price] = ch.size
+            else:
+                side.pop(ch.price, None)
+        self.ts_recv_ns = d.ts_recv_ns
+        self.ts_exchange_ns = d.ts_exchange_ns
+
+    def levels(self) -> tuple[list[list[float]], list[list[float]]]:
+        bids = sorted(([p, s] for p, s in self.bids.items()), key=lambda x: -x[0])
+        asks = sorted(([p, s] for p, s in self.asks.items()), key=lambda x: x[0])
+        return bids, asks
+
+    def consume(self, side: str, trades: tuple[fm.Trade, ...]) -> None:
+        """Remove what a simulated fill took, so a second order does not see it again."""
+        book = self.asks if side == "BUY" else self.bids
+        for t in trades:
+            p = float(t.price)
+            left = book.get(p, 0.0) - float(t.size)
+            if left > 1e-9:
+                book[p] = left
+            else:
+                book.pop(p, None)
+
+    def record(self, side: str) -> str:
+        bids, asks = self.levels()
+        take = asks if side == "BUY" else bids
+        return json.dumps(
+            {
+                "asset_id": self.asset_id,
+                "ts_recv_ns": self.ts_recv_ns,
+                "ts_exchange_ns": self.ts_exchange_ns,
+                "side_taken": "asks" if side == "BUY" else "bids",
+                "levels": take[:RECORDED_LEVELS],
+            }
+        )
+
+
+# --- the venue adapter's interface (live.LiveVenue implements it) -----------------------------
+class VenueError(Exception):
+    """The adapter could not even build or send the order (nothing reached the venue)."""
+
+    def __init__(self, reason: str, code: str = "venue_unavailable") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+@dataclass
+class SignedOrder:
+    order_id: str  # the venue's order id (the signed order's hash): known before sending
+    body: str  # the JSON the adapter will POST (public: it holds a signature, not the key)
+    payload: Any = None  # the adapter's own object
+
+
+@dataclass
+class VenueTrade:
+    trade_id: str
+    price: float
+    size: float
+    fee: float
+
+
+@dataclass
+class VenueResult:
+    """What the venue said about one order. `outcome` is accepted, rejected, unknown or missing."""
+
+    outcome: str
+    venue_status: str = ""
+    reason: str = ""
+    code: str = ""
+    trades: list[VenueTrade] = field(default_factory=list)
+    terminal: bool = True  # False: accepted but may still fill (live/delayed)
+
+
+class Venue(Protocol):
+    def sign(self, intent: OrderIntent, limit: Decimal, size: Decimal) -> SignedOrder: ...
+    def post(self, order: SignedOrder, intent: OrderIntent) -> VenueResult: ...
+    def lookup(self, order_id: str, intent: OrderIntent) -> VenueResult: ...
+    def rest_book(self, asset_id: str) -> tuple[list[list[float]], list[list[float]]] | None: ...
+    def before_sell(self, asset_id: str) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class _Pending:
+    intent: OrderIntent
+    due_ns: int
 
 
 class ExecutionCore:
-    def __init__(self) -> None:
-        self.books: dict[str, BookSnapshot] = {}
+    def __init__(
+        self,
+        ledger: Ledger,
+        mode: TradingMode,
+        *,
+        venue: Venue | None = None,
+        clock: Callable[[], int] | None = None,
+        log: LogFn = _no_log,
+        dry_run_latency_ms: int = 0,
+        book_max_age_ms: int = DEFAULT_BOOK_MAX_AGE_MS,
+    ) -> None:
+        if mode.live and venue is None:
+            raise ValueError("live trading needs a venue adapter")
+        self.ledger = ledger
+        self.mode = mode
+        self.venue = venue if mode.live else None  # never reachable unless all switches agree
+        self.log = log
+        self.dry_run_latency_ns = dry_run_latency_ms * MS
+        self.book_max_age_ns = book_max_age_ms * MS
+        self.books: dict[str, LocalBook] = {}
+        self.markets: dict[str, MarketInfo] = {}
+        self.now_ns = 0  # latest time seen on any message or tick
+        self._clock = clock
+        self.pending: list[_Pending] = []
+        self.to_reconcile: dict[str, OrderIntent] = {}
+        self.positions: dict[str, Position] = ledger.positions()
+        self.counts: dict[str, int] = {}
+        self._next_reconcile_ns = 0
 
-    def handle(self, topic: str, msg: Msg) -> list[tuple[str, Msg]]:
+    # --- time ---------------------------------------------------------------------------------
+    def _t(self) -> int:
+        return self._clock() if self._clock is not None else self.now_ns
+
+    def _count(self, key: str) -> None:
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    # --- market data --------------------------------------------------------------------------
+    def handle(self, topic: str, msg: Msg) -> Out:
         if isinstance(msg, BookSnapshot):
-            self.books[msg.asset_id] = msg
-        return []
+            self.books[msg.asset_id] = LocalBook.of(msg)
+            self.now_ns = max(self.now_ns, msg.ts_recv_ns)
+        elif isinstance(msg, BookDelta):
+            book = self.books.get(msg.asset_id)
+            if book is not None:
+                book.apply(msg)
+            self.now_ns = max(self.now_ns, msg.ts_recv_ns)
+        elif isinstance(msg, ClockTick):
+            self.now_ns = max(self.now_ns, msg.ts_ns)
+        elif isinstance(msg, MarketInfo):
+            self.markets[msg.slug] = msg
+            return []
+        elif isinstance(msg, MarketResolved):
+            return self.on_resolved(msg)
+        else:
+            return []
+        return self.release_due(self.now_ns)
 
-    def on_intent(self, intent: OrderIntent, now_ns: int) -> list[tuple[str, Msg]]:
-        reason = "no book for asset" if intent.asset_id not in self.books else "not implemented"
+    def on_timer(self, now_ns: int) -> Out:
+        self.now_ns = max(self.now_ns, now_ns)
+        out = self.release_due(self.now_ns)
+        if self.to_reconcile and self.now_ns >= self._next_reconcile_ns:
+            self._next_reconcile_ns = self.now_ns + RECONCILE_INTERVAL_NS
+            out += self.reconcile()
+        return out
+
+    # --- intents ------------------------------------------------------------------------------
+    def on_intent(self, intent: OrderIntent, now_ns: int) -> Out:
+        self.now_ns = max(self.now_ns, now_ns)
+        coid = intent.client_order_id
+        book = self.books.get(intent.asset_id)
+        recorded = book.record(intent.side) if book is not None else ""
+        if not self.ledger.record_intent(intent, self.mode.name, now_ns, recorded):
+            self._count("duplicate")
+            self.log("execution", "duplicate_intent_ignored", client_order_id=coid)
+            return []
+        self._count("intents")
+        if intent.expires_ns and now_ns > intent.expires_ns:
+            late_ms = (now_ns - intent.expires_ns) / MS
+            return self._reject(
+                intent,
+                f"intent expired {late_ms:.1f} ms before receipt",
+                "expired",
+                status="expired",
+            )
+        if not self.mode.live:
+            tags = self.mode.block_tags
+            self.log(
+                "execution",
+                self.mode.block_tag,
+                "INFO" if self.mode.dry_run else "WARNING",
+                client_order_id=coid,
+                tags=list(tags),
+                venue_call=False,
+            )
+            if not self.mode.dry_run:
+                return self._reject(
+                    intent,
+                    f"real trading blocked: {', '.join(tags)}",
+                    self.mode.block_tag,
+                    status="blocked",
+                )
+        if self.to_reconcile:
+            return self._reject(
+                intent, "orders with unknown outcome are being reconciled", "reconciling"
+            )
+        terms = self._terms(intent)
+        limit, size, reason = fm.check_terms(terms)
+        if reason:
+            return self._reject(intent, reason, "invalid_order")
+        reason = self._preflight(intent, limit, size)
+        if reason:
+            return self._reject(intent, reason, "preflight_liquidity")
+        if self.venue is None:
+            return self._dry_run(intent, now_ns)
+        return self._live(intent, limit, size)
+
+    @staticmethod
+    def _terms(intent: OrderIntent) -> fm.OrderTerms:
+        return fm.OrderTerms.of(
+            intent.side,
+            intent.order_type,
+            intent.limit_price,
+            intent.size,
+            intent.tick_size,
+            intent.min_order_size,
+            intent.fee_rate,
+            intent.fee_exponent,
+        )
+
+    def _preflight(self, intent: OrderIntent, limit: Decimal, size: Decimal) -> str:
+        """Depth at or better than the limit must cover the size (fresh REST book if stale, live)."""
+        book = self.books.get(intent.asset_id)
+        levels: tuple[list[list[float]], list[list[float]]] | None = None
+        if book is not None:
+            levels = book.levels()
+        if self.venue is not None and (
+            book is None or self.now_ns - book.ts_recv_ns > self.book_max_age_ns
+        ):
+            fresh = self.venue.rest_book(intent.asset_id)
+            if fresh is not None:
+                levels = fresh
+        if levels is None:
+            return f"no book for asset {intent.asset_id}"
+        side = fm.book_side(intent.side, *levels)
+        depth = fm.depth_within(side, intent.side, limit)
+        if depth < size:
+            return f"depth {depth} at or better than {limit} does not cover {size} shares"
+        return ""
+
+    # --- outputs ------------------------------------------------------------------------------
+    def _reject(self, intent: OrderIntent, reason: str, code: str, status: str = "rejected") -> Out:
+        t = self._t()
+        self.ledger.update(
+            intent.client_order_id, t, status, status=status, reason=reason, code=code, ts_done_ns=t
+        )
+        self._count(status)
+        self.log(
+            "execution",
+            "order_rejected",
+            "INFO",
+            client_order_id=intent.client_order_id,
+            status=status,
+            code=code,
+            reason=reason,
+        )
         return [
             (
                 topics.REJECT,
-                OrderReject(client_order_id=intent.client_order_id, reason=reason, ts_ns=now_ns),
+                OrderReject(
+                    client_order_id=intent.client_order_id,
+                    reason=reason,
+                    ts_ns=t,
+                    code=code,
+                    origin_ts_recv_ns=intent.origin_ts_recv_ns,
+                    ts_signal_ns=intent.ts_signal_ns,
+                ),
             )
         ]
 
+    def _ack(self, intent: OrderIntent, status: str, venue_order_id: str, t: int) -> Out:
+        ms = (t - (intent.ts_signal_ns or intent.ts_intent_ns)) / MS
+        self.ledger.update(
+            intent.client_order_id,
+            t,
+            "ack",
+            status="acked",
+            venue_status=status,
+            venue_order_id=venue_order_id,
+            ts_ack_ns=t,
+        )
+        out: Out = [
+            (
+                topics.ACK,
+                OrderAck(
+                    client_order_id=intent.client_order_id,
+                    status=status,
+                    ts_ack_ns=t,
+                    venue_order_id=venue_order_id,
+                    origin_ts_recv_ns=intent.origin_ts_recv_ns,
+                    ts_signal_ns=intent.ts_signal_ns,
+                    ts_intent_ns=intent.ts_intent_ns,
+                ),
+            )
+        ]
+        out += self._latency(intent.client_order_id, "signal_to_order_ack_ms", ms, t)
+        return out
+
+    def _latency(self, coid: str, stage: str, ms: float, t: int) -> Out:
+        self.ledger.record_latency(coid, stage, ms, t)
+        self.log("latency", stage, client_order_id=coid, ms=round(ms, 3))
+        return [(topics.LATENCY, LatencySample(stage=stage, ms=ms, ts_ns=t, ref=coid))]
+
+    def _fills(
+        self,
+        intent: OrderIntent,
+        trades: list[VenueTrade],
+        status: str,
+        t: int,
+        venue_order_id: str,
+        dry_run: bool,
+        reason: str = "",
+        book_json: str | None = None,
+    ) -> Out:
+        msgs = [
+            Fill(
+                client_order_id=intent.client_order_id,
+                asset_id=intent.asset_id,
+                side=intent.side,
+                price=tr.price,
+                size=tr.size,
+                fee=tr.fee,
+                ts_fill_ns=t,
+                slug=intent.slug,
+                outcome=intent.outcome,
+                venue_order_id=venue_order_id,
+                trade_id=tr.trade_id,
+                dry_run=dry_run,
+                origin_ts_recv_ns=intent.origin_ts_recv_ns,
+                ts_signal_ns=intent.ts_signal_ns,
+                ts_intent_ns=intent.ts_intent_ns,
+            )
+            for tr in trades
+        ]
+        filled = sum(f.size for f in msgs)
+        notional = sum(f.size * f.price for f in msgs)
+        fields: dict[str, Any] = {
+            "status": status,
+            "filled_size": filled,
+            "avg_price": notional / filled if filled else 0.0,
+            "fee": sum(f.fee for f in msgs),
+            "ts_done_ns": t,
+            "reason": reason,
+        }
+        if book_json is not None:
+            fields["book_json"] = book_json
+        new = self.ledger.record_fills(intent.client_order_id, msgs, t, **fields)
+        if new == 0:
+            return []
+        for f in msgs:
+            pos = self.positions.setdefault(
+                f.asset_id, Position(f.slug, f.asset_id, f.outcome or "")
+            )
+            pos.apply(f.side, f.price, f.size, f.fee)
+            if pos.size <= 1e-9:
+                del self.positions[f.asset_id]
+        self._count("filled_orders")
+        self.log(
+            "execution",
+            "order_filled",
+            client_order_id=intent.client_order_id,
+            status=status,
+            filled=filled,
+            fee=fields["fee"],
+            avg_price=fields["avg_price"],
+            dry_run=dry_run,
+        )
+        start = intent.origin_ts_recv_ns or intent.ts_signal_ns or intent.ts_intent_ns
+        out: Out = [(topics.FILL, f) for f in msgs]
+        out += self._latency(
+            intent.client_order_id, "full_decision_to_fill_ms", (t - start) / MS, t
+        )
+        return out
+
+    # --- dry run ------------------------------------------------------------------------------
+    def _dry_run(self, intent: OrderIntent, now_ns: int) -> Out:
+        due = now_ns + self.dry_run_latency_ns
+        if self.dry_run_latency_ns == 0:
+            return self._dry_fill(intent, now_ns)
+        self.pending.append(_Pending(intent, due))
+        return []
+
+    def release_due(self, now_ns: int) -> Out:
+        if not self.pending:
+            return []
+        out: Out = []
+        keep: list[_Pending] = []
+        for p in self.pending:
+            if p.due_ns <= now_ns:
+                out += self._dry_fill(p.intent, p.due_ns)
+            else:
+                keep.append(p)
+        self.pending = keep
+        return out
+
+    def _dry_fill(self, intent: OrderIntent, t: int) -> Out:
+        """Fill against the book as it is when the simulated latency has passed."""
+        book = self.books.get(intent.asset_id)
+        if book is None:
+            return self._reject(intent, f"no book for asset {intent.asset_id}", "no_book")
+        recorded = book.record(intent.side)
+        r = fm.simulate_fill(self._terms(intent), *book.levels())
+        if r.status in ("rejected", "killed", "unmatched"):
+            self.ledger.update(intent.client_order_id, t, "book_at_fill", book_json=recorded)
+            return self._reject(
+                intent,
+                r.reason,
+                r.status,
+                status="killed" if r.status != "rejected" else "rejected",
+            )
+        book.consume(intent.side, r.trades)
+        out = self._ack(intent, "dry_run", "", t)
+        trades = [
+            VenueTrade(
+                f"{intent.client_order_id}:{i}", float(tr.price), float(tr.size), float(tr.fee)
+            )
+            for i, tr in enumerate(r.trades)
+        ]
+        out += self._fills(intent, trades, r.status, t, "", True, r.reason, recorded)
+        return out
+
+    # --- live ---------------------------------------------------------------------------------
+    def _live(self, intent: OrderIntent, limit: Decimal, size: Decimal) -> Out:
+        assert self.venue is not None
+        coid = intent.client_order_id
+        try:
+            if intent.side == "SELL":
+                self.venue.before_sell(intent.asset_id)
+            signed = self.venue.sign(intent, limit, size)
+        except VenueError as e:
+            return self._reject(intent, e.reason, e.code)
+        # committed before the POST: after a crash the order can be found at the venue by its id
+        self.ledger.update(
+            coid,
+            self._t(),
+            "sending",
+            status="sending",
+            venue_order_id=signed.order_id,
+            signed_order_json=signed.body,
+            ts_sent_ns=self._t(),
+        )
+        result = self.venue.post(signed, intent)
+        return self._apply_result(intent, signed.order_id, result)
+
+    def _apply_result(self, intent: OrderIntent, order_id: str, r: VenueResult) -> Out:
+        t = self._t()
+        coid = intent.client_order_id
+        if r.outcome == "rejected":
+            self.to_reconcile.pop(coid, None)
+            return self._reject(intent, r.reason, r.code or "venue_rejected")
+        if r.outcome in ("unknown", "missing"):
+            # a timeout is not a failure: the order may well be at the venue
+            self.ledger.update(
+                coid, t, "outcome_unknown", status="unknown", reason=r.reason, code=r.code
+            )
+            self.to_reconcile[coid] = intent
+            self._count("unknown")
+            self.log(
+                "execution",
+                "order_outcome_unknown",
+                "WARNING",
+                client_order_id=coid,
+                venue_order_id=order_id,
+                reason=r.reason,
+            )
+            return []
+        self.to_reconcile.pop(coid, None)
+        out = self._ack(intent, r.venue_status or "matched", order_id, t)
+        if r.trades:
+            filled = sum(tr.size for tr in r.trades)
+            status = (
+                "filled"
+                if filled + 1e-9 >= intent.size or intent.order_type == "FOK"
+                else "partial"
+            )
+            out += self._fills(intent, r.trades, status, t, order_id, False)
+        elif r.terminal:
+            self.ledger.update(
+                coid, t, "done", status="killed", reason=r.reason or "no fill", ts_done_ns=t
+            )
+        else:
+            self.to_reconcile[coid] = intent  # accepted but not final: poll until it is
+        return out
+
+    def reconcile(self) -> Out:
+        """Ask the venue about every order whose outcome is unknown; no order is re-sent."""
+        out: Out = []
+        for coid, intent in list(self.to_reconcile.items()):
+            row = self.ledger.order(coid)
+            if row is None:
+                self.to_reconcile.pop(coid, None)
+                continue
+            if self.venue is None or not row["venue_order_id"]:
+                continue
+            r = self.venue.lookup(row["venue_order_id"], intent)
+            if r.outcome == "unknown":
+                continue  # venue unreachable: try again on the next timer
+            if r.outcome == "missing":
+                self.to_reconcile.pop(coid, None)
+                out += self._reject(intent, "not placed: the venue has no such order", "not_placed")
+                continue
+            self.log(
+                "execution",
+                "order_reconciled",
+                client_order_id=coid,
+                venue_status=r.venue_status,
+                trades=len(r.trades),
+            )
+            if row["status"] == "acked" and not r.trades and not r.terminal:
+                continue
+            if row["status"] == "acked":
+                self.to_reconcile.pop(coid, None)
+                if r.trades:
+                    out += self._fills(
+                        intent, r.trades, "filled", self._t(), row["venue_order_id"], False
+                    )
+                continue
+            out += self._apply_result(intent, row["venue_order_id"], r)
+        return out
+
+    def recover(self) -> Out:
+        """On start: every order the ledger left open is settled locally or queued for the venue.
+
+        Startup and crash recovery share this path. An intent never signed was never sent; a
+        dry-run order has no venue to ask. Live orders that were being sent are reconciled before
+        any new intent is taken (`on_intent` rejects new ones while `to_reconcile` is not empty).
+        """
+        out: Out = []
+        for row in self.ledger.open_orders():
+            intent = msgspec.json.decode(row["intent_json"], type=OrderIntent)
+            coid = row["client_order_id"]
+            if row["mode"] != "live" or not row["venue_order_id"]:
+                out += self._reject(
+                    intent, "interrupted by a restart before it was sent", "restart_not_sent"
+                )
+            else:
+                self.to_reconcile[coid] = intent
+        if self.to_reconcile:
+            if self.venue is None:
+                # no venue to ask in this mode: leave them `unknown` in the ledger for a live start
+                for coid in self.to_reconcile:
+                    self.log(
+                        "execution", "reconcile_needs_live_venue", "WARNING", client_order_id=coid
+                    )
+                self.to_reconcile.clear()
+            else:
+                out += self.reconcile()
+        return out
+
+    # --- settlement ---------------------------------------------------------------------------
+    def on_resolved(self, msg: MarketResolved) -> Out:
+        out: Out = []
+        for asset_id, pos in list(self.positions.items()):
+            if pos.slug != msg.slug:
+                continue
+            won = (
+                asset_id == msg.winning_asset_id
+                if msg.winning_asset_id
+                else pos.outcome == msg.winning_outcome
+            )
+            payout = 1.0 if won else 0.0
+            s = Settlement(
+                slug=pos.slug,
+                asset_id=asset_id,
+                outcome=pos.outcome,  # type: ignore[arg-type]
+                won=won,
+                size=pos.size,
+                payout=payout,
+                pnl=round(pos.size * payout - pos.cost, 6),
+                ts_ns=msg.ts_ns,
+            )
+            del self.positions[asset_id]
+            if self.ledger.record_settlement(s):
+                self.log(
+                    "execution",
+                    "position_settled",
+                    slug=s.slug,
+                    asset_id=asset_id,
+                    won=won,
+                    size=s.size,
+                    pnl=s.pnl,
+                )
+                out.append((topics.SETTLEMENT, s))
+        return out
+
     def status(self) -> dict[str, object]:
-        return {"books": len(self.books)}
+        st: dict[str, object] = {
+            "mode": self.mode.name,
+            "books": len(self.books),
+            "positions": len(self.positions),
+            "pending_dry_run": len(self.pending),
+            "to_reconcile": len(self.to_reconcile),
+            **self.counts,
+        }
+        if self.venue is not None:
+            st["venue"] = self.venue.status()
+        return st

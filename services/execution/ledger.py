@@ -1,0 +1,298 @@
+"""Execution's durable order ledger in SQLite (common.db: WAL, synchronous=FULL, BEGIN IMMEDIATE).
+
+Execution is the only writer of `orders`, `order_events`, `fills` and `settlements`; strategy and
+observe may read them. The intent row is committed before anything is sent to a venue, keyed by
+the client order id, so a duplicate intent is a no-op and a crash between send and ack leaves a row
+whose outcome is `unknown` until reconciliation on the next start.
+
+Order status moves: intent -> sending -> (acked | unknown) -> filled | partial | rejected, or
+intent -> expired | rejected | blocked. `OPEN_STATUSES` are the ones a restart must reconcile.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common import db
+from common.schema import Fill, OrderIntent, Settlement, to_json
+
+OWNER = "execution"
+OPEN_STATUSES = ("intent", "sending", "unknown")
+TERMINAL_STATUSES = ("filled", "partial", "rejected", "expired", "blocked", "killed")
+
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS orders (
+        client_order_id TEXT PRIMARY KEY,
+        mode TEXT NOT NULL,
+        status TEXT NOT NULL,
+        slug TEXT NOT NULL,
+        asset_id TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        side TEXT NOT NULL,
+        order_type TEXT NOT NULL,
+        limit_price REAL NOT NULL,
+        size REAL NOT NULL,
+        tick_size REAL NOT NULL,
+        min_order_size REAL NOT NULL,
+        neg_risk INTEGER NOT NULL,
+        fee_rate REAL NOT NULL,
+        fee_exponent REAL NOT NULL,
+        expires_ns INTEGER NOT NULL,
+        ts_intent_ns INTEGER NOT NULL,
+        ts_signal_ns INTEGER NOT NULL,
+        origin_ts_recv_ns INTEGER NOT NULL,
+        ts_received_ns INTEGER NOT NULL,
+        ts_sent_ns INTEGER,
+        ts_ack_ns INTEGER,
+        ts_done_ns INTEGER,
+        venue_order_id TEXT NOT NULL DEFAULT '',
+        venue_status TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL DEFAULT '',
+        code TEXT NOT NULL DEFAULT '',
+        filled_size REAL NOT NULL DEFAULT 0,
+        avg_price REAL NOT NULL DEFAULT 0,
+        fee REAL NOT NULL DEFAULT 0,
+        signal_to_order_ack_ms REAL,
+        full_decision_to_fill_ms REAL,
+        book_json TEXT NOT NULL DEFAULT '',
+        signed_order_json TEXT NOT NULL DEFAULT '',
+        intent_json TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS orders_status ON orders(status);
+    CREATE INDEX IF NOT EXISTS orders_slug ON orders(slug);
+    CREATE TABLE IF NOT EXISTS order_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        client_order_id TEXT NOT NULL,
+        ts_ns INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX IF NOT EXISTS order_events_coid ON order_events(client_order_id);
+    CREATE TABLE IF NOT EXISTS fills (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        trade_id TEXT NOT NULL UNIQUE,
+        client_order_id TEXT NOT NULL,
+        venue_order_id TEXT NOT NULL DEFAULT '',
+        slug TEXT NOT NULL,
+        asset_id TEXT NOT NULL,
+        outcome TEXT,
+        side TEXT NOT NULL,
+        price REAL NOT NULL,
+        size REAL NOT NULL,
+        fee REAL NOT NULL,
+        ts_fill_ns INTEGER NOT NULL,
+        dry_run INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS fills_coid ON fills(client_order_id);
+    CREATE TABLE IF NOT EXISTS settlements (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        slug TEXT NOT NULL,
+        asset_id TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        won INTEGER NOT NULL,
+        size REAL NOT NULL,
+        payout REAL NOT NULL,
+        pnl REAL NOT NULL,
+        ts_ns INTEGER NOT NULL,
+        UNIQUE(slug, asset_id)
+    );
+    CREATE TABLE IF NOT EXISTS exec_latency (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        client_order_id TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        ms REAL NOT NULL,
+        ts_ns INTEGER NOT NULL
+    )
+    """,
+]
+
+
+@dataclass
+class Position:
+    """A held outcome-token position rebuilt from fills minus settlements."""
+
+    slug: str
+    asset_id: str
+    outcome: str
+    size: float = 0.0
+    cost: float = 0.0  # collateral paid including fees, less the cost of shares sold
+
+    def apply(self, side: str, price: float, size: float, fee: float) -> None:
+        if side == "BUY":
+            self.size += size
+            self.cost += price * size + fee
+        else:
+            avg = self.cost / self.size if self.size > 0 else 0.0
+            self.cost -= avg * min(size, self.size)
+            self.size = max(0.0, self.size - size)
+
+
+class Ledger:
+    """All of execution's writes. Each public write is one `BEGIN IMMEDIATE` transaction."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.conn = db.connect(path)
+        db.migrate(self.conn, OWNER, MIGRATIONS)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _event(self, coid: str, ts_ns: int, event: str, detail: dict[str, Any]) -> None:
+        self.conn.execute(
+            "INSERT INTO order_events(client_order_id, ts_ns, event, detail) VALUES(?,?,?,?)",
+            (coid, ts_ns, event, json.dumps(detail, default=str)),
+        )
+
+    # --- writes ------------------------------------------------------------------------------
+    def record_intent(self, intent: OrderIntent, mode: str, ts_ns: int, book_json: str) -> bool:
+        """Insert the intent row; False (and nothing written) if this client order id exists."""
+        with self.tx() as c:
+            cur = c.execute(
+                "INSERT INTO orders(client_order_id, mode, status, slug, asset_id, outcome, side,"
+                " order_type, limit_price, size, tick_size, min_order_size, neg_risk, fee_rate,"
+                " fee_exponent, expires_ns, ts_intent_ns, ts_signal_ns, origin_ts_recv_ns,"
+                " ts_received_ns, book_json, intent_json)"
+                " VALUES(?,?,'intent',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(client_order_id) DO NOTHING",
+                (
+                    intent.client_order_id,
+                    mode,
+                    intent.slug,
+                    intent.asset_id,
+                    intent.outcome,
+                    intent.side,
+                    intent.order_type,
+                    intent.limit_price,
+                    intent.size,
+                    intent.tick_size,
+                    intent.min_order_size,
+                    int(intent.neg_risk),
+                    intent.fee_rate,
+                    intent.fee_exponent,
+                    intent.expires_ns,
+                    intent.ts_intent_ns,
+                    intent.ts_signal_ns,
+                    intent.origin_ts_recv_ns,
+                    ts_ns,
+                    book_json,
+                    to_json(intent).decode(),
+                ),
+            )
+            if cur.rowcount == 0:
+                return False
+            self._event(intent.client_order_id, ts_ns, "intent", {"mode": mode})
+        return True
+
+    def update(self, coid: str, ts_ns: int, event: str, **fields: Any) -> None:
+        """Set order columns and append an order event, atomically."""
+        with self.tx() as c:
+            if fields:
+                cols = ", ".join(f"{k}=?" for k in fields)
+                c.execute(
+                    f"UPDATE orders SET {cols} WHERE client_order_id=?", (*fields.values(), coid)
+                )
+            self._event(coid, ts_ns, event, fields)
+
+    def record_fills(self, coid: str, fills: list[Fill], ts_ns: int, **fields: Any) -> int:
+        """Append fills (a trade id seen before is skipped) and set order columns; returns new."""
+        new = 0
+        with self.tx() as c:
+            for f in fills:
+                cur = c.execute(
+                    "INSERT INTO fills(trade_id, client_order_id, venue_order_id, slug, asset_id,"
+                    " outcome, side, price, size, fee, ts_fill_ns, dry_run)"
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(trade_id) DO NOTHING",
+                    (
+                        f.trade_id,
+                        coid,
+                        f.venue_order_id,
+                        f.slug,
+                        f.asset_id,
+                        f.outcome,
+                        f.side,
+                        f.price,
+                        f.size,
+                        f.fee,
+                        f.ts_fill_ns,
+                        int(f.dry_run),
+                    ),
+                )
+                new += cur.rowcount
+            if fields:
+                cols = ", ".join(f"{k}=?" for k in fields)
+                c.execute(
+                    f"UPDATE orders SET {cols} WHERE client_order_id=?", (*fields.values(), coid)
+                )
+            self._event(coid, ts_ns, "fills", {"new": new, **fields})
+        return new
+
+    def record_settlement(self, s: Settlement) -> bool:
+        with self.tx() as c:
+            cur = c.execute(
+                "INSERT INTO settlements(slug, asset_id, outcome, won, size, payout, pnl, ts_ns)"
+                " VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(slug, asset_id) DO NOTHING",
+                (s.slug, s.asset_id, s.outcome, int(s.won), s.size, s.payout, s.pnl, s.ts_ns),
+            )
+            return cur.rowcount > 0
+
+    def record_latency(self, coid: str, stage: str, ms: float, ts_ns: int) -> None:
+        column = {"signal_to_order_ack_ms", "full_decision_to_fill_ms"}
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO exec_latency(client_order_id, stage, ms, ts_ns) VALUES(?,?,?,?)",
+                (coid, stage, ms, ts_ns),
+            )
+            if stage in column:
+                c.execute(f"UPDATE orders SET {stage}=? WHERE client_order_id=?", (ms, coid))
+
+    # --- reads -------------------------------------------------------------------------------
+    def order(self, coid: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM orders WHERE client_order_id=?", (coid,)).fetchone()
+
+    def open_orders(self) -> list[sqlite3.Row]:
+        marks = ",".join("?" * len(OPEN_STATUSES))
+        return self.conn.execute(
+            f"SELECT * FROM orders WHERE status IN ({marks}) ORDER BY ts_received_ns",
+            OPEN_STATUSES,
+        ).fetchall()
+
+    def fills_of(self, coid: str) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM fills WHERE client_order_id=? ORDER BY id", (coid,)
+        ).fetchall()
+
+    def positions(self) -> dict[str, Position]:
+        """Open positions by asset: every fill replayed, assets already settled left out."""
+        settled = {r["asset_id"] for r in self.conn.execute("SELECT asset_id FROM settlements")}
+        out: dict[str, Position] = {}
+        for r in self.conn.execute("SELECT * FROM fills ORDER BY ts_fill_ns, id"):
+            if r["asset_id"] in settled:
+                continue
+            pos = out.setdefault(
+                r["asset_id"], Position(r["slug"], r["asset_id"], r["outcome"] or "")
+            )
+            pos.apply(r["side"], r["price"], r["size"], r["fee"])
+        return {k: p for k, p in out.items() if p.size > 1e-9}
+
+    def counts(self) -> dict[str, int]:
+        return {
+            r["status"]: r["n"]
+            for r in self.conn.execute("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
+        }

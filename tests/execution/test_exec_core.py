@@ -1,0 +1,282 @@
+"""The execution core with a real SQLite ledger: dry-run fills, ledger rules, latency, settlement,
+the three switches, and restart recovery. The venue, where one is needed, is a recording fake."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from common import topics
+from common.config import load_settings
+from common.schema import (
+    BookDelta,
+    BookSnapshot,
+    ClockTick,
+    LevelChange,
+    MarketResolved,
+    OrderIntent,
+)
+from services.execution.core import ExecutionCore, SignedOrder, VenueResult, VenueTrade
+from services.execution.ledger import Ledger
+from services.execution.switches import (
+    BLOCKED_DRY_RUN,
+    BLOCKED_ENABLE,
+    BLOCKED_KEY,
+    TradingMode,
+)
+
+T0 = 1_800_000_000_000_000_000
+MS = 1_000_000
+UP = "111"
+DOWN = "222"
+DRY = TradingMode(True, False, False)
+
+
+def book(asks, bids=((0.50, 50.0),), t=T0, asset=UP) -> BookSnapshot:
+    return BookSnapshot(
+        asset_id=asset,
+        best_bid=bids[0][0] if bids else None,
+        best_ask=asks[0][0] if asks else None,
+        bids=[tuple(b) for b in bids],
+        asks=[tuple(a) for a in asks],
+        ts_exchange_ns=t,
+        ts_recv_ns=t,
+    )
+
+
+def intent(coid="o1", side="BUY", kind="FOK", limit=0.53, size=12.0, t=T0, **kw) -> OrderIntent:
+    return OrderIntent(
+        client_order_id=coid,
+        slug="btc-updown-5m-1",
+        asset_id=kw.pop("asset", UP),
+        outcome=kw.pop("outcome", "Up"),
+        side=side,
+        order_type=kind,
+        limit_price=limit,
+        size=size,
+        expires_ns=t + 2000 * MS,
+        ts_intent_ns=t - 1 * MS,
+        ts_signal_ns=t - 2 * MS,
+        origin_ts_recv_ns=t - 5 * MS,
+        fee_rate=0.07,
+        **kw,
+    )
+
+
+def by_topic(out, topic):
+    return [m for tp, m in out if tp == topic]
+
+
+class FakeVenue:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def sign(self, it, limit, size):
+        self.calls.append("sign")
+        return SignedOrder("0xabc" + it.client_order_id, json.dumps({"limit": str(limit)}))
+
+    def post(self, order, it):
+        self.calls.append("post")
+        return VenueResult("accepted", "matched", trades=[VenueTrade("t1", 0.52, it.size, 0.1)])
+
+    def lookup(self, order_id, it):
+        self.calls.append("lookup")
+        return VenueResult("accepted", "matched", trades=[VenueTrade("t1", 0.52, it.size, 0.1)])
+
+    def rest_book(self, asset_id):
+        self.calls.append("rest_book")
+        return None
+
+    def before_sell(self, asset_id):
+        self.calls.append("before_sell")
+
+    def status(self):
+        return {}
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):
+    lg = Ledger(tmp_path / "trader.db")
+    yield lg
+    lg.close()
+
+
+def core_of(ledger, mode=DRY, **kw) -> tuple[ExecutionCore, list]:
+    logs: list = []
+    c = ExecutionCore(ledger, mode, log=lambda s, e, lv="INFO", **f: logs.append((s, e, f)), **kw)
+    return c, logs
+
+
+ASKS = [(0.52, 10.0), (0.53, 4.0), (0.55, 100.0)]
+
+
+def test_exec_dry_run_fill_is_recorded_and_recomputable(ledger) -> None:
+    core, _ = core_of(ledger)
+    core.handle(topics.book_topic(UP), book(ASKS))
+    out = core.on_intent(intent(), T0)
+    acks, fills = by_topic(out, topics.ACK), by_topic(out, topics.FILL)
+    assert [a.status for a in acks] == ["dry_run"]
+    assert [(f.price, f.size, f.fee) for f in fills] == [
+        (0.52, 10.0, 0.17472),
+        (0.53, 2.0, 0.03487),
+    ]
+    lat = {m.stage: m.ms for m in by_topic(out, topics.LATENCY)}
+    assert lat == {"signal_to_order_ack_ms": 2.0, "full_decision_to_fill_ms": 5.0}
+    row = ledger.order("o1")
+    assert row["status"] == "filled" and row["mode"] == "dry_run"
+    assert row["signal_to_order_ack_ms"] == 2.0 and row["full_decision_to_fill_ms"] == 5.0
+    # recompute the fill and the fee by hand from the recorded book
+    rec = json.loads(row["book_json"])
+    left, paid, fee = Decimal("12"), Decimal(0), Decimal(0)
+    for p, s in rec["levels"]:
+        p, s = Decimal(str(p)), Decimal(str(s))
+        if p > Decimal("0.53") or left == 0:
+            break
+        take = min(s, left)
+        paid += p * take
+        fee += (take * Decimal("0.07") * p * (1 - p)).quantize(Decimal("0.00001"))
+        left -= take
+    assert row["avg_price"] * 12 == pytest.approx(float(paid), abs=1e-12)
+    assert (
+        sum(Decimal(str(f["price"])) * Decimal(str(f["size"])) for f in ledger.fills_of("o1"))
+        == paid
+    )
+    assert abs(row["fee"] - float(fee)) < 1e-12
+    assert len(ledger.fills_of("o1")) == 2
+    # the simulated fill consumed the book: the same order again only finds 2 + 100
+    out = core.on_intent(intent("o2", limit=0.55, size=5), T0)
+    assert [f.price for f in by_topic(out, topics.FILL)] == [0.53, 0.55]
+
+
+def test_exec_duplicate_intent_is_a_noop(ledger) -> None:
+    core, logs = core_of(ledger)
+    core.handle("md.book.x", book(ASKS))
+    assert by_topic(core.on_intent(intent(), T0), topics.FILL)
+    assert core.on_intent(intent(), T0 + MS) == []
+    assert ledger.conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 1
+    assert len(ledger.fills_of("o1")) == 2
+    assert any(e == "duplicate_intent_ignored" for _, e, _ in logs)
+
+
+def test_exec_expired_intent_is_dropped_with_reason(ledger) -> None:
+    core, _ = core_of(ledger)
+    core.handle("md.book.x", book(ASKS))
+    out = core.on_intent(intent(), T0 + 2500 * MS)
+    (rej,) = by_topic(out, topics.REJECT)
+    assert rej.code == "expired" and "500.0 ms" in rej.reason
+    assert not by_topic(out, topics.FILL)
+    assert ledger.order("o1")["status"] == "expired"
+
+
+def test_exec_preflight_rejects_thin_book_and_bad_terms(ledger) -> None:
+    core, _ = core_of(ledger)
+    (rej,) = by_topic(core.on_intent(intent("nobook"), T0), topics.REJECT)
+    assert "no book" in rej.reason
+    core.handle("md.book.x", book(ASKS))
+    (rej,) = by_topic(core.on_intent(intent("thin", kind="FAK", size=15), T0), topics.REJECT)
+    assert rej.code == "preflight_liquidity" and "14" in rej.reason and "15" in rej.reason
+    (rej,) = by_topic(core.on_intent(intent("tiny", size=1), T0), topics.REJECT)
+    assert rej.code == "invalid_order" and "minimum size" in rej.reason
+    assert ledger.counts() == {"rejected": 3}
+
+
+def test_exec_simulated_latency_fills_against_the_later_book(ledger) -> None:
+    core, _ = core_of(ledger, dry_run_latency_ms=100)
+    core.handle("md.book.x", book(ASKS))
+    assert core.on_intent(intent(kind="FAK", size=12), T0) == []
+    assert core.handle("md.clock", ClockTick(ts_ns=T0 + 50 * MS)) == []
+    # the 0.52 level shrinks to 3 before the order lands
+    core.handle(
+        "md.book.x",
+        BookDelta(
+            asset_id=UP,
+            changes=[LevelChange("SELL", 0.52, 3.0)],
+            best_bid=0.5,
+            best_ask=0.52,
+            ts_exchange_ns=T0 + 60 * MS,
+            ts_recv_ns=T0 + 60 * MS,
+        ),
+    )
+    out = core.handle("md.clock", ClockTick(ts_ns=T0 + 100 * MS))
+    fills = by_topic(out, topics.FILL)
+    assert [(f.price, f.size) for f in fills] == [(0.52, 3.0), (0.53, 4.0)]
+    assert all(f.ts_fill_ns == T0 + 100 * MS for f in fills)
+    assert ledger.order("o1")["status"] == "partial"
+    lat = {m.stage: m.ms for m in by_topic(out, topics.LATENCY)}
+    assert lat["full_decision_to_fill_ms"] == 105.0
+
+
+def test_exec_settlement_at_one_or_zero_and_restart_rebuilds(ledger, tmp_path) -> None:
+    core, _ = core_of(ledger)
+    core.handle("md.book.x", book(ASKS))
+    core.handle("md.book.y", book([(0.40, 20.0)], asset=DOWN))
+    core.on_intent(intent("up1", size=10), T0)  # 10 @ 0.52, fee 0.17472
+    core.on_intent(intent("dn1", asset=DOWN, outcome="Down", limit=0.40, size=5), T0)
+    # a restart in between: positions come back from the ledger
+    core2, _ = core_of(ledger)
+    assert {k: round(p.size, 6) for k, p in core2.positions.items()} == {UP: 10.0, DOWN: 5.0}
+    out = core2.handle(
+        "md.resolved", MarketResolved(slug="btc-updown-5m-1", winning_outcome="Up", ts_ns=T0 + 1)
+    )
+    st = {s.asset_id: s for s in by_topic(out, topics.SETTLEMENT)}
+    assert st[UP].won and st[UP].payout == 1.0
+    assert st[UP].pnl == pytest.approx(10 - 5.2 - 0.17472)
+    # 5 * .07 * .4 * .6 = 0.084
+    assert not st[DOWN].won and st[DOWN].pnl == pytest.approx(-2.0 - 0.084)
+    again = core2.handle(
+        "md.resolved", MarketResolved(slug="btc-updown-5m-1", winning_outcome="Up", ts_ns=T0 + 2)
+    )
+    assert again == []
+    assert ledger.conn.execute("SELECT COUNT(*) FROM settlements").fetchone()[0] == 2
+    assert core_of(ledger)[0].positions == {}
+
+
+def test_exec_restart_closes_dry_run_intents_never_filled(ledger) -> None:
+    core, _ = core_of(ledger, dry_run_latency_ms=1000)
+    core.handle("md.book.x", book(ASKS))
+    core.on_intent(intent(), T0)
+    assert ledger.order("o1")["status"] == "intent"
+    core2, _ = core_of(ledger)
+    (rej,) = by_topic(core2.recover(), topics.REJECT)
+    assert rej.code == "restart_not_sent"
+    assert ledger.order("o1")["status"] == "rejected"
+
+
+EXPECTED_TAG = {
+    # (DRY_RUN, ENABLE_REAL_TRADING, key set) -> first blocking tag ("" = live)
+    (d, e, k): (BLOCKED_DRY_RUN if d else BLOCKED_ENABLE if not e else BLOCKED_KEY if not k else "")
+    for d, e, k in itertools.product([True, False], repeat=3)
+}
+
+
+@pytest.mark.parametrize("dry,enable,key", sorted(EXPECTED_TAG))
+def test_exec_three_switches_all_combinations(ledger, dry, enable, key) -> None:
+    env = {"DRY_RUN": str(dry).lower(), "ENABLE_REAL_TRADING": str(enable).lower()}
+    if key:
+        env["PRIVATE_KEY"] = "0x" + "ab" * 32
+    mode = TradingMode.from_settings(load_settings(env, dotenv=None))
+    venue = FakeVenue()
+    core, logs = core_of(ledger, mode, venue=venue, clock=lambda: T0)
+    core.handle("md.book.x", book(ASKS))
+    out = core.on_intent(intent(), T0)
+    tag = EXPECTED_TAG[(dry, enable, key)]
+    assert mode.block_tag == tag and mode.live == (tag == "")
+    events = [e for _, e, _ in logs]
+    if tag == "":
+        assert venue.calls == ["sign", "post"]
+        assert by_topic(out, topics.FILL)[0].dry_run is False
+        assert not any(e.startswith("REAL_TRADING_BLOCKED") for e in events)
+    else:
+        assert venue.calls == []  # no venue call at all when blocked
+        assert tag in events
+        if dry:  # paper fill
+            assert by_topic(out, topics.FILL)[0].dry_run is True
+        else:
+            (rej,) = by_topic(out, topics.REJECT)
+            assert rej.code == tag and not by_topic(out, topics.FILL)
+            assert ledger.order("o1")["status"] == "blocked"
+    assert "ab" * 32 not in json.dumps([list(map(str, x)) for x in logs])
