@@ -188,7 +188,8 @@ class Venue:
             now = self.clock()
             try:
                 if self.replay is not None:
-                    for kind, text in self.replay.due(now):
+                    # Playback starts with the first client, so nothing is sent to nobody.
+                    for kind, text in (self.replay.due(now) if self.conns else ()):
                         self._route_replay(kind, text)
                 else:
                     self.sync(now)
