@@ -464,7 +464,7 @@ class StrategyCore:
         if self.position is not None and reason == "position_open":
             self._check_exit(out)
         if reason:
-            self._decide(out, "skip", reason, s.slug, s.side, score=s.score, **info)
+            self._decide(out, "skip", reason, s.slug, s.side, **{"score": s.score, **info})
             return
         cfg = self.config
         m = self.markets[s.slug]

@@ -1,0 +1,550 @@
+"""`polyedge backtest`: the signal and strategy cores plus a dry-run fill model, wired in one
+process on event time, fed either the seeded simulated market or a recorded capture.
+
+    polyedge backtest --sim-seed 1 --windows 50 [--window-seconds 300] [--json] [--record CAP]
+    polyedge backtest CAPTURE [--json]
+
+A capture is JSON lines of market-data bus messages as `polyedge tap` prints them (`kind` plus
+the message fields; other keys and non-market-data kinds are ignored), or as `--record` writes
+them. Nothing reads the wall clock, so the same input gives a byte-identical trade list.
+The report has the trades, P&L, win rate, fees, and the Brier score and calibration table of the
+model's probability (sampled once a second of event time) against each window's outcome.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
+
+from common import topics
+from common.config import ConfigError, StrategyConfig, load_strategy_config
+from common.schema import (
+    BookDelta,
+    BookSnapshot,
+    BtcTrade,
+    ClockTick,
+    FeedStatus,
+    Fill,
+    LevelChange,
+    MarketInfo,
+    MarketResolved,
+    Message,
+    Msg,
+    OrderIntent,
+    OrderReject,
+    PriceFeedTick,
+    SignalScore,
+    to_dict,
+)
+from services.signal.core import SignalCore
+from services.signal.model import taker_fee
+from services.strategy.core import StrategyCore
+
+NS = 1_000_000_000
+MS = 1_000_000
+CLOCK_NS = 100 * MS
+SIM_EPOCH_S = 1_767_225_600  # 2026-01-01T00:00:00Z: a fixed start keeps runs comparable
+MD_KINDS = (
+    BtcTrade,
+    BookSnapshot,
+    BookDelta,
+    PriceFeedTick,
+    MarketInfo,
+    MarketResolved,
+    ClockTick,
+    FeedStatus,
+)
+CALIBRATION_BINS = 10
+
+
+# --------------------------------------------------------------------------- venue frames
+_json = msgspec.json.Decoder()
+
+
+def _num(v: Any) -> float:
+    return float(v)
+
+
+def _best(v: Any, is_ask: bool) -> float | None:
+    """The venue's best_bid/best_ask string; "0" (no bid) or "1" (no ask) mean an empty side."""
+    if v is None or v == "":
+        return None
+    x = float(v)
+    if (is_ask and x >= 1.0) or (not is_ask and x <= 0.0):
+        return None
+    return x
+
+
+class SimFrameAdapter:
+    """Turns the simulated venue's wire frames into bus messages.
+
+    A stand-in for the ingest parsers (services/ingest/parsers.py, not in the tree when this was
+    written): it follows the venue rules in PROTOCOLS.md (book best level last, `size` "0"
+    removes a level, string decimals, frames that are objects or arrays) for the channels the
+    cores use, and counts what it skips."""
+
+    def __init__(self) -> None:
+        self.slug_by_condition: dict[str, str] = {}
+        self.skipped = 0
+        self.errors = 0
+
+    def frame(self, ts_ns: int, channel: str, text: str) -> list[Msg]:
+        try:
+            doc = _json.decode(text)
+        except msgspec.DecodeError:
+            self.errors += 1
+            return []
+        docs = doc if isinstance(doc, list) else [doc]
+        out: list[Msg] = []
+        for d in docs:
+            try:
+                out.extend(self._one(ts_ns, channel, d))
+            except (KeyError, TypeError, ValueError, msgspec.ValidationError):
+                self.errors += 1
+        return out
+
+    def _one(self, ts: int, channel: str, d: Any) -> list[Msg]:
+        if not isinstance(d, dict):
+            self.skipped += 1
+            return []
+        if channel.startswith("binance:"):
+            if d.get("e") != "aggTrade":
+                return []
+            return [
+                BtcTrade(
+                    price=_num(d["p"]),
+                    size=_num(d["q"]),
+                    ts_exchange_ns=int(d["T"]) * MS,
+                    ts_recv_ns=ts,
+                    trade_id=int(d.get("a", 0)),
+                    buyer_is_maker=bool(d.get("m", False)),
+                )
+            ]
+        if channel.startswith("rtds:"):
+            p = d.get("payload") or {}
+            source = {
+                "crypto_prices_chainlink": "chainlink",
+                "crypto_prices_twap_sixty": "twap60",
+            }.get(d.get("topic", ""))
+            if source is None or "value" not in p:
+                return []
+            return [
+                PriceFeedTick(
+                    source=source,
+                    symbol=str(p.get("symbol", "")),
+                    value=_num(p["value"]),
+                    ts_exchange_ns=int(p["timestamp"]) * MS,
+                    ts_recv_ns=ts,
+                )
+            ]
+        kind = d.get("event_type")
+        if kind == "book":
+            bids = sorted(
+                ((_num(x["price"]), _num(x["size"])) for x in d.get("bids", [])), reverse=True
+            )
+            asks = sorted((_num(x["price"]), _num(x["size"])) for x in d.get("asks", []))
+            return [
+                BookSnapshot(
+                    asset_id=str(d["asset_id"]),
+                    best_bid=bids[0][0] if bids else None,
+                    best_ask=asks[0][0] if asks else None,
+                    bids=bids,
+                    asks=asks,
+                    ts_exchange_ns=int(d.get("timestamp", 0)) * MS,
+                    ts_recv_ns=ts,
+                    market=str(d.get("market", "")),
+                    tick_size=_num(d.get("tick_size", 0.01)),
+                )
+            ]
+        if kind == "price_change":
+            by_asset: dict[str, list[dict[str, Any]]] = {}
+            for ch in d.get("price_changes", []):
+                by_asset.setdefault(str(ch["asset_id"]), []).append(ch)
+            out: list[Msg] = []
+            for asset, chs in by_asset.items():
+                out.append(
+                    BookDelta(
+                        asset_id=asset,
+                        changes=[
+                            LevelChange(
+                                side="BUY" if c["side"] == "BUY" else "SELL",
+                                price=_num(c["price"]),
+                                size=_num(c["size"]),
+                            )
+                            for c in chs
+                        ],
+                        best_bid=_best(chs[-1].get("best_bid"), False),
+                        best_ask=_best(chs[-1].get("best_ask"), True),
+                        ts_exchange_ns=int(d.get("timestamp", 0)) * MS,
+                        ts_recv_ns=ts,
+                        market=str(d.get("market", "")),
+                    )
+                )
+            return out
+        if kind == "market_resolved":
+            cond = str(d.get("market", ""))
+            return [
+                MarketResolved(
+                    slug=self.slug_by_condition.get(cond, ""),
+                    winning_outcome=d["winning_outcome"],
+                    ts_ns=ts,
+                    winning_asset_id=str(d.get("winning_asset_id", "")),
+                    condition_id=cond,
+                    source="market_channel",
+                )
+            ]
+        self.skipped += 1
+        return []
+
+
+def sim_market_info(w: Any, lookback_s: int, ts_ns: int, with_ptb: bool) -> MarketInfo:
+    """What discovery (Gamma) would say about a simulated window at `ts_ns`."""
+    return MarketInfo(
+        slug=w.slug,
+        condition_id=w.condition_id,
+        up_token_id=w.up_token,
+        down_token_id=w.down_token,
+        window_start_ns=w.start_s * NS,
+        window_end_ns=w.end_s * NS,
+        ts_recv_ns=ts_ns,
+        role="current" if w.start_s * NS <= ts_ns else "next",
+        tick_size=w.tick / 1000,
+        fee_rate=0.07,
+        fee_exponent=1.0,
+        twap_enabled=True,
+        twap_lookback_s=lookback_s,
+        price_to_beat=w.price_to_beat if with_ptb else None,
+        price_to_beat_source="gamma" if with_ptb else "",
+    )
+
+
+def sim_messages(seed: int, windows: int, window_s: int) -> Iterator[Msg]:
+    """The market-data messages ingest would publish for `windows` simulated windows."""
+    from services.simvenue.market import SimMarket
+
+    start_ns = (SIM_EPOCH_S // window_s) * window_s * NS
+    market = SimMarket(seed, window_s, start_ns, book_ticker_hz=0.0)
+    adapter = SimFrameAdapter()
+    announced: dict[int, bool] = {}  # window start -> announced with its price to beat
+    end_ns = start_ns + windows * window_s * NS + int((min(54.0, 0.15 * window_s) + 3) * NS)
+    t = start_ns
+    while t <= end_ns:
+        frames = market.advance(t)
+        for start_s, w in sorted(market.windows.items()):
+            if start_s * NS >= start_ns + windows * window_s * NS:
+                continue  # past the last window we were asked for
+            adapter.slug_by_condition[w.condition_id] = w.slug
+            ptb_ready = w.price_to_beat is not None and t >= w.ptb_public_ns > 0
+            if announced.get(start_s) is None or (ptb_ready and not announced[start_s]):
+                announced[start_s] = ptb_ready
+                yield sim_market_info(w, market.lookback_s, t, ptb_ready)
+        for ts, channel, text in frames:
+            yield from adapter.frame(ts, channel, text)
+        yield ClockTick(ts_ns=t)
+        t += CLOCK_NS
+
+
+_msg_decoder = msgspec.json.Decoder()
+
+
+def capture_messages(path: Path) -> Iterator[Msg]:
+    """Market-data messages from a JSON-lines capture (tap output or `--record`)."""
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                doc = _msg_decoder.decode(line)
+            except msgspec.DecodeError as e:
+                raise ValueError(f"{path}:{n}: not JSON: {e}") from None
+            if not isinstance(doc, dict) or "kind" not in doc:
+                raise ValueError(f"{path}:{n}: expected a message object with a 'kind' field")
+            for k in ("topic", "seq", "epoch"):
+                doc.pop(k, None)
+            try:
+                msg = msgspec.convert(doc, Message)
+            except msgspec.ValidationError as e:
+                raise ValueError(f"{path}:{n}: {e}") from None
+            if isinstance(msg, MD_KINDS):
+                yield msg
+
+
+# --------------------------------------------------------------------------- dry-run fills
+@dataclass
+class DryRunExecution:
+    """Fills intents immediately against the current local book (taker walk, venue fee rule).
+
+    A minimal stand-in for the execution service's dry-run fill function (issue 6, not in the
+    tree when this was written): FOK fills all or nothing, FAK what the book has within the
+    limit; fees are `shares * rate * (p * (1 - p)) ** exponent` rounded to 5 decimals."""
+
+    books: dict[str, tuple[list[tuple[float, float]], list[tuple[float, float]]]] = field(
+        default_factory=dict
+    )
+    live: dict[str, tuple[dict[float, float], dict[float, float]]] = field(default_factory=dict)
+
+    def on_md(self, msg: Msg) -> None:
+        if isinstance(msg, BookSnapshot):
+            self.live[msg.asset_id] = (dict(msg.bids), dict(msg.asks))
+        elif isinstance(msg, BookDelta):
+            bids, asks = self.live.setdefault(msg.asset_id, ({}, {}))
+            for ch in msg.changes:
+                side = bids if ch.side == "BUY" else asks
+                if ch.size <= 0:
+                    side.pop(ch.price, None)
+                else:
+                    side[ch.price] = ch.size
+
+    def on_intent(self, it: OrderIntent, now_ns: int) -> list[Msg]:
+        bids, asks = self.live.get(it.asset_id, ({}, {}))
+        buy = it.side == "BUY"
+        levels = sorted(asks.items()) if buy else sorted(bids.items(), reverse=True)
+        left, got = it.size, []
+        for price, size in levels:
+            if (buy and price > it.limit_price + 1e-9) or (
+                not buy and price < it.limit_price - 1e-9
+            ):
+                break
+            take = min(left, size)
+            got.append((price, take))
+            left -= take
+            if left <= 1e-9:
+                break
+        filled = it.size - max(left, 0.0)
+        if filled <= 1e-9 or (it.order_type == "FOK" and left > 1e-9):
+            return [
+                OrderReject(
+                    client_order_id=it.client_order_id,
+                    ts_ns=now_ns,
+                    reason="no liquidity within limit",
+                    code="killed",
+                )
+            ]
+        book = bids if not buy else asks
+        fee = 0.0
+        for price, take in got:
+            fee += taker_fee(take, price, it.fee_rate, it.fee_exponent)
+            rest = book[price] - take
+            if rest <= 1e-9:
+                del book[price]  # our own taking stays visible until the venue's next update
+            else:
+                book[price] = rest
+        avg = sum(p * s for p, s in got) / filled
+        return [
+            Fill(
+                client_order_id=it.client_order_id,
+                asset_id=it.asset_id,
+                side=it.side,
+                price=round(avg, 6),
+                size=round(filled, 6),
+                fee=round(fee, 5),
+                ts_fill_ns=now_ns,
+                slug=it.slug,
+                outcome=it.outcome,
+                dry_run=True,
+            )
+        ]
+
+
+# --------------------------------------------------------------------------- the run
+@dataclass
+class Result:
+    trades: list[dict[str, Any]]
+    fills: list[dict[str, Any]]
+    predictions: list[tuple[float, int]]  # (p_up, 1 if Up won)
+    windows: int
+    signals: int
+    decisions: dict[str, int]
+
+
+def run(messages: Iterable[Msg], config: StrategyConfig) -> Result:
+    signal = SignalCore(config)
+    strategy = StrategyCore(config, client_prefix="bt")
+    execution = DryRunExecution()
+    fills: list[dict[str, Any]] = []
+    per_second: dict[str, dict[int, float]] = {}  # slug -> second -> last p_up
+    outcomes: dict[str, int] = {}
+    decisions: dict[str, int] = {}
+    signals = 0
+
+    def to_strategy(topic: str, msg: Msg) -> None:
+        queue = [(topic, msg)]
+        while queue:
+            t, m = queue.pop(0)
+            for out_topic, out in strategy.handle(t, m):
+                if isinstance(out, OrderIntent):
+                    for ev in execution.on_intent(out, strategy.now_ns):
+                        if isinstance(ev, Fill):
+                            fills.append(_rounded(to_dict(ev)))
+                        queue.append((topics.FILL if isinstance(ev, Fill) else topics.REJECT, ev))
+                elif out_topic == topics.DECISION:
+                    key = f"{out.action}:{out.reason.split(':')[0]}"  # type: ignore[attr-defined]
+                    decisions[key] = decisions.get(key, 0) + 1
+        strategy.events.clear()
+
+    for msg in messages:
+        execution.on_md(msg)
+        if isinstance(msg, MarketResolved):
+            outcomes[msg.slug] = 1 if msg.winning_outcome == "Up" else 0
+        for topic, out in signal.handle("md", msg):
+            if isinstance(out, SignalScore):
+                signals += 1
+                per_second.setdefault(out.slug, {})[out.ts_ns // NS] = out.p_up
+            to_strategy(topic, out)
+        to_strategy("md", msg)
+    predictions = [
+        (p, outcomes[slug])
+        for slug, secs in sorted(per_second.items())
+        if slug in outcomes
+        for _, p in sorted(secs.items())
+    ]
+    trades = [_rounded(t) for t in strategy.closed_trades]
+    return Result(
+        trades, fills, predictions, len(outcomes), signals, dict(sorted(decisions.items()))
+    )
+
+
+def _rounded(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in sorted(d.items())}
+
+
+def brier(preds: list[tuple[float, int]]) -> float | None:
+    if not preds:
+        return None
+    return sum((p - y) ** 2 for p, y in preds) / len(preds)
+
+
+def calibration(
+    preds: list[tuple[float, int]], bins: int = CALIBRATION_BINS
+) -> list[dict[str, Any]]:
+    rows = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        sel = [(p, y) for p, y in preds if lo <= p < hi or (b == bins - 1 and p == 1.0)]
+        rows.append(
+            {
+                "bin": f"{lo:.1f}-{hi:.1f}",
+                "count": len(sel),
+                "mean_p": round(sum(p for p, _ in sel) / len(sel), 4) if sel else None,
+                "freq_up": round(sum(y for _, y in sel) / len(sel), 4) if sel else None,
+            }
+        )
+    return rows
+
+
+def summary(res: Result) -> dict[str, Any]:
+    pnl = sum(t["pnl"] for t in res.trades)
+    fees = sum(f["fee"] for f in res.fills)
+    wins = sum(1 for t in res.trades if t["pnl"] > 0)
+    b = brier(res.predictions)
+    return {
+        "windows": res.windows,
+        "signals": res.signals,
+        "trades": len(res.trades),
+        "wins": wins,
+        "win_rate": round(wins / len(res.trades), 4) if res.trades else None,
+        "pnl_usd": round(pnl, 6),
+        "fees_usd": round(fees, 6),
+        "brier": round(b, 6) if b is not None else None,
+        "brier_baseline_0_5": 0.25,
+        "predictions": len(res.predictions),
+        "calibration": calibration(res.predictions),
+        "decisions": res.decisions,
+        "trade_list": res.trades,
+        "fills": res.fills,
+    }
+
+
+def print_text(s: dict[str, Any], out: TextIO) -> None:
+    w = out.write
+    w(f"{'opened (ns)':>20} {'slug':<24} {'side':<5} {'entry':>6} {'how':<11} {'pnl':>9}\n")
+    for t in s["trade_list"]:
+        w(
+            f"{t['opened_ns']:>20} {t['slug']:<24} {t['outcome']:<5} {t['entry_price']:>6.3f} "
+            f"{t['how']:<11} {t['pnl']:>9.4f}\n"
+        )
+    wr = f"{s['win_rate']:.1%}" if s["win_rate"] is not None else "n/a"
+    w(f"\nwindows {s['windows']}  trades {s['trades']}  wins {s['wins']}  win rate {wr}\n")
+    w(f"P&L {s['pnl_usd']:+.4f} USD  fees paid {s['fees_usd']:.4f} USD\n")
+    brier_text = f"{s['brier']:.4f}" if s["brier"] is not None else "n/a"
+    w(
+        f"Brier score {brier_text} over {s['predictions']} per-second predictions "
+        f"(0.25 = always 0.5)\n\ncalibration   count   mean p   freq Up\n"
+    )
+    for r in s["calibration"]:
+        mp = f"{r['mean_p']:.3f}" if r["mean_p"] is not None else "  -  "
+        fu = f"{r['freq_up']:.3f}" if r["freq_up"] is not None else "  -  "
+        w(f"{r['bin']:<10} {r['count']:>8}   {mp:>6}   {fu:>7}\n")
+    w("\ndecisions: " + ", ".join(f"{k} {v}" for k, v in s["decisions"].items()) + "\n")
+
+
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {v!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {n}")
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="polyedge backtest", description=__doc__.split("\n\n")[0])
+    ap.add_argument("capture", nargs="?", type=Path, help="JSON-lines capture of md.* messages")
+    ap.add_argument("--sim-seed", type=int, help="run the simulated market with this seed")
+    ap.add_argument("--windows", type=_positive, default=10, help="simulated windows (10)")
+    ap.add_argument("--window-seconds", type=_positive, default=300, help="window length (300)")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        help="strategy config file (default: POLYEDGE_CONFIG or config/config.json)",
+    )
+    ap.add_argument("--json", action="store_true", help="print one JSON document")
+    ap.add_argument("--record", type=Path, help="also write the input messages as a capture")
+    args = ap.parse_args(argv)
+    if (args.capture is None) == (args.sim_seed is None):
+        ap.error("give either a CAPTURE file or --sim-seed N")
+    if args.capture is not None and not args.capture.is_file():
+        ap.error(f"capture file not found: {args.capture}")
+    if args.sim_seed is not None and args.window_seconds < 10:
+        ap.error("--window-seconds must be >= 10")
+    try:
+        config = load_strategy_config(args.config)
+    except ConfigError as e:
+        print(f"polyedge backtest: {e}", file=sys.stderr)
+        return 2
+    if args.sim_seed is not None:
+        messages: Iterable[Msg] = sim_messages(args.sim_seed, args.windows, args.window_seconds)
+    else:
+        messages = capture_messages(args.capture)
+    if args.record is not None:
+        messages = _recording(messages, args.record)
+    try:
+        res = run(messages, config)
+    except ValueError as e:
+        print(f"polyedge backtest: {e}", file=sys.stderr)
+        return 2
+    s = summary(res)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(s).decode() + "\n")
+    else:
+        print_text(s, sys.stdout)
+    return 0
+
+
+def _recording(messages: Iterable[Msg], path: Path) -> Iterator[Msg]:
+    enc = msgspec.json.Encoder()
+    with path.open("wb") as f:
+        for m in messages:
+            f.write(enc.encode(to_dict(m)) + b"\n")
+            yield m
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
