@@ -1,25 +1,378 @@
-"""Ingest's transport-free core: clock ticks and end-to-end probes on event time.
+"""Ingest's transport-free core: turns parsed venue events into bus messages, owns the books, the
+market windows (current / next / past, rollover, price to beat and its source), per-feed health
+with the stale flag, clock ticks and the end-to-end probe.
 
-Feed clients (Binance, Polymarket, Gamma, price feed) hand their normalised messages to the
-runner, which publishes them; this core owns what ingest emits on its own schedule."""
+Every method takes the time from its caller (`now_ns`) and returns `[(topic, msg)]` to publish;
+the runner owns sockets and the wall clock. The same core can be fed a capture for a backtest.
+"""
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
 from common import topics
 from common.clock import CLOCK_TICK_INTERVAL_NS
-from common.schema import ClockTick, Msg, Probe
+from common.schema import (
+    BookDelta,
+    BookSnapshot,
+    BtcQuote,
+    BtcTrade,
+    ClockTick,
+    FeedStatus,
+    MarketInfo,
+    MarketResolved,
+    Msg,
+    PriceFeedTick,
+    Probe,
+)
+from services.ingest.book import BookSet
+from services.ingest.parsers import (
+    BestBidAsk,
+    MarketResolvedRaw,
+    Pong,
+    ServerShutdown,
+    TickSizeChange,
+    VenueNotice,
+)
 
+S = 1_000_000_000
 PROBE_INTERVAL_NS = 1_000_000_000
+STATUS_INTERVAL_NS = 1_000_000_000  # FeedStatus per feed at least this often
+REPUBLISH_INTERVAL_NS = 1_000_000_000  # books and market info again, for late subscribers
+PTB_MATCH_NS = 2 * S  # a feed value this close before the window start counts as "at start"
+HISTORY_NS = 15 * 60 * S  # price history kept for price-to-beat lookups
+FEEDS = ("binance", "clob", "gamma", "price_feed")
+BTC_SYMBOLS = {"BTCUSDT"}
+FEED_BTC_SYMBOLS = {"btc/usd", "btcusdt", "btc"}
+PTB_FEED_ORDER = ("twap60", "twap30", "chainlink")  # after gamma, before binance
+
+Out = list[tuple[str, Msg]]
+
+
+@dataclass
+class FeedHealth:
+    """Liveness of one feed, as published on md.status.<feed>."""
+
+    name: str
+    stale_after_ns: int
+    enabled: bool = True
+    connected: bool = False
+    last_msg_ns: int = 0
+    reconnects: int = 0
+    parse_errors: int = 0
+    unknown_events: int = 0
+    messages: int = 0
+    detail: str = ""
+    _last_flags: tuple[bool, bool] | None = None
+    _next_status_ns: int = 0
+
+    def seen(self, now_ns: int) -> None:
+        self.last_msg_ns = now_ns
+        self.messages += 1
+
+    def stale(self, now_ns: int) -> bool:
+        return (
+            not self.enabled
+            or not self.connected
+            or self.last_msg_ns == 0
+            or now_ns - self.last_msg_ns > self.stale_after_ns
+        )
+
+    def status(self, now_ns: int) -> FeedStatus:
+        return FeedStatus(
+            feed=self.name,
+            connected=self.connected,
+            stale=self.stale(now_ns),
+            ts_ns=now_ns,
+            last_msg_age_ms=(now_ns - self.last_msg_ns) / 1e6 if self.last_msg_ns else -1.0,
+            reconnects=self.reconnects,
+            parse_errors=self.parse_errors,
+            detail=self.detail if self.enabled else (self.detail or "disabled"),
+        )
+
+
+@dataclass
+class Window:
+    """One discovered market window and what ingest has published about it."""
+
+    info: MarketInfo
+    role: str = ""
+    published: MarketInfo | None = None
+    resolved: bool = False
+    released: bool = False
+    feed_ptb: tuple[float, str] | None = None  # price at start from a feed, frozen once found
+
+
+@dataclass
+class _History:
+    points: deque[tuple[int, float]] = field(default_factory=deque)
+
+    def add(self, ts_ns: int, value: float) -> None:
+        if self.points and ts_ns < self.points[-1][0]:
+            return  # out of order: keep the history monotonic for the lookup
+        self.points.append((ts_ns, value))
+        while self.points and ts_ns - self.points[0][0] > HISTORY_NS:
+            self.points.popleft()
+
+    def at(self, t_ns: int) -> float | None:
+        """Value in force at `t_ns`: the last point at or before it, once a later point proves
+        nothing else came in between; None when the history does not cover `t_ns`."""
+        if not self.points or self.points[-1][0] < t_ns:
+            return None
+        best: float | None = None
+        for ts, v in reversed(self.points):
+            if ts <= t_ns:
+                if t_ns - ts <= PTB_MATCH_NS:
+                    best = v
+                break
+        return best
 
 
 class IngestCore:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        stale_after_ms: int = 3000,
+        gamma_stale_after_ms: int = 30_000,
+        release_grace_ns: int = 60 * S,
+        price_feed_enabled: bool = True,
+    ) -> None:
         self._next_tick = 0
         self._next_probe = 0
         self._probe_id = 0
+        self._next_republish = 0
+        self.books = BookSet()
+        self.windows: dict[str, Window] = {}
+        self.release_grace_ns = release_grace_ns
+        stale_ns = stale_after_ms * 1_000_000
+        self.health: dict[str, FeedHealth] = {
+            "binance": FeedHealth("binance", stale_ns),
+            "clob": FeedHealth("clob", stale_ns),
+            "gamma": FeedHealth("gamma", gamma_stale_after_ms * 1_000_000),
+            "price_feed": FeedHealth("price_feed", stale_ns, enabled=price_feed_enabled),
+        }
+        self._hist: dict[str, _History] = {}
+        self.last_trade: BtcTrade | None = None
+        self.counts: dict[str, int] = {}
+        self.now_ns = 0
 
-    def on_timer(self, now_ns: int) -> list[tuple[str, Msg]]:
-        out: list[tuple[str, Msg]] = []
+    # ------------------------------------------------------------------ feed health
+    def feed(self, name: str) -> FeedHealth:
+        return self.health[name]
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    # ------------------------------------------------------------------ Binance
+    def on_binance(self, events: list[Any], now_ns: int) -> Out:
+        self.health["binance"].seen(now_ns)
+        out: Out = []
+        for ev in events:
+            if isinstance(ev, BtcTrade):
+                if ev.symbol.upper() not in BTC_SYMBOLS:
+                    self._count("binance_other_symbol")
+                    continue
+                self.last_trade = ev
+                self._history("binance").add(ev.ts_exchange_ns, ev.price)
+                out.append((topics.BTC_TRADE, ev))
+            elif isinstance(ev, BtcQuote):
+                if ev.symbol.upper() not in BTC_SYMBOLS:
+                    self._count("binance_other_symbol")
+                    continue
+                out.append((topics.BTC_QUOTE, ev))
+            elif isinstance(ev, ServerShutdown):
+                self._count("binance_server_shutdown")
+            elif isinstance(ev, VenueNotice) and not ev.known:
+                self.health["binance"].unknown_events += 1
+        return out
+
+    # ------------------------------------------------------------------ price feed (RTDS)
+    def on_price_feed(self, events: list[Any], now_ns: int) -> Out:
+        self.health["price_feed"].seen(now_ns)
+        out: Out = []
+        for ev in events:
+            if isinstance(ev, PriceFeedTick):
+                if ev.symbol not in FEED_BTC_SYMBOLS:
+                    continue
+                if ev.source == "binance":  # RTDS relays Binance: not a resolution source
+                    out.append((topics.PRICE_FEED_PREFIX + ev.source, ev))
+                    continue
+                self._history(ev.source).add(ev.ts_exchange_ns, ev.value)
+                out.append((topics.PRICE_FEED_PREFIX + ev.source, ev))
+            elif isinstance(ev, VenueNotice) and not ev.known:
+                self.health["price_feed"].unknown_events += 1
+        return out
+
+    def _history(self, source: str) -> _History:
+        h = self._hist.get(source)
+        if h is None:
+            h = self._hist[source] = _History()
+        return h
+
+    # ------------------------------------------------------------------ CLOB market channel
+    def on_clob(self, events: list[Any], now_ns: int) -> Out:
+        self.health["clob"].seen(now_ns)
+        out: Out = []
+        for ev in events:
+            snap: BookSnapshot | None = None
+            if isinstance(ev, BookDelta):
+                snap = self.books.on_delta(ev, now_ns)
+            elif isinstance(ev, BookSnapshot):
+                snap = self.books.on_snapshot(ev)
+            elif isinstance(ev, TickSizeChange):
+                snap = self.books.on_tick_size(ev.asset_id, ev.new_tick_size, now_ns)
+            elif isinstance(ev, BestBidAsk):
+                self.books.on_best(ev.asset_id, ev.best_bid, ev.best_ask, now_ns)
+            elif isinstance(ev, MarketResolvedRaw):
+                out.extend(self._on_resolved(ev, now_ns))
+            elif isinstance(ev, Pong):
+                pass
+            elif isinstance(ev, VenueNotice) and not ev.known:
+                self.health["clob"].unknown_events += 1
+            if snap is not None:
+                out.append((topics.book_topic(snap.asset_id), snap))
+        return out
+
+    def _on_resolved(self, ev: MarketResolvedRaw, now_ns: int) -> Out:
+        for w in self.windows.values():
+            if w.info.condition_id != ev.market or w.resolved:
+                continue
+            w.resolved = True
+            if ev.winning_asset_id == w.info.up_token_id:
+                outcome = "Up"
+            elif ev.winning_asset_id == w.info.down_token_id:
+                outcome = "Down"
+            elif ev.winning_outcome.lower() in ("up", "down"):
+                outcome = ev.winning_outcome.capitalize()
+            else:
+                self._count("resolved_unknown_outcome")
+                return []
+            return [
+                (
+                    topics.RESOLVED,
+                    MarketResolved(
+                        slug=w.info.slug,
+                        winning_outcome=outcome,  # type: ignore[arg-type]
+                        ts_ns=ev.ts_exchange_ns or now_ns,
+                        winning_asset_id=ev.winning_asset_id,
+                        condition_id=ev.market,
+                        source="clob",
+                    ),
+                )
+            ]
+        return []
+
+    # ------------------------------------------------------------------ Gamma discovery
+    def on_market(self, info: MarketInfo, now_ns: int) -> Out:
+        """A market document from discovery (role is decided here, by the clock)."""
+        self.health["gamma"].seen(now_ns)
+        w = self.windows.get(info.slug)
+        if w is None:
+            self.windows[info.slug] = w = Window(info)
+        else:
+            w.info = info
+        if not w.released:
+            for token in (info.up_token_id, info.down_token_id):
+                self.books.follow(token, info.tick_size)
+        return self._roll(now_ns, force=True)
+
+    def window_length_ns(self) -> int | None:
+        """From the latest discovered market's own times (never a hard-coded 300 s)."""
+        if not self.windows:
+            return None
+        w = max(self.windows.values(), key=lambda w: w.info.window_start_ns)
+        return w.info.window_end_ns - w.info.window_start_ns
+
+    def current(self, now_ns: int) -> MarketInfo | None:
+        for w in self.windows.values():
+            if w.info.window_start_ns <= now_ns < w.info.window_end_ns:
+                return w.info
+        return None
+
+    def wanted_slugs(self, now_ns: int, default_window_s: int) -> list[str]:
+        """Slugs discovery should know: the current window's and the next one's."""
+        cur = self.current(now_ns)
+        if cur is not None:
+            start_s, end_s = cur.window_start_ns // S, cur.window_end_ns // S
+        else:
+            length = (self.window_length_ns() or default_window_s * S) // S
+            start_s = now_ns // S // length * length
+            end_s = start_s + length
+        return [f"btc-updown-5m-{start_s}", f"btc-updown-5m-{end_s}"]
+
+    def wanted_assets(self) -> set[str]:
+        return set(self.books.books)
+
+    def price_to_beat(self, w: Window, now_ns: int) -> tuple[float | None, str]:
+        """Gamma's `priceToBeat`, else the TWAP/Chainlink feed at window start, else Binance.
+
+        A feed value is frozen once found, except that a better-ranked feed arriving later
+        (TWAP values come ~1.5 s late) replaces a Binance one."""
+        info = w.info
+        if info.price_to_beat is not None:
+            return info.price_to_beat, "gamma"
+        start = info.window_start_ns
+        if now_ns < start or (w.feed_ptb is not None and w.feed_ptb[1] != "binance"):
+            return w.feed_ptb if w.feed_ptb is not None else (None, "")
+        if now_ns - start > PTB_MATCH_NS + 30 * S and w.feed_ptb is not None:
+            return w.feed_ptb  # long settled: stop looking
+        for source in (*PTB_FEED_ORDER, "binance"):
+            h = self._hist.get(source)
+            if h is not None:
+                v = h.at(start)
+                if v is not None:
+                    w.feed_ptb = (v, "twap" if source.startswith("twap") else source)
+                    break
+        return w.feed_ptb if w.feed_ptb is not None else (None, "")
+
+    def _roll(self, now_ns: int, force: bool = False) -> Out:
+        """Assign roles by the clock, release old tokens, publish what changed."""
+        out: Out = []
+        live = [w for w in self.windows.values() if not w.released]
+        cur = next(
+            (w for w in live if w.info.window_start_ns <= now_ns < w.info.window_end_ns), None
+        )
+        upcoming = sorted(
+            (w for w in live if w.info.window_start_ns > now_ns),
+            key=lambda w: w.info.window_start_ns,
+        )
+        for w in live:
+            if w is cur:
+                role = "current"
+            elif upcoming and w is upcoming[0]:
+                role = "next"
+            elif w.info.window_end_ns <= now_ns:
+                role = "past"
+            else:
+                role = "next"  # further ahead than next: still listed, still subscribed
+            ptb, src = self.price_to_beat(w, now_ns)
+            msg = _with(w.info, role, ptb, src, now_ns if force else w.info.ts_recv_ns)
+            changed = w.published is None or _differs(w.published, msg)
+            if changed or force:
+                w.role = role
+                w.published = msg
+                out.append((topics.MARKET, msg))
+            # the old market's tokens go once it resolved, or after a grace period
+            if role == "past" and (
+                w.resolved or now_ns >= w.info.window_end_ns + self.release_grace_ns
+            ):
+                w.released = True
+                for token in (w.info.up_token_id, w.info.down_token_id):
+                    self.books.release(token)
+        # forget long-gone windows so the dict stays small
+        for slug in [
+            s
+            for s, w in self.windows.items()
+            if w.released and now_ns - w.info.window_end_ns > HISTORY_NS
+        ]:
+            del self.windows[slug]
+        return out
+
+    # ------------------------------------------------------------------ timer
+    def on_timer(self, now_ns: int) -> Out:
+        self.now_ns = now_ns
+        out: Out = []
         if now_ns >= self._next_tick:
             out.append((topics.CLOCK, ClockTick(ts_ns=now_ns)))
             self._next_tick = now_ns + CLOCK_TICK_INTERVAL_NS
@@ -37,4 +390,53 @@ class IngestCore:
                 )
             )
             self._next_probe = now_ns + PROBE_INTERVAL_NS
+        republish = now_ns >= self._next_republish
+        if republish:
+            self._next_republish = now_ns + REPUBLISH_INTERVAL_NS
+        out.extend(self._roll(now_ns, force=republish))
+        if republish:
+            for b in self.books.books.values():
+                if b.synced:  # same book_seq: the same state again, for late subscribers
+                    out.append((topics.book_topic(b.asset_id), b.snapshot()))
+        for h in self.health.values():
+            flags = (h.connected, h.stale(now_ns))
+            if flags != h._last_flags or now_ns >= h._next_status_ns:
+                h._last_flags = flags
+                h._next_status_ns = now_ns + STATUS_INTERVAL_NS
+                out.append((topics.FEED_STATUS_PREFIX + h.name, h.status(now_ns)))
         return out
+
+    def summary(self) -> dict[str, Any]:
+        """For the heartbeat detail."""
+        return {
+            "feeds": {
+                n: {
+                    "connected": h.connected,
+                    "stale": h.stale(self.now_ns),
+                    "reconnects": h.reconnects,
+                    "parse_errors": h.parse_errors,
+                    "unknown": h.unknown_events,
+                    "messages": h.messages,
+                }
+                for n, h in self.health.items()
+            },
+            "books": len(self.books.books),
+            "book_stats": dict(self.books.stats.__dict__),
+            "markets": {w.info.slug: w.role for w in self.windows.values() if not w.released},
+            "counts": dict(self.counts),
+        }
+
+
+def _with(info: MarketInfo, role: str, ptb: float | None, src: str, ts_ns: int) -> MarketInfo:
+    import msgspec
+
+    return msgspec.structs.replace(
+        info, role=role, price_to_beat=ptb, price_to_beat_source=src, ts_recv_ns=ts_ns
+    )
+
+
+def _differs(a: MarketInfo, b: MarketInfo) -> bool:
+    """Anything but the stamp changed."""
+    import msgspec
+
+    return msgspec.structs.replace(a, ts_recv_ns=0) != msgspec.structs.replace(b, ts_recv_ns=0)

@@ -1,0 +1,573 @@
+"""Ingest's venue clients as asyncio tasks: Binance streams, the Polymarket CLOB market channel,
+Gamma discovery and the RTDS price feed. Each reconnects with capped, jittered exponential backoff,
+replaces sockets that go silent, counts and logs venue garbage, and hands parsed events to the
+transport-free `IngestCore`, publishing what it returns. Options come from the environment
+(`IngestOptions.from_env`), so tests can shrink every timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from common.clock import now_ns
+from common.config import ConfigError
+from services.ingest.capture import CaptureWriter
+from services.ingest.core import IngestCore
+from services.ingest.parsers import (
+    ParseError,
+    ServerShutdown,
+    parse_binance,
+    parse_clob,
+    parse_gamma,
+    parse_rtds,
+)
+
+BINANCE_STREAMS = ("btcusdt@aggTrade", "btcusdt@bookTicker")
+BINANCE_MAX_CLIENT_MSGS_PER_S = 5  # venue rule, per connection
+RTDS_TOPICS = (
+    "crypto_prices_chainlink",
+    "crypto_prices_twap_sixty",
+    "crypto_prices_twap_thirty",
+    "crypto_prices",
+)
+LOG_EVERY = 100  # after the first 10, log one venue fault in this many
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Timers and switches of the feed clients (env `INGEST_<FIELD>` in upper case)."""
+
+    capture: bool = False
+    capture_rotate_s: int = 3600
+    capture_max_mb: int = 256
+    stale_after_ms: int = 0  # 0: StrategyConfig.stale_after_ms
+    price_feed: bool = True
+    window_seconds: int = 0  # first guess of the window length; 0: 300 live, SIM_WINDOW_SECONDS sim
+    backoff_base_ms: int = 500
+    backoff_max_ms: int = 30_000
+    stable_s: int = 30  # a connection up this long resets the backoff
+    binance_silence_ms: int = 10_000  # no frame for this long: the socket is dead
+    binance_max_conn_s: int = 23 * 3600 + 1800  # planned reconnect before Binance's 24 h cut
+    clob_ping_ms: int = 10_000
+    clob_pong_timeout_ms: int = 30_000
+    rtds_ping_ms: int = 5_000
+    rtds_silence_ms: int = 15_000
+    gamma_refresh_ms: int = 5_000
+    gamma_retry_max_ms: int = 5_000
+    gamma_timeout_ms: int = 5_000
+    resync_after_ms: int = 1_000  # wait this long for the venue's own snapshot before asking
+    release_grace_s: int = 60  # past market's tokens kept at most this long unresolved
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> IngestOptions:
+        env = os.environ if env is None else env
+        errors: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = "INGEST_" + f.name.upper()
+            raw = env.get(name, "").strip()
+            if not raw:
+                continue
+            if f.type in ("bool", bool):
+                if raw.lower() in ("1", "true", "yes", "on"):
+                    values[f.name] = True
+                elif raw.lower() in ("0", "false", "no", "off"):
+                    values[f.name] = False
+                else:
+                    errors[name] = f"expected true or false, got {raw!r}"
+            else:
+                try:
+                    n = int(raw)
+                except ValueError:
+                    errors[name] = f"expected a whole number, got {raw!r}"
+                    continue
+                if n < 0:
+                    errors[name] = f"must be >= 0, got {n}"
+                values[f.name] = n
+        if errors:
+            raise ConfigError("environment (INGEST_*)", errors)
+        return cls(**values)
+
+
+class Backoff:
+    """Exponential backoff with jitter, capped; `reset()` after a stable period."""
+
+    def __init__(
+        self, base_s: float, cap_s: float, jitter: float = 0.2, rng: random.Random | None = None
+    ) -> None:
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.jitter = jitter
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        raw = min(self.cap_s, self.base_s * (2**self.attempt))
+        self.attempt = min(self.attempt + 1, 30)
+        # jitter spreads reconnect storms; never beyond the cap
+        return min(self.cap_s, raw * (1.0 + self._rng.uniform(-self.jitter, self.jitter)))
+
+    def bound(self) -> float:
+        """Upper bound of the next delay."""
+        return min(self.cap_s, self.base_s * (2**self.attempt) * (1.0 + self.jitter))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class SendLimiter:
+    """At most `rate` client messages per second on one connection (sliding one-second window)."""
+
+    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._sent: list[float] = []
+
+    def delay(self) -> float:
+        """Seconds to wait before the next message may go."""
+        t = self._clock()
+        self._sent = [x for x in self._sent if t - x < 1.0]
+        if len(self._sent) < self.rate:
+            return 0.0
+        return 1.0 - (t - self._sent[0])
+
+    def record(self) -> None:
+        self._sent.append(self._clock())
+
+    async def send(self, ws: ClientConnection, message: str) -> None:
+        while (d := self.delay()) > 0:
+            await asyncio.sleep(d)
+        self.record()
+        await ws.send(message)
+
+
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+class FeedContext:
+    """What every feed task shares: the core, publishing, logging, capture, options, stop."""
+
+    def __init__(
+        self,
+        core: IngestCore,
+        publish: Callable[[list[Any]], None],
+        log: Callable[..., None],
+        opts: IngestOptions,
+        urls: Mapping[str, str],
+        default_window_s: int,
+        capture: CaptureWriter | None = None,
+    ) -> None:
+        self.core = core
+        self.publish = publish
+        self.log = log  # log(event, level="INFO", **fields)
+        self.opts = opts
+        self.urls = urls
+        self.default_window_s = default_window_s
+        self.capture = capture
+        self.stop = asyncio.Event()
+        self._fault_counts: dict[str, int] = {}
+
+    def fault(self, feed: str, event: str, **fields: Any) -> None:
+        """An external fault: always counted by the caller, logged without flooding."""
+        n = self._fault_counts.get(event, 0) + 1
+        self._fault_counts[event] = n
+        if n <= 10 or n % LOG_EVERY == 0:
+            self.log(event, "WARNING", feed=feed, count=n, **fields)
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep unless stopping; True if stop was requested."""
+        if seconds <= 0:
+            return self.stop.is_set()
+        try:
+            await asyncio.wait_for(self.stop.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def ws_connect(self, url: str, **kw: Any) -> Any:
+        return connect(
+            url,
+            open_timeout=10,
+            close_timeout=1,
+            max_size=8 * 1024 * 1024,
+            max_queue=1024,
+            compression=None,
+            proxy=None if _loopback(url) else True,
+            **kw,
+        )
+
+
+# --- shared reconnect loop ----------------------------------------------------------------------
+async def _run_socket(
+    ctx: FeedContext,
+    feed: str,
+    url_fn: Callable[[], str | None],
+    session: Callable[[ClientConnection], Any],
+    **connect_kw: Any,
+) -> None:
+    """Connect, run `session(ws)` until it returns or the socket dies, back off, repeat.
+
+    `session` returns "planned" for a deliberate reconnect (no backoff)."""
+    o = ctx.opts
+    h = ctx.core.feed(feed)
+    backoff = Backoff(o.backoff_base_ms / 1000, o.backoff_max_ms / 1000)
+    first = True
+    while not ctx.stop.is_set():
+        url = url_fn()
+        if url is None:  # nothing to subscribe yet
+            h.detail = "waiting for markets"
+            if await ctx.sleep(0.1):
+                return
+            continue
+        t0 = time.monotonic()
+        reason = "closed"
+        try:
+            async with ctx.ws_connect(url, **connect_kw) as ws:
+                h.connected = True
+                h.detail = ""
+                if not first:
+                    h.reconnects += 1
+                first = False
+                ctx.log("feed_connected", feed=feed, url=url, reconnects=h.reconnects)
+                reason = await session(ws) or "closed"
+        except websockets.ConnectionClosed as e:
+            reason = f"connection closed: {e}"
+        except (OSError, TimeoutError, websockets.InvalidURI, websockets.InvalidHandshake) as e:
+            reason = f"connect failed: {e!r}"
+        finally:
+            h.connected = False
+        if ctx.stop.is_set():
+            return
+        if first:
+            first = False  # a failed first connect still counts the next one as a reconnect
+        if time.monotonic() - t0 >= o.stable_s:
+            backoff.reset()
+        delay = 0.0 if reason == "planned" else backoff.next()
+        h.detail = reason[:200]
+        ctx.fault(feed, "feed_disconnected", reason=reason[:300], retry_in_s=round(delay, 3))
+        if await ctx.sleep(delay):
+            return
+
+
+async def _watchdog(
+    ws: ClientConnection, last: list[float], silence_s: float, on_dead: Callable[[], None]
+) -> None:
+    """Abort a socket that stays open but silent: the read loop then ends and we reconnect."""
+    while True:
+        await asyncio.sleep(min(0.25, silence_s / 4))
+        if time.monotonic() - last[0] > silence_s:
+            on_dead()
+            ws.transport.abort()
+            return
+
+
+# --- Binance -----------------------------------------------------------------------------------
+async def binance_feed(ctx: FeedContext) -> None:
+    base = ctx.urls["BINANCE_WS_URL"].rstrip("/")
+    url = f"{base}/stream?streams={'/'.join(BINANCE_STREAMS)}"
+    core, o = ctx.core, ctx.opts
+    h = core.feed("binance")
+
+    async def session(ws: ClientConnection) -> str:
+        last = [time.monotonic()]
+        dead: list[str] = []
+        wd = asyncio.create_task(
+            _watchdog(ws, last, o.binance_silence_ms / 1000, lambda: dead.append("silent"))
+        )
+        opened = time.monotonic()
+        try:
+            async for frame in ws:
+                ts = now_ns()
+                last[0] = time.monotonic()
+                if ctx.capture is not None:
+                    ctx.capture.write(ts, "binance", frame)
+                try:
+                    events = parse_binance(frame, ts)
+                except ParseError as e:
+                    h.parse_errors += 1
+                    h.seen(ts)
+                    ctx.fault("binance", "parse_error", error=str(e), frame=str(frame)[:200])
+                    continue
+                ctx.publish(core.on_binance(events, ts))
+                if any(isinstance(e, ServerShutdown) for e in events):
+                    ctx.log("binance_server_shutdown", feed="binance")
+                    return "planned"
+                if time.monotonic() - opened > o.binance_max_conn_s:
+                    ctx.log("binance_planned_reconnect", feed="binance")
+                    return "planned"
+        except websockets.ConnectionClosed:
+            if not dead:
+                raise
+        finally:
+            wd.cancel()
+        return "silent: no frame in time, replaced" if dead else "closed by venue"
+
+    # Nothing is ever sent to Binance (streams are in the URL), so the 5 msg/s client limit
+    # only covers the library's pongs; no client pings: the server pings us.
+    await _run_socket(ctx, "binance", lambda: url, session, ping_interval=None)
+
+
+# --- Polymarket CLOB market channel -------------------------------------------------------------
+async def clob_feed(ctx: FeedContext) -> None:
+    base = ctx.urls["POLYMARKET_WS_URL"].rstrip("/")
+    url = f"{base}/market"
+    core, o = ctx.core, ctx.opts
+    h = core.feed("clob")
+
+    def url_fn() -> str | None:
+        return url if core.wanted_assets() else None
+
+    async def session(ws: ClientConnection) -> str:
+        subscribed = set(core.wanted_assets())
+        # after a (re)connect nothing is trusted until the venue's snapshot of each asset
+        core.books.unsync()
+        await ws.send(
+            _json(
+                {
+                    "assets_ids": sorted(subscribed),
+                    "type": "market",
+                    "custom_feature_enabled": True,
+                }
+            )
+        )
+        ctx.log("clob_subscribed", feed="clob", assets=sorted(subscribed))
+        last_pong = [time.monotonic()]
+        dead: list[str] = []
+
+        async def manage() -> None:
+            try:
+                await _manage()
+            except websockets.ConnectionClosed:
+                pass  # the read loop sees it too and reconnects
+
+        async def _manage() -> None:
+            next_ping = time.monotonic() + o.clob_ping_ms / 1000
+            while True:
+                await asyncio.sleep(0.05)
+                t = time.monotonic()
+                if t - last_pong[0] > o.clob_pong_timeout_ms / 1000:
+                    dead.append("no PONG")
+                    ws.transport.abort()
+                    return
+                if t >= next_ping:
+                    await ws.send("PING")
+                    next_ping = t + o.clob_ping_ms / 1000
+                wanted = core.wanted_assets()
+                add, drop = sorted(wanted - subscribed), sorted(subscribed - wanted)
+                if add:
+                    core.books.unsync(add)
+                    await ws.send(_json({"operation": "subscribe", "assets_ids": add}))
+                    subscribed.update(add)
+                    ctx.log("clob_subscribe", feed="clob", assets=add)
+                if drop:
+                    await ws.send(_json({"operation": "unsubscribe", "assets_ids": drop}))
+                    subscribed.difference_update(drop)
+                    ctx.log("clob_unsubscribe", feed="clob", assets=drop)
+                n = now_ns()
+                resync = core.books.needing_resync(n, o.resync_after_ms * 1_000_000)
+                if resync:
+                    # ask for a fresh snapshot on the open socket: unsubscribe + subscribe
+                    for a in resync:
+                        b = core.books.books[a]
+                        b.synced = False
+                        b.resync_since_ns = n
+                    await ws.send(_json({"operation": "unsubscribe", "assets_ids": resync}))
+                    await ws.send(_json({"operation": "subscribe", "assets_ids": resync}))
+                    ctx.log("clob_resync", feed="clob", assets=resync)
+
+        mgr = asyncio.create_task(manage())
+        try:
+            async for frame in ws:
+                ts = now_ns()
+                last_pong[0] = time.monotonic()  # any frame proves the socket is alive
+                if ctx.capture is not None:
+                    ctx.capture.write(ts, "clob", frame)
+                try:
+                    events = parse_clob(frame, ts)
+                except ParseError as e:
+                    h.parse_errors += 1
+                    h.seen(ts)
+                    ctx.fault("clob", "parse_error", error=str(e), frame=str(frame)[:200])
+                    continue
+                ctx.publish(core.on_clob(events, ts))
+        except websockets.ConnectionClosed:
+            if not dead:
+                raise
+        finally:
+            mgr.cancel()
+        return "dead: no PONG in time, replaced" if dead else "closed by venue"
+
+    await _run_socket(ctx, "clob", url_fn, session, ping_interval=None)
+
+
+# --- RTDS price feed ----------------------------------------------------------------------------
+async def rtds_feed(ctx: FeedContext) -> None:
+    url = ctx.urls["PRICE_FEED_WS_URL"]
+    core, o = ctx.core, ctx.opts
+    h = core.feed("price_feed")
+
+    async def session(ws: ClientConnection) -> str:
+        await ws.send(
+            _json(
+                {
+                    "action": "subscribe",
+                    "subscriptions": [{"topic": t, "type": "*"} for t in RTDS_TOPICS],
+                }
+            )
+        )
+        last = [time.monotonic()]
+        dead: list[str] = []
+        wd = asyncio.create_task(
+            _watchdog(ws, last, o.rtds_silence_ms / 1000, lambda: dead.append("silent"))
+        )
+
+        async def pinger() -> None:
+            try:
+                while True:
+                    await asyncio.sleep(o.rtds_ping_ms / 1000)
+                    await ws.send("PING")
+            except websockets.ConnectionClosed:
+                pass
+
+        pg = asyncio.create_task(pinger())
+        try:
+            async for frame in ws:
+                ts = now_ns()
+                last[0] = time.monotonic()
+                if ctx.capture is not None:
+                    ctx.capture.write(ts, "rtds", frame)
+                try:
+                    events = parse_rtds(frame, ts)
+                except ParseError as e:
+                    h.parse_errors += 1
+                    h.seen(ts)
+                    ctx.fault("price_feed", "parse_error", error=str(e), frame=str(frame)[:200])
+                    continue
+                ctx.publish(core.on_price_feed(events, ts))
+        except websockets.ConnectionClosed:
+            if not dead:
+                raise
+        finally:
+            wd.cancel()
+            pg.cancel()
+        return "silent: no frame in time, replaced" if dead else "closed by venue"
+
+    await _run_socket(ctx, "price_feed", lambda: url, session, ping_interval=None)
+
+
+# --- Gamma discovery ----------------------------------------------------------------------------
+@dataclass
+class _SlugState:
+    due: float = 0.0
+    backoff: Backoff | None = None
+    known: bool = False
+
+
+async def gamma_discovery(ctx: FeedContext) -> None:
+    base = ctx.urls["GAMMA_API_URL"].rstrip("/")
+    core, o = ctx.core, ctx.opts
+    h = core.feed("gamma")
+    state: dict[str, _SlugState] = {}
+    async with httpx.AsyncClient(
+        timeout=o.gamma_timeout_ms / 1000, trust_env=not _loopback(base)
+    ) as client:
+        while not ctx.stop.is_set():
+            t = time.monotonic()
+            n = now_ns()
+            wanted = core.wanted_slugs(n, ctx.default_window_s)
+            for slug in list(state):
+                if slug not in wanted:
+                    del state[slug]
+            for slug in wanted:
+                st = state.setdefault(slug, _SlugState())
+                if t < st.due:
+                    continue
+                ok, retry = await _gamma_once(ctx, client, base, slug)
+                t = time.monotonic()
+                if ok:
+                    st.known = True
+                    st.backoff = None
+                    w = core.windows.get(slug)
+                    started = w is not None and w.info.window_start_ns <= now_ns()
+                    # priceToBeat shows up about a minute late: look more often until it does
+                    need_ptb = started and w is not None and w.info.price_to_beat is None
+                    st.due = t + (
+                        min(2.0, o.gamma_refresh_ms / 1000)
+                        if need_ptb
+                        else o.gamma_refresh_ms / 1000
+                    )
+                else:
+                    if st.backoff is None:
+                        st.backoff = Backoff(
+                            min(0.25, o.backoff_base_ms / 1000), o.gamma_retry_max_ms / 1000
+                        )
+                    st.due = t + (st.backoff.next() if retry else o.gamma_retry_max_ms / 1000)
+            if await ctx.sleep(0.05):
+                return
+    h.connected = False
+
+
+async def _gamma_once(
+    ctx: FeedContext, client: httpx.AsyncClient, base: str, slug: str
+) -> tuple[bool, bool]:
+    """One lookup of `slug`: (found, retry soon)."""
+    h = ctx.core.feed("gamma")
+    try:
+        r = await client.get(f"{base}/events", params={"slug": slug})
+    except httpx.HTTPError as e:
+        h.connected = False
+        h.detail = f"transport: {e!r}"[:200]
+        ctx.fault("gamma", "gamma_transport_error", slug=slug, error=repr(e)[:200])
+        return False, True
+    ts = now_ns()
+    h.connected = True
+    if ctx.capture is not None:
+        ctx.capture.write(ts, "gamma", r.text)
+    if r.status_code >= 500:
+        ctx.core._count("gamma_5xx")
+        h.detail = f"HTTP {r.status_code}"
+        ctx.fault("gamma", "gamma_server_error", slug=slug, status=r.status_code)
+        return False, True
+    if r.status_code == 404:
+        h.detail = f"{slug} not listed yet"
+        return False, True
+    if r.status_code >= 400:
+        h.detail = f"HTTP {r.status_code}"
+        ctx.fault("gamma", "gamma_client_error", slug=slug, status=r.status_code, body=r.text[:200])
+        return False, False
+    try:
+        info = parse_gamma(r.content, ts, slug)
+    except ParseError as e:
+        if "empty answer" in str(e):
+            ctx.core._count("gamma_empty")
+            h.detail = f"{slug} not listed yet"
+            h.seen(ts)  # the API answered: it is alive, the market is just not there
+            return False, True
+        h.parse_errors += 1
+        ctx.fault("gamma", "parse_error", slug=slug, error=str(e))
+        return False, True
+    if info.slug != slug:
+        ctx.fault("gamma", "gamma_wrong_slug", slug=slug, got=info.slug)
+        return False, True
+    h.detail = ""
+    ctx.publish(ctx.core.on_market(info, ts))
+    return True, False
+
+
+def _json(obj: Any) -> str:
+    import msgspec
+
+    return msgspec.json.encode(obj).decode()
