@@ -1,0 +1,152 @@
+"""Worked numbers for the fair-value model, the fee rule, the edge, and the signal core."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from common.config import StrategyConfig
+from common.schema import BookSnapshot, BtcTrade, ClockTick, MarketInfo, SignalScore
+from services.signal.core import PTB_BINANCE, PTB_MARKET, SignalCore
+from services.signal.model import BtcFeatures, edge, fair_up, taker_fee, taker_fee_per_share
+
+NS = 1_000_000_000
+
+
+def test_fee_worked_numbers() -> None:
+    # PROTOCOLS.md: 1.75 cents a share at p = 0.50 with rate 0.07, exponent 1
+    assert taker_fee_per_share(0.5, 0.07, 1) == pytest.approx(0.0175)
+    assert taker_fee_per_share(0.8, 0.07, 1) == pytest.approx(0.07 * 0.16)
+    assert taker_fee(10, 0.5, 0.07) == 0.175
+    assert taker_fee(3, 0.33, 0.07) == round(3 * 0.07 * 0.33 * 0.67, 5) == 0.04643
+    assert taker_fee_per_share(0.5, 0.0, 1) == 0.0
+
+
+def test_spot_settlement_worked_example() -> None:
+    # 50 $ above the price to beat at 85,000, sigma 8e-5 / sqrt(s), 120 s left, spot settlement:
+    # d = ln(85000/84950) = 5.884e-4, std = 8e-5 * sqrt(120) = 8.764e-4, z = 0.6714, p = 0.749
+    f = fair_up(85_000, 84_950, 8e-5, 120, lookback_s=0)
+    assert f.z == pytest.approx(0.6714, abs=1e-3)
+    assert f.p_up == pytest.approx(0.749, abs=1e-3)
+
+
+def test_twap_horizon_correction_before_the_twap_window() -> None:
+    # 60 s TWAP, 120 s left: the variance horizon is 120 - 60 + 60/3 = 80 s, not 120 s
+    f = fair_up(85_000, 84_950, 8e-5, 120, lookback_s=60)
+    assert f.std_log == pytest.approx(8e-5 * math.sqrt(80))
+    assert f.z == pytest.approx(0.8224, abs=1e-3)
+    assert f.p_up == pytest.approx(0.7945, abs=1e-3)
+    assert f.p_up > fair_up(85_000, 84_950, 8e-5, 120, lookback_s=0).p_up
+
+
+def test_twap_inside_the_window_uses_the_fixed_part() -> None:
+    # 15 s left of a 60 s TWAP: 45 s are fixed at 84,900 (below the 84,950 to beat) and spot
+    # is 85,000: expected = (84,900 * 45 + 85,000 * 15) / 60 = 84,925 -> Down favoured,
+    # even though spot is above the price to beat.
+    f = fair_up(85_000, 84_950, 8e-5, 15, lookback_s=60, known_avg=84_900)
+    assert f.expected == pytest.approx(84_925)
+    assert f.std_log == pytest.approx(8e-5 * math.sqrt(5) * 0.25)
+    assert f.p_up < 0.01
+    assert fair_up(85_000, 84_950, 8e-5, 120, lookback_s=0).p_up > 0.5
+
+
+def test_ties_go_up_and_momentum_shifts() -> None:
+    assert fair_up(85_000, 85_000, 8e-5, 0, lookback_s=0).p_up > 0.99  # at the close, tie = Up
+    base = fair_up(85_000, 85_000, 8e-5, 100, lookback_s=60).p_up
+    assert base == pytest.approx(0.5)
+    up = fair_up(85_000, 85_000, 8e-5, 100, lookback_s=60, momentum=2.0, momentum_weight=0.1)
+    assert up.p_up == pytest.approx(0.5 + (0.5 * math.erf(0.2 / math.sqrt(2))), abs=1e-9)
+    assert fair_up(
+        85_000, 85_000, 8e-5, 100, 60, momentum=-50, momentum_weight=0.1
+    ).z_momentum == pytest.approx(-0.3)  # clipped at 3 sigma
+    with pytest.raises(ValueError, match="price_to_beat"):
+        fair_up(85_000, 0.0, 8e-5, 100)
+
+
+def test_edge_after_fee() -> None:
+    assert edge(0.62, 0.50, 0.07, 1) == pytest.approx(0.62 - 0.50 - 0.0175)
+    assert edge(0.62, None, 0.07, 1) == -1.0
+
+
+def test_volatility_floor_and_ewma() -> None:
+    f = BtcFeatures(halflife_s=10, vol_floor=3e-5)
+    assert f.sigma == 3e-5  # no history: the floor
+    t, p = 0, 85_000.0
+    for i in range(60):  # alternating 0.1 % moves each second: a big realised vol
+        p *= 1.001 if i % 2 else 0.999
+        t += NS
+        f.on_trade(t, p)
+    assert f.sigma == pytest.approx(1e-3, rel=0.05)
+    assert f.log_return(5) != 0.0
+    g = BtcFeatures(halflife_s=10, vol_floor=3e-5)
+    for i in range(30):
+        g.on_trade(i * NS, 85_000.0)  # flat price: realised vol 0, floor holds
+    assert g.sigma == 3e-5
+
+
+def _market(start: int, end: int, ptb: float | None = None) -> MarketInfo:
+    return MarketInfo(
+        slug="btc-updown-5m-1",
+        condition_id="0xc",
+        up_token_id="U",
+        down_token_id="D",
+        window_start_ns=start,
+        window_end_ns=end,
+        ts_recv_ns=start,
+        fee_rate=0.07,
+        twap_enabled=True,
+        twap_lookback_s=60,
+        price_to_beat=ptb,
+    )
+
+
+def _book(asset: str, bid: float, ask: float, ts: int) -> BookSnapshot:
+    return BookSnapshot(
+        asset_id=asset,
+        best_bid=bid,
+        best_ask=ask,
+        bids=[(bid, 100.0)],
+        asks=[(ask, 100.0)],
+        ts_exchange_ns=ts,
+        ts_recv_ns=ts,
+    )
+
+
+def test_signal_core_scores_with_inputs() -> None:
+    start, end = 1000 * NS, 1300 * NS
+    core = SignalCore(StrategyConfig(momentum_weight=0.0))
+    core.handle("md.market", _market(start, end, ptb=84_950.0))
+    assert core.handle("md.clock", ClockTick(ts_ns=start + NS)) == []  # no price yet
+    core.handle(
+        "md.btc.trade", BtcTrade(price=85_000, size=1, ts_exchange_ns=start, ts_recv_ns=start + NS)
+    )
+    core.handle("md.book.U", _book("U", 0.60, 0.62, start + NS))
+    core.handle("md.book.D", _book("D", 0.38, 0.40, start + NS))
+    out = core.handle("md.clock", ClockTick(ts_ns=start + 180 * NS))
+    assert len(out) == 1 and out[0][0] == "sig.score"
+    s = out[0][1]
+    assert isinstance(s, SignalScore)
+    expected = fair_up(85_000, 84_950, core.features.sigma, 120, 60).p_up
+    assert s.p_up == pytest.approx(expected)
+    assert s.side == "Up" and s.score == pytest.approx(2 * expected - 1)
+    assert s.edge_up == pytest.approx(expected - 0.62 - 0.07 * 0.62 * 0.38)
+    assert s.edge_down == pytest.approx(1 - expected - 0.40 - 0.07 * 0.4 * 0.6)
+    for k in ("price", "price_to_beat", "sigma", "tau_s", "up_ask", "ret_30s", "z"):
+        assert k in s.inputs
+    assert s.inputs["ptb_source"] == PTB_MARKET and s.inputs["tau_s"] == pytest.approx(120)
+
+
+def test_signal_core_estimates_price_to_beat_without_gamma() -> None:
+    start, end = 1000 * NS, 1300 * NS
+    core = SignalCore()
+    core.handle(
+        "md.btc.trade", BtcTrade(price=84_000, size=1, ts_exchange_ns=0, ts_recv_ns=start - 2 * NS)
+    )
+    core.handle("md.market", _market(start, end))
+    out = core.handle(
+        "md.btc.trade", BtcTrade(price=84_100, size=1, ts_exchange_ns=0, ts_recv_ns=start + 5 * NS)
+    )
+    s = out[0][1]
+    assert s.inputs["price_to_beat"] == 84_000 and s.inputs["ptb_source"] == PTB_BINANCE
+    assert s.edge_up == -1.0  # no book yet: no edge

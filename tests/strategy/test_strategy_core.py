@@ -1,0 +1,413 @@
+"""Strategy core: every entry gate, exit and risk halt on both sides of its threshold,
+hot reload, control replies and restart from the persisted state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from common.config import StrategyConfig
+from common.schema import (
+    BookSnapshot,
+    BtcTrade,
+    ClearEmergencyStop,
+    ClockTick,
+    ConfigSnapshot,
+    ConfigUpdate,
+    ControlReply,
+    Decision,
+    EmergencyStop,
+    FeedStatus,
+    Fill,
+    ForceExit,
+    MarketInfo,
+    MarketResolved,
+    OrderIntent,
+    OrderReject,
+    RiskState,
+    SignalScore,
+)
+from services.strategy.core import StrategyCore
+from services.strategy.store import StateStore
+
+NS = 1_000_000_000
+START = 1_767_225_600 * NS + 3600 * NS  # 2026-01-01 01:00Z
+END = START + 300 * NS
+SLUG = "btc-updown-5m-x"
+
+
+def market(**kw: Any) -> MarketInfo:
+    base = dict(
+        slug=SLUG,
+        condition_id="0xc",
+        up_token_id="U",
+        down_token_id="D",
+        window_start_ns=START,
+        window_end_ns=END,
+        ts_recv_ns=START,
+        fee_rate=0.07,
+        twap_enabled=True,
+        twap_lookback_s=60,
+    )
+    base.update(kw)
+    return MarketInfo(**base)
+
+
+def book(asset: str, bid: float, ask: float, ts: int) -> BookSnapshot:
+    return BookSnapshot(
+        asset_id=asset,
+        best_bid=bid,
+        best_ask=ask,
+        bids=[(bid, 500.0)],
+        asks=[(ask, 500.0)],
+        ts_exchange_ns=ts,
+        ts_recv_ns=ts,
+    )
+
+
+def make(state: dict[str, Any] | None = None, **cfg: Any) -> StrategyCore:
+    core = StrategyCore(StrategyConfig(**cfg), state)
+    core.handle("md.market", market())
+    return core
+
+
+def fresh(core: StrategyCore, t: int, up_ask: float = 0.45, down_ask: float = 0.45) -> None:
+    """Fresh BTC trade and books at time t."""
+    core.handle("md.btc.trade", BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t))
+    core.handle("md.book.U", book("U", round(up_ask - 0.02, 2), up_ask, t))
+    core.handle("md.book.D", book("D", round(down_ask - 0.02, 2), down_ask, t))
+
+
+def signal(
+    core: StrategyCore,
+    elapsed_s: float,
+    p_up: float = 0.70,
+    up_ask: float = 0.45,
+    down_ask: float = 0.45,
+    refresh: bool = True,
+) -> list[tuple[str, Any]]:
+    t = START + int(elapsed_s * NS)
+    if refresh:
+        fresh(core, t, up_ask, down_ask)
+    s = SignalScore(
+        slug=SLUG,
+        p_up=p_up,
+        side="Up" if p_up >= 0.5 else "Down",
+        score=2 * p_up - 1,
+        edge_up=0.0,
+        edge_down=0.0,
+        ts_ns=t,
+        origin_ts_exchange_ns=t - 5,
+        origin_ts_recv_ns=t - 3,
+        ts_signal_ns=t - 1,
+    )
+    return core.handle("sig.score", s)
+
+
+def decision(out: list[tuple[str, Any]]) -> Decision:
+    ds = [m for _, m in out if isinstance(m, Decision)]
+    assert ds, f"no decision in {out}"
+    return ds[0]
+
+
+def intents(out: list[tuple[str, Any]]) -> list[OrderIntent]:
+    return [m for t, m in out if isinstance(m, OrderIntent) and t == "order"]
+
+
+def enter_and_fill(core: StrategyCore, price: float = 0.50, size: float = 10.0) -> OrderIntent:
+    out = signal(core, 100, p_up=0.70, up_ask=price)
+    (it,) = intents(out)
+    core.handle(
+        "exec.fill",
+        Fill(
+            client_order_id=it.client_order_id,
+            asset_id="U",
+            side="BUY",
+            price=price,
+            size=size,
+            fee=round(size * 0.07 * price * (1 - price), 5),
+            ts_fill_ns=START + 100 * NS,
+            slug=SLUG,
+            outcome="Up",
+        ),
+    )
+    return it
+
+
+def test_enter_when_every_gate_passes() -> None:
+    core = make()
+    out = signal(core, 100, p_up=0.70, up_ask=0.45)
+    d = decision(out)
+    assert d.action == "enter" and d.side == "Up" and d.client_order_id
+    (it,) = intents(out)
+    assert it.side == "BUY" and it.outcome == "Up" and it.asset_id == "U"
+    assert it.client_order_id == d.client_order_id
+    assert 0.45 <= it.limit_price <= 0.45 + 0.02 + 1e-9  # within the slippage allowance
+    assert it.expires_ns == START + 100 * NS + 2000 * 1_000_000
+    assert it.origin_ts_recv_ns == START + 100 * NS - 3 and it.ts_signal_ns == START + 100 * NS - 1
+    assert it.size * it.limit_price <= 5.0 + 1e-9  # stake cap
+    assert d.details["inputs"] == {} and d.details["edge"] > 0.05
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "blocked_reason"),
+    [
+        (dict(elapsed_s=44), "entry_window_not_open"),
+        (dict(elapsed_s=271), "too_close_to_close"),
+        (dict(p_up=0.555), "score_below_min"),  # score 0.11 < 0.12
+        (dict(p_up=0.70, up_ask=0.64), "edge_below_min"),  # 0.70 - 0.64 - 0.0161 < 0.05
+    ],
+)
+def test_gate_blocks_below_threshold(kwargs: dict[str, Any], blocked_reason: str) -> None:
+    args = {"elapsed_s": 100, "p_up": 0.70, "up_ask": 0.45, **kwargs}
+    out = signal(make(), **args)
+    assert decision(out).action == "skip" and decision(out).reason == blocked_reason
+    assert intents(out) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(elapsed_s=46),
+        dict(elapsed_s=269),
+        dict(p_up=0.565),  # score 0.13
+        dict(p_up=0.70, up_ask=0.63),  # 0.70 - 0.63 - 0.0163 = 0.0537 >= 0.05
+    ],
+)
+def test_gate_passes_above_threshold(kwargs: dict[str, Any]) -> None:
+    args = {"elapsed_s": 100, "p_up": 0.70, "up_ask": 0.45, **kwargs}
+    out = signal(make(), **args)
+    assert decision(out).action == "enter", decision(out)
+    assert len(intents(out)) == 1
+
+
+def test_down_side_entry_buys_the_down_token() -> None:
+    out = signal(make(), 100, p_up=0.25, down_ask=0.60)
+    (it,) = intents(out)
+    assert it.outcome == "Down" and it.asset_id == "D"
+
+
+def test_trade_cap() -> None:
+    core = make(state={"day": "2026-01-01", "trades_today": 4})
+    assert decision(signal(core, 100)).action == "enter"
+    core = make(state={"day": "2026-01-01", "trades_today": 5})
+    out = signal(core, 100)
+    assert decision(out).reason == "max_trades_per_day" and not intents(out)
+    # a new UTC day resets the cap
+    core.handle("md.clock", ClockTick(ts_ns=START + 86_400 * NS))
+    assert core.trades_today == 0
+
+
+def test_stale_price_and_market_data() -> None:
+    core = make(stale_after_ms=3000)
+    t = START + 100 * NS
+    fresh(core, t)
+    core.handle("md.book.U", book("U", 0.43, 0.45, t + 2 * NS))
+    assert decision(signal(core, 102.9, refresh=False)).action == "enter"  # 2.9 s old: fresh
+    core = make(stale_after_ms=3000)
+    fresh(core, t)
+    core.handle("md.book.U", book("U", 0.43, 0.45, t + 3 * NS + 100))
+    assert decision(signal(core, 103.1, refresh=False)).reason == "stale_price_data"
+    core = make(stale_after_ms=3000)
+    fresh(core, t)
+    core.handle("md.btc.trade", BtcTrade(price=1, size=1, ts_exchange_ns=0, ts_recv_ns=t + 3 * NS))
+    assert decision(signal(core, 103.1, refresh=False)).reason == "stale_market_data"
+    core = make()
+    core.handle("md.status.clob", FeedStatus(feed="clob", connected=True, stale=True, ts_ns=t))
+    assert decision(signal(core, 100)).reason == "stale_market_data"
+    assert any(e[1] == "entry_blocked" and e[0] == "risk" for e in core.events)
+
+
+def test_market_not_accepting_orders_and_one_position() -> None:
+    core = make()
+    core.handle("md.market", market(accepting_orders=False))
+    assert decision(signal(core, 100)).reason == "market_not_accepting_orders"
+    core = make()
+    assert decision(signal(core, 100)).action == "enter"
+    assert decision(signal(core, 101)).reason == "order_pending"
+    core = make()
+    enter_and_fill(core)
+    assert decision(signal(core, 101)).reason == "position_open"
+
+
+def test_rejected_entry_gives_the_trade_back() -> None:
+    core = make()
+    (it,) = intents(signal(core, 100))
+    assert core.trades_today == 1
+    core.handle("exec.reject", OrderReject(client_order_id=it.client_order_id, reason="x", ts_ns=0))
+    assert core.trades_today == 0 and not core.pending
+    assert decision(signal(core, 101)).action == "enter"
+
+
+@pytest.mark.parametrize(
+    ("bid", "reason"),
+    [(0.67, "take_profit"), (0.66, None), (0.43, "stop_loss"), (0.45, None)],
+)
+def test_exits_on_the_executable_bid(bid: float, reason: str | None) -> None:
+    # bought 10 @ 0.50 + 0.175 fee: 0.5175 a share. Selling at 0.67 nets 0.6545 (+26.5 %),
+    # 0.66 nets 0.6443 (+24.5 %), 0.43 nets 0.4128 (-20.2 %), 0.45 nets 0.4327 (-16.4 %).
+    core = make()
+    enter_and_fill(core)
+    t = START + 120 * NS
+    out = core.handle(
+        "md.book.U",
+        BookSnapshot(
+            asset_id="U",
+            best_bid=bid,
+            best_ask=bid + 0.02,
+            bids=[(bid, 500.0)],
+            asks=[(bid + 0.02, 500.0)],
+            ts_exchange_ns=t,
+            ts_recv_ns=t,
+        ),
+    )
+    exits = [i for i in intents(out) if i.side == "SELL"]
+    if reason is None:
+        assert exits == []
+        return
+    assert decision(out).action == "exit" and decision(out).reason == reason
+    assert exits[0].size == 10.0 and exits[0].limit_price <= bid
+
+
+def test_exit_judged_on_depth_not_just_the_top() -> None:
+    core = make()
+    enter_and_fill(core)
+    t = START + 120 * NS
+    # 0.70 for 1 share only, the rest at 0.50: selling 10 averages 0.52, not a take-profit
+    out = core.handle(
+        "md.book.U",
+        BookSnapshot(
+            asset_id="U",
+            best_bid=0.70,
+            best_ask=0.72,
+            bids=[(0.70, 1.0), (0.50, 500.0)],
+            asks=[(0.72, 5.0)],
+            ts_exchange_ns=t,
+            ts_recv_ns=t,
+        ),
+    )
+    assert intents(out) == []
+
+
+def test_settlement_and_loss_streak_halt() -> None:
+    core = make(state={"day": "2026-01-01", "loss_streak": 2})
+    enter_and_fill(core)
+    out = core.handle(
+        "md.resolved", MarketResolved(slug=SLUG, winning_outcome="Down", ts_ns=END + NS)
+    )
+    assert decision(out).action == "settle" and decision(out).reason == "lost"
+    assert core.position is None and core.loss_streak == 3
+    assert core.daily_pnl == pytest.approx(-(5.0 + 0.175))
+    risk = [m for _, m in out if isinstance(m, RiskState)][-1]
+    assert risk.halted and "loss_streak" in risk.reasons
+    assert any(e[1] == "halt" and e[3]["reason"] == "loss_streak" for e in core.events)
+
+
+def test_win_resets_the_streak() -> None:
+    core = make(state={"day": "2026-01-01", "loss_streak": 2})
+    enter_and_fill(core)
+    core.handle("md.resolved", MarketResolved(slug=SLUG, winning_outcome="Up", ts_ns=END + NS))
+    assert core.loss_streak == 0 and core.daily_pnl == pytest.approx(10 - 5.175)
+    assert core.wins_today == 1
+
+
+@pytest.mark.parametrize(
+    ("state", "halted"),
+    [
+        ({"daily_pnl": -10.0}, "daily_loss_limit"),
+        ({"daily_pnl": -9.99}, None),
+        ({"loss_streak": 3}, "loss_streak"),
+        ({"loss_streak": 2}, None),
+        ({"emergency_stop": True}, "emergency_stop"),
+    ],
+)
+def test_risk_halts_both_sides(state: dict[str, Any], halted: str | None) -> None:
+    core = make(state={"day": "2026-01-01", **state})
+    d = decision(signal(core, 100))
+    if halted is None:
+        assert d.action == "enter"
+    else:
+        assert d.action == "skip" and d.reason.startswith("halted:") and halted in d.reason
+        assert any(e[0] == "risk" and e[3].get("reason") == d.reason for e in core.events)
+
+
+def test_emergency_stop_set_and_clear_with_replies() -> None:
+    core = make()
+    out = core.on_control(EmergencyStop(request_id="r1", reason="test"))
+    reply = [m for _, m in out if isinstance(m, ControlReply)][0]
+    assert reply.ok and reply.request_id == "r1" and reply.state["risk"]["emergency_stop"]
+    assert decision(signal(core, 100)).reason == "halted:emergency_stop"
+    out = core.on_control(ClearEmergencyStop(request_id="r2"))
+    reply = [m for _, m in out if isinstance(m, ControlReply)][0]
+    assert reply.ok and not reply.state["risk"]["halted"]
+    assert decision(signal(core, 101)).action == "enter"
+
+
+def test_force_exit() -> None:
+    core = make()
+    out = core.on_control(ForceExit(request_id="f0"))
+    reply = [m for _, m in out if isinstance(m, ControlReply)][0]
+    assert not reply.ok and "no open position" in reply.error
+    enter_and_fill(core)
+    out = core.on_control(ForceExit(request_id="f1"))
+    reply = [m for _, m in out if isinstance(m, ControlReply)][0]
+    (it,) = intents(out)
+    assert reply.ok and reply.state["pending_exit"] and it.side == "SELL" and it.size == 10.0
+    assert decision(out).reason == "force_exit"
+    core.handle(
+        "exec.fill",
+        Fill(
+            client_order_id=it.client_order_id,
+            asset_id="U",
+            side="SELL",
+            price=0.55,
+            size=10.0,
+            fee=0.17325,
+            ts_fill_ns=START + 101 * NS,
+        ),
+    )
+    assert core.position is None
+    assert core.daily_pnl == pytest.approx(5.5 - 0.17325 - 5.175)
+
+
+def test_invalid_hot_reload_changes_nothing() -> None:
+    core = make()
+    before = (core.config, core.config_version)
+    out = core.on_control(
+        ConfigUpdate(
+            request_id="c1", config={"min_edge_pct": 2.0, "bogus": 1, "stake_per_trade_usd": 3}
+        )
+    )
+    reply = [m for _, m in out if isinstance(m, ControlReply)][0]
+    assert not reply.ok
+    assert set(reply.field_errors) == {"min_edge_pct", "bogus"}
+    assert (core.config, core.config_version) == before
+    assert not [m for _, m in out if isinstance(m, ConfigSnapshot)]
+    out = core.on_control(ConfigUpdate(request_id="c2", config={"min_edge_pct": 0.3}))
+    reply = [m for _, m in out if isinstance(m, ControlReply)][0]
+    snap = [m for _, m in out if isinstance(m, ConfigSnapshot)][0]
+    assert reply.ok and core.config.min_edge_pct == 0.3 and core.config_version == before[1] + 1
+    assert snap.version == core.config_version and snap.config["min_edge_pct"] == 0.3
+    assert decision(signal(core, 100)).reason == "edge_below_min"  # the new value is in force
+
+
+def test_restart_keeps_open_position_and_halt(tmp_path) -> None:
+    store = StateStore(tmp_path / "trader.db")
+    core = make()
+    enter_and_fill(core)
+    core.on_control(EmergencyStop(request_id="r"))
+    core.on_control(ConfigUpdate(request_id="c", config={"take_profit_pct": 0.5}))
+    store.save(core.persistent(), core.now_ns)
+    store.close()
+    store2 = StateStore(tmp_path / "trader.db")
+    again = make(state=store2.load())
+    assert again.emergency_stop and "emergency_stop" in again.halt_reasons()
+    assert again.position is not None and again.position.size == 10.0
+    assert again.position.cost == pytest.approx(core.position.cost)
+    assert again.trades_today == 1 and again.config_version == core.config_version
+    assert decision(signal(again, 150)).reason == "halted:emergency_stop"
+    out = again.handle(
+        "md.resolved", MarketResolved(slug=SLUG, winning_outcome="Up", ts_ns=END + NS)
+    )
+    assert decision(out).action == "settle" and again.daily_pnl == pytest.approx(10 - 5.175)
