@@ -3,6 +3,7 @@ the ledger at DATABASE_URL, and the live venue adapter only when all three switc
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from common import topics
@@ -14,6 +15,20 @@ from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
 from services.execution.core import ExecutionCore, Venue
 from services.execution.ledger import Ledger
 from services.execution.switches import TradingMode
+
+
+def _env_ms(name: str, default: int) -> int:
+    """An execution tuning knob in milliseconds from the environment; bad values fail clearly."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 600_000:
+        fail(
+            "execution",
+            f"{name}: expected milliseconds between 1 and 600000, got {raw!r}",
+            EXIT_CONFIG,
+        )
+    return int(raw)
 
 
 class ExecutionRunner(ServiceRunner):
@@ -30,7 +45,14 @@ class ExecutionRunner(ServiceRunner):
         if self.mode.live:
             from services.execution.live import LiveVenue  # the one module importing the SDK
 
-            venue = LiveVenue(s.urls["CLOB_API_URL"], s.private_key, log=self.log.write)  # type: ignore[arg-type]
+            venue = LiveVenue(
+                s.urls["CLOB_API_URL"],
+                s.private_key,  # type: ignore[arg-type]
+                log=self.log.write,
+                user_ws_url=s.urls["POLYMARKET_WS_URL"] + "/user",
+                timeout_s=_env_ms("EXEC_ORDER_TIMEOUT_MS", 5000) / 1000,
+                grace_s=_env_ms("EXEC_RECONCILE_GRACE_MS", 10_000) / 1000,
+            )
             venue.start()
         else:
             self.log.write(

@@ -147,12 +147,15 @@ class VenueResult:
     code: str = ""
     trades: list[VenueTrade] = field(default_factory=list)
     terminal: bool = True  # False: accepted but may still fill (live/delayed)
+    venue_order_id: str = ""  # the venue's id when it differs from the one known before sending
 
 
 class Venue(Protocol):
     def sign(self, intent: OrderIntent, limit: Decimal, size: Decimal) -> SignedOrder: ...
     def post(self, order: SignedOrder, intent: OrderIntent) -> VenueResult: ...
-    def lookup(self, order_id: str, intent: OrderIntent) -> VenueResult: ...
+    def lookup(
+        self, order_id: str, intent: OrderIntent, sent_ns: int, claimed: frozenset[str]
+    ) -> VenueResult: ...
     def rest_book(self, asset_id: str) -> tuple[list[list[float]], list[list[float]]] | None: ...
     def before_sell(self, asset_id: str) -> None: ...
     def status(self) -> dict[str, Any]: ...
@@ -541,6 +544,12 @@ class ExecutionCore:
             )
             return []
         self.to_reconcile.pop(coid, None)
+        order_id = r.venue_order_id or order_id
+        if not r.trades and r.terminal:  # placed, then killed or cancelled without a match
+            if r.venue_order_id:
+                self.ledger.update(coid, t, "venue_id", venue_order_id=order_id)
+            reason = f"no fill at the venue (status {r.venue_status or 'unknown'})"
+            return self._reject(intent, reason, "killed", status="killed")
         out = self._ack(intent, r.venue_status or "matched", order_id, t)
         if r.trades:
             filled = sum(tr.size for tr in r.trades)
@@ -568,7 +577,9 @@ class ExecutionCore:
                 continue
             if self.venue is None or not row["venue_order_id"]:
                 continue
-            r = self.venue.lookup(row["venue_order_id"], intent)
+            r = self.venue.lookup(
+                row["venue_order_id"], intent, row["ts_sent_ns"] or 0, self.ledger.claimed_ids(coid)
+            )
             if r.outcome == "unknown":
                 continue  # venue unreachable: try again on the next timer
             if r.outcome == "missing":

@@ -273,6 +273,14 @@ class Ledger:
             OPEN_STATUSES,
         ).fetchall()
 
+    def claimed_ids(self, except_coid: str) -> frozenset[str]:
+        """Venue order ids already owned by other orders (so reconciliation never takes them)."""
+        rows = self.conn.execute(
+            "SELECT venue_order_id FROM orders WHERE venue_order_id != '' AND client_order_id != ?",
+            (except_coid,),
+        )
+        return frozenset(r[0] for r in rows)
+
     def fills_of(self, coid: str) -> list[sqlite3.Row]:
         return self.conn.execute(
             "SELECT * FROM fills WHERE client_order_id=? ORDER BY id", (coid,)

@@ -1,0 +1,565 @@
+"""THE one adapter between execution and the venue: every py-clob-client-v2 call lives here, so a
+later move to the unified SDK touches this file only.
+
+What it does: derives the API credentials at start (kept in memory only); signs FOK/FAK orders
+offline with the strategy's limit and the tick size / neg-risk from the market info (no round trip
+on the hot path); posts them and maps every answer to accepted / rejected (with a clear reason) /
+unknown (timeout, transport failure, 5xx: the order may be placed, so it is reconciled, never
+re-sent); keeps the exchange heartbeat alive once an order has been sent; refreshes the
+conditional-token balance before a sell; follows order and trade status on the user channel, with
+REST polling as the fallback. The private key and API secrets never leave this object: not in a
+log line, an exception, a return value or the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from py_clob_client_v2 import ClobClient
+from py_clob_client_v2.clob_types import (
+    ApiCreds,
+    AssetType,
+    BalanceAllowanceParams,
+    CreateOrderOptions,
+    OrderArgsV2,
+    TradeParams,
+)
+from py_clob_client_v2.config import get_contract_config
+from py_clob_client_v2.exceptions import PolyApiException, PolyException
+from py_clob_client_v2.http_helpers import helpers as clob_http
+from py_clob_client_v2.order_utils.exchange_order_builder_v2 import ExchangeOrderBuilderV2
+from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
+
+from common.config import Secret
+from common.schema import OrderIntent
+from services.execution import fills as fm
+from services.execution.core import SignedOrder, VenueError, VenueResult, VenueTrade
+
+POLYGON = 137
+DEFAULT_TIMEOUT_S = 5.0
+HEARTBEAT_INTERVAL_S = 5.0  # the venue cancels everything ~10 s after the last heartbeat
+USER_PING_INTERVAL_S = 10.0
+RECONNECT_MAX_S = 30.0
+DEFAULT_GRACE_S = 10.0  # after this long with no trace at the venue, an order was not placed
+MATCH_TIME_SLACK_S = 2.0
+
+# venue error text -> (code, clear reason); first match wins, lower-cased substring match
+ERROR_MAP: tuple[tuple[str, str, str], ...] = (
+    ("not enough balance", "insufficient_balance", "not enough collateral or token balance"),
+    ("fully filled or killed", "fok_killed", "FOK killed: not enough liquidity at the limit"),
+    ("no orders found to match", "fak_unmatched", "FAK found nothing to match at the limit"),
+    ("invalid signature", "auth", "the venue rejected the order signature"),
+    ("owner", "auth", "order owner does not match the API key"),
+    ("min size", "below_minimum", "below the venue's minimum order"),
+    ("lower than the minimum", "below_minimum", "below the venue's minimum order size"),
+    ("tick size", "invalid_price", "price breaks the market's tick size"),
+    ("market is closed", "market_closed", "the market no longer accepts orders"),
+    ("closed only", "closed_only", "the account is in closed-only mode"),
+    ("already exists", "duplicate", "the venue already has this order"),
+    ("invalid order payload", "invalid_order", "the venue could not parse the order"),
+)
+
+LogFn = Callable[..., None]
+
+
+def _fmt_tick(tick: float) -> str:
+    """0.01 -> "0.01", the spelling py-clob-client-v2's rounding table is keyed by."""
+    return format(Decimal(repr(tick)).normalize(), "f")
+
+
+def _num(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _ts_seconds(x: Any) -> float:
+    """Unix seconds from a venue time: seconds, milliseconds (numbers or strings) or ISO text."""
+    if x is None or x == "":
+        return 0.0
+    try:
+        v = float(x)
+        return v / 1000.0 if v > 1e11 else v
+    except (TypeError, ValueError):
+        pass
+    try:
+        return datetime.fromisoformat(str(x).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def map_error(status: int | None, message: str) -> tuple[str, str, str]:
+    """(outcome, code, reason) for a failed POST; outcome is rejected or unknown."""
+    if status is None:
+        return "unknown", "timeout", f"no answer from the venue ({message}); outcome unknown"
+    if status >= 500:
+        return "unknown", "venue_5xx", f"venue error {status} ({message}); outcome unknown"
+    low = message.lower()
+    for needle, code, reason in ERROR_MAP:
+        if needle in low:
+            return "rejected", code, f"{reason} (venue: {message})"
+    if status == 401:
+        return "rejected", "auth", f"authentication failed (venue: {message})"
+    if status == 429:
+        return "rejected", "rate_limited", f"rate limited (venue: {message})"
+    return "rejected", "venue_rejected", f"venue rejected the order ({status}: {message})"
+
+
+# the SDK logs venue answers itself; execution logs them once, mapped, in its own stream
+logging.getLogger("py_clob_client_v2").setLevel(logging.CRITICAL)
+
+
+class _Client(ClobClient):
+    """The SDK client without its after-post wait for settlement hashes (up to 30 s)."""
+
+    def _resolve_transactions_hashes(self, response: Any) -> Any:
+        return response
+
+
+class LiveVenue:
+    def __init__(
+        self,
+        host: str,
+        private_key: Secret,
+        *,
+        log: LogFn,
+        user_ws_url: str = "",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        grace_s: float = DEFAULT_GRACE_S,
+        chain_id: int = POLYGON,
+    ) -> None:
+        self.host = host.rstrip("/")
+        self._key = private_key
+        self.log = log
+        self.user_ws_url = user_ws_url
+        self.timeout_s = timeout_s
+        self.grace_s = grace_s
+        self.chain_id = chain_id
+        self.client: _Client | None = None
+        self._creds: ApiCreds | None = None
+        self.address = ""
+        self._stop = threading.Event()
+        self._hb_thread: threading.Thread | None = None
+        self._ws_thread: threading.Thread | None = None
+        self.ws_trades: dict[str, dict[str, Any]] = {}  # trade id -> latest user-channel trade
+        self.ws_orders: dict[str, dict[str, Any]] = {}  # order id -> latest user-channel order
+        self.counts: dict[str, int] = {}
+        self.ws_connected = False
+
+    def __repr__(self) -> str:
+        return f"LiveVenue(host={self.host!r}, address={self.address!r})"
+
+    def _count(self, k: str) -> None:
+        self.counts[k] = self.counts.get(k, 0) + 1
+
+    def _scrub(self, text: str) -> str:
+        """Belt and braces: no secret survives into a reason or log line, whatever the SDK said."""
+        secrets = [self._key.reveal(), self._key.reveal().removeprefix("0x")]
+        if self._creds is not None:
+            secrets += [self._creds.api_secret, self._creds.api_passphrase]
+        for s in secrets:
+            if s:
+                text = text.replace(s, "***")
+        return text
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> bool:
+        """Derive API credentials (kept in memory only) and open the user channel. Retried by
+        `sign` while the venue is unreachable; never raises for an external fault."""
+        if self.client is not None and self._creds is not None:
+            return True
+        # the SDK's shared HTTP client, with our bound on how long an answer may take
+        clob_http._http_client = httpx.Client(http2=True, timeout=self.timeout_s)
+        try:
+            client = _Client(self.host, self.chain_id, key=self._key.reveal())
+            self.address = client.get_address()
+            creds = client.create_or_derive_api_key()
+            client.set_api_creds(creds)
+        except (PolyException, httpx.HTTPError, KeyError, TypeError, ValueError) as e:
+            self._count("start_failed")
+            self.log("execution", "venue_start_failed", "WARNING", error=self._describe(e))
+            return False
+        self.client, self._creds = client, creds
+        self.log("execution", "venue_ready", host=self.host, address=self.address)
+        if self.user_ws_url and self._ws_thread is None:
+            self._ws_thread = threading.Thread(target=self._user_loop, daemon=True, name="user-ws")
+            self._ws_thread.start()
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _describe(self, e: BaseException) -> str:
+        if isinstance(e, PolyApiException):
+            return self._scrub(f"{e.status_code}: {e.error_msg}")
+        if isinstance(e, PolyException):
+            return self._scrub(str(e.msg))
+        return self._scrub(f"{type(e).__name__}: {e}")
+
+    # --- orders -------------------------------------------------------------------------------
+    def sign(self, intent: OrderIntent, limit: Decimal, size: Decimal) -> SignedOrder:
+        if not self.start():
+            raise VenueError("venue unavailable: API credentials not derived yet")
+        assert self.client is not None and self._creds is not None
+        tick = _fmt_tick(intent.tick_size)
+        try:
+            order = self.client.builder.build_order(
+                OrderArgsV2(
+                    token_id=intent.asset_id,
+                    price=float(limit),
+                    size=float(size),
+                    side=intent.side,
+                ),
+                CreateOrderOptions(tick_size=tick, neg_risk=intent.neg_risk),
+                version=2,
+            )
+        except (KeyError, ValueError, PolyException) as e:
+            raise VenueError(
+                f"cannot build the order: {self._describe(e)}", "invalid_order"
+            ) from None
+        payload = order_to_json_v2(order, self._creds.api_key, intent.order_type, False, False)
+        return SignedOrder(self._order_hash(order, intent.neg_risk), json.dumps(payload), order)
+
+    def _order_hash(self, order: Any, neg_risk: bool) -> str:
+        cfg = get_contract_config(self.chain_id)
+        exchange = cfg.neg_risk_exchange_v2 if neg_risk else cfg.exchange_v2
+        assert self.client is not None
+        b = ExchangeOrderBuilderV2(exchange, self.chain_id, self.client.signer)
+        return b.build_order_hash(b.build_order_typed_data(order))
+
+    def post(self, order: SignedOrder, intent: OrderIntent) -> VenueResult:
+        assert self.client is not None
+        self._count("posts")
+        try:
+            res = self.client.post_order(order.payload, intent.order_type)
+        except PolyApiException as e:
+            msg = (
+                e.error_msg.get("error", e.error_msg)
+                if isinstance(e.error_msg, dict)
+                else e.error_msg
+            )
+            outcome, code, reason = map_error(e.status_code, self._scrub(str(msg)))
+            self._count(outcome)
+            return VenueResult(outcome, reason=reason, code=code)
+        except (PolyException, httpx.HTTPError) as e:
+            self._count("unknown")
+            return VenueResult(
+                "unknown", reason=f"send failed ({self._describe(e)})", code="timeout"
+            )
+        finally:
+            self._ensure_heartbeat()
+        return self._from_post(res, intent)
+
+    def _from_post(self, res: Any, intent: OrderIntent) -> VenueResult:
+        if not isinstance(res, dict):
+            return VenueResult(
+                "unknown",
+                reason=f"unreadable venue answer {str(res)[:200]!r}",
+                code="venue_garbage",
+            )
+        if not res.get("success", True) or res.get("error"):
+            msg = str(res.get("errorMsg") or res.get("error") or "order not accepted")
+            outcome, code, reason = map_error(400, self._scrub(msg))
+            return VenueResult(outcome, reason=reason, code=code)
+        status = str(res.get("status") or "").lower()
+        making, taking = _num(res.get("makingAmount")), _num(res.get("takingAmount"))
+        shares, collateral = (taking, making) if intent.side == "BUY" else (making, taking)
+        trades: list[VenueTrade] = []
+        if shares > 0:
+            avg = collateral / shares
+            tids = [str(t) for t in (res.get("tradeIDs") or []) if t]
+            fee = fm.taker_fee(
+                fm.dec(round(shares, 6)),
+                fm.dec(round(avg, 6)),
+                fm.dec(intent.fee_rate),
+                fm.dec(intent.fee_exponent),
+            )
+            trades.append(
+                VenueTrade(
+                    tids[0] if tids else f"{res.get('orderID')}:0",
+                    round(avg, 6),
+                    round(shares, 6),
+                    float(fee),
+                )
+            )
+        terminal = (
+            status == "matched" or intent.order_type in ("FOK", "FAK") and status != "delayed"
+        )
+        return VenueResult(
+            "accepted",
+            status or "matched",
+            trades=trades,
+            terminal=terminal,
+            venue_order_id=str(res.get("orderID") or ""),
+        )
+
+    def lookup(
+        self,
+        order_id: str,
+        intent: OrderIntent,
+        sent_ns: int = 0,
+        claimed: frozenset[str] = frozenset(),
+    ) -> VenueResult:
+        """What the venue knows about an order: user channel first, then REST (reads only)."""
+        assert self.client is not None
+        self._count("lookups")
+        try:
+            doc = self.client.get_order(order_id) if order_id else None
+            if isinstance(doc, dict) and doc.get("id"):
+                return self._from_order_doc(doc, intent)
+            mine = self._find_taker_trades(intent, sent_ns, claimed)
+        except (PolyException, httpx.HTTPError, KeyError, TypeError) as e:
+            return VenueResult(
+                "unknown", reason=f"lookup failed ({self._describe(e)})", code="lookup_failed"
+            )
+        if mine:
+            oid = str(mine[0].get("taker_order_id") or "")
+            trades = [t for t in mine if str(t.get("taker_order_id") or "") == oid]
+            return VenueResult(
+                "accepted", "matched", trades=self._trades(trades, intent), venue_order_id=oid
+            )
+        seen = self._find_order_event(intent, sent_ns, claimed)
+        if seen is not None:  # placed but never matched (a killed FOK, an unmatched FAK)
+            status = str(seen.get("status") or "").upper()
+            return VenueResult(
+                "accepted",
+                status.lower(),
+                reason=status,
+                terminal=status not in ("LIVE", "DELAYED"),
+                venue_order_id=str(seen.get("id")),
+            )
+        if sent_ns and time.time_ns() - sent_ns < self.grace_s * 1e9:
+            return VenueResult("unknown", reason="not visible at the venue yet", code="pending")
+        return VenueResult("missing", reason="the venue has no such order", code="not_placed")
+
+    def _find_taker_trades(
+        self, intent: OrderIntent, sent_ns: int, claimed: frozenset[str]
+    ) -> list[dict[str, Any]]:
+        """Our taker trades on this asset since the order was sent that no other order owns."""
+        assert self.client is not None
+        seen: dict[str, dict[str, Any]] = {}
+        for t in self.ws_trades.values():
+            seen[str(t.get("id"))] = t
+        for t in self.client.get_trades(
+            TradeParams(asset_id=intent.asset_id), only_first_page=True
+        ):
+            if isinstance(t, dict):
+                seen[str(t.get("id"))] = t
+        since = sent_ns / 1e9 - MATCH_TIME_SLACK_S if sent_ns else 0.0
+        out = []
+        for t in seen.values():
+            if (
+                str(t.get("asset_id")) == intent.asset_id
+                and str(t.get("side", "")).upper() == intent.side
+                and str(t.get("trader_side", "TAKER")).upper() == "TAKER"
+                and str(t.get("taker_order_id") or "") not in claimed
+                and str(t.get("status", "")).upper() != "FAILED"
+                and _ts_seconds(t.get("match_time")) >= since
+                and (
+                    not t.get("maker_address")
+                    or not self.address
+                    or str(t["maker_address"]).lower() == self.address.lower()
+                )
+            ):
+                out.append(t)
+        out.sort(key=lambda t: _ts_seconds(t.get("match_time")))
+        return out
+
+    def _find_order_event(
+        self, intent: OrderIntent, sent_ns: int, claimed: frozenset[str]
+    ) -> dict[str, Any] | None:
+        """A user-channel order event that can only be this order (same asset, side, size)."""
+        since = sent_ns / 1e9 - MATCH_TIME_SLACK_S if sent_ns else 0.0
+        for o in self.ws_orders.values():
+            if (
+                str(o.get("asset_id")) == intent.asset_id
+                and str(o.get("side", "")).upper() == intent.side
+                and str(o.get("id")) not in claimed
+                and abs(_num(o.get("original_size")) - intent.size) < 0.01
+                and _ts_seconds(o.get("timestamp") or o.get("created_at")) >= since
+            ):
+                return o
+        return None
+
+    def _from_order_doc(self, doc: dict[str, Any], intent: OrderIntent) -> VenueResult:
+        assert self.client is not None
+        status = str(doc.get("status") or "").upper()
+        trades: list[dict[str, Any]] = []
+        for tid in doc.get("associate_trades") or []:
+            t = self.ws_trades.get(str(tid))
+            if t is None:
+                got = self.client.get_trades(TradeParams(id=str(tid)), only_first_page=True)
+                t = next((x for x in got if isinstance(x, dict)), None)
+            if t is not None:
+                trades.append(t)
+        terminal = status not in ("LIVE", "DELAYED", "UNMATCHED")
+        return VenueResult(
+            "accepted",
+            status.lower() or "unknown",
+            trades=self._trades(trades, intent),
+            terminal=terminal,
+            venue_order_id=str(doc.get("id")),
+        )
+
+    @staticmethod
+    def _trades(raw: list[dict[str, Any]], intent: OrderIntent) -> list[VenueTrade]:
+        """Venue trades as fills: one per maker level when listed (exact fees), else the trade."""
+        out: list[VenueTrade] = []
+        rate, expo = fm.dec(intent.fee_rate), fm.dec(intent.fee_exponent)
+        for t in raw:
+            tid = str(t.get("id"))
+            makers = [m for m in (t.get("maker_orders") or []) if isinstance(m, dict)]
+            if makers:
+                for i, m in enumerate(makers):
+                    p, s = (
+                        fm.dec(str(m.get("price", "0"))),
+                        fm.dec(str(m.get("matched_amount", "0"))),
+                    )
+                    out.append(
+                        VenueTrade(
+                            f"{tid}:{i}", float(p), float(s), float(fm.taker_fee(s, p, rate, expo))
+                        )
+                    )
+            else:
+                p, s = fm.dec(str(t.get("price", "0"))), fm.dec(str(t.get("size", "0")))
+                out.append(
+                    VenueTrade(tid, float(p), float(s), float(fm.taker_fee(s, p, rate, expo)))
+                )
+        return [x for x in out if x.size > 0]
+
+    # --- market data and balances ---------------------------------------------------------------
+    def rest_book(self, asset_id: str) -> tuple[list[list[float]], list[list[float]]] | None:
+        assert self.client is not None
+        try:
+            doc = self.client.get_order_book(asset_id)
+        except (PolyException, httpx.HTTPError) as e:
+            self.log(
+                "execution",
+                "rest_book_failed",
+                "WARNING",
+                asset_id=asset_id,
+                error=self._describe(e),
+            )
+            return None
+        if not isinstance(doc, dict):
+            return None
+
+        def side(levels: Any) -> list[list[float]]:
+            out = []
+            for lv in levels if isinstance(levels, list) else []:
+                if isinstance(lv, dict):
+                    out.append([_num(lv.get("price")), _num(lv.get("size"))])
+                elif isinstance(lv, list | tuple) and len(lv) >= 2:
+                    out.append([_num(lv[0]), _num(lv[1])])
+            return out
+
+        return side(doc.get("bids")), side(doc.get("asks"))
+
+    def before_sell(self, asset_id: str) -> None:
+        """Selling right after a buy fails until the venue refreshes the token balance."""
+        if self.client is None:
+            return
+        try:
+            self.client.update_balance_allowance(
+                BalanceAllowanceParams(asset_type=AssetType.CONDITIONAL, token_id=asset_id)
+            )
+        except (PolyException, httpx.HTTPError) as e:
+            self.log(
+                "execution",
+                "balance_refresh_failed",
+                "WARNING",
+                asset_id=asset_id,
+                error=self._describe(e),
+            )
+
+    # --- heartbeat and user channel ---------------------------------------------------------------
+    def _ensure_heartbeat(self) -> None:
+        if self._hb_thread is None:
+            self._hb_thread = threading.Thread(
+                target=self._heartbeat_loop, daemon=True, name="heartbeat"
+            )
+            self._hb_thread.start()
+
+    def _heartbeat_loop(self) -> None:
+        hb_id = ""
+        while not self._stop.is_set():
+            try:
+                assert self.client is not None
+                res = self.client.post_heartbeat(hb_id)
+                hb_id = str(res.get("heartbeat_id", "")) if isinstance(res, dict) else ""
+                self._count("heartbeats")
+            except (PolyException, httpx.HTTPError, AssertionError) as e:
+                self._count("heartbeat_failed")
+                self.log("execution", "heartbeat_failed", "WARNING", error=self._describe(e))
+            self._stop.wait(HEARTBEAT_INTERVAL_S)
+
+    def _user_loop(self) -> None:
+        from websockets.sync.client import connect
+
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                assert self._creds is not None
+                with connect(self.user_ws_url, open_timeout=self.timeout_s) as ws:
+                    ws.send(
+                        json.dumps(
+                            {
+                                "auth": {
+                                    "apiKey": self._creds.api_key,
+                                    "secret": self._creds.api_secret,
+                                    "passphrase": self._creds.api_passphrase,
+                                },
+                                "markets": [],
+                                "type": "user",
+                            }
+                        )
+                    )
+                    self.ws_connected, backoff = True, 0.5
+                    next_ping = time.monotonic() + USER_PING_INTERVAL_S
+                    while not self._stop.is_set():
+                        try:
+                            text = ws.recv(timeout=1.0)
+                        except TimeoutError:
+                            text = None
+                        if time.monotonic() >= next_ping:
+                            ws.send("PING")
+                            next_ping = time.monotonic() + USER_PING_INTERVAL_S
+                        if text is not None:
+                            self._on_user_frame(text if isinstance(text, str) else text.decode())
+            except Exception as e:  # noqa: BLE001 - an external fault: counted, logged, retried
+                self._count("user_ws_errors")
+                self.log("execution", "user_channel_error", "WARNING", error=self._describe(e))
+            self.ws_connected = False
+            self._stop.wait(backoff)
+            backoff = min(RECONNECT_MAX_S, backoff * 2)
+
+    def _on_user_frame(self, text: str) -> None:
+        if text.strip().upper() in ("PONG", "PING", ""):
+            return
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            self._count("user_ws_garbage")
+            return
+        for ev in doc if isinstance(doc, list) else [doc]:
+            if not isinstance(ev, dict):
+                continue
+            kind = str(ev.get("event_type") or ev.get("type") or "").lower()
+            if kind == "trade" and ev.get("id"):
+                self.ws_trades[str(ev["id"])] = ev
+            elif kind == "order" and ev.get("id"):
+                self.ws_orders[str(ev["id"])] = ev
+            else:
+                self._count("user_ws_unknown")
+
+    def status(self) -> dict[str, Any]:
+        return {"ready": self._creds is not None, "user_channel": self.ws_connected, **self.counts}
