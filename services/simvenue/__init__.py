@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault", action="append", type=parse_fault, default=[], help=FAULT_HELP)
     p.add_argument("--book-ticker-hz", type=float, default=100.0,
                    help="Binance bookTicker rate (default 100/s; lower it in tests)")
+    p.add_argument("--clob-hz", type=float, default=60.0,
+                   help="Polymarket book updates per second across both tokens (default 60)")
     p.add_argument("--mine-seconds", type=float, default=2.0, help="MATCHED -> MINED delay")
     p.add_argument("--confirm-seconds", type=float, default=6.0, help="MATCHED -> CONFIRMED delay")
     p.add_argument("--balance", type=float, default=1000.0, help="starting pUSD per account")
@@ -101,13 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--replay: no such file {args.replay}")
     if args.book_ticker_hz < 0:
         parser.error("--book-ticker-hz must be >= 0")
+    if args.clob_hz < 0:
+        parser.error("--clob-hz must be >= 0")
 
     import uvicorn
 
     from services.simvenue.server import SimOptions, Venue, build_app
 
     opts = SimOptions(host=args.host, port=port, seed=seed, window_seconds=window,
-                      book_ticker_hz=args.book_ticker_hz, replay=args.replay, speed=args.speed,
+                      book_ticker_hz=args.book_ticker_hz, clob_update_hz=args.clob_hz, replay=args.replay, speed=args.speed,
                       faults=args.fault, mine_seconds=args.mine_seconds,
                       confirm_seconds=args.confirm_seconds, balance_usd=args.balance,
                       ping_interval=args.ping_interval)

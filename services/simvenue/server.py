@@ -55,6 +55,7 @@ class SimOptions:
     seed: int = 1
     window_seconds: int = 300
     book_ticker_hz: float = 100.0
+    clob_update_hz: float = 60.0
     replay: str | None = None
     speed: float = 1.0
     faults: list[dict] = field(default_factory=list)
@@ -139,7 +140,8 @@ class Venue:
         self.clock = clock
         now = clock()
         self.market = SimMarket(opts.seed, opts.window_seconds, now,
-                                book_ticker_hz=opts.book_ticker_hz)
+                                book_ticker_hz=opts.book_ticker_hz,
+                                clob_update_hz=opts.clob_update_hz)
         self.replay = Replay.load(opts.replay, opts.speed) if opts.replay else None
         self.server_secret = f"simvenue:{opts.seed}".encode()
         self.conns: set[Conn] = set()
