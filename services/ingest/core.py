@@ -46,7 +46,8 @@ HISTORY_NS = 15 * 60 * S  # price history kept for price-to-beat lookups
 FEEDS = ("binance", "clob", "gamma", "price_feed")
 BTC_SYMBOLS = {"BTCUSDT"}
 FEED_BTC_SYMBOLS = {"btc/usd", "btcusdt", "btc"}
-PTB_FEED_ORDER = ("twap60", "twap30", "chainlink")  # after gamma, before binance
+PTB_FEED_ORDER = ("twap60", "twap30", "chainlink", "binance")  # after gamma, best first
+PTB_SETTLE_NS = 30 * S  # after this long past the start, the price-to-beat source is frozen
 
 Out = list[tuple[str, Msg]]
 
@@ -102,7 +103,7 @@ class Window:
     published: MarketInfo | None = None
     resolved: bool = False
     released: bool = False
-    feed_ptb: tuple[float, str] | None = None  # price at start from a feed, frozen once found
+    feed_ptb: tuple[float, str, int] | None = None  # (price at start, source, rank) from a feed
 
 
 @dataclass
@@ -305,26 +306,27 @@ class IngestCore:
         return set(self.books.books)
 
     def price_to_beat(self, w: Window, now_ns: int) -> tuple[float | None, str]:
-        """Gamma's `priceToBeat`, else the TWAP/Chainlink feed at window start, else Binance.
-
-        A feed value is frozen once found, except that a better-ranked feed arriving later
-        (TWAP values come ~1.5 s late) replaces a Binance one."""
+        """Gamma's `priceToBeat`, else the TWAP feed at window start, else Chainlink, else
+        Binance. Feed values arrive late (TWAP ~1.5 s), so a better-ranked source replaces a
+        worse one for a while after the start; then the choice is frozen."""
         info = w.info
         if info.price_to_beat is not None:
             return info.price_to_beat, "gamma"
         start = info.window_start_ns
-        if now_ns < start or (w.feed_ptb is not None and w.feed_ptb[1] != "binance"):
-            return w.feed_ptb if w.feed_ptb is not None else (None, "")
-        if now_ns - start > PTB_MATCH_NS + 30 * S and w.feed_ptb is not None:
-            return w.feed_ptb  # long settled: stop looking
-        for source in (*PTB_FEED_ORDER, "binance"):
-            h = self._hist.get(source)
-            if h is not None:
-                v = h.at(start)
-                if v is not None:
-                    w.feed_ptb = (v, "twap" if source.startswith("twap") else source)
+        settled = now_ns - start > PTB_SETTLE_NS
+        if now_ns >= start and not settled and (w.feed_ptb is None or w.feed_ptb[2] > 0):
+            for rank, source in enumerate(PTB_FEED_ORDER):
+                if w.feed_ptb is not None and rank >= w.feed_ptb[2]:
                     break
-        return w.feed_ptb if w.feed_ptb is not None else (None, "")
+                h = self._hist.get(source)
+                v = h.at(start) if h is not None else None
+                if v is not None:
+                    label = "twap" if source.startswith("twap") else source
+                    w.feed_ptb = (v, label, rank)
+                    break
+        if w.feed_ptb is None:
+            return None, ""
+        return w.feed_ptb[0], w.feed_ptb[1]
 
     def _roll(self, now_ns: int, force: bool = False) -> Out:
         """Assign roles by the clock, release old tokens, publish what changed."""
@@ -347,7 +349,7 @@ class IngestCore:
             else:
                 role = "next"  # further ahead than next: still listed, still subscribed
             ptb, src = self.price_to_beat(w, now_ns)
-            msg = _with(w.info, role, ptb, src, now_ns if force else w.info.ts_recv_ns)
+            msg = _with(w.info, role, ptb, src, now_ns)
             changed = w.published is None or _differs(w.published, msg)
             if changed or force:
                 w.role = role
