@@ -701,10 +701,14 @@ class ObserveCore:
         if hb is not None and "emergency_stop" in hb.detail:
             # strategy only publishes risk.state on change; its heartbeat tells a late joiner
             es = bool(hb.detail.get("emergency_stop"))
+            listed = hb.detail.get("halted")
+            reasons = [str(r) for r in listed] if isinstance(listed, list) else []
+            if es and "emergency_stop" not in reasons:
+                reasons.append("emergency_stop")
             return {
-                "halted": hb.state == "halted" or es,
+                "halted": hb.state == "halted" or es or bool(reasons),
                 "emergency_stop": es,
-                "reasons": ["emergency_stop"] if es else [],
+                "reasons": reasons,
                 "source": "heartbeat",
                 "config_version": hb.detail.get("config_version", 0),
             }

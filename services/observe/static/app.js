@@ -1,0 +1,369 @@
+// Polyedge dashboard: one WebSocket (/ws/live, latest state ~5 Hz), REST for controls and config.
+// No build step: plain browser JS over the vendored uPlot.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "polyedge.apiToken";
+const MAX_POINTS = 4000;
+const THRESH = { warning: 200, critical: 500, stale: 1000 };
+
+let token = localStorage.getItem(TOKEN_KEY) || "";
+let state = null;
+let lastMsgAt = 0;
+let ws = null;
+let attempt = 0;
+let authFailed = false;
+
+// ---------- formatting ----------
+const fmt = (v, d = 2) => (v === null || v === undefined || Number.isNaN(v) ? "—" : Number(v).toFixed(d));
+const usd = (v, d = 2) => (v === null || v === undefined ? "—" : (v < 0 ? "-$" : "$") + Math.abs(v).toFixed(d));
+const signed = (v, d = 2) => (v === null || v === undefined ? "—" : (v >= 0 ? "+" : "") + Number(v).toFixed(d));
+const pct = (v, d = 1) => (v === null || v === undefined ? "—" : (v * 100).toFixed(d) + "%");
+const btcFmt = (v) => (v === null || v === undefined ? "—" : v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }));
+const ageFmt = (ms) => (ms === null || ms === undefined ? "—" : ms < 1000 ? `${Math.round(ms)} ms` : ms < 60000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 60000)} m`);
+const sevOf = (ms) => (ms === null || ms === undefined ? "none" : ms > THRESH.stale ? "stale" : ms > THRESH.critical ? "critical" : ms > THRESH.warning ? "warning" : "ok");
+const hhmmss = (ns) => new Date(ns / 1e6).toISOString().slice(11, 19);
+const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
+function setCls(el, base, extra) { el.className = base + (extra ? " " + extra : ""); }
+
+// ---------- charts (uPlot) ----------
+const btcData = [[], []];
+const probData = [[], [], []];
+let btcChart = null;
+let probChart = null;
+
+function axisStyle() {
+  return { stroke: "#7d8aa0", grid: { stroke: "#1f2737", width: 1 }, ticks: { stroke: "#263043" } };
+}
+
+function drawOverlays(u) {
+  const m = state && state.market;
+  if (!m) return;
+  const ctx = u.ctx;
+  const { left, top, width, height } = u.bbox;
+  ctx.save();
+  ctx.beginPath(); ctx.rect(left, top, width, height); ctx.clip();
+  if (m.price_to_beat) {
+    const y = u.valToPos(m.price_to_beat, "y", true);
+    ctx.strokeStyle = "#f59e0b"; ctx.lineWidth = 1.5 * devicePixelRatio; ctx.setLineDash([8, 5]);
+    ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(left + width, y); ctx.stroke();
+    ctx.setLineDash([]); ctx.fillStyle = "#f59e0b"; ctx.font = `${11 * devicePixelRatio}px monospace`;
+    ctx.fillText("to beat " + btcFmt(m.price_to_beat), left + 6, y - 4);
+  }
+  ctx.strokeStyle = "#64748b"; ctx.lineWidth = devicePixelRatio; ctx.setLineDash([2, 4]);
+  for (const tNs of [m.window_start_ns, m.window_end_ns]) {
+    if (!tNs) continue;
+    const x = u.valToPos(tNs / 1e9, "x", true);
+    ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + height); ctx.stroke();
+  }
+  ctx.restore();
+}
+
+function makeCharts() {
+  const btcEl = $("chart-btc");
+  btcChart = new uPlot({
+    width: btcEl.clientWidth, height: btcEl.clientHeight,
+    legend: { show: false }, cursor: { drag: { x: false, y: false } },
+    scales: {
+      x: { time: true },
+      y: {
+        range: (u, min, max) => {
+          const ptb = state && state.market && state.market.price_to_beat;
+          if (ptb) { min = Math.min(min ?? ptb, ptb); max = Math.max(max ?? ptb, ptb); }
+          if (min === null || max === null) return [0, 1];
+          const pad = Math.max((max - min) * 0.1, 5);
+          return [min - pad, max + pad];
+        },
+      },
+    },
+    axes: [axisStyle(), { ...axisStyle(), size: 70 }],
+    series: [{}, { label: "BTC", stroke: "#38bdf8", width: 1.6 }],
+    hooks: { draw: [drawOverlays] },
+  }, btcData, btcEl);
+  const probEl = $("chart-prob");
+  probChart = new uPlot({
+    width: probEl.clientWidth, height: probEl.clientHeight,
+    legend: { show: false }, cursor: { show: false },
+    scales: { x: { time: true }, y: { range: [0, 1] } },
+    axes: [{ ...axisStyle(), size: 24 }, { ...axisStyle(), size: 34, splits: () => [0, 0.25, 0.5, 0.75, 1] }],
+    series: [{}, { label: "model", stroke: "#22c55e", width: 1.6 }, { label: "market", stroke: "#38bdf8", width: 1.2, dash: [4, 3] }],
+  }, probData, probEl);
+  window.addEventListener("resize", () => {
+    btcChart.setSize({ width: btcEl.clientWidth, height: btcEl.clientHeight });
+    probChart.setSize({ width: probEl.clientWidth, height: probEl.clientHeight });
+  });
+}
+
+function pushPoint(arrs, values) {
+  const t = values[0];
+  const xs = arrs[0];
+  if (xs.length && t <= xs[xs.length - 1]) return;
+  values.forEach((v, i) => arrs[i].push(v));
+  if (xs.length > MAX_POINTS) arrs.forEach((a) => a.splice(0, a.length - MAX_POINTS));
+}
+
+async function loadHistory() {
+  try {
+    const r = await fetch("/api/history");
+    if (!r.ok) return;
+    const h = await r.json();
+    for (const [t, p] of h.btc) pushPoint(btcData, [t, p]);
+    for (const [t, pu, mk] of h.prob) pushPoint(probData, [t, pu, mk]);
+  } catch (e) { /* live updates will fill the charts */ }
+}
+
+// ---------- rendering ----------
+function renderBook(el, ageEl, b) {
+  if (!b) { el.innerHTML = '<div class="muted">no book</div>'; ageEl.textContent = ""; return; }
+  ageEl.textContent = "age " + ageFmt(b.age_ms);
+  const maxSz = Math.max(1, ...b.bids.map((l) => l[1]), ...b.asks.map((l) => l[1]));
+  const rows = (lv) => lv.map(([p, s]) => `<div class="lvl"><i style="width:${(100 * s / maxSz).toFixed(1)}%"></i><span class="p">${fmt(p, 3)}</span><span>${fmt(s, 1)}</span></div>`).join("");
+  el.innerHTML = `<div class="hdr"><span>bid <b class="mono pnl-pos">${fmt(b.best_bid, 3)}</b></span><span class="muted">spr ${fmt(b.spread, 3)}</span><span>ask <b class="mono pnl-neg">${fmt(b.best_ask, 3)}</b></span></div>
+    <div class="ladder bids">${rows(b.bids) || '<div class="muted">empty</div>'}<div class="muted">depth ${fmt(b.bid_depth, 0)}</div></div>
+    <div class="ladder asks">${rows(b.asks) || '<div class="muted">empty</div>'}<div class="muted">depth ${fmt(b.ask_depth, 0)}</div></div>`;
+}
+
+function render(d) {
+  // mode banner
+  const live = d.mode && d.mode.label === "LIVE";
+  $("mode-banner").textContent = live ? "LIVE" : "DRY RUN";
+  setCls($("mode-banner"), "mode", live ? "live" : "dry");
+  $("clock").textContent = hhmmss(d.ts_ns) + " UTC";
+  $("cfg-version").textContent = d.config_version;
+
+  // btc & market
+  $("btc-price").textContent = btcFmt(d.btc_price);
+  const m = d.market;
+  const ptb = m && m.price_to_beat;
+  $("ptb").textContent = btcFmt(ptb);
+  $("ptb-src").textContent = m ? (m.price_to_beat_source || (ptb ? "" : "not published yet")) : "—";
+  if (ptb && d.btc_price) {
+    const diff = d.btc_price - ptb;
+    $("btc-vs-ptb").textContent = `${signed(diff)} vs to-beat → ${diff >= 0 ? "Up" : "Down"}`;
+    setCls($("btc-vs-ptb"), "sub mono", diff >= 0 ? "pnl-pos" : "pnl-neg");
+  } else { $("btc-vs-ptb").textContent = d.btc_age_ms !== null ? "age " + ageFmt(d.btc_age_ms) : "no trades yet"; }
+  $("market-slug").textContent = m ? m.slug : "no market yet";
+  if (m) {
+    const left = m.seconds_left;
+    const mm = Math.floor(left / 60), ss = Math.floor(left % 60);
+    $("countdown").textContent = `${String(mm).padStart(2, "0")}:${String(ss).padStart(2, "0")}`;
+    setCls($("countdown"), "countdown mono", left <= 10 ? "closing" : left <= 30 ? "soon" : "");
+    $("countdown-bar").style.width = `${Math.max(0, Math.min(100, 100 * (1 - left / m.window_seconds)))}%`;
+  } else { $("countdown").textContent = "--:--"; }
+
+  // risk
+  const r = d.risk || {};
+  const rs = $("risk-state");
+  if (r.halted === null || r.halted === undefined) { rs.textContent = "UNKNOWN"; setCls(rs, "state", "unknown"); }
+  else if (r.halted) { rs.textContent = r.emergency_stop ? "HALTED · E-STOP" : "HALTED"; setCls(rs, "state", "halted"); }
+  else { rs.textContent = "ACTIVE"; setCls(rs, "state", "active"); }
+  $("risk-reasons").textContent = (r.reasons && r.reasons.length) ? r.reasons.join(", ") : (r.loss_streak ? `loss streak ${r.loss_streak}` : "no halt reasons");
+
+  // signal
+  const s = d.signal;
+  const up = d.books && d.books.up;
+  $("sig-side").textContent = s ? s.side : "—";
+  setCls($("sig-side"), "side", s ? s.side : "none");
+  $("sig-score").textContent = s ? fmt(s.score, 3) : "—";
+  $("sig-edge").textContent = s ? pct(s.edge_pct, 1) : "—";
+  $("sig-pup").textContent = s ? pct(s.p_up, 1) : "—";
+  $("sig-pup-bar").style.width = s ? `${100 * s.p_up}%` : "0";
+  const mid = up ? up.mid : null;
+  $("mkt-up").textContent = mid !== null ? pct(mid, 1) : "—";
+  $("mkt-up-bar").style.width = mid !== null ? `${100 * mid}%` : "0";
+
+  // books
+  renderBook($("book-up"), $("book-up-age"), d.books && d.books.up);
+  renderBook($("book-down"), $("book-down-age"), d.books && d.books.down);
+
+  // position
+  const p = d.position || {};
+  if (!p.open) { $("position").innerHTML = '<div class="muted">flat — no open position</div>'; }
+  else {
+    const u = p.unrealized_pnl;
+    $("position").innerHTML = `<div class="pos-grid mono">
+      <span>outcome</span><b class="${p.outcome === "Up" ? "pnl-pos" : "pnl-neg"}">${esc(p.outcome)}</b>
+      <span>size</span><b>${fmt(p.size, 2)} sh</b><span>avg</span><b>${fmt(p.avg_price, 3)}</b>
+      <span>mark</span><b>${fmt(p.mark_price, 3)}</b>
+      <span>live P&amp;L</span><b class="${u >= 0 ? "pnl-pos" : "pnl-neg"}" id="pos-pnl">${signed(u, 2)}</b></div>`;
+  }
+  const mt = d.metrics || {};
+  $("m-pnl").textContent = usd(mt.daily_pnl);
+  setCls($("m-pnl"), "mono", mt.daily_pnl > 0 ? "pnl-pos" : mt.daily_pnl < 0 ? "pnl-neg" : "");
+  $("m-trades").textContent = mt.trades_today ?? "—";
+  $("m-winrate").textContent = mt.win_rate === null || mt.win_rate === undefined ? "—" : pct(mt.win_rate, 0);
+  $("m-fees").textContent = usd(mt.fees_today, 3);
+
+  // services
+  $("services").innerHTML = Object.entries(d.services || {}).map(([n, v]) => {
+    const cls = !v.alive ? "bad" : v.state === "halted" ? "halted" : v.state === "running" ? "ok" : "bad";
+    return `<span class="chip ${cls}" title="heartbeat ${ageFmt(v.age_ms)}">${esc(n)} · ${esc(v.state)}</span>`;
+  }).join("");
+
+  // feeds
+  $("feeds").innerHTML = Object.entries(d.feeds || {}).map(([n, f]) => {
+    const st = f.connected === false ? ["down", "sev-critical"] : f.stale ? ["stale", "sev-warning"] : f.age_ms === null ? ["no data", "sev-none"] : ["ok", "sev-ok"];
+    return `<tr><td>${esc(n)}</td><td class="${st[1]}">${st[0]}</td><td class="r mono">${ageFmt(f.age_ms)}</td><td class="r mono">${f.reconnects ?? "—"}</td></tr>`;
+  }).join("");
+
+  // latency
+  $("latency").innerHTML = Object.entries(d.latency || {}).map(([k, v]) =>
+    `<tr><td>${esc(k.replace(/_ms$/, ""))}</td><td class="r mono sev-${sevOf(v.p50)}">${fmt(v.p50, 1)}</td><td class="r mono sev-${sevOf(v.p99)}">${fmt(v.p99, 1)}</td><td class="r mono muted">${v.count}</td></tr>`).join("");
+
+  // activity
+  const acts = [
+    ...(d.fills || []).map((f) => ({ t: f.ts_fill_ns, what: "fill", side: `${f.side} ${f.outcome || ""}`, price: fmt(f.price, 3), size: fmt(f.size, 2), detail: `fee ${fmt(f.fee, 4)}${f.dry_run ? " · dry" : ""}` })),
+    ...(d.decisions || []).map((x) => ({ t: x.ts_ns, what: x.action, side: x.side || "", price: "", size: "", detail: x.reason })),
+  ].sort((a, b) => b.t - a.t).slice(0, 10);
+  $("activity").innerHTML = acts.map((a) => `<tr><td class="mono">${a.t ? hhmmss(a.t) : "—"}</td><td>${esc(a.what)}</td><td>${esc(a.side)}</td><td class="r mono">${a.price}</td><td class="r mono">${a.size}</td><td class="muted">${esc(a.detail)}</td></tr>`).join("") || '<tr><td colspan="6" class="muted">nothing yet</td></tr>';
+
+  // charts
+  const t = d.ts_ns / 1e9;
+  if (d.btc_price !== null) pushPoint(btcData, [t, d.btc_price]);
+  if (s) pushPoint(probData, [t, s.p_up, mid]);
+  if (btcChart) { btcChart.setData(btcData); probChart.setData(probData); }
+}
+
+// ---------- WebSocket with reconnect ----------
+function setConn(up, text) {
+  $("conn-status").textContent = (up ? "● " : "○ ") + text;
+  setCls($("conn-status"), "conn", up ? "up" : "down");
+  $("conn-banner").classList.toggle("hidden", up);
+  if (!up) $("conn-banner").textContent = text;
+}
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const q = token ? `?token=${encodeURIComponent(token)}` : "";
+  ws = new WebSocket(`${proto}://${location.host}/ws/live${q}`);
+  ws.onopen = () => { attempt = 0; authFailed = false; setConn(true, "live"); };
+  ws.onmessage = (ev) => {
+    lastMsgAt = Date.now();
+    const msg = JSON.parse(ev.data);
+    if (msg.type === "state") { state = msg.data; render(state); }
+  };
+  ws.onclose = (ev) => {
+    ws = null;
+    if (ev.code === 4401) {
+      authFailed = true;
+      setConn(false, "API token required or wrong — click “API token”");
+      return;
+    }
+    attempt += 1;
+    const delay = Math.min(5000, 300 * 2 ** Math.min(attempt, 5));
+    setConn(false, `Disconnected from observe — reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${attempt})`);
+    setTimeout(connect, delay);
+  };
+}
+
+// no frame for 2 s on an open socket: the data on screen is old, say so
+setInterval(() => {
+  if (ws && ws.readyState === WebSocket.OPEN && lastMsgAt && Date.now() - lastMsgAt > 2000) {
+    setConn(false, `No update for ${((Date.now() - lastMsgAt) / 1000).toFixed(0)} s — data on screen is stale`);
+  } else if (ws && ws.readyState === WebSocket.OPEN) { setConn(true, "live"); }
+}, 500);
+
+// ---------- modal (confirmations and token) ----------
+function modal({ title, text, confirm = "Confirm", danger = true, input = false }) {
+  return new Promise((resolve) => {
+    $("modal-title").textContent = title;
+    $("modal-text").textContent = text;
+    $("confirm-yes").textContent = confirm;
+    $("confirm-yes").className = danger ? "danger" : "ok";
+    $("modal-input").classList.toggle("hidden", !input);
+    $("modal-input").value = input ? token : "";
+    $("modal").classList.remove("hidden");
+    if (input) $("modal-input").focus();
+    const done = (ok) => {
+      $("modal").classList.add("hidden");
+      $("confirm-yes").onclick = $("confirm-no").onclick = null;
+      resolve(ok ? (input ? $("modal-input").value : true) : null);
+    };
+    $("confirm-yes").onclick = () => done(true);
+    $("confirm-no").onclick = () => done(false);
+  });
+}
+
+async function post(path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const r = await fetch(path, { method: "POST", headers, body: JSON.stringify(body ?? {}) });
+  let doc = null;
+  try { doc = await r.json(); } catch (e) { doc = { error: `HTTP ${r.status}` }; }
+  return { status: r.status, doc };
+}
+
+function say(el, ok, text) { el.textContent = text; setCls(el, "control-msg", ok ? "okm" : "err"); }
+
+async function control(path, title, text, label, danger) {
+  const ok = await modal({ title, text, confirm: label, danger });
+  if (!ok) return;
+  const btns = ["btn-estop", "btn-clear", "btn-force-exit"].map($);
+  btns.forEach((b) => (b.disabled = true));
+  say($("control-msg"), true, "sending… waiting for strategy to confirm");
+  try {
+    const { status, doc } = await post(path, { reason: "dashboard" });
+    if (status === 200) {
+      const risk = doc.risk || {};
+      say($("control-msg"), true, `confirmed by strategy: ${risk.halted ? "HALTED" : "active"}${risk.reasons && risk.reasons.length ? " (" + risk.reasons.join(", ") + ")" : ""}`);
+    } else {
+      say($("control-msg"), false, `${status}: ${doc.error || "failed"}`);
+    }
+  } catch (e) { say($("control-msg"), false, "request failed: " + e); }
+  btns.forEach((b) => (b.disabled = false));
+}
+
+// ---------- config editor ----------
+let cfgDoc = {};
+async function loadConfig() {
+  const r = await fetch("/api/config");
+  const doc = await r.json();
+  cfgDoc = doc.config || {};
+  $("cfg-source").textContent = `v${doc.version} · ${doc.source || ""}`;
+  $("cfg-form").innerHTML = Object.entries(cfgDoc).map(([k, v]) =>
+    `<label for="cfg-${k}" title="${esc(k)}">${esc(k)}</label><input id="cfg-${k}" name="${esc(k)}" value="${esc(v)}" data-type="${typeof v}">
+     <div class="ferr hidden" id="cfgerr-${k}"></div>`).join("");
+}
+
+function readConfigForm() {
+  const out = {};
+  for (const inp of $("cfg-form").querySelectorAll("input")) {
+    const raw = inp.value.trim();
+    if (inp.dataset.type === "number") out[inp.name] = raw === "" || Number.isNaN(Number(raw)) ? raw : Number(raw);
+    else if (inp.dataset.type === "boolean") out[inp.name] = raw === "true";
+    else out[inp.name] = raw;
+  }
+  return out;
+}
+
+async function saveConfig(ev) {
+  ev.preventDefault();
+  for (const el of $("cfg-form").querySelectorAll(".ferr")) el.classList.add("hidden");
+  for (const el of $("cfg-form").querySelectorAll("input")) el.classList.remove("bad");
+  const { status, doc } = await post("/api/config", readConfigForm());
+  if (status === 200) { say($("cfg-msg"), true, `applied: version ${doc.config_version}`); loadConfig(); return; }
+  const fe = doc.field_errors || {};
+  for (const [k, msg] of Object.entries(fe)) {
+    const el = $(`cfgerr-${k}`);
+    if (el) { el.textContent = msg; el.classList.remove("hidden"); $(`cfg-${k}`).classList.add("bad"); }
+  }
+  say($("cfg-msg"), false, `${status}: ${Object.keys(fe).length ? Object.keys(fe).length + " field(s) invalid, nothing applied" : doc.error}`);
+}
+
+// ---------- wiring ----------
+$("btn-estop").onclick = () => control("/api/emergency-stop", "Emergency stop", "Halt all new entries now. Open positions stay until you force an exit.", "STOP TRADING", true);
+$("btn-clear").onclick = () => control("/api/emergency-stop/clear", "Clear emergency stop", "Allow strategy to enter trades again.", "Clear stop", false);
+$("btn-force-exit").onclick = () => control("/api/force-exit", "Force exit", "Sell the open position at market now.", "Force exit", true);
+$("cfg-save").onclick = saveConfig;
+$("cfg-reload").onclick = (ev) => { ev.preventDefault(); loadConfig(); };
+$("btn-token").onclick = async () => {
+  const v = await modal({ title: "API token", text: "Needed when the server sets API_TOKEN. Kept in this browser only.", confirm: "Save", danger: false, input: true });
+  if (v === null) return;
+  token = v.trim();
+  localStorage.setItem(TOKEN_KEY, token);
+  if (ws) ws.close(); else connect();
+};
+
+makeCharts();
+loadHistory().finally(connect);
+loadConfig().catch(() => say($("cfg-msg"), false, "could not load config"));
