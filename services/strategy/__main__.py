@@ -21,7 +21,7 @@ from common.config import (
 )
 from common.schema import ConfigSnapshot, Envelope, Msg, OrderIntent, OrderReject, Probe, to_dict
 from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
-from services.strategy.core import StrategyCore
+from services.strategy.core import STATE_EVERY_NS, StrategyCore
 from services.strategy.store import StateStore, write_config_atomically
 
 
@@ -45,6 +45,7 @@ class StrategyRunner(ServiceRunner):
             pending=list(self.core.pending),
         )
         self.orders = Pusher(self.settings.bus_endpoint(topics.ORDERS))
+        self._next_state = 0
 
     def _mtime(self) -> float:
         try:
@@ -92,7 +93,12 @@ class StrategyRunner(ServiceRunner):
         self.log.write("risk", "control_command", kind=type(env.msg).__name__)
         self.route(self.core.on_control(env.msg))
 
-    def on_timer(self, _now: int) -> None:
+    def on_timer(self, now: int) -> None:
+        if now >= self._next_state:
+            # also without market data, so observe and operators always see the risk state
+            self._next_state = now + STATE_EVERY_NS
+            self.pub.send(topics.RISK_STATE, self.core.risk_state())
+            self.pub.send(topics.POSITION, self.core.position_state())
         mtime = self._mtime()
         if mtime == self.config_mtime:
             return

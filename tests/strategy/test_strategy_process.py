@@ -1,0 +1,211 @@
+"""The strategy process for real: bus sockets, control replies, SQLite state across a restart,
+config write-back and config-file hot reload."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import topics
+from common.bus import Publisher, Puller, Pusher, Subscriber
+from common.config import load_settings
+from common.schema import (
+    BookSnapshot,
+    BtcTrade,
+    ConfigSnapshot,
+    ConfigUpdate,
+    ControlReply,
+    EmergencyStop,
+    Fill,
+    MarketInfo,
+    OrderIntent,
+    PositionState,
+    RiskState,
+    SignalScore,
+)
+from tests.conftest import REPO, wait_for
+
+NS = 1_000_000_000
+
+
+class Harness:
+    def __init__(self, env: dict[str, str], config_path: Path) -> None:
+        self.env = {**os.environ, **env, "POLYEDGE_CONFIG": str(config_path)}
+        os.environ["POLYEDGE_CONFIG"] = str(config_path)
+        s = load_settings(dotenv=None)
+        self.md = Publisher(s.bus_endpoint("ingest"))
+        self.sig = Publisher(s.bus_endpoint("signal"))
+        self.exe = Publisher(s.bus_endpoint("execution"))
+        self.orders = Puller(s.bus_endpoint(topics.ORDERS), drop_expired=False)
+        self.sub = Subscriber(s.bus_endpoint("strategy"), [""])
+        self.control_ep = s.bus_endpoint(topics.CONTROL)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.seen: list[tuple[str, Any]] = []
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.strategy"],
+            cwd=REPO,
+            env=self.env,
+            stderr=subprocess.PIPE,
+        )
+        wait_for(lambda: self.poll(RiskState), 15, what="strategy's first RiskState")
+        self.control = Pusher(self.control_ep)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            assert self.proc.wait(10) == 0
+            self.proc = None
+            self.control.close()
+
+    def poll(self, kind: type, pred: Any = lambda m: True) -> Any:
+        while (item := self.sub.recv(timeout_ms=20)) is not None:
+            self.seen.append((item[0], item[1].msg))
+        for _, m in reversed(self.seen):
+            if isinstance(m, kind) and pred(m):
+                return m
+        return None
+
+    def command(self, msg: Any) -> ControlReply:
+        assert self.control.send(topics.CONTROL_CMD, msg)
+        return wait_for(
+            lambda: self.poll(ControlReply, lambda r: r.request_id == msg.request_id),
+            10,
+            what=f"reply to {msg.request_id}",
+        )
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(5)
+        for s in (self.md, self.sig, self.exe, self.orders, self.sub):
+            s.close()
+
+
+def test_control_hot_reload_and_restart(iso_env: dict[str, str], tmp_path: Path) -> None:
+    cfg_path = tmp_path / "config.json"
+    cfg_path.write_text((REPO / "config" / "config.json").read_text())
+    h = Harness(iso_env, cfg_path)
+    try:
+        h.start()
+        # an entry, filled: an open position
+        now = time.time_ns()
+        start, end = now - 100 * NS, now + 200 * NS
+        mk = MarketInfo(
+            slug="btc-updown-5m-t",
+            condition_id="0xc",
+            up_token_id="U",
+            down_token_id="D",
+            window_start_ns=start,
+            window_end_ns=end,
+            ts_recv_ns=now,
+            fee_rate=0.07,
+        )
+
+        def feed() -> OrderIntent | None:
+            t = time.time_ns()
+            h.md.send(topics.MARKET, mk)
+            h.md.send(
+                topics.BTC_TRADE, BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t)
+            )
+            h.md.send(
+                "md.book.U",
+                BookSnapshot(
+                    asset_id="U",
+                    best_bid=0.43,
+                    best_ask=0.45,
+                    bids=[(0.43, 100.0)],
+                    asks=[(0.45, 100.0)],
+                    ts_exchange_ns=t,
+                    ts_recv_ns=t,
+                ),
+            )
+            h.sig.send(
+                topics.SIGNAL,
+                SignalScore(
+                    slug=mk.slug,
+                    p_up=0.8,
+                    side="Up",
+                    score=0.6,
+                    edge_up=0.3,
+                    edge_down=-0.3,
+                    ts_ns=t,
+                ),
+            )
+            got = h.orders.recv(timeout_ms=50)
+            return got[1].msg if got and isinstance(got[1].msg, OrderIntent) else None
+
+        intent = wait_for(feed, 15, what="an entry intent")
+        assert intent.side == "BUY" and intent.outcome == "Up"
+        fill = Fill(
+            client_order_id=intent.client_order_id,
+            asset_id="U",
+            side="BUY",
+            price=0.45,
+            size=intent.size,
+            fee=0.1,
+            ts_fill_ns=time.time_ns(),
+            slug=mk.slug,
+            outcome="Up",
+        )
+
+        def filled() -> PositionState | None:
+            h.exe.send(topics.FILL, fill)
+            return h.poll(PositionState, lambda p: p.open)
+
+        pos = wait_for(filled, 10, what="position open")
+        assert pos.size == intent.size
+
+        reply = h.command(EmergencyStop(request_id="stop-1", reason="test"))
+        assert reply.ok and reply.state["risk"]["emergency_stop"]
+        assert reply.state["position"]["open"]
+
+        before = cfg_path.read_text()
+        reply = h.command(ConfigUpdate(request_id="bad", config={"min_edge_pct": -1, "nope": 2}))
+        assert not reply.ok and set(reply.field_errors) == {"min_edge_pct", "nope"}
+        assert cfg_path.read_text() == before  # nothing applied, nothing written
+        version = reply.state["config_version"]
+
+        reply = h.command(ConfigUpdate(request_id="good", config={"min_edge_pct": 0.08}))
+        assert reply.ok and reply.state["config_version"] == version + 1
+        assert json.loads(cfg_path.read_text())["min_edge_pct"] == 0.08
+        snap = wait_for(
+            lambda: h.poll(ConfigSnapshot, lambda s: s.version == version + 1),
+            5,
+            what="config snapshot",
+        )
+        assert snap.config["min_edge_pct"] == 0.08
+
+        # an edit of the file itself is picked up without a restart
+        doc = json.loads(cfg_path.read_text())
+        doc["max_trades_per_day"] = 7
+        time.sleep(0.01)  # distinct mtime on coarse filesystems, not synchronisation
+        cfg_path.write_text(json.dumps(doc))
+        snap = wait_for(
+            lambda: h.poll(ConfigSnapshot, lambda s: s.source == "file"),
+            10,
+            what="file reload snapshot",
+        )
+        assert snap.version == version + 2 and snap.config["max_trades_per_day"] == 7
+
+        h.stop()
+        h.seen.clear()
+        h.start()
+        risk = wait_for(lambda: h.poll(RiskState), 10, what="risk state after restart")
+        assert risk.emergency_stop and risk.halted and risk.config_version == version + 2
+        assert risk.trades_today == 1
+        pos = wait_for(lambda: h.poll(PositionState), 10, what="position after restart")
+        assert pos.open and pos.size == intent.size
+        log = (Path(iso_env["LOG_DIR"]) / "risk.jsonl").read_text().splitlines()
+        events = [json.loads(ln)["event"] for ln in log]
+        assert "emergency_stop_set" in events and "state_restored" in events
+        assert "config_rejected" in events
+    finally:
+        h.close()
