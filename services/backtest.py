@@ -14,6 +14,7 @@ model's probability (sampled once a second of event time) against each window's 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +24,13 @@ from typing import Any, TextIO
 import msgspec
 
 from common import topics
-from common.config import ConfigError, StrategyConfig, load_strategy_config
+from common.config import (
+    ConfigError,
+    StrategyConfig,
+    config_to_dict,
+    load_strategy_config,
+    validate_strategy_config,
+)
 from common.schema import (
     BookDelta,
     BookSnapshot,
@@ -31,7 +38,6 @@ from common.schema import (
     ClockTick,
     FeedStatus,
     Fill,
-    LevelChange,
     MarketInfo,
     MarketResolved,
     Message,
@@ -42,8 +48,9 @@ from common.schema import (
     SignalScore,
     to_dict,
 )
+from services.execution.fills import OrderTerms, simulate_fill
+from services.ingest import parsers
 from services.signal.core import SignalCore
-from services.signal.model import taker_fee
 from services.strategy.core import StrategyCore
 
 NS = 1_000_000_000
@@ -64,143 +71,48 @@ CALIBRATION_BINS = 10
 
 
 # --------------------------------------------------------------------------- venue frames
-_json = msgspec.json.Decoder()
-
-
-def _num(v: Any) -> float:
-    return float(v)
-
-
-def _best(v: Any, is_ask: bool) -> float | None:
-    """The venue's best_bid/best_ask string; "0" (no bid) or "1" (no ask) mean an empty side."""
-    if v is None or v == "":
-        return None
-    x = float(v)
-    if (is_ask and x >= 1.0) or (not is_ask and x <= 0.0):
-        return None
-    return x
-
-
 class SimFrameAdapter:
-    """Turns the simulated venue's wire frames into bus messages.
-
-    A stand-in for the ingest parsers (services/ingest/parsers.py, not in the tree when this was
-    written): it follows the venue rules in PROTOCOLS.md (book best level last, `size` "0"
-    removes a level, string decimals, frames that are objects or arrays) for the channels the
-    cores use, and counts what it skips."""
+    """Turns the simulated venue's wire frames into bus messages with ingest's own parsers
+    (services/ingest/parsers.py), as ingest would publish them; counts what it skips."""
 
     def __init__(self) -> None:
+        self._p = parsers
         self.slug_by_condition: dict[str, str] = {}
         self.skipped = 0
         self.errors = 0
 
     def frame(self, ts_ns: int, channel: str, text: str) -> list[Msg]:
+        p = self._p
         try:
-            doc = _json.decode(text)
-        except msgspec.DecodeError:
+            if channel == "binance:btcusdt@aggTrade":  # ingest subscribes aggTrade, not trade
+                events = p.parse_binance(text, ts_ns)
+            elif channel.startswith("market"):
+                events = p.parse_clob(text, ts_ns)
+            elif channel.startswith("rtds:"):
+                events = p.parse_rtds(text, ts_ns)
+            else:
+                return []
+        except p.ParseError:
             self.errors += 1
             return []
-        docs = doc if isinstance(doc, list) else [doc]
         out: list[Msg] = []
-        for d in docs:
-            try:
-                out.extend(self._one(ts_ns, channel, d))
-            except (KeyError, TypeError, ValueError, msgspec.ValidationError):
-                self.errors += 1
-        return out
-
-    def _one(self, ts: int, channel: str, d: Any) -> list[Msg]:
-        if not isinstance(d, dict):
-            self.skipped += 1
-            return []
-        if channel.startswith("binance:"):
-            if d.get("e") != "aggTrade":
-                return []
-            return [
-                BtcTrade(
-                    price=_num(d["p"]),
-                    size=_num(d["q"]),
-                    ts_exchange_ns=int(d["T"]) * MS,
-                    ts_recv_ns=ts,
-                    trade_id=int(d.get("a", 0)),
-                    buyer_is_maker=bool(d.get("m", False)),
-                )
-            ]
-        if channel.startswith("rtds:"):
-            p = d.get("payload") or {}
-            source = {
-                "crypto_prices_chainlink": "chainlink",
-                "crypto_prices_twap_sixty": "twap60",
-            }.get(d.get("topic", ""))
-            if source is None or "value" not in p:
-                return []
-            return [
-                PriceFeedTick(
-                    source=source,
-                    symbol=str(p.get("symbol", "")),
-                    value=_num(p["value"]),
-                    ts_exchange_ns=int(p["timestamp"]) * MS,
-                    ts_recv_ns=ts,
-                )
-            ]
-        kind = d.get("event_type")
-        if kind == "book":
-            bids = sorted(
-                ((_num(x["price"]), _num(x["size"])) for x in d.get("bids", [])), reverse=True
-            )
-            asks = sorted((_num(x["price"]), _num(x["size"])) for x in d.get("asks", []))
-            return [
-                BookSnapshot(
-                    asset_id=str(d["asset_id"]),
-                    best_bid=bids[0][0] if bids else None,
-                    best_ask=asks[0][0] if asks else None,
-                    bids=bids,
-                    asks=asks,
-                    ts_exchange_ns=int(d.get("timestamp", 0)) * MS,
-                    ts_recv_ns=ts,
-                    market=str(d.get("market", "")),
-                    tick_size=_num(d.get("tick_size", 0.01)),
-                )
-            ]
-        if kind == "price_change":
-            by_asset: dict[str, list[dict[str, Any]]] = {}
-            for ch in d.get("price_changes", []):
-                by_asset.setdefault(str(ch["asset_id"]), []).append(ch)
-            out: list[Msg] = []
-            for asset, chs in by_asset.items():
+        for ev in events:
+            if isinstance(ev, parsers.MarketResolvedRaw):
                 out.append(
-                    BookDelta(
-                        asset_id=asset,
-                        changes=[
-                            LevelChange(
-                                side="BUY" if c["side"] == "BUY" else "SELL",
-                                price=_num(c["price"]),
-                                size=_num(c["size"]),
-                            )
-                            for c in chs
-                        ],
-                        best_bid=_best(chs[-1].get("best_bid"), False),
-                        best_ask=_best(chs[-1].get("best_ask"), True),
-                        ts_exchange_ns=int(d.get("timestamp", 0)) * MS,
-                        ts_recv_ns=ts,
-                        market=str(d.get("market", "")),
+                    MarketResolved(
+                        slug=self.slug_by_condition.get(ev.market, ""),
+                        winning_outcome="Up" if ev.winning_outcome.lower() == "up" else "Down",
+                        ts_ns=ev.ts_recv_ns,
+                        winning_asset_id=ev.winning_asset_id,
+                        condition_id=ev.market,
+                        source="market_channel",
                     )
                 )
-            return out
-        if kind == "market_resolved":
-            cond = str(d.get("market", ""))
-            return [
-                MarketResolved(
-                    slug=self.slug_by_condition.get(cond, ""),
-                    winning_outcome=d["winning_outcome"],
-                    ts_ns=ts,
-                    winning_asset_id=str(d.get("winning_asset_id", "")),
-                    condition_id=cond,
-                    source="market_channel",
-                )
-            ]
-        self.skipped += 1
-        return []
+            elif isinstance(ev, Msg):
+                out.append(ev)
+            else:
+                self.skipped += 1
+        return out
 
 
 def sim_market_info(w: Any, lookback_s: int, ts_ns: int, with_ptb: bool) -> MarketInfo:
@@ -278,15 +190,10 @@ def capture_messages(path: Path) -> Iterator[Msg]:
 # --------------------------------------------------------------------------- dry-run fills
 @dataclass
 class DryRunExecution:
-    """Fills intents immediately against the current local book (taker walk, venue fee rule).
+    """Fills intents at once against the current book with execution's own dry-run fill math
+    (services/execution/fills.py: tick/size grid, venue minimums, FOK/FAK walk, per-trade fee).
+    Our own taking is removed from the book until the venue's next update of those levels."""
 
-    A minimal stand-in for the execution service's dry-run fill function (issue 6, not in the
-    tree when this was written): FOK fills all or nothing, FAK what the book has within the
-    limit; fees are `shares * rate * (p * (1 - p)) ** exponent` rounded to 5 decimals."""
-
-    books: dict[str, tuple[list[tuple[float, float]], list[tuple[float, float]]]] = field(
-        default_factory=dict
-    )
     live: dict[str, tuple[dict[float, float], dict[float, float]]] = field(default_factory=dict)
 
     def on_md(self, msg: Msg) -> None:
@@ -303,47 +210,46 @@ class DryRunExecution:
 
     def on_intent(self, it: OrderIntent, now_ns: int) -> list[Msg]:
         bids, asks = self.live.get(it.asset_id, ({}, {}))
-        buy = it.side == "BUY"
-        levels = sorted(asks.items()) if buy else sorted(bids.items(), reverse=True)
-        left, got = it.size, []
-        for price, size in levels:
-            if (buy and price > it.limit_price + 1e-9) or (
-                not buy and price < it.limit_price - 1e-9
-            ):
-                break
-            take = min(left, size)
-            got.append((price, take))
-            left -= take
-            if left <= 1e-9:
-                break
-        filled = it.size - max(left, 0.0)
-        if filled <= 1e-9 or (it.order_type == "FOK" and left > 1e-9):
+        terms = OrderTerms.of(
+            it.side,
+            it.order_type,
+            str(it.limit_price),
+            str(it.size),
+            str(it.tick_size),
+            str(it.min_order_size),
+            str(it.fee_rate),
+            str(it.fee_exponent),
+        )
+        res = simulate_fill(
+            terms,
+            [(str(p), str(q)) for p, q in bids.items()],
+            [(str(p), str(q)) for p, q in asks.items()],
+        )
+        if not res.trades:
             return [
                 OrderReject(
                     client_order_id=it.client_order_id,
                     ts_ns=now_ns,
-                    reason="no liquidity within limit",
-                    code="killed",
+                    reason=res.reason or res.status,
+                    code=res.status,
                 )
             ]
-        book = bids if not buy else asks
-        fee = 0.0
-        for price, take in got:
-            fee += taker_fee(take, price, it.fee_rate, it.fee_exponent)
-            rest = book[price] - take
+        book = asks if it.side == "BUY" else bids
+        for t in res.trades:
+            price = float(t.price)
+            rest = book.get(price, 0.0) - float(t.size)
             if rest <= 1e-9:
-                del book[price]  # our own taking stays visible until the venue's next update
+                book.pop(price, None)
             else:
                 book[price] = rest
-        avg = sum(p * s for p, s in got) / filled
         return [
             Fill(
                 client_order_id=it.client_order_id,
                 asset_id=it.asset_id,
                 side=it.side,
-                price=round(avg, 6),
-                size=round(filled, 6),
-                fee=round(fee, 5),
+                price=round(float(res.avg_price), 6),
+                size=float(res.filled),
+                fee=float(res.fee),
                 ts_fill_ns=now_ns,
                 slug=it.slug,
                 outcome=it.outcome,
@@ -505,6 +411,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="strategy config file (default: POLYEDGE_CONFIG or config/config.json)",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value (JSON value), e.g. --set max_trades_per_day=50",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     ap.add_argument("--record", type=Path, help="also write the input messages as a capture")
     args = ap.parse_args(argv)
@@ -516,6 +429,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--window-seconds must be >= 10")
     try:
         config = load_strategy_config(args.config)
+        if args.set:
+            doc = config_to_dict(config)
+            for item in args.set:
+                key, sep, raw = item.partition("=")
+                if not sep:
+                    ap.error(f"--set expects KEY=VALUE, got {item!r}")
+                try:
+                    doc[key.strip()] = json.loads(raw)
+                except json.JSONDecodeError:
+                    doc[key.strip()] = raw
+            config = validate_strategy_config(doc, "--set")
     except ConfigError as e:
         print(f"polyedge backtest: {e}", file=sys.stderr)
         return 2

@@ -479,7 +479,7 @@ class StrategyCore:
         )
         limit = max(snap_down(cap, tick), ask)
         size = math.floor(cfg.stake_per_trade_usd / limit * 100 + 1e-6) / 100
-        if size * limit < 1.0 or size <= 0.0:
+        if size * limit < 1.0 or size < m.min_order_size:
             self._decide(out, "skip", "size_below_min_order", s.slug, s.side, size=size)
             return
         self._intent_n += 1
