@@ -83,7 +83,7 @@ class FakeVenue:
         self.calls.append("post")
         return VenueResult("accepted", "matched", trades=[VenueTrade("t1", 0.52, it.size, 0.1)])
 
-    def lookup(self, order_id, it):
+    def lookup(self, order_id, it, sent_ns, claimed):
         self.calls.append("lookup")
         return VenueResult("accepted", "matched", trades=[VenueTrade("t1", 0.52, it.size, 0.1)])
 

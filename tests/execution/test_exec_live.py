@@ -1,0 +1,364 @@
+"""The real execution process against the simulated venue's CLOB, with a throwaway key: accepted,
+rejected with a reason, timeout-but-placed reconciled to exactly one venue order, kill -9 between
+intent and ack, all 8 switch combinations, and no trace of the key anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from eth_account import Account
+
+from common import topics
+from common.bus import Pusher, Subscriber
+from common.config import load_settings
+from common.schema import OrderIntent, to_json
+from tests.conftest import REPO, wait_for
+
+SIM_WINDOW_S = 600
+
+
+class Sim:
+    def __init__(self, root: Path, port: int) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.log = open(root / "sim.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.simvenue",
+                "--port",
+                str(port),
+                "--window-seconds",
+                str(SIM_WINDOW_S),
+                "--book-ticker-hz",
+                "2",
+            ],
+            cwd=REPO,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(
+            lambda: httpx.get(self.base + "/sim/health", timeout=1).status_code == 200,
+            20,
+            what="simvenue up",
+        )
+
+    def state(self) -> dict[str, Any]:
+        return httpx.get(self.base + "/sim/state", timeout=5).json()
+
+    def fault(self, **f: Any) -> None:
+        assert httpx.post(self.base + "/sim/fault", json=f, timeout=5).status_code == 200
+
+    def orders(self, token: str) -> list[dict[str, Any]]:
+        return [o for o in self.state()["orders"] if o["asset_id"] == token]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+class Exec:
+    """`python -m services.execution` with its bus peers played by the test."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = {**os.environ, **env}
+        self.env.pop("PYTEST_CURRENT_TEST", None)
+        root = Path(env["POLYEDGE_ROOT"])
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:
+            s = load_settings(dotenv=None)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        self.db = s.database_path
+        self.logs = s.log_dir
+        self.out = root / "exec.out"
+        self.sub = Subscriber(s.bus_endpoint("execution"), ["exec.", topics.HEARTBEAT_PREFIX])
+        self.push = Pusher(s.bus_endpoint(topics.ORDERS))
+        self.seen: list[tuple[str, Any]] = []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, extra: dict[str, str] | None = None) -> None:
+        with open(self.out, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.execution"],
+                cwd=REPO,
+                env={**self.env, **(extra or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        pid = self.proc.pid
+        self.wait(
+            lambda m: m[0].startswith(topics.HEARTBEAT_PREFIX) and m[1].pid == pid,
+            20,
+            "a heartbeat from the new process",
+        )
+
+    def poll(self) -> None:
+        for topic, env in self.sub.drain():
+            self.seen.append((topic, env.msg))
+
+    def wait(self, pred: Any, timeout: float = 15, what: str = "message") -> Any:
+        def find() -> Any:
+            self.poll()
+            return next((m for m in self.seen if pred(m)), None)
+
+        return wait_for(find, timeout, what=what)
+
+    def send(self, intent: OrderIntent) -> None:
+        wait_for(lambda: self.push.send(topics.ORDER_INTENT, intent), 10, what="intent taken")
+
+    def of(self, coid: str, topic: str, timeout: float = 15) -> Any:
+        return self.wait(
+            lambda m: m[0] == topic and getattr(m[1], "client_order_id", "") == coid,
+            timeout,
+            f"{topic} for {coid}",
+        )[1]
+
+    def row(self, coid: str) -> dict[str, Any] | None:
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as c:
+            c.row_factory = sqlite3.Row
+            r = c.execute("SELECT * FROM orders WHERE client_order_id=?", (coid,)).fetchone()
+            return dict(r) if r else None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        self.sub.close()
+        self.push.close()
+
+
+@pytest.fixture
+def sim(iso_env: dict[str, str]) -> Iterator[Sim]:
+    s = Sim(Path(iso_env["POLYEDGE_ROOT"]), int(iso_env["SIM_PORT"]))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def key() -> str:
+    return Account.create().key.hex()  # throwaway, never committed
+
+
+def live_env(iso_env: dict[str, str], key: str, **kw: str) -> dict[str, str]:
+    return {
+        **iso_env,
+        "POLYEDGE_VENUE": "sim",
+        "DRY_RUN": "false",
+        "ENABLE_REAL_TRADING": "true",
+        "PRIVATE_KEY": key,
+        "EXEC_ORDER_TIMEOUT_MS": "1000",
+        "EXEC_RECONCILE_GRACE_MS": "4000",
+        **kw,
+    }
+
+
+def market(sim: Sim) -> dict[str, Any]:
+    """A window with at least 30 s left, so orders are not refused as closed."""
+    st = sim.state()
+    now_s = time.time()
+    w = st["current"] if st["current"]["end"] - now_s > 30 else st["next"]
+    return w
+
+
+def intent(w: dict[str, Any], coid: str, size: float = 10.0, **kw: Any) -> OrderIntent:
+    token = w["up_token"]
+    ask = float(w["books"][token]["best_ask"])
+    now = time.time_ns()
+    return OrderIntent(
+        client_order_id=coid,
+        slug=w["slug"],
+        asset_id=token,
+        outcome="Up",
+        side="BUY",
+        order_type="FOK",
+        limit_price=kw.pop("limit", round(min(0.98, ask + 0.05), 2)),
+        size=size,
+        expires_ns=now + 30 * 10**9,
+        ts_intent_ns=now,
+        ts_signal_ns=now - 10**6,
+        tick_size=float(w["tick_size"]),
+        fee_rate=0.07,
+        **kw,
+    )
+
+
+def assert_no_key(key: str, root: Path, messages: list[Any]) -> None:
+    needles = {key.lower().removeprefix("0x").encode(), key.lower().encode()}
+    for p in root.rglob("*"):
+        if p.is_file():
+            data = p.read_bytes().lower()
+            for n in needles:
+                assert n not in data, f"private key found in {p}"
+    blob = b"".join(to_json(m) for _, m in messages).lower()
+    for n in needles:
+        assert n not in blob, "private key found in a published message"
+
+
+@pytest.fixture
+def exe(iso_env: dict[str, str], key: str) -> Iterator[Exec]:
+    e = Exec(live_env(iso_env, key))
+    yield e
+    e.close()
+
+
+def test_exec_live_accept_reject_timeout_reconciled(
+    sim: Sim, exe: Exec, key: str, iso_env: dict[str, str]
+) -> None:
+    exe.start()
+    w = market(sim)
+    token = w["up_token"]
+    # accepted: ack then a live fill, venue id recorded
+    exe.send(intent(w, "acc-1"))
+    ack = exe.of("acc-1", topics.ACK)
+    fill = exe.of("acc-1", topics.FILL)
+    assert ack.status == "matched" and fill.dry_run is False and fill.size >= 10
+    venue = {o["id"]: o for o in sim.orders(token)}
+    assert ack.venue_order_id in venue and venue[ack.venue_order_id]["status"] == "MATCHED"
+    row = wait_for(lambda: (r := exe.row("acc-1")) and r["status"] == "filled" and r)
+    assert row["venue_order_id"] == ack.venue_order_id
+    assert row["signal_to_order_ack_ms"] > 0 and row["full_decision_to_fill_ms"] > 0
+    lat = exe.wait(lambda m: m[0] == topics.LATENCY and m[1].stage == "signal_to_order_ack_ms")
+    assert lat[1].ref == "acc-1"
+
+    # rejected by the venue, with the mapped reason; no order added at the venue
+    sim.fault(name="order_reject", count=1)
+    exe.send(intent(w, "rej-1"))
+    rej = exe.of("rej-1", topics.REJECT)
+    assert rej.code == "insufficient_balance" and "balance" in rej.reason
+    assert len(sim.orders(token)) == 1
+    assert exe.row("rej-1")["status"] == "rejected"
+
+    # the answer times out but the order was placed: reconciled, never re-sent
+    sim.fault(name="order_timeout_placed", count=1, seconds=4)
+    exe.send(intent(w, "late-1"))
+    fill = exe.of("late-1", topics.FILL, 20)
+    ack = exe.of("late-1", topics.ACK)
+    orders = sim.orders(token)
+    assert len(orders) == 2  # exactly one more order at the venue
+    assert ack.venue_order_id in {o["id"] for o in orders} - set(venue)
+    row = exe.row("late-1")
+    assert row["status"] == "filled" and fill.size >= 10
+    with sqlite3.connect(f"file:{exe.db}?mode=ro", uri=True) as c:
+        events = [
+            r[0]
+            for r in c.execute(
+                "SELECT event FROM order_events WHERE client_order_id='late-1' ORDER BY id"
+            )
+        ]
+    assert "outcome_unknown" in events and events.index("outcome_unknown") < events.index("ack")
+
+    # a duplicate of an intent already done is a no-op: no venue call, no new row
+    exe.send(intent(w, "acc-1"))
+    exe.send(intent(w, "probe-after-dup", limit=0.01, size=5))  # rejected locally (too cheap)
+    exe.of("probe-after-dup", topics.REJECT)
+    assert len(sim.orders(token)) == 2
+    exe.stop()
+    exe.poll()
+    assert_no_key(key, Path(iso_env["POLYEDGE_ROOT"]), exe.seen)
+
+
+def test_exec_kill9_between_intent_and_ack_leaves_one_order(sim: Sim, exe: Exec) -> None:
+    exe.start()
+    w = market(sim)
+    token = w["up_token"]
+    sim.fault(name="order_timeout_placed", count=1, seconds=30)
+    it = intent(w, "k9-1")
+    exe.send(it)
+    wait_for(
+        lambda: (r := exe.row("k9-1")) and r["status"] == "sending", 10, what="order being sent"
+    )
+    wait_for(lambda: len(sim.orders(token)) == 1, 10, what="order at the venue")
+    assert exe.proc is not None
+    os.kill(exe.proc.pid, signal.SIGKILL)
+    exe.proc.wait(10)
+    assert exe.row("k9-1")["status"] == "sending"  # the ledger does not know the outcome
+    exe.start()
+    row = wait_for(
+        lambda: (r := exe.row("k9-1")) and r["status"] == "filled" and r,
+        20,
+        what="reconciled after restart",
+    )
+    orders = sim.orders(token)
+    assert len(orders) == 1 and row["venue_order_id"] == orders[0]["id"]
+    exe.send(it)  # strategy re-sending the same intent after the restart: a no-op
+    exe.send(intent(w, "k9-2"))
+    exe.of("k9-2", topics.FILL)
+    assert len(sim.orders(token)) == 2 and exe.row("k9-1")["status"] == "filled"
+
+
+COMBOS = [(d, e, k) for d in (True, False) for e in (True, False) for k in (True, False)]
+
+
+def test_exec_switches_all_8_combinations_in_the_real_process(
+    sim: Sim, iso_env: dict[str, str], key: str
+) -> None:
+    w = market(sim)
+    token = w["up_token"]
+    e = Exec(live_env(iso_env, key))
+    try:
+        for n, (dry, enable, has_key) in enumerate(COMBOS):
+            extra = {
+                "DRY_RUN": str(dry).lower(),
+                "ENABLE_REAL_TRADING": str(enable).lower(),
+                "PRIVATE_KEY": key if has_key else "",
+            }
+            before = len(sim.orders(token))
+            e.start(extra)
+            coid = f"sw-{n}"
+            e.send(intent(w, coid))
+            live = not dry and enable and has_key
+            tag = (
+                "REAL_TRADING_BLOCKED_DRY_RUN_TRUE"
+                if dry
+                else "REAL_TRADING_BLOCKED_ENABLE_FALSE"
+                if not enable
+                else "REAL_TRADING_BLOCKED_PRIVATE_KEY_MISSING"
+                if not has_key
+                else ""
+            )
+            if live:
+                assert e.of(coid, topics.FILL).dry_run is False
+                assert len(sim.orders(token)) == before + 1
+            else:
+                # dry-run without a book from ingest rejects locally; blocked modes by the tag
+                rej = e.of(coid, topics.REJECT)
+                assert rej.code == (tag if not dry else "preflight_liquidity")
+                assert len(sim.orders(token)) == before  # no venue call
+                recs = [json.loads(ln) for ln in (e.logs / "execution.jsonl").open()]
+                assert any(
+                    r["event"] == tag
+                    and r.get("client_order_id") == coid
+                    and r.get("venue_call") is False
+                    for r in recs
+                )
+            e.stop()
+    finally:
+        e.close()
+    assert_no_key(key, Path(iso_env["POLYEDGE_ROOT"]), e.seen)
