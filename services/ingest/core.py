@@ -66,7 +66,7 @@ class FeedHealth:
     unknown_events: int = 0
     messages: int = 0
     detail: str = ""
-    _last_flags: tuple[bool, bool] | None = None
+    _last_flags: tuple[bool, bool, int] | None = None
     _next_status_ns: int = 0
 
     def seen(self, now_ns: int) -> None:
@@ -401,7 +401,7 @@ class IngestCore:
                 if b.synced:  # same book_seq: the same state again, for late subscribers
                     out.append((topics.book_topic(b.asset_id), b.snapshot()))
         for h in self.health.values():
-            flags = (h.connected, h.stale(now_ns))
+            flags = (h.connected, h.stale(now_ns), h.reconnects)
             if flags != h._last_flags or now_ns >= h._next_status_ns:
                 h._last_flags = flags
                 h._next_status_ns = now_ns + STATUS_INTERVAL_NS
