@@ -370,6 +370,13 @@ class ObserveCore:
             self.config_source = f"strategy:{msg.source}" if msg.source else "strategy"
         elif isinstance(msg, ControlReply):
             self.control_replies.append(to_dict(msg))
+            cfg = msg.state.get("config")
+            version = msg.state.get("config_version")
+            # a late-joining observe missed strategy's startup snapshot: any reply carries it
+            if isinstance(cfg, dict) and isinstance(version, int) and msg.ok:
+                if version >= self.config_version or not self.config_source.startswith("strat"):
+                    self.config, self.config_version = dict(cfg), version
+                    self.config_source = "strategy:control reply"
             out.append(
                 LogLine(
                     "risk",

@@ -48,6 +48,7 @@ function drawOverlays(u) {
     ctx.strokeStyle = "#f59e0b"; ctx.lineWidth = 1.5 * devicePixelRatio; ctx.setLineDash([8, 5]);
     ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(left + width, y); ctx.stroke();
     ctx.setLineDash([]); ctx.fillStyle = "#f59e0b"; ctx.font = `${11 * devicePixelRatio}px monospace`;
+    ctx.textAlign = "left"; ctx.textBaseline = "bottom";  // uPlot leaves its axis alignment set
     ctx.fillText("to beat " + btcFmt(m.price_to_beat), left + 6, y - 4);
   }
   ctx.strokeStyle = "#64748b"; ctx.lineWidth = devicePixelRatio; ctx.setLineDash([2, 4]);
@@ -65,7 +66,18 @@ function makeCharts() {
     width: btcEl.clientWidth, height: btcEl.clientHeight,
     legend: { show: false }, cursor: { drag: { x: false, y: false } },
     scales: {
-      x: { time: true },
+      x: {
+        time: true,
+        // show the current window whole (and half of the one before) so the empty space to
+        // the right is the time left to trade
+        range: (u, min, max) => {
+          const m = state && state.market;
+          if (!m || !m.window_end_ns) return [min ?? 0, max ?? 1];
+          const start = m.window_start_ns / 1e9, end = m.window_end_ns / 1e9;
+          const lo = start - (end - start) / 2;
+          return [lo, Math.max(end, max ?? end)];
+        },
+      },
       y: {
         range: (u, min, max) => {
           const ptb = state && state.market && state.market.price_to_beat;
@@ -77,7 +89,7 @@ function makeCharts() {
       },
     },
     axes: [axisStyle(), { ...axisStyle(), size: 70 }],
-    series: [{}, { label: "BTC", stroke: "#38bdf8", width: 1.6 }],
+    series: [{}, { label: "BTC", stroke: "#38bdf8", width: 1.6, points: { show: false } }],
     hooks: { draw: [drawOverlays] },
   }, btcData, btcEl);
   const probEl = $("chart-prob");
@@ -86,7 +98,8 @@ function makeCharts() {
     legend: { show: false }, cursor: { show: false },
     scales: { x: { time: true }, y: { range: [0, 1] } },
     axes: [{ ...axisStyle(), size: 24 }, { ...axisStyle(), size: 34, splits: () => [0, 0.25, 0.5, 0.75, 1] }],
-    series: [{}, { label: "model", stroke: "#22c55e", width: 1.6 }, { label: "market", stroke: "#38bdf8", width: 1.2, dash: [4, 3] }],
+    series: [{}, { label: "model", stroke: "#22c55e", width: 1.6, points: { show: false } },
+      { label: "market", stroke: "#38bdf8", width: 1.2, dash: [4, 3], points: { show: false } }],
   }, probData, probEl);
   window.addEventListener("resize", () => {
     btcChart.setSize({ width: btcEl.clientWidth, height: btcEl.clientHeight });
@@ -130,6 +143,12 @@ function render(d) {
   setCls($("mode-banner"), "mode", live ? "live" : "dry");
   $("clock").textContent = hhmmss(d.ts_ns) + " UTC";
   $("cfg-version").textContent = d.config_version;
+  // strategy applied a new config (from here, another tab or the file): show it, unless the
+  // trader is typing in the editor right now
+  if (d.config_version !== shownCfgVersion && !$("cfg-form").contains(document.activeElement)) {
+    shownCfgVersion = d.config_version;
+    loadConfig().catch(() => {});
+  }
 
   // btc & market
   $("btc-price").textContent = btcFmt(d.btc_price);
@@ -207,8 +226,11 @@ function render(d) {
   }).join("");
 
   // latency
-  $("latency").innerHTML = Object.entries(d.latency || {}).map(([k, v]) =>
-    `<tr><td>${esc(k.replace(/_ms$/, ""))}</td><td class="r mono sev-${sevOf(v.p50)}">${fmt(v.p50, 1)}</td><td class="r mono sev-${sevOf(v.p99)}">${fmt(v.p99, 1)}</td><td class="r mono muted">${v.count}</td></tr>`).join("");
+  $("latency").innerHTML = Object.entries(d.latency || {}).map(([k, v]) => {
+    const info = v.severity === "info";  // a lag the venue imposes (TWAP feed): not coloured
+    const c50 = info ? "muted" : `sev-${sevOf(v.p50)}`, c99 = info ? "muted" : `sev-${sevOf(v.p99)}`;
+    return `<tr><td>${esc(k.replace(/_ms$/, ""))}</td><td class="r mono ${c50}">${fmt(v.p50, 1)}</td><td class="r mono ${c99}">${fmt(v.p99, 1)}</td><td class="r mono muted">${v.count}</td></tr>`;
+  }).join("");
 
   // activity
   const acts = [
@@ -315,6 +337,7 @@ async function control(path, title, text, label, danger) {
 
 // ---------- config editor ----------
 let cfgDoc = {};
+let shownCfgVersion = null;
 async function loadConfig() {
   const r = await fetch("/api/config");
   const doc = await r.json();

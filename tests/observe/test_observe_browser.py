@@ -1,0 +1,224 @@
+"""The dashboard in real headless Chromium (Debian's `chromium`, driven by Playwright): it loads,
+prices move, emergency stop halts strategy and the API agrees, the config editor shows field
+errors inline, and the page says so while its WebSocket is down and recovers by itself."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import short_tmpdir, wait_for
+from tests.observe.observe_harness import TOKEN, Observe, start_stack
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason="needs Debian's chromium: apt-get update && apt-get install -y chromium",
+)
+
+
+def launch(pw: Any) -> Any:
+    return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+@pytest.fixture
+def page_factory() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            yield lambda: browser.new_page(viewport={"width": 1600, "height": 1000})
+        finally:
+            browser.close()
+
+
+def text(page: Any, sel: str) -> str:
+    return page.locator(sel).inner_text()
+
+
+def test_dashboard_live_controls_and_reconnect(page_factory: Any, tmp_path: Path) -> None:
+    root = short_tmpdir()
+    env, obs, strategy, hot = start_stack(root, API_TOKEN=TOKEN)
+    obs2: Observe | None = None
+    try:
+        wait_for(
+            lambda: obs.get("/health").json()["services"]["strategy"]["alive"],
+            20,
+            what="strategy heartbeat",
+        )
+        page = page_factory()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.add_init_script(f"localStorage.setItem('polyedge.apiToken', '{TOKEN}')")
+        page.goto(obs.base + "/")
+
+        # the page loads and goes live
+        wait_for(lambda: "live" in text(page, "#conn-status"), 10, what="websocket live")
+        assert text(page, "#mode-banner") == "DRY RUN"
+        first = wait_for(
+            lambda: (t := text(page, "#btc-price")) != "—" and t, 10, what="a BTC price on the page"
+        )
+        wait_for(lambda: text(page, "#btc-price") != first, 10, what="the BTC price to change")
+        wait_for(lambda: text(page, "#market-slug") == hot.slug, 10, what="market slug")
+        assert re.fullmatch(r"\d\d:\d\d", text(page, "#countdown"))
+        assert "0.520" in text(page, "#book-up") and "0.460" in text(page, "#book-down")
+        assert text(page, "#sig-side") == "Up"
+        assert text(page, "#ptb") == "97,000.00"
+        wait_for(lambda: text(page, "#risk-state") == "ACTIVE", 10, what="risk ACTIVE")
+        assert "feed_lag_binance" in text(page, "#latency")
+        # the chart library drew something: uPlot's canvas exists with a real size
+        box = page.locator("#chart-btc canvas").first.bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 100
+
+        # emergency stop: confirmation first, then the halted state the API agrees with
+        page.click("#btn-estop")
+        assert page.locator("#modal").is_visible()
+        assert obs.status()["risk"]["halted"] is False  # nothing sent before confirming
+        page.click("#confirm-yes")
+        wait_for(lambda: "HALTED" in text(page, "#risk-state"), 10, what="HALTED on the page")
+        assert "confirmed by strategy" in text(page, "#control-msg")
+        st = obs.status()
+        assert st["risk"]["halted"] is True and st["risk"]["emergency_stop"] is True
+        wait_for(
+            lambda: obs.get("/health").json()["services"]["strategy"]["state"] == "halted",
+            5,
+            what="strategy heartbeat halted",
+        )
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 20_000
+        keep = os.environ.get("OBSERVE_SCREENSHOT_DIR")
+        if keep:
+            shutil.copy(shot, Path(keep) / "dashboard.png")
+
+        # the config editor shows validation errors inline and applies nothing
+        version = obs.get("/api/config").json()["version"]
+        page.fill("#cfg-stake_per_trade_usd", "-3")
+        page.click("#cfg-save")
+        wait_for(
+            lambda: page.locator("#cfgerr-stake_per_trade_usd").is_visible(),
+            5,
+            what="inline field error",
+        )
+        assert "0.0" in text(page, "#cfgerr-stake_per_trade_usd")
+        assert "nothing applied" in text(page, "#cfg-msg")
+        assert obs.get("/api/config").json()["version"] == version
+
+        # clear the stop from the page
+        page.click("#btn-clear")
+        page.click("#confirm-yes")
+        wait_for(lambda: text(page, "#risk-state") == "ACTIVE", 10, what="ACTIVE again")
+        assert obs.status()["risk"]["halted"] is False
+
+        # observe goes away: the page says so; it comes back: the page reconnects by itself
+        assert obs.stop() == 0
+        wait_for(lambda: page.locator("#conn-banner").is_visible(), 10, what="banner shown")
+        assert "reconnecting" in text(page, "#conn-banner")
+        obs2 = Observe(env)
+        obs2.wait_up()
+        wait_for(
+            lambda: not page.locator("#conn-banner").is_visible(),
+            15,
+            what="banner gone after reconnect",
+        )
+        wait_for(lambda: "live" in text(page, "#conn-status"), 5, what="live again")
+        assert errors == []
+    finally:
+        if obs2 is not None:
+            obs2.stop()
+        obs.stop()
+        if strategy is not None:
+            strategy.stop()
+        hot.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_whole_system_on_simulated_venue(
+    page_factory: Any, iso_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The real supervisord tree (POLYEDGE_VENUE=sim, 20 s windows) seen through the browser."""
+    from tests.conftest import REPO, Supervised
+
+    root = Path(iso_env["POLYEDGE_ROOT"])
+    cfg = root / "config.json"
+    shutil.copy(REPO / "config" / "config.json", cfg)
+    sup = Supervised(
+        iso_env,
+        {
+            "POLYEDGE_VENUE": "sim",
+            "SIM_WINDOW_SECONDS": "20",
+            "API_TOKEN": TOKEN,
+            "POLYEDGE_CONFIG": str(cfg),  # strategy writes accepted config back: not the repo's
+        },
+    )
+    base = f"http://127.0.0.1:{iso_env['API_PORT']}"
+    sup.start()
+    try:
+        import httpx
+
+        sup.wait_running(("simvenue", "execution", "strategy", "signal", "ingest", "observe"), 30)
+        wait_for(
+            lambda: httpx.get(base + "/health", timeout=2).json()["ok"],
+            30,
+            what=f"/health ok (observe log: {sup.log_tail('observe')[-500:]})",
+        )
+        page = page_factory()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.add_init_script(f"localStorage.setItem('polyedge.apiToken', '{TOKEN}')")
+        page.goto(base + "/")
+        wait_for(lambda: "live" in text(page, "#conn-status"), 10, what="websocket live")
+        first = wait_for(
+            lambda: (t := text(page, "#btc-price")) != "—" and t, 15, what="sim BTC price"
+        )
+        wait_for(lambda: text(page, "#btc-price") != first, 15, what="the sim price to move")
+        wait_for(
+            lambda: text(page, "#market-slug").startswith("btc-updown-5m-"), 15, what="sim market"
+        )
+        wait_for(lambda: text(page, "#book-up") != "no book", 15, what="sim Up book")
+        wait_for(lambda: text(page, "#sig-side") in ("Up", "Down"), 15, what="a signal")
+        wait_for(
+            lambda: httpx.get(base + "/health", timeout=2).json()["pipeline"]["probes"] > 0,
+            10,
+            what="end-to-end probes",
+        )
+
+        page.click("#btn-estop")
+        page.click("#confirm-yes")
+        wait_for(lambda: "HALTED" in text(page, "#risk-state"), 10, what="HALTED on the page")
+        st = httpx.get(base + "/api/status", timeout=5).json()
+        assert st["risk"]["halted"] is True and st["risk"]["emergency_stop"] is True
+        wait_for(
+            lambda: (
+                httpx.get(base + "/health", timeout=2).json()["services"]["strategy"]["state"]
+                == "halted"
+            ),
+            5,
+            what="strategy heartbeat halted",
+        )
+        shot = tmp_path / "dashboard_sim.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 20_000
+        keep = os.environ.get("OBSERVE_SCREENSHOT_DIR")
+        if keep:
+            shutil.copy(shot, Path(keep) / "dashboard_sim.png")
+        assert errors == []
+    finally:
+        sup.stop()
