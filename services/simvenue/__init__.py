@@ -49,6 +49,15 @@ def parse_fault(spec: str) -> dict:
     return out
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        print(f"simvenue: {name}={raw!r} is not a number", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -70,10 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", metavar="CAPTURE_PATH", help="play back a capture instead")
     p.add_argument("--speed", type=float, default=1.0, help="replay speed factor (default 1)")
     p.add_argument("--fault", action="append", type=parse_fault, default=[], help=FAULT_HELP)
-    p.add_argument("--book-ticker-hz", type=float, default=100.0,
-                   help="Binance bookTicker rate (default 100/s; lower it in tests)")
-    p.add_argument("--clob-hz", type=float, default=60.0,
-                   help="Polymarket book updates per second across both tokens (default 60)")
+    p.add_argument("--book-ticker-hz", type=float, default=None,
+                   help="Binance bookTicker rate (env SIM_BOOK_TICKER_HZ, default 100/s)")
+    p.add_argument("--clob-hz", type=float, default=None,
+                   help="Polymarket book updates per second, both tokens (env SIM_CLOB_HZ, default 60)")
     p.add_argument("--mine-seconds", type=float, default=2.0, help="MATCHED -> MINED delay")
     p.add_argument("--confirm-seconds", type=float, default=6.0, help="MATCHED -> CONFIRMED delay")
     p.add_argument("--balance", type=float, default=1000.0, help="starting pUSD per account")
@@ -101,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--speed must be > 0")
     if args.replay and not Path(args.replay).is_file():
         parser.error(f"--replay: no such file {args.replay}")
+    if args.book_ticker_hz is None:
+        args.book_ticker_hz = _env_float("SIM_BOOK_TICKER_HZ", 100.0)
+    if args.clob_hz is None:
+        args.clob_hz = _env_float("SIM_CLOB_HZ", 60.0)
     if args.book_ticker_hz < 0:
         parser.error("--book-ticker-hz must be >= 0")
     if args.clob_hz < 0:
