@@ -1,0 +1,235 @@
+"""Observe's transport-free core and recorder with plain messages: books from snapshots and
+deltas, latency percentiles and thresholds, live P&L, today's figures, recorded rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.schema import (
+    BookDelta,
+    BookSnapshot,
+    Fill,
+    LatencySample,
+    LevelChange,
+    MarketInfo,
+    PositionState,
+    RiskState,
+    Settlement,
+)
+from services.observe.core import LogLine, ObserveCore, Row
+from services.observe.latency import LatencyStats, percentile, severity
+from services.observe.recorder import Recorder
+
+NOW = 1_795_000_000_000_000_000
+
+
+def core() -> ObserveCore:
+    return ObserveCore(NOW, 1)
+
+
+def market(c: ObserveCore) -> None:
+    c.handle(
+        "md.market",
+        MarketInfo(
+            slug="btc-updown-5m-1",
+            condition_id="c",
+            up_token_id="U",
+            down_token_id="D",
+            window_start_ns=NOW - 100 * 10**9,
+            window_end_ns=NOW + 200 * 10**9,
+            ts_recv_ns=NOW,
+            price_to_beat=100_000.0,
+            price_to_beat_source="gamma",
+        ),
+        NOW,
+    )
+
+
+def test_book_snapshot_then_deltas_rebuild_depth_and_best() -> None:
+    c = core()
+    market(c)
+    c.handle(
+        "md.book.U",
+        BookSnapshot(
+            asset_id="U",
+            best_bid=0.50,
+            best_ask=0.52,
+            bids=[(0.50, 10.0), (0.49, 20.0)],
+            asks=[(0.52, 5.0), (0.53, 7.0)],
+            ts_exchange_ns=NOW,
+            ts_recv_ns=NOW,
+        ),
+        NOW,
+    )
+    c.handle(
+        "md.book.U",
+        BookDelta(
+            asset_id="U",
+            changes=[LevelChange("BUY", 0.51, 3.0), LevelChange("SELL", 0.52, 0.0)],
+            best_bid=0.51,
+            best_ask=0.53,
+            ts_exchange_ns=NOW,
+            ts_recv_ns=NOW + 10**6,
+        ),
+        NOW,
+    )
+    up = c.books_doc(NOW + 2 * 10**6)["up"]
+    assert up["bids"] == [[0.51, 3.0], [0.50, 10.0], [0.49, 20.0]]
+    assert up["asks"] == [[0.53, 7.0]]
+    assert (up["best_bid"], up["best_ask"], up["mid"], up["spread"]) == (0.51, 0.53, 0.52, 0.02)
+    assert up["bid_depth"] == 33.0 and up["age_ms"] == 1.0
+    assert c.books_doc(NOW)["down"] is None
+
+
+def test_percentiles_are_nearest_rank_and_thresholds_strict() -> None:
+    vals = sorted(float(i) for i in range(1, 101))
+    assert percentile(vals, 50) == 50.0 and percentile(vals, 99) == 99.0
+    assert percentile(vals, 100) == 100.0 and percentile([7.0], 99) == 7.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    assert [severity(x) for x in (200.0, 200.1, 500.0, 500.1, 1000.0, 1000.1)] == [
+        "ok",
+        "warning",
+        "warning",
+        "critical",
+        "critical",
+        "stale",
+    ]
+    st = LatencyStats(window=10)
+    for x in range(20):
+        st.add("s", float(x))
+    s = st.summary()["s"]
+    assert s["count"] == 20 and s["window"] == 10 and s["max"] == 19.0 and s["p50"] == 14.0
+
+
+def test_latency_breaches_are_logged_once_a_second_with_suppressed_count() -> None:
+    c = core()
+    out1 = c.handle("exec.latency", LatencySample(stage="x_ms", ms=700.0, ts_ns=NOW), NOW)
+    out2 = c.handle("exec.latency", LatencySample(stage="x_ms", ms=800.0, ts_ns=NOW), NOW + 1)
+    out3 = c.handle(
+        "exec.latency", LatencySample(stage="x_ms", ms=900.0, ts_ns=NOW), NOW + 2 * 10**9
+    )
+    logs1 = [r for r in out1 if isinstance(r, LogLine)]
+    assert logs1 and logs1[0].stream == "latency" and logs1[0].level == "ERROR"
+    assert logs1[0].fields["severity"] == "critical"
+    assert not [r for r in out2 if isinstance(r, LogLine)]
+    logs3 = [r for r in out3 if isinstance(r, LogLine)]
+    assert logs3[0].fields["suppressed_since_last"] == 1
+    assert c.latency.summary()["x_ms"]["breaches"] == {"critical": 3}
+
+
+def test_live_pnl_marks_at_the_bid_and_metrics_count_today() -> None:
+    c = core()
+    market(c)
+    c.handle(
+        "md.book.U",
+        BookSnapshot(
+            asset_id="U",
+            best_bid=0.60,
+            best_ask=0.62,
+            bids=[(0.60, 10.0)],
+            asks=[(0.62, 5.0)],
+            ts_exchange_ns=NOW,
+            ts_recv_ns=NOW,
+        ),
+        NOW,
+    )
+    c.handle(
+        "strat.position",
+        PositionState(
+            ts_ns=NOW,
+            open=True,
+            slug="btc-updown-5m-1",
+            asset_id="U",
+            outcome="Up",
+            size=10.0,
+            avg_price=0.50,
+            cost=5.0,
+            fees=0.175,
+            mark_price=0.55,
+            unrealized_pnl=0.3,
+        ),
+        NOW,
+    )
+    pos = c.position_doc(NOW)
+    assert pos["mark_price"] == 0.60 and pos["unrealized_pnl"] == pytest.approx(0.825)
+    out = c.handle(
+        "exec.fill",
+        Fill(
+            client_order_id="a",
+            asset_id="U",
+            side="BUY",
+            price=0.5,
+            size=10.0,
+            fee=0.175,
+            ts_fill_ns=NOW,
+        ),
+        NOW,
+    )
+    assert [r.table for r in out if isinstance(r, Row)] == ["trades"]
+    c.handle(
+        "exec.settlement",
+        Settlement(
+            slug="btc-updown-5m-1",
+            asset_id="U",
+            outcome="Up",
+            won=True,
+            size=10.0,
+            payout=1.0,
+            pnl=4.825,
+            ts_ns=NOW,
+        ),
+        NOW,
+    )
+    m = c.metrics_doc(NOW)
+    assert (m["trades_today"], m["wins_today"], m["win_rate"]) == (1, 1, 1.0)
+    assert m["daily_pnl"] == 4.825 and m["source"] == "observe"
+    # strategy's own counters win once it publishes them for today
+    c.handle(
+        "risk.state",
+        RiskState(
+            ts_ns=NOW, halted=False, day=m["day"], daily_pnl=-2.0, trades_today=3, wins_today=1
+        ),
+        NOW,
+    )
+    m2 = c.metrics_doc(NOW)
+    assert (m2["daily_pnl"], m2["trades_today"], m2["source"]) == (-2.0, 3, "strategy")
+
+
+def test_recorder_migrates_once_dedups_trades_and_pages(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    rec = Recorder(db)
+    assert rec.schema_version == 1
+    c = core()
+    for i in range(5):
+        for r in c.handle(
+            "exec.fill",
+            Fill(
+                client_order_id=f"c{i}",
+                asset_id="U",
+                side="BUY",
+                price=0.5,
+                size=1.0,
+                fee=0.0,
+                ts_fill_ns=NOW + i,
+                slug="s",
+                trade_id=f"t{i}",
+            ),
+            NOW,
+        ):
+            if isinstance(r, Row):
+                rec.add(r.table, r.values)
+                rec.add(r.table, r.values)  # the same fill twice is one trade
+    assert rec.flush() == 10
+    page = rec.trades(limit=2, offset=1)
+    assert page["total"] == 5 and [t["client_order_id"] for t in page["items"]] == ["c3", "c2"]
+    with pytest.raises(ValueError, match="unknown trade filter"):
+        rec.trades(colour="red")
+    with pytest.raises(ValueError, match="does not own"):
+        rec.add("orders", {})
+    rec.close()
+    again = Recorder(db)  # reopening does not re-run the migration
+    assert again.schema_version == 1 and again.count("trades") == 5
+    again.close()
