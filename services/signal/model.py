@@ -9,13 +9,14 @@ prices that average, not the spot price at the close.
 from __future__ import annotations
 
 import math
-from collections import deque
+from bisect import bisect_right
 from dataclasses import dataclass
 
 NS = 1_000_000_000
 RETURN_HORIZONS_S = (5, 15, 30, 60)
 P_MIN, P_MAX = 1e-4, 1.0 - 1e-4  # keep probabilities off 0/1 so Brier/log scores stay finite
 MOMENTUM_CLIP = 3.0
+HISTORY_NS = (RETURN_HORIZONS_S[-1] + 5) * NS
 
 
 def norm_cdf(x: float) -> float:
@@ -104,7 +105,8 @@ class BtcFeatures:
     def __init__(self, halflife_s: float = 60.0, vol_floor: float = 3e-5) -> None:
         self.halflife_s = halflife_s
         self.vol_floor = vol_floor
-        self.prices: deque[tuple[int, float]] = deque()
+        self._ts: list[int] = []  # trade times, ascending (bisect for horizon look-ups)
+        self._px: list[float] = []
         self.last_price: float | None = None
         self.last_ts_ns = 0
         self._sample_ts_ns = 0
@@ -119,10 +121,11 @@ class BtcFeatures:
             ts_ns = self.last_ts_ns  # a late trade does not move time backwards
         self.last_price = price
         self.last_ts_ns = ts_ns
-        self.prices.append((ts_ns, price))
-        horizon = (RETURN_HORIZONS_S[-1] + 5) * NS
-        while len(self.prices) > 2 and self.prices[1][0] <= ts_ns - horizon:
-            self.prices.popleft()
+        self._ts.append(ts_ns)
+        self._px.append(price)
+        if len(self._ts) > 4096:  # keep a little more than the longest horizon, trim in bulk
+            cut = max(0, bisect_right(self._ts, ts_ns - HISTORY_NS) - 1)
+            del self._ts[:cut], self._px[:cut]
         if self._sample_ts_ns == 0:
             self._sample_ts_ns, self._sample_price = ts_ns, price
         elif ts_ns - self._sample_ts_ns >= NS:
@@ -145,19 +148,15 @@ class BtcFeatures:
 
     def price_at(self, ts_ns: int) -> float | None:
         """Last trade price at or before `ts_ns` (None if we have no trade that old)."""
-        found = None
-        for t, p in self.prices:
-            if t > ts_ns:
-                break
-            found = p
-        return found
+        i = bisect_right(self._ts, ts_ns)
+        return self._px[i - 1] if i else None
 
     def log_return(self, horizon_s: float) -> float:
         if self.last_price is None:
             return 0.0
         past = self.price_at(self.last_ts_ns - int(horizon_s * NS))
         if past is None:
-            past = self.prices[0][1] if self.prices else self.last_price
+            past = self._px[0] if self._px else self.last_price
         return math.log(self.last_price / past)
 
     def momentum(self, horizon_s: float) -> float:
