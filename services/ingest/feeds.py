@@ -182,8 +182,9 @@ class FeedContext:
 
     def fault(self, feed: str, event: str, **fields: Any) -> None:
         """An external fault: always counted by the caller, logged without flooding."""
-        n = self._fault_counts.get(event, 0) + 1
-        self._fault_counts[event] = n
+        key = f"{feed}:{event}"
+        n = self._fault_counts.get(key, 0) + 1
+        self._fault_counts[key] = n
         if n <= 10 or n % LOG_EVERY == 0:
             self.log(event, "WARNING", feed=feed, count=n, **fields)
 
@@ -242,7 +243,7 @@ async def _run_socket(
                     h.reconnects += 1
                 first = False
                 ctx.log("feed_connected", feed=feed, url=url, reconnects=h.reconnects)
-                reason = await session(ws) or "closed"
+                reason = await _until_stop(ctx, session(ws)) or "closed"
         except websockets.ConnectionClosed as e:
             reason = f"connection closed: {e}"
         except (OSError, TimeoutError, websockets.InvalidURI, websockets.InvalidHandshake) as e:
@@ -260,6 +261,21 @@ async def _run_socket(
         ctx.fault(feed, "feed_disconnected", reason=reason[:300], retry_in_s=round(delay, 3))
         if await ctx.sleep(delay):
             return
+
+
+async def _until_stop(ctx: FeedContext, coro: Any) -> str | None:
+    """Run a socket session until it ends or the service stops (then cancel it)."""
+    sess = asyncio.ensure_future(coro)
+    stopper = asyncio.ensure_future(ctx.stop.wait())
+    try:
+        await asyncio.wait({sess, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if sess.done():
+        return sess.result()  # re-raises the session's ConnectionClosed etc.
+    sess.cancel()
+    await asyncio.gather(sess, return_exceptions=True)
+    return "stopping"
 
 
 async def _watchdog(
