@@ -4,6 +4,7 @@ JSONL streams, serve the API and the dashboard, push the live state to WebSocket
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -208,7 +209,11 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
 
 
 def main() -> int:
+    # The API process must never hold the signing key. supervisord hands every program the same
+    # environment, so drop it here before anything else can read or echo it.
+    os.environ.pop("PRIVATE_KEY", None)
     runner = ServiceRunner("observe", "latency", publish=False)
+    runner.settings = dataclasses.replace(runner.settings, private_key=None)
     s = runner.settings
     if s.api_host not in LOOPBACK and s.api_token is None:
         fail(

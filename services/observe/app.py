@@ -47,6 +47,7 @@ MAX_LIVE_CLIENTS = 256
 CONTROL_TIMEOUT_S = 3.0
 MAX_BODY_BYTES = 64 * 1024
 WS_UNAUTHORIZED = 4401
+WS_FORBIDDEN = 4403
 
 _json = msgspec.json.Encoder()
 
@@ -230,6 +231,39 @@ class TokenAuthMiddleware:
                 "reason": "missing or wrong API token",
             }
         )
+        return None
+
+
+class OriginCheckMiddleware:
+    """Refuses state-changing requests and WebSockets sent by a page from another origin.
+
+    A browser attaches `Origin` to every POST and WebSocket; a foreign web page open in the
+    trader's browser could otherwise clear an emergency stop on a token-less loopback API (a
+    "simple" cross-site POST needs no CORS preflight) or read the live state. Clients that send no
+    Origin (curl, scripts) are not browsers and pass."""
+
+    def __init__(self, app: ASGIApp, allowed_origins: list[str]) -> None:
+        self.app = app
+        self.allowed = set(allowed_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or (
+            kind == "http" and scope["method"] in TokenAuthMiddleware.SAFE_METHODS
+        ):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not origin or origin in (f"http://{host}", f"https://{host}") or origin in self.allowed:
+            return await self.app(scope, receive, send)
+        if kind == "http":
+            return await error(403, f"cross-origin request from {origin} refused")(
+                scope, receive, send
+            )
+        if (await receive())["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": WS_FORBIDDEN, "reason": "cross-origin"})
         return None
 
 
@@ -506,6 +540,7 @@ def build_app(
     middleware = [
         Middleware(TrustedHostMiddleware, allowed_hosts=api.allowed_hosts),
         Middleware(BodyLimitMiddleware, limit=api.max_body_bytes),
+        Middleware(OriginCheckMiddleware, allowed_origins=api.cors_origins),
     ]
     if api.cors_origins:
         middleware.append(

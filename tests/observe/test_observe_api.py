@@ -31,11 +31,16 @@ from tests.observe.observe_harness import (
     start_stack,
 )
 
+# a throwaway key that must never come back out of the API or its logs
+PRIVATE_KEY = "0x" + "5a" * 32
+
 
 class Stack:
     def __init__(self) -> None:
         self.root = short_tmpdir()
-        self.env, self.obs, self.strategy, self.hot = start_stack(self.root, API_TOKEN=TOKEN)
+        self.env, self.obs, self.strategy, self.hot = start_stack(
+            self.root, API_TOKEN=TOKEN, PRIVATE_KEY=PRIVATE_KEY
+        )
 
     @property
     def db(self) -> Path:
@@ -542,3 +547,31 @@ def test_control_without_strategy_is_503_at_once_and_state_survives_restart() ->
         obs.stop()
         hot.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_cross_origin_posts_and_sockets_are_refused(stack: Stack) -> None:
+    evil = {"Origin": "http://evil.example"}
+    r = stack.obs.post("/api/emergency-stop/clear", {}, headers=evil)
+    assert r.status_code == 403 and "cross-origin" in r.json()["error"]
+    same = {"Origin": stack.obs.base}
+    r = stack.obs.post("/api/force-exit", {}, headers=same)
+    assert r.status_code == 409  # reached strategy (which has nothing to exit)
+    url = stack.obs.base.replace("http", "ws") + f"/ws/live?token={TOKEN}"
+
+    async def refused() -> int | None:
+        async with websockets.connect(url, origin="http://evil.example") as ws:
+            try:
+                await asyncio.wait_for(ws.recv(), 3)
+            except websockets.ConnectionClosed as e:
+                return e.rcvd.code if e.rcvd else None
+        return None
+
+    assert asyncio.run(refused()) == 4403
+
+
+def test_private_key_never_comes_out(stack: Stack) -> None:
+    secret = PRIVATE_KEY.removeprefix("0x")
+    for path in ("/api/status", "/api/config", "/metrics", "/health", "/api/latency"):
+        assert secret not in stack.obs.get(path).text, path
+    for f in (stack.root / "logs").glob("*.jsonl"):
+        assert secret not in f.read_text(), f
