@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,14 @@ from common.config import (
 from common.schema import ConfigSnapshot, Envelope, Msg, OrderIntent, OrderReject, Probe, to_dict
 from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
 from services.strategy.core import STATE_EVERY_NS, StrategyCore
-from services.strategy.store import StateStore, write_config_atomically
+from services.strategy.store import (
+    StateStore,
+    ledger_fills,
+    ledger_settlements,
+    write_config_atomically,
+)
+
+LEDGER_OVERLAP_NS = 60 * 1_000_000_000  # replay a minute before the newest fill we saw
 
 
 class StrategyRunner(ServiceRunner):
@@ -37,6 +45,7 @@ class StrategyRunner(ServiceRunner):
         self.store = StateStore(self.settings.database_path)
         saved = self.store.load()
         self.core = StrategyCore(config, saved)
+        self.reconcile()
         self.log.write(
             "risk",
             "state_restored" if saved else "state_fresh",
@@ -46,6 +55,32 @@ class StrategyRunner(ServiceRunner):
         )
         self.orders = Pusher(self.settings.bus_endpoint(topics.ORDERS))
         self._next_state = 0
+
+    def reconcile(self) -> None:
+        """Replay execution's ledger (fills, then the open position's settlement) into the core:
+        the same code path as live messages, so startup and crash recovery agree."""
+        since = max(0, self.core.fill_watermark_ns - LEDGER_OVERLAP_NS)
+        try:
+            events = ledger_fills(self.store.conn, self.core.client_prefix, since)
+            for fill in events:
+                self.core.handle(topics.FILL, fill)
+            pos = self.core.position
+            if pos is not None:
+                for settlement in ledger_settlements(self.store.conn, pos.slug):
+                    self.core.handle(topics.SETTLEMENT, settlement)
+        except sqlite3.DatabaseError as e:
+            # execution's tables are its own; an unreadable ledger must not stop a halted
+            # strategy from starting (its own state is already loaded)
+            self.log.error("ledger_reconcile_failed", error=str(e))
+            return
+        self.log.write(
+            "risk",
+            "ledger_reconciled",
+            fills_seen=len(events),
+            risk=self.core.control_state()["risk"],
+            position=self.core.control_state()["position"],
+        )
+        self.flush()
 
     def _mtime(self) -> float:
         try:

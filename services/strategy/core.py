@@ -55,6 +55,7 @@ EPS = 1e-9
 STATE_EVERY_NS = NS  # RiskState / PositionState at least once a second
 PENDING_GRACE_NS = 5 * NS  # an intent unanswered this long after expiry is given up on
 EXIT_RETRY_NS = NS  # after a failed exit, wait this long before trying again
+MAX_FILL_KEYS = 2000
 TERMINAL_NO_FILL = {"killed", "unmatched", "cancelled", "canceled", "expired", "failed"}
 # entry blocks that are risk controls (also logged to risk.jsonl); the rest are market reasons
 RISK_REASONS = (
@@ -165,6 +166,8 @@ class StrategyCore:
         self._last_block = ""
         self._last_exit_try_ns = 0
         self._intent_n = 0
+        self.applied_fills: list[str] = []  # keys of fills already counted (bounded)
+        self.fill_watermark_ns = 0  # newest fill time seen: ledger replay starts a bit before
         if state:
             self.restore(state)
 
@@ -184,6 +187,8 @@ class StrategyCore:
             "pending": {k: asdict(v) for k, v in self.pending.items()},
             "settled": self.settled[-50:],
             "intent_n": self._intent_n,
+            "applied_fills": self.applied_fills[-MAX_FILL_KEYS:],
+            "fill_watermark_ns": self.fill_watermark_ns,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -200,6 +205,8 @@ class StrategyCore:
         self.pending = {k: PendingOrder(**v) for k, v in (state.get("pending") or {}).items()}
         self.settled = list(state.get("settled") or [])
         self._intent_n = int(state.get("intent_n", 0))
+        self.applied_fills = list(state.get("applied_fills") or [])
+        self.fill_watermark_ns = int(state.get("fill_watermark_ns", 0))
 
     # ------------------------------------------------------------------ risk
     def halt_reasons(self) -> list[str]:
@@ -297,6 +304,8 @@ class StrategyCore:
         elif isinstance(msg, MarketInfo):
             self._advance(msg.ts_recv_ns, out)
             self.markets[msg.slug] = msg
+            if self.position is not None and self.position.slug == msg.slug:
+                self.position.window_end_ns = msg.window_end_ns  # unknown if rebuilt from a fill
             self.token_slug[msg.up_token_id] = msg.slug
             self.token_slug[msg.down_token_id] = msg.slug
             self._prune_markets()
@@ -625,6 +634,12 @@ class StrategyCore:
         pend = self.pending.get(f.client_order_id)
         if pend is None and not f.client_order_id.startswith(self.client_prefix + "-"):
             return  # not ours
+        key = f.trade_id or f"{f.client_order_id}:{f.ts_fill_ns}:{f.side}:{f.price}:{f.size}"
+        if key in self.applied_fills:
+            return  # a duplicate (bus replay or ledger reconciliation): counted once
+        self.applied_fills.append(key)
+        del self.applied_fills[:-MAX_FILL_KEYS]
+        self.fill_watermark_ns = max(self.fill_watermark_ns, f.ts_fill_ns)
         self._advance(f.ts_fill_ns, out)
         slug = f.slug or (pend.slug if pend else self.token_slug.get(f.asset_id, ""))
         if pend is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from common.db import connect, migrate
-from common.schema import to_json
+from common.schema import Fill, Settlement, to_json
 
 MIGRATIONS = [
     """CREATE TABLE IF NOT EXISTS strategy_state (
@@ -58,6 +58,61 @@ class StateStore:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def ledger_fills(conn: sqlite3.Connection, prefix: str, since_ns: int) -> list[Fill]:
+    """Our fills since `since_ns` from execution's ledger (read only; execution owns it),
+    replayed into the core on start so a fill published while strategy was down is not lost
+    (the core ignores duplicates)."""
+    out: list[Fill] = []
+    if "fills" in _tables(conn):
+        rows = conn.execute(
+            "SELECT * FROM fills WHERE client_order_id LIKE ? AND ts_fill_ns >= ? "
+            "ORDER BY ts_fill_ns, id",
+            (prefix + "-%", since_ns),
+        ).fetchall()
+        for r in rows:
+            out.append(
+                Fill(
+                    client_order_id=r["client_order_id"],
+                    asset_id=r["asset_id"],
+                    side=r["side"],
+                    price=r["price"],
+                    size=r["size"],
+                    fee=r["fee"],
+                    ts_fill_ns=r["ts_fill_ns"],
+                    slug=r["slug"],
+                    outcome=r["outcome"],
+                    venue_order_id=r["venue_order_id"] or "",
+                    trade_id=r["trade_id"],
+                    dry_run=bool(r["dry_run"]),
+                )
+            )
+    return out
+
+
+def ledger_settlements(conn: sqlite3.Connection, slug: str) -> list[Settlement]:
+    """Execution's settlement of `slug`, if it settled while strategy was down."""
+    out: list[Settlement] = []
+    if "settlements" in _tables(conn):
+        for r in conn.execute("SELECT * FROM settlements WHERE slug=?", (slug,)).fetchall():
+            out.append(
+                Settlement(
+                    slug=r["slug"],
+                    asset_id=r["asset_id"],
+                    outcome=r["outcome"],
+                    won=bool(r["won"]),
+                    size=r["size"],
+                    payout=r["payout"],
+                    pnl=r["pnl"],
+                    ts_ns=r["ts_ns"],
+                )
+            )
+    return out
 
 
 def write_config_atomically(path: Path, doc: dict[str, Any]) -> None:
