@@ -36,6 +36,8 @@ from common.schema import (
 
 MS = 1_000_000
 S = 1_000_000_000
+MAX_MS = 4_102_444_800_000  # 2100-01-01: anything later is garbage (and would not fit the bus)
+INT64_MAX = 2**63 - 1
 
 _decode_json = msgspec.json.Decoder().decode
 
@@ -150,8 +152,8 @@ def _ms_to_ns(v: Any, what: str) -> int:
             raise ParseError(f"{what}: not a timestamp: {str(v)[:40]!r}") from None
     else:
         raise ParseError(f"{what}: expected milliseconds, got {type(v).__name__}")
-    if ms < 0:
-        raise ParseError(f"{what}: negative timestamp {ms}")
+    if not 0 <= ms <= MAX_MS:
+        raise ParseError(f"{what}: timestamp out of range: {ms}")
     return ms * MS
 
 
@@ -159,9 +161,10 @@ def _int(v: Any, default: int = 0) -> int:
     if isinstance(v, bool) or v is None:
         return default
     try:
-        return int(v)
-    except (TypeError, ValueError):
+        n = int(v)
+    except (TypeError, ValueError, OverflowError):
         return default
+    return n if -INT64_MAX <= n <= INT64_MAX else default
 
 
 def _str(v: Any) -> str:
@@ -578,6 +581,11 @@ def parse_gamma(doc: str | bytes | Any, ts_recv_ns: int, slug: str | None = None
         else {}
     )
     meta = (event or {}).get("eventMetadata") or market.get("eventMetadata")
+    if isinstance(meta, str):  # JSON-encoded like clobTokenIds on some answers
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            meta = None
     ptb = _opt_num(meta.get("priceToBeat"), "priceToBeat") if isinstance(meta, dict) else None
     tick = _opt_num(market.get("orderPriceMinTickSize"), "orderPriceMinTickSize") or 0.01
     return MarketInfo(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from datetime import datetime
 from pathlib import Path
 
@@ -120,6 +121,8 @@ def test_binance_numbers_unknown_fields_and_unknown_events() -> None:
     )
     (t,) = P.parse_binance(frame, TS)
     assert (t.price, t.size, t.ts_exchange_ns) == (84000.5, 0.25, 7_000_000)
+    (big,) = P.parse_binance('{"e": "trade", "p": "1", "q": "1", "T": 1, "t": 1e300}', TS)
+    assert big.trade_id == 0 and roundtrip(big) == big  # an absurd id never breaks the bus
     (n,) = P.parse_binance('{"e": "kline", "E": 1, "k": {}}', TS)
     assert isinstance(n, P.VenueNotice) and not n.known
 
@@ -135,6 +138,8 @@ def test_binance_numbers_unknown_fields_and_unknown_events() -> None:
         '{"e": "aggTrade", "q": "1", "T": 1}',
         '{"u": 1, "s": "BTCUSDT", "b": "1", "a": "2", "A": "1"}',
         '{"stream": "x", "data": 5}',
+        '{"e": "aggTrade", "p": "1", "q": "1", "T": 1e30}',
+        '{"e": "aggTrade", "p": "1", "q": "1", "T": -5}',
     ],
 )
 def test_binance_garbage_raises_parse_error(frame: str) -> None:
@@ -460,3 +465,93 @@ def test_every_venue_fixture_is_handled_without_crashing() -> None:
                     for v in msgspec.to_builtins(m).values():
                         assert not (isinstance(v, float) and math.isnan(v))
     assert seen >= 30
+
+
+WEIRD_VALUES: list[object] = [
+    None,
+    "",
+    "abc",
+    -1,
+    1e400,
+    "1e999",
+    [],
+    {},
+    True,
+    "0",
+    0,
+    "0.5",
+    [["0.5", "1"]],
+    2**70,
+]
+
+
+def _mutations(doc: object, rng: random.Random, n: int) -> list[object]:
+    """Copies of a decoded frame with one field (at any depth) replaced, dropped or re-typed."""
+    paths: list[tuple[object, object]] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                paths.append((node, k))
+                walk(v)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                paths.append((node, i))
+                walk(v)
+
+    out = []
+    for _ in range(n):
+        copy = json.loads(json.dumps(doc))
+        paths.clear()
+        walk(copy)
+        if not paths:
+            break
+        parent, key = rng.choice(paths)
+        if isinstance(parent, dict) and rng.random() < 0.3:
+            del parent[key]
+        else:
+            parent[key] = rng.choice(WEIRD_VALUES)  # type: ignore[index]
+        out.append(copy)
+    return out
+
+
+def test_mutated_venue_frames_give_messages_or_parse_errors_only() -> None:
+    """Any field missing or of another type: a clear ParseError or valid bus messages, never a crash."""
+    rng = random.Random(4)
+    cases = (
+        [(P.parse_binance, r) for r in TRADES + QUOTES]
+        + [
+            (P.parse_clob, r)
+            for r in BOOKS[1:]
+            + [
+                "nautilus_trader/polymarket_ws_py/price_change_v2.json",
+                "polymarket_docs/price_change_legacy_pre_2025_09_15.json",
+                "nautilus_trader/polymarket_ws_py/price_change.json",
+                "nautilus_trader/polymarket_rs/ws_market_tick_size_msg.json",
+                "live_2026/clob_ws_best_bid_ask.json",
+                "live_2026/clob_ws_last_trade_price.json",
+                "nautilus_trader/polymarket_rs/ws_market_resolved_msg.json",
+            ]
+        ]
+        + [(P.parse_rtds, r) for r, _ in RTDS]
+        + [
+            (
+                lambda f, ts: [P.parse_gamma(f, ts)],
+                "live_2026/gamma_event_btc_updown_5m_1790617500.json",
+            )
+        ]
+    )
+    parsed = errors = 0
+    for fn, rel in cases:
+        for doc in _mutations(js(rel), rng, 60):
+            frame = json.dumps(doc)
+            try:
+                out = fn(frame, TS)
+            except P.ParseError:
+                errors += 1
+                continue
+            parsed += 1
+            for m in out:
+                if isinstance(m, schema.Msg):
+                    assert roundtrip(m) == m, (rel, frame[:200])
+    assert parsed > 100 and errors > 100
