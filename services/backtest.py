@@ -279,22 +279,31 @@ def run(messages: Iterable[Msg], config: StrategyConfig) -> Result:
     decisions: dict[str, int] = {}
     signals = 0
 
+    latency_ns = config.dry_run_latency_ms * MS
+    in_flight: list[tuple[int, OrderIntent]] = []  # (due time, intent): the simulated latency
+
+    def execute(intent: OrderIntent, now_ns: int) -> None:
+        for ev in execution.on_intent(intent, now_ns):
+            if isinstance(ev, Fill):
+                fills.append(_rounded(to_dict(ev)))
+            to_strategy(topics.FILL if isinstance(ev, Fill) else topics.REJECT, ev)
+
     def to_strategy(topic: str, msg: Msg) -> None:
-        queue = [(topic, msg)]
-        while queue:
-            t, m = queue.pop(0)
-            for out_topic, out in strategy.handle(t, m):
-                if isinstance(out, OrderIntent):
-                    for ev in execution.on_intent(out, strategy.now_ns):
-                        if isinstance(ev, Fill):
-                            fills.append(_rounded(to_dict(ev)))
-                        queue.append((topics.FILL if isinstance(ev, Fill) else topics.REJECT, ev))
-                elif out_topic == topics.DECISION:
-                    key = f"{out.action}:{out.reason.split(':')[0]}"  # type: ignore[attr-defined]
-                    decisions[key] = decisions.get(key, 0) + 1
+        for out_topic, out in strategy.handle(topic, msg):
+            if isinstance(out, OrderIntent):
+                if latency_ns:
+                    in_flight.append((strategy.now_ns + latency_ns, out))
+                else:
+                    execute(out, strategy.now_ns)
+            elif out_topic == topics.DECISION:
+                key = f"{out.action}:{out.reason.split(':')[0]}"  # type: ignore[attr-defined]
+                decisions[key] = decisions.get(key, 0) + 1
         strategy.events.clear()
 
     for msg in messages:
+        while in_flight and in_flight[0][0] <= event_time(msg):
+            due, intent = in_flight.pop(0)
+            execute(intent, due)  # against the book as it is when the order lands
         execution.on_md(msg)
         if isinstance(msg, MarketResolved):
             outcomes[msg.slug] = 1 if msg.winning_outcome == "Up" else 0
@@ -314,6 +323,15 @@ def run(messages: Iterable[Msg], config: StrategyConfig) -> Result:
     return Result(
         trades, fills, predictions, len(outcomes), signals, dict(sorted(decisions.items()))
     )
+
+
+def event_time(msg: Msg) -> int:
+    """The event time a market-data message carries (receive time where there is one)."""
+    for name in ("ts_recv_ns", "ts_ns"):
+        t = getattr(msg, name, None)
+        if t is not None:
+            return int(t)
+    return 0
 
 
 def _rounded(d: dict[str, Any]) -> dict[str, Any]:
