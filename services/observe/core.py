@@ -845,6 +845,7 @@ class ObserveCore:
                 "metrics": self.metrics_doc(now_ns),
                 "risk": self.risk_doc(),
                 "config_version": self.config_version,
+                "config_source": self.config_source,
                 "feeds": self.feeds_doc(now_ns),
                 "services": {
                     k: {"state": v["state"], "alive": v["alive"], "age_ms": v["age_ms"]}

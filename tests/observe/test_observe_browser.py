@@ -4,6 +4,7 @@ errors inline, and the page says so while its WebSocket is down and recovers by 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -158,7 +159,18 @@ def test_whole_system_on_simulated_venue(
 
     root = Path(iso_env["POLYEDGE_ROOT"])
     cfg = root / "config.json"
-    shutil.copy(REPO / "config" / "config.json", cfg)
+    # gates opened wide so the dry-run system trades inside 20-second windows
+    doc = json.loads((REPO / "config" / "config.json").read_text())
+    doc.update(
+        entry_window_min_sec=0,
+        min_seconds_before_close=3,
+        min_edge_pct=0.0,
+        min_signal_score=0.0,
+        max_trades_per_day=1000,
+        max_daily_loss_usd=1000,
+        max_consecutive_losses=1000,
+    )
+    cfg.write_text(json.dumps(doc))
     sup = Supervised(
         iso_env,
         {
@@ -199,6 +211,14 @@ def test_whole_system_on_simulated_venue(
             10,
             what="end-to-end probes",
         )
+
+        # the dry-run system trades: fills reach the recorded trades table and the order path
+        # latencies fill in
+        wait_for(lambda: re.search(r"\bfill\b", text(page, "#trades")), 30, what="a recorded fill")
+        lat = httpx.get(base + "/api/latency", timeout=5).json()["stages"]
+        assert lat["signal_to_order_ack_ms"]["count"] > 0
+        assert lat["full_decision_to_fill_ms"]["p50"] is not None
+        wait_for(lambda: "signal_to_order_ack" in text(page, "#latency"), 5, what="latency row")
 
         page.click("#btn-estop")
         page.click("#confirm-yes")

@@ -145,8 +145,9 @@ function render(d) {
   $("cfg-version").textContent = d.config_version;
   // strategy applied a new config (from here, another tab or the file): show it, unless the
   // trader is typing in the editor right now
-  if (d.config_version !== shownCfgVersion && !$("cfg-form").contains(document.activeElement)) {
-    shownCfgVersion = d.config_version;
+  const cfgKey = `${d.config_version}|${d.config_source}`;
+  if (cfgKey !== shownCfgVersion && !$("cfg-form").contains(document.activeElement)) {
+    shownCfgVersion = cfgKey;
     loadConfig().catch(() => {});
   }
 
@@ -262,7 +263,7 @@ function connect() {
   ws.onmessage = (ev) => {
     lastMsgAt = Date.now();
     const msg = JSON.parse(ev.data);
-    if (msg.type === "state") { state = msg.data; render(state); }
+    if (msg.type === "state") { state = msg.data; render(state); maybeReloadTrades(state); }
   };
   ws.onclose = (ev) => {
     ws = null;
@@ -371,6 +372,29 @@ async function saveConfig(ev) {
     if (el) { el.textContent = msg; el.classList.remove("hidden"); $(`cfg-${k}`).classList.add("bad"); }
   }
   say($("cfg-msg"), false, `${status}: ${Object.keys(fe).length ? Object.keys(fe).length + " field(s) invalid, nothing applied" : doc.error}`);
+}
+
+// ---------- recorded trades ----------
+let tradesKey = "";
+async function loadTrades() {
+  const r = await fetch("/api/trades?limit=12");
+  if (!r.ok) return;
+  const page = await r.json();
+  $("trades-total").textContent = `${page.total} total`;
+  $("trades").innerHTML = page.items.map((t) => {
+    const pnl = t.pnl === null ? "" : `<span class="${t.pnl >= 0 ? "pnl-pos" : "pnl-neg"}">${signed(t.pnl, 2)}</span>`;
+    return `<tr><td class="mono">${hhmmss(t.ts_ns)}</td><td class="mono">${esc(t.slug)}</td><td>${esc(t.kind)}</td><td>${esc(t.side)}</td><td class="${t.outcome === "Up" ? "pnl-pos" : "pnl-neg"}">${esc(t.outcome)}</td><td class="r mono">${fmt(t.price, 3)}</td><td class="r mono">${fmt(t.size, 2)}</td><td class="r mono">${fmt(t.fee, 4)}</td><td class="r mono">${pnl}</td><td class="muted">${t.dry_run ? "dry" : "LIVE"}</td></tr>`;
+  }).join("") || '<tr><td colspan="10" class="muted">no trades recorded yet</td></tr>';
+}
+function maybeReloadTrades(d) {
+  // refetch only when something tradeable changed, not 5x a second
+  const f = d.fills || [];
+  const key = `${f.length ? f[f.length - 1].client_order_id + f[f.length - 1].ts_fill_ns : ""}|${d.metrics && d.metrics.trades_today}|${d.metrics && d.metrics.daily_pnl}`;
+  if (key !== tradesKey) {
+    tradesKey = key;
+    loadTrades().catch(() => {});
+    setTimeout(() => loadTrades().catch(() => {}), 1200);  // the recorder commits every 0.5 s
+  }
 }
 
 // ---------- wiring ----------
