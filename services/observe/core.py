@@ -159,7 +159,6 @@ class ObserveCore:
         self.heartbeats: dict[str, Heartbeat] = {}
         self.last_probe: Probe | None = None
         self.probes = 0
-        self.latest: dict[str, dict[str, Any]] = {}  # topic -> last message, for debugging
         self.messages = 0
         # market data
         self.btc_price: float | None = None
@@ -259,7 +258,6 @@ class ObserveCore:
                 if e2e is not None:
                     self._latency("probe_end_to_end_ms", e2e, now_ns, str(msg.probe_id), out)
             return out
-        self.latest[topic] = to_dict(msg)
         if isinstance(msg, ClockTick):
             self.clock_ns = msg.ts_ns
         elif isinstance(msg, BtcTrade):
@@ -412,6 +410,10 @@ class ObserveCore:
         if len(self.markets) > 16:  # keep the few windows around now
             for slug in sorted(self.markets, key=lambda s: self.markets[s].window_end_ns)[:-16]:
                 del self.markets[slug]
+            # two new outcome tokens every window: forget the books of markets we dropped
+            kept = {t for m in self.markets.values() for t in (m.up_token_id, m.down_token_id)}
+            for asset in [a for a in self.books if a not in kept]:
+                del self.books[asset]
         if not known:
             out.append(
                 LogLine(

@@ -233,3 +233,37 @@ def test_recorder_migrates_once_dedups_trades_and_pages(tmp_path: Path) -> None:
     again = Recorder(db)  # reopening does not re-run the migration
     assert again.schema_version == 1 and again.count("trades") == 5
     again.close()
+
+
+def test_old_markets_and_their_books_are_forgotten() -> None:
+    c = core()
+    for i in range(40):
+        start = NOW + i * 300 * 10**9
+        c.handle(
+            "md.market",
+            MarketInfo(
+                slug=f"m{i}",
+                condition_id="c",
+                up_token_id=f"U{i}",
+                down_token_id=f"D{i}",
+                window_start_ns=start,
+                window_end_ns=start + 300 * 10**9,
+                ts_recv_ns=NOW,
+            ),
+            NOW,
+        )
+        c.handle(
+            f"md.book.U{i}",
+            BookSnapshot(
+                asset_id=f"U{i}",
+                best_bid=0.5,
+                best_ask=0.6,
+                bids=[(0.5, 1.0)],
+                asks=[(0.6, 1.0)],
+                ts_exchange_ns=NOW,
+                ts_recv_ns=NOW,
+            ),
+            NOW,
+        )
+    assert len(c.markets) == 16 and "m39" in c.markets and "m0" not in c.markets
+    assert "U0" not in c.books and len(c.books) <= 17
