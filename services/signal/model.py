@@ -16,6 +16,9 @@ NS = 1_000_000_000
 RETURN_HORIZONS_S = (5, 15, 30, 60)
 P_MIN, P_MAX = 1e-4, 1.0 - 1e-4  # keep probabilities off 0/1 so Brier/log scores stay finite
 MOMENTUM_CLIP = 3.0
+# BTC's long-run realised vol (~45 %/yr) in log units per sqrt second: the EWMA starts here, so a
+# freshly started signal is not overconfident while its own estimate warms up
+VOL_PRIOR = 0.45 / math.sqrt(365 * 24 * 3600)
 HISTORY_NS = (RETURN_HORIZONS_S[-1] + 5) * NS
 
 
@@ -102,7 +105,9 @@ class BtcFeatures:
     """Rolling BTC features on event time: last price, returns over several horizons and an
     EWMA realised volatility sampled once a second (per-trade returns are mostly bid/ask bounce)."""
 
-    def __init__(self, halflife_s: float = 60.0, vol_floor: float = 3e-5) -> None:
+    def __init__(
+        self, halflife_s: float = 60.0, vol_floor: float = 3e-5, vol_prior: float = VOL_PRIOR
+    ) -> None:
         self.halflife_s = halflife_s
         self.vol_floor = vol_floor
         self._ts: list[int] = []  # trade times, ascending (bisect for horizon look-ups)
@@ -111,7 +116,7 @@ class BtcFeatures:
         self.last_ts_ns = 0
         self._sample_ts_ns = 0
         self._sample_price = 0.0
-        self._var_per_s: float | None = None
+        self._var_per_s = vol_prior * vol_prior
         self.samples = 0
 
     def on_trade(self, ts_ns: int, price: float) -> None:
@@ -133,17 +138,13 @@ class BtcFeatures:
             r = math.log(price / self._sample_price)
             obs = r * r / dt
             decay = math.exp(-dt * math.log(2.0) / self.halflife_s)
-            self._var_per_s = (
-                obs if self._var_per_s is None else decay * self._var_per_s + (1 - decay) * obs
-            )
+            self._var_per_s = decay * self._var_per_s + (1 - decay) * obs
             self._sample_ts_ns, self._sample_price = ts_ns, price
             self.samples += 1
 
     @property
     def sigma(self) -> float:
         """Volatility in log units per sqrt second, never below the floor."""
-        if self._var_per_s is None:
-            return self.vol_floor
         return max(self.vol_floor, math.sqrt(self._var_per_s))
 
     def price_at(self, ts_ns: int) -> float | None:

@@ -71,7 +71,7 @@ def test_edge_after_fee() -> None:
 
 def test_volatility_floor_and_ewma() -> None:
     f = BtcFeatures(halflife_s=10, vol_floor=3e-5)
-    assert f.sigma == 3e-5  # no history: the floor
+    assert f.sigma == pytest.approx(0.45 / math.sqrt(365 * 24 * 3600))  # no history: the prior
     t, p = 0, 85_000.0
     for i in range(60):  # alternating 0.1 % moves each second: a big realised vol
         p *= 1.001 if i % 2 else 0.999
@@ -80,7 +80,7 @@ def test_volatility_floor_and_ewma() -> None:
     assert f.sigma == pytest.approx(1e-3, rel=0.05)
     assert f.log_return(5) != 0.0
     g = BtcFeatures(halflife_s=10, vol_floor=3e-5)
-    for i in range(30):
+    for i in range(120):
         g.on_trade(i * NS, 85_000.0)  # flat price: realised vol 0, floor holds
     assert g.sigma == 3e-5
 
