@@ -27,6 +27,7 @@ from services.ingest.core import IngestCore
 from services.ingest.parsers import (
     ParseError,
     ServerShutdown,
+    VenueNotice,
     parse_binance,
     parse_clob,
     parse_gamma,
@@ -188,6 +189,12 @@ class FeedContext:
         if n <= 10 or n % LOG_EVERY == 0:
             self.log(event, "WARNING", feed=feed, count=n, **fields)
 
+    def unknown(self, feed: str, events: list[Any]) -> None:
+        """Log event types we do not know (the core counts them); never fatal."""
+        for ev in events:
+            if type(ev) is VenueNotice and not ev.known:
+                self.fault(feed, "unknown_event", what=ev.what)
+
     async def sleep(self, seconds: float) -> bool:
         """Sleep unless stopping; True if stop was requested."""
         if seconds <= 0:
@@ -318,6 +325,7 @@ async def binance_feed(ctx: FeedContext) -> None:
                     ctx.fault("binance", "parse_error", error=str(e), frame=str(frame)[:200])
                     continue
                 ctx.publish(core.on_binance(events, ts))
+                ctx.unknown("binance", events)
                 if any(isinstance(e, ServerShutdown) for e in events):
                     ctx.log("binance_server_shutdown", feed="binance")
                     return "planned"
@@ -419,6 +427,7 @@ async def clob_feed(ctx: FeedContext) -> None:
                     ctx.fault("clob", "parse_error", error=str(e), frame=str(frame)[:200])
                     continue
                 ctx.publish(core.on_clob(events, ts))
+                ctx.unknown("clob", events)
         except websockets.ConnectionClosed:
             if not dead:
                 raise
@@ -473,6 +482,7 @@ async def rtds_feed(ctx: FeedContext) -> None:
                     ctx.fault("price_feed", "parse_error", error=str(e), frame=str(frame)[:200])
                     continue
                 ctx.publish(core.on_price_feed(events, ts))
+                ctx.unknown("price_feed", events)
         except websockets.ConnectionClosed:
             if not dead:
                 raise

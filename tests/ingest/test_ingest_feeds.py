@@ -149,3 +149,138 @@ def test_bench_reports_every_frame_type() -> None:
     for name, st in r.items():
         assert st["n"] == 300 and 0 < st["p50_us"] <= st["p99_us"], name
         assert st["msgs_per_s"] > 0
+
+
+class FakeClob:
+    """A market channel that answers subscriptions with books, PING with PONG (unless mute), and
+    records every client message per connection."""
+
+    def __init__(self, mute: bool = False) -> None:
+        self.mute = mute
+        self.conns: list[list[str]] = []
+        self.tick = "0.01"
+        self.sockets: list[ServerConnection] = []
+
+    def book(self, asset: str) -> dict[str, Any]:
+        return {
+            "event_type": "book",
+            "asset_id": asset,
+            "market": "0xm",
+            "timestamp": "1",
+            "bids": [{"price": "0.40", "size": "10"}, {"price": "0.45", "size": "5"}],
+            "asks": [{"price": "0.60", "size": "7"}, {"price": "0.55", "size": "3"}],
+            "tick_size": self.tick,
+        }
+
+    async def handler(self, ws: ServerConnection) -> None:
+        log: list[str] = []
+        self.conns.append(log)
+        self.sockets.append(ws)
+        async for m in ws:
+            log.append(str(m))
+            if m == "PING":
+                if not self.mute:
+                    await ws.send("PONG")
+                continue
+            req = json.loads(m)
+            if req.get("operation") == "unsubscribe":
+                continue
+            await ws.send(json.dumps([self.book(a) for a in req["assets_ids"]]))
+
+
+async def _clob_run(fake: FakeClob, opts: IngestOptions, body: Any) -> IngestCore:
+    from common.schema import MarketInfo
+    from services.ingest.feeds import clob_feed
+
+    async with serve(fake.handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        core = IngestCore()
+        now = time.time_ns()
+        core.on_market(
+            MarketInfo(
+                slug="btc-updown-5m-1",
+                condition_id="0xm",
+                up_token_id="A",
+                down_token_id="B",
+                window_start_ns=now - 10**9,
+                window_end_ns=now + 300 * 10**9,
+                ts_recv_ns=now,
+            ),
+            now,
+        )
+        ctx = FeedContext(
+            core,
+            lambda out: None,
+            lambda e, level="INFO", **f: None,
+            opts,
+            {"POLYMARKET_WS_URL": f"ws://127.0.0.1:{port}/ws"},
+            300,
+        )
+        task = asyncio.create_task(clob_feed(ctx))
+        try:
+            await body(core)
+        finally:
+            ctx.stop.set()
+            await asyncio.wait_for(task, 5)
+    return core
+
+
+async def _until(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def test_clob_tick_change_without_venue_snapshot_resubscribes_on_open_socket() -> None:
+    fake = FakeClob()
+    opts = IngestOptions(resync_after_ms=300, clob_ping_ms=200)
+
+    async def body(core: IngestCore) -> None:
+        await _until(lambda: core.books.books["A"].synced, 5, "first snapshot")
+        first = json.loads(fake.conns[0][0])
+        assert sorted(first["assets_ids"]) == ["A", "B"] and first["type"] == "market"
+        fake.tick = "0.001"
+        await fake.sockets[0].send(
+            json.dumps(
+                {
+                    "event_type": "tick_size_change",
+                    "asset_id": "A",
+                    "market": "0xm",
+                    "old_tick_size": "0.01",
+                    "new_tick_size": "0.001",
+                    "timestamp": "2",
+                }
+            )
+        )
+        await _until(
+            lambda: (
+                core.books.books["A"].tick_size == 0.001
+                and core.books.books["A"].synced
+                and not core.books.books["A"].resync_since_ns
+            ),
+            5,
+            "resynced book",
+        )
+        ops = [json.loads(m) for m in fake.conns[0][1:] if m != "PING"]
+        assert {"operation": "unsubscribe", "assets_ids": ["A"]} in ops
+        assert {"operation": "subscribe", "assets_ids": ["A"]} in ops
+        assert len(fake.conns) == 1  # on the open socket, no reconnect
+        assert "PING" in fake.conns[0]
+
+    asyncio.run(_clob_run(fake, opts, body))
+
+
+def test_clob_socket_without_pong_is_replaced() -> None:
+    fake = FakeClob(mute=True)
+    opts = IngestOptions(clob_ping_ms=100, clob_pong_timeout_ms=600, backoff_base_ms=50)
+
+    async def body(core: IngestCore) -> None:
+        await _until(lambda: len(fake.conns) >= 2, 5, "a replacement connection")
+        # the first socket was alive with frames, then went quiet: replaced after the timeout
+        assert fake.conns[0].count("PING") >= 3
+        assert core.feed("clob").reconnects >= 1
+
+    t0 = time.monotonic()
+    asyncio.run(_clob_run(fake, opts, body))
+    assert time.monotonic() - t0 < 4

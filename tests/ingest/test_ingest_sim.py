@@ -390,6 +390,12 @@ def test_malformed_and_unknown_frames_are_counted_and_skipped(rig: Rig) -> None:
         )
 
     wait_for(unknown_counted, 5, what="unknown events counted")
+    logged = {
+        (d["feed"], d["event"])
+        for d in rig.log_events("unknown_event") + rig.log_events("parse_error")
+    }
+    for feed in ("binance", "clob", "price_feed"):
+        assert {(feed, "unknown_event"), (feed, "parse_error")} <= logged
     for feed in ("binance", "clob", "price_feed"):
         assert tap.status[feed].reconnects == before[feed][1], (
             f"{feed} should not reconnect on garbage"
