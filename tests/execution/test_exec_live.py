@@ -29,10 +29,10 @@ SIM_WINDOW_S = 600
 
 
 class Sim:
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(self, root: Path, port: int, window_s: int = SIM_WINDOW_S) -> None:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
-        self.log = open(root / "sim.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(root / "sim.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -41,7 +41,7 @@ class Sim:
                 "--port",
                 str(port),
                 "--window-seconds",
-                str(SIM_WINDOW_S),
+                str(window_s),
                 "--book-ticker-hz",
                 "2",
             ],
@@ -362,3 +362,121 @@ def test_exec_switches_all_8_combinations_in_the_real_process(
     finally:
         e.close()
     assert_no_key(key, Path(iso_env["POLYEDGE_ROOT"]), e.seen)
+
+
+def test_exec_dry_run_session_fills_recomputable_from_recorded_books(
+    iso_env: dict[str, str], key: str
+) -> None:
+    """Simulated venue -> real ingest -> real execution (dry run); the test plays strategy."""
+    root = Path(iso_env["POLYEDGE_ROOT"])
+    env = {**iso_env, "POLYEDGE_VENUE": "sim", "PRIVATE_KEY": key, "SIM_WINDOW_SECONDS": "12"}
+    sim = Sim(root, int(iso_env["SIM_PORT"]), window_s=12)  # short windows: settles in the test
+    e = Exec(env)
+    ingest = None
+    try:
+        with open(root / "ingest.out", "wb") as out:
+            ingest = subprocess.Popen(
+                [sys.executable, "-m", "services.ingest"],
+                cwd=REPO,
+                env={**e.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        md = Subscriber(
+            load_settings(env | dict(os.environ), dotenv=None).bus_endpoint("ingest"),
+            [topics.BOOK_PREFIX, topics.MARKET, topics.RESOLVED],
+        )
+        e.start()
+        books: dict[str, Any] = {}
+        markets: dict[str, Any] = {}
+
+        def current() -> Any:
+            for _, env_ in md.drain():
+                m = env_.msg
+                if hasattr(m, "asks") and m.asks:
+                    books[m.asset_id] = m
+                elif hasattr(m, "up_token_id"):
+                    markets[m.slug] = m
+            now = time.time_ns()
+            return next(
+                (
+                    m
+                    for m in markets.values()
+                    if m.window_start_ns <= now < m.window_end_ns - 4 * 10**9
+                    and m.up_token_id in books
+                    and m.down_token_id in books
+                ),
+                None,
+            )
+
+        mk = wait_for(current, 40, what="a current market with books from ingest")
+        sent = []
+        for i, token in enumerate([mk.up_token_id, mk.down_token_id]):
+            b = books[token]
+            now = time.time_ns()
+            it = OrderIntent(
+                client_order_id=f"dry-{i}",
+                slug=mk.slug,
+                asset_id=token,
+                outcome="Up" if token == mk.up_token_id else "Down",
+                side="BUY",
+                order_type="FOK",
+                limit_price=round(min(0.98, b.asks[0][0] + 0.03), 2),
+                size=max(mk.min_order_size, round(1.2 / b.asks[0][0] + 0.5, 2)),
+                expires_ns=now + 5 * 10**9,
+                ts_intent_ns=now,
+                ts_signal_ns=now,
+                tick_size=mk.tick_size,
+                min_order_size=mk.min_order_size,
+                fee_rate=mk.fee_rate,
+                fee_exponent=mk.fee_exponent,
+            )
+            e.send(it)
+            sent.append(it)
+        for it in sent:
+            e.of(it.client_order_id, topics.FILL)
+        # recompute every fill and fee by hand from the book execution recorded with the order
+        from decimal import Decimal as D
+
+        with sqlite3.connect(f"file:{e.db}?mode=ro", uri=True) as c:
+            c.row_factory = sqlite3.Row
+            for it in sent:
+                row = c.execute(
+                    "SELECT * FROM orders WHERE client_order_id=?", (it.client_order_id,)
+                ).fetchone()
+                assert row["status"] == "filled" and row["mode"] == "dry_run"
+                book = json.loads(row["book_json"])
+                left, expect = D(str(it.size)), []
+                for p, s in book["levels"]:
+                    p, s = D(str(p)), D(str(s))
+                    if left <= 0 or p > D(str(it.limit_price)):
+                        break
+                    take = min(left, s)
+                    fee = (take * D(str(it.fee_rate)) * p * (1 - p)).quantize(D("0.00001"))
+                    expect.append((float(p), float(take), float(fee)))
+                    left -= take
+                got = [
+                    (f["price"], f["size"], f["fee"])
+                    for f in c.execute(
+                        "SELECT * FROM fills WHERE client_order_id=? ORDER BY id",
+                        (it.client_order_id,),
+                    )
+                ]
+                assert got == expect and left == 0
+                assert mk.fee_rate > 0 and all(f[2] > 0 for f in got)
+        # both sides held to the end: one settles at 1, the other at 0
+        sts = [
+            e.wait(
+                lambda m, a=a: m[0] == topics.SETTLEMENT and m[1].asset_id == a, 40, "settlement"
+            )[1]
+            for a in (mk.up_token_id, mk.down_token_id)
+        ]
+        assert sorted(s.payout for s in sts) == [0.0, 1.0]
+        assert sorted(s.won for s in sts) == [False, True]
+        md.close()
+    finally:
+        e.close()
+        if ingest is not None:
+            ingest.terminate()
+            ingest.wait(10)
+        sim.stop()
