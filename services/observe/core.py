@@ -519,7 +519,7 @@ class ObserveCore:
             "won": msg.won,
             "client_order_id": "",
             "trade_id": "",
-            "dry_run": self.dry_run,
+            "dry_run": self.mode_doc()["dry_run"],
         }
         out.append(Row("trades", row))
         self._count_trade(row)
@@ -787,11 +787,24 @@ class ObserveCore:
         return {"ok": ok, "services": services, "pipeline": pipeline}
 
     def mode_doc(self) -> dict[str, Any]:
+        """What execution really does with orders. Its heartbeat is the truth (it alone checks
+        all three switches, key included); until it is heard, observe's own settings decide, and
+        they err towards showing LIVE."""
+        hb = self.heartbeats.get("execution")
+        exec_mode = hb.detail.get("mode") if hb is not None else None
+        if exec_mode in ("live", "dry_run", "blocked"):
+            label = {"live": "LIVE", "dry_run": "DRY RUN", "blocked": "BLOCKED"}[exec_mode]
+            source = "execution"
+        else:
+            label = "LIVE" if not self.dry_run and self.real_trading else "DRY RUN"
+            source = "settings"
         return {
-            "dry_run": self.dry_run,
+            "dry_run": label != "LIVE",
+            "label": label,
+            "source": source,
             "venue": self.venue,
+            "settings_dry_run": self.dry_run,
             "real_trading_enabled": self.real_trading,
-            "label": "DRY RUN" if self.dry_run or not self.real_trading else "LIVE",
         }
 
     def status(self, now_ns: int) -> dict[str, Any]:
@@ -832,12 +845,13 @@ class ObserveCore:
     def live(self, now_ns: int) -> dict[str, Any]:
         """The /ws/live state document: the README's shape plus what the dashboard draws."""
         market = self.market_doc(now_ns)
+        mode = self.mode_doc()
         return {
             "type": "state",
             "data": {
                 "ts_ns": now_ns,
-                "dry_run": self.dry_run,
-                "mode": self.mode_doc(),
+                "dry_run": mode["dry_run"],
+                "mode": mode,
                 "btc_price": self.btc_price,
                 "btc_age_ms": _age_ms(now_ns, self.btc_ts_ns),
                 "market": market,

@@ -267,3 +267,26 @@ def test_old_markets_and_their_books_are_forgotten() -> None:
         )
     assert len(c.markets) == 16 and "m39" in c.markets and "m0" not in c.markets
     assert "U0" not in c.books and len(c.books) <= 17
+
+
+def test_mode_banner_follows_execution_over_settings() -> None:
+    from common.schema import Heartbeat
+
+    c = ObserveCore(NOW, 1, dry_run=False, real_trading=True)
+    assert c.mode_doc()["label"] == "LIVE" and c.mode_doc()["source"] == "settings"
+    for mode, label in (("blocked", "BLOCKED"), ("dry_run", "DRY RUN"), ("live", "LIVE")):
+        c.handle(
+            "sys.heartbeat.execution",
+            Heartbeat(
+                service="execution",
+                state="running",
+                pid=2,
+                started_ns=NOW,
+                ts_ns=NOW,
+                detail={"mode": mode},
+            ),
+            NOW,
+        )
+        doc = c.live(NOW)["data"]
+        assert doc["mode"]["label"] == label and doc["mode"]["source"] == "execution"
+        assert doc["dry_run"] is (label != "LIVE")

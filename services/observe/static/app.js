@@ -138,9 +138,10 @@ function renderBook(el, ageEl, b) {
 
 function render(d) {
   // mode banner
-  const live = d.mode && d.mode.label === "LIVE";
-  $("mode-banner").textContent = live ? "LIVE" : "DRY RUN";
-  setCls($("mode-banner"), "mode", live ? "live" : "dry");
+  const label = (d.mode && d.mode.label) || "DRY RUN";
+  $("mode-banner").textContent = label;
+  $("mode-banner").title = `from ${d.mode && d.mode.source}`;
+  setCls($("mode-banner"), "mode", label === "LIVE" ? "live" : label === "BLOCKED" ? "blocked" : "dry");
   $("clock").textContent = hhmmss(d.ts_ns) + " UTC";
   $("cfg-version").textContent = d.config_version;
   // strategy applied a new config (from here, another tab or the file): show it, unless the
