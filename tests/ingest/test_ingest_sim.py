@@ -448,6 +448,15 @@ def test_tick_size_change_resyncs_the_book(rig: Rig) -> None:
     rig.book_matches_venue()
 
 
+def test_duplicated_and_reordered_deltas_end_in_the_venue_book(rig: Rig) -> None:
+    rig.tap.pump()
+    rig.fault(name="duplicate_delta", count=10)
+    rig.fault(name="out_of_order", count=10)
+    # duplicates are idempotent (size is the level's new total); a swapped pair can leave a
+    # level wrong until the venue's best_bid_ask disagrees (resync) or its next snapshot
+    rig.book_matches_venue(timeout=10)
+
+
 def test_capture_holds_every_channel_and_parses_back(rig: Rig) -> None:
     cap_dir = rig.root / "data" / "captures"
     files = wait_for(lambda: capture_files(cap_dir), 5, what="capture file")
