@@ -148,6 +148,7 @@ class VenueResult:
     trades: list[VenueTrade] = field(default_factory=list)
     terminal: bool = True  # False: accepted but may still fill (live/delayed)
     venue_order_id: str = ""  # the venue's id when it differs from the one known before sending
+    ack_ns: int = 0  # when the venue's answer arrived (the adapter's clock), 0 = now
 
 
 class Venue(Protocol):
@@ -544,6 +545,7 @@ class ExecutionCore:
             )
             return []
         self.to_reconcile.pop(coid, None)
+        t = r.ack_ns or t
         order_id = r.venue_order_id or order_id
         if not r.trades and r.terminal:  # placed, then killed or cancelled without a match
             if r.venue_order_id:

@@ -257,7 +257,34 @@ class LiveVenue:
             )
         finally:
             self._ensure_heartbeat()
-        return self._from_post(res, intent)
+        ack_ns = time.time_ns()
+        r = self._from_post(res, intent)
+        r.ack_ns = ack_ns
+        if r.trades and isinstance(res, dict) and res.get("tradeIDs"):
+            exact = self._exact_trades([str(t) for t in res["tradeIDs"] if t], intent)
+            if exact and abs(sum(t.size for t in exact) - sum(t.size for t in r.trades)) < 0.005:
+                r.trades = exact
+        return r
+
+    def _exact_trades(self, trade_ids: list[str], intent: OrderIntent) -> list[VenueTrade]:
+        """Per-level fills (price, size, fee) of a matched order, from the venue's trade records;
+        [] when they cannot be had now (the amounts in the POST answer stand in)."""
+        assert self.client is not None
+        docs: list[dict[str, Any]] = []
+        try:
+            for tid in trade_ids:
+                t = self.ws_trades.get(tid)
+                if t is None:
+                    got = self.client.get_trades(TradeParams(id=tid), only_first_page=True)
+                    t = next(
+                        (x for x in got if isinstance(x, dict) and str(x.get("id")) == tid), None
+                    )
+                if t is None:
+                    return []
+                docs.append(t)
+        except (PolyException, httpx.HTTPError, KeyError, TypeError):
+            return []
+        return self._trades(docs, intent)
 
     def _from_post(self, res: Any, intent: OrderIntent) -> VenueResult:
         if not isinstance(res, dict):

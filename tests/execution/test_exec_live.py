@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from decimal import ROUND_HALF_UP
+from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +198,7 @@ def intent(w: dict[str, Any], coid: str, size: float = 10.0, **kw: Any) -> Order
         slug=w["slug"],
         asset_id=token,
         outcome="Up",
-        side="BUY",
+        side=kw.pop("side", "BUY"),
         order_type="FOK",
         limit_price=kw.pop("limit", round(min(0.98, ask + 0.05), 2)),
         size=size,
@@ -246,6 +248,14 @@ def test_exec_live_accept_reject_timeout_reconciled(
     assert row["signal_to_order_ack_ms"] > 0 and row["full_decision_to_fill_ms"] > 0
     lat = exe.wait(lambda m: m[0] == topics.LATENCY and m[1].stage == "signal_to_order_ack_ms")
     assert lat[1].ref == "acc-1"
+    # one fill per matched level, each paying the venue's fee formula at its own price
+    fills = [m for t, m in exe.seen if t == topics.FILL and m.client_order_id == "acc-1"]
+    matched = D(venue[ack.venue_order_id]["size_matched"])
+    assert sum(D(str(f.size)) for f in fills) == matched
+    for f in fills:
+        p = D(str(f.price))
+        fee = (D(str(f.size)) * D("0.07") * p * (1 - p)).quantize(D("0.00001"), ROUND_HALF_UP)
+        assert D(str(f.fee)) == fee
 
     # rejected by the venue, with the mapped reason; no order added at the venue
     sim.fault(name="order_reject", count=1)
@@ -279,6 +289,27 @@ def test_exec_live_accept_reject_timeout_reconciled(
     exe.send(intent(w, "probe-after-dup", limit=0.01, size=5))  # rejected locally (too cheap)
     exe.of("probe-after-dup", topics.REJECT)
     assert len(sim.orders(token)) == 2
+
+    # sell what acc-1 bought: balance refreshed first, then a live SELL fill
+    w2 = sim.state()
+    book = next(m for m in (w2["current"], w2["next"]) if m and m["slug"] == w["slug"])["books"]
+    bid = float(book[token]["best_bid"])
+    exe.send(
+        intent(w, "sell-1", size=float(matched), side="SELL", limit=round(max(0.01, bid - 0.05), 2))
+    )
+    sold = exe.of("sell-1", topics.FILL)
+    assert sold.side == "SELL" and sold.dry_run is False
+    # the exchange heartbeat is kept and the user channel is up (seen in execution's heartbeat)
+    hb = exe.wait(
+        lambda m: (
+            m[0] == topics.HEARTBEAT_PREFIX + "execution"
+            and m[1].detail.get("venue", {}).get("heartbeats", 0) >= 1
+            and m[1].detail["venue"].get("user_channel")
+        ),
+        10,
+        "venue heartbeats",
+    )
+    assert hb[1].detail["venue"]["ready"] is True
     exe.stop()
     exe.poll()
     assert_no_key(key, Path(iso_env["POLYEDGE_ROOT"]), exe.seen)
@@ -436,8 +467,6 @@ def test_exec_dry_run_session_fills_recomputable_from_recorded_books(
         for it in sent:
             e.of(it.client_order_id, topics.FILL)
         # recompute every fill and fee by hand from the book execution recorded with the order
-        from decimal import Decimal as D
-
         with sqlite3.connect(f"file:{e.db}?mode=ro", uri=True) as c:
             c.row_factory = sqlite3.Row
             for it in sent:
