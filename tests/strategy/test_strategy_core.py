@@ -411,3 +411,16 @@ def test_restart_keeps_open_position_and_halt(tmp_path) -> None:
         "md.resolved", MarketResolved(slug=SLUG, winning_outcome="Up", ts_ns=END + NS)
     )
     assert decision(out).action == "settle" and again.daily_pnl == pytest.approx(10 - 5.175)
+
+
+def test_max_entry_price_and_min_order_size() -> None:
+    out = signal(make(max_entry_price=0.5), 100, p_up=0.9, up_ask=0.51)
+    assert decision(out).reason == "price_above_max_entry" and not intents(out)
+    assert decision(signal(make(max_entry_price=0.5), 100, p_up=0.9, up_ask=0.5)).action == "enter"
+    # $2 at 0.45 buys 4.44 shares: under the market's 5-share minimum
+    out = signal(make(stake_per_trade_usd=2.0), 100, p_up=0.9, up_ask=0.45)
+    assert decision(out).reason == "size_below_min_order" and not intents(out)
+    assert (
+        decision(signal(make(stake_per_trade_usd=2.5), 100, p_up=0.9, up_ask=0.45)).action
+        == "enter"
+    )
