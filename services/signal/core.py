@@ -34,6 +34,14 @@ from services.signal.model import (
 
 # price-to-beat sources, best first; the number goes into `inputs` as ptb_source
 PTB_MARKET, PTB_TWAP, PTB_CHAINLINK, PTB_BINANCE = 3.0, 2.0, 1.0, 0.0
+# MarketInfo.price_to_beat_source -> rank; an unnamed source is the market's own (Gamma)
+SOURCE_RANK = {
+    "gamma": PTB_MARKET,
+    "": PTB_MARKET,
+    "twap": PTB_TWAP,
+    "chainlink": PTB_CHAINLINK,
+    "binance": PTB_BINANCE,
+}
 KEEP_SECONDS = 900  # per-second price history kept for TWAP estimates
 
 
@@ -126,8 +134,17 @@ class SignalCore:
         """The market's own price to beat, else the best estimate we can make ourselves: the
         TWAP published for the window's start second, the Chainlink average over the lookback,
         or the last Binance trade before the start (Gamma's value is about a minute late)."""
+        market: tuple[float, float] | None = None
         if m.price_to_beat is not None and m.price_to_beat > 0:
-            return m.price_to_beat, PTB_MARKET
+            market = (m.price_to_beat, SOURCE_RANK.get(m.price_to_beat_source, PTB_MARKET))
+            if market[1] >= PTB_TWAP:
+                return market
+        own = self._own_price_to_beat(m)
+        if market is not None and (own is None or market[1] >= own[1]):
+            return market
+        return own
+
+    def _own_price_to_beat(self, m: MarketInfo) -> tuple[float, float] | None:
         start = m.window_start_ns // NS
         known = self.ptb.get(m.slug)
         if known is not None and known[1] >= PTB_TWAP:

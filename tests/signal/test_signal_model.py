@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import pytest
 
 from common.config import StrategyConfig
-from common.schema import BookSnapshot, BtcTrade, ClockTick, MarketInfo, SignalScore
-from services.signal.core import PTB_BINANCE, PTB_MARKET, SignalCore
+from common.schema import BookSnapshot, BtcTrade, ClockTick, MarketInfo, PriceFeedTick, SignalScore
+from services.signal.core import PTB_BINANCE, PTB_MARKET, PTB_TWAP, SignalCore
 from services.signal.model import BtcFeatures, edge, fair_up, taker_fee, taker_fee_per_share
 
 NS = 1_000_000_000
@@ -150,3 +151,26 @@ def test_signal_core_estimates_price_to_beat_without_gamma() -> None:
     s = out[0][1]
     assert s.inputs["price_to_beat"] == 84_000 and s.inputs["ptb_source"] == PTB_BINANCE
     assert s.edge_up == -1.0  # no book yet: no edge
+
+
+def test_price_to_beat_source_ranking() -> None:
+    start, end = 1000 * NS, 1300 * NS
+    core = SignalCore()
+    core.handle(
+        "md.price.twap60",
+        PriceFeedTick(
+            source="twap60",
+            symbol="btc/usd",
+            value=84_010.0,
+            ts_exchange_ns=start,
+            ts_recv_ns=start + NS,
+        ),
+    )
+    weak = msgspec.structs.replace(
+        _market(start, end, ptb=84_500.0), price_to_beat_source="binance"
+    )
+    core.handle("md.market", weak)
+    m = core.current_market() or weak
+    assert core.price_to_beat(m) == (84_010.0, PTB_TWAP)  # our TWAP beats a Binance guess
+    gamma = msgspec.structs.replace(weak, price_to_beat_source="gamma", price_to_beat=84_020.0)
+    assert core.price_to_beat(gamma) == (84_020.0, PTB_MARKET)
