@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         "burst_rate": args.rate * BURST_FACTOR,
         "seconds": args.seconds,
     }
+    from services.ingest import bench as ingest_bench
+
+    result["ingest_parse_to_publish_us"] = ingest_bench.run(20_000)
     result["floor"] = {
         "realistic": floor(args.rate, args.seconds, tmp),
         "burst": floor(args.rate * BURST_FACTOR, args.seconds, tmp),
