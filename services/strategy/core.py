@@ -808,9 +808,16 @@ class StrategyCore:
                 "emergency_stop_set", "WARNING", reason=msg.reason, request_id=msg.request_id
             )
         elif isinstance(msg, ClearEmergencyStop):
+            # the operator's "clear" also acknowledges a loss-streak halt; the daily loss limit
+            # stays, since that P&L is real until the UTC day rolls
+            self._risk_event(
+                "emergency_stop_cleared",
+                request_id=msg.request_id,
+                loss_streak_reset_from=self.loss_streak,
+            )
             self.emergency_stop = False
             self.emergency_reason = ""
-            self._risk_event("emergency_stop_cleared", request_id=msg.request_id)
+            self.loss_streak = 0
         elif isinstance(msg, ForceExit):
             if self.position is None or self.position.size <= EPS:
                 ok, error = False, "no open position"

@@ -424,3 +424,13 @@ def test_max_entry_price_and_min_order_size() -> None:
         decision(signal(make(stake_per_trade_usd=2.5), 100, p_up=0.9, up_ask=0.45)).action
         == "enter"
     )
+
+
+def test_clear_resets_loss_streak_but_not_daily_loss() -> None:
+    core = make(state={"day": "2026-01-01", "loss_streak": 3, "daily_pnl": -3.0})
+    assert core.halt_reasons() == ["loss_streak"]
+    core.on_control(ClearEmergencyStop(request_id="c"))
+    assert core.halt_reasons() == [] and decision(signal(core, 100)).action == "enter"
+    core = make(state={"day": "2026-01-01", "daily_pnl": -10.5})
+    core.on_control(ClearEmergencyStop(request_id="c"))
+    assert decision(signal(core, 100)).reason == "halted:daily_loss_limit"
