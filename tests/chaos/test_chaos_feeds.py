@@ -226,6 +226,9 @@ def test_tick_size_change_resyncs_and_orders_use_the_new_grid(tree: Tree) -> Non
         what="an entry in the same market after the tick size change",
     )
     for coid, _slug, _ts, tick, limit in later:
-        assert tick == pytest.approx(new_tick), (coid, tick, new_tick)
+        assert tick == pytest.approx(new_tick), (
+            f"{coid}: intent sent with tick_size {tick} after the market's tick changed to "
+            f"{new_tick} (the intent's market info was not updated from the tick_size_change)"
+        )
         steps = limit / new_tick
         assert abs(steps - round(steps)) < 1e-6, f"{coid}: limit {limit} off the {new_tick} grid"
