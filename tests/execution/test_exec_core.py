@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -138,7 +138,7 @@ def test_exec_dry_run_fill_is_recorded_and_recomputable(ledger) -> None:
             break
         take = min(s, left)
         paid += p * take
-        fee += (take * Decimal("0.07") * p * (1 - p)).quantize(Decimal("0.00001"))
+        fee += (take * Decimal("0.07") * p * (1 - p)).quantize(Decimal("0.00001"), ROUND_HALF_UP)
         left -= take
     assert row["avg_price"] * 12 == pytest.approx(float(paid), abs=1e-12)
     assert (
