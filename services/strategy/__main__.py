@@ -107,7 +107,11 @@ class StrategyRunner(ServiceRunner):
                     self.route(self.core.handle(topics.REJECT, undelivered))
                 continue
             if isinstance(msg, ConfigSnapshot) and msg.source == "config update":
-                write_config_atomically(self.config_path, msg.config)
+                try:
+                    write_config_atomically(self.config_path, msg.config)
+                except OSError as e:
+                    # applied in memory and published; only the write-back failed: say so loudly
+                    self.log.error("config_write_failed", path=str(self.config_path), error=str(e))
                 self.config_mtime = self._mtime()
             self.pub.send(topic, msg)
         self.flush()
