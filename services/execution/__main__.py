@@ -4,12 +4,13 @@ the ledger at DATABASE_URL, and the live venue adapter only when all three switc
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from common import topics
 from common.bus import Puller, Subscriber
 from common.clock import now_ns
-from common.config import ConfigError, load_strategy_config
+from common.config import ConfigError, load_strategy_config, parse_dotenv
 from common.schema import Envelope, OrderIntent, Probe
 from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
 from services.execution.core import ExecutionCore, Venue
@@ -19,7 +20,7 @@ from services.execution.switches import TradingMode
 
 def _env_ms(name: str, default: int) -> int:
     """An execution tuning knob in milliseconds from the environment; bad values fail clearly."""
-    raw = os.environ.get(name, "").strip()
+    raw = {**parse_dotenv(Path(".env")), **os.environ}.get(name, "").strip()
     if not raw:
         return default
     if not raw.isdigit() or not 1 <= int(raw) <= 600_000:

@@ -274,6 +274,11 @@ class ExecutionCore:
             return self._reject(
                 intent, "orders with unknown outcome are being reconciled", "reconciling"
             )
+        mk = self.markets.get(intent.slug)
+        if mk is not None and (mk.closed or not mk.accepting_orders):
+            return self._reject(
+                intent, f"market {intent.slug} is not accepting orders", "market_closed"
+            )
         terms = self._terms(intent)
         limit, size, reason = fm.check_terms(terms)
         if reason:

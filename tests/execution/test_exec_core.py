@@ -17,6 +17,7 @@ from common.schema import (
     BookSnapshot,
     ClockTick,
     LevelChange,
+    MarketInfo,
     MarketResolved,
     OrderIntent,
 )
@@ -181,7 +182,22 @@ def test_exec_preflight_rejects_thin_book_and_bad_terms(ledger) -> None:
     assert rej.code == "preflight_liquidity" and "14" in rej.reason and "15" in rej.reason
     (rej,) = by_topic(core.on_intent(intent("tiny", size=1), T0), topics.REJECT)
     assert rej.code == "invalid_order" and "minimum size" in rej.reason
-    assert ledger.counts() == {"rejected": 3}
+    core.handle(
+        "md.market",
+        MarketInfo(
+            slug="btc-updown-5m-1",
+            condition_id="c",
+            up_token_id=UP,
+            down_token_id=DOWN,
+            window_start_ns=T0,
+            window_end_ns=T0,
+            ts_recv_ns=T0,
+            accepting_orders=False,
+        ),
+    )
+    (rej,) = by_topic(core.on_intent(intent("closed"), T0), topics.REJECT)
+    assert rej.code == "market_closed"
+    assert ledger.counts() == {"rejected": 4}
 
 
 def test_exec_simulated_latency_fills_against_the_later_book(ledger) -> None:
