@@ -451,6 +451,8 @@ class LiveVenue:
                         fm.dec(str(m.get("price", "0"))),
                         fm.dec(str(m.get("matched_amount", "0"))),
                     )
+                    if m.get("asset_id") and str(m["asset_id"]) != str(t.get("asset_id")):
+                        p = fm.ONE - p  # matched against the complementary token's order
                     out.append(
                         VenueTrade(
                             f"{tid}:{i}", float(p), float(s), float(fm.taker_fee(s, p, rate, expo))

@@ -296,3 +296,93 @@ def test_exec_three_switches_all_combinations(ledger, dry, enable, key) -> None:
             assert rej.code == tag and not by_topic(out, topics.FILL)
             assert ledger.order("o1")["status"] == "blocked"
     assert "ab" * 32 not in json.dumps([list(map(str, x)) for x in logs])
+
+
+class ScriptedVenue(FakeVenue):
+    """Answers posts and lookups from scripts, to drive the unknown-outcome paths."""
+
+    def __init__(self, post_results, lookup_results, rest=None) -> None:
+        super().__init__()
+        self.post_results = list(post_results)
+        self.lookup_results = list(lookup_results)
+        self.rest = rest
+
+    def post(self, order, it):
+        self.calls.append("post")
+        return self.post_results.pop(0)
+
+    def lookup(self, order_id, it, sent_ns, claimed):
+        self.calls.append("lookup")
+        return self.lookup_results.pop(0)
+
+    def rest_book(self, asset_id):
+        self.calls.append("rest_book")
+        return self.rest
+
+
+LIVE = TradingMode(False, True, True)
+
+
+def test_exec_timeout_is_unknown_then_reconciled_not_resent(ledger) -> None:
+    v = ScriptedVenue(
+        [VenueResult("unknown", reason="no answer", code="timeout")],
+        [
+            VenueResult("unknown", code="pending"),
+            VenueResult(
+                "accepted",
+                "matched",
+                trades=[VenueTrade("t9", 0.52, 12.0, 0.17)],
+                venue_order_id="0xvenue",
+            ),
+        ],
+    )
+    core, _ = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
+    core.handle("md.book.x", book(ASKS))
+    assert core.on_intent(intent(), T0) == []  # no ack, no reject: outcome unknown
+    assert ledger.order("o1")["status"] == "unknown"
+    # no new order while an outcome is unknown
+    (rej,) = by_topic(core.on_intent(intent("o2"), T0), topics.REJECT)
+    assert rej.code == "reconciling"
+    assert core.on_timer(T0 + 300 * MS) == []  # venue does not show it yet
+    out = core.on_timer(T0 + 600 * MS)
+    assert [f.trade_id for f in by_topic(out, topics.FILL)] == ["t9"]
+    assert by_topic(out, topics.ACK)[0].venue_order_id == "0xvenue"
+    assert v.calls.count("post") == 1 and v.calls.count("lookup") == 2  # never re-sent
+    row = ledger.order("o1")
+    assert row["status"] == "filled" and row["venue_order_id"] == "0xvenue"
+    assert core.to_reconcile == {}
+
+
+def test_exec_missing_after_grace_is_not_placed(ledger) -> None:
+    v = ScriptedVenue(
+        [VenueResult("unknown", code="timeout")], [VenueResult("missing", code="not_placed")]
+    )
+    core, _ = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
+    core.handle("md.book.x", book(ASKS))
+    core.on_intent(intent(), T0)
+    (rej,) = by_topic(core.on_timer(T0 + 300 * MS), topics.REJECT)
+    assert rej.code == "not_placed" and ledger.order("o1")["status"] == "rejected"
+
+
+def test_exec_restart_reconciles_before_taking_orders(ledger) -> None:
+    v = ScriptedVenue([VenueResult("unknown", code="timeout")], [])
+    core, _ = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
+    core.handle("md.book.x", book(ASKS))
+    core.on_intent(intent(), T0)
+    # "restart": a new core over the same ledger finds the order and asks the venue first
+    v2 = ScriptedVenue(
+        [], [VenueResult("accepted", "matched", trades=[VenueTrade("t1", 0.52, 12.0, 0.1)])]
+    )
+    core2, _ = core_of(ledger, LIVE, venue=v2, clock=lambda: T0)
+    out = core2.recover()
+    assert v2.calls == ["lookup"] and by_topic(out, topics.FILL)
+    assert ledger.order("o1")["status"] == "filled"
+
+
+def test_exec_live_preflight_uses_rest_book_when_local_is_stale(ledger) -> None:
+    v = ScriptedVenue([], [], rest=([[0.5, 10.0]], [[0.52, 3.0]]))
+    core, _ = core_of(ledger, LIVE, venue=v, clock=lambda: T0 + 5000 * MS)
+    core.handle("md.book.x", book(ASKS))  # plenty of depth, but 5 s old by the intent
+    late = intent(t=T0 + 5000 * MS)
+    (rej,) = by_topic(core.on_intent(late, T0 + 5000 * MS), topics.REJECT)
+    assert v.calls == ["rest_book"] and rej.code == "preflight_liquidity" and "3" in rej.reason

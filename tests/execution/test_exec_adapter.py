@@ -1,0 +1,103 @@
+"""The live adapter's parsing and error mapping on real venue frames (fixtures), no network."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal as D
+
+from eth_account import Account
+
+from common.config import Secret
+from common.schema import OrderIntent
+from services.execution.live import LiveVenue, _ts_seconds, map_error
+from tests.conftest import FIXTURES
+
+NT = FIXTURES / "nautilus_trader"
+
+
+def venue(logs: list | None = None) -> LiveVenue:
+    sink = logs if logs is not None else []
+    return LiveVenue(
+        "http://127.0.0.1:9/clob",
+        Secret(Account.create().key.hex()),
+        log=lambda *a, **k: sink.append((a, k)),
+    )
+
+
+def intent_for(asset: str, side: str = "BUY") -> OrderIntent:
+    return OrderIntent(
+        client_order_id="c",
+        slug="s",
+        asset_id=asset,
+        outcome="Up",
+        side=side,
+        order_type="FOK",
+        limit_price=0.6,
+        size=10,
+        expires_ns=0,
+        ts_intent_ns=0,
+        fee_rate=0.07,
+    )
+
+
+def test_exec_error_mapping() -> None:
+    assert map_error(None, "Request exception!")[0:2] == ("unknown", "timeout")
+    assert map_error(503, "upstream")[0:2] == ("unknown", "venue_5xx")
+    out, code, reason = map_error(400, "not enough balance / allowance")
+    assert (out, code) == ("rejected", "insufficient_balance") and "balance" in reason
+    assert (
+        map_error(400, "order couldn't be fully filled. FOK orders are fully filled or killed.")[1]
+        == "fok_killed"
+    )
+    assert (
+        map_error(400, "invalid amount for a marketable BUY order ($0.5), min size: $1")[1]
+        == "below_minimum"
+    )
+    assert map_error(400, "Size (3) lower than the minimum: 5")[1] == "below_minimum"
+    assert map_error(401, "Unauthorized/Invalid api key")[1] == "auth"
+    assert map_error(429, "Too Many Requests")[1] == "rate_limited"
+    assert map_error(400, "something new")[1] == "venue_rejected"
+
+
+def test_exec_trade_levels_from_a_real_user_trade() -> None:
+    doc = json.loads((NT / "polymarket_ws_py" / "user_trade1.json").read_text())
+    trades = LiveVenue._trades([doc], intent_for(doc["asset_id"]))
+    makers = doc["maker_orders"]
+    assert len(trades) == len(makers)
+    # the first maker sat on the complementary token at 0.482: the taker paid 1 - 0.482
+    assert trades[0].price == 0.518 and trades[0].size == 10.0
+    assert all(t.price == 0.518 for t in trades)
+    assert sum(D(str(t.size)) for t in trades) == sum(D(m["matched_amount"]) for m in makers)
+    # fee per level: 10 * 0.07 * 0.518 * 0.482 = 0.1747732 -> 0.17477
+    assert trades[0].fee == 0.17477
+
+
+def test_exec_user_channel_frames_arrays_objects_and_garbage() -> None:
+    v = venue()
+    trade = (NT / "polymarket_rs" / "ws_user_trade_msg.json").read_text()
+    killed = (NT / "polymarket_rs" / "ws_user_order_fok_killed.json").read_text()
+    v._on_user_frame(trade)
+    v._on_user_frame("[" + killed + "," + json.dumps({"event_type": "brand_new"}) + "]")
+    v._on_user_frame("PONG")
+    v._on_user_frame("{not json")
+    v._on_user_frame(json.dumps([1, "x", None]))
+    assert list(v.ws_trades) == ["trade-0xabcdef1234"]
+    assert list(v.ws_orders) == ["0x78xx"]
+    assert v.counts["user_ws_garbage"] == 1 and v.counts["user_ws_unknown"] == 1
+
+
+def test_exec_venue_times_in_every_spelling() -> None:
+    assert _ts_seconds("1725868859") == 1725868859.0
+    assert _ts_seconds("1703875200000") == 1703875200.0
+    assert _ts_seconds(1703875200000) == 1703875200.0
+    assert _ts_seconds("2024-01-01T00:00:00Z") == 1704067200.0
+    assert _ts_seconds("") == 0.0 and _ts_seconds(None) == 0.0 and _ts_seconds("soon") == 0.0
+
+
+def test_exec_venue_unreachable_is_not_fatal_and_never_shows_the_key() -> None:
+    logs: list = []
+    v = venue(logs)
+    assert v.start() is False  # nothing listens on port 9
+    assert v.counts["start_failed"] == 1
+    key = v._key.reveal().lower().removeprefix("0x")
+    assert key not in repr(v).lower() and key not in json.dumps(logs, default=str).lower()
