@@ -14,6 +14,7 @@ model's probability (sampled once a second of event time) against each window's 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -50,12 +51,15 @@ from common.schema import (
 )
 from services.execution.fills import OrderTerms, simulate_fill
 from services.ingest import parsers
+from services.ingest.capture import CaptureLine, capture_files, read_capture
+from services.ingest.core import IngestCore
 from services.signal.core import SignalCore
 from services.strategy.core import StrategyCore
 
 NS = 1_000_000_000
 MS = 1_000_000
-CLOCK_NS = 100 * MS
+CLOCK_NS = 100 * MS  # ingest's timer: clock ticks, feed status, republishing
+GAMMA_POLL_NS = 5 * NS  # how often the simulated discovery asks Gamma
 SIM_EPOCH_S = 1_767_225_600  # 2026-01-01T00:00:00Z: a fixed start keeps runs comparable
 MD_KINDS = (
     BtcTrade,
@@ -71,102 +75,136 @@ CALIBRATION_BINS = 10
 
 
 # --------------------------------------------------------------------------- venue frames
-class SimFrameAdapter:
-    """Turns the simulated venue's wire frames into bus messages with ingest's own parsers
-    (services/ingest/parsers.py), as ingest would publish them; counts what it skips."""
+Frame = tuple[int, str, str]  # (receive time ns, channel, frame text): ingest's capture line
+
+
+class IngestReplay:
+    """Raw venue frames -> the market-data messages ingest would publish, through ingest's own
+    parsers and core (books, market roles, price-to-beat ranking, resolutions, feed status),
+    with its 100 ms timer run on event time. Unparseable frames are counted and skipped."""
 
     def __init__(self) -> None:
-        self._p = parsers
-        self.slug_by_condition: dict[str, str] = {}
-        self.skipped = 0
+        self.core = IngestCore()
+        for health in self.core.health.values():
+            health.connected = True  # a capture's frames came over open connections
+        self.next_tick: int | None = None
         self.errors = 0
+        self.frames = 0
 
-    def frame(self, ts_ns: int, channel: str, text: str) -> list[Msg]:
-        p = self._p
-        try:
-            if channel == "binance:btcusdt@aggTrade":  # ingest subscribes aggTrade, not trade
-                events = p.parse_binance(text, ts_ns)
-            elif channel.startswith("market"):
-                events = p.parse_clob(text, ts_ns)
-            elif channel.startswith("rtds:"):
-                events = p.parse_rtds(text, ts_ns)
-            else:
-                return []
-        except p.ParseError:
-            self.errors += 1
-            return []
-        out: list[Msg] = []
-        for ev in events:
-            if isinstance(ev, parsers.MarketResolvedRaw):
-                out.append(
-                    MarketResolved(
-                        slug=self.slug_by_condition.get(ev.market, ""),
-                        winning_outcome="Up" if ev.winning_outcome.lower() == "up" else "Down",
-                        ts_ns=ev.ts_recv_ns,
-                        winning_asset_id=ev.winning_asset_id,
-                        condition_id=ev.market,
-                        source="market_channel",
-                    )
-                )
-            elif isinstance(ev, Msg):
-                out.append(ev)
-            else:
-                self.skipped += 1
+    def _timers(self, until_ns: int) -> list[tuple[str, Msg]]:
+        out: list[tuple[str, Msg]] = []
+        if self.next_tick is None:
+            self.next_tick = until_ns
+        while self.next_tick <= until_ns:
+            out.extend(self.core.on_timer(self.next_tick))
+            self.next_tick += CLOCK_NS
         return out
 
+    def feed(self, ts_ns: int, channel: str, text: str) -> list[Msg]:
+        out = self._timers(ts_ns)
+        self.frames += 1
+        kind = channel.split(":", 1)[0]
+        core = self.core
+        try:
+            if kind == "binance":
+                out.extend(core.on_binance(parsers.parse_binance(text, ts_ns), ts_ns))
+            elif kind in ("clob", "market"):
+                out.extend(core.on_clob(parsers.parse_clob(text, ts_ns), ts_ns))
+            elif kind == "rtds":
+                out.extend(core.on_price_feed(parsers.parse_rtds(text, ts_ns), ts_ns))
+            elif kind == "gamma":
+                out.extend(core.on_market(parsers.parse_gamma(text, ts_ns), ts_ns))
+        except parsers.ParseError:
+            self.errors += 1
+        return [m for topic, m in out if topic.startswith("md.")]
 
-def sim_market_info(w: Any, lookback_s: int, ts_ns: int, with_ptb: bool) -> MarketInfo:
-    """What discovery (Gamma) would say about a simulated window at `ts_ns`."""
-    return MarketInfo(
-        slug=w.slug,
-        condition_id=w.condition_id,
-        up_token_id=w.up_token,
-        down_token_id=w.down_token,
-        window_start_ns=w.start_s * NS,
-        window_end_ns=w.end_s * NS,
-        ts_recv_ns=ts_ns,
-        role="current" if w.start_s * NS <= ts_ns else "next",
-        tick_size=w.tick / 1000,
-        fee_rate=0.07,
-        fee_exponent=1.0,
-        twap_enabled=True,
-        twap_lookback_s=lookback_s,
-        price_to_beat=w.price_to_beat if with_ptb else None,
-        price_to_beat_source="gamma" if with_ptb else "",
-    )
+    def finish(self, ts_ns: int) -> list[Msg]:
+        return [m for topic, m in self._timers(ts_ns) if topic.startswith("md.")]
 
 
-def sim_messages(seed: int, windows: int, window_s: int) -> Iterator[Msg]:
-    """The market-data messages ingest would publish for `windows` simulated windows."""
+def replay(frames: Iterable[Frame]) -> Iterator[Msg]:
+    ingest = IngestReplay()
+    last = 0
+    for ts, channel, text in frames:
+        last = max(last, ts)
+        yield from ingest.feed(ts, channel, text)
+    yield from ingest.finish(last)
+
+
+def sim_frames(seed: int, windows: int, window_s: int) -> Iterator[Frame]:
+    """The frames ingest would receive from the simulated venue for `windows` windows: the
+    Binance aggTrade stream, the market channel, the price feed, and a Gamma event poll of the
+    current and next window every few seconds (discovery)."""
+    from services.simvenue.gamma import event_doc
     from services.simvenue.market import SimMarket
 
     start_ns = (SIM_EPOCH_S // window_s) * window_s * NS
+    last_start_ns = start_ns + (windows - 1) * window_s * NS
     market = SimMarket(seed, window_s, start_ns, book_ticker_hz=0.0)
-    adapter = SimFrameAdapter()
-    announced: dict[int, bool] = {}  # window start -> announced with its price to beat
-    end_ns = start_ns + windows * window_s * NS + int((min(54.0, 0.15 * window_s) + 3) * NS)
+    end_ns = last_start_ns + window_s * NS + int((min(54.0, 0.15 * window_s) + 3) * NS)
+    next_poll = start_ns
     t = start_ns
     while t <= end_ns:
-        frames = market.advance(t)
-        for start_s, w in sorted(market.windows.items()):
-            if start_s * NS >= start_ns + windows * window_s * NS:
-                continue  # past the last window we were asked for
-            adapter.slug_by_condition[w.condition_id] = w.slug
-            ptb_ready = w.price_to_beat is not None and t >= w.ptb_public_ns > 0
-            if announced.get(start_s) is None or (ptb_ready and not announced[start_s]):
-                announced[start_s] = ptb_ready
-                yield sim_market_info(w, market.lookback_s, t, ptb_ready)
-        for ts, channel, text in frames:
-            yield from adapter.frame(ts, channel, text)
-        yield ClockTick(ts_ns=t)
+        for ts, channel, text in market.advance(t):
+            if channel.startswith("binance:") and not channel.endswith("@aggTrade"):
+                continue  # ingest subscribes aggTrade (and bookTicker, which the cores ignore)
+            yield ts, channel, text
+        if t >= next_poll:
+            next_poll = t + GAMMA_POLL_NS
+            for w in (market.current_window(), market.next_window()):
+                if w is not None and w.start_s * NS <= last_start_ns:
+                    yield t, "gamma", json.dumps(event_doc(market, w, t), separators=(",", ":"))
         t += CLOCK_NS
 
 
+def read_frames(path: Path) -> Iterator[Frame]:
+    """Frames of an ingest capture: a gzip file or directory of them (services/ingest/capture.py)
+    or plain JSON lines of `{"ts_recv_ns", "channel", "frame"}`."""
+    if path.is_dir():
+        for f in capture_files(path):
+            yield from read_capture(f)
+        return
+    if path.suffix == ".gz":
+        yield from read_capture(path)
+        return
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    c = _frame_decoder.decode(line)
+                except msgspec.DecodeError as e:
+                    raise ValueError(f"{path}:{n}: not a capture line: {e}") from None
+                yield c.ts_recv_ns, c.channel, c.frame
+
+
+_frame_decoder = msgspec.json.Decoder(CaptureLine)
 _msg_decoder = msgspec.json.Decoder()
 
 
+def capture_kind(path: Path) -> str:
+    """ "frames" (raw venue frames, ingest's capture) or "messages" (bus messages, tap output)."""
+    if path.is_dir() or path.suffix == ".gz":
+        return "frames"
+    with path.open("rb") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    doc = _msg_decoder.decode(line)
+                except msgspec.DecodeError:
+                    break
+                if isinstance(doc, dict) and "frame" in doc:
+                    return "frames"
+                if isinstance(doc, dict) and "kind" in doc:
+                    return "messages"
+                break
+    raise ValueError(
+        f"{path}: not a capture (expected JSON lines with 'frame' (ingest capture) or 'kind' "
+        "(polyedge tap output))"
+    )
+
+
 def capture_messages(path: Path) -> Iterator[Msg]:
-    """Market-data messages from a JSON-lines capture (tap output or `--record`)."""
+    """Market-data messages from a JSON-lines file of bus messages (tap output)."""
     with path.open("rb") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -420,7 +458,13 @@ def _positive(v: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="polyedge backtest", description=__doc__.split("\n\n")[0])
-    ap.add_argument("capture", nargs="?", type=Path, help="JSON-lines capture of md.* messages")
+    ap.add_argument(
+        "capture",
+        nargs="?",
+        type=Path,
+        help="ingest capture (.jsonl.gz file or directory, or JSON lines of raw frames), "
+        "or JSON lines of md.* bus messages (polyedge tap output)",
+    )
     ap.add_argument("--sim-seed", type=int, help="run the simulated market with this seed")
     ap.add_argument("--windows", type=_positive, default=10, help="simulated windows (10)")
     ap.add_argument("--window-seconds", type=_positive, default=300, help="window length (300)")
@@ -437,12 +481,18 @@ def main(argv: list[str] | None = None) -> int:
         help="override one config value (JSON value), e.g. --set max_trades_per_day=50",
     )
     ap.add_argument("--json", action="store_true", help="print one JSON document")
-    ap.add_argument("--record", type=Path, help="also write the input messages as a capture")
+    ap.add_argument(
+        "--record",
+        type=Path,
+        help="with --sim-seed: also write the venue frames as an ingest capture (.gz: gzip)",
+    )
     args = ap.parse_args(argv)
     if (args.capture is None) == (args.sim_seed is None):
         ap.error("give either a CAPTURE file or --sim-seed N")
-    if args.capture is not None and not args.capture.is_file():
-        ap.error(f"capture file not found: {args.capture}")
+    if args.capture is not None and not args.capture.exists():
+        ap.error(f"capture not found: {args.capture}")
+    if args.record is not None and args.sim_seed is None:
+        ap.error("--record needs --sim-seed (a capture is already a capture)")
     if args.sim_seed is not None and args.window_seconds < 10:
         ap.error("--window-seconds must be >= 10")
     try:
@@ -461,15 +511,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"polyedge backtest: {e}", file=sys.stderr)
         return 2
-    if args.sim_seed is not None:
-        messages: Iterable[Msg] = sim_messages(args.sim_seed, args.windows, args.window_seconds)
-    else:
-        messages = capture_messages(args.capture)
-    if args.record is not None:
-        messages = _recording(messages, args.record)
+    try:
+        if args.sim_seed is not None:
+            frames = sim_frames(args.sim_seed, args.windows, args.window_seconds)
+            if args.record is not None:
+                frames = _recording(frames, args.record)
+            messages: Iterable[Msg] = replay(frames)
+        elif capture_kind(args.capture) == "frames":
+            messages = replay(read_frames(args.capture))
+        else:
+            messages = capture_messages(args.capture)
+    except (ValueError, OSError) as e:
+        print(f"polyedge backtest: {e}", file=sys.stderr)
+        return 2
     try:
         res = run(messages, config)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         print(f"polyedge backtest: {e}", file=sys.stderr)
         return 2
     s = summary(res)
@@ -480,12 +537,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _recording(messages: Iterable[Msg], path: Path) -> Iterator[Msg]:
+def _recording(frames: Iterable[Frame], path: Path) -> Iterator[Frame]:
+    """Pass frames through, writing each as an ingest capture line."""
     enc = msgspec.json.Encoder()
-    with path.open("wb") as f:
-        for m in messages:
-            f.write(enc.encode(to_dict(m)) + b"\n")
-            yield m
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as f:
+        for ts, channel, text in frames:
+            f.write(enc.encode(CaptureLine(ts, channel, text)) + b"\n")
+            yield ts, channel, text
 
 
 if __name__ == "__main__":
