@@ -91,6 +91,10 @@ def load_strategy_config(path: str | os.PathLike[str] | None = None) -> Strategy
         doc = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(str(p), {"$": f"not valid JSON: {e}"}) from None
+    except UnicodeDecodeError as e:  # a config file is UTF-8 JSON; anything else is refused
+        raise ConfigError(str(p), {"$": f"not UTF-8 text: {e}"}) from None
+    except OSError as e:  # a directory, no permission, ...
+        raise ConfigError(str(p), {"$": f"cannot read: {e.strerror or e}"}) from None
     return validate_strategy_config(doc, str(p))
 
 
@@ -181,7 +185,11 @@ def parse_dotenv(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     if not path.exists():
         return out
-    for n, raw in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(str(path), {"$": f"cannot read as UTF-8 text: {e}"}) from None
+    for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -1,0 +1,355 @@
+"""Bad configuration files and environment values: the validators (hypothesis, driven by the
+config's own declared constraints), every service started with a bad config or a bad env value
+(a clear error naming every bad field, exit code 2, no database touched), and bad config files
+written under running processes (refused, counted in the log, the running config unchanged)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from common.config import (
+    ConfigError,
+    StrategyConfig,
+    load_settings,
+    load_strategy_config,
+    parse_dotenv,
+    validate_strategy_config,
+)
+from common.service import EXIT_CONFIG
+from tests.conftest import REPO, wait_for
+
+FUZZ = settings(max_examples=200, deadline=None, derandomize=True)
+FIELDS = {f.name: f.type for f in msgspec.inspect.type_info(StrategyConfig).fields}
+SERVICES = ("strategy", "signal", "execution", "ingest", "observe")
+# observe only displays the strategy config (it shows "unknown" and keeps serving when the file is
+# bad) and drops PRIVATE_KEY unread at start (the API process never holds the key)
+CONFIG_USERS = ("strategy", "signal", "execution", "ingest")
+
+
+# --- values inside and outside each field's declared constraints -------------------------------------
+def _bounds(t: Any) -> tuple[float, float, bool, bool]:
+    lo = t.gt if t.gt is not None else (t.ge if t.ge is not None else -1e12)
+    hi = t.lt if t.lt is not None else (t.le if t.le is not None else 1e12)
+    return lo, hi, t.gt is not None, t.lt is not None
+
+
+def valid_value(t: Any) -> st.SearchStrategy[Any]:
+    if isinstance(t, msgspec.inspect.LiteralType):
+        return st.sampled_from(list(t.values))
+    lo, hi, xlo, xhi = _bounds(t)
+    if isinstance(t, msgspec.inspect.IntType):
+        return st.integers(int(lo) + xlo, int(hi) - xhi)
+    return st.floats(lo, hi, exclude_min=xlo, exclude_max=xhi, allow_nan=False)
+
+
+def invalid_value(t: Any) -> st.SearchStrategy[Any]:
+    wrong_types = st.sampled_from(["5", "", None, True, False, [], {}, [1], {"v": 1}])
+    if isinstance(t, msgspec.inspect.LiteralType):
+        return wrong_types | st.text(max_size=8).filter(lambda s: s not in t.values)
+    lo, hi, xlo, xhi = _bounds(t)
+    below = st.just(lo) if xlo else st.floats(max_value=lo, exclude_max=True, allow_nan=False)
+    above = st.just(hi) if xhi else st.floats(min_value=hi, exclude_min=True, allow_nan=False)
+    out = wrong_types | below | above | st.just(math.nan)
+    if isinstance(t, msgspec.inspect.IntType):
+        out = out | st.just(1.5) | st.just(float(int(lo) + 0.25))
+    return out
+
+
+@st.composite
+def config_docs(draw: st.DrawFn) -> tuple[dict[str, Any], set[str]]:
+    """A config document and the set of keys in it that must be named as bad."""
+    doc: dict[str, Any] = {}
+    bad: set[str] = set()
+    for name in draw(st.lists(st.sampled_from(sorted(FIELDS)), unique=True, max_size=8)):
+        if draw(st.booleans()):
+            doc[name] = draw(invalid_value(FIELDS[name]))
+            bad.add(name)
+        else:
+            doc[name] = draw(valid_value(FIELDS[name]))
+    for key in draw(st.lists(st.text(min_size=1, max_size=12), max_size=2)):
+        if key not in FIELDS:
+            doc[key] = draw(st.integers() | st.text(max_size=5))
+            bad.add(key)
+    return doc, bad
+
+
+@FUZZ
+@given(case=config_docs())
+def test_every_bad_config_field_is_named(case: tuple[dict[str, Any], set[str]]) -> None:
+    doc, bad = case
+    if not bad:
+        cfg = validate_strategy_config(doc)
+        for k, v in doc.items():
+            assert getattr(cfg, k) == v
+        return
+    with pytest.raises(ConfigError) as e:
+        validate_strategy_config(doc, "fuzz")
+    assert set(e.value.errors) == bad, (doc, e.value.errors)
+    assert all(isinstance(m, str) and m for m in e.value.errors.values())
+    assert "fuzz" in str(e.value)
+
+
+@FUZZ
+@given(doc=st.one_of(st.none(), st.integers(), st.text(), st.lists(st.integers())))
+def test_a_config_that_is_not_an_object_is_refused(doc: Any) -> None:
+    with pytest.raises(ConfigError) as e:
+        validate_strategy_config(doc)
+    assert "$" in e.value.errors
+
+
+# --- config files -------------------------------------------------------------------------------------
+BAD_FILES: dict[str, bytes] = {
+    "truncated": b'{"stake_per_trade_usd": 5',
+    "empty": b"",
+    "array": b"[]",
+    "yaml": b"stake_per_trade_usd: 5\n",
+    "comments": b'{\n  // stake\n  "stake_per_trade_usd": 5\n}',
+    "latin1": '{"stake_per_trade_usd": 5, "x": "caf\xe9"}'.encode("latin-1"),
+    "utf16": '{"stake_per_trade_usd": 5}'.encode("utf-16"),
+    "binary": bytes(range(256)),
+    "bad_field": b'{"stake_per_trade_usd": -5}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_config_file_is_a_config_error(tmp_path: Path, case: str) -> None:
+    p = tmp_path / "config.json"
+    p.write_bytes(BAD_FILES[case])
+    with pytest.raises(ConfigError) as e:
+        load_strategy_config(p)
+    assert str(p) in str(e.value)
+
+
+@pytest.mark.parametrize("case", ["missing", "directory"])
+def test_unreadable_config_path_is_a_config_error(tmp_path: Path, case: str) -> None:
+    p = tmp_path / "nope.json"
+    if case == "directory":
+        p.mkdir()
+    with pytest.raises(ConfigError) as e:
+        load_strategy_config(p)
+    assert str(p) in str(e.value)
+
+
+@FUZZ
+@given(content=st.binary(max_size=400) | st.text(max_size=400).map(str.encode))
+def test_any_config_file_loads_or_is_a_config_error(tmp_path_factory: Any, content: bytes) -> None:
+    p = tmp_path_factory.mktemp("cfg") / "config.json"
+    p.write_bytes(content)
+    try:
+        cfg = load_strategy_config(p)
+    except ConfigError as e:
+        assert e.errors and str(p) in str(e)
+        return
+    assert isinstance(cfg, StrategyConfig)
+
+
+# --- .env and environment -----------------------------------------------------------------------------
+BAD_ENV: dict[str, str] = {
+    "DRY_RUN": "maybe",
+    "ENABLE_REAL_TRADING": "yes please",
+    "API_PORT": "http",
+    "SIM_PORT": "70000",
+    "SIM_WINDOW_SECONDS": "1",
+    "SIM_SEED": "-5",
+    "LOG_LEVEL": "LOUD",
+    "DATABASE_URL": "postgres://db/trader",
+    "POLYEDGE_VENUE": "paper",
+    "BINANCE_WS_URL": "ftp://example.com",
+    "PRIVATE_KEY": "0xnot-a-key-deadbeef",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_ENV))
+def test_each_bad_env_value_is_named(name: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings({name: BAD_ENV[name]}, dotenv=None)
+    assert set(e.value.errors) == {name}
+    if name == "PRIVATE_KEY":
+        assert BAD_ENV[name] not in str(e.value) and "deadbeef" not in str(e.value)
+
+
+def test_all_bad_env_values_are_named_at_once() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(dict(BAD_ENV), dotenv=None)
+    assert set(e.value.errors) == set(BAD_ENV)
+
+
+ENV_NAMES = sorted({*BAD_ENV, "API_HOST", "API_TOKEN", "LOG_DIR", "POLYEDGE_DATA_DIR"})
+
+
+@FUZZ
+@given(env=st.dictionaries(st.sampled_from(ENV_NAMES), st.text(max_size=70), max_size=6))
+def test_any_environment_loads_or_names_its_bad_values(env: dict[str, str]) -> None:
+    try:
+        load_settings(env, dotenv=None)
+    except ConfigError as e:
+        assert e.errors and set(e.errors) <= set(env), (env, e.errors)
+        key = env.get("PRIVATE_KEY", "").strip()
+        if len(key) >= 8:
+            assert key not in str(e), "the private key must never be echoed"
+
+
+@settings(
+    max_examples=150, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)  # fmt: skip
+@given(content=st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_any_dotenv_parses_or_names_the_line(tmp_path: Path, content: bytes) -> None:
+    p = tmp_path / ".env"
+    p.write_bytes(content)
+    try:
+        out = parse_dotenv(p)
+    except ConfigError as e:
+        assert str(p) in str(e)
+        return
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in out.items())
+
+
+# --- real processes: a bad start is refused clearly, before anything is written ---------------------
+def _start(service: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", f"services.{service}"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _run_all(env: dict[str, str], services: tuple[str, ...]) -> dict[str, tuple[int, str]]:
+    procs = {s: _start(s, env) for s in services}
+    out = {}
+    for s, p in procs.items():
+        try:
+            _, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+            err = "still running after 30s: " + err
+        out[s] = (p.returncode, err)
+    return out
+
+
+def test_services_refuse_a_bad_config_file(iso_env: dict[str, str], tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps({"stake_per_trade_usd": -1, "leverage": 10, "order_type": "GTC"}))
+    results = _run_all({"POLYEDGE_CONFIG": str(cfg)}, CONFIG_USERS)
+    for service, (code, err) in results.items():
+        assert code == EXIT_CONFIG, f"{service} exited {code}: {err[-500:]}"
+        for word in ("stake_per_trade_usd", "leverage", "order_type", str(cfg)):
+            assert word in err, f"{service} did not name {word}: {err[-500:]}"
+        assert "Traceback" not in err, f"{service}: {err[-800:]}"
+    assert not Path(iso_env["DATABASE_URL"].removeprefix("sqlite:")).exists(), "database touched"
+
+
+@pytest.mark.parametrize("name", ["API_PORT", "DRY_RUN", "PRIVATE_KEY", "POLYEDGE_VENUE"])
+def test_services_refuse_a_bad_env_value(iso_env: dict[str, str], name: str) -> None:
+    services = tuple(s for s in SERVICES if not (name == "PRIVATE_KEY" and s == "observe"))
+    results = _run_all({name: BAD_ENV[name]}, services)
+    for service, (code, err) in results.items():
+        assert code == EXIT_CONFIG, f"{service} exited {code}: {err[-500:]}"
+        assert name in err, f"{service} did not name {name}: {err[-500:]}"
+        assert "Traceback" not in err, f"{service}: {err[-800:]}"
+        if name == "PRIVATE_KEY":
+            assert "deadbeef" not in err
+    assert not Path(iso_env["DATABASE_URL"].removeprefix("sqlite:")).exists(), "database touched"
+
+
+# --- a bad config file written under running processes ----------------------------------------------
+@pytest.fixture
+def running(iso_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"stake_per_trade_usd": 4.0}))
+    env = {"POLYEDGE_CONFIG": str(cfg)}
+    procs = {s: _start(s, env) for s in ("strategy", "signal")}
+    db = Path(iso_env["DATABASE_URL"].removeprefix("sqlite:"))
+    logs = Path(iso_env["LOG_DIR"])
+
+    def persisted() -> dict[str, Any] | None:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT value FROM strategy_state WHERE key='core'").fetchone()
+        finally:
+            con.close()
+        return json.loads(row[0]) if row else None
+
+    try:
+        wait_for(persisted, 30, 0.1, what="strategy to persist its state")
+        wait_for(lambda: (logs / "signal.jsonl").exists(), 30, what="signal to start")
+        yield cfg, {"procs": procs, "persisted": persisted, "logs": logs}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _events(logs: Path, stream: str, event: str) -> list[dict[str, Any]]:
+    p = logs / f"{stream}.jsonl"
+    if not p.exists():
+        return []
+    return [d for d in map(json.loads, p.read_text().splitlines()) if d.get("event") == event]
+
+
+@pytest.mark.parametrize("case", ["bad_field", "truncated", "latin1"])
+def test_bad_config_written_under_running_services_is_refused(
+    running: tuple[Path, dict[str, Any]], case: str
+) -> None:
+    cfg, ctx = running
+    version = ctx["persisted"]()["config_version"]
+    before = {
+        s: len(_events(ctx["logs"], s2, e))
+        for s, (s2, e) in {
+            "strategy": ("risk", "config_rejected"),
+            "strategy_file": ("risk", "config_file_rejected"),
+            "signal": ("signal", "config_reload_rejected"),
+        }.items()
+    }
+    cfg.write_bytes(BAD_FILES[case])
+    os.utime(cfg, ns=(os.stat(cfg).st_atime_ns, os.stat(cfg).st_mtime_ns + 1_000_000_000))
+
+    def refused() -> bool:
+        strat = len(_events(ctx["logs"], "risk", "config_rejected")) + len(
+            _events(ctx["logs"], "risk", "config_file_rejected")
+        )
+        sig = len(_events(ctx["logs"], "signal", "config_reload_rejected"))
+        return strat > before["strategy"] + before["strategy_file"] and sig > before["signal"]
+
+    procs = ctx["procs"]
+    wait_for(
+        lambda: refused() or any(p.poll() is not None for p in procs.values()),
+        15,
+        what="strategy and signal to refuse the bad file",
+    )
+    for name, p in procs.items():
+        if p.poll() is not None:
+            err = p.stderr.read().strip().splitlines()
+            pytest.fail(f"{name} died (exit {p.returncode}) on a {case} config file: {err[-1:]}")
+    assert refused()
+    assert ctx["persisted"]()["config_version"] == version, "a refused config was applied"
+
+    # control: a good file is picked up, so the refusal above was a real decision
+    cfg.write_text(json.dumps({"stake_per_trade_usd": 6.0}))
+    os.utime(cfg, ns=(os.stat(cfg).st_atime_ns, os.stat(cfg).st_mtime_ns + 2_000_000_000))
+    wait_for(
+        lambda: ctx["persisted"]()["config_version"] > version, 15, what="the good file applied"
+    )
