@@ -181,16 +181,24 @@ def live_env(iso_env: dict[str, str], key: str, **kw: str) -> dict[str, str]:
     }
 
 
-def market(sim: Sim) -> dict[str, Any]:
-    """A window with at least 30 s left, so orders are not refused as closed."""
+def market(sim: Sim, token: str = "") -> dict[str, Any]:
+    """A window with at least 30 s left (orders are not refused as closed), its books as they are
+    now, and the token to trade: `token` if given, else the outcome priced nearer 0.5, so both
+    sides of its book have depth."""
     st = sim.state()
-    now_s = time.time()
-    w = st["current"] if st["current"]["end"] - now_s > 30 else st["next"]
+    if token:
+        w = next(m for m in (st["current"], st["next"]) if m and token in m["books"])
+    else:
+        w = st["current"] if st["current"]["end"] - time.time() > 30 else st["next"]
+    w["token"] = token or min(
+        (w["up_token"], w["down_token"]),
+        key=lambda t: abs(float(w["books"][t]["best_ask"] or 1) - 0.5),
+    )
     return w
 
 
 def intent(w: dict[str, Any], coid: str, size: float = 0.0, **kw: Any) -> OrderIntent:
-    token = w["up_token"]
+    token = w["token"]
     ask = float(w["books"][token]["best_ask"])
     now = time.time_ns()
     limit = kw.pop("limit", round(min(0.98, ask + 0.05), 2))
@@ -199,7 +207,7 @@ def intent(w: dict[str, Any], coid: str, size: float = 0.0, **kw: Any) -> OrderI
         client_order_id=coid,
         slug=w["slug"],
         asset_id=token,
-        outcome="Up",
+        outcome="Up" if token == w["up_token"] else "Down",
         side=kw.pop("side", "BUY"),
         order_type="FOK",
         limit_price=limit,
@@ -237,7 +245,7 @@ def test_exec_live_accept_reject_timeout_reconciled(
 ) -> None:
     exe.start()
     w = market(sim)
-    token = w["up_token"]
+    token = w["token"]
     # accepted: ack then a live fill, venue id recorded
     exe.send(intent(w, "acc-1"))
     ack = exe.of("acc-1", topics.ACK)
@@ -269,7 +277,7 @@ def test_exec_live_accept_reject_timeout_reconciled(
 
     # the answer times out but the order was placed: reconciled, never re-sent
     sim.fault(name="order_timeout_placed", count=1, seconds=4)
-    exe.send(intent(w, "late-1"))
+    exe.send(intent(market(sim, token), "late-1"))
     fill = exe.of("late-1", topics.FILL, 20)
     ack = exe.of("late-1", topics.ACK)
     orders = sim.orders(token)
@@ -321,7 +329,7 @@ def test_exec_live_accept_reject_timeout_reconciled(
 def test_exec_kill9_between_intent_and_ack_leaves_one_order(sim: Sim, exe: Exec) -> None:
     exe.start({"EXEC_ORDER_TIMEOUT_MS": "25000"})  # stuck in the POST until killed
     w = market(sim)
-    token = w["up_token"]
+    token = w["token"]
     sim.fault(name="order_timeout_placed", count=1, seconds=30)
     it = intent(w, "k9-1")
     exe.send(it)
@@ -342,7 +350,7 @@ def test_exec_kill9_between_intent_and_ack_leaves_one_order(sim: Sim, exe: Exec)
     orders = sim.orders(token)
     assert len(orders) == 1 and row["venue_order_id"] == orders[0]["id"]
     exe.send(it)  # strategy re-sending the same intent after the restart: a no-op
-    exe.send(intent(w, "k9-2"))
+    exe.send(intent(market(sim, token), "k9-2"))
     exe.of("k9-2", topics.FILL)
     assert len(sim.orders(token)) == 2 and exe.row("k9-1")["status"] == "filled"
 
@@ -353,8 +361,6 @@ COMBOS = [(d, e, k) for d in (True, False) for e in (True, False) for k in (True
 def test_exec_switches_all_8_combinations_in_the_real_process(
     sim: Sim, iso_env: dict[str, str], key: str
 ) -> None:
-    w = market(sim)
-    token = w["up_token"]
     e = Exec(live_env(iso_env, key))
     try:
         for n, (dry, enable, has_key) in enumerate(COMBOS):
@@ -363,10 +369,10 @@ def test_exec_switches_all_8_combinations_in_the_real_process(
                 "ENABLE_REAL_TRADING": str(enable).lower(),
                 "PRIVATE_KEY": key if has_key else "",
             }
-            before = len(sim.orders(token))
+            before = len(sim.state()["orders"])
             e.start(extra)
             coid = f"sw-{n}"
-            e.send(intent(w, coid))
+            e.send(intent(market(sim), coid))  # priced off the book as it is now
             live = not dry and enable and has_key
             tag = (
                 "REAL_TRADING_BLOCKED_DRY_RUN_TRUE"
@@ -378,13 +384,20 @@ def test_exec_switches_all_8_combinations_in_the_real_process(
                 else ""
             )
             if live:
-                assert e.of(coid, topics.FILL).dry_run is False
-                assert len(sim.orders(token)) == before + 1
+                got = e.wait(
+                    lambda m, c=coid: (
+                        m[0] in (topics.FILL, topics.REJECT) and m[1].client_order_id == c
+                    ),
+                    15,
+                    f"{coid} outcome",
+                )
+                assert got[0] == topics.FILL and got[1].dry_run is False, got[1]
+                assert len(sim.state()["orders"]) == before + 1
             else:
                 # dry-run without a book from ingest rejects locally; blocked modes by the tag
                 rej = e.of(coid, topics.REJECT)
                 assert rej.code == (tag if not dry else "preflight_liquidity")
-                assert len(sim.orders(token)) == before  # no venue call
+                assert len(sim.state()["orders"]) == before  # no venue call
                 recs = [json.loads(ln) for ln in (e.logs / "execution.jsonl").open()]
                 assert any(
                     r["event"] == tag
