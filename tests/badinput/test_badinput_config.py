@@ -199,7 +199,8 @@ def test_any_environment_loads_or_names_its_bad_values(env: dict[str, str]) -> N
     except ConfigError as e:
         assert e.errors and set(e.errors) <= set(env), (env, e.errors)
         key = env.get("PRIVATE_KEY", "").strip()
-        if len(key) >= 8:
+        others = [v for k, v in env.items() if k != "PRIVATE_KEY"]
+        if len(key) >= 8 and not any(key in v for v in others):  # echoed as another value
             assert key not in str(e), "the private key must never be echoed"
 
 

@@ -207,9 +207,9 @@ def test_gamma_5xx_is_survived_and_windows_keep_rolling(tree: Tree) -> None:
 def test_tick_size_change_resyncs_and_orders_use_the_new_grid(tree: Tree) -> None:
     def current_with_time() -> dict[str, Any] | None:
         cur = tree.sim_state()["current"]
-        return cur if cur["end"] - ns() / 1e9 >= 12 else None
+        return cur if cur["end"] - ns() / 1e9 >= 14 else None
 
-    cur = wait_for(current_with_time, 30, 0.2, what="a window with 12s left")
+    cur = wait_for(current_with_time, 30, 0.2, what="a window with 14s left")
     before = ingest_detail(tree, ns())["book_stats"]["tick_changes"]
     t0 = ns()
     tree.fault("tick_size_change", "market")
@@ -220,11 +220,8 @@ def test_tick_size_change_resyncs_and_orders_use_the_new_grid(tree: Tree) -> Non
         10,
         what="ingest to apply the tick size change",
     )
-    later = wait_for(
-        lambda: [e for e in entries_after(tree, t0 + 500_000_000) if e[1] == cur["slug"]],
-        15,
-        what="an entry in the same market after the tick size change",
-    )
+    wait_entry(tree, t0 + 500_000_000, "an entry after the tick size change", cur["slug"], 20)
+    later = [e for e in entries_after(tree, t0 + 500_000_000) if e[1] == cur["slug"]]
     for coid, _slug, _ts, tick, limit in later:
         assert tick == pytest.approx(new_tick), (
             f"{coid}: intent sent with tick_size {tick} after the market's tick changed to "
