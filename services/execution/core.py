@@ -644,6 +644,10 @@ class ExecutionCore:
     # --- settlement ---------------------------------------------------------------------------
     def on_resolved(self, msg: MarketResolved) -> Out:
         out: Out = []
+        mk = self.markets.pop(msg.slug, None)
+        if mk is not None:  # the window is over: its books will never be traded again
+            self.books.pop(mk.up_token_id, None)
+            self.books.pop(mk.down_token_id, None)
         for asset_id, pos in list(self.positions.items()):
             if pos.slug != msg.slug:
                 continue

@@ -235,11 +235,25 @@ def test_exec_settlement_at_one_or_zero_and_restart_rebuilds(ledger, tmp_path) -
     # a restart in between: positions come back from the ledger
     core2, _ = core_of(ledger)
     assert {k: round(p.size, 6) for k, p in core2.positions.items()} == {UP: 10.0, DOWN: 5.0}
+    core2.handle("md.book.x", book(ASKS))
+    core2.handle(
+        "md.market",
+        MarketInfo(
+            slug="btc-updown-5m-1",
+            condition_id="c",
+            up_token_id=UP,
+            down_token_id=DOWN,
+            window_start_ns=T0,
+            window_end_ns=T0,
+            ts_recv_ns=T0,
+        ),
+    )
     out = core2.handle(
         "md.resolved", MarketResolved(slug="btc-updown-5m-1", winning_outcome="Up", ts_ns=T0 + 1)
     )
     st = {s.asset_id: s for s in by_topic(out, topics.SETTLEMENT)}
     assert st[UP].won and st[UP].payout == 1.0
+    assert UP not in core2.books  # the finished window's books are dropped
     assert st[UP].pnl == pytest.approx(10 - 5.2 - 0.17472)
     # 5 * .07 * .4 * .6 = 0.084
     assert not st[DOWN].won and st[DOWN].pnl == pytest.approx(-2.0 - 0.084)
