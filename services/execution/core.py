@@ -287,6 +287,15 @@ class ExecutionCore:
         if reason:
             return self._reject(intent, reason, "preflight_liquidity")
         if self.venue is None:
+            held = self.positions.get(intent.asset_id)
+            if intent.side == "SELL" and (held is None or held.size + 1e-9 < float(size)):
+                # the venue refuses to sell tokens the account does not hold
+                have = held.size if held is not None else 0.0
+                return self._reject(
+                    intent,
+                    f"not enough balance: selling {size}, holding {have:g}",
+                    "insufficient_balance",
+                )
             return self._dry_run(intent, now_ns)
         return self._live(intent, limit, size)
 

@@ -400,3 +400,17 @@ def test_exec_live_preflight_uses_rest_book_when_local_is_stale(ledger) -> None:
     late = intent(t=T0 + 5000 * MS)
     (rej,) = by_topic(core.on_intent(late, T0 + 5000 * MS), topics.REJECT)
     assert v.calls == ["rest_book"] and rej.code == "preflight_liquidity" and "3" in rej.reason
+
+
+def test_exec_dry_run_sell_needs_the_shares(ledger) -> None:
+    core, _ = core_of(ledger)
+    core.handle("md.book.x", book(ASKS, bids=((0.50, 50.0),)))
+    (rej,) = by_topic(
+        core.on_intent(intent("s0", side="SELL", limit=0.45, size=5), T0), topics.REJECT
+    )
+    assert rej.code == "insufficient_balance"
+    core.on_intent(intent("b1", size=10), T0)  # 10 @ 0.52
+    out = core.on_intent(intent("s1", side="SELL", limit=0.45, size=4, kind="FAK"), T0)
+    (f,) = by_topic(out, topics.FILL)
+    assert (f.side, f.price, f.size, f.fee) == ("SELL", 0.5, 4.0, 0.07)  # 4*.07*.25
+    assert core.positions[UP].size == pytest.approx(6.0)
