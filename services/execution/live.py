@@ -180,7 +180,8 @@ class LiveVenue:
         # the SDK's shared HTTP client, with our bound on how long an answer may take
         clob_http._http_client = httpx.Client(http2=True, timeout=self.timeout_s)
         try:
-            client = _Client(self.host, self.chain_id, key=self._key.reveal())
+            # retry_on_error stays off: an order POST is never re-sent blindly
+            client = _Client(self.host, self.chain_id, key=self._key.reveal(), retry_on_error=False)
             self.address = client.get_address()
             creds = client.create_or_derive_api_key()
             client.set_api_creds(creds)
