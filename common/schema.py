@@ -211,6 +211,7 @@ class OrderAck(Msg, tag="order_ack"):
     origin_ts_recv_ns: Ns = 0
     ts_signal_ns: Ns = 0
     ts_intent_ns: Ns = 0
+    ts_exec_recv_ns: Ns = 0  # when execution received the intent (hot-path latency)
 
 
 class OrderReject(Msg, tag="order_reject"):
@@ -220,6 +221,7 @@ class OrderReject(Msg, tag="order_reject"):
     code: str = ""
     origin_ts_recv_ns: Ns = 0
     ts_signal_ns: Ns = 0
+    ts_exec_recv_ns: Ns = 0
 
 
 class Fill(Msg, tag="fill"):

@@ -197,6 +197,7 @@ class ExecutionCore:
         self.positions: dict[str, Position] = ledger.positions()
         self.counts: dict[str, int] = {}
         self._next_reconcile_ns = 0
+        self._recv_ns: dict[str, int] = {}  # intent receipt time, until its ack or reject
 
     # --- time ---------------------------------------------------------------------------------
     def _t(self) -> int:
@@ -245,6 +246,7 @@ class ExecutionCore:
             self.log("execution", "duplicate_intent_ignored", client_order_id=coid)
             return []
         self._count("intents")
+        self._recv_ns[coid] = now_ns
         if intent.expires_ns and now_ns > intent.expires_ns:
             late_ms = (now_ns - intent.expires_ns) / MS
             return self._reject(
@@ -358,6 +360,7 @@ class ExecutionCore:
                     code=code,
                     origin_ts_recv_ns=intent.origin_ts_recv_ns,
                     ts_signal_ns=intent.ts_signal_ns,
+                    ts_exec_recv_ns=self._recv_ns.pop(intent.client_order_id, 0),
                 ),
             )
         ]
@@ -384,6 +387,7 @@ class ExecutionCore:
                     origin_ts_recv_ns=intent.origin_ts_recv_ns,
                     ts_signal_ns=intent.ts_signal_ns,
                     ts_intent_ns=intent.ts_intent_ns,
+                    ts_exec_recv_ns=self._recv_ns.pop(intent.client_order_id, 0),
                 ),
             )
         ]
