@@ -278,6 +278,7 @@ def running_tree(
     config: dict[str, Any],
     window_s: int = 20,
     extra_env: dict[str, str] | None = None,
+    sim_port: int | None = None,
 ) -> Iterator[Tree]:
     """Start the real tree on the simulated venue in a temp dir; tear it down afterwards."""
     root = short_tmpdir()
@@ -286,7 +287,7 @@ def running_tree(
         "LOG_DIR": str(root / "logs"),
         "DATABASE_URL": f"sqlite:{root / 'data' / 'trader.db'}",
         "API_PORT": str(free_port()),
-        "SIM_PORT": str(free_port()),
+        "SIM_PORT": str(sim_port or free_port()),
         "POLYEDGE_ROOT": str(root),
     }
     (root / "data" / "run").mkdir(parents=True)
