@@ -182,6 +182,8 @@ def _load(frame: str | bytes | bytearray | memoryview) -> Any:
         return _decode_json(_text(frame))
     except msgspec.DecodeError as e:
         raise ParseError(f"not JSON: {e}") from None
+    except RecursionError:  # hostile nesting: refuse it, never let it take the process down
+        raise ParseError("JSON nested too deeply") from None
 
 
 def _is_plain(frame: str | bytes | bytearray | memoryview, word: str) -> bool:
@@ -517,7 +519,7 @@ def _json_list(v: Any, what: str) -> list[str]:
     if isinstance(v, str):
         try:
             v = json.loads(v)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ParseError(f"gamma: {what} is not a JSON array: {v[:60]!r}") from None
     if not isinstance(v, list):
         raise ParseError(f"gamma: {what} missing or not an array")
@@ -584,7 +586,7 @@ def parse_gamma(doc: str | bytes | Any, ts_recv_ns: int, slug: str | None = None
     if isinstance(meta, str):  # JSON-encoded like clobTokenIds on some answers
         try:
             meta = json.loads(meta)
-        except ValueError:
+        except (ValueError, RecursionError):
             meta = None
     ptb = _opt_num(meta.get("priceToBeat"), "priceToBeat") if isinstance(meta, dict) else None
     tick = _opt_num(market.get("orderPriceMinTickSize"), "orderPriceMinTickSize") or 0.01
