@@ -206,10 +206,16 @@ def test_gamma_5xx_is_survived_and_windows_keep_rolling(tree: Tree) -> None:
 
 def test_tick_size_change_resyncs_and_orders_use_the_new_grid(tree: Tree) -> None:
     def current_with_time() -> dict[str, Any] | None:
+        # enough time left, and priced away from the extremes, where the strategy's price cap
+        # (max_entry_price) would block every entry whatever the tick
         cur = tree.sim_state()["current"]
-        return cur if cur["end"] - ns() / 1e9 >= 14 else None
+        asks = [
+            (cur["books"][t].get("best_ask") or 1.0) for t in (cur["up_token"], cur["down_token"])
+        ]
+        tradable = all(float(a) < 0.85 for a in asks)
+        return cur if cur["end"] - ns() / 1e9 >= 14 and tradable else None
 
-    cur = wait_for(current_with_time, 30, 0.2, what="a window with 14s left")
+    cur = wait_for(current_with_time, 60, 0.2, what="a window with 14s left, priced mid-range")
     before = ingest_detail(tree, ns())["book_stats"]["tick_changes"]
     t0 = ns()
     tree.fault("tick_size_change", "market")

@@ -51,16 +51,32 @@ def test_kill9_execution_while_the_venue_holds_the_answer(tree: Tree) -> None:
         new = [o for o in venue_orders(tree) if o["id"] not in known]
         if not new:
             return None
-        o = new[0]  # the ledger does not know the venue's id yet: match the order itself
+        o = new[0]  # the ledger may not know the venue's id yet: match the order itself
+        # the first order of that token and side that execution actually sent after the fault
         rows = tree.query(
-            "SELECT client_order_id, size FROM orders WHERE mode='live' AND ts_received_ns > ? "
-            "AND asset_id=? AND side=? ORDER BY ts_received_ns",
+            "SELECT o.client_order_id FROM orders o WHERE o.mode='live' AND o.ts_received_ns > ? "
+            "AND o.asset_id=? AND o.side=? AND EXISTS (SELECT 1 FROM order_events e "
+            "WHERE e.client_order_id=o.client_order_id AND e.event='sending') "
+            "ORDER BY o.ts_received_ns",
             (t_fault, o["asset_id"], o["side"]),
         )
-        rows = [r for r in rows if abs(r[1] - float(o["original_size"])) < 0.011]
         return (rows[0][0], o) if rows else None
 
-    coid, placed = wait_for(held, 90, 0.05, what="an order placed at the venue, answer held")
+    try:
+        coid, placed = wait_for(held, 90, 0.05, what="an order placed at the venue, answer held")
+    except AssertionError as e:
+        new = [
+            {k: o.get(k) for k in ("id", "side", "original_size", "status", "created_at")}
+            for o in venue_orders(tree)
+            if o["id"] not in known
+        ]
+        rows = tree.query(
+            "SELECT client_order_id, side, size, status, reason FROM orders WHERE ts_received_ns > ?",
+            (t_fault,),
+        )
+        raise AssertionError(
+            f"{e}; new venue orders: {new}; ledger since the fault: {rows}"
+        ) from None
     old_pid, _ = tree.kill9("execution")
     tree.wait_restarted("execution", old_pid)
 
@@ -83,15 +99,15 @@ def test_kill9_execution_while_the_venue_holds_the_answer(tree: Tree) -> None:
     }
     assert all(o["id"] in later for o in others), (others, later)
 
-    matched = float(placed["size_matched"] or 0) or float(from_intent[0]["size_matched"] or 0)
+    matched = float(from_intent[0]["size_matched"] or 0)  # the venue's word, after the answer
     events = tree.query(
         "SELECT event, detail FROM order_events WHERE client_order_id=? ORDER BY id", (coid,)
     )
-    assert venue_id == placed["id"], (
+    assert matched == 0 or venue_id == placed["id"], (
         f"{coid} ended {status} (filled {filled}) with venue id {venue_id!r}, but the venue "
         f"placed it as {placed['id']} and matched {matched}; ledger events: {events}"
     )
-    assert status == ("filled" if matched > 0 else status)
+    assert status == "filled" if matched > 0 else status in ("rejected", "cancelled"), status
     assert filled == pytest.approx(matched), (filled, matched)
     fills = tree.query("SELECT SUM(size), COUNT(*) FROM fills WHERE client_order_id=?", (coid,))[0]
     assert (fills[0] or 0.0) == pytest.approx(matched)
