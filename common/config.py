@@ -87,15 +87,21 @@ def load_strategy_config(path: str | os.PathLike[str] | None = None) -> Strategy
         if path or os.environ.get("POLYEDGE_CONFIG"):
             raise ConfigError(str(p), {"$": "file not found"})
         return StrategyConfig()
+    return validate_strategy_config(read_config_file(p), str(p))
+
+
+def read_config_file(p: Path) -> Any:
+    """The JSON document in a config file; ConfigError (naming the file) when it is not one."""
     try:
-        doc = json.loads(p.read_text())
+        return json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ConfigError(str(p), {"$": f"not valid JSON: {e}"}) from None
     except UnicodeDecodeError as e:  # a config file is UTF-8 JSON; anything else is refused
         raise ConfigError(str(p), {"$": f"not UTF-8 text: {e}"}) from None
+    except RecursionError:
+        raise ConfigError(str(p), {"$": "JSON nested too deeply"}) from None
     except OSError as e:  # a directory, no permission, ...
         raise ConfigError(str(p), {"$": f"cannot read: {e.strerror or e}"}) from None
-    return validate_strategy_config(doc, str(p))
 
 
 def config_to_dict(cfg: StrategyConfig) -> dict[str, Any]:

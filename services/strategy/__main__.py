@@ -6,7 +6,6 @@ edits (reloaded through the same validation), and writes the core's log events."
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from pathlib import Path
@@ -19,6 +18,7 @@ from common.config import (
     ConfigError,
     config_to_dict,
     load_strategy_config,
+    read_config_file,
 )
 from common.schema import ConfigSnapshot, Envelope, Msg, OrderIntent, OrderReject, Probe, to_dict
 from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
@@ -143,8 +143,8 @@ class StrategyRunner(ServiceRunner):
             return
         self.config_mtime = mtime
         try:
-            doc = json.loads(self.config_path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            doc = read_config_file(self.config_path)
+        except ConfigError as e:
             self.log.write("risk", "config_file_rejected", "WARNING", error=str(e))
             return
         if doc == config_to_dict(self.core.config):
