@@ -109,6 +109,7 @@ class Book:
     best_bid: float | None = None
     best_ask: float | None = None
     ts_recv_ns: int = 0
+    tick_size: float = 0.0  # as the latest snapshot states it (0: not stated)
 
     def sell_vwap(self, size: float) -> tuple[float | None, float]:
         """Average price selling `size` into the bids, and the size the bids can take."""
@@ -349,7 +350,7 @@ class StrategyCore:
     def _on_book(self, msg: BookSnapshot | BookDelta) -> None:
         book = self.books.get(msg.asset_id)
         if isinstance(msg, BookSnapshot):
-            book = Book(bids=dict(msg.bids), asks=dict(msg.asks))
+            book = Book(bids=dict(msg.bids), asks=dict(msg.asks), tick_size=msg.tick_size)
             self.books[msg.asset_id] = book
         else:
             if book is None:
@@ -363,6 +364,14 @@ class StrategyCore:
         book.best_bid = msg.best_bid if msg.best_bid is not None else max(book.bids, default=None)
         book.best_ask = msg.best_ask if msg.best_ask is not None else min(book.asks, default=None)
         book.ts_recv_ns = msg.ts_recv_ns
+
+    def _tick(self, asset_id: str, m: MarketInfo | None) -> float:
+        """The token's tick: its book's (a tick_size_change reaches the book first), else the
+        market's from discovery."""
+        book = self.books.get(asset_id)
+        if book is not None and book.tick_size > 0:
+            return book.tick_size
+        return (m.tick_size if m else 0.01) or 0.01
 
     # ------------------------------------------------------------------ entries
     def _decide(
@@ -479,7 +488,7 @@ class StrategyCore:
         m = self.markets[s.slug]
         token = m.up_token_id if s.side == "Up" else m.down_token_id
         ask = info["ask"]
-        tick = m.tick_size or 0.01
+        tick = self._tick(token, m)
         cap = min(
             ask + cfg.limit_slippage,
             info["p_side"] - info["fee"] - cfg.min_edge_pct,
@@ -583,7 +592,7 @@ class StrategyCore:
         p = self.position
         assert p is not None
         m = self.markets.get(p.slug)
-        tick = (m.tick_size if m else 0.01) or 0.01
+        tick = self._tick(p.asset_id, m)
         limit = (
             tick
             if any_price

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from common.config import StrategyConfig
@@ -434,3 +435,19 @@ def test_clear_resets_loss_streak_but_not_daily_loss() -> None:
     core = make(state={"day": "2026-01-01", "daily_pnl": -10.5})
     core.on_control(ClearEmergencyStop(request_id="c"))
     assert decision(signal(core, 100)).reason == "halted:daily_loss_limit"
+
+
+def test_a_tick_size_change_in_the_book_wins_over_discovery() -> None:
+    """After a tick_size_change ingest publishes books with the new tick before discovery
+    catches up: intents must already be on the new grid."""
+    core = make()  # discovery said 0.01
+    t = START + 100 * NS
+    core.handle("md.btc.trade", BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t))
+    for asset in ("U", "D"):
+        snap = book(asset, 0.443, 0.451, t)
+        core.handle(f"md.book.{asset}", msgspec.structs.replace(snap, tick_size=0.001))
+    out = signal(core, 100, p_up=0.70, refresh=False)
+    (it,) = intents(out)
+    assert it.tick_size == 0.001
+    assert abs(it.limit_price * 1000 - round(it.limit_price * 1000)) < 1e-6
+    assert it.limit_price >= 0.451
