@@ -130,7 +130,9 @@ class StrategyRunner(ServiceRunner):
 
     def on_control(self, topic: str, env: Envelope) -> None:
         self.log.write("risk", "control_command", kind=type(env.msg).__name__)
-        self.route(self.core.on_control(env.msg))
+        out = self.core.on_control(env.msg)
+        self.flush()  # an operator told "halted" must find it halted after any crash: save first
+        self.route(out)
 
     def on_timer(self, now: int) -> None:
         if now >= self._next_state:
