@@ -32,6 +32,7 @@ from services.simvenue.signing import (
     check_l1,
     check_l2,
     derive_api_key,
+    order_hash,
     verify_order_signature,
 )
 
@@ -465,7 +466,7 @@ class Venue:
             return 400, {"error": "Invalid order payload: unknown token id"}
         if now >= w.end_s * NS:
             return 400, {"error": "the market is closed, orders are not accepted"}
-        oid = "0x" + uuid.uuid5(uuid.NAMESPACE_OID, order["signature"]).hex * 2
+        oid = order_hash(order)  # the real venue's order id is the signed order's EIP-712 hash
         if oid in self.orders:
             return 400, {"error": "order already exists"}
         buy = side == "BUY"

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 from eth_account import Account
-from eth_account.messages import encode_typed_data
+from eth_account.messages import _hash_eip191_message, encode_typed_data
 
 CHAIN_ID = 137
 EXCHANGE_V2 = "0xE111180000d2663C0091e4f400237545B87B996B"
@@ -49,11 +49,10 @@ def _b32(hex_str: str) -> bytes:
     return bytes.fromhex(hex_str.removeprefix("0x").zfill(64))
 
 
-def recover_order_signer(order: dict, exchange: str = EXCHANGE_V2, chain_id: int = CHAIN_ID) -> str:
-    """Address that signed a V2 order body (`order` as posted: side "BUY"/"SELL")."""
+def _order_typed_data(order: dict, exchange: str, chain_id: int) -> dict:
     side = order["side"]
     side_int = 0 if side in ("BUY", 0, "0") else 1
-    typed = {
+    return {
         "primaryType": "Order",
         "types": {"EIP712Domain": DOMAIN_TYPES, "Order": ORDER_TYPES},
         "domain": {"name": "Polymarket CTF Exchange", "version": "2", "chainId": chain_id,
@@ -66,8 +65,19 @@ def recover_order_signer(order: dict, exchange: str = EXCHANGE_V2, chain_id: int
             "metadata": _b32(order["metadata"]), "builder": _b32(order["builder"]),
         },
     }
-    return Account.recover_message(encode_typed_data(full_message=typed),
-                                   signature=order["signature"])
+
+
+def recover_order_signer(order: dict, exchange: str = EXCHANGE_V2, chain_id: int = CHAIN_ID) -> str:
+    """Address that signed a V2 order body (`order` as posted: side "BUY"/"SELL")."""
+    signable = encode_typed_data(full_message=_order_typed_data(order, exchange, chain_id))
+    return Account.recover_message(signable, signature=order["signature"])
+
+
+def order_hash(order: dict, neg_risk: bool = False, chain_id: int = CHAIN_ID) -> str:
+    """The EIP-712 digest of the order, which the venue uses as its order id."""
+    exchange = NEG_RISK_EXCHANGE_V2 if neg_risk else EXCHANGE_V2
+    signable = encode_typed_data(full_message=_order_typed_data(order, exchange, chain_id))
+    return "0x" + _hash_eip191_message(signable).hex()
 
 
 def verify_order_signature(order: dict, neg_risk: bool = False) -> bool:
