@@ -90,6 +90,29 @@ def load_strategy_config(path: str | os.PathLike[str] | None = None) -> Strategy
     return validate_strategy_config(read_config_file(p), str(p))
 
 
+class WatchedConfigFile:
+    """The strategy config file a service loads at start and re-reads when it is edited
+    (`POLYEDGE_CONFIG` or `config/config.json`)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path or os.environ.get("POLYEDGE_CONFIG") or DEFAULT_CONFIG_PATH)
+        self.mtime = self._mtime()
+
+    def _mtime(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def changed(self) -> bool:
+        """True once for every change of the file's mtime since the last look."""
+        mtime = self._mtime()
+        if mtime == self.mtime:
+            return False
+        self.mtime = mtime
+        return True
+
+
 def read_config_file(p: Path) -> Any:
     """The JSON document in a config file; ConfigError (naming the file) when it is not one."""
     try:

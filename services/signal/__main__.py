@@ -5,8 +5,6 @@ hot reload (strategy writes it back) reaches the model without a restart."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -14,7 +12,7 @@ import msgspec
 from common import topics
 from common.bus import Subscriber
 from common.clock import now_ns
-from common.config import DEFAULT_CONFIG_PATH, ConfigError, load_strategy_config
+from common.config import ConfigError, WatchedConfigFile, load_strategy_config
 from common.schema import Envelope, Probe, SignalScore
 from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
 from services.signal.core import SignalCore
@@ -25,21 +23,14 @@ LOG_EVERY_NS = 1_000_000_000  # signal.jsonl gets one full score (with inputs) a
 class SignalRunner(ServiceRunner):
     def __init__(self) -> None:
         super().__init__("signal", "signal")
-        self.config_path = Path(os.environ.get("POLYEDGE_CONFIG") or DEFAULT_CONFIG_PATH)
+        self.config_file = WatchedConfigFile()
         try:
             config = load_strategy_config()
         except ConfigError as e:
             fail("signal", str(e), EXIT_CONFIG)
-        self.config_mtime = self._mtime()
         self.core = SignalCore(config)
         self._next_log = 0
         self._last_side = ""
-
-    def _mtime(self) -> float:
-        try:
-            return self.config_path.stat().st_mtime
-        except OSError:
-            return 0.0
 
     def state(self) -> tuple[str, dict[str, Any]]:
         return "running", self.core.status()
@@ -58,12 +49,10 @@ class SignalRunner(ServiceRunner):
             self.pub.send(out_topic, msg)
 
     def on_timer(self, _now: int) -> None:
-        mtime = self._mtime()
-        if mtime == self.config_mtime:
+        if not self.config_file.changed():
             return
-        self.config_mtime = mtime
         try:
-            config = load_strategy_config(self.config_path)
+            config = load_strategy_config(self.config_file.path)
         except ConfigError as e:
             self.log.write("signal", "config_reload_rejected", "WARNING", error=str(e))
             return

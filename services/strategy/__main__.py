@@ -6,16 +6,14 @@ edits (reloaded through the same validation), and writes the core's log events."
 
 from __future__ import annotations
 
-import os
 import sqlite3
-from pathlib import Path
 from typing import Any
 
 from common import topics
 from common.bus import Puller, Pusher, Subscriber
 from common.config import (
-    DEFAULT_CONFIG_PATH,
     ConfigError,
+    WatchedConfigFile,
     config_to_dict,
     load_strategy_config,
     read_config_file,
@@ -36,12 +34,12 @@ LEDGER_OVERLAP_NS = 60 * 1_000_000_000  # replay a minute before the newest fill
 class StrategyRunner(ServiceRunner):
     def __init__(self) -> None:
         super().__init__("strategy", "strategy")
-        self.config_path = Path(os.environ.get("POLYEDGE_CONFIG") or DEFAULT_CONFIG_PATH)
+        self.config_file = WatchedConfigFile()
+        self.config_path = self.config_file.path
         try:
             config = load_strategy_config()
         except ConfigError as e:
             fail("strategy", str(e), EXIT_CONFIG)
-        self.config_mtime = self._mtime()
         self.store = StateStore(self.settings.database_path)
         saved = self.store.load()
         self.core = StrategyCore(config, saved)
@@ -82,12 +80,6 @@ class StrategyRunner(ServiceRunner):
         )
         self.flush()
 
-    def _mtime(self) -> float:
-        try:
-            return self.config_path.stat().st_mtime
-        except OSError:
-            return 0.0
-
     def state(self) -> tuple[str, dict[str, Any]]:
         return ("halted" if self.core.halt_reasons() else "running"), self.core.status()
 
@@ -112,7 +104,7 @@ class StrategyRunner(ServiceRunner):
                 except OSError as e:
                     # applied in memory and published; only the write-back failed: say so loudly
                     self.log.error("config_write_failed", path=str(self.config_path), error=str(e))
-                self.config_mtime = self._mtime()
+                self.config_file.changed()  # our own write is not an operator's edit
             self.pub.send(topic, msg)
         self.flush()
 
@@ -140,10 +132,8 @@ class StrategyRunner(ServiceRunner):
             self._next_state = now + STATE_EVERY_NS
             self.pub.send(topics.RISK_STATE, self.core.risk_state())
             self.pub.send(topics.POSITION, self.core.position_state())
-        mtime = self._mtime()
-        if mtime == self.config_mtime:
+        if not self.config_file.changed():
             return
-        self.config_mtime = mtime
         try:
             doc = read_config_file(self.config_path)
         except ConfigError as e:
