@@ -17,10 +17,12 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.simvenue.conftest import SimProc, start_sim, stop_sim, wait_for
 
+FSIM_WINDOW_S = 30
+
 
 @pytest.fixture(scope="module")
 def fsim():
-    s = start_sim("--window-seconds", "30", "--seed", "9")
+    s = start_sim("--window-seconds", str(FSIM_WINDOW_S), "--seed", "9")
     try:
         yield s
     finally:
@@ -160,6 +162,13 @@ def fclient(fsim: SimProc) -> ClobClient:
 
 
 def _buy(fsim: SimProc, c: ClobClient):  # type: ignore[no-untyped-def]
+    """A marketable buy of the current window, which must not close while a fault delays it."""
+
+    def seconds_left() -> float:
+        start = int(fsim.state()["current"]["slug"].rsplit("-", 1)[1])
+        return start + FSIM_WINDOW_S - time.time()
+
+    wait_for(lambda: seconds_left() > 5, FSIM_WINDOW_S, what="a window with time left")
     token = fsim.state()["current"]["up_token"]
     return c.create_market_order(MarketOrderArgsV2(token_id=token, amount=2.0, side="BUY",
                                                    price=0.99, order_type=OrderType.FOK))

@@ -173,8 +173,8 @@ def test_gamma_price_to_beat_appears_late_then_final_price(sim: SimProc) -> None
     def meta() -> dict:
         return httpx.get(f"{sim.http}/gamma/events/slug/{slug}").json()["eventMetadata"]
     from tests.simvenue.conftest import wait_for
-    wait_for(lambda: "priceToBeat" in meta(), 10, "priceToBeat")
-    final = wait_for(lambda: meta() if "finalPrice" in meta() else None, 15, "finalPrice")
+    wait_for(lambda: "priceToBeat" in meta(), 10, what="priceToBeat")
+    final = wait_for(lambda: meta() if "finalPrice" in meta() else None, 15, what="finalPrice")
     assert isinstance(final["finalPrice"], float) and isinstance(final["priceToBeat"], float)
     closed = httpx.get(f"{sim.http}/gamma/events", params={"slug": slug}).json()
     assert closed == []  # closed markets are omitted unless closed=true

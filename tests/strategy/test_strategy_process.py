@@ -186,8 +186,9 @@ def test_control_hot_reload_and_restart(iso_env: dict[str, str], tmp_path: Path)
         # an edit of the file itself is picked up without a restart
         doc = json.loads(cfg_path.read_text())
         doc["max_trades_per_day"] = 7
-        time.sleep(0.01)  # distinct mtime on coarse filesystems, not synchronisation
         cfg_path.write_text(json.dumps(doc))
+        st = cfg_path.stat()  # a distinct mtime even on coarse-grained filesystems
+        os.utime(cfg_path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
         snap = wait_for(
             lambda: h.poll(ConfigSnapshot, lambda s: s.source == "file"),
             10,
