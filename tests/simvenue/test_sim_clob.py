@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -19,13 +20,22 @@ from py_clob_client_v2.clob_types import (
 from py_clob_client_v2.exceptions import PolyApiException
 from websockets.asyncio.client import connect
 
-from tests.simvenue.conftest import SimProc, assert_same_shape, fixture_json, start_sim, stop_sim
+from tests.simvenue.conftest import (
+    SimProc,
+    assert_same_shape,
+    fixture_json,
+    start_sim,
+    stop_sim,
+    wait_for,
+)
+
+CSIM_WINDOW_S = 30
 
 
 @pytest.fixture(scope="module")
 def csim():
     # 30 s windows: orders never straddle a roll; a large balance for the big FAK.
-    s = start_sim("--window-seconds", "30", "--seed", "3", "--balance", "100000000")
+    s = start_sim("--window-seconds", str(CSIM_WINDOW_S), "--seed", "3", "--balance", "100000000")
     try:
         yield s
     finally:
@@ -40,7 +50,14 @@ def client(csim: SimProc) -> ClobClient:
 
 
 def _up(csim: SimProc) -> tuple[str, dict]:
-    st = csim.state()
+    """The current window's Up token, once the window has time left for the test's orders."""
+
+    def with_time_left() -> dict | None:
+        st = csim.state()
+        start = int(st["current"]["slug"].rsplit("-", 1)[1])
+        return st if start + CSIM_WINDOW_S - time.time() > 8 else None
+
+    st = wait_for(with_time_left, CSIM_WINDOW_S, what="a window with time left")
     return st["current"]["up_token"], st["current"]
 
 
