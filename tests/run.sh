@@ -16,4 +16,6 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 python3 -m ruff check common services tests
-exec python3 -m pytest -q "$@"
+# Whole-system tests run against a simulated market on wall-clock time on a loaded 2-core box; a
+# test that fails is run once more, and the summary line counts every rerun ("N rerun").
+exec python3 -m pytest -q --reruns 1 "$@"
