@@ -35,6 +35,7 @@ class StrategyRunner(ServiceRunner):
     def __init__(self) -> None:
         super().__init__("strategy", "strategy")
         self.config_file = WatchedConfigFile()
+        self.last_snapshot: ConfigSnapshot | None = None
         self.config_path = self.config_file.path
         try:
             config = load_strategy_config()
@@ -105,6 +106,8 @@ class StrategyRunner(ServiceRunner):
                     # applied in memory and published; only the write-back failed: say so loudly
                     self.log.error("config_write_failed", path=str(self.config_path), error=str(e))
                 self.config_file.changed()  # our own write is not an operator's edit
+            if isinstance(msg, ConfigSnapshot):
+                self.last_snapshot = msg
             self.pub.send(topic, msg)
         self.flush()
 
@@ -132,6 +135,8 @@ class StrategyRunner(ServiceRunner):
             self._next_state = now + STATE_EVERY_NS
             self.pub.send(topics.RISK_STATE, self.core.risk_state())
             self.pub.send(topics.POSITION, self.core.position_state())
+            if self.last_snapshot is not None:  # a subscriber that joined late learns it too
+                self.pub.send(topics.CONFIG_SNAPSHOT, self.last_snapshot)
         if not self.config_file.changed():
             return
         try:

@@ -19,6 +19,7 @@ from websockets.sync.client import connect as ws_connect
 
 from common.config import StrategyConfig
 from tests.chaos.chaos_harness import API_TOKEN, Tree, running_tree
+from tests.conftest import wait_for
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 POSTS = ["/api/config", "/api/emergency-stop", "/api/emergency-stop/clear", "/api/force-exit"]
@@ -28,6 +29,12 @@ FIELDS = set(StrategyConfig.__struct_fields__)
 @pytest.fixture(scope="module")
 def tree() -> Iterator[Tree]:
     with running_tree({"stake_per_trade_usd": 3.0, "max_trades_per_day": 0}, window_s=60) as t:
+        # the API's config view is strategy's once strategy has been heard (it republishes it)
+        wait_for(
+            lambda: t.get("/api/config").json().get("source", "").startswith("strategy"),
+            20,
+            what="observe to hear strategy's config",
+        )
         yield t
 
 
