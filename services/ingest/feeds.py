@@ -195,6 +195,31 @@ class FeedContext:
             if type(ev) is VenueNotice and not ev.known:
                 self.fault(feed, "unknown_event", what=ev.what)
 
+    def take(
+        self,
+        channel: str,
+        feed: str,
+        frame: str | bytes,
+        parse: Callable[[str | bytes, int], list[Any]],
+        handle: Callable[[list[Any], int], Any],
+    ) -> list[Any] | None:
+        """One venue frame: capture it, parse it, publish what the core makes of it. None when
+        the frame was garbage (counted and logged, never fatal)."""
+        ts = now_ns()
+        if self.capture is not None:
+            self.capture.write(ts, channel, frame)
+        try:
+            events = parse(frame, ts)
+        except ParseError as e:
+            h = self.core.feed(feed)
+            h.parse_errors += 1
+            h.seen(ts)
+            self.fault(feed, "parse_error", error=str(e), frame=str(frame)[:200])
+            return None
+        self.publish(handle(events, ts))
+        self.unknown(feed, events)
+        return events
+
     async def sleep(self, seconds: float) -> bool:
         """Sleep unless stopping; True if stop was requested."""
         if seconds <= 0:
@@ -302,7 +327,6 @@ async def binance_feed(ctx: FeedContext) -> None:
     base = ctx.urls["BINANCE_WS_URL"].rstrip("/")
     url = f"{base}/stream?streams={'/'.join(BINANCE_STREAMS)}"
     core, o = ctx.core, ctx.opts
-    h = core.feed("binance")
 
     async def session(ws: ClientConnection) -> str:
         last = [time.monotonic()]
@@ -313,19 +337,10 @@ async def binance_feed(ctx: FeedContext) -> None:
         opened = time.monotonic()
         try:
             async for frame in ws:
-                ts = now_ns()
                 last[0] = time.monotonic()
-                if ctx.capture is not None:
-                    ctx.capture.write(ts, "binance", frame)
-                try:
-                    events = parse_binance(frame, ts)
-                except ParseError as e:
-                    h.parse_errors += 1
-                    h.seen(ts)
-                    ctx.fault("binance", "parse_error", error=str(e), frame=str(frame)[:200])
+                events = ctx.take("binance", "binance", frame, parse_binance, core.on_binance)
+                if events is None:
                     continue
-                ctx.publish(core.on_binance(events, ts))
-                ctx.unknown("binance", events)
                 if any(isinstance(e, ServerShutdown) for e in events):
                     ctx.log("binance_server_shutdown", feed="binance")
                     return "planned"
@@ -349,7 +364,6 @@ async def clob_feed(ctx: FeedContext) -> None:
     base = ctx.urls["POLYMARKET_WS_URL"].rstrip("/")
     url = f"{base}/market"
     core, o = ctx.core, ctx.opts
-    h = core.feed("clob")
 
     def url_fn() -> str | None:
         return url if core.wanted_assets() else None
@@ -415,19 +429,8 @@ async def clob_feed(ctx: FeedContext) -> None:
         mgr = asyncio.create_task(manage())
         try:
             async for frame in ws:
-                ts = now_ns()
                 last_pong[0] = time.monotonic()  # any frame proves the socket is alive
-                if ctx.capture is not None:
-                    ctx.capture.write(ts, "clob", frame)
-                try:
-                    events = parse_clob(frame, ts)
-                except ParseError as e:
-                    h.parse_errors += 1
-                    h.seen(ts)
-                    ctx.fault("clob", "parse_error", error=str(e), frame=str(frame)[:200])
-                    continue
-                ctx.publish(core.on_clob(events, ts))
-                ctx.unknown("clob", events)
+                ctx.take("clob", "clob", frame, parse_clob, core.on_clob)
         except websockets.ConnectionClosed:
             if not dead:
                 raise
@@ -442,7 +445,6 @@ async def clob_feed(ctx: FeedContext) -> None:
 async def rtds_feed(ctx: FeedContext) -> None:
     url = ctx.urls["PRICE_FEED_WS_URL"]
     core, o = ctx.core, ctx.opts
-    h = core.feed("price_feed")
 
     async def session(ws: ClientConnection) -> str:
         await ws.send(
@@ -470,19 +472,8 @@ async def rtds_feed(ctx: FeedContext) -> None:
         pg = asyncio.create_task(pinger())
         try:
             async for frame in ws:
-                ts = now_ns()
                 last[0] = time.monotonic()
-                if ctx.capture is not None:
-                    ctx.capture.write(ts, "rtds", frame)
-                try:
-                    events = parse_rtds(frame, ts)
-                except ParseError as e:
-                    h.parse_errors += 1
-                    h.seen(ts)
-                    ctx.fault("price_feed", "parse_error", error=str(e), frame=str(frame)[:200])
-                    continue
-                ctx.publish(core.on_price_feed(events, ts))
-                ctx.unknown("price_feed", events)
+                ctx.take("rtds", "price_feed", frame, parse_rtds, core.on_price_feed)
         except websockets.ConnectionClosed:
             if not dead:
                 raise
