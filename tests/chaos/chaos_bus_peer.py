@@ -21,9 +21,15 @@ def main() -> None:
     pub = Publisher(endpoint, hwm=1000)
     print("ready", pub.epoch, flush=True)
     commands: list[str] = []
-    reader = threading.Thread(
-        target=lambda: commands.extend(ln.strip() for ln in sys.stdin), daemon=True
-    )
+    wake = threading.Event()  # set by every command, so the loop answers it at once
+
+    def read() -> None:
+        for ln in sys.stdin:
+            commands.append(ln.strip())
+            wake.set()
+        wake.set()
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     while True:
         if "exit" in commands or not reader.is_alive() and not commands:
@@ -34,7 +40,8 @@ def main() -> None:
                 pub.send(topics.CLOCK, ClockTick(ts_ns=time.time_ns()))
             print("sent", pub.sent, flush=True)
         pub.send(topics.CLOCK, ClockTick(ts_ns=time.time_ns()))
-        time.sleep(0.01)  # a slow tick rate between bursts, like ingest's clock
+        wake.wait(0.01)  # a slow tick rate between bursts (like ingest's clock) until told
+        wake.clear()
     pub.close()
 
 
