@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from common.supervise import REPO, Supervised, free_port, short_tmpdir, wait_for  # noqa: F401
+from services.commands.supervise import REPO, Supervised, free_port, short_tmpdir, wait_for  # noqa: F401
 
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+# Real venue messages copied from ../shared/fixtures with their .source.txt notes (tests/fixtures/README.md).
+FIXTURES = REPO / "tests" / "fixtures"
 T = TypeVar("T")
 
 

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from common.schema import to_dict
-from services.backtest import brier, calibration, main, replay, sim_frames
+from services.commands.backtest import brier, calibration, main, replay, sim_frames
 from tests.conftest import REPO
 
 ARGS = [
@@ -36,7 +36,7 @@ ARGS = [
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", "backtest", *args],
+        [sys.executable, "-m", "services.commands.cli", "backtest", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

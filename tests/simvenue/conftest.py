@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from common.supervise import wait_for  # noqa: F401 - the suite's one deadline wait, re-exported
+from services.commands.supervise import wait_for  # noqa: F401 - the suite's one deadline wait, re-exported
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 @dataclass

@@ -1,0 +1,155 @@
+"""The `polyedge` command: tap the bus, run the simulated venue, benchmark, backtest."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from collections.abc import Sequence
+
+import msgspec
+
+from common import topics
+from common.bus import Subscriber
+from common.config import ConfigError, load_settings
+
+
+def _positive_float(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {v!r}") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return x
+
+
+def _positive_int(v: str) -> int:
+    try:
+        x = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {v!r}") from None
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return x
+
+
+def tap(args: argparse.Namespace) -> int:
+    """Print bus traffic, one JSON object a line: topic, seq, epoch, kind, then the fields."""
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        print(f"polyedge tap: {e}", file=sys.stderr)
+        return 2
+    services = args.service or list(topics.PUBLISHERS)
+    sub = Subscriber([settings.bus_endpoint(s) for s in services], args.topic or [""])
+    enc = msgspec.json.Encoder()
+    out = sys.stdout.buffer
+    printed = 0
+    start = time.monotonic()
+    deadline = start + args.timeout if args.timeout else None
+    next_stats = start + 1.0
+    counts: dict[str, int] = {}
+    try:
+        while args.count is None or printed < args.count:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            wait = min(x for x in (deadline, next_stats if args.stats else None, now + 1.0) if x)
+            item = sub.recv(timeout_ms=max(1, int((wait - now) * 1000)))
+            if args.stats and time.monotonic() >= next_stats:
+                _print_stats(sub, counts, time.monotonic() - start)
+                next_stats += 1.0
+            if item is None:
+                continue
+            topic, env = item
+            counts[topic] = counts.get(topic, 0) + 1
+            if args.stats:
+                continue
+            doc = {"topic": topic, "seq": env.seq, "epoch": env.epoch}
+            doc.update(msgspec.to_builtins(env.msg))
+            out.write(enc.encode(doc) + b"\n")
+            out.flush()
+            printed += 1
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        return 0
+    finally:
+        sub.close()
+    if args.stats:
+        _print_stats(sub, counts, time.monotonic() - start)
+        return 0
+    if args.count is not None and printed < args.count:
+        print(
+            f"polyedge tap: timed out after {args.timeout}s with {printed} of {args.count} "
+            f"messages (is the system running? bus under {settings.run_dir})",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _print_stats(sub: Subscriber, counts: dict[str, int], elapsed: float) -> None:
+    rows = {
+        t: {
+            "count": n,
+            "rate_per_s": round(n / max(elapsed, 1e-9), 1),
+            "gaps": sub.stats[t].gaps,
+            "lost": sub.stats[t].lost,
+            "restarts": sub.stats[t].restarts,
+        }
+        for t, n in sorted(counts.items())
+    }
+    sys.stdout.write(
+        msgspec.json.encode({"elapsed_s": round(elapsed, 2), "topics": rows}).decode() + "\n"
+    )
+    sys.stdout.flush()
+
+
+def _delegate(module: str, argv: list[str]) -> int:
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and module.startswith(e.name):
+            print(f"polyedge: {module} is not part of this build", file=sys.stderr)
+            return 2
+        raise
+    return int(mod.main(argv) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    delegated = {
+        "sim": "services.simvenue",
+        "bench": "services.commands.bench",
+        "backtest": "services.commands.backtest",
+    }
+    if argv and argv[0] in delegated:
+        return _delegate(delegated[argv[0]], argv[1:])
+    parser = argparse.ArgumentParser(prog="polyedge", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("tap", help="print bus traffic as JSON lines")
+    t.add_argument("--topic", action="append", help="topic prefix (repeatable)")
+    t.add_argument(
+        "--service",
+        action="append",
+        choices=topics.PUBLISHERS,
+        help="only this publisher (repeatable)",
+    )
+    t.add_argument("--count", type=_positive_int, help="stop after N messages")
+    t.add_argument("--timeout", type=_positive_float, help="stop after S seconds")
+    t.add_argument("--stats", action="store_true", help="per-topic rate and gap counts")
+    for name, text in (
+        ("sim", "run the simulated venue"),
+        ("bench", "latency benchmark (JSON)"),
+        ("backtest", "deterministic backtest of a capture or the sim market"),
+    ):
+        sub.add_parser(name, help=text, add_help=False)
+    args = parser.parse_args(argv)
+    return tap(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
