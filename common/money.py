@@ -1,11 +1,28 @@
-"""The one money module: the amounts of a signed order exactly as the venue accepts them.
+"""The one money module, all in `Decimal`: the venue's tick grid, its taker fee, the amounts of a
+signed order exactly as the venue accepts them, and the fill of a marketable order.
 
-A signed V2 order carries integer `makerAmount` / `takerAmount` in base units (pUSD and outcome
-tokens both have 6 decimals). What the venue gives and what it takes depends on the side:
-a BUY gives collateral and takes shares, a SELL gives shares and takes collateral.
+The paper executor, the strategy's sizing, the backtest and the simulated venue's matching call
+these functions, so for the same order and book they agree to the unit (tests/common/test_money.py
+walks random books through both paths). Units: prices are USD (pUSD collateral) per share in
+(0, 1); sizes are shares; amounts and fees are USD. Inputs are read from their shortest decimal
+text (`dec`), so 0.1 is Decimal("0.1"), never 0.1000000000000000055.
 
-The venue refuses amounts with more decimals than it supports, with different rules for
-marketable (FOK/FAK) and resting (GTC/GTD) orders:
+Tick grid: a limit price must be a multiple of the market's tick within [tick, 1 - tick]
+(PROTOCOLS.md section 4; py-clob-client-v2 `price_valid`). `snap_price` snaps never worse for the
+trader: a BUY's limit down, a SELL's up.
+
+Fee (PROTOCOLS.md section 4; docs.polymarket.com/trading/fees): the taker pays
+`shares * rate * (p * (1 - p)) ** exponent` USD per trade, from the market's `feeSchedule`
+(`rate`, `exponent`, `takerOnly`), set at match time, to 5 decimals. The rounding direction is in
+no official SDK; NautilusTrader's Polymarket adapter (`compute_commission`) floors to 5 decimals
+"matching the venue charge", which we follow (`FEE_ROUNDING`); older official docs said 4 decimals
+(for the 2025 schedule). The venue collects a BUY's fee in shares and a SELL's in USD
+(docs.polymarket.com maker-rebates page); we book both as their USD value.
+
+Order amounts. A signed V2 order carries integer `makerAmount` / `takerAmount` in base units
+(pUSD and outcome tokens both have 6 decimals): a BUY gives collateral and takes shares, a SELL
+gives shares and takes collateral. The venue refuses amounts with more decimals than it supports,
+with different rules for marketable (FOK/FAK) and resting (GTC/GTD) orders:
 
 - marketable BUY: maker (pUSD) <= 2 decimals, taker (shares) <= 4 decimals, else 400 "invalid
   amounts, the market buy orders maker amount supports a max accuracy of 2 decimals, taker amount
@@ -21,18 +38,135 @@ Minimums (PROTOCOLS.md section 4 and 7): a marketable BUY >= $1 of collateral; a
 >= the market's `orderMinSize` (5) shares. Both SDKs' market-order builders sign 5-decimal share
 amounts on 0.001 ticks (py-clob-client-v2 #99, `ROUNDING_CONFIG["0.001"].amount == 5`), which the
 venue refuses; `marketable_amounts` never does.
+
+Matching (`fill_marketable`): levels are walked best first while their price is at or better than
+the limit; the taker gets each maker's price, so a collateral-sized BUY gets more shares when the
+book is better than its limit. FOK fills completely or not at all, FAK fills what is there. How
+the venue rounds the shares a collateral amount buys at one level is not documented: we buy whole
+hundredths of a share (resting sizes are 2-decimal) and leave what cannot buy a hundredth unspent.
+That rule is ours, unconfirmed; the simulated venue applies the same one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 from typing import Literal
 
+ZERO = Decimal(0)
+ONE = Decimal(1)
+SHARE_STEP = Decimal("0.01")  # resting sizes, SELL amounts and our fill grid: 2 decimals
+FEE_QUANTUM = Decimal("0.00001")  # fees are charged to 5 decimals of USD
+FEE_ROUNDING = ROUND_FLOOR  # see the module docstring for the source and its doubt
+MIN_MARKETABLE_BUY_USD = ONE  # the venue's minimum for a FOK/FAK BUY, in pUSD
+
 Side = Literal["BUY", "SELL"]
+OrderType = Literal["FOK", "FAK"]
+FillStatus = Literal["filled", "partial", "killed", "unmatched", "rejected"]
+Num = float | int | str | Decimal
+
+
+def dec(x: Num) -> Decimal:
+    """A Decimal from the shortest decimal text of `x` (0.1 -> Decimal("0.1")).
+
+    Raises ValueError for NaN, infinities and text that is not a number."""
+    if isinstance(x, Decimal):
+        d = x
+    elif isinstance(x, float):
+        d = Decimal(repr(x))
+    elif isinstance(x, bool):
+        raise ValueError(f"not a number: {x!r}")
+    else:
+        try:
+            d = Decimal(x)
+        except ArithmeticError:
+            raise ValueError(f"not a number: {x!r}") from None
+    if not d.is_finite():
+        raise ValueError(f"not a finite number: {x!r}")
+    return d
+
+
+# --- tick grid --------------------------------------------------------------------------------
+def snap_price(price: Num, tick: Num, side: Side) -> Decimal:
+    """`price` on the `tick` grid, never worse for the trader: a BUY limit rounds down, a SELL
+    limit up. Raises ValueError for a tick outside (0, 1)."""
+    t = dec(tick)
+    if not ZERO < t < ONE:
+        raise ValueError(f"tick size must be in (0, 1), got {tick!r}")
+    steps = (dec(price) / t).to_integral_value(
+        rounding=ROUND_FLOOR if side == "BUY" else ROUND_CEILING
+    )
+    return (steps * t).quantize(t)
+
+
+def on_tick_grid(price: Num, tick: Num) -> bool:
+    """True when `price` is a whole number of ticks."""
+    return dec(price) % dec(tick) == 0
+
+
+def check_price(price: Num, tick: Num) -> str:
+    """'' when `price` is a valid limit for a market of `tick` (on the grid, within
+    [tick, 1 - tick]: PROTOCOLS.md section 4, py-clob-client-v2 `price_valid`), else the reason."""
+    p, t = dec(price), dec(tick)
+    if not ZERO < t < ONE:
+        return f"invalid tick size {tick}"
+    if not on_tick_grid(p, t):
+        return f"price {p} is not on the {t} tick grid"
+    if not t <= p <= ONE - t:
+        return f"price {p} outside [{t}, {ONE - t}] for tick {t}"
+    return ""
+
+
+# --- fee --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeeSchedule:
+    """A market's Gamma `feeSchedule`: taker fee `rate`, curve `exponent`, `taker_only`.
+
+    `rate` 0 means no fee. The BTC 5-minute market (PROTOCOLS.md section 3) has rate 0.07,
+    exponent 1, takerOnly true."""
+
+    rate: Decimal = ZERO
+    exponent: Decimal = ONE
+    taker_only: bool = True
+
+    @classmethod
+    def of(cls, rate: Num = 0, exponent: Num = 1, taker_only: bool = True) -> FeeSchedule:
+        """From numbers or decimal text; raises ValueError for a negative rate or exponent."""
+        r, e = dec(rate), dec(exponent)
+        if r < 0 or e < 0:
+            raise ValueError(f"fee rate and exponent must be >= 0, got {rate!r}, {exponent!r}")
+        return cls(r, e, taker_only)
+
+
+NO_FEE = FeeSchedule()
+
+
+def fee_per_share(price: Num, fee: FeeSchedule) -> Decimal:
+    """The taker fee of one share at `price`, unrounded: rate * (p * (1 - p)) ** exponent."""
+    p = dec(price)
+    if fee.rate <= 0 or not ZERO < p < ONE:
+        return ZERO
+    base = p * (ONE - p)
+    return fee.rate * (base if fee.exponent == ONE else base**fee.exponent)
+
+
+def taker_fee(shares: Num, price: Num, fee: FeeSchedule) -> Decimal:
+    """The USD fee of one trade of `shares` at `price`, to 5 decimals as the venue charges it
+    (rounding: `FEE_ROUNDING`, see the module docstring). 0 for no shares or no fee."""
+    s = dec(shares)
+    if s <= 0:
+        return ZERO.quantize(FEE_QUANTUM)
+    return (s * fee_per_share(price, fee)).quantize(FEE_QUANTUM, rounding=FEE_ROUNDING)
+
+
+# --- order amounts ----------------------------------------------------------------------------
+def round_shares(shares: Num) -> Decimal:
+    """Shares down to the venue's 2-decimal size grid (a SELL's amount, a resting order's size)."""
+    return dec(shares).quantize(SHARE_STEP, rounding=ROUND_DOWN)
+
 
 UNITS_PER_TOKEN = 1_000_000  # pUSD and conditional tokens: 6 decimals on chain
-MIN_MARKETABLE_BUY_USD = Decimal("1")  # the venue's minimum for a FOK/FAK BUY, in pUSD
 MARKET_BUY_COLLATERAL_DECIMALS = 2
 MARKET_BUY_SHARE_DECIMALS = 4
 MARKET_SELL_SHARE_DECIMALS = 2
@@ -160,3 +294,129 @@ def amounts_error(
     if shares < min_size:
         return f"Size ({shares:f}) lower than the minimum: {min_size:f}"
     return ""
+
+
+# --- the fill of a marketable order -------------------------------------------------------------
+@dataclass(frozen=True)
+class Trade:
+    """One matched level: `shares` at `price` (USD/share), paying `fee` USD."""
+
+    price: Decimal
+    shares: Decimal
+    fee: Decimal
+
+    @property
+    def cost(self) -> Decimal:
+        """USD paid (BUY) or received (SELL) before the fee: price * shares."""
+        return self.price * self.shares
+
+
+@dataclass(frozen=True)
+class MarketableFill:
+    """What a FOK/FAK order got. `shares` filled, `cost` USD before fees, `fee` USD, `unspent`
+    what is left of the amount (USD for a BUY, shares for a SELL). `status`: filled, partial
+    (FAK), killed (FOK that could not fill whole: no trades), unmatched (nothing at or better
+    than the limit), rejected (`fill_order`: amounts the venue would refuse, no trades)."""
+
+    status: FillStatus
+    trades: tuple[Trade, ...] = ()
+    shares: Decimal = ZERO
+    cost: Decimal = ZERO
+    fee: Decimal = ZERO
+    unspent: Decimal = ZERO
+    reason: str = ""
+
+    @property
+    def avg_price(self) -> Decimal:
+        return self.cost / self.shares if self.shares else ZERO
+
+
+def fill_marketable(
+    side: Side,
+    amount: Num,
+    limit: Num,
+    levels: Iterable[Sequence[Num]],
+    fee: FeeSchedule = NO_FEE,
+    order_type: OrderType = "FOK",
+) -> MarketableFill:
+    """Fill a marketable order against the levels it takes from, as the venue does.
+
+    side: BUY takes asks, SELL takes bids. amount: a BUY's collateral (USD) to spend, a SELL's
+    shares to sell. limit: the worst price accepted. levels: (price, shares) of the side taken,
+    BEST FIRST (asks ascending for a BUY, bids descending for a SELL; `common.book.Book`'s
+    `taker_levels` gives them so). fee: the market's schedule, charged per level (trade).
+    Amount rules (`check_marketable_buy`, ...) are the caller's: this only matches.
+    Raises ValueError for an unknown side or order type or a non-positive amount."""
+    if side not in ("BUY", "SELL"):
+        raise ValueError(f"unknown side {side!r} (BUY or SELL)")
+    if order_type not in ("FOK", "FAK"):
+        raise ValueError(f"unsupported order type {order_type!r} (FOK or FAK)")
+    remaining = dec(amount)
+    if remaining <= 0:
+        raise ValueError(f"amount must be > 0, got {amount!r}")
+    lim = dec(limit)
+    buy = side == "BUY"
+    plan: list[tuple[Decimal, Decimal]] = []
+    last_price = ZERO
+    for lv in levels:
+        price, size = dec(lv[0]), dec(lv[1])
+        if size <= 0:
+            continue
+        if price > lim if buy else price < lim:
+            break
+        if buy:
+            take = min(size, (remaining / price).quantize(SHARE_STEP, rounding=ROUND_DOWN))
+            if take > 0:
+                remaining -= take * price
+        else:
+            take = min(size, remaining.quantize(SHARE_STEP, rounding=ROUND_DOWN))
+            remaining -= take
+        if take > 0:
+            plan.append((price, take))
+            last_price = price
+        # a BUY stops where its collateral cannot buy a hundredth more (later levels cost more)
+        if (buy and remaining < price * SHARE_STEP) or (not buy and remaining < SHARE_STEP):
+            break
+    if not plan:
+        return MarketableFill(
+            "unmatched", unspent=dec(amount), reason=f"no liquidity at or better than {lim}"
+        )
+    done = remaining < (last_price * SHARE_STEP if buy else SHARE_STEP)
+    if order_type == "FOK" and not done:
+        left = f"${remaining}" if buy else f"{remaining} shares"
+        return MarketableFill(
+            "killed",
+            unspent=dec(amount),
+            reason=f"FOK killed: {left} of the order cannot fill at or better than {lim}",
+        )
+    trades = tuple(Trade(p, s, taker_fee(s, p, fee)) for p, s in plan)
+    shares = sum((t.shares for t in trades), ZERO)
+    return MarketableFill(
+        "filled" if done else "partial",
+        trades,
+        shares,
+        sum((t.cost for t in trades), ZERO),
+        sum((t.fee for t in trades), ZERO),
+        remaining,
+        "" if done else f"FAK partial: {remaining} of {dec(amount)} left unfilled",
+    )
+
+
+def fill_order(
+    side: Side,
+    shares: Num,
+    limit: Num,
+    levels: Iterable[Sequence[Num]],
+    fee: FeeSchedule = NO_FEE,
+    order_type: OrderType = "FOK",
+) -> MarketableFill:
+    """Fill an order stated as `shares` at `limit` the way the venue fills its signed form
+    (`marketable_amounts`): a BUY spends its collateral (shares x limit cut to cents), a SELL
+    sells its shares (cut to 2 decimals). An order whose amounts cannot be signed comes back
+    "rejected" with the reason (`below_min_buy_notional`, `amount_rounds_to_zero`). This is the
+    one path paper trading, the backtest and the simulated venue share."""
+    a = marketable_amounts(side, dec(limit), dec(shares))
+    if a.skip:
+        return MarketableFill("rejected", unspent=dec(shares), reason=a.skip)
+    amount = a.collateral if side == "BUY" else a.shares
+    return fill_marketable(side, amount, limit, levels, fee, order_type)

@@ -1,15 +1,25 @@
-"""Order amounts the venue accepts (common/money.py): worked examples, then every tick / price /
-stake combination of the strategy config's range checked against the venue's rules."""
+"""The one money module (common/money.py): order amounts the venue accepts (worked examples, then
+every tick / price / stake combination of the strategy config's range checked against the venue's
+rules); fills and fees as worked examples computed by hand; and a property test walking random
+books and orders through the paper path and the simulated venue's matching, compared to the unit."""
 
 from __future__ import annotations
 
 from decimal import ROUND_DOWN
 from decimal import Decimal as D
 
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from common import money
+from common.book import Book
 from common.money import (
     ERR_MARKET_BUY_PRECISION,
     ERR_RESTING_BUY_PRECISION,
+    FeeSchedule,
     amounts_error,
+    dec,
     marketable_amounts,
     units_decimals,
 )
@@ -17,8 +27,10 @@ from common.money import (
 TICKS = (D("0.01"), D("0.001"))
 # stakes: the $1 minimum up to $25 in odd cents (a 0.01 step over the whole range would be 2.4k
 # stakes x 1.1k prices; these cover every residue of the cents mod the price denominators)
-STAKES = [D(c) / 100 for c in (100, 101, 137, 199, 250, 333, 499, 500, 501, 777, 999, 1000, 1234,
-                               1999, 2500)]
+STAKES = [
+    D(c) / 100
+    for c in (100, 101, 137, 199, 250, 333, 499, 500, 501, 777, 999, 1000, 1234, 1999, 2500)
+]
 
 
 def strategy_size(stake: D, limit: D) -> D:
@@ -63,7 +75,12 @@ def test_money_resting_rule_text() -> None:
 
 def test_money_units_decimals() -> None:
     assert [units_decimals(u) for u in (5_000_000, 4_990_000, 9_415_000, 10_121_800, 1)] == [
-        0, 2, 3, 4, 6]
+        0,
+        2,
+        3,
+        4,
+        6,
+    ]
 
 
 def test_money_every_tick_price_stake_is_accepted() -> None:
@@ -97,3 +114,200 @@ def test_money_every_tick_price_stake_is_accepted() -> None:
                 assert err == "", (tick, limit, stake, sell, err)
                 assert limit - tick < sell.price <= limit
     assert checked > 15_000 and skipped > 0
+
+
+# --- fills and fees ------------------------------------------------------------------------------
+ISSUE_ASKS = [("0.50", "5"), ("0.51", "3"), ("0.52", "10")]  # issue 11's worked example
+CRYPTO_FEE = FeeSchedule.of("0.07", "1")  # the BTC 5-minute market's feeSchedule
+
+
+# --- worked examples ---------------------------------------------------------------------------
+def test_issue_example_buy_is_collateral_sized() -> None:
+    """Issue 11: 9.61 shares at limit 0.52 stake $4.9972; a collateral-sized BUY of that stake
+    spends it best level first: 5 x 0.50 = 2.50, 3 x 0.51 = 1.53, then 0.9672 / 0.52 = 1.86
+    shares: 9.86 shares for $4.9972 (a share-sized fill would stop at 9.61 shares, $4.8672)."""
+    f = money.fill_marketable("BUY", "4.9972", "0.52", ISSUE_ASKS, CRYPTO_FEE, "FOK")
+    assert f.status == "filled"
+    assert [(t.price, t.shares) for t in f.trades] == [
+        (D("0.50"), D("5")),
+        (D("0.51"), D("3")),
+        (D("0.52"), D("1.86")),
+    ]
+    assert f.shares == D("9.86") and f.cost == D("4.9972") and f.unspent == 0
+    # fees per trade: 5*0.07*0.25 = 0.0875; 3*0.07*0.2499 = 0.052479 -> 0.05247;
+    # 1.86*0.07*0.2496 = 0.03249792 -> 0.03249 (5 decimals, floored)
+    assert [t.fee for t in f.trades] == [D("0.08750"), D("0.05247"), D("0.03249")]
+    assert f.fee == D("0.17246")
+
+
+def test_issue_example_as_signed_today() -> None:
+    """The same order as the venue accepts it signed (`marketable_amounts`: collateral cut to
+    cents, PROTOCOLS.md section 7): $4.99 buys 8 shares for $4.03, then 0.96 / 0.52 = 1.846 ->
+    1.84 shares for $0.9568: 9.84 shares for $4.9868, $0.0032 unspent."""
+    f = money.fill_order("BUY", "9.61", "0.52", ISSUE_ASKS, CRYPTO_FEE, "FOK")
+    assert (f.status, f.shares, f.cost, f.unspent) == (
+        "filled",
+        D("9.84"),
+        D("4.9868"),
+        D("0.0032"),
+    )
+    assert f.fee == D("0.08750") + D("0.05247") + D("0.03214")  # 1.84*0.07*0.2496 = 0.03214848
+
+
+def test_buy_fok_killed_and_fak_partial() -> None:
+    # 20 shares at 0.51 stake $10.20; only $4.03 of asks are at or below 0.51
+    killed = money.fill_order("BUY", "20", "0.51", ISSUE_ASKS, CRYPTO_FEE, "FOK")
+    assert killed.status == "killed" and killed.trades == () and killed.shares == 0
+    part = money.fill_order("BUY", "20", "0.51", ISSUE_ASKS, CRYPTO_FEE, "FAK")
+    assert part.status == "partial"
+    assert (part.shares, part.cost, part.unspent) == (D("8"), D("4.03"), D("6.17"))
+
+
+def test_sell_is_share_sized() -> None:
+    bids = [("0.49", "4"), ("0.48", "2"), ("0.47", "10")]
+    f = money.fill_order("SELL", "5.5", "0.48", bids, CRYPTO_FEE, "FOK")
+    assert f.status == "filled"
+    assert (f.shares, f.cost) == (D("5.5"), D("2.68"))  # 4*0.49 + 1.5*0.48
+    # 4*0.07*0.2499 = 0.069972 -> 0.06997; 1.5*0.07*0.2496 = 0.026208 -> 0.02620
+    assert f.fee == D("0.09617")
+    assert money.fill_order("SELL", "7", "0.48", bids, CRYPTO_FEE, "FOK").status == "killed"
+    part = money.fill_order("SELL", "7", "0.48", bids, CRYPTO_FEE, "FAK")
+    assert (part.status, part.shares, part.unspent) == ("partial", D("6"), D("1"))
+
+
+def test_nothing_at_the_limit_is_unmatched() -> None:
+    f = money.fill_order("BUY", "10", "0.45", ISSUE_ASKS, CRYPTO_FEE, "FAK")
+    assert f.status == "unmatched" and f.shares == 0
+    assert "0.45" in f.reason
+
+
+def test_fee_formula_and_rounding() -> None:
+    # PROTOCOLS.md section 4: 1.75 cents a share at p = 0.50 (rate 0.07, exponent 1)
+    assert money.taker_fee("100", "0.50", CRYPTO_FEE) == D("1.75000")
+    assert money.taker_fee("1", "0.51", CRYPTO_FEE) == D("0.01749")  # 0.017493, floored
+    assert money.taker_fee("1", "0.5", FeeSchedule.of("0.25", "2")) == D("0.01562")
+    assert money.taker_fee("100", "0.5", money.NO_FEE) == 0
+    assert money.fee_per_share("0.5", CRYPTO_FEE) == D("0.0175")
+    with pytest.raises(ValueError, match=">= 0"):
+        FeeSchedule.of("-0.1")
+
+
+def test_tick_grid_snaps_never_worse_for_the_trader() -> None:
+    assert money.snap_price("0.527", "0.01", "BUY") == D("0.52")
+    assert money.snap_price("0.527", "0.01", "SELL") == D("0.53")
+    assert money.snap_price(0.527, 0.001, "BUY") == D("0.527")
+    assert money.check_price("0.52", "0.01") == ""
+    assert "tick grid" in money.check_price("0.525", "0.01")
+    assert "outside" in money.check_price("1.00", "0.01")
+    with pytest.raises(ValueError, match="tick size"):
+        money.snap_price("0.5", "1", "BUY")
+
+
+def test_fill_order_rejects_what_cannot_be_signed() -> None:
+    f = money.fill_order("BUY", "1.99", "0.5", ISSUE_ASKS, CRYPTO_FEE, "FAK")
+    assert (f.status, f.reason, f.trades) == ("rejected", "below_min_buy_notional", ())
+    assert money.round_shares("9.619") == D("9.61")
+    with pytest.raises(ValueError, match="finite"):
+        dec("nan")
+    with pytest.raises(ValueError, match="amount must be > 0"):
+        money.fill_marketable("BUY", "0", "0.5", ISSUE_ASKS)
+
+
+# --- paper vs simulated venue ------------------------------------------------------------------
+NS = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def sim():  # type: ignore[no-untyped-def]
+    from services.simvenue.market import SimMarket
+
+    start = 1_767_225_600 * NS
+    m = SimMarket(5, 300, start, book_ticker_hz=0.0)
+    return m, m.current_window(), start
+
+
+def paper_fill(
+    w, token: str, side: str, shares: D, limit: D, order_type: str
+) -> money.MarketableFill:  # type: ignore[no-untyped-def]
+    """The paper executor's path: the token's book as the bus carries it (floats), then money."""
+    bids, asks = w.levels(token)
+    book = Book(token)
+    book.replace(
+        [(p / 1000, c / 100) for p, c in bids.items()],
+        [(p / 1000, c / 100) for p, c in asks.items()],
+    )
+    return money.fill_order(side, shares, limit, book.taker_levels(side), CRYPTO_FEE, order_type)  # type: ignore[arg-type]
+
+
+def venue_take(m, token: str, side: str, maker_u: int, taker_u: int, order_type: str, t: int):  # type: ignore[no-untyped-def]
+    """The simulated venue's matching of a signed order's integer amounts (base units): a BUY
+    spends its maker (collateral) amount at price maker / taker or better, a SELL sells its maker
+    (share) amount at price taker / maker or better."""
+    if side == "BUY":
+        return m.take(token, "BUY", maker_u, taker_u, maker_u, True, order_type, t)
+    return m.take(token, "SELL", taker_u, maker_u, maker_u, False, order_type, t)
+
+
+def test_issue_example_at_the_simulated_venue(sim) -> None:  # type: ignore[no-untyped-def]
+    """The issue's stake, $4.9972 for 9.61 shares, matched by the simulated venue."""
+    m, w, t = sim
+    w.up_asks, w.up_bids = {500: 500, 510: 300, 520: 1000}, {480: 1000}
+    res = venue_take(m, w.up_token, "BUY", 4_997_200, 9_610_000, "FOK", t)
+    m._heap.clear()
+    assert res.status == "matched"
+    assert res.filled_centi == 986 and res.cost_micro == 4_997_200  # 9.86 shares, $4.9972
+    assert res.fills == [(500, 500), (510, 300), (520, 186)]
+
+
+level = st.tuples(st.integers(0, 20), st.integers(1, 5_000))  # (ticks from the mid, centi)
+
+
+@settings(
+    max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    tick=st.sampled_from([10, 1]),
+    mid_c=st.integers(2, 98),
+    raw_bids=st.lists(level, max_size=8),
+    raw_asks=st.lists(level, max_size=8),
+    up=st.booleans(),
+    side=st.sampled_from(["BUY", "SELL"]),
+    shares_c=st.integers(1, 6_000),
+    limit_off=st.integers(-10, 10),
+    sweep=st.booleans(),
+    order_type=st.sampled_from(["FOK", "FAK"]),
+)
+def test_paper_and_simulated_venue_fill_alike(  # type: ignore[no-untyped-def]
+    sim, tick, mid_c, raw_bids, raw_asks, up, side, shares_c, limit_off, sweep, order_type
+) -> None:
+    """Random uncrossed books (tick 0.01 or 0.001, Up or Down token: the venue keeps the Down
+    book as the Up book's mirror) and random orders: paper and venue agree on status, every
+    trade's price and shares, and the total cost, to the unit."""
+    m, w, t = sim
+    mid = mid_c * 10  # milli
+    bids = {mid - off * tick: s for off, s in raw_bids if mid - off * tick >= tick}
+    asks = {
+        mid + (off + 1) * tick: s for off, s in raw_asks if mid + (off + 1) * tick <= 1000 - tick
+    }
+    w.tick, w.up_bids, w.up_asks = tick, dict(bids), dict(asks)
+    token = w.up_token if up else w.down_token
+    own_mid = mid if up else 1000 - mid
+    limit_m = min(max(own_mid + limit_off * tick, tick), 1000 - tick)
+    if sweep:  # half the orders take at any price
+        limit_m = 1000 - tick if side == "BUY" else tick
+    shares, limit = D(shares_c) / 100, D(limit_m) / 1000
+    paper = paper_fill(w, token, side, shares, limit, order_type)
+    event(f"{side} {order_type} {paper.status}")
+    signed = marketable_amounts(side, limit, shares)  # what the live adapter signs and sends
+    if signed.skip:
+        assert paper.status == "rejected" and paper.reason == signed.skip
+        return
+    venue = venue_take(m, token, side, signed.maker_units, signed.taker_units, order_type, t)
+    m._heap.clear()  # the frames the venue queued for its feeds are not looked at here
+    expected = {"filled": "matched", "partial": "matched"}.get(paper.status, paper.status)
+    assert venue.status == expected
+    assert D(venue.filled_centi) / 100 == paper.shares
+    assert D(venue.cost_micro) / 1_000_000 == paper.cost
+    assert [(D(p) / 1000, D(c) / 100) for p, c in venue.fills] == [
+        (tr.price, tr.shares) for tr in paper.trades
+    ]

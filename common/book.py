@@ -1,0 +1,333 @@
+"""The one local L2 order book of an outcome token, used by every service and the simulated venue.
+
+A `Book` is price -> size maps for the bid and the ask side (prices in USD per share, sizes in
+shares, floats keyed rounded to `PRICE_DP` decimals so "0.5", ".50" and 0.5 are one level). It is
+filled by a full snapshot (`replace`, `apply_snapshot`), changed one level at a time
+(`set_level`, `apply_changes`: the venue's `price_change` semantics, the size being the new
+total and 0 removing the level), and read best level first (`bids`/`asks` lists, `best_bid`,
+`best_ask`, `depth`, `walk`). `consume` removes what a taker order took. Money (what a fill
+costs, its fee) is `common.money`'s job: a book only holds levels.
+
+Two states are the book's own to report, for whoever must decide whether to trust it:
+- `crossed`: best bid >= best ask, which a venue's real book never is (a missed update shows so);
+- `in_sync`: True once a full snapshot was applied and until someone marks the book out of
+  sync (`mark_out_of_sync`: a reconnect, a tick-size change, the venue's stated best bid/ask
+  disagreeing with ours); the next snapshot sets it back.
+
+Venue facts (PROTOCOLS.md section 2): the market channel's `book` frame lists the best level LAST;
+`BookSnapshot` on our bus lists it FIRST; a tick-size change snaps prices to the new grid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Literal, Protocol
+
+from common.schema import BookSnapshot
+
+PRICE_DP = 6  # prices are keyed rounded, so "0.5", ".50" and 0.5 are one level
+EPS_SIZE = 1e-9  # a level with less than this left after `consume` is gone
+
+Side = Literal["BUY", "SELL"]  # a taker's side; for a level: BUY = the bid side, SELL = the ask
+LevelLike = Sequence[float | str]  # (price, size) as numbers or decimal strings
+
+
+class LevelChangeLike(Protocol):
+    """One `price_change` entry: `side` BUY (bid) / SELL (ask), `price`, new total `size`."""
+
+    @property
+    def side(self) -> Side: ...
+    @property
+    def price(self) -> float: ...
+    @property
+    def size(self) -> float: ...
+
+
+def price_key(p: float | str) -> float:
+    """The dictionary key of a price: the float rounded to `PRICE_DP` decimals."""
+    return round(float(p), PRICE_DP)
+
+
+def _levels(raw: Iterable[LevelLike]) -> dict[float, float]:
+    out: dict[float, float] = {}
+    for lv in raw:
+        s = float(lv[1])
+        if s > 0.0:
+            out[price_key(lv[0])] = s
+    return out
+
+
+class Book:
+    """One outcome token's L2 book (see the module docstring).
+
+    Attributes: `asset_id`, `market` (condition id), `tick_size` (USD), `in_sync`, `seq` (bumped on
+    every change: ingest publishes it as `book_seq`), `ts_exchange_ns`/`ts_recv_ns` of the latest
+    change, `hash` of the latest snapshot, and `resync_since_ns`/`resync_reason` (when and why the
+    book was marked out of sync; 0/"" when it is not waiting for a snapshot).
+    """
+
+    __slots__ = (
+        "asset_id",
+        "market",
+        "tick_size",
+        "in_sync",
+        "seq",
+        "ts_exchange_ns",
+        "ts_recv_ns",
+        "hash",
+        "resync_since_ns",
+        "resync_reason",
+        "_bids",
+        "_asks",
+        "_bid_list",
+        "_ask_list",
+    )
+
+    def __init__(self, asset_id: str, tick_size: float = 0.01, market: str = "") -> None:
+        self.asset_id = asset_id
+        self.market = market
+        self.tick_size = tick_size
+        self.in_sync = False
+        self.seq = 0
+        self.ts_exchange_ns = 0
+        self.ts_recv_ns = 0
+        self.hash = ""
+        self.resync_since_ns = 0
+        self.resync_reason = ""
+        self._bids: dict[float, float] = {}
+        self._asks: dict[float, float] = {}
+        self._bid_list: list[tuple[float, float]] | None = []  # best first; None: re-sort
+        self._ask_list: list[tuple[float, float]] | None = []
+
+    # --- building -----------------------------------------------------------------------------
+    @classmethod
+    def from_snapshot(cls, snap: BookSnapshot) -> Book:
+        """A book holding exactly `snap` (in sync)."""
+        b = cls(snap.asset_id, snap.tick_size if snap.tick_size > 0 else 0.01, snap.market)
+        b.apply_snapshot(snap)
+        return b
+
+    def replace(
+        self,
+        bids: Iterable[LevelLike],
+        asks: Iterable[LevelLike],
+        *,
+        ts_exchange_ns: int = 0,
+        ts_recv_ns: int = 0,
+        tick_size: float | None = None,
+        hash: str = "",
+    ) -> None:
+        """Replace every level (any order; sizes <= 0 dropped) and mark the book in sync."""
+        self._bids = _levels(bids)
+        self._asks = _levels(asks)
+        self._dirty()
+        if tick_size is not None and tick_size > 0:
+            self.tick_size = tick_size
+        self.hash = hash
+        self.in_sync = True
+        self.resync_since_ns = 0
+        self.resync_reason = ""
+        self.stamp(ts_exchange_ns, ts_recv_ns)
+
+    def apply_snapshot(self, snap: BookSnapshot) -> None:
+        """`replace` with a `BookSnapshot`'s levels, tick size, market and hash."""
+        if snap.market:
+            self.market = snap.market
+        self.replace(
+            snap.bids,
+            snap.asks,
+            ts_exchange_ns=snap.ts_exchange_ns,
+            ts_recv_ns=snap.ts_recv_ns,
+            tick_size=snap.tick_size,
+            hash=snap.hash,
+        )
+
+    def set_level(self, side: Side, price: float | str, size: float | str) -> None:
+        """Set one level's total size (`side` BUY = bids, SELL = asks); size <= 0 removes it.
+
+        Does not stamp: a frame of several changes is one change of the book (`apply_changes`)."""
+        levels = self._bids if side == "BUY" else self._asks
+        k = price_key(price)
+        s = float(size)
+        if s > 0.0:
+            levels[k] = s
+        else:
+            levels.pop(k, None)
+        if side == "BUY":
+            self._bid_list = None
+        else:
+            self._ask_list = None
+
+    def apply_changes(
+        self, changes: Iterable[LevelChangeLike], ts_exchange_ns: int = 0, ts_recv_ns: int = 0
+    ) -> None:
+        """Apply level changes in order (the venue's `price_change` entries), then stamp."""
+        for ch in changes:
+            self.set_level(ch.side, ch.price, ch.size)
+        self.stamp(ts_exchange_ns, ts_recv_ns)
+
+    def stamp(self, ts_exchange_ns: int, ts_recv_ns: int) -> None:
+        """Count one change of the book at these times (0 keeps the exchange time)."""
+        self.seq += 1
+        if ts_exchange_ns:
+            self.ts_exchange_ns = ts_exchange_ns
+        self.ts_recv_ns = ts_recv_ns
+
+    def clear(self) -> None:
+        """Drop every level (the book is then empty, and not in sync)."""
+        self._bids, self._asks = {}, {}
+        self._dirty()
+        self.in_sync = False
+
+    def snap_to_tick(self, new_tick: float) -> None:
+        """Move levels onto a new tick grid: bids down, asks up (never a better price than the
+        venue offered), within [tick, 1 - tick]; levels that land together add up."""
+        if not 0.0 < new_tick < 1.0:
+            raise ValueError(f"tick size must be in (0, 1), got {new_tick!r}")
+        self.tick_size = new_tick
+        hi = price_key(1.0 - new_tick)
+        for attr, rounder in (("_bids", math.floor), ("_asks", math.ceil)):
+            snapped: dict[float, float] = {}
+            for p, s in getattr(self, attr).items():
+                q = price_key(rounder(round(p / new_tick, 6)) * new_tick)
+                q = min(max(q, new_tick), hi)
+                snapped[q] = snapped.get(q, 0.0) + s
+            setattr(self, attr, snapped)
+        self._dirty()
+
+    def mark_out_of_sync(self, reason: str, now_ns: int) -> None:
+        """Stop trusting the book until the next snapshot; `reason` says why (a log word)."""
+        self.in_sync = False
+        if not self.resync_since_ns:
+            self.resync_since_ns = now_ns or 1
+            self.resync_reason = reason
+
+    def _dirty(self) -> None:
+        self._bid_list = None
+        self._ask_list = None
+
+    # --- reading ------------------------------------------------------------------------------
+    @property
+    def bids(self) -> list[tuple[float, float]]:
+        """Bid levels (price, size), best (highest) first. Do not mutate the list."""
+        if self._bid_list is None:
+            self._bid_list = sorted(self._bids.items(), key=lambda lv: -lv[0])
+        return self._bid_list
+
+    @property
+    def asks(self) -> list[tuple[float, float]]:
+        """Ask levels (price, size), best (lowest) first. Do not mutate the list."""
+        if self._ask_list is None:
+            self._ask_list = sorted(self._asks.items())
+        return self._ask_list
+
+    def levels(self) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """(bids, asks), best first."""
+        return self.bids, self.asks
+
+    def size_at(self, side: Side, price: float | str) -> float:
+        """Shares resting at `price` on the bid (BUY) or ask (SELL) side; 0 if none."""
+        return (self._bids if side == "BUY" else self._asks).get(price_key(price), 0.0)
+
+    @property
+    def best_bid(self) -> float | None:
+        b = self.bids
+        return b[0][0] if b else None
+
+    @property
+    def best_ask(self) -> float | None:
+        a = self.asks
+        return a[0][0] if a else None
+
+    @property
+    def crossed(self) -> bool:
+        """Best bid >= best ask: not a state a venue's book is ever in, so ours is wrong."""
+        bb, ba = self.best_bid, self.best_ask
+        return bb is not None and ba is not None and bb >= ba
+
+    @property
+    def mid(self) -> float | None:
+        bb, ba = self.best_bid, self.best_ask
+        return (bb + ba) / 2 if bb is not None and ba is not None else None
+
+    @property
+    def spread(self) -> float | None:
+        bb, ba = self.best_bid, self.best_ask
+        return ba - bb if bb is not None and ba is not None else None
+
+    def total(self, side: Side) -> float:
+        """Shares on the whole bid (BUY) or ask (SELL) side."""
+        return sum((self._bids if side == "BUY" else self._asks).values())
+
+    def taker_levels(self, taker_side: Side) -> list[tuple[float, float]]:
+        """The levels a taker of `taker_side` takes from, best first: a BUY takes the asks,
+        a SELL the bids."""
+        return self.asks if taker_side == "BUY" else self.bids
+
+    def depth(self, taker_side: Side, limit: float | None = None) -> float:
+        """Shares a taker of `taker_side` can take at or better than `limit` (None: any price)."""
+        total = 0.0
+        for p, s in self.taker_levels(taker_side):
+            if limit is not None and (p > limit if taker_side == "BUY" else p < limit):
+                break
+            total += s
+        return total
+
+    def walk(
+        self, taker_side: Side, shares: float, limit: float | None = None
+    ) -> tuple[float | None, float]:
+        """(VWAP, shares matched) of taking `shares` best level first, at or better than `limit`.
+
+        VWAP is None when nothing matches. Fees and the venue's amount rules are not applied:
+        use `common.money.fill_marketable` for what an order really fills."""
+        left, value = shares, 0.0
+        for p, s in self.taker_levels(taker_side):
+            if left <= EPS_SIZE:
+                break
+            if limit is not None and (p > limit if taker_side == "BUY" else p < limit):
+                break
+            take = min(left, s)
+            value += take * p
+            left -= take
+        done = shares - max(left, 0.0)
+        return (value / done if done > EPS_SIZE else None), done
+
+    def consume(self, taker_side: Side, trades: Iterable[tuple[object, object]]) -> None:
+        """Remove what a taker of `taker_side` took: `trades` are (price, shares) pairs (floats,
+        strings or Decimals), so the next order does not see that liquidity again."""
+        levels = self._asks if taker_side == "BUY" else self._bids
+        for price, size in trades:
+            k = price_key(price)  # type: ignore[arg-type]
+            left = levels.get(k, 0.0) - float(size)  # type: ignore[arg-type]
+            if left > EPS_SIZE:
+                levels[k] = left
+            else:
+                levels.pop(k, None)
+        if taker_side == "BUY":
+            self._ask_list = None
+        else:
+            self._bid_list = None
+
+    def snapshot(self) -> BookSnapshot:
+        """The book as a bus `BookSnapshot` (best level first, `book_seq` = `seq`)."""
+        bids, asks = self.bids, self.asks
+        return BookSnapshot(
+            asset_id=self.asset_id,
+            best_bid=bids[0][0] if bids else None,
+            best_ask=asks[0][0] if asks else None,
+            bids=list(bids),
+            asks=list(asks),
+            ts_exchange_ns=self.ts_exchange_ns,
+            ts_recv_ns=self.ts_recv_ns,
+            market=self.market,
+            tick_size=self.tick_size,
+            book_seq=self.seq,
+            hash=self.hash,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Book({self.asset_id!r}, bid={self.best_bid}, ask={self.best_ask}, "
+            f"levels={len(self._bids)}/{len(self._asks)}, in_sync={self.in_sync})"
+        )
