@@ -54,6 +54,8 @@ class StrategyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_entry_price: Annotated[float, Meta(gt=0.0, lt=1.0)] = 0.95
     limit_slippage: Annotated[float, Meta(ge=0.0, le=0.5)] = 0.02
     dry_run_latency_ms: Annotated[int, Meta(ge=0, le=10_000)] = 0
+    # collateral in the open position plus those awaiting resolution, plus the next stake
+    max_capital_at_risk_usd: Usd = 20.0
     # signal model (services/signal/model.py)
     vol_halflife_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 60.0
     vol_floor: Annotated[float, Meta(gt=0.0, le=0.01)] = 3e-5  # log units per sqrt second

@@ -265,6 +265,7 @@ class PositionState(Msg, tag="position"):
     fees: Price = 0.0
     mark_price: Price | None = None
     unrealized_pnl: float = 0.0
+    awaiting_resolution: bool = False  # the window ended; settles when the market resolves
 
 
 class RiskState(Msg, tag="risk"):
@@ -278,6 +279,8 @@ class RiskState(Msg, tag="risk"):
     wins_today: int = 0
     loss_streak: int = 0
     config_version: int = 0
+    capital_at_risk: float = 0.0  # USD in the open position and those awaiting resolution
+    awaiting_resolution: list[str] = []  # slugs of ended windows with a position not settled
 
 
 # --- control (observe -> strategy, PUSH/PULL) --------------------------------------------------

@@ -117,6 +117,12 @@ class IngestReplay:
                 out.extend(core.on_price_feed(parsers.parse_rtds(text, ts_ns), ts_ns))
             elif kind == "gamma":
                 out.extend(core.on_market(parsers.parse_gamma(text, ts_ns), ts_ns))
+            elif channel == "resolution:gamma":
+                rr = parsers.parse_gamma_resolution(text, ts_ns)
+                out.extend(core.on_rest_resolution(rr, ts_ns))
+            elif channel == "resolution:clob_rest":
+                rr = parsers.parse_clob_market_resolution(text, ts_ns)
+                out.extend(core.on_rest_resolution(rr, ts_ns))
         except parsers.ParseError:
             self.errors += 1
         return [m for topic, m in out if topic.startswith("md.")]

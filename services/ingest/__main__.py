@@ -20,6 +20,7 @@ from services.ingest.feeds import (
     binance_feed,
     clob_feed,
     gamma_discovery,
+    resolution_poller,
     rtds_feed,
 )
 
@@ -85,6 +86,7 @@ async def run(runner: ServiceRunner) -> int:
         asyncio.create_task(binance_feed(ctx), name="binance"),
         asyncio.create_task(clob_feed(ctx), name="clob"),
         asyncio.create_task(gamma_discovery(ctx), name="gamma"),
+        asyncio.create_task(resolution_poller(ctx), name="resolution"),
     ]
     if opts.price_feed:
         tasks.append(asyncio.create_task(rtds_feed(ctx), name="price_feed"))

@@ -32,6 +32,7 @@ from services.ingest.parsers import (
     BestBidAsk,
     MarketResolvedRaw,
     Pong,
+    RestResolution,
     ServerShutdown,
     TickSizeChange,
     VenueNotice,
@@ -103,6 +104,10 @@ class Window:
     published: MarketInfo | None = None
     resolved: bool = False
     released: bool = False
+    outcome: str = ""  # "Up" | "Down" once resolved
+    resolved_by: dict[str, str] = field(default_factory=dict)  # source -> outcome it stated
+    poll_due_ns: int = 0  # next REST resolution poll (ingest's resolution poller)
+    polls: int = 0
     feed_ptb: tuple[float, str, int] | None = None  # (price at start, source, rank) from a feed
 
 
@@ -136,7 +141,7 @@ class IngestCore:
         self,
         stale_after_ms: int = 3000,
         gamma_stale_after_ms: int = 30_000,
-        release_grace_ns: int = 60 * S,
+        release_grace_ns: int = 0,
         price_feed_enabled: bool = True,
     ) -> None:
         self._next_tick = 0
@@ -156,6 +161,7 @@ class IngestCore:
         self._hist: dict[str, _History] = {}
         self.last_trade: BtcTrade | None = None
         self.counts: dict[str, int] = {}
+        self.alerts: list[tuple[str, dict[str, Any]]] = []
         self.now_ns = 0
 
     # ------------------------------------------------------------------ feed health
@@ -237,32 +243,90 @@ class IngestCore:
 
     def _on_resolved(self, ev: MarketResolvedRaw, now_ns: int) -> Out:
         for w in self.windows.values():
-            if w.info.condition_id != ev.market or w.resolved:
+            if w.info.condition_id != ev.market:
                 continue
-            w.resolved = True
-            if ev.winning_asset_id == w.info.up_token_id:
+            if ev.winning_asset_id and ev.winning_asset_id == w.info.up_token_id:
                 outcome = "Up"
-            elif ev.winning_asset_id == w.info.down_token_id:
+            elif ev.winning_asset_id and ev.winning_asset_id == w.info.down_token_id:
                 outcome = "Down"
             elif ev.winning_outcome.lower() in ("up", "down"):
                 outcome = ev.winning_outcome.capitalize()
             else:
                 self._count("resolved_unknown_outcome")
                 return []
-            return [
-                (
-                    topics.RESOLVED,
-                    MarketResolved(
-                        slug=w.info.slug,
-                        winning_outcome=outcome,  # type: ignore[arg-type]
-                        ts_ns=ev.ts_exchange_ns or now_ns,
-                        winning_asset_id=ev.winning_asset_id,
-                        condition_id=ev.market,
-                        source="clob",
-                    ),
-                )
-            ]
+            return self._resolve(w, outcome, "clob", ev.ts_exchange_ns or now_ns, now_ns)
         return []
+
+    def on_rest_resolution(self, rr: RestResolution, now_ns: int) -> Out:
+        """A REST source's answer about a market (Gamma market or CLOB `tokens[].winner`,
+        PROTOCOLS.md section 7). Publishes `MarketResolved` if it is the first source to say
+        resolved; a later source is checked against the first (see `_resolve`)."""
+        w = self._window_of(rr.slug, rr.condition_id)
+        if w is None:
+            self._count("rest_resolution_unknown_market")
+            return []
+        self._count(f"rest_resolution_polls_{rr.source}")
+        if not rr.outcome:
+            return []
+        return self._resolve(w, rr.outcome, rr.source, now_ns, now_ns)
+
+    def _window_of(self, slug: str, condition_id: str) -> Window | None:
+        w = self.windows.get(slug) if slug else None
+        if w is None and condition_id:
+            w = next((x for x in self.windows.values() if x.info.condition_id == condition_id), None)
+        return w
+
+    def _resolve(self, w: Window, outcome: str, source: str, ts_ns: int, now_ns: int) -> Out:
+        """The first source to say resolved publishes; every later one is checked against it and
+        a disagreement is an error record (`alerts`), never a second `MarketResolved`."""
+        if source in w.resolved_by:
+            return []  # this source already spoke (the venue repeats itself)
+        w.resolved_by[source] = outcome
+        if w.resolved:
+            if outcome != w.outcome:
+                self._count("resolution_disagreements")
+                self.alerts.append(
+                    (
+                        "resolution_disagreement",
+                        {
+                            "slug": w.info.slug,
+                            "condition_id": w.info.condition_id,
+                            "published": w.outcome,
+                            "published_source": next(iter(w.resolved_by)),
+                            "source": source,
+                            "stated": outcome,
+                        },
+                    )
+                )
+            else:
+                self._count(f"resolution_confirmed_by_{source}")
+            return []
+        w.resolved = True
+        w.outcome = outcome
+        self._count(f"resolved_by_{source}")
+        winner = w.info.up_token_id if outcome == "Up" else w.info.down_token_id
+        return [
+            (
+                topics.RESOLVED,
+                MarketResolved(
+                    slug=w.info.slug,
+                    winning_outcome=outcome,  # type: ignore[arg-type]
+                    ts_ns=ts_ns,
+                    winning_asset_id=winner,
+                    condition_id=w.info.condition_id,
+                    source=source,
+                ),
+            )
+        ]
+
+    def awaiting_resolution(self, now_ns: int) -> list[Window]:
+        """Windows that ended and that no source has called resolved yet."""
+        return [w for w in self.windows.values() if w.info.window_end_ns <= now_ns and not w.resolved]
+
+    def drain_alerts(self) -> list[tuple[str, dict[str, Any]]]:
+        """Error records for the runner's errors stream (resolution disagreements)."""
+        out, self.alerts = self.alerts, []
+        return out
 
     # ------------------------------------------------------------------ Gamma discovery
     def on_market(self, info: MarketInfo, now_ns: int) -> Out:
@@ -355,9 +419,14 @@ class IngestCore:
                 w.role = role
                 w.published = msg
                 out.append((topics.MARKET, msg))
-            # the old market's tokens go once it resolved, or after a grace period
+            # the old market's tokens go once it resolved (a real one took 54 s: PROTOCOLS.md
+            # section 7), or after `release_grace_ns` when set (0: never before resolution)
             if role == "past" and (
-                w.resolved or now_ns >= w.info.window_end_ns + self.release_grace_ns
+                w.resolved
+                or (
+                    self.release_grace_ns > 0
+                    and now_ns >= w.info.window_end_ns + self.release_grace_ns
+                )
             ):
                 w.released = True
                 for token in (w.info.up_token_id, w.info.down_token_id):

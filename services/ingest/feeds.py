@@ -26,11 +26,14 @@ from services.ingest.capture import CaptureWriter
 from services.ingest.core import IngestCore
 from services.ingest.parsers import (
     ParseError,
+    RestResolution,
     ServerShutdown,
     VenueNotice,
     parse_binance,
     parse_clob,
+    parse_clob_market_resolution,
     parse_gamma,
+    parse_gamma_resolution,
     parse_rtds,
 )
 
@@ -68,7 +71,11 @@ class IngestOptions:
     gamma_retry_max_ms: int = 5_000
     gamma_timeout_ms: int = 5_000
     resync_after_ms: int = 1_000  # wait this long for the venue's own snapshot before asking
-    release_grace_s: int = 60  # past market's tokens kept at most this long unresolved
+    release_grace_s: int = 0  # past market's tokens kept at most this long unresolved; 0: until resolved
+    resolve_poll_base_ms: int = 1_000  # first REST resolution poll this long after the end
+    resolve_poll_max_ms: int = 30_000  # backoff cap between polls of one market
+    resolve_confirm_s: int = 300  # after resolution, keep asking the other REST source this long
+    resolve_timeout_ms: int = 5_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IngestOptions:
@@ -582,6 +589,94 @@ async def _gamma_once(
     h.detail = ""
     ctx.publish(ctx.core.on_market(info, ts))
     return True, False
+
+
+# --- resolution from REST ----------------------------------------------------------------------
+REST_RESOLUTION_SOURCES = ("gamma", "clob_rest")
+
+
+async def resolution_poller(ctx: FeedContext) -> None:
+    """After a window ends, ask the REST truth until one source says resolved: Gamma
+    `/markets/slug/{slug}` (closed, umaResolutionStatus, outcomePrices) and CLOB
+    `/markets/{condition_id}` (`tokens[].winner`), PROTOCOLS.md section 7. The market channel's
+    `market_resolved` can be missed (rs-clob-client #226), so it is one source among three;
+    the core publishes the first and checks the others against it. Per market, polls back off
+    from `resolve_poll_base_ms` to `resolve_poll_max_ms`; after resolution the REST sources that
+    have not spoken are asked for `resolve_confirm_s` more, so a disagreement is seen."""
+    core, o = ctx.core, ctx.opts
+    gamma = ctx.urls["GAMMA_API_URL"].rstrip("/")
+    clob = ctx.urls["CLOB_API_URL"].rstrip("/")
+    rng = random.Random()
+    async with httpx.AsyncClient(
+        timeout=o.resolve_timeout_ms / 1000, trust_env=not (_loopback(gamma) and _loopback(clob))
+    ) as client:
+        while not ctx.stop.is_set():
+            n = now_ns()
+            for w in list(core.windows.values()):
+                end = w.info.window_end_ns
+                if end > n or n < w.poll_due_ns:
+                    continue
+                todo = [s for s in REST_RESOLUTION_SOURCES if s not in w.resolved_by]
+                if not todo or (w.resolved and n > end + o.resolve_confirm_s * 1_000_000_000):
+                    continue
+                if w.poll_due_ns == 0:  # first look at this market: wait the base delay
+                    w.poll_due_ns = end + o.resolve_poll_base_ms * 1_000_000
+                    if n < w.poll_due_ns:
+                        continue
+                results = await asyncio.gather(
+                    *(_resolution_once(ctx, client, gamma, clob, w.info, s) for s in todo)
+                )
+                n = now_ns()
+                for rr in results:
+                    if rr is not None:
+                        ctx.publish(core.on_rest_resolution(rr, n))
+                w.polls += 1
+                delay_ms = min(o.resolve_poll_max_ms, o.resolve_poll_base_ms * 2 ** min(w.polls, 20))
+                w.poll_due_ns = n + int(delay_ms * rng.uniform(0.8, 1.0) * 1_000_000)
+            for event, fields_ in core.drain_alerts():
+                ctx.log(event, "ERROR", **fields_)
+            if await ctx.sleep(0.05):
+                return
+
+
+async def _resolution_once(
+    ctx: FeedContext,
+    client: httpx.AsyncClient,
+    gamma: str,
+    clob: str,
+    info: Any,
+    source: str,
+) -> RestResolution | None:
+    """One REST look at one market; None on a transport error, HTTP error or garbage (counted)."""
+    if source == "gamma":
+        url = f"{gamma}/markets/slug/{info.slug}"
+    else:
+        if not info.condition_id:
+            return None
+        url = f"{clob}/markets/{info.condition_id}"
+    try:
+        r = await client.get(url)
+    except httpx.HTTPError as e:
+        ctx.core._count(f"resolution_poll_errors_{source}")
+        ctx.fault("resolution", "resolution_poll_transport_error", source=source, error=repr(e)[:200])
+        return None
+    ts = now_ns()
+    if ctx.capture is not None:
+        ctx.capture.write(ts, f"resolution:{source}", r.text)
+    if r.status_code != 200:
+        ctx.core._count(f"resolution_poll_errors_{source}")
+        if source == "gamma":  # the same API discovery reads: its faults count the same way
+            ctx.core._count("gamma_5xx" if r.status_code >= 500 else "gamma_empty")
+        ctx.fault("resolution", "resolution_poll_http_error", source=source, status=r.status_code)
+        return None
+    try:
+        if source == "gamma":
+            return parse_gamma_resolution(r.content, ts, info.slug)
+        return parse_clob_market_resolution(r.content, ts)
+    except ParseError as e:
+        ctx.core._count(f"resolution_poll_errors_{source}")
+        ctx.fault("resolution", "parse_error", source=source, error=str(e))
+        return None
 
 
 def _json(obj: Any) -> str:

@@ -615,3 +615,113 @@ def parse_gamma(doc: str | bytes | Any, ts_recv_ns: int, slug: str | None = None
         accepting_orders=bool(market.get("acceptingOrders", True)),
         closed=bool(market.get("closed", False)),
     )
+
+
+# --- REST resolution truth ------------------------------------------------------------------------
+class RestResolution(Struct, frozen=True):
+    """What one REST source says about a market's resolution.
+
+    `outcome` is "Up" / "Down" once the source says the market is resolved, "" while it does not
+    (closed but not yet resolved, prices not final, no winner flagged). `source` is "gamma" or
+    "clob_rest"; `condition_id`/`slug` identify the market as the source names it."""
+
+    source: str
+    condition_id: str
+    slug: str
+    outcome: str
+    winning_asset_id: str
+    ts_recv_ns: int
+    detail: str = ""
+
+
+def _market_obj(doc: str | bytes | Any, what: str, slug: str | None) -> dict[str, Any]:
+    obj = _load(doc) if isinstance(doc, str | bytes) else doc
+    if isinstance(obj, list):
+        cands = [o for o in obj if isinstance(o, dict)]
+        if slug:
+            cands = [o for o in cands if slug in (o.get("slug"), o.get("market_slug"))] or cands
+        if not cands:
+            raise ParseError(f"{what}: empty answer{f' for {slug}' if slug else ''}")
+        obj = cands[0]
+    if not isinstance(obj, dict):
+        raise ParseError(f"{what}: expected an object or array")
+    if isinstance(obj.get("markets"), list):  # an event document: its market
+        ms = [m for m in obj["markets"] if isinstance(m, dict)]
+        if slug:
+            ms = [m for m in ms if m.get("slug") == slug] or ms
+        if not ms:
+            raise ParseError(f"{what}: event without markets")
+        obj = ms[0]
+    return obj
+
+
+def parse_gamma_resolution(
+    doc: str | bytes | Any, ts_recv_ns: int, slug: str | None = None
+) -> RestResolution:
+    """A Gamma market (`/markets/slug/{slug}`, `/markets?slug=` or an event) -> RestResolution.
+
+    Resolved means all three of `closed: true`, `umaResolutionStatus: "resolved"` and
+    `outcomePrices` exactly one "1" and one "0" (PROTOCOLS.md section 7; fixture
+    live_2026/gamma_market_btc_updown_5m_1790617500.json: closed, resolved, ["0", "1"] = Down).
+    A closed market whose prices are not final yet is not resolved. Raises ParseError when the
+    answer is not a market with two Up/Down outcomes."""
+    m = _market_obj(doc, "gamma", slug)
+    outcomes = _json_list(m.get("outcomes"), "outcomes")
+    tokens = _json_list(m.get("clobTokenIds"), "clobTokenIds") if m.get("clobTokenIds") else []
+    names = [o.strip().lower() for o in outcomes]
+    if sorted(names) != ["down", "up"]:
+        raise ParseError(f"gamma: outcomes are not Up/Down: {outcomes!r}")
+    raw_prices = m.get("outcomePrices")
+    prices = _json_list(raw_prices, "outcomePrices") if raw_prices is not None else []
+    closed = m.get("closed") is True
+    status = _str(m.get("umaResolutionStatus")).lower()
+    outcome, asset, detail = "", "", f"closed={closed} umaResolutionStatus={status or '-'}"
+    if closed and status == "resolved" and len(prices) == 2:
+        try:
+            vals = [float(p) for p in prices]
+        except ValueError:
+            raise ParseError(f"gamma: outcomePrices not numbers: {prices!r}") from None
+        if sorted(vals) == [0.0, 1.0]:
+            i = vals.index(1.0)
+            outcome = outcomes[i].strip().capitalize()
+            asset = tokens[i] if len(tokens) == 2 else ""
+        else:
+            detail += f" outcomePrices={prices!r} not final"
+    return RestResolution(
+        source="gamma",
+        condition_id=_str(m.get("conditionId")),
+        slug=_str(m.get("slug") or slug),
+        outcome=outcome,
+        winning_asset_id=asset,
+        ts_recv_ns=ts_recv_ns,
+        detail=detail,
+    )
+
+
+def parse_clob_market_resolution(doc: str | bytes | Any, ts_recv_ns: int) -> RestResolution:
+    """CLOB `GET /markets/{condition_id}` -> RestResolution: resolved when exactly one of
+    `tokens[]` has `winner: true` (PROTOCOLS.md section 7; fixture
+    live_2026/clob_rest_market_btc_updown_15m_resolved.json). Raises ParseError when the answer
+    has no two-token list."""
+    m = _market_obj(doc, "clob market", None)
+    tokens = m.get("tokens")
+    if not isinstance(tokens, list) or len(tokens) != 2 or not all(
+        isinstance(t, dict) for t in tokens
+    ):
+        raise ParseError("clob market: expected 2 tokens")
+    winners = [t for t in tokens if t.get("winner") is True]
+    outcome, asset = "", ""
+    if len(winners) == 1:
+        name = _str(winners[0].get("outcome")).strip().lower()
+        if name not in ("up", "down"):
+            raise ParseError(f"clob market: winning outcome is not Up/Down: {name!r}")
+        outcome, asset = name.capitalize(), _str(winners[0].get("token_id"))
+    return RestResolution(
+        source="clob_rest",
+        condition_id=_str(m.get("condition_id")),
+        slug=_str(m.get("market_slug")),
+        outcome=outcome,
+        winning_asset_id=asset,
+        ts_recv_ns=ts_recv_ns,
+        detail=f"closed={m.get('closed')} winners={len(winners)}",
+    )

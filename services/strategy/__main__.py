@@ -63,9 +63,8 @@ class StrategyRunner(ServiceRunner):
             events = ledger_fills(self.store.conn, self.core.client_prefix, since)
             for fill in events:
                 self.core.handle(topics.FILL, fill)
-            pos = self.core.position
-            if pos is not None:
-                for settlement in ledger_settlements(self.store.conn, pos.slug):
+            for slug in self.core.open_slugs():
+                for settlement in ledger_settlements(self.store.conn, slug):
                     self.core.handle(topics.SETTLEMENT, settlement)
         except sqlite3.DatabaseError as e:
             # execution's tables are its own; an unreadable ledger must not stop a halted

@@ -63,6 +63,7 @@ RISK_REASONS = (
     "max_trades_per_day",
     "stale_",
     "market_not_accepting_orders",
+    "capital_at_risk",
 )
 
 
@@ -151,7 +152,10 @@ class StrategyCore:
         self.trades_today = 0
         self.wins_today = 0
         self.loss_streak = 0
-        self.position: Position | None = None
+        self.position: Position | None = None  # the position of a window still open
+        # positions whose window ended, held until a source says how the market resolved: they
+        # are capital at risk but do not block entries in later windows
+        self.awaiting: dict[str, Position] = {}
         self.pending: dict[str, PendingOrder] = {}
         self.settled: list[str] = []  # slugs already settled (bounded)
         self.now_ns = 0
@@ -185,6 +189,7 @@ class StrategyCore:
             "wins_today": self.wins_today,
             "loss_streak": self.loss_streak,
             "position": asdict(self.position) if self.position else None,
+            "awaiting": {k: asdict(v) for k, v in self.awaiting.items()},
             "pending": {k: asdict(v) for k, v in self.pending.items()},
             "settled": self.settled[-50:],
             "intent_n": self._intent_n,
@@ -203,6 +208,7 @@ class StrategyCore:
         self.loss_streak = int(state.get("loss_streak", 0))
         pos = state.get("position")
         self.position = Position(**pos) if pos else None
+        self.awaiting = {k: Position(**v) for k, v in (state.get("awaiting") or {}).items()}
         self.pending = {k: PendingOrder(**v) for k, v in (state.get("pending") or {}).items()}
         self.settled = list(state.get("settled") or [])
         self._intent_n = int(state.get("intent_n", 0))
@@ -220,6 +226,30 @@ class StrategyCore:
             reasons.append("loss_streak")
         return reasons
 
+    def capital_at_risk(self) -> float:
+        """Collateral (USD, fees included) in positions not yet closed or settled: the open one
+        and every one awaiting resolution."""
+        held = [self.position] if self.position is not None else []
+        return sum(p.cost for p in [*held, *self.awaiting.values()])
+
+    def open_slugs(self) -> list[str]:
+        """Slugs of the open position and of those awaiting resolution."""
+        return ([self.position.slug] if self.position else []) + list(self.awaiting)
+
+    def _park_ended(self) -> None:
+        """A position whose window ended (and no order of it in flight) waits for resolution
+        aside, so the next window can trade."""
+        p = self.position
+        if p is None or p.window_end_ns <= 0 or self.now_ns < p.window_end_ns:
+            return
+        if any(o.slug == p.slug for o in self.pending.values()):
+            return
+        self.awaiting[p.slug] = p
+        self.position = None
+        self._risk_event(
+            "position_awaiting_resolution", slug=p.slug, size=p.size, cost=round(p.cost, 6)
+        )
+
     def risk_state(self) -> RiskState:
         reasons = self.halt_reasons()
         return RiskState(
@@ -233,10 +263,15 @@ class StrategyCore:
             wins_today=self.wins_today,
             loss_streak=self.loss_streak,
             config_version=self.config_version,
+            capital_at_risk=round(self.capital_at_risk(), 6),
+            awaiting_resolution=sorted(self.awaiting),
         )
 
     def position_state(self) -> PositionState:
         p = self.position
+        awaiting = False
+        if p is None and self.awaiting:
+            p, awaiting = max(self.awaiting.values(), key=lambda x: x.window_end_ns), True
         if p is None:
             return PositionState(ts_ns=self.now_ns, open=False)
         book = self.books.get(p.asset_id)
@@ -253,6 +288,7 @@ class StrategyCore:
             fees=p.fees,
             mark_price=mark,
             unrealized_pnl=(mark * p.size - p.cost) if mark is not None else 0.0,
+            awaiting_resolution=awaiting,
         )
 
     def _risk_event(self, event: str, level: str = "INFO", **fields: Any) -> None:
@@ -285,6 +321,7 @@ class StrategyCore:
         if isinstance(msg, ClockTick):
             self._advance(msg.ts_ns, out)
             self._expire_pending(out)
+            self._park_ended()
             self._check_exit(out)
             if self.now_ns >= self._next_state_ns:
                 self._next_state_ns = self.now_ns + STATE_EVERY_NS
@@ -336,7 +373,7 @@ class StrategyCore:
     def _prune_markets(self) -> None:
         if len(self.markets) <= 16:
             return
-        keep = {self.position.slug} if self.position else set()
+        keep = set(self.open_slugs())
         for slug, m in sorted(self.markets.items(), key=lambda kv: kv[1].window_end_ns):
             if len(self.markets) <= 16:
                 break
@@ -436,10 +473,17 @@ class StrategyCore:
         halts = self.halt_reasons()
         if halts:
             return "halted:" + ",".join(halts), {}
+        self._park_ended()
         if self.position is not None:
             return "position_open", {"position_slug": self.position.slug}
         if any(p.kind == "entry" for p in self.pending.values()):
             return "order_pending", {}
+        at_risk = self.capital_at_risk()
+        if at_risk + cfg.stake_per_trade_usd > cfg.max_capital_at_risk_usd + EPS:
+            return "capital_at_risk", {
+                "capital_at_risk": round(at_risk, 6),
+                "awaiting_resolution": sorted(self.awaiting),
+            }
         m = self.markets.get(s.slug)
         if m is None:
             return "no_market", {}
@@ -722,7 +766,10 @@ class StrategyCore:
                 "p_model": p.p_model,
             }
         )
-        self.position = None
+        if p is self.position:
+            self.position = None
+        else:
+            self.awaiting.pop(p.slug, None)
         after = self.halt_reasons()
         for reason in after:
             if reason not in before:
@@ -756,8 +803,9 @@ class StrategyCore:
                 )
 
     def _settle(self, slug: str, winning_outcome: str, out: list[tuple[str, Msg]]) -> None:
-        p = self.position
-        if p is None or p.slug != slug or slug in self.settled:
+        p = self.position if self.position and self.position.slug == slug else None
+        p = p or self.awaiting.get(slug)
+        if p is None or slug in self.settled:
             return
         won = p.outcome == winning_outcome
         pnl = (p.size if won else 0.0) - p.cost
@@ -881,6 +929,10 @@ class StrategyCore:
                 if pos
                 else {"open": False}
             ),
+            "awaiting_resolution": [
+                {"slug": a.slug, "outcome": a.outcome, "size": a.size, "cost": a.cost}
+                for a in self.awaiting.values()
+            ],
             "pending_exit": any(o.kind == "exit" for o in self.pending.values()),
             "config_version": self.config_version,
             "config": config_to_dict(self.config),
@@ -900,6 +952,8 @@ class StrategyCore:
             "halted": self.halt_reasons(),
             "config_version": self.config_version,
             "position": self.position.slug if self.position else None,
+            "awaiting_resolution": sorted(self.awaiting),
+            "capital_at_risk": round(self.capital_at_risk(), 4),
             "pending": len(self.pending),
             "trades_today": self.trades_today,
             "daily_pnl": round(self.daily_pnl, 4),

@@ -12,7 +12,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.server import ServerConnection, serve
 
-from services.ingest import bench
+from services.commands import ingest_bench as bench
 from services.ingest.core import IngestCore
 from services.ingest.feeds import FeedContext, IngestOptions, binance_feed
 

@@ -29,7 +29,15 @@ from common.schema import (
     MarketResolved,
 )
 from services.ingest.capture import capture_files, read_capture
-from services.ingest.parsers import ParseError, parse_binance, parse_clob, parse_gamma, parse_rtds
+from services.ingest.parsers import (
+    ParseError,
+    parse_binance,
+    parse_clob,
+    parse_clob_market_resolution,
+    parse_gamma,
+    parse_gamma_resolution,
+    parse_rtds,
+)
 from tests.conftest import REPO, free_port, short_tmpdir, wait_for
 
 WINDOW_S = 8
@@ -470,6 +478,10 @@ def test_capture_holds_every_channel_and_parses_back(rig: Rig) -> None:
             try:
                 if ch == "gamma":
                     parse_gamma(frame, ts)
+                elif ch == "resolution:gamma":
+                    parse_gamma_resolution(frame, ts)
+                elif ch == "resolution:clob_rest":
+                    parse_clob_market_resolution(frame, ts)
                 else:
                     parsers[ch](frame, ts)
             except ParseError:

@@ -1,0 +1,143 @@
+"""Ingest's REST resolution poller over real HTTP (a local server answering Gamma's
+`/markets/slug/{slug}` and CLOB's `/markets/{condition_id}` from the live_2026 fixtures): it polls
+after the window ends with backoff until a source says resolved, publishes that source's
+`MarketResolved`, and logs a later source's disagreement as an error record."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from typing import Any
+
+import msgspec
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from common.schema import MarketInfo, MarketResolved
+from services.ingest.core import IngestCore
+from services.ingest.feeds import FeedContext, IngestOptions, resolution_poller
+from services.ingest.parsers import parse_gamma
+from tests.conftest import FIXTURES
+
+NS = 1_000_000_000
+GAMMA = FIXTURES / "live_2026" / "gamma_market_btc_updown_5m_1790617500.json"
+CLOB = FIXTURES / "live_2026" / "clob_rest_market_btc_updown_15m_resolved.json"
+
+
+class Venue:
+    """Gamma says "closed, not resolved" for the first `gamma_pending` asks, then the fixture
+    (resolved Down); CLOB answers 503 until `clob_winner` is set, then that winner."""
+
+    def __init__(self, info: MarketInfo, gamma_pending: int) -> None:
+        self.info = info
+        self.gamma_pending = gamma_pending
+        self.clob_winner = ""
+        self.asks: list[tuple[str, float]] = []
+
+    async def gamma(self, request: Request) -> Response:
+        self.asks.append(("gamma", time.monotonic()))
+        if request.path_params["slug"] != self.info.slug:
+            return JSONResponse({"error": "not found"}, 404)
+        doc = json.loads(GAMMA.read_text())
+        doc["slug"] = self.info.slug
+        if len(self.asks_of("gamma")) <= self.gamma_pending:
+            doc.update(umaResolutionStatus="", outcomePrices='["0.4", "0.6"]')
+        return JSONResponse(doc)
+
+    async def clob(self, request: Request) -> Response:
+        self.asks.append(("clob", time.monotonic()))
+        if not self.clob_winner:
+            return JSONResponse({"error": "service not ready"}, 503)
+        doc = json.loads(CLOB.read_text())
+        doc["condition_id"] = request.path_params["cid"]
+        doc["tokens"][0].update(token_id=self.info.up_token_id, winner=self.clob_winner == "Up")
+        doc["tokens"][1].update(
+            token_id=self.info.down_token_id, winner=self.clob_winner == "Down"
+        )
+        return JSONResponse(doc)
+
+    def asks_of(self, source: str) -> list[float]:
+        return [t for s, t in self.asks if s == source]
+
+
+async def _until(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def test_poller_backs_off_until_gamma_resolves_then_checks_clob() -> None:
+    async def main() -> None:
+        now = time.time_ns()
+        base = parse_gamma(GAMMA.read_text(), now)
+        # a window that ended just now, with the fixture's tokens
+        info = msgspec.structs.replace(
+            base,
+            window_start_ns=now - 300 * NS,
+            window_end_ns=now,
+            closed=False,
+            accepting_orders=True,
+        )
+        venue = Venue(info, gamma_pending=3)
+        app = Starlette(
+            routes=[
+                Route("/gamma/markets/slug/{slug}", venue.gamma),
+                Route("/clob/markets/{cid}", venue.clob),
+            ]
+        )
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        srv = asyncio.create_task(server.serve(sockets=[sock]))
+        await _until(lambda: server.started, 10, "local venue")
+        core = IngestCore()
+        core.on_market(info, now)
+        published: list[Any] = []
+        logged: list[tuple[str, str, dict[str, Any]]] = []
+        ctx = FeedContext(
+            core,
+            lambda out: published.extend(m for _, m in out),
+            lambda e, level="INFO", **f: logged.append((e, level, f)),
+            IngestOptions(resolve_poll_base_ms=100, resolve_poll_max_ms=400),
+            {
+                "GAMMA_API_URL": f"http://127.0.0.1:{port}/gamma",
+                "CLOB_API_URL": f"http://127.0.0.1:{port}/clob",
+            },
+            300,
+        )
+        task = asyncio.create_task(resolution_poller(ctx))
+        try:
+            await _until(
+                lambda: any(isinstance(m, MarketResolved) for m in published), 15, "resolution"
+            )
+            (res,) = [m for m in published if isinstance(m, MarketResolved)]
+            assert (res.slug, res.winning_outcome, res.source) == (info.slug, "Down", "gamma")
+            asks = venue.asks_of("gamma")
+            assert len(asks) == 4  # three "not yet", then resolved
+            gaps = [b - a for a, b in zip(asks, asks[1:], strict=False)]
+            assert gaps[0] < gaps[-1] and max(gaps) <= 0.4 + 0.2, gaps  # backoff, capped
+            # the CLOB source is still asked (to check the first); it disagrees: an error record
+            venue.clob_winner = "Up"
+            await _until(
+                lambda: any(e == "resolution_disagreement" for e, _, _ in logged),
+                10,
+                "disagreement record",
+            )
+            (rec,) = [(lv, f) for e, lv, f in logged if e == "resolution_disagreement"]
+            assert rec[0] == "ERROR" and rec[1]["stated"] == "Up" and rec[1]["published"] == "Down"
+            assert core.windows[info.slug].resolved_by == {"gamma": "Down", "clob_rest": "Up"}
+            assert [m for m in published if isinstance(m, MarketResolved)] == [res]
+        finally:
+            ctx.stop.set()
+            await asyncio.wait_for(task, 5)
+            server.should_exit = True
+            await asyncio.wait_for(srv, 5)
+
+    asyncio.run(main())
