@@ -1,4 +1,5 @@
-"""The `polyedge` command: tap the bus, run the simulated venue, benchmark, backtest."""
+"""The `polyedge` command: tap the bus, run the simulated venue, benchmark, backtest, and start,
+stop or look at the supervisord tree (`up`, `down`, `status`)."""
 
 from __future__ import annotations
 
@@ -119,6 +120,13 @@ def _delegate(module: str, argv: list[str]) -> int:
     return int(mod.main(argv) or 0)
 
 
+TREE_COMMANDS = {
+    "up": "start the tree (supervisord -c supervisord.conf) unless one already runs",
+    "down": "shut the tree down and wait until it has exited",
+    "status": "the tree's programs, or why there is no answer",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     delegated = {
@@ -128,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if argv and argv[0] in delegated:
         return _delegate(delegated[argv[0]], argv[1:])
+    if argv and argv[0] in TREE_COMMANDS:
+        from services.commands import tree
+
+        return tree.main(argv[0], argv[1:])
     parser = argparse.ArgumentParser(prog="polyedge", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tap", help="print bus traffic as JSON lines")
@@ -145,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("sim", "run the simulated venue"),
         ("bench", "latency benchmark (JSON)"),
         ("backtest", "deterministic backtest of a capture or the sim market"),
+        *TREE_COMMANDS.items(),
     ):
         sub.add_parser(name, help=text, add_help=False)
     args = parser.parse_args(argv)

@@ -58,6 +58,7 @@ def health(env: dict[str, str]) -> dict:
 def test_all_five_running_and_health_names_them(tree: tuple[Supervised, dict]) -> None:
     sup, env = tree
     assert sup.started_in < 10, f"tree took {sup.started_in:.1f}s to reach RUNNING"
+
     def all_alive() -> dict | None:
         d = health(env)
         return d if all(v.get("alive") for v in d["services"].values()) else None
@@ -145,6 +146,12 @@ def test_second_instances_are_refused(tree: tuple[Supervised, dict]) -> None:
         timeout=30,
     )
     assert r.returncode != 0 and "Another program is already listening" in r.stdout + r.stderr
+    # the wrapper names the running tree instead: its supervisord pid, config and programs
+    r = _polyedge(sup, "up")
+    sup_pid = int((sup.root / "data" / "run" / "supervisord.pid").read_text())
+    assert r.returncode == 3, r.stderr
+    assert "already running" in r.stderr and f"supervisord pid {sup_pid}" in r.stderr
+    assert str(sup.conf) in r.stderr and "strategy" in r.stderr and "polyedge down" in r.stderr
     r = subprocess.run(
         [sys.executable, "-m", "services.execution"],
         cwd=REPO,
@@ -155,6 +162,17 @@ def test_second_instances_are_refused(tree: tuple[Supervised, dict]) -> None:
     )
     assert r.returncode == 3
     assert "another execution" in r.stderr and "already running" in r.stderr
+
+
+def _polyedge(sup: Supervised, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.commands.cli", *args, "-c", str(sup.conf)],
+        cwd=REPO,
+        env=sup.env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
 
 
 def test_control_socket_is_private(tree: tuple[Supervised, dict]) -> None:
@@ -180,3 +198,70 @@ def test_stop_all_leaves_no_stray_process(tree: tuple[Supervised, dict]) -> None
         return True
 
     wait_for(gone, 15, what="every service process to exit")
+
+
+def test_status_right_after_shutdown_is_a_plain_answer(tree: tuple[Supervised, dict]) -> None:
+    """supervisord answers every query with Fault 6 SHUTDOWN_STATE until its programs have
+    exited (Supervisor/supervisor issue #48); `polyedge status` says "shutting down" instead and
+    `polyedge down` finds nothing left to stop."""
+    sup, _ = tree
+    sup.ctl("start", "all")
+    sup.wait_running(SERVICES, 30)
+    r = _polyedge(sup, "status")
+    assert r.returncode == 0 and "RUNNING" in r.stdout and "strategy" in r.stdout, r
+    assert sup.ctl("shutdown").returncode == 0
+    answers: list[subprocess.CompletedProcess[str]] = []
+
+    def gone() -> bool:
+        answers.append(r := _polyedge(sup, "status"))
+        return "not running" in r.stderr
+
+    wait_for(gone, 30, 0.01, what="the tree to exit")
+    # every answer until the tree was gone is a sentence, never a fault
+    for r in answers:
+        assert r.returncode == 4, r
+        assert "Fault" not in r.stdout + r.stderr and "Traceback" not in r.stderr, r
+        assert "not running" in r.stderr or "shutting down: supervisord pid" in r.stderr, r
+    print(f"status answers during shutdown: {[a.stderr.strip()[10:50] for a in answers]}")
+    r = _polyedge(sup, "down")
+    assert r.returncode == 0 and "nothing to stop" in r.stderr, r.stderr
+    assert not (sup.root / "data" / "run" / "supervisord.pid").exists()
+
+
+def test_down_waits_until_the_tree_is_gone() -> None:
+    from tests.conftest import free_port
+
+    root = short_tmpdir()
+    (root / "data" / "run").mkdir(parents=True)
+    (root / "logs").mkdir()
+    env = {
+        "POLYEDGE_DATA_DIR": str(root / "data"),
+        "LOG_DIR": str(root / "logs"),
+        "DATABASE_URL": f"sqlite:{root / 'data' / 'trader.db'}",
+        "API_PORT": str(free_port()),
+        "POLYEDGE_ROOT": str(root),
+        **{
+            k: "ws://127.0.0.1:9"
+            for k in ("BINANCE_WS_URL", "POLYMARKET_WS_URL", "PRICE_FEED_WS_URL")
+        },
+        **{k: "http://127.0.0.1:9" for k in ("GAMMA_API_URL", "CLOB_API_URL")},
+    }
+    sup = Supervised(env)
+    r = _polyedge(sup, "up")  # the wrapper starts the tree through supervisord itself
+    assert r.returncode == 0, r.stderr
+    try:
+        st = sup.wait_running(SERVICES, 30)
+        pids = [sup.pid(n) for n in SERVICES]
+        assert len(st) == 6
+        r = _polyedge(sup, "down")
+        assert r.returncode == 0 and "stopped in" in r.stderr, r.stderr
+        # gone means gone: no supervisord, no program, no socket answering
+        assert not (root / "data" / "run" / "supervisord.pid").exists()
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        r = _polyedge(sup, "status")
+        assert r.returncode == 4 and "not running" in r.stderr, r.stderr
+    finally:
+        if (root / "data" / "run" / "supervisord.pid").exists():
+            sup.stop()

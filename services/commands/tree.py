@@ -1,0 +1,177 @@
+"""`polyedge up | down | status`: the supervisord tree with plain answers.
+
+`supervisord -c supervisord.conf` and `supervisorctl -c supervisord.conf ...` stay the stable
+interface; these wrap them where supervisor's own answers are unhelpful:
+- a second `supervisord` on a running tree only says "Another program is already listening on a
+  port ..."; `polyedge up` first asks the socket who is there and names that supervisord;
+- `supervisorctl shutdown` returns while supervisord is still stopping its programs, and until it
+  exits every query answers Fault 6 SHUTDOWN_STATE (Supervisor/supervisor issue #48), which
+  `supervisorctl status` prints as an XML-RPC fault; `polyedge down` waits until the tree is gone,
+  and `polyedge status` says "shutting down" in that window.
+
+Exit codes: 0 done / everything running, 3 refused (a tree is already running or still shutting
+down) or some program not running, 4 no tree running (status) or it did not stop in time (down),
+2 bad usage (no such config file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import os
+import sys
+import time
+from pathlib import Path
+
+from common.supervisor import (
+    SupervisorClient,
+    SupervisorError,
+    TreeNotRunning,
+    TreeShuttingDown,
+)
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_NOT_RUNNING = 4
+DOWN_TIMEOUT_S = 60.0  # longer than the largest stopwaitsecs in supervisord.conf
+
+
+def _say(msg: str) -> None:
+    print(f"polyedge: {msg}", file=sys.stderr)
+
+
+def _conf(path: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        _say(f"no supervisord config at {p.resolve()} (run from the repository root or pass -c)")
+        raise SystemExit(EXIT_USAGE)
+    return p.resolve()
+
+
+def _server_url(conf: Path) -> str:
+    """The socket `supervisorctl -c conf` would use (its [supervisorctl] serverurl)."""
+    from supervisor.options import ClientOptions
+
+    opts = ClientOptions()
+    opts.realize(["-c", str(conf)])
+    return str(opts.serverurl)
+
+
+def _pidfile(conf: Path) -> Path | None:
+    parser = configparser.RawConfigParser()
+    parser.read(conf)
+    raw = parser.get("supervisord", "pidfile", fallback="")
+    return Path(raw.replace("%(here)s", str(conf.parent))) if raw else None
+
+
+def _pid_of_shutting_down(conf: Path) -> str:
+    """supervisord refuses even getPID while shutting down: its pidfile still names it."""
+    pf = _pidfile(conf)
+    try:
+        return pf.read_text().strip() if pf else "?"
+    except OSError:
+        return "?"
+
+
+def _program_lines(client: SupervisorClient) -> tuple[list[str], bool]:
+    lines: list[str] = []
+    all_up = True
+    for p in client.programs().values():
+        expected_exit = p.state == "EXITED" and p.exit_status == 0  # simvenue outside sim mode
+        all_up = all_up and (p.running or expected_exit)
+        lines.append(f"{p.name:<10} {p.state:<9} {p.description}")
+    return lines, all_up
+
+
+def status(conf: Path) -> int:
+    client = SupervisorClient(_server_url(conf))
+    try:
+        ident = client.identity()
+        lines, all_up = _program_lines(client)
+    except TreeNotRunning:
+        _say(f"not running: no supervisord answers on {client.server_url} (config {conf})")
+        return EXIT_NOT_RUNNING
+    except TreeShuttingDown:
+        _say(
+            f"shutting down: supervisord pid {_pid_of_shutting_down(conf)} is stopping its "
+            "programs and answers no queries until it exits (`polyedge down` waits for it)"
+        )
+        return EXIT_NOT_RUNNING
+    except SupervisorError as e:
+        _say(f"supervisord on {client.server_url} answered oddly: {e}")
+        return EXIT_NOT_RUNNING
+    print(f"{ident.describe()}, {ident.state}, socket {client.path}")
+    print("\n".join(lines))
+    return EXIT_OK if all_up else EXIT_REFUSED
+
+
+def down(conf: Path, timeout_s: float = DOWN_TIMEOUT_S) -> int:
+    client = SupervisorClient(_server_url(conf))
+    t0 = time.monotonic()
+    try:
+        ident = client.identity()
+        client.shutdown()
+        what = ident.describe()
+        _say(f"stopping {what} and its programs ...")
+    except TreeNotRunning:
+        _say(f"not running: no supervisord answers on {client.server_url}; nothing to stop")
+        return EXIT_OK
+    except TreeShuttingDown:
+        what = f"supervisord pid {_pid_of_shutting_down(conf)}"
+        _say(f"{what} is already shutting down; waiting for it ...")
+    except SupervisorError as e:
+        _say(f"supervisord on {client.server_url} answered oddly: {e}")
+        return EXIT_NOT_RUNNING
+    if not client.wait_gone(timeout_s):
+        _say(f"{what} still answers after {timeout_s:g} s; see its log (logs/supervisord.log)")
+        return EXIT_NOT_RUNNING
+    _say(f"stopped in {time.monotonic() - t0:.1f} s")
+    return EXIT_OK
+
+
+def preflight(conf: Path) -> str | None:
+    """Why a new supervisord on `conf` would fail because a tree already holds its socket, in
+    words that name that tree; None when the socket is free."""
+    client = SupervisorClient(_server_url(conf))
+    try:
+        ident = client.identity()
+    except TreeNotRunning:
+        return None
+    except TreeShuttingDown:
+        return (
+            f"the previous tree (supervisord pid {_pid_of_shutting_down(conf)}) is still "
+            f"shutting down on {client.path}; wait for it (`polyedge down` waits) and retry"
+        )
+    except SupervisorError as e:
+        return f"something answers on {client.path} but not like supervisord ({e})"
+    try:
+        lines, _ = _program_lines(client)
+    except (TreeShuttingDown, SupervisorError):
+        lines = []
+    programs = "".join(f"\n  {ln}" for ln in lines)
+    return (
+        f"a Polyedge tree is already running on {client.path}: {ident.describe()}{programs}\n"
+        f"stop it first with `polyedge down` (or `supervisorctl -c {conf.name} shutdown`), "
+        f"or look at it with `polyedge status`"
+    )
+
+
+def up(conf: Path) -> int:
+    reason = preflight(conf)
+    if reason is not None:
+        _say(reason)
+        return EXIT_REFUSED
+    # the stable interface itself, in this interpreter (the one the package is installed in)
+    os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])
+    return EXIT_OK  # not reached
+
+
+def main(cmd: str, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"polyedge {cmd}", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "-c", "--configuration", default="supervisord.conf", help="supervisord config file"
+    )
+    args = parser.parse_args(argv)
+    conf = _conf(args.configuration)
+    return {"up": up, "down": down, "status": status}[cmd](conf)
