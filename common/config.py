@@ -1,5 +1,6 @@
-"""Configuration: strategy parameters (`config/config.json`, hot-reloadable) and runtime settings
-(`.env` at the repository root, overridden by the process environment).
+"""Configuration: strategy parameters (shipped defaults in `config/config.json`, the operator's
+changes in `<data dir>/config.json`, hot-reloadable) and runtime settings (`.env` at the
+repository root, overridden by the process environment).
 
 Both are validated as a whole at load: an unknown key, a wrong type or an out-of-range value
 raises `ConfigError` naming every offending field, and services exit non-zero on it.
@@ -7,8 +8,10 @@ raises `ConfigError` naming every offending field, and services exit non-zero on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,7 +19,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-DEFAULT_CONFIG_PATH = Path("config/config.json")
+DEFAULT_CONFIG_PATH = Path("config/config.json")  # shipped defaults, tracked, never written
+OVERRIDES_FILE_NAME = "config.json"  # the operator's changes, in the data directory
 
 
 class ConfigError(Exception):
@@ -82,37 +86,198 @@ def validate_strategy_config(doc: Any, source: str = "config") -> StrategyConfig
     return msgspec.convert(doc, StrategyConfig, strict=True)
 
 
-def load_strategy_config(path: str | os.PathLike[str] | None = None) -> StrategyConfig:
-    """Read `POLYEDGE_CONFIG` or `config/config.json`; missing file means the defaults."""
-    p = Path(path or os.environ.get("POLYEDGE_CONFIG") or DEFAULT_CONFIG_PATH)
-    if not p.exists():
-        if path or os.environ.get("POLYEDGE_CONFIG"):
-            raise ConfigError(str(p), {"$": "file not found"})
-        return StrategyConfig()
-    return validate_strategy_config(read_config_file(p), str(p))
+def load_strategy_config(
+    path: str | os.PathLike[str] | None = None, *, data_dir: str | os.PathLike[str] | None = None
+) -> StrategyConfig:
+    """The effective strategy config.
+
+    With `path`: that file alone over the built-in defaults (no operator overrides). Without:
+    the shipped defaults (`POLYEDGE_CONFIG` or `config/config.json`) with the operator's
+    overrides from the data directory (`data_dir`, default `POLYEDGE_DATA_DIR` or `./data`)
+    merged on top (`StrategyConfigFiles`). Raises ConfigError
+    naming the file and every bad field; a missing default file means the built-in defaults.
+    """
+    if path is not None:
+        return StrategyConfigFiles(path, use_overrides=False).load().config
+    return StrategyConfigFiles(data_dir=data_dir).load().config
 
 
-class WatchedConfigFile:
-    """The strategy config file a service loads at start and re-reads when it is edited
-    (`POLYEDGE_CONFIG` or `config/config.json`)."""
+def config_hash(cfg: StrategyConfig | dict[str, Any]) -> str:
+    """A short content hash of a whole config (sha256 of its canonical JSON, 12 hex digits): two
+    reports with the same hash ran with the same parameters."""
+    doc = config_to_dict(cfg) if isinstance(cfg, StrategyConfig) else cfg
+    raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:12]
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path or os.environ.get("POLYEDGE_CONFIG") or DEFAULT_CONFIG_PATH)
-        self.mtime = self._mtime()
 
-    def _mtime(self) -> float:
-        try:
-            return self.path.stat().st_mtime
-        except OSError:
-            return 0.0
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[Any]]:
+    """`{field: [old, new]}` for every field whose value differs (sorted by field name)."""
+    return {
+        k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+    }
+
+
+def validate_config_patch(patch: Any, source: str = "config patch") -> dict[str, Any]:
+    """Check a JSON merge patch (RFC 7396) for the flat strategy config: an object whose keys are
+    config fields and whose values are each valid for their field, or null (= back to the
+    shipped default). Returns the patch; raises ConfigError naming every bad field."""
+    if not isinstance(patch, dict):
+        raise ConfigError(source, {"$": f"expected a JSON object, got {type(patch).__name__}"})
+    known = set(StrategyConfig.__struct_fields__)
+    errors = {str(k): "unknown field" for k, v in patch.items() if v is None and k not in known}
+    try:
+        validate_strategy_config({k: v for k, v in patch.items() if v is not None}, source)
+    except ConfigError as e:
+        errors.update(e.errors)
+    if errors:
+        raise ConfigError(source, errors)
+    return patch
+
+
+def merge_config_patch(
+    current: dict[str, Any], patch: dict[str, Any], defaults: dict[str, Any]
+) -> dict[str, Any]:
+    """RFC 7396 JSON merge patch on the flat config: a member in `patch` replaces the current
+    value, a null member removes the operator's value (the field goes back to `defaults`), an
+    absent member leaves the field as it is. `{}` changes nothing."""
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            if key in defaults:
+                merged[key] = defaults[key]
+            else:
+                merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def overrides_of(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `config` that differ from `defaults`: what the operator changed."""
+    return {k: v for k, v in config.items() if defaults.get(k) != v}
+
+
+def default_overrides_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the operator's config changes live: `<data dir>/config.json` (untracked)."""
+    base = data_dir or os.environ.get("POLYEDGE_DATA_DIR") or "./data"
+    return Path(base) / OVERRIDES_FILE_NAME
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """One load of the two layers: `defaults` (built-ins + the shipped file, every field),
+    `overrides` (the operator's fields from the data directory) and their merge, `config`."""
+
+    config: StrategyConfig
+    defaults: dict[str, Any]
+    overrides: dict[str, Any]
+    defaults_path: Path
+    overrides_path: Path | None
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self.config)
+
+    def provenance(self, version: int | None = None) -> dict[str, Any]:
+        """What a report prints about the config it used: paths, version (None when this is
+        not a version the running system applied) and hash."""
+        return {
+            "path": str(self.defaults_path),
+            "overrides_path": str(self.overrides_path) if self.overrides_path else None,
+            "overrides": dict(self.overrides),
+            "version": version,
+            "hash": self.hash,
+        }
+
+
+class StrategyConfigFiles:
+    """The strategy config's two files, loaded as one and watched for edits.
+
+    - defaults: `POLYEDGE_CONFIG` or `config/config.json`, tracked in git; the running system
+      never writes it.
+    - overrides: `<POLYEDGE_DATA_DIR>/config.json`, only the fields the operator changed (through
+      `POST /api/config` or by hand); strategy rewrites it atomically on every applied change.
+
+    The effective config is built-ins <- defaults file <- overrides file (each layer may be
+    partial), so an edit of either file never resets a field the other one sets.
+    """
+
+    def __init__(
+        self,
+        defaults_path: str | os.PathLike[str] | None = None,
+        overrides_path: str | os.PathLike[str] | None = None,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        use_overrides: bool = True,
+    ) -> None:
+        self.explicit = bool(defaults_path or os.environ.get("POLYEDGE_CONFIG"))
+        self.defaults_path = Path(
+            defaults_path or os.environ.get("POLYEDGE_CONFIG") or DEFAULT_CONFIG_PATH
+        )
+        self.overrides_path: Path | None = (
+            Path(overrides_path or default_overrides_path(data_dir)) if use_overrides else None
+        )
+        self._mtimes = self._stamp()
+
+    def _stamp(self) -> tuple[float, float]:
+        def mtime(p: Path | None) -> float:
+            try:
+                return p.stat().st_mtime if p is not None else 0.0
+            except OSError:
+                return 0.0
+
+        return mtime(self.defaults_path), mtime(self.overrides_path)
 
     def changed(self) -> bool:
-        """True once for every change of the file's mtime since the last look."""
-        mtime = self._mtime()
-        if mtime == self.mtime:
+        """True once for every change of either file's mtime since the last look."""
+        stamp = self._stamp()
+        if stamp == self._mtimes:
             return False
-        self.mtime = mtime
+        self._mtimes = stamp
         return True
+
+    def load(self) -> LoadedConfig:
+        """Read and validate both layers. ConfigError names the file and every bad field."""
+        p = self.defaults_path
+        if p.exists():
+            defaults = validate_strategy_config(read_config_file(p), str(p))
+        elif self.explicit:
+            raise ConfigError(str(p), {"$": "file not found"})
+        else:
+            defaults = StrategyConfig()
+        defaults_doc = config_to_dict(defaults)
+        overrides: dict[str, Any] = {}
+        o = self.overrides_path
+        if o is not None and o.exists():
+            doc = read_config_file(o)
+            validate_strategy_config(doc, str(o))  # every field on its own, named
+            overrides = dict(doc)
+        config = validate_strategy_config({**defaults_doc, **overrides}, str(o or p))
+        return LoadedConfig(config, defaults_doc, overrides, p, o)
+
+    def write_overrides(self, overrides: dict[str, Any]) -> None:
+        """Replace the overrides file atomically (never the defaults file); the write is not
+        reported as an edit by `changed()`."""
+        if self.overrides_path is None:
+            raise ValueError("no overrides file for this config")
+        write_json_atomically(self.overrides_path, overrides)
+        self._mtimes = self._stamp()
+
+
+def write_json_atomically(path: Path, doc: dict[str, Any]) -> None:
+    """Replace a JSON file in one rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_config_file(p: Path) -> Any:
@@ -130,6 +295,7 @@ def read_config_file(p: Path) -> Any:
 
 
 def config_to_dict(cfg: StrategyConfig) -> dict[str, Any]:
+    """The config as a plain JSON object (every field)."""
     return msgspec.to_builtins(cfg)
 
 

@@ -299,8 +299,13 @@ class ForceExit(Msg, tag="force_exit"):
 
 
 class ConfigUpdate(Msg, tag="config_update"):
+    """A JSON merge patch (RFC 7396) onto the current strategy config: a member sets a field, a
+    null member puts it back to the shipped default, `{}` changes nothing. `replace`: the patch
+    applies to the shipped defaults instead (the whole config is replaced)."""
+
     request_id: str
     config: dict[str, Any]
+    replace: bool = False
 
 
 class ControlReply(Msg, tag="control_reply"):
@@ -313,10 +318,20 @@ class ControlReply(Msg, tag="control_reply"):
 
 
 class ConfigSnapshot(Msg, tag="config_snapshot"):
+    """The strategy config in force. `changed` names what this version changed
+    (`{field: [old, new]}`), `overrides` are the fields differing from the shipped `defaults`,
+    `hash` identifies the whole config (common.config.config_hash)."""
+
     version: int
     config: dict[str, Any]
     ts_ns: Ns
     source: str = ""
+    changed: dict[str, list[Any]] = {}
+    hash: str = ""
+    defaults: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    defaults_path: str = ""
+    overrides_path: str = ""
 
 
 # --- observability ---------------------------------------------------------------------------

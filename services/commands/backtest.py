@@ -31,8 +31,10 @@ from common import topics
 from common.config import (
     ConfigError,
     StrategyConfig,
+    StrategyConfigFiles,
+    config_hash,
     config_to_dict,
-    load_strategy_config,
+    load_settings,
     validate_strategy_config,
 )
 from common.schema import (
@@ -58,6 +60,7 @@ from services.ingest.capture import CaptureLine, capture_files, read_capture
 from services.ingest.core import IngestCore
 from services.signal.core import SignalCore
 from services.strategy.core import StrategyCore
+from services.strategy.store import running_config_version
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -409,12 +412,31 @@ def calibration(
     return rows
 
 
-def summary(res: Result) -> dict[str, Any]:
+def config_used(
+    files: StrategyConfigFiles, config: StrategyConfig, sets: list[str]
+) -> dict[str, Any]:
+    """Which config a report ran with: the defaults file, the overrides file (when used), the
+    running system's version when the config is exactly the one it applied, and the hash."""
+    loaded = files.load()
+    h = config_hash(config)
+    version = None
+    try:
+        version = running_config_version(load_settings().database_path, h)
+    except ConfigError:
+        pass  # a bad environment only loses the version, never the report
+    doc = loaded.provenance(version)
+    doc["hash"] = h
+    doc["set"] = list(sets)
+    return doc
+
+
+def summary(res: Result, config: dict[str, Any] | None = None) -> dict[str, Any]:
     pnl = sum(t["pnl"] for t in res.trades)
     fees = sum(f["fee"] for f in res.fills)
     wins = sum(1 for t in res.trades if t["pnl"] > 0)
     b = brier(res.predictions)
     return {
+        "config": config or {},
         "windows": res.windows,
         "signals": res.signals,
         "trades": len(res.trades),
@@ -434,6 +456,12 @@ def summary(res: Result) -> dict[str, Any]:
 
 def print_text(s: dict[str, Any], out: TextIO) -> None:
     w = out.write
+    c = s.get("config") or {}
+    if c:
+        layers = c["path"] + (f" + {c['overrides_path']}" if c.get("overrides_path") else "")
+        version = c["version"] if c.get("version") is not None else "not a running version"
+        sets = f"  --set {' '.join(c['set'])}" if c.get("set") else ""
+        w(f"config {layers}  version {version}  hash {c['hash']}{sets}\n\n")
     w(f"{'opened (ns)':>20} {'slug':<24} {'side':<5} {'entry':>6} {'how':<11} {'pnl':>9}\n")
     for t in s["trade_list"]:
         w(
@@ -480,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--config",
         type=Path,
-        help="strategy config file (default: POLYEDGE_CONFIG or config/config.json)",
+        help="strategy config file, alone over the built-in defaults (default: POLYEDGE_CONFIG "
+        "or config/config.json with the operator's overrides from the data directory)",
     )
     ap.add_argument(
         "--set",
@@ -505,7 +534,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.sim_seed is not None and args.window_seconds < 10:
         ap.error("--window-seconds must be >= 10")
     try:
-        config = load_strategy_config(args.config)
+        files = (
+            StrategyConfigFiles(args.config, use_overrides=False)
+            if args.config
+            else StrategyConfigFiles()
+        )
+        config = files.load().config
         if args.set:
             doc = config_to_dict(config)
             for item in args.set:
@@ -517,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
                 except json.JSONDecodeError:
                     doc[key.strip()] = raw
             config = validate_strategy_config(doc, "--set")
+        used = config_used(files, config, args.set)
     except ConfigError as e:
         print(f"polyedge backtest: {e}", file=sys.stderr)
         return 2
@@ -538,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"polyedge backtest: {e}", file=sys.stderr)
         return 2
-    s = summary(res)
+    s = summary(res, used)
     if args.json:
         sys.stdout.write(msgspec.json.encode(s).decode() + "\n")
     else:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from common.bus import Subscriber
-from common.config import load_settings
+from common.config import config_hash, load_settings, validate_strategy_config
 from common.schema import BookSnapshot, BtcTrade, Fill, OrderAck, OrderReject, Probe, SignalScore
 from common.topics import PUBLISHERS
 from services.commands.bench import BURST_FACTOR, percentiles
@@ -205,7 +205,15 @@ def run(args: Any, tmp: Path, floor: dict[str, Any]) -> dict[str, Any]:
         "no_loss_at_burst": not any(burst["lost_in_services"].values())
         and burst["collector_bus"]["lost"] == 0,
     }
+    cfg = validate_strategy_config(BENCH_STRATEGY, "BENCH_STRATEGY")
     return {
+        # the config every phase ran with (its own file per phase, never the operator's)
+        "config": {
+            "path": "services/commands/bench_pipeline.py:BENCH_STRATEGY over the built-ins",
+            "overrides_path": None,
+            "version": None,
+            "hash": config_hash(cfg),
+        },
         "realistic": idle,
         "loaded": loaded,
         "burst": burst,

@@ -36,7 +36,7 @@ class ExecutionRunner(ServiceRunner):
     def __init__(self) -> None:
         super().__init__("execution", "execution")
         try:
-            cfg = load_strategy_config()
+            cfg = load_strategy_config(data_dir=self.settings.data_dir)
         except ConfigError as e:
             fail("execution", str(e), EXIT_CONFIG)
         s = self.settings

@@ -31,7 +31,7 @@ HEARTBEAT_NS = 1_000_000_000
 def build(runner: ServiceRunner) -> tuple[FeedContext, IngestOptions]:
     try:
         opts = IngestOptions.from_env()
-        stale_ms = opts.stale_after_ms or load_strategy_config().stale_after_ms
+        stale_ms = opts.stale_after_ms or load_strategy_config(data_dir=runner.settings.data_dir).stale_after_ms
     except ConfigError as e:
         fail("ingest", str(e), EXIT_CONFIG)
     s = runner.settings

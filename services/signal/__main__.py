@@ -1,7 +1,8 @@
 """Runner for signal: SUB to ingest, publish scores; forwards the end-to-end probe.
 
-Model parameters come from the strategy config file; the file's mtime is watched so an accepted
-hot reload (strategy writes it back) reaches the model without a restart."""
+Model parameters come from the strategy config (shipped defaults + the operator's overrides in the
+data directory); both files are watched so an accepted change (strategy writes the overrides) or
+a hand edit reaches the model without a restart."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import msgspec
 from common import topics
 from common.bus import Subscriber
 from common.clock import now_ns
-from common.config import ConfigError, WatchedConfigFile, load_strategy_config
+from common.config import ConfigError, StrategyConfigFiles
 from common.schema import Envelope, Probe, SignalScore
 from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
 from services.signal.core import SignalCore
@@ -23,9 +24,9 @@ LOG_EVERY_NS = 1_000_000_000  # signal.jsonl gets one full score (with inputs) a
 class SignalRunner(ServiceRunner):
     def __init__(self) -> None:
         super().__init__("signal", "signal")
-        self.config_file = WatchedConfigFile()
+        self.config_files = StrategyConfigFiles(data_dir=self.settings.data_dir)
         try:
-            config = load_strategy_config()
+            config = self.config_files.load().config
         except ConfigError as e:
             fail("signal", str(e), EXIT_CONFIG)
         self.core = SignalCore(config)
@@ -49,10 +50,10 @@ class SignalRunner(ServiceRunner):
             self.pub.send(out_topic, msg)
 
     def on_timer(self, _now: int) -> None:
-        if not self.config_file.changed():
+        if not self.config_files.changed():
             return
         try:
-            config = load_strategy_config(self.config_file.path)
+            config = self.config_files.load().config
         except ConfigError as e:
             self.log.write("signal", "config_reload_rejected", "WARNING", error=str(e))
             return

@@ -1,32 +1,24 @@
 """Runner for strategy: SUB to ingest, signal and execution; PULL control; PUSH order intents.
 
 Around the core it persists the core's state to SQLite after every message that changed it,
-writes accepted config updates back to the config file atomically, watches that file's mtime for
-edits (reloaded through the same validation), and writes the core's log events."""
+writes the operator's config changes to the overrides file in the data directory atomically (the
+shipped defaults file is never written), watches both files for edits (reloaded through the same
+validation, merged, so an edit never resets another field), and writes the core's log events."""
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Any
 
+import msgspec
+
 from common import topics
 from common.bus import Puller, Pusher, Subscriber
-from common.config import (
-    ConfigError,
-    WatchedConfigFile,
-    config_to_dict,
-    load_strategy_config,
-    read_config_file,
-)
+from common.config import ConfigError, StrategyConfigFiles, overrides_of
 from common.schema import ConfigSnapshot, Envelope, Msg, OrderIntent, OrderReject, Probe, to_dict
 from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
 from services.strategy.core import STATE_EVERY_NS, StrategyCore
-from services.strategy.store import (
-    StateStore,
-    ledger_fills,
-    ledger_settlements,
-    write_config_atomically,
-)
+from services.strategy.store import StateStore, ledger_fills, ledger_settlements
 
 LEDGER_OVERLAP_NS = 60 * 1_000_000_000  # replay a minute before the newest fill we saw
 
@@ -34,16 +26,15 @@ LEDGER_OVERLAP_NS = 60 * 1_000_000_000  # replay a minute before the newest fill
 class StrategyRunner(ServiceRunner):
     def __init__(self) -> None:
         super().__init__("strategy", "strategy")
-        self.config_file = WatchedConfigFile()
+        self.config_files = StrategyConfigFiles(data_dir=self.settings.data_dir)
         self.last_snapshot: ConfigSnapshot | None = None
-        self.config_path = self.config_file.path
         try:
-            config = load_strategy_config()
+            loaded = self.config_files.load()
         except ConfigError as e:
             fail("strategy", str(e), EXIT_CONFIG)
         self.store = StateStore(self.settings.database_path)
         saved = self.store.load()
-        self.core = StrategyCore(config, saved)
+        self.core = StrategyCore(loaded.config, saved, defaults=loaded.defaults)
         self.reconcile()
         self.log.write(
             "risk",
@@ -98,17 +89,27 @@ class StrategyRunner(ServiceRunner):
                     )
                     self.route(self.core.handle(topics.REJECT, undelivered))
                 continue
-            if isinstance(msg, ConfigSnapshot) and msg.source == "config update":
-                try:
-                    write_config_atomically(self.config_path, msg.config)
-                except OSError as e:
-                    # applied in memory and published; only the write-back failed: say so loudly
-                    self.log.error("config_write_failed", path=str(self.config_path), error=str(e))
-                self.config_file.changed()  # our own write is not an operator's edit
             if isinstance(msg, ConfigSnapshot):
+                msg = msgspec.structs.replace(
+                    msg,
+                    defaults_path=str(self.config_files.defaults_path),
+                    overrides_path=str(self.config_files.overrides_path),
+                )
+                if msg.source == "config update":
+                    self.write_overrides(msg)
                 self.last_snapshot = msg
             self.pub.send(topic, msg)
         self.flush()
+
+    def write_overrides(self, snap: ConfigSnapshot) -> None:
+        """The operator's fields (those differing from the defaults) to the overrides file."""
+        try:
+            self.config_files.write_overrides(overrides_of(snap.config, self.core.defaults))
+        except OSError as e:
+            # applied in memory and published; only the write-back failed: say so loudly
+            self.log.error(
+                "config_write_failed", path=str(self.config_files.overrides_path), error=str(e)
+            )
 
     def flush(self) -> None:
         for stream, event, level, fields in self.core.events:
@@ -136,21 +137,15 @@ class StrategyRunner(ServiceRunner):
             self.pub.send(topics.POSITION, self.core.position_state())
             if self.last_snapshot is not None:  # a subscriber that joined late learns it too
                 self.pub.send(topics.CONFIG_SNAPSHOT, self.last_snapshot)
-        if not self.config_file.changed():
+        if not self.config_files.changed():
             return
         try:
-            doc = read_config_file(self.config_path)
+            loaded = self.config_files.load()
         except ConfigError as e:
             self.log.write("risk", "config_file_rejected", "WARNING", error=str(e))
             return
-        if doc == config_to_dict(self.core.config):
-            return
-        ok, _, _ = self.core.apply_config(doc, str(self.config_path))
-        out: list[tuple[str, Msg]] = []
-        if ok:
-            out.append((topics.CONFIG_SNAPSHOT, self.core.config_snapshot("file")))
-            out.append((topics.RISK_STATE, self.core.risk_state()))
-        self.route(out)
+        source = f"file {loaded.defaults_path} + {loaded.overrides_path}"
+        self.route(self.core.reload_config(loaded.config, loaded.defaults, source))
 
     def run(self) -> int:
         s = self.settings
@@ -161,7 +156,7 @@ class StrategyRunner(ServiceRunner):
         control = Puller(s.bus_endpoint(topics.CONTROL))
         self.route(
             [
-                (topics.CONFIG_SNAPSHOT, self.core.config_snapshot("startup")),
+                (topics.CONFIG_SNAPSHOT, self.core.startup_snapshot()),
                 (topics.RISK_STATE, self.core.risk_state()),
                 (topics.POSITION, self.core.position_state()),
             ]

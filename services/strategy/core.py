@@ -20,7 +20,12 @@ from common.clock import utc_day
 from common.config import (
     ConfigError,
     StrategyConfig,
+    config_diff,
+    config_hash,
     config_to_dict,
+    merge_config_patch,
+    overrides_of,
+    validate_config_patch,
     validate_strategy_config,
 )
 from common.schema import (
@@ -141,9 +146,13 @@ class StrategyCore:
         config: StrategyConfig,
         state: dict[str, Any] | None = None,
         client_prefix: str = "pe",
+        defaults: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
+        # the shipped defaults (every field): a null in a config patch goes back to these
+        self.defaults = dict(defaults) if defaults is not None else config_to_dict(StrategyConfig())
         self.config_version = 1
+        self.saved_config: dict[str, Any] | None = None  # the config the last run ended with
         self.client_prefix = client_prefix
         self.emergency_stop = False
         self.emergency_reason = ""
@@ -183,6 +192,8 @@ class StrategyCore:
             "emergency_stop": self.emergency_stop,
             "emergency_reason": self.emergency_reason,
             "config_version": self.config_version,
+            "config_hash": config_hash(self.config),
+            "config": config_to_dict(self.config),
             "day": self.day,
             "daily_pnl": self.daily_pnl,
             "trades_today": self.trades_today,
@@ -201,6 +212,8 @@ class StrategyCore:
         self.emergency_stop = bool(state.get("emergency_stop", False))
         self.emergency_reason = str(state.get("emergency_reason", ""))
         self.config_version = int(state.get("config_version", 1))
+        saved = state.get("config")
+        self.saved_config: dict[str, Any] | None = dict(saved) if isinstance(saved, dict) else None
         self.day = str(state.get("day", ""))
         self.daily_pnl = float(state.get("daily_pnl", 0.0))
         self.trades_today = int(state.get("trades_today", 0))
@@ -837,27 +850,68 @@ class StrategyCore:
         self._settle(msg.slug, winner, out)
 
     # ------------------------------------------------------------------ control
-    def apply_config(self, doc: dict[str, Any], source: str) -> tuple[bool, str, dict[str, str]]:
-        """Validate a whole config document and apply it; nothing changes if any field is bad."""
+    def apply_config(
+        self, doc: dict[str, Any], source: str
+    ) -> tuple[bool, str, dict[str, str], dict[str, list[Any]]]:
+        """Validate a whole config document and apply it: `(ok, error, field_errors, changed)`.
+
+        Nothing changes if any field is bad. A document equal to the current config is a no-op
+        (no new version); otherwise the version goes up once and `changed` names every changed
+        field as `{field: [old, new]}`."""
         try:
             cfg = validate_strategy_config(doc, source)
         except ConfigError as e:
             self._risk_event("config_rejected", "WARNING", source=source, errors=e.errors)
-            return False, str(e), e.errors
-        if cfg != self.config:
+            return False, str(e), e.errors, {}
+        changed = config_diff(config_to_dict(self.config), config_to_dict(cfg))
+        if changed:
             self.config = cfg
             self.config_version += 1
             self._risk_event(
                 "config_applied",
                 source=source,
                 version=self.config_version,
-                config=config_to_dict(cfg),
+                changed=changed,
+                hash=config_hash(cfg),
             )
-        return True, "", {}
+        return True, "", {}, changed
+
+    def startup_snapshot(self) -> ConfigSnapshot:
+        """The config at start; a new version (naming the changed fields) when the files were
+        changed while strategy was down."""
+        changed: dict[str, list[Any]] = {}
+        if self.saved_config is not None:
+            changed = config_diff(self.saved_config, config_to_dict(self.config))
+            if changed:
+                self.config_version += 1
+                self._risk_event(
+                    "config_applied",
+                    source="startup",
+                    version=self.config_version,
+                    changed=changed,
+                    hash=config_hash(self.config),
+                )
+        self.saved_config = None
+        return self.config_snapshot("startup", changed)
+
+    def reload_config(
+        self, config: StrategyConfig, defaults: dict[str, Any], source: str
+    ) -> list[tuple[str, Msg]]:
+        """The config files changed (an edit by hand): take their merged config and defaults.
+        Returns the new snapshot and risk state, or nothing when no field changed."""
+        self.defaults = dict(defaults)
+        ok, _, _, changed = self.apply_config(config_to_dict(config), source)
+        if not (ok and changed):
+            return []
+        return [
+            (topics.CONFIG_SNAPSHOT, self.config_snapshot("file", changed)),
+            (topics.RISK_STATE, self.risk_state()),
+        ]
 
     def on_control(self, msg: Msg) -> list[tuple[str, Msg]]:
         out: list[tuple[str, Msg]] = []
         ok, error, field_errors = True, "", {}
+        extra: dict[str, Any] = {}
         if isinstance(msg, EmergencyStop):
             self.emergency_stop = True
             self.emergency_reason = msg.reason
@@ -888,12 +942,21 @@ class StrategyCore:
                 self._exit(out, "force_exit", ref, {"requested_by": msg.reason}, any_price=True)
             self._risk_event("force_exit", request_id=msg.request_id, ok=ok, error=error)
         elif isinstance(msg, ConfigUpdate):
-            merged = {**config_to_dict(self.config), **msg.config}
-            version = self.config_version
-            ok, error, field_errors = self.apply_config(merged, "config update")
-            if ok:
-                self.config_version = max(self.config_version, version + 1)
-                out.append((topics.CONFIG_SNAPSHOT, self.config_snapshot("config update")))
+            # RFC 7396 merge patch onto the current config; `replace` starts from the defaults
+            changed: dict[str, list[Any]] = {}
+            try:
+                patch = validate_config_patch(msg.config, "config update")
+            except ConfigError as e:
+                self._risk_event("config_rejected", "WARNING", source="config update",
+                                 errors=e.errors)
+                ok, error, field_errors = False, str(e), e.errors
+            else:
+                base = self.defaults if msg.replace else config_to_dict(self.config)
+                merged = merge_config_patch(base, patch, self.defaults)
+                ok, error, field_errors, changed = self.apply_config(merged, "config update")
+            if ok and changed:
+                out.append((topics.CONFIG_SNAPSHOT, self.config_snapshot("config update", changed)))
+            extra = {"changed": changed}
         else:
             return []
         out.append((topics.RISK_STATE, self.risk_state()))
@@ -906,7 +969,7 @@ class StrategyCore:
                     ts_ns=self.now_ns,
                     error=error,
                     field_errors=field_errors,
-                    state=self.control_state(),
+                    state={**self.control_state(), **extra},
                 ),
             )
         )
@@ -938,12 +1001,21 @@ class StrategyCore:
             "config": config_to_dict(self.config),
         }
 
-    def config_snapshot(self, source: str) -> ConfigSnapshot:
+    def config_snapshot(
+        self, source: str, changed: dict[str, list[Any]] | None = None
+    ) -> ConfigSnapshot:
+        """The current config with its version, hash, the shipped defaults, the operator's
+        overrides (the fields differing from the defaults) and what this version changed."""
+        doc = config_to_dict(self.config)
         return ConfigSnapshot(
             version=self.config_version,
-            config=config_to_dict(self.config),
+            config=doc,
             ts_ns=self.now_ns,
             source=source,
+            changed=changed or {},
+            hash=config_hash(doc),
+            defaults=dict(self.defaults),
+            overrides=overrides_of(doc, self.defaults),
         )
 
     def status(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 One row per key, the value a JSON document. The core's `persistent()` document is saved whenever
 it changes and handed back to the core on start, so a restart keeps an emergency stop, the day's
-P&L and loss streak, and an open position. Config files are rewritten atomically from here too.
+P&L and loss streak, and an open position.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -115,17 +114,25 @@ def ledger_settlements(conn: sqlite3.Connection, slug: str) -> list[Settlement]:
     return out
 
 
-def write_config_atomically(path: Path, doc: dict[str, Any]) -> None:
-    """Replace the config file in one rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def running_config_version(db_path: str | os.PathLike[str], config_hash: str) -> int | None:
+    """The config version the running strategy applied, when its config has `config_hash`
+    (read only, for reports); None when the database, the state or the hash does not match."""
+    p = Path(db_path)
+    if not p.exists():
+        return None
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        conn = connect(p, readonly=True)
+        try:
+            row = conn.execute(
+                "SELECT value FROM strategy_state WHERE key=?", (CORE_KEY,)
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    if row is None:
+        return None
+    doc = json.loads(row[0])
+    if doc.get("config_hash") != config_hash:
+        return None
+    return int(doc.get("config_version", 0)) or None

@@ -113,3 +113,47 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "not a capture" in capsys.readouterr().err
     assert main(["--sim-seed", "1", "--windows", "1", "--set", "min_edge_pct=7"]) == 2
     assert "min_edge_pct" in capsys.readouterr().err
+
+
+def test_report_names_the_config_it_used(tmp_path: Path) -> None:
+    """issue 12: two runs with different configs said nothing about which config they used."""
+    import os
+
+    data = tmp_path / "data"
+    data.mkdir()
+    short = ["--sim-seed", "3", "--windows", "1", "--window-seconds", "60", "--json"]
+
+    def run(*extra: str) -> dict:
+        env = {**os.environ, "POLYEDGE_DATA_DIR": str(data), "POLYEDGE_CONFIG": ""}
+        env["DATABASE_URL"] = f"sqlite:{data / 'trader.db'}"
+        r = subprocess.run(
+            [sys.executable, "-m", "services.commands.cli", "backtest", *short, *extra],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)["config"]
+
+    shipped = run()
+    assert shipped["path"] == "config/config.json" and shipped["overrides"] == {}
+    assert shipped["overrides_path"] == str(data / "config.json") and shipped["version"] is None
+    (data / "config.json").write_text('{"min_edge_pct": 0.01}')
+    edited = run()
+    assert edited["overrides"] == {"min_edge_pct": 0.01} and edited["hash"] != shipped["hash"]
+    alone = run("--config", "config/config.json", "--set", "min_edge_pct=0.01")
+    assert alone["overrides_path"] is None and alone["set"] == ["min_edge_pct=0.01"]
+    assert alone["hash"] == edited["hash"]  # the same parameters, the same hash
+    env = {**os.environ, "POLYEDGE_DATA_DIR": str(data), "POLYEDGE_CONFIG": ""}
+    text = subprocess.run(
+        [sys.executable, "-m", "services.commands.cli", "backtest", *short[:-1]],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    ).stdout
+    assert text.startswith(f"config config/config.json + {data / 'config.json'}  version ")
+    assert edited["hash"] in text.splitlines()[0]

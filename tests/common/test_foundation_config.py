@@ -14,17 +14,22 @@ from common.config import (
     ConfigError,
     Secret,
     StrategyConfig,
+    StrategyConfigFiles,
+    config_diff,
+    config_hash,
+    config_to_dict,
     load_settings,
     load_strategy_config,
+    merge_config_patch,
+    validate_config_patch,
     validate_strategy_config,
 )
 from tests.conftest import REPO
 
 
-def test_shipped_configs_are_valid_and_match_the_seed_defaults() -> None:
+def test_shipped_config_is_valid_and_matches_the_seed_defaults() -> None:
     shipped = load_strategy_config(REPO / "config" / "config.json")
-    example = load_strategy_config(REPO / "config" / "config.example.json")
-    assert shipped == example
+    assert shipped == StrategyConfig()
     seed = {
         "stake_per_trade_usd": 5.0,
         "max_daily_loss_usd": 10.0,
@@ -75,6 +80,60 @@ def test_not_an_object_and_not_json(tmp_path: Path) -> None:
     p.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_strategy_config(p)
+
+
+def test_merge_patch_sets_keeps_and_resets_fields() -> None:
+    """RFC 7396 on the flat config: a member sets, null goes back to the default, absent keeps."""
+    defaults = config_to_dict(StrategyConfig())
+    current = {**defaults, "stake_per_trade_usd": 3.0, "max_trades_per_day": 7}
+    merged = merge_config_patch(
+        current, {"min_edge_pct": 0.1, "max_trades_per_day": None}, defaults
+    )
+    assert merged == {**defaults, "stake_per_trade_usd": 3.0, "min_edge_pct": 0.1}
+    assert merge_config_patch(current, {}, defaults) == current
+    assert config_diff(current, merged) == {
+        "max_trades_per_day": [7, defaults["max_trades_per_day"]],
+        "min_edge_pct": [defaults["min_edge_pct"], 0.1],
+    }
+    with pytest.raises(ConfigError) as e:
+        validate_config_patch({"bogus": None, "min_edge_pct": 2, "stake_per_trade_usd": None})
+    assert set(e.value.errors) == {"bogus", "min_edge_pct"}
+    with pytest.raises(ConfigError, match="expected a JSON object"):
+        validate_config_patch([("min_edge_pct", 0.1)])
+
+
+def test_overrides_merge_onto_the_shipped_defaults_and_never_write_them(tmp_path: Path) -> None:
+    defaults = tmp_path / "config.json"
+    defaults.write_text(json.dumps({"stake_per_trade_usd": 4.0, "max_trades_per_day": 9}))
+    before = defaults.read_bytes()
+    files = StrategyConfigFiles(defaults, tmp_path / "data" / "config.json")
+    first = files.load()
+    assert first.overrides == {} and first.config.stake_per_trade_usd == 4.0
+    assert first.defaults["min_edge_pct"] == StrategyConfig().min_edge_pct  # built-in below
+    files.write_overrides({"min_edge_pct": 0.2})
+    assert not files.changed()  # our own write is not an edit
+    loaded = files.load()
+    assert loaded.config.min_edge_pct == 0.2 and loaded.config.stake_per_trade_usd == 4.0
+    assert loaded.config.max_trades_per_day == 9
+    assert defaults.read_bytes() == before
+    # a hand edit of the overrides file with one field keeps the defaults file's fields
+    (tmp_path / "data" / "config.json").write_text('{"max_trades_per_day": 2}')
+    os.utime(tmp_path / "data" / "config.json", (1, 1))
+    assert files.changed()
+    edited = files.load()
+    assert edited.config.max_trades_per_day == 2 and edited.config.stake_per_trade_usd == 4.0
+    assert edited.config.min_edge_pct == StrategyConfig().min_edge_pct
+    assert edited.provenance(3) == {
+        "path": str(defaults),
+        "overrides_path": str(tmp_path / "data" / "config.json"),
+        "overrides": {"max_trades_per_day": 2},
+        "version": 3,
+        "hash": config_hash(edited.config),
+    }
+    (tmp_path / "data" / "config.json").write_text('{"max_trades_per_day": "two"}')
+    with pytest.raises(ConfigError) as e:
+        files.load()
+    assert "max_trades_per_day" in e.value.errors and "data/config.json" in str(e.value)
 
 
 def test_settings_env_overrides_dotenv_and_bad_values_are_named(tmp_path: Path) -> None:

@@ -393,6 +393,49 @@ def test_invalid_hot_reload_changes_nothing() -> None:
     assert decision(signal(core, 100)).reason == "edge_below_min"  # the new value is in force
 
 
+def test_partial_config_update_keeps_every_other_field() -> None:
+    """issue 12: POST {"stake": 3} then POST {"max_trades": 7} kept stake 3; {} is a no-op."""
+    core = make()
+    v0 = core.config_version
+
+    def update(patch: dict, replace: bool = False) -> tuple[ControlReply, list[ConfigSnapshot]]:
+        out = core.on_control(ConfigUpdate(request_id="c", config=patch, replace=replace))
+        reply = [m for _, m in out if isinstance(m, ControlReply)][0]
+        return reply, [m for _, m in out if isinstance(m, ConfigSnapshot)]
+
+    reply, snaps = update({"stake_per_trade_usd": 3})
+    assert reply.ok and snaps[0].changed == {"stake_per_trade_usd": [5.0, 3]}
+    reply, snaps = update({"max_trades_per_day": 7})
+    assert core.config.stake_per_trade_usd == 3 and core.config.max_trades_per_day == 7
+    assert snaps[0].changed == {"max_trades_per_day": [5, 7]} and core.config_version == v0 + 2
+    assert snaps[0].overrides == {"stake_per_trade_usd": 3, "max_trades_per_day": 7}
+    assert snaps[0].hash and snaps[0].defaults["stake_per_trade_usd"] == 5.0
+    # {} and a patch equal to the config: accepted, nothing changes, no new version
+    for patch in ({}, {"max_trades_per_day": 7}):
+        reply, snaps = update(patch)
+        assert reply.ok and not snaps and core.config_version == v0 + 2
+        assert reply.state["changed"] == {}
+    # null puts one field back to the shipped default
+    reply, snaps = update({"stake_per_trade_usd": None})
+    assert core.config.stake_per_trade_usd == 5.0 and core.config.max_trades_per_day == 7
+    assert snaps[0].changed == {"stake_per_trade_usd": [3, 5.0]}
+    # replace: the patch over the defaults, every other field back to its default
+    reply, snaps = update({"min_edge_pct": 0.2}, replace=True)
+    assert core.config == StrategyConfig(min_edge_pct=0.2)
+    assert snaps[0].changed == {"max_trades_per_day": [7, 5], "min_edge_pct": [0.05, 0.2]}
+
+
+def test_config_changed_while_down_is_a_new_version_naming_its_fields() -> None:
+    core = make()
+    state = core.persistent()
+    again = make(state=state, min_edge_pct=0.07)
+    snap = again.startup_snapshot()
+    assert snap.version == core.config_version + 1
+    assert snap.changed == {"min_edge_pct": [0.05, 0.07]}
+    same = make(state=state).startup_snapshot()
+    assert same.version == core.config_version and same.changed == {}
+
+
 def test_restart_keeps_open_position_and_halt(tmp_path) -> None:
     store = StateStore(tmp_path / "trader.db")
     core = make()

@@ -167,34 +167,52 @@ def test_control_hot_reload_and_restart(iso_env: dict[str, str], tmp_path: Path)
         assert reply.ok and reply.state["risk"]["emergency_stop"]
         assert reply.state["position"]["open"]
 
-        before = cfg_path.read_text()
+        shipped = cfg_path.read_bytes()  # the defaults file: never written by the system
+        overrides = Path(iso_env["POLYEDGE_DATA_DIR"]) / "config.json"
         reply = h.command(ConfigUpdate(request_id="bad", config={"min_edge_pct": -1, "nope": 2}))
         assert not reply.ok and set(reply.field_errors) == {"min_edge_pct", "nope"}
-        assert cfg_path.read_text() == before  # nothing applied, nothing written
+        assert not overrides.exists()  # nothing applied, nothing written
         version = reply.state["config_version"]
 
         reply = h.command(ConfigUpdate(request_id="good", config={"min_edge_pct": 0.08}))
         assert reply.ok and reply.state["config_version"] == version + 1
-        assert json.loads(cfg_path.read_text())["min_edge_pct"] == 0.08
+        assert reply.state["changed"] == {"min_edge_pct": [0.05, 0.08]}
+        assert json.loads(overrides.read_text()) == {"min_edge_pct": 0.08}
         snap = wait_for(
             lambda: h.poll(ConfigSnapshot, lambda s: s.version == version + 1),
             5,
             what="config snapshot",
         )
-        assert snap.config["min_edge_pct"] == 0.08
+        assert snap.config["min_edge_pct"] == 0.08 and snap.overrides == {"min_edge_pct": 0.08}
+        assert snap.defaults_path == str(cfg_path) and snap.overrides_path == str(overrides)
 
-        # an edit of the file itself is picked up without a restart
-        doc = json.loads(cfg_path.read_text())
+        # a hand edit of the overrides file is picked up without a restart, and merged: the
+        # field set through the API stays
+        doc = json.loads(overrides.read_text())
         doc["max_trades_per_day"] = 7
-        cfg_path.write_text(json.dumps(doc))
-        st = cfg_path.stat()  # a distinct mtime even on coarse-grained filesystems
-        os.utime(cfg_path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        overrides.write_text(json.dumps(doc))
+        st = overrides.stat()  # a distinct mtime even on coarse-grained filesystems
+        os.utime(overrides, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
         snap = wait_for(
             lambda: h.poll(ConfigSnapshot, lambda s: s.source == "file"),
             10,
             what="file reload snapshot",
         )
         assert snap.version == version + 2 and snap.config["max_trades_per_day"] == 7
+        assert snap.config["min_edge_pct"] == 0.08 and snap.changed == {
+            "max_trades_per_day": [5, 7]
+        }
+        # a partial POST after the edit keeps both
+        reply = h.command(ConfigUpdate(request_id="stake", config={"stake_per_trade_usd": 3}))
+        assert reply.ok and reply.state["config"]["max_trades_per_day"] == 7
+        assert reply.state["config"]["min_edge_pct"] == 0.08
+        assert json.loads(overrides.read_text()) == {
+            "min_edge_pct": 0.08,
+            "max_trades_per_day": 7,
+            "stake_per_trade_usd": 3,
+        }
+        assert cfg_path.read_bytes() == shipped
+        version += 1
 
         h.stop()
         h.seen.clear()
