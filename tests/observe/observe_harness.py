@@ -49,7 +49,7 @@ def make_env(root: Path, **extra: str) -> dict[str, str]:
         "DATABASE_URL": f"sqlite:{root / 'data' / 'trader.db'}",
         "API_PORT": str(free_port()),
         "API_HOST": "127.0.0.1",
-        "POLYEDGE_CONFIG": str(cfg),  # strategy writes accepted updates back: never the repo's
+        "POLYEDGE_CONFIG": str(cfg),  # a copy of the shipped defaults (never written)
         "PYTHONPATH": str(REPO),
         "POLYEDGE_ROOT": str(root),
     }

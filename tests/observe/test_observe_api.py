@@ -174,8 +174,11 @@ def test_config_valid_is_applied_by_strategy(stack: Stack) -> None:
         what="config snapshot from strategy",
     )
     assert got["config"]["stake_per_trade_usd"] == new_stake
-    on_disk = json.loads(Path(stack.env["POLYEDGE_CONFIG"]).read_text())
+    # the operator's change goes to the overrides file in the data dir, never the defaults file
+    on_disk = json.loads((Path(stack.env["POLYEDGE_DATA_DIR"]) / "config.json").read_text())
     assert on_disk["stake_per_trade_usd"] == new_stake
+    shipped = json.loads(Path(stack.env["POLYEDGE_CONFIG"]).read_text())
+    assert shipped["stake_per_trade_usd"] == cur["config"]["stake_per_trade_usd"]
     wait_for(
         lambda: stack.rows("SELECT version FROM config_snapshots WHERE version=?", version),
         5,
