@@ -28,6 +28,7 @@ from typing import Any, TextIO
 import msgspec
 
 from common import topics
+from common.book import Book
 from common.config import (
     ConfigError,
     StrategyConfig,
@@ -54,7 +55,7 @@ from common.schema import (
     SignalScore,
     to_dict,
 )
-from services.execution.fills import OrderTerms, simulate_fill
+from services.execution.fills import paper_fill
 from services.ingest import parsers
 from services.ingest.capture import CaptureLine, capture_files, read_capture
 from services.ingest.core import IngestCore
@@ -240,41 +241,23 @@ def capture_messages(path: Path) -> Iterator[Msg]:
 # --------------------------------------------------------------------------- dry-run fills
 @dataclass
 class DryRunExecution:
-    """Fills intents at once against the current book with execution's own dry-run fill math
-    (services/execution/fills.py: tick/size grid, venue minimums, FOK/FAK walk, per-trade fee).
-    Our own taking is removed from the book until the venue's next update of those levels."""
+    """Fills intents at once against the current book with execution's paper fill
+    (services/execution/fills.py over common/money.py: tick grid, the venue's amounts and
+    minimums, collateral-sized BUY walk, per-trade fee). Our own taking is removed from the book
+    until the venue's next update of those levels."""
 
-    live: dict[str, tuple[dict[float, float], dict[float, float]]] = field(default_factory=dict)
+    books: dict[str, Book] = field(default_factory=dict)
 
     def on_md(self, msg: Msg) -> None:
         if isinstance(msg, BookSnapshot):
-            self.live[msg.asset_id] = (dict(msg.bids), dict(msg.asks))
+            self.books[msg.asset_id] = Book.from_snapshot(msg)
         elif isinstance(msg, BookDelta):
-            bids, asks = self.live.setdefault(msg.asset_id, ({}, {}))
-            for ch in msg.changes:
-                side = bids if ch.side == "BUY" else asks
-                if ch.size <= 0:
-                    side.pop(ch.price, None)
-                else:
-                    side[ch.price] = ch.size
+            book = self.books.setdefault(msg.asset_id, Book(msg.asset_id))
+            book.apply_changes(msg.changes, msg.ts_exchange_ns, msg.ts_recv_ns)
 
     def on_intent(self, it: OrderIntent, now_ns: int) -> list[Msg]:
-        bids, asks = self.live.get(it.asset_id, ({}, {}))
-        terms = OrderTerms.of(
-            it.side,
-            it.order_type,
-            str(it.limit_price),
-            str(it.size),
-            str(it.tick_size),
-            str(it.min_order_size),
-            str(it.fee_rate),
-            str(it.fee_exponent),
-        )
-        res = simulate_fill(
-            terms,
-            [(str(p), str(q)) for p, q in bids.items()],
-            [(str(p), str(q)) for p, q in asks.items()],
-        )
+        book = self.books.get(it.asset_id) or Book(it.asset_id)
+        res = paper_fill(it, book.taker_levels(it.side))
         if not res.trades:
             return [
                 OrderReject(
@@ -284,21 +267,14 @@ class DryRunExecution:
                     code=res.status,
                 )
             ]
-        book = asks if it.side == "BUY" else bids
-        for t in res.trades:
-            price = float(t.price)
-            rest = book.get(price, 0.0) - float(t.size)
-            if rest <= 1e-9:
-                book.pop(price, None)
-            else:
-                book[price] = rest
+        book.consume(it.side, [(t.price, t.shares) for t in res.trades])
         return [
             Fill(
                 client_order_id=it.client_order_id,
                 asset_id=it.asset_id,
                 side=it.side,
                 price=round(float(res.avg_price), 6),
-                size=float(res.filled),
+                size=float(res.shares),
                 fee=float(res.fee),
                 ts_fill_ns=now_ns,
                 slug=it.slug,

@@ -12,14 +12,16 @@ for ack and fill stamps and latency, never to decide a fill).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
 import msgspec
+from msgspec.structs import replace
 
 from common import topics
+from common.book import Book
 from common.schema import (
     BookDelta,
     BookSnapshot,
@@ -50,66 +52,18 @@ def _no_log(stream: str, event: str, level: str = "INFO", **fields: Any) -> None
     return None
 
 
-@dataclass
-class LocalBook:
-    """One asset's book as price -> size maps (kept as dicts so deltas apply in O(1))."""
-
-    asset_id: str
-    bids: dict[float, float]
-    asks: dict[float, float]
-    ts_recv_ns: int
-    ts_exchange_ns: int
-    tick_size: float = 0.01
-
-    @classmethod
-    def of(cls, b: BookSnapshot) -> LocalBook:
-        return cls(
-            b.asset_id,
-            {p: s for p, s in b.bids if s > 0},
-            {p: s for p, s in b.asks if s > 0},
-            b.ts_recv_ns,
-            b.ts_exchange_ns,
-            b.tick_size,
-        )
-
-    def apply(self, d: BookDelta) -> None:
-        for ch in d.changes:
-            side = self.bids if ch.side == "BUY" else self.asks
-            if ch.size > 0:
-                side[ch.price] = ch.size
-            else:
-                side.pop(ch.price, None)
-        self.ts_recv_ns = d.ts_recv_ns
-        self.ts_exchange_ns = d.ts_exchange_ns
-
-    def levels(self) -> tuple[list[list[float]], list[list[float]]]:
-        bids = sorted(([p, s] for p, s in self.bids.items()), key=lambda x: -x[0])
-        asks = sorted(([p, s] for p, s in self.asks.items()), key=lambda x: x[0])
-        return bids, asks
-
-    def consume(self, side: str, trades: tuple[fm.Trade, ...]) -> None:
-        """Remove what a simulated fill took, so a second order does not see it again."""
-        book = self.asks if side == "BUY" else self.bids
-        for t in trades:
-            p = float(t.price)
-            left = book.get(p, 0.0) - float(t.size)
-            if left > 1e-9:
-                book[p] = left
-            else:
-                book.pop(p, None)
-
-    def record(self, side: str) -> str:
-        bids, asks = self.levels()
-        take = asks if side == "BUY" else bids
-        return json.dumps(
-            {
-                "asset_id": self.asset_id,
-                "ts_recv_ns": self.ts_recv_ns,
-                "ts_exchange_ns": self.ts_exchange_ns,
-                "side_taken": "asks" if side == "BUY" else "bids",
-                "levels": take[:RECORDED_LEVELS],
-            }
-        )
+def record_book(book: Book, side: str) -> str:
+    """The levels an order of `side` takes, as JSON kept with the order so its fill can be
+    recomputed by hand (the first `RECORDED_LEVELS`, best first)."""
+    return json.dumps(
+        {
+            "asset_id": book.asset_id,
+            "ts_recv_ns": book.ts_recv_ns,
+            "ts_exchange_ns": book.ts_exchange_ns,
+            "side_taken": "asks" if side == "BUY" else "bids",
+            "levels": [list(lv) for lv in book.taker_levels(side)[:RECORDED_LEVELS]],  # type: ignore[arg-type]
+        }
+    )
 
 
 # --- the venue adapter's interface (live.LiveVenue implements it) -----------------------------
@@ -188,7 +142,7 @@ class ExecutionCore:
         self.log = log
         self.dry_run_latency_ns = dry_run_latency_ms * MS
         self.book_max_age_ns = book_max_age_ms * MS
-        self.books: dict[str, LocalBook] = {}
+        self.books: dict[str, Book] = {}
         self.markets: dict[str, MarketInfo] = {}
         self.now_ns = 0  # latest time seen on any message or tick
         self._clock = clock
@@ -209,12 +163,12 @@ class ExecutionCore:
     # --- market data --------------------------------------------------------------------------
     def handle(self, topic: str, msg: Msg) -> Out:
         if isinstance(msg, BookSnapshot):
-            self.books[msg.asset_id] = LocalBook.of(msg)
+            self.books[msg.asset_id] = Book.from_snapshot(msg)
             self.now_ns = max(self.now_ns, msg.ts_recv_ns)
         elif isinstance(msg, BookDelta):
             book = self.books.get(msg.asset_id)
             if book is not None:
-                book.apply(msg)
+                book.apply_changes(msg.changes, msg.ts_exchange_ns, msg.ts_recv_ns)
             self.now_ns = max(self.now_ns, msg.ts_recv_ns)
         elif isinstance(msg, ClockTick):
             self.now_ns = max(self.now_ns, msg.ts_ns)
@@ -240,7 +194,7 @@ class ExecutionCore:
         self.now_ns = max(self.now_ns, now_ns)
         coid = intent.client_order_id
         book = self.books.get(intent.asset_id)
-        recorded = book.record(intent.side) if book is not None else ""
+        recorded = record_book(book, intent.side) if book is not None else ""
         if not self.ledger.record_intent(intent, self.mode.name, now_ns, recorded):
             self._count("duplicate")
             self.log("execution", "duplicate_intent_ignored", client_order_id=coid)
@@ -281,8 +235,7 @@ class ExecutionCore:
             return self._reject(
                 intent, f"market {intent.slug} is not accepting orders", "market_closed"
             )
-        terms = self._terms(intent)
-        limit, size, reason = fm.check_terms(terms)
+        limit, size, reason = fm.check_intent(intent)
         if reason:
             return self._reject(intent, reason, "invalid_order")
         reason = self._preflight(intent, limit, size)
@@ -301,36 +254,34 @@ class ExecutionCore:
             return self._dry_run(intent, now_ns)
         return self._live(intent, limit, size)
 
-    @staticmethod
-    def _terms(intent: OrderIntent) -> fm.OrderTerms:
-        return fm.OrderTerms.of(
-            intent.side,
-            intent.order_type,
-            intent.limit_price,
-            intent.size,
-            intent.tick_size,
-            intent.min_order_size,
-            intent.fee_rate,
-            intent.fee_exponent,
-        )
-
     def _preflight(self, intent: OrderIntent, limit: Decimal, size: Decimal) -> str:
-        """Depth at or better than the limit must cover the size (fresh REST book if stale, live)."""
+        """The book at or better than the limit must fill the whole order (fresh REST book if
+        stale, live): the same walk as the fill itself (`fills.paper_fill`), so a BUY is judged
+        by the collateral it spends."""
         book = self.books.get(intent.asset_id)
-        levels: tuple[list[list[float]], list[list[float]]] | None = None
+        levels: Sequence[Sequence[float]] | None = None
         if book is not None:
-            levels = book.levels()
+            levels = book.taker_levels(intent.side)
         if self.venue is not None and (
             book is None or self.now_ns - book.ts_recv_ns > self.book_max_age_ns
         ):
             fresh = self.venue.rest_book(intent.asset_id)
             if fresh is not None:
-                levels = fresh
+                fresh_book = Book(intent.asset_id)
+                fresh_book.replace(*fresh)
+                levels = fresh_book.taker_levels(intent.side)
         if levels is None:
             return f"no book for asset {intent.asset_id}"
-        side = fm.book_side(intent.side, *levels)
-        depth = fm.depth_within(side, intent.side, limit)
-        if depth < size:
+        r = fm.paper_fill(replace(intent, order_type="FOK"), levels)
+        if r.status != "filled":
+            depth = sum(
+                (
+                    fm.dec(s)
+                    for p, s in levels
+                    if (fm.dec(p) <= limit if intent.side == "BUY" else fm.dec(p) >= limit)
+                ),
+                Decimal(0),
+            )
             return f"depth {depth} at or better than {limit} does not cover {size} shares"
         return ""
 
@@ -496,8 +447,8 @@ class ExecutionCore:
         book = self.books.get(intent.asset_id)
         if book is None:
             return self._reject(intent, f"no book for asset {intent.asset_id}", "no_book")
-        recorded = book.record(intent.side)
-        r = fm.simulate_fill(self._terms(intent), *book.levels())
+        recorded = record_book(book, intent.side)
+        r = fm.paper_fill(intent, book.taker_levels(intent.side))
         if r.status in ("rejected", "killed", "unmatched"):
             self.ledger.update(intent.client_order_id, t, "book_at_fill", book_json=recorded)
             return self._reject(
@@ -506,11 +457,11 @@ class ExecutionCore:
                 r.status,
                 status="killed" if r.status != "rejected" else "rejected",
             )
-        book.consume(intent.side, r.trades)
+        book.consume(intent.side, [(tr.price, tr.shares) for tr in r.trades])
         out = self._ack(intent, "dry_run", "", t)
         trades = [
             VenueTrade(
-                f"{intent.client_order_id}:{i}", float(tr.price), float(tr.size), float(tr.fee)
+                f"{intent.client_order_id}:{i}", float(tr.price), float(tr.shares), float(tr.fee)
             )
             for i, tr in enumerate(r.trades)
         ]

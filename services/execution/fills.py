@@ -1,225 +1,81 @@
-"""Pure dry-run fill math: how the venue would fill a marketable FOK/FAK order against a book.
+"""Paper fills: how the venue would fill an order intent against the local book.
 
-No I/O and no clock, so the backtest reuses it as is. Every amount is a `Decimal` computed from the
-decimal string of its input, so a fill can be recomputed by hand from a recorded book:
+No I/O and no clock. The rules are `common.money`'s, the same functions the simulated venue
+matches with, so a paper fill and a venue fill of the same order and book agree to the unit:
 
-- the limit is snapped to the market's tick grid, never to a worse price than asked (BUY down,
-  SELL up), and must lie within [tick, 1 - tick];
-- the size is cut to the venue's 0.01-share grid; a BUY needs at least the market's minimum size
-  and, being marketable, at least $1 of notional at its limit (the venue's minimums);
-- the book is walked best level first while the level's price is at or better than the limit;
-  FOK fills completely or not at all ("killed"), FAK fills what is there ("partial");
-- each level matched is one trade paying the taker fee `shares * rate * (p * (1 - p)) ** exponent`
-  in collateral, rounded half-up to 5 decimals per trade as the venue does.
+- the limit is snapped to the market's tick grid, never worse for the order (BUY down, SELL up),
+  and must lie within [tick, 1 - tick];
+- the order's amounts are those the venue accepts signed (`money.marketable_amounts`): a BUY
+  spends shares x limit cut to cents of collateral (at least $1), a SELL sells shares cut to
+  0.01; the 5-share `orderMinSize` is for resting orders only (PROTOCOLS.md section 7);
+- the book is walked best level first at or better than the limit; a BUY spends its collateral
+  (so a book better than the limit buys more shares than the intent's size), FOK fills whole or
+  not at all, FAK fills what is there; each level is one trade paying the taker fee to 5
+  decimals (`money.taker_fee`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decimal
-from typing import Literal
+from collections.abc import Sequence
+from decimal import Decimal
 
-SHARE_STEP = Decimal("0.01")  # the venue's size grid (2 decimals of a share)
-FEE_QUANTUM = Decimal("0.00001")  # fees are rounded to 5 decimals
-MIN_BUY_NOTIONAL = Decimal("1")  # marketable BUY minimum, in collateral
-ZERO = Decimal(0)
-ONE = Decimal(1)
+from common import money
+from common.money import ONE, MarketableFill, dec
+from common.schema import OrderIntent
 
-Side = Literal["BUY", "SELL"]
-OrderType = Literal["FOK", "FAK"]
-FillStatus = Literal["filled", "partial", "killed", "unmatched", "rejected"]
-
-
-def dec(x: float | int | str | Decimal) -> Decimal:
-    """A Decimal from the shortest decimal text of `x` (0.1 -> Decimal('0.1'), not 0.1000000001)."""
-    if isinstance(x, Decimal):
-        return x
-    if isinstance(x, float):
-        return Decimal(repr(x))
-    return Decimal(x)
+__all__ = ["ONE", "check_intent", "dec", "fee_of", "paper_fill", "taker_fee"]
 
 
 def taker_fee(shares: Decimal, price: Decimal, rate: Decimal, exponent: Decimal) -> Decimal:
-    """Fee in collateral for one trade: shares * rate * (p * (1 - p)) ** exponent, 5 decimals."""
-    if rate <= 0 or shares <= 0:
-        return ZERO.quantize(FEE_QUANTUM)
-    base = price * (ONE - price)
-    curve = base**exponent if exponent != ONE else base
-    return (shares * rate * curve).quantize(FEE_QUANTUM, rounding=ROUND_HALF_UP)
+    """`money.taker_fee` with the schedule given as (rate, exponent) (the live adapter's form)."""
+    return money.taker_fee(shares, price, money.FeeSchedule(dec(rate), dec(exponent)))
 
 
-def snap_limit(limit: Decimal, tick: Decimal, side: Side) -> Decimal:
-    """The limit on the tick grid, never worse for the order: BUY rounds down, SELL up."""
-    steps = (limit / tick).to_integral_value(
-        rounding=ROUND_FLOOR if side == "BUY" else ROUND_CEILING
-    )
-    return (steps * tick).quantize(tick)
+def fee_of(intent: OrderIntent) -> money.FeeSchedule:
+    """The market's fee schedule as the intent carries it."""
+    return money.FeeSchedule.of(intent.fee_rate, intent.fee_exponent)
 
 
-def snap_size(size: Decimal) -> Decimal:
-    return size.quantize(SHARE_STEP, rounding=ROUND_DOWN)
-
-
-@dataclass(frozen=True)
-class Trade:
-    """One matched level: `size` shares at `price`, paying `fee` collateral."""
-
-    price: Decimal
-    size: Decimal
-    fee: Decimal
-
-
-@dataclass(frozen=True)
-class FillResult:
-    status: FillStatus
-    limit: Decimal  # the limit actually used (on the tick grid)
-    size: Decimal  # the size actually asked (on the share grid)
-    trades: tuple[Trade, ...] = ()
-    reason: str = ""
-    filled: Decimal = ZERO
-    notional: Decimal = ZERO  # sum of price * size over the trades
-    fee: Decimal = ZERO
-    extra: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def avg_price(self) -> Decimal:
-        return self.notional / self.filled if self.filled else ZERO
-
-
-@dataclass(frozen=True)
-class OrderTerms:
-    """What the venue checks before matching, from the intent and the market's rules."""
-
-    side: Side
-    order_type: OrderType
-    limit: Decimal
-    size: Decimal
-    tick: Decimal = Decimal("0.01")
-    min_size: Decimal = Decimal("5")
-    fee_rate: Decimal = ZERO
-    fee_exponent: Decimal = ONE
-
-    @classmethod
-    def of(
-        cls,
-        side: Side,
-        order_type: OrderType,
-        limit: float | str | Decimal,
-        size: float | str | Decimal,
-        tick: float | str | Decimal = "0.01",
-        min_size: float | str | Decimal = "5",
-        fee_rate: float | str | Decimal = "0",
-        fee_exponent: float | str | Decimal = "1",
-    ) -> OrderTerms:
-        return cls(
-            side,
-            order_type,
-            dec(limit),
-            dec(size),
-            dec(tick),
-            dec(min_size),
-            dec(fee_rate),
-            dec(fee_exponent),
+def check_intent(intent: OrderIntent) -> tuple[Decimal, Decimal, str]:
+    """(limit on the tick grid, size on the 0.01-share grid, reason): a non-empty reason names
+    why the venue would refuse the order."""
+    side, kind = intent.side, intent.order_type
+    if side not in ("BUY", "SELL"):
+        return dec(intent.limit_price), dec(intent.size), f"unknown side {side!r}"
+    if kind not in ("FOK", "FAK"):
+        return (
+            dec(intent.limit_price),
+            dec(intent.size),
+            f"unsupported order type {kind!r} (FOK or FAK)",
         )
-
-
-def check_terms(t: OrderTerms) -> tuple[Decimal, Decimal, str]:
-    """(limit on grid, size on grid, reason) where a non-empty reason means the venue rejects."""
-    if t.side not in ("BUY", "SELL"):
-        return t.limit, t.size, f"unknown side {t.side!r}"
-    if t.order_type not in ("FOK", "FAK"):
-        return t.limit, t.size, f"unsupported order type {t.order_type!r} (FOK or FAK)"
-    if not (ZERO < t.tick < ONE):
-        return t.limit, t.size, f"invalid tick size {t.tick}"
-    limit = snap_limit(t.limit, t.tick, t.side)
-    size = snap_size(t.size)
-    if not (t.tick <= limit <= ONE - t.tick):
-        return limit, size, f"price {limit} outside [{t.tick}, {ONE - t.tick}] for tick {t.tick}"
+    tick = dec(intent.tick_size)
+    if not money.ZERO < tick < ONE:
+        return dec(intent.limit_price), dec(intent.size), f"invalid tick size {tick}"
+    limit = money.snap_price(intent.limit_price, tick, side)
+    size = money.round_shares(intent.size)
+    reason = money.check_price(limit, tick)
+    if reason:
+        return limit, size, reason
     if size <= 0:
-        return limit, size, f"size {t.size} rounds to 0 shares on the {SHARE_STEP} grid"
-    if t.side == "BUY":
-        if size < t.min_size:
-            return limit, size, f"size {size} below the market's minimum size {t.min_size}"
-        if size * limit < MIN_BUY_NOTIONAL:
-            return (
-                limit,
-                size,
-                f"notional {size * limit} below the ${MIN_BUY_NOTIONAL} minimum for a "
-                "marketable BUY",
-            )
+        return limit, size, f"size {intent.size} rounds to 0 shares on the 0.01 grid"
+    skip = money.marketable_amounts(side, limit, size).skip
+    if skip == "below_min_buy_notional":
+        return (
+            limit,
+            size,
+            f"notional {money.ZERO + size * limit} below the ${money.MIN_MARKETABLE_BUY_USD} "
+            "minimum for a marketable BUY (after cutting it to cents)",
+        )
+    if skip:
+        return limit, size, f"amounts of {size} shares at {limit} round to zero"
     return limit, size, ""
 
 
-def _crosses(side: Side, price: Decimal, limit: Decimal) -> bool:
-    return price <= limit if side == "BUY" else price >= limit
+def paper_fill(intent: OrderIntent, levels: Sequence[Sequence[float]]) -> MarketableFill:
+    """Fill `intent` against `levels` (the side it takes, best first: `Book.taker_levels`).
 
-
-def book_side(
-    side: Side, bids: Iterable[Sequence[float | str]], asks: Iterable[Sequence[float | str]]
-) -> list[tuple[Decimal, Decimal]]:
-    """The levels an order of `side` takes from, best first (BUY takes asks, SELL bids).
-
-    Sorted here rather than trusted, and empty or non-positive levels dropped, so a book in the
-    venue's order (best last) or ours (best first) gives the same walk.
-    """
-    raw = asks if side == "BUY" else bids
-    levels = [(dec(p), dec(s)) for p, s in raw]
-    levels = [(p, s) for p, s in levels if s > 0 and ZERO < p < ONE]
-    levels.sort(key=lambda lv: lv[0], reverse=(side == "SELL"))
-    return levels
-
-
-def depth_within(levels: Sequence[tuple[Decimal, Decimal]], side: Side, limit: Decimal) -> Decimal:
-    """Shares available at or better than `limit` (levels best first)."""
-    total = ZERO
-    for price, size in levels:
-        if not _crosses(side, price, limit):
-            break
-        total += size
-    return total
-
-
-def simulate_fill(
-    terms: OrderTerms,
-    bids: Iterable[Sequence[float | str]],
-    asks: Iterable[Sequence[float | str]],
-) -> FillResult:
-    """Fill a marketable order against one asset's book the way the venue would."""
-    limit, size, reason = check_terms(terms)
+    Status rejected (bad terms: `reason` says which), unmatched, killed, partial or filled."""
+    limit, size, reason = check_intent(intent)
     if reason:
-        return FillResult("rejected", limit, size, reason=reason)
-    levels = book_side(terms.side, bids, asks)
-    available = depth_within(levels, terms.side, limit)
-    if available <= 0:
-        return FillResult(
-            "unmatched", limit, size, reason=f"no liquidity at or better than {limit}"
-        )
-    if terms.order_type == "FOK" and available < size:
-        return FillResult(
-            "killed",
-            limit,
-            size,
-            reason=f"FOK killed: {available} shares at or better than {limit}, {size} needed",
-        )
-    trades: list[Trade] = []
-    remaining = size
-    for price, level_size in levels:
-        if remaining <= 0 or not _crosses(terms.side, price, limit):
-            break
-        take = min(level_size, remaining)
-        trades.append(
-            Trade(price, take, taker_fee(take, price, terms.fee_rate, terms.fee_exponent))
-        )
-        remaining -= take
-    filled = size - remaining
-    return FillResult(
-        "filled" if remaining <= 0 else "partial",
-        limit,
-        size,
-        tuple(trades),
-        reason="" if remaining <= 0 else f"FAK partial: {filled} of {size} shares",
-        filled=filled,
-        notional=sum((t.price * t.size for t in trades), ZERO),
-        fee=sum((t.fee for t in trades), ZERO),
-    )
+        return MarketableFill("rejected", reason=reason)
+    return money.fill_order(intent.side, size, limit, levels, fee_of(intent), intent.order_type)

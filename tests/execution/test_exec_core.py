@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_FLOOR, Decimal
 from pathlib import Path
 
 import pytest
@@ -121,9 +121,12 @@ def test_exec_dry_run_fill_is_recorded_and_recomputable(ledger) -> None:
     out = core.on_intent(intent(), T0)
     acks, fills = by_topic(out, topics.ACK), by_topic(out, topics.FILL)
     assert [a.status for a in acks] == ["dry_run"]
+    # 12 shares at 0.53 is a $6.36 collateral-sized BUY (as the venue fills it): 10 x 0.52 =
+    # 5.20, then 1.16 / 0.53 = 2.18 shares; fees 10*.07*.52*.48 = 0.17472 and
+    # 2.18*.07*.53*.47 = 0.0380127 -> 0.03801 (5 decimals, floored)
     assert [(f.price, f.size, f.fee) for f in fills] == [
         (0.52, 10.0, 0.17472),
-        (0.53, 2.0, 0.03487),
+        (0.53, 2.18, 0.03801),
     ]
     lat = {m.stage: m.ms for m in by_topic(out, topics.LATENCY)}
     assert lat == {"signal_to_order_ack_ms": 2.0, "full_decision_to_fill_ms": 5.0}
@@ -132,23 +135,25 @@ def test_exec_dry_run_fill_is_recorded_and_recomputable(ledger) -> None:
     assert row["signal_to_order_ack_ms"] == 2.0 and row["full_decision_to_fill_ms"] == 5.0
     # recompute the fill and the fee by hand from the recorded book
     rec = json.loads(row["book_json"])
-    left, paid, fee = Decimal("12"), Decimal(0), Decimal(0)
+    left, paid, fee, got = Decimal("6.36"), Decimal(0), Decimal(0), Decimal(0)
     for p, s in rec["levels"]:
         p, s = Decimal(str(p)), Decimal(str(s))
-        if p > Decimal("0.53") or left == 0:
+        if p > Decimal("0.53") or left < p / 100:
             break
-        take = min(s, left)
+        take = min(s, (left / p).quantize(Decimal("0.01"), ROUND_DOWN))
         paid += p * take
-        fee += (take * Decimal("0.07") * p * (1 - p)).quantize(Decimal("0.00001"), ROUND_HALF_UP)
-        left -= take
-    assert row["avg_price"] * 12 == pytest.approx(float(paid), abs=1e-12)
+        got += take
+        fee += (take * Decimal("0.07") * p * (1 - p)).quantize(Decimal("0.00001"), ROUND_FLOOR)
+        left -= p * take
+    assert got == Decimal("12.18") and paid == Decimal("6.3554")
+    assert row["avg_price"] * 12.18 == pytest.approx(float(paid), abs=1e-12)
     assert (
         sum(Decimal(str(f["price"])) * Decimal(str(f["size"])) for f in ledger.fills_of("o1"))
         == paid
     )
     assert abs(row["fee"] - float(fee)) < 1e-12
     assert len(ledger.fills_of("o1")) == 2
-    # the simulated fill consumed the book: the same order again only finds 2 + 100
+    # the simulated fill consumed the book: the same order again only finds 1.82 + 100
     out = core.on_intent(intent("o2", limit=0.55, size=5), T0)
     assert [f.price for f in by_topic(out, topics.FILL)] == [0.53, 0.55]
 
@@ -181,7 +186,7 @@ def test_exec_preflight_rejects_thin_book_and_bad_terms(ledger) -> None:
     (rej,) = by_topic(core.on_intent(intent("thin", kind="FAK", size=15), T0), topics.REJECT)
     assert rej.code == "preflight_liquidity" and "14" in rej.reason and "15" in rej.reason
     (rej,) = by_topic(core.on_intent(intent("tiny", size=1), T0), topics.REJECT)
-    assert rej.code == "invalid_order" and "minimum size" in rej.reason
+    assert rej.code == "invalid_order" and "$1 minimum" in rej.reason  # 1 share at 0.53: $0.53
     core.handle(
         "md.market",
         MarketInfo(
@@ -230,7 +235,7 @@ def test_exec_settlement_at_one_or_zero_and_restart_rebuilds(ledger, tmp_path) -
     core, _ = core_of(ledger)
     core.handle("md.book.x", book(ASKS))
     core.handle("md.book.y", book([(0.40, 20.0)], asset=DOWN))
-    core.on_intent(intent("up1", size=10), T0)  # 10 @ 0.52, fee 0.17472
+    core.on_intent(intent("up1", limit=0.52, size=10), T0)  # 10 @ 0.52 ($5.20), fee 0.17472
     core.on_intent(intent("dn1", asset=DOWN, outcome="Down", limit=0.40, size=5), T0)
     # a restart in between: positions come back from the ledger
     core2, _ = core_of(ledger)
@@ -409,7 +414,7 @@ def test_exec_dry_run_sell_needs_the_shares(ledger) -> None:
         core.on_intent(intent("s0", side="SELL", limit=0.45, size=5), T0), topics.REJECT
     )
     assert rej.code == "insufficient_balance"
-    core.on_intent(intent("b1", size=10), T0)  # 10 @ 0.52
+    core.on_intent(intent("b1", limit=0.52, size=10), T0)  # 10 @ 0.52 ($5.20)
     out = core.on_intent(intent("s1", side="SELL", limit=0.45, size=4, kind="FAK"), T0)
     (f,) = by_topic(out, topics.FILL)
     assert (f.side, f.price, f.size, f.fee) == ("SELL", 0.5, 4.0, 0.07)  # 4*.07*.25

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from decimal import ROUND_HALF_UP
+from decimal import ROUND_DOWN, ROUND_FLOOR
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
@@ -264,7 +264,7 @@ def test_exec_live_accept_reject_timeout_reconciled(
     assert sum(D(str(f.size)) for f in fills) == matched
     for f in fills:
         p = D(str(f.price))
-        fee = (D(str(f.size)) * D("0.07") * p * (1 - p)).quantize(D("0.00001"), ROUND_HALF_UP)
+        fee = (D(str(f.size)) * D("0.07") * p * (1 - p)).quantize(D("0.00001"), ROUND_FLOOR)
         assert D(str(f.fee)) == fee
 
     # rejected by the venue, with the mapped reason; no order added at the venue
@@ -495,17 +495,21 @@ def test_exec_dry_run_session_fills_recomputable_from_recorded_books(
                 ).fetchone()
                 assert row["status"] == "filled" and row["mode"] == "dry_run"
                 book = json.loads(row["book_json"])
-                left, expect = D(str(it.size)), []
+                # a BUY spends its collateral, size x limit cut to cents, best level first,
+                # buying whole hundredths of a share (common/money.py)
+                limit = D(str(it.limit_price))
+                left = (D(str(it.size)) * limit).quantize(D("0.01"), ROUND_DOWN)
+                expect = []
                 for p, s in book["levels"]:
                     p, s = D(str(p)), D(str(s))
-                    if left <= 0 or p > D(str(it.limit_price)):
+                    if left < p / 100 or p > limit:
                         break
-                    take = min(left, s)
+                    take = min(s, (left / p).quantize(D("0.01"), ROUND_DOWN))
                     fee = (take * D(str(it.fee_rate)) * p * (1 - p)).quantize(
-                        D("0.00001"), ROUND_HALF_UP
+                        D("0.00001"), ROUND_FLOOR
                     )
                     expect.append((float(p), float(take), float(fee)))
-                    left -= take
+                    left -= take * p
                 got = [
                     (f["price"], f["size"], f["fee"])
                     for f in c.execute(
@@ -513,7 +517,7 @@ def test_exec_dry_run_session_fills_recomputable_from_recorded_books(
                         (it.client_order_id,),
                     )
                 ]
-                assert got == expect and left == 0
+                assert got == expect and left < D(str(got[-1][0])) / 100
                 assert mk.fee_rate > 0 and all(f[2] > 0 for f in got)
         # both sides held to the end: one settles at 1, the other at 0
         sts = [
