@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -297,6 +298,17 @@ def read_config_file(p: Path) -> Any:
 def config_to_dict(cfg: StrategyConfig) -> dict[str, Any]:
     """The config as a plain JSON object (every field)."""
     return msgspec.to_builtins(cfg)
+
+
+def config_choices() -> dict[str, list[Any]]:
+    """The fields of StrategyConfig that take one of a fixed set of values, with those values in
+    declared order (e.g. `{"order_type": ["FOK", "FAK"]}`), read from the struct's `Literal`s."""
+    hints = typing.get_type_hints(StrategyConfig)
+    return {
+        name: list(typing.get_args(hint))
+        for name, hint in hints.items()
+        if typing.get_origin(hint) is Literal
+    }
 
 
 # --- runtime settings ------------------------------------------------------------------------

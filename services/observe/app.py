@@ -26,7 +26,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from common import topics
 from common.bus import Pusher
 from common.clock import now_ns
-from common.config import ConfigError, config_to_dict, validate_strategy_config
+from common.config import (
+    ConfigError,
+    config_choices,
+    config_to_dict,
+    validate_strategy_config,
+)
 from common.schema import (
     ClearEmergencyStop,
     ConfigUpdate,
@@ -351,7 +356,12 @@ def build_app(
 
     async def get_config(request: Request) -> JSONResponse:
         return JSONResponse(
-            {"version": core.config_version, "source": core.config_source, "config": core.config}
+            {
+                "version": core.config_version,
+                "source": core.config_source,
+                "config": core.config,
+                "choices": config_choices(),  # fields with a fixed set of values: a select
+            }
         )
 
     async def read_json(request: Request) -> Any:

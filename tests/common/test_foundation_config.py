@@ -202,3 +202,31 @@ def test_service_refuses_to_start_on_a_bad_env_value(name: str, iso_env: dict) -
     r = _run_service(name, {"DRY_RUN": "perhaps"})
     assert r.returncode == 2
     assert "DRY_RUN" in r.stderr and "perhaps" in r.stderr
+
+
+def test_readme_documents_every_strategy_key_with_its_default() -> None:
+    """The README's strategy table lists every key the dashboard's editor shows, with the
+    default the code has (the editor shows `config_to_dict`, i.e. every StrategyConfig field)."""
+    import re
+
+    rows = re.findall(r"^\| `(\w+)` \| `?([^|`]+?)`? \|", (REPO / "README.md").read_text(), re.M)
+    documented = {k: v.strip() for k, v in rows}
+    defaults = msgspec_defaults()
+    missing = sorted(set(defaults) - set(documented))
+    assert not missing, f"README's strategy table lacks {missing}"
+    for key, default in defaults.items():
+        doc = documented[key]
+        value = type(default)(float(doc)) if isinstance(default, int | float) else doc
+        assert value == default, f"README says {key} defaults to {doc}, the code says {default}"
+
+
+def msgspec_defaults() -> dict[str, object]:
+    from common.config import config_to_dict
+
+    return config_to_dict(StrategyConfig())
+
+
+def test_fixed_choice_fields_are_listed_for_the_editor() -> None:
+    from common.config import config_choices
+
+    assert config_choices() == {"order_type": ["FOK", "FAK"]}

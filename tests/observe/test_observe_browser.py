@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import short_tmpdir, wait_for
-from tests.observe.observe_harness import TOKEN, Observe, start_stack
+from tests.observe.observe_harness import TOKEN, Observe, make_env, start_stack
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -242,3 +242,56 @@ def test_whole_system_on_simulated_venue(
         assert errors == []
     finally:
         sup.stop()
+
+
+def test_first_load_is_clean_with_no_data(page_factory: Any) -> None:
+    """An observe with nothing on the bus: the page loads with no failed request and no console
+    error (the favicon was a 404), the empty charts' time axes show today rather than 1 Jan 1970,
+    and the config editor offers order_type as a choice of the values the config accepts."""
+    root = short_tmpdir()
+    obs = Observe(make_env(root))
+    try:
+        obs.wait_up()
+        page = page_factory()
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.on(
+            "console",
+            lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
+        )
+        page.on(
+            "response",
+            lambda r: problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None,
+        )
+        page.on("requestfailed", lambda r: problems.append(f"failed {r.url}"))
+        page.goto(obs.base + "/", wait_until="load")
+        wait_for(
+            lambda: (
+                "connected" in text(page, "#conn-status") or "live" in text(page, "#conn-status")
+            ),
+            10,
+            what="websocket up",
+        )
+        wait_for(lambda: page.locator("#cfg-order_type").count() == 1, 10, what="config editor")
+        page.wait_for_load_state("networkidle")
+
+        import time
+
+        now = time.time()
+        for chart in ("btcChart", "probChart"):
+            lo, hi = page.evaluate(f"[{chart}.scales.x.min, {chart}.scales.x.max]")
+            assert now - 3600 < lo < hi < now + 3600, (chart, lo, hi)
+        # uPlot draws axis labels on the canvas; its own formatter is what printed "1/1/70"
+        labels = page.evaluate(
+            "btcChart.axes[0]._values || []"  # the tick labels of the last draw
+        )
+        assert not any("1/1/70" in str(v) for v in labels), labels
+
+        sel = page.locator("#cfg-order_type")
+        assert sel.evaluate("el => el.tagName") == "SELECT"
+        assert sel.locator("option").all_inner_texts() == ["FOK", "FAK"]
+        assert sel.input_value() == obs.get("/api/config").json()["config"]["order_type"]
+        assert problems == [], problems
+    finally:
+        obs.stop()
+        shutil.rmtree(root, ignore_errors=True)

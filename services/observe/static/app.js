@@ -21,7 +21,7 @@ const signed = (v, d = 2) => (v === null || v === undefined ? "—" : (v >= 0 ? 
 const pct = (v, d = 1) => (v === null || v === undefined ? "—" : (v * 100).toFixed(d) + "%");
 const btcFmt = (v) => (v === null || v === undefined ? "—" : v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }));
 const ageFmt = (ms) => (ms === null || ms === undefined ? "—" : ms < 1000 ? `${Math.round(ms)} ms` : ms < 60000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 60000)} m`);
-const sevOf = (ms) => (ms === null || ms === undefined ? "none" : ms > THRESH.stale ? "stale" : ms > THRESH.critical ? "critical" : ms > THRESH.warning ? "warning" : "ok");
+const sevOf = (ms, th = THRESH) => (ms === null || ms === undefined ? "none" : ms > th.stale ? "stale" : ms > th.critical ? "critical" : ms > th.warning ? "warning" : "ok");
 const hhmmss = (ns) => new Date(ns / 1e6).toISOString().slice(11, 19);
 const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
 function setCls(el, base, extra) { el.className = base + (extra ? " " + extra : ""); }
@@ -60,6 +60,16 @@ function drawOverlays(u) {
   ctx.restore();
 }
 
+// with no data (and no market to frame) an empty time axis would start at 0 = 1 Jan 1970; show
+// the five minutes around now instead, so the labels are times of today
+function timeRange(min, max) {
+  if (min === null || min === undefined || max === null || max === undefined) {
+    const now = Date.now() / 1000;
+    return [now - 150, now + 150];
+  }
+  return min === max ? [min - 30, max + 30] : [min, max];
+}
+
 function makeCharts() {
   const btcEl = $("chart-btc");
   btcChart = new uPlot({
@@ -72,7 +82,7 @@ function makeCharts() {
         // the right is the time left to trade
         range: (u, min, max) => {
           const m = state && state.market;
-          if (!m || !m.window_end_ns) return [min ?? 0, max ?? 1];
+          if (!m || !m.window_end_ns) return timeRange(min, max);
           const start = m.window_start_ns / 1e9, end = m.window_end_ns / 1e9;
           const lo = start - (end - start) / 2;
           return [lo, Math.max(end, max ?? end)];
@@ -96,7 +106,7 @@ function makeCharts() {
   probChart = new uPlot({
     width: probEl.clientWidth, height: probEl.clientHeight,
     legend: { show: false }, cursor: { show: false },
-    scales: { x: { time: true }, y: { range: [0, 1] } },
+    scales: { x: { time: true, range: (u, min, max) => timeRange(min, max) }, y: { range: [0, 1] } },
     axes: [{ ...axisStyle(), size: 24 }, { ...axisStyle(), size: 34, splits: () => [0, 0.25, 0.5, 0.75, 1] }],
     series: [{}, { label: "model", stroke: "#22c55e", width: 1.6, points: { show: false } },
       { label: "market", stroke: "#38bdf8", width: 1.2, dash: [4, 3], points: { show: false } }],
@@ -215,23 +225,13 @@ function render(d) {
   $("m-winrate").textContent = mt.win_rate === null || mt.win_rate === undefined ? "—" : pct(mt.win_rate, 0);
   $("m-fees").textContent = usd(mt.fees_today, 3);
 
-  // services
-  $("services").innerHTML = Object.entries(d.services || {}).map(([n, v]) => {
-    const cls = !v.alive ? "bad" : v.state === "halted" ? "halted" : v.state === "running" ? "ok" : "bad";
-    return `<span class="chip ${cls}" title="heartbeat ${ageFmt(v.age_ms)}">${esc(n)} · ${esc(v.state)}</span>`;
-  }).join("");
+  renderHealth(d);
 
-  // feeds
-  $("feeds").innerHTML = Object.entries(d.feeds || {}).map(([n, f]) => {
-    const st = f.connected === false ? ["down", "sev-critical"] : f.stale ? ["stale", "sev-warning"] : f.age_ms === null ? ["no data", "sev-none"] : ["ok", "sev-ok"];
-    return `<tr><td>${esc(n)}</td><td class="${st[1]}">${st[0]}</td><td class="r mono">${ageFmt(f.age_ms)}</td><td class="r mono">${f.reconnects ?? "—"}</td></tr>`;
-  }).join("");
-
-  // latency
+  // latency: each stage coloured by its own bounds (the venue-lagged price feed has wider ones)
   $("latency").innerHTML = Object.entries(d.latency || {}).map(([k, v]) => {
-    const info = v.severity === "info";  // a lag the venue imposes (TWAP feed): not coloured
-    const c50 = info ? "muted" : `sev-${sevOf(v.p50)}`, c99 = info ? "muted" : `sev-${sevOf(v.p99)}`;
-    return `<tr><td>${esc(k.replace(/_ms$/, ""))}</td><td class="r mono ${c50}">${fmt(v.p50, 1)}</td><td class="r mono ${c99}">${fmt(v.p99, 1)}</td><td class="r mono muted">${v.count}</td></tr>`;
+    const th = v.thresholds || THRESH;
+    const own = th.stale !== THRESH.stale ? ` <span class="hint">(&gt;${th.warning}/${th.critical}/${th.stale})</span>` : "";
+    return `<tr title="warn > ${th.warning} ms · crit > ${th.critical} ms · stale > ${th.stale} ms"><td>${esc(k.replace(/_ms$/, ""))}${own}</td><td class="r mono sev-${sevOf(v.p50, th)}">${fmt(v.p50, 1)}</td><td class="r mono sev-${sevOf(v.p99, th)}">${fmt(v.p99, 1)}</td><td class="r mono muted">${v.count}</td></tr>`;
   }).join("");
 
   // activity
@@ -248,10 +248,53 @@ function render(d) {
   if (btcChart) { btcChart.setData(btcData); probChart.setData(probData); }
 }
 
+// ---------- health: services, feeds, banners, config file errors ----------
+let dataFlow = { ok: true, reason: "" };
+
+function renderHealth(d) {
+  const h = d.health || { ok: true, problems: [], warnings: [], unmanaged: null };
+  // red banner: a position is open and nothing can manage it (strategy or execution down)
+  const um = $("unmanaged-banner");
+  um.classList.toggle("hidden", !h.unmanaged);
+  if (h.unmanaged) um.textContent = "TRADING UNMANAGED — " + h.unmanaged;
+  // the other problems (and warnings) in a strip under it, each with its reason
+  const hb = $("health-banner");
+  const items = [...(h.problems || []), ...(h.warnings || [])];
+  hb.classList.toggle("hidden", items.length === 0);
+  setCls(hb, "health-banner", (h.problems || []).length ? "bad" : "");
+  if (items.length) {
+    hb.innerHTML = `<b>${h.ok ? "Warnings" : "Not healthy"}</b><ul>${items.map((x) => `<li>${esc(x)}</li>`).join("")}</ul>`;
+  }
+  dataFlow = d.data_flow || { ok: true, reason: "" };
+
+  // services: anything not running is red with supervisord's state and the reason
+  $("services").innerHTML = Object.entries(d.services || {}).map(([n, v]) => {
+    const shown = v.supervisor_state && v.supervisor_state !== "RUNNING" ? v.supervisor_state : v.state;
+    const cls = !v.alive ? "bad" : v.state === "halted" ? "halted" : v.state === "running" ? "ok" : v.state === "degraded" ? "halted" : "bad";
+    const title = [v.reason, `heartbeat ${ageFmt(v.age_ms)}`].filter(Boolean).join(" · ");
+    return `<span class="chip ${cls}" id="svc-${esc(n)}" title="${esc(title)}">${esc(n)} · ${esc(shown)}</span>`;
+  }).join("");
+
+  // feeds: state, age of the last message, lag (coloured by the same bounds as the latency
+  // table), and why a feed is down
+  $("feeds").innerHTML = Object.entries(d.feeds || {}).map(([n, f]) => {
+    const st = f.disabled ? ["off", "sev-none"] : f.connected === false ? ["down", "sev-critical"] : f.stale ? ["stale", "sev-warning"] : f.age_ms === null ? ["no data", "sev-none"] : ["ok", "sev-ok"];
+    const lagCls = f.lag_ms === null || f.lag_ms === undefined ? "muted" : `sev-${sevOf(f.lag_ms, f.lag_thresholds || THRESH)}`;
+    const why = (f.connected === false || f.stale) && f.detail ? `<tr><td></td><td colspan="4" class="feed-reason">${esc(f.detail)}</td></tr>` : "";
+    return `<tr id="feed-${esc(n)}"><td>${esc(n)}</td><td class="${st[1]}">${st[0]}</td><td class="r mono">${ageFmt(f.age_ms)}</td><td class="r mono ${lagCls}">${ageFmt(f.lag_ms)}</td><td class="r mono">${f.reconnects ?? "—"}</td></tr>${why}`;
+  }).join("");
+
+  // a config file a service refused (it keeps running on its last good config)
+  const ce = d.config_errors || [];
+  $("cfg-file-error").classList.toggle("hidden", ce.length === 0);
+  $("cfg-file-error").textContent = ce.map((e) => `${e.service} refused ${e.path}: ${e.error}`).join("\n");
+}
+
 // ---------- WebSocket with reconnect ----------
-function setConn(up, text) {
+function setConn(up, text, title = "") {
   $("conn-status").textContent = (up ? "● " : "○ ") + text;
-  setCls($("conn-status"), "conn", up ? "up" : "down");
+  $("conn-status").title = title;
+  setCls($("conn-status"), "conn", up === "warn" ? "warn" : up ? "up" : "down");
   $("conn-banner").classList.toggle("hidden", up);
   if (!up) $("conn-banner").textContent = text;
 }
@@ -260,11 +303,11 @@ function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const q = token ? `?token=${encodeURIComponent(token)}` : "";
   ws = new WebSocket(`${proto}://${location.host}/ws/live${q}`);
-  ws.onopen = () => { attempt = 0; authFailed = false; setConn(true, "live"); };
+  ws.onopen = () => { attempt = 0; authFailed = false; setConn(true, "connected"); };
   ws.onmessage = (ev) => {
     lastMsgAt = Date.now();
     const msg = JSON.parse(ev.data);
-    if (msg.type === "state") { state = msg.data; render(state); maybeReloadTrades(state); }
+    if (msg.type === "state") { state = msg.data; render(state); showFlow(); maybeReloadTrades(state); }
   };
   ws.onclose = (ev) => {
     ws = null;
@@ -284,8 +327,14 @@ function connect() {
 setInterval(() => {
   if (ws && ws.readyState === WebSocket.OPEN && lastMsgAt && Date.now() - lastMsgAt > 2000) {
     setConn(false, `No update for ${((Date.now() - lastMsgAt) / 1000).toFixed(0)} s — data on screen is stale`);
-  } else if (ws && ws.readyState === WebSocket.OPEN) { setConn(true, "live"); }
+  } else if (ws && ws.readyState === WebSocket.OPEN) { showFlow(); }
 }, 500);
+
+// "live" means market data is flowing, not only that this page's WebSocket is open
+function showFlow() {
+  if (dataFlow.ok) setConn(true, "live");
+  else setConn("warn", "connected · no market data", dataFlow.reason || "");
+}
 
 // ---------- modal (confirmations and token) ----------
 function modal({ title, text, confirm = "Confirm", danger = true, input = false }) {
@@ -344,15 +393,20 @@ async function loadConfig() {
   const r = await fetch("/api/config");
   const doc = await r.json();
   cfgDoc = doc.config || {};
+  const choices = doc.choices || {};
   $("cfg-source").textContent = `v${doc.version} · ${doc.source || ""}`;
-  $("cfg-form").innerHTML = Object.entries(cfgDoc).map(([k, v]) =>
-    `<label for="cfg-${k}" title="${esc(k)}">${esc(k)}</label><input id="cfg-${k}" name="${esc(k)}" value="${esc(v)}" data-type="${typeof v}">
-     <div class="ferr hidden" id="cfgerr-${k}"></div>`).join("");
+  $("cfg-form").innerHTML = Object.entries(cfgDoc).map(([k, v]) => {
+    const field = choices[k]
+      ? `<select id="cfg-${k}" name="${esc(k)}" data-type="${typeof v}">${choices[k].map((c) => `<option value="${esc(c)}"${c === v ? " selected" : ""}>${esc(c)}</option>`).join("")}</select>`
+      : `<input id="cfg-${k}" name="${esc(k)}" value="${esc(v)}" data-type="${typeof v}">`;
+    return `<label for="cfg-${k}" title="${esc(k)}">${esc(k)}</label>${field}
+     <div class="ferr hidden" id="cfgerr-${k}"></div>`;
+  }).join("");
 }
 
 function readConfigForm() {
   const out = {};
-  for (const inp of $("cfg-form").querySelectorAll("input")) {
+  for (const inp of $("cfg-form").querySelectorAll("input, select")) {
     const raw = inp.value.trim();
     if (inp.dataset.type === "number") out[inp.name] = raw === "" || Number.isNaN(Number(raw)) ? raw : Number(raw);
     else if (inp.dataset.type === "boolean") out[inp.name] = raw === "true";
@@ -364,7 +418,7 @@ function readConfigForm() {
 async function saveConfig(ev) {
   ev.preventDefault();
   for (const el of $("cfg-form").querySelectorAll(".ferr")) el.classList.add("hidden");
-  for (const el of $("cfg-form").querySelectorAll("input")) el.classList.remove("bad");
+  for (const el of $("cfg-form").querySelectorAll("input, select")) el.classList.remove("bad");
   const { status, doc } = await post("/api/config", readConfigForm());
   if (status === 200) { say($("cfg-msg"), true, `applied: version ${doc.config_version}`); loadConfig(); return; }
   const fe = doc.field_errors || {};
