@@ -70,6 +70,9 @@ class BookSnapshot(Msg, tag="book"):
     tick_size: Price = 0.01
     book_seq: int = 0  # ingest's per-asset sequence: a delta applies to the snapshot before it
     hash: str = ""
+    # False: ingest saw this book go wrong (venue's stated best differs, crossed, out of order,
+    # tick change) and is resyncing it; levels may be incomplete: never trade on it
+    in_sync: bool = True
 
 
 class LevelChange(Struct, frozen=True, array_like=True):

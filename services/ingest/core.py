@@ -230,7 +230,7 @@ class IngestCore:
             elif isinstance(ev, TickSizeChange):
                 snap = self.books.on_tick_size(ev.asset_id, ev.new_tick_size, now_ns)
             elif isinstance(ev, BestBidAsk):
-                self.books.on_best(ev.asset_id, ev.best_bid, ev.best_ask, now_ns)
+                snap = self.books.on_best(ev.asset_id, ev.best_bid, ev.best_ask, now_ns)
             elif isinstance(ev, MarketResolvedRaw):
                 out.extend(self._on_resolved(ev, now_ns))
             elif isinstance(ev, Pong):
@@ -467,7 +467,7 @@ class IngestCore:
         out.extend(self._roll(now_ns, force=republish))
         if republish:
             for b in self.books.books.values():
-                if b.synced:  # same book_seq: the same state again, for late subscribers
+                if b.in_sync:  # same book_seq: the same state again, for late subscribers
                     out.append((topics.book_topic(b.asset_id), b.snapshot()))
         for h in self.health.values():
             flags = (h.connected, h.stale(now_ns), h.reconnects)

@@ -425,10 +425,7 @@ async def clob_feed(ctx: FeedContext) -> None:
                 resync = core.books.needing_resync(n, o.resync_after_ms * 1_000_000)
                 if resync:
                     # ask for a fresh snapshot on the open socket: unsubscribe + subscribe
-                    for a in resync:
-                        b = core.books.books[a]
-                        b.synced = False
-                        b.resync_since_ns = n
+                    core.books.resync_requested(resync, n)
                     await ws.send(_json({"operation": "unsubscribe", "assets_ids": resync}))
                     await ws.send(_json({"operation": "subscribe", "assets_ids": resync}))
                     ctx.log("clob_resync", feed="clob", assets=resync)

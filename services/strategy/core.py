@@ -69,6 +69,7 @@ RISK_REASONS = (
     "stale_",
     "market_not_accepting_orders",
     "capital_at_risk",
+    "book_out_of_sync",
 )
 
 
@@ -116,6 +117,7 @@ class Book:
     best_ask: float | None = None
     ts_recv_ns: int = 0
     tick_size: float = 0.0  # as the latest snapshot states it (0: not stated)
+    in_sync: bool = True  # False: ingest marked the book wrong and is resyncing it
 
     def sell_vwap(self, size: float) -> tuple[float | None, float]:
         """Average price selling `size` into the bids, and the size the bids can take."""
@@ -400,7 +402,12 @@ class StrategyCore:
     def _on_book(self, msg: BookSnapshot | BookDelta) -> None:
         book = self.books.get(msg.asset_id)
         if isinstance(msg, BookSnapshot):
-            book = Book(bids=dict(msg.bids), asks=dict(msg.asks), tick_size=msg.tick_size)
+            book = Book(
+                bids=dict(msg.bids),
+                asks=dict(msg.asks),
+                tick_size=msg.tick_size,
+                in_sync=msg.in_sync,
+            )
             self.books[msg.asset_id] = book
         else:
             if book is None:
@@ -512,6 +519,8 @@ class StrategyCore:
         if self.feed_stale.get("clob") or book is None or self.now_ns - book.ts_recv_ns > stale_ns:
             age = (self.now_ns - book.ts_recv_ns) / MS if book else -1.0
             return "stale_market_data", {"age_ms": age}
+        if not book.in_sync:
+            return "book_out_of_sync", {"asset_id": token}
         elapsed = (self.now_ns - m.window_start_ns) / NS
         remaining = (m.window_end_ns - self.now_ns) / NS
         if elapsed < cfg.entry_window_min_sec:
@@ -618,6 +627,8 @@ class StrategyCore:
         book = self.books.get(p.asset_id)
         if book is None or self.now_ns - book.ts_recv_ns > self.config.stale_after_ms * MS:
             return  # never judge an exit on a stale book
+        if not book.in_sync:
+            return  # nor on one ingest marked wrong
         vwap, depth = book.sell_vwap(p.size)
         if vwap is None:
             return

@@ -126,17 +126,23 @@ def test_book_tick_size_change_snaps_and_waits_for_snapshot() -> None:
     assert bs.needing_resync(T0 + 2 * S, S) == []
 
 
-def test_book_best_mismatch_asks_for_resync_unless_fixed() -> None:
+def test_book_best_mismatch_marks_out_of_sync_at_once_until_a_snapshot() -> None:
     bs = BookSet()
     bs.follow("A")
     apply(bs, book_frame("A", [("0.40", "1")], [("0.60", "1")]))
-    apply(bs, change_frame("A", [("BUY", "0.41", "1")], "0.45", "0.60"))  # venue says 0.45
-    assert bs.stats.mismatches == 1
-    assert bs.needing_resync(T0 + 5 * S, S) == ["A"]
-    bs.on_best("A", 0.41, 0.60, T0)  # the venue's next word agrees again
-    assert bs.needing_resync(T0 + 5 * S, S) == []
-    bs.on_best("A", 0.0, 1.0, T0)  # venue's way to say 'empty'; ours is not empty
-    assert bs.stats.mismatches == 2
+    (snap,) = apply(bs, change_frame("A", [("BUY", "0.41", "1")], "0.45", "0.60"))
+    assert bs.stats.mismatches == 1 and not snap.in_sync  # published as not to be trusted
+    assert bs.needing_resync(T0, S) == ["A"]  # at once, not after a grace period
+    bs.resync_requested(["A"], T0)
+    assert bs.needing_resync(T0 + S // 2, S) == []  # asked: wait before asking again
+    assert bs.needing_resync(T0 + S, S) == ["A"]
+    assert apply(bs, change_frame("A", [("BUY", "0.42", "1")], "0.42", "0.60")) == []
+    assert bs.stats.dropped_unsynced == 1  # nothing applied to a book we know is wrong
+    (snap,) = apply(bs, book_frame("A", [("0.45", "1")], [("0.60", "1")]))
+    assert snap.in_sync and bs.needing_resync(T0 + 5 * S, S) == []
+    assert bs.stats.resynced == 1
+    assert bs.on_best("A", 0.0, 1.0, T0) is not None  # venue's 'empty'; ours is not empty
+    assert bs.stats.mismatches == 2 and bs.stats.out_of_sync == 2
 
 
 def market(start_s: int, length_s: int, ptb: float | None = None, tag: str = "") -> MarketInfo:

@@ -237,7 +237,7 @@ def test_clob_tick_change_without_venue_snapshot_resubscribes_on_open_socket() -
     opts = IngestOptions(resync_after_ms=300, clob_ping_ms=200)
 
     async def body(core: IngestCore) -> None:
-        await _until(lambda: core.books.books["A"].synced, 5, "first snapshot")
+        await _until(lambda: core.books.books["A"].in_sync, 5, "first snapshot")
         first = json.loads(fake.conns[0][0])
         assert sorted(first["assets_ids"]) == ["A", "B"] and first["type"] == "market"
         fake.tick = "0.001"
@@ -256,7 +256,7 @@ def test_clob_tick_change_without_venue_snapshot_resubscribes_on_open_socket() -
         await _until(
             lambda: (
                 core.books.books["A"].tick_size == 0.001
-                and core.books.books["A"].synced
+                and core.books.books["A"].in_sync
                 and not core.books.books["A"].resync_since_ns
             ),
             5,
