@@ -28,16 +28,17 @@ from py_clob_client_v2.clob_types import (
     ApiCreds,
     AssetType,
     BalanceAllowanceParams,
-    CreateOrderOptions,
-    OrderArgsV2,
     TradeParams,
 )
 from py_clob_client_v2.config import get_contract_config
+from py_clob_client_v2.constants import BYTES32_ZERO
 from py_clob_client_v2.exceptions import PolyApiException, PolyException
 from py_clob_client_v2.http_helpers import helpers as clob_http
+from py_clob_client_v2.order_utils import OrderDataV2, Side, SignatureTypeV2
 from py_clob_client_v2.order_utils.exchange_order_builder_v2 import ExchangeOrderBuilderV2
 from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 
+from common import money
 from common.config import Secret
 from common.schema import OrderIntent
 from services.execution import fills as fm
@@ -53,6 +54,9 @@ MATCH_TIME_SLACK_S = 2.0
 
 # venue error text -> (code, clear reason); first match wins, lower-cased substring match
 ERROR_MAP: tuple[tuple[str, str, str], ...] = (
+    # "invalid amounts, the market buy orders maker amount supports a max accuracy of 2 decimals,
+    # taker amount a max of 4 decimals" (py-clob-client-v2 #99, rs-clob-client #114)
+    ("max accuracy", "amount_precision", "the order's amounts have more decimals than allowed"),
     ("not enough balance", "insufficient_balance", "not enough collateral or token balance"),
     ("fully filled or killed", "fok_killed", "FOK killed: not enough liquidity at the limit"),
     ("no orders found to match", "fak_unmatched", "FAK found nothing to match at the limit"),
@@ -136,9 +140,20 @@ class LiveVenue:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         grace_s: float = DEFAULT_GRACE_S,
         chain_id: int = POLYGON,
+        signature_type: int = 0,
+        funder: str = "",
     ) -> None:
+        """`signature_type` 0 EOA, 1 POLY_PROXY, 2 POLY_GNOSIS_SAFE, 3 POLY_1271 (deposit wallet);
+        `funder` the wallet that holds pUSD and the tokens (the order's maker): required for 1-3,
+        the key's own address for 0 (PROTOCOLS.md section 7). Validated by the settings loader."""
+        if signature_type not in (0, 1, 2, 3):
+            raise ValueError(f"SIGNATURE_TYPE must be 0, 1, 2 or 3, got {signature_type!r}")
+        if signature_type != 0 and not funder:
+            raise ValueError(f"FUNDER is required with SIGNATURE_TYPE={signature_type}")
         self.host = host.rstrip("/")
         self._key = private_key
+        self.signature_type = signature_type
+        self.funder = funder
         self.log = log
         self.user_ws_url = user_ws_url
         self.timeout_s = timeout_s
@@ -156,7 +171,10 @@ class LiveVenue:
         self.ws_connected = False
 
     def __repr__(self) -> str:
-        return f"LiveVenue(host={self.host!r}, address={self.address!r})"
+        return (
+            f"LiveVenue(host={self.host!r}, address={self.address!r}, "
+            f"signature_type={self.signature_type}, funder={self.funder!r})"
+        )
 
     def _count(self, k: str) -> None:
         self.counts[k] = self.counts.get(k, 0) + 1
@@ -181,8 +199,16 @@ class LiveVenue:
         clob_http._http_client = httpx.Client(http2=True, timeout=self.timeout_s)
         try:
             # retry_on_error stays off: an order POST is never re-sent blindly
-            client = _Client(self.host, self.chain_id, key=self._key.reveal(), retry_on_error=False)
+            client = _Client(
+                self.host,
+                self.chain_id,
+                key=self._key.reveal(),
+                signature_type=self.signature_type,
+                funder=self.funder or None,
+                retry_on_error=False,
+            )
             self.address = client.get_address()
+            self.funder = self.funder or self.address
             creds = client.create_or_derive_api_key()
             client.set_api_creds(creds)
         except (PolyException, httpx.HTTPError, KeyError, TypeError, ValueError) as e:
@@ -208,20 +234,37 @@ class LiveVenue:
 
     # --- orders -------------------------------------------------------------------------------
     def sign(self, intent: OrderIntent, limit: Decimal, size: Decimal) -> SignedOrder:
+        """Sign a FOK/FAK order offline with amounts the venue accepts (`common.money`): a BUY
+        sized in collateral (2 decimals) taking shares (4 decimals), a SELL giving shares (2
+        decimals). The SDK's own builders are not used for the amounts: they sign 5-decimal shares
+        on 0.001 ticks, which the venue refuses (py-clob-client-v2 #99). Raises VenueError with a
+        named code when the order cannot be sent (`below_min_buy_notional`, ...)."""
         if not self.start():
             raise VenueError("venue unavailable: API credentials not derived yet")
         assert self.client is not None and self._creds is not None
-        tick = _fmt_tick(intent.tick_size)
+        amounts = money.marketable_amounts(intent.side, limit, size)
+        if amounts.skip:
+            raise VenueError(
+                f"not sent: {amounts.skip} ({intent.side} {size} at {limit} = "
+                f"${amounts.collateral} after the venue's rounding)",
+                amounts.skip,
+            )
         try:
-            order = self.client.builder.build_order(
-                OrderArgsV2(
-                    token_id=intent.asset_id,
-                    price=float(limit),
-                    size=float(size),
-                    side=intent.side,
-                ),
-                CreateOrderOptions(tick_size=tick, neg_risk=intent.neg_risk),
-                version=2,
+            order = self._builder(intent.neg_risk).build_signed_order(
+                OrderDataV2(
+                    maker=self.funder,
+                    # a deposit wallet (POLY_1271) signs as itself: signer is the wallet
+                    signer=self.funder if self.signature_type == 3 else self.address,
+                    tokenId=intent.asset_id,
+                    makerAmount=str(amounts.maker_units),
+                    takerAmount=str(amounts.taker_units),
+                    side=Side.BUY if intent.side == "BUY" else Side.SELL,
+                    signatureType=SignatureTypeV2(self.signature_type),
+                    timestamp=str(time.time_ns() // 1_000_000),
+                    metadata=BYTES32_ZERO,
+                    builder=BYTES32_ZERO,
+                    expiration="0",
+                )
             )
         except (KeyError, ValueError, PolyException) as e:
             raise VenueError(
@@ -230,11 +273,14 @@ class LiveVenue:
         payload = order_to_json_v2(order, self._creds.api_key, intent.order_type, False, False)
         return SignedOrder(self._order_hash(order, intent.neg_risk), json.dumps(payload), order)
 
-    def _order_hash(self, order: Any, neg_risk: bool) -> str:
+    def _builder(self, neg_risk: bool) -> ExchangeOrderBuilderV2:
         cfg = get_contract_config(self.chain_id)
         exchange = cfg.neg_risk_exchange_v2 if neg_risk else cfg.exchange_v2
         assert self.client is not None
-        b = ExchangeOrderBuilderV2(exchange, self.chain_id, self.client.signer)
+        return ExchangeOrderBuilderV2(exchange, self.chain_id, self.client.signer)
+
+    def _order_hash(self, order: Any, neg_risk: bool) -> str:
+        b = self._builder(neg_risk)
         return b.build_order_hash(b.build_order_typed_data(order))
 
     def post(self, order: SignedOrder, intent: OrderIntent) -> VenueResult:
