@@ -33,6 +33,10 @@ class ConfigError(Exception):
         lines = "; ".join(f"{k}: {v}" for k, v in errors.items())
         super().__init__(f"invalid configuration in {source}: {lines}")
 
+    def to_dict(self) -> dict[str, Any]:
+        """`{"source", "errors", "message"}`: how a service reports a refused file (heartbeat)."""
+        return {"source": self.source, "errors": dict(self.errors), "message": str(self)}
+
 
 # --- strategy parameters ---------------------------------------------------------------------
 Pct = Annotated[float, Meta(ge=0.0, le=1.0)]

@@ -25,6 +25,8 @@ class SignalRunner(ServiceRunner):
     def __init__(self) -> None:
         super().__init__("signal", "signal")
         self.config_files = StrategyConfigFiles(data_dir=self.settings.data_dir)
+        # the last edit of the config files this service refused (None: the files are good)
+        self.config_file_error: dict[str, Any] | None = None
         try:
             config = self.config_files.load().config
         except ConfigError as e:
@@ -34,7 +36,10 @@ class SignalRunner(ServiceRunner):
         self._last_side = ""
 
     def state(self) -> tuple[str, dict[str, Any]]:
-        return "running", self.core.status()
+        detail = self.core.status()
+        if self.config_file_error is not None:  # running on the last good config: say why
+            detail = {**detail, "config_file_error": self.config_file_error}
+        return "running", detail
 
     def on_md(self, topic: str, env: Envelope) -> None:
         if isinstance(env.msg, Probe):
@@ -49,14 +54,16 @@ class SignalRunner(ServiceRunner):
                     self._last_side = msg.side
             self.pub.send(out_topic, msg)
 
-    def on_timer(self, _now: int) -> None:
+    def on_timer(self, now: int) -> None:
         if not self.config_files.changed():
             return
         try:
             config = self.config_files.load().config
         except ConfigError as e:
             self.log.write("signal", "config_reload_rejected", "WARNING", error=str(e))
+            self.config_file_error = {**e.to_dict(), "ts_ns": now}
             return
+        self.config_file_error = None
         self.core.set_config(config)
         self.log.write("signal", "config_reloaded", config=msgspec.to_builtins(config))
 

@@ -27,6 +27,8 @@ class StrategyRunner(ServiceRunner):
     def __init__(self) -> None:
         super().__init__("strategy", "strategy")
         self.config_files = StrategyConfigFiles(data_dir=self.settings.data_dir)
+        # the last edit of the config files this service refused (None: the files are good)
+        self.config_file_error: dict[str, Any] | None = None
         self.last_snapshot: ConfigSnapshot | None = None
         try:
             loaded = self.config_files.load()
@@ -72,7 +74,10 @@ class StrategyRunner(ServiceRunner):
         self.flush()
 
     def state(self) -> tuple[str, dict[str, Any]]:
-        return ("halted" if self.core.halt_reasons() else "running"), self.core.status()
+        detail = self.core.status()
+        if self.config_file_error is not None:  # running on the last good config: say why
+            detail = {**detail, "config_file_error": self.config_file_error}
+        return ("halted" if self.core.halt_reasons() else "running"), detail
 
     def route(self, out: list[tuple[str, Msg]]) -> None:
         for topic, msg in out:
@@ -143,7 +148,9 @@ class StrategyRunner(ServiceRunner):
             loaded = self.config_files.load()
         except ConfigError as e:
             self.log.write("risk", "config_file_rejected", "WARNING", error=str(e))
+            self.config_file_error = {**e.to_dict(), "ts_ns": now}
             return
+        self.config_file_error = None
         source = f"file {loaded.defaults_path} + {loaded.overrides_path}"
         self.route(self.core.reload_config(loaded.config, loaded.defaults, source))
 

@@ -347,6 +347,14 @@ def test_bad_config_written_under_running_services_is_refused(
             pytest.fail(f"{name} died (exit {p.returncode}) on a {case} config file: {err[-1:]}")
     assert refused()
     assert ctx["persisted"]()["config_version"] == version, "a refused config was applied"
+    # and they say so on the bus (their heartbeats), where observe shows it as it happens
+    for name in procs:
+        err = wait_for(
+            lambda n=name: _heartbeat_detail(n).get("config_file_error"),
+            10,
+            what=f"{name}'s heartbeat to report the refused file",
+        )
+        assert str(cfg) in err["source"] and err["message"], err
 
     # control: a good file is picked up, so the refusal above was a real decision
     cfg.write_text(json.dumps({"stake_per_trade_usd": 6.0}))
@@ -354,3 +362,21 @@ def test_bad_config_written_under_running_services_is_refused(
     wait_for(
         lambda: ctx["persisted"]()["config_version"] > version, 15, what="the good file applied"
     )
+    for name in procs:
+        wait_for(
+            lambda n=name: "config_file_error" not in _heartbeat_detail(n),
+            10,
+            what=f"{name}'s heartbeat to drop the error once the file is good",
+        )
+
+
+def _heartbeat_detail(service: str) -> dict[str, Any]:
+    """The detail of the next heartbeat `service` publishes (within 3 s)."""
+    from common.bus import Subscriber
+
+    sub = Subscriber(load_settings().bus_endpoint(service), [f"sys.heartbeat.{service}"])
+    try:
+        item = sub.recv(timeout_ms=3000)
+        return dict(item[1].msg.detail) if item else {}
+    finally:
+        sub.close()
