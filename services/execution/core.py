@@ -163,7 +163,9 @@ class ExecutionCore:
     # --- market data --------------------------------------------------------------------------
     def handle(self, topic: str, msg: Msg) -> Out:
         if isinstance(msg, BookSnapshot):
-            self.books[msg.asset_id] = Book.from_snapshot(msg)
+            book = self.books[msg.asset_id] = Book.from_snapshot(msg)
+            if not msg.in_sync:  # ingest saw it go wrong: never filled against until resynced
+                book.mark_out_of_sync("ingest", msg.ts_recv_ns)
             self.now_ns = max(self.now_ns, msg.ts_recv_ns)
         elif isinstance(msg, BookDelta):
             book = self.books.get(msg.asset_id)
@@ -238,6 +240,13 @@ class ExecutionCore:
         limit, size, reason = fm.check_intent(intent)
         if reason:
             return self._reject(intent, reason, "invalid_order")
+        book = self.books.get(intent.asset_id)
+        if self.venue is None and book is not None and not book.in_sync:
+            return self._reject(
+                intent,
+                f"book of {intent.asset_id} is out of sync ({book.resync_reason}): not filled",
+                "book_out_of_sync",
+            )
         reason = self._preflight(intent, limit, size)
         if reason:
             return self._reject(intent, reason, "preflight_liquidity")
@@ -263,7 +272,9 @@ class ExecutionCore:
         if book is not None:
             levels = book.taker_levels(intent.side)
         if self.venue is not None and (
-            book is None or self.now_ns - book.ts_recv_ns > self.book_max_age_ns
+            book is None
+            or not book.in_sync  # ingest marked it wrong: ask the venue itself
+            or self.now_ns - book.ts_recv_ns > self.book_max_age_ns
         ):
             fresh = self.venue.rest_book(intent.asset_id)
             if fresh is not None:
@@ -447,6 +458,12 @@ class ExecutionCore:
         book = self.books.get(intent.asset_id)
         if book is None:
             return self._reject(intent, f"no book for asset {intent.asset_id}", "no_book")
+        if not book.in_sync:
+            return self._reject(
+                intent,
+                f"book of {intent.asset_id} is out of sync ({book.resync_reason}): not filled",
+                "book_out_of_sync",
+            )
         recorded = record_book(book, intent.side)
         r = fm.paper_fill(intent, book.taker_levels(intent.side))
         if r.status in ("rejected", "killed", "unmatched"):

@@ -169,3 +169,56 @@ def test_strategy_refuses_to_enter_or_exit_on_an_out_of_sync_book() -> None:
                                   ["0.54", "0.55", "0.56"], t2 // 10**6), t2))
     d = signal(t2 + 1)
     assert d.action == "enter" and d.details["ask"] == 0.54
+
+
+def test_paper_executor_does_not_fill_against_an_out_of_sync_book(tmp_path) -> None:  # noqa: ANN001
+    """The issue's paper FOK BUY 9.43 @ 0.53, against what ingest publishes after the bad
+    `price_change`: rejected (`book_out_of_sync`), never filled at the stale 0.53 ask; after the
+    resync it fills at the venue's real ask."""
+    from common.schema import OrderIntent, OrderReject
+    from services.execution.core import ExecutionCore
+    from services.execution.ledger import Ledger
+    from services.execution.switches import TradingMode
+
+    ingest = IngestCore()
+    ledger = Ledger(tmp_path / "trader.db")
+    execution = ExecutionCore(ledger, TradingMode(True, False, False), log=lambda *a, **k: None)
+    t0 = START + 100 * S
+    ingest.on_market(market(), t0)
+
+    def publish(out: list) -> None:
+        for topic, msg in out:
+            execution.handle(topic, msg)
+
+    publish(feed(ingest, book_frame(TOKEN, ["0.50", "0.51", "0.52"],
+                                    ["0.53", "0.54", "0.55", "0.56"], t0 // 10**6), t0))
+    t1 = t0 + S // 10
+    publish(feed(ingest, issue_price_change(t1 // 10**6), t1))
+
+    def order(coid: str, t: int) -> list:
+        it = OrderIntent(
+            client_order_id=coid,
+            slug=market().slug,
+            asset_id=TOKEN,
+            outcome="Up",
+            side="BUY",
+            order_type="FOK",
+            limit_price=0.53,
+            size=9.43,
+            expires_ns=t + 2 * S,
+            ts_intent_ns=t,
+            fee_rate=0.07,
+        )
+        return execution.on_intent(it, t)
+
+    out = order("o1", t1 + 1)
+    (rej,) = [m for _, m in out if isinstance(m, OrderReject)]
+    assert rej.code == "book_out_of_sync"
+    assert ledger.fills_of("o1") == []
+    t2 = t1 + S // 5
+    publish(feed(ingest, book_frame(TOKEN, ["0.50", "0.51", "0.52", "0.53"],
+                                    ["0.54", "0.55", "0.56"], t2 // 10**6), t2))
+    out = order("o2", t2 + 1)  # the real ask is 0.54: a FOK at 0.53 cannot fill
+    (rej,) = [m for _, m in out if isinstance(m, OrderReject)]
+    assert rej.code != "book_out_of_sync"
+    ledger.close()
