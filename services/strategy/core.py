@@ -11,11 +11,11 @@ startup and crash recovery take the same path. Log lines for the runner collect 
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from common import topics
+from common import money, topics
+from common.book import Book
 from common.clock import utc_day
 from common.config import (
     ConfigError,
@@ -107,39 +107,17 @@ class PendingOrder:
     filled: float = 0.0
 
 
-@dataclass
-class Book:
-    """Local order book of one token (price -> size), enough to judge an executable bid."""
-
-    bids: dict[float, float] = field(default_factory=dict)
-    asks: dict[float, float] = field(default_factory=dict)
-    best_bid: float | None = None
-    best_ask: float | None = None
-    ts_recv_ns: int = 0
-    tick_size: float = 0.0  # as the latest snapshot states it (0: not stated)
-    in_sync: bool = True  # False: ingest marked the book wrong and is resyncing it
-
-    def sell_vwap(self, size: float) -> tuple[float | None, float]:
-        """Average price selling `size` into the bids, and the size the bids can take."""
-        left, value = size, 0.0
-        for p in sorted(self.bids, reverse=True):
-            take = min(left, self.bids[p])
-            value += take * p
-            left -= take
-            if left <= EPS:
-                break
-        done = size - max(left, 0.0)
-        return (value / done if done > EPS else None), done
-
-
 def snap_down(price: float, tick: float) -> float:
-    return round(math.floor(price / tick + 1e-6) * tick, 6)
+    """A BUY limit on the tick grid (`money.snap_price`, never worse for the trader); float noise
+    below 1e-6 is ignored (0.52999999 is 0.53)."""
+    return float(money.snap_price(round(price, 6), tick, "BUY"))
 
 
 def fee_per_share(price: float, rate: float, exponent: float) -> float:
+    """The taker fee of one share at `price` (`money.fee_per_share`), USD."""
     if rate <= 0.0 or not 0.0 < price < 1.0:
         return 0.0
-    return rate * (price * (1.0 - price)) ** exponent
+    return float(money.fee_per_share(price, money.FeeSchedule.of(rate, exponent)))
 
 
 class StrategyCore:
@@ -400,27 +378,14 @@ class StrategyCore:
                 self.books.pop(t, None)
 
     def _on_book(self, msg: BookSnapshot | BookDelta) -> None:
-        book = self.books.get(msg.asset_id)
         if isinstance(msg, BookSnapshot):
-            book = Book(
-                bids=dict(msg.bids),
-                asks=dict(msg.asks),
-                tick_size=msg.tick_size,
-                in_sync=msg.in_sync,
-            )
-            self.books[msg.asset_id] = book
+            book = self.books[msg.asset_id] = Book.from_snapshot(msg)
+            book.in_sync = msg.in_sync  # ingest marks a book it is resyncing
         else:
+            book = self.books.get(msg.asset_id)
             if book is None:
-                book = self.books[msg.asset_id] = Book()
-            for ch in msg.changes:
-                side = book.bids if ch.side == "BUY" else book.asks
-                if ch.size <= 0.0:
-                    side.pop(ch.price, None)
-                else:
-                    side[ch.price] = ch.size
-        book.best_bid = msg.best_bid if msg.best_bid is not None else max(book.bids, default=None)
-        book.best_ask = msg.best_ask if msg.best_ask is not None else min(book.asks, default=None)
-        book.ts_recv_ns = msg.ts_recv_ns
+                book = self.books[msg.asset_id] = Book(msg.asset_id)
+            book.apply_changes(msg.changes, msg.ts_exchange_ns, msg.ts_recv_ns)
 
     def _tick(self, asset_id: str, m: MarketInfo | None) -> float:
         """The token's tick: its book's (a tick_size_change reaches the book first), else the
@@ -562,9 +527,14 @@ class StrategyCore:
             1.0 - tick,
         )
         limit = max(snap_down(cap, tick), ask)
-        size = math.floor(cfg.stake_per_trade_usd / limit * 100 + 1e-6) / 100
-        if size * limit < 1.0 or size < m.min_order_size:
-            self._decide(out, "skip", "size_below_min_order", s.slug, s.side, size=size)
+        size = float(money.round_shares(round(cfg.stake_per_trade_usd / limit, 6)))
+        # the venue's amounts for a marketable BUY (PROTOCOLS.md section 7): collateral cut to
+        # cents and at least $1; the 5-share minimum is for resting orders only
+        signed = money.marketable_amounts("BUY", money.dec(limit), money.dec(size))
+        if signed.skip:
+            self._decide(
+                out, "skip", "size_below_min_order", s.slug, s.side, size=size, why=signed.skip
+            )
             return
         self._intent_n += 1
         coid = (
@@ -629,7 +599,7 @@ class StrategyCore:
             return  # never judge an exit on a stale book
         if not book.in_sync:
             return  # nor on one ingest marked wrong
-        vwap, depth = book.sell_vwap(p.size)
+        vwap, depth = book.walk("SELL", p.size)
         if vwap is None:
             return
         rate, exp = (m.fee_rate, m.fee_exponent) if m else (0.0, 1.0)
@@ -958,8 +928,9 @@ class StrategyCore:
             try:
                 patch = validate_config_patch(msg.config, "config update")
             except ConfigError as e:
-                self._risk_event("config_rejected", "WARNING", source="config update",
-                                 errors=e.errors)
+                self._risk_event(
+                    "config_rejected", "WARNING", source="config update", errors=e.errors
+                )
                 ok, error, field_errors = False, str(e), e.errors
             else:
                 base = self.defaults if msg.replace else config_to_dict(self.config)

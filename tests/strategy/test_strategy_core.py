@@ -461,13 +461,15 @@ def test_max_entry_price_and_min_order_size() -> None:
     out = signal(make(max_entry_price=0.5), 100, p_up=0.9, up_ask=0.51)
     assert decision(out).reason == "price_above_max_entry" and not intents(out)
     assert decision(signal(make(max_entry_price=0.5), 100, p_up=0.9, up_ask=0.5)).action == "enter"
-    # $2 at 0.45 buys 4.44 shares: under the market's 5-share minimum
-    out = signal(make(stake_per_trade_usd=2.0), 100, p_up=0.9, up_ask=0.45)
+    # $1 at 0.45 is 2.22 shares, whose collateral cut to cents is $0.99: under the venue's $1
+    # minimum for a marketable BUY (PROTOCOLS.md section 7)
+    out = signal(make(stake_per_trade_usd=1.0), 100, p_up=0.9, up_ask=0.45)
     assert decision(out).reason == "size_below_min_order" and not intents(out)
-    assert (
-        decision(signal(make(stake_per_trade_usd=2.5), 100, p_up=0.9, up_ask=0.45)).action
-        == "enter"
-    )
+    assert decision(out).details["why"] == "below_min_buy_notional"
+    # $2 at limit 0.47 (ask + slippage) is 4.25 shares: under the 5-share minimum, which is for
+    # resting orders only
+    out = signal(make(stake_per_trade_usd=2.0), 100, p_up=0.9, up_ask=0.45)
+    assert decision(out).action == "enter" and intents(out)[0].size < 5  # 2 / 0.47 = 4.25
 
 
 def test_clear_resets_loss_streak_but_not_daily_loss() -> None:
