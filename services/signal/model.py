@@ -12,6 +12,8 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass
 
+from common import money
+
 NS = 1_000_000_000
 RETURN_HORIZONS_S = (5, 15, 30, 60)
 P_MIN, P_MAX = 1e-4, 1.0 - 1e-4  # keep probabilities off 0/1 so Brier/log scores stay finite
@@ -27,15 +29,16 @@ def norm_cdf(x: float) -> float:
 
 
 def taker_fee_per_share(price: float, rate: float, exponent: float = 1.0) -> float:
-    """Taker fee in collateral per share at `price` (feeSchedule: rate * (p * (1 - p)) ** exp)."""
+    """Taker fee in collateral per share at `price` (feeSchedule: rate * (p * (1 - p)) ** exp;
+    `common.money.fee_per_share`)."""
     if rate <= 0.0 or not 0.0 < price < 1.0:
         return 0.0
-    return rate * (price * (1.0 - price)) ** exponent
+    return float(money.fee_per_share(price, money.FeeSchedule.of(rate, exponent)))
 
 
 def taker_fee(shares: float, price: float, rate: float, exponent: float = 1.0) -> float:
-    """Fee charged on a fill, rounded to 5 decimals as the venue does at match time."""
-    return round(shares * taker_fee_per_share(price, rate, exponent), 5)
+    """Fee charged on a fill, to 5 decimals as the venue charges it (`common.money.taker_fee`)."""
+    return float(money.taker_fee(shares, price, money.FeeSchedule.of(rate, exponent)))
 
 
 @dataclass(frozen=True)
