@@ -45,6 +45,8 @@ LogFn = Callable[..., None]
 MS = 1_000_000
 DEFAULT_BOOK_MAX_AGE_MS = 2_000  # live: older local books are refreshed over REST first
 RECONCILE_INTERVAL_NS = 250 * MS  # venue lookups for unknown outcomes: reads, so paced retries
+FOLLOW_BACKOFF_MAX_NS = 5_000 * MS  # per order, the lookup interval doubles up to this
+UNRESOLVED_ALERT_NS = 60_000 * MS  # an order still not final after this raises an alert record
 RECORDED_LEVELS = 20  # book levels kept with each order, enough to recompute its fills
 
 
@@ -113,6 +115,7 @@ class Venue(Protocol):
     ) -> VenueResult: ...
     def rest_book(self, asset_id: str) -> tuple[list[list[float]], list[list[float]]] | None: ...
     def before_sell(self, asset_id: str) -> None: ...
+    def gate(self, side: str) -> tuple[str, str]: ...
     def status(self) -> dict[str, Any]: ...
 
 
@@ -151,6 +154,11 @@ class ExecutionCore:
         self.positions: dict[str, Position] = ledger.positions()
         self.counts: dict[str, int] = {}
         self._next_reconcile_ns = 0
+        # following orders until final: first seen, next lookup, current interval, alerted
+        self._follow_since: dict[str, int] = {}
+        self._follow_next: dict[str, int] = {}
+        self._follow_every: dict[str, int] = {}
+        self.alerts: dict[str, str] = {}  # client order id -> why it is still unresolved
         self._recv_ns: dict[str, int] = {}  # intent receipt time, until its ack or reject
 
     # --- time ---------------------------------------------------------------------------------
@@ -188,8 +196,41 @@ class ExecutionCore:
         out = self.release_due(self.now_ns)
         if self.to_reconcile and self.now_ns >= self._next_reconcile_ns:
             self._next_reconcile_ns = self.now_ns + RECONCILE_INTERVAL_NS
-            out += self.reconcile()
+            out += self.reconcile(due_only=True)
         return out
+
+    def _due(self, coid: str) -> bool:
+        """Whether a followed order is due for another venue lookup (per-order back-off: 250 ms
+        doubling to 5 s); raises the alert record once when it stays unresolved too long."""
+        t = self.now_ns  # timer time: the back-off and the bound run on the runner's ticks
+        since = self._follow_since.setdefault(coid, t)
+        if t - since >= UNRESOLVED_ALERT_NS and coid not in self.alerts:
+            row = self.ledger.order(coid)
+            why = (
+                f"order outcome still not final after {(t - since) / 1e9:.0f} s "
+                f"(status {row['status'] if row else '?'}, venue {row['venue_status'] if row else '?'})"
+                ": new entries halted, exits continue, never re-sent"
+            )
+            self.alerts[coid] = why
+            self._count("alerts")
+            self.ledger.update(coid, t, "alert_outcome_unresolved", code="outcome_unresolved")
+            self.log(
+                "execution", "order_outcome_unresolved", "ERROR", client_order_id=coid, reason=why
+            )
+        if t < self._follow_next.get(coid, 0):
+            return False
+        every = min(
+            FOLLOW_BACKOFF_MAX_NS, self._follow_every.get(coid, RECONCILE_INTERVAL_NS // 2) * 2
+        )
+        self._follow_every[coid] = every
+        self._follow_next[coid] = t + every
+        return True
+
+    def _followed(self, coid: str) -> None:
+        """An order is final: stop following it."""
+        self.to_reconcile.pop(coid, None)
+        for d in (self._follow_since, self._follow_next, self._follow_every):
+            d.pop(coid, None)
 
     # --- intents ------------------------------------------------------------------------------
     def on_intent(self, intent: OrderIntent, now_ns: int) -> Out:
@@ -228,9 +269,17 @@ class ExecutionCore:
                     self.mode.block_tag,
                     status="blocked",
                 )
-        if self.to_reconcile:
+        if self.venue is not None:
+            code, why = self.venue.gate(intent.side)
+            if code:
+                return self._reject(intent, why, code)
+        if self.to_reconcile and intent.side == "BUY":
+            # entries wait for every order's outcome (no double exposure); exits continue
             return self._reject(
-                intent, "orders with unknown outcome are being reconciled", "reconciling"
+                intent,
+                f"{len(self.to_reconcile)} order(s) not final yet (outcome being followed at the "
+                "venue): no new entries",
+                "reconciling",
             )
         mk = self.markets.get(intent.slug)
         if mk is not None and (mk.closed or not mk.accepting_orders):
@@ -509,10 +558,12 @@ class ExecutionCore:
         return self._apply_result(intent, signed.order_id, result)
 
     def _apply_result(self, intent: OrderIntent, order_id: str, r: VenueResult) -> Out:
+        """The venue's first definite word on an order that had none yet (POST answer, or a
+        lookup of an order whose outcome was unknown)."""
         t = self._t()
         coid = intent.client_order_id
         if r.outcome == "rejected":
-            self.to_reconcile.pop(coid, None)
+            self._followed(coid)
             return self._reject(intent, r.reason, r.code or "venue_rejected")
         if r.outcome in ("unknown", "missing"):
             # a timeout is not a failure: the order may well be at the venue
@@ -530,67 +581,93 @@ class ExecutionCore:
                 reason=r.reason,
             )
             return []
-        self.to_reconcile.pop(coid, None)
         t = r.ack_ns or t
         order_id = r.venue_order_id or order_id
         if not r.trades and r.terminal:  # placed, then killed or cancelled without a match
+            self._followed(coid)
             if r.venue_order_id:
                 self.ledger.update(coid, t, "venue_id", venue_order_id=order_id)
             reason = f"no fill at the venue (status {r.venue_status or 'unknown'})"
             return self._reject(intent, reason, "killed", status="killed")
         out = self._ack(intent, r.venue_status or "matched", order_id, t)
         if r.trades:
-            filled = sum(tr.size for tr in r.trades)
-            status = (
-                "filled"
-                if filled + 1e-9 >= intent.size or intent.order_type == "FOK"
-                else "partial"
-            )
-            out += self._fills(intent, r.trades, status, t, order_id, False)
-        elif r.terminal:
-            self.ledger.update(
-                coid, t, "done", status="killed", reason=r.reason or "no fill", ts_done_ns=t
-            )
+            out += self._fills(intent, r.trades, self._fill_status(intent, r), t, order_id, False)
+        if r.terminal:
+            self._followed(coid)
         else:
-            self.to_reconcile[coid] = intent  # accepted but not final: poll until it is
+            # accepted but not final (live, delayed, or trades still to appear): followed
+            self.to_reconcile[coid] = intent
+            self.log(
+                "execution",
+                "order_followed",
+                client_order_id=coid,
+                venue_status=r.venue_status,
+                filled=sum(tr.size for tr in r.trades),
+            )
         return out
 
-    def reconcile(self) -> Out:
-        """Ask the venue about every order whose outcome is unknown; no order is re-sent."""
+    @staticmethod
+    def _fill_status(intent: OrderIntent, r: VenueResult) -> str:
+        filled = sum(tr.size for tr in r.trades)
+        full = filled + 1e-9 >= intent.size or intent.order_type == "FOK"
+        return "filled" if full else "partial"
+
+    def reconcile(self, due_only: bool = False) -> Out:
+        """Ask the venue about every order not final yet (unknown outcome, or accepted as live /
+        delayed / with trades still to appear); reads only, no order is ever re-sent. With
+        `due_only`, each order is looked up on its own back-off (250 ms doubling to 5 s)."""
         out: Out = []
         for coid, intent in list(self.to_reconcile.items()):
             row = self.ledger.order(coid)
             if row is None:
-                self.to_reconcile.pop(coid, None)
+                self._followed(coid)
                 continue
             if self.venue is None or not row["venue_order_id"]:
+                continue
+            if due_only and not self._due(coid):
                 continue
             r = self.venue.lookup(
                 row["venue_order_id"], intent, row["ts_sent_ns"] or 0, self.ledger.claimed_ids(coid)
             )
             if r.outcome == "unknown":
-                continue  # venue unreachable: try again on the next timer
-            if r.outcome == "missing":
-                self.to_reconcile.pop(coid, None)
+                continue  # venue unreachable: try again later
+            accepted = row["status"] in ("acked", "filled", "partial")
+            if r.outcome == "missing" and not accepted:
+                self._followed(coid)
                 out += self._reject(intent, "not placed: the venue has no such order", "not_placed")
                 continue
-            self.log(
-                "execution",
-                "order_reconciled",
-                client_order_id=coid,
-                venue_status=r.venue_status,
-                trades=len(r.trades),
-            )
-            if row["status"] == "acked" and not r.trades and not r.terminal:
+            if not accepted:
+                out += self._apply_result(intent, row["venue_order_id"], r)
                 continue
-            if row["status"] == "acked":
-                self.to_reconcile.pop(coid, None)
-                if r.trades:
-                    out += self._fills(
-                        intent, r.trades, "filled", self._t(), row["venue_order_id"], False
+            if r.outcome != "accepted":
+                continue
+            # already acknowledged: new trades are fills; final ends the following
+            known = {f["trade_id"].split(":")[0] for f in self.ledger.fills_of(coid)}
+            new = [tr for tr in r.trades if tr.trade_id.split(":")[0] not in known]
+            t = self._t()
+            if new:
+                all_fills = [
+                    VenueTrade(f["trade_id"], f["price"], f["size"], f["fee"])
+                    for f in self.ledger.fills_of(coid)
+                ] + new
+                status = self._fill_status(intent, VenueResult("accepted", trades=all_fills))
+                out += self._fills(intent, new, status, t, row["venue_order_id"], False)
+            if r.terminal:
+                self._followed(coid)
+                self.log(
+                    "execution",
+                    "order_final",
+                    client_order_id=coid,
+                    venue_status=r.venue_status,
+                    new_fills=len(new),
+                )
+                if not known and not new:
+                    out += self._reject(
+                        intent,
+                        f"no fill at the venue (status {r.venue_status or 'unknown'})",
+                        "killed",
+                        status="killed",
                     )
-                continue
-            out += self._apply_result(intent, row["venue_order_id"], r)
         return out
 
     def recover(self) -> Out:

@@ -51,6 +51,10 @@ USER_PING_INTERVAL_S = 10.0
 RECONNECT_MAX_S = 30.0
 DEFAULT_GRACE_S = 10.0  # after this long with no trace at the venue, an order was not placed
 MATCH_TIME_SLACK_S = 2.0
+# engine restarts (weekly, Monday ~20:00 ET, and ad hoc): ~90 s of HTTP 425 "service not ready",
+# then ~2 minutes in which only post-only orders are accepted (PROTOCOLS.md section 7)
+NOT_READY_BACKOFF_S = (5.0, 60.0)  # first and longest back-off after a 425, doubling while it lasts
+POST_ONLY_AFTER_RESTART_S = 120.0
 
 # venue error text -> (code, clear reason); first match wins, lower-cased substring match
 ERROR_MAP: tuple[tuple[str, str, str], ...] = (
@@ -107,6 +111,8 @@ def map_error(status: int | None, message: str) -> tuple[str, str, str]:
         return "unknown", "timeout", f"no answer from the venue ({message}); outcome unknown"
     if status >= 500:
         return "unknown", "venue_5xx", f"venue error {status} ({message}); outcome unknown"
+    if status == 425:  # "too early": the matching engine is restarting, nothing was processed
+        return "rejected", "venue_not_ready", f"venue restarting: 425 ({message})"
     low = message.lower()
     for needle, code, reason in ERROR_MAP:
         if needle in low:
@@ -169,6 +175,8 @@ class LiveVenue:
         self.ws_orders: dict[str, dict[str, Any]] = {}  # order id -> latest user-channel order
         self.counts: dict[str, int] = {}
         self.ws_connected = False
+        self._not_ready_last = 0.0  # monotonic time of the latest 425 answer, 0 = none
+        self._not_ready_backoff = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -224,6 +232,44 @@ class LiveVenue:
 
     def close(self) -> None:
         self._stop.set()
+
+    # --- engine restarts (HTTP 425) -------------------------------------------------------------
+    def _note_status(self, status: int | None) -> None:
+        """Remember a 425: a new episode backs off `NOT_READY_BACKOFF_S[0]`, a 425 within the
+        current one doubles the back-off up to `NOT_READY_BACKOFF_S[1]`."""
+        if status != 425:
+            return
+        now = time.monotonic()
+        lo, hi = NOT_READY_BACKOFF_S
+        in_episode = (
+            now - self._not_ready_last < self._not_ready_backoff + POST_ONLY_AFTER_RESTART_S
+        )
+        self._not_ready_backoff = (
+            min(hi, self._not_ready_backoff * 2) if self._not_ready_last and in_episode else lo
+        )
+        self._not_ready_last = now
+        self._count("venue_not_ready")
+        self.log("execution", "venue_not_ready", "WARNING", backoff_s=self._not_ready_backoff)
+
+    def gate(self, side: str) -> tuple[str, str]:
+        """(code, reason) when an order of `side` must not be sent now, else ("", "").
+
+        After a 425 nothing is sent for the back-off; then, for the venue's post-only minutes,
+        no entries (a FOK/FAK BUY would be refused) while exits are still tried."""
+        if not self._not_ready_last:
+            return "", ""
+        since = time.monotonic() - self._not_ready_last
+        if since < self._not_ready_backoff:
+            return "venue_not_ready", (
+                f"venue answered 425 (engine restarting) {since:.1f} s ago: backing off "
+                f"{self._not_ready_backoff:g} s, nothing sent"
+            )
+        if side == "BUY" and since < self._not_ready_backoff + POST_ONLY_AFTER_RESTART_S:
+            return "venue_post_only", (
+                f"the venue accepts only post-only orders for ~{POST_ONLY_AFTER_RESTART_S:g} s "
+                f"after a restart (last 425 {since:.0f} s ago): no entries"
+            )
+        return "", ""
 
     def _describe(self, e: BaseException) -> str:
         if isinstance(e, PolyApiException):
@@ -289,6 +335,7 @@ class LiveVenue:
         try:
             res = self.client.post_order(order.payload, intent.order_type)
         except PolyApiException as e:
+            self._note_status(e.status_code)
             msg = (
                 e.error_msg.get("error", e.error_msg)
                 if isinstance(e.error_msg, dict)
@@ -340,7 +387,12 @@ class LiveVenue:
                 reason=f"unreadable venue answer {str(res)[:200]!r}",
                 code="venue_garbage",
             )
-        if not res.get("success", True) or res.get("error"):
+        if (
+            not res.get("success", True)
+            or res.get("error")
+            # `success: true` with an error and no order id: refused (rs-clob-client #114)
+            or (res.get("errorMsg") and not res.get("orderID"))
+        ):
             msg = str(res.get("errorMsg") or res.get("error") or "order not accepted")
             outcome, code, reason = map_error(400, self._scrub(msg))
             return VenueResult(outcome, reason=reason, code=code)
@@ -365,9 +417,10 @@ class LiveVenue:
                     float(fee),
                 )
             )
-        terminal = (
-            status == "matched" or intent.order_type in ("FOK", "FAK") and status != "delayed"
-        )
+        # matched: done (a FAK's rest is cancelled); unmatched: done, no fill; live (a FAK may
+        # still match later: clob-client #317) and delayed (the ~250 ms taker delay of these
+        # markets): not final, followed until they are (PROTOCOLS.md section 7)
+        terminal = status in ("matched", "unmatched")
         return VenueResult(
             "accepted",
             status or "matched",
@@ -475,11 +528,16 @@ class LiveVenue:
                 t = next((x for x in got if isinstance(x, dict)), None)
             if t is not None:
                 trades.append(t)
-        terminal = status not in ("LIVE", "DELAYED", "UNMATCHED")
+        fills = self._trades(trades, intent)
+        terminal = status not in ("LIVE", "DELAYED", "")
+        # size_matched is the authority for how much filled: while the trades seen add up to
+        # less, the order is followed until they appear
+        if terminal and _num(doc.get("size_matched")) > sum(t.size for t in fills) + 0.005:
+            terminal = False
         return VenueResult(
             "accepted",
             status.lower() or "unknown",
-            trades=self._trades(trades, intent),
+            trades=fills,
             terminal=terminal,
             venue_order_id=str(doc.get("id")),
         )
@@ -573,9 +631,16 @@ class LiveVenue:
                 res = self.client.post_heartbeat(hb_id)
                 hb_id = str(res.get("heartbeat_id", "")) if isinstance(res, dict) else ""
                 self._count("heartbeats")
-            except (PolyException, httpx.HTTPError, AssertionError) as e:
+            except Exception as e:  # noqa: BLE001 - the heartbeat thread must never die
+                if isinstance(e, PolyApiException):
+                    self._note_status(e.status_code)
+                    if e.status_code == 400:  # a stale id: the venue wants a new chain
+                        hb_id = ""
                 self._count("heartbeat_failed")
-                self.log("execution", "heartbeat_failed", "WARNING", error=self._describe(e))
+                try:
+                    self.log("execution", "heartbeat_failed", "WARNING", error=self._describe(e))
+                except Exception:  # noqa: BLE001, S110 - not even a logging fault stops it
+                    pass
             self._stop.wait(HEARTBEAT_INTERVAL_S)
 
     def _user_loop(self) -> None:

@@ -101,3 +101,108 @@ def test_exec_venue_unreachable_is_not_fatal_and_never_shows_the_key() -> None:
     assert v.counts["start_failed"] == 1
     key = v._key.reveal().lower().removeprefix("0x")
     assert key not in repr(v).lower() and key not in json.dumps(logs, default=str).lower()
+
+
+# --- issue 13: answers, 425, heartbeat ---------------------------------------------------------
+def test_exec_post_answers_live_delayed_unmatched_and_soft_errors() -> None:
+    v = venue()
+    it = intent_for("a", side="BUY")
+    live = v._from_post({"success": True, "orderID": "0x1", "status": "live"}, it)
+    assert (live.outcome, live.terminal) == ("accepted", False)  # clob-client #317
+    delayed = v._from_post(
+        {"success": True, "orderID": "0x1", "status": "delayed", "makingAmount": ""}, it
+    )
+    assert (delayed.outcome, delayed.terminal, delayed.trades) == ("accepted", False, [])
+    un = v._from_post({"success": True, "orderID": "0x1", "status": "unmatched"}, it)
+    assert (un.outcome, un.terminal, un.trades) == ("accepted", True, [])
+    m = v._from_post(
+        {
+            "success": True,
+            "orderID": "0x1",
+            "status": "matched",
+            "makingAmount": "5",
+            "takingAmount": "9.4339",
+            "tradeIDs": ["t1"],
+        },
+        it,
+    )
+    assert m.terminal and m.trades[0].size == 9.4339
+    # rs-clob-client #114: success true, an error text, no order id: refused, mapped
+    soft = v._from_post(
+        {
+            "success": True,
+            "orderID": "",
+            "status": "",
+            "errorMsg": "invalid amounts, the market buy orders maker amount supports a max "
+            "accuracy of 2 decimals, taker amount a max of 4 decimals",
+        },
+        it,
+    )
+    assert (soft.outcome, soft.code) == ("rejected", "amount_precision")
+    assert map_error(425, "service not ready")[:2] == ("rejected", "venue_not_ready")
+
+
+def test_exec_size_matched_decides_when_an_order_is_final() -> None:
+    v = venue()
+    v.client = object()  # no REST call: the trades come from the user channel
+    trade = json.loads((NT / "polymarket_ws_py" / "user_trade1.json").read_text())
+    v.ws_trades[trade["id"]] = trade
+    matched = sum(D(m["matched_amount"]) for m in trade["maker_orders"])
+    doc = {
+        "id": "0xo",
+        "status": "MATCHED",
+        "associate_trades": [trade["id"]],
+        "size_matched": str(matched),
+    }
+    it = intent_for(trade["asset_id"])
+    assert v._from_order_doc(doc, it).terminal
+    # the venue says more matched than the trades seen so far: keep following
+    doc["size_matched"] = str(matched + 5)
+    assert not v._from_order_doc(doc, it).terminal
+    assert not v._from_order_doc({**doc, "status": "LIVE"}, it).terminal
+
+
+def test_exec_425_backs_off_then_post_only_minutes_hold_entries() -> None:
+    v = venue()
+    assert v.gate("BUY") == ("", "")
+    v._note_status(425)
+    assert v.gate("BUY")[0] == "venue_not_ready" and v.gate("SELL")[0] == "venue_not_ready"
+    v._not_ready_last -= 6  # the 5 s back-off is over: exits go, entries wait out post-only
+    assert v.gate("SELL") == ("", "") and v.gate("BUY")[0] == "venue_post_only"
+    v._note_status(425)  # again within the episode: the back-off doubles
+    assert v._not_ready_backoff == 10.0
+    v._not_ready_last -= 10 + 121
+    assert v.gate("BUY") == ("", "")
+
+
+def test_exec_heartbeat_thread_survives_any_exception() -> None:
+    logs: list = []
+    v = venue(logs)
+
+    class Flaky:  # the SDK client's heartbeat call failing in a way nobody planned for
+        def __init__(self) -> None:
+            self.n = 0
+
+        def post_heartbeat(self, hb_id: str) -> dict:
+            self.n += 1
+            if self.n == 1:
+                raise RuntimeError("surprise")
+            if self.n == 2:
+                raise KeyError("heartbeat_id")
+            return {"heartbeat_id": "h"}
+
+    v.client = Flaky()  # type: ignore[assignment]
+    import services.execution.live as live
+
+    saved = live.HEARTBEAT_INTERVAL_S
+    live.HEARTBEAT_INTERVAL_S = 0.01
+    try:
+        v._ensure_heartbeat()
+        from tests.conftest import wait_for
+
+        wait_for(lambda: v.counts.get("heartbeats", 0) >= 2, 10, what="heartbeats after errors")
+    finally:
+        v.close()
+        live.HEARTBEAT_INTERVAL_S = saved
+    assert v.counts["heartbeat_failed"] == 2 and v._hb_thread is not None
+    assert [k["error"] for a, k in logs if a[1] == "heartbeat_failed"][0].startswith("RuntimeError")

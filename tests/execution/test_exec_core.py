@@ -75,6 +75,7 @@ def by_topic(out, topic):
 class FakeVenue:
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.gates: dict[str, tuple[str, str]] = {}
 
     def sign(self, it, limit, size):
         self.calls.append("sign")
@@ -91,6 +92,9 @@ class FakeVenue:
     def rest_book(self, asset_id):
         self.calls.append("rest_book")
         return None
+
+    def gate(self, side):
+        return self.gates.get(side, ("", ""))
 
     def before_sell(self, asset_id):
         self.calls.append("before_sell")
@@ -419,3 +423,91 @@ def test_exec_dry_run_sell_needs_the_shares(ledger) -> None:
     (f,) = by_topic(out, topics.FILL)
     assert (f.side, f.price, f.size, f.fee) == ("SELL", 0.5, 4.0, 0.07)  # 4*.07*.25
     assert core.positions[UP].size == pytest.approx(6.0)
+
+
+# --- order states (issue 13): non-final answers followed, entries halted, exits continue -------
+def test_exec_live_fak_is_followed_until_it_fills(ledger) -> None:
+    # a FAK answered `live` may still match (clob-client #317): followed, not taken as killed
+    v = ScriptedVenue(
+        [VenueResult("accepted", "live", terminal=False, venue_order_id="0xv")],
+        [
+            VenueResult("accepted", "live", terminal=False, venue_order_id="0xv"),
+            VenueResult(
+                "accepted",
+                "matched",
+                trades=[VenueTrade("t5", 0.52, 10.0, 0.17)],
+                venue_order_id="0xv",
+            ),
+        ],
+    )
+    core, logs = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
+    core.handle("md.book.x", book(ASKS, bids=((0.50, 50.0),)))
+    out = core.on_intent(intent(kind="FAK"), T0)
+    assert [a.status for a in by_topic(out, topics.ACK)] == ["live"] and not by_topic(
+        out, topics.FILL
+    )
+    assert "o1" in core.to_reconcile
+    # entries wait; an exit goes through (no position here: the venue's answer decides)
+    (rej,) = by_topic(core.on_intent(intent("o2"), T0), topics.REJECT)
+    assert rej.code == "reconciling"
+    v.post_results.append(VenueResult("rejected", reason="not enough balance", code="x"))
+    (rej,) = by_topic(
+        core.on_intent(intent("s1", side="SELL", limit=0.45, size=5), T0), topics.REJECT
+    )
+    assert rej.code == "x" and v.calls.count("post") == 2  # the exit reached the venue
+    assert by_topic(core.on_timer(T0 + 300 * MS), topics.FILL) == []
+    out = core.on_timer(T0 + 1_000 * MS)
+    assert [f.trade_id for f in by_topic(out, topics.FILL)] == ["t5"]
+    assert core.to_reconcile == {} and ledger.order("o1")["status"] == "partial"
+    assert v.calls.count("lookup") == 2
+
+
+def test_exec_delayed_then_unmatched_ends_as_killed(ledger) -> None:
+    v = ScriptedVenue(
+        [VenueResult("accepted", "delayed", terminal=False, venue_order_id="0xd")],
+        [VenueResult("accepted", "unmatched", terminal=True, venue_order_id="0xd")],
+    )
+    core, _ = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
+    core.handle("md.book.x", book(ASKS))
+    out = core.on_intent(intent(kind="FAK"), T0)
+    assert [a.status for a in by_topic(out, topics.ACK)] == ["delayed"]
+    (rej,) = by_topic(core.on_timer(T0 + 300 * MS), topics.REJECT)
+    assert rej.code == "killed" and ledger.order("o1")["status"] == "killed"
+    assert core.to_reconcile == {}
+
+
+def test_exec_unresolved_order_raises_an_alert_and_is_never_resent(ledger) -> None:
+    v = ScriptedVenue(
+        [VenueResult("unknown", code="timeout")],
+        [VenueResult("unknown", code="lookup_failed")] * 40,
+    )
+    core, logs = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
+    core.handle("md.book.x", book(ASKS))
+    core.on_intent(intent(), T0)
+    t = T0
+    while t < T0 + 61_000 * MS:
+        t += 250 * MS
+        core.on_timer(t)
+    assert "o1" in core.alerts and core.counts["alerts"] == 1
+    assert [e for s, e, f in logs if e == "order_outcome_unresolved"] == [
+        "order_outcome_unresolved"
+    ]
+    events = [
+        r["event"]
+        for r in ledger.conn.execute("SELECT event FROM order_events WHERE client_order_id='o1'")
+    ]
+    assert "alert_outcome_unresolved" in events
+    assert v.calls.count("post") == 1  # never re-sent
+    # the back-off caps lookups at one per 5 s: ~20 over a minute, not 240
+    assert 10 <= v.calls.count("lookup") <= 25
+    (rej,) = by_topic(core.on_intent(intent("o2", t=t), t), topics.REJECT)
+    assert rej.code == "reconciling"
+
+
+def test_exec_venue_gate_refuses_before_any_venue_call(ledger) -> None:
+    v = ScriptedVenue([], [])
+    v.gates["BUY"] = ("venue_post_only", "post-only minutes after a restart")
+    core, _ = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
+    core.handle("md.book.x", book(ASKS))
+    (rej,) = by_topic(core.on_intent(intent(), T0), topics.REJECT)
+    assert rej.code == "venue_post_only" and v.calls == []
