@@ -338,6 +338,8 @@ def fill_marketable(
     levels: Iterable[Sequence[Num]],
     fee: FeeSchedule = NO_FEE,
     order_type: OrderType = "FOK",
+    *,
+    buy_in_shares: bool = False,
 ) -> MarketableFill:
     """Fill a marketable order against the levels it takes from, as the venue does.
 
@@ -345,7 +347,8 @@ def fill_marketable(
     shares to sell. limit: the worst price accepted. levels: (price, shares) of the side taken,
     BEST FIRST (asks ascending for a BUY, bids descending for a SELL; `common.book.Book`'s
     `taker_levels` gives them so). fee: the market's schedule, charged per level (trade).
-    Amount rules (`check_marketable_buy`, ...) are the caller's: this only matches.
+    buy_in_shares: a BUY stated in shares (a resting limit BUY that crosses the book), not in
+    collateral. Amount rules (`marketable_amounts`, ...) are the caller's: this only matches.
     Raises ValueError for an unknown side or order type or a non-positive amount."""
     if side not in ("BUY", "SELL"):
         raise ValueError(f"unknown side {side!r} (BUY or SELL)")
@@ -356,6 +359,7 @@ def fill_marketable(
         raise ValueError(f"amount must be > 0, got {amount!r}")
     lim = dec(limit)
     buy = side == "BUY"
+    by_cash = buy and not buy_in_shares  # a collateral amount, else a share amount
     plan: list[tuple[Decimal, Decimal]] = []
     last_price = ZERO
     for lv in levels:
@@ -364,7 +368,7 @@ def fill_marketable(
             continue
         if price > lim if buy else price < lim:
             break
-        if buy:
+        if by_cash:
             take = min(size, (remaining / price).quantize(SHARE_STEP, rounding=ROUND_DOWN))
             if take > 0:
                 remaining -= take * price
@@ -375,15 +379,15 @@ def fill_marketable(
             plan.append((price, take))
             last_price = price
         # a BUY stops where its collateral cannot buy a hundredth more (later levels cost more)
-        if (buy and remaining < price * SHARE_STEP) or (not buy and remaining < SHARE_STEP):
+        if remaining < (price * SHARE_STEP if by_cash else SHARE_STEP):
             break
     if not plan:
         return MarketableFill(
             "unmatched", unspent=dec(amount), reason=f"no liquidity at or better than {lim}"
         )
-    done = remaining < (last_price * SHARE_STEP if buy else SHARE_STEP)
+    done = remaining < (last_price * SHARE_STEP if by_cash else SHARE_STEP)
     if order_type == "FOK" and not done:
-        left = f"${remaining}" if buy else f"{remaining} shares"
+        left = f"${remaining}" if by_cash else f"{remaining} shares"
         return MarketableFill(
             "killed",
             unspent=dec(amount),
@@ -412,11 +416,13 @@ def fill_order(
 ) -> MarketableFill:
     """Fill an order stated as `shares` at `limit` the way the venue fills its signed form
     (`marketable_amounts`): a BUY spends its collateral (shares x limit cut to cents), a SELL
-    sells its shares (cut to 2 decimals). An order whose amounts cannot be signed comes back
+    sells its shares (cut to 2 decimals), both at the signed price (collateral / shares). An order whose amounts cannot be signed comes back
     "rejected" with the reason (`below_min_buy_notional`, `amount_rounds_to_zero`). This is the
     one path paper trading, the backtest and the simulated venue share."""
     a = marketable_amounts(side, dec(limit), dec(shares))
     if a.skip:
         return MarketableFill("rejected", unspent=dec(shares), reason=a.skip)
     amount = a.collateral if side == "BUY" else a.shares
-    return fill_marketable(side, amount, limit, levels, fee, order_type)
+    # the venue matches the signed order's own price (collateral / shares), which the amounts'
+    # rounding moves a hair off the limit: a BUY's up by < 1e-4, a SELL's down by < 1e-4 / shares
+    return fill_marketable(side, amount, a.price, levels, fee, order_type)

@@ -22,6 +22,9 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
+
+from common import money
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -39,6 +42,8 @@ QUOTER_LAG_S = 1.5  # market makers' view of BTC trails the truth by about this 
 BOOK_LEVELS = 12
 FEE_RATE = 0.07
 FEE_EXPONENT = 1
+SIM_FEE = money.FeeSchedule.of(FEE_RATE, FEE_EXPONENT)  # the markets' feeSchedule (gamma.py)
+UNITS = 1_000_000  # pUSD and outcome tokens: 6 decimals on chain
 TWAP_LOOKBACK_S = 60
 CONNECTION_ID = "c2ltdmVudWUtcnRkcw=="
 BINANCE_STREAMS = ("btcusdt@aggTrade", "btcusdt@trade", "btcusdt@bookTicker")
@@ -154,6 +159,7 @@ class TakeResult:
     status: str  # "matched" | "killed" | "unmatched"
     filled_centi: int = 0
     cost_micro: int = 0  # collateral paid (BUY) or received (SELL), micro-units
+    fee_micro: int = 0  # the taker fee of all the fills (common.money.taker_fee), micro-units
 
 
 class SimMarket:
@@ -297,7 +303,9 @@ class SimMarket:
 
     def take(self, token: str, side: str, limit_num: int, limit_den: int, amount: int,
              by_collateral: bool, kind: str, t_ns: int) -> TakeResult:
-        """Match a taker order against the book at event time `t_ns`.
+        """Match a taker order against the book at event time `t_ns`, with the paper executor's
+        own matching (`common.money.fill_marketable`: best level first, the maker's price, whole
+        hundredths of a share, the market's taker fee per level), so venue and paper agree.
 
         Price limit is `limit_num / limit_den` (collateral per share). `amount` is micro-units of
         collateral to spend when `by_collateral` (FOK/FAK BUY), else micro-shares. `kind` is FOK
@@ -305,7 +313,7 @@ class SimMarket:
         Book changes are queued as price_change / last_trade_price frames at `t_ns`.
         """
         w = self.window_by_token(token)
-        if w is None:
+        if w is None or amount <= 0:
             return TakeResult([], "unmatched")
         is_up = token == w.up_token
         buy = side == "BUY"
@@ -315,35 +323,17 @@ class SimMarket:
         def own(p_up: int) -> int:
             return p_up if is_up else 1000 - p_up
 
-        def ok(p: int) -> bool:  # p in the order's token terms, milli
-            return p * limit_den <= limit_num * 1000 if buy else p * limit_den >= limit_num * 1000
-
-        levels = sorted(book, key=own, reverse=not buy)
-        remaining = amount
-        plan: list[tuple[int, int]] = []  # (up price, centi)
-        for p_up in levels:
-            p = own(p_up)
-            if not ok(p):
-                break
-            avail = book[p_up]
-            if by_collateral:
-                take = min(avail, remaining // (p * 10))
-                remaining -= take * p * 10
-            else:
-                take = min(avail, remaining // 10_000)
-                remaining -= take * 10_000
-            if take > 0:
-                plan.append((p_up, take))
-            if (by_collateral and remaining < p * 10) or (not by_collateral and remaining < 10_000):
-                break
-        filled = sum(c for _, c in plan)
-        # Fully filled when less than one hundredth of a share (or its cost) is left.
-        done = remaining < 10_000 if not by_collateral else (
-            not plan or remaining < own(plan[-1][0]) * 10)
-        if filled == 0:
+        levels = [(Decimal(own(p)) / 1000, Decimal(book[p]) / 100)
+                  for p in sorted(book, key=own, reverse=not buy)]
+        res = money.fill_marketable(
+            "BUY" if buy else "SELL", Decimal(amount) / UNITS, Decimal(limit_num) / limit_den,
+            levels, SIM_FEE, "FOK" if kind == "FOK" else "FAK", buy_in_shares=not by_collateral)
+        if res.status == "unmatched":
             return TakeResult([], "unmatched")
-        if kind == "FOK" and not done:
+        if res.status == "killed":
             return TakeResult([], "killed")
+        plan = [(own(int(t.price * 1000)), int(t.shares * 100)) for t in res.trades]
+        filled = sum(c for _, c in plan)
         changes = []
         fills = []
         cost = 0
@@ -367,7 +357,7 @@ class SimMarket:
             "timestamp": str(t_ns // MS), "event_type": "last_trade_price",
             "transaction_hash": "0x" + _h(self.seed, token, t_ns, "tx").hex(),
         }))
-        return TakeResult(fills, "matched", filled, cost)
+        return TakeResult(fills, "matched", filled, cost, int(res.fee * UNITS))
 
     def state(self) -> dict:
         """The venue's true state, for tests and `/sim/state`."""

@@ -256,6 +256,7 @@ def test_issue_example_at_the_simulated_venue(sim) -> None:  # type: ignore[no-u
     m._heap.clear()
     assert res.status == "matched"
     assert res.filled_centi == 986 and res.cost_micro == 4_997_200  # 9.86 shares, $4.9972
+    assert res.fee_micro == 172_460  # 0.08750 + 0.05247 + 0.03249, as paper charges it
     assert res.fills == [(500, 500), (510, 300), (520, 186)]
 
 
@@ -282,7 +283,7 @@ def test_paper_and_simulated_venue_fill_alike(  # type: ignore[no-untyped-def]
 ) -> None:
     """Random uncrossed books (tick 0.01 or 0.001, Up or Down token: the venue keeps the Down
     book as the Up book's mirror) and random orders: paper and venue agree on status, every
-    trade's price and shares, and the total cost, to the unit."""
+    trade's price and shares, the total cost and the fee, to the unit."""
     m, w, t = sim
     mid = mid_c * 10  # milli
     bids = {mid - off * tick: s for off, s in raw_bids if mid - off * tick >= tick}
@@ -308,6 +309,7 @@ def test_paper_and_simulated_venue_fill_alike(  # type: ignore[no-untyped-def]
     assert venue.status == expected
     assert D(venue.filled_centi) / 100 == paper.shares
     assert D(venue.cost_micro) / 1_000_000 == paper.cost
+    assert D(venue.fee_micro) / 1_000_000 == paper.fee
     assert [(D(p) / 1000, D(c) / 100) for p, c in venue.fills] == [
         (tr.price, tr.shares) for tr in paper.trades
     ]
