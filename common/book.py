@@ -131,7 +131,8 @@ class Book:
         self.stamp(ts_exchange_ns, ts_recv_ns)
 
     def apply_snapshot(self, snap: BookSnapshot) -> None:
-        """`replace` with a `BookSnapshot`'s levels, tick size, market and hash."""
+        """`replace` with a `BookSnapshot`'s levels, tick size, market and hash; in sync as the
+        snapshot says (ingest publishes a book it is resyncing with `in_sync=False`)."""
         if snap.market:
             self.market = snap.market
         self.replace(
@@ -142,6 +143,7 @@ class Book:
             tick_size=snap.tick_size,
             hash=snap.hash,
         )
+        self.in_sync = snap.in_sync
 
     def set_level(self, side: Side, price: float | str, size: float | str) -> None:
         """Set one level's total size (`side` BUY = bids, SELL = asks); size <= 0 removes it.

@@ -39,7 +39,6 @@ from common.config import (
     validate_strategy_config,
 )
 from common.schema import (
-    BookDelta,
     BookSnapshot,
     BtcTrade,
     ClockTick,
@@ -71,7 +70,6 @@ SIM_EPOCH_S = 1_767_225_600  # 2026-01-01T00:00:00Z: a fixed start keeps runs co
 MD_KINDS = (
     BtcTrade,
     BookSnapshot,
-    BookDelta,
     PriceFeedTick,
     MarketInfo,
     MarketResolved,
@@ -251,9 +249,6 @@ class DryRunExecution:
     def on_md(self, msg: Msg) -> None:
         if isinstance(msg, BookSnapshot):
             self.books[msg.asset_id] = Book.from_snapshot(msg)
-        elif isinstance(msg, BookDelta):
-            book = self.books.setdefault(msg.asset_id, Book(msg.asset_id))
-            book.apply_changes(msg.changes, msg.ts_exchange_ns, msg.ts_recv_ns)
 
     def on_intent(self, it: OrderIntent, now_ns: int) -> list[Msg]:
         book = self.books.get(it.asset_id) or Book(it.asset_id)

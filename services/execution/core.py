@@ -23,7 +23,6 @@ from msgspec.structs import replace
 from common import topics
 from common.book import Book
 from common.schema import (
-    BookDelta,
     BookSnapshot,
     ClockTick,
     Fill,
@@ -174,11 +173,6 @@ class ExecutionCore:
             book = self.books[msg.asset_id] = Book.from_snapshot(msg)
             if not msg.in_sync:  # ingest saw it go wrong: never filled against until resynced
                 book.mark_out_of_sync("ingest", msg.ts_recv_ns)
-            self.now_ns = max(self.now_ns, msg.ts_recv_ns)
-        elif isinstance(msg, BookDelta):
-            book = self.books.get(msg.asset_id)
-            if book is not None:
-                book.apply_changes(msg.changes, msg.ts_exchange_ns, msg.ts_recv_ns)
             self.now_ns = max(self.now_ns, msg.ts_recv_ns)
         elif isinstance(msg, ClockTick):
             self.now_ns = max(self.now_ns, msg.ts_ns)

@@ -13,7 +13,6 @@ import math
 from common import topics
 from common.config import StrategyConfig
 from common.schema import (
-    BookDelta,
     BookSnapshot,
     BtcTrade,
     ClockTick,
@@ -78,7 +77,7 @@ class SignalCore:
             self.last_trade_recv_ns = msg.ts_recv_ns
             self.binance_s[msg.ts_recv_ns // NS] = msg.price
             return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns)
-        if isinstance(msg, BookSnapshot | BookDelta):
+        if isinstance(msg, BookSnapshot):
             self._advance(msg.ts_recv_ns)
             old = self.books.get(msg.asset_id)
             self.books[msg.asset_id] = (msg.best_bid, msg.best_ask, msg.ts_recv_ns)

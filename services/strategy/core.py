@@ -29,7 +29,6 @@ from common.config import (
     validate_strategy_config,
 )
 from common.schema import (
-    BookDelta,
     BookSnapshot,
     BtcTrade,
     ClearEmergencyStop,
@@ -324,7 +323,7 @@ class StrategyCore:
             self._advance(msg.ts_ns, out)
             self.last_signal = msg
             self._on_signal(msg, out)
-        elif isinstance(msg, BookSnapshot | BookDelta):
+        elif isinstance(msg, BookSnapshot):
             self._advance(msg.ts_recv_ns, out)
             self._on_book(msg)
             if self.position is not None and msg.asset_id == self.position.asset_id:
@@ -377,15 +376,8 @@ class StrategyCore:
                 self.token_slug.pop(t, None)
                 self.books.pop(t, None)
 
-    def _on_book(self, msg: BookSnapshot | BookDelta) -> None:
-        if isinstance(msg, BookSnapshot):
-            book = self.books[msg.asset_id] = Book.from_snapshot(msg)
-            book.in_sync = msg.in_sync  # ingest marks a book it is resyncing
-        else:
-            book = self.books.get(msg.asset_id)
-            if book is None:
-                book = self.books[msg.asset_id] = Book(msg.asset_id)
-            book.apply_changes(msg.changes, msg.ts_exchange_ns, msg.ts_recv_ns)
+    def _on_book(self, msg: BookSnapshot) -> None:
+        self.books[msg.asset_id] = Book.from_snapshot(msg)  # in sync as ingest says
 
     def _tick(self, asset_id: str, m: MarketInfo | None) -> float:
         """The token's tick: its book's (a tick_size_change reaches the book first), else the

@@ -13,10 +13,8 @@ import pytest
 from common import topics
 from common.config import load_settings
 from common.schema import (
-    BookDelta,
     BookSnapshot,
     ClockTick,
-    LevelChange,
     MarketInfo,
     MarketResolved,
     OrderIntent,
@@ -215,17 +213,7 @@ def test_exec_simulated_latency_fills_against_the_later_book(ledger) -> None:
     assert core.on_intent(intent(kind="FAK", size=12), T0) == []
     assert core.handle("md.clock", ClockTick(ts_ns=T0 + 50 * MS)) == []
     # the 0.52 level shrinks to 3 before the order lands
-    core.handle(
-        "md.book.x",
-        BookDelta(
-            asset_id=UP,
-            changes=[LevelChange("SELL", 0.52, 3.0)],
-            best_bid=0.5,
-            best_ask=0.52,
-            ts_exchange_ns=T0 + 60 * MS,
-            ts_recv_ns=T0 + 60 * MS,
-        ),
-    )
+    core.handle("md.book.x", book([(0.52, 3.0), (0.53, 4.0), (0.55, 100.0)], t=T0 + 60 * MS))
     out = core.handle("md.clock", ClockTick(ts_ns=T0 + 100 * MS))
     fills = by_topic(out, topics.FILL)
     assert [(f.price, f.size) for f in fills] == [(0.52, 3.0), (0.53, 4.0)]
