@@ -243,6 +243,9 @@ class Fill(Msg, tag="fill"):
     origin_ts_recv_ns: Ns = 0
     ts_signal_ns: Ns = 0
     ts_intent_ns: Ns = 0
+    # set on the fill that undoes a trade the venue reported FAILED (the match was undone on
+    # chain): the opposite side, same size, at the trade's net price per share, no fee
+    reverses_trade_id: str = ""
 
 
 class Settlement(Msg, tag="settlement"):

@@ -45,6 +45,7 @@ MS = 1_000_000
 DEFAULT_BOOK_MAX_AGE_MS = 2_000  # live: older local books are refreshed over REST first
 RECONCILE_INTERVAL_NS = 250 * MS  # venue lookups for unknown outcomes: reads, so paced retries
 FOLLOW_BACKOFF_MAX_NS = 5_000 * MS  # per order, the lookup interval doubles up to this
+TRADE_CHECK_INTERVAL_NS = 1_000 * MS  # provisional trades: status asked once a second
 UNRESOLVED_ALERT_NS = 60_000 * MS  # an order still not final after this raises an alert record
 RECORDED_LEVELS = 20  # book levels kept with each order, enough to recompute its fills
 
@@ -115,6 +116,7 @@ class Venue(Protocol):
     def rest_book(self, asset_id: str) -> tuple[list[list[float]], list[list[float]]] | None: ...
     def before_sell(self, asset_id: str) -> None: ...
     def gate(self, side: str) -> tuple[str, str]: ...
+    def trade_states(self, trade_ids: list[str]) -> dict[str, str]: ...
     def status(self) -> dict[str, Any]: ...
 
 
@@ -153,6 +155,7 @@ class ExecutionCore:
         self.positions: dict[str, Position] = ledger.positions()
         self.counts: dict[str, int] = {}
         self._next_reconcile_ns = 0
+        self._next_trade_check_ns = 0
         # following orders until final: first seen, next lookup, current interval, alerted
         self._follow_since: dict[str, int] = {}
         self._follow_next: dict[str, int] = {}
@@ -191,6 +194,9 @@ class ExecutionCore:
         if self.to_reconcile and self.now_ns >= self._next_reconcile_ns:
             self._next_reconcile_ns = self.now_ns + RECONCILE_INTERVAL_NS
             out += self.reconcile(due_only=True)
+        if self.venue is not None and self.now_ns >= self._next_trade_check_ns:
+            self._next_trade_check_ns = self.now_ns + TRADE_CHECK_INTERVAL_NS
+            out += self.check_trades()
         return out
 
     def _due(self, coid: str) -> bool:
@@ -435,13 +441,12 @@ class ExecutionCore:
             )
             for tr in trades
         ]
-        filled = sum(f.size for f in msgs)
-        notional = sum(f.size * f.price for f in msgs)
+        filled, notional, fee = self._order_totals(intent.client_order_id, msgs)
         fields: dict[str, Any] = {
             "status": status,
             "filled_size": filled,
             "avg_price": notional / filled if filled else 0.0,
-            "fee": sum(f.fee for f in msgs),
+            "fee": fee,
             "ts_done_ns": t,
             "reason": reason,
         }
@@ -474,6 +479,107 @@ class ExecutionCore:
             intent.client_order_id, "full_decision_to_fill_ms", (t - start) / MS, t
         )
         return out
+
+    def _order_totals(self, coid: str, new: list[Fill]) -> tuple[float, float, float]:
+        """(shares filled, notional, fees) of an order over its recorded fills plus `new` ones
+        (fills seen before counted once; a reversing fill takes its trade back out)."""
+        rows = self.ledger.fills_of(coid)
+        seen = {r["trade_id"] for r in rows}
+        items = [(r["price"], r["size"], r["fee"], bool(r["reverses_trade_id"])) for r in rows]
+        items += [
+            (f.price, f.size, f.fee, bool(f.reverses_trade_id))
+            for f in new
+            if f.trade_id not in seen
+        ]
+        filled = notional = fee = 0.0
+        for price, size, f_fee, reversal in items:
+            sign = -1.0 if reversal else 1.0
+            filled += sign * size
+            notional += sign * size * price
+            fee += f_fee
+        return max(0.0, round(filled, 6)), max(0.0, notional), fee
+
+    # --- trade states: provisional until CONFIRMED, undone on FAILED ---------------------------
+    def check_trades(self) -> Out:
+        """Ask the venue for the status of every live trade not final yet; a FAILED trade's
+        fills are reversed in the ledger and the position and reported (PROTOCOLS.md 7)."""
+        if self.venue is None:
+            return []
+        provisional = self.ledger.provisional_trades()
+        if not provisional:
+            return []
+        states = self.venue.trade_states(list(provisional))
+        out: Out = []
+        t = self._t()
+        for tid, status in states.items():
+            coid = provisional.get(tid)
+            if coid is None or not status:
+                continue
+            rows = self.ledger.trade_fills(tid)
+            if not rows or rows[0]["trade_status"] == status:
+                continue
+            self.ledger.set_trade_status(tid, status, t, coid)
+            if status == "FAILED":
+                out += self._reverse(tid, coid, rows, t)
+            elif status == "CONFIRMED":
+                self._count("trades_confirmed")
+        return out
+
+    def _reverse(self, tid: str, coid: str, rows: list[Any], t: int) -> Out:
+        row = self.ledger.order(coid)
+        msgs = []
+        for r in rows:
+            size = float(r["size"])
+            # the net price per share the trade moved, so undoing it restores cash exactly
+            net = (r["price"] * size + (r["fee"] if r["side"] == "BUY" else -r["fee"])) / size
+            msgs.append(
+                Fill(
+                    client_order_id=coid,
+                    asset_id=r["asset_id"],
+                    side="SELL" if r["side"] == "BUY" else "BUY",
+                    price=round(max(0.0, net), 8),
+                    size=size,
+                    fee=0.0,
+                    ts_fill_ns=t,
+                    slug=r["slug"],
+                    outcome=r["outcome"],
+                    venue_order_id=r["venue_order_id"],
+                    trade_id=r["trade_id"] + ":reversed",
+                    dry_run=False,
+                    reverses_trade_id=r["trade_id"],
+                )
+            )
+        filled, notional, fee = self._order_totals(coid, msgs)
+        new = self.ledger.record_fills(
+            coid,
+            msgs,
+            t,
+            status="failed" if filled <= 1e-9 else "partial",
+            filled_size=filled,
+            avg_price=notional / filled if filled else 0.0,
+            fee=fee,
+            reason=f"trade {tid} FAILED at the venue: its fill was reversed",
+        )
+        if new == 0:
+            return []
+        for f in msgs:
+            pos = self.positions.setdefault(
+                f.asset_id, Position(f.slug, f.asset_id, f.outcome or "")
+            )
+            pos.apply(f.side, f.price, f.size, f.fee)
+            if pos.size <= 1e-9:
+                del self.positions[f.asset_id]
+        self._count("trades_failed")
+        self.log(
+            "execution",
+            "trade_failed_reversed",
+            "ERROR",
+            client_order_id=coid,
+            trade_id=tid,
+            shares=sum(f.size for f in msgs),
+            order_status=row["status"] if row else "",
+        )
+        return [(topics.FILL, f) for f in msgs]
 
     # --- dry run ------------------------------------------------------------------------------
     def _dry_run(self, intent: OrderIntent, now_ns: int) -> Out:

@@ -111,7 +111,14 @@ MIGRATIONS = [
         ts_ns INTEGER NOT NULL
     )
     """,
+    # trade states (MATCHED -> MINED -> CONFIRMED, or RETRYING -> FAILED): a live fill is
+    # provisional until CONFIRMED; a FAILED one is undone by a reversing fill
+    """
+    ALTER TABLE fills ADD COLUMN trade_status TEXT NOT NULL DEFAULT '';
+    ALTER TABLE fills ADD COLUMN reverses_trade_id TEXT NOT NULL DEFAULT ''
+    """,
 ]
+FINAL_TRADE_STATUSES = ("CONFIRMED", "FAILED")
 
 
 @dataclass
@@ -210,15 +217,19 @@ class Ledger:
                 )
             self._event(coid, ts_ns, event, fields)
 
-    def record_fills(self, coid: str, fills: list[Fill], ts_ns: int, **fields: Any) -> int:
-        """Append fills (a trade id seen before is skipped) and set order columns; returns new."""
+    def record_fills(
+        self, coid: str, fills: list[Fill], ts_ns: int, trade_status: str = "MATCHED", **fields: Any
+    ) -> int:
+        """Append fills (a trade id seen before is skipped) and set order columns; returns new.
+        A live fill starts provisional with `trade_status` (the venue's trade status)."""
         new = 0
         with self.tx() as c:
             for f in fills:
                 cur = c.execute(
                     "INSERT INTO fills(trade_id, client_order_id, venue_order_id, slug, asset_id,"
-                    " outcome, side, price, size, fee, ts_fill_ns, dry_run)"
-                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(trade_id) DO NOTHING",
+                    " outcome, side, price, size, fee, ts_fill_ns, dry_run, trade_status,"
+                    " reverses_trade_id)"
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(trade_id) DO NOTHING",
                     (
                         f.trade_id,
                         coid,
@@ -232,6 +243,8 @@ class Ledger:
                         f.fee,
                         f.ts_fill_ns,
                         int(f.dry_run),
+                        "" if f.dry_run or f.reverses_trade_id else trade_status,
+                        f.reverses_trade_id,
                     ),
                 )
                 new += cur.rowcount
@@ -242,6 +255,35 @@ class Ledger:
                 )
             self._event(coid, ts_ns, "fills", {"new": new, **fields})
         return new
+
+    def provisional_trades(self) -> dict[str, str]:
+        """Live trades not final yet: venue trade id (the part before any `:level`) -> client
+        order id. A trade is final once CONFIRMED or FAILED."""
+        marks = ",".join("?" * len(FINAL_TRADE_STATUSES))
+        rows = self.conn.execute(
+            "SELECT trade_id, client_order_id FROM fills WHERE dry_run=0 AND reverses_trade_id=''"
+            f" AND trade_status NOT IN ({marks})",
+            FINAL_TRADE_STATUSES,
+        )
+        return {r[0].split(":")[0]: r[1] for r in rows}
+
+    def trade_fills(self, trade_id: str) -> list[sqlite3.Row]:
+        """The fill rows of one venue trade (`trade_id` or `trade_id:<level>`)."""
+        return self.conn.execute(
+            "SELECT * FROM fills WHERE (trade_id=? OR trade_id LIKE ?) AND reverses_trade_id=''"
+            " ORDER BY id",
+            (trade_id, trade_id + ":%"),
+        ).fetchall()
+
+    def set_trade_status(self, trade_id: str, status: str, ts_ns: int, coid: str) -> None:
+        """Record a venue trade's new status on its fills, with an order event."""
+        with self.tx() as c:
+            c.execute(
+                "UPDATE fills SET trade_status=? WHERE (trade_id=? OR trade_id LIKE ?)"
+                " AND reverses_trade_id=''",
+                (status, trade_id, trade_id + ":%"),
+            )
+            self._event(coid, ts_ns, "trade_status", {"trade_id": trade_id, "status": status})
 
     def record_settlement(self, s: Settlement) -> bool:
         with self.tx() as c:

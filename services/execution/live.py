@@ -570,6 +570,31 @@ class LiveVenue:
                 )
         return [x for x in out if x.size > 0]
 
+    def trade_states(self, trade_ids: list[str]) -> dict[str, str]:
+        """Venue trade id -> status (MATCHED, MINED, CONFIRMED, RETRYING, FAILED) for the trades
+        asked about: the user channel's latest word, else one REST lookup each (reads only; a
+        trade the venue cannot be asked about now is left out, to be asked again)."""
+        out: dict[str, str] = {}
+        for tid in trade_ids:
+            t = self.ws_trades.get(tid)
+            if t is None and self.client is not None:
+                try:
+                    got = self.client.get_trades(TradeParams(id=tid), only_first_page=True)
+                except (PolyException, httpx.HTTPError, KeyError, TypeError) as e:
+                    self._count("trade_lookup_failed")
+                    self.log(
+                        "execution",
+                        "trade_lookup_failed",
+                        "WARNING",
+                        trade_id=tid,
+                        error=self._describe(e),
+                    )
+                    continue
+                t = next((x for x in got if isinstance(x, dict) and str(x.get("id")) == tid), None)
+            if t is not None and t.get("status"):
+                out[tid] = str(t["status"]).upper()
+        return out
+
     # --- market data and balances ---------------------------------------------------------------
     def rest_book(self, asset_id: str) -> tuple[list[list[float]], list[list[float]]] | None:
         assert self.client is not None

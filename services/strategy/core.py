@@ -682,7 +682,16 @@ class StrategyCore:
         self._advance(f.ts_fill_ns, out)
         slug = f.slug or (pend.slug if pend else self.token_slug.get(f.asset_id, ""))
         if pend is not None:
-            pend.filled += f.size
+            pend.filled += -f.size if f.reverses_trade_id else f.size
+        if f.reverses_trade_id:  # the venue undid a trade (FAILED): the operator is told
+            self._risk_event(
+                "trade_failed_reversed",
+                "WARNING",
+                client_order_id=f.client_order_id,
+                trade_id=f.reverses_trade_id,
+                side=f.side,
+                size=f.size,
+            )
         if f.side == "BUY":
             p = self.position
             if p is None:
@@ -723,7 +732,10 @@ class StrategyCore:
             p.realized += pnl
             self.daily_pnl += pnl
             if p.size <= 1e-6:
-                self._close(p, "exit", out)
+                if f.reverses_trade_id:  # the buy never happened: not a trade, win or loss
+                    self.position = None
+                else:
+                    self._close(p, "exit", out)
         if pend is not None and pend.filled >= pend.size - 1e-6:
             del self.pending[f.client_order_id]
         out.append((topics.POSITION, self.position_state()))

@@ -89,6 +89,9 @@ def ledger_fills(conn: sqlite3.Connection, prefix: str, since_ns: int) -> list[F
                     venue_order_id=r["venue_order_id"] or "",
                     trade_id=r["trade_id"],
                     dry_run=bool(r["dry_run"]),
+                    reverses_trade_id=(
+                        r["reverses_trade_id"] if "reverses_trade_id" in r.keys() else ""
+                    ),
                 )
             )
     return out

@@ -94,6 +94,9 @@ class FakeVenue:
     def gate(self, side):
         return self.gates.get(side, ("", ""))
 
+    def trade_states(self, trade_ids):
+        return {}
+
     def before_sell(self, asset_id):
         self.calls.append("before_sell")
 
@@ -499,3 +502,70 @@ def test_exec_venue_gate_refuses_before_any_venue_call(ledger) -> None:
     core.handle("md.book.x", book(ASKS))
     (rej,) = by_topic(core.on_intent(intent(), T0), topics.REJECT)
     assert rej.code == "venue_post_only" and v.calls == []
+
+
+def test_exec_failed_trade_is_reversed_in_ledger_and_position(ledger) -> None:
+    class Trades(ScriptedVenue):
+        def __init__(self, *a) -> None:
+            super().__init__(*a)
+            self.states: dict[str, str] = {}
+
+        def trade_states(self, ids):
+            self.calls.append("trade_states")
+            return {i: self.states[i] for i in ids if i in self.states}
+
+    v = Trades(
+        [
+            VenueResult(
+                "accepted",
+                "matched",
+                trades=[
+                    VenueTrade("tA:0", 0.52, 10.0, 0.17472),
+                    VenueTrade("tA:1", 0.53, 2.0, 0.035),
+                ],
+                venue_order_id="0xa",
+            ),
+        ],
+        [],
+    )
+    core, logs = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
+    core.handle("md.book.x", book(ASKS))
+    core.on_intent(intent(), T0)
+    assert ledger.provisional_trades() == {"tA": "o1"}
+    assert core.positions[UP].size == pytest.approx(12.0)
+    v.states["tA"] = "MINED"
+    assert core.on_timer(T0 + 1_000 * MS) == []
+    v.states["tA"] = "FAILED"
+    out = core.on_timer(T0 + 2_000 * MS)
+    rev = by_topic(out, topics.FILL)
+    assert [(f.side, f.size, f.fee, f.reverses_trade_id) for f in rev] == [
+        ("SELL", 10.0, 0.0, "tA:0"),
+        ("SELL", 2.0, 0.0, "tA:1"),
+    ]
+    # the reversal returns exactly what the trade cost, fees included
+    assert sum(f.price * f.size for f in rev) == pytest.approx(
+        0.52 * 10 + 0.17472 + 0.53 * 2 + 0.035
+    )
+    assert UP not in core.positions and ledger.positions() == {}
+    row = ledger.order("o1")
+    assert row["status"] == "failed" and row["filled_size"] == 0.0
+    assert ledger.provisional_trades() == {}
+    assert [e for s, e, f in logs if e == "trade_failed_reversed"] == ["trade_failed_reversed"]
+    # a repeated FAILED answer changes nothing
+    assert core.on_timer(T0 + 3_000 * MS) == []
+
+
+def test_exec_confirmed_trade_is_final(ledger) -> None:
+    class Trades(ScriptedVenue):
+        def trade_states(self, ids):
+            return dict.fromkeys(ids, "CONFIRMED")
+
+    v = Trades(
+        [VenueResult("accepted", "matched", trades=[VenueTrade("tC", 0.52, 10.0, 0.17)])], []
+    )
+    core, _ = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
+    core.handle("md.book.x", book(ASKS))
+    core.on_intent(intent(size=10.0), T0)
+    assert ledger.provisional_trades() == {"tC": "o1"}
+    core.on_timer(T0 + 1_000 * MS)
+    assert ledger.provisional_trades() == {} and core.positions[UP].size == 10.0

@@ -496,3 +496,28 @@ def test_a_tick_size_change_in_the_book_wins_over_discovery() -> None:
     assert it.tick_size == 0.001
     assert abs(it.limit_price * 1000 - round(it.limit_price * 1000)) < 1e-6
     assert it.limit_price >= 0.451
+
+
+def test_a_failed_trade_reversal_undoes_the_position_without_counting_a_trade() -> None:
+    core = make(state={"day": "2026-01-01", "loss_streak": 2})
+    it = enter_and_fill(core)
+    fee = round(10.0 * 0.07 * 0.5 * 0.5, 5)
+    core.handle(
+        "exec.fill",
+        Fill(
+            client_order_id=it.client_order_id,
+            asset_id="U",
+            side="SELL",
+            price=(0.5 * 10.0 + fee) / 10.0,  # the trade's net price: cash restored exactly
+            size=10.0,
+            fee=0.0,
+            ts_fill_ns=START + 101 * NS,
+            slug=SLUG,
+            outcome="Up",
+            trade_id="t1:reversed",
+            reverses_trade_id="t1",
+        ),
+    )
+    assert core.position is None
+    assert core.loss_streak == 2 and core.daily_pnl == pytest.approx(0.0)
+    assert any(e[1] == "trade_failed_reversed" for e in core.events)
