@@ -58,6 +58,26 @@ def _levels(raw: Iterable[LevelLike]) -> dict[float, float]:
     return out
 
 
+def _bids_best_first(levels: Sequence[tuple[float, float]]) -> bool:
+    """True when bid `levels` are strictly descending with positive sizes (usable as they are)."""
+    prev = math.inf
+    for p, s in levels:
+        if s <= 0.0 or p >= prev:
+            return False
+        prev = p
+    return True
+
+
+def _asks_best_first(levels: Sequence[tuple[float, float]]) -> bool:
+    """True when ask `levels` are strictly ascending with positive sizes (usable as they are)."""
+    prev = -math.inf
+    for p, s in levels:
+        if s <= 0.0 or p <= prev:
+            return False
+        prev = p
+    return True
+
+
 class Book:
     """One outcome token's L2 book (see the module docstring).
 
@@ -95,8 +115,9 @@ class Book:
         self.hash = ""
         self.resync_since_ns = 0
         self.resync_reason = ""
-        self._bids: dict[float, float] = {}
-        self._asks: dict[float, float] = {}
+        # each side is held as a price -> size map, a best-first list, or both; None: derive it
+        self._bids: dict[float, float] | None = {}
+        self._asks: dict[float, float] | None = {}
         self._bid_list: list[tuple[float, float]] | None = []  # best first; None: re-sort
         self._ask_list: list[tuple[float, float]] | None = []
 
@@ -132,24 +153,41 @@ class Book:
 
     def apply_snapshot(self, snap: BookSnapshot) -> None:
         """`replace` with a `BookSnapshot`'s levels, tick size, market and hash; in sync as the
-        snapshot says (ingest publishes a book it is resyncing with `in_sync=False`)."""
+        snapshot says (ingest publishes a book it is resyncing with `in_sync=False`).
+
+        A snapshot already best first with positive sizes (what ingest publishes) is taken as it
+        is, its maps built only when the book is changed: every consumer folds every snapshot."""
         if snap.market:
             self.market = snap.market
-        self.replace(
-            snap.bids,
-            snap.asks,
-            ts_exchange_ns=snap.ts_exchange_ns,
-            ts_recv_ns=snap.ts_recv_ns,
-            tick_size=snap.tick_size,
-            hash=snap.hash,
-        )
+        bids, asks = snap.bids, snap.asks
+        if _bids_best_first(bids) and _asks_best_first(asks):
+            # shared, never mutated: a change builds the map and then a new list
+            self._bids = self._asks = None
+            self._bid_list = bids  # type: ignore[assignment]
+            self._ask_list = asks  # type: ignore[assignment]
+            if snap.tick_size > 0:
+                self.tick_size = snap.tick_size
+            self.hash = snap.hash
+            self.in_sync = True
+            self.resync_since_ns = 0
+            self.resync_reason = ""
+            self.stamp(snap.ts_exchange_ns, snap.ts_recv_ns)
+        else:
+            self.replace(
+                bids,
+                asks,
+                ts_exchange_ns=snap.ts_exchange_ns,
+                ts_recv_ns=snap.ts_recv_ns,
+                tick_size=snap.tick_size,
+                hash=snap.hash,
+            )
         self.in_sync = snap.in_sync
 
     def set_level(self, side: Side, price: float | str, size: float | str) -> None:
         """Set one level's total size (`side` BUY = bids, SELL = asks); size <= 0 removes it.
 
         Does not stamp: a frame of several changes is one change of the book (`apply_changes`)."""
-        levels = self._bids if side == "BUY" else self._asks
+        levels = self._map(side)
         k = price_key(price)
         s = float(size)
         if s > 0.0:
@@ -189,9 +227,9 @@ class Book:
             raise ValueError(f"tick size must be in (0, 1), got {new_tick!r}")
         self.tick_size = new_tick
         hi = price_key(1.0 - new_tick)
-        for attr, rounder in (("_bids", math.floor), ("_asks", math.ceil)):
+        for side, attr, rounder in (("BUY", "_bids", math.floor), ("SELL", "_asks", math.ceil)):
             snapped: dict[float, float] = {}
-            for p, s in getattr(self, attr).items():
+            for p, s in self._map(side).items():  # type: ignore[arg-type]
                 q = price_key(rounder(round(p / new_tick, 6)) * new_tick)
                 q = min(max(q, new_tick), hi)
                 snapped[q] = snapped.get(q, 0.0) + s
@@ -209,19 +247,32 @@ class Book:
         self._bid_list = None
         self._ask_list = None
 
+    def _map(self, side: Side) -> dict[float, float]:
+        """The price -> size map of the bid (BUY) or ask (SELL) side, built if only the list is
+        held; the side's list is then re-derived from the map on the next read."""
+        if side == "BUY":
+            if self._bids is None:
+                self._bids = dict(self._bid_list or ())
+            self._bid_list = None
+            return self._bids
+        if self._asks is None:
+            self._asks = dict(self._ask_list or ())
+        self._ask_list = None
+        return self._asks
+
     # --- reading ------------------------------------------------------------------------------
     @property
     def bids(self) -> list[tuple[float, float]]:
         """Bid levels (price, size), best (highest) first. Do not mutate the list."""
         if self._bid_list is None:
-            self._bid_list = sorted(self._bids.items(), key=lambda lv: -lv[0])
+            self._bid_list = sorted((self._bids or {}).items(), key=lambda lv: -lv[0])
         return self._bid_list
 
     @property
     def asks(self) -> list[tuple[float, float]]:
         """Ask levels (price, size), best (lowest) first. Do not mutate the list."""
         if self._ask_list is None:
-            self._ask_list = sorted(self._asks.items())
+            self._ask_list = sorted((self._asks or {}).items())
         return self._ask_list
 
     def levels(self) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
@@ -230,7 +281,11 @@ class Book:
 
     def size_at(self, side: Side, price: float | str) -> float:
         """Shares resting at `price` on the bid (BUY) or ask (SELL) side; 0 if none."""
-        return (self._bids if side == "BUY" else self._asks).get(price_key(price), 0.0)
+        k = price_key(price)
+        for p, s in self.bids if side == "BUY" else self.asks:
+            if p == k:
+                return s
+        return 0.0
 
     @property
     def best_bid(self) -> float | None:
@@ -260,7 +315,7 @@ class Book:
 
     def total(self, side: Side) -> float:
         """Shares on the whole bid (BUY) or ask (SELL) side."""
-        return sum((self._bids if side == "BUY" else self._asks).values())
+        return sum(s for _, s in (self.bids if side == "BUY" else self.asks))
 
     def taker_levels(self, taker_side: Side) -> list[tuple[float, float]]:
         """The levels a taker of `taker_side` takes from, best first: a BUY takes the asks,
@@ -298,7 +353,7 @@ class Book:
     def consume(self, taker_side: Side, trades: Iterable[tuple[object, object]]) -> None:
         """Remove what a taker of `taker_side` took: `trades` are (price, shares) pairs (floats,
         strings or Decimals), so the next order does not see that liquidity again."""
-        levels = self._asks if taker_side == "BUY" else self._bids
+        levels = self._map("SELL" if taker_side == "BUY" else "BUY")
         for price, size in trades:
             k = price_key(price)  # type: ignore[arg-type]
             left = levels.get(k, 0.0) - float(size)  # type: ignore[arg-type]
@@ -331,5 +386,5 @@ class Book:
     def __repr__(self) -> str:
         return (
             f"Book({self.asset_id!r}, bid={self.best_bid}, ask={self.best_ask}, "
-            f"levels={len(self._bids)}/{len(self._asks)}, in_sync={self.in_sync})"
+            f"levels={len(self.bids)}/{len(self.asks)}, in_sync={self.in_sync})"
         )

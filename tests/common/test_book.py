@@ -120,3 +120,20 @@ def test_bus_snapshot_is_best_first_with_seq() -> None:
     s = b.snapshot()
     assert s.bids == [(0.49, 4.0), (0.47, 1.0)] and s.asks == [(0.51, 3.0), (0.53, 1.0)]
     assert (s.best_bid, s.best_ask, s.book_seq, s.tick_size) == (0.49, 0.51, 1, 0.01)
+
+
+def test_a_change_never_touches_the_snapshot_it_came_from() -> None:
+    snap = _snap([(0.49, 4.0), (0.47, 1.0)], [(0.51, 3.0), (0.53, 1.0)])  # best first already
+    b = Book.from_snapshot(snap)
+    b.consume("BUY", [(0.51, 3.0)])
+    b.set_level("BUY", 0.49, 0.0)
+    assert b.asks == [(0.53, 1.0)] and b.bids == [(0.47, 1.0)]
+    assert snap.asks == [(0.51, 3.0), (0.53, 1.0)] and snap.bids == [(0.49, 4.0), (0.47, 1.0)]
+    assert b.size_at("SELL", "0.53") == 1.0 and b.total("BUY") == 1.0
+
+
+def test_a_snapshot_out_of_order_is_sorted_and_its_empty_levels_dropped() -> None:
+    b = Book.from_snapshot(_snap([(0.47, 1.0), (0.49, 0.0), (0.48, 2.0)], [(0.51, 3.0)]))
+    assert b.bids == [(0.48, 2.0), (0.47, 1.0)]
+    b.set_level("SELL", 0.50, 1.0)
+    assert b.asks == [(0.50, 1.0), (0.51, 3.0)]
