@@ -340,6 +340,7 @@ def fill_marketable(
     order_type: OrderType = "FOK",
     *,
     buy_in_shares: bool = False,
+    shown_limit: Num | None = None,
 ) -> MarketableFill:
     """Fill a marketable order against the levels it takes from, as the venue does.
 
@@ -348,7 +349,8 @@ def fill_marketable(
     BEST FIRST (asks ascending for a BUY, bids descending for a SELL; `common.book.Book`'s
     `taker_levels` gives them so). fee: the market's schedule, charged per level (trade).
     buy_in_shares: a BUY stated in shares (a resting limit BUY that crosses the book), not in
-    collateral. Amount rules (`marketable_amounts`, ...) are the caller's: this only matches.
+    collateral. shown_limit: the limit as the reasons name it (default `limit`).
+    Amount rules (`marketable_amounts`, ...) are the caller's: this only matches.
     Raises ValueError for an unknown side or order type or a non-positive amount."""
     if side not in ("BUY", "SELL"):
         raise ValueError(f"unknown side {side!r} (BUY or SELL)")
@@ -358,6 +360,7 @@ def fill_marketable(
     if remaining <= 0:
         raise ValueError(f"amount must be > 0, got {amount!r}")
     lim = dec(limit)
+    shown = dec(shown_limit) if shown_limit is not None else lim
     buy = side == "BUY"
     by_cash = buy and not buy_in_shares  # a collateral amount, else a share amount
     plan: list[tuple[Decimal, Decimal]] = []
@@ -383,7 +386,7 @@ def fill_marketable(
             break
     if not plan:
         return MarketableFill(
-            "unmatched", unspent=dec(amount), reason=f"no liquidity at or better than {lim}"
+            "unmatched", unspent=dec(amount), reason=f"no liquidity at or better than {shown}"
         )
     done = remaining < (last_price * SHARE_STEP if by_cash else SHARE_STEP)
     if order_type == "FOK" and not done:
@@ -391,7 +394,7 @@ def fill_marketable(
         return MarketableFill(
             "killed",
             unspent=dec(amount),
-            reason=f"FOK killed: {left} of the order cannot fill at or better than {lim}",
+            reason=f"FOK killed: {left} of the order cannot fill at or better than {shown}",
         )
     trades = tuple(Trade(p, s, taker_fee(s, p, fee)) for p, s in plan)
     shares = sum((t.shares for t in trades), ZERO)
@@ -425,4 +428,4 @@ def fill_order(
     amount = a.collateral if side == "BUY" else a.shares
     # the venue matches the signed order's own price (collateral / shares), which the amounts'
     # rounding moves a hair off the limit: a BUY's up by < 1e-4, a SELL's down by < 1e-4 / shares
-    return fill_marketable(side, amount, a.price, levels, fee, order_type)
+    return fill_marketable(side, amount, a.price, levels, fee, order_type, shown_limit=dec(limit))
