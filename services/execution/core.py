@@ -235,6 +235,7 @@ class ExecutionCore:
     # --- intents ------------------------------------------------------------------------------
     def on_intent(self, intent: OrderIntent, now_ns: int) -> Out:
         self.now_ns = max(self.now_ns, now_ns)
+        intent = self._with_market_terms(intent)
         coid = intent.client_order_id
         book = self.books.get(intent.asset_id)
         recorded = record_book(book, intent.side) if book is not None else ""
@@ -311,6 +312,23 @@ class ExecutionCore:
                 )
             return self._dry_run(intent, now_ns)
         return self._live(intent, limit, size)
+
+    def _with_market_terms(self, intent: OrderIntent) -> OrderIntent:
+        """The intent with the market's own fee schedule (latest md.market) when execution knows
+        the market and the intent disagrees: a fill is never valued at a fee the sender got
+        wrong (issue 12: an exit sent before strategy saw the market carried fee rate 0)."""
+        mk = self.markets.get(intent.slug)
+        if mk is None or (mk.fee_rate, mk.fee_exponent) == (intent.fee_rate, intent.fee_exponent):
+            return intent
+        self.log(
+            "execution",
+            "intent_fee_schedule_corrected",
+            "WARNING",
+            client_order_id=intent.client_order_id,
+            intent=[intent.fee_rate, intent.fee_exponent],
+            market=[mk.fee_rate, mk.fee_exponent],
+        )
+        return replace(intent, fee_rate=mk.fee_rate, fee_exponent=mk.fee_exponent)
 
     def _preflight(self, intent: OrderIntent, limit: Decimal, size: Decimal) -> str:
         """The book at or better than the limit must fill the whole order (fresh REST book if

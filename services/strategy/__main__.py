@@ -18,7 +18,12 @@ from common.config import ConfigError, StrategyConfigFiles, overrides_of
 from common.schema import ConfigSnapshot, Envelope, Msg, OrderIntent, OrderReject, Probe, to_dict
 from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
 from services.strategy.core import STATE_EVERY_NS, StrategyCore
-from services.strategy.store import StateStore, ledger_fills, ledger_settlements
+from services.strategy.store import (
+    StateStore,
+    ledger_fills,
+    ledger_order_terms,
+    ledger_settlements,
+)
 
 LEDGER_OVERLAP_NS = 60 * 1_000_000_000  # replay a minute before the newest fill we saw
 
@@ -59,6 +64,13 @@ class StrategyRunner(ServiceRunner):
             for slug in self.core.open_slugs():
                 for settlement in ledger_settlements(self.store.conn, slug):
                     self.core.handle(topics.SETTLEMENT, settlement)
+            pos = self.core.position
+            if pos is not None and pos.fee_rate is None and pos.entry_client_order_id:
+                # the entry order's terms, so an exit right after this start is valued and sent
+                # with the market's fee schedule instead of waiting for md.market
+                terms = ledger_order_terms(self.store.conn, pos.entry_client_order_id)
+                if terms is not None:
+                    pos.take_terms(terms, "ledger")
         except sqlite3.DatabaseError as e:
             # execution's tables are its own; an unreadable ledger must not stop a halted
             # strategy from starting (its own state is already loaded)

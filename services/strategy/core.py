@@ -11,6 +11,7 @@ startup and crash recovery take the same path. Log lines for the runner collect 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -86,6 +87,24 @@ class Position:
     entry_price: float = 0.0
     entry_client_order_id: str = ""
     p_model: float = 0.0  # the model's probability for this side at entry
+    # the market's terms, kept with the position so an exit after a restart never waits on (or
+    # guesses) them: None = not known yet (no md.market seen, nothing in the ledger)
+    fee_rate: float | None = None
+    fee_exponent: float = 1.0
+    tick_size: float = 0.0
+    min_order_size: float = 0.0
+    neg_risk: bool = False
+    terms_source: str = ""  # "md.market" | "ledger" (the entry order's row) | ""
+
+    def take_terms(self, m: MarketInfo | Mapping[str, Any], source: str) -> None:
+        """Keep a market's (or a ledger order row's) fee schedule, tick size and order rules."""
+        get = m.get if isinstance(m, Mapping) else (lambda k: getattr(m, k))
+        self.fee_rate = float(get("fee_rate"))
+        self.fee_exponent = float(get("fee_exponent"))
+        self.tick_size = float(get("tick_size"))
+        self.min_order_size = float(get("min_order_size"))
+        self.neg_risk = bool(get("neg_risk"))
+        self.terms_source = source
 
     @property
     def avg_price(self) -> float:
@@ -159,6 +178,8 @@ class StrategyCore:
         self._last_block = ""
         self._last_exit_try_ns = 0
         self._intent_n = 0
+        self.force_exit_waiting = ""  # a ForceExit's reason, while the market's terms are unknown
+        self._terms_wait_logged = ""
         self.applied_fills: list[str] = []  # keys of fills already counted (bounded)
         self.fill_watermark_ns = 0  # newest fill time seen: ledger replay starts a bit before
         if state:
@@ -183,6 +204,7 @@ class StrategyCore:
             "pending": {k: asdict(v) for k, v in self.pending.items()},
             "settled": self.settled[-50:],
             "intent_n": self._intent_n,
+            "force_exit_waiting": self.force_exit_waiting,
             "applied_fills": self.applied_fills[-MAX_FILL_KEYS:],
             "fill_watermark_ns": self.fill_watermark_ns,
         }
@@ -204,6 +226,7 @@ class StrategyCore:
         self.pending = {k: PendingOrder(**v) for k, v in (state.get("pending") or {}).items()}
         self.settled = list(state.get("settled") or [])
         self._intent_n = int(state.get("intent_n", 0))
+        self.force_exit_waiting = str(state.get("force_exit_waiting", ""))
         self.applied_fills = list(state.get("applied_fills") or [])
         self.fill_watermark_ns = int(state.get("fill_watermark_ns", 0))
 
@@ -336,6 +359,11 @@ class StrategyCore:
             self.markets[msg.slug] = msg
             if self.position is not None and self.position.slug == msg.slug:
                 self.position.window_end_ns = msg.window_end_ns  # unknown if rebuilt from a fill
+                self.position.take_terms(msg, "md.market")
+                if self.force_exit_waiting:
+                    self._force_exit(self.force_exit_waiting, out)
+                else:
+                    self._check_exit(out)
             self.token_slug[msg.up_token_id] = msg.slug
             self.token_slug[msg.down_token_id] = msg.slug
             self._prune_markets()
@@ -379,13 +407,13 @@ class StrategyCore:
     def _on_book(self, msg: BookSnapshot) -> None:
         self.books[msg.asset_id] = Book.from_snapshot(msg)  # in sync as ingest says
 
-    def _tick(self, asset_id: str, m: MarketInfo | None) -> float:
+    def _tick(self, asset_id: str, m: MarketInfo | None, known: float = 0.0) -> float:
         """The token's tick: its book's (a tick_size_change reaches the book first), else the
-        market's from discovery."""
+        market's from discovery, else `known` (kept with a position)."""
         book = self.books.get(asset_id)
         if book is not None and book.tick_size > 0:
             return book.tick_size
-        return (m.tick_size if m else 0.01) or 0.01
+        return (m.tick_size if m else known) or 0.01
 
     # ------------------------------------------------------------------ entries
     def _decide(
@@ -591,11 +619,12 @@ class StrategyCore:
             return  # never judge an exit on a stale book
         if not book.in_sync:
             return  # nor on one ingest marked wrong
+        if not self._terms_known(p):
+            return  # no exit valued at a guessed fee: wait for md.market (republished each second)
         vwap, depth = book.walk("SELL", p.size)
         if vwap is None:
             return
-        rate, exp = (m.fee_rate, m.fee_exponent) if m else (0.0, 1.0)
-        value = vwap - fee_per_share(vwap, rate, exp)
+        value = vwap - fee_per_share(vwap, p.fee_rate or 0.0, p.fee_exponent)
         cost_ps = p.cost / p.size
         ret = value / cost_ps - 1.0 if cost_ps > 0 else 0.0
         if ret >= self.config.take_profit_pct:
@@ -620,9 +649,9 @@ class StrategyCore:
         any_price: bool = False,
     ) -> str:
         p = self.position
-        assert p is not None
+        assert p is not None and p.fee_rate is not None  # callers check _terms_known first
         m = self.markets.get(p.slug)
-        tick = self._tick(p.asset_id, m)
+        tick = self._tick(p.asset_id, m, p.tick_size)
         limit = (
             tick
             if any_price
@@ -644,10 +673,10 @@ class StrategyCore:
             ts_intent_ns=self.now_ns,
             origin_ts_recv_ns=self.now_ns,
             tick_size=tick,
-            min_order_size=m.min_order_size if m else 5.0,
-            neg_risk=m.neg_risk if m else False,
-            fee_rate=m.fee_rate if m else 0.0,
-            fee_exponent=m.fee_exponent if m else 1.0,
+            min_order_size=p.min_order_size,
+            neg_risk=p.neg_risk,
+            fee_rate=p.fee_rate,
+            fee_exponent=p.fee_exponent,
             reason=reason,
         )
         self.pending[coid] = PendingOrder(
@@ -667,6 +696,35 @@ class StrategyCore:
         )
         out.append((topics.ORDER_INTENT, intent))
         return coid
+
+    def _terms_known(self, p: Position) -> bool:
+        """True when the position's market terms (fee schedule, tick size) are known; otherwise
+        logs once that its exits wait for them."""
+        m = self.markets.get(p.slug)
+        if m is not None and p.terms_source != "md.market":
+            p.take_terms(m, "md.market")
+        if p.fee_rate is not None:
+            return True
+        if self._terms_wait_logged != p.slug:
+            self._terms_wait_logged = p.slug
+            self._risk_event(
+                "exit_waiting_for_market_terms",
+                "WARNING",
+                slug=p.slug,
+                detail="fee schedule and tick size unknown: exits wait for md.market",
+            )
+        return False
+
+    def _force_exit(self, requested_by: str, out: list[tuple[str, Msg]]) -> None:
+        p = self.position
+        self.force_exit_waiting = ""
+        if p is None or p.size <= EPS or self.now_ns >= p.window_end_ns:
+            return
+        book = self.books.get(p.asset_id)
+        ref = book.best_bid if book and book.best_bid else 0.0
+        for coid in [k for k, v in self.pending.items() if v.kind == "exit"]:
+            del self.pending[coid]
+        self._exit(out, "force_exit", ref, {"requested_by": requested_by}, any_price=True)
 
     # ------------------------------------------------------------------ execution events
     def _on_fill(self, f: Fill, out: list[tuple[str, Msg]]) -> None:
@@ -714,6 +772,8 @@ class StrategyCore:
                     entry_client_order_id=f.client_order_id,
                     p_model=p_side,
                 )
+                if m is not None:
+                    p.take_terms(m, "md.market")
             p.size += f.size
             p.cost += f.price * f.size + f.fee
             p.fees += f.fee
@@ -917,15 +977,17 @@ class StrategyCore:
         elif isinstance(msg, ForceExit):
             if self.position is None or self.position.size <= EPS:
                 ok, error = False, "no open position"
-            elif self.now_ns >= self.position.window_end_ns:
+            elif self.position.window_end_ns and self.now_ns >= self.position.window_end_ns:
                 ok, error = False, "window closed: the position settles at resolution"
+            elif not self.position.window_end_ns or not self._terms_known(self.position):
+                # the market's terms are not known yet: the exit goes out when md.market comes
+                self.force_exit_waiting = msg.reason or "operator"
+                extra = {"exit_waiting_for": "market terms (md.market)"}
             else:
-                book = self.books.get(self.position.asset_id)
-                ref = book.best_bid if book and book.best_bid else 0.0
-                for coid in [k for k, v in self.pending.items() if v.kind == "exit"]:
-                    del self.pending[coid]
-                self._exit(out, "force_exit", ref, {"requested_by": msg.reason}, any_price=True)
-            self._risk_event("force_exit", request_id=msg.request_id, ok=ok, error=error)
+                self._force_exit(msg.reason, out)
+            self._risk_event(
+                "force_exit", request_id=msg.request_id, ok=ok, error=error, waiting=bool(extra)
+            )
         elif isinstance(msg, ConfigUpdate):
             # RFC 7396 merge patch onto the current config; `replace` starts from the defaults
             changed: dict[str, list[Any]] = {}

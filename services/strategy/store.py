@@ -97,6 +97,19 @@ def ledger_fills(conn: sqlite3.Connection, prefix: str, since_ns: int) -> list[F
     return out
 
 
+def ledger_order_terms(conn: sqlite3.Connection, client_order_id: str) -> dict[str, Any] | None:
+    """The market terms (fee_rate, fee_exponent, tick_size, min_order_size, neg_risk) execution
+    recorded with an order, from its `orders` row; None when there is no such row."""
+    if "orders" not in _tables(conn):
+        return None
+    row = conn.execute(
+        "SELECT fee_rate, fee_exponent, tick_size, min_order_size, neg_risk FROM orders"
+        " WHERE client_order_id=?",
+        (client_order_id,),
+    ).fetchone()
+    return dict(row) if row is not None else None
+
+
 def ledger_settlements(conn: sqlite3.Connection, slug: str) -> list[Settlement]:
     """Execution's settlement of `slug`, if it settled while strategy was down."""
     out: list[Settlement] = []

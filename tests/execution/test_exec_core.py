@@ -61,7 +61,7 @@ def intent(coid="o1", side="BUY", kind="FOK", limit=0.53, size=12.0, t=T0, **kw)
         ts_intent_ns=t - 1 * MS,
         ts_signal_ns=t - 2 * MS,
         origin_ts_recv_ns=t - 5 * MS,
-        fee_rate=0.07,
+        fee_rate=kw.pop("fee_rate", 0.07),
         **kw,
     )
 

@@ -372,6 +372,58 @@ def test_force_exit() -> None:
     assert core.daily_pnl == pytest.approx(5.5 - 0.17325 - 5.175)
 
 
+def _restarted(core: StrategyCore, keep_terms: bool) -> StrategyCore:
+    """A new core from the saved state, before any md.market (as right after a restart)."""
+    state = msgspec.json.decode(msgspec.json.encode(core.persistent()))
+    if not keep_terms:  # a state saved before positions kept their market's terms
+        for k in ("fee_rate", "fee_exponent", "tick_size", "min_order_size", "neg_risk"):
+            state["position"].pop(k)
+        state["position"]["terms_source"] = ""
+    again = StrategyCore(StrategyConfig(), state)
+    assert again.markets == {}
+    return again
+
+
+def _high_bid(core: StrategyCore, t: int) -> list:
+    return core.handle("md.book.U", book("U", 0.67, 0.69, t))
+
+
+def test_exit_after_restart_uses_the_fee_schedule_kept_with_the_position() -> None:
+    """issue 12: an exit right after a restart was booked at fee rate 0 (market not seen yet)."""
+    core = make()
+    enter_and_fill(core)
+    assert core.position.fee_rate == 0.07 and core.position.terms_source == "md.market"
+    again = _restarted(core, keep_terms=True)
+    (it,) = [i for i in intents(_high_bid(again, START + 120 * NS)) if i.side == "SELL"]
+    assert it.fee_rate == 0.07 and it.fee_exponent == 1.0 and it.tick_size == 0.01
+
+
+def test_exit_waits_for_the_market_terms_when_unknown_then_goes_at_once() -> None:
+    core = make()
+    enter_and_fill(core)
+    again = _restarted(core, keep_terms=False)
+    out = _high_bid(again, START + 120 * NS)  # take profit by the book, but the fee is unknown
+    assert not intents(out)
+    assert any(e[1] == "exit_waiting_for_market_terms" for e in again.events)
+    out = again.handle("md.market", market(ts_recv_ns=START + 120 * NS + 1))
+    (it,) = [i for i in intents(out) if i.side == "SELL"]
+    assert it.fee_rate == 0.07 and decision(out).reason == "take_profit"
+
+
+def test_force_exit_waits_for_the_market_terms_when_unknown() -> None:
+    core = make()
+    enter_and_fill(core)
+    again = _restarted(core, keep_terms=False)
+    again.handle("md.book.U", book("U", 0.52, 0.54, START + 120 * NS))
+    out = again.on_control(ForceExit(request_id="f"))
+    reply = [m for _, m in out if isinstance(m, ControlReply)][0]
+    assert reply.ok and reply.state["exit_waiting_for"] and not intents(out)
+    out = again.handle("md.market", market(ts_recv_ns=START + 121 * NS))
+    (it,) = intents(out)
+    assert it.side == "SELL" and it.fee_rate == 0.07 and decision(out).reason == "force_exit"
+    assert not again.force_exit_waiting
+
+
 def test_invalid_hot_reload_changes_nothing() -> None:
     core = make()
     before = (core.config, core.config_version)

@@ -71,3 +71,54 @@ def test_fill_and_settlement_missed_while_down(tmp_path: Path) -> None:
         again.handle("exec.settlement", s)
     assert again.position is None
     assert again.daily_pnl == pytest.approx(10 - 5.175) and again.wins_today == 1
+
+
+def test_position_rebuilt_from_the_ledger_takes_its_entry_orders_terms(tmp_path: Path) -> None:
+    """After a restart with no md.market yet, the exit's fee schedule comes from the entry
+    order execution recorded (its `orders` row), never a default of 0."""
+    from common.schema import Fill, OrderIntent
+    from services.execution.ledger import Ledger
+    from services.strategy.store import ledger_order_terms
+
+    path = tmp_path / "trader.db"
+    ledger = Ledger(path)
+    intent = OrderIntent(
+        client_order_id="pe-1-2-3e",
+        slug=SLUG,
+        asset_id="U",
+        outcome="Up",
+        side="BUY",
+        order_type="FOK",
+        limit_price=0.5,
+        size=10,
+        expires_ns=START + 200 * NS,
+        ts_intent_ns=START + 100 * NS,
+        tick_size=0.001,
+        fee_rate=0.072,
+        fee_exponent=1.0,
+    )
+    assert ledger.record_intent(intent, "dry_run", START + 100 * NS, "")
+    fill = Fill(
+        client_order_id=intent.client_order_id,
+        asset_id="U",
+        side="BUY",
+        price=0.5,
+        size=10,
+        fee=0.18,
+        ts_fill_ns=START + 100 * NS,
+        slug=SLUG,
+        outcome="Up",
+        trade_id="t1",
+    )
+    ledger.record_fills(intent.client_order_id, [fill], START + 100 * NS)
+    store = StateStore(path)
+    core = StrategyCore(StrategyConfig(), None)
+    for f in ledger_fills(store.conn, core.client_prefix, 0):
+        core.handle("exec.fill", f)
+    p = core.position
+    assert p is not None and p.fee_rate is None  # no market seen
+    terms = ledger_order_terms(store.conn, p.entry_client_order_id)
+    assert terms is not None
+    p.take_terms(terms, "ledger")
+    assert (p.fee_rate, p.tick_size, p.terms_source) == (0.072, 0.001, "ledger")
+    assert ledger_order_terms(store.conn, "no-such-order") is None
