@@ -133,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sim": "services.simvenue",
         "bench": "services.commands.bench",
         "backtest": "services.commands.backtest",
+        "doctor": "services.commands.doctor",
     }
     if argv and argv[0] in delegated:
         return _delegate(delegated[argv[0]], argv[1:])
@@ -157,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("sim", "run the simulated venue"),
         ("bench", "latency benchmark (JSON)"),
         ("backtest", "deterministic backtest of a capture or the sim market"),
+        ("doctor", "is this setup ready for real money? (pass/fail table, --json)"),
         *TREE_COMMANDS.items(),
     ):
         sub.add_parser(name, help=text, add_help=False)

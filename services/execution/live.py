@@ -175,6 +175,7 @@ class LiveVenue:
         self.ws_orders: dict[str, dict[str, Any]] = {}  # order id -> latest user-channel order
         self.counts: dict[str, int] = {}
         self.ws_connected = False
+        self._start_error = ""
         self._not_ready_last = 0.0  # monotonic time of the latest 425 answer, 0 = none
         self._not_ready_backoff = 0.0
 
@@ -221,7 +222,8 @@ class LiveVenue:
             client.set_api_creds(creds)
         except (PolyException, httpx.HTTPError, KeyError, TypeError, ValueError) as e:
             self._count("start_failed")
-            self.log("execution", "venue_start_failed", "WARNING", error=self._describe(e))
+            self._start_error = self._describe(e)
+            self.log("execution", "venue_start_failed", "WARNING", error=self._start_error)
             return False
         self.client, self._creds = client, creds
         self.log("execution", "venue_ready", host=self.host, address=self.address)
@@ -594,6 +596,82 @@ class LiveVenue:
             if t is not None and t.get("status"):
                 out[tid] = str(t["status"]).upper()
         return out
+
+    # --- setup checks (`polyedge doctor`) --------------------------------------------------------
+    def probe(self) -> tuple[bool, str]:
+        """Whether the CLOB answers at all (GET /, no auth): (reachable, detail)."""
+        try:
+            r = httpx.get(self.host + "/", timeout=self.timeout_s)
+        except httpx.HTTPError as e:
+            return False, self._scrub(f"{type(e).__name__}: {e}")
+        if r.status_code >= 500:
+            return False, f"HTTP {r.status_code}"
+        self._note_status(r.status_code)
+        return True, f"HTTP {r.status_code}"
+
+    def server_time(self) -> float:
+        """The venue's clock (GET /time), unix seconds. Raises VenueError."""
+        try:
+            r = httpx.get(self.host + "/time", timeout=self.timeout_s)
+            r.raise_for_status()
+            return float(r.json())
+        except (httpx.HTTPError, ValueError, TypeError) as e:
+            raise VenueError(f"no server time: {self._scrub(str(e))}") from None
+
+    @staticmethod
+    def geoblock(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+        """The venue's geoblock answer for this machine's IP: {"blocked": bool, "country": ...}
+        (polymarket.com/api/geoblock). Raises VenueError when it cannot be had."""
+        try:
+            r = httpx.get(url, timeout=timeout_s)
+            if r.status_code != 200:
+                raise VenueError(f"no geoblock answer from {url}: HTTP {r.status_code}")
+            doc = r.json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise VenueError(f"no geoblock answer from {url}: {type(e).__name__}") from None
+        if not isinstance(doc, dict) or "blocked" not in doc:
+            raise VenueError(f"unreadable geoblock answer {str(doc)[:200]!r}")
+        return doc
+
+    def collateral(self) -> tuple[float, dict[str, int]]:
+        """(pUSD balance, allowance by spender address in base units) of the configured wallet,
+        from the CLOB's balance-allowance endpoint (it takes the signature type). Raises
+        VenueError."""
+        if not self.start():
+            raise VenueError("venue unavailable: API credentials not derived")
+        assert self.client is not None
+        try:
+            doc = self.client.get_balance_allowance(
+                BalanceAllowanceParams(asset_type=AssetType.COLLATERAL)
+            )
+        except (PolyException, httpx.HTTPError) as e:
+            raise VenueError(f"balance lookup failed: {self._describe(e)}") from None
+        if not isinstance(doc, dict):
+            raise VenueError(f"unreadable balance answer {str(doc)[:200]!r}")
+        allowances: dict[str, int] = {}
+        for spender, amount in (doc.get("allowances") or {}).items():
+            try:
+                allowances[str(spender).lower()] = int(str(amount))
+            except ValueError:
+                allowances[str(spender).lower()] = 0
+        return _num(doc.get("balance")) / 1e6, allowances
+
+    def heartbeat_once(self) -> str:
+        """One exchange heartbeat; returns its id. Raises VenueError when it is refused. (It
+        arms the venue's cancel-all-on-silence for this API key: any resting order of this key
+        is cancelled ~10 s later unless the bot's own heartbeat runs.)"""
+        if not self.start():
+            raise VenueError("venue unavailable: API credentials not derived")
+        assert self.client is not None
+        try:
+            res = self.client.post_heartbeat("")
+        except (PolyException, httpx.HTTPError) as e:
+            raise VenueError(f"heartbeat refused: {self._describe(e)}") from None
+        return str(res.get("heartbeat_id", "")) if isinstance(res, dict) else ""
+
+    @property
+    def start_error(self) -> str:
+        return self._start_error
 
     # --- market data and balances ---------------------------------------------------------------
     def rest_book(self, asset_id: str) -> tuple[list[list[float]], list[list[float]]] | None:

@@ -1,0 +1,309 @@
+"""`polyedge doctor [--json]`: is this setup ready to trade real money? Checks the settings, the
+key's address, the signature type and funder, the venue (reachable, geoblock, clock skew), the API
+credentials, the pUSD balance, the approvals the exchange needs and an exchange heartbeat, and
+prints a pass/fail table with the fix for each failure. Exit 0: ready (warnings allowed); 1: at
+least one blocker; 2: the settings cannot even be read.
+
+Every venue call goes through the one adapter, `services/execution/live.py`. The key is used to
+derive the address and sign, and is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from common.config import ConfigError, Settings, load_settings
+
+MAX_CLOCK_SKEW_S = 3.0  # signed orders and L1 headers carry our clock; the venue checks theirs
+GEOBLOCK_URL = "https://polymarket.com/api/geoblock"
+# what a binary (not neg-risk) market like the BTC 5-minute ones needs from the funder wallet:
+# pUSD allowance for the CTF Exchange V2 (BUY). Source: polymarket-client 0.14
+# `_required_trading_approvals` (which also lists neg-risk, router and perps spenders this bot
+# never uses) and PROTOCOLS.md section 4 for the addresses.
+REQUIRED_ALLOWANCES = {"CTF Exchange V2": "0xE111180000d2663C0091e4f400237545B87B996B"}
+OPTIONAL_ALLOWANCES = {"Neg-Risk Exchange V2": "0xe2222d279d744050d28e00520010520000310F59"}
+
+
+@dataclass
+class Check:
+    """One line of the report. `status` is PASS, WARN or FAIL; a FAIL is a blocker."""
+
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def wallet_setting(settings: Settings) -> tuple[int, str]:
+    """(SIGNATURE_TYPE, FUNDER) from the settings."""
+    return int(getattr(settings, "signature_type", 0) or 0), str(
+        getattr(settings, "funder", "") or ""
+    )
+
+
+def geoblock_url(settings: Settings) -> str:
+    """polymarket.com's geoblock answer, or the simulated venue's own."""
+    if settings.venue == "sim":
+        return f"http://127.0.0.1:{settings_sim_port(settings)}/api/geoblock"
+    return GEOBLOCK_URL
+
+
+def settings_sim_port(settings: Settings) -> int:
+    sim = getattr(settings, "sim", None)
+    return int(getattr(sim, "port", None) or getattr(settings, "sim_port", 8765))
+
+
+def run_checks(settings: Settings, *, now: float | None = None) -> list[Check]:
+    """Every check, in order; later ones are skipped (FAIL "not checked") when what they need
+    failed."""
+    from eth_account import Account
+
+    from services.execution.core import VenueError
+    from services.execution.live import LiveVenue
+    from services.execution.wallets import SIGNATURE_TYPES, wallet_type_of
+
+    out: list[Check] = [Check("settings", "PASS", "`.env` and the environment read")]
+    switches = (
+        ("DRY_RUN", not settings.dry_run, "DRY_RUN=false"),
+        ("ENABLE_REAL_TRADING", settings.enable_real_trading, "ENABLE_REAL_TRADING=true"),
+    )
+    off = [want for _, ok, want in switches if not ok]
+    out.append(
+        Check(
+            "switches",
+            "PASS" if not off else "WARN",
+            "real orders enabled" if not off else "paper trading: real orders blocked",
+            "" if not off else "set " + " and ".join(off) + " to trade real money",
+        )
+    )
+    if settings.private_key is None:
+        out.append(
+            Check("key", "FAIL", "PRIVATE_KEY is not set", "set PRIVATE_KEY (64 hex digits)")
+        )
+        return out
+    address = Account.from_key(settings.private_key.reveal()).address
+    out.append(Check("key", "PASS", f"PRIVATE_KEY -> address {address}"))
+
+    sig_type, funder = wallet_setting(settings)
+    name = SIGNATURE_TYPES.get(sig_type, "?")
+    wallet_ok = True
+    if sig_type == 0:
+        if funder and funder.lower() != address.lower():
+            wallet_ok = False
+            actual = wallet_type_of(address, funder)
+            out.append(
+                Check(
+                    "wallet",
+                    "FAIL",
+                    f"SIGNATURE_TYPE=0 (EOA) but FUNDER {funder} is not the key's address",
+                    f"set SIGNATURE_TYPE={actual} (FUNDER is this key's "
+                    f"{SIGNATURE_TYPES[actual]} wallet)"
+                    if actual
+                    else "clear FUNDER, or set the SIGNATURE_TYPE of the wallet it is",
+                )
+            )
+        else:
+            out.append(Check("wallet", "PASS", f"SIGNATURE_TYPE=0 (EOA): funds at {address}"))
+    elif not funder:
+        wallet_ok = False
+        out.append(
+            Check(
+                "wallet",
+                "FAIL",
+                f"missing FUNDER: SIGNATURE_TYPE={sig_type} ({name}) trades for a wallet",
+                "set FUNDER to the Polymarket wallet that holds your pUSD (your profile's "
+                "deposit address)",
+            )
+        )
+    else:
+        actual = wallet_type_of(address, funder)
+        if actual == sig_type:
+            out.append(
+                Check("wallet", "PASS", f"SIGNATURE_TYPE={sig_type} ({name}), FUNDER {funder}")
+            )
+        elif actual is not None:
+            wallet_ok = False
+            out.append(
+                Check(
+                    "wallet",
+                    "FAIL",
+                    f"wrong signature type: FUNDER {funder} is this key's "
+                    f"{SIGNATURE_TYPES[actual]} wallet, SIGNATURE_TYPE is {sig_type} ({name})",
+                    f"set SIGNATURE_TYPE={actual}",
+                )
+            )
+        elif sig_type == 3:  # a deposit wallet may be signed for by a session key
+            out.append(
+                Check(
+                    "wallet",
+                    "WARN",
+                    f"FUNDER {funder} is not this key's own deposit wallet (a session key?)",
+                    "if orders are refused as 'invalid signature', set FUNDER to the key's "
+                    "deposit wallet",
+                )
+            )
+        else:
+            wallet_ok = False
+            out.append(
+                Check(
+                    "wallet",
+                    "FAIL",
+                    f"FUNDER {funder} is not this key's {name} wallet",
+                    "use the key that owns FUNDER, or the FUNDER this key owns",
+                )
+            )
+
+    host = settings.urls["CLOB_API_URL"]
+    try:
+        venue = LiveVenue(
+            host,
+            settings.private_key,
+            log=lambda *a, **k: None,
+            signature_type=sig_type if wallet_ok else 0,
+            funder=funder if wallet_ok else "",
+        )
+    except ValueError as e:
+        out.append(Check("venue", "FAIL", str(e), "fix the wallet settings above"))
+        return out
+    reachable, detail = venue.probe()
+    out.append(
+        Check(
+            "venue",
+            "PASS" if reachable else "FAIL",
+            f"{host}: {detail}",
+            "" if reachable else "check CLOB_API_URL and the network (or start the venue)",
+        )
+    )
+    if not reachable:
+        return out
+    gurl = geoblock_url(settings)
+    try:
+        geo = LiveVenue.geoblock(gurl, venue.timeout_s)
+        blocked = bool(geo.get("blocked"))
+        where = "/".join(str(geo.get(k)) for k in ("country", "region") if geo.get(k))
+        out.append(
+            Check(
+                "geoblock",
+                "FAIL" if blocked else "PASS",
+                f"{'blocked' if blocked else 'not blocked'} ({where or 'no location given'})",
+                "the venue refuses orders from this location" if blocked else "",
+            )
+        )
+    except VenueError as e:
+        out.append(Check("geoblock", "WARN", e.reason, "check that polymarket.com answers"))
+    try:
+        local = time.time() if now is None else now
+        skew = local - venue.server_time()
+        ok = abs(skew) <= MAX_CLOCK_SKEW_S
+        out.append(
+            Check(
+                "clock",
+                "PASS" if ok else "FAIL",
+                f"local clock {skew:+.1f} s from the venue's /time",
+                "" if ok else "synchronise the clock (chrony / systemd-timesyncd)",
+            )
+        )
+    except VenueError as e:
+        out.append(Check("clock", "FAIL", e.reason, "check CLOB_API_URL"))
+    if not venue.start():
+        out.append(
+            Check(
+                "api_credentials",
+                "FAIL",
+                f"cannot derive API credentials: {venue.start_error}",
+                "check PRIVATE_KEY and that the venue accepts it",
+            )
+        )
+        return out
+    out.append(Check("api_credentials", "PASS", "derived (kept in memory only)"))
+    try:
+        balance, allowances = venue.collateral()
+    except VenueError as e:
+        out.append(Check("balance", "FAIL", e.reason, "check the venue"))
+        return out
+    who = venue.funder or address
+    out.append(
+        Check(
+            "balance",
+            "PASS" if balance > 0 else "FAIL",
+            f"{balance:.2f} pUSD at {who}",
+            "" if balance > 0 else f"empty balance: deposit pUSD to {who}",
+        )
+    )
+    missing = [n for n, a in REQUIRED_ALLOWANCES.items() if allowances.get(a.lower(), 0) <= 0]
+    optional = [n for n, a in OPTIONAL_ALLOWANCES.items() if allowances.get(a.lower(), 0) <= 0]
+    out.append(
+        Check(
+            "approvals",
+            "FAIL" if missing else "PASS",
+            (
+                f"missing approval: pUSD allowance for {', '.join(missing)}"
+                if missing
+                else "pUSD allowance for " + ", ".join(REQUIRED_ALLOWANCES)
+            )
+            + (f" (not needed here: {', '.join(optional)})" if optional else ""),
+            "approve pUSD for the exchange (polymarket.com: enable trading); "
+            "`polyedge doctor --fix-approvals` is not available yet"
+            if missing
+            else "",
+        )
+    )
+    try:
+        venue.heartbeat_once()
+        out.append(Check("heartbeat", "PASS", "an exchange heartbeat was accepted"))
+    except VenueError as e:
+        out.append(Check("heartbeat", "FAIL", e.reason, "check the API key and the venue"))
+    venue.close()
+    return out
+
+
+def render(checks: list[Check]) -> str:
+    rows = [("check", "result", "detail", "fix")] + [
+        (c.name, c.status, c.detail, c.fix) for c in checks
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = []
+    for r in rows:
+        lines.append(
+            "  ".join(r[i].ljust(widths[i]) for i in range(3)) + ("  " + r[3] if r[3] else "")
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="polyedge doctor", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="one JSON document")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        checks = [
+            Check(
+                "settings",
+                "FAIL",
+                f"{field}: {msg}",
+                f"fix {field} in .env or the environment",
+            )
+            for field, msg in e.errors.items()
+        ]
+        code = 2
+    else:
+        checks = run_checks(settings)
+        code = 1 if any(c.status == "FAIL" for c in checks) else 0
+    if args.json:
+        doc: dict[str, Any] = {"ok": code == 0, "checks": [asdict(c) for c in checks]}
+        sys.stdout.write(json.dumps(doc) + "\n")
+    else:
+        sys.stdout.write(render(checks) + "\n")
+        sys.stdout.write("ready to trade\n" if code == 0 else "NOT ready: fix every FAIL above\n")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
