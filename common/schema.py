@@ -152,6 +152,7 @@ class FeedStatus(Msg, tag="feed_status"):
     reconnects: int = 0
     parse_errors: int = 0
     detail: str = ""
+    last_data_age_ms: float = -1.0  # age of the last DATA message (keep-alives not counted)
 
 
 # --- signal ----------------------------------------------------------------------------------

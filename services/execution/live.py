@@ -40,6 +40,7 @@ from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 
 from common import money
 from common.config import Secret
+from common.liveness import DataLiveness
 from common.schema import OrderIntent
 from services.execution import fills as fm
 from services.execution.core import SignedOrder, VenueError, VenueResult, VenueTrade
@@ -48,6 +49,11 @@ POLYGON = 137
 DEFAULT_TIMEOUT_S = 5.0
 HEARTBEAT_INTERVAL_S = 5.0  # the venue cancels everything ~10 s after the last heartbeat
 USER_PING_INTERVAL_S = 10.0
+# The user channel carries data only about our own orders, so its data is judged while an
+# answer is owed: an accepted order with no order/trade event within this long means the socket
+# is dead for us even if it answers PING (its PLACEMENT arrives within ~1 s on the venue).
+USER_DATA_SILENCE_S = 10.0
+USER_KEEPALIVE_S = 30.0  # no frame at all (not even PONG) for this long: dead
 RECONNECT_MAX_S = 30.0
 DEFAULT_GRACE_S = 10.0  # after this long with no trace at the venue, an order was not placed
 MATCH_TIME_SLACK_S = 2.0
@@ -178,6 +184,9 @@ class LiveVenue:
         self._start_error = ""
         self._not_ready_last = 0.0  # monotonic time of the latest 425 answer, 0 = none
         self._not_ready_backoff = 0.0
+        self.user_data_silence_s = USER_DATA_SILENCE_S
+        self.user_keepalive_s = USER_KEEPALIVE_S
+        self._user_owed_since: float | None = None  # an accepted order awaits its user events
 
     def __repr__(self) -> str:
         return (
@@ -356,6 +365,8 @@ class LiveVenue:
         ack_ns = time.time_ns()
         r = self._from_post(res, intent)
         r.ack_ns = ack_ns
+        if r.outcome == "accepted":
+            self.expect_user_data()
         if r.trades and isinstance(res, dict) and res.get("tradeIDs"):
             exact = self._exact_trades([str(t) for t in res["tradeIDs"] if t], intent)
             if exact and abs(sum(t.size for t in exact) - sum(t.size for t in r.trades)) < 0.005:
@@ -746,6 +757,11 @@ class LiveVenue:
                     pass
             self._stop.wait(HEARTBEAT_INTERVAL_S)
 
+    def expect_user_data(self) -> None:
+        """An order was accepted: the user channel owes us its events (liveness by data)."""
+        if self._user_owed_since is None:
+            self._user_owed_since = time.monotonic()
+
     def _user_loop(self) -> None:
         from websockets.sync.client import connect
 
@@ -768,17 +784,35 @@ class LiveVenue:
                         )
                     )
                     self.ws_connected, backoff = True, 0.5
-                    next_ping = time.monotonic() + USER_PING_INTERVAL_S
+                    live = DataLiveness(
+                        "user", self.user_data_silence_s, self.user_keepalive_s
+                    )
+                    next_ping = time.monotonic() + min(
+                        USER_PING_INTERVAL_S, self.user_keepalive_s / 3
+                    )
                     while not self._stop.is_set():
                         try:
-                            text = ws.recv(timeout=1.0)
+                            text = ws.recv(timeout=min(1.0, self.user_data_silence_s / 4))
                         except TimeoutError:
                             text = None
                         if time.monotonic() >= next_ping:
                             ws.send("PING")
-                            next_ping = time.monotonic() + USER_PING_INTERVAL_S
+                            next_ping = time.monotonic() + min(
+                                USER_PING_INTERVAL_S, self.user_keepalive_s / 3
+                            )
                         if text is not None:
-                            self._on_user_frame(text if isinstance(text, str) else text.decode())
+                            live.frame()
+                            if self._on_user_frame(
+                                text if isinstance(text, str) else text.decode()
+                            ):
+                                live.data()
+                                self._user_owed_since = None
+                        why = self._user_dead(live)
+                        if why:
+                            self._count("user_ws_replaced")
+                            # the owed events went with the old socket: REST polling has them
+                            self._user_owed_since = None
+                            raise ConnectionError(why)
             except Exception as e:  # noqa: BLE001 - an external fault: counted, logged, retried
                 self._count("user_ws_errors")
                 self.log("execution", "user_channel_error", "WARNING", error=self._describe(e))
@@ -786,24 +820,44 @@ class LiveVenue:
             self._stop.wait(backoff)
             backoff = min(RECONNECT_MAX_S, backoff * 2)
 
-    def _on_user_frame(self, text: str) -> None:
+    def _user_dead(self, live: DataLiveness) -> str:
+        """Why the user socket must be replaced ("" while alive): no frame at all for
+        `user_keepalive_s`, or an accepted order's events overdue by `user_data_silence_s`
+        while only keep-alives come back."""
+        now = time.monotonic()
+        if now - live.last_frame > self.user_keepalive_s:
+            return f"user: no frame at all for {now - live.last_frame:.1f} s"
+        owed = self._user_owed_since
+        if owed is not None and live.last_data < owed and now - owed > self.user_data_silence_s:
+            return (
+                f"user: no order/trade event {now - owed:.1f} s after an accepted order "
+                "(bound {:g} s); keep-alives still answered".format(self.user_data_silence_s)
+            )
+        return ""
+
+    def _on_user_frame(self, text: str) -> bool:
+        """Record one user-channel frame; True when it carried order or trade data."""
         if text.strip().upper() in ("PONG", "PING", ""):
-            return
+            return False
         try:
             doc = json.loads(text)
         except ValueError:
             self._count("user_ws_garbage")
-            return
+            return False
+        data = False
         for ev in doc if isinstance(doc, list) else [doc]:
             if not isinstance(ev, dict):
                 continue
             kind = str(ev.get("event_type") or ev.get("type") or "").lower()
             if kind == "trade" and ev.get("id"):
                 self.ws_trades[str(ev["id"])] = ev
+                data = True
             elif kind == "order" and ev.get("id"):
                 self.ws_orders[str(ev["id"])] = ev
+                data = True
             else:
                 self._count("user_ws_unknown")
+        return data
 
     def status(self) -> dict[str, Any]:
         return {"ready": self._creds is not None, "user_channel": self.ws_connected, **self.counts}

@@ -61,7 +61,8 @@ class FeedHealth:
     stale_after_ns: int
     enabled: bool = True
     connected: bool = False
-    last_msg_ns: int = 0
+    last_msg_ns: int = 0  # any frame, keep-alives included
+    last_data_ns: int = 0  # a frame that carried data: what staleness is judged by
     reconnects: int = 0
     parse_errors: int = 0
     unknown_events: int = 0
@@ -70,16 +71,20 @@ class FeedHealth:
     _last_flags: tuple[bool, bool, int] | None = None
     _next_status_ns: int = 0
 
-    def seen(self, now_ns: int) -> None:
+    def seen(self, now_ns: int, data: bool = False) -> None:
+        """A frame arrived; `data` when it carried data (not a PONG, notice or garbage)."""
         self.last_msg_ns = now_ns
         self.messages += 1
+        if data:
+            self.last_data_ns = now_ns
 
     def stale(self, now_ns: int) -> bool:
+        """By the age of the last DATA message: a socket answering only keep-alives is stale."""
         return (
             not self.enabled
             or not self.connected
-            or self.last_msg_ns == 0
-            or now_ns - self.last_msg_ns > self.stale_after_ns
+            or self.last_data_ns == 0
+            or now_ns - self.last_data_ns > self.stale_after_ns
         )
 
     def status(self, now_ns: int) -> FeedStatus:
@@ -89,6 +94,7 @@ class FeedHealth:
             stale=self.stale(now_ns),
             ts_ns=now_ns,
             last_msg_age_ms=(now_ns - self.last_msg_ns) / 1e6 if self.last_msg_ns else -1.0,
+            last_data_age_ms=(now_ns - self.last_data_ns) / 1e6 if self.last_data_ns else -1.0,
             reconnects=self.reconnects,
             parse_errors=self.parse_errors,
             detail=self.detail if self.enabled else (self.detail or "disabled"),
@@ -173,7 +179,6 @@ class IngestCore:
 
     # ------------------------------------------------------------------ Binance
     def on_binance(self, events: list[Any], now_ns: int) -> Out:
-        self.health["binance"].seen(now_ns)
         out: Out = []
         for ev in events:
             if isinstance(ev, BtcTrade):
@@ -192,11 +197,11 @@ class IngestCore:
                 self._count("binance_server_shutdown")
             elif isinstance(ev, VenueNotice) and not ev.known:
                 self.health["binance"].unknown_events += 1
+        self.health["binance"].seen(now_ns, data=bool(out))
         return out
 
     # ------------------------------------------------------------------ price feed (RTDS)
     def on_price_feed(self, events: list[Any], now_ns: int) -> Out:
-        self.health["price_feed"].seen(now_ns)
         out: Out = []
         for ev in events:
             if isinstance(ev, PriceFeedTick):
@@ -209,6 +214,7 @@ class IngestCore:
                 out.append((topics.PRICE_FEED_PREFIX + ev.source, ev))
             elif isinstance(ev, VenueNotice) and not ev.known:
                 self.health["price_feed"].unknown_events += 1
+        self.health["price_feed"].seen(now_ns, data=bool(out))
         return out
 
     def _history(self, source: str) -> _History:
@@ -219,7 +225,7 @@ class IngestCore:
 
     # ------------------------------------------------------------------ CLOB market channel
     def on_clob(self, events: list[Any], now_ns: int) -> Out:
-        self.health["clob"].seen(now_ns)
+        self.health["clob"].seen(now_ns, data=any(is_clob_data(ev) for ev in events))
         out: Out = []
         for ev in events:
             snap: BookSnapshot | None = None
@@ -331,7 +337,7 @@ class IngestCore:
     # ------------------------------------------------------------------ Gamma discovery
     def on_market(self, info: MarketInfo, now_ns: int) -> Out:
         """A market document from discovery (role is decided here, by the clock)."""
-        self.health["gamma"].seen(now_ns)
+        self.health["gamma"].seen(now_ns, data=True)
         w = self.windows.get(info.slug)
         if w is None:
             self.windows[info.slug] = w = Window(info)
@@ -496,6 +502,11 @@ class IngestCore:
             "markets": {w.info.slug: w.role for w in self.windows.values() if not w.released},
             "counts": dict(self.counts),
         }
+
+
+def is_clob_data(ev: Any) -> bool:
+    """A market-channel event that is data (not a PONG, a subscription answer or garbage)."""
+    return not isinstance(ev, Pong | VenueNotice)
 
 
 def _with(info: MarketInfo, role: str, ptb: float | None, src: str, ts_ns: int) -> MarketInfo:

@@ -22,8 +22,10 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from common.clock import now_ns
 from common.config import ConfigError
+from common.liveness import DataLiveness
+from common.schema import BtcQuote, BtcTrade, PriceFeedTick
 from services.ingest.capture import CaptureWriter
-from services.ingest.core import IngestCore
+from services.ingest.core import IngestCore, is_clob_data
 from services.ingest.parsers import (
     ParseError,
     RestResolution,
@@ -61,12 +63,13 @@ class IngestOptions:
     backoff_base_ms: int = 500
     backoff_max_ms: int = 30_000
     stable_s: int = 30  # a connection up this long resets the backoff
-    binance_silence_ms: int = 10_000  # no frame for this long: the socket is dead
+    binance_silence_ms: int = 10_000  # no trade or quote for this long: the socket is dead
     binance_max_conn_s: int = 23 * 3600 + 1800  # planned reconnect before Binance's 24 h cut
     clob_ping_ms: int = 10_000
-    clob_pong_timeout_ms: int = 30_000
+    clob_pong_timeout_ms: int = 30_000  # no frame at all (not even PONG) this long: dead
+    clob_silence_ms: int = 10_000  # no book data this long (PONGs or not): dead
     rtds_ping_ms: int = 5_000
-    rtds_silence_ms: int = 15_000
+    rtds_silence_ms: int = 15_000  # no price tick this long (PONGs or not): dead
     gamma_refresh_ms: int = 5_000
     gamma_retry_max_ms: int = 5_000
     gamma_timeout_ms: int = 5_000
@@ -318,13 +321,15 @@ async def _until_stop(ctx: FeedContext, coro: Any) -> str | None:
 
 
 async def _watchdog(
-    ws: ClientConnection, last: list[float], silence_s: float, on_dead: Callable[[], None]
+    ws: ClientConnection, live: DataLiveness, on_dead: Callable[[str], None]
 ) -> None:
-    """Abort a socket that stays open but silent: the read loop then ends and we reconnect."""
+    """Abort a socket whose data stopped (keep-alives or not): the read loop then ends and we
+    reconnect."""
     while True:
-        await asyncio.sleep(min(0.25, silence_s / 4))
-        if time.monotonic() - last[0] > silence_s:
-            on_dead()
+        await asyncio.sleep(min(0.25, live.silence_s / 4))
+        why = live.verdict()
+        if why:
+            on_dead(why)
             ws.transport.abort()
             return
 
@@ -336,18 +341,18 @@ async def binance_feed(ctx: FeedContext) -> None:
     core, o = ctx.core, ctx.opts
 
     async def session(ws: ClientConnection) -> str:
-        last = [time.monotonic()]
+        live = DataLiveness("binance", o.binance_silence_ms / 1000)
         dead: list[str] = []
-        wd = asyncio.create_task(
-            _watchdog(ws, last, o.binance_silence_ms / 1000, lambda: dead.append("silent"))
-        )
+        wd = asyncio.create_task(_watchdog(ws, live, dead.append))
         opened = time.monotonic()
         try:
             async for frame in ws:
-                last[0] = time.monotonic()
+                live.frame()
                 events = ctx.take("binance", "binance", frame, parse_binance, core.on_binance)
                 if events is None:
                     continue
+                if any(isinstance(e, BtcTrade | BtcQuote) for e in events):
+                    live.data()
                 if any(isinstance(e, ServerShutdown) for e in events):
                     ctx.log("binance_server_shutdown", feed="binance")
                     return "planned"
@@ -359,7 +364,7 @@ async def binance_feed(ctx: FeedContext) -> None:
                 raise
         finally:
             wd.cancel()
-        return "silent: no frame in time, replaced" if dead else "closed by venue"
+        return f"silent: {dead[0]}, replaced" if dead else "closed by venue"
 
     # Nothing is ever sent to Binance (streams are in the URL), so the 5 msg/s client limit
     # only covers the library's pongs; no client pings: the server pings us.
@@ -389,7 +394,7 @@ async def clob_feed(ctx: FeedContext) -> None:
             )
         )
         ctx.log("clob_subscribed", feed="clob", assets=sorted(subscribed))
-        last_pong = [time.monotonic()]
+        live = DataLiveness("clob", o.clob_silence_ms / 1000, o.clob_pong_timeout_ms / 1000)
         dead: list[str] = []
 
         async def manage() -> None:
@@ -403,8 +408,9 @@ async def clob_feed(ctx: FeedContext) -> None:
             while True:
                 await asyncio.sleep(0.05)
                 t = time.monotonic()
-                if t - last_pong[0] > o.clob_pong_timeout_ms / 1000:
-                    dead.append("no PONG")
+                why = live.verdict()
+                if why:
+                    dead.append(why)
                     ws.transport.abort()
                     return
                 if t >= next_ping:
@@ -433,14 +439,16 @@ async def clob_feed(ctx: FeedContext) -> None:
         mgr = asyncio.create_task(manage())
         try:
             async for frame in ws:
-                last_pong[0] = time.monotonic()  # any frame proves the socket is alive
-                ctx.take("clob", "clob", frame, parse_clob, core.on_clob)
+                live.frame()  # any frame (a PONG too) proves the connection is up...
+                events = ctx.take("clob", "clob", frame, parse_clob, core.on_clob)
+                if events and any(is_clob_data(e) for e in events):
+                    live.data()  # ...only data proves the feed is
         except websockets.ConnectionClosed:
             if not dead:
                 raise
         finally:
             mgr.cancel()
-        return "dead: no PONG in time, replaced" if dead else "closed by venue"
+        return f"dead: {dead[0]}, replaced" if dead else "closed by venue"
 
     await _run_socket(ctx, "clob", url_fn, session, ping_interval=None)
 
@@ -459,11 +467,9 @@ async def rtds_feed(ctx: FeedContext) -> None:
                 }
             )
         )
-        last = [time.monotonic()]
+        live = DataLiveness("price_feed", o.rtds_silence_ms / 1000)
         dead: list[str] = []
-        wd = asyncio.create_task(
-            _watchdog(ws, last, o.rtds_silence_ms / 1000, lambda: dead.append("silent"))
-        )
+        wd = asyncio.create_task(_watchdog(ws, live, dead.append))
 
         async def pinger() -> None:
             try:
@@ -476,15 +482,17 @@ async def rtds_feed(ctx: FeedContext) -> None:
         pg = asyncio.create_task(pinger())
         try:
             async for frame in ws:
-                last[0] = time.monotonic()
-                ctx.take("rtds", "price_feed", frame, parse_rtds, core.on_price_feed)
+                live.frame()
+                events = ctx.take("rtds", "price_feed", frame, parse_rtds, core.on_price_feed)
+                if events and any(isinstance(e, PriceFeedTick) for e in events):
+                    live.data()  # a PONG answers our PING; only a price tick is data
         except websockets.ConnectionClosed:
             if not dead:
                 raise
         finally:
             wd.cancel()
             pg.cancel()
-        return "silent: no frame in time, replaced" if dead else "closed by venue"
+        return f"silent: {dead[0]}, replaced" if dead else "closed by venue"
 
     await _run_socket(ctx, "price_feed", lambda: url, session, ping_interval=None)
 
@@ -575,7 +583,7 @@ async def _gamma_once(
         if "empty answer" in str(e):
             ctx.core._count("gamma_empty")
             h.detail = f"{slug} not listed yet"
-            h.seen(ts)  # the API answered: it is alive, the market is just not there
+            h.seen(ts, data=True)  # the API answered: it is alive, the market is not there
             return False, True
         h.parse_errors += 1
         ctx.fault("gamma", "parse_error", slug=slug, error=str(e))

@@ -233,13 +233,40 @@ def test_price_to_beat_sources_ranked_and_labelled() -> None:
     assert (m.price_to_beat, m.price_to_beat_source) == (99.95, "gamma")
 
 
+TRADE_FRAME = json.dumps(
+    {"e": "aggTrade", "E": 1, "s": "BTCUSDT", "a": 1, "p": "85000.1", "q": "0.1", "f": 1,
+     "l": 1, "T": 1, "m": False, "M": True}
+)
+
+
+def test_feed_status_stale_by_data_not_keepalives() -> None:
+    core = IngestCore(stale_after_ms=500)
+    for name in ("binance", "clob", "price_feed"):
+        core.feed(name).connected = True
+    core.on_binance(parse_binance(TRADE_FRAME, T0), T0)
+    core.on_clob(parse_clob("PONG", T0), T0)
+    core.on_price_feed([], T0)
+    for k in range(1, 20):  # keep-alives keep coming every 100 ms, data stopped at T0
+        t = T0 + k * 100_000_000
+        core.on_binance([], t)
+        core.on_clob(parse_clob("PONG", t), t)
+    st = {m.feed: m for m in of(core.on_timer(T0 + 2 * S), FeedStatus)}
+    assert st["binance"].stale and st["binance"].last_data_age_ms == pytest.approx(2000.0)
+    assert st["binance"].last_msg_age_ms == pytest.approx(100.0)
+    assert st["clob"].stale and st["clob"].last_data_age_ms == -1.0
+    assert st["price_feed"].stale
+
+
 def test_feed_status_stale_flag_and_cadence() -> None:
     core = IngestCore(stale_after_ms=500, price_feed_enabled=False)
     core.feed("binance").connected = True
-    core.on_binance([], T0)
+    core.on_binance([], T0 - 10**9)  # a frame without data (a keep-alive, an answer)
+    core.on_binance(parse_binance(TRADE_FRAME, T0), T0)
+    core.on_binance([], T0 + 50_000_000)
     st = {m.feed: m for m in of(core.on_timer(T0 + 100_000_000), FeedStatus)}
     assert set(st) == {"binance", "clob", "gamma", "price_feed"}
-    assert st["binance"].stale is False and st["binance"].last_msg_age_ms == pytest.approx(100.0)
+    assert st["binance"].stale is False and st["binance"].last_msg_age_ms == pytest.approx(50.0)
+    assert st["binance"].last_data_age_ms == pytest.approx(100.0)
     assert st["clob"].stale is True and st["clob"].last_msg_age_ms == -1.0
     assert st["price_feed"].stale is True and "disabled" in st["price_feed"].detail
     assert of(core.on_timer(T0 + 200_000_000), FeedStatus) == []  # nothing changed, < 1 s
