@@ -64,9 +64,9 @@ def run_checks(settings: Settings, *, now: float | None = None) -> list[Check]:
     failed."""
     from eth_account import Account
 
+    from common.wallets import SIGNATURE_TYPES, wallet_type_of
     from services.execution.core import VenueError
     from services.execution.live import LiveVenue
-    from services.execution.wallets import SIGNATURE_TYPES, wallet_type_of
 
     out: list[Check] = [Check("settings", "PASS", "`.env` and the environment read")]
     switches = (

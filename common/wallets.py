@@ -1,6 +1,7 @@
 """Which Polymarket wallet a key controls: the CREATE2 addresses of its proxy (signature type 1),
 Safe (2) and deposit wallet (3), so `polyedge doctor` can tell a FUNDER that belongs to another
-wallet type, or to another key, before any order is refused.
+wallet type, or to another key, before any order is refused, and so the simulated venue knows
+which maker a signer may sign for (venue knowledge shared like `common.money`).
 
 Source: the derivation of the official unified SDK, `polymarket-client` 0.14 (MIT),
 `polymarket/_internal/wallet.py` and the production `_WalletDerivation` in

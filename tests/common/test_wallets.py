@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from eth_account import Account
 
-from services.execution.wallets import deposit_wallets, proxy_wallet, safe_wallet, wallet_type_of
+from common.wallets import deposit_wallets, proxy_wallet, safe_wallet, wallet_type_of
 
 KEY = "0x" + "11" * 32
 SIGNER = "0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A"
