@@ -32,7 +32,7 @@ def _venue_from_env() -> str:
 
 
 def parse_fault(spec: str) -> dict:
-    from services.simvenue.server import FAULTS
+    from services.simvenue.venue import FAULTS
 
     name, _, rest = spec.partition(":")
     if name not in FAULTS:

@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from services.simvenue.market import NS, SimMarket, Window, fmt_tick
+from services.simvenue.venue import Venue, error_response
 
 RESOLUTION_SOURCE = "https://data.chain.link/streams/btc-usd-twap-60s-streams"
 DESCRIPTION = (
@@ -159,3 +164,77 @@ def clob_market_info(w: Window) -> dict:
             "t": [{"t": w.up_token, "o": "Up"}, {"t": w.down_token, "o": "Down"}],
             "mts": float(fmt_tick(w.tick)), "mos": 5, "nr": False,
             "fd": {"r": FEE_SCHEDULE["rate"], "e": FEE_SCHEDULE["exponent"]}}
+
+
+# ---------------------------------------------------------------- endpoints
+def gamma_fault(v: Venue, list_form: bool) -> Response | None:
+    if v.take_fault("gamma_5xx") is not None:
+        return error_response(503, "Service Unavailable")
+    if v.take_fault("gamma_empty") is not None:
+        return JSONResponse([] if list_form else {}, status_code=200 if list_form else 404)
+    return None
+
+
+def gamma_windows(request: Request) -> list[Window]:
+    v: Venue = request.app.state.venue
+    v.sync()
+    now = v.clock()
+    slugs = request.query_params.getlist("slug")
+    closed = request.query_params.get("closed")
+    out = []
+    for w in sorted(v.market.windows.values(), key=lambda x: x.start_s):
+        closed_now = is_closed(w, now)
+        if slugs and w.slug not in slugs:
+            continue
+        if closed == "true" and not closed_now:
+            continue
+        if closed != "true" and closed_now:
+            continue  # closed markets are omitted unless closed=true
+        out.append(w)
+    return out
+
+
+async def gamma_events(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    return gamma_fault(v, True) or JSONResponse(
+        [event_doc(v.market, w, v.clock()) for w in gamma_windows(request)])
+
+
+async def gamma_markets(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    return gamma_fault(v, True) or JSONResponse(
+        [market_doc(v.market, w, v.clock()) for w in gamma_windows(request)])
+
+
+async def gamma_event_slug(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    bad = gamma_fault(v, False)
+    if bad is not None:
+        return bad
+    v.sync()
+    w = v.market.window_by_slug(request.path_params["slug"])
+    if w is None:
+        return error_response(404, "event not found")
+    return JSONResponse(event_doc(v.market, w, v.clock()))
+
+
+async def gamma_market_slug(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    bad = gamma_fault(v, False)
+    if bad is not None:
+        return bad
+    v.sync()
+    w = v.market.window_by_slug(request.path_params["slug"])
+    if w is None:
+        return error_response(404, "market not found")
+    return JSONResponse(market_doc(v.market, w, v.clock()))
+
+# ---------------------------------------------------------------- clob
+
+
+routes = [
+    Route("/gamma/events", gamma_events),
+    Route("/gamma/events/slug/{slug}", gamma_event_slug),
+    Route("/gamma/markets", gamma_markets),
+    Route("/gamma/markets/slug/{slug}", gamma_market_slug),
+]

@@ -1,0 +1,390 @@
+"""Polymarket's CLOB REST API (`/clob/...`) on the simulated venue, as py-clob-client-v2 calls it:
+public market data, L1 (EIP-712 ClobAuth) key issuance, and L2 (HMAC) order, cancel, query,
+heartbeat and balance endpoints. Order placement itself is `matching.place_order`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from services.simvenue import gamma, matching
+from services.simvenue.market import NS, Window
+from services.simvenue.signing import (
+    COLLATERAL,
+    EXCHANGE_V2,
+    ApiKey,
+    AuthError,
+    check_l1,
+    check_l2,
+    derive_api_key,
+)
+from services.simvenue.venue import Venue, error_response
+
+MAX_UINT = str(2**256 - 1)
+
+
+def _lower_headers(request: Request) -> dict[str, str]:
+    return {k.lower(): v for k, v in request.headers.items()}
+
+
+def token_window(request: Request) -> tuple[str, Window | None]:
+    v: Venue = request.app.state.venue
+    v.sync()
+    token = request.query_params.get("token_id", "")
+    return token, v.market.window_by_token(token)
+
+
+async def clob_ok(request: Request) -> Response:
+    return JSONResponse("OK")
+
+
+async def clob_time(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    return JSONResponse(v.clock() // NS)
+
+
+async def clob_version(request: Request) -> Response:
+    return JSONResponse({"version": 2})
+
+
+async def clob_book(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    token, w = token_window(request)
+    if not token:
+        return error_response(400, "Invalid token id")
+    if w is None:
+        return error_response(404, "No orderbook exists for the requested token id")
+    return JSONResponse(v.market.rest_book(w, token, v.clock()))
+
+
+async def clob_tick_size(request: Request) -> Response:
+    token, w = token_window(request)
+    if w is None:
+        return error_response(404, "No orderbook exists for the requested token id")
+    return JSONResponse({"minimum_tick_size": w.tick / 1000})
+
+
+async def clob_neg_risk(request: Request) -> Response:
+    token, w = token_window(request)
+    if w is None:
+        return error_response(404, "No orderbook exists for the requested token id")
+    return JSONResponse({"neg_risk": False})
+
+
+async def clob_fee_rate(request: Request) -> Response:
+    token, w = token_window(request)
+    if w is None:
+        return error_response(404, "No orderbook exists for the requested token id")
+    return JSONResponse({"base_fee": 1000})
+
+
+async def clob_price(request: Request) -> Response:
+    token, w = token_window(request)
+    if w is None:
+        return error_response(404, "No orderbook exists for the requested token id")
+    bb, ba = w.best(token)
+    # As on the venue: side=BUY answers the best bid, side=SELL the best ask.
+    p = bb if request.query_params.get("side", "BUY").upper() == "BUY" else ba
+    return JSONResponse({"price": f"{(p or 0) / 1000:g}"})
+
+
+async def clob_midpoint(request: Request) -> Response:
+    token, w = token_window(request)
+    if w is None:
+        return error_response(404, "No orderbook exists for the requested token id")
+    bb, ba = w.best(token)
+    return JSONResponse({"mid": f"{((bb or 0) + (ba or 1000)) / 2000:g}"})
+
+
+async def clob_spread(request: Request) -> Response:
+    token, w = token_window(request)
+    if w is None:
+        return error_response(404, "No orderbook exists for the requested token id")
+    bb, ba = w.best(token)
+    return JSONResponse({"spread": f"{((ba or 1000) - (bb or 0)) / 1000:g}"})
+
+
+async def clob_last_trade(request: Request) -> Response:
+    token, w = token_window(request)
+    if w is None:
+        return error_response(404, "No orderbook exists for the requested token id")
+    return JSONResponse({"price": f"{w.last_trade.get(token, 500) / 1000:g}", "side": "BUY"})
+
+
+async def clob_books(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    v.sync()
+    try:
+        items = json.loads(await request.body())
+    except Exception:  # noqa: BLE001
+        return error_response(400, "Invalid payload")
+    out = []
+    for it in items:
+        w = v.market.window_by_token(str(it.get("token_id")))
+        if w is not None:
+            out.append(v.market.rest_book(w, str(it["token_id"]), v.clock()))
+    return JSONResponse(out)
+
+
+async def clob_markets_by_token(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    v.sync()
+    w = v.market.window_by_token(request.path_params["token"])
+    if w is None:
+        return error_response(404, "market not found")
+    return JSONResponse({"condition_id": w.condition_id, "primary_token_id": w.up_token,
+                         "secondary_token_id": w.down_token})
+
+
+async def clob_market_info(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    w = v.market.window_by_condition(request.path_params["cid"])
+    if w is None:
+        return error_response(404, "market not found")
+    return JSONResponse(gamma.clob_market_info(w))
+
+
+async def clob_market(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    w = v.market.window_by_condition(request.path_params["cid"])
+    if w is None:
+        return error_response(404, "market not found")
+    return JSONResponse(gamma.clob_market_doc(w, v.clock()))
+
+
+def issue_key(request: Request) -> ApiKey | Response:
+    v: Venue = request.app.state.venue
+    try:
+        address, nonce = check_l1(_lower_headers(request))
+    except AuthError as exc:
+        return error_response(401, str(exc))
+    key = derive_api_key(v.server_secret, address, nonce)
+    v.keys[key.api_key] = key
+    return key
+
+
+async def create_api_key(request: Request) -> Response:
+    key = issue_key(request)
+    if isinstance(key, Response):
+        return key
+    return JSONResponse({"apiKey": key.api_key, "secret": key.secret,
+                         "passphrase": key.passphrase})
+
+
+async def l2(request: Request) -> tuple[ApiKey | None, str, Response | None]:
+    v: Venue = request.app.state.venue
+    body = (await request.body()).decode()
+    path = request.url.path.removeprefix("/clob")
+    try:
+        key = check_l2(_lower_headers(request), v.keys, request.method, path, body or None)
+    except AuthError as exc:
+        return None, body, error_response(401, str(exc))
+    return key, body, None
+
+
+async def get_api_keys(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    key, _, bad = await l2(request)
+    if bad is not None:
+        return bad
+    return JSONResponse({"apiKeys": [k.api_key for k in v.keys.values()
+                                     if k.address == key.address]})
+
+
+async def post_order(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    key, body, bad = await l2(request)
+    if bad is not None:
+        return bad
+    slow = v.take_fault("slow_ack")
+    if slow is not None:
+        await asyncio.sleep(float(slow.get("seconds") or 2.0))
+    try:
+        payload = json.loads(body)
+    except Exception:  # noqa: BLE001
+        return error_response(400, "Invalid order payload")
+    late = v.take_fault("order_timeout_placed")
+    status, answer = matching.place_order(v, key, payload)
+    if late is not None:
+        # The order is in the book/ledger already; only the answer is late.
+        await asyncio.sleep(float(late.get("seconds") or 15.0))
+    return JSONResponse(answer, status_code=status)
+
+
+async def post_orders(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    key, body, bad = await l2(request)
+    if bad is not None:
+        return bad
+    try:
+        payloads = json.loads(body)
+    except Exception:  # noqa: BLE001
+        return error_response(400, "Invalid order payload")
+    out = []
+    for p in payloads:
+        status, answer = matching.place_order(v, key, p)
+        if status != 200:
+            answer = {"success": False, "orderID": "", "errorMsg": answer.get("error", "")}
+        out.append(answer)
+    return JSONResponse(out)
+
+
+async def cancel_order(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    key, body, bad = await l2(request)
+    if bad is not None:
+        return bad
+    try:
+        oid = json.loads(body)["orderID"]
+    except Exception:  # noqa: BLE001
+        return error_response(400, "Invalid order payload")
+    return JSONResponse(matching.cancel_orders(v, key.api_key, [oid]))
+
+
+async def cancel_orders(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    key, body, bad = await l2(request)
+    if bad is not None:
+        return bad
+    try:
+        ids = [str(i) for i in json.loads(body)]
+    except Exception:  # noqa: BLE001
+        return error_response(400, "Invalid order payload")
+    return JSONResponse(matching.cancel_orders(v, key.api_key, ids))
+
+
+async def cancel_all(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    key, _, bad = await l2(request)
+    if bad is not None:
+        return bad
+    return JSONResponse(matching.cancel_orders(v, key.api_key, [
+        o.id for o in v.orders.values() if o.api_key == key.api_key and o.status == "LIVE"]))
+
+
+async def cancel_market_orders(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    key, body, bad = await l2(request)
+    if bad is not None:
+        return bad
+    try:
+        q = json.loads(body or "{}")
+    except Exception:  # noqa: BLE001
+        return error_response(400, "Invalid payload")
+    ids = [o.id for o in v.orders.values() if o.api_key == key.api_key and o.status == "LIVE"
+           and (not q.get("market") or o.market == q["market"])
+           and (not q.get("asset_id") or o.token == q["asset_id"])]
+    return JSONResponse(matching.cancel_orders(v, key.api_key, ids))
+
+
+async def get_order(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    key, _, bad = await l2(request)
+    if bad is not None:
+        return bad
+    o = v.orders.get(request.path_params["oid"])
+    if o is None or o.api_key != key.api_key:
+        return JSONResponse(None)
+    return JSONResponse(o.doc())
+
+
+def page(items: list) -> dict:
+    return {"data": items, "next_cursor": "LTE=", "limit": 500, "count": len(items)}
+
+
+async def get_orders(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    key, _, bad = await l2(request)
+    if bad is not None:
+        return bad
+    qp = request.query_params
+    items = [o.doc() for o in v.orders.values() if o.api_key == key.api_key
+             and o.status == "LIVE"
+             and (not qp.get("id") or o.id == qp["id"])
+             and (not qp.get("market") or o.market == qp["market"])
+             and (not qp.get("asset_id") or o.token == qp["asset_id"])]
+    return JSONResponse(page(items))
+
+
+async def get_trades(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    key, _, bad = await l2(request)
+    if bad is not None:
+        return bad
+    qp = request.query_params
+    items = [t for t in v.trades.values() if t["owner"] == key.api_key
+             and (not qp.get("id") or t["id"] == qp["id"])
+             and (not qp.get("market") or t["market"] == qp["market"])
+             and (not qp.get("asset_id") or t["asset_id"] == qp["asset_id"])]
+    return JSONResponse(page(items))
+
+
+async def heartbeat(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    key, body, bad = await l2(request)
+    if bad is not None:
+        return bad
+    # The first accepted heartbeat arms cancel-all-on-silence for this key; no disarm.
+    v.heartbeats[key.api_key] = v.clock()
+    try:
+        hb = json.loads(body or "{}").get("heartbeat_id") or str(uuid.uuid4())
+    except Exception:  # noqa: BLE001
+        hb = str(uuid.uuid4())
+    return JSONResponse({"heartbeat_id": hb})
+
+
+async def balance_allowance(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    key, _, bad = await l2(request)
+    if bad is not None:
+        return bad
+    acct = v.account(key.address)
+    if request.query_params.get("asset_type", "COLLATERAL").upper() == "CONDITIONAL":
+        bal = acct["tokens"].get(request.query_params.get("token_id", ""), 0)
+    else:
+        bal = acct["usdc"]
+    return JSONResponse({"balance": str(bal), "allowances": {EXCHANGE_V2: MAX_UINT},
+                         "collateral": COLLATERAL})
+
+# ---------------------------------------------------------------- sim control
+
+
+routes = [
+    Route("/clob/", clob_ok),
+    Route("/clob/ok", clob_ok),
+    Route("/clob/time", clob_time),
+    Route("/clob/version", clob_version),
+    Route("/clob/book", clob_book),
+    Route("/clob/books", clob_books, methods=["POST"]),
+    Route("/clob/tick-size", clob_tick_size),
+    Route("/clob/neg-risk", clob_neg_risk),
+    Route("/clob/fee-rate", clob_fee_rate),
+    Route("/clob/price", clob_price),
+    Route("/clob/midpoint", clob_midpoint),
+    Route("/clob/spread", clob_spread),
+    Route("/clob/last-trade-price", clob_last_trade),
+    Route("/clob/markets-by-token/{token}", clob_markets_by_token),
+    Route("/clob/clob-markets/{cid}", clob_market_info),
+    Route("/clob/markets/{cid}", clob_market),
+    Route("/clob/auth/api-key", create_api_key, methods=["POST"]),
+    Route("/clob/auth/derive-api-key", create_api_key, methods=["GET"]),
+    Route("/clob/auth/api-keys", get_api_keys),
+    Route("/clob/order", post_order, methods=["POST"]),
+    Route("/clob/order", cancel_order, methods=["DELETE"]),
+    Route("/clob/orders", post_orders, methods=["POST"]),
+    Route("/clob/orders", cancel_orders, methods=["DELETE"]),
+    Route("/clob/cancel-all", cancel_all, methods=["DELETE"]),
+    Route("/clob/cancel-market-orders", cancel_market_orders, methods=["DELETE"]),
+    Route("/clob/data/order/{oid}", get_order),
+    Route("/clob/data/orders", get_orders),
+    Route("/clob/data/trades", get_trades),
+    Route("/clob/v1/heartbeats", heartbeat, methods=["POST"]),
+    Route("/clob/balance-allowance", balance_allowance),
+    Route("/clob/balance-allowance/update", balance_allowance),
+]

@@ -1,0 +1,79 @@
+"""The simulated venue's own control API: `/sim/health`, `/sim/state` (the venue's true state),
+and fault injection `/sim/fault`, `/sim/fault/clear`, `/sim/faults` (faults: `venue.FAULTS`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from services.simvenue.market import NS
+from services.simvenue.venue import FAULTS, SOCKET_KINDS, Venue, error_response
+
+
+async def sim_health(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    kinds = {k: sum(1 for c in v.conns if c.kind == k) for k in SOCKET_KINDS}
+    return JSONResponse({
+        "ok": True, "mode": "replay" if v.replay else "sim", "seed": v.opts.seed,
+        "window_seconds": v.opts.window_seconds, "t_ns": v.clock(),
+        "uptime_s": (v.clock() - v.started_ns) / NS, "connections": kinds,
+        "frames_sent": v.frames_sent,
+        "replay_done": v.replay.done if v.replay else None})
+
+
+async def sim_state(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    v.sync()
+    st = v.market.state()
+    st["mode"] = "replay" if v.replay else "sim"
+    st["faults"] = v.fault_log[-50:]
+    st["stall_until_ns"] = v.stall_until
+    st["orders"] = [o.doc() for o in v.orders.values()]
+    st["accounts"] = {a: {"usdc": x["usdc"] / 1e6,
+                          "tokens": {t: n / 1e6 for t, n in x["tokens"].items()}}
+                      for a, x in v.accounts.items()}
+    return JSONResponse(st)
+
+
+async def sim_fault(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    try:
+        f = json.loads(await request.body())
+        entry = v.apply_fault(f)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return error_response(400, str(exc))
+    return JSONResponse({"ok": True, "fault": entry})
+
+
+async def sim_fault_clear(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    v.stall_until.clear()
+    v.counters.clear()
+    v.timed.clear()
+    for c in v.conns:
+        c.duplicate_left = c.reorder_left = 0
+    return JSONResponse({"ok": True})
+
+
+async def sim_faults(request: Request) -> Response:
+    v: Venue = request.app.state.venue
+    return JSONResponse({"known": list(FAULTS), "log": v.fault_log[-50:],
+                         "counters": v.counters, "stall_until_ns": v.stall_until})
+
+
+async def root(request: Request) -> Response:
+    return PlainTextResponse("polyedge simvenue; see /sim/health\n")
+
+
+routes = [
+    Route("/", root),
+    Route("/sim/health", sim_health),
+    Route("/sim/state", sim_state),
+    Route("/sim/fault", sim_fault, methods=["POST"]),
+    Route("/sim/fault/clear", sim_fault_clear, methods=["POST"]),
+    Route("/sim/faults", sim_faults),
+]

@@ -1,0 +1,243 @@
+"""Orders on the simulated venue: validation of a signed V2 order as the CLOB does it, the match
+of FOK/FAK/GTC/GTD orders against the simulated book (`SimMarket.take`), balances, the trade
+lifecycle (MATCHED -> MINED -> CONFIRMED) and the user-channel `order`/`trade` events.
+
+Error texts are the venue's own (py-clob-client-v2 and captured answers; see README.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from services.simvenue.market import MS, NS
+from services.simvenue.signing import ApiKey, order_hash, verify_order_signature
+
+if TYPE_CHECKING:
+    from services.simvenue.venue import Venue
+
+FOK_KILLED = "order couldn't be fully filled. FOK orders are fully filled or killed."
+FAK_NO_MATCH = ("no orders found to match with FAK order. FAK orders are partially filled or "
+                "killed if no match is found.")
+NOT_ENOUGH_BALANCE = "not enough balance / allowance"
+
+
+@dataclass
+class SimOrder:
+    """One order as the venue keeps it: sizes in centi-shares, price as the venue prints it."""
+
+    id: str
+    api_key: str
+    maker: str
+    token: str
+    market: str
+    outcome: str
+    side: str
+    price: str
+    original_centi: int
+    order_type: str
+    created_s: int
+    expiration: str
+    matched_centi: int = 0
+    status: str = "LIVE"
+    trades: list[str] = field(default_factory=list)
+
+    def doc(self) -> dict:
+        return {
+            "id": self.id, "status": self.status, "owner": self.api_key,
+            "maker_address": self.maker, "market": self.market, "asset_id": self.token,
+            "side": self.side, "original_size": _centi(self.original_centi),
+            "size_matched": _centi(self.matched_centi), "price": self.price,
+            "outcome": self.outcome, "created_at": self.created_s,
+            "expiration": self.expiration, "order_type": self.order_type,
+            "associate_trades": list(self.trades),
+        }
+
+
+def _centi(c: int) -> str:
+    s = f"{c / 100:.2f}".rstrip("0").rstrip(".")
+    return s or "0"
+
+
+def cancel_orders(v: Venue, api_key: str, ids: list[str], status: str = "CANCELED") -> dict:
+    """Cancel `api_key`'s LIVE orders among `ids`; answers `{canceled, not_canceled}` as the CLOB."""
+    canceled, not_canceled = [], {}
+    for oid in ids:
+        o = v.orders.get(oid)
+        if o is None or o.api_key != api_key:
+            not_canceled[oid] = "order not found"
+        elif o.status != "LIVE":
+            not_canceled[oid] = "already canceled or matched"
+        else:
+            o.status = status
+            canceled.append(oid)
+            order_event(v, o, "CANCELLATION")
+    return {"canceled": canceled, "not_canceled": not_canceled}
+
+
+def order_event(v: Venue, o: SimOrder, typ: str, status: str | None = None) -> None:
+    """Send a user-channel `order` event (`typ` PLACEMENT/CANCELLATION) to the owner's sockets."""
+    now = v.clock()
+    v.user_event(o.api_key, o.market, {
+        "asset_id": o.token, "associate_trades": list(o.trades) or None,
+        "created_at": str(o.created_s), "event_type": "order", "expiration": o.expiration,
+        "id": o.id, "maker_address": o.maker, "market": o.market, "order_owner": o.api_key,
+        "order_type": o.order_type, "original_size": _centi(o.original_centi),
+        "outcome": o.outcome, "owner": o.api_key, "price": o.price, "side": o.side,
+        "size_matched": _centi(o.matched_centi), "status": status or o.status,
+        "timestamp": str(now // MS), "type": typ})
+
+
+def trade_event(v: Venue, tid: str) -> None:
+    """Send the user-channel `trade` event for trade `tid` in its current status."""
+    t = v.trades[tid]
+    doc = dict(t)
+    doc["event_type"] = "trade"
+    doc["type"] = "TRADE"
+    doc["timestamp"] = str(v.clock() // MS)
+    v.user_event(t["owner"], t["market"], doc)
+
+
+async def advance_trade(v: Venue, tid: str) -> None:
+    """Move trade `tid` to MINED after `mine_seconds`, then CONFIRMED after `confirm_seconds`."""
+    await asyncio.sleep(v.opts.mine_seconds)
+    v.trades[tid]["status"] = "MINED"
+    v.trades[tid]["last_update"] = str(v.clock() // NS)
+    trade_event(v, tid)
+    await asyncio.sleep(max(0.0, v.opts.confirm_seconds - v.opts.mine_seconds))
+    v.trades[tid]["status"] = "CONFIRMED"
+    v.trades[tid]["last_update"] = str(v.clock() // NS)
+    trade_event(v, tid)
+
+
+def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
+    """Validate and execute a POST /order body; returns (HTTP status, JSON answer)."""
+    try:
+        order = body["order"]
+        order_type = str(body.get("orderType", "GTC")).upper()
+        owner = body.get("owner")
+        maker_amt = int(order["makerAmount"])
+        taker_amt = int(order["takerAmount"])
+        side = order["side"]
+        side = {"0": "BUY", "1": "SELL", 0: "BUY", 1: "SELL"}.get(side, side)
+        token = str(order["tokenId"])
+        for k in ("salt", "maker", "signer", "signatureType", "timestamp", "metadata",
+                  "builder", "signature"):
+            order[k]  # noqa: B018 - presence check
+    except (KeyError, TypeError, ValueError):
+        return 400, {"error": "Invalid order payload"}
+    if side not in ("BUY", "SELL") or order_type not in ("GTC", "GTD", "FOK", "FAK"):
+        return 400, {"error": "Invalid order payload"}
+    if owner != key.api_key:
+        return 400, {"error": "the order owner has to be the owner of the API KEY"}
+    if not verify_order_signature(order):
+        return 400, {"error": "invalid signature"}
+    if str(order["signer"]).lower() != key.address.lower():
+        return 400, {"error": "the order signer address has to be the address of the API KEY"}
+    if maker_amt <= 0 or taker_amt <= 0:
+        return 400, {"error": "Invalid order payload"}
+    if v.take_fault("order_reject") is not None:
+        return 400, {"error": NOT_ENOUGH_BALANCE}
+    now = v.clock()
+    v.sync(now)
+    w = v.market.window_by_token(token)
+    if w is None:
+        return 400, {"error": "Invalid order payload: unknown token id"}
+    if now >= w.end_s * NS:
+        return 400, {"error": "the market is closed, orders are not accepted"}
+    oid = order_hash(order)  # the real venue's order id is the signed order's EIP-712 hash
+    if oid in v.orders:
+        return 400, {"error": "order already exists"}
+    buy = side == "BUY"
+    price_num, price_den = (maker_amt, taker_amt) if buy else (taker_amt, maker_amt)
+    price = price_num / price_den
+    tick = w.tick / 1000
+    if order_type in ("GTC", "GTD"):
+        on_grid = abs(round(price / tick) * tick - price) < 1e-9
+        if not on_grid or not (tick <= price <= 1 - tick):
+            return 400, {"error": f"order {oid} is invalid. Price ({price:g}) breaks minimum "
+                                  f"tick size rule: {tick:g}"}
+    acct = v.account(key.address)
+    if buy and acct["usdc"] < maker_amt:
+        return 400, {"error": NOT_ENOUGH_BALANCE}
+    if not buy and acct["tokens"].get(token, 0) < maker_amt:
+        return 400, {"error": NOT_ENOUGH_BALANCE}
+    marketable_buy = buy and order_type in ("FOK", "FAK")
+    if marketable_buy and maker_amt < 1_000_000:
+        return 400, {"error": f"invalid amount for a marketable BUY order "
+                              f"(${maker_amt / 1e6:g}), min size: $1"}
+    shares_centi = (taker_amt if buy else maker_amt) // 10_000
+    if order_type in ("GTC", "GTD") and shares_centi < 500:
+        return 400, {"error": f"Size ({shares_centi / 100:g}) lower than the minimum: 5"}
+    res = v.market.take(token, side, price_num, price_den,
+                           maker_amt if (marketable_buy or not buy) else taker_amt,
+                           marketable_buy, order_type, now)
+    price_str = f"{price:.4f}".rstrip("0").rstrip(".")
+    o = SimOrder(oid, key.api_key, order["maker"], token, w.condition_id,
+                 w.outcome_of(token), side, price_str,
+                 shares_centi if not marketable_buy else res.filled_centi or shares_centi,
+                 order_type, now // NS, str(order.get("expiration", "0")))
+    if res.status == "killed" or (res.status == "unmatched" and order_type == "FOK"):
+        v.orders[oid] = o
+        o.status = "CANCELED"
+        order_event(v, o, "CANCELLATION", status="CANCELED_" + FOK_KILLED)
+        return 400, {"error": FOK_KILLED}
+    if res.status == "unmatched" and order_type == "FAK":
+        return 400, {"error": FAK_NO_MATCH}
+    v.orders[oid] = o
+    answer: dict[str, Any] = {"success": True, "orderID": oid, "errorMsg": "",
+                              "transactionsHashes": [], "tradeIDs": []}
+    if res.status == "matched":
+        fee_micro = 0
+        shares_micro = res.filled_centi * 10_000
+        for p, c in res.fills:
+            fee_micro += round(c / 100 * 0.07 * (p / 1000) * (1 - p / 1000), 5) * 1e6
+        fee_micro = int(round(fee_micro))
+        if buy:
+            acct["usdc"] -= res.cost_micro + fee_micro
+            acct["tokens"][token] = acct["tokens"].get(token, 0) + shares_micro
+        else:
+            acct["tokens"][token] = acct["tokens"].get(token, 0) - shares_micro
+            acct["usdc"] += res.cost_micro - fee_micro
+        o.matched_centi = res.filled_centi
+        avg = res.cost_micro / shares_micro if shares_micro else 0
+        tid = str(uuid.uuid5(uuid.NAMESPACE_OID, oid + ":trade"))
+        tx = "0x" + uuid.uuid5(uuid.NAMESPACE_OID, oid + ":tx").hex * 2
+        o.trades.append(tid)
+        v.trades[tid] = {
+            "id": tid, "taker_order_id": oid, "market": w.condition_id, "asset_id": token,
+            "side": side, "size": _centi(res.filled_centi), "fee_rate_bps": "1000",
+            "price": f"{avg:.4f}".rstrip("0").rstrip("."), "status": "MATCHED",
+            "match_time": str(now // NS), "last_update": str(now // NS),
+            "outcome": w.outcome_of(token), "bucket_index": 0, "owner": key.api_key,
+            "trade_owner": key.api_key, "maker_address": order["maker"],
+            "transaction_hash": tx, "trader_side": "TAKER",
+            "maker_orders": [{
+                "order_id": "0x" + uuid.uuid5(uuid.NAMESPACE_OID, f"{oid}:{p}").hex * 2,
+                "owner": "00000000-0000-4000-8000-00000000beef",
+                "maker_address": "0x000000000000000000000000000000000000bEEF",
+                "matched_amount": _centi(c), "price": f"{p / 1000:g}",
+                "fee_rate_bps": "0", "asset_id": token, "outcome": w.outcome_of(token),
+                "side": "SELL" if buy else "BUY"} for p, c in res.fills],
+        }
+        rest = o.original_centi - o.matched_centi
+        o.status = "MATCHED" if (rest <= 0 or order_type in ("FOK", "FAK")) else "LIVE"
+        order_event(v, o, "PLACEMENT")
+        trade_event(v, tid)
+        v.spawn(advance_trade(v, tid))
+        if order_type == "FAK" and rest > 0 and not marketable_buy:
+            order_event(v, o, "CANCELLATION", status="CANCELED")
+        answer.update({
+            "status": "matched",
+            "makingAmount": f"{(res.cost_micro if buy else shares_micro) / 1e6:g}",
+            "takingAmount": f"{(shares_micro if buy else res.cost_micro) / 1e6:g}",
+            "transactionsHashes": [tx], "tradeIDs": [tid]})
+    else:
+        o.status = "LIVE"
+        order_event(v, o, "PLACEMENT")
+        answer.update({"status": "live", "makingAmount": "", "takingAmount": ""})
+    v.sync(now)
+    return 200, answer
+

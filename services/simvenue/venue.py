@@ -1,0 +1,375 @@
+"""The simulated venue's state: the market (or a replay), client sockets and the frames routed to
+them, accounts, orders and trades, and the injected faults. The protocol modules (binance,
+market_channel, user_channel, price_feed, gamma, clob_rest, control) are thin endpoints over one
+`Venue`, found at `request.app.state.venue`; the app is assembled in `server.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket
+
+from services.simvenue import matching
+from services.simvenue.market import NS, SimMarket
+from services.simvenue.replay import Replay
+from services.simvenue.signing import ApiKey
+
+if TYPE_CHECKING:
+    from services.simvenue.matching import SimOrder
+
+SOCKET_KINDS = ("binance", "market", "user", "rtds")
+FAULTS = ("drop", "stall", "malformed", "unknown", "duplicate_delta", "out_of_order",
+          "tick_size_change", "gamma_5xx", "gamma_empty", "order_reject",
+          "order_timeout_placed", "slow_ack")
+HEARTBEAT_TIMEOUT_NS = 10 * NS
+QUEUE_MAX = 20_000
+
+
+@dataclass
+class SimOptions:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    seed: int = 1
+    window_seconds: int = 300
+    book_ticker_hz: float = 100.0
+    clob_update_hz: float = 60.0
+    replay: str | None = None
+    speed: float = 1.0
+    faults: list[dict] = field(default_factory=list)
+    mine_seconds: float = 2.0
+    confirm_seconds: float = 6.0
+    balance_usd: float = 1000.0
+    ping_interval: float = 20.0
+
+
+@dataclass(eq=False)
+class Conn:
+    """One client socket: a bounded outbound queue, its subscriptions and per-socket faults."""
+
+    kind: str
+    ws: WebSocket
+    q: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
+    subs: set[str] = field(default_factory=set)
+    combined: bool = False
+    api_key: str | None = None
+    markets: set[str] = field(default_factory=set)
+    rtds_filters: dict[str, str] = field(default_factory=dict)
+    duplicate_left: int = 0
+    reorder_left: int = 0
+    held: str | None = None
+    dropped: int = 0
+
+    def put(self, text: str | None) -> None:
+        try:
+            self.q.put_nowait(text)
+        except asyncio.QueueFull:
+            self.dropped += 1  # a slow reader loses data, as on the real venues
+
+
+
+class Venue:
+    """Holds all venue state; the Starlette app is a thin layer of routes over it."""
+
+    def __init__(self, opts: SimOptions, clock: Callable[[], int] = time.time_ns) -> None:
+        self.opts = opts
+        self.clock = clock
+        now = clock()
+        self.market = SimMarket(opts.seed, opts.window_seconds, now,
+                                book_ticker_hz=opts.book_ticker_hz,
+                                clob_update_hz=opts.clob_update_hz)
+        self.replay = Replay.load(opts.replay, opts.speed) if opts.replay else None
+        self.server_secret = f"simvenue:{opts.seed}".encode()
+        self.conns: set[Conn] = set()
+        self.keys: dict[str, ApiKey] = {}
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self.orders: dict[str, SimOrder] = {}
+        self.trades: dict[str, dict] = {}
+        self.heartbeats: dict[str, int] = {}
+        self.stall_until: dict[str, int] = {}
+        self.counters: dict[str, int] = {}
+        self.timed: dict[str, int] = {}  # fault name -> active-until ns
+        self.fault_params: dict[str, dict] = {}
+        self.fault_log: list[dict] = []
+        self.settled: set[int] = set()
+        self.started_ns = now
+        self.frames_sent = 0
+        self._pump_task: asyncio.Task | None = None
+        self._bg: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._pump_task = asyncio.create_task(self._pump())
+        for f in self.opts.faults:
+            after = float(f.get("after", 0) or 0)
+            self.spawn(self._delayed_fault(f, after))
+
+    async def stop(self) -> None:
+        for t in [self._pump_task, *self._bg]:
+            if t is not None:
+                t.cancel()
+        for c in list(self.conns):
+            c.put(None)
+
+    def spawn(self, coro: Any) -> None:
+        t = asyncio.create_task(coro)
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    async def _delayed_fault(self, f: dict, after: float) -> None:
+        if after > 0:
+            await asyncio.sleep(after)
+        self.apply_fault(f)
+
+    async def _pump(self) -> None:
+        while True:
+            now = self.clock()
+            try:
+                if self.replay is not None:
+                    # Playback starts with the first client, so nothing is sent to nobody.
+                    for kind, text in (self.replay.due(now) if self.conns else ()):
+                        self._route_replay(kind, text)
+                else:
+                    self.sync(now)
+                self._check_heartbeats(now)
+                self._settle(now)
+            except Exception as exc:  # noqa: BLE001 - a generator bug must not kill the venue
+                print(f"simvenue: pump error: {exc!r}", flush=True)
+                raise
+            await asyncio.sleep(0.01)
+
+    def sync(self, now: int | None = None) -> None:
+        """Advance the market to `now` and route its frames."""
+        if self.replay is not None:
+            return
+        for _ts, channel, frame in self.market.advance(self.clock() if now is None else now):
+            self._route(channel, frame)
+
+    # ------------------------------------------------------------------ routing
+    def stalled(self, kind: str) -> bool:
+        until = self.stall_until.get(kind, 0)
+        return until > self.clock()
+
+    def send(self, c: Conn, text: str) -> None:
+        if self.stalled(c.kind):
+            return
+        if c.kind == "market" and '"event_type":"price_change"' in text:
+            if c.duplicate_left > 0:
+                c.duplicate_left -= 1
+                c.put(text)
+            elif c.reorder_left > 0:
+                if c.held is None:
+                    c.held = text
+                    return
+                c.reorder_left -= 1
+                c.put(text)
+                text, c.held = c.held, None
+        c.put(text)
+        self.frames_sent += 1
+
+    def _route(self, channel: str, frame: str) -> None:
+        kind, _, rest = channel.partition(":")
+        if kind == "binance":
+            for c in self.conns:
+                if c.kind == "binance" and rest in c.subs:
+                    self.send(c, f'{{"stream":"{rest}","data":{frame}}}' if c.combined else frame)
+        elif kind == "market":
+            if not rest:
+                for c in self.conns:
+                    if c.kind == "market":
+                        self.send(c, frame)
+                return
+            w = self.market.window_by_condition(rest)
+            tokens = set(w.tokens) if w is not None else set()
+            for c in self.conns:
+                if c.kind == "market" and c.subs & tokens:
+                    self.send(c, frame)
+        elif kind == "rtds":
+            for c in self.conns:
+                if c.kind == "rtds" and rest in c.subs:
+                    flt = c.rtds_filters.get(rest, "")
+                    if flt and not any(f'"symbol":"{s.strip()}"' in frame
+                                       for s in flt.split(",") if s.strip()):
+                        continue
+                    self.send(c, frame)
+
+    def _route_replay(self, kind: str, text: str) -> None:
+        if kind == "binance":
+            stream, data = None, text
+            with contextlib.suppress(Exception):
+                obj = json.loads(text)
+                if isinstance(obj, dict) and "stream" in obj and "data" in obj:
+                    stream, data = obj["stream"], json.dumps(obj["data"], separators=(",", ":"))
+            for c in self.conns:
+                if c.kind != "binance" or (stream is not None and stream not in c.subs):
+                    continue
+                if c.combined and stream is not None:
+                    self.send(c, text)
+                else:
+                    self.send(c, data)
+        elif kind == "market":
+            ids = Replay.asset_ids(text)
+            for c in self.conns:
+                if c.kind == "market" and (not ids or c.subs & ids or not c.subs):
+                    self.send(c, text)
+        elif kind == "rtds":
+            for c in self.conns:
+                if c.kind == "rtds":
+                    self.send(c, text)
+
+    def user_event(self, api_key: str, market: str, doc: dict) -> None:
+        text = json.dumps(doc, separators=(",", ":"))
+        for c in self.conns:
+            if c.kind == "user" and c.api_key == api_key and (not c.markets or market in c.markets):
+                self.send(c, text)
+
+    # ------------------------------------------------------------------ faults
+    def apply_fault(self, f: dict) -> dict:
+        name = f.get("name")
+        if name not in FAULTS:
+            raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+        channel = f.get("channel") or "all"
+        if channel != "all" and channel not in (*SOCKET_KINDS, "gamma", "clob"):
+            raise ValueError(f"unknown channel {channel!r}")
+        kinds = SOCKET_KINDS if channel == "all" else (channel,)
+        count = int(f.get("count", 1) or 1)
+        seconds = f.get("seconds")
+        now = self.clock()
+        entry = {"name": name, "channel": channel, "count": count, "seconds": seconds,
+                 "ts_ns": now}
+        self.fault_log.append(entry)
+        if name == "drop":
+            for c in list(self.conns):
+                if c.kind in kinds:
+                    c.put(None)
+        elif name == "stall":
+            until = now + int(float(seconds if seconds is not None else 10) * NS)
+            for k in kinds:
+                self.stall_until[k] = until
+        elif name in ("malformed", "unknown"):
+            for c in list(self.conns):
+                if c.kind in kinds:
+                    for i in range(count):
+                        c.put(self._bad_frame(name, c.kind, i))
+        elif name == "duplicate_delta":
+            for c in self.conns:
+                if c.kind == "market":
+                    c.duplicate_left += count
+        elif name == "out_of_order":
+            for c in self.conns:
+                if c.kind == "market":
+                    c.reorder_left += count
+        elif name == "tick_size_change":
+            self.sync(now)
+            self.market.force_tick_size_change(now)
+            self.sync(now)
+        else:  # gamma_5xx, gamma_empty, order_reject, order_timeout_placed, slow_ack
+            if seconds is not None and "count" not in f:
+                self.timed[name] = now + int(float(seconds) * NS)
+            else:
+                self.counters[name] = self.counters.get(name, 0) + count
+            self.fault_params[name] = dict(f)
+        return entry
+
+    def take_fault(self, name: str) -> dict | None:
+        """Consume one use of a counted fault (or report a timed one); None when inactive."""
+        if self.counters.get(name, 0) > 0:
+            self.counters[name] -= 1
+            return self.fault_params.get(name, {})
+        if self.timed.get(name, 0) > self.clock():
+            return self.fault_params.get(name, {})
+        return None
+
+    @staticmethod
+    def _bad_frame(name: str, kind: str, i: int) -> str:
+        if name == "malformed":
+            return ['{"event_type": "book", "asset_id": "1", "bids": [', '\x00\x01garbage',
+                    '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","p":'][i % 3]
+        if kind == "binance":
+            return json.dumps({"e": "simUnknownEvent", "E": 0, "s": "BTCUSDT", "x": i})
+        if kind == "rtds":
+            return json.dumps({"topic": "sim_unknown_topic", "type": "update", "timestamp": 0,
+                               "payload": {"symbol": "btc/usd"}})
+        return json.dumps({"event_type": "sim_unknown_event", "market": "0x0", "n": i,
+                           "timestamp": "0"})
+
+    # ------------------------------------------------------------------ accounts / orders
+    def account(self, address: str) -> dict[str, Any]:
+        a = self.accounts.get(address.lower())
+        if a is None:
+            a = {"usdc": int(self.opts.balance_usd * 1e6), "tokens": {}}
+            self.accounts[address.lower()] = a
+        return a
+
+    def _settle(self, now: int) -> None:
+        for w in list(self.market.windows.values()):
+            if not w.resolved or w.start_s in self.settled:
+                continue
+            self.settled.add(w.start_s)
+            win = w.up_token if w.winner == "Up" else w.down_token
+            for acct in self.accounts.values():
+                held = acct["tokens"].pop(win, 0)
+                acct["tokens"].pop(w.down_token if win == w.up_token else w.up_token, None)
+                acct["usdc"] += held  # micro-shares pay 1 micro-collateral each
+            for o in self.orders.values():
+                if o.market == w.condition_id and o.status == "LIVE":
+                    o.status = "CANCELED"
+
+    def _check_heartbeats(self, now: int) -> None:
+        for api_key, last in list(self.heartbeats.items()):
+            if now - last > HEARTBEAT_TIMEOUT_NS:
+                del self.heartbeats[api_key]
+                matching.cancel_orders(self, api_key, [
+                    o.id for o in self.orders.values()
+                    if o.api_key == api_key and o.status == "LIVE"], status="CANCELED")
+
+
+
+def error_response(status: int, msg: str) -> JSONResponse:
+    """The venues' error answer: `{"error": msg}` with HTTP `status`."""
+    return JSONResponse({"error": msg}, status_code=status)
+
+
+async def serve_socket(v: Venue, ws: WebSocket, conn: Conn,
+                       on_text: Callable[[Venue, Conn, str], Any]) -> None:
+    """Serve one client socket until either side closes it: client text goes to `on_text`,
+    queued frames (`conn.put`) go out; a `None` in the queue closes the socket (code 1011)."""
+    await ws.accept()
+    v.conns.add(conn)
+
+    async def reader() -> None:
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    break
+                text = msg.get("text")
+                if text is None and msg.get("bytes") is not None:
+                    text = msg["bytes"].decode("utf-8", "replace")
+                if text is not None:
+                    on_text(v, conn, text)
+        except Exception:  # noqa: BLE001 - client went away
+            pass
+        conn.put(None)
+
+    rt = asyncio.create_task(reader())
+    try:
+        while True:
+            item = await conn.q.get()
+            if item is None:
+                break
+            await ws.send_text(item)
+    except Exception:  # noqa: BLE001 - client went away mid-send
+        pass
+    finally:
+        v.conns.discard(conn)
+        rt.cancel()
+        with contextlib.suppress(Exception):
+            await ws.close(code=1011)
