@@ -26,8 +26,8 @@ from common.schema import ControlReply
 from common.service import EXIT_CONFIG, EXIT_INTERNAL, ServiceRunner, fail
 from common.topics import PUBLISHERS
 from services.observe.app import LOCAL_HOSTS, ApiSettings, Control, LiveHub, build_app
-from services.observe.core import LogLine, ObserveCore, Row
 from services.observe.recorder import Recorder
+from services.observe.state import LogLine, ObserveCore, Row
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 FLUSH_INTERVAL_S = 0.5
@@ -127,7 +127,7 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
             host=s.api_host,
             port=s.api_port,
             log_level="warning",
-            lifespan="off",
+            lifespan="on",
             access_log=False,
             ws_max_size=64 * 1024,
         )
@@ -175,7 +175,6 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
     loop = asyncio.get_running_loop()
     loop.add_reader(sub.fileno(), on_readable)
     loop.call_soon(on_readable)  # the fd is edge-triggered: drain whatever came before
-    hub.start()
     flush_task = loop.create_task(flusher())
     runner.log.write(
         "latency",
@@ -188,7 +187,6 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
         await server.serve()
     finally:
         loop.remove_reader(sub.fileno())
-        hub.stop()
         flush_task.cancel()
         try:
             recorder.flush()

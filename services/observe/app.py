@@ -1,12 +1,14 @@
-"""The observe HTTP/WebSocket API (Starlette): a declarative route list over the observe core,
-the control round trip to strategy, the /ws/live fan-out, and the security middleware."""
+"""The observe HTTP/WebSocket API (Starlette): module-level endpoints over the observe state
+(`request.app.state`), the control round trip to strategy, the /ws/live fan-out (run by the
+app's lifespan), and the security middleware."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +42,11 @@ from common.schema import (
     ForceExit,
     Msg,
 )
-from services.observe.core import ObserveCore
+from services.observe import views
 from services.observe.latency import CRITICAL_MS, STALE_MS, WARNING_MS
+from services.observe.metrics import metrics_text
 from services.observe.recorder import TRADE_FILTERS, Recorder
+from services.observe.state import ObserveCore
 
 STATIC_DIR = Path(__file__).with_name("static")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -148,7 +152,7 @@ class LiveHub:
         self._task: asyncio.Task[None] | None = None
 
     def snapshot(self) -> str:
-        return _json.encode(self.core.live(now_ns())).decode()
+        return _json.encode(views.live(self.core, now_ns())).decode()
 
     def join(self) -> Slot:
         slot = Slot()
@@ -308,7 +312,285 @@ class BodyLimitMiddleware:
         return await self.app(scope, replay, send)
 
 
+# --- endpoints: module level, reading what they serve from request.app.state -------------------
+# app.state holds: core (ObserveCore), hub (LiveHub), control (Control | None), recorder
+# (Recorder | None), api (ApiSettings), extra_metrics (callable | None); see build_app.
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def health(request: Request) -> JSONResponse:
+    doc = views.health(request.app.state.core, now_ns())
+    return JSONResponse(doc, status_code=200 if doc["ok"] else 503)
+
+
+async def status(request: Request) -> Response:
+    return Response(
+        _json.encode(views.status(request.app.state.core, now_ns())),
+        media_type="application/json",
+    )
+
+
+async def history(request: Request) -> Response:
+    return Response(
+        _json.encode(views.history(request.app.state.core)), media_type="application/json"
+    )
+
+
+async def latency(request: Request) -> JSONResponse:
+    core: ObserveCore = request.app.state.core
+    return JSONResponse(
+        {
+            "thresholds_ms": {
+                "warning": WARNING_MS,
+                "critical": CRITICAL_MS,
+                "stale": STALE_MS,
+            },
+            "stages": core.latency.summary(),
+            "pipeline": views.health(core, now_ns())["pipeline"],
+        }
+    )
+
+
+async def metrics(request: Request) -> PlainTextResponse:
+    state = request.app.state
+    extra = state.extra_metrics() if state.extra_metrics else {}
+    extra["ws_clients"] = len(state.hub.slots)
+    return PlainTextResponse(
+        metrics_text(state.core, now_ns(), extra), media_type="text/plain; version=0.0.4"
+    )
+
+
+async def get_config(request: Request) -> JSONResponse:
+    core: ObserveCore = request.app.state.core
+    return JSONResponse(
+        {
+            "version": core.config_version,
+            "source": core.config_source,
+            "config": core.config,
+            "choices": config_choices(),  # fields with a fixed set of values: a select
+        }
+    )
+
+
+async def read_json(request: Request) -> Any:
+    body = await request.body()
+    if not body.strip():
+        return None
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as e:
+        raise ValueError(f"request body is not valid JSON: {e}") from None
+
+
+async def forward(request: Request, make: Callable[[str], Msg], what: str) -> JSONResponse:
+    """Send a command to strategy and answer with its reply (or why there is none)."""
+    core: ObserveCore = request.app.state.core
+    control: Control | None = request.app.state.control
+    api: ApiSettings = request.app.state.api
+    if control is None:
+        return error(503, "control stream not configured in this process")
+    try:
+        reply = await control.request(make, api.control_timeout_s)
+    except ControlUnavailable:
+        return error(
+            503,
+            f"{what}: strategy is not connected to the control stream "
+            "(is it running?); nothing was sent",
+        )
+    except ControlTimeout as e:
+        return error(
+            504,
+            f"{what}: sent, but strategy did not confirm within "
+            f"{api.control_timeout_s:g} s; check /api/status before retrying",
+            request_id=str(e),
+        )
+    if not reply.ok:
+        status_code = 422 if reply.field_errors else 409
+        return error(
+            status_code,
+            reply.error or f"{what}: strategy refused",
+            field_errors=reply.field_errors,
+            request_id=reply.request_id,
+        )
+    return JSONResponse(
+        {
+            "ok": True,
+            "request_id": reply.request_id,
+            "state": reply.state,
+            "risk": views.risk_doc(core),
+            "config_version": core.config_version,
+        }
+    )
+
+
+async def reason_of(request: Request) -> str | JSONResponse:
+    try:
+        doc = await read_json(request)
+    except ValueError as e:
+        return error(400, str(e))
+    if doc is None:
+        return "operator"
+    if not isinstance(doc, dict) or not isinstance(doc.get("reason", ""), str):
+        return error(400, 'body must be a JSON object like {"reason": "..."}')
+    return doc.get("reason") or "operator"
+
+
+async def emergency_stop(request: Request) -> JSONResponse:
+    reason = await reason_of(request)
+    if isinstance(reason, JSONResponse):
+        return reason
+    return await forward(
+        request, lambda rid: EmergencyStop(request_id=rid, reason=reason), "emergency stop"
+    )
+
+
+async def emergency_clear(request: Request) -> JSONResponse:
+    return await forward(
+        request, lambda rid: ClearEmergencyStop(request_id=rid), "clear emergency stop"
+    )
+
+
+async def force_exit(request: Request) -> JSONResponse:
+    reason = await reason_of(request)
+    if isinstance(reason, JSONResponse):
+        return reason
+    return await forward(
+        request, lambda rid: ForceExit(request_id=rid, reason=reason), "force exit"
+    )
+
+
+async def post_config(request: Request) -> JSONResponse:
+    try:
+        doc = await read_json(request)
+    except ValueError as e:
+        return error(400, str(e))
+    try:
+        cfg = validate_strategy_config(doc, "posted config")
+    except ConfigError as e:
+        return error(422, "invalid config: nothing was applied", field_errors=e.errors)
+    full = config_to_dict(cfg)
+    return await forward(
+        request, lambda rid: ConfigUpdate(request_id=rid, config=full), "config update"
+    )
+
+
+def int_param(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise ValueError(f"query parameter {name!r} must be an integer, got {raw!r}") from None
+    if not lo <= v <= hi:
+        raise ValueError(f"query parameter {name!r} must be between {lo} and {hi}, got {v}")
+    return v
+
+
+async def trades(request: Request) -> JSONResponse:
+    recorder: Recorder | None = request.app.state.recorder
+    if recorder is None:
+        return error(503, "recorder not configured in this process")
+    known = {*TRADE_FILTERS, "limit", "offset", "since_ns", "until_ns", "dry_run"}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        return error(
+            400, f"unknown query parameter(s) {unknown}; expected some of {sorted(known)}"
+        )
+    try:
+        limit = int_param(request, "limit", 50, 1, 500)
+        offset = int_param(request, "offset", 0, 0, 10**9)
+        since = int_param(request, "since_ns", None, 0, 2**63 - 1)
+        until = int_param(request, "until_ns", None, 0, 2**63 - 1)
+    except ValueError as e:
+        return error(400, str(e))
+    dry: bool | None = None
+    raw_dry = request.query_params.get("dry_run")
+    if raw_dry:
+        if raw_dry.lower() not in ("true", "false", "1", "0"):
+            return error(
+                400, f"query parameter 'dry_run' must be true or false, got {raw_dry!r}"
+            )
+        dry = raw_dry.lower() in ("true", "1")
+    filters = {k: request.query_params[k] for k in TRADE_FILTERS if request.query_params.get(k)}
+    page = await asyncio.to_thread(
+        recorder.trades,
+        limit=limit or 50,
+        offset=offset or 0,
+        since_ns=since,
+        until_ns=until,
+        dry_run=dry,
+        **filters,
+    )
+    return JSONResponse(page)
+
+
+async def live(ws: WebSocket) -> None:
+    hub: LiveHub = ws.app.state.hub
+    if len(hub.slots) >= MAX_LIVE_CLIENTS:
+        await ws.accept()
+        await ws.close(code=1013, reason="too many live clients")
+        return
+    await ws.accept()
+    slot = hub.join()
+
+    async def sender() -> None:
+        while True:
+            data = await slot.take()
+            await asyncio.wait_for(ws.send_text(data), LIVE_SEND_TIMEOUT_S)
+
+    send_task = asyncio.create_task(sender())
+    try:
+        # reading is how a disconnect is noticed; anything the client sends is ignored
+        recv_task = asyncio.create_task(_drain_client(ws))
+        done, _ = await asyncio.wait({send_task, recv_task}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (send_task, recv_task):
+            t.cancel()
+        for t in done:
+            if not t.cancelled() and isinstance(t.exception(), TimeoutError):
+                hub.dropped_clients += 1
+    finally:
+        hub.leave(slot)
+        send_task.cancel()
+        try:
+            await ws.close()
+        except Exception:  # noqa: BLE001 - already closed by the peer
+            pass
+
+
+routes = [
+    Route("/", index),
+    Route("/health", health),
+    Route("/api/status", status),
+    Route("/api/history", history),
+    Route("/api/config", get_config, methods=["GET"]),
+    Route("/api/config", post_config, methods=["POST"]),
+    Route("/api/emergency-stop", emergency_stop, methods=["POST"]),
+    Route("/api/emergency-stop/clear", emergency_clear, methods=["POST"]),
+    Route("/api/force-exit", force_exit, methods=["POST"]),
+    Route("/api/trades", trades),
+    Route("/api/latency", latency),
+    Route("/metrics", metrics),
+    WebSocketRoute("/ws/live", live),
+    Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+]
+
+
 # --- the app ----------------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Run the /ws/live fan-out while the app serves."""
+    hub: LiveHub = app.state.hub
+    hub.start()
+    try:
+        yield
+    finally:
+        hub.stop()
+
+
 def build_app(
     core: ObserveCore,
     *,
@@ -318,235 +600,10 @@ def build_app(
     api: ApiSettings | None = None,
     extra_metrics: Callable[[], dict[str, float]] | None = None,
 ) -> Starlette:
+    """The observe API over `core`, with the security middleware `api` asks for. Serve it with
+    the lifespan on (it starts the /ws/live fan-out); without a `control` the command endpoints
+    answer 503, without a `recorder` /api/trades does."""
     api = api or ApiSettings()
-    hub = hub or LiveHub(core)
-
-    async def index(request: Request) -> Response:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
-
-    async def health(request: Request) -> JSONResponse:
-        doc = core.health(now_ns())
-        return JSONResponse(doc, status_code=200 if doc["ok"] else 503)
-
-    async def status(request: Request) -> Response:
-        return Response(_json.encode(core.status(now_ns())), media_type="application/json")
-
-    async def history(request: Request) -> Response:
-        return Response(_json.encode(core.history()), media_type="application/json")
-
-    async def latency(request: Request) -> JSONResponse:
-        return JSONResponse(
-            {
-                "thresholds_ms": {
-                    "warning": WARNING_MS,
-                    "critical": CRITICAL_MS,
-                    "stale": STALE_MS,
-                },
-                "stages": core.latency.summary(),
-                "pipeline": core.health(now_ns())["pipeline"],
-            }
-        )
-
-    async def metrics(request: Request) -> PlainTextResponse:
-        extra = extra_metrics() if extra_metrics else {}
-        extra["ws_clients"] = len(hub.slots)
-        return PlainTextResponse(
-            core.metrics_text(now_ns(), extra), media_type="text/plain; version=0.0.4"
-        )
-
-    async def get_config(request: Request) -> JSONResponse:
-        return JSONResponse(
-            {
-                "version": core.config_version,
-                "source": core.config_source,
-                "config": core.config,
-                "choices": config_choices(),  # fields with a fixed set of values: a select
-            }
-        )
-
-    async def read_json(request: Request) -> Any:
-        body = await request.body()
-        if not body.strip():
-            return None
-        try:
-            return msgspec.json.decode(body)
-        except msgspec.DecodeError as e:
-            raise ValueError(f"request body is not valid JSON: {e}") from None
-
-    async def forward(make: Callable[[str], Msg], what: str) -> JSONResponse:
-        if control is None:
-            return error(503, "control stream not configured in this process")
-        try:
-            reply = await control.request(make, api.control_timeout_s)
-        except ControlUnavailable:
-            return error(
-                503,
-                f"{what}: strategy is not connected to the control stream "
-                "(is it running?); nothing was sent",
-            )
-        except ControlTimeout as e:
-            return error(
-                504,
-                f"{what}: sent, but strategy did not confirm within "
-                f"{api.control_timeout_s:g} s; check /api/status before retrying",
-                request_id=str(e),
-            )
-        if not reply.ok:
-            status_code = 422 if reply.field_errors else 409
-            return error(
-                status_code,
-                reply.error or f"{what}: strategy refused",
-                field_errors=reply.field_errors,
-                request_id=reply.request_id,
-            )
-        return JSONResponse(
-            {
-                "ok": True,
-                "request_id": reply.request_id,
-                "state": reply.state,
-                "risk": core.risk_doc(),
-                "config_version": core.config_version,
-            }
-        )
-
-    async def reason_of(request: Request) -> str | JSONResponse:
-        try:
-            doc = await read_json(request)
-        except ValueError as e:
-            return error(400, str(e))
-        if doc is None:
-            return "operator"
-        if not isinstance(doc, dict) or not isinstance(doc.get("reason", ""), str):
-            return error(400, 'body must be a JSON object like {"reason": "..."}')
-        return doc.get("reason") or "operator"
-
-    async def emergency_stop(request: Request) -> JSONResponse:
-        reason = await reason_of(request)
-        if isinstance(reason, JSONResponse):
-            return reason
-        return await forward(
-            lambda rid: EmergencyStop(request_id=rid, reason=reason), "emergency stop"
-        )
-
-    async def emergency_clear(request: Request) -> JSONResponse:
-        return await forward(lambda rid: ClearEmergencyStop(request_id=rid), "clear emergency stop")
-
-    async def force_exit(request: Request) -> JSONResponse:
-        reason = await reason_of(request)
-        if isinstance(reason, JSONResponse):
-            return reason
-        return await forward(lambda rid: ForceExit(request_id=rid, reason=reason), "force exit")
-
-    async def post_config(request: Request) -> JSONResponse:
-        try:
-            doc = await read_json(request)
-        except ValueError as e:
-            return error(400, str(e))
-        try:
-            cfg = validate_strategy_config(doc, "posted config")
-        except ConfigError as e:
-            return error(422, "invalid config: nothing was applied", field_errors=e.errors)
-        full = config_to_dict(cfg)
-        resp = await forward(lambda rid: ConfigUpdate(request_id=rid, config=full), "config update")
-        return resp
-
-    def int_param(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
-        raw = request.query_params.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            v = int(raw)
-        except ValueError:
-            raise ValueError(f"query parameter {name!r} must be an integer, got {raw!r}") from None
-        if not lo <= v <= hi:
-            raise ValueError(f"query parameter {name!r} must be between {lo} and {hi}, got {v}")
-        return v
-
-    async def trades(request: Request) -> JSONResponse:
-        if recorder is None:
-            return error(503, "recorder not configured in this process")
-        known = {*TRADE_FILTERS, "limit", "offset", "since_ns", "until_ns", "dry_run"}
-        unknown = sorted(set(request.query_params) - known)
-        if unknown:
-            return error(
-                400, f"unknown query parameter(s) {unknown}; expected some of {sorted(known)}"
-            )
-        try:
-            limit = int_param(request, "limit", 50, 1, 500)
-            offset = int_param(request, "offset", 0, 0, 10**9)
-            since = int_param(request, "since_ns", None, 0, 2**63 - 1)
-            until = int_param(request, "until_ns", None, 0, 2**63 - 1)
-        except ValueError as e:
-            return error(400, str(e))
-        dry: bool | None = None
-        raw_dry = request.query_params.get("dry_run")
-        if raw_dry:
-            if raw_dry.lower() not in ("true", "false", "1", "0"):
-                return error(
-                    400, f"query parameter 'dry_run' must be true or false, got {raw_dry!r}"
-                )
-            dry = raw_dry.lower() in ("true", "1")
-        filters = {k: request.query_params[k] for k in TRADE_FILTERS if request.query_params.get(k)}
-        page = await asyncio.to_thread(
-            recorder.trades,
-            limit=limit or 50,
-            offset=offset or 0,
-            since_ns=since,
-            until_ns=until,
-            dry_run=dry,
-            **filters,
-        )
-        return JSONResponse(page)
-
-    async def live(ws: WebSocket) -> None:
-        if len(hub.slots) >= MAX_LIVE_CLIENTS:
-            await ws.accept()
-            await ws.close(code=1013, reason="too many live clients")
-            return
-        await ws.accept()
-        slot = hub.join()
-
-        async def sender() -> None:
-            while True:
-                data = await slot.take()
-                await asyncio.wait_for(ws.send_text(data), LIVE_SEND_TIMEOUT_S)
-
-        send_task = asyncio.create_task(sender())
-        try:
-            # reading is how a disconnect is noticed; anything the client sends is ignored
-            recv_task = asyncio.create_task(_drain_client(ws))
-            done, _ = await asyncio.wait(
-                {send_task, recv_task}, return_when=asyncio.FIRST_COMPLETED
-            )
-            for t in (send_task, recv_task):
-                t.cancel()
-            for t in done:
-                if not t.cancelled() and isinstance(t.exception(), TimeoutError):
-                    hub.dropped_clients += 1
-        finally:
-            hub.leave(slot)
-            send_task.cancel()
-            try:
-                await ws.close()
-            except Exception:  # noqa: BLE001 - already closed by the peer
-                pass
-
-    routes = [
-        Route("/", index),
-        Route("/health", health),
-        Route("/api/status", status),
-        Route("/api/history", history),
-        Route("/api/config", get_config, methods=["GET"]),
-        Route("/api/config", post_config, methods=["POST"]),
-        Route("/api/emergency-stop", emergency_stop, methods=["POST"]),
-        Route("/api/emergency-stop/clear", emergency_clear, methods=["POST"]),
-        Route("/api/force-exit", force_exit, methods=["POST"]),
-        Route("/api/trades", trades),
-        Route("/api/latency", latency),
-        Route("/metrics", metrics),
-        WebSocketRoute("/ws/live", live),
-        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-    ]
     middleware = [
         Middleware(TrustedHostMiddleware, allowed_hosts=api.allowed_hosts),
         Middleware(BodyLimitMiddleware, limit=api.max_body_bytes),
@@ -562,7 +619,14 @@ def build_app(
             )
         )
     middleware.append(Middleware(TokenAuthMiddleware, token=api.token))
-    return Starlette(routes=routes, middleware=middleware)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.core = core
+    app.state.hub = hub or LiveHub(core)
+    app.state.control = control
+    app.state.recorder = recorder
+    app.state.api = api
+    app.state.extra_metrics = extra_metrics
+    return app
 
 
 async def _drain_client(ws: WebSocket) -> None:

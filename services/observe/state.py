@@ -1,8 +1,8 @@
-"""Observe's transport-free core: the latest state of the whole system, built from bus messages.
+"""Observe's transport-free core: the latest state of the whole system, folded from bus messages.
 
-`handle(topic, msg, now_ns)` folds one bus message into the state and returns what should be
-recorded (`Row`s for SQLite, `LogLine`s for the JSONL streams); the runner does the I/O. The
-state documents served by the API (`health`, `status`, `live`, `metrics_text`) are read from here.
+`ObserveCore.handle(topic, msg, now_ns)` folds one bus message into the state and returns what
+should be recorded (`Row`s for SQLite, `LogLine`s for the JSONL streams); the runner does the I/O.
+The documents served from this state are in views.py (JSON) and metrics.py (Prometheus text).
 Observe is not decision code, so `now_ns` is wall time (ages and countdowns for people).
 """
 
@@ -39,18 +39,13 @@ from common.schema import (
     SignalScore,
     to_dict,
 )
+from services.observe import views
 from services.observe.latency import SEVERITY_LOG_LEVEL, LatencyStats
 
-SERVICES = ("ingest", "signal", "strategy", "execution", "observe")
-FEEDS = ("binance", "clob", "gamma", "price_feed")
-HEARTBEAT_STALE_NS = 3_000_000_000
-FEED_STALE_MS = 3000.0  # a data feed silent this long is shown stale (strategy's default too)
 HISTORY_STEP_NS = 250_000_000  # chart series sampled at most 4x a second
 HISTORY_LEN = 3600  # 15 min of chart at 4 Hz
 SIGNAL_ROW_STEP_NS = 1_000_000_000  # signals recorded at most once a second unless the side flips
 BREACH_LOG_STEP_NS = 1_000_000_000  # one latency breach line per stage and severity a second
-BOOK_DEPTH = 5
-LIVE_LATENCY_CACHE_NS = 500_000_000
 NS = 1_000_000_000
 
 
@@ -106,33 +101,6 @@ class Book:
         self.best_ask = msg.best_ask if msg.best_ask is not None else min(self.asks, default=None)
         self.ts_recv_ns = msg.ts_recv_ns
 
-    def doc(self, now_ns: int) -> dict[str, Any]:
-        bids = sorted(self.bids.items(), key=lambda kv: -kv[0])[:BOOK_DEPTH]
-        asks = sorted(self.asks.items())[:BOOK_DEPTH]
-        mid = None
-        if self.best_bid is not None and self.best_ask is not None:
-            mid = round((self.best_bid + self.best_ask) / 2, 4)
-        return {
-            "asset_id": self.asset_id,
-            "best_bid": self.best_bid,
-            "best_ask": self.best_ask,
-            "mid": mid,
-            "spread": (
-                round(self.best_ask - self.best_bid, 4)
-                if self.best_bid is not None and self.best_ask is not None
-                else None
-            ),
-            "bids": [[p, s] for p, s in bids],
-            "asks": [[p, s] for p, s in asks],
-            "bid_depth": round(sum(self.bids.values()), 2),
-            "ask_depth": round(sum(self.asks.values()), 2),
-            "age_ms": _age_ms(now_ns, self.ts_recv_ns),
-        }
-
-
-def _age_ms(now_ns: int, ts_ns: int) -> float | None:
-    return round((now_ns - ts_ns) / 1e6, 1) if ts_ns else None
-
 
 def _ms(later_ns: int, earlier_ns: int) -> float | None:
     """A latency in ms, or None when either end is unknown (0) or the clocks went backwards."""
@@ -142,6 +110,8 @@ def _ms(later_ns: int, earlier_ns: int) -> float | None:
 
 
 class ObserveCore:
+    """The latest state of the whole system as observe has heard it (see the module docstring)."""
+
     def __init__(
         self,
         started_ns: int,
@@ -198,8 +168,8 @@ class ObserveCore:
         self._breach_logged: dict[tuple[str, str], int] = {}
         self._breach_suppressed: dict[tuple[str, str], int] = {}
         self._lat_authoritative: set[str] = set()
-        self._lat_cache: dict[str, dict[str, Any]] = {}
-        self._lat_cache_ns = 0
+        self.lat_cache: dict[str, dict[str, Any]] = {}
+        self.lat_cache_ns = 0
         # chart series: (unix seconds, value)
         self.btc_history: deque[tuple[float, float]] = deque(maxlen=HISTORY_LEN)
         self.prob_history: deque[tuple[float, float, float | None]] = deque(maxlen=HISTORY_LEN)
@@ -226,7 +196,8 @@ class ObserveCore:
             self.wins_today += 1 if r.get("won") else 0
             self.pnl_today += r.get("pnl") or 0.0
 
-    def _roll_day(self, now_ns: int) -> None:
+    def roll_day(self, now_ns: int) -> None:
+        """Start today's figures afresh when the UTC day of `now_ns` is a new one."""
         day = utc_day(now_ns)
         if day != self.day:
             self.day = day
@@ -470,7 +441,7 @@ class ObserveCore:
             self.prob_history.append((round(now_ns / NS, 3), msg.p_up, market_p))
 
     def _on_fill(self, msg: Fill, now_ns: int, out: list[Record]) -> None:
-        self._roll_day(now_ns)
+        self.roll_day(now_ns)
         d = to_dict(msg)
         self.recent_fills.append(d)
         row = {
@@ -502,7 +473,7 @@ class ObserveCore:
             )
 
     def _on_settlement(self, msg: Settlement, now_ns: int, out: list[Record]) -> None:
-        self._roll_day(now_ns)
+        self.roll_day(now_ns)
         row = {
             "event_key": f"settlement:{msg.slug}:{msg.asset_id}",
             "kind": "settlement",
@@ -519,7 +490,7 @@ class ObserveCore:
             "won": msg.won,
             "client_order_id": "",
             "trade_id": "",
-            "dry_run": self.mode_doc()["dry_run"],
+            "dry_run": views.mode_doc(self)["dry_run"],
         }
         out.append(Row("trades", row))
         self._count_trade(row)
@@ -604,8 +575,9 @@ class ObserveCore:
             )
         )
 
-    # --- derived views --------------------------------------------------------------------------
+    # --- queries used by the fold and the views --------------------------------------------------
     def current_market(self, now_ns: int) -> MarketInfo | None:
+        """The market whose window contains `now_ns`, else the one ingest last called current."""
         live = [m for m in self.markets.values() if m.window_start_ns <= now_ns < m.window_end_ns]
         if live:
             return max(live, key=lambda m: m.window_start_ns)
@@ -614,396 +586,3 @@ class ObserveCore:
     def _up_book(self) -> Book | None:
         m = self.markets.get(self.current_slug)
         return self.books.get(m.up_token_id) if m else None
-
-    def market_doc(self, now_ns: int) -> dict[str, Any] | None:
-        m = self.current_market(now_ns)
-        if m is None:
-            return None
-        nxt = self.markets.get(self.next_slug)
-        return {
-            "slug": m.slug,
-            "question": m.question,
-            "condition_id": m.condition_id,
-            "window_start_ns": m.window_start_ns,
-            "window_end_ns": m.window_end_ns,
-            "window_seconds": round((m.window_end_ns - m.window_start_ns) / NS, 3),
-            "seconds_left": round(max(0.0, (m.window_end_ns - now_ns) / NS), 1),
-            "price_to_beat": m.price_to_beat,
-            "price_to_beat_source": m.price_to_beat_source,
-            "up_token_id": m.up_token_id,
-            "down_token_id": m.down_token_id,
-            "tick_size": m.tick_size,
-            "twap_enabled": m.twap_enabled,
-            "resolution_source": m.resolution_source,
-            "accepting_orders": m.accepting_orders,
-            "next_slug": nxt.slug if nxt and nxt.slug != m.slug else None,
-        }
-
-    def books_doc(self, now_ns: int) -> dict[str, Any]:
-        m = self.current_market(now_ns)
-        out: dict[str, Any] = {"up": None, "down": None}
-        if m is not None:
-            for name, token in (("up", m.up_token_id), ("down", m.down_token_id)):
-                book = self.books.get(token)
-                out[name] = book.doc(now_ns) if book else None
-        return out
-
-    def signal_doc(self) -> dict[str, Any] | None:
-        s = self.signal
-        if s is None:
-            return None
-        edge = s.edge_up if s.side == "Up" else s.edge_down
-        return {
-            "slug": s.slug,
-            "side": s.side,
-            "score": round(s.score, 4),
-            "p_up": round(s.p_up, 4),
-            "edge_up": round(s.edge_up, 4),
-            "edge_down": round(s.edge_down, 4),
-            "edge_pct": round(edge, 4),  # a fraction, in the units of config's min_edge_pct
-            "ts_ns": s.ts_ns,
-        }
-
-    def position_doc(self, now_ns: int) -> dict[str, Any]:
-        p = self.position
-        if p is None or not p.open:
-            return {"open": False}
-        doc = to_dict(p)
-        doc.pop("kind", None)
-        book = self.books.get(p.asset_id)
-        # live P&L marks at the bid: what the position would fetch if sold now
-        if book is not None and book.best_bid is not None:
-            doc["mark_price"] = book.best_bid
-            doc["unrealized_pnl"] = round(p.size * book.best_bid - p.cost - p.fees, 4)
-            doc["mark_source"] = "book_bid"
-        else:
-            doc["mark_source"] = "strategy"
-        return doc
-
-    def metrics_doc(self, now_ns: int) -> dict[str, Any]:
-        self._roll_day(now_ns)
-        r = self.risk
-        if r is not None and r.day == self.day:
-            trades, wins, pnl = r.trades_today, r.wins_today, r.daily_pnl
-            source = "strategy"
-        else:
-            trades, wins, pnl = self.entries_today, self.wins_today, self.pnl_today
-            source = "observe"
-        settled = self.settled_today
-        decided = max(settled, wins) if source == "observe" else max(trades, wins)
-        return {
-            "day": self.day,
-            "daily_pnl": round(pnl, 4),
-            "trades_today": trades,
-            "wins_today": wins,
-            "settled_today": settled,
-            "win_rate": round(wins / decided, 4) if decided else None,
-            "fees_today": round(self.fees_today, 4),
-            "source": source,
-        }
-
-    def risk_doc(self) -> dict[str, Any]:
-        r = self.risk
-        if r is not None:
-            doc = to_dict(r)
-            doc.pop("kind", None)
-            doc["source"] = "risk.state"
-            return doc
-        hb = self.heartbeats.get("strategy")
-        if hb is not None and "emergency_stop" in hb.detail:
-            # strategy only publishes risk.state on change; its heartbeat tells a late joiner
-            es = bool(hb.detail.get("emergency_stop"))
-            listed = hb.detail.get("halted")
-            reasons = [str(r) for r in listed] if isinstance(listed, list) else []
-            if es and "emergency_stop" not in reasons:
-                reasons.append("emergency_stop")
-            return {
-                "halted": hb.state == "halted" or es or bool(reasons),
-                "emergency_stop": es,
-                "reasons": reasons,
-                "source": "heartbeat",
-                "config_version": hb.detail.get("config_version", 0),
-            }
-        return {"halted": None, "emergency_stop": None, "reasons": [], "source": "unknown"}
-
-    def feeds_doc(self, now_ns: int) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        stale_ms = float(self.config.get("stale_after_ms", FEED_STALE_MS))
-        for feed in FEEDS:
-            last = self.feed_last_ns.get(feed, 0)
-            age = _age_ms(now_ns, last)
-            fs = self.feed_status.get(feed)
-            doc: dict[str, Any] = {"age_ms": age, "last_ns": last or None}
-            if fs is not None:
-                doc.update(
-                    connected=fs.connected,
-                    reported_stale=fs.stale,
-                    reconnects=fs.reconnects,
-                    parse_errors=fs.parse_errors,
-                    detail=fs.detail,
-                )
-            else:
-                doc["connected"] = None
-            # gamma is polled, so only its explicit status says it is stale
-            silent = feed != "gamma" and (age is None or age > stale_ms)
-            doc["stale"] = bool((fs is not None and (fs.stale or not fs.connected)) or silent)
-            out[feed] = doc
-        return out
-
-    def health(self, now_ns: int) -> dict[str, Any]:
-        services: dict[str, Any] = {}
-        for name in SERVICES:
-            if name == "observe":
-                services[name] = {
-                    "state": "running",
-                    "pid": self.pid,
-                    "age_ms": 0.0,
-                    "started_ns": self.started_ns,
-                    "alive": True,
-                }
-                continue
-            hb = self.heartbeats.get(name)
-            if hb is None:
-                services[name] = {"state": "unknown", "alive": False, "age_ms": None}
-                continue
-            age = now_ns - hb.ts_ns
-            services[name] = {
-                "state": hb.state,
-                "pid": hb.pid,
-                "age_ms": round(age / 1e6, 1),
-                "started_ns": hb.started_ns,
-                "alive": age < HEARTBEAT_STALE_NS,
-                "detail": hb.detail,
-            }
-        pipeline: dict[str, Any] = {"probes": self.probes}
-        if self.last_probe is not None:
-            p = self.last_probe
-            pipeline.update(
-                hops=p.hops,
-                age_ms=round((now_ns - p.hop_ns[-1]) / 1e6, 1),
-                end_to_end_ms=round((p.hop_ns[-1] - p.ts_origin_ns) / 1e6, 3),
-            )
-        ok = all(s["alive"] for s in services.values())
-        return {"ok": ok, "services": services, "pipeline": pipeline}
-
-    def mode_doc(self) -> dict[str, Any]:
-        """What execution really does with orders. Its heartbeat is the truth (it alone checks
-        all three switches, key included); until it is heard, observe's own settings decide, and
-        they err towards showing LIVE."""
-        hb = self.heartbeats.get("execution")
-        exec_mode = hb.detail.get("mode") if hb is not None else None
-        if exec_mode in ("live", "dry_run", "blocked"):
-            label = {"live": "LIVE", "dry_run": "DRY RUN", "blocked": "BLOCKED"}[exec_mode]
-            source = "execution"
-        else:
-            label = "LIVE" if not self.dry_run and self.real_trading else "DRY RUN"
-            source = "settings"
-        return {
-            "dry_run": label != "LIVE",
-            "label": label,
-            "source": source,
-            "venue": self.venue,
-            "settings_dry_run": self.dry_run,
-            "real_trading_enabled": self.real_trading,
-        }
-
-    def status(self, now_ns: int) -> dict[str, Any]:
-        """The full snapshot behind GET /api/status."""
-        market = self.market_doc(now_ns)
-        return {
-            "ts_ns": now_ns,
-            "mode": self.mode_doc(),
-            "health": self.health(now_ns),
-            "feeds": self.feeds_doc(now_ns),
-            "btc": {
-                "price": self.btc_price,
-                "age_ms": _age_ms(now_ns, self.btc_ts_ns),
-                "bid": self.btc_quote.bid if self.btc_quote else None,
-                "ask": self.btc_quote.ask if self.btc_quote else None,
-                "price_feeds": {
-                    k: {"value": v.value, "age_ms": _age_ms(now_ns, v.ts_recv_ns)}
-                    for k, v in self.price_feeds.items()
-                },
-            },
-            "market": market,
-            "price_to_beat": market["price_to_beat"] if market else None,
-            "books": self.books_doc(now_ns),
-            "signal": self.signal_doc(),
-            "position": self.position_doc(now_ns),
-            "metrics": self.metrics_doc(now_ns),
-            "risk": self.risk_doc(),
-            "config_version": self.config_version,
-            "latency": self.latency.summary(),
-            "recent": {
-                "decisions": list(self.decisions)[-10:],
-                "fills": list(self.recent_fills)[-10:],
-                "orders": list(self.orders)[-10:],
-                "resolved": [to_dict(r) for r in list(self.resolved)[-5:]],
-            },
-        }
-
-    def live(self, now_ns: int) -> dict[str, Any]:
-        """The /ws/live state document: the README's shape plus what the dashboard draws."""
-        market = self.market_doc(now_ns)
-        mode = self.mode_doc()
-        return {
-            "type": "state",
-            "data": {
-                "ts_ns": now_ns,
-                "dry_run": mode["dry_run"],
-                "mode": mode,
-                "btc_price": self.btc_price,
-                "btc_age_ms": _age_ms(now_ns, self.btc_ts_ns),
-                "market": market,
-                "books": self.books_doc(now_ns),
-                "signal": self.signal_doc(),
-                "position": self.position_doc(now_ns),
-                "metrics": self.metrics_doc(now_ns),
-                "risk": self.risk_doc(),
-                "config_version": self.config_version,
-                "config_source": self.config_source,
-                "feeds": self.feeds_doc(now_ns),
-                "services": {
-                    k: {"state": v["state"], "alive": v["alive"], "age_ms": v["age_ms"]}
-                    for k, v in self.health(now_ns)["services"].items()
-                },
-                "latency": {
-                    k: {
-                        "p50": v["p50"],
-                        "p99": v["p99"],
-                        "count": v["count"],
-                        "severity": v["severity"],
-                    }
-                    for k, v in self._live_latency(now_ns).items()
-                },
-                "fills": list(self.recent_fills)[-8:],
-                "decisions": list(self.decisions)[-8:],
-            },
-        }
-
-    def _live_latency(self, now_ns: int) -> dict[str, dict[str, Any]]:
-        # sorting every stage's window 5x a second costs more than the rest of the document;
-        # percentiles that are half a second old are fine to watch
-        if now_ns - self._lat_cache_ns >= LIVE_LATENCY_CACHE_NS or not self._lat_cache:
-            self._lat_cache = self.latency.summary()
-            self._lat_cache_ns = now_ns
-        return self._lat_cache
-
-    def history(self) -> dict[str, Any]:
-        return {"btc": list(self.btc_history), "prob": list(self.prob_history)}
-
-    def metrics_text(self, now_ns: int, extra: dict[str, float] | None = None) -> str:
-        """Prometheus text exposition (version 0.0.4)."""
-        lines: list[str] = []
-
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float | None]]):
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                if value is None:
-                    continue
-                lines.append(f"{name}{labels} {float(value):.6g}")
-
-        health = self.health(now_ns)
-        metric(
-            "polyedge_service_up",
-            "gauge",
-            "1 when the service's heartbeat is fresh",
-            [
-                (f'{{service="{k}"}}', 1.0 if v["alive"] else 0.0)
-                for k, v in health["services"].items()
-            ],
-        )
-        metric(
-            "polyedge_heartbeat_age_seconds",
-            "gauge",
-            "Age of the last heartbeat",
-            [
-                (f'{{service="{k}"}}', v["age_ms"] / 1e3 if v["age_ms"] is not None else None)
-                for k, v in health["services"].items()
-            ],
-        )
-        metric(
-            "polyedge_probes_total", "counter", "End-to-end probes completed", [("", self.probes)]
-        )
-        metric("polyedge_btc_price_usd", "gauge", "Last BTC trade price", [("", self.btc_price)])
-        feeds = self.feeds_doc(now_ns)
-        metric(
-            "polyedge_feed_age_seconds",
-            "gauge",
-            "Age of the last message per feed",
-            [
-                (f'{{feed="{k}"}}', v["age_ms"] / 1e3 if v["age_ms"] is not None else None)
-                for k, v in feeds.items()
-            ],
-        )
-        metric(
-            "polyedge_feed_stale",
-            "gauge",
-            "1 when a feed is stale or disconnected",
-            [(f'{{feed="{k}"}}', 1.0 if v["stale"] else 0.0) for k, v in feeds.items()],
-        )
-        lat = self.latency.summary()
-        qs: list[tuple[str, float | None]] = []
-        for stage, v in lat.items():
-            for q, key in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"), ("1", "max")):
-                qs.append((f'{{stage="{stage}",quantile="{q}"}}', v[key]))
-        metric("polyedge_latency_ms", "summary", "Latency per stage over the recent window", qs)
-        metric(
-            "polyedge_latency_samples_total",
-            "counter",
-            "Latency samples per stage",
-            [(f'{{stage="{k}"}}', v["count"]) for k, v in lat.items()],
-        )
-        metric(
-            "polyedge_latency_breaches_total",
-            "counter",
-            "Samples above 200 (warning), 500 (critical), 1000 ms (stale)",
-            [
-                (f'{{stage="{k}",severity="{s}"}}', n)
-                for k, v in lat.items()
-                for s, n in v["breaches"].items()
-            ],
-        )
-        risk = self.risk_doc()
-        metric(
-            "polyedge_risk_halted",
-            "gauge",
-            "1 when strategy is halted",
-            [("", None if risk["halted"] is None else float(bool(risk["halted"])))],
-        )
-        metric(
-            "polyedge_emergency_stop",
-            "gauge",
-            "1 when the emergency stop is set",
-            [("", None if risk["emergency_stop"] is None else float(bool(risk["emergency_stop"])))],
-        )
-        m = self.metrics_doc(now_ns)
-        metric("polyedge_daily_pnl_usd", "gauge", "Today's realised P&L", [("", m["daily_pnl"])])
-        metric("polyedge_trades_today", "gauge", "Entries today", [("", m["trades_today"])])
-        metric(
-            "polyedge_position_open",
-            "gauge",
-            "1 when a position is open",
-            [("", 1.0 if self.position and self.position.open else 0.0)],
-        )
-        metric(
-            "polyedge_config_version",
-            "gauge",
-            "Strategy config version",
-            [("", self.config_version)],
-        )
-        metric(
-            "polyedge_observe_messages_total",
-            "counter",
-            "Bus messages handled by observe",
-            [("", self.messages)],
-        )
-        for name, value in (extra or {}).items():
-            metric(
-                f"polyedge_observe_{name}",
-                "gauge",
-                f"observe {name.replace('_', ' ')}",
-                [("", value)],
-            )
-        return "\n".join(lines) + "\n"

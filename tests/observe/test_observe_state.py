@@ -18,9 +18,10 @@ from common.schema import (
     RiskState,
     Settlement,
 )
-from services.observe.core import LogLine, ObserveCore, Row
+from services.observe import views
 from services.observe.latency import LatencyStats, percentile, severity
 from services.observe.recorder import Recorder
+from services.observe.state import LogLine, ObserveCore, Row
 
 NOW = 1_795_000_000_000_000_000
 
@@ -75,12 +76,12 @@ def test_book_snapshot_then_deltas_rebuild_depth_and_best() -> None:
         ),
         NOW,
     )
-    up = c.books_doc(NOW + 2 * 10**6)["up"]
+    up = views.books_doc(c, NOW + 2 * 10**6)["up"]
     assert up["bids"] == [[0.51, 3.0], [0.50, 10.0], [0.49, 20.0]]
     assert up["asks"] == [[0.53, 7.0]]
     assert (up["best_bid"], up["best_ask"], up["mid"], up["spread"]) == (0.51, 0.53, 0.52, 0.02)
     assert up["bid_depth"] == 33.0 and up["age_ms"] == 1.0
-    assert c.books_doc(NOW)["down"] is None
+    assert views.books_doc(c, NOW)["down"] is None
 
 
 def test_percentiles_are_nearest_rank_and_thresholds_strict() -> None:
@@ -153,7 +154,7 @@ def test_live_pnl_marks_at_the_bid_and_metrics_count_today() -> None:
         ),
         NOW,
     )
-    pos = c.position_doc(NOW)
+    pos = views.position_doc(c, NOW)
     assert pos["mark_price"] == 0.60 and pos["unrealized_pnl"] == pytest.approx(0.825)
     out = c.handle(
         "exec.fill",
@@ -183,7 +184,7 @@ def test_live_pnl_marks_at_the_bid_and_metrics_count_today() -> None:
         ),
         NOW,
     )
-    m = c.metrics_doc(NOW)
+    m = views.metrics_doc(c, NOW)
     assert (m["trades_today"], m["wins_today"], m["win_rate"]) == (1, 1, 1.0)
     assert m["daily_pnl"] == 4.825 and m["source"] == "observe"
     # strategy's own counters win once it publishes them for today
@@ -194,7 +195,7 @@ def test_live_pnl_marks_at_the_bid_and_metrics_count_today() -> None:
         ),
         NOW,
     )
-    m2 = c.metrics_doc(NOW)
+    m2 = views.metrics_doc(c, NOW)
     assert (m2["daily_pnl"], m2["trades_today"], m2["source"]) == (-2.0, 3, "strategy")
 
 
@@ -273,7 +274,7 @@ def test_mode_banner_follows_execution_over_settings() -> None:
     from common.schema import Heartbeat
 
     c = ObserveCore(NOW, 1, dry_run=False, real_trading=True)
-    assert c.mode_doc()["label"] == "LIVE" and c.mode_doc()["source"] == "settings"
+    assert views.mode_doc(c)["label"] == "LIVE" and views.mode_doc(c)["source"] == "settings"
     for mode, label in (("blocked", "BLOCKED"), ("dry_run", "DRY RUN"), ("live", "LIVE")):
         c.handle(
             "sys.heartbeat.execution",
@@ -287,6 +288,6 @@ def test_mode_banner_follows_execution_over_settings() -> None:
             ),
             NOW,
         )
-        doc = c.live(NOW)["data"]
+        doc = views.live(c, NOW)["data"]
         assert doc["mode"]["label"] == label and doc["mode"]["source"] == "execution"
         assert doc["dry_run"] is (label != "LIVE")

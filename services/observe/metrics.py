@@ -1,0 +1,129 @@
+"""Observe's Prometheus text exposition (version 0.0.4) of an `ObserveCore` state, served at
+`/metrics`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from services.observe import views
+
+if TYPE_CHECKING:
+    from services.observe.state import ObserveCore
+
+
+def metrics_text(core: ObserveCore, now_ns: int, extra: dict[str, float] | None = None) -> str:
+    """Prometheus text exposition (version 0.0.4)."""
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float | None]]):
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            if value is None:
+                continue
+            lines.append(f"{name}{labels} {float(value):.6g}")
+
+    health = views.health(core, now_ns)
+    metric(
+        "polyedge_service_up",
+        "gauge",
+        "1 when the service's heartbeat is fresh",
+        [
+            (f'{{service="{k}"}}', 1.0 if v["alive"] else 0.0)
+            for k, v in health["services"].items()
+        ],
+    )
+    metric(
+        "polyedge_heartbeat_age_seconds",
+        "gauge",
+        "Age of the last heartbeat",
+        [
+            (f'{{service="{k}"}}', v["age_ms"] / 1e3 if v["age_ms"] is not None else None)
+            for k, v in health["services"].items()
+        ],
+    )
+    metric(
+        "polyedge_probes_total", "counter", "End-to-end probes completed", [("", core.probes)]
+    )
+    metric("polyedge_btc_price_usd", "gauge", "Last BTC trade price", [("", core.btc_price)])
+    feeds = views.feeds_doc(core, now_ns)
+    metric(
+        "polyedge_feed_age_seconds",
+        "gauge",
+        "Age of the last message per feed",
+        [
+            (f'{{feed="{k}"}}', v["age_ms"] / 1e3 if v["age_ms"] is not None else None)
+            for k, v in feeds.items()
+        ],
+    )
+    metric(
+        "polyedge_feed_stale",
+        "gauge",
+        "1 when a feed is stale or disconnected",
+        [(f'{{feed="{k}"}}', 1.0 if v["stale"] else 0.0) for k, v in feeds.items()],
+    )
+    lat = core.latency.summary()
+    qs: list[tuple[str, float | None]] = []
+    for stage, v in lat.items():
+        for q, key in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"), ("1", "max")):
+            qs.append((f'{{stage="{stage}",quantile="{q}"}}', v[key]))
+    metric("polyedge_latency_ms", "summary", "Latency per stage over the recent window", qs)
+    metric(
+        "polyedge_latency_samples_total",
+        "counter",
+        "Latency samples per stage",
+        [(f'{{stage="{k}"}}', v["count"]) for k, v in lat.items()],
+    )
+    metric(
+        "polyedge_latency_breaches_total",
+        "counter",
+        "Samples above 200 (warning), 500 (critical), 1000 ms (stale)",
+        [
+            (f'{{stage="{k}",severity="{s}"}}', n)
+            for k, v in lat.items()
+            for s, n in v["breaches"].items()
+        ],
+    )
+    risk = views.risk_doc(core)
+    metric(
+        "polyedge_risk_halted",
+        "gauge",
+        "1 when strategy is halted",
+        [("", None if risk["halted"] is None else float(bool(risk["halted"])))],
+    )
+    metric(
+        "polyedge_emergency_stop",
+        "gauge",
+        "1 when the emergency stop is set",
+        [("", None if risk["emergency_stop"] is None else float(bool(risk["emergency_stop"])))],
+    )
+    m = views.metrics_doc(core, now_ns)
+    metric("polyedge_daily_pnl_usd", "gauge", "Today's realised P&L", [("", m["daily_pnl"])])
+    metric("polyedge_trades_today", "gauge", "Entries today", [("", m["trades_today"])])
+    metric(
+        "polyedge_position_open",
+        "gauge",
+        "1 when a position is open",
+        [("", 1.0 if core.position and core.position.open else 0.0)],
+    )
+    metric(
+        "polyedge_config_version",
+        "gauge",
+        "Strategy config version",
+        [("", core.config_version)],
+    )
+    metric(
+        "polyedge_observe_messages_total",
+        "counter",
+        "Bus messages handled by observe",
+        [("", core.messages)],
+    )
+    for name, value in (extra or {}).items():
+        metric(
+            f"polyedge_observe_{name}",
+            "gauge",
+            f"observe {name.replace('_', ' ')}",
+            [("", value)],
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,339 @@
+"""Observe's view documents: the JSON the API and `/ws/live` serve (`health`, `status`, `live`,
+`history` and their parts), read from an `ObserveCore` state (state.py) at wall time `now_ns`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from common.schema import to_dict
+
+if TYPE_CHECKING:
+    from services.observe.state import Book, ObserveCore
+
+NS = 1_000_000_000
+SERVICES = ("ingest", "signal", "strategy", "execution", "observe")
+FEEDS = ("binance", "clob", "gamma", "price_feed")
+HEARTBEAT_STALE_NS = 3_000_000_000
+FEED_STALE_MS = 3000.0  # a data feed silent this long is shown stale (strategy's default too)
+BOOK_DEPTH = 5
+LIVE_LATENCY_CACHE_NS = 500_000_000
+
+
+def book_doc(book: Book, now_ns: int) -> dict[str, Any]:
+    """One token's book for the API: best prices, mid, spread, the top BOOK_DEPTH levels."""
+    bids = sorted(book.bids.items(), key=lambda kv: -kv[0])[:BOOK_DEPTH]
+    asks = sorted(book.asks.items())[:BOOK_DEPTH]
+    mid = None
+    if book.best_bid is not None and book.best_ask is not None:
+        mid = round((book.best_bid + book.best_ask) / 2, 4)
+    return {
+        "asset_id": book.asset_id,
+        "best_bid": book.best_bid,
+        "best_ask": book.best_ask,
+        "mid": mid,
+        "spread": (
+            round(book.best_ask - book.best_bid, 4)
+            if book.best_bid is not None and book.best_ask is not None
+            else None
+        ),
+        "bids": [[p, s] for p, s in bids],
+        "asks": [[p, s] for p, s in asks],
+        "bid_depth": round(sum(book.bids.values()), 2),
+        "ask_depth": round(sum(book.asks.values()), 2),
+        "age_ms": _age_ms(now_ns, book.ts_recv_ns),
+    }
+
+
+def _age_ms(now_ns: int, ts_ns: int) -> float | None:
+    return round((now_ns - ts_ns) / 1e6, 1) if ts_ns else None
+
+
+def market_doc(core: ObserveCore, now_ns: int) -> dict[str, Any] | None:
+    m = core.current_market(now_ns)
+    if m is None:
+        return None
+    nxt = core.markets.get(core.next_slug)
+    return {
+        "slug": m.slug,
+        "question": m.question,
+        "condition_id": m.condition_id,
+        "window_start_ns": m.window_start_ns,
+        "window_end_ns": m.window_end_ns,
+        "window_seconds": round((m.window_end_ns - m.window_start_ns) / NS, 3),
+        "seconds_left": round(max(0.0, (m.window_end_ns - now_ns) / NS), 1),
+        "price_to_beat": m.price_to_beat,
+        "price_to_beat_source": m.price_to_beat_source,
+        "up_token_id": m.up_token_id,
+        "down_token_id": m.down_token_id,
+        "tick_size": m.tick_size,
+        "twap_enabled": m.twap_enabled,
+        "resolution_source": m.resolution_source,
+        "accepting_orders": m.accepting_orders,
+        "next_slug": nxt.slug if nxt and nxt.slug != m.slug else None,
+    }
+
+
+def books_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
+    m = core.current_market(now_ns)
+    out: dict[str, Any] = {"up": None, "down": None}
+    if m is not None:
+        for name, token in (("up", m.up_token_id), ("down", m.down_token_id)):
+            book = core.books.get(token)
+            out[name] = book_doc(book, now_ns) if book else None
+    return out
+
+
+def signal_doc(core: ObserveCore) -> dict[str, Any] | None:
+    s = core.signal
+    if s is None:
+        return None
+    edge = s.edge_up if s.side == "Up" else s.edge_down
+    return {
+        "slug": s.slug,
+        "side": s.side,
+        "score": round(s.score, 4),
+        "p_up": round(s.p_up, 4),
+        "edge_up": round(s.edge_up, 4),
+        "edge_down": round(s.edge_down, 4),
+        "edge_pct": round(edge, 4),  # a fraction, in the units of config's min_edge_pct
+        "ts_ns": s.ts_ns,
+    }
+
+
+def position_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
+    p = core.position
+    if p is None or not p.open:
+        return {"open": False}
+    doc = to_dict(p)
+    doc.pop("kind", None)
+    book = core.books.get(p.asset_id)
+    # live P&L marks at the bid: what the position would fetch if sold now
+    if book is not None and book.best_bid is not None:
+        doc["mark_price"] = book.best_bid
+        doc["unrealized_pnl"] = round(p.size * book.best_bid - p.cost - p.fees, 4)
+        doc["mark_source"] = "book_bid"
+    else:
+        doc["mark_source"] = "strategy"
+    return doc
+
+
+def metrics_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
+    core.roll_day(now_ns)
+    r = core.risk
+    if r is not None and r.day == core.day:
+        trades, wins, pnl = r.trades_today, r.wins_today, r.daily_pnl
+        source = "strategy"
+    else:
+        trades, wins, pnl = core.entries_today, core.wins_today, core.pnl_today
+        source = "observe"
+    settled = core.settled_today
+    decided = max(settled, wins) if source == "observe" else max(trades, wins)
+    return {
+        "day": core.day,
+        "daily_pnl": round(pnl, 4),
+        "trades_today": trades,
+        "wins_today": wins,
+        "settled_today": settled,
+        "win_rate": round(wins / decided, 4) if decided else None,
+        "fees_today": round(core.fees_today, 4),
+        "source": source,
+    }
+
+
+def risk_doc(core: ObserveCore) -> dict[str, Any]:
+    r = core.risk
+    if r is not None:
+        doc = to_dict(r)
+        doc.pop("kind", None)
+        doc["source"] = "risk.state"
+        return doc
+    hb = core.heartbeats.get("strategy")
+    if hb is not None and "emergency_stop" in hb.detail:
+        # strategy only publishes risk.state on change; its heartbeat tells a late joiner
+        es = bool(hb.detail.get("emergency_stop"))
+        listed = hb.detail.get("halted")
+        reasons = [str(r) for r in listed] if isinstance(listed, list) else []
+        if es and "emergency_stop" not in reasons:
+            reasons.append("emergency_stop")
+        return {
+            "halted": hb.state == "halted" or es or bool(reasons),
+            "emergency_stop": es,
+            "reasons": reasons,
+            "source": "heartbeat",
+            "config_version": hb.detail.get("config_version", 0),
+        }
+    return {"halted": None, "emergency_stop": None, "reasons": [], "source": "unknown"}
+
+
+def feeds_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    stale_ms = float(core.config.get("stale_after_ms", FEED_STALE_MS))
+    for feed in FEEDS:
+        last = core.feed_last_ns.get(feed, 0)
+        age = _age_ms(now_ns, last)
+        fs = core.feed_status.get(feed)
+        doc: dict[str, Any] = {"age_ms": age, "last_ns": last or None}
+        if fs is not None:
+            doc.update(
+                connected=fs.connected,
+                reported_stale=fs.stale,
+                reconnects=fs.reconnects,
+                parse_errors=fs.parse_errors,
+                detail=fs.detail,
+            )
+        else:
+            doc["connected"] = None
+        # gamma is polled, so only its explicit status says it is stale
+        silent = feed != "gamma" and (age is None or age > stale_ms)
+        doc["stale"] = bool((fs is not None and (fs.stale or not fs.connected)) or silent)
+        out[feed] = doc
+    return out
+
+
+def health(core: ObserveCore, now_ns: int) -> dict[str, Any]:
+    services: dict[str, Any] = {}
+    for name in SERVICES:
+        if name == "observe":
+            services[name] = {
+                "state": "running",
+                "pid": core.pid,
+                "age_ms": 0.0,
+                "started_ns": core.started_ns,
+                "alive": True,
+            }
+            continue
+        hb = core.heartbeats.get(name)
+        if hb is None:
+            services[name] = {"state": "unknown", "alive": False, "age_ms": None}
+            continue
+        age = now_ns - hb.ts_ns
+        services[name] = {
+            "state": hb.state,
+            "pid": hb.pid,
+            "age_ms": round(age / 1e6, 1),
+            "started_ns": hb.started_ns,
+            "alive": age < HEARTBEAT_STALE_NS,
+            "detail": hb.detail,
+        }
+    pipeline: dict[str, Any] = {"probes": core.probes}
+    if core.last_probe is not None:
+        p = core.last_probe
+        pipeline.update(
+            hops=p.hops,
+            age_ms=round((now_ns - p.hop_ns[-1]) / 1e6, 1),
+            end_to_end_ms=round((p.hop_ns[-1] - p.ts_origin_ns) / 1e6, 3),
+        )
+    ok = all(s["alive"] for s in services.values())
+    return {"ok": ok, "services": services, "pipeline": pipeline}
+
+
+def mode_doc(core: ObserveCore) -> dict[str, Any]:
+    """What execution really does with orders. Its heartbeat is the truth (it alone checks
+    all three switches, key included); until it is heard, observe's own settings decide, and
+    they err towards showing LIVE."""
+    hb = core.heartbeats.get("execution")
+    exec_mode = hb.detail.get("mode") if hb is not None else None
+    if exec_mode in ("live", "dry_run", "blocked"):
+        label = {"live": "LIVE", "dry_run": "DRY RUN", "blocked": "BLOCKED"}[exec_mode]
+        source = "execution"
+    else:
+        label = "LIVE" if not core.dry_run and core.real_trading else "DRY RUN"
+        source = "settings"
+    return {
+        "dry_run": label != "LIVE",
+        "label": label,
+        "source": source,
+        "venue": core.venue,
+        "settings_dry_run": core.dry_run,
+        "real_trading_enabled": core.real_trading,
+    }
+
+
+def status(core: ObserveCore, now_ns: int) -> dict[str, Any]:
+    """The full snapshot behind GET /api/status."""
+    market = market_doc(core, now_ns)
+    return {
+        "ts_ns": now_ns,
+        "mode": mode_doc(core),
+        "health": health(core, now_ns),
+        "feeds": feeds_doc(core, now_ns),
+        "btc": {
+            "price": core.btc_price,
+            "age_ms": _age_ms(now_ns, core.btc_ts_ns),
+            "bid": core.btc_quote.bid if core.btc_quote else None,
+            "ask": core.btc_quote.ask if core.btc_quote else None,
+            "price_feeds": {
+                k: {"value": v.value, "age_ms": _age_ms(now_ns, v.ts_recv_ns)}
+                for k, v in core.price_feeds.items()
+            },
+        },
+        "market": market,
+        "price_to_beat": market["price_to_beat"] if market else None,
+        "books": books_doc(core, now_ns),
+        "signal": signal_doc(core),
+        "position": position_doc(core, now_ns),
+        "metrics": metrics_doc(core, now_ns),
+        "risk": risk_doc(core),
+        "config_version": core.config_version,
+        "latency": core.latency.summary(),
+        "recent": {
+            "decisions": list(core.decisions)[-10:],
+            "fills": list(core.recent_fills)[-10:],
+            "orders": list(core.orders)[-10:],
+            "resolved": [to_dict(r) for r in list(core.resolved)[-5:]],
+        },
+    }
+
+
+def live(core: ObserveCore, now_ns: int) -> dict[str, Any]:
+    """The /ws/live state document: the README's shape plus what the dashboard draws."""
+    market = market_doc(core, now_ns)
+    mode = mode_doc(core)
+    return {
+        "type": "state",
+        "data": {
+            "ts_ns": now_ns,
+            "dry_run": mode["dry_run"],
+            "mode": mode,
+            "btc_price": core.btc_price,
+            "btc_age_ms": _age_ms(now_ns, core.btc_ts_ns),
+            "market": market,
+            "books": books_doc(core, now_ns),
+            "signal": signal_doc(core),
+            "position": position_doc(core, now_ns),
+            "metrics": metrics_doc(core, now_ns),
+            "risk": risk_doc(core),
+            "config_version": core.config_version,
+            "config_source": core.config_source,
+            "feeds": feeds_doc(core, now_ns),
+            "services": {
+                k: {"state": v["state"], "alive": v["alive"], "age_ms": v["age_ms"]}
+                for k, v in health(core, now_ns)["services"].items()
+            },
+            "latency": {
+                k: {
+                    "p50": v["p50"],
+                    "p99": v["p99"],
+                    "count": v["count"],
+                    "severity": v["severity"],
+                }
+                for k, v in _live_latency(core, now_ns).items()
+            },
+            "fills": list(core.recent_fills)[-8:],
+            "decisions": list(core.decisions)[-8:],
+        },
+    }
+
+
+def _live_latency(core: ObserveCore, now_ns: int) -> dict[str, dict[str, Any]]:
+    # sorting every stage's window 5x a second costs more than the rest of the document;
+    # percentiles that are half a second old are fine to watch
+    if now_ns - core.lat_cache_ns >= LIVE_LATENCY_CACHE_NS or not core.lat_cache:
+        core.lat_cache = core.latency.summary()
+        core.lat_cache_ns = now_ns
+    return core.lat_cache
+
+
+def history(core: ObserveCore) -> dict[str, Any]:
+    return {"btc": list(core.btc_history), "prob": list(core.prob_history)}
