@@ -273,6 +273,13 @@ class Tree:
         return {a for (a,) in self.query("SELECT asset_id FROM settlements")}
 
 
+def _sim_up(base: str) -> bool:
+    try:
+        return httpx.get(base + "/sim/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 @contextmanager
 def running_tree(
     config: dict[str, Any],
@@ -309,6 +316,9 @@ def running_tree(
     sup.start()
     try:
         sup.wait_running(SERVICES, 30)
+        # supervisord calls simvenue RUNNING at once (startsecs=0); its port opens seconds later
+        # on a loaded machine, and the tests talk to it before anything else does
+        wait_for(lambda: _sim_up(tree.sim), 60, what="simvenue answering /sim/health")
         tree.recorder.start()
         # the whole hot path is up when a probe makes it from ingest through execution
         tree.probe_through(0, 30)
