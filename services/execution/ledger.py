@@ -24,7 +24,6 @@ from common.schema import Fill, OrderIntent, Settlement, to_json
 
 OWNER = "execution"
 OPEN_STATUSES = ("intent", "sending", "unknown")
-TERMINAL_STATUSES = ("filled", "partial", "rejected", "expired", "blocked", "killed")
 
 MIGRATIONS = [
     """

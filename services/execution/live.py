@@ -84,11 +84,6 @@ ERROR_MAP: tuple[tuple[str, str, str], ...] = (
 LogFn = Callable[..., None]
 
 
-def _fmt_tick(tick: float) -> str:
-    """0.01 -> "0.01", the spelling py-clob-client-v2's rounding table is keyed by."""
-    return format(Decimal(repr(tick)).normalize(), "f")
-
-
 def _num(x: Any) -> float:
     try:
         return float(x)

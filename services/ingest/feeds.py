@@ -40,7 +40,6 @@ from services.ingest.parsers import (
 )
 
 BINANCE_STREAMS = ("btcusdt@aggTrade", "btcusdt@bookTicker")
-BINANCE_MAX_CLIENT_MSGS_PER_S = 5  # venue rule, per connection
 RTDS_TOPICS = (
     "crypto_prices_chainlink",
     "crypto_prices_twap_sixty",
@@ -135,32 +134,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
-
-
-class SendLimiter:
-    """At most `rate` client messages per second on one connection (sliding one-second window)."""
-
-    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self._clock = clock
-        self._sent: list[float] = []
-
-    def delay(self) -> float:
-        """Seconds to wait before the next message may go."""
-        t = self._clock()
-        self._sent = [x for x in self._sent if t - x < 1.0]
-        if len(self._sent) < self.rate:
-            return 0.0
-        return 1.0 - (t - self._sent[0])
-
-    def record(self) -> None:
-        self._sent.append(self._clock())
-
-    async def send(self, ws: ClientConnection, message: str) -> None:
-        while (d := self.delay()) > 0:
-            await asyncio.sleep(d)
-        self.record()
-        await ws.send(message)
 
 
 def _loopback(url: str) -> bool:

@@ -14,7 +14,7 @@ from common.schema import BookSnapshot, FeedStatus, MarketInfo, MarketResolved, 
 from services.ingest.book import BookSet
 from services.ingest.capture import CaptureWriter, capture_files, read_capture
 from services.ingest.core import IngestCore
-from services.ingest.feeds import Backoff, IngestOptions, SendLimiter
+from services.ingest.feeds import Backoff, IngestOptions
 from services.ingest.parsers import parse_binance, parse_clob
 
 S = 1_000_000_000
@@ -301,20 +301,6 @@ def test_backoff_bounds_jitter_cap_and_reset() -> None:
     assert max(delays) <= 8.0
     b.reset()
     assert b.next() <= 0.6
-
-
-def test_send_limiter_never_more_than_five_a_second() -> None:
-    t = [0.0]
-    lim = SendLimiter(5, clock=lambda: t[0])
-    sent = []
-    while t[0] < 3.0:
-        if lim.delay() == 0:
-            lim.record()
-            sent.append(t[0])
-        t[0] += 0.01
-    assert len(sent) >= 14
-    for x in sent:
-        assert sum(1 for y in sent if x <= y < x + 1.0) <= 5
 
 
 def test_options_from_env_names_bad_fields() -> None:
