@@ -65,6 +65,9 @@ class StrategyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     dry_run_latency_ms: Annotated[int, Meta(ge=0, le=10_000)] = 0
     # collateral in the open position plus those awaiting resolution, plus the next stake
     max_capital_at_risk_usd: Usd = 20.0
+    # no entry on a price to beat that is not from the settlement source (Gamma, the TWAP or
+    # Chainlink feed): a Binance estimate differs by the basis (PROTOCOLS.md section 7)
+    require_settlement_price_to_beat: bool = True
     # signal model (services/signal/model.py)
     vol_halflife_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 60.0
     vol_floor: Annotated[float, Meta(gt=0.0, le=0.01)] = 3e-5  # log units per sqrt second

@@ -42,7 +42,10 @@ S = 1_000_000_000
 PROBE_INTERVAL_NS = 1_000_000_000
 STATUS_INTERVAL_NS = 1_000_000_000  # FeedStatus per feed at least this often
 REPUBLISH_INTERVAL_NS = 1_000_000_000  # books and market info again, for late subscribers
-PTB_MATCH_NS = 2 * S  # a feed value this close before the window start counts as "at start"
+# a settlement-feed value this old at the window start is still the one in force: Chainlink ticks
+# ~1/s, 1-2 s late and sometimes seconds apart (PROTOCOLS.md 5, 7); a gap around the start must
+# not push the price to beat to another source
+PTB_MATCH_NS = 15 * S
 HISTORY_NS = 15 * 60 * S  # price history kept for price-to-beat lookups
 FEEDS = ("binance", "clob", "gamma", "price_feed")
 BTC_SYMBOLS = {"BTCUSDT"}

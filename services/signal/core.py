@@ -42,6 +42,20 @@ SOURCE_RANK = {
     "binance": PTB_BINANCE,
 }
 KEEP_SECONDS = 900  # per-second price history kept for TWAP estimates
+# A settlement-feed tick up to this old is still "the value in force" at a second: Chainlink
+# ticks come ~1/s, 1-2 s late and sometimes seconds apart (PROTOCOLS.md sections 5 and 7), and
+# such a gap must not push the price to beat to another source.
+PTB_MAX_AGE_S = 15
+
+
+def in_force(series: dict[int, float], t: int) -> float | None:
+    """The value in force at unix second `t`: the last tick at or before it, at most
+    `PTB_MAX_AGE_S` old; None when there is none."""
+    for sec in range(t, t - PTB_MAX_AGE_S - 1, -1):
+        v = series.get(sec)
+        if v is not None:
+            return v
+    return None
 
 
 class SignalCore:
@@ -55,6 +69,7 @@ class SignalCore:
         self.twap: dict[int, float] = {}  # unix second -> published TWAP ending then
         self.binance_s: dict[int, float] = {}  # unix second -> last Binance trade in it
         self.ptb: dict[str, tuple[float, float]] = {}  # slug -> (price to beat, source)
+        self.ptb_final: set[str] = set()  # slugs whose estimate a later tick has confirmed
         self.now_ns = 0
         self.last_trade_recv_ns = 0
         self.published = 0
@@ -119,6 +134,7 @@ class SignalCore:
                         break
                     del self.markets[slug]
                     self.ptb.pop(slug, None)
+                    self.ptb_final.discard(slug)
 
     # ------------------------------------------------------------------ model
     def current_market(self) -> MarketInfo | None:
@@ -144,26 +160,37 @@ class SignalCore:
         return own
 
     def _own_price_to_beat(self, m: MarketInfo) -> tuple[float, float] | None:
+        """The settlement feed's value in force at the window start (its last tick at or before
+        the start, `PTB_MAX_AGE_S` at most): the TWAP feed, else the Chainlink value (averaged
+        over the market's TWAP lookback when it has one). Binance's last trade before the start
+        only when no settlement value exists, labelled as such (strategy does not enter on it
+        unless `require_settlement_price_to_beat` is off). The estimate may still change until
+        a tick after the start shows nothing else came in between."""
         start = m.window_start_ns // NS
         known = self.ptb.get(m.slug)
-        if known is not None and known[1] >= PTB_TWAP:
+        if known is not None and m.slug in self.ptb_final:
             return known
         found: tuple[float, float] | None = None
-        if start in self.twap:
-            found = (self.twap[start], PTB_TWAP)
+        series: dict[int, float] | None = None
+        v = in_force(self.twap, start)
+        if v is not None:
+            found, series = (v, PTB_TWAP), self.twap
         else:
             lb = max(1, m.twap_lookback_s) if m.twap_enabled else 1
-            span = [self.chainlink.get(s) for s in range(start - lb + 1, start + 1)]
-            if all(v is not None for v in span):
+            span = [in_force(self.chainlink, sec) for sec in range(start - lb + 1, start + 1)]
+            if all(x is not None for x in span):
                 found = (sum(span) / len(span), PTB_CHAINLINK)  # type: ignore[arg-type]
+                series = self.chainlink
         if found is None and known is None:
-            before = [s for s in self.binance_s if s <= start]
+            before = [sec for sec in self.binance_s if sec <= start]
             if before:
                 found = (self.binance_s[max(before)], PTB_BINANCE)
             elif self.features.last_price is not None:
                 found = (self.features.last_price, PTB_BINANCE)
-        if found is not None and (known is None or found[1] > known[1]):
+        if found is not None and (known is None or found[1] >= known[1]):
             self.ptb[m.slug] = found
+            if series and next(reversed(series)) > start:  # keys are in time order
+                self.ptb_final.add(m.slug)
         return self.ptb.get(m.slug)
 
     def _known_avg(self, m: MarketInfo, lookback: int) -> float | None:

@@ -57,6 +57,8 @@ from common.schema import (
 NS = 1_000_000_000
 MS = 1_000_000
 EPS = 1e-9
+# signal's `inputs["ptb_source"]`: 3 market (Gamma), 2 TWAP feed, 1 Chainlink, 0 Binance
+PTB_SETTLEMENT_MIN = 1.0
 STATE_EVERY_NS = NS  # RiskState / PositionState at least once a second
 PENDING_GRACE_NS = 5 * NS  # an intent unanswered this long after expiry is given up on
 EXIT_RETRY_NS = NS  # after a failed exit, wait this long before trying again
@@ -514,6 +516,15 @@ class StrategyCore:
             return "too_close_to_close", {"remaining_s": remaining}
         if self.trades_today >= cfg.max_trades_per_day:
             return "max_trades_per_day", {"trades_today": self.trades_today}
+        ptb_source = s.inputs.get("ptb_source")
+        if (
+            cfg.require_settlement_price_to_beat
+            and ptb_source is not None
+            and ptb_source < PTB_SETTLEMENT_MIN
+        ):
+            # the signal's price to beat is a non-settlement estimate (Binance): its basis to
+            # Chainlink can be larger than the edge
+            return "price_to_beat_not_settlement", {"ptb_source": ptb_source}
         if abs(s.score) < cfg.min_signal_score:
             return "score_below_min", {"score": s.score}
         ask = book.best_ask

@@ -216,7 +216,12 @@ def test_readme_documents_every_strategy_key_with_its_default() -> None:
     assert not missing, f"README's strategy table lacks {missing}"
     for key, default in defaults.items():
         doc = documented[key]
-        value = type(default)(float(doc)) if isinstance(default, int | float) else doc
+        if isinstance(default, bool):
+            value: object = doc.lower() == "true"
+        elif isinstance(default, int | float):
+            value = type(default)(float(doc))
+        else:
+            value = doc
         assert value == default, f"README says {key} defaults to {doc}, the code says {default}"
 
 
