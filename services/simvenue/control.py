@@ -31,6 +31,7 @@ async def sim_state(request: Request) -> Response:
     st = v.market.state()
     st["mode"] = "replay" if v.replay else "sim"
     st["faults"] = v.fault_log[-50:]
+    st["withheld_resolutions"] = v.withheld_resolutions
     st["stall_until_ns"] = v.stall_until
     st["orders"] = [o.doc() for o in v.orders.values()]
     st["accounts"] = {a: {"usdc": x["usdc"] / 1e6,

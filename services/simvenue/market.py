@@ -190,6 +190,7 @@ class SimMarket:
         self._heap: list[tuple[int, int, str, str]] = []
         self._seq = 0
         self.windows: dict[int, Window] = {}
+        self.resolve_delay_ns = 0  # the `late_resolution` fault: every resolution this much later
         self.log_price = math.log(85_000.0) + self._price_rng.gauss(0.0, 0.05)
         self._quoter_log = self.log_price
         self._quoter_noise = 0.0
@@ -463,7 +464,7 @@ class SimMarket:
             else:
                 ended.winner = "Up"
             ended.resolved_ns = t + int(min(54.0, 0.15 * self.window_s) * NS) // NS * NS
-            ended.resolved_ns = max(ended.resolved_ns, t + NS)
+            ended.resolved_ns = max(ended.resolved_ns, t + NS) + self.resolve_delay_ns
         cur = self.windows.get(s)
         if cur is None:
             cur = self._list(s, t)

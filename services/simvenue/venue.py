@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 SOCKET_KINDS = ("binance", "market", "user", "rtds")
 FAULTS = ("drop", "stall", "malformed", "unknown", "duplicate_delta", "out_of_order",
           "tick_size_change", "gamma_5xx", "gamma_empty", "order_reject",
-          "order_timeout_placed", "slow_ack")
+          "order_timeout_placed", "slow_ack", "withhold_resolved", "late_resolution")
 HEARTBEAT_TIMEOUT_NS = 10 * NS
 QUEUE_MAX = 20_000
 
@@ -98,6 +98,7 @@ class Venue:
         self.timed: dict[str, int] = {}  # fault name -> active-until ns
         self.fault_params: dict[str, dict] = {}
         self.fault_log: list[dict] = []
+        self.withheld_resolutions = 0  # market_resolved frames not sent (withhold_resolved)
         self.settled: set[int] = set()
         self.started_ns = now
         self.frames_sent = 0
@@ -186,6 +187,10 @@ class Venue:
                     if c.kind == "market":
                         self.send(c, frame)
                 return
+            if '"market_resolved"' in frame and self.take_fault("withhold_resolved") is not None:
+                # the venue resolves (Gamma and CLOB REST say so) but the frame never comes
+                self.withheld_resolutions += 1
+                return
             w = self.market.window_by_condition(rest)
             tokens = set(w.tokens) if w is not None else set()
             for c in self.conns:
@@ -270,6 +275,9 @@ class Venue:
             self.sync(now)
             self.market.force_tick_size_change(now)
             self.sync(now)
+        elif name == "late_resolution":
+            # windows that end from now on resolve `seconds` later (REST and market channel)
+            self.market.resolve_delay_ns = int(float(seconds if seconds is not None else 60) * NS)
         else:  # gamma_5xx, gamma_empty, order_reject, order_timeout_placed, slow_ack
             if seconds is not None and "count" not in f:
                 self.timed[name] = now + int(float(seconds) * NS)

@@ -520,3 +520,16 @@ def test_without_price_feed_everything_else_works(sim: tuple[int, subprocess.Pop
         out = (root / "ingest.out").read_text()
         shutil.rmtree(root, ignore_errors=True)
     assert code == 0, out[-3000:]
+
+
+def test_withheld_market_resolved_is_taken_from_rest(rig: Rig) -> None:
+    """The venue resolves but its `market_resolved` frame never comes: ingest publishes the
+    resolution from Gamma / the CLOB market (issue 14), naming the source."""
+    tap = rig.tap
+    tap.pump()
+    rig.fault(name="withhold_resolved", count=3)
+    n = len(tap.resolved)
+    wait_for(lambda: len(tap.pump().resolved) > n, 4 * WINDOW_S, what="a resolution")
+    got = tap.resolved[n]
+    assert got.source in ("gamma", "clob_rest"), got
+    assert rig.state()["withheld_resolutions"] >= 1

@@ -104,3 +104,17 @@ def test_fixture_v2_order_signature_verifies_and_tampering_fails() -> None:
         assert recover_order_signer(order) == order["maker"]
         bad = dict(order, takerAmount=str(int(order["takerAmount"]) + 1))
         assert not verify_order_signature(bad)
+
+
+def test_late_resolution_delays_every_resolution() -> None:
+    """The `late_resolution` fault's knob: windows resolve `resolve_delay_ns` later."""
+    m = SimMarket(11, 10, T0)
+    m.resolve_delay_ns = 25 * NS
+    frames = m.advance(T0 + 60 * NS)
+    for _, _, f in frames:
+        if '"market_resolved"' in f:
+            ev = json.loads(f)
+            w = m.window_by_condition(ev["market"])
+            assert w is not None and int(ev["timestamp"]) * 1_000_000 >= (w.end_s + 25) * NS
+    ended = [w for w in m.windows.values() if w.final_price is not None and w.end_s * NS > T0]
+    assert ended and all(w.resolved_ns >= (w.end_s + 25) * NS for w in ended)
