@@ -139,6 +139,25 @@ class MarketResolved(Msg, tag="market_resolved"):
     source: str = ""
 
 
+class PriceBasis(Msg, tag="price_basis"):
+    """Binance vs the settlement source (Chainlink BTC/USD), measured by ingest on every
+    Chainlink tick, time-aligned by exchange time: `basis_usd` = Binance's last trade at or
+    before the tick's time - the tick's value; `lag_ms` = the tick's receive - exchange time.
+    Means and sd are exponentially weighted (about the last `samples_halflife` ticks). `warn`
+    when the mean basis is beyond `bound_usd` in absolute value."""
+
+    ts_ns: Ns
+    basis_usd: float
+    basis_mean_usd: float
+    basis_sd_usd: float
+    lag_ms: float
+    lag_mean_ms: float
+    samples: int
+    bound_usd: float
+    warn: bool = False
+    samples_halflife: int = 60
+
+
 class ClockTick(Msg, tag="clock"):
     ts_ns: Ns
 
@@ -375,6 +394,7 @@ Message = (
     | PriceFeedTick
     | MarketInfo
     | MarketResolved
+    | PriceBasis
     | ClockTick
     | FeedStatus
     | SignalScore

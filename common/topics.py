@@ -16,6 +16,7 @@ RESOLVED = "md.resolved"
 PRICE_FEED_PREFIX = "md.price."  # + source
 CLOCK = "md.clock"
 FEED_STATUS_PREFIX = "md.status."  # + feed
+BASIS = "md.basis"  # Binance vs Chainlink basis and Chainlink lag
 
 SIGNAL = "sig.score"
 

@@ -41,6 +41,7 @@ def build(runner: ServiceRunner) -> tuple[FeedContext, IngestOptions]:
         gamma_stale_after_ms=max(3 * opts.gamma_refresh_ms, stale_ms),
         release_grace_ns=opts.release_grace_s * 1_000_000_000,
         price_feed_enabled=opts.price_feed,
+        basis_bound_usd=float(opts.basis_warn_usd or 50),
     )
     capture = None
     if opts.capture:

@@ -27,6 +27,7 @@ from common.schema import (
     PriceFeedTick,
     Probe,
 )
+from services.ingest.basis import DEFAULT_BOUND_USD, BasisMeter
 from services.ingest.book import BookSet
 from services.ingest.parsers import (
     BestBidAsk,
@@ -152,6 +153,7 @@ class IngestCore:
         gamma_stale_after_ms: int = 30_000,
         release_grace_ns: int = 0,
         price_feed_enabled: bool = True,
+        basis_bound_usd: float = DEFAULT_BOUND_USD,
     ) -> None:
         self._next_tick = 0
         self._next_probe = 0
@@ -170,7 +172,8 @@ class IngestCore:
         self._hist: dict[str, _History] = {}
         self.last_trade: BtcTrade | None = None
         self.counts: dict[str, int] = {}
-        self.alerts: list[tuple[str, dict[str, Any]]] = []
+        self.alerts: list[tuple[str, str, dict[str, Any]]] = []  # (event, level, fields)
+        self.basis = BasisMeter(basis_bound_usd)
         self.now_ns = 0
 
     # ------------------------------------------------------------------ feed health
@@ -190,6 +193,7 @@ class IngestCore:
                     continue
                 self.last_trade = ev
                 self._history("binance").add(ev.ts_exchange_ns, ev.price)
+                self.basis.on_binance(ev.ts_exchange_ns, ev.price)
                 out.append((topics.BTC_TRADE, ev))
             elif isinstance(ev, BtcQuote):
                 if ev.symbol.upper() not in BTC_SYMBOLS:
@@ -215,6 +219,22 @@ class IngestCore:
                     continue
                 self._history(ev.source).add(ev.ts_exchange_ns, ev.value)
                 out.append((topics.PRICE_FEED_PREFIX + ev.source, ev))
+                if ev.source == "chainlink":
+                    warned = self.basis.warn
+                    self.basis.on_chainlink(ev.ts_exchange_ns, ev.ts_recv_ns, ev.value)
+                    if self.basis.warn != warned:
+                        st = self.basis.state(now_ns)
+                        self.alerts.append(
+                            (
+                                "basis_beyond_bound" if st.warn else "basis_within_bound",
+                                "WARNING" if st.warn else "INFO",
+                                {
+                                    "basis_mean_usd": st.basis_mean_usd,
+                                    "basis_sd_usd": st.basis_sd_usd,
+                                    "bound_usd": st.bound_usd,
+                                },
+                            )
+                        )
             elif isinstance(ev, VenueNotice) and not ev.known:
                 self.health["price_feed"].unknown_events += 1
         self.health["price_feed"].seen(now_ns, data=bool(out))
@@ -297,6 +317,7 @@ class IngestCore:
                 self.alerts.append(
                     (
                         "resolution_disagreement",
+                        "ERROR",
                         {
                             "slug": w.info.slug,
                             "condition_id": w.info.condition_id,
@@ -332,8 +353,9 @@ class IngestCore:
         """Windows that ended and that no source has called resolved yet."""
         return [w for w in self.windows.values() if w.info.window_end_ns <= now_ns and not w.resolved]
 
-    def drain_alerts(self) -> list[tuple[str, dict[str, Any]]]:
-        """Error records for the runner's errors stream (resolution disagreements)."""
+    def drain_alerts(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(event, level, fields) records for the runner's logs: resolution disagreements
+        (ERROR), the basis going beyond its bound (WARNING) and back."""
         out, self.alerts = self.alerts, []
         return out
 
@@ -474,6 +496,8 @@ class IngestCore:
         if republish:
             self._next_republish = now_ns + REPUBLISH_INTERVAL_NS
         out.extend(self._roll(now_ns, force=republish))
+        if republish and self.basis.samples:
+            out.append((topics.BASIS, self.basis.state(now_ns)))
         if republish:
             for b in self.books.books.values():
                 if b.in_sync:  # same book_seq: the same state again, for late subscribers

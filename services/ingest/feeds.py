@@ -78,6 +78,7 @@ class IngestOptions:
     resolve_poll_max_ms: int = 30_000  # backoff cap between polls of one market
     resolve_confirm_s: int = 300  # after resolution, keep asking the other REST source this long
     resolve_timeout_ms: int = 5_000
+    basis_warn_usd: int = 50  # |mean Binance - Chainlink basis| beyond this (USD) is a warning
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IngestOptions:
@@ -611,8 +612,8 @@ async def resolution_poller(ctx: FeedContext) -> None:
                 w.polls += 1
                 delay_ms = min(o.resolve_poll_max_ms, o.resolve_poll_base_ms * 2 ** min(w.polls, 20))
                 w.poll_due_ns = n + int(delay_ms * rng.uniform(0.8, 1.0) * 1_000_000)
-            for event, fields_ in core.drain_alerts():
-                ctx.log(event, "ERROR", **fields_)
+            for event, level, fields_ in core.drain_alerts():
+                ctx.log(event, level, **fields_)
             if await ctx.sleep(0.05):
                 return
 

@@ -32,6 +32,7 @@ from common.schema import (
     OrderAck,
     OrderReject,
     PositionState,
+    PriceBasis,
     PriceFeedTick,
     Probe,
     RiskState,
@@ -142,6 +143,7 @@ class ObserveCore:
         self.resolved: deque[MarketResolved] = deque(maxlen=20)
         self.clock_ns = 0
         self.feed_status: dict[str, FeedStatus] = {}
+        self.basis: PriceBasis | None = None  # ingest's Binance vs Chainlink meter
         self.feed_last_ns: dict[str, int] = {}
         # signal / strategy / execution
         self.signal: SignalScore | None = None
@@ -263,6 +265,18 @@ class ObserveCore:
                 self._latency("feed_lag_price_feed_ms", lag, now_ns, msg.source, out)
         elif isinstance(msg, MarketInfo):
             self._on_market(msg, now_ns, out)
+        elif isinstance(msg, PriceBasis):
+            prev_basis = self.basis
+            self.basis = msg
+            if prev_basis is None or prev_basis.warn != msg.warn:
+                out.append(
+                    LogLine(
+                        "ingestion",
+                        "basis_beyond_bound" if msg.warn else "basis_within_bound",
+                        "WARNING" if msg.warn else "INFO",
+                        to_dict(msg),
+                    )
+                )
         elif isinstance(msg, MarketResolved):
             self.resolved.append(msg)
             out.append(LogLine("ingestion", "market_resolved", "INFO", to_dict(msg)))

@@ -191,6 +191,24 @@ def feeds_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
     return out
 
 
+def basis_doc(core: ObserveCore, now_ns: int) -> dict[str, Any] | None:
+    """Binance - Chainlink basis and Chainlink lag as ingest measures them (USD, ms)."""
+    b = core.basis
+    if b is None:
+        return None
+    return {
+        "basis_usd": b.basis_usd,
+        "basis_mean_usd": b.basis_mean_usd,
+        "basis_sd_usd": b.basis_sd_usd,
+        "lag_ms": b.lag_ms,
+        "lag_mean_ms": b.lag_mean_ms,
+        "samples": b.samples,
+        "bound_usd": b.bound_usd,
+        "warn": b.warn,
+        "age_ms": _age_ms(now_ns, b.ts_ns),
+    }
+
+
 def health(core: ObserveCore, now_ns: int) -> dict[str, Any]:
     services: dict[str, Any] = {}
     for name in SERVICES:
@@ -258,6 +276,7 @@ def status(core: ObserveCore, now_ns: int) -> dict[str, Any]:
         "mode": mode_doc(core),
         "health": health(core, now_ns),
         "feeds": feeds_doc(core, now_ns),
+        "basis": basis_doc(core, now_ns),
         "btc": {
             "price": core.btc_price,
             "age_ms": _age_ms(now_ns, core.btc_ts_ns),
@@ -307,6 +326,7 @@ def live(core: ObserveCore, now_ns: int) -> dict[str, Any]:
             "config_version": core.config_version,
             "config_source": core.config_source,
             "feeds": feeds_doc(core, now_ns),
+            "basis": basis_doc(core, now_ns),
             "services": {
                 k: {"state": v["state"], "alive": v["alive"], "age_ms": v["age_ms"]}
                 for k, v in health(core, now_ns)["services"].items()

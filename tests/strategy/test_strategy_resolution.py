@@ -132,8 +132,8 @@ def test_ingest_keeps_tokens_until_rest_resolves_and_checks_later_sources() -> N
     # a later source that disagrees is an error record, never a second publication
     rr = parse_clob_market_resolution(clob_answer(info, "Up"), END + 124 * NS)
     assert ingest.on_rest_resolution(rr, END + 124 * NS) == []
-    ((event, fields),) = ingest.drain_alerts()
-    assert event == "resolution_disagreement"
+    ((event, level, fields),) = ingest.drain_alerts()
+    assert (event, level) == ("resolution_disagreement", "ERROR")
     assert (fields["published"], fields["published_source"]) == ("Down", "gamma")
     assert (fields["source"], fields["stated"]) == ("clob_rest", "Up")
     assert ingest.counts["resolution_disagreements"] == 1

@@ -284,6 +284,13 @@ function renderHealth(d) {
     return `<tr id="feed-${esc(n)}"><td>${esc(n)}</td><td class="${st[1]}">${st[0]}</td><td class="r mono">${ageFmt(f.age_ms)}</td><td class="r mono ${lagCls}">${ageFmt(f.lag_ms)}</td><td class="r mono">${f.reconnects ?? "—"}</td></tr>${why}`;
   }).join("");
 
+  // Binance - Chainlink basis (time-aligned, ingest's meter) and Chainlink's delivery lag
+  const b = d.basis;
+  $("basis").textContent = b
+    ? `basis Binance − Chainlink ${b.basis_mean_usd >= 0 ? "+" : ""}${b.basis_mean_usd.toFixed(1)} USD (sd ${b.basis_sd_usd.toFixed(1)}, last ${b.basis_usd.toFixed(1)})${b.warn ? ` beyond ±${b.bound_usd}` : ""} · Chainlink lag ${(b.lag_mean_ms / 1000).toFixed(2)} s`
+    : "basis: no Chainlink ticks yet";
+  $("basis").className = b && b.warn ? "sev-warning" : "hint";
+
   // a config file a service refused (it keeps running on its last good config)
   const ce = d.config_errors || [];
   $("cfg-file-error").classList.toggle("hidden", ce.length === 0);
