@@ -507,3 +507,14 @@ def load_settings(
     if errors:
         raise ConfigError("environment/.env", errors)
     return settings
+
+
+def trading_book(settings: Settings) -> tuple[str, str]:
+    """The book a tree's ledger, positions, day counters and halts belong to: (venue, mode) with
+    venue `sim` | `live` (POLYEDGE_VENUE) and mode `real` only when all three switches let real
+    orders go (DRY_RUN=false, ENABLE_REAL_TRADING=true, PRIVATE_KEY set), else `paper`.
+    Switching either starts (or resumes) another book: nothing carries over."""
+    real = (
+        not settings.dry_run and settings.enable_real_trading and settings.private_key is not None
+    )
+    return settings.venue, ("real" if real else "paper")

@@ -266,6 +266,7 @@ class Fill(Msg, tag="fill"):
     # set on the fill that undoes a trade the venue reported FAILED (the match was undone on
     # chain): the opposite side, same size, at the trade's net price per share, no fee
     reverses_trade_id: str = ""
+    venue: str = ""  # the book it belongs to: "sim" | "live" (POLYEDGE_VENUE), with dry_run
 
 
 class Settlement(Msg, tag="settlement"):
@@ -277,6 +278,33 @@ class Settlement(Msg, tag="settlement"):
     payout: Price  # per share: 1 or 0
     pnl: float
     ts_ns: Ns
+    venue: str = ""  # "sim" | "live"
+    dry_run: bool = True  # paper (True) or real money (False)
+
+
+class TradeClosed(Msg, tag="trade_closed"):
+    """One round trip closed (by exit fills or by settlement), from strategy: its P&L in USD net
+    of every fee it paid, for the trades table and the day's figures (which are their sum).
+    `closing_key` is the trades-table event key of the row that closed it (the last exit fill,
+    `fill:<client_order_id>:<trade_id>`, or `settlement:<slug>:<asset_id>`)."""
+
+    slug: str
+    asset_id: str
+    outcome: Outcome
+    how: Literal["exit", "settlement"]
+    closing_key: str
+    entry_client_order_id: str
+    size: Size  # shares bought
+    entry_price: Price  # average price paid per share, before fees
+    exit_price: Price  # average price received per share (settlement: the payout 1 or 0)
+    fees: float  # USD, entry and exit fees
+    pnl: float  # USD, net of fees
+    won: bool  # pnl > 0 for an exit; the outcome won for a settlement
+    opened_ns: Ns
+    closed_ns: Ns
+    day: str  # UTC day whose P&L it counts in
+    venue: str = ""
+    mode: str = ""  # "paper" | "real"
 
 
 class PositionState(Msg, tag="position"):
@@ -307,6 +335,8 @@ class RiskState(Msg, tag="risk"):
     config_version: int = 0
     capital_at_risk: float = 0.0  # USD in the open position and those awaiting resolution
     awaiting_resolution: list[str] = []  # slugs of ended windows with a position not settled
+    venue: str = ""  # the book these counters and halts belong to: "sim" | "live" ...
+    mode: str = ""  # ... and "paper" | "real"
 
 
 # --- control (observe -> strategy, PUSH/PULL) --------------------------------------------------
@@ -352,7 +382,7 @@ class ConfigSnapshot(Msg, tag="config_snapshot"):
     config: dict[str, Any]
     ts_ns: Ns
     source: str = ""
-    changed: dict[str, list[Any]] = {}
+    changed: dict[str, Any] = {}  # field -> [old, new]
     hash: str = ""
     defaults: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
@@ -404,6 +434,7 @@ Message = (
     | OrderReject
     | Fill
     | Settlement
+    | TradeClosed
     | PositionState
     | RiskState
     | EmergencyStop
@@ -460,3 +491,13 @@ def to_dict(msg: Msg) -> dict[str, Any]:
 
 def to_json(obj: Any) -> bytes:
     return _json_encoder.encode(obj)
+
+
+def fill_key(f: Fill) -> str:
+    """The trades-table event key of a fill (observe's row; a TradeClosed's `closing_key`)."""
+    return f"fill:{f.client_order_id}:{f.trade_id or f.ts_fill_ns}"
+
+
+def settlement_key(slug: str, asset_id: str) -> str:
+    """The trades-table event key of a settlement."""
+    return f"settlement:{slug}:{asset_id}"

@@ -22,6 +22,7 @@ SIGNAL = "sig.score"
 
 DECISION = "strat.decision"
 POSITION = "strat.position"
+TRADE_CLOSED = "strat.trade"
 CONTROL_REPLY = "strat.control.reply"
 CONFIG_SNAPSHOT = "strat.config"
 RISK_STATE = "risk.state"

@@ -41,7 +41,7 @@ class ExecutionRunner(ServiceRunner):
             fail("execution", str(e), EXIT_CONFIG)
         s = self.settings
         self.mode = TradingMode.from_settings(s)
-        self.ledger = Ledger(s.database_path)
+        self.ledger = Ledger(s.database_path, venue=s.venue)  # this venue's book only
         venue: Venue | None = None
         if self.mode.live:
             from services.execution.live import LiveVenue  # the one module importing the SDK

@@ -152,7 +152,8 @@ class ExecutionCore:
         self._clock = clock
         self.pending: list[_Pending] = []
         self.to_reconcile: dict[str, OrderIntent] = {}
-        self.positions: dict[str, Position] = ledger.positions()
+        # this book's positions only: the ledger's venue, paper or real by the switches
+        self.positions: dict[str, Position] = ledger.positions(dry_run=not mode.live)
         self.counts: dict[str, int] = {}
         self._next_reconcile_ns = 0
         self._next_trade_check_ns = 0
@@ -456,6 +457,7 @@ class ExecutionCore:
                 origin_ts_recv_ns=intent.origin_ts_recv_ns,
                 ts_signal_ns=intent.ts_signal_ns,
                 ts_intent_ns=intent.ts_intent_ns,
+                venue=self.ledger.venue,
             )
             for tr in trades
         ]
@@ -565,6 +567,7 @@ class ExecutionCore:
                     trade_id=r["trade_id"] + ":reversed",
                     dry_run=False,
                     reverses_trade_id=r["trade_id"],
+                    venue=self.ledger.venue,
                 )
             )
         filled, notional, fee = self._order_totals(coid, msgs)
@@ -842,6 +845,8 @@ class ExecutionCore:
                 payout=payout,
                 pnl=round(pos.size * payout - pos.cost, 6),
                 ts_ns=msg.ts_ns,
+                venue=self.ledger.venue,
+                dry_run=not self.mode.live,
             )
             del self.positions[asset_id]
             if self.ledger.record_settlement(s):

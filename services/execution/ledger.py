@@ -116,6 +116,31 @@ MIGRATIONS = [
     ALTER TABLE fills ADD COLUMN trade_status TEXT NOT NULL DEFAULT '';
     ALTER TABLE fills ADD COLUMN reverses_trade_id TEXT NOT NULL DEFAULT ''
     """,
+    # books (issue 12): every row names its venue (sim | live); fills and settlements also say
+    # paper or real (dry_run). Rows from before this have venue '' and count for any venue.
+    """
+    ALTER TABLE orders ADD COLUMN venue TEXT NOT NULL DEFAULT '';
+    ALTER TABLE fills ADD COLUMN venue TEXT NOT NULL DEFAULT '';
+    CREATE TABLE settlements_books (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        slug TEXT NOT NULL,
+        asset_id TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        won INTEGER NOT NULL,
+        size REAL NOT NULL,
+        payout REAL NOT NULL,
+        pnl REAL NOT NULL,
+        ts_ns INTEGER NOT NULL,
+        venue TEXT NOT NULL DEFAULT '',
+        dry_run INTEGER NOT NULL DEFAULT 1,
+        UNIQUE(venue, dry_run, slug, asset_id)
+    );
+    INSERT INTO settlements_books(id, slug, asset_id, outcome, won, size, payout, pnl, ts_ns)
+        SELECT id, slug, asset_id, outcome, won, size, payout, pnl, ts_ns FROM settlements;
+    DROP TABLE settlements;
+    ALTER TABLE settlements_books RENAME TO settlements;
+    CREATE INDEX IF NOT EXISTS fills_venue ON fills(venue, dry_run)
+    """,
 ]
 FINAL_TRADE_STATUSES = ("CONFIRMED", "FAILED")
 
@@ -143,8 +168,12 @@ class Position:
 class Ledger:
     """All of execution's writes. Each public write is one `BEGIN IMMEDIATE` transaction."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, venue: str = "") -> None:
+        """`venue` ("sim" | "live") is stamped on every row written and selects the rows read
+        (with rows from before books, venue ''), so two venues never share orders, fills,
+        positions or settlements."""
         self.conn = db.connect(path)
+        self.venue = venue
         db.migrate(self.conn, OWNER, MIGRATIONS)
 
     def close(self) -> None:
@@ -174,8 +203,8 @@ class Ledger:
                 "INSERT INTO orders(client_order_id, mode, status, slug, asset_id, outcome, side,"
                 " order_type, limit_price, size, tick_size, min_order_size, neg_risk, fee_rate,"
                 " fee_exponent, expires_ns, ts_intent_ns, ts_signal_ns, origin_ts_recv_ns,"
-                " ts_received_ns, book_json, intent_json)"
-                " VALUES(?,?,'intent',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ts_received_ns, book_json, intent_json, venue)"
+                " VALUES(?,?,'intent',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(client_order_id) DO NOTHING",
                 (
                     intent.client_order_id,
@@ -199,6 +228,7 @@ class Ledger:
                     ts_ns,
                     book_json,
                     to_json(intent).decode(),
+                    self.venue,
                 ),
             )
             if cur.rowcount == 0:
@@ -227,8 +257,8 @@ class Ledger:
                 cur = c.execute(
                     "INSERT INTO fills(trade_id, client_order_id, venue_order_id, slug, asset_id,"
                     " outcome, side, price, size, fee, ts_fill_ns, dry_run, trade_status,"
-                    " reverses_trade_id)"
-                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(trade_id) DO NOTHING",
+                    " reverses_trade_id, venue)"
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(trade_id) DO NOTHING",
                     (
                         f.trade_id,
                         coid,
@@ -244,6 +274,7 @@ class Ledger:
                         int(f.dry_run),
                         "" if f.dry_run or f.reverses_trade_id else trade_status,
                         f.reverses_trade_id,
+                        f.venue or self.venue,
                     ),
                 )
                 new += cur.rowcount
@@ -287,9 +318,20 @@ class Ledger:
     def record_settlement(self, s: Settlement) -> bool:
         with self.tx() as c:
             cur = c.execute(
-                "INSERT INTO settlements(slug, asset_id, outcome, won, size, payout, pnl, ts_ns)"
-                " VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(slug, asset_id) DO NOTHING",
-                (s.slug, s.asset_id, s.outcome, int(s.won), s.size, s.payout, s.pnl, s.ts_ns),
+                "INSERT INTO settlements(slug, asset_id, outcome, won, size, payout, pnl, ts_ns,"
+                " venue, dry_run) VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                (
+                    s.slug,
+                    s.asset_id,
+                    s.outcome,
+                    int(s.won),
+                    s.size,
+                    s.payout,
+                    s.pnl,
+                    s.ts_ns,
+                    s.venue or self.venue,
+                    int(s.dry_run),
+                ),
             )
             return cur.rowcount > 0
 
@@ -310,8 +352,9 @@ class Ledger:
     def open_orders(self) -> list[sqlite3.Row]:
         marks = ",".join("?" * len(OPEN_STATUSES))
         return self.conn.execute(
-            f"SELECT * FROM orders WHERE status IN ({marks}) ORDER BY ts_received_ns",
-            OPEN_STATUSES,
+            f"SELECT * FROM orders WHERE status IN ({marks}) AND venue IN (?, '')"
+            " ORDER BY ts_received_ns",
+            (*OPEN_STATUSES, self.venue),
         ).fetchall()
 
     def claimed_ids(self, except_coid: str) -> frozenset[str]:
@@ -327,11 +370,18 @@ class Ledger:
             "SELECT * FROM fills WHERE client_order_id=? ORDER BY id", (coid,)
         ).fetchall()
 
-    def positions(self) -> dict[str, Position]:
-        """Open positions by asset: every fill replayed, assets already settled left out."""
+    def positions(self, dry_run: bool | None = None) -> dict[str, Position]:
+        """This venue's open positions by asset (paper or real ones with `dry_run`): every fill
+        replayed, assets already settled (their market is over) left out."""
         settled = {r["asset_id"] for r in self.conn.execute("SELECT asset_id FROM settlements")}
         out: dict[str, Position] = {}
-        for r in self.conn.execute("SELECT * FROM fills ORDER BY ts_fill_ns, id"):
+        where, args = "venue IN (?, '')", [self.venue]
+        if dry_run is not None:
+            where += " AND dry_run = ?"
+            args.append(int(dry_run))
+        for r in self.conn.execute(
+            f"SELECT * FROM fills WHERE {where} ORDER BY ts_fill_ns, id", args
+        ):
             if r["asset_id"] in settled:
                 continue
             pos = out.setdefault(

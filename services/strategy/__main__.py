@@ -14,12 +14,13 @@ import msgspec
 
 from common import topics
 from common.bus import Puller, Pusher, Subscriber
-from common.config import ConfigError, StrategyConfigFiles, overrides_of
+from common.config import ConfigError, StrategyConfigFiles, overrides_of, trading_book
 from common.schema import ConfigSnapshot, Envelope, Msg, OrderIntent, OrderReject, Probe, to_dict
 from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
 from services.strategy.core import STATE_EVERY_NS, StrategyCore
 from services.strategy.store import (
     StateStore,
+    book_key,
     ledger_fills,
     ledger_order_terms,
     ledger_settlements,
@@ -40,8 +41,17 @@ class StrategyRunner(ServiceRunner):
         except ConfigError as e:
             fail("strategy", str(e), EXIT_CONFIG)
         self.store = StateStore(self.settings.database_path)
-        saved = self.store.load()
-        self.core = StrategyCore(loaded.config, saved, defaults=loaded.defaults)
+        # one state per book (venue x paper/real): switching venues never carries counters,
+        # halts or positions over
+        self.venue, self.mode = trading_book(self.settings)
+        self.state_key = book_key(self.venue, self.mode)
+        adopted = self.store.adopt_legacy(self.state_key)
+        saved = self.store.load(self.state_key)
+        self.core = StrategyCore(
+            loaded.config, saved, defaults=loaded.defaults, venue=self.venue, mode=self.mode
+        )
+        if adopted:
+            self.log.write("risk", "state_adopted_from_before_books", key=self.state_key)
         self.reconcile()
         self.log.write(
             "risk",
@@ -58,11 +68,14 @@ class StrategyRunner(ServiceRunner):
         the same code path as live messages, so startup and crash recovery agree."""
         since = max(0, self.core.fill_watermark_ns - LEDGER_OVERLAP_NS)
         try:
-            events = ledger_fills(self.store.conn, self.core.client_prefix, since)
+            paper = self.mode == "paper"
+            events = ledger_fills(
+                self.store.conn, self.core.client_prefix, since, self.venue, paper
+            )
             for fill in events:
                 self.core.handle(topics.FILL, fill)
             for slug in self.core.open_slugs():
-                for settlement in ledger_settlements(self.store.conn, slug):
+                for settlement in ledger_settlements(self.store.conn, slug, self.venue, paper):
                     self.core.handle(topics.SETTLEMENT, settlement)
             pos = self.core.position
             if pos is not None and pos.fee_rate is None and pos.entry_client_order_id:
@@ -132,7 +145,7 @@ class StrategyRunner(ServiceRunner):
         for stream, event, level, fields in self.core.events:
             self.log.write(stream, event, level, **fields)
         self.core.events.clear()
-        self.store.save(self.core.persistent(), self.core.now_ns)
+        self.store.save(self.core.persistent(), self.core.now_ns, self.state_key)
 
     def on_bus(self, topic: str, env: Envelope) -> None:
         if isinstance(env.msg, Probe):

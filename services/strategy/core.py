@@ -52,6 +52,10 @@ from common.schema import (
     RiskState,
     Settlement,
     SignalScore,
+    TradeClosed,
+    fill_key,
+    settlement_key,
+    to_dict,
 )
 
 NS = 1_000_000_000
@@ -97,6 +101,12 @@ class Position:
     min_order_size: float = 0.0
     neg_risk: bool = False
     terms_source: str = ""  # "md.market" | "ledger" (the entry order's row) | ""
+    # the round trip's totals, for its TradeClosed (shares and USD, fees apart)
+    bought: float = 0.0
+    paid: float = 0.0
+    sold: float = 0.0
+    proceeds: float = 0.0
+    exit_fees: float = 0.0
 
     def take_terms(self, m: MarketInfo | Mapping[str, Any], source: str) -> None:
         """Keep a market's (or a ledger order row's) fee schedule, tick size and order rules."""
@@ -147,8 +157,11 @@ class StrategyCore:
         state: dict[str, Any] | None = None,
         client_prefix: str = "pe",
         defaults: dict[str, Any] | None = None,
+        venue: str = "",
+        mode: str = "",
     ) -> None:
         self.config = config
+        self.venue, self.mode = venue, mode  # the book (sim|live, paper|real) this core keeps
         # the shipped defaults (every field): a null in a config patch goes back to these
         self.defaults = dict(defaults) if defaults is not None else config_to_dict(StrategyConfig())
         self.config_version = 1
@@ -282,6 +295,8 @@ class StrategyCore:
             config_version=self.config_version,
             capital_at_risk=round(self.capital_at_risk(), 6),
             awaiting_resolution=sorted(self.awaiting),
+            venue=self.venue,
+            mode=self.mode,
         )
 
     def position_state(self) -> PositionState:
@@ -788,6 +803,8 @@ class StrategyCore:
             p.size += f.size
             p.cost += f.price * f.size + f.fee
             p.fees += f.fee
+            p.bought += f.size
+            p.paid += f.price * f.size
         else:
             p = self.position
             if p is None or p.asset_id != f.asset_id or p.size <= EPS:
@@ -801,21 +818,51 @@ class StrategyCore:
             p.size -= sold
             p.cost -= cost_part
             p.realized += pnl
+            p.sold += sold
+            p.proceeds += f.price * sold
+            p.exit_fees += f.fee
             self.daily_pnl += pnl
             if p.size <= 1e-6:
                 if f.reverses_trade_id:  # the buy never happened: not a trade, win or loss
                     self.position = None
                 else:
-                    self._close(p, "exit", out)
+                    self._close(p, "exit", out, closing_key=fill_key(f))
         if pend is not None and pend.filled >= pend.size - 1e-6:
             del self.pending[f.client_order_id]
         out.append((topics.POSITION, self.position_state()))
         out.append((topics.RISK_STATE, self.risk_state()))
 
     def _close(
-        self, p: Position, how: str, out: list[tuple[str, Msg]], won: bool | None = None
+        self,
+        p: Position,
+        how: str,
+        out: list[tuple[str, Msg]],
+        won: bool | None = None,
+        closing_key: str = "",
     ) -> None:
         before = self.halt_reasons()
+        received = p.proceeds + (p.size if won else 0.0)  # a settlement pays 1 a share held
+        closed = TradeClosed(
+            slug=p.slug,
+            asset_id=p.asset_id,
+            outcome=p.outcome,  # type: ignore[arg-type]
+            how=how,  # type: ignore[arg-type]
+            closing_key=closing_key or settlement_key(p.slug, p.asset_id),
+            entry_client_order_id=p.entry_client_order_id,
+            size=round(p.bought, 6),
+            entry_price=round(p.paid / p.bought, 6) if p.bought > EPS else p.entry_price,
+            exit_price=round(received / p.bought, 6) if p.bought > EPS else 0.0,
+            fees=round(p.fees + p.exit_fees, 6),
+            pnl=round(p.realized, 6),
+            won=bool(won) if won is not None else p.realized > 0,
+            opened_ns=p.opened_ns,
+            closed_ns=self.now_ns,
+            day=self.day,
+            venue=self.venue,
+            mode=self.mode,
+        )
+        out.append((topics.TRADE_CLOSED, closed))
+        self.events.append(("strategy", "trade_closed", "INFO", to_dict(closed)))
         if p.realized > 0:
             self.wins_today += 1
             self.loss_streak = 0

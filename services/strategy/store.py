@@ -23,7 +23,12 @@ MIGRATIONS = [
         ts_ns INTEGER NOT NULL
     )""",
 ]
-CORE_KEY = "core"
+CORE_KEY = "core"  # before books: one state for every venue and mode (adopted once, see below)
+
+
+def book_key(venue: str, mode: str) -> str:
+    """The state row of one book: `core:<venue>:<mode>` (e.g. `core:sim:paper`)."""
+    return f"{CORE_KEY}:{venue}:{mode}"
 
 
 class StateStore:
@@ -35,6 +40,24 @@ class StateStore:
     def load(self, key: str = CORE_KEY) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT value FROM strategy_state WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    def adopt_legacy(self, key: str) -> bool:
+        """Move the state saved before books (key `core`) to `key` when `key` has none yet, so
+        an open position or a halt survives the upgrade (in the book started first after it).
+        True if it moved."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            have = self.conn.execute("SELECT 1 FROM strategy_state WHERE key=?", (key,)).fetchone()
+            cur = None
+            if have is None:
+                cur = self.conn.execute(
+                    "UPDATE strategy_state SET key=? WHERE key=?", (key, CORE_KEY)
+                )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return bool(cur is not None and cur.rowcount)
 
     def save(self, doc: dict[str, Any], ts_ns: int, key: str = CORE_KEY) -> bool:
         """Write `doc` if it differs from what was last written; True if it wrote."""
@@ -63,16 +86,38 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-def ledger_fills(conn: sqlite3.Connection, prefix: str, since_ns: int) -> list[Fill]:
-    """Our fills since `since_ns` from execution's ledger (read only; execution owns it),
-    replayed into the core on start so a fill published while strategy was down is not lost
-    (the core ignores duplicates)."""
+def _book_filter(
+    conn: sqlite3.Connection, table: str, venue: str | None, dry_run: bool | None
+) -> tuple[str, list[Any]]:
+    """SQL for one book's rows (venue, with rows from before books; paper or real)."""
+    cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+    where, args = "", []
+    if venue is not None and "venue" in cols:
+        where += " AND venue IN (?, '')"
+        args.append(venue)
+    if dry_run is not None and "dry_run" in cols:
+        where += " AND dry_run = ?"
+        args.append(int(dry_run))
+    return where, args
+
+
+def ledger_fills(
+    conn: sqlite3.Connection,
+    prefix: str,
+    since_ns: int,
+    venue: str | None = None,
+    dry_run: bool | None = None,
+) -> list[Fill]:
+    """Our fills since `since_ns` from execution's ledger (read only; execution owns it), of one
+    book when `venue`/`dry_run` are given, replayed into the core on start so a fill published
+    while strategy was down is not lost (the core ignores duplicates)."""
     out: list[Fill] = []
     if "fills" in _tables(conn):
+        where, args = _book_filter(conn, "fills", venue, dry_run)
         rows = conn.execute(
-            "SELECT * FROM fills WHERE client_order_id LIKE ? AND ts_fill_ns >= ? "
+            f"SELECT * FROM fills WHERE client_order_id LIKE ? AND ts_fill_ns >= ?{where} "
             "ORDER BY ts_fill_ns, id",
-            (prefix + "-%", since_ns),
+            (prefix + "-%", since_ns, *args),
         ).fetchall()
         for r in rows:
             out.append(
@@ -92,6 +137,7 @@ def ledger_fills(conn: sqlite3.Connection, prefix: str, since_ns: int) -> list[F
                     reverses_trade_id=(
                         r["reverses_trade_id"] if "reverses_trade_id" in r.keys() else ""
                     ),
+                    venue=r["venue"] if "venue" in r.keys() else "",
                 )
             )
     return out
@@ -110,11 +156,17 @@ def ledger_order_terms(conn: sqlite3.Connection, client_order_id: str) -> dict[s
     return dict(row) if row is not None else None
 
 
-def ledger_settlements(conn: sqlite3.Connection, slug: str) -> list[Settlement]:
-    """Execution's settlement of `slug`, if it settled while strategy was down."""
+def ledger_settlements(
+    conn: sqlite3.Connection, slug: str, venue: str | None = None, dry_run: bool | None = None
+) -> list[Settlement]:
+    """Execution's settlement of `slug` (in one book when given), if it settled while strategy
+    was down."""
     out: list[Settlement] = []
     if "settlements" in _tables(conn):
-        for r in conn.execute("SELECT * FROM settlements WHERE slug=?", (slug,)).fetchall():
+        where, args = _book_filter(conn, "settlements", venue, dry_run)
+        for r in conn.execute(
+            f"SELECT * FROM settlements WHERE slug=?{where}", (slug, *args)
+        ).fetchall():
             out.append(
                 Settlement(
                     slug=r["slug"],
@@ -125,6 +177,8 @@ def ledger_settlements(conn: sqlite3.Connection, slug: str) -> list[Settlement]:
                     payout=r["payout"],
                     pnl=r["pnl"],
                     ts_ns=r["ts_ns"],
+                    venue=r["venue"] if "venue" in r.keys() else "",
+                    dry_run=bool(r["dry_run"]) if "dry_run" in r.keys() else True,
                 )
             )
     return out
@@ -139,16 +193,16 @@ def running_config_version(db_path: str | os.PathLike[str], config_hash: str) ->
     try:
         conn = connect(p, readonly=True)
         try:
-            row = conn.execute(
-                "SELECT value FROM strategy_state WHERE key=?", (CORE_KEY,)
-            ).fetchone()
+            rows = conn.execute(
+                "SELECT value FROM strategy_state WHERE key=? OR key LIKE ? ORDER BY ts_ns DESC",
+                (CORE_KEY, CORE_KEY + ":%"),
+            ).fetchall()
         finally:
             conn.close()
     except sqlite3.Error:
         return None
-    if row is None:
-        return None
-    doc = json.loads(row[0])
-    if doc.get("config_hash") != config_hash:
-        return None
-    return int(doc.get("config_version", 0)) or None
+    for row in rows:  # the most recently saved book first
+        doc = json.loads(row[0])
+        if doc.get("config_hash") == config_hash:
+            return int(doc.get("config_version", 0)) or None
+    return None

@@ -284,7 +284,7 @@ def running(iso_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[Path, dic
     def persisted() -> dict[str, Any] | None:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            row = con.execute("SELECT value FROM strategy_state WHERE key='core'").fetchone()
+            row = con.execute("SELECT value FROM strategy_state WHERE key LIKE 'core:%'").fetchone()
         finally:
             con.close()
         return json.loads(row[0]) if row else None

@@ -175,7 +175,7 @@ class Tree:
             con.close()
 
     def strategy_state(self) -> dict[str, Any]:
-        rows = self.query("SELECT value FROM strategy_state WHERE key='core'")
+        rows = self.query("SELECT value FROM strategy_state WHERE key LIKE 'core:%'")
         return json.loads(rows[0][0]) if rows else {}
 
     def position(self) -> dict[str, Any] | None:

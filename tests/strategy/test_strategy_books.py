@@ -1,0 +1,119 @@
+"""Books (issue 12, item 5): the ledger, positions, day counters and halts are kept per venue
+(sim | live) and per mode (paper | real); switching venues never carries anything over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common import db
+from common.config import Settings, StrategyConfig, trading_book
+from common.schema import EmergencyStop, Fill, MarketResolved, RiskState, Settlement
+from services.execution.ledger import Ledger
+from services.strategy.core import StrategyCore
+from services.strategy.store import StateStore, book_key, ledger_fills, ledger_settlements
+from tests.conftest import REPO, wait_for
+from tests.strategy.test_strategy_process import Harness
+
+NS = 1_000_000_000
+T0 = 1_800_000_000 * NS
+SLUG = "btc-updown-5m-1800000000"
+
+
+def _fill(coid: str, side: str = "BUY", price: float = 0.5, venue: str = "") -> Fill:
+    return Fill(
+        client_order_id=coid,
+        asset_id="U",
+        side=side,  # type: ignore[arg-type]
+        price=price,
+        size=10.0,
+        fee=0.175,
+        ts_fill_ns=T0,
+        slug=SLUG,
+        outcome="Up",
+        trade_id=coid + ":0",
+        venue=venue,
+    )
+
+
+def test_trading_book_is_venue_and_paper_or_real() -> None:
+    assert trading_book(Settings(venue="sim")) == ("sim", "paper")
+    assert trading_book(Settings(venue="live", dry_run=False, enable_real_trading=True)) == (
+        "live",
+        "paper",  # no key: orders are blocked, nothing real happens
+    )
+
+
+def test_ledger_rows_name_their_venue_and_books_do_not_mix(tmp_path: Path) -> None:
+    path = tmp_path / "trader.db"
+    sim, live = Ledger(path, venue="sim"), Ledger(path, venue="live")
+    sim.record_fills("pe-1e", [_fill("pe-1e")], T0)
+    assert set(sim.positions(dry_run=True)) == {"U"} and live.positions(dry_run=True) == {}
+    assert live.positions(dry_run=True) == {} and sim.positions(dry_run=False) == {}
+    # the same market settles in each book once
+    s = Settlement(
+        slug=SLUG, asset_id="U", outcome="Up", won=True, size=10, payout=1, pnl=4.8, ts_ns=T0
+    )
+    assert sim.record_settlement(s) and live.record_settlement(s) and not sim.record_settlement(s)
+    conn = db.connect(path, readonly=True)
+    rows = conn.execute("SELECT venue, dry_run FROM settlements ORDER BY venue").fetchall()
+    assert [tuple(r) for r in rows] == [("live", 1), ("sim", 1)]
+    assert [f.venue for f in ledger_fills(conn, "pe", 0, "sim", True)] == ["sim"]
+    assert ledger_fills(conn, "pe", 0, "live", True) == []
+    assert len(ledger_settlements(conn, SLUG, "live", True)) == 1
+
+
+def test_core_counters_and_halts_are_per_book(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "trader.db")
+    sim = StrategyCore(
+        StrategyConfig(), store.load(book_key("sim", "paper")), venue="sim", mode="paper"
+    )
+    sim.handle("exec.fill", _fill("pe-1-2-3e"))
+    sim.on_control(EmergencyStop(request_id="r"))
+    sim.handle("md.resolved", MarketResolved(slug=SLUG, winning_outcome="Down", ts_ns=T0 + NS))
+    assert sim.risk_state().venue == "sim" and sim.halt_reasons() == ["emergency_stop"]
+    assert sim.loss_streak == 1 and sim.daily_pnl < 0
+    store.save(sim.persistent(), sim.now_ns, book_key("sim", "paper"))
+    live = StrategyCore(
+        StrategyConfig(), store.load(book_key("live", "paper")), venue="live", mode="paper"
+    )
+    r = live.risk_state()
+    assert (r.halted, r.trades_today, r.daily_pnl, r.loss_streak) == (False, 0, 0.0, 0)
+    back = StrategyCore(StrategyConfig(), store.load(book_key("sim", "paper")), venue="sim")
+    assert back.emergency_stop and back.loss_streak == 1
+
+
+def test_state_from_before_books_is_adopted_once(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "trader.db")
+    store.save({"emergency_stop": True}, T0)  # the old single key
+    assert store.adopt_legacy(book_key("sim", "paper"))
+    assert store.load(book_key("sim", "paper")) == {"emergency_stop": True}
+    assert not store.adopt_legacy(book_key("live", "paper"))
+    assert store.load(book_key("live", "paper")) is None
+
+
+def test_switching_venue_starts_the_other_books_counters(
+    iso_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The issue's case, with the real process: a sim session's halt and trade count are not
+    the live session's (there, they had blocked live paper trading for the day)."""
+    cfg = tmp_path / "config.json"
+    cfg.write_text((REPO / "config" / "config.json").read_text())
+    h = Harness(iso_env, cfg)
+    try:
+        h.env["POLYEDGE_VENUE"] = "sim"
+        h.start()
+        reply = h.command(EmergencyStop(request_id="stop-sim", reason="test"))
+        assert reply.ok and reply.state["risk"]["emergency_stop"]
+        h.stop()
+        for venue, halted in (("live", False), ("sim", True)):
+            h.seen.clear()
+            h.env["POLYEDGE_VENUE"] = venue
+            h.start()
+            risk = wait_for(
+                lambda v=venue: h.poll(RiskState, lambda r: r.venue == v), 10, what="risk state"
+            )
+            assert risk.mode == "paper" and risk.halted is halted, (venue, risk)
+            h.stop()
+    finally:
+        h.close()
+

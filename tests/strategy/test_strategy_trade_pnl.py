@@ -1,0 +1,68 @@
+"""Per-trade P&L (issue 12, item 6): every closed trade, by exit or by settlement, is one
+TradeClosed with its P&L net of all its fees; the day's P&L is their sum."""
+
+from __future__ import annotations
+
+import pytest
+
+from common import topics
+from common.schema import Fill, MarketResolved, TradeClosed, fill_key, settlement_key
+from tests.strategy.test_strategy_core import END, NS, SLUG, START, enter_and_fill, make
+
+
+def _closed(out: list) -> list[TradeClosed]:
+    return [m for t, m in out if t == topics.TRADE_CLOSED]
+
+
+def _sell(coid: str, price: float, size: float, fee: float, t: int) -> Fill:
+    return Fill(
+        client_order_id=coid,
+        asset_id="U",
+        side="SELL",
+        price=price,
+        size=size,
+        fee=fee,
+        ts_fill_ns=t,
+        slug=SLUG,
+        outcome="Up",
+        trade_id=f"{coid}:{t}",
+    )
+
+
+def test_exit_and_settlement_each_close_one_trade_and_the_day_is_their_sum() -> None:
+    core = make(max_trades_per_day=10, max_consecutive_losses=10)
+    # trade 1: bought 10 @ 0.50 (fee 0.175), sold 4 @ 0.60 then 6 @ 0.62 (fees 0.0672, 0.0988)
+    enter_and_fill(core)
+    out = core.handle("exec.fill", _sell("pe-x1", 0.60, 4.0, 0.0672, START + 110 * NS))
+    assert _closed(out) == []  # a partial exit does not close the trade
+    last = _sell("pe-x2", 0.62, 6.0, 0.0988, START + 111 * NS)
+    (t1,) = _closed(core.handle("exec.fill", last))
+    pnl1 = 0.60 * 4 + 0.62 * 6 - 0.0672 - 0.0988 - (5.0 + 0.175)
+    assert t1.how == "exit" and t1.closing_key == fill_key(last)
+    assert t1.pnl == pytest.approx(pnl1) and t1.won is True
+    assert t1.fees == pytest.approx(0.175 + 0.0672 + 0.0988)
+    assert (t1.size, t1.entry_price, t1.exit_price) == (10.0, 0.5, pytest.approx(0.612))
+    # trade 2: bought again in the same window and held to a lost settlement
+    buy = Fill(
+        client_order_id="pe-2e",
+        asset_id="U",
+        side="BUY",
+        price=0.40,
+        size=10.0,
+        fee=0.168,
+        ts_fill_ns=START + 150 * NS,
+        slug=SLUG,
+        outcome="Up",
+        trade_id="b2",
+    )
+    core.handle("exec.fill", buy)
+    out = core.handle(
+        "md.resolved", MarketResolved(slug=SLUG, winning_outcome="Down", ts_ns=END + NS)
+    )
+    (t2,) = _closed(out)
+    assert t2.how == "settlement" and t2.closing_key == settlement_key(SLUG, "U")
+    assert t2.won is False and t2.exit_price == 0.0
+    assert t2.pnl == pytest.approx(-(4.0 + 0.168)) and t2.fees == pytest.approx(0.168)
+    assert t1.day == t2.day == core.day
+    assert core.daily_pnl == pytest.approx(t1.pnl + t2.pnl)
+    assert core.risk_state().daily_pnl == pytest.approx(t1.pnl + t2.pnl, abs=1e-6)
