@@ -75,23 +75,6 @@ class BookSnapshot(Msg, tag="book"):
     in_sync: bool = True
 
 
-class LevelChange(Struct, frozen=True, array_like=True):
-    side: Side  # BUY = bid side, SELL = ask side
-    price: Price
-    size: Size  # new total at that level, 0 removes it
-
-
-class BookDelta(Msg, tag="book_delta"):
-    asset_id: str
-    changes: list[LevelChange]
-    best_bid: Price | None
-    best_ask: Price | None
-    ts_exchange_ns: Ns
-    ts_recv_ns: Ns
-    market: str = ""
-    book_seq: int = 0
-
-
 class PriceFeedTick(Msg, tag="price_feed"):
     """Chainlink spot or TWAP value from the resolution-source feed."""
 
@@ -420,7 +403,6 @@ Message = (
     BtcTrade
     | BtcQuote
     | BookSnapshot
-    | BookDelta
     | PriceFeedTick
     | MarketInfo
     | MarketResolved

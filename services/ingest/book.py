@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.book import Book, price_key
-from common.schema import BookDelta, BookSnapshot
+from common.schema import BookSnapshot
+from services.ingest.parsers import BookDelta
 
 # out-of-sync reasons that ask for a resync at once; the others (a tick-size change) first give
 # the venue `after_ns` to send its own snapshot

@@ -15,7 +15,6 @@ from typing import Any
 from common import topics
 from common.clock import CLOCK_TICK_INTERVAL_NS
 from common.schema import (
-    BookDelta,
     BookSnapshot,
     BtcQuote,
     BtcTrade,
@@ -31,6 +30,7 @@ from services.ingest.basis import DEFAULT_BOUND_USD, BasisMeter
 from services.ingest.book import BookSet
 from services.ingest.parsers import (
     BestBidAsk,
+    BookDelta,
     MarketResolvedRaw,
     Pong,
     RestResolution,

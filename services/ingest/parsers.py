@@ -25,13 +25,12 @@ import msgspec
 from msgspec import Struct
 
 from common.schema import (
-    BookDelta,
     BookSnapshot,
     BtcQuote,
     BtcTrade,
-    LevelChange,
     MarketInfo,
     PriceFeedTick,
+    Side,
 )
 
 MS = 1_000_000
@@ -61,6 +60,29 @@ class VenueNotice(Struct, frozen=True):
 
     what: str
     known: bool = True
+
+
+class LevelChange(Struct, frozen=True, array_like=True):
+    """One entry of a `price_change`: `side` BUY (bid) / SELL (ask), `price`, and `size` the new
+    total at that price (0 removes the level)."""
+
+    side: Side
+    price: float
+    size: float
+
+
+class BookDelta(Struct, frozen=True):
+    """A `price_change` frame's changes for one asset, in frame order, with the venue's stated
+    best bid/ask. Ingest folds it into its book (`BookSet.on_delta`) and publishes the whole book
+    (`BookSnapshot`): a delta never goes on the bus."""
+
+    asset_id: str
+    changes: list[LevelChange]
+    best_bid: float | None
+    best_ask: float | None
+    ts_exchange_ns: int
+    ts_recv_ns: int
+    market: str = ""
 
 
 class Pong(Struct, frozen=True):
@@ -705,8 +727,10 @@ def parse_clob_market_resolution(doc: str | bytes | Any, ts_recv_ns: int) -> Res
     has no two-token list."""
     m = _market_obj(doc, "clob market", None)
     tokens = m.get("tokens")
-    if not isinstance(tokens, list) or len(tokens) != 2 or not all(
-        isinstance(t, dict) for t in tokens
+    if (
+        not isinstance(tokens, list)
+        or len(tokens) != 2
+        or not all(isinstance(t, dict) for t in tokens)
     ):
         raise ParseError("clob market: expected 2 tokens")
     winners = [t for t in tokens if t.get("winner") is True]

@@ -12,9 +12,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.book import Book
 from common.clock import utc_day
 from common.schema import (
-    BookDelta,
     BookSnapshot,
     BtcQuote,
     BtcTrade,
@@ -69,38 +69,6 @@ class LogLine:
 
 
 Record = Row | LogLine
-
-
-class Book:
-    """One outcome token's book, rebuilt from snapshots and level deltas (best level first out)."""
-
-    __slots__ = ("asset_id", "bids", "asks", "best_bid", "best_ask", "ts_recv_ns")
-
-    def __init__(self, asset_id: str) -> None:
-        self.asset_id = asset_id
-        self.bids: dict[float, float] = {}
-        self.asks: dict[float, float] = {}
-        self.best_bid: float | None = None
-        self.best_ask: float | None = None
-        self.ts_recv_ns = 0
-
-    def snapshot(self, msg: BookSnapshot) -> None:
-        self.bids = {p: s for p, s in msg.bids if s > 0}
-        self.asks = {p: s for p, s in msg.asks if s > 0}
-        self.best_bid, self.best_ask = msg.best_bid, msg.best_ask
-        self.ts_recv_ns = msg.ts_recv_ns
-
-    def delta(self, msg: BookDelta) -> None:
-        for ch in msg.changes:
-            levels = self.bids if ch.side == "BUY" else self.asks
-            if ch.size > 0:
-                levels[ch.price] = ch.size
-            else:
-                levels.pop(ch.price, None)
-        # the venue's own best prices win over our rebuilt book (a missed snapshot shows here)
-        self.best_bid = msg.best_bid if msg.best_bid is not None else max(self.bids, default=None)
-        self.best_ask = msg.best_ask if msg.best_ask is not None else min(self.asks, default=None)
-        self.ts_recv_ns = msg.ts_recv_ns
 
 
 def _ms(later_ns: int, earlier_ns: int) -> float | None:
@@ -245,14 +213,8 @@ class ObserveCore:
         elif isinstance(msg, BtcQuote):
             self.btc_quote = msg
             self.feed_last_ns["binance"] = msg.ts_recv_ns or now_ns
-        elif isinstance(msg, BookSnapshot | BookDelta):
-            book = self.books.get(msg.asset_id)
-            if book is None:
-                book = self.books[msg.asset_id] = Book(msg.asset_id)
-            if isinstance(msg, BookSnapshot):
-                book.snapshot(msg)
-            else:
-                book.delta(msg)
+        elif isinstance(msg, BookSnapshot):
+            self.books[msg.asset_id] = Book.from_snapshot(msg)
             self.feed_last_ns["clob"] = msg.ts_recv_ns or now_ns
             lag = _ms(msg.ts_recv_ns, msg.ts_exchange_ns)
             if lag is not None:
@@ -451,7 +413,8 @@ class ObserveCore:
         if now_ns - self._prob_hist_ns >= HISTORY_STEP_NS:
             self._prob_hist_ns = now_ns
             up = self._up_book()
-            market_p = up.doc(now_ns)["mid"] if up is not None else None
+            mid = up.mid if up is not None else None
+            market_p = round(mid, 4) if mid is not None else None
             self.prob_history.append((round(now_ns / NS, 3), msg.p_up, market_p))
 
     def _on_fill(self, msg: Fill, now_ns: int, out: list[Record]) -> None:

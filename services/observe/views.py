@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 from common.schema import to_dict
 
 if TYPE_CHECKING:
-    from services.observe.state import Book, ObserveCore
+    from common.book import Book
+    from services.observe.state import ObserveCore
 
 NS = 1_000_000_000
 SERVICES = ("ingest", "signal", "strategy", "execution", "observe")
@@ -21,27 +22,21 @@ LIVE_LATENCY_CACHE_NS = 500_000_000
 
 
 def book_doc(book: Book, now_ns: int) -> dict[str, Any]:
-    """One token's book for the API: best prices, mid, spread, the top BOOK_DEPTH levels."""
-    bids = sorted(book.bids.items(), key=lambda kv: -kv[0])[:BOOK_DEPTH]
-    asks = sorted(book.asks.items())[:BOOK_DEPTH]
-    mid = None
-    if book.best_bid is not None and book.best_ask is not None:
-        mid = round((book.best_bid + book.best_ask) / 2, 4)
+    """One token's book for the API: best prices, mid, spread, the top BOOK_DEPTH levels,
+    whether ingest holds it in sync."""
+    mid, spread = book.mid, book.spread
     return {
         "asset_id": book.asset_id,
         "best_bid": book.best_bid,
         "best_ask": book.best_ask,
-        "mid": mid,
-        "spread": (
-            round(book.best_ask - book.best_bid, 4)
-            if book.best_bid is not None and book.best_ask is not None
-            else None
-        ),
-        "bids": [[p, s] for p, s in bids],
-        "asks": [[p, s] for p, s in asks],
-        "bid_depth": round(sum(book.bids.values()), 2),
-        "ask_depth": round(sum(book.asks.values()), 2),
+        "mid": round(mid, 4) if mid is not None else None,
+        "spread": round(spread, 4) if spread is not None else None,
+        "bids": [[p, s] for p, s in book.bids[:BOOK_DEPTH]],
+        "asks": [[p, s] for p, s in book.asks[:BOOK_DEPTH]],
+        "bid_depth": round(book.total("BUY"), 2),
+        "ask_depth": round(book.total("SELL"), 2),
         "age_ms": _age_ms(now_ns, book.ts_recv_ns),
+        "in_sync": book.in_sync,
     }
 
 

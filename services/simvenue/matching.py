@@ -190,11 +190,8 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
     answer: dict[str, Any] = {"success": True, "orderID": oid, "errorMsg": "",
                               "transactionsHashes": [], "tradeIDs": []}
     if res.status == "matched":
-        fee_micro = 0
+        fee_micro = res.fee_micro  # common.money.taker_fee per level, as paper charges it
         shares_micro = res.filled_centi * 10_000
-        for p, c in res.fills:
-            fee_micro += round(c / 100 * 0.07 * (p / 1000) * (1 - p / 1000), 5) * 1e6
-        fee_micro = int(round(fee_micro))
         if buy:
             acct["usdc"] -= res.cost_micro + fee_micro
             acct["tokens"][token] = acct["tokens"].get(token, 0) + shares_micro

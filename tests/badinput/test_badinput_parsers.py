@@ -184,7 +184,7 @@ garbage = st.one_of(
 BINANCE_OUT = (schema.BtcTrade, schema.BtcQuote, P.ServerShutdown, P.VenueNotice)
 CLOB_OUT = (
     schema.BookSnapshot,
-    schema.BookDelta,
+    P.BookDelta,
     P.TickSizeChange,
     P.LastTrade,
     P.BestBidAsk,
@@ -218,7 +218,7 @@ def check_outputs(out: list[Any], allowed: tuple[type, ...]) -> None:
             assert all(s >= 0 and _finite(p, s) for p, s in [*m.bids, *m.asks])
         if isinstance(m, schema.BtcTrade | schema.PriceFeedTick):
             assert _finite(getattr(m, "price", None), getattr(m, "value", None))
-        if isinstance(m, schema.BookDelta):
+        if isinstance(m, P.BookDelta):
             assert all(_finite(c.price, c.size) for c in m.changes)
         if isinstance(m, P.TickSizeChange):
             assert _finite(m.new_tick_size) and m.new_tick_size > 0, m

@@ -3,10 +3,20 @@ walk, consume, tick snapping, and its bus snapshot."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
 
 from common.book import Book
-from common.schema import BookSnapshot, LevelChange
+from common.schema import BookSnapshot
+
+
+class LevelChange(NamedTuple):
+    """A `price_change` entry as ingest's parser makes one (`services.ingest.parsers`)."""
+
+    side: str
+    price: float
+    size: float
 
 
 def _snap(bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> BookSnapshot:

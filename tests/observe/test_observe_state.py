@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 
 from common.schema import (
-    BookDelta,
     BookSnapshot,
     Fill,
     LatencySample,
-    LevelChange,
     MarketInfo,
     PositionState,
     RiskState,
@@ -66,11 +64,12 @@ def test_book_snapshot_then_deltas_rebuild_depth_and_best() -> None:
     )
     c.handle(
         "md.book.U",
-        BookDelta(
+        BookSnapshot(
             asset_id="U",
-            changes=[LevelChange("BUY", 0.51, 3.0), LevelChange("SELL", 0.52, 0.0)],
             best_bid=0.51,
             best_ask=0.53,
+            bids=[(0.51, 3.0), (0.50, 10.0), (0.49, 20.0)],
+            asks=[(0.53, 7.0)],
             ts_exchange_ns=NOW,
             ts_recv_ns=NOW + 10**6,
         ),
