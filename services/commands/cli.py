@@ -134,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": "services.commands.bench",
         "backtest": "services.commands.backtest",
         "doctor": "services.commands.doctor",
+        "replay-books": "services.commands.replay_books",
     }
     if argv and argv[0] in delegated:
         return _delegate(delegated[argv[0]], argv[1:])
@@ -159,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("bench", "latency benchmark (JSON)"),
         ("backtest", "deterministic backtest of a capture or the sim market"),
         ("doctor", "is this setup ready for real money? (pass/fail table, --json)"),
+        ("replay-books", "real recorded CLOB frames through ingest's parsers (errors, cost)"),
         *TREE_COMMANDS.items(),
     ):
         sub.add_parser(name, help=text, add_help=False)
