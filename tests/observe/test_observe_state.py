@@ -15,6 +15,7 @@ from common.schema import (
     PositionState,
     RiskState,
     Settlement,
+    SignalScore,
 )
 from services.observe import views
 from services.observe.latency import LatencyStats, percentile, severity
@@ -81,6 +82,16 @@ def test_book_snapshot_then_deltas_rebuild_depth_and_best() -> None:
     assert (up["best_bid"], up["best_ask"], up["mid"], up["spread"]) == (0.51, 0.53, 0.52, 0.02)
     assert up["bid_depth"] == 33.0 and up["age_ms"] == 1.0
     assert views.books_doc(c, NOW)["down"] is None
+    # a signal puts the model's P(Up) next to the market's Up mid on the probability chart
+    c.handle(
+        "sig.score",
+        SignalScore(
+            slug="btc-updown-5m-1", p_up=0.6, side="Up", score=0.1, edge_up=0.08,
+            edge_down=-0.1, ts_ns=NOW + 3 * 10**6,
+        ),
+        NOW + 3 * 10**6,
+    )
+    assert views.history(c)["prob"][-1][1:] == (0.6, 0.52)
 
 
 def test_percentiles_are_nearest_rank_and_thresholds_strict() -> None:
