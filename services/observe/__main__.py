@@ -24,6 +24,13 @@ from common.config import (
 )
 from common.schema import ControlReply
 from common.service import EXIT_CONFIG, EXIT_INTERNAL, ServiceRunner, fail
+from common.supervisor import (
+    SupervisorClient,
+    SupervisorError,
+    TreeNotRunning,
+    TreeShuttingDown,
+    last_words,
+)
 from common.topics import PUBLISHERS
 from services.observe.app import LOCAL_HOSTS, ApiSettings, Control, LiveHub, build_app
 from services.observe.recorder import Recorder
@@ -31,6 +38,8 @@ from services.observe.state import LogLine, ObserveCore, Row
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 FLUSH_INTERVAL_S = 0.5
+SUPERVISOR_POLL_S = 1.0  # /health sees a program leave RUNNING within about this long
+HISTORY_SEED_NS = 15 * 60 * 1_000_000_000  # the charts' span, rebuilt from the recorder at start
 RESERVED_LOG_KEYS = ("stream", "event", "level")
 
 
@@ -64,6 +73,47 @@ def api_settings(runner: ServiceRunner) -> ApiSettings:
     )
 
 
+async def watch_supervisor(core: ObserveCore, sock: Path, runner: ServiceRunner) -> None:
+    """Keep `core.supervision` fresh: supervisord's program states every SUPERVISOR_POLL_S, and
+    for a program that is not running the last line it wrote to stderr (why it stopped). The
+    socket is where supervisord.conf puts it (`data/run/supervisor.sock`); without it observe is
+    not supervised and health rests on heartbeats alone."""
+    sup = core.supervision
+    client = SupervisorClient(f"unix://{sock}")
+    seen: dict[str, tuple[str, float]] = {}
+    while True:
+        if sock.exists() or sup.supervised:
+            sup.supervised = True
+            try:
+                programs = await asyncio.to_thread(client.programs)
+                for p in programs.values():
+                    key = (p.state, p.since_s)
+                    if seen.get(p.name, key) != key or (p.name not in seen and not p.running):
+                        reason = ""
+                        if not p.running:
+                            tail = await asyncio.to_thread(client.stderr_tail, p.name)
+                            reason = last_words(tail)
+                            sup.reasons[p.name] = reason
+                        runner.log.write(
+                            "risk",
+                            "program_state_changed",
+                            "INFO"
+                            if p.running or (p.state == "EXITED" and not p.exit_status)
+                            else "WARNING",
+                            of=p.name,
+                            to=p.state,
+                            description=p.description,
+                            last_stderr_line=reason,
+                        )
+                    seen[p.name] = key
+                sup.programs, sup.ts_ns, sup.error = programs, now_ns(), ""
+            except TreeShuttingDown:
+                sup.error = "supervisord is shutting down"
+            except (TreeNotRunning, SupervisorError) as e:
+                sup.error = f"{type(e).__name__}: {e}"
+        await asyncio.sleep(SUPERVISOR_POLL_S)
+
+
 def seed(core: ObserveCore, recorder: Recorder) -> None:
     """Config and today's figures from what observe recorded before, then the config file."""
     last = recorder.last_config()
@@ -77,6 +127,7 @@ def seed(core: ObserveCore, recorder: Recorder) -> None:
             core.seed_config({}, 0, f"unknown ({e})")
     today = utc_day(now_ns())
     core.seed_today(recorder.trades_of_day(today), today)
+    core.seed_history(*recorder.chart_history(now_ns() - HISTORY_SEED_NS))
 
 
 async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
@@ -176,6 +227,7 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
     loop.add_reader(sub.fileno(), on_readable)
     loop.call_soon(on_readable)  # the fd is edge-triggered: drain whatever came before
     flush_task = loop.create_task(flusher())
+    watch_task = loop.create_task(watch_supervisor(core, s.run_dir / "supervisor.sock", runner))
     runner.log.write(
         "latency",
         "service_started",
@@ -188,6 +240,7 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
     finally:
         loop.remove_reader(sub.fileno())
         flush_task.cancel()
+        watch_task.cancel()
         try:
             recorder.flush()
         except Exception as e:  # noqa: BLE001

@@ -26,9 +26,21 @@ def metrics_text(core: ObserveCore, now_ns: int, extra: dict[str, float] | None 
 
     health = views.health(core, now_ns)
     metric(
+        "polyedge_health_ok",
+        "gauge",
+        "1 when /health is ok: every service alive, every needed feed up",
+        [("", 1.0 if health["ok"] else 0.0)],
+    )
+    metric(
+        "polyedge_trading_unmanaged",
+        "gauge",
+        "1 when a position is open and strategy or execution is not alive",
+        [("", 1.0 if health["unmanaged"] else 0.0)],
+    )
+    metric(
         "polyedge_service_up",
         "gauge",
-        "1 when the service's heartbeat is fresh",
+        "1 when supervisord runs the service and its heartbeat is fresh",
         [
             (f'{{service="{k}"}}', 1.0 if v["alive"] else 0.0)
             for k, v in health["services"].items()

@@ -235,6 +235,30 @@ class Recorder:
             ).fetchone()
         return (json.loads(r[0]), r[1], r[2]) if r else None
 
+    def chart_history(
+        self, since_ns: int
+    ) -> tuple[list[tuple[float, float]], list[tuple[float, float, float | None]]]:
+        """The dashboard's chart series rebuilt from the recorded signals (about one a second),
+        so a restarted observe shows the minutes before it: `(btc, prob)` with btc rows
+        `(unix seconds, BTC price)` and prob rows `(unix seconds, model P(Up), market Up mid or
+        None)`, oldest first, from `since_ns` on."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT ts_ns, p_up, json_extract(inputs, '$.price'), "
+                "json_extract(inputs, '$.up_bid'), json_extract(inputs, '$.up_ask') "
+                "FROM signals WHERE ts_ns >= ? ORDER BY ts_ns",
+                (since_ns,),
+            ).fetchall()
+        btc: list[tuple[float, float]] = []
+        prob: list[tuple[float, float, float | None]] = []
+        for ts_ns, p_up, price, bid, ask in rows:
+            t = round(ts_ns / 1e9, 3)
+            if isinstance(price, int | float):
+                btc.append((t, float(price)))
+            mid = round((bid + ask) / 2, 4) if bid is not None and ask is not None else None
+            prob.append((t, p_up, mid))
+        return btc, prob
+
     def count(self, table: str) -> int:
         if table not in COLUMNS:
             raise ValueError(f"observe does not own table {table!r}")

@@ -41,6 +41,7 @@ from common.schema import (
     to_dict,
 )
 from services.observe import views
+from services.observe.health import Supervision
 from services.observe.latency import SEVERITY_LOG_LEVEL, LatencyStats
 
 HISTORY_STEP_NS = 250_000_000  # chart series sampled at most 4x a second
@@ -143,12 +144,23 @@ class ObserveCore:
         # chart series: (unix seconds, value)
         self.btc_history: deque[tuple[float, float]] = deque(maxlen=HISTORY_LEN)
         self.prob_history: deque[tuple[float, float, float | None]] = deque(maxlen=HISTORY_LEN)
+        # supervisord's view of the programs, kept fresh by the runner (health.py reads it)
+        self.supervision = Supervision()
         self._btc_hist_ns = 0
         self._prob_hist_ns = 0
 
     # --- seeding on start (from the database and the config file) -----------------------------
     def seed_config(self, config: dict[str, Any], version: int, source: str) -> None:
         self.config, self.config_version, self.config_source = config, version, source
+
+    def seed_history(
+        self,
+        btc: list[tuple[float, float]],
+        prob: list[tuple[float, float, float | None]],
+    ) -> None:
+        """The chart series from before a restart (the recorder's signals), oldest first."""
+        self.btc_history.extend(btc)
+        self.prob_history.extend(prob)
 
     def seed_today(self, rows: list[dict[str, Any]], today: str) -> None:
         """Today's trades from observe's own table, so a restart keeps today's figures."""

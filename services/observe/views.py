@@ -7,16 +7,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from common.schema import to_dict
+from services.observe.health import data_flow, feeds_doc, health
 
 if TYPE_CHECKING:
     from common.book import Book
     from services.observe.state import ObserveCore
 
 NS = 1_000_000_000
-SERVICES = ("ingest", "signal", "strategy", "execution", "observe")
-FEEDS = ("binance", "clob", "gamma", "price_feed")
-HEARTBEAT_STALE_NS = 3_000_000_000
-FEED_STALE_MS = 3000.0  # a data feed silent this long is shown stale (strategy's default too)
 BOOK_DEPTH = 5
 LIVE_LATENCY_CACHE_NS = 500_000_000
 
@@ -161,31 +158,6 @@ def risk_doc(core: ObserveCore) -> dict[str, Any]:
     return {"halted": None, "emergency_stop": None, "reasons": [], "source": "unknown"}
 
 
-def feeds_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    stale_ms = float(core.config.get("stale_after_ms", FEED_STALE_MS))
-    for feed in FEEDS:
-        last = core.feed_last_ns.get(feed, 0)
-        age = _age_ms(now_ns, last)
-        fs = core.feed_status.get(feed)
-        doc: dict[str, Any] = {"age_ms": age, "last_ns": last or None}
-        if fs is not None:
-            doc.update(
-                connected=fs.connected,
-                reported_stale=fs.stale,
-                reconnects=fs.reconnects,
-                parse_errors=fs.parse_errors,
-                detail=fs.detail,
-            )
-        else:
-            doc["connected"] = None
-        # gamma is polled, so only its explicit status says it is stale
-        silent = feed != "gamma" and (age is None or age > stale_ms)
-        doc["stale"] = bool((fs is not None and (fs.stale or not fs.connected)) or silent)
-        out[feed] = doc
-    return out
-
-
 def basis_doc(core: ObserveCore, now_ns: int) -> dict[str, Any] | None:
     """Binance - Chainlink basis and Chainlink lag as ingest measures them (USD, ms)."""
     b = core.basis
@@ -202,43 +174,6 @@ def basis_doc(core: ObserveCore, now_ns: int) -> dict[str, Any] | None:
         "warn": b.warn,
         "age_ms": _age_ms(now_ns, b.ts_ns),
     }
-
-
-def health(core: ObserveCore, now_ns: int) -> dict[str, Any]:
-    services: dict[str, Any] = {}
-    for name in SERVICES:
-        if name == "observe":
-            services[name] = {
-                "state": "running",
-                "pid": core.pid,
-                "age_ms": 0.0,
-                "started_ns": core.started_ns,
-                "alive": True,
-            }
-            continue
-        hb = core.heartbeats.get(name)
-        if hb is None:
-            services[name] = {"state": "unknown", "alive": False, "age_ms": None}
-            continue
-        age = now_ns - hb.ts_ns
-        services[name] = {
-            "state": hb.state,
-            "pid": hb.pid,
-            "age_ms": round(age / 1e6, 1),
-            "started_ns": hb.started_ns,
-            "alive": age < HEARTBEAT_STALE_NS,
-            "detail": hb.detail,
-        }
-    pipeline: dict[str, Any] = {"probes": core.probes}
-    if core.last_probe is not None:
-        p = core.last_probe
-        pipeline.update(
-            hops=p.hops,
-            age_ms=round((now_ns - p.hop_ns[-1]) / 1e6, 1),
-            end_to_end_ms=round((p.hop_ns[-1] - p.ts_origin_ns) / 1e6, 3),
-        )
-    ok = all(s["alive"] for s in services.values())
-    return {"ok": ok, "services": services, "pipeline": pipeline}
 
 
 def mode_doc(core: ObserveCore) -> dict[str, Any]:
@@ -304,6 +239,8 @@ def live(core: ObserveCore, now_ns: int) -> dict[str, Any]:
     """The /ws/live state document: the README's shape plus what the dashboard draws."""
     market = market_doc(core, now_ns)
     mode = mode_doc(core)
+    feeds = feeds_doc(core, now_ns)
+    h = health(core, now_ns)
     return {
         "type": "state",
         "data": {
@@ -320,11 +257,20 @@ def live(core: ObserveCore, now_ns: int) -> dict[str, Any]:
             "risk": risk_doc(core),
             "config_version": core.config_version,
             "config_source": core.config_source,
-            "feeds": feeds_doc(core, now_ns),
+            "feeds": feeds,
             "basis": basis_doc(core, now_ns),
+            "data_flow": data_flow(feeds),
+            "health": {k: h[k] for k in ("ok", "problems", "warnings", "unmanaged")},
+            "config_errors": h["config_errors"],
             "services": {
-                k: {"state": v["state"], "alive": v["alive"], "age_ms": v["age_ms"]}
-                for k, v in health(core, now_ns)["services"].items()
+                k: {
+                    "state": v["state"],
+                    "supervisor_state": v["supervisor_state"],
+                    "alive": v["alive"],
+                    "reason": v["reason"],
+                    "age_ms": v["age_ms"],
+                }
+                for k, v in h["services"].items()
             },
             "latency": {
                 k: {
@@ -332,6 +278,7 @@ def live(core: ObserveCore, now_ns: int) -> dict[str, Any]:
                     "p99": v["p99"],
                     "count": v["count"],
                     "severity": v["severity"],
+                    "thresholds": v["thresholds"],
                 }
                 for k, v in _live_latency(core, now_ns).items()
             },

@@ -70,6 +70,22 @@ def test_all_five_running_and_health_names_them(tree: tuple[Supervised, dict]) -
         expected = ("degraded",) if name == "ingest" else ("running",)
         assert doc["services"][name]["state"] in expected, (name, doc["services"][name])
         assert doc["services"][name]["pid"] == sup.pid(name)
+        assert doc["services"][name]["supervisor_state"] == "RUNNING"  # asked of supervisord
+    # every service alive, but no feed reachable: not ok, and each feed says why
+    assert doc["ok"] is False and doc["supervised"] is True
+    why = {
+        "binance": "connect failed",
+        "price_feed": "connect failed",
+        "gamma": "transport",
+        "clob": "waiting for markets",  # no market known: nothing to subscribe to
+    }
+    for feed, words in why.items():
+        reason = wait_for(
+            lambda f=feed, w=words: w in (r := health(env)["feeds"][f]["reason"]) and r,
+            15,
+            what=f"feed {feed}'s reason to say {words!r}",
+        )
+        assert f"feed {feed} {reason}" in health(env)["problems"]
 
 
 def test_one_message_crosses_all_five(tree: tuple[Supervised, dict]) -> None:

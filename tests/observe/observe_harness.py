@@ -222,6 +222,8 @@ class FakeHotPath:
                         ts_ns=now,
                         origin_ts_recv_ns=now - 2_000_000,
                         ts_signal_ns=now,
+                        # as the real signal does: the BTC price and books it priced from
+                        inputs={"price": round(self.price, 2), "up_bid": 0.52, "up_ask": 0.54},
                     ),
                 )
             if i % 5 == 2:

@@ -185,10 +185,15 @@ function render(d) {
   // risk
   const r = d.risk || {};
   const rs = $("risk-state");
-  if (r.halted === null || r.halted === undefined) { rs.textContent = "UNKNOWN"; setCls(rs, "state", "unknown"); }
+  const strat = (d.services || {}).strategy;
+  if (strat && strat.alive === false) {
+    // the risk state is strategy's: with strategy down, the last one heard is not the truth
+    rs.textContent = "NO STRATEGY"; setCls(rs, "state", "halted");
+    $("risk-reasons").textContent = `strategy ${strat.supervisor_state || strat.state}; last heard: ${r.halted ? "halted" : "active"}`;
+  } else if (r.halted === null || r.halted === undefined) { rs.textContent = "UNKNOWN"; setCls(rs, "state", "unknown"); }
   else if (r.halted) { rs.textContent = r.emergency_stop ? "HALTED · E-STOP" : "HALTED"; setCls(rs, "state", "halted"); }
   else { rs.textContent = "ACTIVE"; setCls(rs, "state", "active"); }
-  $("risk-reasons").textContent = (r.reasons && r.reasons.length) ? r.reasons.join(", ") : (r.loss_streak ? `loss streak ${r.loss_streak}` : "no halt reasons");
+  if (!(strat && strat.alive === false)) $("risk-reasons").textContent = (r.reasons && r.reasons.length) ? r.reasons.join(", ") : (r.loss_streak ? `loss streak ${r.loss_streak}` : "no halt reasons");
 
   // signal
   const s = d.signal;
