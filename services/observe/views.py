@@ -239,8 +239,9 @@ def live(core: ObserveCore, now_ns: int) -> dict[str, Any]:
     """The /ws/live state document: the README's shape plus what the dashboard draws."""
     market = market_doc(core, now_ns)
     mode = mode_doc(core)
-    feeds = feeds_doc(core, now_ns)
-    h = health(core, now_ns)
+    latency = _live_latency(core, now_ns)
+    feeds = feeds_doc(core, now_ns, latency)
+    h = health(core, now_ns, feeds)
     return {
         "type": "state",
         "data": {
@@ -280,7 +281,7 @@ def live(core: ObserveCore, now_ns: int) -> dict[str, Any]:
                     "severity": v["severity"],
                     "thresholds": v["thresholds"],
                 }
-                for k, v in _live_latency(core, now_ns).items()
+                for k, v in latency.items()
             },
             "fills": list(core.recent_fills)[-8:],
             "decisions": list(core.decisions)[-8:],
