@@ -23,6 +23,7 @@ from services.simvenue.signing import (
     check_l1,
     check_l2,
     derive_api_key,
+    funder_of,
 )
 from services.simvenue.venue import Venue, error_response
 
@@ -46,7 +47,14 @@ async def clob_ok(request: Request) -> Response:
 
 async def clob_time(request: Request) -> Response:
     v: Venue = request.app.state.venue
-    return JSONResponse(v.clock() // NS)
+    return JSONResponse(int(v.clock() // NS + v.time_skew_s))
+
+
+async def geoblock(request: Request) -> Response:
+    """polymarket.com/api/geoblock: whether this caller's location may trade."""
+    v: Venue = request.app.state.venue
+    return JSONResponse({"blocked": v.geoblocked, "ip": request.client.host if request.client
+                         else "", "country": "XS" if v.geoblocked else "SIM", "region": ""})
 
 
 async def clob_version(request: Request) -> Response:
@@ -180,6 +188,8 @@ async def create_api_key(request: Request) -> Response:
 async def l2(request: Request) -> tuple[ApiKey | None, str, Response | None]:
     v: Venue = request.app.state.venue
     body = (await request.body()).decode()
+    if v.take_fault("not_ready") is not None:  # the matching engine restarts
+        return None, body, error_response(425, matching.SERVICE_NOT_READY)
     path = request.url.path.removeprefix("/clob")
     try:
         key = check_l2(_lower_headers(request), v.keys, request.method, path, body or None)
@@ -209,6 +219,19 @@ async def post_order(request: Request) -> Response:
         payload = json.loads(body)
     except Exception:  # noqa: BLE001
         return error_response(400, "Invalid order payload")
+    order_type = str(payload.get("orderType", "")).upper() if isinstance(payload, dict) else ""
+    # the venue's non-final answers: `delayed` (the ~250 ms taker delay of these markets), and
+    # `live` for a FAK that matches later (clob-client #317)
+    for name, status_word, kinds, wait_key, wait in (
+        ("delayed", "delayed", ("FOK", "FAK"), "after_s", 0.25),
+        ("fak_live", "live", ("FAK",), "fill_after_s", 1.0),
+    ):
+        if order_type in kinds and v.counters.get(name, 0) + (v.timed.get(name, 0) > v.clock()):
+            f = v.take_fault(name) or {}
+            held = matching.hold_order(v, key, payload, status_word)
+            if held is not None:
+                v.spawn(matching.release_order(v, key, payload, float(f.get(wait_key, wait))))
+                return JSONResponse(held)
     late = v.take_fault("order_timeout_placed")
     status, answer = matching.place_order(v, key, payload)
     if late is not None:
@@ -344,18 +367,25 @@ async def balance_allowance(request: Request) -> Response:
     key, _, bad = await l2(request)
     if bad is not None:
         return bad
-    acct = v.account(key.address)
+    try:
+        sig_type = int(request.query_params.get("signature_type", "0"))
+    except ValueError:
+        return error_response(400, "invalid signature_type")
+    # the funder's wallet for this key and signature type (as the CLOB derives it)
+    acct = v.account(funder_of(key.address, sig_type))
     if request.query_params.get("asset_type", "COLLATERAL").upper() == "CONDITIONAL":
         bal = acct["tokens"].get(request.query_params.get("token_id", ""), 0)
     else:
         bal = acct["usdc"]
-    return JSONResponse({"balance": str(bal), "allowances": {EXCHANGE_V2: MAX_UINT},
+    return JSONResponse({"balance": str(bal),
+                         "allowances": {EXCHANGE_V2: MAX_UINT} if acct["approved"] else {},
                          "collateral": COLLATERAL})
 
 # ---------------------------------------------------------------- sim control
 
 
 routes = [
+    Route("/api/geoblock", geoblock),
     Route("/clob/", clob_ok),
     Route("/clob/ok", clob_ok),
     Route("/clob/time", clob_time),

@@ -33,10 +33,15 @@ async def sim_state(request: Request) -> Response:
     st["faults"] = v.fault_log[-50:]
     st["withheld_resolutions"] = v.withheld_resolutions
     st["stall_until_ns"] = v.stall_until
-    st["orders"] = [o.doc() for o in v.orders.values()]
-    st["accounts"] = {a: {"usdc": x["usdc"] / 1e6,
-                          "tokens": {t: n / 1e6 for t, n in x["tokens"].items()}}
+    st["orders"] = [o.state_doc() for o in v.orders.values()]
+    st["accounts"] = {a: {"usdc": x["usdc"] / 1e6, "pusd": x["usdc"] / 1e6,
+                          "tokens": {t: n / 1e6 for t, n in x["tokens"].items()},
+                          "approvals": {"pusd_ctf_exchange": x["approved"]},
+                          "redemptions": list(x["redemptions"])}
                       for a, x in v.accounts.items()}
+    st["modes"] = {"refuse_eoa_makers": v.refuse_eoa_makers, "geoblocked": v.geoblocked,
+                   "clock_skew_s": v.time_skew_s, "post_only_until_ns": v.post_only_until,
+                   "not_ready_until_ns": v.timed.get("not_ready", 0)}
     return JSONResponse(st)
 
 
@@ -55,6 +60,9 @@ async def sim_fault_clear(request: Request) -> Response:
     v.stall_until.clear()
     v.counters.clear()
     v.timed.clear()
+    v.refuse_eoa_makers = v.geoblocked = False
+    v.time_skew_s = 0.0
+    v.post_only_until = 0
     for c in v.conns:
         c.duplicate_left = c.reorder_left = 0
     return JSONResponse({"ok": True})

@@ -12,8 +12,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from common import money
 from services.simvenue.market import MS, NS
-from services.simvenue.signing import ApiKey, order_hash, verify_order_signature
+from services.simvenue.signing import ApiKey, order_hash, order_wallet_error
 
 if TYPE_CHECKING:
     from services.simvenue.venue import Venue
@@ -22,6 +23,10 @@ FOK_KILLED = "order couldn't be fully filled. FOK orders are fully filled or kil
 FAK_NO_MATCH = ("no orders found to match with FAK order. FAK orders are partially filled or "
                 "killed if no match is found.")
 NOT_ENOUGH_BALANCE = "not enough balance / allowance"
+SERVICE_NOT_READY = "service not ready"  # HTTP 425 while the matching engine restarts
+# after a restart only post-only orders are accepted for ~2 minutes (PROTOCOLS.md section 7);
+# the venue's exact text for refusing the others is not public: this one is ours
+POST_ONLY_MODE = "the matching engine is in post-only mode: only post-only orders are accepted"
 
 
 @dataclass
@@ -43,6 +48,7 @@ class SimOrder:
     matched_centi: int = 0
     status: str = "LIVE"
     trades: list[str] = field(default_factory=list)
+    signed: dict = field(default_factory=dict)  # makerAmount, takerAmount, signatureType, ...
 
     def doc(self) -> dict:
         return {
@@ -54,6 +60,10 @@ class SimOrder:
             "expiration": self.expiration, "order_type": self.order_type,
             "associate_trades": list(self.trades),
         }
+
+    def state_doc(self) -> dict:
+        """`doc()` plus what the order was signed with (for `/sim/state`)."""
+        return {**self.doc(), **self.signed}
 
 
 def _centi(c: int) -> str:
@@ -100,9 +110,24 @@ def trade_event(v: Venue, tid: str) -> None:
     v.user_event(t["owner"], t["market"], doc)
 
 
-async def advance_trade(v: Venue, tid: str) -> None:
-    """Move trade `tid` to MINED after `mine_seconds`, then CONFIRMED after `confirm_seconds`."""
+async def advance_trade(v: Venue, tid: str, fail: bool = False) -> None:
+    """Move trade `tid` to MINED after `mine_seconds`, then CONFIRMED after `confirm_seconds`;
+    with `fail` (fault `trade_failed`): RETRYING, then FAILED, and the match is undone (the
+    balances it moved are moved back), as when the settlement transaction fails on chain."""
     await asyncio.sleep(v.opts.mine_seconds)
+    if fail:
+        v.trades[tid]["status"] = "RETRYING"
+        v.trades[tid]["last_update"] = str(v.clock() // NS)
+        trade_event(v, tid)
+        await asyncio.sleep(max(0.0, v.opts.confirm_seconds - v.opts.mine_seconds))
+        v.trades[tid]["status"] = "FAILED"
+        v.trades[tid]["last_update"] = str(v.clock() // NS)
+        wallet, token, usdc, shares = v.trade_effects.pop(tid)
+        acct = v.account(wallet)
+        acct["usdc"] -= usdc
+        acct["tokens"][token] = acct["tokens"].get(token, 0) - shares
+        trade_event(v, tid)
+        return
     v.trades[tid]["status"] = "MINED"
     v.trades[tid]["last_update"] = str(v.clock() // NS)
     trade_event(v, tid)
@@ -110,6 +135,47 @@ async def advance_trade(v: Venue, tid: str) -> None:
     v.trades[tid]["status"] = "CONFIRMED"
     v.trades[tid]["last_update"] = str(v.clock() // NS)
     trade_event(v, tid)
+
+
+def hold_order(v: Venue, key: ApiKey, body: dict, status: str) -> dict | None:
+    """Answer a POST /order with `status` (`delayed` or `live`) before matching it: the order is
+    visible at once with that status and nothing matched; `place_order` runs later
+    (`release_order`). None when the body is not even readable (the caller answers 400)."""
+    try:
+        order = body["order"]
+        oid = order_hash(order)
+        token = str(order["tokenId"])
+        side = {"0": "BUY", "1": "SELL", 0: "BUY", 1: "SELL"}.get(order["side"], order["side"])
+        shares = int(order["takerAmount"] if side == "BUY" else order["makerAmount"]) // 10_000
+    except (KeyError, TypeError, ValueError):
+        return None
+    w = v.market.window_by_token(token)
+    if w is None or oid in v.orders:
+        return None
+    now = v.clock()
+    o = SimOrder(oid, key.api_key, order.get("maker", ""), token, w.condition_id,
+                 w.outcome_of(token), side, "0", shares, str(body.get("orderType", "FAK")),
+                 now // NS, str(order.get("expiration", "0")), status=status.upper())
+    o.signed = {"makerAmount": str(order.get("makerAmount")),
+                "takerAmount": str(order.get("takerAmount")),
+                "signatureType": int(order.get("signatureType", 0))}
+    v.orders[oid] = o
+    order_event(v, o, "PLACEMENT")
+    return {"success": True, "orderID": oid, "errorMsg": "", "status": status,
+            "makingAmount": "", "takingAmount": "", "transactionsHashes": [], "tradeIDs": []}
+
+
+async def release_order(v: Venue, key: ApiKey, body: dict, after_s: float) -> None:
+    """After `after_s`, match a held order for real; when it is refused or finds nothing, it
+    ends UNMATCHED (or CANCELED for a killed FOK) instead of disappearing."""
+    await asyncio.sleep(after_s)
+    oid = order_hash(body["order"])
+    held = v.orders.pop(oid, None)
+    status, answer = place_order(v, key, body)
+    if status != 200 and oid not in v.orders and held is not None:
+        held.status = "UNMATCHED"
+        v.orders[oid] = held
+        order_event(v, held, "CANCELLATION", status="UNMATCHED")
 
 
 def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
@@ -132,12 +198,18 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
         return 400, {"error": "Invalid order payload"}
     if owner != key.api_key:
         return 400, {"error": "the order owner has to be the owner of the API KEY"}
-    if not verify_order_signature(order):
-        return 400, {"error": "invalid signature"}
-    if str(order["signer"]).lower() != key.address.lower():
-        return 400, {"error": "the order signer address has to be the address of the API KEY"}
+    bad = order_wallet_error(order, key.address, refuse_eoa_makers=v.refuse_eoa_makers)
+    if bad:
+        return 400, {"error": bad}
     if maker_amt <= 0 or taker_amt <= 0:
         return 400, {"error": "Invalid order payload"}
+    if v.post_only_until > v.clock() and not body.get("postOnly"):
+        return 400, {"error": POST_ONLY_MODE}
+    # the venue's decimal rules for the signed amounts (common.money: the venue's own texts)
+    precision = money.amounts_error(
+        side, maker_amt, taker_amt, marketable=order_type in ("FOK", "FAK"), min_size=money.ZERO)
+    if "accuracy" in precision:
+        return 400, {"error": precision}
     if v.take_fault("order_reject") is not None:
         return 400, {"error": NOT_ENOUGH_BALANCE}
     now = v.clock()
@@ -159,8 +231,8 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
         if not on_grid or not (tick <= price <= 1 - tick):
             return 400, {"error": f"order {oid} is invalid. Price ({price:g}) breaks minimum "
                                   f"tick size rule: {tick:g}"}
-    acct = v.account(key.address)
-    if buy and acct["usdc"] < maker_amt:
+    acct = v.account(order["maker"])  # the funder's wallet holds the funds (types 1-3)
+    if not acct["approved"] or (buy and acct["usdc"] < maker_amt):
         return 400, {"error": NOT_ENOUGH_BALANCE}
     if not buy and acct["tokens"].get(token, 0) < maker_amt:
         return 400, {"error": NOT_ENOUGH_BALANCE}
@@ -179,6 +251,9 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
                  w.outcome_of(token), side, price_str,
                  shares_centi if not marketable_buy else res.filled_centi or shares_centi,
                  order_type, now // NS, str(order.get("expiration", "0")))
+    o.signed = {"makerAmount": str(maker_amt), "takerAmount": str(taker_amt),
+                "signatureType": int(order["signatureType"]), "maker": order["maker"],
+                "signer": order["signer"]}
     if res.status == "killed" or (res.status == "unmatched" and order_type == "FOK"):
         v.orders[oid] = o
         o.status = "CANCELED"
@@ -193,11 +268,11 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
         fee_micro = res.fee_micro  # common.money.taker_fee per level, as paper charges it
         shares_micro = res.filled_centi * 10_000
         if buy:
-            acct["usdc"] -= res.cost_micro + fee_micro
-            acct["tokens"][token] = acct["tokens"].get(token, 0) + shares_micro
+            usdc_delta, token_delta = -(res.cost_micro + fee_micro), shares_micro
         else:
-            acct["tokens"][token] = acct["tokens"].get(token, 0) - shares_micro
-            acct["usdc"] += res.cost_micro - fee_micro
+            usdc_delta, token_delta = res.cost_micro - fee_micro, -shares_micro
+        acct["usdc"] += usdc_delta
+        acct["tokens"][token] = acct["tokens"].get(token, 0) + token_delta
         o.matched_centi = res.filled_centi
         avg = res.cost_micro / shares_micro if shares_micro else 0
         tid = str(uuid.uuid5(uuid.NAMESPACE_OID, oid + ":trade"))
@@ -223,7 +298,8 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
         o.status = "MATCHED" if (rest <= 0 or order_type in ("FOK", "FAK")) else "LIVE"
         order_event(v, o, "PLACEMENT")
         trade_event(v, tid)
-        v.spawn(advance_trade(v, tid))
+        v.trade_effects[tid] = (order["maker"], token, usdc_delta, token_delta)
+        v.spawn(advance_trade(v, tid, fail=v.take_fault("trade_failed") is not None))
         if order_type == "FAK" and rest > 0 and not marketable_buy:
             order_event(v, o, "CANCELLATION", status="CANCELED")
         answer.update({

@@ -95,6 +95,97 @@ def verify_order_signature(order: dict, neg_risk: bool = False) -> bool:
     return True
 
 
+TYPED_DATA_SIGN_TYPES = [
+    {"name": "contents", "type": "Order"},
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+    {"name": "salt", "type": "bytes32"},
+]
+INVALID_SIGNATURE = "invalid signature"
+EOA_MAKER_REFUSED = "maker address not allowed, please use the deposit wallet flow"
+
+
+def recover_1271_owner(order: dict, exchange: str = EXCHANGE_V2, chain_id: int = CHAIN_ID) -> str:
+    """The key that signed a POLY_1271 (deposit wallet, type 3) order: the first 65 bytes of the
+    signature are an ECDSA signature over the ERC-7739 `TypedDataSign` wrapping of the order
+    (domain: the exchange; wrapper: name "DepositWallet", version "1", the wallet as
+    verifyingContract, zero salt), followed by the app domain separator, the contents hash, the
+    contents type and its length (py-clob-client-v2 `_build_poly_1271_order_signature`,
+    polymarket-client 0.14 `build_order_signature`). Raises ValueError when the trailer does not
+    match the order."""
+    sig = bytes.fromhex(str(order["signature"]).removeprefix("0x"))
+    std = _order_typed_data(order, exchange, chain_id)
+    typed = {
+        "primaryType": "TypedDataSign",
+        "types": {"EIP712Domain": DOMAIN_TYPES, "Order": ORDER_TYPES,
+                  "TypedDataSign": TYPED_DATA_SIGN_TYPES},
+        "domain": std["domain"],
+        "message": {"contents": std["message"], "name": "DepositWallet", "version": "1",
+                    "chainId": chain_id, "verifyingContract": order["signer"],
+                    "salt": b"\x00" * 32},
+    }
+    signable = encode_typed_data(full_message=typed)
+    if len(sig) < 65 + 64 + 2 or sig[65:97] != signable.header:
+        raise ValueError("POLY_1271 trailer does not carry this exchange's domain")
+    return Account.recover_message(signable, signature=sig[:65])
+
+
+def order_wallet_error(order: dict, api_address: str, neg_risk: bool = False,
+                       refuse_eoa_makers: bool = False) -> str:
+    """The venue's error text for who signed an order and for whom, or "" when it is valid.
+
+    Signature types (PROTOCOLS.md section 7): 0 EOA: the key signs for itself (maker = signer);
+    1 POLY_PROXY / 2 POLY_GNOSIS_SAFE: the key (signer) signs for its proxy / Safe (maker), the
+    wallet CREATE2-derived from it (`common.wallets`); 3 POLY_1271: the deposit wallet is maker
+    and signer and the key's ERC-7739 signature is checked against it. API credentials are bound
+    to the key in every case. `refuse_eoa_makers`: the venue's newer rule for new API users
+    (py-clob-client-v2 #50, #111)."""
+    from common.wallets import deposit_wallets, proxy_wallet, safe_wallet
+
+    exchange = NEG_RISK_EXCHANGE_V2 if neg_risk else EXCHANGE_V2
+    try:
+        sig_type = int(order.get("signatureType", 0))
+        maker, signer = str(order["maker"]).lower(), str(order["signer"]).lower()
+        if sig_type == 3:
+            owner = recover_1271_owner(order, exchange).lower()
+            if maker != signer or maker not in [w.lower() for w in deposit_wallets(owner)]:
+                return INVALID_SIGNATURE
+            if owner != api_address.lower():
+                return "the order signer address has to be the address of the API KEY"
+            return ""
+        recovered = recover_order_signer(order, exchange).lower()
+    except Exception:  # noqa: BLE001 - anything unreadable is a bad signature
+        return INVALID_SIGNATURE
+    if recovered != signer:
+        return INVALID_SIGNATURE
+    if signer != api_address.lower():
+        return "the order signer address has to be the address of the API KEY"
+    if sig_type == 0:
+        if maker != signer:
+            return INVALID_SIGNATURE
+        return EOA_MAKER_REFUSED if refuse_eoa_makers else ""
+    wallet = {1: proxy_wallet, 2: safe_wallet}.get(sig_type)
+    if wallet is None or maker != wallet(signer).lower():
+        return INVALID_SIGNATURE
+    return ""
+
+
+def funder_of(address: str, signature_type: int) -> str:
+    """The wallet the venue reads balances of for an API key's address and signature type (the
+    CLOB's balance-allowance takes `signature_type`)."""
+    from common.wallets import deposit_wallets, proxy_wallet, safe_wallet
+
+    if signature_type == 1:
+        return proxy_wallet(address)
+    if signature_type == 2:
+        return safe_wallet(address)
+    if signature_type == 3:
+        return deposit_wallets(address)[0]
+    return address
+
+
 def recover_clob_auth(address: str, timestamp: str, nonce: int, signature: str,
                       chain_id: int = CHAIN_ID) -> str:
     typed = {

@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 SOCKET_KINDS = ("binance", "market", "user", "rtds")
 FAULTS = ("drop", "stall", "malformed", "unknown", "duplicate_delta", "out_of_order",
           "tick_size_change", "gamma_5xx", "gamma_empty", "order_reject",
-          "order_timeout_placed", "slow_ack", "withhold_resolved", "late_resolution")
+          "order_timeout_placed", "slow_ack", "withhold_resolved", "late_resolution",
+          # the real venue's order and account behaviours (issue 13; README.md)
+          "delayed", "fak_live", "trade_failed", "not_ready", "refuse_eoa_makers",
+          "revoke_approval", "set_balance", "clock_skew", "geoblock")
 HEARTBEAT_TIMEOUT_NS = 10 * NS
 QUEUE_MAX = 20_000
 
@@ -100,6 +103,13 @@ class Venue:
         self.fault_log: list[dict] = []
         self.withheld_resolutions = 0  # market_resolved frames not sent (withhold_resolved)
         self.settled: set[int] = set()
+        self.refuse_eoa_makers = False
+        self.approve_new = True  # new accounts start with the exchange approved  # the venue's rule for new API users (fault)
+        self.post_only_until = 0  # ns: after a 425 window, only post-only orders (fault)
+        self.time_skew_s = 0.0  # added to /time (fault `clock_skew`)
+        self.geoblocked = False
+        # trade id -> (wallet, token, pUSD micro moved, token micro moved), until CONFIRMED
+        self.trade_effects: dict[str, tuple[str, str, int, int]] = {}
         self.started_ns = now
         self.frames_sent = 0
         self._pump_task: asyncio.Task | None = None
@@ -278,7 +288,31 @@ class Venue:
         elif name == "late_resolution":
             # windows that end from now on resolve `seconds` later (REST and market channel)
             self.market.resolve_delay_ns = int(float(seconds if seconds is not None else 60) * NS)
-        else:  # gamma_5xx, gamma_empty, order_reject, order_timeout_placed, slow_ack
+        elif name == "not_ready":  # HTTP 425 for `seconds`, then `post_only_seconds`
+            until = now + int(float(seconds if seconds is not None else 90) * NS)
+            self.timed["not_ready"] = until
+            self.post_only_until = until + int(float(f.get("post_only_seconds", 120)) * NS)
+        elif name in ("refuse_eoa_makers", "geoblock"):
+            on = bool(f.get("on", True))
+            if name == "geoblock":
+                self.geoblocked = on
+            else:
+                self.refuse_eoa_makers = on
+        elif name == "clock_skew":
+            self.time_skew_s = float(seconds or 0)
+        elif name in ("revoke_approval", "set_balance"):
+            who = [str(f["address"]).lower()] if f.get("address") else None
+            if who is None and name == "set_balance":
+                self.opts.balance_usd = float(f.get("usd", 0))
+            if who is None and name == "revoke_approval":
+                self.approve_new = bool(f.get("restore", False))
+            for a in who or list(self.accounts):
+                acct = self.account(a)
+                if name == "set_balance":
+                    acct["usdc"] = int(float(f.get("usd", 0)) * 1e6)
+                else:
+                    acct["approved"] = bool(f.get("restore", False))
+        else:  # counted or timed: gamma_5xx, ..., slow_ack, delayed, fak_live, trade_failed
             if seconds is not None and "count" not in f:
                 self.timed[name] = now + int(float(seconds) * NS)
             else:
@@ -312,7 +346,8 @@ class Venue:
     def account(self, address: str) -> dict[str, Any]:
         a = self.accounts.get(address.lower())
         if a is None:
-            a = {"usdc": int(self.opts.balance_usd * 1e6), "tokens": {}}
+            a = {"usdc": int(self.opts.balance_usd * 1e6), "tokens": {},
+                 "approved": self.approve_new, "redemptions": []}
             self.accounts[address.lower()] = a
         return a
 
