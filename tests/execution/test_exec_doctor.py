@@ -77,6 +77,7 @@ def test_doctor_passes_a_correct_setup(sim: Sim) -> None:
         "balance",
         "approvals",
         "heartbeat",
+        "geoblock",
     ):
         assert checks[name]["status"] == "PASS", checks[name]
     assert Account.from_key(key).address in checks["key"]["detail"]
@@ -102,3 +103,30 @@ def test_doctor_bad_settings_exit_2() -> None:
     code, doc, _ = doctor({"DRY_RUN": "maybe"})
     assert code == 2 and by_name(doc)["settings"]["status"] == "FAIL"
     assert "DRY_RUN" in by_name(doc)["settings"]["detail"]
+
+
+def test_doctor_names_missing_approval_empty_balance_and_skewed_clock(sim: Sim) -> None:
+    key = Account.create().key.hex()
+    address = Account.from_key(key).address
+    env = live_env(sim, key)
+    sim.fault(name="revoke_approval", address=address)
+    sim.fault(name="set_balance", address=address, usd=0)
+    sim.fault(name="clock_skew", seconds=30)
+    try:
+        code, doc, text = doctor(env)
+    finally:
+        sim.fault(name="clock_skew", seconds=0)
+    checks = by_name(doc)
+    assert code == 1 and not doc["ok"]
+    assert checks["approvals"]["status"] == "FAIL"
+    assert "missing approval" in checks["approvals"]["detail"]
+    assert "CTF Exchange V2" in checks["approvals"]["detail"]
+    assert checks["balance"]["status"] == "FAIL" and "empty balance" in checks["balance"]["fix"]
+    assert checks["clock"]["status"] == "FAIL" and "synchronise" in checks["clock"]["fix"]
+    assert checks["geoblock"]["status"] == "PASS"
+    sim.fault(name="geoblock")
+    try:
+        code, doc, _ = doctor(env)
+    finally:
+        sim.fault(name="geoblock", on=False)
+    assert code == 1 and by_name(doc)["geoblock"]["status"] == "FAIL"

@@ -1,0 +1,218 @@
+"""The simulated venue enforces the real venue's order and account rules (issue 13), so a bot that
+breaks them fails here: the precision of signed amounts with the venue's own text, maker and
+signer per signature type (proxy / Safe / deposit wallet of the key), EOA makers refused as a
+mode; and the venue's non-final and failing behaviours as faults: `delayed`, `fak_live`,
+`trade_failed`, `not_ready` (425, then post-only), `revoke_approval`, `set_balance`,
+`clock_skew`, `geoblock`. Orders are signed by execution's own adapter and by the SDK."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal as D
+
+import httpx
+import pytest
+from eth_account import Account
+from py_clob_client_v2.client import ClobClient
+from py_clob_client_v2.clob_types import OrderArgsV2, OrderType, PartialCreateOrderOptions
+from py_clob_client_v2.exceptions import PolyApiException
+
+from common.config import Secret
+from common.money import ERR_MARKET_BUY_PRECISION
+from common.schema import OrderIntent
+from common.wallets import deposit_wallets, proxy_wallet, safe_wallet
+from services.execution.live import LiveVenue
+from tests.simvenue.conftest import SimProc, start_sim, stop_sim, wait_for
+
+WINDOW_S = 60
+
+
+@pytest.fixture(scope="module")
+def vsim():
+    s = start_sim("--window-seconds", str(WINDOW_S), "--seed", "5")
+    try:
+        yield s
+    finally:
+        stop_sim(s)
+
+
+def window(sim: SimProc) -> dict:
+    def with_time_left() -> dict | None:
+        st = sim.state()
+        start = int(st["current"]["slug"].rsplit("-", 1)[1])
+        return st["current"] if start + WINDOW_S - time.time() > 15 else None
+
+    return wait_for(with_time_left, WINDOW_S, what="a window with time left")
+
+
+def adapter(sim: SimProc, signature_type: int = 0, key: str | None = None) -> LiveVenue:
+    k = key or Account.create().key.hex()
+    addr = Account.from_key(k).address
+    funder = {0: "", 1: proxy_wallet(addr), 2: safe_wallet(addr), 3: deposit_wallets(addr)[0]}
+    v = LiveVenue(
+        f"{sim.http}/clob",
+        Secret(k),
+        log=lambda *a, **kw: None,
+        signature_type=signature_type,
+        funder=funder[signature_type],
+    )
+    assert v.start()
+    return v
+
+
+def buy(token: str, kind: str = "FAK", limit: float = 0.99, size: float = 5.0) -> OrderIntent:
+    return OrderIntent(
+        client_order_id=f"c{time.time_ns()}",
+        slug="s",
+        asset_id=token,
+        outcome="Up",
+        side="BUY",
+        order_type=kind,  # type: ignore[arg-type]
+        limit_price=limit,
+        size=size,
+        expires_ns=0,
+        ts_intent_ns=0,
+        tick_size=0.01,
+    )
+
+
+def post(v: LiveVenue, it: OrderIntent):
+    signed = v.sign(it, D(str(it.limit_price)), D(str(it.size)))
+    return signed, v.post(signed, it)
+
+
+@pytest.mark.parametrize("signature_type", [0, 1, 2, 3])
+def test_sim_every_wallet_type_trades_from_its_funder(vsim: SimProc, signature_type: int) -> None:
+    v = adapter(vsim, signature_type)
+    token = window(vsim)["up_token"]
+    signed, r = post(v, buy(token))
+    assert r.outcome == "accepted" and r.trades, r
+    st = vsim.state()
+    order = next(o for o in st["orders"] if o["id"] == signed.order_id)
+    assert order["signatureType"] == signature_type
+    assert order["maker"].lower() == v.funder.lower()
+    assert int(order["makerAmount"]) % 10_000 == 0  # whole cents of pUSD
+    funder = st["accounts"][v.funder.lower()]
+    assert funder["pusd"] < 1000 and funder["tokens"][token] > 0
+    assert funder["approvals"]["pusd_ctf_exchange"] is True
+    bal, allowances = v.collateral()
+    assert bal == pytest.approx(funder["pusd"]) and allowances
+    v.close()
+
+
+def test_sim_refuses_amount_precision_with_the_venue_text(vsim: SimProc) -> None:
+    token = window(vsim)["up_token"]
+    c = ClobClient(host=f"{vsim.http}/clob", chain_id=137, key=Account.create().key.hex())
+    c.set_api_creds(c.create_or_derive_api_key())
+    # a FOK BUY signed as a limit order: $5 at 0.53 = 9.43 shares / 4.9979 pUSD (issue 13)
+    order = c.create_order(
+        OrderArgsV2(token_id=token, price=0.53, size=9.43, side="BUY"),
+        PartialCreateOrderOptions(tick_size="0.01", neg_risk=False),
+    )
+    assert order.makerAmount == "4997900"
+    with pytest.raises(PolyApiException) as e:
+        c.post_order(order, OrderType.FOK)
+    assert e.value.status_code == 400 and ERR_MARKET_BUY_PRECISION in str(e.value.error_msg)
+    # the adapter maps the text to its own code
+    v = adapter(vsim)
+    assert v._from_post(
+        {"success": False, "errorMsg": ERR_MARKET_BUY_PRECISION}, buy(token)
+    ).code == ("amount_precision")
+
+
+def test_sim_maker_must_be_the_keys_wallet_and_eoa_makers_can_be_refused(vsim: SimProc) -> None:
+    token = window(vsim)["up_token"]
+    key = Account.create().key.hex()
+    other = Account.create().address
+    v = LiveVenue(
+        f"{vsim.http}/clob",
+        Secret(key),
+        log=lambda *a, **kw: None,
+        signature_type=2,
+        funder=safe_wallet(other),  # somebody else's Safe
+    )
+    assert v.start()
+    _, r = post(v, buy(token))
+    assert r.outcome == "rejected" and r.code == "auth" and "invalid signature" in r.reason
+    vsim.fault(name="refuse_eoa_makers")
+    try:
+        _, r = post(adapter(vsim, 0), buy(token))
+        assert r.outcome == "rejected" and "deposit wallet flow" in r.reason
+        _, r = post(adapter(vsim, 3), buy(token))  # the deposit wallet flow still trades
+        assert r.outcome == "accepted"
+    finally:
+        vsim.fault(name="refuse_eoa_makers", on=False)
+
+
+def test_sim_delayed_and_fak_live_answers_resolve_later(vsim: SimProc) -> None:
+    token = window(vsim)["up_token"]
+    v = adapter(vsim)
+    vsim.fault(name="delayed", count=1)
+    signed, r = post(v, buy(token))
+    assert r.outcome == "accepted" and r.venue_status == "delayed" and not r.terminal
+    assert not r.trades
+    done = wait_for(
+        lambda: (x := v.lookup(signed.order_id, buy(token))).terminal and x, 10, what="matched"
+    )
+    assert done.venue_status == "matched" and done.trades
+    vsim.fault(name="fak_live", count=1, fill_after_s=1.0)
+    signed, r = post(v, buy(token))
+    assert (r.venue_status, r.terminal) == ("live", False)
+    assert v.lookup(signed.order_id, buy(token)).venue_status == "live"
+    done = wait_for(
+        lambda: (x := v.lookup(signed.order_id, buy(token))).terminal and x, 10, what="filled"
+    )
+    assert done.trades and sum(t.size for t in done.trades) > 0
+
+
+def test_sim_trade_failed_is_undone_at_the_venue(vsim: SimProc) -> None:
+    token = window(vsim)["up_token"]
+    v = adapter(vsim)
+    vsim.fault(name="trade_failed", count=1)
+    signed, r = post(v, buy(token))
+    assert r.trades
+    tid = r.trades[0].trade_id.split(":")[0]
+    wait_for(lambda: v.trade_states([tid]).get(tid) == "FAILED", 15, what="FAILED")
+    acct = vsim.state()["accounts"][v.address.lower()]
+    # the match is undone: the pUSD it took (fee included) is back, the shares are gone
+    assert acct["pusd"] == pytest.approx(1000.0) and acct["tokens"].get(token, 0) == 0
+
+
+def test_sim_not_ready_then_post_only(vsim: SimProc) -> None:
+    token = window(vsim)["up_token"]
+    v = adapter(vsim)
+    vsim.fault(name="not_ready", seconds=1.5, post_only_seconds=2)
+    _, r = post(v, buy(token))
+    assert (r.outcome, r.code) == ("rejected", "venue_not_ready")
+    assert v.gate("SELL")[0] == "venue_not_ready"
+    wait_for(
+        lambda: vsim.state()["modes"]["not_ready_until_ns"] < time.time_ns(), 5, what="425 over"
+    )
+    _, r = post(v, buy(token))
+    assert r.outcome == "rejected" and "post-only" in r.reason
+    wait_for(lambda: vsim.state()["modes"]["post_only_until_ns"] < time.time_ns(), 5, what="over")
+    _, r = post(v, buy(token))
+    assert r.outcome == "accepted"
+
+
+def test_sim_account_faults_show_in_balance_allowance_and_time(vsim: SimProc) -> None:
+    v = adapter(vsim)
+    token = window(vsim)["up_token"]
+    vsim.fault(name="revoke_approval", address=v.address)
+    _, allowances = v.collateral()
+    assert allowances == {}
+    _, r = post(v, buy(token))
+    assert r.code == "insufficient_balance"
+    vsim.fault(name="revoke_approval", address=v.address, restore=True)
+    vsim.fault(name="set_balance", address=v.address, usd=0)
+    assert v.collateral()[0] == 0.0
+    vsim.fault(name="clock_skew", seconds=30)
+    try:
+        assert v.server_time() - time.time() == pytest.approx(30, abs=2)
+    finally:
+        vsim.fault(name="clock_skew", seconds=0)
+    vsim.fault(name="geoblock")
+    try:
+        assert httpx.get(f"{vsim.http}/api/geoblock", timeout=5).json()["blocked"] is True
+    finally:
+        vsim.fault(name="geoblock", on=False)
