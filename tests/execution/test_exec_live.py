@@ -307,7 +307,7 @@ def test_exec_live_accept_reject_timeout_reconciled(
         15,
         "sell-1 outcome",
     )
-    assert got[0] == topics.FILL, got[1]
+    assert got[0] == topics.FILL, (got[1], exe.row("sell-1"))
     sold = exe.of("sell-1", topics.FILL)
     assert sold.side == "SELL" and sold.dry_run is False
     # the exchange heartbeat is kept and the user channel is up (seen in execution's heartbeat)
