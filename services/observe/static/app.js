@@ -223,6 +223,12 @@ function render(d) {
       <span>mark</span><b>${fmt(p.mark_price, 3)}</b>
       <span>live P&amp;L</span><b class="${u >= 0 ? "pnl-pos" : "pnl-neg"}" id="pos-pnl">${signed(u, 2)}</b></div>`;
   }
+  // positions of ended windows wait for the market's resolution: capital at risk, not a block
+  const rk = d.risk || {};
+  const waiting = rk.awaiting_resolution || [];
+  if (waiting.length) {
+    $("position").insertAdjacentHTML("beforeend", `<div class="sev-warning" id="pos-awaiting">awaiting resolution: ${waiting.map(esc).join(", ")} · capital at risk ${usd(rk.capital_at_risk)}</div>`);
+  }
   const mt = d.metrics || {};
   $("m-pnl").textContent = usd(mt.daily_pnl);
   setCls($("m-pnl"), "mono", mt.daily_pnl > 0 ? "pnl-pos" : mt.daily_pnl < 0 ? "pnl-neg" : "");
