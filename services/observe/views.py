@@ -42,6 +42,7 @@ def _age_ms(now_ns: int, ts_ns: int) -> float | None:
 
 
 def market_doc(core: ObserveCore, now_ns: int) -> dict[str, Any] | None:
+    """The current market (slug, window, seconds left, price to beat, tokens), None before one."""
     m = core.current_market(now_ns)
     if m is None:
         return None
@@ -67,6 +68,7 @@ def market_doc(core: ObserveCore, now_ns: int) -> dict[str, Any] | None:
 
 
 def books_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
+    """`{"up", "down"}`: the current market's two books (`book_doc`), None when not heard."""
     m = core.current_market(now_ns)
     out: dict[str, Any] = {"up": None, "down": None}
     if m is not None:
@@ -77,6 +79,7 @@ def books_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
 
 
 def signal_doc(core: ObserveCore) -> dict[str, Any] | None:
+    """The last signal: side, score, P(Up) and the edges (fractions), None before one."""
     s = core.signal
     if s is None:
         return None
@@ -94,6 +97,7 @@ def signal_doc(core: ObserveCore) -> dict[str, Any] | None:
 
 
 def position_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
+    """The open position with live P&L marked at the bid (USD), or `{"open": False}`."""
     p = core.position
     if p is None or not p.open:
         return {"open": False}
@@ -111,6 +115,8 @@ def position_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
 
 
 def metrics_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
+    """Today's (UTC) P&L (USD), trades, wins, win rate and fees; strategy's figures when it
+    reported today, else observe's own count."""
     core.roll_day(now_ns)
     r = core.risk
     if r is not None and r.day == core.day:
@@ -134,6 +140,7 @@ def metrics_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
 
 
 def risk_doc(core: ObserveCore) -> dict[str, Any]:
+    """Halted / emergency stop and why: from risk.state, else strategy's heartbeat, else unknown."""
     r = core.risk
     if r is not None:
         doc = to_dict(r)
@@ -299,4 +306,5 @@ def _live_latency(core: ObserveCore, now_ns: int) -> dict[str, dict[str, Any]]:
 
 
 def history(core: ObserveCore) -> dict[str, Any]:
+    """GET /api/history: the chart series `btc` (unix s, USD) and `prob` (unix s, P(Up), Up mid)."""
     return {"btc": list(core.btc_history), "prob": list(core.prob_history)}

@@ -17,6 +17,7 @@ from services.simvenue.venue import Conn, Venue, serve_socket
 
 
 def binance_text(v: Venue, c: Conn, text: str) -> None:
+    """One client request: SUBSCRIBE, UNSUBSCRIBE or LIST_SUBSCRIPTIONS, answered by `id`."""
     try:
         req = json.loads(text)
         method, rid = req.get("method"), req.get("id")

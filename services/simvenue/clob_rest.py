@@ -35,6 +35,7 @@ def _lower_headers(request: Request) -> dict[str, str]:
 
 
 def token_window(request: Request) -> tuple[str, Window | None]:
+    """The `token_id` query parameter and its window (None when the token is unknown)."""
     v: Venue = request.app.state.venue
     v.sync()
     token = request.query_params.get("token_id", "")
@@ -167,6 +168,7 @@ async def clob_market(request: Request) -> Response:
 
 
 def issue_key(request: Request) -> ApiKey | Response:
+    """Check the L1 (ClobAuth EIP-712) headers and derive the address's API key; 401 when bad."""
     v: Venue = request.app.state.venue
     try:
         address, nonce = check_l1(_lower_headers(request))
@@ -186,6 +188,8 @@ async def create_api_key(request: Request) -> Response:
 
 
 async def l2(request: Request) -> tuple[ApiKey | None, str, Response | None]:
+    """Check the L2 HMAC headers over the path as the client signs it (without `/clob`);
+    returns (key, body text, None) or (None, body, the 401 answer)."""
     v: Venue = request.app.state.venue
     body = (await request.body()).decode()
     if v.take_fault("not_ready") is not None:  # the matching engine restarts
@@ -318,6 +322,7 @@ async def get_order(request: Request) -> Response:
 
 
 def page(items: list) -> dict:
+    """The CLOB's paginated answer (one page, no next cursor)."""
     return {"data": items, "next_cursor": "LTE=", "limit": 500, "count": len(items)}
 
 

@@ -168,6 +168,7 @@ def clob_market_info(w: Window) -> dict:
 
 # ---------------------------------------------------------------- endpoints
 def gamma_fault(v: Venue, list_form: bool) -> Response | None:
+    """The answer a `gamma_5xx` / `gamma_empty` fault forces, or None when none is active."""
     if v.take_fault("gamma_5xx") is not None:
         return error_response(503, "Service Unavailable")
     if v.take_fault("gamma_empty") is not None:
@@ -176,6 +177,8 @@ def gamma_fault(v: Venue, list_form: bool) -> Response | None:
 
 
 def gamma_windows(request: Request) -> list[Window]:
+    """The windows a Gamma list query selects (`slug=`, repeatable; closed ones only with
+    `closed=true`), oldest first."""
     v: Venue = request.app.state.venue
     v.sync()
     now = v.clock()

@@ -13,6 +13,8 @@ from services.simvenue.venue import Conn, Venue, serve_socket
 
 
 def market_books(v: Venue, c: Conn, tokens: list[str]) -> None:
+    """Send the `book` of each known token in `tokens` as one JSON array, as the venue does on
+    subscribe."""
     v.sync()
     books = []
     for t in tokens:
@@ -24,6 +26,8 @@ def market_books(v: Venue, c: Conn, tokens: list[str]) -> None:
 
 
 def market_text(v: Venue, c: Conn, text: str) -> None:
+    """One client message: `PING`, the initial `{"assets_ids", "type": "market"}`, or
+    `{"operation": "subscribe"|"unsubscribe"}`."""
     if text.strip() == "PING":
         if not v.stalled("market"):
             c.put("PONG")

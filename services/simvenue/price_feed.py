@@ -14,6 +14,7 @@ from services.simvenue.venue import Conn, Venue, serve_socket
 
 
 def rtds_text(v: Venue, c: Conn, text: str) -> None:
+    """`PING`, or `{"action": "subscribe"|"unsubscribe", "subscriptions": [{"topic", "filters"}]}`."""
     if text.strip() == "PING":
         if not v.stalled("rtds"):
             c.put("PONG")

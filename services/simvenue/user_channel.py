@@ -15,6 +15,7 @@ from services.simvenue.venue import Conn, Venue, serve_socket
 
 
 def user_text(v: Venue, c: Conn, text: str) -> None:
+    """`PING`, or the auth message; bad JSON or bad creds close the socket."""
     if text.strip() == "PING":
         if not v.stalled("user"):
             c.put("PONG")

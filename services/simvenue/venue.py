@@ -38,6 +38,8 @@ QUEUE_MAX = 20_000
 
 @dataclass
 class SimOptions:
+    """The venue's settings (`polyedge sim` flags): seconds, Hz, pUSD; faults as `/sim/fault` bodies."""
+
     host: str = "127.0.0.1"
     port: int = 8765
     seed: int = 1
@@ -117,12 +119,14 @@ class Venue:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        """Start the market pump (every 10 ms) and the faults scheduled with `after`."""
         self._pump_task = asyncio.create_task(self._pump())
         for f in self.opts.faults:
             after = float(f.get("after", 0) or 0)
             self.spawn(self._delayed_fault(f, after))
 
     async def stop(self) -> None:
+        """Cancel the pump and background tasks and close every client socket."""
         for t in [self._pump_task, *self._bg]:
             if t is not None:
                 t.cancel()
@@ -130,6 +134,7 @@ class Venue:
             c.put(None)
 
     def spawn(self, coro: Any) -> None:
+        """Run `coro` as a background task that `stop` cancels."""
         t = asyncio.create_task(coro)
         self._bg.add(t)
         t.add_done_callback(self._bg.discard)
@@ -165,10 +170,12 @@ class Venue:
 
     # ------------------------------------------------------------------ routing
     def stalled(self, kind: str) -> bool:
+        """True while a `stall` fault silences the `kind` sockets (no frames, no PONG)."""
         until = self.stall_until.get(kind, 0)
         return until > self.clock()
 
     def send(self, c: Conn, text: str) -> None:
+        """Queue one frame for `c`, applying the stall, duplicate and out-of-order faults."""
         if self.stalled(c.kind):
             return
         if c.kind == "market" and '"event_type":"price_change"' in text:
@@ -240,6 +247,7 @@ class Venue:
                     self.send(c, text)
 
     def user_event(self, api_key: str, market: str, doc: dict) -> None:
+        """Send a user-channel event to `api_key`'s sockets subscribed to `market` (or to all)."""
         text = json.dumps(doc, separators=(",", ":"))
         for c in self.conns:
             if c.kind == "user" and c.api_key == api_key and (not c.markets or market in c.markets):
@@ -247,6 +255,9 @@ class Venue:
 
     # ------------------------------------------------------------------ faults
     def apply_fault(self, f: dict) -> dict:
+        """Apply a `/sim/fault` body (name, channel, count, seconds); returns its log entry.
+
+        Raises ValueError naming an unknown fault or channel."""
         name = f.get("name")
         if name not in FAULTS:
             raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
@@ -344,6 +355,7 @@ class Venue:
 
     # ------------------------------------------------------------------ accounts / orders
     def account(self, address: str) -> dict[str, Any]:
+        """The account of `address`: `usdc` and `tokens` in micro-units, opened at `balance_usd`."""
         a = self.accounts.get(address.lower())
         if a is None:
             a = {"usdc": int(self.opts.balance_usd * 1e6), "tokens": {},
