@@ -34,7 +34,7 @@ from common.supervisor import (
 from common.topics import PUBLISHERS
 from services.observe.app import LOCAL_HOSTS, ApiSettings, Control, LiveHub, build_app
 from services.observe.recorder import Recorder
-from services.observe.state import LogLine, ObserveCore, Row
+from services.observe.state import ObserveCore, Record, Row, Update
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 FLUSH_INTERVAL_S = 0.5
@@ -114,14 +114,14 @@ async def watch_supervisor(core: ObserveCore, sock: Path, runner: ServiceRunner)
         await asyncio.sleep(SUPERVISOR_POLL_S)
 
 
-def seed(core: ObserveCore, recorder: Recorder) -> None:
+def seed(core: ObserveCore, recorder: Recorder, data_dir: Path | None = None) -> None:
     """Config and today's figures from what observe recorded before, then the config file."""
     last = recorder.last_config()
     if last is not None:
         core.seed_config(last[0], last[1], "database (last snapshot seen)")
     else:
         try:
-            cfg = load_strategy_config()
+            cfg = load_strategy_config(data_dir=data_dir)
             core.seed_config(config_to_dict(cfg), 0, "file (strategy not heard yet)")
         except ConfigError as e:
             core.seed_config({}, 0, f"unknown ({e})")
@@ -144,7 +144,7 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
     except Exception as e:  # noqa: BLE001 - a database we cannot open or migrate is fatal
         runner.log.error("recorder_open_failed", error=str(e), path=str(s.database_path))
         return EXIT_INTERNAL
-    seed(core, recorder)
+    seed(core, recorder, s.data_dir)
     sub = Subscriber([s.bus_endpoint(p) for p in PUBLISHERS])
     control = Control(s.bus_endpoint(topics.CONTROL))
     hub = LiveHub(core)
@@ -184,10 +184,12 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
         )
     )
 
-    def record(out: list[Row | LogLine]) -> None:
+    def record(out: list[Record]) -> None:
         for rec in out:
             if isinstance(rec, Row):
                 recorder.add(rec.table, rec.values)
+            elif isinstance(rec, Update):
+                recorder.update(rec.table, rec.key, rec.values)
             else:
                 fields: dict[str, Any] = {
                     (f"msg_{k}" if k in RESERVED_LOG_KEYS else k): v for k, v in rec.fields.items()

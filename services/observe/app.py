@@ -28,12 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from common import topics
 from common.bus import Pusher
 from common.clock import now_ns
-from common.config import (
-    ConfigError,
-    config_choices,
-    config_to_dict,
-    validate_strategy_config,
-)
+from common.config import ConfigError, config_choices, validate_config_patch
 from common.schema import (
     ClearEmergencyStop,
     ConfigUpdate,
@@ -364,13 +359,29 @@ async def metrics(request: Request) -> PlainTextResponse:
 
 
 async def get_config(request: Request) -> JSONResponse:
+    """The config in force with its version and hash; the shipped defaults and the operator's
+    overrides (the data directory's file), `diff` = each overridden field with its default;
+    `history` = the latest versions, each naming the fields it changed."""
     core: ObserveCore = request.app.state.core
+    recorder: Recorder | None = request.app.state.recorder
+    meta = core.config_meta
+    defaults: dict[str, Any] = meta.get("defaults") or {}
+    overrides: dict[str, Any] = meta.get("overrides") or {}
+    history = await asyncio.to_thread(recorder.config_history) if recorder is not None else []
     return JSONResponse(
         {
             "version": core.config_version,
             "source": core.config_source,
             "config": core.config,
             "choices": config_choices(),  # fields with a fixed set of values: a select
+            "hash": meta.get("hash", ""),
+            "defaults_path": meta.get("defaults_path", ""),
+            "overrides_path": meta.get("overrides_path", ""),
+            "defaults": defaults,
+            "overrides": overrides,
+            "diff": {k: {"default": defaults.get(k), "value": v} for k, v in overrides.items()},
+            "changed": meta.get("changed", {}),
+            "history": history,
         }
     )
 
@@ -467,13 +478,19 @@ async def post_config(request: Request) -> JSONResponse:
         doc = await read_json(request)
     except ValueError as e:
         return error(400, str(e))
+    raw = request.query_params.get("replace", "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        return error(400, f"query parameter 'replace' must be true or false, got {raw!r}")
+    replace = raw in ("true", "1")
     try:
-        cfg = validate_strategy_config(doc, "posted config")
+        # a JSON merge patch (RFC 7396): only the fields sent change, null = the shipped default
+        patch = validate_config_patch(doc, "posted config")
     except ConfigError as e:
         return error(422, "invalid config: nothing was applied", field_errors=e.errors)
-    full = config_to_dict(cfg)
     return await forward(
-        request, lambda rid: ConfigUpdate(request_id=rid, config=full), "config update"
+        request,
+        lambda rid: ConfigUpdate(request_id=rid, config=patch, replace=replace),
+        "config update",
     )
 
 

@@ -80,6 +80,14 @@ MIGRATIONS = [
         config_version INTEGER
     )
     """,
+    # issue 12: every trade row names its book; each config version names what it changed
+    """
+    ALTER TABLE trades ADD COLUMN venue TEXT NOT NULL DEFAULT '';
+    ALTER TABLE trades ADD COLUMN mode TEXT NOT NULL DEFAULT '';
+    ALTER TABLE config_snapshots ADD COLUMN changed TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE config_snapshots ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+    CREATE INDEX IF NOT EXISTS trades_book ON trades(venue, mode, day)
+    """,
 ]
 
 COLUMNS = {
@@ -100,10 +108,12 @@ COLUMNS = {
         "client_order_id",
         "trade_id",
         "dry_run",
+        "venue",
+        "mode",
     ),
     "signals": ("ts_ns", "slug", "p_up", "side", "score", "edge_up", "edge_down", "inputs"),
     "latency_events": ("ts_ns", "stage", "ms", "severity", "ref"),
-    "config_snapshots": ("ts_ns", "version", "source", "config"),
+    "config_snapshots": ("ts_ns", "version", "source", "config", "changed", "hash"),
     "risk_events": (
         "ts_ns",
         "event",
@@ -116,8 +126,11 @@ COLUMNS = {
         "config_version",
     ),
 }
-JSON_COLUMNS = {"inputs", "config", "reasons"}
-TRADE_FILTERS = ("slug", "kind", "side", "outcome", "day")
+JSON_COLUMNS = {"inputs", "config", "reasons", "changed"}
+TRADE_FILTERS = ("slug", "kind", "side", "outcome", "day", "venue", "mode")
+UPDATABLE = {"trades": ("pnl", "won")}  # columns set after the row (by its event_key)
+MONEY_DECIMALS = 6  # prices, sizes, fees and P&L leave the API rounded (no 0.48000000000000004)
+MONEY_COLUMNS = ("price", "size", "fee", "pnl")
 
 
 def _sql_value(col: str, v: Any) -> Any:
@@ -136,7 +149,8 @@ class Recorder:
         self.conn = db.connect(self.path)
         self.schema_version = db.migrate(self.conn, OWNER, MIGRATIONS)
         self._lock = threading.Lock()
-        self.pending: deque[tuple[str, dict[str, Any]]] = deque()
+        # (table, values) to insert, or (table, values with "event_key") to update
+        self.pending: deque[tuple[str, dict[str, Any], bool]] = deque()
         self.written = 0
         self.dropped = 0
         self.failures = 0
@@ -148,7 +162,17 @@ class Recorder:
         if len(self.pending) >= MAX_PENDING:
             self.pending.popleft()
             self.dropped += 1
-        self.pending.append((table, values))
+        self.pending.append((table, values, False))
+
+    def update(self, table: str, event_key: str, values: dict[str, Any]) -> None:
+        """Set columns of the row with this `event_key`, after every insert added before it."""
+        bad = set(values) - set(UPDATABLE.get(table, ()))
+        if bad:
+            raise ValueError(f"observe does not update {sorted(bad)} of {table!r}")
+        if len(self.pending) >= MAX_PENDING:
+            self.pending.popleft()
+            self.dropped += 1
+        self.pending.append((table, {**values, "event_key": event_key}, True))
 
     def flush(self) -> int:
         """Write everything pending; on a database error keep it for the next try and raise."""
@@ -159,7 +183,15 @@ class Recorder:
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
                 try:
-                    for table, values in batch:
+                    for table, values, is_update in batch:
+                        if is_update:
+                            sets = [c for c in values if c != "event_key"]
+                            self.conn.execute(
+                                f"UPDATE {table} SET {', '.join(f'{c}=?' for c in sets)}"
+                                " WHERE event_key=?",
+                                [*(_sql_value(c, values[c]) for c in sets), values["event_key"]],
+                            )
+                            continue
                         cols = COLUMNS[table]
                         verb = "INSERT OR IGNORE" if table == "trades" else "INSERT"
                         self.conn.execute(
@@ -220,13 +252,37 @@ class Recorder:
             d["dry_run"] = bool(d["dry_run"])
             if d["won"] is not None:
                 d["won"] = bool(d["won"])
+            for c in MONEY_COLUMNS:
+                if d.get(c) is not None:
+                    d[c] = round(d[c], MONEY_DECIMALS)
             items.append(d)
         return {"total": total, "limit": limit, "offset": offset, "items": items}
 
-    def trades_of_day(self, day: str) -> list[dict[str, Any]]:
+    def trades_of_day(
+        self, day: str, venue: str | None = None, mode: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The day's rows; of one book when given (rows from before books, venue '', too)."""
+        sql, args = "SELECT * FROM trades WHERE day = ?", [day]
+        if venue is not None:
+            sql += " AND venue IN (?, '')"
+            args.append(venue)
+        if mode is not None:
+            sql += " AND mode IN (?, '')"
+            args.append(mode)
         with self._lock:
-            rows = self.conn.execute("SELECT * FROM trades WHERE day = ?", (day,)).fetchall()
+            rows = self.conn.execute(sql, args).fetchall()
         return [dict(r) for r in rows]
+
+    def config_history(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest config versions seen, newest first: version, time, source, the fields it
+        changed (`{field: [old, new]}`) and the config's hash."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT ts_ns, version, source, changed, hash FROM config_snapshots"
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [{**dict(r), "changed": json.loads(r["changed"] or "{}")} for r in rows]
 
     def last_config(self) -> tuple[dict[str, Any], int, int] | None:
         with self._lock:

@@ -8,7 +8,7 @@ Observe is not decision code, so `now_ns` is wall time (ages and countdowns for 
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from common.schema import (
     RiskState,
     Settlement,
     SignalScore,
+    TradeClosed,
     to_dict,
 )
 from services.observe import views
@@ -49,6 +50,7 @@ HISTORY_LEN = 3600  # 15 min of chart at 4 Hz
 SIGNAL_ROW_STEP_NS = 1_000_000_000  # signals recorded at most once a second unless the side flips
 BREACH_LOG_STEP_NS = 1_000_000_000  # one latency breach line per stage and severity a second
 NS = 1_000_000_000
+MAX_PENDING_CLOSES = 500  # TradeClosed P&L waiting for (or just applied to) their closing row
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,17 @@ class LogLine:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-Record = Row | LogLine
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Set columns of the row of one of observe's tables whose `event_key` is `key` (a row
+    written before it; none yet is a no-op, see ObserveCore.closes)."""
+
+    table: str
+    key: str
+    values: dict[str, Any]
+
+
+Record = Row | Update | LogLine
 
 
 def _ms(later_ns: int, earlier_ns: int) -> float | None:
@@ -124,6 +136,11 @@ class ObserveCore:
         self.config: dict[str, Any] = {}
         self.config_version = 0
         self.config_source = ""
+        # the latest snapshot's hash, shipped defaults, operator overrides, file paths, changes
+        self.config_meta: dict[str, Any] = {}
+        # per-trade P&L (TradeClosed) by the event key of the row that closed the trade, kept
+        # until that row is written (the close may arrive before or after it)
+        self.closes: OrderedDict[str, tuple[float, bool]] = OrderedDict()
         self.recent_fills: deque[dict[str, Any]] = deque(maxlen=50)
         self.orders: deque[dict[str, Any]] = deque(maxlen=50)
         self.control_replies: deque[dict[str, Any]] = deque(maxlen=20)
@@ -168,15 +185,31 @@ class ObserveCore:
         for r in rows:
             self._count_trade(r)
 
+    def book(self) -> tuple[str, str]:
+        """This tree's book: (venue, "paper" | "real") by what execution really does."""
+        return self.venue, ("paper" if views.mode_doc(self)["dry_run"] else "real")
+
     def _count_trade(self, r: dict[str, Any]) -> None:
+        """Today's figures of this tree's book from one trades row (rows of another venue or
+        mode count for theirs, not this one)."""
+        if (r.get("venue") or self.venue, r.get("mode") or self.book()[1]) != self.book():
+            return
         if r["kind"] == "fill":
             self.fees_today += r.get("fee") or 0.0
             if r.get("side") == "BUY":
                 self.entries_today += 1
         elif r["kind"] == "settlement":
             self.settled_today += 1
+        if r.get("pnl") is not None:  # the row that closed a trade carries the trade's P&L
             self.wins_today += 1 if r.get("won") else 0
-            self.pnl_today += r.get("pnl") or 0.0
+            self.pnl_today += r["pnl"]
+
+    def _closing(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A trades row with its trade's P&L when strategy's TradeClosed for it came first."""
+        close = self.closes.pop(row["event_key"], None)
+        if close is not None:
+            row["pnl"], row["won"] = close
+        return row
 
     def roll_day(self, now_ns: int) -> None:
         """Start today's figures afresh when the UTC day of `now_ns` is a new one."""
@@ -291,6 +324,8 @@ class ObserveCore:
             self._on_fill(msg, now_ns, out)
         elif isinstance(msg, Settlement):
             self._on_settlement(msg, now_ns, out)
+        elif isinstance(msg, TradeClosed):
+            self._on_trade_closed(msg, now_ns, out)
         elif isinstance(msg, PositionState):
             was_open = self.position.open if self.position else False
             self.position = msg
@@ -315,6 +350,8 @@ class ObserveCore:
                             "version": msg.version,
                             "source": msg.source,
                             "config": msg.config,
+                            "changed": msg.changed,
+                            "hash": msg.hash,
                         },
                     )
                 )
@@ -323,10 +360,23 @@ class ObserveCore:
                         "strategy",
                         "config_snapshot",
                         "INFO",
-                        {"version": msg.version, "source": msg.source},
+                        {
+                            "version": msg.version,
+                            "source": msg.source,
+                            "changed": msg.changed,
+                            "hash": msg.hash,
+                        },
                     )
                 )
             self.config, self.config_version = dict(msg.config), msg.version
+            self.config_meta = {
+                "hash": msg.hash,
+                "defaults": dict(msg.defaults),
+                "overrides": dict(msg.overrides),
+                "defaults_path": msg.defaults_path,
+                "overrides_path": msg.overrides_path,
+                "changed": dict(msg.changed),
+            }
             self.config_source = f"strategy:{msg.source}" if msg.source else "strategy"
         elif isinstance(msg, ControlReply):
             self.control_replies.append(to_dict(msg))
@@ -450,7 +500,10 @@ class ObserveCore:
             "client_order_id": msg.client_order_id,
             "trade_id": msg.trade_id,
             "dry_run": msg.dry_run,
+            "venue": msg.venue or self.venue,
+            "mode": "paper" if msg.dry_run else "real",
         }
+        self._closing(row)
         out.append(Row("trades", row))
         self._count_trade(row)
         out.append(LogLine("execution", "fill", "INFO", d))
@@ -479,11 +532,28 @@ class ObserveCore:
             "won": msg.won,
             "client_order_id": "",
             "trade_id": "",
-            "dry_run": views.mode_doc(self)["dry_run"],
+            "dry_run": msg.dry_run,
+            "venue": msg.venue or self.venue,
+            "mode": "paper" if msg.dry_run else "real",
         }
+        self._closing(row)
         out.append(Row("trades", row))
         self._count_trade(row)
         out.append(LogLine("execution", "settlement", "INFO", to_dict(msg)))
+
+    def _on_trade_closed(self, msg: TradeClosed, now_ns: int, out: list[Record]) -> None:
+        """A closed trade's P&L goes on the row that closed it: now if that row was written,
+        else when it is (the recorder applies updates after the inserts before them)."""
+        self.roll_day(now_ns)
+        pnl = round(msg.pnl, 6)
+        self.closes[msg.closing_key] = (pnl, msg.won)
+        while len(self.closes) > MAX_PENDING_CLOSES:
+            self.closes.popitem(last=False)
+        out.append(Update("trades", msg.closing_key, {"pnl": pnl, "won": msg.won}))
+        out.append(LogLine("strategy", "trade_closed", "INFO", to_dict(msg)))
+        if (msg.venue or self.venue, msg.mode or self.book()[1]) == self.book():
+            self.wins_today += 1 if msg.won else 0
+            self.pnl_today += pnl
 
     def _on_risk(self, msg: RiskState, now_ns: int, out: list[Record]) -> None:
         prev = self.risk

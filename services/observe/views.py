@@ -104,13 +104,24 @@ def position_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
     doc = to_dict(p)
     doc.pop("kind", None)
     book = core.books.get(p.asset_id)
-    # live P&L marks at the bid: what the position would fetch if sold now
+    # live P&L marks at the bid: what the position would fetch if sold now (cost includes the
+    # entry fees already)
     if book is not None and book.best_bid is not None:
         doc["mark_price"] = book.best_bid
-        doc["unrealized_pnl"] = round(p.size * book.best_bid - p.cost - p.fees, 4)
+        doc["unrealized_pnl"] = round(p.size * book.best_bid - p.cost, 4)
         doc["mark_source"] = "book_bid"
     else:
         doc["mark_source"] = "strategy"
+    return money(doc, "size", "avg_price", "cost", "fees", "mark_price", "unrealized_pnl")
+
+
+def money(doc: dict[str, Any], *keys: str, decimals: int = 6) -> dict[str, Any]:
+    """Round the money fields of an API document (prices, sizes, USD) so float noise such as
+    0.48000000000000004 never reaches a client."""
+    for k in keys:
+        v = doc.get(k)
+        if isinstance(v, float):
+            doc[k] = round(v, decimals)
     return doc
 
 
@@ -136,6 +147,8 @@ def metrics_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
         "win_rate": round(wins / decided, 4) if decided else None,
         "fees_today": round(core.fees_today, 4),
         "source": source,
+        "venue": core.book()[0],  # the book these figures belong to
+        "mode": core.book()[1],
     }
 
 

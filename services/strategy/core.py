@@ -315,7 +315,7 @@ class StrategyCore:
             asset_id=p.asset_id,
             outcome=p.outcome,  # type: ignore[arg-type]
             size=p.size,
-            avg_price=max(0.0, p.avg_price),
+            avg_price=round(max(0.0, p.avg_price), 6),
             cost=p.cost,
             fees=p.fees,
             mark_price=mark,

@@ -412,12 +412,17 @@ async function loadConfig() {
   const doc = await r.json();
   cfgDoc = doc.config || {};
   const choices = doc.choices || {};
-  $("cfg-source").textContent = `v${doc.version} · ${doc.source || ""}`;
+  const diff = doc.diff || {};  // the operator's fields, each with its shipped default
+  const nDiff = Object.keys(diff).length;
+  $("cfg-source").textContent = `v${doc.version} · ${doc.source || ""}` +
+    (doc.hash ? ` · ${doc.hash}` : "") + ` · ${nDiff ? nDiff + " changed from defaults" : "shipped defaults"}`;
   $("cfg-form").innerHTML = Object.entries(cfgDoc).map(([k, v]) => {
     const field = choices[k]
       ? `<select id="cfg-${k}" name="${esc(k)}" data-type="${typeof v}">${choices[k].map((c) => `<option value="${esc(c)}"${c === v ? " selected" : ""}>${esc(c)}</option>`).join("")}</select>`
       : `<input id="cfg-${k}" name="${esc(k)}" value="${esc(v)}" data-type="${typeof v}">`;
-    return `<label for="cfg-${k}" title="${esc(k)}">${esc(k)}</label>${field}
+    const changed = k in diff;
+    const dflt = changed ? ` <span class="cfg-default" id="cfgdef-${k}">default ${esc(diff[k].default)}</span>` : "";
+    return `<label for="cfg-${k}" title="${esc(k)}${changed ? " (changed from the default " + esc(diff[k].default) + ")" : ""}"${changed ? ' class="cfg-changed"' : ""}>${esc(k)}${dflt}</label>${field}
      <div class="ferr hidden" id="cfgerr-${k}"></div>`;
   }).join("");
 }
@@ -437,8 +442,16 @@ async function saveConfig(ev) {
   ev.preventDefault();
   for (const el of $("cfg-form").querySelectorAll(".ferr")) el.classList.add("hidden");
   for (const el of $("cfg-form").querySelectorAll("input, select")) el.classList.remove("bad");
-  const { status, doc } = await post("/api/config", readConfigForm());
-  if (status === 200) { say($("cfg-msg"), true, `applied: version ${doc.config_version}`); loadConfig(); return; }
+  // a merge patch: only the fields edited here, so a change made elsewhere meanwhile is kept
+  const form = readConfigForm();
+  const patch = Object.fromEntries(Object.entries(form).filter(([k, v]) => v !== cfgDoc[k]));
+  if (!Object.keys(patch).length) { say($("cfg-msg"), true, "no change"); return; }
+  const { status, doc } = await post("/api/config", patch);
+  if (status === 200) {
+    const changed = Object.keys((doc.state && doc.state.changed) || {});
+    say($("cfg-msg"), true, changed.length ? `applied: version ${doc.config_version} (${changed.join(", ")})` : "no change");
+    loadConfig(); return;
+  }
   const fe = doc.field_errors || {};
   for (const [k, msg] of Object.entries(fe)) {
     const el = $(`cfgerr-${k}`);
@@ -449,20 +462,23 @@ async function saveConfig(ev) {
 
 // ---------- recorded trades ----------
 let tradesKey = "";
+let tradesBook = "";  // "&venue=sim&mode=paper": this tree's book only
 async function loadTrades() {
-  const r = await fetch("/api/trades?limit=12");
+  const r = await fetch("/api/trades?limit=12" + tradesBook);
   if (!r.ok) return;
   const page = await r.json();
   $("trades-total").textContent = `${page.total} total`;
   $("trades").innerHTML = page.items.map((t) => {
     const pnl = t.pnl === null ? "" : `<span class="${t.pnl >= 0 ? "pnl-pos" : "pnl-neg"}">${signed(t.pnl, 2)}</span>`;
-    return `<tr><td class="mono">${hhmmss(t.ts_ns)}</td><td class="mono">${esc(t.slug)}</td><td>${esc(t.kind)}</td><td>${esc(t.side)}</td><td class="${t.outcome === "Up" ? "pnl-pos" : "pnl-neg"}">${esc(t.outcome)}</td><td class="r mono">${fmt(t.price, 3)}</td><td class="r mono">${fmt(t.size, 2)}</td><td class="r mono">${fmt(t.fee, 4)}</td><td class="r mono">${pnl}</td><td class="muted">${t.dry_run ? "dry" : "LIVE"}</td></tr>`;
+    return `<tr><td class="mono">${hhmmss(t.ts_ns)}</td><td class="mono">${esc(t.slug)}</td><td>${esc(t.kind)}</td><td>${esc(t.side)}</td><td class="${t.outcome === "Up" ? "pnl-pos" : "pnl-neg"}">${esc(t.outcome)}</td><td class="r mono">${fmt(t.price, 3)}</td><td class="r mono">${fmt(t.size, 2)}</td><td class="r mono">${fmt(t.fee, 4)}</td><td class="r mono">${pnl}</td><td class="muted">${esc(t.venue || "?")} · ${t.dry_run ? "paper" : "REAL"}</td></tr>`;
   }).join("") || '<tr><td colspan="10" class="muted">no trades recorded yet</td></tr>';
 }
 function maybeReloadTrades(d) {
   // refetch only when something tradeable changed, not 5x a second
   const f = d.fills || [];
-  const key = `${f.length ? f[f.length - 1].client_order_id + f[f.length - 1].ts_fill_ns : ""}|${d.metrics && d.metrics.trades_today}|${d.metrics && d.metrics.daily_pnl}`;
+  const m = d.metrics || {};
+  tradesBook = m.venue && m.mode ? `&venue=${encodeURIComponent(m.venue)}&mode=${encodeURIComponent(m.mode)}` : "";
+  const key = `${tradesBook}|${f.length ? f[f.length - 1].client_order_id + f[f.length - 1].ts_fill_ns : ""}|${d.metrics && d.metrics.trades_today}|${d.metrics && d.metrics.daily_pnl}`;
   if (key !== tradesKey) {
     tradesKey = key;
     loadTrades().catch(() => {});
