@@ -201,9 +201,21 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     real = real_stats(args.real) if Path(args.real).is_dir() else {}
     sim = sim_stats(args.seed, args.windows)
+    # what this report ran with (it uses the simulated market's own parameters, no strategy
+    # config): so two reports can be told apart
+    used = {
+        "real": args.real if real else None,
+        "seed": args.seed,
+        "windows": args.windows,
+        "strategy_config": None,
+    }
     if args.json:
-        print(json.dumps({"real": real, "sim": sim}, indent=1))
+        print(json.dumps({"config": used, "real": real, "sim": sim}, indent=1))
         return 0
+    print(
+        f"config: real {used['real'] or '(none found)'}  sim seed {args.seed}  "
+        f"windows {args.windows}  (no strategy config: book statistics only)"
+    )
     keys = list(dict.fromkeys([*real, *sim]))
     print(f"{'statistic':32} {'real':>22} {'sim':>22}")
     for k in keys:
