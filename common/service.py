@@ -1,14 +1,17 @@
 """What every service runner shares: settings, the one-instance lock, the JSONL log, a publisher
-with heartbeats, signal handling, and a blocking poll loop that drains every waiting message on
-each wake-up (STYLE rule 11). Cores stay transport-free; runners are thin over this."""
+with heartbeats, signal handling, and the one loop that feeds a core (common/core.py) its bus
+messages and timer: blocking poll for the hot path, an asyncio variant for services that also hold
+sockets or HTTP; both drain every waiting message on each wake-up (STYLE rule 11). Cores stay
+transport-free; runners are thin over this."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -17,16 +20,14 @@ import zmq
 from common.bus import BusError, Publisher, _Receiver
 from common.clock import mono_ns, now_ns
 from common.config import ConfigError, Settings, load_settings
+from common.core import Core, Emitted, LogRecord, Timer
 from common.log import JsonlLog
-from common.schema import Envelope, Heartbeat, Msg, Probe
+from common.schema import Envelope, Heartbeat, Msg
 
 HEARTBEAT_INTERVAL_NS = 1_000_000_000
 EXIT_CONFIG = 2
 EXIT_LOCKED = 3
 EXIT_INTERNAL = 70
-
-Handler = Callable[[str, Envelope], None]
-
 
 def fail(service: str, message: str, code: int) -> NoReturn:
     sys.stderr.write(f"polyedge {service}: {message}\n")
@@ -56,7 +57,12 @@ def acquire_lock(run_dir: Path, name: str) -> int:
 
 
 class ServiceRunner:
-    """Boilerplate of a service process. Subclasses wire sockets and call `loop`."""
+    """A service process around one core: settings, lock, log, publisher, heartbeats, and the
+    loop that feeds the core (`serve`, blocking, for the hot path; `serve_async` for services
+    that also hold sockets or HTTP). Subclasses set `self.core`, wire their receivers and
+    override `send`/`commit`/`on_message` only where their streams differ."""
+
+    core: Core | None = None
 
     def __init__(self, name: str, log_stream: str, publish: bool = True) -> None:
         self.name = name
@@ -79,8 +85,9 @@ class ServiceRunner:
         self.stopping = True
 
     def state(self) -> tuple[str, dict[str, Any]]:
-        """(state, detail) for the heartbeat; subclasses add their core's status."""
-        return "running", {}
+        """(state, detail) for the heartbeat: the core's `status()` when it has one."""
+        status = getattr(self.core, "status", None)
+        return "running", (status() if status is not None else {})
 
     def heartbeat(self) -> None:
         if self.pub is None:
@@ -103,21 +110,51 @@ class ServiceRunner:
             ),
         )
 
-    def publish_all(self, out: Iterable[tuple[str, Msg]]) -> None:
-        assert self.pub is not None
-        for topic, msg in out:
-            self.pub.send(topic, msg)
+    # ------------------------------------------------------------------ the core's output
+    def send(self, topic: str, msg: Msg) -> None:
+        """Where one emitted message goes: the service's PUB socket (runners with other
+        streams, like strategy's orders PUSH, override this)."""
+        assert self.pub is not None, f"{self.name} has no publisher"
+        self.pub.send(topic, msg)
 
-    def loop(
-        self,
-        handlers: dict[_Receiver, Handler],
-        on_timer: Callable[[int], None] | None = None,
-        timer_ms: int = 100,
-    ) -> int:
-        """Poll, drain every ready socket, run the timer; until SIGTERM. Returns the exit code."""
-        self.receivers = list(handlers)
+    def commit(self) -> None:
+        """Called after each step, before its messages go out (strategy persists its state
+        here, so nothing it announced is forgotten by a crash)."""
+
+    def write_logs(self, logs: Iterable[LogRecord]) -> None:
+        """The one way a core's log records reach the JSONL streams."""
+        for rec in logs:
+            self.log.write(rec.stream, rec.event, rec.level, **rec.fields)
+
+    def deliver(self, emitted: Emitted) -> None:
+        """Write what a step logged, commit, then send what it emitted."""
+        if emitted.logs:
+            self.write_logs(emitted.logs)
+        self.commit()
+        for topic, msg in emitted:
+            self.send(topic, msg)
+
+    def step(self, msg: Any, now: int) -> None:
+        """Run one message through the core at time `now` (ns) and deliver the result."""
+        assert self.core is not None
+        self.deliver(self.core.step(msg, now))
+
+    def on_message(self, topic: str, env: Envelope) -> None:
+        """One bus message: to the core, stamped with its receive time."""
+        self.step(env.msg, now_ns())
+
+    def on_timer(self, now: int) -> None:
+        if self.core is not None:
+            self.step(Timer(now), now)
+
+    # ------------------------------------------------------------------ the loops
+    def serve(self, receivers: list[_Receiver], timer_ms: int = 100) -> int:
+        """The blocking loop of the hot path: poll, drain every ready socket into the core, run
+        the timer every `timer_ms`, heartbeat every second; until SIGTERM/SIGINT. Returns the
+        exit code (EXIT_INTERNAL on a fault on our own bus)."""
+        self.receivers = list(receivers)
         poller = zmq.Poller()
-        for r in handlers:
+        for r in receivers:
             poller.register(r.sock, zmq.POLLIN)
         self.log.write(self.stream, "service_started", pid=os.getpid(), venue=self.settings.venue)
         next_timer = 0
@@ -129,13 +166,13 @@ class ServiceRunner:
                     if e.errno == 4:  # EINTR from our own signal handler
                         continue
                     raise
-                for r, handle in handlers.items():
+                for r in receivers:
                     if r.sock in ready:
                         for topic, env in r.drain():
-                            handle(topic, env)
+                            self.on_message(topic, env)
                 t = mono_ns()
-                if on_timer is not None and t >= next_timer:
-                    on_timer(now_ns())
+                if t >= next_timer:
+                    self.on_timer(now_ns())
                     next_timer = t + timer_ms * 1_000_000
                 if t >= self._next_hb:
                     self.heartbeat()
@@ -145,18 +182,79 @@ class ServiceRunner:
             return EXIT_INTERNAL
         finally:
             self.log.write(self.stream, "service_stopping", pid=os.getpid())
-            for r in handlers:
-                r.close()
-            if self.pub is not None:
-                self.pub.close()
+            self.close(receivers)
         return 0
 
+    async def serve_async(
+        self,
+        receivers: list[_Receiver],
+        tasks: list[asyncio.Task[Any]],
+        timer_ms: int | None = None,
+        **started: Any,
+    ) -> int:
+        """The asyncio variant, for services that also hold sockets or HTTP (ingest, observe):
+        each receiver's fd is registered with the loop and drained on every wake-up (STYLE rule
+        11), the timer runs every `timer_ms` (None: no timer), heartbeats every second. It stops
+        on SIGTERM/SIGINT or when any of `tasks` ends; a task that raised, or a fault on our own
+        bus, gives EXIT_INTERNAL. `started` goes into the service_started log line."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        fault: list[str] = []
+        self.receivers = list(receivers)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
 
-def forward_probe(probe: Probe, hop: str) -> Probe:
-    """The probe as it leaves this hop (hop name and wall time appended)."""
-    return Probe(
-        probe_id=probe.probe_id,
-        ts_origin_ns=probe.ts_origin_ns,
-        hops=[*probe.hops, hop],
-        hop_ns=[*probe.hop_ns, now_ns()],
-    )
+        def readable(r: _Receiver) -> None:
+            try:
+                for topic, env in r.drain():
+                    self.on_message(topic, env)
+                if r.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    loop.call_soon(readable, r)  # drain hit its limit; the fd will not fire again
+            except BusError as e:
+                fault.append(f"bus: {e}")
+                stop.set()
+
+        for r in receivers:
+            loop.add_reader(r.fileno(), readable, r)
+            loop.call_soon(readable, r)  # the fd is edge-triggered: drain what came before
+        for t in tasks:
+            t.add_done_callback(lambda _t: stop.set())
+        self.log.write(self.stream, "service_started", pid=os.getpid(), **started)
+        code = 0
+        try:
+            period = (timer_ms or 1000) / 1000
+            next_hb = 0
+            while not stop.is_set():
+                t = mono_ns()
+                if timer_ms is not None:
+                    self.on_timer(now_ns())
+                if t >= next_hb:
+                    self.heartbeat()
+                    next_hb = t + HEARTBEAT_INTERVAL_NS
+                try:
+                    await asyncio.wait_for(stop.wait(), period)
+                except TimeoutError:
+                    pass
+        except BusError as e:
+            fault.append(f"bus: {e}")
+        finally:
+            for r in receivers:
+                loop.remove_reader(r.fileno())
+            for t in tasks:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    fault.append(f"task {t.get_name()} crashed: {t.exception()!r}")
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if fault:
+                self.log.error("internal_fault", error=fault[0])
+                code = EXIT_INTERNAL
+            self.log.write(self.stream, "service_stopping", pid=os.getpid(), code=code)
+            self.close(receivers)
+        return code
+
+    def close(self, receivers: list[_Receiver]) -> None:
+        for r in receivers:
+            r.close()
+        if self.pub is not None:
+            self.pub.close()
+

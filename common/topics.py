@@ -42,3 +42,13 @@ PROBE_PREFIX = "sys.probe."  # + the hop that published it
 
 def book_topic(asset_id: str) -> str:
     return BOOK_PREFIX + asset_id
+
+
+# What each service's runner takes in: SUB topic prefixes plus the PUSH/PULL stream it pulls (its
+# topic frame). The runners subscribe with these and common/engine.py routes by them in-process,
+# so a backtest wires the cores exactly as the running system does.
+SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
+    "signal": ("md.", PROBE_PREFIX + "ingest"),
+    "strategy": ("md.", "sig.", "exec.", PROBE_PREFIX + "signal", CONTROL_CMD),
+    "execution": (BOOK_PREFIX, MARKET, RESOLVED, CLOCK, ORDER_INTENT),
+}

@@ -104,7 +104,7 @@ def replay_file(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: no frame names an asset")
     core = IngestCore()
     core.feed("clob").connected = True
-    core.on_market(_window(path, assets), frames[0][0] if frames else 0)
+    core.step(_window(path, assets), frames[0][0] if frames else 0)
     costs: list[int] = []
     cpu: list[int] = []  # thread CPU time: the cost without the machine's other load
     errors = published = crossed = out_of_sync = levels = 0

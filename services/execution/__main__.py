@@ -11,11 +11,13 @@ from common import topics
 from common.bus import Puller, Subscriber
 from common.clock import now_ns
 from common.config import ConfigError, load_strategy_config, parse_dotenv
-from common.schema import Envelope, OrderIntent, Probe
-from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
+from common.core import Emitted
+from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.execution.core import ExecutionCore, Venue
 from services.execution.ledger import Ledger
 from services.execution.switches import TradingMode
+
+TIMER_MS = 50  # dry-run latency releases and reconcile lookups
 
 
 def _env_ms(name: str, default: int) -> int:
@@ -33,6 +35,8 @@ def _env_ms(name: str, default: int) -> int:
 
 
 class ExecutionRunner(ServiceRunner):
+    core: ExecutionCore
+
     def __init__(self) -> None:
         super().__init__("execution", "execution")
         try:
@@ -69,7 +73,6 @@ class ExecutionRunner(ServiceRunner):
             self.mode,
             venue=venue,
             clock=now_ns,
-            log=self.log.write,
             dry_run_latency_ms=cfg.dry_run_latency_ms,
         )
 
@@ -77,31 +80,18 @@ class ExecutionRunner(ServiceRunner):
         st = self.core.status()
         return ("degraded" if st.get("to_reconcile") else "running"), st
 
-    def on_md(self, topic: str, env: Envelope) -> None:
-        self.publish_all(self.core.handle(topic, env.msg))
-
-    def on_order(self, topic: str, env: Envelope) -> None:
-        msg = env.msg
-        if isinstance(msg, Probe):
-            self.pub.send(topics.PROBE_PREFIX + "execution", forward_probe(msg, "execution"))  # type: ignore[union-attr]
-        elif isinstance(msg, OrderIntent):
-            self.publish_all(self.core.on_intent(msg, now_ns()))
-
-    def on_timer(self, t: int) -> None:
-        self.publish_all(self.core.on_timer(t))
-
     def run(self) -> int:
         s = self.settings
         # expired intents are dropped by the core, which records why
         orders = Puller(s.bus_endpoint(topics.ORDERS), drop_expired=False)
         md = Subscriber(
             s.bus_endpoint("ingest"),
-            [topics.BOOK_PREFIX, topics.MARKET, topics.RESOLVED, topics.CLOCK],
+            [t for t in topics.SUBSCRIPTIONS["execution"] if t != topics.ORDER_INTENT],
         )
         # startup and crash recovery share one path: reconcile before reading any new intent
-        self.publish_all(self.core.recover())
+        self.deliver(Emitted(self.core.recover(), self.core.take_logs()))
         try:
-            return self.loop({orders: self.on_order, md: self.on_md}, self.on_timer, 50)
+            return self.serve([orders, md], TIMER_MS)
         finally:
             if self.venue is not None:
                 self.venue.close()

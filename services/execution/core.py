@@ -22,6 +22,7 @@ from msgspec.structs import replace
 
 from common import topics
 from common.book import Book
+from common.core import Core, Out, Timer, forward_probe
 from common.schema import (
     BookSnapshot,
     ClockTick,
@@ -29,18 +30,16 @@ from common.schema import (
     LatencySample,
     MarketInfo,
     MarketResolved,
-    Msg,
     OrderAck,
     OrderIntent,
     OrderReject,
+    Probe,
     Settlement,
 )
 from services.execution import fills as fm
 from services.execution.ledger import Ledger, Position
 from services.execution.switches import TradingMode
 
-Out = list[tuple[str, Msg]]
-LogFn = Callable[..., None]
 MS = 1_000_000
 DEFAULT_BOOK_MAX_AGE_MS = 2_000  # live: older local books are refreshed over REST first
 RECONCILE_INTERVAL_NS = 250 * MS  # venue lookups for unknown outcomes: reads, so paced retries
@@ -48,10 +47,6 @@ FOLLOW_BACKOFF_MAX_NS = 5_000 * MS  # per order, the lookup interval doubles up 
 TRADE_CHECK_INTERVAL_NS = 1_000 * MS  # provisional trades: status asked once a second
 UNRESOLVED_ALERT_NS = 60_000 * MS  # an order still not final after this raises an alert record
 RECORDED_LEVELS = 20  # book levels kept with each order, enough to recompute its fills
-
-
-def _no_log(stream: str, event: str, level: str = "INFO", **fields: Any) -> None:
-    return None
 
 
 def record_book(book: Book, side: str) -> str:
@@ -126,7 +121,14 @@ class _Pending:
     due_ns: int
 
 
-class ExecutionCore:
+class ExecutionCore(Core):
+    """Order intents and market data in; acks, fills, rejects, settlements and latency out.
+
+    `ledger` is the SQLite order ledger; `mode` the three switches; `venue` the live adapter
+    (only used when the mode is live); `clock` stamps acks and fills (the runner's wall clock;
+    None: the latest event time, as in a backtest); `dry_run_latency_ms` delays a paper fill.
+    Raises ValueError for a live mode without a venue."""
+
     def __init__(
         self,
         ledger: Ledger,
@@ -134,16 +136,15 @@ class ExecutionCore:
         *,
         venue: Venue | None = None,
         clock: Callable[[], int] | None = None,
-        log: LogFn = _no_log,
         dry_run_latency_ms: int = 0,
         book_max_age_ms: int = DEFAULT_BOOK_MAX_AGE_MS,
     ) -> None:
+        super().__init__()
         if mode.live and venue is None:
             raise ValueError("live trading needs a venue adapter")
         self.ledger = ledger
         self.mode = mode
         self.venue = venue if mode.live else None  # never reachable unless all switches agree
-        self.log = log
         self.dry_run_latency_ns = dry_run_latency_ms * MS
         self.book_max_age_ns = book_max_age_ms * MS
         self.books: dict[str, Book] = {}
@@ -172,24 +173,28 @@ class ExecutionCore:
         self.counts[key] = self.counts.get(key, 0) + 1
 
     # --- market data --------------------------------------------------------------------------
-    def handle(self, topic: str, msg: Msg) -> Out:
-        if isinstance(msg, BookSnapshot):
-            book = self.books[msg.asset_id] = Book.from_snapshot(msg)
-            if not msg.in_sync:  # ingest saw it go wrong: never filled against until resynced
-                book.mark_out_of_sync("ingest", msg.ts_recv_ns)
-            self.now_ns = max(self.now_ns, msg.ts_recv_ns)
-        elif isinstance(msg, ClockTick):
-            self.now_ns = max(self.now_ns, msg.ts_ns)
-        elif isinstance(msg, MarketInfo):
-            self.markets[msg.slug] = msg
-            return []
-        elif isinstance(msg, MarketResolved):
-            return self.on_resolved(msg)
-        else:
-            return []
+    def on_book_snapshot(self, msg: BookSnapshot, now_ns: int) -> Out:
+        book = self.books[msg.asset_id] = Book.from_snapshot(msg)
+        if not msg.in_sync:  # ingest saw it go wrong: never filled against until resynced
+            book.mark_out_of_sync("ingest", msg.ts_recv_ns)
+        self.now_ns = max(self.now_ns, msg.ts_recv_ns)
         return self.release_due(self.now_ns)
 
-    def on_timer(self, now_ns: int) -> Out:
+    def on_clock_tick(self, msg: ClockTick, now_ns: int) -> Out:
+        self.now_ns = max(self.now_ns, msg.ts_ns)
+        return self.release_due(self.now_ns)
+
+    def on_market_info(self, msg: MarketInfo, now_ns: int) -> Out:
+        self.markets[msg.slug] = msg
+        return []
+
+    def on_market_resolved(self, msg: MarketResolved, now_ns: int) -> Out:
+        return self.settle(msg)
+
+    def on_probe(self, msg: Probe, now_ns: int) -> Out:
+        return [(topics.PROBE_PREFIX + "execution", forward_probe(msg, "execution", now_ns))]
+
+    def on_timer(self, msg: Timer, now_ns: int) -> Out:
         self.now_ns = max(self.now_ns, now_ns)
         out = self.release_due(self.now_ns)
         if self.to_reconcile and self.now_ns >= self._next_reconcile_ns:
@@ -234,7 +239,8 @@ class ExecutionCore:
             d.pop(coid, None)
 
     # --- intents ------------------------------------------------------------------------------
-    def on_intent(self, intent: OrderIntent, now_ns: int) -> Out:
+    def on_order_intent(self, intent: OrderIntent, now_ns: int) -> Out:
+        """An order intent received at `now_ns`: ledger row first, then by the mode."""
         self.now_ns = max(self.now_ns, now_ns)
         intent = self._with_market_terms(intent)
         coid = intent.client_order_id
@@ -796,7 +802,7 @@ class ExecutionCore:
 
         Startup and crash recovery share this path. An intent never signed was never sent; a
         dry-run order has no venue to ask. Live orders that were being sent are reconciled before
-        any new intent is taken (`on_intent` rejects new ones while `to_reconcile` is not empty).
+        any new intent is taken (`on_order_intent` rejects new ones while `to_reconcile` is not empty).
         """
         out: Out = []
         for row in self.ledger.open_orders():
@@ -821,7 +827,8 @@ class ExecutionCore:
         return out
 
     # --- settlement ---------------------------------------------------------------------------
-    def on_resolved(self, msg: MarketResolved) -> Out:
+    def settle(self, msg: MarketResolved) -> Out:
+        """Positions in the resolved market settle at 1 or 0."""
         out: Out = []
         mk = self.markets.pop(msg.slug, None)
         if mk is not None:  # the window is over: its books will never be traded again

@@ -1,17 +1,14 @@
-"""Runner for ingest: an asyncio loop (uvloop) running the feed clients, clock ticks, probes,
-feed status and heartbeats, publishing everything the core returns on the ingest PUB socket."""
+"""Runner for ingest: the asyncio runner loop (uvloop) with the feed clients as its tasks; the
+timer drives the core's clock ticks, probes, rolls and feed status; everything the core emits goes
+out on the ingest PUB socket."""
 
 from __future__ import annotations
 
 import asyncio
-import signal
 from typing import Any
 
-from common.bus import BusError
-from common.clock import now_ns
 from common.config import ConfigError, load_strategy_config
-from common.schema import Msg
-from common.service import EXIT_CONFIG, EXIT_INTERNAL, ServiceRunner, fail
+from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.ingest.capture import CaptureWriter
 from services.ingest.core import IngestCore
 from services.ingest.feeds import (
@@ -24,8 +21,55 @@ from services.ingest.feeds import (
     rtds_feed,
 )
 
-TIMER_S = 0.02  # well under the 100 ms clock-tick bound
-HEARTBEAT_NS = 1_000_000_000
+TIMER_MS = 20  # well under the 100 ms clock-tick bound
+
+
+class IngestRunner(ServiceRunner):
+    core: IngestCore
+
+    def __init__(self) -> None:
+        super().__init__("ingest", "ingestion")
+        self.ctx, self.opts = build(self)
+        self.core = self.ctx.core
+
+    def state(self) -> tuple[str, dict[str, Any]]:
+        summary = self.core.summary()
+        feeds = summary["feeds"].items()
+        degraded = any(f["stale"] for n, f in feeds if self.core.feed(n).enabled)
+        return ("degraded" if degraded else "running"), summary
+
+    def heartbeat(self) -> None:
+        super().heartbeat()
+        if self.ctx.capture is not None:
+            self.ctx.capture.flush()
+
+    async def run(self) -> int:
+        ctx, opts = self.ctx, self.opts
+        tasks = [
+            asyncio.create_task(binance_feed(ctx), name="binance"),
+            asyncio.create_task(clob_feed(ctx), name="clob"),
+            asyncio.create_task(gamma_discovery(ctx), name="gamma"),
+            asyncio.create_task(resolution_poller(ctx), name="resolution"),
+        ]
+        if opts.price_feed:
+            tasks.append(asyncio.create_task(rtds_feed(ctx), name="price_feed"))
+        else:
+            self.core.feed("price_feed").detail = "disabled (INGEST_PRICE_FEED=0)"
+        try:
+            return await self.serve_async(
+                [],
+                tasks,
+                TIMER_MS,
+                venue=self.settings.venue,
+                window_seconds=ctx.default_window_s,
+                capture=opts.capture,
+                price_feed=opts.price_feed,
+                urls=dict(self.settings.urls),
+            )
+        finally:
+            ctx.stop.set()
+            if ctx.capture is not None:
+                ctx.capture.close()
 
 
 def build(runner: ServiceRunner) -> tuple[FeedContext, IngestOptions]:
@@ -51,90 +95,20 @@ def build(runner: ServiceRunner) -> tuple[FeedContext, IngestOptions]:
             max_bytes=opts.capture_max_mb * 1024 * 1024,
         )
 
-    def publish(out: list[tuple[str, Msg]]) -> None:
-        runner.publish_all(out)
-
     def log(event: str, level: str = "INFO", **fields: Any) -> None:
         runner.log.write(runner.stream, event, level, **fields)
 
-    ctx = FeedContext(core, publish, log, opts, s.urls, window_s, capture)
+    ctx = FeedContext(core, runner.deliver, log, opts, s.urls, window_s, capture)
     return ctx, opts
 
 
-async def run(runner: ServiceRunner) -> int:
-    ctx, opts = build(runner)
-    core = ctx.core
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, ctx.stop.set)
-
-    def state() -> tuple[str, dict[str, Any]]:
-        summary = core.summary()
-        degraded = any(f["stale"] for n, f in summary["feeds"].items() if core.feed(n).enabled)
-        return ("degraded" if degraded else "running"), summary
-
-    runner.state = state  # type: ignore[method-assign]
-    runner.log.write(
-        runner.stream,
-        "service_started",
-        venue=runner.settings.venue,
-        window_seconds=ctx.default_window_s,
-        capture=opts.capture,
-        price_feed=opts.price_feed,
-        urls=dict(runner.settings.urls),
-    )
-    tasks = [
-        asyncio.create_task(binance_feed(ctx), name="binance"),
-        asyncio.create_task(clob_feed(ctx), name="clob"),
-        asyncio.create_task(gamma_discovery(ctx), name="gamma"),
-        asyncio.create_task(resolution_poller(ctx), name="resolution"),
-    ]
-    if opts.price_feed:
-        tasks.append(asyncio.create_task(rtds_feed(ctx), name="price_feed"))
-    else:
-        core.feed("price_feed").detail = "disabled (INGEST_PRICE_FEED=0)"
-    code = 0
-    next_hb = 0
-    try:
-        while not ctx.stop.is_set():
-            now = now_ns()
-            runner.publish_all(core.on_timer(now))
-            if now >= next_hb:
-                runner.heartbeat()
-                next_hb = now + HEARTBEAT_NS
-                if ctx.capture is not None:
-                    ctx.capture.flush()
-            for t in tasks:
-                if t.done() and not t.cancelled() and t.exception() is not None:
-                    # a bug in a feed client is an internal fault: exit for supervisord
-                    exc = t.exception()
-                    runner.log.error("feed_task_crashed", feed=t.get_name(), error=repr(exc))
-                    ctx.stop.set()
-                    code = EXIT_INTERNAL
-            await ctx.sleep(TIMER_S)
-    except BusError as e:
-        runner.log.error("bus_internal_fault", error=str(e))
-        code = EXIT_INTERNAL
-    finally:
-        ctx.stop.set()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if ctx.capture is not None:
-            ctx.capture.close()
-        runner.log.write(runner.stream, "service_stopping", code=code)
-        if runner.pub is not None:
-            runner.pub.close()
-    return code
-
-
 def main() -> int:
-    runner = ServiceRunner("ingest", "ingestion")
+    runner = IngestRunner()
     try:
         import uvloop
     except ImportError:  # uvloop is optional off Linux/macOS; the asyncio loop still works
-        return asyncio.run(run(runner))
-    return uvloop.run(run(runner))
+        return asyncio.run(runner.run())
+    return uvloop.run(runner.run())
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from common import topics
 from common.clock import CLOCK_TICK_INTERVAL_NS
+from common.core import Core, Out, Timer
 from common.schema import (
     BookSnapshot,
     BtcQuote,
@@ -22,7 +23,6 @@ from common.schema import (
     FeedStatus,
     MarketInfo,
     MarketResolved,
-    Msg,
     PriceFeedTick,
     Probe,
 )
@@ -54,7 +54,6 @@ FEED_BTC_SYMBOLS = {"btc/usd", "btcusdt", "btc"}
 PTB_FEED_ORDER = ("twap60", "twap30", "chainlink", "binance")  # after gamma, best first
 PTB_SETTLE_NS = 30 * S  # after this long past the start, the price-to-beat source is frozen
 
-Out = list[tuple[str, Msg]]
 
 
 @dataclass
@@ -146,7 +145,17 @@ class _History:
         return best
 
 
-class IngestCore:
+class VenueEvents(NamedTuple):
+    """What one venue frame parsed into (services/ingest/parsers.py), as `step`'s input: `feed`
+    is "binance", "clob" or "price_feed"; a Gamma market document is stepped as `MarketInfo`."""
+
+    feed: str
+    events: list[Any]
+
+
+class IngestCore(Core):
+    """Parsed venue events and the runner's `Timer` in; md.* and probe messages out."""
+
     def __init__(
         self,
         stale_after_ms: int = 3000,
@@ -155,6 +164,7 @@ class IngestCore:
         price_feed_enabled: bool = True,
         basis_bound_usd: float = DEFAULT_BOUND_USD,
     ) -> None:
+        super().__init__()
         self._next_tick = 0
         self._next_probe = 0
         self._probe_id = 0
@@ -182,6 +192,16 @@ class IngestCore:
 
     def _count(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
+
+    def on_venue_events(self, msg: VenueEvents, now_ns: int) -> Out:
+        """One frame's events, received at `now_ns`, folded by the feed's own method."""
+        if msg.feed == "clob":
+            return self.on_clob(msg.events, now_ns)
+        if msg.feed == "binance":
+            return self.on_binance(msg.events, now_ns)
+        if msg.feed == "price_feed":
+            return self.on_price_feed(msg.events, now_ns)
+        raise ValueError(f"unknown feed {msg.feed!r}; expected binance, clob or price_feed")
 
     # ------------------------------------------------------------------ Binance
     def on_binance(self, events: list[Any], now_ns: int) -> Out:
@@ -360,7 +380,7 @@ class IngestCore:
         return out
 
     # ------------------------------------------------------------------ Gamma discovery
-    def on_market(self, info: MarketInfo, now_ns: int) -> Out:
+    def on_market_info(self, info: MarketInfo, now_ns: int) -> Out:
         """A market document from discovery (role is decided here, by the clock)."""
         self.health["gamma"].seen(now_ns, data=True)
         w = self.windows.get(info.slug)
@@ -472,7 +492,8 @@ class IngestCore:
         return out
 
     # ------------------------------------------------------------------ timer
-    def on_timer(self, now_ns: int) -> Out:
+    def on_timer(self, msg: Timer, now_ns: int) -> Out:
+        """Clock ticks, probes, rolls, book republishing and feed status, due at `now_ns`."""
         self.now_ns = now_ns
         out: Out = []
         if now_ns >= self._next_tick:

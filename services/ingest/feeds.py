@@ -22,10 +22,11 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from common.clock import now_ns
 from common.config import ConfigError
+from common.core import Emitted
 from common.liveness import DataLiveness
 from common.schema import BtcQuote, BtcTrade, PriceFeedTick
 from services.ingest.capture import CaptureWriter
-from services.ingest.core import IngestCore, is_clob_data
+from services.ingest.core import IngestCore, VenueEvents, is_clob_data
 from services.ingest.parsers import (
     ParseError,
     RestResolution,
@@ -148,7 +149,7 @@ class FeedContext:
     def __init__(
         self,
         core: IngestCore,
-        publish: Callable[[list[Any]], None],
+        publish: Callable[[Emitted], None],
         log: Callable[..., None],
         opts: IngestOptions,
         urls: Mapping[str, str],
@@ -185,7 +186,6 @@ class FeedContext:
         feed: str,
         frame: str | bytes,
         parse: Callable[[str | bytes, int], list[Any]],
-        handle: Callable[[list[Any], int], Any],
     ) -> list[Any] | None:
         """One venue frame: capture it, parse it, publish what the core makes of it. None when
         the frame was garbage (counted and logged, never fatal)."""
@@ -200,7 +200,7 @@ class FeedContext:
             h.seen(ts)
             self.fault(feed, "parse_error", error=str(e), frame=str(frame)[:200])
             return None
-        self.publish(handle(events, ts))
+        self.publish(self.core.step(VenueEvents(feed, events), ts))
         self.unknown(feed, events)
         return events
 
@@ -312,7 +312,7 @@ async def _watchdog(
 async def binance_feed(ctx: FeedContext) -> None:
     base = ctx.urls["BINANCE_WS_URL"].rstrip("/")
     url = f"{base}/stream?streams={'/'.join(BINANCE_STREAMS)}"
-    core, o = ctx.core, ctx.opts
+    o = ctx.opts
 
     async def session(ws: ClientConnection) -> str:
         live = DataLiveness("binance", o.binance_silence_ms / 1000)
@@ -322,7 +322,7 @@ async def binance_feed(ctx: FeedContext) -> None:
         try:
             async for frame in ws:
                 live.frame()
-                events = ctx.take("binance", "binance", frame, parse_binance, core.on_binance)
+                events = ctx.take("binance", "binance", frame, parse_binance)
                 if events is None:
                     continue
                 if any(isinstance(e, BtcTrade | BtcQuote) for e in events):
@@ -414,7 +414,7 @@ async def clob_feed(ctx: FeedContext) -> None:
         try:
             async for frame in ws:
                 live.frame()  # any frame (a PONG too) proves the connection is up...
-                events = ctx.take("clob", "clob", frame, parse_clob, core.on_clob)
+                events = ctx.take("clob", "clob", frame, parse_clob)
                 if events and any(is_clob_data(e) for e in events):
                     live.data()  # ...only data proves the feed is
         except websockets.ConnectionClosed:
@@ -430,7 +430,7 @@ async def clob_feed(ctx: FeedContext) -> None:
 # --- RTDS price feed ----------------------------------------------------------------------------
 async def rtds_feed(ctx: FeedContext) -> None:
     url = ctx.urls["PRICE_FEED_WS_URL"]
-    core, o = ctx.core, ctx.opts
+    o = ctx.opts
 
     async def session(ws: ClientConnection) -> str:
         await ws.send(
@@ -457,7 +457,7 @@ async def rtds_feed(ctx: FeedContext) -> None:
         try:
             async for frame in ws:
                 live.frame()
-                events = ctx.take("rtds", "price_feed", frame, parse_rtds, core.on_price_feed)
+                events = ctx.take("rtds", "price_feed", frame, parse_rtds)
                 if events and any(isinstance(e, PriceFeedTick) for e in events):
                     live.data()  # a PONG answers our PING; only a price tick is data
         except websockets.ConnectionClosed:
@@ -566,7 +566,7 @@ async def _gamma_once(
         ctx.fault("gamma", "gamma_wrong_slug", slug=slug, got=info.slug)
         return False, True
     h.detail = ""
-    ctx.publish(ctx.core.on_market(info, ts))
+    ctx.publish(ctx.core.step(info, ts))
     return True, False
 
 
@@ -608,7 +608,7 @@ async def resolution_poller(ctx: FeedContext) -> None:
                 n = now_ns()
                 for rr in results:
                     if rr is not None:
-                        ctx.publish(core.on_rest_resolution(rr, n))
+                        ctx.publish(core.step(rr, n))
                 w.polls += 1
                 delay_ms = min(o.resolve_poll_max_ms, o.resolve_poll_base_ms * 2 ** min(w.polls, 20))
                 w.poll_due_ns = n + int(delay_ms * rng.uniform(0.8, 1.0) * 1_000_000)

@@ -1,5 +1,6 @@
-"""Runner for observe: SUB to every publisher (drained on fd wake-ups), record to SQLite and the
-JSONL streams, serve the API and the dashboard, push the live state to WebSocket clients."""
+"""Runner for observe: the asyncio runner loop with the API server and the recorder's flusher as
+its tasks; SUB to every publisher (drained on fd wake-ups) into the observe core; record to SQLite
+and the JSONL streams, serve the API and the dashboard, push the live state to WebSocket clients."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-import zmq
 
 from common import topics
-from common.bus import BusError, Subscriber
+from common.bus import Subscriber
 from common.clock import now_ns, utc_day
 from common.config import (
     ConfigError,
@@ -22,7 +22,7 @@ from common.config import (
     load_strategy_config,
     parse_dotenv,
 )
-from common.schema import ControlReply
+from common.schema import ControlReply, Envelope
 from common.service import EXIT_CONFIG, EXIT_INTERNAL, ServiceRunner, fail
 from common.supervisor import (
     SupervisorClient,
@@ -148,7 +148,6 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
     sub = Subscriber([s.bus_endpoint(p) for p in PUBLISHERS])
     control = Control(s.bus_endpoint(topics.CONTROL))
     hub = LiveHub(core)
-    fault: list[str] = []
 
     def extra_metrics() -> dict[str, float]:
         bus = sub.totals()
@@ -196,18 +195,10 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
                 }
                 runner.log.write(rec.stream, rec.event, rec.level, **fields)
 
-    def on_readable() -> None:
-        try:
-            t = now_ns()
-            for topic, env in sub.drain():
-                record(core.handle(topic, env.msg, t))
-                if isinstance(env.msg, ControlReply):
-                    control.resolve(env.msg)
-            if sub.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                loop.call_soon(on_readable)  # drain hit its limit; the fd will not fire again
-        except BusError as e:
-            fault.append(str(e))
-            server.should_exit = True
+    def on_message(topic: str, env: Envelope) -> None:
+        record(core.handle(topic, env.msg, now_ns()))
+        if isinstance(env.msg, ControlReply):
+            control.resolve(env.msg)
 
     async def flusher() -> None:
         failing = False
@@ -225,23 +216,26 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
                     )
                 failing = True
 
-    loop = asyncio.get_running_loop()
-    loop.add_reader(sub.fileno(), on_readable)
-    loop.call_soon(on_readable)  # the fd is edge-triggered: drain whatever came before
-    flush_task = loop.create_task(flusher())
-    watch_task = loop.create_task(watch_supervisor(core, s.run_dir / "supervisor.sock", runner))
-    runner.log.write(
-        "latency",
-        "service_started",
-        api=f"http://{s.api_host}:{s.api_port}",
-        db_schema_version=recorder.schema_version,
-        auth=api.token is not None,
+    runner.on_message = on_message  # type: ignore[method-assign]
+    tasks = [
+        asyncio.create_task(server.serve(), name="api"),
+        asyncio.create_task(flusher(), name="recorder_flush"),
+    ]
+    # not one of the runner's tasks: it may end (no supervisord) without stopping observe
+    watch_task = asyncio.get_running_loop().create_task(
+        watch_supervisor(core, s.run_dir / "supervisor.sock", runner)
     )
     try:
-        await server.serve()
+        code = await runner.serve_async(
+            [sub],
+            tasks,
+            None,
+            api=f"http://{s.api_host}:{s.api_port}",
+            db_schema_version=recorder.schema_version,
+            auth=api.token is not None,
+        )
     finally:
-        loop.remove_reader(sub.fileno())
-        flush_task.cancel()
+        server.should_exit = True
         watch_task.cancel()
         try:
             recorder.flush()
@@ -250,15 +244,11 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
                 "recorder_final_flush_failed", error=str(e), lost=len(recorder.pending)
             )
         recorder.close()
-        sub.close()
         control.close()
-    if fault:
-        runner.log.error("bus_internal_fault", error=fault[0])
-        return EXIT_INTERNAL
-    if not server.started:
+    if code == 0 and not server.started:
         runner.log.error("api_not_started", host=s.api_host, port=s.api_port)
         return 1
-    return 0
+    return code
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""Runner for signal: SUB to ingest, publish scores; forwards the end-to-end probe.
+"""Runner for signal: SUB to ingest, publish scores; the end-to-end probe passes through the core.
 
 Model parameters come from the strategy config (shipped defaults + the operator's overrides in the
 data directory); both files are watched so an accepted change (strategy writes the overrides) or
@@ -12,16 +12,16 @@ import msgspec
 
 from common import topics
 from common.bus import Subscriber
-from common.clock import now_ns
 from common.config import ConfigError, StrategyConfigFiles
-from common.schema import Envelope, Probe, SignalScore
-from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
+from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.signal.core import SignalCore
 
-LOG_EVERY_NS = 1_000_000_000  # signal.jsonl gets one full score (with inputs) a second
+TIMER_MS = 500  # how often the config files' mtimes are looked at
 
 
 class SignalRunner(ServiceRunner):
+    core: SignalCore
+
     def __init__(self) -> None:
         super().__init__("signal", "signal")
         self.config_files = StrategyConfigFiles(data_dir=self.settings.data_dir)
@@ -32,8 +32,6 @@ class SignalRunner(ServiceRunner):
         except ConfigError as e:
             fail("signal", str(e), EXIT_CONFIG)
         self.core = SignalCore(config)
-        self._next_log = 0
-        self._last_side = ""
 
     def state(self) -> tuple[str, dict[str, Any]]:
         detail = self.core.status()
@@ -41,20 +39,8 @@ class SignalRunner(ServiceRunner):
             detail = {**detail, "config_file_error": self.config_file_error}
         return "running", detail
 
-    def on_md(self, topic: str, env: Envelope) -> None:
-        if isinstance(env.msg, Probe):
-            self.pub.send(topics.PROBE_PREFIX + "signal", forward_probe(env.msg, "signal"))
-            return
-        for out_topic, msg in self.core.handle(topic, env.msg):
-            if isinstance(msg, SignalScore):
-                msg = msgspec.structs.replace(msg, ts_signal_ns=now_ns())
-                if msg.ts_ns >= self._next_log or msg.side != self._last_side:
-                    self.log.write("signal", "signal", **msgspec.to_builtins(msg))
-                    self._next_log = msg.ts_ns + LOG_EVERY_NS
-                    self._last_side = msg.side
-            self.pub.send(out_topic, msg)
-
     def on_timer(self, now: int) -> None:
+        super().on_timer(now)
         if not self.config_files.changed():
             return
         try:
@@ -68,10 +54,8 @@ class SignalRunner(ServiceRunner):
         self.log.write("signal", "config_reloaded", config=msgspec.to_builtins(config))
 
     def run(self) -> int:
-        md = Subscriber(
-            self.settings.bus_endpoint("ingest"), ["md.", topics.PROBE_PREFIX + "ingest"]
-        )
-        return self.loop({md: self.on_md}, on_timer=self.on_timer, timer_ms=500)
+        md = Subscriber(self.settings.bus_endpoint("ingest"), topics.SUBSCRIPTIONS["signal"])
+        return self.serve([md], TIMER_MS)
 
 
 def main() -> int:

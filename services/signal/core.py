@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import math
 
+import msgspec
+
 from common import topics
 from common.config import StrategyConfig
+from common.core import Core, Out, forward_probe
 from common.schema import (
     BookSnapshot,
     BtcTrade,
     ClockTick,
     MarketInfo,
     MarketResolved,
-    Msg,
     PriceFeedTick,
+    Probe,
     SignalScore,
 )
 from services.signal.model import (
@@ -42,6 +45,7 @@ SOURCE_RANK = {
     "binance": PTB_BINANCE,
 }
 KEEP_SECONDS = 900  # per-second price history kept for TWAP estimates
+LOG_EVERY_NS = 1_000_000_000  # signal.jsonl gets one full score (with inputs) a second
 # A settlement-feed tick up to this old is still "the value in force" at a second: Chainlink
 # ticks come ~1/s, 1-2 s late and sometimes seconds apart (PROTOCOLS.md sections 5 and 7), and
 # such a gap must not push the price to beat to another source.
@@ -58,8 +62,14 @@ def in_force(series: dict[int, float], t: int) -> float | None:
     return None
 
 
-class SignalCore:
+class SignalCore(Core):
+    """Market data in, `SignalScore`s out (see the module docstring); `config` holds the model
+    parameters (`set_config` for a hot reload)."""
+
     def __init__(self, config: StrategyConfig | None = None) -> None:
+        super().__init__()
+        self._next_log = 0
+        self._last_side = ""
         self.config = config or StrategyConfig()
         self.features = BtcFeatures(self.config.vol_halflife_s, self.config.vol_floor)
         self.markets: dict[str, MarketInfo] = {}
@@ -82,44 +92,50 @@ class SignalCore:
         self.features.vol_floor = config.vol_floor
 
     # ------------------------------------------------------------------ inputs
-    def handle(self, topic: str, msg: Msg) -> list[tuple[str, Msg]]:
-        if isinstance(msg, ClockTick):
-            self._advance(msg.ts_ns)
-            return self._emit(msg.ts_ns, 0)
-        if isinstance(msg, BtcTrade):
-            self._advance(msg.ts_recv_ns)
-            self.features.on_trade(msg.ts_recv_ns, msg.price)
-            self.last_trade_recv_ns = msg.ts_recv_ns
-            self.binance_s[msg.ts_recv_ns // NS] = msg.price
-            return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns)
-        if isinstance(msg, BookSnapshot):
-            self._advance(msg.ts_recv_ns)
-            old = self.books.get(msg.asset_id)
-            self.books[msg.asset_id] = (msg.best_bid, msg.best_ask, msg.ts_recv_ns)
-            m = self.current_market()
-            if (
-                m is not None
-                and msg.asset_id in (m.up_token_id, m.down_token_id)
-                and (old is None or old[1] != msg.best_ask)
-            ):
-                return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns)
-            return []
-        if isinstance(msg, PriceFeedTick):
-            self._advance(msg.ts_recv_ns)
-            sec = msg.ts_exchange_ns // NS
-            if msg.source == "chainlink":
-                self.chainlink[sec] = msg.value
-            elif msg.source.startswith("twap"):
-                self.twap[sec] = msg.value
-            return []
-        if isinstance(msg, MarketInfo):
-            self._advance(msg.ts_recv_ns)
-            self.markets[msg.slug] = msg
-            return []
-        if isinstance(msg, MarketResolved):
-            self.resolved.add(msg.slug)
-            return []
+    def on_clock_tick(self, msg: ClockTick, now_ns: int) -> Out:
+        self._advance(msg.ts_ns)
+        return self._emit(msg.ts_ns, 0, now_ns)
+
+    def on_btc_trade(self, msg: BtcTrade, now_ns: int) -> Out:
+        self._advance(msg.ts_recv_ns)
+        self.features.on_trade(msg.ts_recv_ns, msg.price)
+        self.last_trade_recv_ns = msg.ts_recv_ns
+        self.binance_s[msg.ts_recv_ns // NS] = msg.price
+        return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns, now_ns)
+
+    def on_book_snapshot(self, msg: BookSnapshot, now_ns: int) -> Out:
+        self._advance(msg.ts_recv_ns)
+        old = self.books.get(msg.asset_id)
+        self.books[msg.asset_id] = (msg.best_bid, msg.best_ask, msg.ts_recv_ns)
+        m = self.current_market()
+        if (
+            m is not None
+            and msg.asset_id in (m.up_token_id, m.down_token_id)
+            and (old is None or old[1] != msg.best_ask)
+        ):
+            return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns, now_ns)
         return []
+
+    def on_price_feed_tick(self, msg: PriceFeedTick, now_ns: int) -> Out:
+        self._advance(msg.ts_recv_ns)
+        sec = msg.ts_exchange_ns // NS
+        if msg.source == "chainlink":
+            self.chainlink[sec] = msg.value
+        elif msg.source.startswith("twap"):
+            self.twap[sec] = msg.value
+        return []
+
+    def on_market_info(self, msg: MarketInfo, now_ns: int) -> Out:
+        self._advance(msg.ts_recv_ns)
+        self.markets[msg.slug] = msg
+        return []
+
+    def on_market_resolved(self, msg: MarketResolved, now_ns: int) -> Out:
+        self.resolved.add(msg.slug)
+        return []
+
+    def on_probe(self, msg: Probe, now_ns: int) -> Out:
+        return [(topics.PROBE_PREFIX + "signal", forward_probe(msg, "signal", now_ns))]
 
     def _advance(self, ts_ns: int) -> None:
         if ts_ns > self.now_ns:
@@ -274,12 +290,17 @@ class SignalCore:
             inputs=inputs,
         )
 
-    def _emit(self, now_ns: int, origin_exchange_ns: int) -> list[tuple[str, Msg]]:
-        s = self.score(now_ns, origin_exchange_ns)
+    def _emit(self, ts_ns: int, origin_exchange_ns: int, now_ns: int) -> Out:
+        s = self.score(ts_ns, origin_exchange_ns)
         if s is None:
             return []
+        s = msgspec.structs.replace(s, ts_signal_ns=now_ns)
         self.published += 1
         self.last = s
+        if s.ts_ns >= self._next_log or s.side != self._last_side:
+            self.log("signal", "signal", **msgspec.to_builtins(s))
+            self._next_log = s.ts_ns + LOG_EVERY_NS
+            self._last_side = s.side
         return [(topics.SIGNAL, s)]
 
     def status(self) -> dict[str, object]:

@@ -1,9 +1,9 @@
 """Runner for strategy: SUB to ingest, signal and execution; PULL control; PUSH order intents.
 
-Around the core it persists the core's state to SQLite after every message that changed it,
-writes the operator's config changes to the overrides file in the data directory atomically (the
-shipped defaults file is never written), watches both files for edits (reloaded through the same
-validation, merged, so an edit never resets another field), and writes the core's log events."""
+Around the core it persists the core's state to SQLite after every step (before what the step
+emitted goes out), writes the operator's config changes to the overrides file in the data
+directory atomically (the shipped defaults file is never written), and watches both files for
+edits (reloaded through the same validation, merged, so an edit never resets another field)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import msgspec
 from common import topics
 from common.bus import Puller, Pusher, Subscriber
 from common.config import ConfigError, StrategyConfigFiles, overrides_of, trading_book
-from common.schema import ConfigSnapshot, Envelope, Msg, OrderIntent, OrderReject, Probe, to_dict
-from common.service import EXIT_CONFIG, ServiceRunner, fail, forward_probe
+from common.core import Emitted
+from common.schema import ConfigSnapshot, Msg, OrderIntent, OrderReject, to_dict
+from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.strategy.core import STATE_EVERY_NS, StrategyCore
 from services.strategy.store import (
     StateStore,
@@ -27,9 +28,12 @@ from services.strategy.store import (
 )
 
 LEDGER_OVERLAP_NS = 60 * 1_000_000_000  # replay a minute before the newest fill we saw
+TIMER_MS = 250
 
 
 class StrategyRunner(ServiceRunner):
+    core: StrategyCore
+
     def __init__(self) -> None:
         super().__init__("strategy", "strategy")
         self.config_files = StrategyConfigFiles(data_dir=self.settings.data_dir)
@@ -52,6 +56,7 @@ class StrategyRunner(ServiceRunner):
         )
         if adopted:
             self.log.write("risk", "state_adopted_from_before_books", key=self.state_key)
+        self.orders: Pusher | None = None
         self.reconcile()
         self.log.write(
             "risk",
@@ -60,7 +65,6 @@ class StrategyRunner(ServiceRunner):
             position=self.core.control_state()["position"],
             pending=list(self.core.pending),
         )
-        self.orders = Pusher(self.settings.bus_endpoint(topics.ORDERS))
         self._next_state = 0
 
     def reconcile(self) -> None:
@@ -73,10 +77,10 @@ class StrategyRunner(ServiceRunner):
                 self.store.conn, self.core.client_prefix, since, self.venue, paper
             )
             for fill in events:
-                self.core.handle(topics.FILL, fill)
+                self.write_logs(self.core.step(fill, fill.ts_fill_ns).logs)
             for slug in self.core.open_slugs():
                 for settlement in ledger_settlements(self.store.conn, slug, self.venue, paper):
-                    self.core.handle(topics.SETTLEMENT, settlement)
+                    self.write_logs(self.core.step(settlement, settlement.ts_ns).logs)
             pos = self.core.position
             if pos is not None and pos.fee_rate is None and pos.entry_client_order_id:
                 # the entry order's terms, so an exit right after this start is valued and sent
@@ -96,7 +100,7 @@ class StrategyRunner(ServiceRunner):
             risk=self.core.control_state()["risk"],
             position=self.core.control_state()["position"],
         )
-        self.flush()
+        self.commit()
 
     def state(self) -> tuple[str, dict[str, Any]]:
         detail = self.core.status()
@@ -104,32 +108,36 @@ class StrategyRunner(ServiceRunner):
             detail = {**detail, "config_file_error": self.config_file_error}
         return ("halted" if self.core.halt_reasons() else "running"), detail
 
-    def route(self, out: list[tuple[str, Msg]]) -> None:
-        for topic, msg in out:
-            if topic == topics.ORDER_INTENT:
-                assert isinstance(msg, OrderIntent)
+    def commit(self) -> None:
+        # an operator told "halted" must find it halted after any crash: saved before sent
+        self.store.save(self.core.persistent(), self.core.now_ns, self.state_key)
+
+    def send(self, topic: str, msg: Msg) -> None:
+        if topic == topics.ORDER_INTENT:  # intents (and the probe) go down the orders stream
+            assert self.orders is not None
+            if isinstance(msg, OrderIntent):
                 self.log.write("strategy", "order_intent", **to_dict(msg))
-                if not self.orders.send(topic, msg):
-                    self.log.error("order_not_delivered", client_order_id=msg.client_order_id)
-                    undelivered = OrderReject(
-                        client_order_id=msg.client_order_id,
-                        reason="not delivered to execution",
-                        ts_ns=self.core.now_ns,
-                        code="undelivered",
-                    )
-                    self.route(self.core.handle(topics.REJECT, undelivered))
-                continue
-            if isinstance(msg, ConfigSnapshot):
-                msg = msgspec.structs.replace(
-                    msg,
-                    defaults_path=str(self.config_files.defaults_path),
-                    overrides_path=str(self.config_files.overrides_path),
-                )
-                if msg.source == "config update":
-                    self.write_overrides(msg)
-                self.last_snapshot = msg
-            self.pub.send(topic, msg)
-        self.flush()
+            if self.orders.send(topic, msg) or not isinstance(msg, OrderIntent):
+                return  # a probe nobody took shows in the pipeline health
+            self.log.error("order_not_delivered", client_order_id=msg.client_order_id)
+            undelivered = OrderReject(
+                client_order_id=msg.client_order_id,
+                reason="not delivered to execution",
+                ts_ns=self.core.now_ns,
+                code="undelivered",
+            )
+            self.step(undelivered, self.core.now_ns)
+            return
+        if isinstance(msg, ConfigSnapshot):
+            msg = msgspec.structs.replace(
+                msg,
+                defaults_path=str(self.config_files.defaults_path),
+                overrides_path=str(self.config_files.overrides_path),
+            )
+            if msg.source == "config update":
+                self.write_overrides(msg)
+            self.last_snapshot = msg
+        super().send(topic, msg)
 
     def write_overrides(self, snap: ConfigSnapshot) -> None:
         """The operator's fields (those differing from the defaults) to the overrides file."""
@@ -141,32 +149,15 @@ class StrategyRunner(ServiceRunner):
                 "config_write_failed", path=str(self.config_files.overrides_path), error=str(e)
             )
 
-    def flush(self) -> None:
-        for stream, event, level, fields in self.core.events:
-            self.log.write(stream, event, level, **fields)
-        self.core.events.clear()
-        self.store.save(self.core.persistent(), self.core.now_ns, self.state_key)
-
-    def on_bus(self, topic: str, env: Envelope) -> None:
-        if isinstance(env.msg, Probe):
-            self.orders.send(topics.ORDER_INTENT, forward_probe(env.msg, "strategy"))
-            return
-        self.route(self.core.handle(topic, env.msg))
-
-    def on_control(self, topic: str, env: Envelope) -> None:
-        self.log.write("risk", "control_command", kind=type(env.msg).__name__)
-        out = self.core.on_control(env.msg)
-        self.flush()  # an operator told "halted" must find it halted after any crash: save first
-        self.route(out)
-
     def on_timer(self, now: int) -> None:
+        super().on_timer(now)
         if now >= self._next_state:
             # also without market data, so observe and operators always see the risk state
             self._next_state = now + STATE_EVERY_NS
-            self.pub.send(topics.RISK_STATE, self.core.risk_state())
-            self.pub.send(topics.POSITION, self.core.position_state())
+            super().send(topics.RISK_STATE, self.core.risk_state())
+            super().send(topics.POSITION, self.core.position_state())
             if self.last_snapshot is not None:  # a subscriber that joined late learns it too
-                self.pub.send(topics.CONFIG_SNAPSHOT, self.last_snapshot)
+                super().send(topics.CONFIG_SNAPSHOT, self.last_snapshot)
         if not self.config_files.changed():
             return
         try:
@@ -177,26 +168,25 @@ class StrategyRunner(ServiceRunner):
             return
         self.config_file_error = None
         source = f"file {loaded.defaults_path} + {loaded.overrides_path}"
-        self.route(self.core.reload_config(loaded.config, loaded.defaults, source))
+        out = self.core.reload_config(loaded.config, loaded.defaults, source)
+        self.deliver(Emitted(out, self.core.take_logs()))
 
     def run(self) -> int:
         s = self.settings
         sub = Subscriber(
             [s.bus_endpoint("ingest"), s.bus_endpoint("signal"), s.bus_endpoint("execution")],
-            ["md.", "sig.", "exec.", topics.PROBE_PREFIX + "signal"],
+            [t for t in topics.SUBSCRIPTIONS["strategy"] if t != topics.CONTROL_CMD],
         )
         control = Puller(s.bus_endpoint(topics.CONTROL))
-        self.route(
-            [
-                (topics.CONFIG_SNAPSHOT, self.core.startup_snapshot()),
-                (topics.RISK_STATE, self.core.risk_state()),
-                (topics.POSITION, self.core.position_state()),
-            ]
-        )
+        self.orders = Pusher(s.bus_endpoint(topics.ORDERS))
+        startup = [
+            (topics.CONFIG_SNAPSHOT, self.core.startup_snapshot()),
+            (topics.RISK_STATE, self.core.risk_state()),
+            (topics.POSITION, self.core.position_state()),
+        ]
+        self.deliver(Emitted(startup, self.core.take_logs()))
         try:
-            return self.loop(
-                {sub: self.on_bus, control: self.on_control}, on_timer=self.on_timer, timer_ms=250
-            )
+            return self.serve([sub, control], TIMER_MS)
         finally:
             self.orders.close()
             self.store.close()

@@ -6,7 +6,9 @@ with theirs, `OrderIntent`s on the orders stream, `RiskState`, `PositionState`, 
 and `ControlReply`. Time comes only from the messages. Everything that must survive a restart
 (emergency stop, day counters, loss streak, the open position, orders in flight, config version)
 is one document (`persistent()`), which the runner stores in SQLite and hands back on start:
-startup and crash recovery take the same path. Log lines for the runner collect in `events`.
+startup and crash recovery take the same path. It follows the core contract
+(common/core.py): `step(msg, now_ns)` dispatches to the `on_<message>` handlers; log lines go out
+with `Emitted.logs`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from common.config import (
     validate_config_patch,
     validate_strategy_config,
 )
+from common.core import Core, Out, forward_probe
 from common.schema import (
     BookSnapshot,
     BtcTrade,
@@ -49,6 +52,7 @@ from common.schema import (
     OrderIntent,
     OrderReject,
     PositionState,
+    Probe,
     RiskState,
     Settlement,
     SignalScore,
@@ -150,7 +154,12 @@ def fee_per_share(price: float, rate: float, exponent: float) -> float:
     return float(money.fee_per_share(price, money.FeeSchedule.of(rate, exponent)))
 
 
-class StrategyCore:
+class StrategyCore(Core):
+    """Signals, market data and execution events in; decisions, intents and state out.
+
+    `state` is a `persistent()` document to restore; `client_prefix` starts every client order
+    id; `defaults` are the shipped config defaults (a null in a config patch goes back to them)."""
+
     def __init__(
         self,
         config: StrategyConfig,
@@ -160,6 +169,7 @@ class StrategyCore:
         venue: str = "",
         mode: str = "",
     ) -> None:
+        super().__init__()
         self.config = config
         self.venue, self.mode = venue, mode  # the book (sim|live, paper|real) this core keeps
         # the shipped defaults (every field): a null in a config patch goes back to these
@@ -187,7 +197,6 @@ class StrategyCore:
         self.last_btc_ns = 0
         self.feed_stale: dict[str, bool] = {}
         self.last_signal: SignalScore | None = None
-        self.events: list[tuple[str, str, str, dict[str, Any]]] = []
         self.closed_trades: list[dict[str, Any]] = []
         self._next_state_ns = 0
         self._last_block = ""
@@ -324,7 +333,7 @@ class StrategyCore:
         )
 
     def _risk_event(self, event: str, level: str = "INFO", **fields: Any) -> None:
-        self.events.append(("risk", event, level, {"ts_event_ns": self.now_ns, **fields}))
+        self.log("risk", event, level, ts_event_ns=self.now_ns, **fields)
 
     def _advance(self, ts_ns: int, out: list[tuple[str, Msg]]) -> None:
         if ts_ns <= self.now_ns:
@@ -348,64 +357,104 @@ class StrategyCore:
                 out.append((topics.RISK_STATE, self.risk_state()))
 
     # ------------------------------------------------------------------ dispatch
-    def handle(self, topic: str, msg: Msg) -> list[tuple[str, Msg]]:
-        out: list[tuple[str, Msg]] = []
-        if isinstance(msg, ClockTick):
-            self._advance(msg.ts_ns, out)
-            self._expire_pending(out)
-            self._park_ended()
-            self._check_exit(out)
-            if self.now_ns >= self._next_state_ns:
-                self._next_state_ns = self.now_ns + STATE_EVERY_NS
-                out.append((topics.RISK_STATE, self.risk_state()))
-                out.append((topics.POSITION, self.position_state()))
-        elif isinstance(msg, SignalScore):
-            self._advance(msg.ts_ns, out)
-            self.last_signal = msg
-            self._on_signal(msg, out)
-        elif isinstance(msg, BookSnapshot):
-            self._advance(msg.ts_recv_ns, out)
-            self._on_book(msg)
-            if self.position is not None and msg.asset_id == self.position.asset_id:
-                self._check_exit(out)
-        elif isinstance(msg, BtcTrade):
-            self._advance(msg.ts_recv_ns, out)
-            self.last_btc_ns = max(self.last_btc_ns, msg.ts_recv_ns)
-        elif isinstance(msg, MarketInfo):
-            self._advance(msg.ts_recv_ns, out)
-            self.markets[msg.slug] = msg
-            if self.position is not None and self.position.slug == msg.slug:
-                self.position.window_end_ns = msg.window_end_ns  # unknown if rebuilt from a fill
-                self.position.take_terms(msg, "md.market")
-                if self.force_exit_waiting:
-                    self._force_exit(self.force_exit_waiting, out)
-                else:
-                    self._check_exit(out)
-            self.token_slug[msg.up_token_id] = msg.slug
-            self.token_slug[msg.down_token_id] = msg.slug
-            self._prune_markets()
-        elif isinstance(msg, FeedStatus):
-            self._advance(msg.ts_ns, out)
-            stale = msg.stale or not msg.connected
-            if self.feed_stale.get(msg.feed) != stale:
-                self._risk_event("feed_status", feed=msg.feed, stale=stale, detail=msg.detail)
-            self.feed_stale[msg.feed] = stale
-        elif isinstance(msg, Fill):
-            self._on_fill(msg, out)
-        elif isinstance(msg, OrderReject):
-            self._on_no_fill(msg.client_order_id, f"order_rejected:{msg.reason}", out)
-        elif isinstance(msg, OrderAck):
-            if msg.status.lower() in TERMINAL_NO_FILL:
-                self._on_no_fill(msg.client_order_id, f"order_{msg.status.lower()}", out)
-        elif isinstance(msg, MarketResolved):
-            self._advance(msg.ts_ns, out)
-            self._on_resolved(msg, out)
-        elif isinstance(msg, Settlement):
-            self._advance(msg.ts_ns, out)
-            self._on_settlement(msg, out)
-        elif isinstance(msg, EmergencyStop | ClearEmergencyStop | ForceExit | ConfigUpdate):
-            out.extend(self.on_control(msg))
+    def on_clock_tick(self, msg: ClockTick, now_ns: int) -> Out:
+        out: Out = []
+        self._advance(msg.ts_ns, out)
+        self._expire_pending(out)
+        self._park_ended()
+        self._check_exit(out)
+        if self.now_ns >= self._next_state_ns:
+            self._next_state_ns = self.now_ns + STATE_EVERY_NS
+            out.append((topics.RISK_STATE, self.risk_state()))
+            out.append((topics.POSITION, self.position_state()))
         return out
+
+    def on_signal_score(self, msg: SignalScore, now_ns: int) -> Out:
+        out: Out = []
+        self._advance(msg.ts_ns, out)
+        self.last_signal = msg
+        self._on_signal(msg, out)
+        return out
+
+    def on_book_snapshot(self, msg: BookSnapshot, now_ns: int) -> Out:
+        out: Out = []
+        self._advance(msg.ts_recv_ns, out)
+        self._on_book(msg)
+        if self.position is not None and msg.asset_id == self.position.asset_id:
+            self._check_exit(out)
+        return out
+
+    def on_btc_trade(self, msg: BtcTrade, now_ns: int) -> Out:
+        out: Out = []
+        self._advance(msg.ts_recv_ns, out)
+        self.last_btc_ns = max(self.last_btc_ns, msg.ts_recv_ns)
+        return out
+
+    def on_market_info(self, msg: MarketInfo, now_ns: int) -> Out:
+        out: Out = []
+        self._advance(msg.ts_recv_ns, out)
+        self.markets[msg.slug] = msg
+        if self.position is not None and self.position.slug == msg.slug:
+            self.position.window_end_ns = msg.window_end_ns  # unknown if rebuilt from a fill
+            self.position.take_terms(msg, "md.market")
+            if self.force_exit_waiting:
+                self._force_exit(self.force_exit_waiting, out)
+            else:
+                self._check_exit(out)
+        self.token_slug[msg.up_token_id] = msg.slug
+        self.token_slug[msg.down_token_id] = msg.slug
+        self._prune_markets()
+        return out
+
+    def on_feed_status(self, msg: FeedStatus, now_ns: int) -> Out:
+        out: Out = []
+        self._advance(msg.ts_ns, out)
+        stale = msg.stale or not msg.connected
+        if self.feed_stale.get(msg.feed) != stale:
+            self._risk_event("feed_status", feed=msg.feed, stale=stale, detail=msg.detail)
+        self.feed_stale[msg.feed] = stale
+        return out
+
+    def on_fill(self, msg: Fill, now_ns: int) -> Out:
+        out: Out = []
+        self._on_fill(msg, out)
+        return out
+
+    def on_order_reject(self, msg: OrderReject, now_ns: int) -> Out:
+        out: Out = []
+        self._on_no_fill(msg.client_order_id, f"order_rejected:{msg.reason}", out)
+        return out
+
+    def on_order_ack(self, msg: OrderAck, now_ns: int) -> Out:
+        out: Out = []
+        if msg.status.lower() in TERMINAL_NO_FILL:
+            self._on_no_fill(msg.client_order_id, f"order_{msg.status.lower()}", out)
+        return out
+
+    def on_market_resolved(self, msg: MarketResolved, now_ns: int) -> Out:
+        out: Out = []
+        self._advance(msg.ts_ns, out)
+        self._on_resolved(msg, out)
+        return out
+
+    def on_settlement(self, msg: Settlement, now_ns: int) -> Out:
+        out: Out = []
+        self._advance(msg.ts_ns, out)
+        self._on_settlement(msg, out)
+        return out
+
+    def on_emergency_stop(self, msg: EmergencyStop, now_ns: int) -> Out:
+        return self.control(msg)
+
+    on_clear_emergency_stop = on_emergency_stop
+
+    on_force_exit = on_emergency_stop
+
+    on_config_update = on_emergency_stop
+
+    def on_probe(self, msg: Probe, now_ns: int) -> Out:
+        # the probe goes on down the orders stream, as an intent would
+        return [(topics.ORDER_INTENT, forward_probe(msg, "strategy", now_ns))]
 
     def _prune_markets(self) -> None:
         if len(self.markets) <= 16:
@@ -460,33 +509,29 @@ class StrategyCore:
         key = f"{action}:{reason}"
         if action == "skip":
             if key != self._last_block:
-                self.events.append(
-                    (
-                        "strategy",
-                        "decision",
-                        "INFO",
-                        {"action": action, "reason": reason, "slug": slug, "side": side, **details},
-                    )
+                self.log(
+                    "strategy",
+                    "decision",
+                    action=action,
+                    reason=reason,
+                    slug=slug,
+                    side=side,
+                    **details,
                 )
                 if reason.startswith(RISK_REASONS):
                     self._risk_event("entry_blocked", reason=reason, slug=slug, **details)
             self._last_block = key
         else:
             self._last_block = ""
-            self.events.append(
-                (
-                    "strategy",
-                    "decision",
-                    "INFO",
-                    {
-                        "action": action,
-                        "reason": reason,
-                        "slug": slug,
-                        "side": side,
-                        "client_order_id": client_order_id,
-                        **details,
-                    },
-                )
+            self.log(
+                "strategy",
+                "decision",
+                action=action,
+                reason=reason,
+                slug=slug,
+                side=side,
+                client_order_id=client_order_id,
+                **details,
             )
 
     def entry_block(self, s: SignalScore) -> tuple[str, dict[str, Any]]:
@@ -862,7 +907,7 @@ class StrategyCore:
             mode=self.mode,
         )
         out.append((topics.TRADE_CLOSED, closed))
-        self.events.append(("strategy", "trade_closed", "INFO", to_dict(closed)))
+        self.log("strategy", "trade_closed", **to_dict(closed))
         if p.realized > 0:
             self.wins_today += 1
             self.loss_streak = 0
@@ -1011,8 +1056,11 @@ class StrategyCore:
             (topics.RISK_STATE, self.risk_state()),
         ]
 
-    def on_control(self, msg: Msg) -> list[tuple[str, Msg]]:
-        out: list[tuple[str, Msg]] = []
+    def control(self, msg: Msg) -> Out:
+        """An operator command (EmergencyStop, ClearEmergencyStop, ForceExit, ConfigUpdate):
+        the new risk state and a `ControlReply` (an accepted ConfigUpdate also a snapshot)."""
+        self._risk_event("control_command", kind=type(msg).__name__)
+        out: Out = []
         ok, error, field_errors = True, "", {}
         extra: dict[str, Any] = {}
         if isinstance(msg, EmergencyStop):

@@ -12,8 +12,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from common import topics
+from common.config import validate_strategy_config
 from common.schema import to_dict
-from services.commands.backtest import brier, calibration, main, replay, sim_frames
+from services.commands.backtest import Backtest, brier, calibration, main, replay, sim_frames
+from services.execution.ledger import Ledger
 from tests.conftest import REPO
 
 ARGS = [
@@ -72,7 +75,7 @@ def test_tap_style_message_capture(tmp_path: Path) -> None:
     msgs = tmp_path / "tap.jsonl"
     enc = msgspec.json.Encoder()
     with msgs.open("wb") as f:
-        for n, m in enumerate(replay(sim_frames(3, 1, 120))):
+        for n, (_topic, m) in enumerate(replay(sim_frames(3, 1, 120))):
             doc = {"topic": "md.x", "seq": n, "epoch": 1, **to_dict(m)}
             f.write(enc.encode(doc) + b"\n")
             if n % 50 == 0:  # other services' traffic in the tap is ignored
@@ -87,6 +90,47 @@ def test_tap_style_message_capture(tmp_path: Path) -> None:
     assert via_tap.returncode == 0, via_tap.stderr
     assert json.loads(via_tap.stdout)["trade_list"] == json.loads(direct.stdout)["trade_list"]
     assert json.loads(direct.stdout)["trades"] > 0  # there is something to compare
+
+
+def test_backtest_fills_come_from_the_execution_core_with_acks_and_ledger_rows(
+    tmp_path: Path,
+) -> None:
+    """The backtest runs the real ExecutionCore in paper mode: every fill it reports was
+    emitted by that core, has its ack, and is a row of its ledger, as in a paper session."""
+    config = validate_strategy_config(
+        {k: json.loads(v) for k, v in (a.split("=") for a in ARGS[7::2])}, "test"
+    )
+    bt = Backtest(config, ledger_path=str(tmp_path / "ledger.db"))
+    emitted: list[tuple[str, str]] = []
+    real_step = bt.execution.step
+
+    def spy(msg, now_ns):  # what ExecutionCore itself returned, by topic and id
+        out = real_step(msg, now_ns)
+        emitted.extend((t, getattr(m, "trade_id", "")) for t, m in out if t == topics.FILL)
+        return out
+
+    bt.execution.step = spy  # type: ignore[method-assign]
+    for node in bt.engine.nodes:
+        if node.name == "execution":
+            assert node.core is bt.execution
+    res = bt.run_frames(sim_frames(3, 2, 120))
+    assert res.fills and len(res.fills) == len(emitted)
+    assert {f["trade_id"] for f in res.fills} == {tid for _, tid in emitted}
+    acked = {a.client_order_id for a in bt.acks}
+    ledger = Ledger(tmp_path / "ledger.db")
+    try:
+        for f in res.fills:
+            assert f["client_order_id"] in acked and f["dry_run"] is True
+            row = ledger.order(f["client_order_id"])
+            assert row is not None and row["status"] in ("filled", "partial"), row
+            assert row["mode"] == "dry_run" and row["book_json"]
+        rows = ledger.conn.execute("SELECT trade_id, price, size, fee FROM fills").fetchall()
+        assert sorted(tuple(r) for r in rows) == sorted(
+            (f["trade_id"], f["price"], f["size"], f["fee"]) for f in res.fills
+        )
+    finally:
+        ledger.close()
+    assert res.ledger_orders == len(acked) + res.rejects and res.ledger_fills == len(rows)
 
 
 def test_brier_and_calibration_worked_numbers() -> None:

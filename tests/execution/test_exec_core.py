@@ -12,6 +12,7 @@ import pytest
 
 from common import topics
 from common.config import load_settings
+from common.core import Timer
 from common.schema import (
     BookSnapshot,
     ClockTick,
@@ -111,10 +112,21 @@ def ledger(tmp_path: Path):
     lg.close()
 
 
+class Recorded(ExecutionCore):
+    """The core keeping every log line it writes as (stream, event, fields), for assertions."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.seen: list = []
+
+    def log(self, stream, event, level="INFO", **fields) -> None:
+        super().log(stream, event, level, **fields)
+        self.seen.append((stream, event, fields))
+
+
 def core_of(ledger, mode=DRY, **kw) -> tuple[ExecutionCore, list]:
-    logs: list = []
-    c = ExecutionCore(ledger, mode, log=lambda s, e, lv="INFO", **f: logs.append((s, e, f)), **kw)
-    return c, logs
+    c = Recorded(ledger, mode, **kw)
+    return c, c.seen
 
 
 ASKS = [(0.52, 10.0), (0.53, 4.0), (0.55, 100.0)]
@@ -122,8 +134,8 @@ ASKS = [(0.52, 10.0), (0.53, 4.0), (0.55, 100.0)]
 
 def test_exec_dry_run_fill_is_recorded_and_recomputable(ledger) -> None:
     core, _ = core_of(ledger)
-    core.handle(topics.book_topic(UP), book(ASKS))
-    out = core.on_intent(intent(), T0)
+    core.step(book(ASKS), 0)
+    out = core.step(intent(), T0)
     acks, fills = by_topic(out, topics.ACK), by_topic(out, topics.FILL)
     assert [a.status for a in acks] == ["dry_run"]
     # 12 shares at 0.53 is a $6.36 collateral-sized BUY (as the venue fills it): 10 x 0.52 =
@@ -159,15 +171,15 @@ def test_exec_dry_run_fill_is_recorded_and_recomputable(ledger) -> None:
     assert abs(row["fee"] - float(fee)) < 1e-12
     assert len(ledger.fills_of("o1")) == 2
     # the simulated fill consumed the book: the same order again only finds 1.82 + 100
-    out = core.on_intent(intent("o2", limit=0.55, size=5), T0)
+    out = core.step(intent("o2", limit=0.55, size=5), T0)
     assert [f.price for f in by_topic(out, topics.FILL)] == [0.53, 0.55]
 
 
 def test_exec_duplicate_intent_is_a_noop(ledger) -> None:
     core, logs = core_of(ledger)
-    core.handle("md.book.x", book(ASKS))
-    assert by_topic(core.on_intent(intent(), T0), topics.FILL)
-    assert core.on_intent(intent(), T0 + MS) == []
+    core.step(book(ASKS), 0)
+    assert by_topic(core.step(intent(), T0), topics.FILL)
+    assert core.step(intent(), T0 + MS) == []
     assert ledger.conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 1
     assert len(ledger.fills_of("o1")) == 2
     assert any(e == "duplicate_intent_ignored" for _, e, _ in logs)
@@ -175,8 +187,8 @@ def test_exec_duplicate_intent_is_a_noop(ledger) -> None:
 
 def test_exec_expired_intent_is_dropped_with_reason(ledger) -> None:
     core, _ = core_of(ledger)
-    core.handle("md.book.x", book(ASKS))
-    out = core.on_intent(intent(), T0 + 2500 * MS)
+    core.step(book(ASKS), 0)
+    out = core.step(intent(), T0 + 2500 * MS)
     (rej,) = by_topic(out, topics.REJECT)
     assert rej.code == "expired" and "500.0 ms" in rej.reason
     assert not by_topic(out, topics.FILL)
@@ -185,16 +197,14 @@ def test_exec_expired_intent_is_dropped_with_reason(ledger) -> None:
 
 def test_exec_preflight_rejects_thin_book_and_bad_terms(ledger) -> None:
     core, _ = core_of(ledger)
-    (rej,) = by_topic(core.on_intent(intent("nobook"), T0), topics.REJECT)
+    (rej,) = by_topic(core.step(intent("nobook"), T0), topics.REJECT)
     assert "no book" in rej.reason
-    core.handle("md.book.x", book(ASKS))
-    (rej,) = by_topic(core.on_intent(intent("thin", kind="FAK", size=15), T0), topics.REJECT)
+    core.step(book(ASKS), 0)
+    (rej,) = by_topic(core.step(intent("thin", kind="FAK", size=15), T0), topics.REJECT)
     assert rej.code == "preflight_liquidity" and "14" in rej.reason and "15" in rej.reason
-    (rej,) = by_topic(core.on_intent(intent("tiny", size=1), T0), topics.REJECT)
+    (rej,) = by_topic(core.step(intent("tiny", size=1), T0), topics.REJECT)
     assert rej.code == "invalid_order" and "$1 minimum" in rej.reason  # 1 share at 0.53: $0.53
-    core.handle(
-        "md.market",
-        MarketInfo(
+    core.step(MarketInfo(
             slug="btc-updown-5m-1",
             condition_id="c",
             up_token_id=UP,
@@ -203,21 +213,20 @@ def test_exec_preflight_rejects_thin_book_and_bad_terms(ledger) -> None:
             window_end_ns=T0,
             ts_recv_ns=T0,
             accepting_orders=False,
-        ),
-    )
-    (rej,) = by_topic(core.on_intent(intent("closed"), T0), topics.REJECT)
+        ), 0)
+    (rej,) = by_topic(core.step(intent("closed"), T0), topics.REJECT)
     assert rej.code == "market_closed"
     assert ledger.counts() == {"rejected": 4}
 
 
 def test_exec_simulated_latency_fills_against_the_later_book(ledger) -> None:
     core, _ = core_of(ledger, dry_run_latency_ms=100)
-    core.handle("md.book.x", book(ASKS))
-    assert core.on_intent(intent(kind="FAK", size=12), T0) == []
-    assert core.handle("md.clock", ClockTick(ts_ns=T0 + 50 * MS)) == []
+    core.step(book(ASKS), 0)
+    assert core.step(intent(kind="FAK", size=12), T0) == []
+    assert core.step(ClockTick(ts_ns=T0 + 50 * MS), 0) == []
     # the 0.52 level shrinks to 3 before the order lands
-    core.handle("md.book.x", book([(0.52, 3.0), (0.53, 4.0), (0.55, 100.0)], t=T0 + 60 * MS))
-    out = core.handle("md.clock", ClockTick(ts_ns=T0 + 100 * MS))
+    core.step(book([(0.52, 3.0), (0.53, 4.0), (0.55, 100.0)], t=T0 + 60 * MS), 0)
+    out = core.step(ClockTick(ts_ns=T0 + 100 * MS), 0)
     fills = by_topic(out, topics.FILL)
     assert [(f.price, f.size) for f in fills] == [(0.52, 3.0), (0.53, 4.0)]
     assert all(f.ts_fill_ns == T0 + 100 * MS for f in fills)
@@ -228,17 +237,15 @@ def test_exec_simulated_latency_fills_against_the_later_book(ledger) -> None:
 
 def test_exec_settlement_at_one_or_zero_and_restart_rebuilds(ledger, tmp_path) -> None:
     core, _ = core_of(ledger)
-    core.handle("md.book.x", book(ASKS))
-    core.handle("md.book.y", book([(0.40, 20.0)], asset=DOWN))
-    core.on_intent(intent("up1", limit=0.52, size=10), T0)  # 10 @ 0.52 ($5.20), fee 0.17472
-    core.on_intent(intent("dn1", asset=DOWN, outcome="Down", limit=0.40, size=5), T0)
+    core.step(book(ASKS), 0)
+    core.step(book([(0.40, 20.0)], asset=DOWN), 0)
+    core.step(intent("up1", limit=0.52, size=10), T0)  # 10 @ 0.52 ($5.20), fee 0.17472
+    core.step(intent("dn1", asset=DOWN, outcome="Down", limit=0.40, size=5), T0)
     # a restart in between: positions come back from the ledger
     core2, _ = core_of(ledger)
     assert {k: round(p.size, 6) for k, p in core2.positions.items()} == {UP: 10.0, DOWN: 5.0}
-    core2.handle("md.book.x", book(ASKS))
-    core2.handle(
-        "md.market",
-        MarketInfo(
+    core2.step(book(ASKS), 0)
+    core2.step(MarketInfo(
             slug="btc-updown-5m-1",
             condition_id="c",
             up_token_id=UP,
@@ -246,20 +253,15 @@ def test_exec_settlement_at_one_or_zero_and_restart_rebuilds(ledger, tmp_path) -
             window_start_ns=T0,
             window_end_ns=T0,
             ts_recv_ns=T0,
-        ),
-    )
-    out = core2.handle(
-        "md.resolved", MarketResolved(slug="btc-updown-5m-1", winning_outcome="Up", ts_ns=T0 + 1)
-    )
+        ), 0)
+    out = core2.step(MarketResolved(slug="btc-updown-5m-1", winning_outcome="Up", ts_ns=T0 + 1), 0)
     st = {s.asset_id: s for s in by_topic(out, topics.SETTLEMENT)}
     assert st[UP].won and st[UP].payout == 1.0
     assert UP not in core2.books  # the finished window's books are dropped
     assert st[UP].pnl == pytest.approx(10 - 5.2 - 0.17472)
     # 5 * .07 * .4 * .6 = 0.084
     assert not st[DOWN].won and st[DOWN].pnl == pytest.approx(-2.0 - 0.084)
-    again = core2.handle(
-        "md.resolved", MarketResolved(slug="btc-updown-5m-1", winning_outcome="Up", ts_ns=T0 + 2)
-    )
+    again = core2.step(MarketResolved(slug="btc-updown-5m-1", winning_outcome="Up", ts_ns=T0 + 2), 0)
     assert again == []
     assert ledger.conn.execute("SELECT COUNT(*) FROM settlements").fetchone()[0] == 2
     assert core_of(ledger)[0].positions == {}
@@ -267,8 +269,8 @@ def test_exec_settlement_at_one_or_zero_and_restart_rebuilds(ledger, tmp_path) -
 
 def test_exec_restart_closes_dry_run_intents_never_filled(ledger) -> None:
     core, _ = core_of(ledger, dry_run_latency_ms=1000)
-    core.handle("md.book.x", book(ASKS))
-    core.on_intent(intent(), T0)
+    core.step(book(ASKS), 0)
+    core.step(intent(), T0)
     assert ledger.order("o1")["status"] == "intent"
     core2, _ = core_of(ledger)
     (rej,) = by_topic(core2.recover(), topics.REJECT)
@@ -291,8 +293,8 @@ def test_exec_three_switches_all_combinations(ledger, dry, enable, key) -> None:
     mode = TradingMode.from_settings(load_settings(env, dotenv=None))
     venue = FakeVenue()
     core, logs = core_of(ledger, mode, venue=venue, clock=lambda: T0)
-    core.handle("md.book.x", book(ASKS))
-    out = core.on_intent(intent(), T0)
+    core.step(book(ASKS), 0)
+    out = core.step(intent(), T0)
     tag = EXPECTED_TAG[(dry, enable, key)]
     assert mode.block_tag == tag and mode.live == (tag == "")
     events = [e for _, e, _ in logs]
@@ -351,14 +353,14 @@ def test_exec_timeout_is_unknown_then_reconciled_not_resent(ledger) -> None:
         ],
     )
     core, _ = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
-    core.handle("md.book.x", book(ASKS))
-    assert core.on_intent(intent(), T0) == []  # no ack, no reject: outcome unknown
+    core.step(book(ASKS), 0)
+    assert core.step(intent(), T0) == []  # no ack, no reject: outcome unknown
     assert ledger.order("o1")["status"] == "unknown"
     # no new order while an outcome is unknown
-    (rej,) = by_topic(core.on_intent(intent("o2"), T0), topics.REJECT)
+    (rej,) = by_topic(core.step(intent("o2"), T0), topics.REJECT)
     assert rej.code == "reconciling"
-    assert core.on_timer(T0 + 300 * MS) == []  # venue does not show it yet
-    out = core.on_timer(T0 + 600 * MS)
+    assert core.step(Timer(T0 + 300 * MS), T0 + 300 * MS) == []  # venue does not show it yet
+    out = core.step(Timer(T0 + 600 * MS), T0 + 600 * MS)
     assert [f.trade_id for f in by_topic(out, topics.FILL)] == ["t9"]
     assert by_topic(out, topics.ACK)[0].venue_order_id == "0xvenue"
     assert v.calls.count("post") == 1 and v.calls.count("lookup") == 2  # never re-sent
@@ -372,17 +374,17 @@ def test_exec_missing_after_grace_is_not_placed(ledger) -> None:
         [VenueResult("unknown", code="timeout")], [VenueResult("missing", code="not_placed")]
     )
     core, _ = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
-    core.handle("md.book.x", book(ASKS))
-    core.on_intent(intent(), T0)
-    (rej,) = by_topic(core.on_timer(T0 + 300 * MS), topics.REJECT)
+    core.step(book(ASKS), 0)
+    core.step(intent(), T0)
+    (rej,) = by_topic(core.step(Timer(T0 + 300 * MS), T0 + 300 * MS), topics.REJECT)
     assert rej.code == "not_placed" and ledger.order("o1")["status"] == "rejected"
 
 
 def test_exec_restart_reconciles_before_taking_orders(ledger) -> None:
     v = ScriptedVenue([VenueResult("unknown", code="timeout")], [])
     core, _ = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
-    core.handle("md.book.x", book(ASKS))
-    core.on_intent(intent(), T0)
+    core.step(book(ASKS), 0)
+    core.step(intent(), T0)
     # "restart": a new core over the same ledger finds the order and asks the venue first
     v2 = ScriptedVenue(
         [], [VenueResult("accepted", "matched", trades=[VenueTrade("t1", 0.52, 12.0, 0.1)])]
@@ -396,21 +398,21 @@ def test_exec_restart_reconciles_before_taking_orders(ledger) -> None:
 def test_exec_live_preflight_uses_rest_book_when_local_is_stale(ledger) -> None:
     v = ScriptedVenue([], [], rest=([[0.5, 10.0]], [[0.52, 3.0]]))
     core, _ = core_of(ledger, LIVE, venue=v, clock=lambda: T0 + 5000 * MS)
-    core.handle("md.book.x", book(ASKS))  # plenty of depth, but 5 s old by the intent
+    core.step(book(ASKS), 0)  # plenty of depth, but 5 s old by the intent
     late = intent(t=T0 + 5000 * MS)
-    (rej,) = by_topic(core.on_intent(late, T0 + 5000 * MS), topics.REJECT)
+    (rej,) = by_topic(core.step(late, T0 + 5000 * MS), topics.REJECT)
     assert v.calls == ["rest_book"] and rej.code == "preflight_liquidity" and "3" in rej.reason
 
 
 def test_exec_dry_run_sell_needs_the_shares(ledger) -> None:
     core, _ = core_of(ledger)
-    core.handle("md.book.x", book(ASKS, bids=((0.50, 50.0),)))
+    core.step(book(ASKS, bids=((0.50, 50.0),)), 0)
     (rej,) = by_topic(
-        core.on_intent(intent("s0", side="SELL", limit=0.45, size=5), T0), topics.REJECT
+        core.step(intent("s0", side="SELL", limit=0.45, size=5), T0), topics.REJECT
     )
     assert rej.code == "insufficient_balance"
-    core.on_intent(intent("b1", limit=0.52, size=10), T0)  # 10 @ 0.52 ($5.20)
-    out = core.on_intent(intent("s1", side="SELL", limit=0.45, size=4, kind="FAK"), T0)
+    core.step(intent("b1", limit=0.52, size=10), T0)  # 10 @ 0.52 ($5.20)
+    out = core.step(intent("s1", side="SELL", limit=0.45, size=4, kind="FAK"), T0)
     (f,) = by_topic(out, topics.FILL)
     assert (f.side, f.price, f.size, f.fee) == ("SELL", 0.5, 4.0, 0.07)  # 4*.07*.25
     assert core.positions[UP].size == pytest.approx(6.0)
@@ -432,22 +434,22 @@ def test_exec_live_fak_is_followed_until_it_fills(ledger) -> None:
         ],
     )
     core, logs = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
-    core.handle("md.book.x", book(ASKS, bids=((0.50, 50.0),)))
-    out = core.on_intent(intent(kind="FAK"), T0)
+    core.step(book(ASKS, bids=((0.50, 50.0),)), 0)
+    out = core.step(intent(kind="FAK"), T0)
     assert [a.status for a in by_topic(out, topics.ACK)] == ["live"] and not by_topic(
         out, topics.FILL
     )
     assert "o1" in core.to_reconcile
     # entries wait; an exit goes through (no position here: the venue's answer decides)
-    (rej,) = by_topic(core.on_intent(intent("o2"), T0), topics.REJECT)
+    (rej,) = by_topic(core.step(intent("o2"), T0), topics.REJECT)
     assert rej.code == "reconciling"
     v.post_results.append(VenueResult("rejected", reason="not enough balance", code="x"))
     (rej,) = by_topic(
-        core.on_intent(intent("s1", side="SELL", limit=0.45, size=5), T0), topics.REJECT
+        core.step(intent("s1", side="SELL", limit=0.45, size=5), T0), topics.REJECT
     )
     assert rej.code == "x" and v.calls.count("post") == 2  # the exit reached the venue
-    assert by_topic(core.on_timer(T0 + 300 * MS), topics.FILL) == []
-    out = core.on_timer(T0 + 1_000 * MS)
+    assert by_topic(core.step(Timer(T0 + 300 * MS), T0 + 300 * MS), topics.FILL) == []
+    out = core.step(Timer(T0 + 1_000 * MS), T0 + 1_000 * MS)
     assert [f.trade_id for f in by_topic(out, topics.FILL)] == ["t5"]
     assert core.to_reconcile == {} and ledger.order("o1")["status"] == "partial"
     assert v.calls.count("lookup") == 2
@@ -459,10 +461,10 @@ def test_exec_delayed_then_unmatched_ends_as_killed(ledger) -> None:
         [VenueResult("accepted", "unmatched", terminal=True, venue_order_id="0xd")],
     )
     core, _ = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
-    core.handle("md.book.x", book(ASKS))
-    out = core.on_intent(intent(kind="FAK"), T0)
+    core.step(book(ASKS), 0)
+    out = core.step(intent(kind="FAK"), T0)
     assert [a.status for a in by_topic(out, topics.ACK)] == ["delayed"]
-    (rej,) = by_topic(core.on_timer(T0 + 300 * MS), topics.REJECT)
+    (rej,) = by_topic(core.step(Timer(T0 + 300 * MS), T0 + 300 * MS), topics.REJECT)
     assert rej.code == "killed" and ledger.order("o1")["status"] == "killed"
     assert core.to_reconcile == {}
 
@@ -473,12 +475,12 @@ def test_exec_unresolved_order_raises_an_alert_and_is_never_resent(ledger) -> No
         [VenueResult("unknown", code="lookup_failed")] * 40,
     )
     core, logs = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
-    core.handle("md.book.x", book(ASKS))
-    core.on_intent(intent(), T0)
+    core.step(book(ASKS), 0)
+    core.step(intent(), T0)
     t = T0
     while t < T0 + 61_000 * MS:
         t += 250 * MS
-        core.on_timer(t)
+        core.step(Timer(t), t)
     assert "o1" in core.alerts and core.counts["alerts"] == 1
     assert [e for s, e, f in logs if e == "order_outcome_unresolved"] == [
         "order_outcome_unresolved"
@@ -491,7 +493,7 @@ def test_exec_unresolved_order_raises_an_alert_and_is_never_resent(ledger) -> No
     assert v.calls.count("post") == 1  # never re-sent
     # the back-off caps lookups at one per 5 s: ~20 over a minute, not 240
     assert 10 <= v.calls.count("lookup") <= 25
-    (rej,) = by_topic(core.on_intent(intent("o2", t=t), t), topics.REJECT)
+    (rej,) = by_topic(core.step(intent("o2", t=t), t), topics.REJECT)
     assert rej.code == "reconciling"
 
 
@@ -499,8 +501,8 @@ def test_exec_venue_gate_refuses_before_any_venue_call(ledger) -> None:
     v = ScriptedVenue([], [])
     v.gates["BUY"] = ("venue_post_only", "post-only minutes after a restart")
     core, _ = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
-    core.handle("md.book.x", book(ASKS))
-    (rej,) = by_topic(core.on_intent(intent(), T0), topics.REJECT)
+    core.step(book(ASKS), 0)
+    (rej,) = by_topic(core.step(intent(), T0), topics.REJECT)
     assert rej.code == "venue_post_only" and v.calls == []
 
 
@@ -529,14 +531,14 @@ def test_exec_failed_trade_is_reversed_in_ledger_and_position(ledger) -> None:
         [],
     )
     core, logs = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
-    core.handle("md.book.x", book(ASKS))
-    core.on_intent(intent(), T0)
+    core.step(book(ASKS), 0)
+    core.step(intent(), T0)
     assert ledger.provisional_trades() == {"tA": "o1"}
     assert core.positions[UP].size == pytest.approx(12.0)
     v.states["tA"] = "MINED"
-    assert core.on_timer(T0 + 1_000 * MS) == []
+    assert core.step(Timer(T0 + 1_000 * MS), T0 + 1_000 * MS) == []
     v.states["tA"] = "FAILED"
-    out = core.on_timer(T0 + 2_000 * MS)
+    out = core.step(Timer(T0 + 2_000 * MS), T0 + 2_000 * MS)
     rev = by_topic(out, topics.FILL)
     assert [(f.side, f.size, f.fee, f.reverses_trade_id) for f in rev] == [
         ("SELL", 10.0, 0.0, "tA:0"),
@@ -552,7 +554,7 @@ def test_exec_failed_trade_is_reversed_in_ledger_and_position(ledger) -> None:
     assert ledger.provisional_trades() == {}
     assert [e for s, e, f in logs if e == "trade_failed_reversed"] == ["trade_failed_reversed"]
     # a repeated FAILED answer changes nothing
-    assert core.on_timer(T0 + 3_000 * MS) == []
+    assert core.step(Timer(T0 + 3_000 * MS), T0 + 3_000 * MS) == []
 
 
 def test_exec_confirmed_trade_is_final(ledger) -> None:
@@ -564,8 +566,8 @@ def test_exec_confirmed_trade_is_final(ledger) -> None:
         [VenueResult("accepted", "matched", trades=[VenueTrade("tC", 0.52, 10.0, 0.17)])], []
     )
     core, _ = core_of(ledger, LIVE, venue=v, clock=lambda: T0)
-    core.handle("md.book.x", book(ASKS))
-    core.on_intent(intent(size=10.0), T0)
+    core.step(book(ASKS), 0)
+    core.step(intent(size=10.0), T0)
     assert ledger.provisional_trades() == {"tC": "o1"}
-    core.on_timer(T0 + 1_000 * MS)
+    core.step(Timer(T0 + 1_000 * MS), T0 + 1_000 * MS)
     assert ledger.provisional_trades() == {} and core.positions[UP].size == 10.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from common import topics
+from common.core import Timer
 from common.schema import BtcTrade, PriceBasis, PriceFeedTick
 from services.ingest.basis import BasisMeter
 from services.ingest.core import IngestCore
@@ -65,7 +66,7 @@ def test_ingest_publishes_basis_and_observe_shows_it_with_the_warning() -> None:
             ts_recv_ns=t + 1_500_000_000,
         )
         out += core.on_price_feed([tick], t + 1_500_000_000)
-        out += core.on_timer(t + 1_600_000_000)
+        out += core.step(Timer(t + 1_600_000_000), t + 1_600_000_000)
         for topic, msg in out:
             if topic == topics.BASIS:
                 assert isinstance(msg, PriceBasis)

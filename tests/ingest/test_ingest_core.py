@@ -10,6 +10,7 @@ import pytest
 
 from common import topics
 from common.config import ConfigError
+from common.core import Timer
 from common.schema import BookSnapshot, FeedStatus, MarketInfo, MarketResolved, PriceFeedTick
 from services.ingest.book import BookSet
 from services.ingest.capture import CaptureWriter, capture_files, read_capture
@@ -167,13 +168,13 @@ def test_roles_rollover_release_and_resolution() -> None:
     core = IngestCore(release_grace_ns=5 * S)
     now = 1000 * S + S // 2
     cur, nxt = market(1000, 10), market(1010, 10)
-    core.on_market(cur, now)
-    out = core.on_market(nxt, now)
+    core.step(cur, now)
+    out = core.step(nxt, now)
     roles = {m.slug: m.role for m in of(out, MarketInfo)}
     assert roles == {cur.slug: "current", nxt.slug: "next"}
     assert core.wanted_assets() == {"up1000", "down1000", "up1010", "down1010"}
     assert core.wanted_slugs(now, 300) == [cur.slug, nxt.slug]  # length from the market itself
-    out = core.on_timer(1010 * S)
+    out = core.step(Timer(1010 * S), 1010 * S)
     roles = {m.slug: m.role for m in of(out, MarketInfo)}
     assert roles == {cur.slug: "past", nxt.slug: "current"}
     assert "up1000" in core.wanted_assets()  # not released before resolution / grace
@@ -192,24 +193,24 @@ def test_roles_rollover_release_and_resolution() -> None:
     )
     (r,) = of(core.on_clob(res, 1011 * S), MarketResolved)
     assert (r.slug, r.winning_outcome) == (cur.slug, "Down")
-    core.on_timer(1011 * S)
+    core.step(Timer(1011 * S), 1011 * S)
     assert core.wanted_assets() == {"up1010", "down1010"}
     # an unresolved past market goes after the grace period
-    core.on_market(market(1020, 10), 1011 * S)
-    core.on_timer(1020 * S + 4 * S)
+    core.step(market(1020, 10), 1011 * S)
+    core.step(Timer(1020 * S + 4 * S), 1020 * S + 4 * S)
     assert "up1010" in core.wanted_assets()
-    core.on_timer(1020 * S + 5 * S)
+    core.step(Timer(1020 * S + 5 * S), 1020 * S + 5 * S)
     assert "up1010" not in core.wanted_assets()
 
 
 def test_price_to_beat_sources_ranked_and_labelled() -> None:
     core = IngestCore()
     start = 2000
-    core.on_market(market(start, 20), (start - 5) * S)
+    core.step(market(start, 20), (start - 5) * S)
     trade = '{"e":"aggTrade","E":%d,"s":"BTCUSDT","a":1,"p":"%s","q":"1","T":%d,"m":false}'
     core.on_binance(parse_binance(trade % (start * 1000 - 300, "100.0", start * 1000 - 300), 0), 0)
     core.on_binance(parse_binance(trade % (start * 1000 + 50, "101.0", start * 1000 + 50), 0), 0)
-    (m,) = [x for x in of(core.on_timer(start * S + S // 10), MarketInfo) if x.role == "current"]
+    (m,) = [x for x in of(core.step(Timer(start * S + S // 10), start * S + S // 10), MarketInfo) if x.role == "current"]
     assert (m.price_to_beat, m.price_to_beat_source) == (
         100.0,
         "binance",
@@ -223,12 +224,12 @@ def test_price_to_beat_sources_ranked_and_labelled() -> None:
         ]
 
     core.on_price_feed(tick("chainlink", 99.5, start), 0)
-    (m,) = [x for x in of(core.on_timer(start * S + S), MarketInfo) if x.role == "current"]
+    (m,) = [x for x in of(core.step(Timer(start * S + S), start * S + S), MarketInfo) if x.role == "current"]
     assert (m.price_to_beat, m.price_to_beat_source) == (99.5, "chainlink")
     core.on_price_feed(tick("twap60", 99.8, start - 1) + tick("twap60", 99.9, start), 0)
-    (m,) = [x for x in of(core.on_timer(start * S + 2 * S), MarketInfo) if x.role == "current"]
+    (m,) = [x for x in of(core.step(Timer(start * S + 2 * S), start * S + 2 * S), MarketInfo) if x.role == "current"]
     assert (m.price_to_beat, m.price_to_beat_source) == (99.9, "twap")
-    out = core.on_market(market(start, 20, ptb=99.95), start * S + 3 * S)
+    out = core.step(market(start, 20, ptb=99.95), start * S + 3 * S)
     (m,) = [x for x in of(out, MarketInfo) if x.role == "current"]
     assert (m.price_to_beat, m.price_to_beat_source) == (99.95, "gamma")
 
@@ -250,7 +251,7 @@ def test_feed_status_stale_by_data_not_keepalives() -> None:
         t = T0 + k * 100_000_000
         core.on_binance([], t)
         core.on_clob(parse_clob("PONG", t), t)
-    st = {m.feed: m for m in of(core.on_timer(T0 + 2 * S), FeedStatus)}
+    st = {m.feed: m for m in of(core.step(Timer(T0 + 2 * S), T0 + 2 * S), FeedStatus)}
     assert st["binance"].stale and st["binance"].last_data_age_ms == pytest.approx(2000.0)
     assert st["binance"].last_msg_age_ms == pytest.approx(100.0)
     assert st["clob"].stale and st["clob"].last_data_age_ms == -1.0
@@ -263,16 +264,16 @@ def test_feed_status_stale_flag_and_cadence() -> None:
     core.on_binance([], T0 - 10**9)  # a frame without data (a keep-alive, an answer)
     core.on_binance(parse_binance(TRADE_FRAME, T0), T0)
     core.on_binance([], T0 + 50_000_000)
-    st = {m.feed: m for m in of(core.on_timer(T0 + 100_000_000), FeedStatus)}
+    st = {m.feed: m for m in of(core.step(Timer(T0 + 100_000_000), T0 + 100_000_000), FeedStatus)}
     assert set(st) == {"binance", "clob", "gamma", "price_feed"}
     assert st["binance"].stale is False and st["binance"].last_msg_age_ms == pytest.approx(50.0)
     assert st["binance"].last_data_age_ms == pytest.approx(100.0)
     assert st["clob"].stale is True and st["clob"].last_msg_age_ms == -1.0
     assert st["price_feed"].stale is True and "disabled" in st["price_feed"].detail
-    assert of(core.on_timer(T0 + 200_000_000), FeedStatus) == []  # nothing changed, < 1 s
-    st = {m.feed: m for m in of(core.on_timer(T0 + 600_000_000), FeedStatus)}
+    assert of(core.step(Timer(T0 + 200_000_000), T0 + 200_000_000), FeedStatus) == []  # nothing changed, < 1 s
+    st = {m.feed: m for m in of(core.step(Timer(T0 + 600_000_000), T0 + 600_000_000), FeedStatus)}
     assert st["binance"].stale is True  # the flip is published at once
-    st = {m.feed: m for m in of(core.on_timer(T0 + 1_700_000_000), FeedStatus)}
+    st = {m.feed: m for m in of(core.step(Timer(T0 + 1_700_000_000), T0 + 1_700_000_000), FeedStatus)}
     assert set(st) == {"binance", "clob", "gamma", "price_feed"}  # again within a second
 
 
@@ -280,7 +281,7 @@ def test_clock_ticks_every_100ms_and_probe() -> None:
     core = IngestCore()
     ticks, probes = [], []
     for i in range(0, 1_000_000_000, 20_000_000):
-        for topic, m in core.on_timer(T0 + i):
+        for topic, m in core.step(Timer(T0 + i), T0 + i):
             if topic == topics.CLOCK:
                 ticks.append(m.ts_ns)
             if topic.startswith(topics.PROBE_PREFIX):

@@ -196,8 +196,7 @@ async def _clob_run(fake: FakeClob, opts: IngestOptions, body: Any) -> IngestCor
         port = server.sockets[0].getsockname()[1]
         core = IngestCore()
         now = time.time_ns()
-        core.on_market(
-            MarketInfo(
+        core.step(MarketInfo(
                 slug="btc-updown-5m-1",
                 condition_id="0xm",
                 up_token_id="A",
@@ -205,9 +204,7 @@ async def _clob_run(fake: FakeClob, opts: IngestOptions, body: Any) -> IngestCor
                 window_start_ns=now - 10**9,
                 window_end_ns=now + 300 * 10**9,
                 ts_recv_ns=now,
-            ),
-            now,
-        )
+            ), now)
         ctx = FeedContext(
             core,
             lambda out: None,

@@ -85,8 +85,7 @@ async def _run(
         port = server.sockets[0].getsockname()[1]
         core = IngestCore(stale_after_ms=300)
         now = time.time_ns()
-        core.on_market(
-            MarketInfo(
+        core.step(MarketInfo(
                 slug="btc-updown-5m-1",
                 condition_id="0xm",
                 up_token_id="A",
@@ -94,9 +93,7 @@ async def _run(
                 window_start_ns=now - 10**9,
                 window_end_ns=now + 300 * 10**9,
                 ts_recv_ns=now,
-            ),
-            now,
-        )
+            ), now)
         base = f"ws://127.0.0.1:{port}"
         url = {"POLYMARKET_WS_URL": f"{base}/ws", "PRICE_FEED_WS_URL": base}.get(url_key, base)
         ctx = FeedContext(

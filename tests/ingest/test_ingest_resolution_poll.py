@@ -98,7 +98,7 @@ def test_poller_backs_off_until_gamma_resolves_then_checks_clob() -> None:
         srv = asyncio.create_task(server.serve(sockets=[sock]))
         await _until(lambda: server.started, 10, "local venue")
         core = IngestCore()
-        core.on_market(info, now)
+        core.step(info, now)
         published: list[Any] = []
         logged: list[tuple[str, str, dict[str, Any]]] = []
         ctx = FeedContext(

@@ -117,14 +117,12 @@ def _book(asset: str, bid: float, ask: float, ts: int) -> BookSnapshot:
 def test_signal_core_scores_with_inputs() -> None:
     start, end = 1000 * NS, 1300 * NS
     core = SignalCore(StrategyConfig(momentum_weight=0.0))
-    core.handle("md.market", _market(start, end, ptb=84_950.0))
-    assert core.handle("md.clock", ClockTick(ts_ns=start + NS)) == []  # no price yet
-    core.handle(
-        "md.btc.trade", BtcTrade(price=85_000, size=1, ts_exchange_ns=start, ts_recv_ns=start + NS)
-    )
-    core.handle("md.book.U", _book("U", 0.60, 0.62, start + NS))
-    core.handle("md.book.D", _book("D", 0.38, 0.40, start + NS))
-    out = core.handle("md.clock", ClockTick(ts_ns=start + 180 * NS))
+    core.step(_market(start, end, ptb=84_950.0), 0)
+    assert core.step(ClockTick(ts_ns=start + NS), 0) == []  # no price yet
+    core.step(BtcTrade(price=85_000, size=1, ts_exchange_ns=start, ts_recv_ns=start + NS), 0)
+    core.step(_book("U", 0.60, 0.62, start + NS), 0)
+    core.step(_book("D", 0.38, 0.40, start + NS), 0)
+    out = core.step(ClockTick(ts_ns=start + 180 * NS), 0)
     assert len(out) == 1 and out[0][0] == "sig.score"
     s = out[0][1]
     assert isinstance(s, SignalScore)
@@ -141,13 +139,9 @@ def test_signal_core_scores_with_inputs() -> None:
 def test_signal_core_estimates_price_to_beat_without_gamma() -> None:
     start, end = 1000 * NS, 1300 * NS
     core = SignalCore()
-    core.handle(
-        "md.btc.trade", BtcTrade(price=84_000, size=1, ts_exchange_ns=0, ts_recv_ns=start - 2 * NS)
-    )
-    core.handle("md.market", _market(start, end))
-    out = core.handle(
-        "md.btc.trade", BtcTrade(price=84_100, size=1, ts_exchange_ns=0, ts_recv_ns=start + 5 * NS)
-    )
+    core.step(BtcTrade(price=84_000, size=1, ts_exchange_ns=0, ts_recv_ns=start - 2 * NS), 0)
+    core.step(_market(start, end), 0)
+    out = core.step(BtcTrade(price=84_100, size=1, ts_exchange_ns=0, ts_recv_ns=start + 5 * NS), 0)
     s = out[0][1]
     assert s.inputs["price_to_beat"] == 84_000 and s.inputs["ptb_source"] == PTB_BINANCE
     assert s.edge_up == -1.0  # no book yet: no edge
@@ -156,20 +150,17 @@ def test_signal_core_estimates_price_to_beat_without_gamma() -> None:
 def test_price_to_beat_source_ranking() -> None:
     start, end = 1000 * NS, 1300 * NS
     core = SignalCore()
-    core.handle(
-        "md.price.twap60",
-        PriceFeedTick(
+    core.step(PriceFeedTick(
             source="twap60",
             symbol="btc/usd",
             value=84_010.0,
             ts_exchange_ns=start,
             ts_recv_ns=start + NS,
-        ),
-    )
+        ), 0)
     weak = msgspec.structs.replace(
         _market(start, end, ptb=84_500.0), price_to_beat_source="binance"
     )
-    core.handle("md.market", weak)
+    core.step(weak, 0)
     m = core.current_market() or weak
     assert core.price_to_beat(m) == (84_010.0, PTB_TWAP)  # our TWAP beats a Binance guess
     gamma = msgspec.structs.replace(weak, price_to_beat_source="gamma", price_to_beat=84_020.0)

@@ -6,8 +6,8 @@ a Binance-only estimate says so and strategy does not enter on it unless configu
 
 from __future__ import annotations
 
-from common import topics
 from common.config import StrategyConfig
+from common.core import Timer
 from common.schema import (
     BookSnapshot,
     BtcTrade,
@@ -51,66 +51,63 @@ def trade(price: float, t: int) -> BtcTrade:
 
 def test_signal_chainlink_gap_around_start_keeps_the_settlement_source() -> None:
     core = SignalCore()
-    core.handle(topics.MARKET, market())
+    core.step(market(), 0)
     # Chainlink: last tick 4 s before the start, then a 7 s gap; Binance trades all along
     for k in range(-10, 6):
-        core.handle(topics.BTC_TRADE, trade(85_017.0 + k, START + k * NS))
-    core.handle("md.price.chainlink", tick("chainlink", 85_000.0, START - 4 * NS))
+        core.step(trade(85_017.0 + k, START + k * NS), 0)
+    core.step(tick("chainlink", 85_000.0, START - 4 * NS), 0)
     ptb = core.price_to_beat(core.current_market() or market())
     assert ptb == (85_000.0, PTB_CHAINLINK)  # not Binance's 85,017 (the basis)
-    core.handle("md.price.chainlink", tick("chainlink", 85_003.0, START + 3 * NS))
+    core.step(tick("chainlink", 85_003.0, START + 3 * NS), 0)
     assert core.price_to_beat(market()) == (85_000.0, PTB_CHAINLINK)  # confirmed, final
     # the TWAP feed is the settlement feed of a TWAP market: its value in force wins
     core2 = SignalCore()
-    core2.handle(topics.MARKET, market(twap=True))
-    core2.handle("md.price.twap60", tick("twap60", 84_990.0, START - 2 * NS))
-    core2.handle("md.price.twap60", tick("twap60", 84_995.0, START + 2 * NS))
+    core2.step(market(twap=True), 0)
+    core2.step(tick("twap60", 84_990.0, START - 2 * NS), 0)
+    core2.step(tick("twap60", 84_995.0, START + 2 * NS), 0)
     assert core2.price_to_beat(market(twap=True)) == (84_990.0, PTB_TWAP)
 
 
 def test_signal_without_settlement_feed_labels_binance() -> None:
     core = SignalCore()
-    core.handle(topics.MARKET, market())
-    core.handle(topics.BTC_TRADE, trade(85_017.0, START - NS))
-    (_, s), *_ = core.handle(topics.BTC_TRADE, trade(85_020.0, START + 60 * NS))
+    core.step(market(), 0)
+    core.step(trade(85_017.0, START - NS), 0)
+    (_, s), *_ = core.step(trade(85_020.0, START + 60 * NS), 0)
     assert isinstance(s, SignalScore)
     assert s.inputs["price_to_beat"] == 85_017.0 and s.inputs["ptb_source"] == PTB_BINANCE
     # a Chainlink tick older than the bound is not "in force" at the start
     core2 = SignalCore()
-    core2.handle(topics.MARKET, market())
-    core2.handle(topics.BTC_TRADE, trade(85_017.0, START - NS))
-    core2.handle("md.price.chainlink", tick("chainlink", 85_000.0, START - 40 * NS))
+    core2.step(market(), 0)
+    core2.step(trade(85_017.0, START - NS), 0)
+    core2.step(tick("chainlink", 85_000.0, START - 40 * NS), 0)
     assert core2.price_to_beat(market()) == (85_017.0, PTB_BINANCE)
 
 
 def test_ingest_price_to_beat_gap_around_start_stays_on_chainlink() -> None:
     core = IngestCore(price_feed_enabled=True)
-    core.on_market(market(), START - 60 * NS)
+    core.step(market(), START - 60 * NS)
     for k in range(-10, 6):
         core.on_binance([trade(85_017.0 + k, START + k * NS)], START + k * NS)
     core.on_price_feed([tick("chainlink", 85_000.0, START - 4 * NS)], START - 2 * NS)
     core.on_price_feed([tick("chainlink", 85_003.0, START + 3 * NS)], START + 5 * NS)
-    out = core.on_timer(START + 6 * NS)
+    out = core.step(Timer(START + 6 * NS), START + 6 * NS)
     (m,) = [x for _, x in out if isinstance(x, MarketInfo) and x.role == "current"]
     assert (m.price_to_beat, m.price_to_beat_source) == (85_000.0, "chainlink")
 
 
 def _strategy_signal(require: bool, ptb_source: float) -> Decision:
     strategy = StrategyCore(StrategyConfig(require_settlement_price_to_beat=require))
-    strategy.handle(topics.MARKET, market())
+    strategy.step(market(), 0)
     t = START + 100 * NS
-    strategy.handle(topics.BTC_TRADE, trade(85_100.0, t))
+    strategy.step(trade(85_100.0, t), 0)
     for asset, bid, ask in (("U", 0.43, 0.45), ("D", 0.53, 0.55)):
-        strategy.handle(
-            topics.book_topic(asset),
-            BookSnapshot(asset_id=asset, best_bid=bid, best_ask=ask, bids=[(bid, 500.0)],
-                         asks=[(ask, 500.0)], ts_exchange_ns=t, ts_recv_ns=t),
-        )
+        strategy.step(BookSnapshot(asset_id=asset, best_bid=bid, best_ask=ask, bids=[(bid, 500.0)],
+                         asks=[(ask, 500.0)], ts_exchange_ns=t, ts_recv_ns=t), 0)
     s = SignalScore(
         slug=market().slug, p_up=0.75, side="Up", score=0.5, edge_up=0.2, edge_down=0.0,
         ts_ns=t, inputs={"ptb_source": ptb_source, "price_to_beat": 85_000.0},
     )
-    (d,) = [x for _, x in strategy.handle(topics.SIGNAL, s) if isinstance(x, Decision)]
+    (d,) = [x for _, x in strategy.step(s, 0) if isinstance(x, Decision)]
     return d
 
 

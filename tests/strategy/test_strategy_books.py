@@ -67,9 +67,9 @@ def test_core_counters_and_halts_are_per_book(tmp_path: Path) -> None:
     sim = StrategyCore(
         StrategyConfig(), store.load(book_key("sim", "paper")), venue="sim", mode="paper"
     )
-    sim.handle("exec.fill", _fill("pe-1-2-3e"))
-    sim.on_control(EmergencyStop(request_id="r"))
-    sim.handle("md.resolved", MarketResolved(slug=SLUG, winning_outcome="Down", ts_ns=T0 + NS))
+    sim.step(_fill("pe-1-2-3e"), 0)
+    sim.step(EmergencyStop(request_id="r"), 0)
+    sim.step(MarketResolved(slug=SLUG, winning_outcome="Down", ts_ns=T0 + NS), 0)
     assert sim.risk_state().venue == "sim" and sim.halt_reasons() == ["emergency_stop"]
     assert sim.loss_streak == 1 and sim.daily_pnl < 0
     store.save(sim.persistent(), sim.now_ns, book_key("sim", "paper"))

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from common.config import StrategyConfig
+from common.core import LogRecord
 from common.schema import (
     BookSnapshot,
     BtcTrade,
@@ -67,17 +68,29 @@ def book(asset: str, bid: float, ask: float, ts: int) -> BookSnapshot:
     )
 
 
-def make(state: dict[str, Any] | None = None, **cfg: Any) -> StrategyCore:
-    core = StrategyCore(StrategyConfig(**cfg), state)
-    core.handle("md.market", market())
+class Recorded(StrategyCore):
+    """The core keeping every log record it writes (`events`), for assertions on them."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.events: list[LogRecord] = []
+
+    def log(self, stream: str, event: str, level: str = "INFO", **fields: Any) -> None:
+        super().log(stream, event, level, **fields)
+        self.events.append(LogRecord(stream, event, level, fields))
+
+
+def make(state: dict[str, Any] | None = None, **cfg: Any) -> Recorded:
+    core = Recorded(StrategyConfig(**cfg), state)
+    core.step(market(), 0)
     return core
 
 
 def fresh(core: StrategyCore, t: int, up_ask: float = 0.45, down_ask: float = 0.45) -> None:
     """Fresh BTC trade and books at time t."""
-    core.handle("md.btc.trade", BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t))
-    core.handle("md.book.U", book("U", round(up_ask - 0.02, 2), up_ask, t))
-    core.handle("md.book.D", book("D", round(down_ask - 0.02, 2), down_ask, t))
+    core.step(BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t), 0)
+    core.step(book("U", round(up_ask - 0.02, 2), up_ask, t), 0)
+    core.step(book("D", round(down_ask - 0.02, 2), down_ask, t), 0)
 
 
 def signal(
@@ -103,7 +116,7 @@ def signal(
         origin_ts_recv_ns=t - 3,
         ts_signal_ns=t - 1,
     )
-    return core.handle("sig.score", s)
+    return core.step(s, 0)
 
 
 def decision(out: list[tuple[str, Any]]) -> Decision:
@@ -119,9 +132,7 @@ def intents(out: list[tuple[str, Any]]) -> list[OrderIntent]:
 def enter_and_fill(core: StrategyCore, price: float = 0.50, size: float = 10.0) -> OrderIntent:
     out = signal(core, 100, p_up=0.70, up_ask=price)
     (it,) = intents(out)
-    core.handle(
-        "exec.fill",
-        Fill(
+    core.step(Fill(
             client_order_id=it.client_order_id,
             asset_id="U",
             side="BUY",
@@ -131,8 +142,7 @@ def enter_and_fill(core: StrategyCore, price: float = 0.50, size: float = 10.0) 
             ts_fill_ns=START + 100 * NS,
             slug=SLUG,
             outcome="Up",
-        ),
-    )
+        ), 0)
     return it
 
 
@@ -196,7 +206,7 @@ def test_trade_cap() -> None:
     out = signal(core, 100)
     assert decision(out).reason == "max_trades_per_day" and not intents(out)
     # a new UTC day resets the cap
-    core.handle("md.clock", ClockTick(ts_ns=START + 86_400 * NS))
+    core.step(ClockTick(ts_ns=START + 86_400 * NS), 0)
     assert core.trades_today == 0
 
 
@@ -204,25 +214,25 @@ def test_stale_price_and_market_data() -> None:
     core = make(stale_after_ms=3000)
     t = START + 100 * NS
     fresh(core, t)
-    core.handle("md.book.U", book("U", 0.43, 0.45, t + 2 * NS))
+    core.step(book("U", 0.43, 0.45, t + 2 * NS), 0)
     assert decision(signal(core, 102.9, refresh=False)).action == "enter"  # 2.9 s old: fresh
     core = make(stale_after_ms=3000)
     fresh(core, t)
-    core.handle("md.book.U", book("U", 0.43, 0.45, t + 3 * NS + 100))
+    core.step(book("U", 0.43, 0.45, t + 3 * NS + 100), 0)
     assert decision(signal(core, 103.1, refresh=False)).reason == "stale_price_data"
     core = make(stale_after_ms=3000)
     fresh(core, t)
-    core.handle("md.btc.trade", BtcTrade(price=1, size=1, ts_exchange_ns=0, ts_recv_ns=t + 3 * NS))
+    core.step(BtcTrade(price=1, size=1, ts_exchange_ns=0, ts_recv_ns=t + 3 * NS), 0)
     assert decision(signal(core, 103.1, refresh=False)).reason == "stale_market_data"
     core = make()
-    core.handle("md.status.clob", FeedStatus(feed="clob", connected=True, stale=True, ts_ns=t))
+    core.step(FeedStatus(feed="clob", connected=True, stale=True, ts_ns=t), 0)
     assert decision(signal(core, 100)).reason == "stale_market_data"
     assert any(e[1] == "entry_blocked" and e[0] == "risk" for e in core.events)
 
 
 def test_market_not_accepting_orders_and_one_position() -> None:
     core = make()
-    core.handle("md.market", market(accepting_orders=False))
+    core.step(market(accepting_orders=False), 0)
     assert decision(signal(core, 100)).reason == "market_not_accepting_orders"
     core = make()
     assert decision(signal(core, 100)).action == "enter"
@@ -236,7 +246,7 @@ def test_rejected_entry_gives_the_trade_back() -> None:
     core = make()
     (it,) = intents(signal(core, 100))
     assert core.trades_today == 1
-    core.handle("exec.reject", OrderReject(client_order_id=it.client_order_id, reason="x", ts_ns=0))
+    core.step(OrderReject(client_order_id=it.client_order_id, reason="x", ts_ns=0), 0)
     assert core.trades_today == 0 and not core.pending
     assert decision(signal(core, 101)).action == "enter"
 
@@ -251,9 +261,7 @@ def test_exits_on_the_executable_bid(bid: float, reason: str | None) -> None:
     core = make()
     enter_and_fill(core)
     t = START + 120 * NS
-    out = core.handle(
-        "md.book.U",
-        BookSnapshot(
+    out = core.step(BookSnapshot(
             asset_id="U",
             best_bid=bid,
             best_ask=bid + 0.02,
@@ -261,8 +269,7 @@ def test_exits_on_the_executable_bid(bid: float, reason: str | None) -> None:
             asks=[(bid + 0.02, 500.0)],
             ts_exchange_ns=t,
             ts_recv_ns=t,
-        ),
-    )
+        ), 0)
     exits = [i for i in intents(out) if i.side == "SELL"]
     if reason is None:
         assert exits == []
@@ -276,9 +283,7 @@ def test_exit_judged_on_depth_not_just_the_top() -> None:
     enter_and_fill(core)
     t = START + 120 * NS
     # 0.70 for 1 share only, the rest at 0.50: selling 10 averages 0.52, not a take-profit
-    out = core.handle(
-        "md.book.U",
-        BookSnapshot(
+    out = core.step(BookSnapshot(
             asset_id="U",
             best_bid=0.70,
             best_ask=0.72,
@@ -286,17 +291,14 @@ def test_exit_judged_on_depth_not_just_the_top() -> None:
             asks=[(0.72, 5.0)],
             ts_exchange_ns=t,
             ts_recv_ns=t,
-        ),
-    )
+        ), 0)
     assert intents(out) == []
 
 
 def test_settlement_and_loss_streak_halt() -> None:
     core = make(state={"day": "2026-01-01", "loss_streak": 2})
     enter_and_fill(core)
-    out = core.handle(
-        "md.resolved", MarketResolved(slug=SLUG, winning_outcome="Down", ts_ns=END + NS)
-    )
+    out = core.step(MarketResolved(slug=SLUG, winning_outcome="Down", ts_ns=END + NS), 0)
     assert decision(out).action == "settle" and decision(out).reason == "lost"
     assert core.position is None and core.loss_streak == 3
     assert core.daily_pnl == pytest.approx(-(5.0 + 0.175))
@@ -308,7 +310,7 @@ def test_settlement_and_loss_streak_halt() -> None:
 def test_win_resets_the_streak() -> None:
     core = make(state={"day": "2026-01-01", "loss_streak": 2})
     enter_and_fill(core)
-    core.handle("md.resolved", MarketResolved(slug=SLUG, winning_outcome="Up", ts_ns=END + NS))
+    core.step(MarketResolved(slug=SLUG, winning_outcome="Up", ts_ns=END + NS), 0)
     assert core.loss_streak == 0 and core.daily_pnl == pytest.approx(10 - 5.175)
     assert core.wins_today == 1
 
@@ -335,11 +337,11 @@ def test_risk_halts_both_sides(state: dict[str, Any], halted: str | None) -> Non
 
 def test_emergency_stop_set_and_clear_with_replies() -> None:
     core = make()
-    out = core.on_control(EmergencyStop(request_id="r1", reason="test"))
+    out = core.step(EmergencyStop(request_id="r1", reason="test"), 0)
     reply = [m for _, m in out if isinstance(m, ControlReply)][0]
     assert reply.ok and reply.request_id == "r1" and reply.state["risk"]["emergency_stop"]
     assert decision(signal(core, 100)).reason == "halted:emergency_stop"
-    out = core.on_control(ClearEmergencyStop(request_id="r2"))
+    out = core.step(ClearEmergencyStop(request_id="r2"), 0)
     reply = [m for _, m in out if isinstance(m, ControlReply)][0]
     assert reply.ok and not reply.state["risk"]["halted"]
     assert decision(signal(core, 101)).action == "enter"
@@ -347,18 +349,16 @@ def test_emergency_stop_set_and_clear_with_replies() -> None:
 
 def test_force_exit() -> None:
     core = make()
-    out = core.on_control(ForceExit(request_id="f0"))
+    out = core.step(ForceExit(request_id="f0"), 0)
     reply = [m for _, m in out if isinstance(m, ControlReply)][0]
     assert not reply.ok and "no open position" in reply.error
     enter_and_fill(core)
-    out = core.on_control(ForceExit(request_id="f1"))
+    out = core.step(ForceExit(request_id="f1"), 0)
     reply = [m for _, m in out if isinstance(m, ControlReply)][0]
     (it,) = intents(out)
     assert reply.ok and reply.state["pending_exit"] and it.side == "SELL" and it.size == 10.0
     assert decision(out).reason == "force_exit"
-    core.handle(
-        "exec.fill",
-        Fill(
+    core.step(Fill(
             client_order_id=it.client_order_id,
             asset_id="U",
             side="SELL",
@@ -366,26 +366,25 @@ def test_force_exit() -> None:
             size=10.0,
             fee=0.17325,
             ts_fill_ns=START + 101 * NS,
-        ),
-    )
+        ), 0)
     assert core.position is None
     assert core.daily_pnl == pytest.approx(5.5 - 0.17325 - 5.175)
 
 
-def _restarted(core: StrategyCore, keep_terms: bool) -> StrategyCore:
+def _restarted(core: StrategyCore, keep_terms: bool) -> Recorded:
     """A new core from the saved state, before any md.market (as right after a restart)."""
     state = msgspec.json.decode(msgspec.json.encode(core.persistent()))
     if not keep_terms:  # a state saved before positions kept their market's terms
         for k in ("fee_rate", "fee_exponent", "tick_size", "min_order_size", "neg_risk"):
             state["position"].pop(k)
         state["position"]["terms_source"] = ""
-    again = StrategyCore(StrategyConfig(), state)
+    again = Recorded(StrategyConfig(), state)
     assert again.markets == {}
     return again
 
 
 def _high_bid(core: StrategyCore, t: int) -> list:
-    return core.handle("md.book.U", book("U", 0.67, 0.69, t))
+    return core.step(book("U", 0.67, 0.69, t), 0)
 
 
 def test_exit_after_restart_uses_the_fee_schedule_kept_with_the_position() -> None:
@@ -405,7 +404,7 @@ def test_exit_waits_for_the_market_terms_when_unknown_then_goes_at_once() -> Non
     out = _high_bid(again, START + 120 * NS)  # take profit by the book, but the fee is unknown
     assert not intents(out)
     assert any(e[1] == "exit_waiting_for_market_terms" for e in again.events)
-    out = again.handle("md.market", market(ts_recv_ns=START + 120 * NS + 1))
+    out = again.step(market(ts_recv_ns=START + 120 * NS + 1), 0)
     (it,) = [i for i in intents(out) if i.side == "SELL"]
     assert it.fee_rate == 0.07 and decision(out).reason == "take_profit"
 
@@ -414,11 +413,11 @@ def test_force_exit_waits_for_the_market_terms_when_unknown() -> None:
     core = make()
     enter_and_fill(core)
     again = _restarted(core, keep_terms=False)
-    again.handle("md.book.U", book("U", 0.52, 0.54, START + 120 * NS))
-    out = again.on_control(ForceExit(request_id="f"))
+    again.step(book("U", 0.52, 0.54, START + 120 * NS), 0)
+    out = again.step(ForceExit(request_id="f"), 0)
     reply = [m for _, m in out if isinstance(m, ControlReply)][0]
     assert reply.ok and reply.state["exit_waiting_for"] and not intents(out)
-    out = again.handle("md.market", market(ts_recv_ns=START + 121 * NS))
+    out = again.step(market(ts_recv_ns=START + 121 * NS), 0)
     (it,) = intents(out)
     assert it.side == "SELL" and it.fee_rate == 0.07 and decision(out).reason == "force_exit"
     assert not again.force_exit_waiting
@@ -427,17 +426,15 @@ def test_force_exit_waits_for_the_market_terms_when_unknown() -> None:
 def test_invalid_hot_reload_changes_nothing() -> None:
     core = make()
     before = (core.config, core.config_version)
-    out = core.on_control(
-        ConfigUpdate(
+    out = core.step(ConfigUpdate(
             request_id="c1", config={"min_edge_pct": 2.0, "bogus": 1, "stake_per_trade_usd": 3}
-        )
-    )
+        ), 0)
     reply = [m for _, m in out if isinstance(m, ControlReply)][0]
     assert not reply.ok
     assert set(reply.field_errors) == {"min_edge_pct", "bogus"}
     assert (core.config, core.config_version) == before
     assert not [m for _, m in out if isinstance(m, ConfigSnapshot)]
-    out = core.on_control(ConfigUpdate(request_id="c2", config={"min_edge_pct": 0.3}))
+    out = core.step(ConfigUpdate(request_id="c2", config={"min_edge_pct": 0.3}), 0)
     reply = [m for _, m in out if isinstance(m, ControlReply)][0]
     snap = [m for _, m in out if isinstance(m, ConfigSnapshot)][0]
     assert reply.ok and core.config.min_edge_pct == 0.3 and core.config_version == before[1] + 1
@@ -451,7 +448,7 @@ def test_partial_config_update_keeps_every_other_field() -> None:
     v0 = core.config_version
 
     def update(patch: dict, replace: bool = False) -> tuple[ControlReply, list[ConfigSnapshot]]:
-        out = core.on_control(ConfigUpdate(request_id="c", config=patch, replace=replace))
+        out = core.step(ConfigUpdate(request_id="c", config=patch, replace=replace), 0)
         reply = [m for _, m in out if isinstance(m, ControlReply)][0]
         return reply, [m for _, m in out if isinstance(m, ConfigSnapshot)]
 
@@ -492,8 +489,8 @@ def test_restart_keeps_open_position_and_halt(tmp_path) -> None:
     store = StateStore(tmp_path / "trader.db")
     core = make()
     enter_and_fill(core)
-    core.on_control(EmergencyStop(request_id="r"))
-    core.on_control(ConfigUpdate(request_id="c", config={"take_profit_pct": 0.5}))
+    core.step(EmergencyStop(request_id="r"), 0)
+    core.step(ConfigUpdate(request_id="c", config={"take_profit_pct": 0.5}), 0)
     store.save(core.persistent(), core.now_ns)
     store.close()
     store2 = StateStore(tmp_path / "trader.db")
@@ -503,9 +500,7 @@ def test_restart_keeps_open_position_and_halt(tmp_path) -> None:
     assert again.position.cost == pytest.approx(core.position.cost)
     assert again.trades_today == 1 and again.config_version == core.config_version
     assert decision(signal(again, 150)).reason == "halted:emergency_stop"
-    out = again.handle(
-        "md.resolved", MarketResolved(slug=SLUG, winning_outcome="Up", ts_ns=END + NS)
-    )
+    out = again.step(MarketResolved(slug=SLUG, winning_outcome="Up", ts_ns=END + NS), 0)
     assert decision(out).action == "settle" and again.daily_pnl == pytest.approx(10 - 5.175)
 
 
@@ -527,10 +522,10 @@ def test_max_entry_price_and_min_order_size() -> None:
 def test_clear_resets_loss_streak_but_not_daily_loss() -> None:
     core = make(state={"day": "2026-01-01", "loss_streak": 3, "daily_pnl": -3.0})
     assert core.halt_reasons() == ["loss_streak"]
-    core.on_control(ClearEmergencyStop(request_id="c"))
+    core.step(ClearEmergencyStop(request_id="c"), 0)
     assert core.halt_reasons() == [] and decision(signal(core, 100)).action == "enter"
     core = make(state={"day": "2026-01-01", "daily_pnl": -10.5})
-    core.on_control(ClearEmergencyStop(request_id="c"))
+    core.step(ClearEmergencyStop(request_id="c"), 0)
     assert decision(signal(core, 100)).reason == "halted:daily_loss_limit"
 
 
@@ -539,10 +534,10 @@ def test_a_tick_size_change_in_the_book_wins_over_discovery() -> None:
     catches up: intents must already be on the new grid."""
     core = make()  # discovery said 0.01
     t = START + 100 * NS
-    core.handle("md.btc.trade", BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t))
+    core.step(BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t), 0)
     for asset in ("U", "D"):
         snap = book(asset, 0.443, 0.451, t)
-        core.handle(f"md.book.{asset}", msgspec.structs.replace(snap, tick_size=0.001))
+        core.step(msgspec.structs.replace(snap, tick_size=0.001), 0)
     out = signal(core, 100, p_up=0.70, refresh=False)
     (it,) = intents(out)
     assert it.tick_size == 0.001
@@ -554,9 +549,7 @@ def test_a_failed_trade_reversal_undoes_the_position_without_counting_a_trade() 
     core = make(state={"day": "2026-01-01", "loss_streak": 2})
     it = enter_and_fill(core)
     fee = round(10.0 * 0.07 * 0.5 * 0.5, 5)
-    core.handle(
-        "exec.fill",
-        Fill(
+    core.step(Fill(
             client_order_id=it.client_order_id,
             asset_id="U",
             side="SELL",
@@ -568,8 +561,7 @@ def test_a_failed_trade_reversal_undoes_the_position_without_counting_a_trade() 
             outcome="Up",
             trade_id="t1:reversed",
             reverses_trade_id="t1",
-        ),
-    )
+        ), 0)
     assert core.position is None
     assert core.loss_streak == 2 and core.daily_pnl == pytest.approx(0.0)
     assert any(e[1] == "trade_failed_reversed" for e in core.events)

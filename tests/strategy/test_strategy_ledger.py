@@ -38,12 +38,10 @@ def test_fill_and_settlement_missed_while_down(tmp_path: Path) -> None:
     )
     core = StrategyCore(StrategyConfig(), store.load())
     for f in ledger_fills(store.conn, core.client_prefix, 0):
-        core.handle("exec.fill", f)
+        core.step(f, 0)
     assert core.position is not None and core.position.size == 10  # not the other bot's fill
     assert core.position.window_end_ns == 0  # unknown until the market is seen again
-    core.handle(
-        "md.market",
-        MarketInfo(
+    core.step(MarketInfo(
             slug=SLUG,
             condition_id="c",
             up_token_id="U",
@@ -51,15 +49,14 @@ def test_fill_and_settlement_missed_while_down(tmp_path: Path) -> None:
             window_start_ns=START,
             window_end_ns=START + 300 * NS,
             ts_recv_ns=START,
-        ),
-    )
+        ), 0)
     assert core.position.window_end_ns == START + 300 * NS
     store.save(core.persistent(), core.now_ns)
 
     # restart: the same fill replayed again is not counted twice
     again = StrategyCore(StrategyConfig(), StateStore(path).load())
     for f in ledger_fills(store.conn, again.client_prefix, again.fill_watermark_ns - 60 * NS):
-        again.handle("exec.fill", f)
+        again.step(f, 0)
     assert again.position is not None and again.position.size == 10
     assert ledger_settlements(store.conn, SLUG) == []
     conn.execute(
@@ -68,7 +65,7 @@ def test_fill_and_settlement_missed_while_down(tmp_path: Path) -> None:
         (SLUG, START + 400 * NS),
     )
     for s in ledger_settlements(store.conn, SLUG):
-        again.handle("exec.settlement", s)
+        again.step(s, 0)
     assert again.position is None
     assert again.daily_pnl == pytest.approx(10 - 5.175) and again.wins_today == 1
 
@@ -114,7 +111,7 @@ def test_position_rebuilt_from_the_ledger_takes_its_entry_orders_terms(tmp_path:
     store = StateStore(path)
     core = StrategyCore(StrategyConfig(), None)
     for f in ledger_fills(store.conn, core.client_prefix, 0):
-        core.handle("exec.fill", f)
+        core.step(f, 0)
     p = core.position
     assert p is not None and p.fee_rate is None  # no market seen
     terms = ledger_order_terms(store.conn, p.entry_client_order_id)

@@ -105,8 +105,8 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
         ts_recv_ns=now,
         fee_rate=0.07,
     )
-    core.handle("md.market", MarketInfo(**mk))
-    core.handle("md.clock", ClockTick(ts_ns=now))
+    core.step(MarketInfo(**mk), 0)
+    core.step(ClockTick(ts_ns=now), 0)
     n = 0
     entries = 0
     for op in seq:
@@ -148,12 +148,10 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
             )
         elif kind == "market":
             seen["trade"] = now
-            core.handle("md", BtcTrade(price=85_000, size=1, ts_exchange_ns=now, ts_recv_ns=now))
+            core.step(BtcTrade(price=85_000, size=1, ts_exchange_ns=now, ts_recv_ns=now), 0)
             for asset, a in (("U", op[2]), ("D", op[3])):
                 ask = a / 100
-                core.handle(
-                    "md",
-                    BookSnapshot(
+                core.step(BookSnapshot(
                         asset_id=asset,
                         best_bid=ask - 0.01,
                         best_ask=ask,
@@ -161,8 +159,7 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
                         asks=[(ask, 100.0)],
                         ts_exchange_ns=now,
                         ts_recv_ns=now,
-                    ),
-                )
+                    ), 0)
                 seen["book"][asset] = now
             p = op[1]
             msg = SignalScore(
@@ -215,7 +212,7 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
         elif kind == "closed":
             seen["closed"] = op[1]
             msg = MarketInfo(**{**mk, "ts_recv_ns": now, "accepting_orders": not op[1]})
-        out = core.handle("x", msg)
+        out = core.step(msg, 0)
         for topic, m in out:
             if isinstance(m, OrderIntent) and m.side == "BUY":
                 assert topic == "order"

@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-from common import topics
 from common.config import StrategyConfig
+from common.core import Timer
 from common.schema import (
     BookSnapshot,
     BtcTrade,
@@ -111,11 +111,11 @@ def test_rest_parsers_read_the_resolved_fixtures() -> None:
 def test_ingest_keeps_tokens_until_rest_resolves_and_checks_later_sources() -> None:
     ingest = IngestCore()
     info = open_market()
-    ingest.on_market(info, START + NS)
+    ingest.step(info, START + NS)
     # a real 5-minute market resolved 54 s after its end; nothing has been said 2 minutes after
     out = []
     for t in range(0, 121, 10):
-        out += ingest.on_timer(END + t * NS)
+        out += ingest.step(Timer(END + t * NS), END + t * NS)
     assert not of(out, MarketResolved)
     assert {info.up_token_id, info.down_token_id} <= ingest.wanted_assets()
     assert [w.info.slug for w in ingest.awaiting_resolution(END + 120 * NS)] == [info.slug]
@@ -127,7 +127,7 @@ def test_ingest_keeps_tokens_until_rest_resolves_and_checks_later_sources() -> N
     (res,) = of(ingest.on_rest_resolution(rr, END + 122 * NS), MarketResolved)
     assert (res.slug, res.winning_outcome, res.source) == (info.slug, "Down", "gamma")
     assert res.winning_asset_id == info.down_token_id
-    ingest.on_timer(END + 123 * NS)
+    ingest.step(Timer(END + 123 * NS), END + 123 * NS)
     assert not ({info.up_token_id, info.down_token_id} & ingest.wanted_assets())
     # a later source that disagrees is an error record, never a second publication
     rr = parse_clob_market_resolution(clob_answer(info, "Up"), END + 124 * NS)
@@ -164,13 +164,13 @@ def book(asset: str, bid: float, ask: float, ts: int) -> BookSnapshot:
 
 
 def strong_signal(core: StrategyCore, m: MarketInfo, t: int) -> Decision:
-    core.handle("md.btc.trade", BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t))
-    core.handle("md.book", book(m.up_token_id, 0.43, 0.45, t))
-    core.handle("md.book", book(m.down_token_id, 0.53, 0.55, t))
+    core.step(BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t), 0)
+    core.step(book(m.up_token_id, 0.43, 0.45, t), 0)
+    core.step(book(m.down_token_id, 0.53, 0.55, t), 0)
     s = SignalScore(
         slug=m.slug, p_up=0.75, side="Up", score=0.5, edge_up=0.2, edge_down=0.0, ts_ns=t
     )
-    (d,) = of(core.handle(topics.SIGNAL, s), Decision)
+    (d,) = of(core.step(s, 0), Decision)
     return d
 
 
@@ -178,11 +178,9 @@ def test_worked_example_position_awaits_resolution_settles_at_zero_and_entries_r
     first = open_market()
     later = open_market(1790618400)  # the window ten minutes after the first one ended
     strategy = StrategyCore(StrategyConfig())
-    strategy.handle(topics.MARKET, first)
+    strategy.step(first, 0)
     fee = round(9.43 * 0.07 * 0.53 * 0.47, 5)
-    strategy.handle(
-        topics.FILL,
-        Fill(
+    strategy.step(Fill(
             client_order_id="pe-1790617500-1-1e",
             asset_id=first.up_token_id,
             side="BUY",
@@ -192,30 +190,29 @@ def test_worked_example_position_awaits_resolution_settles_at_zero_and_entries_r
             ts_fill_ns=START + 100 * NS,
             slug=first.slug,
             outcome="Up",
-        ),
-    )
+        ), 0)
     cost = 9.43 * 0.53 + fee
     # the window ends; no market_resolved frame ever comes
     for t in range(0, 601, 60):
-        strategy.handle(topics.CLOCK, ClockTick(ts_ns=END + t * NS))
-    strategy.handle(topics.MARKET, later)
+        strategy.step(ClockTick(ts_ns=END + t * NS), 0)
+    strategy.step(later, 0)
     risk = strategy.risk_state()
     assert risk.awaiting_resolution == [first.slug] and abs(risk.capital_at_risk - cost) < 1e-9
     pos = strategy.position_state()
     assert pos.open and pos.awaiting_resolution and pos.slug == first.slug
     # restart: the awaiting position is kept
     strategy = StrategyCore(StrategyConfig(), strategy.persistent())
-    strategy.handle(topics.MARKET, first)
-    strategy.handle(topics.MARKET, later)
+    strategy.step(first, 0)
+    strategy.step(later, 0)
     # ten minutes later a strong signal enters (today: skipped as position_open, forever)
     d = strong_signal(strategy, later, later.window_start_ns + 100 * NS)
     assert (d.action, d.reason) == ("enter", "signal"), d
     # Gamma says Down: ingest publishes from REST and the Up position settles at 0
     ingest = IngestCore()
-    ingest.on_market(first, START + NS)
+    ingest.step(first, START + NS)
     rr = parse_gamma_resolution(GAMMA.read_text(), END + 700 * NS, first.slug)
     (res,) = of(ingest.on_rest_resolution(rr, END + 700 * NS), MarketResolved)
-    out = strategy.handle(topics.RESOLVED, res)
+    out = strategy.step(res, 0)
     (settle,) = [d for d in of(out, Decision) if d.action == "settle"]
     assert (settle.slug, settle.reason, settle.side) == (first.slug, "lost", "Up")
     assert abs(settle.details["pnl"] + cost) < 1e-9  # paid 9.43 * 0.53 + fee, got 0
@@ -227,10 +224,8 @@ def test_worked_example_position_awaits_resolution_settles_at_zero_and_entries_r
 def test_awaiting_position_still_counts_against_exposure_and_daily_loss() -> None:
     first, later = open_market(), open_market(1790618400)
     strategy = StrategyCore(StrategyConfig(max_capital_at_risk_usd=9.0))
-    strategy.handle(topics.MARKET, first)
-    strategy.handle(
-        topics.FILL,
-        Fill(
+    strategy.step(first, 0)
+    strategy.step(Fill(
             client_order_id="pe-1790617500-1-1e",
             asset_id=first.up_token_id,
             side="BUY",
@@ -240,14 +235,13 @@ def test_awaiting_position_still_counts_against_exposure_and_daily_loss() -> Non
             ts_fill_ns=START + 100 * NS,
             slug=first.slug,
             outcome="Up",
-        ),
-    )
-    strategy.handle(topics.CLOCK, ClockTick(ts_ns=END + NS))
-    strategy.handle(topics.MARKET, later)
+        ), 0)
+    strategy.step(ClockTick(ts_ns=END + NS), 0)
+    strategy.step(later, 0)
     d = strong_signal(strategy, later, later.window_start_ns + 100 * NS)
     assert d.reason == "capital_at_risk" and d.details["awaiting_resolution"] == [first.slug]
     # daily loss: a realised loss past the limit halts, awaiting position or not
     strategy = StrategyCore(StrategyConfig(), {"day": "2026-09-28", "daily_pnl": -10.0})
-    strategy.handle(topics.MARKET, later)
+    strategy.step(later, 0)
     d = strong_signal(strategy, later, later.window_start_ns + 100 * NS)
     assert d.reason.startswith("halted:") and "daily_loss_limit" in d.reason

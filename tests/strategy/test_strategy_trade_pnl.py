@@ -33,10 +33,10 @@ def test_exit_and_settlement_each_close_one_trade_and_the_day_is_their_sum() -> 
     core = make(max_trades_per_day=10, max_consecutive_losses=10)
     # trade 1: bought 10 @ 0.50 (fee 0.175), sold 4 @ 0.60 then 6 @ 0.62 (fees 0.0672, 0.0988)
     enter_and_fill(core)
-    out = core.handle("exec.fill", _sell("pe-x1", 0.60, 4.0, 0.0672, START + 110 * NS))
+    out = core.step(_sell("pe-x1", 0.60, 4.0, 0.0672, START + 110 * NS), 0)
     assert _closed(out) == []  # a partial exit does not close the trade
     last = _sell("pe-x2", 0.62, 6.0, 0.0988, START + 111 * NS)
-    (t1,) = _closed(core.handle("exec.fill", last))
+    (t1,) = _closed(core.step(last, 0))
     pnl1 = 0.60 * 4 + 0.62 * 6 - 0.0672 - 0.0988 - (5.0 + 0.175)
     assert t1.how == "exit" and t1.closing_key == fill_key(last)
     assert t1.pnl == pytest.approx(pnl1) and t1.won is True
@@ -55,10 +55,8 @@ def test_exit_and_settlement_each_close_one_trade_and_the_day_is_their_sum() -> 
         outcome="Up",
         trade_id="b2",
     )
-    core.handle("exec.fill", buy)
-    out = core.handle(
-        "md.resolved", MarketResolved(slug=SLUG, winning_outcome="Down", ts_ns=END + NS)
-    )
+    core.step(buy, 0)
+    out = core.step(MarketResolved(slug=SLUG, winning_outcome="Down", ts_ns=END + NS), 0)
     (t2,) = _closed(out)
     assert t2.how == "settlement" and t2.closing_key == settlement_key(SLUG, "U")
     assert t2.won is False and t2.exit_price == 0.0
