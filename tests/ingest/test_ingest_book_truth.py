@@ -14,6 +14,7 @@ import json
 
 from common import topics
 from common.config import StrategyConfig
+from common.core import Timer
 from common.schema import BookSnapshot, BtcTrade, Decision, MarketInfo, SignalScore
 from services.ingest.core import IngestCore
 from services.ingest.parsers import parse_clob
@@ -83,7 +84,7 @@ def feed(core: IngestCore, frame: str, t: int) -> list:
 def test_issue_crossed_book_is_never_published_and_marked_out_of_sync() -> None:
     core = IngestCore()
     t0 = START + 100 * S
-    core.on_market(market(), t0)
+    core.step(market(), t0)
     (first,) = books(feed(core, book_frame(TOKEN, ["0.50", "0.51", "0.52"],
                                            ["0.53", "0.54", "0.55", "0.56"], t0 // 10**6), t0))
     assert first.in_sync and (first.best_bid, first.best_ask) == (0.52, 0.53)
@@ -97,7 +98,7 @@ def test_issue_crossed_book_is_never_published_and_marked_out_of_sync() -> None:
     assert (st.crossed, st.mismatches, st.out_of_sync) == (1, 1, 1)
     assert core.books.needing_resync(t1, S) == [TOKEN]  # resync asked for at once
     # the periodic republish does not re-send a book known to be wrong
-    assert not books(core.on_timer(t1 + 2 * S))
+    assert not books(core.step(Timer(t1 + 2 * S), t1 + 2 * S))
     # the resync: the venue's fresh snapshot, published in sync again
     t2 = t1 + S // 5
     (good,) = books(feed(core, book_frame(TOKEN, ["0.50", "0.51", "0.52", "0.53"],
@@ -109,7 +110,7 @@ def test_issue_crossed_book_is_never_published_and_marked_out_of_sync() -> None:
 def test_out_of_order_update_and_best_bid_ask_event_mark_out_of_sync() -> None:
     core = IngestCore()
     t0 = START + 100 * S
-    core.on_market(market(), t0)
+    core.step(market(), t0)
     feed(core, book_frame(TOKEN, ["0.50"], ["0.53"], t0 // 10**6), t0)
     late = json.loads(issue_price_change(t0 // 10**6 - 5))  # older than the book
     late["price_changes"][0].update(price="0.49", size="5", best_bid="0.50", best_ask="0.53")
@@ -139,12 +140,12 @@ def test_strategy_refuses_to_enter_or_exit_on_an_out_of_sync_book() -> None:
     strategy = StrategyCore(StrategyConfig())
     m = market()
     t0 = START + 100 * S
-    for topic, msg in ingest.on_market(m, t0):
-        strategy.handle(topic, msg)
+    for _topic, msg in ingest.step(m, t0):
+        strategy.step(msg, 0)
 
     def publish(out: list) -> None:
-        for topic, msg in out:
-            strategy.handle(topic, msg)
+        for _topic, msg in out:
+            strategy.step(msg, 0)
 
     publish(feed(core := ingest, book_frame(OTHER, ["0.40"], ["0.45"], t0 // 10**6), t0))
     publish(feed(core, book_frame(TOKEN, ["0.50", "0.51", "0.52"],
@@ -153,13 +154,11 @@ def test_strategy_refuses_to_enter_or_exit_on_an_out_of_sync_book() -> None:
     publish(feed(core, issue_price_change(t1 // 10**6), t1))
 
     def signal(t: int) -> Decision:
-        strategy.handle(
-            topics.BTC_TRADE, BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t)
-        )
+        strategy.step(BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t), 0)
         s = SignalScore(
             slug=m.slug, p_up=0.75, side="Up", score=0.5, edge_up=0.2, edge_down=0.0, ts_ns=t
         )
-        (d,) = [x for _, x in strategy.handle(topics.SIGNAL, s) if isinstance(x, Decision)]
+        (d,) = [x for _, x in strategy.step(s, 0) if isinstance(x, Decision)]
         return d
 
     d = signal(t1 + 1)
@@ -182,13 +181,13 @@ def test_paper_executor_does_not_fill_against_an_out_of_sync_book(tmp_path) -> N
 
     ingest = IngestCore()
     ledger = Ledger(tmp_path / "trader.db")
-    execution = ExecutionCore(ledger, TradingMode(True, False, False), log=lambda *a, **k: None)
+    execution = ExecutionCore(ledger, TradingMode(True, False, False))
     t0 = START + 100 * S
-    ingest.on_market(market(), t0)
+    ingest.step(market(), t0)
 
     def publish(out: list) -> None:
-        for topic, msg in out:
-            execution.handle(topic, msg)
+        for _topic, msg in out:
+            execution.step(msg, 0)
 
     publish(feed(ingest, book_frame(TOKEN, ["0.50", "0.51", "0.52"],
                                     ["0.53", "0.54", "0.55", "0.56"], t0 // 10**6), t0))
@@ -209,7 +208,7 @@ def test_paper_executor_does_not_fill_against_an_out_of_sync_book(tmp_path) -> N
             ts_intent_ns=t,
             fee_rate=0.07,
         )
-        return execution.on_intent(it, t)
+        return execution.step(it, t)
 
     out = order("o1", t1 + 1)
     (rej,) = [m for _, m in out if isinstance(m, OrderReject)]
