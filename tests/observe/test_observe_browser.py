@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from common.schema import FeedStatus
 from tests.conftest import short_tmpdir, wait_for
 from tests.observe.observe_harness import TOKEN, Observe, make_env, start_stack
 
@@ -128,6 +129,23 @@ def test_dashboard_live_controls_and_reconnect(page_factory: Any, tmp_path: Path
         page.click("#confirm-yes")
         wait_for(lambda: text(page, "#risk-state") == "ACTIVE", 10, what="ACTIVE again")
         assert obs.status()["risk"]["halted"] is False
+
+        # a feed goes down: the feeds table and the health strip give ingest's reason, /health
+        # names it, and the market data still flowing keeps the dot "live"
+        why = "connect failed: gaierror(-2, 'Name or service not known')"
+        hot.send(
+            "ingest",
+            "md.status.price_feed",
+            FeedStatus(
+                feed="price_feed", connected=False, stale=True, ts_ns=time.time_ns(), detail=why
+            ),
+        )
+        wait_for(lambda: why in text(page, "#feeds"), 5, what="the feed's reason in the table")
+        assert "down" in text(page, "#feed-price_feed")
+        assert f"feed price_feed down: {why}" in text(page, "#health-banner")
+        doc = obs.get("/health").json()
+        assert doc["ok"] is False and f"feed price_feed down: {why}" in doc["problems"]
+        assert text(page, "#conn-status") == "● live"
 
         # observe goes away: the page says so; it comes back: the page reconnects by itself
         t_restart = time.time()
