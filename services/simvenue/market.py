@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import msgspec
+
 from common import money
 
 NS = 1_000_000_000
@@ -52,14 +54,27 @@ RTDS_TOPICS = ("crypto_prices_chainlink", "crypto_prices_twap_sixty", "crypto_pr
 Frame = tuple[int, str, str]
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 def _dumps(obj: object) -> str:
-    return json.dumps(obj, separators=(",", ":"))
+    """Compact JSON text of a frame (msgspec: ~5x cheaper than json.dumps per frame)."""
+    return _encode(obj).decode()
+
+
+def _fmt_price(milli: int) -> str:
+    s = f"{milli / 1000:.3f}".rstrip("0").rstrip(".")
+    return s or "0"
+
+
+_PRICE_TEXT = [_fmt_price(m) for m in range(1001)]  # every price on the grid, formatted once
 
 
 def fmt_price(milli: int) -> str:
     """Venue-style price string: 510 -> "0.51", 500 -> "0.5", 0 -> "0"."""
-    s = f"{milli / 1000:.3f}".rstrip("0").rstrip(".")
-    return s or "0"
+    if 0 <= milli <= 1000:
+        return _PRICE_TEXT[milli]
+    return _fmt_price(milli)
 
 
 def fmt_size(centi: int) -> str:
@@ -546,7 +561,14 @@ class SimMarket:
         s_now = math.exp(lp)
         now_s = t / NS
         end = w.end_s
-        known = [v for sec, v in self.chainlink.items() if end - self.lookback_s < sec <= now_s]
+        # the settlement ticks in (end - lookback, now], oldest first: looked up by second
+        # rather than by scanning the whole kept history (the dict holds ~4 windows of it)
+        lo, hi = math.floor(end - self.lookback_s) + 1, math.floor(now_s)
+        cl = self.chainlink
+        if hi - lo < len(cl):
+            known = [v for v in map(cl.get, range(lo, hi + 1)) if v is not None]
+        else:
+            known = [v for sec, v in cl.items() if lo <= sec <= hi]
         rem = self.lookback_s - len(known)
         expected = (sum(known) + rem * s_now) / self.lookback_s
         before = max(0.0, (end - self.lookback_s) - now_s)

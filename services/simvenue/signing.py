@@ -10,9 +10,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from eth_account import Account
-from eth_account.messages import _hash_eip191_message, encode_typed_data
-
 CHAIN_ID = 137
 EXCHANGE_V2 = "0xE111180000d2663C0091e4f400237545B87B996B"
 NEG_RISK_EXCHANGE_V2 = "0xe2222d279d744050d28e00520010520000310F59"
@@ -69,12 +66,15 @@ def _order_typed_data(order: dict, exchange: str, chain_id: int) -> dict:
 
 def recover_order_signer(order: dict, exchange: str = EXCHANGE_V2, chain_id: int = CHAIN_ID) -> str:
     """Address that signed a V2 order body (`order` as posted: side "BUY"/"SELL")."""
+    from eth_account import Account  # imported here: it takes ~0.5 s to load
+    from eth_account.messages import encode_typed_data
     signable = encode_typed_data(full_message=_order_typed_data(order, exchange, chain_id))
     return Account.recover_message(signable, signature=order["signature"])
 
 
 def order_hash(order: dict, neg_risk: bool = False, chain_id: int = CHAIN_ID) -> str:
     """The EIP-712 digest of the order, which the venue uses as its order id."""
+    from eth_account.messages import _hash_eip191_message, encode_typed_data
     exchange = NEG_RISK_EXCHANGE_V2 if neg_risk else EXCHANGE_V2
     signable = encode_typed_data(full_message=_order_typed_data(order, exchange, chain_id))
     return "0x" + _hash_eip191_message(signable).hex()
@@ -115,6 +115,8 @@ def recover_1271_owner(order: dict, exchange: str = EXCHANGE_V2, chain_id: int =
     contents type and its length (py-clob-client-v2 `_build_poly_1271_order_signature`,
     polymarket-client 0.14 `build_order_signature`). Raises ValueError when the trailer does not
     match the order."""
+    from eth_account import Account  # imported here: it takes ~0.5 s to load
+    from eth_account.messages import encode_typed_data
     sig = bytes.fromhex(str(order["signature"]).removeprefix("0x"))
     std = _order_typed_data(order, exchange, chain_id)
     typed = {
@@ -188,6 +190,8 @@ def funder_of(address: str, signature_type: int) -> str:
 
 def recover_clob_auth(address: str, timestamp: str, nonce: int, signature: str,
                       chain_id: int = CHAIN_ID) -> str:
+    from eth_account import Account  # imported here: it takes ~0.5 s to load
+    from eth_account.messages import encode_typed_data
     typed = {
         "primaryType": "ClobAuth",
         "types": {
