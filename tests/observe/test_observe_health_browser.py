@@ -91,13 +91,13 @@ def test_killed_strategy_with_a_position_open_turns_health_red_within_5s(
     cfg.write_text(json.dumps({**json.loads(good), "stake_per_trade_usd": -1}))
     t_edit = time.monotonic()
     wait_for(
-        lambda: "stake_per_trade_usd" in text(page, "#cfg-file-error"),
+        lambda: "strategy refused" in text(page, "#cfg-file-error"),
         5,
-        what="the refused config file on the dashboard",
+        what="strategy's refusal of the config file on the dashboard",
     )
     edit_shown_s = time.monotonic() - t_edit
     assert page.locator("#cfg-file-error").is_visible()
-    assert "strategy refused" in text(page, "#cfg-file-error")
+    assert "stake_per_trade_usd" in text(page, "#cfg-file-error")
 
     # kill strategy: supervisord restarts it, the bad file stops it at start, it ends in BACKOFF
     os.kill(tree.sup.pid("strategy"), signal.SIGKILL)
