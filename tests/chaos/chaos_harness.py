@@ -122,6 +122,7 @@ class Tree:
         self.sim = f"http://127.0.0.1:{env['SIM_PORT']}"
         self.db_path = root / "data" / "trader.db"
         self.run_dir = root / "data" / "run"
+        self.window_s = 300  # the simulated venue's window length (running_tree sets it)
         self.recorder = BusRecorder(
             [self.endpoint(s) for s in ("ingest", "signal", "strategy", "execution")],
             ("exec.", "strat.", "risk.", "sys.", "md.status.", "md.market", "md.resolved"),
@@ -244,33 +245,47 @@ class Tree:
             "(SELECT client_order_id FROM orders)"
         ):
             problems.append(f"fill for unknown order {coid}")
-        # one position at a time: walking fills and settlements in time order, a new entry may
-        # only come once the previous position was exited or settled
+        # one open position at a time: walking fills and settlements in time order, a new entry
+        # may only come once the previous position was exited or settled, or its window ended
+        # (it then waits for resolution aside and the next window may trade)
         events = [
-            (ts, 0, asset, side, coid)
-            for ts, asset, side, coid in self.query(
-                "SELECT ts_fill_ns, asset_id, side, client_order_id FROM fills ORDER BY ts_fill_ns, id"
+            (ts, 0, asset, side, coid, slug)
+            for ts, asset, side, coid, slug in self.query(
+                "SELECT ts_fill_ns, asset_id, side, client_order_id, slug FROM fills"
+                " ORDER BY ts_fill_ns, id"
             )
         ] + [
-            (ts, 1, asset, "SETTLE", "")
-            for ts, asset in self.query("SELECT ts_ns, asset_id FROM settlements")
+            (ts, 1, asset, "SETTLE", "", slug)
+            for ts, asset, slug in self.query("SELECT ts_ns, asset_id, slug FROM settlements")
         ]
-        holding: dict[str, str] = {}  # asset -> entry client order id
+        window_ns = self.window_s * 1_000_000_000
+        holding: dict[str, tuple[str, str]] = {}  # asset -> (entry client order id, slug)
         entered: set[str] = set()
-        for _ts, _order, asset, side, coid in sorted(events):
+        for ts, _order, asset, side, coid, slug in sorted(events):
             if side == "BUY":
                 if coid in entered:
                     continue  # several fill rows of one order are one entry
                 entered.add(coid)
-                if holding:
-                    problems.append(f"entry {coid} while {holding} was still open")
-                holding[asset] = coid
+                still_open = {
+                    a: held
+                    for a, held in holding.items()
+                    if _window_start_ns(held[1]) + window_ns > ts
+                }
+                if still_open:
+                    problems.append(f"entry {coid} while {still_open} was still open")
+                holding[asset] = (coid, slug)
             else:
                 holding.pop(asset, None)
         return problems
 
     def settled_assets(self) -> set[str]:
         return {a for (a,) in self.query("SELECT asset_id FROM settlements")}
+
+
+def _window_start_ns(slug: str) -> int:
+    """A market's window start from its slug (`btc-updown-5m-<start unix seconds>`)."""
+    tail = slug.rsplit("-", 1)[-1]
+    return int(tail) * 1_000_000_000 if tail.isdigit() else 0
 
 
 def _sim_up(base: str) -> bool:
@@ -313,6 +328,7 @@ def running_tree(
         },
     )
     tree = Tree(root, env, sup)
+    tree.window_s = window_s
     sup.start()
     try:
         sup.wait_running(SERVICES, 30)
