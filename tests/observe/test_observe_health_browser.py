@@ -135,7 +135,10 @@ def test_killed_strategy_with_a_position_open_turns_health_red_within_5s(
         what="strategy's reason naming the bad field",
     )
     assert "invalid configuration" in reason
-    assert "strategy BACKOFF" in text(page, "#health-banner")
+    # supervisord alternates STARTING and BACKOFF while it retries: wait for a BACKOFF moment
+    wait_for(
+        lambda: "strategy BACKOFF" in text(page, "#health-banner"), 15, what="BACKOFF in the strip"
+    )
     # the risk pill is strategy's word: with strategy down it no longer claims ACTIVE
     assert text(page, "#risk-state") == "NO STRATEGY"
     shot = tmp_path / "dashboard_unmanaged.png"
