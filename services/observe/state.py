@@ -141,6 +141,7 @@ class ObserveCore:
         # per-trade P&L (TradeClosed) by the event key of the row that closed the trade, kept
         # until that row is written (the close may arrive before or after it)
         self.closes: OrderedDict[str, tuple[float, bool]] = OrderedDict()
+        self.pnl_counted: OrderedDict[str, tuple[float, bool]] = OrderedDict()  # today's, by row
         self.recent_fills: deque[dict[str, Any]] = deque(maxlen=50)
         self.orders: deque[dict[str, Any]] = deque(maxlen=50)
         self.control_replies: deque[dict[str, Any]] = deque(maxlen=20)
@@ -200,9 +201,22 @@ class ObserveCore:
                 self.entries_today += 1
         elif r["kind"] == "settlement":
             self.settled_today += 1
-        if r.get("pnl") is not None:  # the row that closed a trade carries the trade's P&L
-            self.wins_today += 1 if r.get("won") else 0
-            self.pnl_today += r["pnl"]
+        if r.get("pnl") is not None:  # the row that closed a trade has its P&L
+            self._count_pnl(r["event_key"], r["pnl"], bool(r.get("won")))
+
+    def _count_pnl(self, key: str, pnl: float, won: bool) -> None:
+        """One closed trade's P&L in today's figures, once per closing row: a later, better
+        figure for the same row (strategy's TradeClosed after execution's settlement) replaces
+        the earlier one."""
+        old = self.pnl_counted.pop(key, None)
+        if old is not None:
+            self.pnl_today -= old[0]
+            self.wins_today -= 1 if old[1] else 0
+        self.pnl_counted[key] = (pnl, won)
+        while len(self.pnl_counted) > MAX_PENDING_CLOSES:
+            self.pnl_counted.popitem(last=False)
+        self.pnl_today += pnl
+        self.wins_today += 1 if won else 0
 
     def _closing(self, row: dict[str, Any]) -> dict[str, Any]:
         """A trades row with its trade's P&L when strategy's TradeClosed for it came first."""
@@ -218,6 +232,7 @@ class ObserveCore:
             self.day = day
             self.entries_today = self.settled_today = self.wins_today = 0
             self.pnl_today = self.fees_today = 0.0
+            self.pnl_counted.clear()
 
     # --- bus messages ---------------------------------------------------------------------------
     def handle(self, topic: str, msg: Msg, now_ns: int) -> list[Record]:
@@ -552,8 +567,7 @@ class ObserveCore:
         out.append(Update("trades", msg.closing_key, {"pnl": pnl, "won": msg.won}))
         out.append(LogLine("strategy", "trade_closed", "INFO", to_dict(msg)))
         if (msg.venue or self.venue, msg.mode or self.book()[1]) == self.book():
-            self.wins_today += 1 if msg.won else 0
-            self.pnl_today += pnl
+            self._count_pnl(msg.closing_key, pnl, msg.won)
 
     def _on_risk(self, msg: RiskState, now_ns: int, out: list[Record]) -> None:
         prev = self.risk

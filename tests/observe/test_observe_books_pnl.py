@@ -201,3 +201,58 @@ def test_every_closed_trade_has_its_pnl_and_the_day_is_their_sum(stack: Stack) -
     )
     assert metrics["venue"] == "live" and metrics["mode"] == "paper"
     assert total == pytest.approx(pnl1 + pnl2)
+
+
+@pytest.mark.parametrize("close_first", [True, False])
+def test_a_trades_pnl_counts_once_whichever_comes_first(close_first: bool) -> None:
+    """Strategy's TradeClosed and execution's settlement row arrive in either order; the row
+    ends with the trade's P&L and today's figures count it once."""
+    from common.schema import TradeClosed
+    from services.observe import views
+    from services.observe.state import ObserveCore, Row, Update
+
+    now = time.time_ns()
+    c = ObserveCore(now, 1, venue="sim")
+    settle = Settlement(
+        slug="s",
+        asset_id="U",
+        outcome="Up",
+        won=False,
+        size=10,
+        payout=0,
+        pnl=-4.0,
+        ts_ns=now,
+        venue="sim",
+    )
+    closed = TradeClosed(
+        slug="s",
+        asset_id="U",
+        outcome="Up",
+        how="settlement",
+        closing_key="settlement:s:U",
+        entry_client_order_id="pe-1e",
+        size=10,
+        entry_price=0.4,
+        exit_price=0.0,
+        fees=0.168,
+        pnl=-4.168,
+        won=False,
+        opened_ns=now,
+        closed_ns=now,
+        day="",
+        venue="sim",
+        mode="paper",
+    )
+    order = [("exec.settlement", settle), ("strat.trade", closed)]
+    out = [
+        r
+        for topic, msg in (order[::-1] if close_first else order)
+        for r in c.handle(topic, msg, now)
+    ]
+    row = next(r for r in out if isinstance(r, Row) and r.table == "trades").values
+    update = next(r for r in out if isinstance(r, Update))
+    assert update.key == row["event_key"] == "settlement:s:U"
+    if close_first:
+        assert row["pnl"] == -4.168  # the close was waiting for its row
+    assert views.metrics_doc(c, now)["daily_pnl"] == pytest.approx(-4.168)
+    assert (row["venue"], row["mode"]) == ("sim", "paper")
