@@ -379,6 +379,9 @@ class Settings:
     sim_seed: int = 1
     sim_window_seconds: int = 300
     urls: dict[str, str] = field(default_factory=lambda: dict(LIVE_URLS))
+    # apprise URLs, comma- or space-separated (they usually hold tokens: a Secret)
+    alert_urls: Secret | None = None
+    alert_feed_stale_s: int = 30  # a needed feed stale this long is an alert
 
     @property
     def run_dir(self) -> Path:
@@ -487,6 +490,11 @@ def load_settings(
             errors["PRIVATE_KEY"] = (
                 "expected 64 hex digits (optionally 0x-prefixed)"  # never echo it
             )
+    alert_urls = secret("ALERT_URLS")
+    if alert_urls is not None:
+        bad = [u for u in alert_url_list(alert_urls) if "://" not in u]
+        if bad:  # never echo a URL: it usually holds a token
+            errors["ALERT_URLS"] = f"expected apprise URLs (scheme://...), {len(bad)} without a scheme"
     settings = Settings(
         venue=venue,  # type: ignore[arg-type]
         dry_run=boolean("DRY_RUN", True),
@@ -503,10 +511,19 @@ def load_settings(
         sim_seed=integer("SIM_SEED", 1, 0, 2**63 - 1),
         sim_window_seconds=integer("SIM_WINDOW_SECONDS", 300, 2, 86_400),
         urls=urls,
+        alert_urls=alert_urls,
+        alert_feed_stale_s=integer("ALERT_FEED_STALE_S", 30, 1, 86_400),
     )
     if errors:
         raise ConfigError("environment/.env", errors)
     return settings
+
+
+def alert_url_list(urls: Secret | None) -> list[str]:
+    """The apprise URLs in `ALERT_URLS` (comma- or whitespace-separated), in order."""
+    if urls is None:
+        return []
+    return [u for u in urls.reveal().replace(",", " ").split() if u]
 
 
 def trading_book(settings: Settings) -> tuple[str, str]:

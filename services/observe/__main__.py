@@ -18,6 +18,7 @@ from common.bus import Subscriber
 from common.clock import now_ns, utc_day
 from common.config import (
     ConfigError,
+    alert_url_list,
     config_to_dict,
     load_strategy_config,
     parse_dotenv,
@@ -32,12 +33,14 @@ from common.supervisor import (
     last_words,
 )
 from common.topics import PUBLISHERS
+from services.observe.alerts import AlertRules, Alerts, AlertSender
 from services.observe.app import LOCAL_HOSTS, ApiSettings, Control, LiveHub, build_app
 from services.observe.recorder import Recorder
 from services.observe.state import ObserveCore, Record, Row, Update
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 FLUSH_INTERVAL_S = 0.5
+ALERT_CHECK_S = 0.5  # feed-age alerts and delivery failures are looked at this often
 SUPERVISOR_POLL_S = 1.0  # /health sees a program leave RUNNING within about this long
 HISTORY_SEED_NS = 15 * 60 * 1_000_000_000  # the charts' span, rebuilt from the recorder at start
 RESERVED_LOG_KEYS = ("stream", "event", "level")
@@ -145,6 +148,13 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
         runner.log.error("recorder_open_failed", error=str(e), path=str(s.database_path))
         return EXIT_INTERNAL
     seed(core, recorder, s.data_dir)
+    try:
+        urls = alert_url_list(s.alert_urls)
+        sender = AlertSender(urls) if urls else None
+    except ValueError as e:
+        recorder.close()
+        fail("observe", str(e), EXIT_CONFIG)
+    alerts = Alerts(AlertRules(s.alert_feed_stale_s), sender, runner.log.write)
     sub = Subscriber([s.bus_endpoint(p) for p in PUBLISHERS])
     control = Control(s.bus_endpoint(topics.CONTROL))
     hub = LiveHub(core)
@@ -162,6 +172,7 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
             "live_dropped_frames": sum(sl.dropped for sl in hub.slots),
             "control_ok": control.counts["ok"],
             "control_timeouts": control.counts["timeout"],
+            **alerts.metrics(),
         }
 
     server = uvicorn.Server(
@@ -196,7 +207,9 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
                 runner.log.write(rec.stream, rec.event, rec.level, **fields)
 
     def on_message(topic: str, env: Envelope) -> None:
-        record(core.handle(topic, env.msg, now_ns()))
+        now = now_ns()
+        record(core.handle(topic, env.msg, now))
+        alerts.on_message(env.msg, now)
         if isinstance(env.msg, ControlReply):
             control.resolve(env.msg)
 
@@ -216,10 +229,16 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
                     )
                 failing = True
 
+    async def alert_checks() -> None:
+        while True:
+            await asyncio.sleep(ALERT_CHECK_S)
+            alerts.tick(core, now_ns())
+
     runner.on_message = on_message  # type: ignore[method-assign]
     tasks = [
         asyncio.create_task(server.serve(), name="api"),
         asyncio.create_task(flusher(), name="recorder_flush"),
+        asyncio.create_task(alert_checks(), name="alert_checks"),
     ]
     # not one of the runner's tasks: it may end (no supervisord) without stopping observe
     watch_task = asyncio.get_running_loop().create_task(
@@ -245,6 +264,8 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
             )
         recorder.close()
         control.close()
+        if sender is not None:
+            sender.close()
     if code == 0 and not server.started:
         runner.log.error("api_not_started", host=s.api_host, port=s.api_port)
         return 1

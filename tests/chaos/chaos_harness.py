@@ -295,6 +295,14 @@ def _sim_up(base: str) -> bool:
         return False
 
 
+def _api_up(base: str) -> bool:
+    """observe's API answers (200 healthy or 503 with its problems): uvicorn is listening."""
+    try:
+        return httpx.get(base + "/health", timeout=2).status_code in (200, 503)
+    except httpx.HTTPError:
+        return False
+
+
 @contextmanager
 def running_tree(
     config: dict[str, Any],
@@ -338,6 +346,8 @@ def running_tree(
         tree.recorder.start()
         # the whole hot path is up when a probe makes it from ingest through execution
         tree.probe_through(0, 30)
+        # supervisord calls observe RUNNING after startsecs; its API listens a little later
+        wait_for(lambda: _api_up(tree.api), 30, what="observe's API answering /health")
         yield tree
     finally:
         try:

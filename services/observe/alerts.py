@@ -1,0 +1,366 @@
+"""Operator alerts: which bus messages and states wake someone up (halts, emergency stops, unknown
+order outcomes, failed redemptions, a feed stale beyond a bound, a service restart, the day's P&L
+summary), rate-limited, written to `risk.jsonl` / `errors.jsonl`, and sent through apprise
+(Telegram, Discord, Slack, e-mail, webhooks: one URL each in `ALERT_URLS`) from a worker thread,
+so a slow or dead notification service never holds up observe's bus reader.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from common.schema import Heartbeat, Msg, RiskState
+
+if TYPE_CHECKING:
+    from services.observe.state import ObserveCore
+
+NS = 1_000_000_000
+Severity = Literal["info", "warning", "critical"]
+
+# execution's heartbeat counters (ExecutionCore.status()) whose increase is an alert:
+# counter -> (kind, severity, title). `redemptions_failed` is the name a redemption path counts
+# its failures under (execution does not redeem on chain yet: paper and sim settle in the ledger).
+EXECUTION_COUNTERS: dict[str, tuple[str, Severity, str]] = {
+    "unknown": ("order_outcome_unknown", "critical", "order outcome unknown"),
+    "alerts": ("order_outcome_unresolved", "critical", "order outcome still unresolved"),
+    "trades_failed": ("trade_failed", "critical", "a venue trade FAILED (reversed)"),
+    "redemptions_failed": ("redemption_failed", "critical", "redemption failed"),
+}
+REPEAT_AFTER_S = 60.0  # the same alert (kind and key) again within this long is not re-sent
+BURST = 10  # at most this many alerts at once, then ...
+REFILL_PER_S = 1 / 6  # ... one every 6 s (10 a minute)
+QUEUE_SIZE = 256  # alerts waiting for the sender; more are dropped (and counted)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert: `kind` names the rule (`emergency_stop`, `halt`, `service_restart`, ...), `key`
+    what it is about (a service, a feed, a halt reason) for de-duplication, `stream` the JSONL
+    stream it is written to (`risk` or `errors`), `fields` extra facts for the log line."""
+
+    kind: str
+    severity: Severity
+    title: str
+    body: str
+    key: str = ""
+    stream: Literal["risk", "errors"] = "risk"
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class AlertRules:
+    """Pure rules: bus messages (`on_message`) and observe's state (`check`) in, alerts out.
+
+    `feed_stale_after_s`: a feed trading needs that stays stale or down this long (seconds,
+    counted from when `check` first saw it so) is an alert, and its recovery another."""
+
+    def __init__(self, feed_stale_after_s: float = 30.0) -> None:
+        if feed_stale_after_s <= 0:
+            raise ValueError(f"feed_stale_after_s must be > 0, got {feed_stale_after_s}")
+        self.feed_stale_after_ns = int(feed_stale_after_s * NS)
+        self.risk: RiskState | None = None
+        self.pids: dict[str, int] = {}
+        self.exec_counts: dict[str, int] | None = None
+        self.stale_since: dict[str, int] = {}
+        self.stale_alerted: set[str] = set()
+
+    def on_message(self, msg: Msg, now_ns: int) -> list[Alert]:
+        if isinstance(msg, RiskState):
+            return self._on_risk(msg)
+        if isinstance(msg, Heartbeat):
+            return self._on_heartbeat(msg)
+        return []
+
+    def _on_risk(self, msg: RiskState) -> list[Alert]:
+        prev, self.risk = self.risk, msg
+        out: list[Alert] = []
+        book = f" ({msg.venue} {msg.mode})" if msg.venue else ""
+        before = set(prev.reasons) if prev is not None else set()
+        for reason in msg.reasons:
+            if reason in before:
+                continue
+            estop = reason == "emergency_stop"
+            out.append(
+                Alert(
+                    "emergency_stop" if estop else "halt",
+                    "critical",
+                    ("EMERGENCY STOP set" if estop else f"trading halted: {reason}") + book,
+                    f"new entries blocked ({', '.join(msg.reasons)}); day {msg.day} P&L "
+                    f"{msg.daily_pnl:+.2f} USD, {msg.trades_today} trades, loss streak "
+                    f"{msg.loss_streak}, capital at risk {msg.capital_at_risk:.2f} USD",
+                    key=reason,
+                    fields={"reasons": list(msg.reasons), "daily_pnl": msg.daily_pnl},
+                )
+            )
+        if prev is not None and prev.halted and not msg.halted:
+            out.append(
+                Alert(
+                    "halt_cleared",
+                    "info",
+                    f"trading resumed{book}",
+                    f"no halt in force any more (was: {', '.join(prev.reasons)})",
+                )
+            )
+        if prev is not None and prev.day and msg.day and prev.day != msg.day:
+            win = f"{prev.wins_today}/{prev.trades_today}" if prev.trades_today else "0/0"
+            out.append(
+                Alert(
+                    "daily_pnl",
+                    "info",
+                    f"P&L {prev.day}{book}: {prev.daily_pnl:+.2f} USD",
+                    f"day {prev.day}: realised P&L {prev.daily_pnl:+.2f} USD net of fees, "
+                    f"{prev.trades_today} trades, {win} won, loss streak {prev.loss_streak}",
+                    key=prev.day,
+                    fields={
+                        "day": prev.day,
+                        "daily_pnl": prev.daily_pnl,
+                        "trades": prev.trades_today,
+                        "wins": prev.wins_today,
+                    },
+                )
+            )
+        return out
+
+    def _on_heartbeat(self, msg: Heartbeat) -> list[Alert]:
+        out: list[Alert] = []
+        prev_pid = self.pids.get(msg.service)
+        self.pids[msg.service] = msg.pid
+        if prev_pid is not None and prev_pid != msg.pid:
+            out.append(
+                Alert(
+                    "service_restart",
+                    "warning",
+                    f"{msg.service} restarted",
+                    f"{msg.service} runs as pid {msg.pid} (was {prev_pid}), state {msg.state}",
+                    key=msg.service,
+                    fields={"service": msg.service, "pid": msg.pid, "previous_pid": prev_pid},
+                )
+            )
+        if msg.service == "execution":
+            counts = {k: int(v) for k, v in msg.detail.items() if k in EXECUTION_COUNTERS}
+            venue = msg.detail.get("venue")
+            if isinstance(venue, dict):  # the live adapter counts its own (redemptions, ...)
+                for k, v in venue.items():
+                    if k in EXECUTION_COUNTERS and isinstance(v, int | float):
+                        counts[k] = counts.get(k, 0) + int(v)
+            # a restarted execution counts from 0 again: compare within one process only
+            before = self.exec_counts if prev_pid in (None, msg.pid) else {}
+            if before is not None:
+                for k, n in counts.items():
+                    if n > before.get(k, 0):
+                        kind, severity, title = EXECUTION_COUNTERS[k]
+                        out.append(
+                            Alert(
+                                kind,
+                                severity,
+                                title,
+                                f"execution counts {n} ({n - before.get(k, 0)} new); see "
+                                "execution.jsonl and the ledger for the client order ids",
+                                key=kind,
+                                stream="errors",
+                                fields={"counter": k, "count": n},
+                            )
+                        )
+            self.exec_counts = counts
+        return out
+
+    def check(self, core: ObserveCore, now_ns: int) -> list[Alert]:
+        """Feeds trading needs that have been stale or down for `feed_stale_after_s` (one
+        alert each), and their recovery."""
+        from services.observe.health import feeds_doc
+
+        out: list[Alert] = []
+        for feed, doc in feeds_doc(core, now_ns).items():
+            bad = bool(doc.get("stale")) and bool(doc.get("needed", True))
+            if not bad:
+                self.stale_since.pop(feed, None)
+                if feed in self.stale_alerted:
+                    self.stale_alerted.discard(feed)
+                    out.append(Alert("feed_recovered", "info", f"feed {feed} back", "", key=feed))
+                continue
+            since = self.stale_since.setdefault(feed, now_ns)
+            if now_ns - since >= self.feed_stale_after_ns and feed not in self.stale_alerted:
+                self.stale_alerted.add(feed)
+                out.append(
+                    Alert(
+                        "feed_stale",
+                        "critical",
+                        f"feed {feed} stale for {(now_ns - since) / NS:.0f} s",
+                        f"{doc.get('reason') or 'stale'}; entries stay blocked while it is",
+                        key=feed,
+                        stream="errors",
+                        fields={"feed": feed, "age_ms": doc.get("age_ms")},
+                    )
+                )
+        return out
+
+
+class RateLimit:
+    """A token bucket (`burst` at once, `refill_per_s` after) and no repeat of the same
+    (kind, key) within `repeat_after_s`. Times are monotonic seconds."""
+
+    def __init__(
+        self,
+        burst: int = BURST,
+        refill_per_s: float = REFILL_PER_S,
+        repeat_after_s: float = REPEAT_AFTER_S,
+    ) -> None:
+        self.burst, self.refill_per_s, self.repeat_after_s = burst, refill_per_s, repeat_after_s
+        self.tokens = float(burst)
+        self.t: float | None = None
+        self.last: dict[tuple[str, str], float] = {}
+
+    def allow(self, alert: Alert, t: float | None = None) -> str:
+        """ "" when it may go, else why not (`repeat`, `rate`)."""
+        t = time.monotonic() if t is None else t
+        if self.t is not None:
+            self.tokens = min(self.burst, self.tokens + (t - self.t) * self.refill_per_s)
+        self.t = t
+        k = (alert.kind, alert.key)
+        if k in self.last and t - self.last[k] < self.repeat_after_s:
+            return "repeat"
+        if self.tokens < 1:
+            return "rate"
+        self.tokens -= 1
+        self.last[k] = t
+        return ""
+
+
+class AlertSender:
+    """Sends alerts through apprise on its own daemon thread.
+
+    `urls`: apprise URLs (`json://host:port/path`, `tgram://token/chat`, `mailto://...`, ...);
+    raises ValueError naming the scheme of one apprise does not understand (never the whole
+    URL: it usually holds a token). `submit` never blocks: a full queue drops the alert and
+    returns False. Delivery outcomes are kept in `results` ((alert, ok, error) tuples) for the
+    owner to log from its own thread."""
+
+    def __init__(self, urls: list[str], queue_size: int = QUEUE_SIZE) -> None:
+        import apprise  # imported here: only observe with ALERT_URLS set pays for it
+
+        self._apprise_mod = apprise
+        self.apprise = apprise.Apprise()
+        for url in urls:
+            if not self.apprise.add(url):
+                scheme = url.split("://", 1)[0] if "://" in url else "(no scheme)"
+                raise ValueError(f"ALERT_URLS: apprise cannot use a {scheme}:// URL")
+        self.queue: queue.Queue[Alert | None] = queue.Queue(maxsize=queue_size)
+        self.results: deque[tuple[Alert, bool, str]] = deque(maxlen=1024)
+        self.sent = self.failed = self.dropped = 0
+        self.thread = threading.Thread(target=self._run, name="alert-sender", daemon=True)
+        self.thread.start()
+
+    def submit(self, alert: Alert) -> bool:
+        try:
+            self.queue.put_nowait(alert)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+
+    def _run(self) -> None:
+        types = {
+            "info": self._apprise_mod.NotifyType.INFO,
+            "warning": self._apprise_mod.NotifyType.WARNING,
+            "critical": self._apprise_mod.NotifyType.FAILURE,
+        }
+        while True:
+            alert = self.queue.get()
+            if alert is None:
+                return
+            try:
+                ok = bool(
+                    self.apprise.notify(
+                        body=alert.body or alert.title,
+                        title=f"polyedge: {alert.title}",
+                        notify_type=types[alert.severity],
+                    )
+                )
+                err = "" if ok else "apprise reported a failed delivery"
+            except Exception as e:  # noqa: BLE001 - a notifier bug must not kill the thread
+                ok, err = False, f"{type(e).__name__}: {e}"
+            if ok:
+                self.sent += 1
+            else:
+                self.failed += 1
+            self.results.append((alert, ok, err))
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Let queued alerts go for up to `timeout_s`, then stop the thread."""
+        try:
+            self.queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            return
+        self.thread.join(timeout_s)
+
+
+class Alerts:
+    """Rules, rate limit, the JSONL record and the sender together, driven from observe's
+    loop: `on_message` for every bus message, `tick` about once a second. `write(stream, event,
+    level, **fields)` is the runner's JSONL writer (called on the caller's thread only)."""
+
+    def __init__(
+        self,
+        rules: AlertRules,
+        sender: AlertSender | None,
+        write: Callable[..., None],
+        limit: RateLimit | None = None,
+    ) -> None:
+        self.rules, self.sender, self.write = rules, sender, write
+        self.limit = limit or RateLimit()
+        self.raised = self.suppressed = 0
+
+    def on_message(self, msg: Msg, now_ns: int) -> None:
+        if isinstance(msg, RiskState | Heartbeat):
+            for a in self.rules.on_message(msg, now_ns):
+                self.raise_(a)
+
+    def tick(self, core: ObserveCore, now_ns: int) -> None:
+        for a in self.rules.check(core, now_ns):
+            self.raise_(a)
+        if self.sender is not None:
+            while self.sender.results:
+                alert, ok, err = self.sender.results.popleft()
+                if not ok:
+                    self.write(
+                        "errors", "alert_delivery_failed", "ERROR", kind=alert.kind, error=err
+                    )
+
+    def raise_(self, alert: Alert) -> None:
+        self.raised += 1
+        why = self.limit.allow(alert)
+        if self.sender is None:
+            delivery = "not_configured"
+        elif why:
+            delivery = f"suppressed_{why}"
+            self.suppressed += 1
+        else:
+            delivery = "queued" if self.sender.submit(alert) else "dropped_queue_full"
+        level = {"info": "INFO", "warning": "WARNING", "critical": "ERROR"}[alert.severity]
+        self.write(
+            alert.stream,
+            "alert",
+            level,
+            kind=alert.kind,
+            severity=alert.severity,
+            title=alert.title,
+            body=alert.body,
+            key=alert.key,
+            delivery=delivery,
+            **alert.fields,
+        )
+
+    def metrics(self) -> dict[str, float]:
+        s = self.sender
+        return {
+            "alerts_raised": self.raised,
+            "alerts_suppressed": self.suppressed,
+            "alerts_sent": s.sent if s else 0,
+            "alerts_failed": s.failed if s else 0,
+            "alerts_dropped": s.dropped if s else 0,
+        }

@@ -1,0 +1,220 @@
+"""Alerts: the rules (halts, emergency stops, unknown order outcomes, failed redemptions, service
+restarts, the day's P&L, stale feeds) on plain messages, the rate limit, and delivery through
+apprise to a real local webhook receiver (an HTTP server in the test) from the sender's thread."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from common.schema import FeedStatus, Heartbeat, RiskState
+from services.observe.alerts import Alert, AlertRules, Alerts, AlertSender, RateLimit
+from services.observe.state import ObserveCore
+from tests.conftest import wait_for
+
+NS = 1_000_000_000
+
+
+class WebhookReceiver:
+    """A real HTTP server on a free loopback port keeping every POSTed JSON body (with the
+    monotonic time it arrived): the stand-in for Slack/Discord/a webhook relay."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[float, dict[str, Any]]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                try:
+                    doc = json.loads(body)
+                except ValueError:
+                    doc = {"raw": body.decode(errors="replace")}
+                outer.received.append((time.monotonic(), doc))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"json://127.0.0.1:{self.port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = WebhookReceiver()
+    yield r
+    r.close()
+
+
+def risk(**kw: Any) -> RiskState:
+    base: dict[str, Any] = {"ts_ns": 1, "halted": False, "day": "2026-11-30"}
+    base.update(kw)
+    return RiskState(**base)
+
+
+def hb(service: str, pid: int, **detail: Any) -> Heartbeat:
+    return Heartbeat(
+        service=service, state="running", pid=pid, started_ns=1, ts_ns=2, detail=detail
+    )
+
+
+def test_halts_and_emergency_stop_alert_once_each_and_clearing_says_so() -> None:
+    rules = AlertRules()
+    assert rules.on_message(risk(), 0) == []
+    a = rules.on_message(risk(halted=True, emergency_stop=True, reasons=["emergency_stop"]), 0)
+    assert [x.kind for x in a] == ["emergency_stop"] and a[0].severity == "critical"
+    # the same state again (strategy republishes it) is no new alert
+    assert (
+        rules.on_message(risk(halted=True, emergency_stop=True, reasons=["emergency_stop"]), 0)
+        == []
+    )
+    a = rules.on_message(
+        risk(halted=True, emergency_stop=True, reasons=["emergency_stop", "daily_loss_limit"]), 0
+    )
+    assert [(x.kind, x.key) for x in a] == [("halt", "daily_loss_limit")]
+    a = rules.on_message(risk(), 0)
+    assert [x.kind for x in a] == ["halt_cleared"]
+
+
+def test_day_roll_sends_the_finished_days_pnl_summary() -> None:
+    rules = AlertRules()
+    rules.on_message(risk(day="2026-11-29", daily_pnl=-3.25, trades_today=4, wins_today=1), 0)
+    a = rules.on_message(risk(day="2026-11-30"), 0)
+    assert [x.kind for x in a] == ["daily_pnl"]
+    assert "-3.25" in a[0].title and "4 trades" in a[0].body and a[0].fields["day"] == "2026-11-29"
+
+
+def test_restarts_unknown_outcomes_and_failed_redemptions_from_heartbeats() -> None:
+    rules = AlertRules()
+    assert rules.on_message(hb("execution", 10, unknown=0), 0) == []
+    assert rules.on_message(hb("execution", 10, unknown=0), 0) == []
+    a = rules.on_message(hb("execution", 10, unknown=2), 0)
+    assert [(x.kind, x.stream) for x in a] == [("order_outcome_unknown", "errors")]
+    a = rules.on_message(hb("execution", 10, unknown=2, venue={"redemptions_failed": 1}), 0)
+    assert [x.kind for x in a] == ["redemption_failed"]
+    # a restart: counters start again from 0, the restart is the alert, not the counters
+    a = rules.on_message(hb("execution", 11, unknown=0), 0)
+    assert [(x.kind, x.key) for x in a] == [("service_restart", "execution")]
+    a = rules.on_message(hb("execution", 11, unknown=1), 0)
+    assert [x.kind for x in a] == ["order_outcome_unknown"]
+
+
+def test_a_feed_stale_beyond_the_bound_alerts_once_then_recovers() -> None:
+    core = ObserveCore(0, 1)
+    rules = AlertRules(feed_stale_after_s=5)
+    t0 = 1_000 * NS
+    core.handle("md.feed", FeedStatus(feed="binance", connected=False, stale=True, ts_ns=t0), t0)
+    assert [a for a in rules.check(core, t0) if a.key == "binance"] == []
+    assert [a for a in rules.check(core, t0 + 4 * NS) if a.key == "binance"] == []
+    a = [a for a in rules.check(core, t0 + 5 * NS) if a.key == "binance"]
+    assert [x.kind for x in a] == ["feed_stale"] and "binance" in a[0].title
+    assert [a for a in rules.check(core, t0 + 9 * NS) if a.key == "binance"] == []
+    t1 = t0 + 10 * NS
+    core.handle("md.feed", FeedStatus(feed="binance", connected=True, stale=False, ts_ns=t1), t1)
+    core.feed_last_ns["binance"] = t1
+    a = [a for a in rules.check(core, t1) if a.key == "binance"]
+    assert [x.kind for x in a] == ["feed_recovered"]
+
+
+def test_rate_limit_drops_repeats_and_bursts() -> None:
+    lim = RateLimit(burst=3, refill_per_s=1.0, repeat_after_s=60)
+    a = Alert("halt", "critical", "t", "b", key="x")
+    assert lim.allow(a, 0.0) == ""
+    assert lim.allow(a, 1.0) == "repeat"
+    assert lim.allow(a, 61.0) == ""
+    others = [Alert("feed_stale", "critical", "t", "b", key=str(i)) for i in range(5)]
+    verdicts = [lim.allow(x, 61.0) for x in others]
+    assert verdicts[:2] == ["", ""] and verdicts[2:] == ["rate"] * 3
+    assert lim.allow(others[4], 62.5) == ""  # a token came back after a second
+
+
+def test_alerts_reach_a_webhook_from_the_sender_thread_and_are_logged(receiver) -> None:
+    lines: list[tuple[str, str, dict[str, Any]]] = []
+    sender = AlertSender([receiver.url])
+    alerts = Alerts(AlertRules(), sender, lambda s, e, lvl="INFO", **f: lines.append((s, e, f)))
+    t0 = time.monotonic()
+    alerts.on_message(risk(halted=True, emergency_stop=True, reasons=["emergency_stop"]), 0)
+    assert time.monotonic() - t0 < 0.05  # submitting never waits for the network
+    got = wait_for(lambda: receiver.received, 5, what="the webhook to receive the alert")
+    assert "EMERGENCY STOP" in got[0][1]["title"] and got[0][1]["type"] == "failure"
+    assert lines[0][0] == "risk" and lines[0][1] == "alert"
+    assert lines[0][2]["kind"] == "emergency_stop" and lines[0][2]["delivery"] == "queued"
+    wait_for(lambda: sender.sent == 1, 5, what="the sender to count the delivery")
+    sender.close()
+
+
+def test_a_dead_webhook_is_an_error_line_not_a_stall() -> None:
+    lines: list[tuple[str, str, dict[str, Any]]] = []
+    # a closed port: apprise fails fast; the failure is logged on the owner's thread
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sender = AlertSender([f"json://127.0.0.1:{port}/hook"])
+    alerts = Alerts(AlertRules(), sender, lambda s, e, lvl="INFO", **f: lines.append((s, e, f)))
+    alerts.raise_(Alert("halt", "critical", "t", "b"))
+    core = ObserveCore(0, 1)
+
+    def failed() -> bool:
+        alerts.tick(core, time.time_ns())
+        return any(e == "alert_delivery_failed" for _, e, _ in lines)
+
+    wait_for(failed, 10, what="the failed delivery in errors.jsonl")
+    assert alerts.metrics()["alerts_failed"] == 1
+    sender.close()
+
+
+def test_an_alert_url_apprise_cannot_use_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ValueError, match="nosuchscheme://") as e:
+        AlertSender(["nosuchscheme://secret-token@host"])
+    assert "secret-token" not in str(e.value)
+
+
+@pytest.mark.whole_system
+def test_emergency_stop_and_a_restart_reach_a_local_webhook_on_the_whole_tree(receiver) -> None:
+    from tests.chaos.chaos_harness import HOLD_CONFIG, running_tree
+
+    with running_tree(HOLD_CONFIG, extra_env={"ALERT_URLS": receiver.url}) as tree:
+        t0 = time.monotonic()
+        r = tree.post("/api/emergency-stop", {"reason": "alert test"})
+        assert r.status_code == 200, r.text
+
+        def estop() -> float | None:
+            for t, doc in receiver.received:
+                if "EMERGENCY STOP" in doc.get("title", ""):
+                    return t
+            return None
+
+        t_alert = wait_for(estop, 10, what="the emergency-stop alert at the webhook")
+        assert t_alert - t0 <= 2.0, f"alert {t_alert - t0:.2f} s after the emergency stop"
+        print(f"\nemergency stop -> webhook: {t_alert - t0:.3f} s")
+        risk_lines = [
+            json.loads(ln) for ln in (tree.root / "logs" / "risk.jsonl").read_text().splitlines()
+        ]
+        assert any(
+            ln["event"] == "alert" and ln.get("kind") == "emergency_stop" for ln in risk_lines
+        )
+
+        old_pid, _ = tree.kill9("signal")
+        tree.wait_restarted("signal", old_pid)
+        wait_for(
+            lambda: any("signal restarted" in d.get("title", "") for _, d in receiver.received),
+            20,
+            what="the restart alert at the webhook",
+        )
