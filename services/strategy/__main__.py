@@ -16,7 +16,7 @@ from common import topics
 from common.bus import Puller, Pusher, Subscriber
 from common.config import ConfigError, StrategyConfigFiles, overrides_of, trading_book
 from common.core import Emitted
-from common.schema import ConfigSnapshot, Msg, OrderIntent, OrderReject, to_dict
+from common.schema import ConfigSnapshot, Msg, OrderIntent, OrderReject, TradeClosed, to_dict
 from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.strategy.core import STATE_EVERY_NS, StrategyCore
 from services.strategy.store import (
@@ -28,6 +28,7 @@ from services.strategy.store import (
 )
 
 LEDGER_OVERLAP_NS = 60 * 1_000_000_000  # replay a minute before the newest fill we saw
+REPLAYED_CLOSES_FOR_NS = 10 * 1_000_000_000  # trades closed while down: re-sent for 10 s
 TIMER_MS = 250
 
 
@@ -57,6 +58,7 @@ class StrategyRunner(ServiceRunner):
         if adopted:
             self.log.write("risk", "state_adopted_from_before_books", key=self.state_key)
         self.orders: Pusher | None = None
+        self.replayed_closes: list[TradeClosed] = []
         self.reconcile()
         self.log.write(
             "risk",
@@ -76,11 +78,16 @@ class StrategyRunner(ServiceRunner):
             events = ledger_fills(
                 self.store.conn, self.core.client_prefix, since, self.venue, paper
             )
+            replayed = []
             for fill in events:
-                self.write_logs(self.core.step(fill, fill.ts_fill_ns).logs)
+                replayed.append(self.core.step(fill, fill.ts_fill_ns))
             for slug in self.core.open_slugs():
                 for settlement in ledger_settlements(self.store.conn, slug, self.venue, paper):
-                    self.write_logs(self.core.step(settlement, settlement.ts_ns).logs)
+                    replayed.append(self.core.step(settlement, settlement.ts_ns))
+            for emitted in replayed:
+                self.write_logs(emitted.logs)
+                # a trade that closed while strategy was down: its P&L still reaches observe
+                self.replayed_closes += [m for t, m in emitted if t == topics.TRADE_CLOSED]
             pos = self.core.position
             if pos is not None and pos.fee_rate is None and pos.entry_client_order_id:
                 # the entry order's terms, so an exit right after this start is valued and sent
@@ -158,6 +165,11 @@ class StrategyRunner(ServiceRunner):
             super().send(topics.POSITION, self.core.position_state())
             if self.last_snapshot is not None:  # a subscriber that joined late learns it too
                 super().send(topics.CONFIG_SNAPSHOT, self.last_snapshot)
+            if self.replayed_closes and now - self.started_ns < REPLAYED_CLOSES_FOR_NS:
+                # subscribers connect after start (PUB drops until then): say it a few times;
+                # observe applies a trade's P&L by its closing row, so repeats are harmless
+                for closed in self.replayed_closes:
+                    super().send(topics.TRADE_CLOSED, closed)
         if not self.config_files.changed():
             return
         try:

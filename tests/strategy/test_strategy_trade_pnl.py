@@ -64,3 +64,45 @@ def test_exit_and_settlement_each_close_one_trade_and_the_day_is_their_sum() -> 
     assert t1.day == t2.day == core.day
     assert core.daily_pnl == pytest.approx(t1.pnl + t2.pnl)
     assert core.risk_state().daily_pnl == pytest.approx(t1.pnl + t2.pnl, abs=1e-6)
+
+
+def test_a_trade_closed_while_strategy_was_down_is_published_after_its_start(
+    iso_env: dict[str, str], tmp_path
+) -> None:
+    """Fills in execution's ledger from while strategy was down are replayed at start; the
+    trade they closed still reaches the bus (observe) with its P&L."""
+    import time
+
+    from services.execution.ledger import Ledger
+    from tests.conftest import REPO, wait_for
+    from tests.strategy.test_strategy_process import Harness
+
+    now = time.time_ns()
+    ledger = Ledger(iso_env["DATABASE_URL"].removeprefix("sqlite:"), venue="live")
+    buy = Fill(
+        client_order_id="pe-9-1-1e",
+        asset_id="U",
+        side="BUY",
+        price=0.5,
+        size=10,
+        fee=0.175,
+        ts_fill_ns=now - 5 * NS,
+        slug=SLUG,
+        outcome="Up",
+        trade_id="b9",
+    )
+    sell = _sell("pe-9-1-2x", 0.6, 10, 0.168, now - 4 * NS)
+    ledger.record_fills(buy.client_order_id, [buy], now)
+    ledger.record_fills(sell.client_order_id, [sell], now)
+    ledger.close()
+    cfg = tmp_path / "config.json"
+    cfg.write_text((REPO / "config" / "config.json").read_text())
+    h = Harness(iso_env, cfg)
+    try:
+        h.start()
+        closed = wait_for(lambda: h.poll(TradeClosed), 10, what="the replayed TradeClosed")
+        assert closed.closing_key == fill_key(sell) and closed.how == "exit"
+        assert closed.pnl == pytest.approx(6.0 - 0.168 - 5.175)
+        assert (closed.venue, closed.mode) == ("live", "paper")
+    finally:
+        h.close()
