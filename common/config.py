@@ -73,6 +73,16 @@ class StrategyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     vol_floor: Annotated[float, Meta(gt=0.0, le=0.01)] = 3e-5  # log units per sqrt second
     momentum_horizon_s: Annotated[int, Meta(ge=1, le=600)] = 30
     momentum_weight: Annotated[float, Meta(ge=0.0, le=2.0)] = 0.1
+    # multiplies the estimated volatility before pricing (fat tails, vol of vol: the log-normal
+    # walk with the EWMA sigma is too sure of itself); fitted by `polyedge calibrate --fit`
+    vol_scale: Annotated[float, Meta(gt=0.0, le=20.0)] = 1.0
+    # the market-aware probability: sigmoid(blend_bias + blend_market_weight * logit(Up mid)
+    # + blend_model_weight * logit(model)), fitted by `polyedge calibrate --fit` (model.blend_up).
+    # Built in: the model alone (the seed's behaviour, what unit tests assume); the shipped
+    # config/config.json carries the values fitted on real data (README "Does it have an edge?")
+    blend_market_weight: Annotated[float, Meta(ge=-5.0, le=5.0)] = 0.0
+    blend_model_weight: Annotated[float, Meta(ge=-5.0, le=5.0)] = 1.0
+    blend_bias: Annotated[float, Meta(ge=-5.0, le=5.0)] = 0.0
 
 
 def validate_strategy_config(doc: Any, source: str = "config") -> StrategyConfig:

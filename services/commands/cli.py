@@ -135,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "backtest": "services.commands.backtest",
         "doctor": "services.commands.doctor",
         "replay-books": "services.commands.replay_books",
+        "calibrate": "services.commands.calibrate",
     }
     if argv and argv[0] in delegated:
         return _delegate(delegated[argv[0]], argv[1:])
@@ -161,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("backtest", "deterministic backtest of a capture or the sim market"),
         ("doctor", "is this setup ready for real money? (pass/fail table, --json)"),
         ("replay-books", "real recorded CLOB frames through ingest's parsers (errors, cost)"),
+        ("calibrate", "score the model, the market and their blend on real outcomes (--fit)"),
         *TREE_COMMANDS.items(),
     ):
         sub.add_parser(name, help=text, add_help=False)

@@ -13,6 +13,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 
 from common import money
+from common.config import StrategyConfig
 
 NS = 1_000_000_000
 RETURN_HORIZONS_S = (5, 15, 30, 60)
@@ -94,6 +95,71 @@ def fair_up(
         z = d / std
         p = norm_cdf(z + mom)
     return Fair(p_up=min(P_MAX, max(P_MIN, p)), expected=expected, std_log=std, z=z, z_momentum=mom)
+
+
+def logit(p: float) -> float:
+    """log(p / (1 - p)) with p held inside [P_MIN, P_MAX] (finite for 0 and 1)."""
+    q = min(P_MAX, max(P_MIN, p))
+    return math.log(q / (1.0 - q))
+
+
+def sigmoid(x: float) -> float:
+    """The inverse of `logit`: 1 / (1 + exp(-x)), overflow-safe."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def blend_up(
+    p_model: float,
+    p_market: float | None,
+    market_weight: float,
+    model_weight: float,
+    bias: float = 0.0,
+) -> float:
+    """The market-aware probability of Up: a logistic regression on the market's and the model's
+    log-odds, sigmoid(bias + market_weight * logit(p_market) + model_weight * logit(p_model)),
+    fitted on real outcomes (`polyedge calibrate --fit`, README "Does it have an edge?").
+    `p_market` is the Up token's mid; without one (no two-sided book) the model alone
+    (`p_model`) is returned: the caller must not trade on it as if the book had been seen."""
+    if p_market is None or not 0.0 < p_market < 1.0:
+        return min(P_MAX, max(P_MIN, p_model))
+    x = bias + market_weight * logit(p_market) + model_weight * logit(p_model)
+    return min(P_MAX, max(P_MIN, sigmoid(x)))
+
+
+def market_aware_up(
+    cfg: StrategyConfig,
+    *,
+    price: float,
+    price_to_beat: float,
+    sigma: float,
+    tau_s: float,
+    lookback_s: float = 0.0,
+    known_avg: float | None = None,
+    momentum: float = 0.0,
+    p_market: float | None = None,
+) -> tuple[Fair, float]:
+    """The one pricing path (signal's core and `polyedge calibrate` both call it): the model's
+    `Fair` with `sigma` (log units per sqrt second, as estimated) scaled by `cfg.vol_scale` and
+    the momentum weighted by `cfg.momentum_weight`, and the market-aware probability of Up
+    (`blend_up` of the model and `p_market`, the Up token's mid, with the config's fitted
+    weights). Raises ValueError on a non-positive price (see `fair_up`)."""
+    fair = fair_up(
+        price,
+        price_to_beat,
+        sigma * cfg.vol_scale,
+        tau_s,
+        lookback_s,
+        known_avg,
+        momentum,
+        cfg.momentum_weight,
+    )
+    p = blend_up(
+        fair.p_up, p_market, cfg.blend_market_weight, cfg.blend_model_weight, cfg.blend_bias
+    )
+    return fair, p
 
 
 def edge(p_side: float, best_ask: float | None, fee_rate: float, fee_exponent: float) -> float:
