@@ -56,6 +56,12 @@ def metrics_text(core: ObserveCore, now_ns: int, extra: dict[str, float] | None 
         ],
     )
     metric(
+        "polyedge_service_restarts_total",
+        "counter",
+        "Restarts of each service seen by this observe (a new pid in its heartbeat)",
+        [(f'{{service="{k}"}}', float(n)) for k, n in sorted(core.restarts.items())],
+    )
+    metric(
         "polyedge_probes_total", "counter", "End-to-end probes completed", [("", core.probes)]
     )
     metric("polyedge_btc_price_usd", "gauge", "Last BTC trade price", [("", core.btc_price)])

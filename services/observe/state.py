@@ -109,6 +109,7 @@ class ObserveCore:
         self.venue = venue
         self.real_trading = real_trading
         self.heartbeats: dict[str, Heartbeat] = {}
+        self.restarts: dict[str, int] = {}  # service -> new pids seen in its heartbeat
         self.last_probe: Probe | None = None
         self.probes = 0
         self.messages = 0
@@ -241,6 +242,9 @@ class ObserveCore:
         if isinstance(msg, Heartbeat):
             prev = self.heartbeats.get(msg.service)
             self.heartbeats[msg.service] = msg
+            self.restarts.setdefault(msg.service, 0)
+            if prev is not None and prev.pid != msg.pid:
+                self.restarts[msg.service] += 1
             if prev is not None and prev.state != msg.state:
                 out.append(
                     LogLine(
