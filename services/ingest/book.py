@@ -140,12 +140,13 @@ class BookSet:
         """After an update: crossed, or the venue's stated top of book differs from ours, marks
         the book out of sync at once. True if the book is still in sync.
 
-        The venue states an empty side as bid 0 / ask 1 (or null), so those mean 'empty'."""
+        The venue states an empty side as bid 0 / ask 1 (or null), so those mean 'empty'; an ask
+        of 0 can only mean empty too (no one sells at 0), whatever form a venue uses for it."""
         if b.crossed:
             self._out_of_sync(b, "crossed", now_ns)
         if best_bid is not None or best_ask is not None:
             vb = None if best_bid is None or best_bid <= 0.0 else price_key(best_bid)
-            va = None if best_ask is None or best_ask >= 1.0 else price_key(best_ask)
+            va = None if best_ask is None or not 0.0 < best_ask < 1.0 else price_key(best_ask)
             if (vb, va) != (b.best_bid, b.best_ask):
                 self.stats.mismatches += 1
                 self._out_of_sync(b, "best_mismatch", now_ns)
@@ -196,7 +197,7 @@ def publishable(
         return snap  # `in_sync` defaults to True
     bids, asks = snap.bids, snap.asks
     vb = None if best_bid is None or best_bid <= 0.0 else price_key(best_bid)
-    va = None if best_ask is None or best_ask >= 1.0 else price_key(best_ask)
+    va = None if best_ask is None or not 0.0 < best_ask < 1.0 else price_key(best_ask)
     if vb is not None:
         bids = [lv for lv in bids if lv[0] <= vb]
     if va is not None:

@@ -142,6 +142,9 @@ def test_book_best_mismatch_marks_out_of_sync_at_once_until_a_snapshot() -> None
     (snap,) = apply(bs, book_frame("A", [("0.45", "1")], [("0.60", "1")]))
     assert snap.in_sync and bs.needing_resync(T0 + 5 * S, S) == []
     assert bs.stats.resynced == 1
+    bs.books["A"].replace([(0.45, 1.0)], [])  # (the ask side empties)
+    assert bs.on_best("A", 0.45, 0.0, T0) is None  # an ask of 0 states an empty side too
+    bs.books["A"].replace([(0.45, 1.0)], [(0.60, 1.0)])
     assert bs.on_best("A", 0.0, 1.0, T0) is not None  # venue's 'empty'; ours is not empty
     assert bs.stats.mismatches == 2 and bs.stats.out_of_sync == 2
 
