@@ -21,6 +21,7 @@ from common.schema import (
     ClockTick,
     MarketInfo,
     MarketResolved,
+    PriceBasis,
     PriceFeedTick,
     Probe,
     SignalScore,
@@ -50,6 +51,7 @@ LOG_EVERY_NS = 1_000_000_000  # signal.jsonl gets one full score (with inputs) a
 # ticks come ~1/s, 1-2 s late and sometimes seconds apart (PROTOCOLS.md sections 5 and 7), and
 # such a gap must not push the price to beat to another source.
 PTB_MAX_AGE_S = 15
+BASIS_MIN_SAMPLES = 10  # Chainlink ticks before the measured basis is applied
 
 
 def in_force(series: dict[int, float], t: int) -> float | None:
@@ -79,7 +81,8 @@ class SignalCore(Core):
         self.twap: dict[int, float] = {}  # unix second -> published TWAP ending then
         self.binance_s: dict[int, float] = {}  # unix second -> last Binance trade in it
         self.ptb: dict[str, tuple[float, float]] = {}  # slug -> (price to beat, source)
-        self.ptb_final: set[str] = set()  # slugs whose estimate a later tick has confirmed
+        self.ptb_final: set[str] = set()
+        self.basis_usd = 0.0  # Binance - Chainlink, from ingest's meter (0 until measured)  # slugs whose estimate a later tick has confirmed
         self.now_ns = 0
         self.last_trade_recv_ns = 0
         self.published = 0
@@ -123,6 +126,12 @@ class SignalCore(Core):
             self.chainlink[sec] = msg.value
         elif msg.source.startswith("twap"):
             self.twap[sec] = msg.value
+        return []
+
+    def on_price_basis(self, msg: PriceBasis, now_ns: int) -> Out:
+        """Ingest's Binance - Chainlink meter: the model prices in settlement (Chainlink) units,
+        Binance minus the measured basis (DESIGN.md "Prices and settlement")."""
+        self.basis_usd = msg.basis_mean_usd if msg.samples >= BASIS_MIN_SAMPLES else 0.0
         return []
 
     def on_market_info(self, msg: MarketInfo, now_ns: int) -> Out:
@@ -200,9 +209,9 @@ class SignalCore(Core):
         if found is None and known is None:
             before = [sec for sec in self.binance_s if sec <= start]
             if before:
-                found = (self.binance_s[max(before)], PTB_BINANCE)
+                found = (self.binance_s[max(before)] - self.basis_usd, PTB_BINANCE)
             elif self.features.last_price is not None:
-                found = (self.features.last_price, PTB_BINANCE)
+                found = (self.features.last_price - self.basis_usd, PTB_BINANCE)
         if found is not None and (known is None or found[1] >= known[1]):
             self.ptb[m.slug] = found
             if series and next(reversed(series)) > start:  # keys are in time order
@@ -218,7 +227,7 @@ class SignalCore(Core):
         if secs and all(v is not None for v in vals):
             return sum(vals) / len(vals)  # type: ignore[arg-type]
         vals = [self.binance_s.get(s) for s in secs]
-        have = [v for v in vals if v is not None]
+        have = [v - self.basis_usd for v in vals if v is not None]
         return sum(have) / len(have) if have else None
 
     def score(self, now_ns: int, origin_exchange_ns: int = 0) -> SignalScore | None:
@@ -234,8 +243,10 @@ class SignalCore(Core):
         tau = (m.window_end_ns - now_ns) / NS
         known = self._known_avg(m, lookback) if 0 < lookback and tau <= lookback else None
         momentum = self.features.momentum(cfg.momentum_horizon_s)
+        settle_price = price - self.basis_usd  # Binance in Chainlink units
         fair = fair_up(
-            price, ptb[0], self.features.sigma, tau, lookback, known, momentum, cfg.momentum_weight
+            settle_price, ptb[0], self.features.sigma, tau, lookback, known, momentum,
+            cfg.momentum_weight,
         )
         p = fair.p_up
         up_bid, up_ask, up_ts = self.books.get(m.up_token_id, (None, None, 0))
@@ -244,6 +255,7 @@ class SignalCore(Core):
         edge_down = edge(1.0 - p, dn_ask, m.fee_rate, m.fee_exponent)
         inputs: dict[str, float] = {
             "price": price,
+            "basis_usd": self.basis_usd,
             "price_to_beat": ptb[0],
             "ptb_source": ptb[1],
             "log_distance": math.log(fair.expected / ptb[0]),

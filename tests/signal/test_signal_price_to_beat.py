@@ -116,3 +116,27 @@ def test_strategy_does_not_enter_on_a_non_settlement_price_to_beat() -> None:
     assert (d.action, d.reason) == ("skip", "price_to_beat_not_settlement")
     assert _strategy_signal(True, PTB_CHAINLINK).action == "enter"
     assert _strategy_signal(False, PTB_BINANCE).action == "enter"  # configurable
+
+
+def test_signal_prices_in_settlement_units_with_the_measured_basis() -> None:
+    """Binance runs above Chainlink by a measured basis: the model's spot is Binance - basis,
+    so a Binance price $20 above a Chainlink price to beat with a $20 basis is a coin flip."""
+    from common.schema import PriceBasis
+
+    core = SignalCore()
+    core.step(market(), START - 60 * NS)
+    core.step(tick("chainlink", 85_000.0, START - NS), START)
+    core.step(tick("chainlink", 85_000.0, START + NS), START + 2 * NS)
+    t = START + 150 * NS
+    core.step(trade(85_020.0, t - NS), t - NS)
+    out = core.step(trade(85_020.0, t), t)
+    before = [m for _, m in out if isinstance(m, SignalScore)][-1]
+    assert before.p_up > 0.55  # Binance alone says Up
+    core.step(
+        PriceBasis(ts_ns=t, basis_usd=20.0, basis_mean_usd=20.0, basis_sd_usd=1.0, lag_ms=1500,
+                   lag_mean_ms=1500, samples=60, bound_usd=50),
+        t,
+    )
+    out = core.step(trade(85_020.0, t + NS), t + NS)
+    after = [m for _, m in out if isinstance(m, SignalScore)][-1]
+    assert abs(after.p_up - 0.5) < 0.02 and after.inputs["basis_usd"] == 20.0
