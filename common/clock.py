@@ -22,5 +22,16 @@ def iso_utc(ts_ns: int) -> str:
     )
 
 
+DAY_NS = 86_400 * 1_000_000_000
+_days: dict[int, str] = {}  # day number since the epoch -> "YYYY-MM-DD" (cores ask per message)
+
+
 def utc_day(ts_ns: int) -> str:
-    return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%d")
+    """The UTC calendar day of `ts_ns` (ns since the Unix epoch) as "YYYY-MM-DD"."""
+    n = ts_ns // DAY_NS
+    day = _days.get(n)
+    if day is None:
+        if len(_days) > 4096:
+            _days.clear()
+        day = _days[n] = datetime.fromtimestamp(n * 86_400, UTC).strftime("%Y-%m-%d")
+    return day

@@ -69,14 +69,18 @@ class Core:
     def __init__(self) -> None:
         self._logs: list[LogRecord] = []
 
+    @classmethod
+    def handler(cls, kind: type) -> Callable[..., Out | None] | None:
+        """The `on_<message>` function for messages of type `kind` (None: ignored); cached."""
+        try:
+            return cls._dispatch[kind]
+        except KeyError:
+            fn = cls._dispatch[kind] = getattr(cls, handler_name(kind), None)
+            return fn
+
     def step(self, msg: Any, now_ns: int) -> Emitted:
         """Handle one message at event time `now_ns` (ns); returns what the core emits."""
-        kind = type(msg)
-        table = type(self)._dispatch
-        try:
-            fn = table[kind]
-        except KeyError:
-            fn = table[kind] = getattr(type(self), handler_name(kind), None)
+        fn = type(self).handler(type(msg))
         out = fn(self, msg, now_ns) if fn is not None else None
         emitted = Emitted(out or ())
         if self._logs:

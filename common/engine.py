@@ -61,6 +61,7 @@ class Engine:
         self._routes: dict[str, tuple[Node, ...]] = {}
         self._queue: deque[tuple[str, Any]] = deque()
         self._timed = [n for n in self.nodes if n.timer_ns is not None]
+        self._next_due = 0  # the earliest timer due (ns); nothing to fire before it
 
     def subscribers(self, topic: str) -> tuple[Node, ...]:
         """The nodes a message on `topic` reaches (cached per topic)."""
@@ -88,35 +89,49 @@ class Engine:
         """Fire every timer due by `now_ns`, earliest first."""
         if now_ns > self.now_ns:
             self.now_ns = now_ns
+        if now_ns < self._next_due:
+            return
         timed = self._timed
         while timed:
-            first = None
+            first = timed[0]
             for n in timed:
                 if n.next_timer_ns is None:
                     n.next_timer_ns = now_ns
-                if first is None or n.next_timer_ns < first.next_timer_ns:  # type: ignore[operator]
+                if n.next_timer_ns < first.next_timer_ns:  # type: ignore[operator]
                     first = n
-            assert first is not None and first.next_timer_ns is not None
             t = first.next_timer_ns
+            assert t is not None and first.timer_ns is not None
             if t > now_ns:
+                self._next_due = t
                 return
-            first.next_timer_ns = t + first.timer_ns  # type: ignore[operator]
+            first.next_timer_ns = t + first.timer_ns
             self._run(first, Timer(t), t)
             self._drain(t)
+        self._next_due = 1 << 62
 
     def _run(self, node: Node, msg: Any, now_ns: int) -> None:
-        emitted = node.core.step(msg, now_ns)
-        if emitted.logs and self.on_log is not None:
-            for rec in emitted.logs:
-                self.on_log(node.name, rec)
-        if emitted:
-            self._queue.extend(emitted)
+        # the core's own dispatch (Core.handler), without building an Emitted per message
+        core = node.core
+        fn = core.handler(type(msg))
+        if fn is None:
+            return
+        out = fn(core, msg, now_ns)
+        if core._logs:
+            logs = core.take_logs()
+            if self.on_log is not None:
+                for rec in logs:
+                    self.on_log(node.name, rec)
+        if out:
+            self._queue.extend(out)
 
     def _drain(self, now_ns: int) -> None:
-        queue, tap = self._queue, self.tap
+        queue, tap, routes = self._queue, self.tap, self._routes
         while queue:
             topic, msg = queue.popleft()
             if tap is not None:
                 tap(topic, msg, now_ns)
-            for node in self.subscribers(topic):
+            subs = routes.get(topic)
+            if subs is None:
+                subs = self.subscribers(topic)
+            for node in subs:
                 self._run(node, msg, now_ns)

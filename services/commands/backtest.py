@@ -21,8 +21,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import multiprocessing
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -111,36 +112,91 @@ class FrameFeed:
     """Raw venue frames into the engine's ingest node, parsed by ingest's own parsers (as its
     feed clients do); unparseable frames are counted and skipped."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine | None) -> None:
         self.engine = engine
         self.errors = 0
         self.frames = 0
         self.last_ns = 0
 
-    def feed(self, ts_ns: int, channel: str, text: str) -> None:
+    def parse(self, ts_ns: int, channel: str, text: str) -> Any:
+        """The message ingest's core takes for one frame (None: unparseable, counted)."""
         self.frames += 1
         self.last_ns = max(self.last_ns, ts_ns)
         kind = channel.split(":", 1)[0]
         try:
             if kind == "binance":
-                msg: Any = VenueEvents("binance", parsers.parse_binance(text, ts_ns))
-            elif kind in ("clob", "market"):
-                msg = VenueEvents("clob", parsers.parse_clob(text, ts_ns))
-            elif kind == "rtds":
-                msg = VenueEvents("price_feed", parsers.parse_rtds(text, ts_ns))
-            elif kind == "gamma":
-                msg = parsers.parse_gamma(text, ts_ns)
-            elif channel == "resolution:gamma":
-                msg = parsers.parse_gamma_resolution(text, ts_ns)
-            elif channel == "resolution:clob_rest":
-                msg = parsers.parse_clob_market_resolution(text, ts_ns)
-            else:
-                self.errors += 1
-                return
+                return VenueEvents("binance", parsers.parse_binance(text, ts_ns))
+            if kind in ("clob", "market"):
+                return VenueEvents("clob", parsers.parse_clob(text, ts_ns))
+            if kind == "rtds":
+                return VenueEvents("price_feed", parsers.parse_rtds(text, ts_ns))
+            if kind == "gamma":
+                return parsers.parse_gamma(text, ts_ns)
+            if channel == "resolution:gamma":
+                return parsers.parse_gamma_resolution(text, ts_ns)
+            if channel == "resolution:clob_rest":
+                return parsers.parse_clob_market_resolution(text, ts_ns)
         except parsers.ParseError:
-            self.errors += 1
-            return
-        self.engine.step("ingest", msg, ts_ns)
+            pass
+        self.errors += 1
+        return None
+
+    def feed(self, ts_ns: int, channel: str, text: str) -> None:
+        msg = self.parse(ts_ns, channel, text)
+        if msg is not None and self.engine is not None:
+            self.engine.step("ingest", msg, ts_ns)
+
+
+# ------------------------------------------------------------------ frames from a worker
+FRAMES_PER_BATCH = 4096
+_batch_decoder = msgspec.msgpack.Decoder(list[tuple[int, str, str]])
+
+
+def _frame_worker(conn: Any, source: Callable[[], Iterable[Frame]]) -> None:
+    """Child process: the source's frames, msgpack-encoded in batches, then b"" (or b"!" and
+    the error)."""
+    enc = msgspec.msgpack.Encoder()
+    try:
+        batch: list[Frame] = []
+        for frame in source():
+            batch.append(frame)
+            if len(batch) >= FRAMES_PER_BATCH:
+                conn.send_bytes(enc.encode(batch))
+                batch = []
+        if batch:
+            conn.send_bytes(enc.encode(batch))
+        conn.send_bytes(b"")
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send_bytes(b"!" + f"{type(e).__name__}: {e}".encode())
+    finally:
+        conn.close()
+
+
+def frames_from_worker(source: Callable[[], Iterable[Frame]]) -> Iterator[Frame]:
+    """`source()`'s frames, produced in a child process (generating the simulated market, or
+    reading and unzipping a capture, overlaps with the cores on a second CPU), in order.
+    Raises ValueError with the child's error."""
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_frame_worker, args=(send, source), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        while True:
+            try:
+                data = recv.recv_bytes()
+            except EOFError:
+                raise ValueError(f"frame worker died (exit code {proc.exitcode})") from None
+            if not data:
+                return
+            if data[:1] == b"!":
+                raise ValueError(f"frame worker: {data[1:].decode(errors='replace')}")
+            yield from _batch_decoder.decode(data)
+    finally:
+        recv.close()
+        if proc.is_alive():
+            proc.terminate()
+        proc.join()
 
 
 def replay(frames: Iterable[Frame]) -> Iterator[tuple[str, Msg]]:
@@ -517,6 +573,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="make the frames in this process too (default: the simulated market is generated, "
+        "or the capture read, in a worker process while the cores run here; same report)",
+    )
+    ap.add_argument(
         "--record",
         type=Path,
         help="with --sim-seed: also write the venue frames as an ingest capture (.gz: gzip)",
@@ -553,13 +615,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"polyedge backtest: {e}", file=sys.stderr)
         return 2
     try:
-        if args.sim_seed is not None:
-            frames = sim_frames(args.sim_seed, args.windows, args.window_seconds)
-            if args.record is not None:
-                frames = _recording(frames, args.record)
+        if args.sim_seed is not None or capture_kind(args.capture) == "frames":
+            seed, windows, window_s, record = (
+                args.sim_seed,
+                args.windows,
+                args.window_seconds,
+                args.record,
+            )
+            capture = args.capture
+
+            def source() -> Iterable[Frame]:
+                if seed is None:
+                    return read_frames(capture)
+                frames = sim_frames(seed, windows, window_s)
+                return frames if record is None else _recording(frames, record)
+
+            frames = source() if args.in_process else frames_from_worker(source)
             res = Backtest(config).run_frames(frames)
-        elif capture_kind(args.capture) == "frames":
-            res = Backtest(config).run_frames(read_frames(args.capture))
         else:
             res = Backtest(config, with_ingest=False).run_messages(
                 capture_messages(args.capture)

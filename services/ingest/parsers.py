@@ -137,6 +137,14 @@ class NewMarket(Struct, frozen=True):
 # --- scalar helpers --------------------------------------------------------------------------------
 def _num(v: Any, what: str) -> float:
     """A finite, non-negative number from a JSON number or decimal string."""
+    if type(v) is str:  # the venues' usual form: checked first, the rest as before
+        try:
+            x = float(v)
+        except ValueError:
+            raise ParseError(f"{what}: not a decimal: {v[:40]!r}") from None
+        if x >= 0.0 and x != math.inf:  # NaN fails the first test
+            return x
+        raise ParseError(f"{what}: out of range: {v!r}")
     if isinstance(v, bool):
         raise ParseError(f"{what}: expected a number, got a boolean")
     if isinstance(v, int | float):

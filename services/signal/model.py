@@ -8,6 +8,7 @@ prices that average, not the spot price at the close.
 
 from __future__ import annotations
 
+import functools
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ def norm_cdf(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
+@functools.lru_cache(maxsize=8192)  # prices sit on the tick grid: a few hundred distinct calls
 def taker_fee_per_share(price: float, rate: float, exponent: float = 1.0) -> float:
     """Taker fee in collateral per share at `price` (feeSchedule: rate * (p * (1 - p)) ** exp;
     `common.money.fee_per_share`)."""

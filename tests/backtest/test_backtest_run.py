@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -15,7 +16,17 @@ import pytest
 from common import topics
 from common.config import validate_strategy_config
 from common.schema import to_dict
-from services.commands.backtest import Backtest, brier, calibration, main, replay, sim_frames
+from services.commands.backtest import (
+    Backtest,
+    brier,
+    calibration,
+    frames_from_worker,
+    main,
+    replay,
+    sim_frames,
+    summary,
+)
+from services.execution.core import ExecutionCore
 from services.execution.ledger import Ledger
 from tests.conftest import REPO
 
@@ -93,26 +104,25 @@ def test_tap_style_message_capture(tmp_path: Path) -> None:
 
 
 def test_backtest_fills_come_from_the_execution_core_with_acks_and_ledger_rows(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The backtest runs the real ExecutionCore in paper mode: every fill it reports was
     emitted by that core, has its ack, and is a row of its ledger, as in a paper session."""
     config = validate_strategy_config(
         {k: json.loads(v) for k, v in (a.split("=") for a in ARGS[7::2])}, "test"
     )
-    bt = Backtest(config, ledger_path=str(tmp_path / "ledger.db"))
     emitted: list[tuple[str, str]] = []
-    real_step = bt.execution.step
+    real = ExecutionCore.on_order_intent
 
-    def spy(msg, now_ns):  # what ExecutionCore itself returned, by topic and id
-        out = real_step(msg, now_ns)
+    def spy(self: ExecutionCore, intent: Any, now_ns: int) -> Any:
+        out = real(self, intent, now_ns)  # what ExecutionCore itself returned, by topic and id
         emitted.extend((t, getattr(m, "trade_id", "")) for t, m in out if t == topics.FILL)
         return out
 
-    bt.execution.step = spy  # type: ignore[method-assign]
-    for node in bt.engine.nodes:
-        if node.name == "execution":
-            assert node.core is bt.execution
+    monkeypatch.setattr(ExecutionCore, "on_order_intent", spy)
+    monkeypatch.setattr(ExecutionCore, "_dispatch", {})  # the handler cache, rebuilt with the spy
+    bt = Backtest(config, ledger_path=str(tmp_path / "ledger.db"))
+    assert type(bt.engine.by_name["execution"].core) is ExecutionCore
     res = bt.run_frames(sim_frames(3, 2, 120))
     assert res.fills and len(res.fills) == len(emitted)
     assert {f["trade_id"] for f in res.fills} == {tid for _, tid in emitted}
@@ -131,6 +141,53 @@ def test_backtest_fills_come_from_the_execution_core_with_acks_and_ledger_rows(
     finally:
         ledger.close()
     assert res.ledger_orders == len(acked) + res.rejects and res.ledger_fills == len(rows)
+
+
+def test_frames_from_the_worker_process_give_the_same_report() -> None:
+    """The default run makes the frames in a worker process: byte for byte the report of the
+    frames made in-process."""
+    config = validate_strategy_config(
+        {k: json.loads(v) for k, v in (a.split("=") for a in ARGS[7::2])}, "test"
+    )
+    here = summary(Backtest(config).run_frames(sim_frames(3, 1, 120)))
+    there = summary(Backtest(config).run_frames(frames_from_worker(lambda: sim_frames(3, 1, 120))))
+    assert here["trades"] > 0 and here["signals"] > 100
+    assert msgspec.json.encode(here) == msgspec.json.encode(there)
+
+
+def test_a_failing_frame_source_is_a_clear_error() -> None:
+    def broken() -> list:
+        raise OSError("capture unreadable")
+
+    with pytest.raises(ValueError, match="frame worker: OSError: capture unreadable"):
+        list(frames_from_worker(broken))
+
+
+def test_backtest_speed_script_runs_old_and_new_side_by_side() -> None:
+    """`polyedge backtest-speed` extracts the old commit, runs both backtests and reports the
+    ratio; this tree's two runs print byte-identical reports."""
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.commands.cli",
+            "backtest-speed",
+            "--windows",
+            "1",
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert p.returncode == 0, p.stderr + p.stdout
+    doc = json.loads(p.stdout)
+    assert doc["new_outputs_identical"] is True and doc["failed"] == []
+    assert len(doc["old"]["wall_s"]) == 1 and len(doc["new"]["wall_s"]) == 2
+    assert doc["ratio_wall"] == pytest.approx(
+        doc["old_wall_median_s"] / doc["new_wall_median_s"], rel=0.01
+    )
 
 
 def test_brier_and_calibration_worked_numbers() -> None:
