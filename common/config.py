@@ -8,12 +8,17 @@ raises `ConfigError` naming every offending field, and services exit non-zero on
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import math
 import os
+import re
+import sys
 import tempfile
 import typing
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -110,9 +115,9 @@ def load_strategy_config(
     """The effective strategy config.
 
     With `path`: that file alone over the built-in defaults (no operator overrides). Without:
-    the shipped defaults (`POLYEDGE_CONFIG` or `config/config.json`) with the operator's
-    overrides from the data directory (`data_dir`, default `POLYEDGE_DATA_DIR` or `./data`)
-    merged on top (`StrategyConfigFiles`). Raises ConfigError
+    the shipped defaults (`config/config.json`) with the operator's overrides from the data
+    directory (`data_dir`, default `./data`) merged on top (`StrategyConfigFiles`). A service
+    uses `Settings.strategy_config_files()`, which honours `POLYEDGE_CONFIG`. Raises ConfigError
     naming the file and every bad field; a missing default file means the built-in defaults.
     """
     if path is not None:
@@ -176,8 +181,9 @@ def overrides_of(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, 
 
 
 def default_overrides_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where the operator's config changes live: `<data dir>/config.json` (untracked)."""
-    base = data_dir or os.environ.get("POLYEDGE_DATA_DIR") or "./data"
+    """Where the operator's config changes live: `<data dir>/config.json` (untracked); the data
+    directory is `Settings.data_dir` (`POLYEDGE_DATA_DIR`) in a service, else `./data`."""
+    base = data_dir or "./data"
     return Path(base) / OVERRIDES_FILE_NAME
 
 
@@ -211,9 +217,9 @@ class LoadedConfig:
 class StrategyConfigFiles:
     """The strategy config's two files, loaded as one and watched for edits.
 
-    - defaults: `POLYEDGE_CONFIG` or `config/config.json`, tracked in git; the running system
-      never writes it.
-    - overrides: `<POLYEDGE_DATA_DIR>/config.json`, only the fields the operator changed (through
+    - defaults: `defaults_path` (`Settings.config_path`, i.e. `POLYEDGE_CONFIG`) or
+      `config/config.json`, tracked in git; the running system never writes it.
+    - overrides: `<data_dir>/config.json` (`POLYEDGE_DATA_DIR`), only the fields the operator changed (through
       `POST /api/config` or by hand); strategy rewrites it atomically on every applied change.
 
     The effective config is built-ins <- defaults file <- overrides file (each layer may be
@@ -228,10 +234,8 @@ class StrategyConfigFiles:
         data_dir: str | os.PathLike[str] | None = None,
         use_overrides: bool = True,
     ) -> None:
-        self.explicit = bool(defaults_path or os.environ.get("POLYEDGE_CONFIG"))
-        self.defaults_path = Path(
-            defaults_path or os.environ.get("POLYEDGE_CONFIG") or DEFAULT_CONFIG_PATH
-        )
+        self.explicit = bool(defaults_path)
+        self.defaults_path = Path(defaults_path or DEFAULT_CONFIG_PATH)
         self.overrides_path: Path | None = (
             Path(overrides_path or default_overrides_path(data_dir)) if use_overrides else None
         )
@@ -329,6 +333,11 @@ def config_choices() -> dict[str, list[Any]]:
 
 
 # --- runtime settings ------------------------------------------------------------------------
+# Every runtime setting is a field of one of the frozen structs below; its environment variable is
+# the field's encoded name (`rename`), its default the field's default, its meaning the field's
+# `description`. `load_settings` reads `.env`, then the environment (which wins), once, into
+# `Settings`; nothing else in the tree reads the environment. README's configuration table is
+# generated from these structs (`polyedge settings --markdown`) and a test keeps it current.
 class Secret:
     """A secret string that never shows itself in a repr, str, log line or exception."""
 
@@ -372,26 +381,241 @@ def sim_urls(port: int, host: str = "127.0.0.1") -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
-class Settings:
-    venue: Literal["live", "sim"] = "live"
-    dry_run: bool = True
-    enable_real_trading: bool = False
-    private_key: Secret | None = None
-    database_url: str = "sqlite:./data/trader.db"
-    log_level: str = "INFO"
-    log_dir: Path = Path("./logs")
-    data_dir: Path = Path("./data")
-    api_host: str = "127.0.0.1"
-    api_port: int = 8080
-    api_token: Secret | None = None
-    sim_port: int = 8765
-    sim_seed: int = 1
-    sim_window_seconds: int = 300
-    urls: dict[str, str] = field(default_factory=lambda: dict(LIVE_URLS))
-    # apprise URLs, comma- or space-separated (they usually hold tokens: a Secret)
-    alert_urls: Secret | None = None
-    alert_feed_stale_s: int = 30  # a needed feed stale this long is an alert
+def _doc(
+    description: str, *, default: str | None = None, expect: str | None = None, case: str = "",
+    **constraints: Any,
+) -> Meta:
+    """Field metadata: the README's `meaning`, an optional `default` shown instead of the field's
+    own, `expect` (the error text for a bad value) and `case` ("upper"/"lower": normalised)."""
+    extra = {k: v for k, v in (("default", default), ("expect", expect), ("case", case)) if v}
+    return Meta(description=description, extra=extra, **constraints)
+
+
+_URL = r"^(wss?|https?)://[^\s]+$"
+_URL_EXPECT = "a ws(s):// or http(s):// URL"
+_VENUE_DEFAULT = "the real venue's (the simulated venue's with `POLYEDGE_VENUE=sim`)"
+_ENDPOINT = r"^(ipc|tcp)://[^\s]+$"
+_ENDPOINT_EXPECT = "an ipc:// or tcp:// endpoint"
+Ms = Annotated[int, Meta(ge=0, le=86_400_000)]
+Sec = Annotated[int, Meta(ge=0, le=86_400 * 7)]
+
+
+def _prefixed(prefix: str) -> Callable[[str], str]:
+    """A struct's `rename`: field `clob_ping_ms` is variable `<PREFIX>CLOB_PING_MS`."""
+    return lambda field: prefix + field.upper()
+
+
+class VenueUrls(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, rename="upper"):
+    """Venue endpoints; unset means the real venue's, or the simulated venue's when
+    `POLYEDGE_VENUE=sim` (see `Settings.urls`)."""
+
+    binance_ws_url: Annotated[str, _doc(
+        "Binance spot streams", default=_VENUE_DEFAULT, expect=_URL_EXPECT,
+        pattern=_URL)] | None = None
+    polymarket_ws_url: Annotated[str, _doc(
+        "Polymarket CLOB WebSocket (market and user channels)", default=_VENUE_DEFAULT,
+        expect=_URL_EXPECT, pattern=_URL)] | None = None
+    gamma_api_url: Annotated[str, _doc(
+        "Polymarket Gamma REST (market discovery)", default=_VENUE_DEFAULT,
+        expect=_URL_EXPECT, pattern=_URL)] | None = None
+    clob_api_url: Annotated[str, _doc(
+        "Polymarket CLOB REST (orders, books)", default=_VENUE_DEFAULT,
+        expect=_URL_EXPECT, pattern=_URL)] | None = None
+    price_feed_ws_url: Annotated[str, _doc(
+        "Polymarket RTDS price feed (Chainlink, TWAP)", default=_VENUE_DEFAULT,
+        expect=_URL_EXPECT, pattern=_URL)] | None = None
+
+
+_BUS_DEFAULT = "`ipc://` under `POLYEDGE_DATA_DIR/run/`"
+
+
+class BusSettings(
+    Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, rename=_prefixed("POLYEDGE_BUS_")
+):
+    """Bus endpoints; a `tcp://` address spreads the services over hosts."""
+
+    ingest: Annotated[str, _doc(
+        "ingest's PUB stream (`md.*`)", default=_BUS_DEFAULT,
+        expect=_ENDPOINT_EXPECT, pattern=_ENDPOINT)] | None = None
+    signal: Annotated[str, _doc(
+        "signal's PUB stream (`sig.*`)", default=_BUS_DEFAULT,
+        expect=_ENDPOINT_EXPECT, pattern=_ENDPOINT)] | None = None
+    strategy: Annotated[str, _doc(
+        "strategy's PUB stream (`strat.*`, `risk.*`)", default=_BUS_DEFAULT,
+        expect=_ENDPOINT_EXPECT, pattern=_ENDPOINT)] | None = None
+    execution: Annotated[str, _doc(
+        "execution's PUB stream (`exec.*`)", default=_BUS_DEFAULT,
+        expect=_ENDPOINT_EXPECT, pattern=_ENDPOINT)] | None = None
+    orders: Annotated[str, _doc(
+        "order intents, strategy -> execution (PUSH/PULL)", default=_BUS_DEFAULT,
+        expect=_ENDPOINT_EXPECT, pattern=_ENDPOINT)] | None = None
+    control: Annotated[str, _doc(
+        "control commands, observe -> strategy (PUSH/PULL)", default=_BUS_DEFAULT,
+        expect=_ENDPOINT_EXPECT, pattern=_ENDPOINT)] | None = None
+
+
+class ObserveSettings(
+    Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, rename=_prefixed("API_")
+):
+    """observe's API and dashboard."""
+
+    host: Annotated[str, _doc("the API and dashboard listen here")] = "127.0.0.1"
+    port: Annotated[int, _doc("the API and dashboard port", ge=1, le=65535)] = 8080
+    token: Annotated[Secret | None, _doc(
+        "Bearer token for POSTs and the WebSocket; required when `API_HOST` is not loopback; "
+        "never shown")] = None
+    allowed_hosts: Annotated[tuple[str, ...], _doc(
+        "comma-separated `Host` names the API answers (`*`: any); `API_HOST` is added",
+        default="localhost names")] = ()
+    cors_origins: Annotated[tuple[str, ...], _doc(
+        "comma-separated origins allowed by CORS", default="none (closed)")] = ()
+    max_body_bytes: Annotated[int, _doc(
+        "largest request body accepted", ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+
+
+class AlertSettings(
+    Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, rename=_prefixed("ALERT_")
+):
+    """observe's operator alerts (`services/observe/alerts.py`)."""
+
+    urls: Annotated[Secret | None, _doc(
+        "apprise URLs for operator alerts, comma- or space-separated (`tgram://`, `discord://`, "
+        "`slack://`, `mailto://`, `json://host/path` webhooks, ...); secret (never logged)",
+        expect="apprise URLs (scheme://...)")] = None
+    feed_stale_s: Annotated[int, _doc(
+        "a feed trading needs that stays stale or down this long is an alert",
+        ge=1, le=86_400)] = 30
+
+
+class SimSettings(
+    Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, rename=_prefixed("SIM_")
+):
+    """The simulated venue (`POLYEDGE_VENUE=sim`, `polyedge sim`)."""
+
+    port: Annotated[int, _doc(
+        "the simulated venue's one port (also where the services look for it)",
+        ge=1, le=65535)] = 8765
+    seed: Annotated[int, _doc("seed of the simulated market", ge=0, le=2**63 - 1)] = 1
+    window_seconds: Annotated[int, _doc("length of a simulated window", ge=2, le=86_400)] = 300
+    book_ticker_hz: Annotated[float, _doc(
+        "Binance bookTicker frames per second", ge=0.0, le=100_000.0)] = 100.0
+    clob_hz: Annotated[float, _doc(
+        "Polymarket book updates per second (both tokens)", ge=0.0, le=100_000.0)] = 60.0
+
+
+class IngestSettings(
+    Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, rename=_prefixed("INGEST_")
+):
+    """ingest's feed clients: timers and switches (tests shrink every timer)."""
+
+    capture: Annotated[bool, _doc(
+        "record every venue frame under `POLYEDGE_DATA_DIR/captures`")] = False
+    capture_rotate_s: Annotated[Sec, _doc("start a new capture file this often")] = 3600
+    capture_max_mb: Annotated[int, _doc(
+        "start a new capture file past this size", ge=1, le=1_000_000)] = 256
+    stale_after_ms: Annotated[Ms, _doc(
+        "market data older than this is stale; 0: the strategy config's `stale_after_ms`")] = 0
+    price_feed: Annotated[bool, _doc("subscribe the RTDS price feed (Chainlink, TWAP)")] = True
+    window_seconds: Annotated[Sec, _doc(
+        "first guess of the window length; 0: 300 live, `SIM_WINDOW_SECONDS` sim")] = 0
+    backoff_base_ms: Annotated[Ms, _doc("first reconnect delay (doubles, jittered)")] = 500
+    backoff_max_ms: Annotated[Ms, _doc("longest reconnect delay")] = 30_000
+    stable_s: Annotated[Sec, _doc("a connection up this long resets the backoff")] = 30
+    binance_silence_ms: Annotated[Ms, _doc(
+        "no Binance trade or quote for this long: the socket is dead")] = 10_000
+    binance_max_conn_s: Annotated[Sec, _doc(
+        "planned Binance reconnect, before the venue's 24 h cut")] = 23 * 3600 + 1800
+    clob_ping_ms: Annotated[Ms, _doc("CLOB WebSocket PING interval")] = 10_000
+    clob_pong_timeout_ms: Annotated[Ms, _doc(
+        "no CLOB frame at all (not even PONG) for this long: reconnect")] = 30_000
+    clob_silence_ms: Annotated[Ms, _doc(
+        "no CLOB book data for this long (PONGs or not): reconnect")] = 10_000
+    rtds_ping_ms: Annotated[Ms, _doc("RTDS PING interval")] = 5_000
+    rtds_silence_ms: Annotated[Ms, _doc(
+        "no RTDS price tick for this long (PONGs or not): reconnect")] = 15_000
+    gamma_refresh_ms: Annotated[Ms, _doc("Gamma market discovery interval")] = 5_000
+    gamma_retry_max_ms: Annotated[Ms, _doc("longest Gamma retry delay after an error")] = 5_000
+    gamma_timeout_ms: Annotated[Ms, _doc("Gamma request timeout")] = 5_000
+    resync_after_ms: Annotated[Ms, _doc(
+        "wait this long for the venue's own book snapshot before asking REST")] = 1_000
+    release_grace_s: Annotated[Sec, _doc(
+        "a past market's tokens are kept at most this long unresolved; 0: until resolved")] = 0
+    resolve_poll_base_ms: Annotated[Ms, _doc(
+        "first REST resolution poll this long after a market's end")] = 1_000
+    resolve_poll_max_ms: Annotated[Ms, _doc("backoff cap between polls of one market")] = 30_000
+    resolve_confirm_s: Annotated[Sec, _doc(
+        "after resolution, keep asking the other REST source this long")] = 300
+    resolve_timeout_ms: Annotated[Ms, _doc("resolution REST request timeout")] = 5_000
+    basis_warn_usd: Annotated[int, _doc(
+        "a mean Binance - Chainlink basis beyond this many USD is logged as a warning",
+        ge=0, le=1_000_000)] = 50
+
+
+class ExecutionSettings(
+    Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, rename=_prefixed("EXEC_")
+):
+    """execution's live-venue timers."""
+
+    order_timeout_ms: Annotated[int, _doc(
+        "a venue call unanswered this long is 'outcome unknown' (looked up, never re-sent)",
+        ge=1, le=600_000)] = 5000
+    reconcile_grace_ms: Annotated[int, _doc(
+        "an order sent this recently that the venue does not show yet is still 'unknown', "
+        "not 'missing'",
+        ge=1, le=600_000)] = 10_000
+
+
+_SETTINGS_NAMES = {
+    "venue": "POLYEDGE_VENUE",
+    "data_dir": "POLYEDGE_DATA_DIR",
+    "config_path": "POLYEDGE_CONFIG",
+}
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(
+    Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
+    rename=lambda n: _SETTINGS_NAMES.get(n, n.upper()),
+):
+    """Every runtime setting of every service, from `load_settings`. The fields of the nested
+    structs are service settings (`settings.ingest.clob_ping_ms` is `INGEST_CLOB_PING_MS`)."""
+
+    venue: Annotated[Literal["live", "sim"], _doc(
+        "`sim` runs everything against the simulated venue", case="lower")] = "live"
+    dry_run: Annotated[bool, _doc("paper trading (first switch for real orders)")] = True
+    enable_real_trading: Annotated[bool, _doc("second switch for real orders")] = False
+    private_key: Annotated[Secret | None, _doc(
+        "third switch: the wallet key (64 hex digits); never logged, stored or shown",
+        expect="64 hex digits (optionally 0x-prefixed)")] = None
+    signature_type: Annotated[int, _doc(
+        "0 EOA (the key's address holds the funds), 1 email/Magic proxy, 2 browser-wallet Safe, "
+        "3 deposit wallet", expect="0, 1, 2 or 3", ge=0, le=3)] = 0
+    funder: Annotated[str, _doc(
+        "the wallet that holds pUSD and the tokens (0x + 40 hex digits); required for "
+        "`SIGNATURE_TYPE` 1-3; with 0 only the key's own address (`polyedge doctor` checks it)",
+        expect="an address: 0x and 40 hex digits", pattern=r"^0x[0-9a-fA-F]{40}$",
+    )] | None = None
+    database_url: Annotated[str, _doc(
+        "the SQLite database (`sqlite:<path>`)", expect="sqlite:<path>",
+        pattern=r"^sqlite:.+$")] = "sqlite:./data/trader.db"
+    log_level: Annotated[LogLevel, _doc(
+        "DEBUG, INFO, WARNING, ERROR or CRITICAL", case="upper")] = "INFO"
+    log_dir: Annotated[Path, _doc("the seven JSONL streams", default="`./logs`")] = Path("./logs")
+    data_dir: Annotated[Path, _doc(
+        "database, bus sockets and locks (`run/`), captures", default="`./data`")] = Path("./data")
+    config_path: Annotated[Path | None, _doc(
+        "the shipped strategy parameters (never written; the operator's changes go to "
+        "`POLYEDGE_DATA_DIR/config.json`)", default="`config/config.json`")] = None
+    venues: VenueUrls = VenueUrls()
+    bus: BusSettings = BusSettings()
+    api: ObserveSettings = ObserveSettings()
+    alerts: AlertSettings = AlertSettings()
+    sim: SimSettings = SimSettings()
+    ingest: IngestSettings = IngestSettings()
+    execution: ExecutionSettings = ExecutionSettings()
 
     @property
     def run_dir(self) -> Path:
@@ -401,12 +625,168 @@ class Settings:
     def database_path(self) -> Path:
         return Path(self.database_url.removeprefix("sqlite:"))
 
+    @property
+    def urls(self) -> dict[str, str]:
+        """Venue URL by variable name: the one set, else the venue's default for `venue`."""
+        base = sim_urls(self.sim.port) if self.venue == "sim" else dict(LIVE_URLS)
+        for name, f in zip(
+            VenueUrls.__struct_encode_fields__, VenueUrls.__struct_fields__, strict=True
+        ):
+            value = getattr(self.venues, f)
+            if value is not None:
+                base[name] = value.rstrip("/")
+        return base
+
+    def strategy_config_files(self) -> StrategyConfigFiles:
+        """The strategy config's two files as these settings name them: the shipped defaults
+        (`POLYEDGE_CONFIG` or `config/config.json`) and the operator's overrides in the data
+        directory."""
+        return StrategyConfigFiles(self.config_path, data_dir=self.data_dir)
+
     def bus_endpoint(self, name: str) -> str:
-        """Endpoint of a bus stream: `POLYEDGE_BUS_<NAME>` or ipc:// under data/run/."""
-        override = os.environ.get(f"POLYEDGE_BUS_{name.upper()}")
+        """Endpoint of a bus stream (`ingest`, ..., `orders`, `control`): `POLYEDGE_BUS_<NAME>`
+        or `ipc://` under data/run/. ValueError for a stream that does not exist."""
+        if name not in BusSettings.__struct_fields__:
+            raise ValueError(f"no bus stream {name!r}; known: {BusSettings.__struct_fields__}")
+        override = getattr(self.bus, name)
         if override:
             return override
         return f"ipc://{self.run_dir.resolve()}/{name}.sock"
+
+
+SETTINGS_GROUPS: tuple[type[Struct], ...] = (
+    Settings, VenueUrls, BusSettings, ObserveSettings, AlertSettings, SimSettings, IngestSettings,
+    ExecutionSettings,
+)
+_NESTED: dict[str, type[Struct]] = {  # Settings field -> its struct
+    f.name: f.type.cls
+    for f in msgspec.inspect.type_info(Settings).fields  # type: ignore[attr-defined]
+    if isinstance(f.type, msgspec.inspect.StructType)
+}
+# Read by the test and benchmark harnesses, never by a service: known, so never reported.
+TOOL_KEYS = {
+    "POLYEDGE_ROOT": "root of an isolated tree (tests, `polyedge bench`)",
+    "POLYEDGE_KEEP_CHAOS_DIR": "keep the chaos tests' temporary tree (tests)",
+    "OBSERVE_SCREENSHOT_DIR": "keep the dashboard tests' screenshots here (tests)",
+}
+# A key with one of these prefixes in the environment is ours: unknown ones are reported. Every
+# key in `.env` is ours.
+SETTING_PREFIXES = (
+    "POLYEDGE_", "INGEST_", "SIGNAL_", "STRATEGY_", "EXEC_", "OBSERVE_", "API_", "ALERT_", "SIM_",
+    "LOG_",
+)
+
+
+class SettingSpec(Struct, frozen=True):
+    """One environment variable: its name, Python field, default and documentation."""
+
+    name: str
+    group: type[Struct]
+    field: str
+    kind: Any  # msgspec.inspect type of the value (Metadata and Optional unwrapped)
+    default: Any
+    description: str
+    default_doc: str | None
+    expect: str | None
+    case: str
+
+
+def _unwrap(t: Any) -> tuple[Any, dict[str, Any], str]:
+    """(innermost non-None type, merged `extra`, description) of an inspected field type."""
+    extra: dict[str, Any] = {}
+    desc = ""
+    while True:
+        if isinstance(t, msgspec.inspect.Metadata):
+            extra.update(t.extra or {})
+            desc = (t.extra_json_schema or {}).get("description", desc)
+            t = t.type
+        elif isinstance(t, msgspec.inspect.UnionType):
+            rest = [x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)]
+            if len(rest) != 1:
+                raise TypeError(f"setting type {t} is not X or X | None")
+            t = rest[0]
+        else:
+            return t, extra, desc
+
+
+def setting_specs() -> list[SettingSpec]:
+    """Every runtime setting, in README order (shared settings first, then by service)."""
+    out: list[SettingSpec] = []
+    for group in SETTINGS_GROUPS:
+        for f in msgspec.inspect.type_info(group).fields:  # type: ignore[attr-defined]
+            if group is Settings and f.name in _NESTED:
+                continue
+            kind, extra, desc = _unwrap(f.type)
+            out.append(SettingSpec(
+                f.encode_name, group, f.name, kind, f.default, desc, extra.get("default"),
+                extra.get("expect"), extra.get("case", ""),
+            ))
+    return out
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_PRIVATE_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+
+
+def _parse(spec: SettingSpec, raw: str) -> Any:
+    """A raw string as the setting's Python value; ValueError(what was expected) when not."""
+    k = spec.kind
+    v = raw.strip()
+    if spec.case == "upper":
+        v = v.upper()
+    elif spec.case == "lower":
+        v = v.lower()
+    if isinstance(k, msgspec.inspect.BoolType):
+        if v.lower() in _TRUE:
+            return True
+        if v.lower() in _FALSE:
+            return False
+        raise ValueError("expected true or false")
+    if isinstance(k, msgspec.inspect.IntType):
+        try:
+            return int(v)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+    if isinstance(k, msgspec.inspect.FloatType):
+        try:
+            x = float(v)
+        except ValueError:
+            raise ValueError("expected a number") from None
+        if not math.isfinite(x):
+            raise ValueError("expected a finite number")
+        return x
+    if isinstance(k, msgspec.inspect.VarTupleType):
+        return tuple(p.strip() for p in v.split(",") if p.strip())
+    if isinstance(k, msgspec.inspect.CustomType) and k.cls is Path:
+        return Path(v)
+    if isinstance(k, msgspec.inspect.CustomType) and k.cls is Secret:
+        if spec.name == "PRIVATE_KEY" and not _PRIVATE_KEY.match(v):
+            raise ValueError(f"expected {spec.expect}")
+        if spec.name == "ALERT_URLS":
+            bad = [u for u in alert_url_list(Secret(v)) if "://" not in u]
+            if bad:  # never echo a URL: it usually holds a token
+                raise ValueError(f"expected {spec.expect}, {len(bad)} without a scheme")
+        return Secret(v)
+    if isinstance(k, msgspec.inspect.LiteralType):
+        if v not in k.values:
+            raise ValueError("expected one of " + ", ".join(map(str, k.values)))
+        return v
+    return v
+
+
+def _check(spec: SettingSpec, value: Any) -> str | None:
+    """The constraint error of one value (msgspec checks `Meta` constraints on conversion)."""
+    try:
+        msgspec.convert({spec.name: value}, spec.group, strict=True)
+    except msgspec.ValidationError as e:
+        if spec.expect:
+            return f"expected {spec.expect}"
+        msg = str(e).split(" - at ")[0]  # e.g. "Expected `int` >= 1"
+        for typ, words in (("int", "a whole number"), ("float", "a number"), ("str", "text")):
+            msg = msg.replace(f"Expected `{typ}`", f"expected {words}")
+        return msg
+    return None
 
 
 def parse_dotenv(path: Path) -> dict[str, str]:
@@ -434,99 +814,129 @@ def parse_dotenv(path: Path) -> dict[str, str]:
     return out
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+def unknown_settings(
+    dotenv_keys: Iterable[str], environ_keys: Iterable[str], dotenv: Path | None = None
+) -> list[str]:
+    """A warning for every key in `.env`, and every `SETTING_PREFIXES` key in the environment,
+    that is not a setting: the key, where it was, and the closest known setting."""
+    known = [s.name for s in setting_specs()]
+    ok = set(known) | set(TOOL_KEYS)
+    found: dict[str, str] = {}
+    for key in environ_keys:
+        if key.startswith(SETTING_PREFIXES) and key not in ok:
+            found[key] = "the environment"
+    for key in dotenv_keys:
+        if key not in ok:
+            found[key] = str(dotenv or ".env")
+    out = []
+    for key, where in sorted(found.items()):
+        prefix = next((p for p in SETTING_PREFIXES if key.startswith(p)), "")
+        same = [k for k in known if prefix and k.startswith(prefix)]  # INGEST_X: an INGEST_ one
+        closest = difflib.get_close_matches(key, same or known, n=1, cutoff=0.0)
+        out.append(
+            f"unknown setting {key} in {where}, ignored (closest known: {closest[0]})"
+        )
+    return out
+
+
+def _warn_stderr(message: str) -> None:
+    sys.stderr.write(f"polyedge: warning: {message}\n")
+    sys.stderr.flush()
 
 
 def load_settings(
-    environ: dict[str, str] | None = None, dotenv: Path | None = Path(".env")
+    environ: Mapping[str, str] | None = None,
+    dotenv: Path | None = Path(".env"),
+    warn: Callable[[str], None] | None = _warn_stderr,
 ) -> Settings:
-    """Settings from `.env` then the environment (which wins). Raises ConfigError naming fields."""
-    env: dict[str, str] = parse_dotenv(dotenv) if dotenv else {}
-    env.update(os.environ if environ is None else environ)
+    """Every runtime setting, read once: `.env` (at the working directory, the repository root
+    under supervisord), then `environ` (default: the process environment), which wins. An empty
+    value means the default.
+
+    Raises ConfigError naming every bad variable with what was expected (a secret's value is never
+    echoed). Calls `warn` with one message per unknown key (see `unknown_settings`)."""
+    from_file = parse_dotenv(dotenv) if dotenv else {}
+    process = os.environ if environ is None else environ
+    env = {**from_file, **process}
+    if warn is not None:
+        for message in unknown_settings(from_file, process, dotenv):
+            warn(message)
     errors: dict[str, str] = {}
-
-    def boolean(name: str, default: bool) -> bool:
-        v = env.get(name, "").strip().lower()
-        if v == "":
-            return default
-        if v in _TRUE:
-            return True
-        if v in _FALSE:
-            return False
-        errors[name] = f"expected true or false, got {env[name]!r}"
-        return default
-
-    def integer(name: str, default: int, lo: int, hi: int) -> int:
-        v = env.get(name, "").strip()
-        if v == "":
-            return default
+    values: dict[type[Struct], dict[str, Any]] = {g: {} for g in SETTINGS_GROUPS}
+    for spec in setting_specs():
+        raw = env.get(spec.name, "")
+        if not raw.strip():
+            continue
+        shown = "" if isinstance(spec.kind, msgspec.inspect.CustomType) and \
+            spec.kind.cls is Secret else f", got {raw.strip()!r}"
         try:
-            n = int(v)
-        except ValueError:
-            errors[name] = f"expected an integer, got {v!r}"
-            return default
-        if not lo <= n <= hi:
-            errors[name] = f"must be between {lo} and {hi}, got {n}"
-        return n
-
-    def secret(name: str) -> Secret | None:
-        v = env.get(name, "").strip()
-        return Secret(v) if v else None
-
-    venue = env.get("POLYEDGE_VENUE", "live").strip().lower() or "live"
-    if venue not in ("live", "sim"):
-        errors["POLYEDGE_VENUE"] = f"expected live or sim, got {venue!r}"
-        venue = "live"
-    log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
-    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        errors["LOG_LEVEL"] = f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}"
-    database_url = env.get("DATABASE_URL", "").strip() or "sqlite:./data/trader.db"
-    if not database_url.startswith("sqlite:") or database_url == "sqlite:":
-        errors["DATABASE_URL"] = f"expected sqlite:<path>, got {database_url!r}"
-    api_host = env.get("API_HOST", "").strip() or "127.0.0.1"
-    sim_port = integer("SIM_PORT", 8765, 1, 65535)
-    urls = dict(sim_urls(sim_port) if venue == "sim" else LIVE_URLS)
-    for name in urls:
-        v = env.get(name, "").strip()
-        if v:
-            if not v.startswith(("ws://", "wss://", "http://", "https://")):
-                errors[name] = f"expected a ws(s):// or http(s):// URL, got {v!r}"
-            urls[name] = v.rstrip("/")
-    private_key = secret("PRIVATE_KEY")
-    if private_key is not None:
-        hexpart = private_key.reveal().removeprefix("0x")
-        if len(hexpart) != 64 or any(c not in "0123456789abcdefABCDEF" for c in hexpart):
-            errors["PRIVATE_KEY"] = (
-                "expected 64 hex digits (optionally 0x-prefixed)"  # never echo it
-            )
-    alert_urls = secret("ALERT_URLS")
-    if alert_urls is not None:
-        bad = [u for u in alert_url_list(alert_urls) if "://" not in u]
-        if bad:  # never echo a URL: it usually holds a token
-            errors["ALERT_URLS"] = f"expected apprise URLs (scheme://...), {len(bad)} without a scheme"
-    settings = Settings(
-        venue=venue,  # type: ignore[arg-type]
-        dry_run=boolean("DRY_RUN", True),
-        enable_real_trading=boolean("ENABLE_REAL_TRADING", False),
-        private_key=private_key,
-        database_url=database_url,
-        log_level=log_level,
-        log_dir=Path(env.get("LOG_DIR", "").strip() or "./logs"),
-        data_dir=Path(env.get("POLYEDGE_DATA_DIR", "").strip() or "./data"),
-        api_host=api_host,
-        api_port=integer("API_PORT", 8080, 1, 65535),
-        api_token=secret("API_TOKEN"),
-        sim_port=sim_port,
-        sim_seed=integer("SIM_SEED", 1, 0, 2**63 - 1),
-        sim_window_seconds=integer("SIM_WINDOW_SECONDS", 300, 2, 86_400),
-        urls=urls,
-        alert_urls=alert_urls,
-        alert_feed_stale_s=integer("ALERT_FEED_STALE_S", 30, 1, 86_400),
-    )
+            value = _parse(spec, raw)
+        except ValueError as e:
+            errors[spec.name] = f"expected {spec.expect}{shown}" if spec.expect else f"{e}{shown}"
+            continue
+        problem = _check(spec, value)
+        if problem:
+            errors[spec.name] = f"{problem}{shown}"
+            continue
+        values[spec.group][spec.field] = value
+    top = values[Settings]
+    if top.get("signature_type", 0) != 0 and top.get("funder") is None and "FUNDER" not in errors:
+        errors["SIGNATURE_TYPE"] = (
+            f"{top['signature_type']} needs FUNDER, the wallet that holds pUSD and the tokens"
+        )
     if errors:
         raise ConfigError("environment/.env", errors)
-    return settings
+    nested = {f: group(**values[group]) for f, group in _NESTED.items()}
+    return Settings(**values[Settings], **nested)
+
+
+def _markdown_default(spec: SettingSpec) -> str:
+    if spec.default_doc is not None:
+        return spec.default_doc
+    d = spec.default
+    if d is None:
+        return "(unset)"
+    if isinstance(d, bool):
+        return f"`{str(d).lower()}`"
+    return f"`{d}`"
+
+
+def settings_markdown() -> str:
+    """README's configuration table: every variable, its default and meaning, by group."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for spec in setting_specs():
+        desc = spec.description.replace("|", "\\|")
+        rows.append(f"| `{spec.name}` | {_markdown_default(spec)} | {desc} |")
+    return "\n".join(rows) + "\n"
+
+
+def settings_document(settings: Settings) -> dict[str, Any]:
+    """The effective settings by variable name (venue URLs and bus endpoints resolved, secrets
+    shown as `***`), as `polyedge settings` prints them."""
+    out: dict[str, Any] = {}
+    urls = settings.urls
+    for spec in setting_specs():
+        if spec.group is VenueUrls:
+            out[spec.name] = urls[spec.name]
+            continue
+        if spec.group is BusSettings:
+            out[spec.name] = settings.bus_endpoint(spec.field)
+            continue
+        if spec.name == "POLYEDGE_CONFIG":
+            out[spec.name] = str(settings.config_path or DEFAULT_CONFIG_PATH)
+            continue
+        holder = settings if spec.group is Settings else getattr(
+            settings, next(f for f, g in _NESTED.items() if g is spec.group)
+        )
+        v = getattr(holder, spec.field)
+        if isinstance(v, Secret):
+            v = "***"
+        elif isinstance(v, Path):
+            v = str(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[spec.name] = v
+    return out
 
 
 def alert_url_list(urls: Secret | None) -> list[str]:

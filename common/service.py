@@ -56,6 +56,21 @@ def acquire_lock(run_dir: Path, name: str) -> int:
     return fd
 
 
+def service_settings(service: str) -> Settings:
+    """A service's settings (`.env`, then the environment), read once at start: unknown keys are
+    reported on stderr (supervisord keeps it in `logs/<program>.err.log`) naming the closest
+    known one; a bad value exits EXIT_CONFIG with every bad variable named."""
+
+    def warn(message: str) -> None:
+        sys.stderr.write(f"polyedge {service}: warning: {message}\n")
+        sys.stderr.flush()
+
+    try:
+        return load_settings(warn=warn)
+    except ConfigError as e:
+        fail(service, str(e), EXIT_CONFIG)
+
+
 class ServiceRunner:
     """A service process around one core: settings, lock, log, publisher, heartbeats, and the
     loop that feeds the core (`serve`, blocking, for the hot path; `serve_async` for services
@@ -66,10 +81,7 @@ class ServiceRunner:
 
     def __init__(self, name: str, log_stream: str, publish: bool = True) -> None:
         self.name = name
-        try:
-            self.settings: Settings = load_settings()
-        except ConfigError as e:
-            fail(name, str(e), EXIT_CONFIG)
+        self.settings: Settings = service_settings(name)
         self._lock_fd = acquire_lock(self.settings.run_dir, name)
         self.log = JsonlLog(self.settings.log_dir, name, self.settings.log_level)
         self.stream = log_stream

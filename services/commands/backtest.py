@@ -468,7 +468,7 @@ def config_used(
     h = config_hash(config)
     version = None
     try:
-        version = running_config_version(load_settings().database_path, h)
+        version = running_config_version(load_settings(warn=None).database_path, h)
     except ConfigError:
         pass  # a bad environment only loses the version, never the report
     doc = loaded.provenance(version)
@@ -596,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         files = (
             StrategyConfigFiles(args.config, use_overrides=False)
             if args.config
-            else StrategyConfigFiles()
+            else load_settings().strategy_config_files()
         )
         config = files.load().config
         if args.set:

@@ -227,8 +227,8 @@ async def _load(api_port: int, seconds: float) -> dict[str, Any]:
     import httpx
     import websockets
 
-    token = os.environ.get("API_TOKEN", "")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    token = load_settings().api.token
+    headers = {"Authorization": f"Bearer {token.reveal()}"} if token else {}
     received = [0]
     rest = {"ok": 0, "failed": 0}
     stop = asyncio.Event()

@@ -1,5 +1,5 @@
-"""The `polyedge` command: tap the bus, run the simulated venue, benchmark, backtest, and start,
-stop or look at the supervisord tree (`up`, `down`, `status`)."""
+"""The `polyedge` command: tap the bus, show the settings, run the simulated venue, benchmark,
+backtest, and start, stop or look at the supervisord tree (`up`, `down`, `status`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import msgspec
 
 from common import topics
 from common.bus import Subscriber
-from common.config import ConfigError, load_settings
+from common.config import ConfigError, load_settings, settings_document, settings_markdown
 
 
 def _positive_float(v: str) -> float:
@@ -92,6 +92,22 @@ def tap(args: argparse.Namespace) -> int:
     return 0
 
 
+def show_settings(args: argparse.Namespace) -> int:
+    """Print the effective runtime settings as JSON (secrets as `***`), or with `--markdown` the
+    README's table of every setting (generated from the structs in common/config.py)."""
+    if args.markdown:
+        sys.stdout.write(settings_markdown())
+        return 0
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        print(f"polyedge settings: {e}", file=sys.stderr)
+        return 2
+    doc = msgspec.json.format(msgspec.json.encode(settings_document(settings)))
+    sys.stdout.write(doc.decode() + "\n")
+    return 0
+
+
 def _print_stats(sub: Subscriber, counts: dict[str, int], elapsed: float) -> None:
     rows = {
         t: {
@@ -157,6 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--count", type=_positive_int, help="stop after N messages")
     t.add_argument("--timeout", type=_positive_float, help="stop after S seconds")
     t.add_argument("--stats", action="store_true", help="per-topic rate and gap counts")
+    st = sub.add_parser(
+        "settings", help="the effective runtime settings (.env, then the environment) as JSON"
+    )
+    st.add_argument(
+        "--markdown", action="store_true", help="the README's table of every setting instead"
+    )
     for name, text in (
         ("sim", "run the simulated venue"),
         ("bench", "latency benchmark (JSON)"),
@@ -169,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         sub.add_parser(name, help=text, add_help=False)
     args = parser.parse_args(argv)
-    return tap(args)
+    return show_settings(args) if args.cmd == "settings" else tap(args)
 
 
 if __name__ == "__main__":

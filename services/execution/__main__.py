@@ -3,14 +3,12 @@ the ledger at DATABASE_URL, and the live venue adapter only when all three switc
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from common import topics
 from common.bus import Puller, Subscriber
 from common.clock import now_ns
-from common.config import ConfigError, load_strategy_config, parse_dotenv
+from common.config import ConfigError
 from common.core import Emitted
 from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.execution.core import ExecutionCore, Venue
@@ -20,27 +18,13 @@ from services.execution.switches import TradingMode
 TIMER_MS = 50  # dry-run latency releases and reconcile lookups
 
 
-def _env_ms(name: str, default: int) -> int:
-    """An execution tuning knob in milliseconds from the environment; bad values fail clearly."""
-    raw = {**parse_dotenv(Path(".env")), **os.environ}.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= 600_000:
-        fail(
-            "execution",
-            f"{name}: expected milliseconds between 1 and 600000, got {raw!r}",
-            EXIT_CONFIG,
-        )
-    return int(raw)
-
-
 class ExecutionRunner(ServiceRunner):
     core: ExecutionCore
 
     def __init__(self) -> None:
         super().__init__("execution", "execution")
         try:
-            cfg = load_strategy_config(data_dir=self.settings.data_dir)
+            cfg = self.settings.strategy_config_files().load().config
         except ConfigError as e:
             fail("execution", str(e), EXIT_CONFIG)
         s = self.settings
@@ -55,8 +39,10 @@ class ExecutionRunner(ServiceRunner):
                 s.private_key,  # type: ignore[arg-type]
                 log=self.log.write,
                 user_ws_url=s.urls["POLYMARKET_WS_URL"] + "/user",
-                timeout_s=_env_ms("EXEC_ORDER_TIMEOUT_MS", 5000) / 1000,
-                grace_s=_env_ms("EXEC_RECONCILE_GRACE_MS", 10_000) / 1000,
+                timeout_s=s.execution.order_timeout_ms / 1000,
+                grace_s=s.execution.reconcile_grace_ms / 1000,
+                signature_type=s.signature_type,
+                funder=s.funder or "",
             )
             venue.start()
         else:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from common.config import ConfigError, load_strategy_config
+import msgspec
+
+from common.config import ConfigError, IngestSettings
 from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.ingest.capture import CaptureWriter
 from services.ingest.core import IngestCore
 from services.ingest.feeds import (
     FeedContext,
-    IngestOptions,
     binance_feed,
     clob_feed,
     gamma_discovery,
@@ -72,14 +73,14 @@ class IngestRunner(ServiceRunner):
                 ctx.capture.close()
 
 
-def build(runner: ServiceRunner) -> tuple[FeedContext, IngestOptions]:
+def build(runner: ServiceRunner) -> tuple[FeedContext, IngestSettings]:
+    s = runner.settings
+    opts = s.ingest
     try:
-        opts = IngestOptions.from_env()
-        stale_ms = opts.stale_after_ms or load_strategy_config(data_dir=runner.settings.data_dir).stale_after_ms
+        stale_ms = opts.stale_after_ms or s.strategy_config_files().load().config.stale_after_ms
     except ConfigError as e:
         fail("ingest", str(e), EXIT_CONFIG)
-    s = runner.settings
-    window_s = opts.window_seconds or (s.sim_window_seconds if s.venue == "sim" else 300)
+    window_s = opts.window_seconds or (s.sim.window_seconds if s.venue == "sim" else 300)
     core = IngestCore(
         stale_after_ms=stale_ms,
         gamma_stale_after_ms=max(3 * opts.gamma_refresh_ms, stale_ms),
@@ -99,6 +100,8 @@ def build(runner: ServiceRunner) -> tuple[FeedContext, IngestOptions]:
         runner.log.write(runner.stream, event, level, **fields)
 
     ctx = FeedContext(core, runner.deliver, log, opts, s.urls, window_s, capture)
+    # the INGEST_* values in force (from .env or the environment) and what 0 resolved to
+    log("ingest_settings", stale_after_ms=stale_ms, options=msgspec.to_builtins(opts))
     return ctx, opts
 
 

@@ -1,18 +1,17 @@
 """Ingest's venue clients as asyncio tasks: Binance streams, the Polymarket CLOB market channel,
 Gamma discovery and the RTDS price feed. Each reconnects with capped, jittered exponential backoff,
 replaces sockets that go silent, counts and logs venue garbage, and hands parsed events to the
-transport-free `IngestCore`, publishing what it returns. Options come from the environment
-(`IngestOptions.from_env`), so tests can shrink every timer.
+transport-free `IngestCore`, publishing what it returns. Timers and switches are
+`common.config.IngestSettings` (`INGEST_*`), so tests can shrink every timer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +20,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from common.clock import now_ns
-from common.config import ConfigError
+from common.config import IngestSettings
 from common.core import Emitted
 from common.liveness import DataLiveness
 from common.schema import BtcQuote, BtcTrade, PriceFeedTick
@@ -48,68 +47,6 @@ RTDS_TOPICS = (
     "crypto_prices",
 )
 LOG_EVERY = 100  # after the first 10, log one venue fault in this many
-
-
-@dataclass(frozen=True)
-class IngestOptions:
-    """Timers and switches of the feed clients (env `INGEST_<FIELD>` in upper case)."""
-
-    capture: bool = False
-    capture_rotate_s: int = 3600
-    capture_max_mb: int = 256
-    stale_after_ms: int = 0  # 0: StrategyConfig.stale_after_ms
-    price_feed: bool = True
-    window_seconds: int = 0  # first guess of the window length; 0: 300 live, SIM_WINDOW_SECONDS sim
-    backoff_base_ms: int = 500
-    backoff_max_ms: int = 30_000
-    stable_s: int = 30  # a connection up this long resets the backoff
-    binance_silence_ms: int = 10_000  # no trade or quote for this long: the socket is dead
-    binance_max_conn_s: int = 23 * 3600 + 1800  # planned reconnect before Binance's 24 h cut
-    clob_ping_ms: int = 10_000
-    clob_pong_timeout_ms: int = 30_000  # no frame at all (not even PONG) this long: dead
-    clob_silence_ms: int = 10_000  # no book data this long (PONGs or not): dead
-    rtds_ping_ms: int = 5_000
-    rtds_silence_ms: int = 15_000  # no price tick this long (PONGs or not): dead
-    gamma_refresh_ms: int = 5_000
-    gamma_retry_max_ms: int = 5_000
-    gamma_timeout_ms: int = 5_000
-    resync_after_ms: int = 1_000  # wait this long for the venue's own snapshot before asking
-    release_grace_s: int = 0  # past market's tokens kept at most this long unresolved; 0: until resolved
-    resolve_poll_base_ms: int = 1_000  # first REST resolution poll this long after the end
-    resolve_poll_max_ms: int = 30_000  # backoff cap between polls of one market
-    resolve_confirm_s: int = 300  # after resolution, keep asking the other REST source this long
-    resolve_timeout_ms: int = 5_000
-    basis_warn_usd: int = 50  # |mean Binance - Chainlink basis| beyond this (USD) is a warning
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> IngestOptions:
-        env = os.environ if env is None else env
-        errors: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            name = "INGEST_" + f.name.upper()
-            raw = env.get(name, "").strip()
-            if not raw:
-                continue
-            if f.type in ("bool", bool):
-                if raw.lower() in ("1", "true", "yes", "on"):
-                    values[f.name] = True
-                elif raw.lower() in ("0", "false", "no", "off"):
-                    values[f.name] = False
-                else:
-                    errors[name] = f"expected true or false, got {raw!r}"
-            else:
-                try:
-                    n = int(raw)
-                except ValueError:
-                    errors[name] = f"expected a whole number, got {raw!r}"
-                    continue
-                if n < 0:
-                    errors[name] = f"must be >= 0, got {n}"
-                values[f.name] = n
-        if errors:
-            raise ConfigError("environment (INGEST_*)", errors)
-        return cls(**values)
 
 
 class Backoff:
@@ -151,7 +88,7 @@ class FeedContext:
         core: IngestCore,
         publish: Callable[[Emitted], None],
         log: Callable[..., None],
-        opts: IngestOptions,
+        opts: IngestSettings,
         urls: Mapping[str, str],
         default_window_s: int,
         capture: CaptureWriter | None = None,

@@ -5,24 +5,18 @@ and the JSONL streams, serve the API and the dashboard, push the live state to W
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import uvicorn
 
 from common import topics
 from common.bus import Subscriber
 from common.clock import now_ns, utc_day
-from common.config import (
-    ConfigError,
-    alert_url_list,
-    config_to_dict,
-    load_strategy_config,
-    parse_dotenv,
-)
+from common.config import ConfigError, StrategyConfigFiles, alert_url_list, config_to_dict
 from common.schema import ControlReply, Envelope
 from common.service import EXIT_CONFIG, EXIT_INTERNAL, ServiceRunner, fail
 from common.supervisor import (
@@ -47,32 +41,16 @@ RESERVED_LOG_KEYS = ("stream", "event", "level")
 
 
 def api_settings(runner: ServiceRunner) -> ApiSettings:
-    """API_ALLOWED_HOSTS, API_CORS_ORIGINS and API_MAX_BODY_BYTES (environment, then .env)."""
-    env = {**parse_dotenv(Path(".env")), **os.environ}
-    s = runner.settings
-
-    def csv(name: str) -> list[str]:
-        return [p.strip() for p in env.get(name, "").split(",") if p.strip()]
-
-    hosts = csv("API_ALLOWED_HOSTS") or list(LOCAL_HOSTS)
-    if s.api_host not in LOOPBACK and s.api_host not in ("0.0.0.0", "::") and "*" not in hosts:
-        hosts.append(s.api_host)  # the name the API is bound to is how people reach it
-    raw_limit = env.get("API_MAX_BODY_BYTES", "").strip()
-    limit = 64 * 1024
-    if raw_limit:
-        if not raw_limit.isdigit() or not 1024 <= int(raw_limit) <= 16 * 1024 * 1024:
-            fail(
-                "observe",
-                f"API_MAX_BODY_BYTES must be an integer between 1024 and 16777216, "
-                f"got {raw_limit!r}",
-                EXIT_CONFIG,
-            )
-        limit = int(raw_limit)
+    """The API's settings from `Settings.api` (`API_*`)."""
+    a = runner.settings.api
+    hosts = list(a.allowed_hosts) or list(LOCAL_HOSTS)
+    if a.host not in LOOPBACK and a.host not in ("0.0.0.0", "::") and "*" not in hosts:
+        hosts.append(a.host)  # the name the API is bound to is how people reach it
     return ApiSettings(
-        token=s.api_token.reveal() if s.api_token else None,
+        token=a.token.reveal() if a.token else None,
         allowed_hosts=hosts,
-        cors_origins=csv("API_CORS_ORIGINS"),
-        max_body_bytes=limit,
+        cors_origins=list(a.cors_origins),
+        max_body_bytes=a.max_body_bytes,
     )
 
 
@@ -117,14 +95,14 @@ async def watch_supervisor(core: ObserveCore, sock: Path, runner: ServiceRunner)
         await asyncio.sleep(SUPERVISOR_POLL_S)
 
 
-def seed(core: ObserveCore, recorder: Recorder, data_dir: Path | None = None) -> None:
+def seed(core: ObserveCore, recorder: Recorder, files: StrategyConfigFiles) -> None:
     """Config and today's figures from what observe recorded before, then the config file."""
     last = recorder.last_config()
     if last is not None:
         core.seed_config(last[0], last[1], "database (last snapshot seen)")
     else:
         try:
-            cfg = load_strategy_config(data_dir=data_dir)
+            cfg = files.load().config
             core.seed_config(config_to_dict(cfg), 0, "file (strategy not heard yet)")
         except ConfigError as e:
             core.seed_config({}, 0, f"unknown ({e})")
@@ -147,14 +125,14 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
     except Exception as e:  # noqa: BLE001 - a database we cannot open or migrate is fatal
         runner.log.error("recorder_open_failed", error=str(e), path=str(s.database_path))
         return EXIT_INTERNAL
-    seed(core, recorder, s.data_dir)
+    seed(core, recorder, s.strategy_config_files())
     try:
-        urls = alert_url_list(s.alert_urls)
+        urls = alert_url_list(s.alerts.urls)
         sender = AlertSender(urls) if urls else None
     except ValueError as e:
         recorder.close()
         fail("observe", str(e), EXIT_CONFIG)
-    alerts = Alerts(AlertRules(s.alert_feed_stale_s), sender, runner.log.write)
+    alerts = Alerts(AlertRules(s.alerts.feed_stale_s), sender, runner.log.write)
     sub = Subscriber([s.bus_endpoint(p) for p in PUBLISHERS])
     control = Control(s.bus_endpoint(topics.CONTROL))
     hub = LiveHub(core)
@@ -185,8 +163,8 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
                 api=api,
                 extra_metrics=extra_metrics,
             ),
-            host=s.api_host,
-            port=s.api_port,
+            host=s.api.host,
+            port=s.api.port,
             log_level="warning",
             lifespan="on",
             access_log=False,
@@ -249,7 +227,7 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
             [sub],
             tasks,
             None,
-            api=f"http://{s.api_host}:{s.api_port}",
+            api=f"http://{s.api.host}:{s.api.port}",
             db_schema_version=recorder.schema_version,
             auth=api.token is not None,
         )
@@ -267,7 +245,7 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
         if sender is not None:
             sender.close()
     if code == 0 and not server.started:
-        runner.log.error("api_not_started", host=s.api_host, port=s.api_port)
+        runner.log.error("api_not_started", host=s.api.host, port=s.api.port)
         return 1
     return code
 
@@ -277,12 +255,12 @@ def main() -> int:
     # environment, so drop it here before anything else can read or echo it.
     os.environ.pop("PRIVATE_KEY", None)
     runner = ServiceRunner("observe", "latency", publish=False)
-    runner.settings = dataclasses.replace(runner.settings, private_key=None)
+    runner.settings = msgspec.structs.replace(runner.settings, private_key=None)
     s = runner.settings
-    if s.api_host not in LOOPBACK and s.api_token is None:
+    if s.api.host not in LOOPBACK and s.api.token is None:
         fail(
             "observe",
-            f"API_HOST={s.api_host} is not loopback and API_TOKEN is not set: "
+            f"API_HOST={s.api.host} is not loopback and API_TOKEN is not set: "
             "refusing to expose the API without a token",
             EXIT_CONFIG,
         )

@@ -12,7 +12,7 @@ import msgspec
 
 from common import topics
 from common.bus import Subscriber
-from common.config import ConfigError, StrategyConfigFiles
+from common.config import ConfigError
 from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.signal.core import SignalCore
 
@@ -24,7 +24,7 @@ class SignalRunner(ServiceRunner):
 
     def __init__(self) -> None:
         super().__init__("signal", "signal")
-        self.config_files = StrategyConfigFiles(data_dir=self.settings.data_dir)
+        self.config_files = self.settings.strategy_config_files()
         # the last edit of the config files this service refused (None: the files are good)
         self.config_file_error: dict[str, Any] | None = None
         try:

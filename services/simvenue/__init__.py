@@ -9,26 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from common.config import Settings
 
 FAULT_HELP = ("NAME[:key=value,...], e.g. stall:channel=market,seconds=5,after=30 "
               "(repeatable; keys: channel, count, seconds, after)")
-
-
-def _venue_from_env() -> str:
-    """POLYEDGE_VENUE from the environment, else from ./.env, else "live"."""
-    val = os.environ.get("POLYEDGE_VENUE")
-    if val is None and Path(".env").is_file():
-        for line in Path(".env").read_text(encoding="utf-8", errors="replace").splitlines():
-            line = line.strip()
-            if line.startswith("export "):
-                line = line[7:].strip()
-            if line.startswith("POLYEDGE_VENUE="):
-                val = line.split("=", 1)[1].strip().strip("'\"")
-    return (val or "live").strip().lower()
 
 
 def parse_fault(spec: str) -> dict:
@@ -49,23 +39,18 @@ def parse_fault(spec: str) -> dict:
     return out
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        print(f"simvenue: {name}={raw!r} is not a number", file=sys.stderr)
-        raise SystemExit(2) from None
+def _settings() -> Settings:
+    """The runtime settings (`.env`, then the environment) from the one loader; a bad value
+    exits 2 naming it, an unknown key is reported on stderr."""
+    from common.config import ConfigError, load_settings
 
+    def warn(message: str) -> None:
+        print(f"polyedge simvenue: warning: {message}", file=sys.stderr, flush=True)
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
     try:
-        return int(raw)
-    except ValueError:
-        print(f"simvenue: {name}={raw!r} is not an integer", file=sys.stderr)
+        return load_settings(warn=warn)
+    except ConfigError as e:
+        print(f"polyedge simvenue: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
 
@@ -95,13 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.only_if_sim and _venue_from_env() != "sim":
-        print(f"simvenue: POLYEDGE_VENUE={_venue_from_env()}, not sim; not starting", flush=True)
+    settings = _settings()
+    if args.only_if_sim and settings.venue != "sim":
+        print(f"simvenue: POLYEDGE_VENUE={settings.venue}, not sim; not starting", flush=True)
         return 0
-    port = args.port if args.port is not None else _env_int("SIM_PORT", 8765)
-    seed = args.seed if args.seed is not None else _env_int("SIM_SEED", 1)
-    window = args.window_seconds if args.window_seconds is not None else \
-        _env_int("SIM_WINDOW_SECONDS", 300)
+    sim = settings.sim  # SIM_*: the command line wins over them
+    port = args.port if args.port is not None else sim.port
+    seed = args.seed if args.seed is not None else sim.seed
+    window = args.window_seconds if args.window_seconds is not None else sim.window_seconds
     if not 0 <= port <= 65535:
         parser.error(f"--port {port} out of range")
     if window < 2:
@@ -111,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.replay and not Path(args.replay).is_file():
         parser.error(f"--replay: no such file {args.replay}")
     if args.book_ticker_hz is None:
-        args.book_ticker_hz = _env_float("SIM_BOOK_TICKER_HZ", 100.0)
+        args.book_ticker_hz = sim.book_ticker_hz
     if args.clob_hz is None:
-        args.clob_hz = _env_float("SIM_CLOB_HZ", 60.0)
+        args.clob_hz = sim.clob_hz
     if args.book_ticker_hz < 0:
         parser.error("--book-ticker-hz must be >= 0")
     if args.clob_hz < 0:

@@ -14,7 +14,7 @@ import msgspec
 
 from common import topics
 from common.bus import Puller, Pusher, Subscriber
-from common.config import ConfigError, StrategyConfigFiles, overrides_of, trading_book
+from common.config import ConfigError, overrides_of, trading_book
 from common.core import Emitted
 from common.schema import ConfigSnapshot, Msg, OrderIntent, OrderReject, TradeClosed, to_dict
 from common.service import EXIT_CONFIG, ServiceRunner, fail
@@ -37,7 +37,7 @@ class StrategyRunner(ServiceRunner):
 
     def __init__(self) -> None:
         super().__init__("strategy", "strategy")
-        self.config_files = StrategyConfigFiles(data_dir=self.settings.data_dir)
+        self.config_files = self.settings.strategy_config_files()
         # the last edit of the config files this service refused (None: the files are good)
         self.config_file_error: dict[str, Any] | None = None
         self.last_snapshot: ConfigSnapshot | None = None

@@ -27,6 +27,7 @@ from common.config import (
     load_settings,
     load_strategy_config,
     parse_dotenv,
+    setting_specs,
     validate_strategy_config,
 )
 from common.service import EXIT_CONFIG
@@ -48,6 +49,8 @@ def _bounds(t: Any) -> tuple[float, float, bool, bool]:
 
 
 def valid_value(t: Any) -> st.SearchStrategy[Any]:
+    if isinstance(t, msgspec.inspect.BoolType):
+        return st.booleans()
     if isinstance(t, msgspec.inspect.LiteralType):
         return st.sampled_from(list(t.values))
     lo, hi, xlo, xhi = _bounds(t)
@@ -58,6 +61,8 @@ def valid_value(t: Any) -> st.SearchStrategy[Any]:
 
 def invalid_value(t: Any) -> st.SearchStrategy[Any]:
     wrong_types = st.sampled_from(["5", "", None, True, False, [], {}, [1], {"v": 1}])
+    if isinstance(t, msgspec.inspect.BoolType):  # strict: 0, 1, "true" are not booleans
+        return st.sampled_from(["true", "", None, 0, 1, 1.5, [], {}])
     if isinstance(t, msgspec.inspect.LiteralType):
         return wrong_types | st.text(max_size=8).filter(lambda s: s not in t.values)
     lo, hi, xlo, xhi = _bounds(t)
@@ -170,7 +175,23 @@ BAD_ENV: dict[str, str] = {
     "POLYEDGE_VENUE": "paper",
     "BINANCE_WS_URL": "ftp://example.com",
     "PRIVATE_KEY": "0xnot-a-key-deadbeef",
+    "INGEST_CLOB_PING_MS": "often",
+    "INGEST_PRICE_FEED": "perhaps",
+    "INGEST_STALE_AFTER_MS": "-5",
+    "EXEC_ORDER_TIMEOUT_MS": "0",
+    "EXEC_RECONCILE_GRACE_MS": "10s",
+    "API_MAX_BODY_BYTES": "12",
+    "SIM_CLOB_HZ": "nan",
+    "SIM_BOOK_TICKER_HZ": "fast",
+    "GAMMA_API_URL": "gamma-api.polymarket.com",
+    "POLYEDGE_BUS_ORDERS": "http://10.0.0.2:7001",
+    "SIGNATURE_TYPE": "7",
+    "FUNDER": "0x12",
 }
+# one bad value of each service's own settings: every service refuses them all (one loader)
+BAD_SERVICE_ENV = (
+    "INGEST_CLOB_PING_MS", "EXEC_ORDER_TIMEOUT_MS", "API_MAX_BODY_BYTES", "SIM_CLOB_HZ",
+)
 
 
 @pytest.mark.parametrize("name", sorted(BAD_ENV))
@@ -188,7 +209,7 @@ def test_all_bad_env_values_are_named_at_once() -> None:
     assert set(e.value.errors) == set(BAD_ENV)
 
 
-ENV_NAMES = sorted({*BAD_ENV, "API_HOST", "API_TOKEN", "LOG_DIR", "POLYEDGE_DATA_DIR"})
+ENV_NAMES = sorted(spec.name for spec in setting_specs())
 
 
 @FUZZ
@@ -268,6 +289,17 @@ def test_services_refuse_a_bad_env_value(iso_env: dict[str, str], name: str) -> 
         assert "Traceback" not in err, f"{service}: {err[-800:]}"
         if name == "PRIVATE_KEY":
             assert "deadbeef" not in err
+    assert not Path(iso_env["DATABASE_URL"].removeprefix("sqlite:")).exists(), "database touched"
+
+
+def test_services_refuse_bad_service_settings(iso_env: dict[str, str]) -> None:
+    """INGEST_*, EXEC_*, API_* and SIM_* values go through the one loader in every service."""
+    results = _run_all({k: BAD_ENV[k] for k in BAD_SERVICE_ENV}, (*SERVICES, "simvenue"))
+    for service, (code, err) in results.items():
+        assert code == EXIT_CONFIG, f"{service} exited {code}: {err[-500:]}"
+        for name in BAD_SERVICE_ENV:
+            assert name in err and BAD_ENV[name] in err, f"{service} did not name {name}: {err}"
+        assert "Traceback" not in err, f"{service}: {err[-800:]}"
     assert not Path(iso_env["DATABASE_URL"].removeprefix("sqlite:")).exists(), "database touched"
 
 

@@ -155,7 +155,7 @@ def test_settings_env_overrides_dotenv_and_bad_values_are_named(tmp_path: Path) 
     dotenv = tmp_path / ".env"
     dotenv.write_text("# comment\nexport DRY_RUN=false\nAPI_PORT='9000'\nLOG_LEVEL=debug\n")
     s = load_settings({"API_PORT": "9100"}, dotenv)
-    assert (s.dry_run, s.api_port, s.log_level) == (False, 9100, "DEBUG")
+    assert (s.dry_run, s.api.port, s.log_level) == (False, 9100, "DEBUG")
     assert s.urls["GAMMA_API_URL"].startswith("https://gamma-api.polymarket.com")
     sim = load_settings({"POLYEDGE_VENUE": "sim", "SIM_PORT": "9999"}, None)
     assert sim.urls["CLOB_API_URL"] == "http://127.0.0.1:9999/clob"

@@ -9,13 +9,13 @@ import random
 import pytest
 
 from common import topics
-from common.config import ConfigError
+from common.config import ConfigError, load_settings
 from common.core import Timer
 from common.schema import BookSnapshot, FeedStatus, MarketInfo, MarketResolved, PriceFeedTick
 from services.ingest.book import BookSet
 from services.ingest.capture import CaptureWriter, capture_files, read_capture
 from services.ingest.core import IngestCore
-from services.ingest.feeds import Backoff, IngestOptions
+from services.ingest.feeds import Backoff
 from services.ingest.parsers import parse_binance, parse_clob
 
 S = 1_000_000_000
@@ -308,10 +308,10 @@ def test_backoff_bounds_jitter_cap_and_reset() -> None:
 
 
 def test_options_from_env_names_bad_fields() -> None:
-    o = IngestOptions.from_env({"INGEST_CAPTURE": "1", "INGEST_CLOB_PING_MS": "200"})
+    o = load_settings({"INGEST_CAPTURE": "1", "INGEST_CLOB_PING_MS": "200"}, dotenv=None).ingest
     assert o.capture is True and o.clob_ping_ms == 200
     with pytest.raises(ConfigError) as e:
-        IngestOptions.from_env({"INGEST_CAPTURE": "maybe", "INGEST_CLOB_PING_MS": "fast"})
+        load_settings({"INGEST_CAPTURE": "maybe", "INGEST_CLOB_PING_MS": "fast"}, dotenv=None)
     assert set(e.value.errors) == {"INGEST_CAPTURE", "INGEST_CLOB_PING_MS"}
 
 

@@ -12,9 +12,10 @@ from typing import Any
 import websockets
 from websockets.asyncio.server import ServerConnection, serve
 
+from common.config import IngestSettings
 from services.commands import ingest_bench as bench
 from services.ingest.core import IngestCore
-from services.ingest.feeds import FeedContext, IngestOptions, binance_feed
+from services.ingest.feeds import FeedContext, binance_feed
 
 TRADE = json.dumps(
     {
@@ -37,7 +38,7 @@ TRADE = json.dumps(
 SHUTDOWN = json.dumps({"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 2}})
 
 
-async def _binance_session(opts: IngestOptions, script: Any, run_s: float) -> dict[str, Any]:
+async def _binance_session(opts: IngestSettings, script: Any, run_s: float) -> dict[str, Any]:
     connects: list[float] = []
     client_msgs: list[str] = []
     published: list[Any] = []
@@ -92,7 +93,7 @@ def test_binance_server_shutdown_reconnects_at_once_without_client_messages() ->
         await ws.wait_closed()
 
     # a large backoff proves the reconnect after serverShutdown does not wait for it
-    opts = IngestOptions(backoff_base_ms=5_000, backoff_max_ms=5_000)
+    opts = IngestSettings(backoff_base_ms=5_000, backoff_max_ms=5_000)
     r = asyncio.run(_binance_session(opts, script, 1.5))
     assert len(r["connects"]) == 2
     assert r["connects"][1] - r["connects"][0] < 1.0
@@ -109,7 +110,7 @@ def test_binance_planned_reconnect_before_connection_age_limit() -> None:
             await ws.send(TRADE)
             await asyncio.sleep(0.01)
 
-    opts = IngestOptions(binance_max_conn_s=1, backoff_base_ms=5_000, backoff_max_ms=5_000)
+    opts = IngestSettings(binance_max_conn_s=1, backoff_base_ms=5_000, backoff_max_ms=5_000)
     r = asyncio.run(_binance_session(opts, script, 2.6))
     assert len(r["connects"]) >= 2
     gaps = [b - a for a, b in zip(r["connects"], r["connects"][1:], strict=False)]
@@ -121,7 +122,7 @@ def test_binance_refused_connection_backs_off_and_counts() -> None:
     async def main() -> tuple[IngestCore, list[tuple[str, dict[str, Any]]]]:
         logs: list[tuple[str, dict[str, Any]]] = []
         core = IngestCore()
-        opts = IngestOptions(backoff_base_ms=100, backoff_max_ms=400)
+        opts = IngestSettings(backoff_base_ms=100, backoff_max_ms=400)
         ctx = FeedContext(
             core,
             lambda out: None,
@@ -188,7 +189,7 @@ class FakeClob:
             await ws.send(json.dumps([self.book(a) for a in req["assets_ids"]]))
 
 
-async def _clob_run(fake: FakeClob, opts: IngestOptions, body: Any) -> IngestCore:
+async def _clob_run(fake: FakeClob, opts: IngestSettings, body: Any) -> IngestCore:
     from common.schema import MarketInfo
     from services.ingest.feeds import clob_feed
 
@@ -231,7 +232,7 @@ async def _until(cond: Any, timeout: float, what: str) -> None:
 
 def test_clob_tick_change_without_venue_snapshot_resubscribes_on_open_socket() -> None:
     fake = FakeClob()
-    opts = IngestOptions(resync_after_ms=300, clob_ping_ms=200)
+    opts = IngestSettings(resync_after_ms=300, clob_ping_ms=200)
 
     async def body(core: IngestCore) -> None:
         await _until(lambda: core.books.books["A"].in_sync, 5, "first snapshot")
@@ -270,7 +271,7 @@ def test_clob_tick_change_without_venue_snapshot_resubscribes_on_open_socket() -
 
 def test_clob_socket_without_pong_is_replaced() -> None:
     fake = FakeClob(mute=True)
-    opts = IngestOptions(clob_ping_ms=100, clob_pong_timeout_ms=600, backoff_base_ms=50)
+    opts = IngestSettings(clob_ping_ms=100, clob_pong_timeout_ms=600, backoff_base_ms=50)
 
     async def body(core: IngestCore) -> None:
         await _until(lambda: len(fake.conns) >= 2, 5, "a replacement connection")

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from common.config import IngestSettings
 from common.liveness import DataLiveness
 from common.schema import MarketInfo
 from services.ingest.core import IngestCore
-from services.ingest.feeds import FeedContext, IngestOptions, binance_feed, clob_feed, rtds_feed
+from services.ingest.feeds import FeedContext, binance_feed, clob_feed, rtds_feed
 
 TRADE = json.dumps(
     {
@@ -77,7 +78,7 @@ async def _run(
     fake: KeepAliveOnly,
     feed: Callable[[FeedContext], Awaitable[None]],
     url_key: str,
-    opts: IngestOptions,
+    opts: IngestSettings,
     name: str,
 ) -> tuple[IngestCore, list[tuple[str, dict[str, Any]]]]:
     logs: list[tuple[str, dict[str, Any]]] = []
@@ -142,26 +143,26 @@ def _book(req: dict[str, Any]) -> str:
             clob_feed,
             "POLYMARKET_WS_URL",
             KeepAliveOnly(_book),
-            IngestOptions(clob_ping_ms=100, clob_silence_ms=800, **FAST),
+            IngestSettings(clob_ping_ms=100, clob_silence_ms=800, **FAST),
         ),
         (
             "price_feed",
             rtds_feed,
             "PRICE_FEED_WS_URL",
             KeepAliveOnly(lambda req: RTDS_TICK),
-            IngestOptions(rtds_ping_ms=100, rtds_silence_ms=800, **FAST),
+            IngestSettings(rtds_ping_ms=100, rtds_silence_ms=800, **FAST),
         ),
         (
             "binance",
             binance_feed,
             "BINANCE_WS_URL",
             KeepAliveOnly(lambda req: TRADE, chatter=json.dumps({"result": None, "id": 1})),
-            IngestOptions(binance_silence_ms=800, **FAST),
+            IngestSettings(binance_silence_ms=800, **FAST),
         ),
     ],
 )
 def test_socket_answering_only_keepalives_is_replaced(
-    name: str, feed: Any, url_key: str, fake: KeepAliveOnly, opts: IngestOptions
+    name: str, feed: Any, url_key: str, fake: KeepAliveOnly, opts: IngestSettings
 ) -> None:
     core, logs = asyncio.run(_run(fake, feed, url_key, opts, name))
     if name != "binance":

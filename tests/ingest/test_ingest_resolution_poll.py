@@ -18,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from common.config import IngestSettings
 from common.schema import MarketInfo, MarketResolved
 from services.ingest.core import IngestCore
-from services.ingest.feeds import FeedContext, IngestOptions, resolution_poller
+from services.ingest.feeds import FeedContext, resolution_poller
 from services.ingest.parsers import parse_gamma
 from tests.conftest import FIXTURES
 
@@ -105,7 +106,7 @@ def test_poller_backs_off_until_gamma_resolves_then_checks_clob() -> None:
             core,
             lambda out: published.extend(m for _, m in out),
             lambda e, level="INFO", **f: logged.append((e, level, f)),
-            IngestOptions(resolve_poll_base_ms=100, resolve_poll_max_ms=400),
+            IngestSettings(resolve_poll_base_ms=100, resolve_poll_max_ms=400),
             {
                 "GAMMA_API_URL": f"http://127.0.0.1:{port}/gamma",
                 "CLOB_API_URL": f"http://127.0.0.1:{port}/clob",
