@@ -117,6 +117,15 @@ def test_wallet_settings_are_checked_together() -> None:
     assert list(e.value.errors) == ["SIGNATURE_TYPE"] and "FUNDER" in e.value.errors["SIGNATURE_TYPE"]
 
 
+def test_alert_urls_are_a_secret_checked_without_echo() -> None:
+    token_url = "tgram://123456:ABCDEF-secret/987"
+    s = load_settings({"ALERT_URLS": f"{token_url}, json://127.0.0.1:9/hook"}, dotenv=None)
+    assert s.alerts.urls is not None and token_url not in repr(s)
+    with pytest.raises(ConfigError) as e:
+        load_settings({"ALERT_URLS": "ABCDEF-secret-only"}, dotenv=None)
+    assert list(e.value.errors) == ["ALERT_URLS"] and "ABCDEF" not in str(e.value)
+
+
 def test_document_resolves_urls_and_endpoints_and_hides_secrets() -> None:
     key, token = "0x" + "cd" * 32, "tok-123456"
     s = load_settings(
