@@ -54,6 +54,7 @@ from common.schema import (
     Msg,
     OrderAck,
     OrderReject,
+    PriceBasis,
     PriceFeedTick,
     to_dict,
 )
@@ -81,12 +82,14 @@ MD_KINDS = (
     MarketResolved,
     ClockTick,
     FeedStatus,
+    PriceBasis,
 )
 MD_TOPICS: dict[type, str] = {
     BtcTrade: topics.BTC_TRADE,
     BtcQuote: topics.BTC_QUOTE,
     MarketInfo: topics.MARKET,
     MarketResolved: topics.RESOLVED,
+    PriceBasis: topics.BASIS,
     ClockTick: topics.CLOCK,
 }
 CALIBRATION_BINS = 10
