@@ -88,6 +88,11 @@ MIGRATIONS = [
     ALTER TABLE config_snapshots ADD COLUMN hash TEXT NOT NULL DEFAULT '';
     CREATE INDEX IF NOT EXISTS trades_book ON trades(venue, mode, day)
     """,
+    # the book (venue, paper/real) whose halts and counters a risk event is about
+    """
+    ALTER TABLE risk_events ADD COLUMN venue TEXT NOT NULL DEFAULT '';
+    ALTER TABLE risk_events ADD COLUMN mode TEXT NOT NULL DEFAULT ''
+    """,
 ]
 
 COLUMNS = {
@@ -124,6 +129,8 @@ COLUMNS = {
         "trades_today",
         "loss_streak",
         "config_version",
+        "venue",
+        "mode",
     ),
 }
 JSON_COLUMNS = {"inputs", "config", "reasons", "changed"}

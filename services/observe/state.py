@@ -594,6 +594,8 @@ class ObserveCore:
                         "trades_today": msg.trades_today,
                         "loss_streak": msg.loss_streak,
                         "config_version": msg.config_version,
+                        "venue": msg.venue,
+                        "mode": msg.mode,
                     },
                 )
             )

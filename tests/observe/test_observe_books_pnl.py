@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -201,6 +202,13 @@ def test_every_closed_trade_has_its_pnl_and_the_day_is_their_sum(stack: Stack) -
     )
     assert metrics["venue"] == "live" and metrics["mode"] == "paper"
     assert total == pytest.approx(pnl1 + pnl2)
+    # risk events name their book too
+    conn = sqlite3.connect(stack.root / "data" / "trader.db")
+    try:
+        books = set(conn.execute("SELECT venue, mode FROM risk_events").fetchall())
+    finally:
+        conn.close()
+    assert books == {("live", "paper")}
 
 
 @pytest.mark.parametrize("close_first", [True, False])

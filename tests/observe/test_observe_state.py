@@ -212,7 +212,7 @@ def test_live_pnl_marks_at_the_bid_and_metrics_count_today() -> None:
 def test_recorder_migrates_once_dedups_trades_and_pages(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     rec = Recorder(db)
-    assert rec.schema_version == 2
+    assert rec.schema_version == 3
     c = core()
     for i in range(5):
         for r in c.handle(
@@ -242,7 +242,7 @@ def test_recorder_migrates_once_dedups_trades_and_pages(tmp_path: Path) -> None:
         rec.add("orders", {})
     rec.close()
     again = Recorder(db)  # reopening does not re-run the migration
-    assert again.schema_version == 2 and again.count("trades") == 5
+    assert again.schema_version == 3 and again.count("trades") == 5
     again.close()
 
 
