@@ -1,9 +1,13 @@
 """Signal's transport-free core: market data in, one `SignalScore` per cycle out.
 
 Each ClockTick, BTC trade, or change of a current token's best ask produces a score for the
-current window: the model's probability of Up (services/signal/model.py), the side it favours, a
-score in [-1, 1] and the per-side edge after the taker fee, with every input in `inputs` so the
-signal log explains the number. Time comes only from the messages handled.
+current window: the market-aware probability of Up (services/signal/model.py: the model blended
+with the Up token's mid by the config's fitted weights; the model alone in `inputs["p_model"]`),
+the side it favours, a score in [-1, 1] and the per-side edge after the taker fee, with every
+input in `inputs` so the signal log explains the number. Everything is priced in the settlement
+source's units: Binance minus the measured basis (md.basis), the TWAP's fixed part from the
+Chainlink ticks that exist, the basis's uncertainty in the variance, and a settlement feed that
+is down said so in `inputs` with its uncertainty growing. Time comes only from the messages handled.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from services.signal.model import (
     RETURN_HORIZONS_S,
     BtcFeatures,
     edge,
-    fair_up,
+    market_aware_up,
+    settlement_basis_std_log,
     taker_fee_per_share,
 )
 
@@ -52,6 +57,16 @@ LOG_EVERY_NS = 1_000_000_000  # signal.jsonl gets one full score (with inputs) a
 # such a gap must not push the price to beat to another source.
 PTB_MAX_AGE_S = 15
 BASIS_MIN_SAMPLES = 10  # Chainlink ticks before the measured basis is applied
+# The settlement feed is "down" after this long without a Chainlink tick: it ticks about once a
+# second, 1-2 s late, sometimes a few seconds apart (PROTOCOLS.md sections 5 and 7).
+SETTLEMENT_STALE_S = 10.0
+# Basis (Binance - Chainlink) sd used when none has been measured (no md.basis yet): captured runs
+# had means of -3.7, +1.6 and +17.2 USD (PROTOCOLS.md section 7), so +-10 USD is an honest "unknown".
+BASIS_UNKNOWN_SD_USD = 10.0
+# While the settlement feed is down the last measured basis ages: its sd grows by this much per
+# sqrt(second) (10 USD after 100 s, the spread of the captured means). Not fitted: no recorded
+# Chainlink path exists to fit it on; a stated, cautious value.
+BASIS_DRIFT_USD_PER_SQRT_S = 1.0
 
 
 def in_force(series: dict[int, float], t: int) -> float | None:
@@ -81,8 +96,10 @@ class SignalCore(Core):
         self.twap: dict[int, float] = {}  # unix second -> published TWAP ending then
         self.binance_s: dict[int, float] = {}  # unix second -> last Binance trade in it
         self.ptb: dict[str, tuple[float, float]] = {}  # slug -> (price to beat, source)
-        self.ptb_final: set[str] = set()
-        self.basis_usd = 0.0  # Binance - Chainlink, from ingest's meter (0 until measured)  # slugs whose estimate a later tick has confirmed
+        self.ptb_final: set[str] = set()  # slugs whose estimate a later tick has confirmed
+        self.basis: PriceBasis | None = None  # md.basis from ingest: Binance - Chainlink
+        self.last_chainlink_recv_ns = 0  # when the settlement feed last ticked (receive time)
+        self.last_chainlink_s = 0  # the latest second a settlement tick was received for
         self.now_ns = 0
         self.last_trade_recv_ns = 0
         self.published = 0
@@ -124,14 +141,10 @@ class SignalCore(Core):
         sec = msg.ts_exchange_ns // NS
         if msg.source == "chainlink":
             self.chainlink[sec] = msg.value
+            self.last_chainlink_recv_ns = max(self.last_chainlink_recv_ns, msg.ts_recv_ns)
+            self.last_chainlink_s = max(self.last_chainlink_s, sec)
         elif msg.source.startswith("twap"):
             self.twap[sec] = msg.value
-        return []
-
-    def on_price_basis(self, msg: PriceBasis, now_ns: int) -> Out:
-        """Ingest's Binance - Chainlink meter: the model prices in settlement (Chainlink) units,
-        Binance minus the measured basis (DESIGN.md "Prices and settlement")."""
-        self.basis_usd = msg.basis_mean_usd if msg.samples >= BASIS_MIN_SAMPLES else 0.0
         return []
 
     def on_market_info(self, msg: MarketInfo, now_ns: int) -> Out:
@@ -141,6 +154,11 @@ class SignalCore(Core):
 
     def on_market_resolved(self, msg: MarketResolved, now_ns: int) -> Out:
         self.resolved.add(msg.slug)
+        return []
+
+    def on_price_basis(self, msg: PriceBasis, now_ns: int) -> Out:
+        """md.basis from ingest: Binance - Chainlink, time-aligned, its sd and Chainlink's lag."""
+        self.basis = msg
         return []
 
     def on_probe(self, msg: Probe, now_ns: int) -> Out:
@@ -208,27 +226,67 @@ class SignalCore(Core):
                 series = self.chainlink
         if found is None and known is None:
             before = [sec for sec in self.binance_s if sec <= start]
+            basis = self.basis_now(self.now_ns)[0]  # a Binance estimate in settlement units
             if before:
-                found = (self.binance_s[max(before)] - self.basis_usd, PTB_BINANCE)
+                found = (self.binance_s[max(before)] - basis, PTB_BINANCE)
             elif self.features.last_price is not None:
-                found = (self.features.last_price - self.basis_usd, PTB_BINANCE)
+                found = (self.features.last_price - basis, PTB_BINANCE)
         if found is not None and (known is None or found[1] >= known[1]):
             self.ptb[m.slug] = found
             if series and next(reversed(series)) > start:  # keys are in time order
                 self.ptb_final.add(m.slug)
         return self.ptb.get(m.slug)
 
-    def _known_avg(self, m: MarketInfo, lookback: int) -> float | None:
-        """Average of the already-fixed part of the settlement TWAP (seconds up to now)."""
+    def settlement_feed_age_s(self, now_ns: int) -> float | None:
+        """Seconds since the settlement feed (Chainlink) last ticked; None if it never did."""
+        if not self.last_chainlink_recv_ns:
+            return None
+        return max(0.0, (now_ns - self.last_chainlink_recv_ns) / NS)
+
+    def basis_now(self, now_ns: int) -> tuple[float, float, bool]:
+        """(basis USD, its sd USD, settlement feed down): what converts Binance to the settlement
+        source's units (Chainlink = Binance - basis). The measured basis (md.basis, time-aligned
+        by ingest) and its sd; none measured: 0 with `BASIS_UNKNOWN_SD_USD`; the feed down (no
+        tick for `SETTLEMENT_STALE_S`): the last basis with an sd growing with the feed's age."""
+        age = self.settlement_feed_age_s(now_ns)
+        down = age is None or age > SETTLEMENT_STALE_S
+        if self.basis is None or self.basis.samples < BASIS_MIN_SAMPLES:
+            return 0.0, BASIS_UNKNOWN_SD_USD, down
+        sd = self.basis.basis_sd_usd
+        if down:
+            grown = BASIS_DRIFT_USD_PER_SQRT_S * math.sqrt(age if age is not None else 0.0)
+            sd = max(BASIS_UNKNOWN_SD_USD if age is None else 0.0, math.hypot(sd, grown))
+        return self.basis.basis_mean_usd, sd, down
+
+    def _known_avg(self, m: MarketInfo, lookback: int, basis: float) -> tuple[float | None, int]:
+        """The already-fixed part of the settlement TWAP (seconds of the lookback up to now), in
+        the settlement source's units, and how many of its seconds were bridged. Each second takes
+        the settlement tick in force then (`in_force`: a gap between ticks keeps the last value,
+        as the feed does); the latest seconds, after the last tick received (Chainlink arrives
+        1-2 s late, or the feed is down), and any second without a tick in force are bridged
+        with Binance's price then minus the basis. Binance never replaces the ticks that exist."""
         end = m.window_end_ns // NS
         now_s = self.now_ns // NS
         secs = range(end - lookback + 1, min(end, now_s) + 1)
-        vals = [self.chainlink.get(s) for s in secs]
-        if secs and all(v is not None for v in vals):
-            return sum(vals) / len(vals)  # type: ignore[arg-type]
-        vals = [self.binance_s.get(s) for s in secs]
-        have = [v - self.basis_usd for v in vals if v is not None]
-        return sum(have) / len(have) if have else None
+        if not secs:
+            return None, 0
+        vals: list[float] = []
+        bridged = 0
+        last_tick_s = self.last_chainlink_s
+        for sec in secs:
+            v = in_force(self.chainlink, sec) if sec <= last_tick_s else None
+            if v is None:
+                b = in_force(self.binance_s, sec)
+                if b is None:
+                    b = self.features.last_price
+                if b is None:
+                    continue
+                v = b - basis
+                bridged += 1
+            vals.append(v)
+        if not vals:
+            return None, 0
+        return sum(vals) / len(vals), bridged + (len(secs) - len(vals))
 
     def score(self, now_ns: int, origin_exchange_ns: int = 0) -> SignalScore | None:
         m = self.current_market()
@@ -241,26 +299,49 @@ class SignalCore(Core):
         cfg = self.config
         lookback = m.twap_lookback_s if m.twap_enabled else 0
         tau = (m.window_end_ns - now_ns) / NS
-        known = self._known_avg(m, lookback) if 0 < lookback and tau <= lookback else None
-        momentum = self.features.momentum(cfg.momentum_horizon_s)
-        settle_price = price - self.basis_usd  # Binance in Chainlink units
-        fair = fair_up(
-            settle_price, ptb[0], self.features.sigma, tau, lookback, known, momentum,
-            cfg.momentum_weight,
+        basis, basis_sd, feed_down = self.basis_now(now_ns)
+        feed_age = self.settlement_feed_age_s(now_ns)
+        spot = price - basis  # Binance in the settlement source's units
+        if spot <= 0.0:
+            return None
+        known, bridged = (
+            self._known_avg(m, lookback, basis) if 0 < lookback and tau <= lookback else (None, 0)
         )
-        p = fair.p_up
+        momentum = self.features.momentum(cfg.momentum_horizon_s)
         up_bid, up_ask, up_ts = self.books.get(m.up_token_id, (None, None, 0))
         dn_bid, dn_ask, dn_ts = self.books.get(m.down_token_id, (None, None, 0))
+        mid = (up_bid + up_ask) / 2.0 if up_bid is not None and up_ask is not None else None
+        extra = settlement_basis_std_log(spot, basis_sd, tau, lookback, bridged)
+        fair, p = market_aware_up(
+            cfg,
+            price=spot,
+            price_to_beat=ptb[0],
+            sigma=self.features.sigma,
+            tau_s=tau,
+            lookback_s=lookback,
+            known_avg=known,
+            momentum=momentum,
+            p_market=mid,
+            extra_std_log=extra,
+        )
         edge_up = edge(p, up_ask, m.fee_rate, m.fee_exponent)
         edge_down = edge(1.0 - p, dn_ask, m.fee_rate, m.fee_exponent)
         inputs: dict[str, float] = {
             "price": price,
-            "basis_usd": self.basis_usd,
+            "settlement_spot": spot,
+            "basis_usd": basis,
+            "basis_sd_usd": basis_sd,
+            "basis_std_log": extra,
+            "settlement_feed_down": 1.0 if feed_down else 0.0,
+            "settlement_feed_age_s": -1.0 if feed_age is None else feed_age,
+            "bridged_s": float(bridged),
+            "p_model": fair.p_up,
             "price_to_beat": ptb[0],
             "ptb_source": ptb[1],
             "log_distance": math.log(fair.expected / ptb[0]),
             "expected_settle": fair.expected,
             "sigma": self.features.sigma,
+            "vol_scale": cfg.vol_scale,
             "std_log": fair.std_log,
             "z": _finite(fair.z),
             "z_momentum": fair.z_momentum,
@@ -275,6 +356,10 @@ class SignalCore(Core):
         }
         if known is not None:
             inputs["known_twap_avg"] = known
+        if mid is not None:
+            inputs["p_market"] = mid
+        if self.basis is not None:
+            inputs["chainlink_lag_ms"] = self.basis.lag_mean_ms
         for h in RETURN_HORIZONS_S:
             inputs[f"ret_{h}s"] = self.features.log_return(h)
         for name, value in (

@@ -64,6 +64,7 @@ def fair_up(
     known_avg: float | None = None,
     momentum: float = 0.0,
     momentum_weight: float = 0.0,
+    extra_std_log: float = 0.0,
 ) -> Fair:
     """P(settlement >= price_to_beat) under a driftless log-normal walk with vol `sigma`
     (log units per sqrt second), `tau_s` seconds before the window ends.
@@ -74,6 +75,13 @@ def fair_up(
     `lookback - tau` seconds are already fixed at `known_avg` and only the remaining `tau`
     seconds move, weighted by tau / lookback. `lookback_s = 0` is plain spot settlement.
     Ties go to Up. `momentum` (a return z-score) shifts z by `momentum_weight * momentum`.
+    `extra_std_log` is the uncertainty of the inputs themselves (the std, in log units, of the
+    expected settlement from the Binance-to-settlement-source basis: `settlement_basis_std_log`),
+    added in quadrature to the walk's.
+
+    Every price is in the settlement source's units: `price` is the settlement source's spot
+    (Binance + the measured basis when it comes from Binance), `known_avg` the settlement ticks'
+    average (bridged where they are missing, see signal's core).
     """
     if price <= 0.0 or price_to_beat <= 0.0:
         raise ValueError(f"prices must be > 0, got price={price} price_to_beat={price_to_beat}")
@@ -88,6 +96,8 @@ def fair_up(
         fixed = known_avg if known_avg is not None and known_avg > 0 else price
         expected = (fixed * (lookback_s - tau) + price * tau) / lookback_s
         std = sigma * math.sqrt(tau / 3.0) * (tau / lookback_s)
+    if extra_std_log > 0.0:
+        std = math.sqrt(std * std + extra_std_log * extra_std_log)
     d = math.log(expected / price_to_beat)
     mom = momentum_weight * max(-MOMENTUM_CLIP, min(MOMENTUM_CLIP, momentum))
     if std <= 1e-12:
@@ -142,6 +152,7 @@ def market_aware_up(
     known_avg: float | None = None,
     momentum: float = 0.0,
     p_market: float | None = None,
+    extra_std_log: float = 0.0,
 ) -> tuple[Fair, float]:
     """The one pricing path (signal's core and `polyedge calibrate` both call it): the model's
     `Fair` with `sigma` (log units per sqrt second, as estimated) scaled by `cfg.vol_scale` and
@@ -157,11 +168,29 @@ def market_aware_up(
         known_avg,
         momentum,
         cfg.momentum_weight,
+        extra_std_log,
     )
     p = blend_up(
         fair.p_up, p_market, cfg.blend_market_weight, cfg.blend_model_weight, cfg.blend_bias
     )
     return fair, p
+
+
+def settlement_basis_std_log(
+    price: float, basis_sd_usd: float, tau_s: float, lookback_s: float, bridged_s: float
+) -> float:
+    """Std (log units) of the expected settlement that comes from not knowing the basis exactly:
+    the basis's sd in USD over the price, times the weight of the inputs that were converted from
+    Binance: the spot (weight 1 before the TWAP window, tau / lookback inside it; 1 for spot
+    settlement) and the bridged seconds of the fixed part (bridged / lookback)."""
+    if basis_sd_usd <= 0.0 or price <= 0.0:
+        return 0.0
+    tau = max(0.0, tau_s)
+    if lookback_s <= 0.0 or tau > lookback_s:
+        weight = 1.0
+    else:
+        weight = (tau + max(0.0, bridged_s)) / lookback_s
+    return basis_sd_usd / price * min(1.0, weight)
 
 
 def edge(p_side: float, best_ask: float | None, fee_rate: float, fee_exponent: float) -> float:

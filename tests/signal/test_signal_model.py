@@ -9,8 +9,21 @@ import pytest
 
 from common.config import StrategyConfig
 from common.schema import BookSnapshot, BtcTrade, ClockTick, MarketInfo, PriceFeedTick, SignalScore
-from services.signal.core import PTB_BINANCE, PTB_MARKET, PTB_TWAP, SignalCore
-from services.signal.model import BtcFeatures, edge, fair_up, taker_fee, taker_fee_per_share
+from services.signal.core import (
+    BASIS_UNKNOWN_SD_USD,
+    PTB_BINANCE,
+    PTB_MARKET,
+    PTB_TWAP,
+    SignalCore,
+)
+from services.signal.model import (
+    BtcFeatures,
+    edge,
+    fair_up,
+    settlement_basis_std_log,
+    taker_fee,
+    taker_fee_per_share,
+)
 
 NS = 1_000_000_000
 
@@ -126,8 +139,12 @@ def test_signal_core_scores_with_inputs() -> None:
     assert len(out) == 1 and out[0][0] == "sig.score"
     s = out[0][1]
     assert isinstance(s, SignalScore)
-    expected = fair_up(85_000, 84_950, core.features.sigma, 120, 60).p_up
-    assert s.p_up == pytest.approx(expected)
+    # no settlement feed and no measured basis: Binance as it is, the basis unknown (+-10 USD)
+    # in the variance, and the inputs say the settlement feed is down
+    extra = settlement_basis_std_log(85_000, BASIS_UNKNOWN_SD_USD, 120, 60, 0)
+    expected = fair_up(85_000, 84_950, core.features.sigma, 120, 60, extra_std_log=extra).p_up
+    assert s.p_up == pytest.approx(expected) == pytest.approx(s.inputs["p_model"])
+    assert s.inputs["settlement_feed_down"] == 1.0 and s.inputs["basis_sd_usd"] == 10.0
     assert s.side == "Up" and s.score == pytest.approx(2 * expected - 1)
     assert s.edge_up == pytest.approx(expected - 0.62 - 0.07 * 0.62 * 0.38)
     assert s.edge_down == pytest.approx(1 - expected - 0.40 - 0.07 * 0.4 * 0.6)

@@ -11,10 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from common import topics
 from common.bus import Publisher, Subscriber
-from common.config import load_settings
+from common.config import load_settings, load_strategy_config
 from common.schema import BookSnapshot, BtcTrade, MarketInfo, Probe, SignalScore
+from services.signal.model import blend_up
 from tests.conftest import REPO, wait_for
 
 NS = 1_000_000_000
@@ -75,7 +78,19 @@ def test_signal_process_scores_forwards_probe_and_reloads(
 
         wait_for(pump, 15, what="a score and the forwarded probe")
         score = got["SignalScore"]
-        assert isinstance(score, SignalScore) and score.side == "Up" and score.p_up > 0.5
+        assert isinstance(score, SignalScore) and score.inputs["p_model"] > 0.5
+        # the published probability is the shipped config's market-aware blend of the two
+        shipped = load_strategy_config(cfg)
+        mid = (score.inputs["up_bid"] + score.inputs["up_ask"]) / 2
+        assert score.p_up == pytest.approx(
+            blend_up(
+                score.inputs["p_model"],
+                mid,
+                shipped.blend_market_weight,
+                shipped.blend_model_weight,
+                shipped.blend_bias,
+            )
+        )
         assert score.inputs["up_ask"] == 0.52 and score.ts_signal_ns > 0
         probe = got["Probe"]
         assert isinstance(probe, Probe) and probe.hops == ["ingest", "signal"]
