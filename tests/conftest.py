@@ -14,6 +14,15 @@ from services.commands.supervise import REPO, Supervised, free_port, short_tmpdi
 # Real venue messages copied from ../shared/fixtures with their .source.txt notes (tests/fixtures/README.md).
 FIXTURES = REPO / "tests" / "fixtures"
 T = TypeVar("T")
+# The seed's model alone, unscaled: what whole-system tests that need trades run. The shipped
+# config's fitted blend follows the market and rarely sees an edge (README "Does it have an
+# edge?"), and the simulated venue prices its books with the unscaled model.
+SEED_MODEL = {
+    "blend_market_weight": 0.0,
+    "blend_model_weight": 1.0,
+    "blend_bias": 0.0,
+    "vol_scale": 1.0,
+}
 
 
 @pytest.fixture

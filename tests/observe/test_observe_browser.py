@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from common.schema import FeedStatus
-from tests.conftest import short_tmpdir, wait_for
+from tests.conftest import SEED_MODEL, short_tmpdir, wait_for
 from tests.observe.observe_harness import TOKEN, Observe, make_env, start_stack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -200,6 +200,7 @@ def test_whole_system_on_simulated_venue(
         max_trades_per_day=1000,
         max_daily_loss_usd=1000,
         max_consecutive_losses=1000,
+        **SEED_MODEL,
     )
     cfg.write_text(json.dumps(doc))
     sup = Supervised(

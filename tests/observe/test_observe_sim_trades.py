@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO, Supervised, wait_for
+from tests.conftest import REPO, SEED_MODEL, Supervised, wait_for
 
 # trades often (the bench's settings), so trades open and close within a few 20 s windows
 TRADE_HAPPY = {
@@ -23,6 +23,7 @@ TRADE_HAPPY = {
     "max_consecutive_losses": 1000,
     "take_profit_pct": 0.01,
     "stop_loss_pct": 0.01,
+    **SEED_MODEL,
 }
 
 
