@@ -91,7 +91,6 @@ MD_TOPICS: dict[type, str] = {
     MarketResolved: topics.RESOLVED,
     PriceBasis: topics.BASIS,
     ClockTick: topics.CLOCK,
-    PriceBasis: topics.BASIS,
 }
 CALIBRATION_BINS = 10
 STRATEGY_TIMER_NS = 250 * MS  # the strategy runner's timer period (risk state, config file)
