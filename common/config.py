@@ -884,6 +884,17 @@ def load_settings(
         errors["SIGNATURE_TYPE"] = (
             f"{top['signature_type']} needs FUNDER, the wallet that holds pUSD and the tokens"
         )
+    key, funder = top.get("private_key"), top.get("funder")
+    if top.get("signature_type", 0) == 0 and key is not None and funder and "FUNDER" not in errors:
+        from eth_account import Account  # only when a key is set: the services without one
+        # never load it
+
+        own = Account.from_key(key.reveal()).address
+        if funder.lower() != own.lower():
+            errors["FUNDER"] = (
+                f"{funder} is not the key's own address, which holds the funds with "
+                "SIGNATURE_TYPE=0 (EOA): set the SIGNATURE_TYPE of that wallet, or remove FUNDER"
+            )
     if errors:
         raise ConfigError("environment/.env", errors)
     nested = {f: group(**values[group]) for f, group in _NESTED.items()}

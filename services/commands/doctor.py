@@ -40,23 +40,11 @@ class Check:
     fix: str = ""
 
 
-def wallet_setting(settings: Settings) -> tuple[int, str]:
-    """(SIGNATURE_TYPE, FUNDER) from the settings."""
-    return int(getattr(settings, "signature_type", 0) or 0), str(
-        getattr(settings, "funder", "") or ""
-    )
-
-
 def geoblock_url(settings: Settings) -> str:
     """polymarket.com's geoblock answer, or the simulated venue's own."""
     if settings.venue == "sim":
-        return f"http://127.0.0.1:{settings_sim_port(settings)}/api/geoblock"
+        return f"http://127.0.0.1:{settings.sim.port}/api/geoblock"
     return GEOBLOCK_URL
-
-
-def settings_sim_port(settings: Settings) -> int:
-    sim = getattr(settings, "sim", None)
-    return int(getattr(sim, "port", None) or getattr(settings, "sim_port", 8765))
 
 
 def run_checks(settings: Settings, *, now: float | None = None) -> list[Check]:
@@ -90,7 +78,7 @@ def run_checks(settings: Settings, *, now: float | None = None) -> list[Check]:
     address = Account.from_key(settings.private_key.reveal()).address
     out.append(Check("key", "PASS", f"PRIVATE_KEY -> address {address}"))
 
-    sig_type, funder = wallet_setting(settings)
+    sig_type, funder = settings.signature_type, settings.funder or ""
     name = SIGNATURE_TYPES.get(sig_type, "?")
     wallet_ok = True
     if sig_type == 0:

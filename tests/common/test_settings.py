@@ -213,3 +213,13 @@ def test_ingest_process_refuses_a_bad_dotenv_ingest_value(tmp_path: Path, iso_en
     assert r.returncode == 2, r.stderr
     assert "INGEST_CLOB_PING_MS" in r.stderr and "often" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_funder_with_signature_type_0_must_be_the_keys_address() -> None:
+    key = "0x" + "11" * 32
+    own = "0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A"  # that key's address
+    assert load_settings({"PRIVATE_KEY": key, "FUNDER": own.lower()}, dotenv=None).funder
+    with pytest.raises(ConfigError) as e:
+        load_settings({"PRIVATE_KEY": key, "FUNDER": "0x" + "ab" * 20}, dotenv=None)
+    assert list(e.value.errors) == ["FUNDER"] and "SIGNATURE_TYPE" in e.value.errors["FUNDER"]
+    assert key.removeprefix("0x") not in str(e.value)

@@ -130,3 +130,31 @@ def test_doctor_names_missing_approval_empty_balance_and_skewed_clock(sim: Sim) 
     finally:
         sim.fault(name="geoblock", on=False)
     assert code == 1 and by_name(doc)["geoblock"]["status"] == "FAIL"
+
+
+def test_doctor_names_wallet_misconfigurations(sim: Sim) -> None:
+    from common.wallets import deposit_wallets, proxy_wallet, safe_wallet
+
+    acct = Account.create()
+    key, address = acct.key.hex(), acct.address
+    # a correct deposit-wallet setup passes
+    code, doc, text = doctor(
+        live_env(sim, key, SIGNATURE_TYPE="3", FUNDER=deposit_wallets(address)[0])
+    )
+    assert code == 0, text
+    assert by_name(doc)["wallet"]["status"] == "PASS"
+    # missing funder: the settings themselves are refused, naming it
+    code, doc, _ = doctor(live_env(sim, key, SIGNATURE_TYPE="1"))
+    assert code == 2 and "FUNDER" in by_name(doc)["settings"]["detail"]
+    # wrong signature type: FUNDER is this key's Safe, SIGNATURE_TYPE says proxy
+    code, doc, _ = doctor(live_env(sim, key, SIGNATURE_TYPE="1", FUNDER=safe_wallet(address)))
+    wallet = by_name(doc)["wallet"]
+    assert code == 1 and wallet["status"] == "FAIL" and "wrong signature type" in wallet["detail"]
+    assert wallet["fix"] == "set SIGNATURE_TYPE=2"
+    # somebody else's proxy
+    other = Account.create().address
+    code, doc, _ = doctor(live_env(sim, key, SIGNATURE_TYPE="1", FUNDER=proxy_wallet(other)))
+    assert code == 1 and "not this key's" in by_name(doc)["wallet"]["detail"]
+    # a FUNDER with SIGNATURE_TYPE=0 that is not the key's address: refused at load
+    code, doc, _ = doctor(live_env(sim, key, FUNDER=proxy_wallet(address)))
+    assert code == 2 and "FUNDER" in by_name(doc)["settings"]["detail"]
