@@ -595,7 +595,7 @@ class Settings(
         "3 deposit wallet", expect="0, 1, 2 or 3", ge=0, le=3)] = 0
     funder: Annotated[str, _doc(
         "the wallet that holds pUSD and the tokens (0x + 40 hex digits); required for "
-        "`SIGNATURE_TYPE` 1-3; with 0 only the key's own address (`polyedge doctor` checks it)",
+        "`SIGNATURE_TYPE` 1-3; with 0 only the key's own address (refused otherwise)",
         expect="an address: 0x and 40 hex digits", pattern=r"^0x[0-9a-fA-F]{40}$",
     )] | None = None
     database_url: Annotated[str, _doc(
