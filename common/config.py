@@ -367,6 +367,7 @@ LIVE_URLS = {
     "GAMMA_API_URL": "https://gamma-api.polymarket.com",
     "CLOB_API_URL": "https://clob.polymarket.com",
     "PRICE_FEED_WS_URL": "wss://ws-live-data.polymarket.com",
+    "POLYGON_RPC_URL": "https://polygon-rpc.com",
 }
 
 
@@ -378,6 +379,7 @@ def sim_urls(port: int, host: str = "127.0.0.1") -> dict[str, str]:
         "GAMMA_API_URL": f"http://{host}:{port}/gamma",
         "CLOB_API_URL": f"http://{host}:{port}/clob",
         "PRICE_FEED_WS_URL": f"ws://{host}:{port}/rtds",
+        "POLYGON_RPC_URL": f"http://{host}:{port}/rpc",
     }
 
 
@@ -424,6 +426,9 @@ class VenueUrls(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, r
     price_feed_ws_url: Annotated[str, _doc(
         "Polymarket RTDS price feed (Chainlink, TWAP)", default=_VENUE_DEFAULT,
         expect=_URL_EXPECT, pattern=_URL)] | None = None
+    polygon_rpc_url: Annotated[str, _doc(
+        "Polygon JSON-RPC (redemption of winning tokens from an EOA wallet)",
+        default=_VENUE_DEFAULT, expect=_URL_EXPECT, pattern=_URL)] | None = None
 
 
 _BUS_DEFAULT = "`ipc://` under `POLYEDGE_DATA_DIR/run/`"

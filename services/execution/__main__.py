@@ -43,6 +43,7 @@ class ExecutionRunner(ServiceRunner):
                 grace_s=s.execution.reconcile_grace_ms / 1000,
                 signature_type=s.signature_type,
                 funder=s.funder or "",
+                rpc_url=s.urls["POLYGON_RPC_URL"],
             )
             venue.start()
         else:

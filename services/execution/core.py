@@ -44,6 +44,8 @@ MS = 1_000_000
 DEFAULT_BOOK_MAX_AGE_MS = 2_000  # live: older local books are refreshed over REST first
 RECONCILE_INTERVAL_NS = 250 * MS  # venue lookups for unknown outcomes: reads, so paced retries
 FOLLOW_BACKOFF_MAX_NS = 5_000 * MS  # per order, the lookup interval doubles up to this
+REDEEM_CHECK_INTERVAL_NS = 2_000 * MS  # open redemptions: receipt asked, failed sends retried
+REDEEM_RETRY_NS = 30_000 * MS
 TRADE_CHECK_INTERVAL_NS = 1_000 * MS  # provisional trades: status asked once a second
 UNRESOLVED_ALERT_NS = 60_000 * MS  # an order still not final after this raises an alert record
 RECORDED_LEVELS = 20  # book levels kept with each order, enough to recompute its fills
@@ -112,6 +114,8 @@ class Venue(Protocol):
     def before_sell(self, asset_id: str) -> None: ...
     def gate(self, side: str) -> tuple[str, str]: ...
     def trade_states(self, trade_ids: list[str]) -> dict[str, str]: ...
+    def redeem(self, condition_id: str, neg_risk: bool = False) -> str: ...
+    def redemption_status(self, tx_hash: str) -> str: ...
     def status(self) -> dict[str, Any]: ...
 
 
@@ -158,6 +162,9 @@ class ExecutionCore(Core):
         self.counts: dict[str, int] = {}
         self._next_reconcile_ns = 0
         self._next_trade_check_ns = 0
+        self._next_redeem_check_ns = 0
+        self._redeem_retry_at: dict[str, int] = {}  # condition id -> next send attempt
+        self._neg_risk: dict[str, bool] = {}  # condition id -> neg-risk (which adapter)
         # following orders until final: first seen, next lookup, current interval, alerted
         self._follow_since: dict[str, int] = {}
         self._follow_next: dict[str, int] = {}
@@ -200,6 +207,9 @@ class ExecutionCore(Core):
         if self.to_reconcile and self.now_ns >= self._next_reconcile_ns:
             self._next_reconcile_ns = self.now_ns + RECONCILE_INTERVAL_NS
             out += self.reconcile(due_only=True)
+        if self.now_ns >= self._next_redeem_check_ns:
+            self._next_redeem_check_ns = self.now_ns + REDEEM_CHECK_INTERVAL_NS
+            out += self.check_redemptions()
         if self.venue is not None and self.now_ns >= self._next_trade_check_ns:
             self._next_trade_check_ns = self.now_ns + TRADE_CHECK_INTERVAL_NS
             out += self.check_trades()
@@ -834,6 +844,8 @@ class ExecutionCore(Core):
         if mk is not None:  # the window is over: its books will never be traded again
             self.books.pop(mk.up_token_id, None)
             self.books.pop(mk.down_token_id, None)
+        condition_id = msg.condition_id or (mk.condition_id if mk is not None else "")
+        shares = cash = 0.0
         for asset_id, pos in list(self.positions.items()):
             if pos.slug != msg.slug:
                 continue
@@ -856,6 +868,8 @@ class ExecutionCore(Core):
                 dry_run=not self.mode.live,
             )
             del self.positions[asset_id]
+            shares += pos.size
+            cash += pos.size * payout
             if self.ledger.record_settlement(s):
                 self.log(
                     "execution",
@@ -867,6 +881,112 @@ class ExecutionCore(Core):
                     pnl=s.pnl,
                 )
                 out.append((topics.SETTLEMENT, s))
+        if shares > 0 and condition_id:
+            self._neg_risk[condition_id] = bool(mk.neg_risk) if mk is not None else False
+            dry = not self.mode.live
+            if self.ledger.request_redemption(
+                condition_id, msg.slug, dry, shares, round(cash, 6), self._t()
+            ):
+                out += self._redeem(condition_id)
+        elif shares > 0:
+            self.log("execution", "redemption_without_condition_id", "WARNING", slug=msg.slug)
+        return out
+
+    # --- redemption: winning tokens pay nothing until redeemed ---------------------------------
+    def _redeem(self, condition_id: str) -> Out:
+        """Send the redemption of a resolved market (its row is written first). Paper mode books
+        the same steps at once; live mode sends it through the venue adapter and follows the
+        transaction (`check_redemptions`). A send that fails is retried every 30 s; redeeming
+        twice is harmless (the second pays nothing), so a restart never loses one."""
+        t = self._t()
+        dry = not self.mode.live
+        if self.venue is None:
+            row = next(
+                (r for r in self.ledger.redemptions(dry) if r["condition_id"] == condition_id),
+                None,
+            )
+            if row is None:
+                return []
+            self.ledger.update_redemption(
+                condition_id,
+                dry,
+                state="confirmed",
+                cash_returned=row["cash_expected"],
+                detail="paper: booked as redeemed",
+                ts_done_ns=t,
+            )
+            self.log(
+                "execution",
+                "position_redeemed",
+                condition_id=condition_id,
+                paper=True,
+                cash=row["cash_expected"],
+            )
+            return []
+        try:
+            tx_hash = self.venue.redeem(condition_id, self._neg_risk.get(condition_id, False))
+        except VenueError as e:
+            self._redeem_retry_at[condition_id] = t + REDEEM_RETRY_NS
+            self.ledger.update_redemption(condition_id, dry, state="awaiting", detail=e.reason)
+            self._count("redemptions_awaiting")
+            self.log(
+                "execution",
+                "redemption_awaiting",
+                "WARNING",
+                condition_id=condition_id,
+                code=e.code,
+                reason=e.reason,
+            )
+            return []
+        self._redeem_retry_at.pop(condition_id, None)
+        self.ledger.update_redemption(condition_id, dry, state="sent", tx_hash=tx_hash, detail="")
+        self.log("execution", "redemption_sent", condition_id=condition_id, tx_hash=tx_hash)
+        return []
+
+    def check_redemptions(self) -> Out:
+        """Follow every open redemption: a sent one until its transaction is final, a failed
+        send again after its retry time."""
+        dry = not self.mode.live
+        open_rows = self.ledger.redemptions(dry, open_only=True)
+        out: Out = []
+        t = self._t()
+        for r in open_rows:
+            cid = r["condition_id"]
+            if r["state"] == "sent" and self.venue is not None:
+                try:
+                    status = self.venue.redemption_status(r["tx_hash"])
+                except VenueError:
+                    continue
+                if status == "confirmed":
+                    self.ledger.update_redemption(
+                        cid,
+                        dry,
+                        state="confirmed",
+                        cash_returned=r["cash_expected"],
+                        ts_done_ns=t,
+                    )
+                    self._count("redemptions_confirmed")
+                    self.log(
+                        "execution",
+                        "position_redeemed",
+                        condition_id=cid,
+                        tx_hash=r["tx_hash"],
+                        cash=r["cash_expected"],
+                    )
+                elif status == "failed":
+                    self._redeem_retry_at[cid] = t + REDEEM_RETRY_NS
+                    self.ledger.update_redemption(
+                        cid, dry, state="awaiting", detail=f"transaction {r['tx_hash']} failed"
+                    )
+                    self.log(
+                        "execution",
+                        "redemption_failed",
+                        "ERROR",
+                        condition_id=cid,
+                        tx_hash=r["tx_hash"],
+                    )
+            elif r["state"] in ("requested", "awaiting") and t >= self._redeem_retry_at.get(cid, 0):
+                out += self._redeem(cid)
         return out
 
     def status(self) -> dict[str, object]:
@@ -876,6 +996,7 @@ class ExecutionCore(Core):
             "positions": len(self.positions),
             "pending_dry_run": len(self.pending),
             "to_reconcile": len(self.to_reconcile),
+            "redemptions_open": len(self.ledger.redemptions(not self.mode.live, open_only=True)),
             **self.counts,
         }
         if self.venue is not None:

@@ -141,7 +141,28 @@ MIGRATIONS = [
     ALTER TABLE settlements_books RENAME TO settlements;
     CREATE INDEX IF NOT EXISTS fills_venue ON fills(venue, dry_run)
     """,
+    # redemption (issue 13): winning tokens pay nothing until redeemed; one row per resolved
+    # market held, written before and after each venue or chain call
+    """
+    CREATE TABLE IF NOT EXISTS redemptions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        venue TEXT NOT NULL DEFAULT '',
+        dry_run INTEGER NOT NULL,
+        condition_id TEXT NOT NULL,
+        slug TEXT NOT NULL,
+        shares REAL NOT NULL,
+        cash_expected REAL NOT NULL,
+        state TEXT NOT NULL,
+        tx_hash TEXT NOT NULL DEFAULT '',
+        cash_returned REAL NOT NULL DEFAULT 0,
+        detail TEXT NOT NULL DEFAULT '',
+        ts_request_ns INTEGER NOT NULL,
+        ts_done_ns INTEGER,
+        UNIQUE(venue, dry_run, condition_id)
+    )
+    """,
 ]
+REDEMPTION_OPEN = ("requested", "sent", "awaiting")
 FINAL_TRADE_STATUSES = ("CONFIRMED", "FAILED")
 
 
@@ -314,6 +335,39 @@ class Ledger:
                 (status, trade_id, trade_id + ":%"),
             )
             self._event(coid, ts_ns, "trade_status", {"trade_id": trade_id, "status": status})
+
+    def request_redemption(
+        self, condition_id: str, slug: str, dry_run: bool, shares: float, cash: float, ts_ns: int
+    ) -> bool:
+        """The redemption row of a resolved market, written before anything is sent; False when
+        it exists already (a restart, a second resolution message: never doubled). Shares add up
+        when two positions of the market (Up and Down) resolve."""
+        with self.tx() as c:
+            cur = c.execute(
+                "INSERT INTO redemptions(venue, dry_run, condition_id, slug, shares, cash_expected,"
+                " state, ts_request_ns) VALUES(?,?,?,?,?,?,'requested',?)"
+                " ON CONFLICT(venue, dry_run, condition_id) DO NOTHING",
+                (self.venue, int(dry_run), condition_id, slug, shares, cash, ts_ns),
+            )
+            return cur.rowcount > 0
+
+    def update_redemption(self, condition_id: str, dry_run: bool, **fields: Any) -> None:
+        with self.tx() as c:
+            cols = ", ".join(f"{k}=?" for k in fields)
+            c.execute(
+                f"UPDATE redemptions SET {cols} WHERE venue=? AND dry_run=? AND condition_id=?",
+                (*fields.values(), self.venue, int(dry_run), condition_id),
+            )
+
+    def redemptions(self, dry_run: bool, open_only: bool = False) -> list[sqlite3.Row]:
+        """This book's redemption rows (oldest first); `open_only`: not confirmed or failed."""
+        q = "SELECT * FROM redemptions WHERE venue=? AND dry_run=?"
+        if open_only:
+            q += f" AND state IN ({','.join('?' * len(REDEMPTION_OPEN))})"
+        return self.conn.execute(
+            q + " ORDER BY id",
+            (self.venue, int(dry_run), *(REDEMPTION_OPEN if open_only else ())),
+        ).fetchall()
 
     def record_settlement(self, s: Settlement) -> bool:
         with self.tx() as c:

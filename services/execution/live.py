@@ -62,6 +62,17 @@ MATCH_TIME_SLACK_S = 2.0
 NOT_READY_BACKOFF_S = (5.0, 60.0)  # first and longest back-off after a 425, doubling while it lasts
 POST_ONLY_AFTER_RESTART_S = 120.0
 
+# redemption (PROTOCOLS.md section 7; polymarket-client 0.14 `ctf_redeem_positions_call`):
+# redeemPositions(pUSD, 0x0, conditionId, [1, 2]) on the collateral adapter (neg-risk markets:
+# the neg-risk collateral adapter); Polygon addresses from polymarket-client's PRODUCTION config
+PUSD = "0xC011a7E12a19f7B1f670d46F03B03f3342E82DFB"
+COLLATERAL_ADAPTER = "0xAdA100Db00Ca00073811820692005400218FcE1f"
+NEG_RISK_COLLATERAL_ADAPTER = "0xadA2005600Dec949baf300f4C6120000bDB6eAab"
+REDEEM_SELECTOR = bytes.fromhex(
+    "01b7037c"
+)  # keccak("redeemPositions(address,bytes32,bytes32,uint256[])")[:4]
+GAS_HEADROOM = 1.25
+
 # venue error text -> (code, clear reason); first match wins, lower-cased substring match
 ERROR_MAP: tuple[tuple[str, str, str], ...] = (
     # "invalid amounts, the market buy orders maker amount supports a max accuracy of 2 decimals,
@@ -149,6 +160,7 @@ class LiveVenue:
         chain_id: int = POLYGON,
         signature_type: int = 0,
         funder: str = "",
+        rpc_url: str = "",
     ) -> None:
         """`signature_type` 0 EOA, 1 POLY_PROXY, 2 POLY_GNOSIS_SAFE, 3 POLY_1271 (deposit wallet);
         `funder` the wallet that holds pUSD and the tokens (the order's maker): required for 1-3,
@@ -161,6 +173,7 @@ class LiveVenue:
         self._key = private_key
         self.signature_type = signature_type
         self.funder = funder
+        self.rpc_url = rpc_url
         self.log = log
         self.user_ws_url = user_ws_url
         self.timeout_s = timeout_s
@@ -675,6 +688,77 @@ class LiveVenue:
             raise VenueError(f"heartbeat refused: {self._describe(e)}") from None
         return str(res.get("heartbeat_id", "")) if isinstance(res, dict) else ""
 
+    # --- redemption (EOA: on chain through Polygon JSON-RPC) ------------------------------------
+    def _rpc(self, method: str, params: list[Any]) -> Any:
+        try:
+            r = httpx.post(
+                self.rpc_url,
+                json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+                timeout=self.timeout_s,
+            )
+            doc = r.json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise VenueError(f"Polygon RPC {method} failed: {type(e).__name__}") from None
+        if not isinstance(doc, dict) or doc.get("error"):
+            err = doc.get("error") if isinstance(doc, dict) else doc
+            raise VenueError(f"Polygon RPC {method} refused: {self._scrub(str(err))[:200]}")
+        return doc.get("result")
+
+    def redeem(self, condition_id: str, neg_risk: bool = False) -> str:
+        """Send `redeemPositions` for a resolved market's whole position (both outcomes; the
+        losing one pays 0) and return the transaction hash. Redeeming twice is harmless: the
+        second pays nothing. Raises VenueError (`redeem_unsupported` for proxy, Safe and deposit
+        wallets, which redeem through Polymarket's relayer: not implemented here yet)."""
+        from eth_abi.abi import encode as abi_encode
+        from eth_account import Account
+
+        if self.signature_type != 0:
+            raise VenueError(
+                f"redemption through Polymarket's relayer (signature type "
+                f"{self.signature_type}) is not implemented: redeem on polymarket.com",
+                "redeem_unsupported",
+            )
+        if not self.rpc_url:
+            raise VenueError("no POLYGON_RPC_URL to redeem through", "redeem_unsupported")
+        if not self.start():
+            raise VenueError("venue unavailable: API credentials not derived")
+        cid = bytes.fromhex(condition_id.removeprefix("0x").rjust(64, "0"))
+        data = (
+            "0x"
+            + (
+                REDEEM_SELECTOR
+                + abi_encode(
+                    ["address", "bytes32", "bytes32", "uint256[]"], [PUSD, b"\0" * 32, cid, [1, 2]]
+                )
+            ).hex()
+        )
+        to = NEG_RISK_COLLATERAL_ADAPTER if neg_risk else COLLATERAL_ADAPTER
+        call = {"from": self.address, "to": to, "data": data}
+        nonce = int(self._rpc("eth_getTransactionCount", [self.address, "pending"]), 16)
+        gas_price = int(self._rpc("eth_gasPrice", []), 16)
+        gas = int(int(self._rpc("eth_estimateGas", [call]), 16) * GAS_HEADROOM)
+        tx = {
+            "nonce": nonce,
+            "gasPrice": gas_price,
+            "gas": gas,
+            "to": to,
+            "value": 0,
+            "data": data,
+            "chainId": self.chain_id,
+        }
+        signed = Account.sign_transaction(tx, self._key.reveal())
+        raw = "0x" + signed.raw_transaction.hex().removeprefix("0x")
+        tx_hash = str(self._rpc("eth_sendRawTransaction", [raw]))
+        self._count("redemptions_sent")
+        return tx_hash
+
+    def redemption_status(self, tx_hash: str) -> str:
+        """`pending`, `confirmed` or `failed` for a redemption transaction (its receipt)."""
+        receipt = self._rpc("eth_getTransactionReceipt", [tx_hash])
+        if not receipt:
+            return "pending"
+        return "confirmed" if str(receipt.get("status")) in ("0x1", "1") else "failed"
+
     @property
     def start_error(self) -> str:
         return self._start_error
@@ -779,9 +863,7 @@ class LiveVenue:
                         )
                     )
                     self.ws_connected, backoff = True, 0.5
-                    live = DataLiveness(
-                        "user", self.user_data_silence_s, self.user_keepalive_s
-                    )
+                    live = DataLiveness("user", self.user_data_silence_s, self.user_keepalive_s)
                     next_ping = time.monotonic() + min(
                         USER_PING_INTERVAL_S, self.user_keepalive_s / 3
                     )

@@ -39,7 +39,8 @@ async def sim_state(request: Request) -> Response:
                           "approvals": {"pusd_ctf_exchange": x["approved"]},
                           "redemptions": list(x["redemptions"])}
                       for a, x in v.accounts.items()}
-    st["modes"] = {"refuse_eoa_makers": v.refuse_eoa_makers, "geoblocked": v.geoblocked,
+    st["resolved_conditions"] = sorted(v.resolved_conditions)
+    st["modes"] = {"manual_redemption": v.manual_redemption, "refuse_eoa_makers": v.refuse_eoa_makers, "geoblocked": v.geoblocked,
                    "clock_skew_s": v.time_skew_s, "post_only_until_ns": v.post_only_until,
                    "not_ready_until_ns": v.timed.get("not_ready", 0)}
     return JSONResponse(st)

@@ -21,6 +21,7 @@ from services.simvenue import (
     gamma,
     market_channel,
     price_feed,
+    rpc,
     user_channel,
 )
 from services.simvenue.venue import FAULTS, SimOptions, Venue
@@ -36,6 +37,7 @@ routes = [
     *price_feed.routes,
     *gamma.routes,
     *clob_rest.routes,
+    *rpc.routes,
 ]
 
 

@@ -31,7 +31,7 @@ FAULTS = ("drop", "stall", "malformed", "unknown", "duplicate_delta", "out_of_or
           "order_timeout_placed", "slow_ack", "withhold_resolved", "late_resolution",
           # the real venue's order and account behaviours (issue 13; README.md)
           "delayed", "fak_live", "trade_failed", "not_ready", "refuse_eoa_makers",
-          "revoke_approval", "set_balance", "clock_skew", "geoblock")
+          "revoke_approval", "set_balance", "clock_skew", "geoblock", "manual_redemption")
 HEARTBEAT_TIMEOUT_NS = 10 * NS
 QUEUE_MAX = 20_000
 
@@ -110,6 +110,12 @@ class Venue:
         self.post_only_until = 0  # ns: after a 425 window, only post-only orders (fault)
         self.time_skew_s = 0.0  # added to /time (fault `clock_skew`)
         self.geoblocked = False
+        # redemption: with `manual_redemption` (fault) winning tokens pay only when redeemed
+        # through the JSON-RPC endpoint; otherwise the venue pays them at resolution
+        self.manual_redemption = False
+        self.resolved_conditions: dict[str, tuple[str, str]] = {}  # condition -> (win, lose)
+        self.nonces: dict[str, int] = {}
+        self.receipts: dict[str, dict] = {}
         # trade id -> (wallet, token, pUSD micro moved, token micro moved), until CONFIRMED
         self.trade_effects: dict[str, tuple[str, str, int, int]] = {}
         self.started_ns = now
@@ -303,10 +309,12 @@ class Venue:
             until = now + int(float(seconds if seconds is not None else 90) * NS)
             self.timed["not_ready"] = until
             self.post_only_until = until + int(float(f.get("post_only_seconds", 120)) * NS)
-        elif name in ("refuse_eoa_makers", "geoblock"):
+        elif name in ("refuse_eoa_makers", "geoblock", "manual_redemption"):
             on = bool(f.get("on", True))
             if name == "geoblock":
                 self.geoblocked = on
+            elif name == "manual_redemption":
+                self.manual_redemption = on
             else:
                 self.refuse_eoa_makers = on
         elif name == "clock_skew":
@@ -369,6 +377,10 @@ class Venue:
                 continue
             self.settled.add(w.start_s)
             win = w.up_token if w.winner == "Up" else w.down_token
+            lose = w.down_token if win == w.up_token else w.up_token
+            self.resolved_conditions[w.condition_id.lower()] = (win, lose)
+            if self.manual_redemption:  # tokens stay until their holder redeems them (rpc.py)
+                continue
             for acct in self.accounts.values():
                 held = acct["tokens"].pop(win, 0)
                 acct["tokens"].pop(w.down_token if win == w.up_token else w.up_token, None)

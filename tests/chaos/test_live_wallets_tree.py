@@ -1,13 +1,14 @@
 """The whole system trading real (signed) orders against the simulated venue, as issue 13's
-"Done when" asks: live mode, a deposit wallet (`SIGNATURE_TYPE=3` with its `FUNDER`), 20-second
-windows and an eager config. It must trade for 3+ windows with no manual step, every order
-accepted (none refused for precision or maker), and the funder's pUSD at the venue equal to the
-ledger's cash to the cent (fills at their prices and fees, settlements at 1 or 0; the simulated
-venue pays a resolved position into the wallet, which stands in for redemption)."""
+"Done when" asks: live mode, 20-second windows and an eager config, trading for 3+ windows with
+no manual step, every order accepted (none refused for precision or maker), and the funder's pUSD
+at the venue equal to the ledger's cash to the cent (fills at their prices and fees, settlements
+at 1 or 0). Two wallets: a deposit wallet (`SIGNATURE_TYPE=3` with its `FUNDER`; the simulated
+venue pays resolved positions itself, because redemption through the relayer is not built yet),
+and an EOA (type 0) with the venue's `manual_redemption` on, so every winning token reaches the
+wallet only through the bot's own on-chain redemption."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -19,13 +20,12 @@ from tests.chaos.chaos_harness import HOLD_CONFIG, Tree, running_tree
 from tests.conftest import free_port, wait_for
 
 START_USD = 1000.0  # the simulated venue's opening balance per wallet
-SIGNATURE_TYPE = int(os.environ.get("POLYEDGE_TEST_SIGNATURE_TYPE", "3"))
 
 
-@pytest.fixture(scope="module")
-def tree() -> Iterator[tuple[Tree, str]]:
+@pytest.fixture(scope="module", params=[3, 0], ids=["deposit_wallet", "eoa_redeeming"])
+def tree(request: pytest.FixtureRequest) -> Iterator[tuple[Tree, str, int]]:
     key = Account.create()  # throwaway, only ever seen by the simulator
-    sig_type = SIGNATURE_TYPE
+    sig_type = int(request.param)
     funder = deposit_wallets(key.address)[0] if sig_type == 3 else key.address
     sim_port = free_port()
     live = {
@@ -38,7 +38,9 @@ def tree() -> Iterator[tuple[Tree, str]]:
         **sim_urls(sim_port),  # pinned: nothing in this tree can reach a real venue
     }
     with running_tree(HOLD_CONFIG, window_s=20, extra_env=live, sim_port=sim_port) as t:
-        yield t, funder
+        if sig_type == 0:
+            t.fault("manual_redemption")
+        yield t, funder, sig_type
 
 
 def ledger_cash(tree: Tree) -> float:
@@ -53,10 +55,10 @@ def ledger_cash(tree: Tree) -> float:
     return cash
 
 
-def test_live_deposit_wallet_trades_three_windows_and_cash_matches(
-    tree: tuple[Tree, str],
+def test_live_trades_three_windows_and_the_wallet_matches_the_ledger(
+    tree: tuple[Tree, str, int],
 ) -> None:
-    t, funder = tree
+    t, funder, sig_type = tree
 
     def settled_windows() -> int | None:
         n = t.query("SELECT COUNT(DISTINCT slug) FROM settlements")[0][0]
@@ -70,7 +72,7 @@ def test_live_deposit_wallet_trades_three_windows_and_cash_matches(
     assert refused == [], refused
     state = t.sim_state()
     mine = [o for o in state["orders"] if o.get("maker", "").lower() == funder.lower()]
-    assert mine and all(o["signatureType"] == SIGNATURE_TYPE for o in mine)
+    assert mine and all(o["signatureType"] == sig_type for o in mine)
     assert all(int(o["makerAmount"]) > 0 for o in mine)
 
     def cash_agrees() -> tuple[float, float] | None:
@@ -78,6 +80,16 @@ def test_live_deposit_wallet_trades_three_windows_and_cash_matches(
         ours = ledger_cash(t)
         return (venue, ours) if venue is not None and abs(venue - ours) < 0.005 else None
 
+    if sig_type == 0:  # every resolved market redeemed by the bot, once
+
+        def redeemed() -> bool:
+            rows = t.query("SELECT state FROM redemptions WHERE dry_run=0")
+            return bool(rows) and all(r[0] == "confirmed" for r in rows)
+
+        wait_for(redeemed, 60, 0.5, what="every resolved market redeemed")
+        paid = t.sim_state()["accounts"][funder.lower()]["redemptions"]
+        n = t.query("SELECT COUNT(*) FROM redemptions WHERE dry_run=0")[0][0]
+        assert len({p["condition_id"] for p in paid}) == n
     try:
         wait_for(cash_agrees, 30, 0.5, what="the wallet's pUSD equal to the ledger's cash")
     except AssertionError:

@@ -265,6 +265,10 @@ def test_exec_settlement_at_one_or_zero_and_restart_rebuilds(ledger, tmp_path) -
     assert again == []
     assert ledger.conn.execute("SELECT COUNT(*) FROM settlements").fetchone()[0] == 2
     assert core_of(ledger)[0].positions == {}
+    # paper books the redemption like live: one row for the market, the winning shares' cash
+    (red,) = ledger.redemptions(dry_run=True)
+    assert (red["condition_id"], red["state"], red["shares"]) == ("c", "confirmed", 15.0)
+    assert red["cash_expected"] == red["cash_returned"] == 10.0
 
 
 def test_exec_restart_closes_dry_run_intents_never_filled(ledger) -> None:
