@@ -1,8 +1,10 @@
-"""`polyedge doctor [--json]`: is this setup ready to trade real money? Checks the settings, the
-key's address, the signature type and funder, the venue (reachable, geoblock, clock skew), the API
-credentials, the pUSD balance, the approvals the exchange needs and an exchange heartbeat, and
-prints a pass/fail table with the fix for each failure. Exit 0: ready (warnings allowed); 1: at
-least one blocker; 2: the settings cannot even be read.
+"""`polyedge doctor [--json] [--fix-approvals]`: is this setup ready to trade real money? Checks
+the settings, the key's address, the signature type and funder, the venue (reachable, geoblock,
+clock skew), the API credentials, the pUSD balance, the approvals the exchange needs and an
+exchange heartbeat, and prints a pass/fail table with the fix for each failure. Exit 0: ready (warnings allowed); 1: at
+least one blocker; 2: the settings cannot even be read. `--fix-approvals` lists the approval
+transactions the wallet needs, asks for confirmation, sends them (EOA wallets, on chain) and
+checks again; it is never done automatically.
 
 Every venue call goes through the one adapter, `services/execution/live.py`. The key is used to
 derive the address and sign, and is never printed.
@@ -236,8 +238,8 @@ def run_checks(settings: Settings, *, now: float | None = None) -> list[Check]:
                 else "pUSD allowance for " + ", ".join(REQUIRED_ALLOWANCES)
             )
             + (f" (not needed here: {', '.join(optional)})" if optional else ""),
-            "approve pUSD for the exchange (polymarket.com: enable trading); "
-            "`polyedge doctor --fix-approvals` is not available yet"
+            "`polyedge doctor --fix-approvals` (EOA wallets; others: enable trading on "
+            "polymarket.com)"
             if missing
             else "",
         )
@@ -249,6 +251,45 @@ def run_checks(settings: Settings, *, now: float | None = None) -> list[Check]:
         out.append(Check("heartbeat", "FAIL", e.reason, "check the API key and the venue"))
     venue.close()
     return out
+
+
+def fix_approvals(settings: Settings, ask: Any = input) -> int:
+    """Send the approvals trading and redemption need, after the operator confirms; 0 when they
+    were sent and confirmed."""
+    from services.execution.core import VenueError
+    from services.execution.live import LiveVenue
+
+    if settings.private_key is None:
+        print("polyedge doctor: PRIVATE_KEY is not set", file=sys.stderr)
+        return 1
+    venue = LiveVenue(
+        settings.urls["CLOB_API_URL"],
+        settings.private_key,
+        log=lambda *a, **k: None,
+        signature_type=settings.signature_type,
+        funder=settings.funder or "",
+        rpc_url=settings.urls["POLYGON_RPC_URL"],
+    )
+    plan = venue.approvals_to_send()
+    print(f"from {settings.funder or 'the key'} through {settings.urls['POLYGON_RPC_URL']}:")
+    for name, to, _ in plan:
+        print(f"  - {name} (contract {to})")
+    if str(ask(f"send these {len(plan)} transactions? [y/N] ")).strip().lower() not in ("y", "yes"):
+        print("nothing sent")
+        return 1
+    try:
+        sent = venue.set_approvals()
+    except VenueError as e:
+        print(f"polyedge doctor: {e.reason}", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + 120
+    for name, tx in sent:
+        while (status := venue.redemption_status(tx)) == "pending" and time.monotonic() < deadline:
+            time.sleep(1)
+        print(f"  {name}: {tx} {status}")
+        if status != "confirmed":
+            return 1
+    return 0
 
 
 def render(checks: list[Check]) -> str:
@@ -267,6 +308,11 @@ def render(checks: list[Check]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="polyedge doctor", description=__doc__)
     parser.add_argument("--json", action="store_true", help="one JSON document")
+    parser.add_argument(
+        "--fix-approvals",
+        action="store_true",
+        help="send the approvals the wallet lacks (asks for confirmation first)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -282,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         code = 2
     else:
+        if args.fix_approvals and fix_approvals(settings) != 0:
+            return 1
         checks = run_checks(settings)
         code = 1 if any(c.status == "FAIL" for c in checks) else 0
     if args.json:

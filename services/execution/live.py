@@ -72,6 +72,14 @@ REDEEM_SELECTOR = bytes.fromhex(
     "01b7037c"
 )  # keccak("redeemPositions(address,bytes32,bytes32,uint256[])")[:4]
 GAS_HEADROOM = 1.25
+# trading approvals of an EOA wallet (polymarket-client 0.14 `_required_trading_approvals`, the
+# subset a binary market needs): pUSD allowance and the CTF operator approval for the exchange,
+# and the CTF operator approval for the collateral adapter (redemption)
+CTF = "0x4D97DCd97eC945f40cF65F87097ACe5EA0476045"
+CTF_EXCHANGE_V2 = "0xE111180000d2663C0091e4f400237545B87B996B"
+APPROVE_SELECTOR = bytes.fromhex("095ea7b3")  # approve(address,uint256)
+SET_APPROVAL_FOR_ALL_SELECTOR = bytes.fromhex("a22cb465")  # setApprovalForAll(address,bool)
+MAX_UINT256 = 2**256 - 1
 
 # venue error text -> (code, clear reason); first match wins, lower-cased substring match
 ERROR_MAP: tuple[tuple[str, str, str], ...] = (
@@ -710,7 +718,6 @@ class LiveVenue:
         second pays nothing. Raises VenueError (`redeem_unsupported` for proxy, Safe and deposit
         wallets, which redeem through Polymarket's relayer: not implemented here yet)."""
         from eth_abi.abi import encode as abi_encode
-        from eth_account import Account
 
         if self.signature_type != 0:
             raise VenueError(
@@ -723,17 +730,19 @@ class LiveVenue:
         if not self.start():
             raise VenueError("venue unavailable: API credentials not derived")
         cid = bytes.fromhex(condition_id.removeprefix("0x").rjust(64, "0"))
-        data = (
-            "0x"
-            + (
-                REDEEM_SELECTOR
-                + abi_encode(
-                    ["address", "bytes32", "bytes32", "uint256[]"], [PUSD, b"\0" * 32, cid, [1, 2]]
-                )
-            ).hex()
+        data = REDEEM_SELECTOR + abi_encode(
+            ["address", "bytes32", "bytes32", "uint256[]"], [PUSD, b"\0" * 32, cid, [1, 2]]
         )
         to = NEG_RISK_COLLATERAL_ADAPTER if neg_risk else COLLATERAL_ADAPTER
-        call = {"from": self.address, "to": to, "data": data}
+        tx_hash = self._send_tx(to, data)
+        self._count("redemptions_sent")
+        return tx_hash
+
+    def _send_tx(self, to: str, data: bytes) -> str:
+        """Sign and send one legacy transaction from the key's address; its hash."""
+        from eth_account import Account
+
+        call = {"from": self.address, "to": to, "data": "0x" + data.hex()}
         nonce = int(self._rpc("eth_getTransactionCount", [self.address, "pending"]), 16)
         gas_price = int(self._rpc("eth_gasPrice", []), 16)
         gas = int(int(self._rpc("eth_estimateGas", [call]), 16) * GAS_HEADROOM)
@@ -743,17 +752,56 @@ class LiveVenue:
             "gas": gas,
             "to": to,
             "value": 0,
-            "data": data,
+            "data": call["data"],
             "chainId": self.chain_id,
         }
         signed = Account.sign_transaction(tx, self._key.reveal())
         raw = "0x" + signed.raw_transaction.hex().removeprefix("0x")
-        tx_hash = str(self._rpc("eth_sendRawTransaction", [raw]))
-        self._count("redemptions_sent")
-        return tx_hash
+        return str(self._rpc("eth_sendRawTransaction", [raw]))
+
+    def approvals_to_send(self) -> list[tuple[str, str, bytes]]:
+        """(name, contract, calldata) of every approval trading and redemption need."""
+        from eth_abi.abi import encode as abi_encode
+
+        return [
+            (
+                "pUSD allowance for the CTF Exchange V2",
+                PUSD,
+                APPROVE_SELECTOR
+                + abi_encode(["address", "uint256"], [CTF_EXCHANGE_V2, MAX_UINT256]),
+            ),
+            (
+                "outcome tokens (CTF) operator: the CTF Exchange V2",
+                CTF,
+                SET_APPROVAL_FOR_ALL_SELECTOR
+                + abi_encode(["address", "bool"], [CTF_EXCHANGE_V2, True]),
+            ),
+            (
+                "outcome tokens (CTF) operator: the collateral adapter (redemption)",
+                CTF,
+                SET_APPROVAL_FOR_ALL_SELECTOR
+                + abi_encode(["address", "bool"], [COLLATERAL_ADAPTER, True]),
+            ),
+        ]
+
+    def set_approvals(self) -> list[tuple[str, str]]:
+        """Send every approval (EOA wallets, on chain); [(name, transaction hash)]. Raises
+        VenueError (`approvals_unsupported` for proxy, Safe and deposit wallets: through the
+        relayer, not implemented here; enable trading on polymarket.com)."""
+        if self.signature_type != 0:
+            raise VenueError(
+                f"approvals through Polymarket's relayer (signature type {self.signature_type}) "
+                "are not implemented: enable trading on polymarket.com",
+                "approvals_unsupported",
+            )
+        if not self.rpc_url:
+            raise VenueError("no POLYGON_RPC_URL to send the approvals through")
+        if not self.start():
+            raise VenueError("venue unavailable: API credentials not derived")
+        return [(name, self._send_tx(to, data)) for name, to, data in self.approvals_to_send()]
 
     def redemption_status(self, tx_hash: str) -> str:
-        """`pending`, `confirmed` or `failed` for a redemption transaction (its receipt)."""
+        """`pending`, `confirmed` or `failed` for a transaction sent here (its receipt)."""
         receipt = self._rpc("eth_getTransactionReceipt", [tx_hash])
         if not receipt:
             return "pending"

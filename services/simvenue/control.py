@@ -36,7 +36,8 @@ async def sim_state(request: Request) -> Response:
     st["orders"] = [o.state_doc() for o in v.orders.values()]
     st["accounts"] = {a: {"usdc": x["usdc"] / 1e6, "pusd": x["usdc"] / 1e6,
                           "tokens": {t: n / 1e6 for t, n in x["tokens"].items()},
-                          "approvals": {"pusd_ctf_exchange": x["approved"]},
+                          "approvals": {"pusd_ctf_exchange": x["approved"],
+                                        "ctf_operators": sorted(x["operators"])},
                           "redemptions": list(x["redemptions"])}
                       for a, x in v.accounts.items()}
     st["resolved_conditions"] = sorted(v.resolved_conditions)

@@ -1,6 +1,7 @@
-"""The subset of Polygon JSON-RPC (`POST /rpc`) that redeeming from an EOA wallet uses: chain id,
-nonce, gas price and estimate, `eth_sendRawTransaction` of a signed legacy transaction calling
-`redeemPositions(pUSD, 0x0, conditionId, [1, 2])` on the collateral adapter, and receipts.
+"""The subset of Polygon JSON-RPC (`POST /rpc`) that redeeming and approving from an EOA wallet
+use: chain id, nonce, gas price and estimate, `eth_sendRawTransaction` of a signed legacy
+transaction calling `redeemPositions(pUSD, 0x0, conditionId, [1, 2])` on the collateral adapter,
+pUSD `approve(spender, amount)` or CTF `setApprovalForAll(operator, bool)`, and receipts.
 
 A redemption pays the sender's winning tokens of that condition 1 pUSD each and clears both
 outcomes' tokens (the losing ones pay 0), once the market is resolved; redeeming again pays
@@ -21,12 +22,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.simvenue.signing import CHAIN_ID, COLLATERAL
+from services.simvenue.signing import CHAIN_ID, COLLATERAL, EXCHANGE_V2
 from services.simvenue.venue import Venue
 
 COLLATERAL_ADAPTER = "0xAdA100Db00Ca00073811820692005400218FcE1f"
 NEG_RISK_COLLATERAL_ADAPTER = "0xadA2005600Dec949baf300f4C6120000bDB6eAab"
 REDEEM_SELECTOR = keccak(text="redeemPositions(address,bytes32,bytes32,uint256[])")[:4]
+APPROVE_SELECTOR = keccak(text="approve(address,uint256)")[:4]
+SET_APPROVAL_FOR_ALL_SELECTOR = keccak(text="setApprovalForAll(address,bool)")[:4]
+CTF = "0x4D97DCd97eC945f40cF65F87097ACe5EA0476045"
 GAS_PRICE = 30 * 10**9
 REDEEM_GAS = 180_000
 
@@ -53,9 +57,22 @@ def send_raw(v: Venue, raw_hex: str) -> str:
     v.nonces[sender] = expected + 1
     to_addr = "0x" + bytes(to).hex()
     status = "0x1"
-    if (
+    selector = bytes(data[:4])
+    if to_addr.lower() == COLLATERAL.lower() and selector == APPROVE_SELECTOR:
+        spender, amount = abi_decode(["address", "uint256"], bytes(data[4:]))
+        acct = v.account(sender)
+        acct["allowances"][spender.lower()] = amount
+        acct["approved"] = acct["allowances"].get(EXCHANGE_V2.lower(), 0) > 0
+    elif to_addr.lower() == CTF.lower() and selector == SET_APPROVAL_FOR_ALL_SELECTOR:
+        operator, on = abi_decode(["address", "bool"], bytes(data[4:]))
+        ops = v.account(sender)["operators"]
+        if on:
+            ops.add(operator.lower())
+        else:
+            ops.discard(operator.lower())
+    elif (
         to_addr.lower() not in (COLLATERAL_ADAPTER.lower(), NEG_RISK_COLLATERAL_ADAPTER.lower())
-        or bytes(data[:4]) != REDEEM_SELECTOR
+        or selector != REDEEM_SELECTOR
     ):
         status = "0x0"  # a call this venue does not know reverts
     else:

@@ -367,7 +367,8 @@ class Venue:
         a = self.accounts.get(address.lower())
         if a is None:
             a = {"usdc": int(self.opts.balance_usd * 1e6), "tokens": {},
-                 "approved": self.approve_new, "redemptions": []}
+                 "approved": self.approve_new, "redemptions": [], "allowances": {},
+                 "operators": set()}
             self.accounts[address.lower()] = a
         return a
 

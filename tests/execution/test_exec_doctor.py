@@ -24,7 +24,7 @@ def sim() -> Iterator[Sim]:
     s.stop()
 
 
-def doctor(env: dict[str, str], *args: str) -> tuple[int, dict, str]:
+def doctor(env: dict[str, str], *args: str, stdin: str = "") -> tuple[int, dict, str]:
     root = short_tmpdir()
     full = {
         k: v for k, v in os.environ.items() if not k.startswith(("POLYEDGE_", "SIM_", "PRIVATE"))
@@ -38,14 +38,16 @@ def doctor(env: dict[str, str], *args: str) -> tuple[int, dict, str]:
         }
     )
     p = subprocess.run(
-        [sys.executable, "-m", "services.commands.cli", "doctor", "--json", *args],
+        [sys.executable, "-m", "services.commands.cli", "doctor", *(args or ("--json",))],
         cwd=root,
         env=full,
         capture_output=True,
         text=True,
         timeout=60,
+        input=stdin,
     )
-    return p.returncode, json.loads(p.stdout) if p.stdout.strip() else {}, p.stdout + p.stderr
+    doc = json.loads(p.stdout) if p.stdout.strip().startswith("{") else {}
+    return p.returncode, doc, p.stdout + p.stderr
 
 
 def by_name(doc: dict) -> dict[str, dict]:
@@ -158,3 +160,25 @@ def test_doctor_names_wallet_misconfigurations(sim: Sim) -> None:
     # a FUNDER with SIGNATURE_TYPE=0 that is not the key's address: refused at load
     code, doc, _ = doctor(live_env(sim, key, FUNDER=proxy_wallet(address)))
     assert code == 2 and "FUNDER" in by_name(doc)["settings"]["detail"]
+
+
+def test_doctor_fix_approvals_asks_then_sends_them(sim: Sim) -> None:
+    key = Account.create().key.hex()
+    address = Account.from_key(key).address
+    env = live_env(sim, key)
+    sim.fault(name="revoke_approval", address=address)
+    code, doc, _ = doctor(env)
+    assert code == 1 and by_name(doc)["approvals"]["status"] == "FAIL"
+    # refused at the prompt: nothing sent
+    code, _, text = doctor(env, "--fix-approvals", stdin="n\n")
+    assert code == 1 and "nothing sent" in text and "pUSD allowance" in text
+    acct = sim.state()["accounts"][address.lower()]
+    assert acct["approvals"]["pusd_ctf_exchange"] is False
+    # confirmed: sent on chain (the simulated venue's JSON-RPC), then every check passes
+    code, _, text = doctor(env, "--fix-approvals", stdin="y\n")
+    assert code == 0, text
+    assert text.count(" confirmed") == 3 and "ready to trade" in text
+    approvals = sim.state()["accounts"][address.lower()]["approvals"]
+    assert approvals["pusd_ctf_exchange"] is True
+    assert "0xe111180000d2663c0091e4f400237545b87b996b" in approvals["ctf_operators"]
+    assert key.removeprefix("0x") not in text
