@@ -82,8 +82,11 @@ def test_exec_eoa_redeems_a_resolved_market_once(rsim: SimProc) -> None:
     tx = v.redeem(w["condition_id"])
     assert wait_for(lambda: v.redemption_status(tx) == "confirmed" and True, 10)
     after = rsim.state()["accounts"][me]
-    won = max(before["tokens"].get(w["up_token"], 0), before["tokens"].get(w["down_token"], 0))
-    assert after["pusd"] == pytest.approx(before["pusd"] + won)
+    paid = after["redemptions"][-1]["pusd"]
+    # the winning side's shares, 1 pUSD each; the losing side's pay nothing
+    held = {before["tokens"][w["up_token"]], before["tokens"][w["down_token"]]}
+    assert any(paid == pytest.approx(h) for h in held)
+    assert after["pusd"] == pytest.approx(before["pusd"] + paid)
     assert w["up_token"] not in after["tokens"] and w["down_token"] not in after["tokens"]
     assert after["redemptions"][-1]["tx_hash"] == tx
     # again: harmless, pays nothing
