@@ -55,7 +55,12 @@ class StrategyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     stake_per_trade_usd: Usd = 5.0
     max_daily_loss_usd: Usd = 10.0
     max_trades_per_day: Annotated[int, Meta(ge=0, le=10_000)] = 5
+    # entries in one market window (an entry that got no fill does not count): re-entering after
+    # an exit pays the spread and the fee again
+    max_entries_per_window: Annotated[int, Meta(ge=1, le=1000)] = 1
     min_signal_score: Pct = 0.12
+    # absolute, in probability points (= USD per share): P(side) - ask - fee must reach it
+    # (0.05 = 5 cents a share); not a percentage of the price, whatever the seed's name says
     min_edge_pct: Pct = 0.05
     take_profit_pct: Annotated[float, Meta(gt=0.0, le=10.0)] = 0.25
     stop_loss_pct: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.18

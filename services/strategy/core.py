@@ -76,6 +76,8 @@ TERMINAL_NO_FILL = {"killed", "unmatched", "cancelled", "canceled", "expired", "
 RISK_REASONS = (
     "halted:",
     "max_trades_per_day",
+    "max_entries_per_window",
+    "daily_loss_headroom",
     "stale_",
     "market_not_accepting_orders",
     "capital_at_risk",
@@ -184,6 +186,8 @@ class StrategyCore(Core):
         self.trades_today = 0
         self.wins_today = 0
         self.loss_streak = 0
+        # entries sent per window (slug -> count), an entry that got no fill not counted
+        self.entries: dict[str, int] = {}
         self.position: Position | None = None  # the position of a window still open
         # positions whose window ended, held until a source says how the market resolved: they
         # are capital at risk but do not block entries in later windows
@@ -223,6 +227,7 @@ class StrategyCore(Core):
             "trades_today": self.trades_today,
             "wins_today": self.wins_today,
             "loss_streak": self.loss_streak,
+            "entries": dict(list(self.entries.items())[-50:]),
             "position": asdict(self.position) if self.position else None,
             "awaiting": {k: asdict(v) for k, v in self.awaiting.items()},
             "pending": {k: asdict(v) for k, v in self.pending.items()},
@@ -244,6 +249,7 @@ class StrategyCore(Core):
         self.trades_today = int(state.get("trades_today", 0))
         self.wins_today = int(state.get("wins_today", 0))
         self.loss_streak = int(state.get("loss_streak", 0))
+        self.entries = {str(k): int(v) for k, v in (state.get("entries") or {}).items()}
         pos = state.get("position")
         self.position = Position(**pos) if pos else None
         self.awaiting = {k: Position(**v) for k, v in (state.get("awaiting") or {}).items()}
@@ -561,13 +567,37 @@ class StrategyCore(Core):
             return "stale_signal", {"age_ms": (self.now_ns - s.ts_ns) / MS}
         if self.feed_stale.get("binance") or self.now_ns - self.last_btc_ns > stale_ns:
             return "stale_price_data", {"age_ms": (self.now_ns - self.last_btc_ns) / MS}
-        token = m.up_token_id if s.side == "Up" else m.down_token_id
-        book = self.books.get(token)
-        if self.feed_stale.get("clob") or book is None or self.now_ns - book.ts_recv_ns > stale_ns:
-            age = (self.now_ns - book.ts_recv_ns) / MS if book else -1.0
-            return "stale_market_data", {"age_ms": age}
-        if not book.in_sync:
-            return "book_out_of_sync", {"asset_id": token}
+        # both sides are candidates: each side's own book must be fresh and in sync; when
+        # neither is, the side the model favours names the reason
+        candidates: list[tuple[float, str, str, float, float, float]] = []
+        first_block: tuple[str, dict[str, Any]] | None = None
+        for side in (s.side, "Down" if s.side == "Up" else "Up"):
+            token = m.up_token_id if side == "Up" else m.down_token_id
+            book = self.books.get(token)
+            block: tuple[str, dict[str, Any]] | None = None
+            if (
+                self.feed_stale.get("clob")
+                or book is None
+                or self.now_ns - book.ts_recv_ns > stale_ns
+            ):
+                age = (self.now_ns - book.ts_recv_ns) / MS if book else -1.0
+                block = ("stale_market_data", {"age_ms": age})
+            elif not book.in_sync:
+                block = ("book_out_of_sync", {"asset_id": token})
+            elif book.best_ask is None:
+                block = ("no_ask", {})
+            if block is not None:
+                first_block = first_block or block
+                continue
+            assert book is not None and book.best_ask is not None
+            ask = book.best_ask
+            p_side = s.p_up if side == "Up" else 1.0 - s.p_up
+            fee = fee_per_share(ask, m.fee_rate, m.fee_exponent)
+            candidates.append((p_side - ask - fee, side, token, ask, p_side, fee))
+        if not candidates:
+            assert first_block is not None
+            if first_block[0] != "no_ask":
+                return first_block
         elapsed = (self.now_ns - m.window_start_ns) / NS
         remaining = (m.window_end_ns - self.now_ns) / NS
         if elapsed < cfg.entry_window_min_sec:
@@ -576,6 +606,10 @@ class StrategyCore(Core):
             return "too_close_to_close", {"remaining_s": remaining}
         if self.trades_today >= cfg.max_trades_per_day:
             return "max_trades_per_day", {"trades_today": self.trades_today}
+        entered = self.entries.get(s.slug, 0)
+        if entered >= cfg.max_entries_per_window:
+            # every entry pays the spread and the fee again: churn, not information
+            return "max_entries_per_window", {"entries": entered}
         ptb_source = s.inputs.get("ptb_source")
         if (
             cfg.require_settlement_price_to_beat
@@ -587,28 +621,47 @@ class StrategyCore(Core):
             return "price_to_beat_not_settlement", {"ptb_source": ptb_source}
         if abs(s.score) < cfg.min_signal_score:
             return "score_below_min", {"score": s.score}
-        ask = book.best_ask
-        if ask is None:
+        if not candidates:
             return "no_ask", {}
-        p_side = s.p_up if s.side == "Up" else 1.0 - s.p_up
-        fee = fee_per_share(ask, m.fee_rate, m.fee_exponent)
-        edge = p_side - ask - fee
+        # the side whose after-fee edge is largest (ties: the side the model favours)
+        edge, side, token, ask, p_side, fee = max(candidates, key=lambda c: c[0])
+        info: dict[str, Any] = {
+            "edge": edge,
+            "ask": ask,
+            "p_side": p_side,
+            "fee": fee,
+            "side": side,
+            "token": token,
+        }
         if edge < cfg.min_edge_pct:
-            return "edge_below_min", {"edge": edge, "ask": ask, "p_side": p_side, "fee": fee}
+            return "edge_below_min", info
         if ask > cfg.max_entry_price:
-            return "price_above_max_entry", {"ask": ask}
-        return "", {"edge": edge, "ask": ask, "p_side": p_side, "fee": fee}
+            return "price_above_max_entry", {"ask": ask, "side": side}
+        # the worst case of this entry is losing all it pays (stake and fee); with the open
+        # positions' collateral also lost, the day must stay within max_daily_loss_usd
+        worst = cfg.stake_per_trade_usd * (1.0 + fee / ask)
+        floor = self.daily_pnl - self.capital_at_risk() - worst
+        if floor < -cfg.max_daily_loss_usd - EPS:
+            return "daily_loss_headroom", {
+                "daily_pnl": round(self.daily_pnl, 6),
+                "capital_at_risk": round(self.capital_at_risk(), 6),
+                "worst_case_loss": round(worst, 6),
+            }
+        return "", info
 
     def _on_signal(self, s: SignalScore, out: list[tuple[str, Msg]]) -> None:
         reason, info = self.entry_block(s)
         if self.position is not None and reason == "position_open":
             self._check_exit(out)
         if reason:
-            self._decide(out, "skip", reason, s.slug, s.side, **{"score": s.score, **info})
+            side = info.pop("side", s.side)
+            info.pop("token", None)
+            self._decide(out, "skip", reason, s.slug, side, **{"score": s.score, **info})
             return
         cfg = self.config
         m = self.markets[s.slug]
-        token = m.up_token_id if s.side == "Up" else m.down_token_id
+        side = info.pop("side")
+        token = info.pop("token")
         ask = info["ask"]
         tick = self._tick(token, m)
         cap = min(
@@ -624,7 +677,7 @@ class StrategyCore(Core):
         signed = money.marketable_amounts("BUY", money.dec(limit), money.dec(size))
         if signed.skip:
             self._decide(
-                out, "skip", "size_below_min_order", s.slug, s.side, size=size, why=signed.skip
+                out, "skip", "size_below_min_order", s.slug, side, size=size, why=signed.skip
             )
             return
         self._intent_n += 1
@@ -635,7 +688,7 @@ class StrategyCore(Core):
             client_order_id=coid,
             slug=s.slug,
             asset_id=token,
-            outcome=s.side,
+            outcome=side,  # type: ignore[arg-type]
             side="BUY",
             order_type=cfg.order_type,
             limit_price=limit,
@@ -653,15 +706,18 @@ class StrategyCore(Core):
             reason="enter",
         )
         self.pending[coid] = PendingOrder(
-            coid, "entry", s.slug, token, s.side, size, limit, intent.expires_ns, self.now_ns
+            coid, "entry", s.slug, token, side, size, limit, intent.expires_ns, self.now_ns
         )
         self.trades_today += 1
+        self.entries[s.slug] = self.entries.get(s.slug, 0) + 1
+        while len(self.entries) > 50:
+            del self.entries[next(iter(self.entries))]
         self._decide(
             out,
             "enter",
             "signal",
             s.slug,
-            s.side,
+            side,
             coid,
             score=s.score,
             p_up=s.p_up,
@@ -949,6 +1005,8 @@ class StrategyCore(Core):
             return
         if pend.kind == "entry" and pend.filled <= EPS:
             self.trades_today = max(0, self.trades_today - 1)  # no trade happened
+            if self.entries.get(pend.slug, 0) > 0:
+                self.entries[pend.slug] -= 1
         self._decide(
             out, "hold" if pend.kind == "exit" else "skip", reason, pend.slug, pend.outcome, coid
         )

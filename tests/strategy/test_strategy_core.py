@@ -319,7 +319,7 @@ def test_win_resets_the_streak() -> None:
     ("state", "halted"),
     [
         ({"daily_pnl": -10.0}, "daily_loss_limit"),
-        ({"daily_pnl": -9.99}, None),
+        ({"daily_pnl": -4.0}, None),
         ({"loss_streak": 3}, "loss_streak"),
         ({"loss_streak": 2}, None),
         ({"emergency_stop": True}, "emergency_stop"),
@@ -332,6 +332,24 @@ def test_risk_halts_both_sides(state: dict[str, Any], halted: str | None) -> Non
         assert d.action == "enter"
     else:
         assert d.action == "skip" and d.reason.startswith("halted:") and halted in d.reason
+        assert any(e[0] == "risk" and e[3].get("reason") == d.reason for e in core.events)
+
+
+@pytest.mark.parametrize(
+    ("daily_pnl", "action"), [(-9.99, "skip"), (-4.9, "skip"), (-4.0, "enter")]
+)
+def test_an_entry_that_could_take_the_day_past_the_loss_limit_is_refused(
+    daily_pnl: float, action: str
+) -> None:
+    """Not halted yet (-9.99 > -10), but the $5 stake and its fee lost would end the day near
+    -15: the limit would be overshot by a whole stake (issue 15). The worst case of this entry
+    is $5 + the fee at the ask, so -4.9 is refused too and -4.0 enters."""
+    core = make(state={"day": "2026-01-01", "daily_pnl": daily_pnl})
+    d = decision(signal(core, 100))
+    assert d.action == action
+    if action == "skip":
+        assert d.reason == "daily_loss_headroom"
+        assert d.details["worst_case_loss"] > 5.0
         assert any(e[0] == "risk" and e[3].get("reason") == d.reason for e in core.events)
 
 
@@ -565,3 +583,57 @@ def test_a_failed_trade_reversal_undoes_the_position_without_counting_a_trade() 
     assert core.position is None
     assert core.loss_streak == 2 and core.daily_pnl == pytest.approx(0.0)
     assert any(e[1] == "trade_failed_reversed" for e in core.events)
+
+
+def _take_profit(core: StrategyCore) -> None:
+    """The position entered by `enter_and_fill` exits at a take-profit and the exit fills."""
+    t = START + 120 * NS
+    out = core.step(book("U", 0.67, 0.69, t), 0)
+    (ex,) = [i for i in intents(out) if i.side == "SELL"]
+    core.step(Fill(
+            client_order_id=ex.client_order_id,
+            asset_id="U",
+            side="SELL",
+            price=0.67,
+            size=ex.size,
+            fee=0.1,
+            ts_fill_ns=t,
+            slug=SLUG,
+            outcome="Up",
+        ), 0)
+    assert core.position is None
+
+
+@pytest.mark.parametrize(("per_window", "again"), [(1, "skip"), (2, "enter")])
+def test_one_entry_per_window_after_a_take_profit(per_window: int, again: str) -> None:
+    """Issue 15: after a take-profit the strategy entered the same window again (3 entries in
+    one window in a backtest, each paying spread and fee). `max_entries_per_window` (1) says no;
+    an entry that got no fill does not count (test_rejected_entry_gives_the_trade_back)."""
+    core = make(max_entries_per_window=per_window, max_trades_per_day=50)
+    enter_and_fill(core)
+    _take_profit(core)
+    d = decision(signal(core, 130))
+    assert d.action == again
+    if again == "skip":
+        assert d.reason == "max_entries_per_window" and d.details["entries"] == 1
+        # a restart does not forget the window's entries
+        again_core = Recorded(core.config, core.persistent())
+        again_core.step(market(), 0)
+        assert decision(signal(again_core, 131)).reason == "max_entries_per_window"
+
+
+def test_both_sides_are_considered_and_the_larger_after_fee_edge_is_bought() -> None:
+    """The model favours Up (0.55) but Up's ask is 0.54 and Down's 0.30: Up's edge after the fee
+    is 0.55 - 0.54 - 0.0174 < 0, Down's 0.45 - 0.30 - 0.0147 = 0.135: buy Down."""
+    core = make(min_signal_score=0.0)
+    out = signal(core, 100, p_up=0.55, up_ask=0.54, down_ask=0.30)
+    d = decision(out)
+    assert (d.action, d.side) == ("enter", "Down")
+    (it,) = intents(out)
+    assert it.asset_id == "D" and it.outcome == "Down"
+    fee = 0.07 * 0.30 * 0.70
+    assert d.details["edge"] == pytest.approx(0.45 - 0.30 - fee)
+    # and where the favoured side is the better one, it is the one bought
+    core = make(min_signal_score=0.0)
+    d = decision(signal(core, 100, p_up=0.70, up_ask=0.45, down_ask=0.45))
+    assert (d.action, d.side) == ("enter", "Up")

@@ -84,6 +84,14 @@ def entry_allowed(core: StrategyCore, side_asset: str, seen: dict[str, Any]) -> 
         return "window"
     if core.trades_today >= cfg.max_trades_per_day:
         return "cap"
+    if seen["window_entries"] >= cfg.max_entries_per_window:
+        return "window entries"
+    ask = seen["ask"].get(side_asset, 0.5)
+    worst = cfg.stake_per_trade_usd * (1 + 0.07 * (1 - ask))  # fee / ask at rate 0.07
+    held = [core.position] if core.position else []
+    at_risk = sum(p.cost for p in [*held, *core.awaiting.values()])
+    if core.daily_pnl - at_risk - worst < -cfg.max_daily_loss_usd - 1e-9:
+        return "headroom"
     return ""
 
 
@@ -94,7 +102,14 @@ def entry_allowed(core: StrategyCore, side_asset: str, seen: dict[str, Any]) -> 
 def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
     core = StrategyCore(StrategyConfig())
     now = START + offset_ms * MS
-    seen: dict[str, Any] = {"trade": -(10**20), "book": {}, "feed": {}, "closed": False}
+    seen: dict[str, Any] = {
+        "trade": -(10**20),
+        "book": {},
+        "ask": {},
+        "feed": {},
+        "closed": False,
+        "window_entries": 0,  # entry orders sent in the window, less those that got no fill
+    }
     mk = dict(
         slug=SLUG,
         condition_id="0xc",
@@ -132,6 +147,7 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
                 ts_recv_ns=now,
             )
             seen["book"][op[1]] = now
+            seen["ask"][op[1]] = ask
         elif kind == "signal":
             p = op[1]
             msg = SignalScore(
@@ -143,9 +159,9 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
                 edge_down=0,
                 ts_ns=now,
             )
-            before["Up" if p >= 0.5 else "Down"] = entry_allowed(
-                core, "U" if p >= 0.5 else "D", seen
-            )
+            # either side may be bought (the one with the larger after-fee edge)
+            before["Up"] = entry_allowed(core, "U", seen)
+            before["Down"] = entry_allowed(core, "D", seen)
         elif kind == "market":
             seen["trade"] = now
             core.step(BtcTrade(price=85_000, size=1, ts_exchange_ns=now, ts_recv_ns=now), 0)
@@ -161,6 +177,7 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
                         ts_recv_ns=now,
                     ), 0)
                 seen["book"][asset] = now
+                seen["ask"][asset] = ask
             p = op[1]
             msg = SignalScore(
                 slug=SLUG,
@@ -171,9 +188,9 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
                 edge_down=0,
                 ts_ns=now,
             )
-            before["Up" if p >= 0.5 else "Down"] = entry_allowed(
-                core, "U" if p >= 0.5 else "D", seen
-            )
+            # either side may be bought (the one with the larger after-fee edge)
+            before["Up"] = entry_allowed(core, "U", seen)
+            before["Down"] = entry_allowed(core, "D", seen)
         elif kind == "stop":
             msg = EmergencyStop(request_id=str(n))
         elif kind == "clear":
@@ -184,6 +201,8 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
                 continue
             if kind == "reject":
                 msg = OrderReject(client_order_id=pend.client_order_id, reason="x", ts_ns=now)
+                if pend.kind == "entry" and pend.filled <= 0:
+                    seen["window_entries"] -= 1  # no trade happened
             else:
                 side = "BUY" if pend.kind == "entry" else "SELL"
                 msg = Fill(
@@ -219,6 +238,7 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
                 assert kind in ("signal", "market"), f"entry from a {kind} message"
                 assert before.get(m.outcome) == "", f"entry while {before.get(m.outcome)!r}"
                 entries += 1
+                seen["window_entries"] += 1
         # at most one entry order in flight, whatever happened
         assert sum(1 for p in core.pending.values() if p.kind == "entry") <= 1
     event(f"entries: {min(entries, 3)}")

@@ -177,7 +177,10 @@ def strong_signal(core: StrategyCore, m: MarketInfo, t: int) -> Decision:
 def test_worked_example_position_awaits_resolution_settles_at_zero_and_entries_resume() -> None:
     first = open_market()
     later = open_market(1790618400)  # the window ten minutes after the first one ended
-    strategy = StrategyCore(StrategyConfig())
+    # a day's loss limit with room for both positions lost (an entry whose worst case, with the
+    # awaiting position lost too, passes max_daily_loss_usd is refused: daily_loss_headroom)
+    cfg = StrategyConfig(max_daily_loss_usd=20.0)
+    strategy = StrategyCore(cfg)
     strategy.step(first, 0)
     fee = round(9.43 * 0.07 * 0.53 * 0.47, 5)
     strategy.step(Fill(
@@ -201,7 +204,7 @@ def test_worked_example_position_awaits_resolution_settles_at_zero_and_entries_r
     pos = strategy.position_state()
     assert pos.open and pos.awaiting_resolution and pos.slug == first.slug
     # restart: the awaiting position is kept
-    strategy = StrategyCore(StrategyConfig(), strategy.persistent())
+    strategy = StrategyCore(cfg, strategy.persistent())
     strategy.step(first, 0)
     strategy.step(later, 0)
     # ten minutes later a strong signal enters (today: skipped as position_open, forever)
