@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import multiprocessing
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -56,6 +57,7 @@ from common.schema import (
     OrderReject,
     PriceBasis,
     PriceFeedTick,
+    SignalScore,
     to_dict,
 )
 from services.execution.core import ExecutionCore
@@ -336,6 +338,9 @@ class Result:
     windows: int
     signals: int
     decisions: dict[str, int]
+    # the same per-second instants with every probability: (seconds left, model, market mid or
+    # None, blend = the published p_up, 1 if Up won)
+    scored: list[tuple[float, float, float | None, float, int]] = field(default_factory=list)
     acks: int = 0
     rejects: int = 0
     ledger_orders: int = 0
@@ -354,7 +359,9 @@ class Backtest:
     fills: list[Fill] = field(default_factory=list)
     acks: list[OrderAck] = field(default_factory=list)
     rejects: list[OrderReject] = field(default_factory=list)
-    per_second: dict[str, dict[int, float]] = field(default_factory=dict)
+    per_second: dict[str, dict[int, tuple[float, float, float | None, float]]] = field(
+        default_factory=dict
+    )
     outcomes: dict[str, int] = field(default_factory=dict)
     decisions: dict[str, int] = field(default_factory=dict)
     signals: int = 0
@@ -376,7 +383,13 @@ class Backtest:
     def tap(self, topic: str, msg: Msg, now_ns: int) -> None:
         if topic == topics.SIGNAL:
             self.signals += 1
-            self.per_second.setdefault(msg.slug, {})[msg.ts_ns // NS] = msg.p_up  # type: ignore[attr-defined]
+            s: SignalScore = msg  # type: ignore[assignment]
+            self.per_second.setdefault(s.slug, {})[s.ts_ns // NS] = (
+                s.inputs.get("tau_s", 0.0),
+                s.inputs.get("p_model", s.p_up),
+                s.inputs.get("p_market"),
+                s.p_up,
+            )
         elif topic == topics.DECISION:
             key = f"{msg.action}:{msg.reason.split(':')[0]}"  # type: ignore[attr-defined]
             self.decisions[key] = self.decisions.get(key, 0) + 1
@@ -402,12 +415,13 @@ class Backtest:
         return self.result()
 
     def result(self) -> Result:
-        predictions = [
-            (p, self.outcomes[slug])
+        scored = [
+            (*row, self.outcomes[slug])
             for slug, secs in sorted(self.per_second.items())
             if slug in self.outcomes
-            for _, p in sorted(secs.items())
+            for _, row in sorted(secs.items())
         ]
+        predictions = [(blend, y) for _, _, _, blend, y in scored]
         counts = self.ledger.conn.execute(
             "SELECT (SELECT COUNT(*) FROM orders), (SELECT COUNT(*) FROM fills)"
         ).fetchone()
@@ -416,6 +430,7 @@ class Backtest:
             fills=[_rounded(to_dict(f)) for f in self.fills],
             predictions=predictions,
             windows=len(self.outcomes),
+            scored=scored,
             signals=self.signals,
             decisions=dict(sorted(self.decisions.items())),
             acks=len(self.acks),
@@ -442,6 +457,68 @@ def brier(preds: list[tuple[float, int]]) -> float | None:
     if not preds:
         return None
     return sum((p - y) ** 2 for p, y in preds) / len(preds)
+
+
+# time-left buckets (seconds before the window's end, lower bound inclusive) for the scores
+TIME_LEFT_BUCKETS = ((240, None), (180, 240), (120, 180), (60, 120), (30, 60), (10, 30), (0, 10))
+P_CLIP = 1e-4  # probabilities are held inside [P_CLIP, 1 - P_CLIP] for the log loss
+
+
+def _log_loss(ps: list[float], ys: list[int]) -> float:
+    return -sum(
+        math.log(min(1 - P_CLIP, max(P_CLIP, p)) if y else 1 - min(1 - P_CLIP, max(P_CLIP, p)))
+        for p, y in zip(ps, ys, strict=True)
+    ) / len(ps)
+
+
+def _brier(ps: list[float], ys: list[int]) -> float:
+    return sum((p - y) ** 2 for p, y in zip(ps, ys, strict=True)) / len(ps)
+
+
+def scores_by_time_left(
+    scored: list[tuple[float, float, float | None, float, int]],
+) -> list[dict[str, Any]]:
+    """Brier and log loss of the model, the market's Up mid and the blend (the published P(Up))
+    at the same instants (those with a two-sided Up book), per time-left bucket and "all", with
+    counts. `n_model` counts every instant the model was scored at (its own Brier there too)."""
+    rows = []
+    for lo, hi in (*TIME_LEFT_BUCKETS, (None, None)):
+        sel = [
+            r
+            for r in scored
+            if lo is None or (r[0] >= lo and (hi is None or r[0] < hi))
+        ]
+        both = [r for r in sel if r[2] is not None]
+        label = "all" if lo is None else (f">={lo}" if hi is None else f"{lo}-{hi}")
+        row: dict[str, Any] = {"seconds_left": label, "n": len(both), "n_model": len(sel)}
+        if sel:
+            row["brier_model_all"] = round(_brier([r[1] for r in sel], [r[4] for r in sel]), 6)
+        if both:
+            ys = [r[4] for r in both]
+            for name, i in (("model", 1), ("market", 2), ("blend", 3)):
+                ps = [float(r[i]) for r in both]  # type: ignore[arg-type]
+                row[f"brier_{name}"] = round(_brier(ps, ys), 6)
+                row[f"log_loss_{name}"] = round(_log_loss(ps, ys), 6)
+        if sel:
+            rows.append(row)
+    return rows
+
+
+def pnl_interval(pnls: list[float], z: float = 1.96) -> dict[str, Any]:
+    """Total P&L (USD, net of fees) with a 95 % normal-approximation confidence interval:
+    n * mean +- z * sd * sqrt(n), sd the sample sd of the per-trade P&L (None under 2 trades)."""
+    n = len(pnls)
+    total = sum(pnls)
+    if n < 2:
+        return {"total_usd": round(total, 6), "ci95_usd": None, "per_trade_sd_usd": None}
+    mean = total / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in pnls) / (n - 1))
+    half = z * sd * math.sqrt(n)
+    return {
+        "total_usd": round(total, 6),
+        "ci95_usd": [round(total - half, 6), round(total + half, 6)],
+        "per_trade_sd_usd": round(sd, 6),
+    }
 
 
 def calibration(
@@ -485,6 +562,8 @@ def summary(res: Result, config: dict[str, Any] | None = None) -> dict[str, Any]
     fees = sum(f["fee"] for f in res.fills)
     wins = sum(1 for t in res.trades if t["pnl"] > 0)
     b = brier(res.predictions)
+    by_left = scores_by_time_left(res.scored)
+    overall = next((r for r in by_left if r["seconds_left"] == "all"), {})
     return {
         "config": config or {},
         "windows": res.windows,
@@ -495,7 +574,14 @@ def summary(res: Result, config: dict[str, Any] | None = None) -> dict[str, Any]
         "pnl_usd": round(pnl, 6),
         "fees_usd": round(fees, 6),
         "brier": round(b, 6) if b is not None else None,
+        "brier_market": overall.get("brier_market"),
         "brier_baseline_0_5": 0.25,
+        "scores": by_left,
+        "pnl": pnl_interval([t["pnl"] for t in res.trades]),
+        "max_entries_in_a_window": max(
+            (sum(1 for t in res.trades if t["slug"] == slug) for slug in {t["slug"] for t in res.trades}),
+            default=0,
+        ),
         "predictions": len(res.predictions),
         "calibration": calibration(res.predictions),
         "decisions": res.decisions,
@@ -518,15 +604,34 @@ def print_text(s: dict[str, Any], out: TextIO) -> None:
         version = c["version"] if c.get("version") is not None else "not a running version"
         sets = f"  --set {' '.join(c['set'])}" if c.get("set") else ""
         w(f"config {layers}  version {version}  hash {c['hash']}{sets}\n\n")
-    w(f"{'opened (ns)':>20} {'slug':<24} {'side':<5} {'entry':>6} {'how':<11} {'pnl':>9}\n")
+    w(
+        f"{'opened (ns)':>20} {'slug':<24} {'side':<5} {'entry':>6} {'how':<11} {'fees':>7} "
+        f"{'pnl':>9}\n"
+    )
     for t in s["trade_list"]:
         w(
             f"{t['opened_ns']:>20} {t['slug']:<24} {t['outcome']:<5} {t['entry_price']:>6.3f} "
-            f"{t['how']:<11} {t['pnl']:>9.4f}\n"
+            f"{t['how']:<11} {t.get('fees', 0.0):>7.4f} {t['pnl']:>9.4f}\n"
         )
     wr = f"{s['win_rate']:.1%}" if s["win_rate"] is not None else "n/a"
     w(f"\nwindows {s['windows']}  trades {s['trades']}  wins {s['wins']}  win rate {wr}\n")
-    w(f"P&L {s['pnl_usd']:+.4f} USD  fees paid {s['fees_usd']:.4f} USD\n")
+    ci = s["pnl"]["ci95_usd"]
+    ci_text = f"  95 % CI [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "  (CI needs 2 trades)"
+    w(f"P&L {s['pnl_usd']:+.4f} USD net of fees{ci_text}  fees paid {s['fees_usd']:.4f} USD\n")
+    w(f"most entries in one window: {s['max_entries_in_a_window']}\n")
+    w(
+        "\nscores at the same instants (n: with a two-sided Up book)\n"
+        "seconds left      n   brier model  market   blend   log loss model  market   blend\n"
+    )
+    for r in s["scores"]:
+        if "brier_market" not in r:
+            w(f"{r['seconds_left']:<12} {r['n']:>6}   (no market mid)\n")
+            continue
+        w(
+            f"{r['seconds_left']:<12} {r['n']:>6}   {r['brier_model']:>11.4f} "
+            f"{r['brier_market']:>7.4f} {r['brier_blend']:>7.4f}   {r['log_loss_model']:>14.4f} "
+            f"{r['log_loss_market']:>7.4f} {r['log_loss_blend']:>7.4f}\n"
+        )
     brier_text = f"{s['brier']:.4f}" if s["brier"] is not None else "n/a"
     w(
         f"Brier score {brier_text} over {s['predictions']} per-second predictions "

@@ -82,6 +82,24 @@ def test_sim_backtest_is_deterministic_and_replays_from_capture(tmp_path: Path) 
     assert doc["fees_usd"] > 0
     assert 0.0 <= doc["brier"] <= 1.0
     assert sum(r["count"] for r in doc["calibration"]) == doc["predictions"] > 0
+    # issue 15: at most one entry a window, and the market scored beside the model and blend at
+    # the same instants, by time left, with counts that add up
+    per_window: dict[str, int] = {}
+    for t in doc["trade_list"]:
+        per_window[t["slug"]] = per_window.get(t["slug"], 0) + 1
+    assert max(per_window.values()) == doc["max_entries_in_a_window"] == 1
+    overall = doc["scores"][-1]
+    assert overall["seconds_left"] == "all" and overall["n"] > 0
+    assert overall["n"] == sum(r["n"] for r in doc["scores"][:-1])
+    assert doc["brier_market"] == overall["brier_market"] is not None
+    for r in doc["scores"]:
+        if r["n"]:
+            assert {"brier_model", "brier_blend", "log_loss_market"} <= set(r)
+    pnl = doc["pnl"]
+    assert pnl["total_usd"] == pytest.approx(doc["pnl_usd"])
+    if doc["trades"] >= 2:
+        lo, hi = pnl["ci95_usd"]
+        assert lo <= pnl["total_usd"] <= hi
     assert any(k.startswith("skip:") for k in doc["decisions"])
     # the recorded frames, in ingest's capture format, replay to the same report
     c = run_cli(str(cap), "--json", *ARGS[6:])
@@ -89,6 +107,7 @@ def test_sim_backtest_is_deterministic_and_replays_from_capture(tmp_path: Path) 
     assert c.stdout == a.stdout
     text = run_cli(*ARGS)
     assert "Brier score" in text.stdout and "calibration" in text.stdout and "P&L" in text.stdout
+    assert "95 % CI" in text.stdout and "brier model  market   blend" in text.stdout
 
 
 def test_tap_style_message_capture(tmp_path: Path) -> None:
