@@ -84,6 +84,40 @@ class Update:
 Record = Row | Update | LogLine
 
 
+SCORE_WINDOWS_KEPT = 8  # windows whose samples wait for their resolution
+
+
+class RunningScores:
+    """Brier scores of the model, the market's Up mid and the blend (signal's published P(Up)) at
+    the same instants, summed over resolved windows: squared errors and counts."""
+
+    def __init__(self) -> None:
+        self.windows = 0
+        self.n = 0
+        self.sq = {"model": 0.0, "market": 0.0, "blend": 0.0}
+        self.slugs: deque[str] = deque(maxlen=64)  # windows already scored (a repeat is ignored)
+
+    def add(self, slug: str, samples: list[tuple[float, float, float]], up: bool) -> None:
+        """One resolved window's samples (model, market, blend) against its outcome."""
+        y = 1.0 if up else 0.0
+        self.windows += 1
+        self.n += len(samples)
+        for model, market, blend in samples:
+            self.sq["model"] += (model - y) ** 2
+            self.sq["market"] += (market - y) ** 2
+            self.sq["blend"] += (blend - y) ** 2
+        self.slugs.append(slug)
+
+    def doc(self) -> dict[str, Any]:
+        """`{"windows", "n", "brier_model", "brier_market", "brier_blend"}` (None before any)."""
+        n = self.n
+        return {
+            "windows": self.windows,
+            "n": n,
+            **{f"brier_{k}": (round(v / n, 6) if n else None) for k, v in self.sq.items()},
+        }
+
+
 def _ms(later_ns: int, earlier_ns: int) -> float | None:
     """A latency in ms, or None when either end is unknown (0) or the clocks went backwards."""
     if not later_ns or not earlier_ns or later_ns < earlier_ns:
@@ -130,6 +164,13 @@ class ObserveCore:
         # signal / strategy / execution
         self.signal: SignalScore | None = None
         self._signal_row_ns = 0
+        # the running score of model vs market on resolved windows: per window, one sample a
+        # second of (model, market Up mid, blend) while the book had a mid; scored when it
+        # resolves (since observe started)
+        self.score_samples: OrderedDict[str, dict[int, tuple[float, float, float]]] = (
+            OrderedDict()
+        )
+        self.scores = RunningScores()
         self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
         self._last_skip_reason = ""
         self.position: PositionState | None = None
@@ -305,6 +346,9 @@ class ObserveCore:
                 )
         elif isinstance(msg, MarketResolved):
             self.resolved.append(msg)
+            samples = self.score_samples.pop(msg.slug, None)
+            if samples and msg.slug not in self.scores.slugs:
+                self.scores.add(msg.slug, list(samples.values()), msg.winning_outcome == "Up")
             out.append(LogLine("ingestion", "market_resolved", "INFO", to_dict(msg)))
         elif isinstance(msg, FeedStatus):
             prev_fs = self.feed_status.get(msg.feed)
@@ -455,6 +499,16 @@ class ObserveCore:
     def _on_signal(self, msg: SignalScore, now_ns: int, out: list[Record]) -> None:
         prev = self.signal
         self.signal = msg
+        market_p = msg.inputs.get("p_market")
+        if market_p is not None and msg.slug not in self.scores.slugs:
+            per = self.score_samples.setdefault(msg.slug, {})
+            self.score_samples.move_to_end(msg.slug)
+            per.setdefault(
+                (msg.ts_ns or now_ns) // NS,
+                (msg.inputs.get("p_model", msg.p_up), market_p, msg.p_up),
+            )
+            while len(self.score_samples) > SCORE_WINDOWS_KEPT:
+                self.score_samples.popitem(last=False)
         lat = _ms(msg.ts_signal_ns, msg.origin_ts_recv_ns)
         if lat is not None:
             self._latency("market_to_signal_ms", lat, now_ns, "", out)

@@ -227,6 +227,7 @@ def status(core: ObserveCore, now_ns: int) -> dict[str, Any]:
         "health": health(core, now_ns),
         "feeds": feeds_doc(core, now_ns),
         "basis": basis_doc(core, now_ns),
+        "scores": core.scores.doc(),
         "btc": {
             "price": core.btc_price,
             "age_ms": _age_ms(now_ns, core.btc_ts_ns),
@@ -280,6 +281,7 @@ def live(core: ObserveCore, now_ns: int) -> dict[str, Any]:
             "config_source": core.config_source,
             "feeds": feeds,
             "basis": basis_doc(core, now_ns),
+            "scores": core.scores.doc(),
             "data_flow": data_flow(feeds),
             "health": {k: h[k] for k in ("ok", "problems", "warnings", "unmanaged")},
             "config_errors": h["config_errors"],

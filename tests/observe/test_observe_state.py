@@ -12,6 +12,7 @@ from common.schema import (
     Fill,
     LatencySample,
     MarketInfo,
+    MarketResolved,
     PositionState,
     RiskState,
     Settlement,
@@ -301,3 +302,41 @@ def test_mode_banner_follows_execution_over_settings() -> None:
         doc = views.live(c, NOW)["data"]
         assert doc["mode"]["label"] == label and doc["mode"]["source"] == "execution"
         assert doc["dry_run"] is (label != "LIVE")
+
+
+def test_running_brier_of_model_market_and_blend_on_resolved_windows() -> None:
+    """Issue 15: the dashboard shows the live running Brier of the model vs the market on
+    resolved windows, at the same instants (one sample a second while the Up book had a mid)."""
+    c = core()
+    market(c)
+    slug = "btc-updown-5m-1"
+    # two seconds: model 0.8 / market 0.6 / blend 0.65, then 0.9 / 0.7 / 0.75; a second score
+    # in the same second is not a new sample; one without a market mid is not scored
+    for k, (pm, mk, bl) in enumerate([(0.8, 0.6, 0.65), (0.9, 0.7, 0.75)]):
+        for extra_ns in (0, 10**8):
+            c.handle(
+                "sig.score",
+                SignalScore(
+                    slug=slug, p_up=bl, side="Up", score=2 * bl - 1, edge_up=0, edge_down=0,
+                    ts_ns=NOW + k * 10**9 + extra_ns, inputs={"p_model": pm, "p_market": mk},
+                ),
+                NOW + k * 10**9 + extra_ns,
+            )
+    c.handle(
+        "sig.score",
+        SignalScore(slug=slug, p_up=0.5, side="Up", score=0, edge_up=0, edge_down=0,
+                    ts_ns=NOW + 5 * 10**9, inputs={"p_model": 0.5}),
+        NOW + 5 * 10**9,
+    )
+    assert views.live(c, NOW)["data"]["scores"] == {
+        "windows": 0, "n": 0, "brier_model": None, "brier_market": None, "brier_blend": None,
+    }
+    resolved = MarketResolved(slug=slug, winning_outcome="Up", ts_ns=NOW + 300 * 10**9)
+    c.handle("md.resolved", resolved, NOW + 300 * 10**9)
+    c.handle("md.resolved", resolved, NOW + 301 * 10**9)  # a repeat is not scored twice
+    got = views.live(c, NOW)["data"]["scores"]
+    assert got["windows"] == 1 and got["n"] == 2
+    assert got["brier_model"] == pytest.approx((0.2**2 + 0.1**2) / 2)
+    assert got["brier_market"] == pytest.approx((0.4**2 + 0.3**2) / 2)
+    assert got["brier_blend"] == pytest.approx((0.35**2 + 0.25**2) / 2)
+    assert views.status(c, NOW)["scores"] == got

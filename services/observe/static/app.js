@@ -207,6 +207,12 @@ function render(d) {
   const mid = up ? up.mid : null;
   $("mkt-up").textContent = mid !== null ? pct(mid, 1) : "—";
   $("mkt-up-bar").style.width = mid !== null ? `${100 * mid}%` : "0";
+  // running Brier of model vs market (and the blend strategy trades on) on resolved windows
+  const sc = d.scores;
+  $("scores").textContent = sc && sc.n
+    ? `Brier on ${sc.windows} resolved window${sc.windows === 1 ? "" : "s"} (${sc.n} s): model ${sc.brier_model.toFixed(4)} · market ${sc.brier_market.toFixed(4)} · blend ${sc.brier_blend.toFixed(4)} (lower is better)`
+    : "Brier model vs market: no resolved window yet";
+  $("scores").className = sc && sc.n && sc.brier_model > sc.brier_market ? "hint sev-warning" : "hint";
 
   // books
   renderBook($("book-up"), $("book-up-age"), d.books && d.books.up);
