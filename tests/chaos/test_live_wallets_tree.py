@@ -2,9 +2,9 @@
 "Done when" asks: live mode, 20-second windows and an eager config, trading for 3+ windows with
 no manual step, every order accepted (none refused for precision or maker), and the funder's pUSD
 at the venue equal to the ledger's cash to the cent (fills at their prices and fees, settlements
-at 1 or 0). Two wallets: a deposit wallet (`SIGNATURE_TYPE=3` with its `FUNDER`; the simulated
-venue pays resolved positions itself, because redemption through the relayer is not built yet),
-and an EOA (type 0) with the venue's `manual_redemption` on, so every winning token reaches the
+at 1 or 0). Every wallet type: a deposit wallet (`SIGNATURE_TYPE=3` with its `FUNDER`), a proxy
+(1) and a Safe (2), for which the simulated venue pays resolved positions itself (redemption
+through the relayer is not built yet), and an EOA (type 0) with the venue's `manual_redemption` on, so every winning token reaches the
 wallet only through the bot's own on-chain redemption."""
 
 from __future__ import annotations
@@ -15,18 +15,25 @@ import pytest
 from eth_account import Account
 
 from common.config import sim_urls
-from common.wallets import deposit_wallets
+from common.wallets import deposit_wallets, proxy_wallet, safe_wallet
 from tests.chaos.chaos_harness import HOLD_CONFIG, Tree, running_tree
 from tests.conftest import free_port, wait_for
 
 START_USD = 1000.0  # the simulated venue's opening balance per wallet
 
 
-@pytest.fixture(scope="module", params=[3, 0], ids=["deposit_wallet", "eoa_redeeming"])
+@pytest.fixture(
+    scope="module", params=[3, 0, 1, 2], ids=["deposit_wallet", "eoa_redeeming", "proxy", "safe"]
+)
 def tree(request: pytest.FixtureRequest) -> Iterator[tuple[Tree, str, int]]:
     key = Account.create()  # throwaway, only ever seen by the simulator
     sig_type = int(request.param)
-    funder = deposit_wallets(key.address)[0] if sig_type == 3 else key.address
+    funder = {
+        0: key.address,
+        1: proxy_wallet(key.address),
+        2: safe_wallet(key.address),
+        3: deposit_wallets(key.address)[0],
+    }[sig_type]
     sim_port = free_port()
     live = {
         "DRY_RUN": "false",
