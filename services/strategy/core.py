@@ -621,6 +621,10 @@ class StrategyCore(Core):
             return "price_to_beat_not_settlement", {"ptb_source": ptb_source}
         if abs(s.score) < cfg.min_signal_score:
             return "score_below_min", {"score": s.score}
+        if cfg.blend_market_weight != 0.0 and "p_market" not in s.inputs:
+            # the probability is meant to be the blend with the market's mid; without a
+            # two-sided Up book signal fell back to the model alone: no edge is known
+            return "no_market_mid", {}
         if not candidates:
             return "no_ask", {}
         # the side whose after-fee edge is largest (ties: the side the model favours)

@@ -637,3 +637,18 @@ def test_both_sides_are_considered_and_the_larger_after_fee_edge_is_bought() -> 
     core = make(min_signal_score=0.0)
     d = decision(signal(core, 100, p_up=0.70, up_ask=0.45, down_ask=0.45))
     assert (d.action, d.side) == ("enter", "Up")
+
+
+def test_no_entry_on_the_model_alone_when_the_config_blends_with_the_market() -> None:
+    """With a market-aware blend configured, a signal without the market's mid (signal fell back
+    to the model alone) is no edge: skipped as no_market_mid; with the mid it enters."""
+    core = make(blend_market_weight=1.0, blend_model_weight=0.5)
+    d = decision(signal(core, 100))
+    assert (d.action, d.reason) == ("skip", "no_market_mid")
+    t = START + 101 * NS
+    fresh(core, t)
+    s = SignalScore(
+        slug=SLUG, p_up=0.70, side="Up", score=0.4, edge_up=0.0, edge_down=0.0, ts_ns=t,
+        inputs={"p_market": 0.44, "p_model": 0.9},
+    )
+    assert decision(core.step(s, 0)).action == "enter"

@@ -137,6 +137,8 @@ def test_control_hot_reload_and_restart(iso_env: dict[str, str], tmp_path: Path)
                     edge_up=0.3,
                     edge_down=-0.3,
                     ts_ns=t,
+                    # as signal publishes it: the model and the Up mid it blended with
+                    inputs={"p_model": 0.8, "p_market": 0.44},
                 ),
             )
             got = h.orders.recv(timeout_ms=50)
