@@ -943,6 +943,19 @@ class ExecutionCore(Core):
         self.log("execution", "redemption_sent", condition_id=condition_id, tx_hash=tx_hash)
         return []
 
+    def _redemption_status(self) -> dict[str, object]:
+        """What is redeemed and what still waits (for the heartbeat, `/health`): counts and
+        pUSD."""
+        rows = self.ledger.redemptions(not self.mode.live)
+        waiting = [r for r in rows if r["state"] not in ("confirmed", "failed")]
+        return {
+            "redemptions_open": len(waiting),
+            "awaiting_redemption_usd": round(sum(r["cash_expected"] for r in waiting), 6),
+            "redeemed_usd": round(
+                sum(r["cash_returned"] for r in rows if r["state"] == "confirmed"), 6
+            ),
+        }
+
     def check_redemptions(self) -> Out:
         """Follow every open redemption: a sent one until its transaction is final, a failed
         send again after its retry time."""
@@ -996,7 +1009,7 @@ class ExecutionCore(Core):
             "positions": len(self.positions),
             "pending_dry_run": len(self.pending),
             "to_reconcile": len(self.to_reconcile),
-            "redemptions_open": len(self.ledger.redemptions(not self.mode.live, open_only=True)),
+            **self._redemption_status(),
             **self.counts,
         }
         if self.venue is not None:

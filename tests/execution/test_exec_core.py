@@ -204,7 +204,8 @@ def test_exec_preflight_rejects_thin_book_and_bad_terms(ledger) -> None:
     assert rej.code == "preflight_liquidity" and "14" in rej.reason and "15" in rej.reason
     (rej,) = by_topic(core.step(intent("tiny", size=1), T0), topics.REJECT)
     assert rej.code == "invalid_order" and "$1 minimum" in rej.reason  # 1 share at 0.53: $0.53
-    core.step(MarketInfo(
+    core.step(
+        MarketInfo(
             slug="btc-updown-5m-1",
             condition_id="c",
             up_token_id=UP,
@@ -213,7 +214,9 @@ def test_exec_preflight_rejects_thin_book_and_bad_terms(ledger) -> None:
             window_end_ns=T0,
             ts_recv_ns=T0,
             accepting_orders=False,
-        ), 0)
+        ),
+        0,
+    )
     (rej,) = by_topic(core.step(intent("closed"), T0), topics.REJECT)
     assert rej.code == "market_closed"
     assert ledger.counts() == {"rejected": 4}
@@ -245,7 +248,8 @@ def test_exec_settlement_at_one_or_zero_and_restart_rebuilds(ledger, tmp_path) -
     core2, _ = core_of(ledger)
     assert {k: round(p.size, 6) for k, p in core2.positions.items()} == {UP: 10.0, DOWN: 5.0}
     core2.step(book(ASKS), 0)
-    core2.step(MarketInfo(
+    core2.step(
+        MarketInfo(
             slug="btc-updown-5m-1",
             condition_id="c",
             up_token_id=UP,
@@ -253,7 +257,9 @@ def test_exec_settlement_at_one_or_zero_and_restart_rebuilds(ledger, tmp_path) -
             window_start_ns=T0,
             window_end_ns=T0,
             ts_recv_ns=T0,
-        ), 0)
+        ),
+        0,
+    )
     out = core2.step(MarketResolved(slug="btc-updown-5m-1", winning_outcome="Up", ts_ns=T0 + 1), 0)
     st = {s.asset_id: s for s in by_topic(out, topics.SETTLEMENT)}
     assert st[UP].won and st[UP].payout == 1.0
@@ -261,7 +267,9 @@ def test_exec_settlement_at_one_or_zero_and_restart_rebuilds(ledger, tmp_path) -
     assert st[UP].pnl == pytest.approx(10 - 5.2 - 0.17472)
     # 5 * .07 * .4 * .6 = 0.084
     assert not st[DOWN].won and st[DOWN].pnl == pytest.approx(-2.0 - 0.084)
-    again = core2.step(MarketResolved(slug="btc-updown-5m-1", winning_outcome="Up", ts_ns=T0 + 2), 0)
+    again = core2.step(
+        MarketResolved(slug="btc-updown-5m-1", winning_outcome="Up", ts_ns=T0 + 2), 0
+    )
     assert again == []
     assert ledger.conn.execute("SELECT COUNT(*) FROM settlements").fetchone()[0] == 2
     assert core_of(ledger)[0].positions == {}
@@ -269,6 +277,12 @@ def test_exec_settlement_at_one_or_zero_and_restart_rebuilds(ledger, tmp_path) -
     (red,) = ledger.redemptions(dry_run=True)
     assert (red["condition_id"], red["state"], red["shares"]) == ("c", "confirmed", 15.0)
     assert red["cash_expected"] == red["cash_returned"] == 10.0
+    st = core2.status()
+    assert (st["redemptions_open"], st["redeemed_usd"], st["awaiting_redemption_usd"]) == (
+        0,
+        10.0,
+        0,
+    )
 
 
 def test_exec_restart_closes_dry_run_intents_never_filled(ledger) -> None:
@@ -411,9 +425,7 @@ def test_exec_live_preflight_uses_rest_book_when_local_is_stale(ledger) -> None:
 def test_exec_dry_run_sell_needs_the_shares(ledger) -> None:
     core, _ = core_of(ledger)
     core.step(book(ASKS, bids=((0.50, 50.0),)), 0)
-    (rej,) = by_topic(
-        core.step(intent("s0", side="SELL", limit=0.45, size=5), T0), topics.REJECT
-    )
+    (rej,) = by_topic(core.step(intent("s0", side="SELL", limit=0.45, size=5), T0), topics.REJECT)
     assert rej.code == "insufficient_balance"
     core.step(intent("b1", limit=0.52, size=10), T0)  # 10 @ 0.52 ($5.20)
     out = core.step(intent("s1", side="SELL", limit=0.45, size=4, kind="FAK"), T0)
@@ -448,9 +460,7 @@ def test_exec_live_fak_is_followed_until_it_fills(ledger) -> None:
     (rej,) = by_topic(core.step(intent("o2"), T0), topics.REJECT)
     assert rej.code == "reconciling"
     v.post_results.append(VenueResult("rejected", reason="not enough balance", code="x"))
-    (rej,) = by_topic(
-        core.step(intent("s1", side="SELL", limit=0.45, size=5), T0), topics.REJECT
-    )
+    (rej,) = by_topic(core.step(intent("s1", side="SELL", limit=0.45, size=5), T0), topics.REJECT)
     assert rej.code == "x" and v.calls.count("post") == 2  # the exit reached the venue
     assert by_topic(core.step(Timer(T0 + 300 * MS), T0 + 300 * MS), topics.FILL) == []
     out = core.step(Timer(T0 + 1_000 * MS), T0 + 1_000 * MS)
