@@ -16,6 +16,6 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 python3 -m ruff check common services tests
-# Whole-system tests run against a simulated market on wall-clock time on a loaded 2-core box; a
-# test that fails is run once more, and the summary line counts every rerun ("N rerun").
-exec python3 -m pytest -q --reruns 1 "$@"
+# No reruns: a test that fails is a failure. Whole-system tests (a real supervisord tree) carry
+# the `whole_system` marker: `bash tests/run.sh -m whole_system` or `-m "not whole_system"`.
+exec python3 -m pytest -q "$@"

@@ -21,6 +21,8 @@ from common.config import StrategyConfig
 from tests.chaos.chaos_harness import API_TOKEN, Tree, running_tree
 from tests.conftest import wait_for
 
+pytestmark = pytest.mark.whole_system  # starts a supervisord tree (pyproject markers)
+
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 POSTS = ["/api/config", "/api/emergency-stop", "/api/emergency-stop/clear", "/api/force-exit"]
 FIELDS = set(StrategyConfig.__struct_fields__)

@@ -17,6 +17,8 @@ from common.schema import Decision, FeedStatus, Heartbeat, MarketInfo
 from tests.chaos.chaos_harness import HOLD_CONFIG, Tree, ns, running_tree
 from tests.conftest import wait_for
 
+pytestmark = pytest.mark.whole_system  # starts a supervisord tree (pyproject markers)
+
 STALE_MS = 1000
 # Quick exits (1-2 % moves), so the strategy is flat most of the time and enters again and again:
 # a broken stale gate would show up as an entry during the stall.

@@ -14,6 +14,8 @@ from common.schema import Fill, Heartbeat, PositionState, RiskState
 from tests.chaos.chaos_harness import HOLD_CONFIG, SERVICES, Tree, ns, running_tree
 from tests.conftest import wait_for
 
+pytestmark = pytest.mark.whole_system  # starts a supervisord tree (pyproject markers)
+
 RECOVERY_BOUND_S = 5.0
 MIN_LEFT_S = 8.0  # enough window left that the restart happens before the position settles
 

@@ -16,6 +16,8 @@ from common.config import sim_urls
 from tests.chaos.chaos_harness import HOLD_CONFIG, Tree, ns, running_tree
 from tests.conftest import free_port, wait_for
 
+pytestmark = pytest.mark.whole_system  # starts a supervisord tree (pyproject markers)
+
 
 @pytest.fixture(scope="module")
 def tree() -> Iterator[Tree]:

@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import REPO, Supervised, http_json, short_tmpdir, wait_for
 
+pytestmark = pytest.mark.whole_system  # starts a supervisord tree (pyproject markers)
+
 SERVICES = ("execution", "strategy", "signal", "ingest", "observe")
 
 

@@ -26,6 +26,8 @@ pytestmark = pytest.mark.skipif(
     reason="needs Debian's chromium: apt-get update && apt-get install -y chromium",
 )
 
+pytestmark = pytest.mark.whole_system  # starts a supervisord tree (pyproject markers)
+
 BANNER_BOUND_S = 5.0  # the "within 5 s of killing strategy with a position open"
 
 

@@ -9,8 +9,11 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import REPO, SEED_MODEL, Supervised, wait_for
+
+pytestmark = pytest.mark.whole_system  # starts a supervisord tree (pyproject markers)
 
 # trades often (the bench's settings), so trades open and close within a few 20 s windows
 TRADE_HAPPY = {

@@ -7,11 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from common import topics
 from common.bus import Subscriber
 from common.config import load_settings
 from common.schema import Decision, RiskState, SignalScore
 from tests.conftest import REPO, Supervised, wait_for
+
+pytestmark = pytest.mark.whole_system  # starts a supervisord tree (pyproject markers)
 
 
 def test_scores_and_decisions_on_the_sim_venue(iso_env: dict[str, str]) -> None:
