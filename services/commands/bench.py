@@ -1,15 +1,20 @@
-"""`polyedge bench`: latency of the hot path, compared with a floor measured in the same run.
+"""`polyedge bench`: latency of the hot path, compared with floors measured in the same run, and
+(`--capacity`) the highest simulated-venue rate the tree carries with tick -> signal p99 <= 5 ms
+and no loss.
 
-The floor is a bare relay over the same ZeroMQ hops as ingest -> signal -> strategy -> execution
-(PUB -> SUB/PUB -> SUB/PUSH -> PULL), in four processes that only decode and re-encode. The
-pipeline figures come from the real processes (see `pipeline`); both run at the realistic rate and
-at a 10x burst, so the ratio pipeline/floor isolates what our own code costs.
+The floors are bare relays over the same ZeroMQ hops as the pipeline, in processes that only
+decode and re-encode: 2 hops PUB -> SUB/PUB -> SUB (what tick -> signal is compared with) and
+3 hops PUB -> SUB/PUB -> SUB/PUSH -> PULL (ingest -> signal -> strategy -> execution, what tick ->
+intent is compared with). The pipeline figures come from the real processes
+(`bench_pipeline`). No ratio or target is computed from a stage with fewer than `MIN_SAMPLES`
+samples: it says "too few".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -25,24 +30,43 @@ from common.schema import BtcTrade
 
 REALISTIC_RATE = 160  # Binance ~100 msg/s + CLOB ~60 msg/s
 BURST_FACTOR = 10
+MIN_SAMPLES = 1000  # fewer: a p99 is close to the maximum; no ratio or target is built on it
+TOO_FEW = "too few"
 
 
 def percentiles(samples: list[float]) -> dict[str, float | int]:
-    """p50/p90/p99/max (nearest-rank) and the count, in the samples' unit, rounded to 1 us."""
+    """count, p50/p90/p99/p99.9 (nearest rank) and max, in the samples' unit (ms), rounded to
+    1 us. An empty list gives `{"count": 0}`."""
     if not samples:
         return {"count": 0}
     s = sorted(samples)
 
-    def rank(q: float) -> float:
-        return s[min(len(s) - 1, max(0, int(round(q * len(s) + 0.5)) - 1))]
+    def rank(q: float) -> float:  # nearest rank: the ceil(q * n)-th smallest
+        return s[min(len(s) - 1, max(0, math.ceil(q * len(s) - 1e-9) - 1))]
 
     return {
         "count": len(s),
         "p50": round(rank(0.50), 3),
         "p90": round(rank(0.90), 3),
         "p99": round(rank(0.99), 3),
+        "p99_9": round(rank(0.999), 3),
         "max": round(s[-1], 3),
     }
+
+
+def p99_of(stats: dict[str, Any] | None) -> float | None:
+    """The p99 of a `percentiles` result when it has at least MIN_SAMPLES samples, else None."""
+    if not stats or stats.get("count", 0) < MIN_SAMPLES:
+        return None
+    return stats.get("p99")
+
+
+def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | str:
+    """p99(a) / p99(b), or "too few" when either has fewer than MIN_SAMPLES samples."""
+    x, y = p99_of(a), p99_of(b)
+    if x is None or y is None or y <= 0:
+        return TOO_FEW
+    return round(x / y, 2)
 
 
 def _paced(rate: float, seconds: float):  # type: ignore[no-untyped-def]
@@ -80,22 +104,25 @@ def _role(argv: list[str]) -> int:
     raise SystemExit(f"unknown bench role {role!r}")
 
 
-def floor(rate: float, seconds: float, tmp: Path) -> dict[str, Any]:
-    """Source PUB -> relay SUB/PUB -> relay SUB/PUSH -> sink PULL; latency source->sink in ms."""
-    eps = [f"ipc://{tmp}/floor-{i}-{os.getpid()}.sock" for i in range(3)]
-    sink = Puller(eps[2], drop_expired=False)
+def floor(rate: float, seconds: float, tmp: Path, hops: int = 3) -> dict[str, Any]:
+    """The bare relay chain's latency source -> sink in ms at `rate` msg/s for `seconds`:
+    3 hops PUB -> SUB/PUB -> SUB/PUSH -> PULL, or 2 hops PUB -> SUB/PUB -> SUB."""
+    if hops not in (2, 3):
+        raise ValueError(f"hops must be 2 or 3, got {hops}")
+    eps = [f"ipc://{tmp}/floor{hops}-{i}-{os.getpid()}.sock" for i in range(3)]
+    sink: Puller | Subscriber
+    sink = Puller(eps[2], drop_expired=False) if hops == 3 else Subscriber(eps[1], [""])
     src = Publisher(eps[0])
+    roles = [("relay_pub", eps[0], eps[1])]
+    if hops == 3:
+        roles.append(("relay_push", eps[1], eps[2]))
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "services.commands.bench", "_role", "relay_pub", eps[0], eps[1]],
+            [sys.executable, "-m", "services.commands.bench", "_role", *r],
             stdout=subprocess.PIPE,
             text=True,
-        ),
-        subprocess.Popen(
-            [sys.executable, "-m", "services.commands.bench", "_role", "relay_push", eps[1], eps[2]],
-            stdout=subprocess.PIPE,
-            text=True,
-        ),
+        )
+        for r in roles
     ]
     try:
         for p in procs:
@@ -111,8 +138,8 @@ def floor(rate: float, seconds: float, tmp: Path) -> dict[str, Any]:
             )
             sent += 1
         lat.wait_for(sent, timeout=5)
-        lat = lat.samples
-        return {**percentiles(lat), "sent": sent, "lost": sent - len(lat)}
+        samples = lat.samples
+        return {"hops": hops, **percentiles(samples), "sent": sent, "lost": sent - len(samples)}
     finally:
         for p in procs:
             p.kill()
@@ -145,7 +172,7 @@ class collect:  # noqa: N801 - used like a function that returns a running colle
         self._thread.join()
 
 
-def _warm_up(src: Publisher, sink: Puller) -> None:
+def _warm_up(src: Publisher, sink: Puller | Subscriber) -> None:
     """PUB/SUB joins late: send until the first message comes through, then drain."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -153,9 +180,29 @@ def _warm_up(src: Publisher, sink: Puller) -> None:
         src.send("md.btc.trade", BtcTrade(price=1.0, size=1.0, ts_exchange_ns=t, ts_recv_ns=t))
         if sink.recv(timeout_ms=50) is not None:
             time.sleep(0.2)
-            sink.drain()
+            while sink.recv(timeout_ms=0) is not None:
+                pass
             return
     raise RuntimeError("floor relay chain never delivered a message")
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPUs, model, load average (1/5/15 min), Python."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,31 +210,67 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "_role":
         return _role(argv[1:])
     ap = argparse.ArgumentParser(prog="polyedge bench", description=__doc__)
-    ap.add_argument("--seconds", type=float, default=10.0, help="per measurement (default 10)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="per measurement (default 20)")
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=120.0,
+        help="a phase goes on past --seconds until tick -> signal and tick -> intent have "
+        f"{MIN_SAMPLES} samples, for at most this long (default 120)",
+    )
     ap.add_argument("--rate", type=float, default=REALISTIC_RATE, help="realistic msg/s")
-    ap.add_argument("--floor-only", action="store_true", help="only the bare relay floor")
+    ap.add_argument("--floor-only", action="store_true", help="only the bare relay floors")
+    ap.add_argument(
+        "--nice-load",
+        action="store_true",
+        help="run the loaded phase's clients at nice 19 (a labelled second run; default normal)",
+    )
+    ap.add_argument(
+        "--capacity",
+        action="store_true",
+        help="step the simulated venue's rate up; print per step tick -> signal p50/p99, CPU "
+        "per service and loss; the capacity is the highest rate with p99 <= 5 ms and no loss",
+    )
+    ap.add_argument(
+        "--rates",
+        default="",
+        help="--capacity: comma-separated offered rates, msg/s (default 500,1000,2000,...)",
+    )
     args = ap.parse_args(argv)
     if args.seconds <= 0 or args.rate <= 0:
         ap.error("--seconds and --rate must be > 0")
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="pe-bench-", dir="/tmp"))
+    if args.capacity:
+        from services.commands import bench_capacity
+
+        try:
+            rates = [float(x) for x in args.rates.split(",") if x.strip()] or None
+        except ValueError:
+            ap.error(f"--rates must be numbers separated by commas, got {args.rates!r}")
+        print(json.dumps(bench_capacity.run(args.seconds, tmp, rates), indent=2))
+        return 0
     result: dict[str, Any] = {
+        "machine_before": machine(),
         "rate": args.rate,
         "burst_rate": args.rate * BURST_FACTOR,
         "seconds": args.seconds,
+        "min_samples": MIN_SAMPLES,
     }
-    from services.ingest import bench as ingest_bench
+    from services.commands import ingest_bench
 
     result["ingest_parse_to_publish_us"] = ingest_bench.run(20_000)
     result["floor"] = {
-        "realistic": floor(args.rate, args.seconds, tmp),
-        "burst": floor(args.rate * BURST_FACTOR, args.seconds, tmp),
+        f"{name}_{hops}hop": floor(rate, args.seconds, tmp, hops)
+        for name, rate in (("realistic", args.rate), ("burst", args.rate * BURST_FACTOR))
+        for hops in (2, 3)
     }
     if not args.floor_only:
-        from services import bench_pipeline
+        from services.commands import bench_pipeline
 
         result["pipeline"] = bench_pipeline.run(args, tmp, result["floor"])
+    result["machine_after"] = machine()
     print(json.dumps(result, indent=2))
     return 0
 

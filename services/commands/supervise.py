@@ -57,9 +57,14 @@ class Supervised:
         text = text.replace("%(here)s/data", str(self.root / "data"))
         text = text.replace("%(here)s/logs", str(self.root / "logs"))
         text = text.replace("%(here)s", str(REPO))
+        # the programs run on the interpreter that runs this (a venv's python without the venv
+        # on PATH would otherwise start the system python3, without our packages)
+        text = text.replace("python3 -m services.", f"{sys.executable} -m services.")
         self.conf = self.root / "supervisord.conf"
         self.conf.write_text(text)
         self.env = {**os.environ, **env, **(extra_env or {})}
+        bindir = str(Path(sys.executable).parent)
+        self.env["PATH"] = os.pathsep.join([bindir, self.env.get("PATH", "")])
         self.env.pop("PYTEST_CURRENT_TEST", None)
 
     def ctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:

@@ -34,7 +34,6 @@ from common.schema import (
     OrderIntent,
     OrderReject,
     Probe,
-    Redemption,
     Settlement,
 )
 from services.execution import fills as fm
@@ -412,8 +411,12 @@ class ExecutionCore(Core):
             )
         ]
 
-    def _ack(self, intent: OrderIntent, status: str, venue_order_id: str, t: int) -> Out:
-        ms = (t - (intent.ts_signal_ns or intent.ts_intent_ns)) / MS
+    def _ack(
+        self, intent: OrderIntent, status: str, venue_order_id: str, t: int, done: bool = False
+    ) -> Out:
+        """The ack of an order at `t` (the venue's answer). `done` (paper): the message and its
+        latency are stamped when the ack's ledger row is committed, so signal -> ack includes
+        execution's own work (`_t()`: the runner's wall clock; message time in a backtest)."""
         self.ledger.update(
             intent.client_order_id,
             t,
@@ -423,6 +426,9 @@ class ExecutionCore(Core):
             venue_order_id=venue_order_id,
             ts_ack_ns=t,
         )
+        if done:
+            t = max(t, self._t())
+        ms = (t - (intent.ts_signal_ns or intent.ts_intent_ns)) / MS
         out: Out = [
             (
                 topics.ACK,
@@ -492,6 +498,11 @@ class ExecutionCore(Core):
         new = self.ledger.record_fills(intent.client_order_id, msgs, t, **fields)
         if new == 0:
             return []
+        if dry_run and self.venue is None:
+            # paper: the fill goes out stamped when its ledger rows are committed (the ledger
+            # keeps the book time it filled at)
+            t = max(t, self._t())
+            msgs = [replace(f, ts_fill_ns=t) for f in msgs]
         for f in msgs:
             pos = self.positions.setdefault(
                 f.asset_id, Position(f.slug, f.asset_id, f.outcome or "")
@@ -662,7 +673,7 @@ class ExecutionCore(Core):
                 status="killed" if r.status != "rejected" else "rejected",
             )
         book.consume(intent.side, [(tr.price, tr.shares) for tr in r.trades])
-        out = self._ack(intent, "dry_run", "", t)
+        out = self._ack(intent, "dry_run", "", t, done=True)
         trades = [
             VenueTrade(
                 f"{intent.client_order_id}:{i}", float(tr.price), float(tr.shares), float(tr.fee)
@@ -888,7 +899,6 @@ class ExecutionCore(Core):
             if self.ledger.request_redemption(
                 condition_id, msg.slug, dry, shares, round(cash, 6), self._t()
             ):
-                out += self._redemption_msg(condition_id)
                 out += self._redeem(condition_id)
         elif shares > 0:
             self.log("execution", "redemption_without_condition_id", "WARNING", slug=msg.slug)
@@ -924,7 +934,7 @@ class ExecutionCore(Core):
                 paper=True,
                 cash=row["cash_expected"],
             )
-            return self._redemption_msg(condition_id)
+            return []
         try:
             tx_hash = self.venue.redeem(condition_id, self._neg_risk.get(condition_id, False))
         except VenueError as e:
@@ -939,39 +949,11 @@ class ExecutionCore(Core):
                 code=e.code,
                 reason=e.reason,
             )
-            return self._redemption_msg(condition_id)
+            return []
         self._redeem_retry_at.pop(condition_id, None)
         self.ledger.update_redemption(condition_id, dry, state="sent", tx_hash=tx_hash, detail="")
         self.log("execution", "redemption_sent", condition_id=condition_id, tx_hash=tx_hash)
-        return self._redemption_msg(condition_id)
-
-    def _redemption_msg(self, condition_id: str) -> Out:
-        """The ledger's redemption row of `condition_id` as an `exec.redemption` message (strategy
-        folds it into "redeemed" vs "awaiting redemption", observe shows it)."""
-        dry = not self.mode.live
-        r = next(
-            (r for r in self.ledger.redemptions(dry) if r["condition_id"] == condition_id), None
-        )
-        if r is None:
-            return []
-        return [
-            (
-                topics.REDEMPTION,
-                Redemption(
-                    condition_id=condition_id,
-                    slug=r["slug"],
-                    state=r["state"],
-                    shares=r["shares"],
-                    cash_expected=r["cash_expected"],
-                    ts_ns=self._t(),
-                    cash_returned=r["cash_returned"],
-                    tx_hash=r["tx_hash"],
-                    detail=r["detail"],
-                    venue=self.ledger.venue,
-                    dry_run=dry,
-                ),
-            )
-        ]
+        return []
 
     def _redemption_status(self) -> dict[str, object]:
         """What is redeemed and what still waits (for the heartbeat, `/health`): counts and
@@ -1016,7 +998,6 @@ class ExecutionCore(Core):
                         tx_hash=r["tx_hash"],
                         cash=r["cash_expected"],
                     )
-                    out += self._redemption_msg(cid)
                 elif status == "failed":
                     self._redeem_retry_at[cid] = t + REDEEM_RETRY_NS
                     self.ledger.update_redemption(
@@ -1029,7 +1010,6 @@ class ExecutionCore(Core):
                         condition_id=cid,
                         tx_hash=r["tx_hash"],
                     )
-                    out += self._redemption_msg(cid)
             elif r["state"] in ("requested", "awaiting") and t >= self._redeem_retry_at.get(cid, 0):
                 out += self._redeem(cid)
         return out

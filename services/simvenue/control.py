@@ -76,6 +76,31 @@ async def sim_faults(request: Request) -> Response:
                          "counters": v.counters, "stall_until_ns": v.stall_until})
 
 
+MARKET_KNOBS = ("book_ticker_hz", "clob_update_hz", "quoter_noise_sd")
+
+
+async def sim_market(request: Request) -> Response:
+    """GET: the market's event rates (per second) and the quoters' mispricing noise (logit per
+    sqrt second); POST any of `{"book_ticker_hz", "clob_update_hz", "quoter_noise_sd"}` (>= 0)
+    changes them at once: `polyedge bench --capacity` steps the offered rate this way without
+    restarting the tree, and the bench widens the mispricing so entries find an edge often."""
+    v: Venue = request.app.state.venue
+    if request.method == "POST":
+        try:
+            doc = json.loads(await request.body())
+            if not isinstance(doc, dict) or set(doc) - set(MARKET_KNOBS):
+                raise ValueError(f"expected an object with some of {', '.join(MARKET_KNOBS)}")
+            rates = {k: float(x) for k, x in doc.items()}
+            if any(not 0 <= x <= 1e6 for x in rates.values()):
+                raise ValueError("values must be between 0 and 1e6")
+        except (ValueError, TypeError) as exc:
+            return error_response(400, str(exc))
+        for k, x in rates.items():
+            setattr(v.market, k, x)
+    return JSONResponse({**{k: getattr(v.market, k) for k in MARKET_KNOBS},
+                         "frames_sent": v.frames_sent})
+
+
 async def root(request: Request) -> Response:
     return PlainTextResponse("polyedge simvenue; see /sim/health\n")
 
@@ -87,4 +112,5 @@ routes = [
     Route("/sim/fault", sim_fault, methods=["POST"]),
     Route("/sim/fault/clear", sim_fault_clear, methods=["POST"]),
     Route("/sim/faults", sim_faults),
+    Route("/sim/market", sim_market, methods=["GET", "POST"]),
 ]

@@ -201,7 +201,13 @@ def test_emergency_stop_and_a_restart_reach_a_local_webhook_on_the_whole_tree(re
                     return t
             return None
 
-        t_alert = wait_for(estop, 10, what="the emergency-stop alert at the webhook")
+        try:
+            t_alert = wait_for(estop, 10, what="the emergency-stop alert at the webhook")
+        except AssertionError as e:
+            titles = [d.get("title") for _, d in receiver.received]
+            raise AssertionError(
+                f"{e}; received {titles}; {tree.sup.log_tail('observe')}"
+            ) from None
         assert t_alert - t0 <= 2.0, f"alert {t_alert - t0:.2f} s after the emergency stop"
         print(f"\nemergency stop -> webhook: {t_alert - t0:.3f} s")
         risk_lines = [
@@ -213,8 +219,12 @@ def test_emergency_stop_and_a_restart_reach_a_local_webhook_on_the_whole_tree(re
 
         old_pid, _ = tree.kill9("signal")
         tree.wait_restarted("signal", old_pid)
-        wait_for(
-            lambda: any("signal restarted" in d.get("title", "") for _, d in receiver.received),
-            20,
-            what="the restart alert at the webhook",
-        )
+        try:
+            wait_for(
+                lambda: any("signal restarted" in d.get("title", "") for _, d in receiver.received),
+                20,
+                what="the restart alert at the webhook",
+            )
+        except AssertionError as e:
+            titles = [d.get("title") for _, d in receiver.received]
+            raise AssertionError(f"{e}; received {titles}") from None
