@@ -86,6 +86,7 @@ def build(runner: ServiceRunner) -> tuple[FeedContext, IngestSettings]:
         gamma_stale_after_ms=max(3 * opts.gamma_refresh_ms, stale_ms),
         release_grace_ns=opts.release_grace_s * 1_000_000_000,
         price_feed_enabled=opts.price_feed,
+        price_feed_stale_after_ms=opts.rtds_silence_ms * 2 // 3,
         basis_bound_usd=float(opts.basis_warn_usd or 50),
     )
     capture = None

@@ -162,6 +162,7 @@ class IngestCore(Core):
         gamma_stale_after_ms: int = 30_000,
         release_grace_ns: int = 0,
         price_feed_enabled: bool = True,
+        price_feed_stale_after_ms: int = 0,
         basis_bound_usd: float = DEFAULT_BOUND_USD,
     ) -> None:
         super().__init__()
@@ -177,7 +178,13 @@ class IngestCore(Core):
             "binance": FeedHealth("binance", stale_ns),
             "clob": FeedHealth("clob", stale_ns),
             "gamma": FeedHealth("gamma", gamma_stale_after_ms * 1_000_000),
-            "price_feed": FeedHealth("price_feed", stale_ns, enabled=price_feed_enabled),
+            # the price feed's own cadence: ~1 tick/s with gaps of several seconds (PROTOCOLS.md
+            # sections 5, 7), so its data is stale only past its own bound (0: the common one)
+            "price_feed": FeedHealth(
+                "price_feed",
+                max(stale_ns, price_feed_stale_after_ms * 1_000_000),
+                enabled=price_feed_enabled,
+            ),
         }
         self._hist: dict[str, _History] = {}
         self.last_trade: BtcTrade | None = None

@@ -147,7 +147,9 @@ def test_strategy_refuses_to_enter_or_exit_on_an_out_of_sync_book() -> None:
         for _topic, msg in out:
             strategy.step(msg, 0)
 
-    publish(feed(core := ingest, book_frame(OTHER, ["0.40"], ["0.45"], t0 // 10**6), t0))
+    # only the Up token's book: the Down side cannot be the one entered instead (strategy
+    # weighs both sides; the out-of-sync side must simply not be a candidate)
+    core = ingest
     publish(feed(core, book_frame(TOKEN, ["0.50", "0.51", "0.52"],
                                   ["0.53", "0.54", "0.55", "0.56"], t0 // 10**6), t0))
     t1 = t0 + S // 10

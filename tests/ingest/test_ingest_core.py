@@ -328,3 +328,20 @@ def test_capture_rotates_and_reads_back(tmp_path) -> None:  # noqa: ANN001
     assert len(files) > 1 and all(f.suffix == ".gz" for f in files)
     back = [line for f in files for line in read_capture(f)]
     assert back == frames
+
+
+def test_price_feed_is_judged_by_its_own_cadence() -> None:
+    """Chainlink ticks ~1/s with gaps of several seconds: a 5 s gap is not stale for the price
+    feed (its own bound, 10 s here) while the same age is stale for Binance (3 s)."""
+    core = IngestCore(stale_after_ms=3000, price_feed_stale_after_ms=10_000)
+    for name in ("binance", "price_feed"):
+        core.feed(name).connected = True
+    core.on_binance(parse_binance(TRADE_FRAME, T0), T0)
+    tick = PriceFeedTick(
+        source="chainlink", symbol="btc/usd", value=85_000.0, ts_exchange_ns=T0, ts_recv_ns=T0
+    )
+    core.on_price_feed([tick], T0)
+    st = {m.feed: m for m in of(core.step(Timer(T0 + 5 * S), T0 + 5 * S), FeedStatus)}
+    assert st["binance"].stale and not st["price_feed"].stale
+    st = {m.feed: m for m in of(core.step(Timer(T0 + 11 * S), T0 + 11 * S), FeedStatus)}
+    assert st["price_feed"].stale
