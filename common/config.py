@@ -108,7 +108,10 @@ def validate_strategy_config(doc: Any, source: str = "config") -> StrategyConfig
         try:  # each field alone, so one bad field does not hide the next
             msgspec.convert({key: value}, StrategyConfig, strict=True)
         except msgspec.ValidationError as e:
-            errors[key] = str(e).split(" - at ")[0]
+            msg = str(e).split(" - at ")[0]
+            if msg.startswith("Expected `int`") and isinstance(value, float):
+                msg = f"must be a whole number (an int), got {value!r}"
+            errors[key] = msg
     if errors:
         raise ConfigError(source, errors)
     return msgspec.convert(doc, StrategyConfig, strict=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hmac
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -386,14 +387,31 @@ async def get_config(request: Request) -> JSONResponse:
     )
 
 
+class BodyError(ValueError):
+    """A request body the API refuses; `status` is the HTTP status to answer (400 or 415)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 async def read_json(request: Request) -> Any:
+    """The request's JSON body, or None when it is empty. Raises BodyError: 415 when a body is
+    sent without `Content-Type: application/json` (a form or text/plain POST is what a
+    cross-site page can send without a CORS preflight), 400 when it is not valid JSON."""
     body = await request.body()
     if not body.strip():
         return None
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise BodyError(
+            f"request body must be sent with Content-Type: application/json, got {ctype or 'none'!r}",
+            415,
+        )
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as e:
-        raise ValueError(f"request body is not valid JSON: {e}") from None
+        raise BodyError(f"request body is not valid JSON: {e}") from None
 
 
 async def forward(request: Request, make: Callable[[str], Msg], what: str) -> JSONResponse:
@@ -440,8 +458,8 @@ async def forward(request: Request, make: Callable[[str], Msg], what: str) -> JS
 async def reason_of(request: Request) -> str | JSONResponse:
     try:
         doc = await read_json(request)
-    except ValueError as e:
-        return error(400, str(e))
+    except BodyError as e:
+        return error(e.status, str(e))
     if doc is None:
         return "operator"
     if not isinstance(doc, dict) or not isinstance(doc.get("reason", ""), str):
@@ -476,8 +494,8 @@ async def force_exit(request: Request) -> JSONResponse:
 async def post_config(request: Request) -> JSONResponse:
     try:
         doc = await read_json(request)
-    except ValueError as e:
-        return error(400, str(e))
+    except BodyError as e:
+        return error(e.status, str(e))
     raw = request.query_params.get("replace", "false").lower()
     if raw not in ("true", "false", "1", "0"):
         return error(400, f"query parameter 'replace' must be true or false, got {raw!r}")
@@ -507,6 +525,50 @@ def int_param(request: Request, name: str, default: int | None, lo: int, hi: int
     return v
 
 
+# The values a trade row can hold (services/observe/state.py writes them): a filter outside them
+# is a typo, answered 400 naming the parameter rather than 200 with nothing found.
+TRADE_FILTER_VALUES: dict[str, tuple[str, ...]] = {
+    "kind": ("fill", "settlement"),
+    "side": ("BUY", "SELL"),  # common.schema.Side
+    "outcome": ("Up", "Down"),  # common.schema.Outcome
+    "venue": ("live", "sim"),  # Settings.venue (POLYEDGE_VENUE)
+    "mode": ("paper", "real"),
+}
+
+
+def trade_filters(raw: dict[str, str]) -> dict[str, str]:
+    """Check `/api/trades` filters: {name: value} -> the same with values in their stored spelling.
+
+    side and outcome are matched case-insensitively (`buy` -> `BUY`, `down` -> `Down`); kind,
+    venue and mode exactly; day must be a real date `YYYY-MM-DD`. Raises ValueError naming the
+    parameter, the value and what is allowed."""
+    out = dict(raw)
+    for name, allowed in TRADE_FILTER_VALUES.items():
+        if name not in raw:
+            continue
+        value = raw[name]
+        if name in ("side", "outcome"):
+            match = [a for a in allowed if a.lower() == value.lower()]
+        else:
+            match = [a for a in allowed if a == value]
+        if not match:
+            raise ValueError(
+                f"query parameter {name!r} must be one of {list(allowed)}, got {value!r}"
+            )
+        out[name] = match[0]
+    if "day" in raw:
+        day = raw["day"]
+        try:
+            ok = len(day) == 10 and datetime.date.fromisoformat(day).isoformat() == day
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"query parameter 'day' must be a date YYYY-MM-DD (UTC), got {day!r}"
+            )
+    return out
+
+
 async def trades(request: Request) -> JSONResponse:
     recorder: Recorder | None = request.app.state.recorder
     if recorder is None:
@@ -533,6 +595,10 @@ async def trades(request: Request) -> JSONResponse:
             )
         dry = raw_dry.lower() in ("true", "1")
     filters = {k: request.query_params[k] for k in TRADE_FILTERS if request.query_params.get(k)}
+    try:
+        filters = trade_filters(filters)
+    except ValueError as e:
+        return error(400, str(e))
     page = await asyncio.to_thread(
         recorder.trades,
         limit=limit or 50,

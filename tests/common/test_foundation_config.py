@@ -65,7 +65,8 @@ def test_shipped_config_is_valid_and_matches_the_seed_defaults() -> None:
     [
         ({"stake_pre_trade_usd": 5}, "stake_pre_trade_usd", "unknown field"),
         ({"max_trades_per_day": "5"}, "max_trades_per_day", "Expected `int`, got `str`"),
-        ({"max_trades_per_day": 2.5}, "max_trades_per_day", "Expected `int`, got `float`"),
+        ({"max_trades_per_day": 2.5}, "max_trades_per_day", "must be a whole number"),
+        ({"max_trades_per_day": 2.0}, "max_trades_per_day", "must be a whole number"),
         ({"min_signal_score": 1.5}, "min_signal_score", "<= 1.0"),
         ({"stake_per_trade_usd": -5}, "stake_per_trade_usd", "> 0.0"),
         ({"stop_loss_pct": 0}, "stop_loss_pct", "> 0.0"),

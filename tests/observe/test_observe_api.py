@@ -157,6 +157,18 @@ def test_config_invalid_is_422_with_field_errors_and_not_applied(stack: Stack) -
         "/api/config", None, content=b"{not json", headers={"Content-Type": "application/json"}
     )
     assert r.status_code == 400 and "JSON" in r.json()["error"]
+    # an integral float for an int field: said plainly, not msgspec's "Expected `int`"
+    r = stack.obs.post("/api/config", {"max_trades_per_day": 2.0})
+    assert r.status_code == 422
+    assert "whole number" in r.json()["field_errors"]["max_trades_per_day"], r.json()
+    # a body that is not declared JSON (what a cross-site form or text/plain POST sends) is 415
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"Content-Type": ctype} if ctype else {}
+        r = stack.obs.post(
+            "/api/config", None, content=b'{"max_trades_per_day": 3}', headers=headers
+        )
+        assert r.status_code == 415 and "application/json" in r.json()["error"], (ctype, r.text)
+    assert stack.obs.get("/api/config").json()["version"] == before["version"]
 
 
 def test_config_valid_is_applied_by_strategy(stack: Stack) -> None:
@@ -322,6 +334,25 @@ def test_trades_paging_and_filters(stack: Stack) -> None:
     ):
         r = stack.obs.get(f"/api/trades?{bad}")
         assert r.status_code == 400 and word in r.json()["error"], bad
+    # a filter value no trade row can hold is a typo: 400 naming the parameter and what is allowed
+    for bad, words in (
+        ("kind=nope", ("kind", "fill", "settlement")),
+        ("venue=moon", ("venue", "live", "sim")),
+        ("mode=x", ("mode", "paper", "real")),
+        ("side=hold", ("side", "BUY", "SELL")),
+        ("outcome=sideways", ("outcome", "Up", "Down")),
+        ("day=30-11-2026", ("day", "YYYY-MM-DD")),
+        ("day=2026-13-45", ("day", "YYYY-MM-DD")),
+    ):
+        r = stack.obs.get(f"/api/trades?{bad}")
+        assert r.status_code == 400, (bad, r.text)
+        assert all(w in r.json()["error"] for w in words), (bad, r.json())
+    # side and outcome in any case find the rows
+    assert stack.obs.get("/api/trades?side=buy").json()["total"] == 7
+    assert stack.obs.get("/api/trades?outcome=up").json()["total"] == 8
+    assert stack.obs.get("/api/trades?outcome=DOWN").json()["total"] == 0
+    day = page["items"][0]["day"]
+    assert stack.obs.get(f"/api/trades?day={day}").json()["total"] == 8
     st = stack.obs.status()
     assert st["metrics"]["fees_today"] >= 7 * 0.0175 - 1e-9
 
