@@ -376,6 +376,8 @@ LIVE_URLS = {
     "CLOB_API_URL": "https://clob.polymarket.com",
     "PRICE_FEED_WS_URL": "wss://ws-live-data.polymarket.com",
     "POLYGON_RPC_URL": "https://polygon-rpc.com",
+    # polymarket-client 0.14 `environments.py` PRODUCTION relayer_url
+    "RELAYER_URL": "https://relayer-v2.polymarket.com",
 }
 
 
@@ -388,6 +390,7 @@ def sim_urls(port: int, host: str = "127.0.0.1") -> dict[str, str]:
         "CLOB_API_URL": f"http://{host}:{port}/clob",
         "PRICE_FEED_WS_URL": f"ws://{host}:{port}/rtds",
         "POLYGON_RPC_URL": f"http://{host}:{port}/rpc",
+        "RELAYER_URL": f"http://{host}:{port}/relayer",
     }
 
 
@@ -437,6 +440,9 @@ class VenueUrls(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, r
     polygon_rpc_url: Annotated[str, _doc(
         "Polygon JSON-RPC (redemption of winning tokens from an EOA wallet)",
         default=_VENUE_DEFAULT, expect=_URL_EXPECT, pattern=_URL)] | None = None
+    relayer_url: Annotated[str, _doc(
+        "Polymarket's relayer (gasless redemption and approvals of proxy, Safe and deposit "
+        "wallets)", default=_VENUE_DEFAULT, expect=_URL_EXPECT, pattern=_URL)] | None = None
 
 
 _BUS_DEFAULT = "`ipc://` under `POLYEDGE_DATA_DIR/run/`"
@@ -609,6 +615,13 @@ class Settings(
     funder: Annotated[str, _doc(
         "the wallet that holds pUSD and the tokens (0x + 40 hex digits); required for "
         "`SIGNATURE_TYPE` 1-3; with 0 only the key's own address (refused otherwise)",
+        expect="an address: 0x and 40 hex digits", pattern=r"^0x[0-9a-fA-F]{40}$",
+    )] | None = None
+    relayer_api_key: Annotated[Secret | None, _doc(
+        "relayer API key (polymarket.com settings) for gasless redemption and approvals of "
+        "`SIGNATURE_TYPE` 1-3; never logged, stored or shown")] = None
+    relayer_api_key_address: Annotated[str, _doc(
+        "the address the relayer API key belongs to (0x + 40 hex digits)",
         expect="an address: 0x and 40 hex digits", pattern=r"^0x[0-9a-fA-F]{40}$",
     )] | None = None
     database_url: Annotated[str, _doc(

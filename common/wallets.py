@@ -117,3 +117,161 @@ def wallet_type_of(signer: str, funder: str) -> int | None:
     if f == safe_wallet(signer):
         return 2
     return None
+
+
+# --- relayer transactions (signature types 1-3) ------------------------------------------------
+# How a proxy, Safe or deposit wallet sends a call gasless through Polymarket's relayer: what the
+# key signs for each wallet type. Source: polymarket-client 0.14 (MIT),
+# `polymarket/_internal/actions/relayer/` (`gasless.py` payloads, `calls.py` encodings,
+# `signing/proxy.py`, `signing/safe.py`, `signing/deposit_wallet.py`) and the production
+# `relay_hub` / `safe_multisend` of `polymarket/environments.py`. Shared by the bot (signing) and
+# the simulated venue (verifying), like `common.money`; checked against vectors computed with the
+# SDK's own functions (tests/execution/test_exec_relayer.py).
+RELAY_HUB = "0xD216153c06E857cD7f72665E0aF1d7D82172F494"
+SAFE_MULTISEND = "0xA238CBeb142c10Ef7Ad8442C6D1f9E89e07e7761"
+PROXY_CALL_SELECTOR = keccak(text="proxy((uint8,address,uint256,bytes)[])")[:4]
+MULTISEND_SELECTOR = keccak(text="multiSend(bytes)")[:4]
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
+Call = tuple[str, bytes]  # (target contract, calldata); value is always 0 here
+
+
+def proxy_call_data(calls: list[Call]) -> bytes:
+    """Calldata of the proxy factory's `proxy((uint8 typeCode, address to, uint256 value,
+    bytes data)[])`, typeCode 1 = CALL (SDK `encode_proxy_call`)."""
+    return PROXY_CALL_SELECTOR + abi_encode(
+        ["(uint8,address,uint256,bytes)[]"], [[(1, to, 0, data) for to, data in calls]]
+    )
+
+
+def decode_proxy_call_data(data: bytes) -> list[Call]:
+    """The calls of `proxy_call_data`; ValueError when `data` is not such a call."""
+    from eth_abi.abi import decode as abi_decode
+
+    if data[:4] != PROXY_CALL_SELECTOR:
+        raise ValueError("not a proxy((uint8,address,uint256,bytes)[]) call")
+    (items,) = abi_decode(["(uint8,address,uint256,bytes)[]"], data[4:])
+    return [(to_checksum_address(to), bytes(d)) for _code, to, _value, d in items]
+
+
+def safe_multisend_data(calls: list[Call]) -> bytes:
+    """Calldata of the Safe MultiSend `multiSend(bytes)`: per call operation 0, to, value 0,
+    data length, data, packed (SDK `encode_safe_multisend_call`)."""
+    inner = b"".join(
+        b"\x00" + _hex(to) + (0).to_bytes(32, "big") + len(d).to_bytes(32, "big") + d
+        for to, d in calls
+    )
+    return MULTISEND_SELECTOR + abi_encode(["bytes"], [inner])
+
+
+def decode_safe_multisend_data(data: bytes) -> list[Call]:
+    """The calls of `safe_multisend_data`; ValueError when `data` is not such a call."""
+    from eth_abi.abi import decode as abi_decode
+
+    if data[:4] != MULTISEND_SELECTOR:
+        raise ValueError("not a multiSend(bytes) call")
+    (inner,) = abi_decode(["bytes"], data[4:])
+    out, i = [], 0
+    while i < len(inner):
+        to = to_checksum_address("0x" + inner[i + 1 : i + 21].hex())
+        n = int.from_bytes(inner[i + 53 : i + 85], "big")
+        out.append((to, bytes(inner[i + 85 : i + 85 + n])))
+        i += 85 + n
+    return out
+
+
+def proxy_relay_hash(
+    signer: str, to: str, data: bytes, gas_limit: int, nonce: int, relay: str,
+    relayer_fee: int = 0, gas_price: int = 0, relay_hub: str = RELAY_HUB,
+) -> bytes:
+    """What a proxy wallet's key signs (EIP-191 personal message) for a relayer transaction:
+    keccak("rlx:" + from + to + data + relayerFee + gasPrice + gasLimit + nonce + relayHub +
+    relay), numbers as 32-byte words (SDK `build_proxy_transaction_hash`)."""
+    return keccak(
+        b"rlx:" + _hex(signer) + _hex(to) + data
+        + relayer_fee.to_bytes(32, "big") + gas_price.to_bytes(32, "big")
+        + gas_limit.to_bytes(32, "big") + nonce.to_bytes(32, "big")
+        + _hex(relay_hub) + _hex(relay)
+    )
+
+
+def safe_tx_typed_data(
+    safe: str, to: str, data: bytes, operation: int, nonce: int, chain_id: int = 137
+) -> dict:
+    """The Safe's EIP-712 `SafeTx` (domain: chainId, verifyingContract = the Safe; no gas
+    refund, value 0). The key signs its digest as an EIP-191 personal message and the signature's
+    v is raised by 4 (`pack_safe_signature`) (SDK `sign_safe_transaction`)."""
+    return {
+        "domain": {"chainId": chain_id, "verifyingContract": safe},
+        "types": {
+            "EIP712Domain": [
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "SafeTx": [
+                {"name": "to", "type": "address"},
+                {"name": "value", "type": "uint256"},
+                {"name": "data", "type": "bytes"},
+                {"name": "operation", "type": "uint8"},
+                {"name": "safeTxGas", "type": "uint256"},
+                {"name": "baseGas", "type": "uint256"},
+                {"name": "gasPrice", "type": "uint256"},
+                {"name": "gasToken", "type": "address"},
+                {"name": "refundReceiver", "type": "address"},
+                {"name": "nonce", "type": "uint256"},
+            ],
+        },
+        "primaryType": "SafeTx",
+        "message": {
+            "to": to, "value": 0, "data": data, "operation": operation, "safeTxGas": 0,
+            "baseGas": 0, "gasPrice": 0, "gasToken": ZERO_ADDRESS,
+            "refundReceiver": ZERO_ADDRESS, "nonce": nonce,
+        },
+    }
+
+
+def safe_tx_digest(typed: dict) -> bytes:
+    """keccak(0x19 0x01 domainSeparator structHash) of a `safe_tx_typed_data`."""
+    from eth_account.messages import encode_typed_data
+
+    m = encode_typed_data(full_message=typed)
+    return keccak(b"\x19" + m.version + m.header + m.body)
+
+
+def deposit_wallet_batch_typed_data(
+    wallet: str, calls: list[Call], nonce: int, deadline: int, chain_id: int = 137
+) -> dict:
+    """The deposit wallet's EIP-712 `Batch(address wallet, uint256 nonce, uint256 deadline,
+    Call[] calls)`, `Call(address target, uint256 value, bytes data)`, domain
+    ("DepositWallet", "1", chainId, the wallet); the key signs it directly (the wallet's owner;
+    a session key would wrap its signature) (SDK `sign_deposit_wallet_batch`)."""
+    return {
+        "domain": {
+            "chainId": chain_id, "name": "DepositWallet",
+            "verifyingContract": wallet, "version": "1",
+        },
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "Batch": [
+                {"name": "wallet", "type": "address"},
+                {"name": "nonce", "type": "uint256"},
+                {"name": "deadline", "type": "uint256"},
+                {"name": "calls", "type": "Call[]"},
+            ],
+            "Call": [
+                {"name": "target", "type": "address"},
+                {"name": "value", "type": "uint256"},
+                {"name": "data", "type": "bytes"},
+            ],
+        },
+        "primaryType": "Batch",
+        "message": {
+            "wallet": wallet, "nonce": nonce, "deadline": deadline,
+            "calls": [{"target": t, "value": 0, "data": d} for t, d in calls],
+        },
+    }

@@ -238,8 +238,8 @@ def run_checks(settings: Settings, *, now: float | None = None) -> list[Check]:
                 else "pUSD allowance for " + ", ".join(REQUIRED_ALLOWANCES)
             )
             + (f" (not needed here: {', '.join(optional)})" if optional else ""),
-            "`polyedge doctor --fix-approvals` (EOA wallets; others: enable trading on "
-            "polymarket.com)"
+            "`polyedge doctor --fix-approvals` (EOA: on chain; proxy, Safe, deposit wallet: "
+            "through the relayer, needs RELAYER_API_KEY)"
             if missing
             else "",
         )
@@ -269,12 +269,24 @@ def fix_approvals(settings: Settings, ask: Any = input) -> int:
         signature_type=settings.signature_type,
         funder=settings.funder or "",
         rpc_url=settings.urls["POLYGON_RPC_URL"],
+        relayer_url=settings.urls["RELAYER_URL"],
+        relayer_api_key=settings.relayer_api_key,
+        relayer_api_key_address=settings.relayer_api_key_address or "",
     )
     plan = venue.approvals_to_send()
-    print(f"from {settings.funder or 'the key'} through {settings.urls['POLYGON_RPC_URL']}:")
+    # EOAs send transactions (gas in POL); proxy, Safe and deposit wallets one gasless batch
+    # through Polymarket's relayer (polymarket-client 0.14 `setup_trading_approvals`)
+    relayed = settings.signature_type != 0
+    via = settings.urls["RELAYER_URL" if relayed else "POLYGON_RPC_URL"]
+    print(f"from {settings.funder or 'the key'} through {via}:")
     for name, to, _ in plan:
         print(f"  - {name} (contract {to})")
-    if str(ask(f"send these {len(plan)} transactions? [y/N] ")).strip().lower() not in ("y", "yes"):
+    what = (
+        f"these {len(plan)} approvals as one relayer transaction"
+        if relayed
+        else f"these {len(plan)} transactions"
+    )
+    if str(ask(f"send {what}? [y/N] ")).strip().lower() not in ("y", "yes"):
         print("nothing sent")
         return 1
     try:

@@ -44,6 +44,9 @@ class ExecutionRunner(ServiceRunner):
                 signature_type=s.signature_type,
                 funder=s.funder or "",
                 rpc_url=s.urls["POLYGON_RPC_URL"],
+                relayer_url=s.urls["RELAYER_URL"],
+                relayer_api_key=s.relayer_api_key,
+                relayer_api_key_address=s.relayer_api_key_address or "",
             )
             venue.start()
         else:

@@ -169,10 +169,16 @@ class LiveVenue:
         signature_type: int = 0,
         funder: str = "",
         rpc_url: str = "",
+        relayer_url: str = "",
+        relayer_api_key: Secret | None = None,
+        relayer_api_key_address: str = "",
     ) -> None:
         """`signature_type` 0 EOA, 1 POLY_PROXY, 2 POLY_GNOSIS_SAFE, 3 POLY_1271 (deposit wallet);
         `funder` the wallet that holds pUSD and the tokens (the order's maker): required for 1-3,
-        the key's own address for 0 (PROTOCOLS.md section 7). Validated by the settings loader."""
+        the key's own address for 0 (PROTOCOLS.md section 7). Validated by the settings loader.
+        `relayer_url`, `relayer_api_key` and `relayer_api_key_address`: Polymarket's relayer and
+        the relayer API key (created on polymarket.com) through which wallets of types 1-3
+        redeem and approve gasless; EOAs use `rpc_url` (Polygon JSON-RPC)."""
         if signature_type not in (0, 1, 2, 3):
             raise ValueError(f"SIGNATURE_TYPE must be 0, 1, 2 or 3, got {signature_type!r}")
         if signature_type != 0 and not funder:
@@ -182,6 +188,9 @@ class LiveVenue:
         self.signature_type = signature_type
         self.funder = funder
         self.rpc_url = rpc_url
+        self.relayer_url = relayer_url.rstrip("/")
+        self._relayer_key = relayer_api_key
+        self.relayer_api_key_address = relayer_api_key_address
         self.log = log
         self.user_ws_url = user_ws_url
         self.timeout_s = timeout_s
@@ -218,6 +227,8 @@ class LiveVenue:
         secrets = [self._key.reveal(), self._key.reveal().removeprefix("0x")]
         if self._creds is not None:
             secrets += [self._creds.api_secret, self._creds.api_passphrase]
+        if self._relayer_key is not None:
+            secrets.append(self._relayer_key.reveal())
         for s in secrets:
             if s:
                 text = text.replace(s, "***")
@@ -714,29 +725,207 @@ class LiveVenue:
 
     def redeem(self, condition_id: str, neg_risk: bool = False) -> str:
         """Send `redeemPositions` for a resolved market's whole position (both outcomes; the
-        losing one pays 0) and return the transaction hash. Redeeming twice is harmless: the
-        second pays nothing. Raises VenueError (`redeem_unsupported` for proxy, Safe and deposit
-        wallets, which redeem through Polymarket's relayer: not implemented here yet)."""
-        from eth_abi.abi import encode as abi_encode
-
+        losing one pays 0) and return its reference: the transaction hash (EOA, on chain through
+        `rpc_url`) or `relayer:<transaction id>` (types 1-3, gasless through the relayer).
+        Redeeming twice is harmless: the second pays nothing. Raises VenueError
+        (`redeem_unsupported` when the path's URL or relayer key is missing)."""
+        to, data = self.redeem_call(condition_id, neg_risk)
         if self.signature_type != 0:
-            raise VenueError(
-                f"redemption through Polymarket's relayer (signature type "
-                f"{self.signature_type}) is not implemented: redeem on polymarket.com",
-                "redeem_unsupported",
-            )
+            ref = self._relayer_submit([(to, data)], f"Redeem {condition_id}")
+            self._count("redemptions_sent")
+            return ref
         if not self.rpc_url:
             raise VenueError("no POLYGON_RPC_URL to redeem through", "redeem_unsupported")
         if not self.start():
             raise VenueError("venue unavailable: API credentials not derived")
+        tx_hash = self._send_tx(to, data)
+        self._count("redemptions_sent")
+        return tx_hash
+
+    @staticmethod
+    def redeem_call(condition_id: str, neg_risk: bool = False) -> tuple[str, bytes]:
+        """(contract, calldata) of `redeemPositions(pUSD, 0x0, conditionId, [1, 2])` on the
+        collateral adapter (neg-risk: the neg-risk collateral adapter), as polymarket-client 0.14
+        `ctf_redeem_positions_call` builds it."""
+        from eth_abi.abi import encode as abi_encode
+
         cid = bytes.fromhex(condition_id.removeprefix("0x").rjust(64, "0"))
         data = REDEEM_SELECTOR + abi_encode(
             ["address", "bytes32", "bytes32", "uint256[]"], [PUSD, b"\0" * 32, cid, [1, 2]]
         )
-        to = NEG_RISK_COLLATERAL_ADAPTER if neg_risk else COLLATERAL_ADAPTER
-        tx_hash = self._send_tx(to, data)
-        self._count("redemptions_sent")
-        return tx_hash
+        return (NEG_RISK_COLLATERAL_ADAPTER if neg_risk else COLLATERAL_ADAPTER), data
+
+    # --- Polymarket's relayer (gasless calls of proxy, Safe and deposit wallets) ----------------
+    # Endpoints, payloads and what the key signs: polymarket-client 0.14
+    # `_internal/actions/relayer/` (gasless.py, nonce.py, submit.py, poll.py, auth.py); the
+    # signed structures are in common/wallets.py. Authentication: a relayer API key
+    # (`RELAYER_API_KEY`, `RELAYER_API_KEY_ADDRESS` headers); builder keys are not supported here.
+    RELAYER_TYPES = {1: "PROXY", 2: "SAFE", 3: "WALLET"}
+    PROXY_DEFAULT_GAS_LIMIT = 200_000  # the SDK's fallback when the estimate fails
+    DEPOSIT_WALLET_DEADLINE_S = 600
+
+    def _relayer_call(
+        self, method: str, path: str, params: dict[str, str] | None = None, body: Any = None
+    ) -> Any:
+        """One relayer request; its JSON. Raises VenueError naming the endpoint."""
+        if not self.relayer_url:
+            raise VenueError("no RELAYER_URL to send wallet transactions through",
+                             "redeem_unsupported")
+        if self._relayer_key is None or not self.relayer_api_key_address:
+            raise VenueError(
+                "RELAYER_API_KEY and RELAYER_API_KEY_ADDRESS are needed for gasless redemption "
+                "and approvals of proxy, Safe and deposit wallets (create one on polymarket.com)",
+                "redeem_unsupported",
+            )
+        headers = {
+            "RELAYER_API_KEY": self._relayer_key.reveal(),
+            "RELAYER_API_KEY_ADDRESS": self.relayer_api_key_address,
+        }
+        try:
+            r = httpx.request(
+                method, self.relayer_url + path, params=params, json=body, headers=headers,
+                timeout=self.timeout_s,
+            )
+        except httpx.HTTPError as e:
+            raise VenueError(f"relayer {path} failed: {type(e).__name__}") from None
+        try:
+            doc = r.json()
+        except ValueError:
+            doc = r.text
+        if r.status_code >= 400:
+            err = doc.get("error", doc) if isinstance(doc, dict) else doc
+            raise VenueError(
+                f"relayer {path} refused ({r.status_code}): {self._scrub(str(err))[:300]}"
+            )
+        return doc
+
+    def _relayer_nonce(self, path: str, kind: str) -> tuple[str, int]:
+        doc = self._relayer_call("GET", path, {"address": self._signer(), "type": kind})
+        try:
+            return str(doc["address"]), int(str(doc["nonce"]))
+        except (KeyError, TypeError, ValueError):
+            raise VenueError(f"relayer {path}: unreadable answer {str(doc)[:200]!r}") from None
+
+    def _signer(self) -> str:
+        from eth_account import Account
+
+        if not self.address:
+            self.address = Account.from_key(self._key.reveal()).address
+        return self.address
+
+    def _relayer_submit(self, calls: list[tuple[str, bytes]], metadata: str) -> str:
+        """Sign `calls` for this wallet type and POST them to the relayer's `/submit`; returns
+        `relayer:<transaction id>`. Nothing is retried here: the caller's ledger row decides."""
+        from common import wallets
+
+        kind = self.RELAYER_TYPES[self.signature_type]
+        relay, gas_limit = "", 0
+        if self.signature_type == 1:
+            relay, nonce = self._relayer_nonce("/relay-payload", kind)
+            gas_limit = self.PROXY_DEFAULT_GAS_LIMIT
+            if self.rpc_url:
+                data = wallets.proxy_call_data(calls)
+                call = {"from": self._signer(), "to": wallets.PROXY_FACTORY,
+                        "data": "0x" + data.hex()}
+                try:
+                    gas_limit = int(self._rpc("eth_estimateGas", [call]), 16)
+                except (VenueError, TypeError, ValueError):
+                    pass
+        else:
+            _addr, nonce = self._relayer_nonce("/v1/account/transactions/params", kind)
+        body = self.relayer_body(
+            calls, metadata, nonce=nonce, relay=relay, gas_limit=gas_limit,
+            deadline=int(time.time()) + self.DEPOSIT_WALLET_DEADLINE_S,
+        )
+        doc = self._relayer_call("POST", "/submit", body=body)
+        tx_id = str(doc.get("transactionID") or doc.get("transactionId") or "") if isinstance(
+            doc, dict) else ""
+        if not tx_id:
+            raise VenueError(f"relayer /submit: no transactionID in {str(doc)[:200]!r}")
+        self.log("execution", "relayer_submitted", transaction_id=tx_id, type=kind,
+                 state=str(doc.get("state", "")))
+        return "relayer:" + tx_id
+
+    def relayer_body(
+        self, calls: list[tuple[str, bytes]], metadata: str, *, nonce: int, relay: str = "",
+        gas_limit: int = 0, deadline: int = 0,
+    ) -> dict[str, Any]:
+        """The signed `/submit` body of `calls` (target, calldata) for this wallet type, as
+        polymarket-client 0.14 `gasless.py` builds it: proxy (1) the personal-signed "rlx:" hash
+        with the relay's `nonce` and `relay`, `gas_limit`; Safe (2) the SafeTx digest,
+        personal-signed, v + 4 (one call direct, several through MultiSend); deposit wallet (3)
+        the EIP-712 Batch with `deadline` (unix s). Offline; the key never leaves here."""
+        from eth_account import Account
+        from eth_account.messages import encode_defunct, encode_typed_data
+
+        from common import wallets
+
+        signer, key = self._signer(), self._key.reveal()
+        kind = self.RELAYER_TYPES[self.signature_type]
+        if self.signature_type == 1:
+            data = wallets.proxy_call_data(calls)
+            h = wallets.proxy_relay_hash(signer, wallets.PROXY_FACTORY, data, gas_limit, nonce,
+                                         relay)
+            sig = bytes(Account.sign_message(encode_defunct(primitive=h), key).signature)
+            return {
+                "type": kind, "from": signer, "to": wallets.PROXY_FACTORY,
+                "proxyWallet": self.funder, "data": "0x" + data.hex(), "nonce": str(nonce),
+                "signature": "0x" + sig.hex(), "metadata": metadata,
+                "signatureParams": {
+                    "gasLimit": str(gas_limit), "gasPrice": "0", "relay": relay,
+                    "relayHub": wallets.RELAY_HUB, "relayerFee": "0",
+                },
+            }
+        if self.signature_type == 2:
+            if len(calls) == 1:
+                (target, data), operation = calls[0], 0
+            else:
+                target, operation = wallets.SAFE_MULTISEND, 1
+                data = wallets.safe_multisend_data(calls)
+            digest = wallets.safe_tx_digest(wallets.safe_tx_typed_data(
+                self.funder, target, data, operation, nonce, self.chain_id))
+            raw = bytes(Account.sign_message(encode_defunct(primitive=digest), key).signature)
+            v = raw[64]
+            sig = raw[:64] + bytes([v + 31 if v in (0, 1) else v + 4 if v in (27, 28) else v])
+            return {
+                "type": kind, "from": signer, "to": target, "proxyWallet": self.funder,
+                "data": "0x" + data.hex(), "nonce": str(nonce), "signature": "0x" + sig.hex(),
+                "metadata": metadata,
+                "signatureParams": {
+                    "baseGas": "0", "gasPrice": "0", "gasToken": wallets.ZERO_ADDRESS,
+                    "operation": str(operation), "refundReceiver": wallets.ZERO_ADDRESS,
+                    "safeTxnGas": "0",
+                },
+            }
+        typed = wallets.deposit_wallet_batch_typed_data(self.funder, calls, nonce, deadline,
+                                                        self.chain_id)
+        sig = bytes(Account.sign_message(encode_typed_data(full_message=typed), key).signature)
+        return {
+            "type": kind, "from": signer, "to": wallets.DEPOSIT_WALLET_FACTORY,
+            "nonce": str(nonce), "signature": "0x" + sig.hex(), "metadata": metadata,
+            "depositWalletParams": {
+                "depositWallet": self.funder, "deadline": str(deadline),
+                "calls": [{"target": t, "value": "0", "data": "0x" + d.hex()} for t, d in calls],
+            },
+        }
+
+    def relayer_state(self, tx_id: str) -> tuple[str, str, str]:
+        """(state, transaction hash, error) of a relayer transaction: state `pending`,
+        `confirmed` or `failed` (the relayer's STATE_NEW/EXECUTED/MINED are pending,
+        STATE_CONFIRMED confirmed, STATE_FAILED/INVALID failed: SDK `poll.py`)."""
+        doc = self._relayer_call("GET", f"/v1/account/transactions/{tx_id}")
+        if isinstance(doc, list):  # the TypeScript client reads a list of one
+            doc = doc[0] if doc else {}
+        if not isinstance(doc, dict):
+            raise VenueError(f"relayer transaction {tx_id}: unreadable {str(doc)[:200]!r}")
+        state = str(doc.get("state", "")).upper().removeprefix("STATE_")
+        tx_hash = str(doc.get("transaction_hash") or doc.get("transactionHash") or "")
+        err = str(doc.get("error_msg") or doc.get("errorMsg") or "")
+        if state == "CONFIRMED":
+            return "confirmed", tx_hash, err
+        if state in ("FAILED", "INVALID"):
+            return "failed", tx_hash, err or f"relayer state {state}"
+        return "pending", tx_hash, err
 
     def _send_tx(self, to: str, data: bytes) -> str:
         """Sign and send one legacy transaction from the key's address; its hash."""
@@ -784,16 +973,24 @@ class LiveVenue:
             ),
         ]
 
-    def set_approvals(self) -> list[tuple[str, str]]:
-        """Send every approval (EOA wallets, on chain); [(name, transaction hash)]. Raises
-        VenueError (`approvals_unsupported` for proxy, Safe and deposit wallets: through the
-        relayer, not implemented here; enable trading on polymarket.com)."""
+    def set_approvals(self, wait_s: float = 60.0) -> list[tuple[str, str]]:
+        """Send every approval; [(name, transaction hash or `relayer:<id>`)]. EOA wallets
+        send one transaction each through `rpc_url`; proxy, Safe and deposit wallets send them
+        as one gasless relayer transaction (the SDK's `setup_trading_approvals` does the same)
+        and this waits up to `wait_s` for it to be confirmed. Raises VenueError."""
         if self.signature_type != 0:
-            raise VenueError(
-                f"approvals through Polymarket's relayer (signature type {self.signature_type}) "
-                "are not implemented: enable trading on polymarket.com",
-                "approvals_unsupported",
-            )
+            todo = self.approvals_to_send()
+            ref = self._relayer_submit([(to, data) for _n, to, data in todo], "Set approvals")
+            deadline = time.monotonic() + wait_s
+            while True:
+                state, tx_hash, err = self.relayer_state(ref.removeprefix("relayer:"))
+                if state == "confirmed":
+                    return [(name, ref) for name, _to, _d in todo]
+                if state == "failed":
+                    raise VenueError(f"relayer transaction {ref} failed: {err}")
+                if time.monotonic() > deadline:
+                    raise VenueError(f"relayer transaction {ref} not confirmed in {wait_s:g} s")
+                time.sleep(1.0)
         if not self.rpc_url:
             raise VenueError("no POLYGON_RPC_URL to send the approvals through")
         if not self.start():
@@ -801,7 +998,10 @@ class LiveVenue:
         return [(name, self._send_tx(to, data)) for name, to, data in self.approvals_to_send()]
 
     def redemption_status(self, tx_hash: str) -> str:
-        """`pending`, `confirmed` or `failed` for a transaction sent here (its receipt)."""
+        """`pending`, `confirmed` or `failed` for a redemption sent here: the relayer's state for
+        a `relayer:<id>` reference, else the transaction's receipt."""
+        if tx_hash.startswith("relayer:"):
+            return self.relayer_state(tx_hash.removeprefix("relayer:"))[0]
         receipt = self._rpc("eth_getTransactionReceipt", [tx_hash])
         if not receipt:
             return "pending"

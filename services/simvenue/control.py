@@ -41,6 +41,7 @@ async def sim_state(request: Request) -> Response:
                           "redemptions": list(x["redemptions"])}
                       for a, x in v.accounts.items()}
     st["resolved_conditions"] = sorted(v.resolved_conditions)
+    st["relayer_transactions"] = list(v.relayer_txs.values())[-50:]
     st["modes"] = {"manual_redemption": v.manual_redemption, "refuse_eoa_makers": v.refuse_eoa_makers, "geoblocked": v.geoblocked,
                    "clock_skew_s": v.time_skew_s, "post_only_until_ns": v.post_only_until,
                    "not_ready_until_ns": v.timed.get("not_ready", 0)}

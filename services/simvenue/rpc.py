@@ -42,6 +42,49 @@ class RpcError(Exception):
         self.message = message
 
 
+def apply_call(v: Venue, wallet: str, to_addr: str, data: bytes, tx_hash: str) -> bool:
+    """Apply one call made by `wallet` (an EOA's transaction, or a call a proxy / Safe / deposit
+    wallet makes through the relayer: services/simvenue/relayer.py): a pUSD approval, a CTF
+    operator approval or a redemption. False when it reverts (a call this venue does not know, a
+    redemption of an unresolved condition)."""
+    selector = data[:4]
+    if to_addr.lower() == COLLATERAL.lower() and selector == APPROVE_SELECTOR:
+        spender, amount = abi_decode(["address", "uint256"], data[4:])
+        acct = v.account(wallet)
+        acct["allowances"][spender.lower()] = amount
+        acct["approved"] = acct["allowances"].get(EXCHANGE_V2.lower(), 0) > 0
+        return True
+    if to_addr.lower() == CTF.lower() and selector == SET_APPROVAL_FOR_ALL_SELECTOR:
+        operator, on = abi_decode(["address", "bool"], data[4:])
+        ops = v.account(wallet)["operators"]
+        if on:
+            ops.add(operator.lower())
+        else:
+            ops.discard(operator.lower())
+        return True
+    if (
+        to_addr.lower() not in (COLLATERAL_ADAPTER.lower(), NEG_RISK_COLLATERAL_ADAPTER.lower())
+        or selector != REDEEM_SELECTOR
+    ):
+        return False  # a call this venue does not know reverts
+    collateral, _parent, condition, index_sets = abi_decode(
+        ["address", "bytes32", "bytes32", "uint256[]"], data[4:]
+    )
+    cid = "0x" + bytes(condition).hex()
+    outcome = v.resolved_conditions.get(cid.lower())
+    if collateral.lower() != COLLATERAL.lower() or sorted(index_sets) != [1, 2] or not outcome:
+        return False
+    win, lose = outcome
+    acct = v.account(wallet)
+    paid = acct["tokens"].pop(win, 0)
+    acct["tokens"].pop(lose, None)
+    acct["usdc"] += paid  # micro-shares pay 1 micro-pUSD each
+    acct["redemptions"].append(
+        {"condition_id": cid, "tx_hash": tx_hash, "pusd": paid / 1e6, "ts_ns": v.clock()}
+    )
+    return True
+
+
 def send_raw(v: Venue, raw_hex: str) -> str:
     """Apply a signed redemption; returns its transaction hash. Raises RpcError."""
     try:
@@ -56,42 +99,7 @@ def send_raw(v: Venue, raw_hex: str) -> str:
     tx_hash = "0x" + keccak(raw).hex()
     v.nonces[sender] = expected + 1
     to_addr = "0x" + bytes(to).hex()
-    status = "0x1"
-    selector = bytes(data[:4])
-    if to_addr.lower() == COLLATERAL.lower() and selector == APPROVE_SELECTOR:
-        spender, amount = abi_decode(["address", "uint256"], bytes(data[4:]))
-        acct = v.account(sender)
-        acct["allowances"][spender.lower()] = amount
-        acct["approved"] = acct["allowances"].get(EXCHANGE_V2.lower(), 0) > 0
-    elif to_addr.lower() == CTF.lower() and selector == SET_APPROVAL_FOR_ALL_SELECTOR:
-        operator, on = abi_decode(["address", "bool"], bytes(data[4:]))
-        ops = v.account(sender)["operators"]
-        if on:
-            ops.add(operator.lower())
-        else:
-            ops.discard(operator.lower())
-    elif (
-        to_addr.lower() not in (COLLATERAL_ADAPTER.lower(), NEG_RISK_COLLATERAL_ADAPTER.lower())
-        or selector != REDEEM_SELECTOR
-    ):
-        status = "0x0"  # a call this venue does not know reverts
-    else:
-        collateral, _parent, condition, index_sets = abi_decode(
-            ["address", "bytes32", "bytes32", "uint256[]"], bytes(data[4:])
-        )
-        cid = "0x" + bytes(condition).hex()
-        outcome = v.resolved_conditions.get(cid.lower())
-        if collateral.lower() != COLLATERAL.lower() or sorted(index_sets) != [1, 2] or not outcome:
-            status = "0x0"
-        else:
-            win, lose = outcome
-            acct = v.account(sender)
-            paid = acct["tokens"].pop(win, 0)
-            acct["tokens"].pop(lose, None)
-            acct["usdc"] += paid  # micro-shares pay 1 micro-pUSD each
-            acct["redemptions"].append(
-                {"condition_id": cid, "tx_hash": tx_hash, "pusd": paid / 1e6, "ts_ns": v.clock()}
-            )
+    status = "0x1" if apply_call(v, sender, to_addr, bytes(data), tx_hash) else "0x0"
     v.receipts[tx_hash] = {
         "transactionHash": tx_hash, "status": status, "from": sender, "to": to_addr,
         "blockNumber": hex(len(v.receipts) + 1), "gasUsed": hex(REDEEM_GAS), "logs": [],

@@ -21,6 +21,7 @@ from services.simvenue import (
     gamma,
     market_channel,
     price_feed,
+    relayer,
     rpc,
     user_channel,
 )
@@ -38,6 +39,7 @@ routes = [
     *gamma.routes,
     *clob_rest.routes,
     *rpc.routes,
+    *relayer.routes,
 ]
 
 

@@ -111,11 +111,13 @@ class Venue:
         self.time_skew_s = 0.0  # added to /time (fault `clock_skew`)
         self.geoblocked = False
         # redemption: with `manual_redemption` (fault) winning tokens pay only when redeemed
-        # through the JSON-RPC endpoint; otherwise the venue pays them at resolution
+        # through the JSON-RPC endpoint or the relayer; otherwise the venue pays them at
+        # resolution
         self.manual_redemption = False
         self.resolved_conditions: dict[str, tuple[str, str]] = {}  # condition -> (win, lose)
         self.nonces: dict[str, int] = {}
         self.receipts: dict[str, dict] = {}
+        self.relayer_txs: dict[str, dict] = {}  # relayer transaction id -> its state (relayer.py)
         # trade id -> (wallet, token, pUSD micro moved, token micro moved), until CONFIRMED
         self.trade_effects: dict[str, tuple[str, str, int, int]] = {}
         self.started_ns = now

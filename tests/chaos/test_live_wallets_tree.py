@@ -3,9 +3,10 @@
 no manual step, every order accepted (none refused for precision or maker), and the funder's pUSD
 at the venue equal to the ledger's cash to the cent (fills at their prices and fees, settlements
 at 1 or 0). Every wallet type: a deposit wallet (`SIGNATURE_TYPE=3` with its `FUNDER`), a proxy
-(1) and a Safe (2), for which the simulated venue pays resolved positions itself (redemption
-through the relayer is not built yet), and an EOA (type 0) with the venue's `manual_redemption` on, so every winning token reaches the
-wallet only through the bot's own on-chain redemption."""
+(1), a Safe (2) and an EOA (0), all with the venue's `manual_redemption` on, so every winning
+token reaches the wallet only through the bot's own redemption: on chain for the EOA, gasless
+through the (simulated) relayer for the others, each resolved market once; strategy's risk
+state and observe's `/api/status` then say the cash is redeemed, none awaiting."""
 
 from __future__ import annotations
 
@@ -41,12 +42,14 @@ def tree(request: pytest.FixtureRequest) -> Iterator[tuple[Tree, str, int]]:
         "PRIVATE_KEY": key.key.hex(),
         "SIGNATURE_TYPE": str(sig_type),
         **({"FUNDER": funder} if sig_type else {}),
+        # a relayer API key for types 1-3 (the simulated relayer wants the headers present)
+        "RELAYER_API_KEY": "sim-relayer-key",
+        "RELAYER_API_KEY_ADDRESS": key.address,
         "SIM_PORT": str(sim_port),
         **sim_urls(sim_port),  # pinned: nothing in this tree can reach a real venue
     }
     with running_tree(HOLD_CONFIG, window_s=20, extra_env=live, sim_port=sim_port) as t:
-        if sig_type == 0:
-            t.fault("manual_redemption")
+        t.fault("manual_redemption")
         yield t, funder, sig_type
 
 
@@ -87,16 +90,28 @@ def test_live_trades_three_windows_and_the_wallet_matches_the_ledger(
         ours = ledger_cash(t)
         return (venue, ours) if venue is not None and abs(venue - ours) < 0.005 else None
 
-    if sig_type == 0:  # every resolved market redeemed by the bot, once
+    # every resolved market redeemed by the bot, once (EOA on chain, 1-3 through the relayer)
 
-        def redeemed() -> bool:
-            rows = t.query("SELECT state FROM redemptions WHERE dry_run=0")
-            return bool(rows) and all(r[0] == "confirmed" for r in rows)
+    def redeemed() -> bool:
+        rows = t.query("SELECT state FROM redemptions WHERE dry_run=0")
+        return bool(rows) and all(r[0] == "confirmed" for r in rows)
 
-        wait_for(redeemed, 60, 0.5, what="every resolved market redeemed")
-        paid = t.sim_state()["accounts"][funder.lower()]["redemptions"]
-        n = t.query("SELECT COUNT(*) FROM redemptions WHERE dry_run=0")[0][0]
-        assert len({p["condition_id"] for p in paid}) == n
+    wait_for(redeemed, 60, 0.5, what="every resolved market redeemed")
+    paid = t.sim_state()["accounts"][funder.lower()]["redemptions"]
+    n = t.query("SELECT COUNT(*) FROM redemptions WHERE dry_run=0")[0][0]
+    assert len({p["condition_id"] for p in paid}) == n
+    if sig_type:
+        refs = t.query("SELECT tx_hash FROM redemptions WHERE dry_run=0")
+        assert all(str(r[0]).startswith("relayer:") for r in refs), refs
+
+    def shown() -> dict | None:
+        q = "SELECT cash_returned FROM redemptions WHERE dry_run=0 AND state='confirmed'"
+        expected = sum(r[0] for r in t.query(q))
+        rd = t.status().get("redemptions") or {}
+        ok = rd.get("awaiting_redemption_usd") == 0 and rd.get("open") == 0
+        return rd if ok and abs(rd.get("redeemed_usd", -1) - expected) < 1e-6 else None
+
+    wait_for(shown, 15, 0.5, what="/api/status: everything redeemed, nothing awaiting")
     try:
         wait_for(cash_agrees, 30, 0.5, what="the wallet's pUSD equal to the ledger's cash")
     except AssertionError:

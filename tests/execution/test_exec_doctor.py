@@ -182,3 +182,34 @@ def test_doctor_fix_approvals_asks_then_sends_them(sim: Sim) -> None:
     assert approvals["pusd_ctf_exchange"] is True
     assert "0xe111180000d2663c0091e4f400237545b87b996b" in approvals["ctf_operators"]
     assert key.removeprefix("0x") not in text
+
+
+def test_doctor_fix_approvals_of_a_deposit_wallet_go_through_the_relayer(sim: Sim) -> None:
+    """Type 3: the approvals are one gasless relayer transaction (polymarket-client 0.14
+    `setup_trading_approvals`), signed by the key for its deposit wallet and verified by the
+    simulated relayer; afterwards every check passes."""
+    from common.wallets import deposit_wallets
+
+    key = Account.create().key.hex()
+    address = Account.from_key(key).address
+    funder = deposit_wallets(address)[0]
+    env = live_env(
+        sim,
+        key,
+        SIGNATURE_TYPE="3",
+        FUNDER=funder,
+        RELAYER_API_KEY="sim-relayer-key",
+        RELAYER_API_KEY_ADDRESS=address,
+    )
+    sim.fault(name="revoke_approval", address=funder)
+    code, doc, _ = doctor(env)
+    assert code == 1 and by_name(doc)["approvals"]["status"] == "FAIL"
+    code, _, text = doctor(env, "--fix-approvals", stdin="y\n")
+    assert code == 0, text
+    assert "as one relayer transaction" in text and "/relayer" in text
+    assert text.count(" confirmed") == 3 and "ready to trade" in text
+    st = sim.state()
+    assert st["accounts"][funder.lower()]["approvals"]["pusd_ctf_exchange"] is True
+    (tx,) = [x for x in st["relayer_transactions"] if x["wallet"].lower() == funder.lower()]
+    assert tx["state"] == "STATE_CONFIRMED" and tx["type"] == "WALLET"
+    assert key.removeprefix("0x") not in text and "sim-relayer-key" not in text
