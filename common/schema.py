@@ -265,6 +265,29 @@ class Settlement(Msg, tag="settlement"):
     dry_run: bool = True  # paper (True) or real money (False)
 
 
+class Redemption(Msg, tag="redemption"):
+    """A resolved market's redemption as execution's ledger holds it, published on every change
+    of state. Winning outcome tokens pay nothing until redeemed (PROTOCOLS.md section 7), so the
+    pUSD of a settled win is "awaiting redemption" until `state` is `confirmed`.
+
+    `state`: requested (row written, nothing sent) | sent (transaction or relayer request
+    submitted, `tx_hash` its hash or relayer id) | awaiting (a send failed or is not possible yet;
+    `detail` says why; retried) | confirmed (`cash_returned` pUSD back in the wallet) | failed.
+    `shares`: outcome tokens redeemed (both sides), `cash_expected`/`cash_returned` in USD."""
+
+    condition_id: str
+    slug: str
+    state: str
+    shares: Size
+    cash_expected: float
+    ts_ns: Ns
+    cash_returned: float = 0.0
+    tx_hash: str = ""
+    detail: str = ""
+    venue: str = ""  # "sim" | "live"
+    dry_run: bool = True  # paper (True) or real money (False)
+
+
 class TradeClosed(Msg, tag="trade_closed"):
     """One round trip closed (by exit fills or by settlement), from strategy: its P&L in USD net
     of every fee it paid, for the trades table and the day's figures (which are their sum).
@@ -317,6 +340,11 @@ class RiskState(Msg, tag="risk"):
     loss_streak: int = 0
     config_version: int = 0
     capital_at_risk: float = 0.0  # USD in the open position and those awaiting resolution
+    # settled wins: pUSD still owed by redemption (not in the wallet yet) and pUSD redeemed, in
+    # this book (execution's `redemptions` ledger, folded from exec.redemption)
+    awaiting_redemption_usd: float = 0.0
+    redemptions_open: int = 0
+    redeemed_usd: float = 0.0
     awaiting_resolution: list[str] = []  # slugs of ended windows with a position not settled
     venue: str = ""  # the book these counters and halts belong to: "sim" | "live" ...
     mode: str = ""  # ... and "paper" | "real"
@@ -416,6 +444,7 @@ Message = (
     | OrderReject
     | Fill
     | Settlement
+    | Redemption
     | TradeClosed
     | PositionState
     | RiskState

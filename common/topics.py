@@ -34,6 +34,7 @@ ACK = "exec.ack"
 REJECT = "exec.reject"
 FILL = "exec.fill"
 SETTLEMENT = "exec.settlement"
+REDEMPTION = "exec.redemption"  # a resolved market's redemption, on every change of state
 LATENCY = "exec.latency"
 
 HEARTBEAT_PREFIX = "sys.heartbeat."  # + service

@@ -34,6 +34,7 @@ from common.schema import (
     OrderIntent,
     OrderReject,
     Probe,
+    Redemption,
     Settlement,
 )
 from services.execution import fills as fm
@@ -899,6 +900,7 @@ class ExecutionCore(Core):
             if self.ledger.request_redemption(
                 condition_id, msg.slug, dry, shares, round(cash, 6), self._t()
             ):
+                out += self._redemption_msg(condition_id)
                 out += self._redeem(condition_id)
         elif shares > 0:
             self.log("execution", "redemption_without_condition_id", "WARNING", slug=msg.slug)
@@ -934,7 +936,7 @@ class ExecutionCore(Core):
                 paper=True,
                 cash=row["cash_expected"],
             )
-            return []
+            return self._redemption_msg(condition_id)
         try:
             tx_hash = self.venue.redeem(condition_id, self._neg_risk.get(condition_id, False))
         except VenueError as e:
@@ -949,11 +951,39 @@ class ExecutionCore(Core):
                 code=e.code,
                 reason=e.reason,
             )
-            return []
+            return self._redemption_msg(condition_id)
         self._redeem_retry_at.pop(condition_id, None)
         self.ledger.update_redemption(condition_id, dry, state="sent", tx_hash=tx_hash, detail="")
         self.log("execution", "redemption_sent", condition_id=condition_id, tx_hash=tx_hash)
-        return []
+        return self._redemption_msg(condition_id)
+
+    def _redemption_msg(self, condition_id: str) -> Out:
+        """The ledger's redemption row of `condition_id` as an `exec.redemption` message (strategy
+        folds it into "redeemed" vs "awaiting redemption", observe shows it)."""
+        dry = not self.mode.live
+        r = next(
+            (r for r in self.ledger.redemptions(dry) if r["condition_id"] == condition_id), None
+        )
+        if r is None:
+            return []
+        return [
+            (
+                topics.REDEMPTION,
+                Redemption(
+                    condition_id=condition_id,
+                    slug=r["slug"],
+                    state=r["state"],
+                    shares=r["shares"],
+                    cash_expected=r["cash_expected"],
+                    ts_ns=self._t(),
+                    cash_returned=r["cash_returned"],
+                    tx_hash=r["tx_hash"],
+                    detail=r["detail"],
+                    venue=self.ledger.venue,
+                    dry_run=dry,
+                ),
+            )
+        ]
 
     def _redemption_status(self) -> dict[str, object]:
         """What is redeemed and what still waits (for the heartbeat, `/health`): counts and
@@ -998,6 +1028,7 @@ class ExecutionCore(Core):
                         tx_hash=r["tx_hash"],
                         cash=r["cash_expected"],
                     )
+                    out += self._redemption_msg(cid)
                 elif status == "failed":
                     self._redeem_retry_at[cid] = t + REDEEM_RETRY_NS
                     self.ledger.update_redemption(
@@ -1010,6 +1041,7 @@ class ExecutionCore(Core):
                         condition_id=cid,
                         tx_hash=r["tx_hash"],
                     )
+                    out += self._redemption_msg(cid)
             elif r["state"] in ("requested", "awaiting") and t >= self._redeem_retry_at.get(cid, 0):
                 out += self._redeem(cid)
         return out

@@ -35,6 +35,7 @@ from common.schema import (
     PriceBasis,
     PriceFeedTick,
     Probe,
+    Redemption,
     RiskState,
     Settlement,
     SignalScore,
@@ -50,6 +51,7 @@ HISTORY_LEN = 3600  # 15 min of chart at 4 Hz
 SIGNAL_ROW_STEP_NS = 1_000_000_000  # signals recorded at most once a second unless the side flips
 BREACH_LOG_STEP_NS = 1_000_000_000  # one latency breach line per stage and severity a second
 NS = 1_000_000_000
+MAX_REDEMPTIONS = 50  # latest redemptions shown (totals come from strategy / execution)
 MAX_PENDING_CLOSES = 500  # TradeClosed P&L waiting for (or just applied to) their closing row
 
 
@@ -167,9 +169,7 @@ class ObserveCore:
         # the running score of model vs market on resolved windows: per window, one sample a
         # second of (model, market Up mid, blend) while the book had a mid; scored when it
         # resolves (since observe started)
-        self.score_samples: OrderedDict[str, dict[int, tuple[float, float, float]]] = (
-            OrderedDict()
-        )
+        self.score_samples: OrderedDict[str, dict[int, tuple[float, float, float]]] = OrderedDict()
         self.scores = RunningScores()
         self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
         self._last_skip_reason = ""
@@ -187,6 +187,8 @@ class ObserveCore:
         self.recent_fills: deque[dict[str, Any]] = deque(maxlen=50)
         self.orders: deque[dict[str, Any]] = deque(maxlen=50)
         self.control_replies: deque[dict[str, Any]] = deque(maxlen=20)
+        # redemptions as execution last published them, newest last (condition id -> message)
+        self.redemptions: OrderedDict[str, Redemption] = OrderedDict()
         # today's figures from what observe itself saw (RiskState's are preferred when present)
         self.day = ""
         self.entries_today = 0
@@ -389,6 +391,11 @@ class ObserveCore:
             self._on_settlement(msg, now_ns, out)
         elif isinstance(msg, TradeClosed):
             self._on_trade_closed(msg, now_ns, out)
+        elif isinstance(msg, Redemption):
+            self.redemptions.pop(msg.condition_id, None)
+            self.redemptions[msg.condition_id] = msg
+            while len(self.redemptions) > MAX_REDEMPTIONS:
+                self.redemptions.popitem(last=False)
         elif isinstance(msg, PositionState):
             was_open = self.position.open if self.position else False
             self.position = msg

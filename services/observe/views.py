@@ -152,6 +152,56 @@ def metrics_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
     }
 
 
+def redemptions_doc(core: ObserveCore) -> dict[str, Any]:
+    """Settled wins "redeemed" vs "awaiting redemption" (USD; winning tokens pay nothing until
+    redeemed, PROTOCOLS.md section 7): totals from strategy's risk state, else execution's
+    heartbeat, else what observe saw; `recent` the latest redemptions execution published
+    (`state` requested | sent | awaiting | confirmed | failed)."""
+    r = core.risk
+    hb = core.heartbeats.get("execution")
+    seen = list(core.redemptions.values())
+    if r is not None:
+        awaiting, n_open, redeemed = r.awaiting_redemption_usd, r.redemptions_open, r.redeemed_usd
+        source = "strategy"
+    elif hb is not None and "redeemed_usd" in hb.detail:
+        d = hb.detail
+        awaiting = float(d.get("awaiting_redemption_usd") or 0.0)
+        n_open = int(d.get("redemptions_open") or 0)
+        redeemed = float(d.get("redeemed_usd") or 0.0)
+        source = "execution"
+    else:
+        waiting = [m for m in seen if m.state not in ("confirmed", "failed")]
+        awaiting = sum(m.cash_expected for m in waiting)
+        n_open = len(waiting)
+        redeemed = sum(m.cash_returned for m in seen if m.state == "confirmed")
+        source = "observe"
+    return {
+        "redeemed_usd": round(redeemed, 6),
+        "awaiting_redemption_usd": round(awaiting, 6),
+        "open": n_open,
+        "source": source,
+        "recent": [
+            money(
+                {
+                    "slug": m.slug,
+                    "condition_id": m.condition_id,
+                    "state": m.state,
+                    "shares": m.shares,
+                    "cash_expected": m.cash_expected,
+                    "cash_returned": m.cash_returned,
+                    "tx_hash": m.tx_hash,
+                    "detail": m.detail,
+                    "ts_ns": m.ts_ns,
+                },
+                "shares",
+                "cash_expected",
+                "cash_returned",
+            )
+            for m in seen[-10:]
+        ],
+    }
+
+
 def risk_doc(core: ObserveCore) -> dict[str, Any]:
     """Halted / emergency stop and why: from risk.state, else strategy's heartbeat, else unknown."""
     r = core.risk
@@ -244,6 +294,7 @@ def status(core: ObserveCore, now_ns: int) -> dict[str, Any]:
         "signal": signal_doc(core),
         "position": position_doc(core, now_ns),
         "metrics": metrics_doc(core, now_ns),
+        "redemptions": redemptions_doc(core),
         "risk": risk_doc(core),
         "config_version": core.config_version,
         "latency": core.latency.summary(),
@@ -276,6 +327,7 @@ def live(core: ObserveCore, now_ns: int) -> dict[str, Any]:
             "signal": signal_doc(core),
             "position": position_doc(core, now_ns),
             "metrics": metrics_doc(core, now_ns),
+            "redemptions": redemptions_doc(core),
             "risk": risk_doc(core),
             "config_version": core.config_version,
             "config_source": core.config_source,

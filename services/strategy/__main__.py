@@ -24,6 +24,7 @@ from services.strategy.store import (
     book_key,
     ledger_fills,
     ledger_order_terms,
+    ledger_redemptions,
     ledger_settlements,
 )
 
@@ -88,6 +89,7 @@ class StrategyRunner(ServiceRunner):
                 self.write_logs(emitted.logs)
                 # a trade that closed while strategy was down: its P&L still reaches observe
                 self.replayed_closes += [m for t, m in emitted if t == topics.TRADE_CLOSED]
+            self.core.seed_redemptions(ledger_redemptions(self.store.conn, self.venue, paper))
             pos = self.core.position
             if pos is not None and pos.fee_rate is None and pos.entry_client_order_id:
                 # the entry order's terms, so an exit right after this start is valued and sent

@@ -53,6 +53,7 @@ from common.schema import (
     OrderReject,
     PositionState,
     Probe,
+    Redemption,
     RiskState,
     Settlement,
     SignalScore,
@@ -210,6 +211,11 @@ class StrategyCore(Core):
         self._terms_wait_logged = ""
         self.applied_fills: list[str] = []  # keys of fills already counted (bounded)
         self.fill_watermark_ns = 0  # newest fill time seen: ledger replay starts a bit before
+        # settled wins not yet redeemed (condition id -> USD expected) and what came back; rebuilt
+        # from execution's ledger at start (`seed_redemptions`), then folded from exec.redemption
+        self.redemptions_open: dict[str, float] = {}
+        self.redeemed: dict[str, float] = {}  # condition id -> USD returned (bounded)
+        self.redeemed_usd = 0.0
         if state:
             self.restore(state)
 
@@ -318,6 +324,9 @@ class StrategyCore(Core):
             awaiting_resolution=sorted(self.awaiting),
             venue=self.venue,
             mode=self.mode,
+            awaiting_redemption_usd=round(sum(self.redemptions_open.values()), 6),
+            redemptions_open=len(self.redemptions_open),
+            redeemed_usd=round(self.redeemed_usd, 6),
         )
 
     def position_state(self) -> PositionState:
@@ -454,6 +463,49 @@ class StrategyCore(Core):
         self._advance(msg.ts_ns, out)
         self._on_settlement(msg, out)
         return out
+
+    def on_redemption(self, msg: Redemption, now_ns: int) -> Out:
+        """A settled market's redemption changed state: its pUSD moves from "awaiting
+        redemption" to "redeemed" when confirmed. Risk state goes out when the figures move."""
+        out: Out = []
+        before = (len(self.redemptions_open), round(self.redeemed_usd, 6))
+        self._fold_redemption(msg.condition_id, msg.state, msg.cash_expected, msg.cash_returned)
+        if (len(self.redemptions_open), round(self.redeemed_usd, 6)) != before:
+            self._risk_event(
+                "redemption_" + msg.state,
+                slug=msg.slug,
+                condition_id=msg.condition_id,
+                cash_expected=msg.cash_expected,
+                cash_returned=msg.cash_returned,
+            )
+            out.append((topics.RISK_STATE, self.risk_state()))
+        return out
+
+    def _fold_redemption(self, cid: str, state: str, expected: float, returned: float) -> None:
+        if cid in self.redeemed:
+            return  # confirmed already: a repeated message never counts twice
+        if state == "confirmed":
+            self.redemptions_open.pop(cid, None)
+            self.redeemed[cid] = returned
+            self.redeemed_usd += returned
+            if len(self.redeemed) > MAX_FILL_KEYS:
+                del self.redeemed[next(iter(self.redeemed))]
+        elif state == "failed":
+            self.redemptions_open.pop(cid, None)
+        else:
+            self.redemptions_open[cid] = expected
+
+    def seed_redemptions(self, rows: list[dict[str, Any]]) -> None:
+        """Rebuild "redeemed" vs "awaiting redemption" from execution's `redemptions` ledger rows
+        of this book (`condition_id`, `state`, `cash_expected`, `cash_returned`), oldest first."""
+        self.redemptions_open, self.redeemed, self.redeemed_usd = {}, {}, 0.0
+        for r in rows:
+            self._fold_redemption(
+                str(r["condition_id"]),
+                str(r["state"]),
+                float(r["cash_expected"]),
+                float(r["cash_returned"]),
+            )
 
     def on_emergency_stop(self, msg: EmergencyStop, now_ns: int) -> Out:
         return self.control(msg)

@@ -143,6 +143,26 @@ def ledger_fills(
     return out
 
 
+def ledger_redemptions(
+    conn: sqlite3.Connection, venue: str | None = None, dry_run: bool | None = None
+) -> list[dict[str, Any]]:
+    """Execution's redemption rows (of one book when given), oldest first, as dicts with
+    `condition_id`, `slug`, `state`, `cash_expected`, `cash_returned` (USD); [] before execution
+    has made the table."""
+    if "redemptions" not in _tables(conn):
+        return []
+    where, args = _book_filter(conn, "redemptions", venue, dry_run)
+    where = where.replace(" AND ", " WHERE ", 1) if where else ""
+    return [
+        dict(r)
+        for r in conn.execute(
+            "SELECT condition_id, slug, state, cash_expected, cash_returned FROM redemptions"
+            f"{where} ORDER BY id",
+            args,
+        ).fetchall()
+    ]
+
+
 def ledger_order_terms(conn: sqlite3.Connection, client_order_id: str) -> dict[str, Any] | None:
     """The market terms (fee_rate, fee_exponent, tick_size, min_order_size, neg_risk) execution
     recorded with an order, from its `orders` row; None when there is no such row."""

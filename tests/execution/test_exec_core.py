@@ -261,6 +261,13 @@ def test_exec_settlement_at_one_or_zero_and_restart_rebuilds(ledger, tmp_path) -
         0,
     )
     out = core2.step(MarketResolved(slug="btc-updown-5m-1", winning_outcome="Up", ts_ns=T0 + 1), 0)
+    # paper books the steps live takes, each on exec.redemption: requested, then redeemed
+    reds = by_topic(out, topics.REDEMPTION)
+    assert [(r.state, r.cash_expected, r.cash_returned) for r in reds] == [
+        ("requested", 10.0, 0.0),
+        ("confirmed", 10.0, 10.0),
+    ]
+    assert all(r.condition_id == "c" and r.dry_run and r.shares == 15.0 for r in reds)
     st = {s.asset_id: s for s in by_topic(out, topics.SETTLEMENT)}
     assert st[UP].won and st[UP].payout == 1.0
     assert UP not in core2.books  # the finished window's books are dropped

@@ -85,6 +85,11 @@ def test_dashboard_live_controls_and_reconnect(page_factory: Any, tmp_path: Path
         assert text(page, "#sig-side") == "Up"
         assert text(page, "#ptb") == "97,000.00"
         wait_for(lambda: text(page, "#risk-state") == "ACTIVE", 10, what="risk ACTIVE")
+        # settled wins "redeemed" vs "awaiting redemption", as strategy's risk state says
+        rd = obs.status()["redemptions"]
+        assert rd["source"] == "strategy"
+        assert text(page, "#m-redeemed") == f"${rd['redeemed_usd']:.2f}"
+        assert text(page, "#m-awaiting-redemption") == f"${rd['awaiting_redemption_usd']:.2f}"
         assert "feed_lag_binance" in text(page, "#latency")
         # the chart library drew something: uPlot's canvas exists with a real size
         box = page.locator("#chart-btc canvas").first.bounding_box()

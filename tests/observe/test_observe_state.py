@@ -340,3 +340,66 @@ def test_running_brier_of_model_market_and_blend_on_resolved_windows() -> None:
     assert got["brier_market"] == pytest.approx((0.4**2 + 0.3**2) / 2)
     assert got["brier_blend"] == pytest.approx((0.35**2 + 0.25**2) / 2)
     assert views.status(c, NOW)["scores"] == got
+
+
+def test_redeemed_vs_awaiting_redemption_in_status_and_live() -> None:
+    """Settled wins are "awaiting redemption" until execution's redemption is confirmed: observe
+    shows strategy's totals (else execution's heartbeat) and the latest redemptions with their
+    state and why one waits, in /api/status and the live document alike."""
+    from common.schema import Heartbeat, Redemption
+
+    c = core()
+    assert views.redemptions_doc(c)["source"] == "observe"
+    c.handle(
+        "sys.heartbeat.execution",
+        Heartbeat(
+            service="execution",
+            state="running",
+            pid=2,
+            started_ns=NOW,
+            ts_ns=NOW,
+            detail={"redemptions_open": 1, "awaiting_redemption_usd": 5.0, "redeemed_usd": 2.5},
+        ),
+        NOW,
+    )
+    doc = views.redemptions_doc(c)
+    assert (doc["awaiting_redemption_usd"], doc["open"], doc["redeemed_usd"]) == (5.0, 1, 2.5)
+    assert doc["source"] == "execution"
+    c.handle(
+        "exec.redemption",
+        Redemption(
+            condition_id="c",
+            slug="btc-updown-5m-1",
+            state="awaiting",
+            shares=9.43,
+            cash_expected=9.43,
+            ts_ns=NOW,
+            detail="relayer unreachable",
+            dry_run=False,
+        ),
+        NOW,
+    )
+    c.handle(
+        "risk.state",
+        RiskState(
+            ts_ns=NOW,
+            halted=False,
+            awaiting_redemption_usd=9.43,
+            redemptions_open=1,
+            redeemed_usd=12.0,
+        ),
+        NOW,
+    )
+    for doc in (views.status(c, NOW)["redemptions"], views.live(c, NOW)["data"]["redemptions"]):
+        assert (doc["awaiting_redemption_usd"], doc["open"], doc["redeemed_usd"]) == (
+            9.43,
+            1,
+            12.0,
+        )
+        assert doc["source"] == "strategy"
+        (r,) = doc["recent"]
+        assert (r["state"], r["detail"], r["cash_expected"]) == (
+            "awaiting",
+            "relayer unreachable",
+            9.43,
+        )

@@ -652,3 +652,48 @@ def test_no_entry_on_the_model_alone_when_the_config_blends_with_the_market() ->
         inputs={"p_market": 0.44, "p_model": 0.9},
     )
     assert decision(core.step(s, 0)).action == "enter"
+
+
+def test_redemptions_split_settled_cash_into_redeemed_and_awaiting() -> None:
+    """Winning tokens pay nothing until redeemed (PROTOCOLS.md section 7): strategy folds
+    execution's exec.redemption messages into "awaiting redemption" and "redeemed" USD, counts a
+    repeated confirmation once, and rebuilds both from the ledger rows at a restart."""
+    from common.schema import Redemption, RiskState
+
+    core = make()
+
+    def red(cid: str, state: str, expected: float, returned: float = 0.0) -> Redemption:
+        return Redemption(
+            condition_id=cid,
+            slug="btc-updown-5m-" + cid,
+            state=state,
+            shares=expected,
+            cash_expected=expected,
+            cash_returned=returned,
+            ts_ns=START,
+            dry_run=False,
+        )
+
+    def figures(out: list[tuple[str, Any]]) -> tuple[float, int, float]:
+        (r,) = [m for _, m in out if isinstance(m, RiskState)]
+        return r.awaiting_redemption_usd, r.redemptions_open, r.redeemed_usd
+
+    assert figures(core.step(red("a", "requested", 9.43), START)) == (9.43, 1, 0.0)
+    assert figures(core.step(red("b", "awaiting", 5.0), START)) == (14.43, 2, 0.0)
+    assert figures(core.step(red("a", "confirmed", 9.43, 9.43), START)) == (5.0, 1, 9.43)
+    assert core.step(red("a", "confirmed", 9.43, 9.43), START) == []  # counted once
+    assert core.risk_state().redeemed_usd == 9.43
+    restarted = make()
+    restarted.seed_redemptions(
+        [
+            {
+                "condition_id": "a",
+                "state": "confirmed",
+                "cash_expected": 9.43,
+                "cash_returned": 9.43,
+            },
+            {"condition_id": "b", "state": "sent", "cash_expected": 5.0, "cash_returned": 0.0},
+        ]
+    )
+    r = restarted.risk_state()
+    assert (r.awaiting_redemption_usd, r.redemptions_open, r.redeemed_usd) == (5.0, 1, 9.43)

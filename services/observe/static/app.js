@@ -241,6 +241,14 @@ function render(d) {
   $("m-trades").textContent = mt.trades_today ?? "—";
   $("m-winrate").textContent = mt.win_rate === null || mt.win_rate === undefined ? "—" : pct(mt.win_rate, 0);
   $("m-fees").textContent = usd(mt.fees_today, 3);
+  // winning tokens pay nothing until redeemed: what came back vs what the wallet still waits for
+  const rd = d.redemptions || {};
+  $("m-redeemed").textContent = rd.redeemed_usd === undefined ? "—" : usd(rd.redeemed_usd);
+  $("m-awaiting-redemption").textContent = rd.awaiting_redemption_usd === undefined ? "—"
+    : `${usd(rd.awaiting_redemption_usd)}${rd.open ? ` (${rd.open})` : ""}`;
+  setCls($("m-awaiting-redemption"), "mono", rd.open ? "sev-warning" : "");
+  const stuck = (rd.recent || []).filter((r) => r.state === "awaiting" || r.state === "failed");
+  $("m-awaiting-redemption").title = stuck.map((r) => `${r.slug}: ${r.state} ${r.detail || ""}`).join("\n");
 
   renderHealth(d);
 
