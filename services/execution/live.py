@@ -86,7 +86,18 @@ ERROR_MAP: tuple[tuple[str, str, str], ...] = (
     # "invalid amounts, the market buy orders maker amount supports a max accuracy of 2 decimals,
     # taker amount a max of 4 decimals" (py-clob-client-v2 #99, rs-clob-client #114)
     ("max accuracy", "amount_precision", "the order's amounts have more decimals than allowed"),
-    ("not enough balance", "insufficient_balance", "not enough collateral or token balance"),
+    (
+        "not enough balance",
+        "insufficient_balance",
+        "not enough collateral or token balance, or a missing approval (`polyedge doctor`)",
+    ),
+    # py-clob-client-v2 #50, #111: new API users must trade through a deposit wallet
+    (
+        "deposit wallet flow",
+        "maker_not_allowed",
+        "the venue refuses this wallet as maker: use a deposit wallet (SIGNATURE_TYPE=3, FUNDER)",
+    ),
+    ("post-only", "venue_post_only", "the venue accepts only post-only orders after a restart"),
     ("fully filled or killed", "fok_killed", "FOK killed: not enough liquidity at the limit"),
     ("no orders found to match", "fak_unmatched", "FAK found nothing to match at the limit"),
     ("invalid signature", "auth", "the venue rejected the order signature"),

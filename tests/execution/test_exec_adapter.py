@@ -140,6 +140,9 @@ def test_exec_post_answers_live_delayed_unmatched_and_soft_errors() -> None:
     )
     assert (soft.outcome, soft.code) == ("rejected", "amount_precision")
     assert map_error(425, "service not ready")[:2] == ("rejected", "venue_not_ready")
+    eoa = "maker address not allowed, please use the deposit wallet flow"
+    assert map_error(400, eoa)[1] == "maker_not_allowed"
+    assert "SIGNATURE_TYPE=3" in map_error(400, eoa)[2]
 
 
 def test_exec_size_matched_decides_when_an_order_is_final() -> None:
