@@ -516,10 +516,12 @@ class SimSettings(
         ge=1, le=65535)] = 8765
     seed: Annotated[int, _doc("seed of the simulated market", ge=0, le=2**63 - 1)] = 1
     window_seconds: Annotated[int, _doc("length of a simulated window", ge=2, le=86_400)] = 300
+    # > 0: a tree with no bookTicker or no book updates cannot trade (`polyedge sim
+    # --book-ticker-hz 0` still runs a quote-less venue for a test)
     book_ticker_hz: Annotated[float, _doc(
-        "Binance bookTicker frames per second", ge=0.0, le=100_000.0)] = 100.0
+        "Binance bookTicker frames per second", gt=0.0, le=100_000.0)] = 100.0
     clob_hz: Annotated[float, _doc(
-        "Polymarket book updates per second (both tokens)", ge=0.0, le=100_000.0)] = 60.0
+        "Polymarket book updates per second (both tokens)", gt=0.0, le=100_000.0)] = 60.0
 
 
 class IngestSettings(
@@ -844,7 +846,8 @@ def unknown_settings(
     dotenv_keys: Iterable[str], environ_keys: Iterable[str], dotenv: Path | None = None
 ) -> list[str]:
     """A warning for every key in `.env`, and every `SETTING_PREFIXES` key in the environment,
-    that is not a setting: the key, where it was, and the closest known setting."""
+    that is not a setting: the key, where it was, and a known setting only when it is a near miss
+    (difflib ratio >= 0.8, e.g. INGEST_STABLE_SEC -> INGEST_STABLE_S)."""
     known = [s.name for s in setting_specs()]
     ok = set(known) | set(TOOL_KEYS)
     found: dict[str, str] = {}
@@ -858,10 +861,10 @@ def unknown_settings(
     for key, where in sorted(found.items()):
         prefix = next((p for p in SETTING_PREFIXES if key.startswith(p)), "")
         same = [k for k in known if prefix and k.startswith(prefix)]  # INGEST_X: an INGEST_ one
-        closest = difflib.get_close_matches(key, same or known, n=1, cutoff=0.0)
-        out.append(
-            f"unknown setting {key} in {where}, ignored (closest known: {closest[0]})"
-        )
+        # only a real near-miss (a typo) is suggested: FOO_BAR has no neighbour worth naming
+        closest = difflib.get_close_matches(key, same or known, n=1, cutoff=0.8)
+        hint = f" (did you mean {closest[0]}?)" if closest else ""
+        out.append(f"unknown setting {key} in {where}, ignored{hint}")
     return out
 
 
@@ -921,10 +924,41 @@ def load_settings(
                 f"{funder} is not the key's own address, which holds the funds with "
                 "SIGNATURE_TYPE=0 (EOA): set the SIGNATURE_TYPE of that wallet, or remove FUNDER"
             )
+    errors.update(_cross_field_errors(values, errors))
     if errors:
         raise ConfigError("environment/.env", errors)
     nested = {f: group(**values[group]) for f, group in _NESTED.items()}
     return Settings(**values[Settings], **nested)
+
+
+def _cross_field_errors(
+    values: dict[type[Struct], dict[str, Any]], errors: dict[str, str]
+) -> dict[str, str]:
+    """Settings valid alone but not together: {variable: problem}. `values` are the parsed
+    settings by group (a missing one is its default); a variable in `errors` already has its own
+    error and is not compared."""
+    out: dict[str, str] = {}
+
+    def value(group: type[Struct], field: str, name: str) -> Any:
+        if name in errors:
+            return None
+        return values[group].get(field, getattr(group(), field))  # else the default
+
+    sim_port, api_port = value(SimSettings, "port", "SIM_PORT"), value(
+        ObserveSettings, "port", "API_PORT")
+    if sim_port is not None and sim_port == api_port:
+        out["SIM_PORT"] = (
+            f"{sim_port} is also API_PORT (the dashboard's port): the simulated venue and observe "
+            "cannot listen on the same port; give one of them another"
+        )
+    base = value(IngestSettings, "backoff_base_ms", "INGEST_BACKOFF_BASE_MS")
+    cap = value(IngestSettings, "backoff_max_ms", "INGEST_BACKOFF_MAX_MS")
+    if base is not None and cap is not None and base > cap:
+        out["INGEST_BACKOFF_BASE_MS"] = (
+            f"{base} is above INGEST_BACKOFF_MAX_MS ({cap}): the first reconnect delay cannot "
+            "exceed the longest"
+        )
+    return out
 
 
 def _markdown_default(spec: SettingSpec) -> str:

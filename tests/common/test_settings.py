@@ -1,5 +1,5 @@
 """The one settings loader: `.env` then the environment into frozen structs, every setting in the
-README's table, unknown keys reported with the closest known one, `.env` honoured by services."""
+README's table, unknown keys reported with a near-miss suggestion, `.env` honoured by services."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from common.config import (
     setting_specs,
     settings_document,
     settings_markdown,
+    unknown_settings,
 )
 from tests.conftest import REPO, wait_for
 
@@ -100,11 +101,39 @@ def test_unknown_keys_are_reported_with_the_closest_known_one(tmp_path: Path) ->
     assert s.ingest.stale_after_ms == 900 and s.venue == "live"
     by_key = {w.split()[2]: w for w in warnings}
     assert set(by_key) == {"INGEST_FOO", "DRYRUN", "POLYEDGE_VENU", "API_PROT"}, warnings
-    assert str(dotenv) in by_key["INGEST_FOO"] and "closest known: INGEST_" in by_key["INGEST_FOO"]
-    assert "closest known: DRY_RUN" in by_key["DRYRUN"]
-    assert "closest known: POLYEDGE_VENUE" in by_key["POLYEDGE_VENU"]
+    # no neighbour worth naming for INGEST_FOO: no suggestion (it used to name any INGEST_ one)
+    assert str(dotenv) in by_key["INGEST_FOO"] and "did you mean" not in by_key["INGEST_FOO"]
+    assert "did you mean DRY_RUN?" in by_key["DRYRUN"]
+    assert "did you mean POLYEDGE_VENUE?" in by_key["POLYEDGE_VENU"]
     assert "the environment" in by_key["API_PROT"]
-    assert "closest known: API_PORT" in by_key["API_PROT"]
+    assert "did you mean API_PORT?" in by_key["API_PROT"]
+
+
+@pytest.mark.parametrize("key", ["FOO_BAR", "STRATEGY_FOO", "SIM_X", "LOG_SOMETHING_ELSE"])
+def test_far_unknown_keys_get_no_suggestion(key: str) -> None:
+    warnings = unknown_settings([key], [])
+    assert len(warnings) == 1 and key in warnings[0]
+    assert "did you mean" not in warnings[0] and "closest" not in warnings[0], warnings
+
+
+def test_settings_that_clash_are_refused_by_name() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings({"SIM_PORT": "8080", "API_PORT": "8080"}, dotenv=None)
+    assert "SIM_PORT" in e.value.errors and "API_PORT" in e.value.errors["SIM_PORT"]
+    with pytest.raises(ConfigError) as e:
+        load_settings({"SIM_PORT": "8080"}, dotenv=None)  # API_PORT's default is 8080
+    assert "API_PORT" in e.value.errors["SIM_PORT"]
+    with pytest.raises(ConfigError) as e:
+        load_settings({"INGEST_BACKOFF_BASE_MS": "5000", "INGEST_BACKOFF_MAX_MS": "1000"},
+                      dotenv=None)
+    assert "INGEST_BACKOFF_MAX_MS" in e.value.errors["INGEST_BACKOFF_BASE_MS"]
+    for name in ("SIM_BOOK_TICKER_HZ", "SIM_CLOB_HZ"):
+        with pytest.raises(ConfigError) as e:
+            load_settings({name: "0"}, dotenv=None)
+        assert name in e.value.errors and "> 0" in e.value.errors[name], e.value.errors
+    s = load_settings({"SIM_PORT": "8766", "INGEST_BACKOFF_BASE_MS": "1000",
+                       "INGEST_BACKOFF_MAX_MS": "1000"}, dotenv=None)
+    assert (s.sim.port, s.ingest.backoff_base_ms) == (8766, 1000)
 
 
 def test_wallet_settings_are_checked_together() -> None:
@@ -201,7 +230,7 @@ def test_ingest_process_honours_dotenv_and_reports_unknown_keys(
     warning = [ln for ln in err.splitlines() if "INGEST_FOO" in ln]
     assert warning, err[-800:]
     assert "polyedge ingest: warning: unknown setting INGEST_FOO" in warning[0]
-    assert "closest known: INGEST_" in warning[0]
+    assert "did you mean" not in warning[0]
 
 
 def test_ingest_process_refuses_a_bad_dotenv_ingest_value(tmp_path: Path, iso_env: dict) -> None:
