@@ -33,6 +33,38 @@ FAULTS = ("drop", "stall", "malformed", "unknown", "duplicate_delta", "out_of_or
           "delayed", "fak_live", "trade_failed", "not_ready", "refuse_eoa_makers",
           "revoke_approval", "set_balance", "clock_skew", "geoblock", "manual_redemption")
 HEARTBEAT_TIMEOUT_NS = 10 * NS
+# numeric fault fields: (field, smallest allowed); `clock_skew`'s seconds may be negative
+FAULT_NUMBERS = (("count", 1), ("seconds", 0), ("after", 0), ("usd", 0), ("post_only_seconds", 0),
+                 ("after_s", 0), ("fill_after_s", 0))
+
+
+def check_fault(f: object) -> None:
+    """Check a `/sim/fault` body before anything is applied: a JSON object with a known `name`,
+    numbers where numbers go (count >= 1 and whole; seconds, after, usd >= 0 except clock_skew's
+    seconds), and `usd` for `set_balance`. Raises ValueError naming the field and the problem."""
+    if not isinstance(f, dict):
+        raise ValueError(f"fault body must be a JSON object like {{\"name\": \"drop\"}}, "
+                         f"got {type(f).__name__}")
+    if "name" not in f:
+        others = f" (got fields {sorted(map(str, f))})" if f else ""
+        raise ValueError(f"missing field 'name': the fault to apply, one of {', '.join(FAULTS)}"
+                         f"{others}")
+    name = f["name"]
+    if name not in FAULTS:
+        raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+    for key, lo in FAULT_NUMBERS:
+        if f.get(key) is None:
+            continue
+        v = f[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (
+                float("inf"), float("-inf")):
+            raise ValueError(f"field {key!r} must be a number, got {v!r}")
+        if key == "count" and not float(v).is_integer():
+            raise ValueError(f"field 'count' must be a whole number, got {v!r}")
+        if v < lo and not (key == "seconds" and name == "clock_skew"):
+            raise ValueError(f"field {key!r} must be >= {lo}, got {v!r}")
+    if name == "set_balance" and f.get("usd") is None:
+        raise ValueError("fault 'set_balance' needs field 'usd': the new pUSD balance (>= 0)")
 QUEUE_MAX = 20_000
 
 
@@ -265,10 +297,10 @@ class Venue:
     def apply_fault(self, f: dict) -> dict:
         """Apply a `/sim/fault` body (name, channel, count, seconds); returns its log entry.
 
-        Raises ValueError naming an unknown fault or channel."""
-        name = f.get("name")
-        if name not in FAULTS:
-            raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+        Raises ValueError naming a missing or unknown fault, an unknown channel, or a bad number
+        (see `check_fault`)."""
+        check_fault(f)
+        name = f["name"]
         channel = f.get("channel") or "all"
         if channel != "all" and channel not in (*SOCKET_KINDS, "gamma", "clob"):
             raise ValueError(f"unknown channel {channel!r}")

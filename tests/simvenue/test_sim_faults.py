@@ -207,3 +207,31 @@ def test_unknown_fault_is_a_clear_400(fsim: SimProc) -> None:
     r = httpx.post(f"{fsim.http}/sim/fault", json={"name": "meteor"})
     assert r.status_code == 400 and "unknown fault" in r.json()["error"]
     assert wait_for(lambda: httpx.get(f"{fsim.http}/sim/health").json()["ok"], 2)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"nam": "drop"}, ("missing field 'name'", "nam")),
+        ({}, ("missing field 'name'",)),
+        (["drop"], ("JSON object",)),
+        ({"name": "stall", "seconds": -5}, ("'seconds'", ">= 0")),
+        ({"name": "stall", "seconds": "long"}, ("'seconds'", "number")),
+        ({"name": "gamma_5xx", "count": 0}, ("'count'", ">= 1")),
+        ({"name": "gamma_5xx", "count": 1.5}, ("'count'", "whole number")),
+        ({"name": "set_balance"}, ("set_balance", "'usd'")),
+        ({"name": "set_balance", "usd": -1}, ("'usd'", ">= 0")),
+    ],
+)
+def test_bad_fault_body_is_a_400_naming_the_field(
+    fsim: SimProc, body: object, words: tuple[str, ...]
+) -> None:
+    before = httpx.get(f"{fsim.http}/sim/faults").json()["log"]
+    r = httpx.post(f"{fsim.http}/sim/fault", json=body)
+    assert r.status_code == 400, r.text
+    assert all(w in r.json()["error"] for w in words), r.json()
+    assert httpx.get(f"{fsim.http}/sim/faults").json()["log"] == before  # nothing applied
+    # a negative clock skew is a real setting, not an error
+    r = httpx.post(f"{fsim.http}/sim/fault", json={"name": "clock_skew", "seconds": -2})
+    assert r.status_code == 200, r.text
+    httpx.post(f"{fsim.http}/sim/fault", json={"name": "clock_skew", "seconds": 0})
