@@ -74,7 +74,7 @@ def test_dashboard_live_controls_and_reconnect(page_factory: Any, tmp_path: Path
 
         # the page loads and goes live
         wait_for(lambda: "live" in text(page, "#conn-status"), 10, what="websocket live")
-        assert text(page, "#mode-banner") == "DRY RUN"
+        assert text(page, "#mode-banner") == "DRY RUN · live venue"
         first = wait_for(
             lambda: (t := text(page, "#btc-price")) != "—" and t, 10, what="a BTC price on the page"
         )

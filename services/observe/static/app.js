@@ -148,10 +148,12 @@ function renderBook(el, ageEl, b) {
 
 function render(d) {
   // mode banner
-  const label = (d.mode && d.mode.label) || "DRY RUN";
-  $("mode-banner").textContent = label;
-  $("mode-banner").title = `from ${d.mode && d.mode.source}`;
-  setCls($("mode-banner"), "mode", label === "LIVE" ? "live" : label === "BLOCKED" ? "blocked" : "dry");
+  // unknown must look unknown, never safe: no mode in the document is "—", not "DRY RUN"
+  const label = (d.mode && d.mode.label) || null;
+  const venue = d.mode && d.mode.venue ? ` · ${d.mode.venue} venue` : "";
+  $("mode-banner").textContent = label ? label + venue : "—";
+  $("mode-banner").title = label ? `from ${d.mode.source}` : "no mode in observe's document";
+  setCls($("mode-banner"), "mode", label === "LIVE" ? "live" : label === "BLOCKED" ? "blocked" : label === "DRY RUN" ? "dry" : "unknown");
   $("clock").textContent = hhmmss(d.ts_ns) + " UTC";
   $("cfg-version").textContent = d.config_version;
   // strategy applied a new config (from here, another tab or the file): show it, unless the
@@ -220,7 +222,8 @@ function render(d) {
 
   // position
   const p = d.position || {};
-  if (!p.open) { $("position").innerHTML = '<div class="muted">flat — no open position</div>'; }
+  if (!d.position) { $("position").innerHTML = '<div class="muted">no data</div>'; }
+  else if (!p.open) { $("position").innerHTML = '<div class="muted">flat — no open position</div>'; }
   else {
     const u = p.unrealized_pnl;
     $("position").innerHTML = `<div class="pos-grid mono">
@@ -285,11 +288,10 @@ function renderHealth(d) {
   // the other problems (and warnings) in a strip under it, each with its reason
   const hb = $("health-banner");
   const items = [...(h.problems || []), ...(h.warnings || [])];
-  hb.classList.toggle("hidden", items.length === 0);
-  setCls(hb, "health-banner", (h.problems || []).length ? "bad" : "");
-  if (items.length) {
-    hb.innerHTML = `<b>${h.ok ? "Warnings" : "Not healthy"}</b><ul>${items.map((x) => `<li>${esc(x)}</li>`).join("")}</ul>`;
-  }
+  // one className write: a toggle of "hidden" before setCls would be overwritten by it (the
+  // strip stayed up, empty, after health came back)
+  setCls(hb, "health-banner", [(h.problems || []).length ? "bad" : "", items.length ? "" : "hidden"].filter(Boolean).join(" "));
+  hb.innerHTML = items.length ? `<b>${h.ok ? "Warnings" : "Not healthy"}</b><ul>${items.map((x) => `<li>${esc(x)}</li>`).join("")}</ul>` : "";
   dataFlow = d.data_flow || { ok: true, reason: "" };
 
   // services: anything not running is red with supervisord's state and the reason
@@ -381,11 +383,16 @@ function modal({ title, text, confirm = "Confirm", danger = true, input = false 
     if (input) $("modal-input").focus();
     const done = (ok) => {
       $("modal").classList.add("hidden");
-      $("confirm-yes").onclick = $("confirm-no").onclick = null;
+      $("confirm-yes").onclick = $("confirm-no").onclick = $("modal-input").onkeydown = null;
       resolve(ok ? (input ? $("modal-input").value : true) : null);
     };
     $("confirm-yes").onclick = () => done(true);
     $("confirm-no").onclick = () => done(false);
+    // Enter in the token field saves it, Escape cancels (as the buttons do)
+    $("modal-input").onkeydown = (ev) => {
+      if (ev.key === "Enter") { ev.preventDefault(); done(true); }
+      else if (ev.key === "Escape") { ev.preventDefault(); done(false); }
+    };
   });
 }
 
@@ -431,8 +438,10 @@ async function loadConfig() {
   $("cfg-source").textContent = `v${doc.version} · ${doc.source || ""}` +
     (doc.hash ? ` · ${doc.hash}` : "") + ` · ${nDiff ? nDiff + " changed from defaults" : "shipped defaults"}`;
   $("cfg-form").innerHTML = Object.entries(cfgDoc).map(([k, v]) => {
-    const field = choices[k]
-      ? `<select id="cfg-${k}" name="${esc(k)}" data-type="${typeof v}">${choices[k].map((c) => `<option value="${esc(c)}"${c === v ? " selected" : ""}>${esc(c)}</option>`).join("")}</select>`
+    // a field with a set of values (order_type, a boolean) is a choice, never free text
+    const opts = choices[k] || (typeof v === "boolean" ? ["true", "false"] : null);
+    const field = opts
+      ? `<select id="cfg-${k}" name="${esc(k)}" data-type="${typeof v}">${opts.map((c) => `<option value="${esc(c)}"${String(c) === String(v) ? " selected" : ""}>${esc(c)}</option>`).join("")}</select>`
       : `<input id="cfg-${k}" name="${esc(k)}" value="${esc(v)}" data-type="${typeof v}">`;
     const changed = k in diff;
     const dflt = changed ? ` <span class="cfg-default" id="cfgdef-${k}">default ${esc(diff[k].default)}</span>` : "";
