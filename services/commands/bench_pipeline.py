@@ -58,7 +58,7 @@ BENCH_STRATEGY = {
     "max_entry_price": 0.99,
     "require_settlement_price_to_beat": False,
 }
-BENCH_QUOTER_NOISE_SD = 0.6  # /sim/market: the default 0.12 leaves an edge on few signals
+BENCH_QUOTER_NOISE_SD = 0.6  # /sim/market: the default 0.07 leaves an edge on few signals
 MS = 1e6
 
 

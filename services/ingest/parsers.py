@@ -212,6 +212,8 @@ def _load(frame: str | bytes | bytearray | memoryview) -> Any:
         return _decode_json(_text(frame))
     except msgspec.DecodeError as e:
         raise ParseError(f"not JSON: {e}") from None
+    except UnicodeError as e:  # e.g. a lone surrogate in a str frame: not encodable as UTF-8
+        raise ParseError(f"not UTF-8 text: {e.reason} at {e.start}") from None
     except RecursionError:  # hostile nesting: refuse it, never let it take the process down
         raise ParseError("JSON nested too deeply") from None
 

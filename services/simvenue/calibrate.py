@@ -172,7 +172,9 @@ def sim_stats(seed: int = 1, windows: int = 6, window_s: int = 300) -> dict[str,
             per.setdefault(token, []).append((t / S, list(b.bids), list(b.asks)))
         b = books.books.get(w.up_token)
         if b is not None and b.mid is not None and w.price_to_beat is not None:
-            fair = m.fair_up(w, t, m.log_price)  # the sim's own truth, as a model would see it
+            # the sim's own truth (Binance now, the true basis to Chainlink): what a model that
+            # knew the sim's process would price; a book that trails it predictably is an edge
+            fair = m.fair_up(w, t, m.log_price, 1.0, getattr(m, "basis", 0.0))
             mid = b.mid
             pending.append((t / S, fair, mid))
             while pending and pending[0][0] <= t / S - 10:

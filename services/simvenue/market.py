@@ -39,10 +39,37 @@ AGGTRADE_HZ = 7.0
 CLOB_UPDATE_HZ = 60.0
 CLOB_TRADE_HZ = 0.8
 CLOB_BOOK_HZ = 0.3
-CHAINLINK_DELAY_NS = 1_400 * MS  # RTDS updates arrive ~1.4 s after their timestamp
-QUOTER_LAG_S = 1.5  # market makers' view of BTC trails the truth by about this much
-QUOTER_NOISE_SD = 0.12  # per sqrt(s), of the quoters' wandering mispricing (logit units)
-BOOK_LEVELS = 12
+# Chainlink is not Binance (PROTOCOLS.md section 7): Chainlink = Binance - a basis that wanders
+# around a per-seed level (real runs: +17.2 USD mean, sd 2.8 over 30 min; others -3.7, +1.6),
+# delivered 1-2 s after its timestamp, with occasional gaps of several seconds.
+BASIS_LEVEL_SD_USD = 10.0  # each seed's long-run Binance - Chainlink basis ~ N(0, 10)
+BASIS_SD_USD = 3.0  # the wander around that level
+BASIS_REVERT_S = 300.0
+CHAINLINK_DELAY_MIN_NS, CHAINLINK_DELAY_MAX_NS = 1_000 * MS, 2_000 * MS
+CHAINLINK_GAP_RATE_PER_S = 1 / 90  # a delivery gap starts about every 90 s ...
+CHAINLINK_GAP_S = (3, 8)  # ... and lasts this many seconds
+# Quoters are not our model: their own view of BTC (a lag redrawn each window), their own vol
+# and basis estimate, a wandering mispricing, and informed episodes in which they move on where
+# BTC is about to go before Binance shows it, so a book that lags Binance is not free money.
+QUOTER_LAG_S = (0.2, 1.2)
+QUOTER_VOL_MULT = (0.8, 1.25)
+QUOTER_BASIS_ERR_SD_USD = 2.0
+QUOTER_NOISE_LOGIT = 0.07  # their mispricing (logit units per sqrt s, reverting at 0.2/s)
+INFORMED_RATE_PER_S = 1 / 15
+INFORMED_REACT_S = 0.2
+INFORMED_LEAD_STEPS = (50, 200)  # 0.5-2 s ahead of Binance
+INFORMED_DURATION_S = (3.0, 10.0)
+LEAD_MAX_STEPS = INFORMED_LEAD_STEPS[1]
+# Books calibrated to the real recordings (services/simvenue/README.md, calibrate.py): spread
+# 1 tick 76 %, 2 ticks 12 %, more 11 %; top level ~290 shares; ~2,000 shares within 5 ticks; a
+# full ladder (about 49 levels a side); the spread regime persists for seconds.
+BOOK_LEVELS = 50
+SPREAD_TICKS = ((1, 0.76), (2, 0.15), (3, 0.06), (4, 0.03))
+SPREAD_REDRAW_PER_S = 0.15
+TOP_SIZE_SHARES = 220.0  # lognormal median of the best level; deeper levels grow
+LEVEL_GROWTH = 0.35
+SIZE_LOG_SD = 0.8
+REQUOTE_SHARE = 0.08  # share of market-channel updates that re-price (the rest resize a level)
 FEE_RATE = 0.07
 FEE_EXPONENT = 1
 SIM_FEE = money.FeeSchedule.of(FEE_RATE, FEE_EXPONENT)  # the markets' feeSchedule (gamma.py)
@@ -203,14 +230,33 @@ class SimMarket:
         self._bn_rng = random.Random(f"{seed}:binance")
         self._tick_rng = random.Random(f"{seed}:bookticker")
         self._clob_rng = random.Random(f"{seed}:clob")
+        self._venue_rng = random.Random(f"{seed}:venue")  # basis, Chainlink delivery, informed
+        self._quoter_rng = random.Random(f"{seed}:quoters")
         self._heap: list[tuple[int, int, str, str]] = []
         self._seq = 0
         self.windows: dict[int, Window] = {}
         self.resolve_delay_ns = 0  # the `late_resolution` fault: every resolution this much later
         self.log_price = math.log(85_000.0) + self._price_rng.gauss(0.0, 0.05)
+        # the BTC path is drawn LEAD_MAX_STEPS ahead (same draws, same path), so informed quoters
+        # can act on where it is going before Binance shows it
+        self._ahead: deque[float] = deque()
+        x = self.log_price
+        for _ in range(LEAD_MAX_STEPS):
+            x = self._draw_next(x)
+            self._ahead.append(x)
         self._quoter_log = self.log_price
         self._quoter_noise = 0.0
-        self.quoter_noise_sd = QUOTER_NOISE_SD  # /sim/market may raise it (bench: more edges)
+        self._quoter_lag_s = sum(QUOTER_LAG_S) / 2
+        self._quoter_vol_mult = 1.0
+        self._quoter_basis_err = 0.0
+        self._informed_until_ns = 0
+        self._lead_steps = 0
+        self._spread_ticks = 1
+        self.basis_level = self._venue_rng.gauss(0.0, BASIS_LEVEL_SD_USD)
+        self.basis = self.basis_level  # Binance - Chainlink, USD
+        self._gap_until_s = 0
+        self.chainlink_gaps = 0
+        self.quoter_noise_sd = QUOTER_NOISE_LOGIT  # /sim/market may raise it (bench: more edges)
         self.chainlink: dict[int, float] = {}
         self._agg_id = 3_000_000_000 + int(_h(seed, "agg")[0]) * 1000
         self._trade_id = 5_000_000_000
@@ -418,18 +464,32 @@ class SimMarket:
         self._seq += 1
         return hashlib.sha1(f"{token}:{t_ns}:{self._seq}".encode()).hexdigest()
 
-    def _step(self, t: int) -> None:
+    def _draw_next(self, x: float) -> float:
+        """One 10 ms step of the BTC log price (diffusion plus an occasional jump)."""
         dt = TICK_NS / NS
         pr = self._price_rng
-        self.log_price += SIGMA_PER_SQRT_S * math.sqrt(dt) * pr.gauss(0.0, 1.0)
+        x += SIGMA_PER_SQRT_S * math.sqrt(dt) * pr.gauss(0.0, 1.0)
         if pr.random() < JUMP_RATE_PER_S * dt:
-            self.log_price += pr.gauss(0.0, JUMP_LOG_SIGMA)
-        # Quoters see BTC through an exponential lag, plus a slowly wandering mispricing.
-        a = dt / QUOTER_LAG_S
-        self._quoter_log += a * (self.log_price - self._quoter_log)
-        self._quoter_noise += -0.2 * self._quoter_noise * dt + self.quoter_noise_sd * math.sqrt(
-            dt
-        ) * pr.gauss(0, 1)
+            x += pr.gauss(0.0, JUMP_LOG_SIGMA)
+        return x
+
+    def _step(self, t: int) -> None:
+        dt = TICK_NS / NS
+        self.log_price = self._ahead.popleft()
+        self._ahead.append(self._draw_next(self._ahead[-1]))
+        # Quoters chase their own view of BTC: lagging Binance, or (informed) leading it.
+        qr = self._quoter_rng
+        if t >= self._informed_until_ns and self._venue_rng.random() < INFORMED_RATE_PER_S * dt:
+            self._informed_until_ns = t + int(self._venue_rng.uniform(*INFORMED_DURATION_S) * NS)
+            self._lead_steps = self._venue_rng.randint(*INFORMED_LEAD_STEPS)
+        informed = t < self._informed_until_ns
+        target = self._ahead[self._lead_steps - 1] if informed else self.log_price
+        # informed quoters act at once on what they know; otherwise they trail Binance
+        a = min(1.0, dt / (INFORMED_REACT_S if informed else self._quoter_lag_s))
+        self._quoter_log += a * (target - self._quoter_log)
+        self._quoter_noise += (
+            -0.2 * self._quoter_noise * dt + self.quoter_noise_sd * math.sqrt(dt) * qr.gauss(0, 1)
+        )
         if t % NS == 0:
             self._second(t)
         if t % NS == 0 and (t // NS) % self.window_s == 0:
@@ -439,11 +499,50 @@ class SimMarket:
 
     def _second(self, t: int) -> None:
         s = t // NS
-        price = self.btc_price
+        vr = self._venue_rng
+        # the basis wanders (mean-reverting around this seed's level)
+        k = 1.0 / BASIS_REVERT_S
+        self.basis += k * (self.basis_level - self.basis) + BASIS_SD_USD * math.sqrt(2 * k) * (
+            vr.gauss(0.0, 1.0)
+        )
+        self._quoter_basis_err += -0.01 * self._quoter_basis_err + QUOTER_BASIS_ERR_SD_USD * (
+            math.sqrt(0.02) * self._quoter_rng.gauss(0.0, 1.0)
+        )
+        if self._quoter_rng.random() < SPREAD_REDRAW_PER_S:
+            r, acc = self._quoter_rng.random(), 0.0
+            for ticks, share in SPREAD_TICKS:
+                acc += share
+                if r < acc:
+                    self._spread_ticks = ticks
+                    break
+        binance = self.btc_price
+        price = binance - self.basis  # Chainlink BTC/USD: the settlement source
         self.chainlink[s] = price
         self.chainlink.pop(s - self.lookback_s - 4 * self.window_s - 130, None)
         ms = s * 1000
-        pub = t + CHAINLINK_DELAY_NS
+        pub = t + vr.randint(CHAINLINK_DELAY_MIN_NS // MS, CHAINLINK_DELAY_MAX_NS // MS) * MS
+        if s < self._gap_until_s:
+            delivered = False
+        elif vr.random() < CHAINLINK_GAP_RATE_PER_S:
+            self._gap_until_s = s + vr.randint(*CHAINLINK_GAP_S)
+            self.chainlink_gaps += 1
+            delivered = False
+        else:
+            delivered = True
+        self._push_rtds_chainlink(pub, ms, price, s, delivered)
+        self._push(t + 150 * MS, "rtds:crypto_prices", _dumps({
+            "connection_id": CONNECTION_ID,
+            "payload": {"full_accuracy_value": f"{binance:.8f}", "symbol": "btcusdt",
+                        "timestamp": ms, "value": round(binance, 2)},
+            "timestamp": (t + 150 * MS) // MS, "topic": "crypto_prices", "type": "update"}))
+        self._resolutions(t)
+
+    def _push_rtds_chainlink(self, pub: int, ms: int, price: float, s: int,
+                             delivered: bool) -> None:
+        """The Chainlink tick and the TWAP ending at it, unless this second is in a delivery gap
+        (the settlement values exist all the same: only the feed misses them)."""
+        if not delivered:
+            return
         self._push(pub, "rtds:crypto_prices_chainlink", _dumps({
             "connection_id": CONNECTION_ID,
             "payload": {"full_accuracy_value": str(int(round(price * 1e18))), "symbol": "btc/usd",
@@ -457,12 +556,9 @@ class SimMarket:
                             "timestamp": ms, "value": tw, "window_s": self.lookback_s},
                 "timestamp": (pub + 90 * MS) // MS, "topic": "crypto_prices_twap_sixty",
                 "type": "update"}))
-        self._push(t + 150 * MS, "rtds:crypto_prices", _dumps({
-            "connection_id": CONNECTION_ID,
-            "payload": {"full_accuracy_value": f"{price:.8f}", "symbol": "btcusdt",
-                        "timestamp": ms, "value": round(price, 2)},
-            "timestamp": (t + 150 * MS) // MS, "topic": "crypto_prices", "type": "update"}))
-        # Resolutions due this second.
+
+    def _resolutions(self, t: int) -> None:
+        """Resolutions due this second."""
         for w in self.windows.values():
             if not w.resolved and w.final_price is not None and t >= w.resolved_ns:
                 w.resolved = True
@@ -484,6 +580,10 @@ class SimMarket:
                 ended.winner = "Up"
             ended.resolved_ns = t + int(min(54.0, 0.15 * self.window_s) * NS) // NS * NS
             ended.resolved_ns = max(ended.resolved_ns, t + NS) + self.resolve_delay_ns
+        # each window, the quoters' own model: how far behind Binance they run, their vol
+        qr = self._quoter_rng
+        self._quoter_lag_s = qr.uniform(*QUOTER_LAG_S)
+        self._quoter_vol_mult = qr.uniform(*QUOTER_VOL_MULT)
         cur = self.windows.get(s)
         if cur is None:
             cur = self._list(s, t)
@@ -505,8 +605,10 @@ class SimMarket:
         # Listed ahead with a static book around even odds until its window opens.
         rng = random.Random(f"{self.seed}:list:{start_s}")
         for i in range(BOOK_LEVELS):
-            w.up_bids[490 - 10 * i] = rng.randint(2000, 50000)
-            w.up_asks[510 + 10 * i] = rng.randint(2000, 50000)
+            if 490 - 10 * i >= 10:
+                w.up_bids[490 - 10 * i] = self._level_size(rng, i)
+            if 510 + 10 * i <= 990:
+                w.up_asks[510 + 10 * i] = self._level_size(rng, i)
         self._push(t, "market", _dumps({
             "event_type": "new_market", "id": w.market_id,
             "question": f"Bitcoin Up or Down - {iso(start_s)} to {iso(w.end_s)}",
@@ -556,13 +658,24 @@ class SimMarket:
                 "B": f"{r.expovariate(1 / 2.0):.8f}", "a": f"{bid + 0.01:.8f}",
                 "A": f"{r.expovariate(1 / 1.0):.8f}"}))
 
-    def fair_up(self, w: Window, t: int, log_price: float | None = None) -> float:
-        """Probability of Up from a given view of BTC (default: the lagged quoter view)."""
+    @staticmethod
+    def _level_size(rng: random.Random, i: int) -> int:
+        """Centi-shares at the i-th level from the best (lognormal, deeper levels larger)."""
+        shares = TOP_SIZE_SHARES * (1 + LEVEL_GROWTH * i) * math.exp(rng.gauss(0.0, SIZE_LOG_SD))
+        return max(500, int(shares * 100))
+
+    def fair_up(
+        self, w: Window, t: int, log_price: float | None = None, vol_mult: float = 1.0,
+        basis_usd: float = 0.0,
+    ) -> float:
+        """Probability of Up from a view of BTC (`log_price`, Binance units; default the
+        quoters' view), settling on Chainlink = Binance - `basis_usd`, with `vol_mult` times
+        the path's volatility."""
         lp = self._quoter_log if log_price is None else log_price
         k = w.price_to_beat
         if k is None:
             return 0.5
-        s_now = math.exp(lp)
+        s_now = math.exp(lp) - basis_usd
         now_s = t / NS
         end = w.end_s
         # the settlement ticks in (end - lookback, now], oldest first: looked up by second
@@ -576,7 +689,10 @@ class SimMarket:
         rem = self.lookback_s - len(known)
         expected = (sum(known) + rem * s_now) / self.lookback_s
         before = max(0.0, (end - self.lookback_s) - now_s)
-        std = s_now * SIGMA_PER_SQRT_S * math.sqrt(before + rem / 3.0) * (rem / self.lookback_s)
+        std = (
+            s_now * vol_mult * SIGMA_PER_SQRT_S * math.sqrt(before + rem / 3.0)
+            * (rem / self.lookback_s)
+        )
         if std <= 1e-9:
             return 1.0 if expected >= k else 0.0
         return _norm_cdf((expected - k) / std)
@@ -587,7 +703,7 @@ class SimMarket:
             return
         rng = self._clob_rng
         for _ in range(_events(rng, self.clob_update_hz * dt)):
-            if rng.random() < 0.35:
+            if rng.random() < REQUOTE_SHARE:
                 self._requote(w, t, full=False)
             else:
                 self._jiggle(w, t)
@@ -602,7 +718,10 @@ class SimMarket:
                 self._push(t, "market:" + w.condition_id, self.book_event(w, token, t))
 
     def _target(self, w: Window, t: int) -> tuple[int, int]:
-        p = self.fair_up(w, t)
+        # the quoters' own estimate: their view of BTC, their vol, their basis estimate
+        p = self.fair_up(
+            w, t, self._quoter_log, self._quoter_vol_mult, self.basis + self._quoter_basis_err
+        )
         p = min(max(p, 1e-4), 1 - 1e-4)
         logit = math.log(p / (1 - p)) + self._quoter_noise
         p = 1 / (1 + math.exp(-logit))
@@ -613,7 +732,7 @@ class SimMarket:
         elif w.tick == 1 and 0.05 < p < 0.95:
             self._change_tick(w, 10, t)
         tick = w.tick
-        spread_ticks = 1 + (1 if self._clob_rng.random() < 0.3 else 0)
+        spread_ticks = self._spread_ticks
         half = spread_ticks * tick / 2
         bid = int(math.floor((p * 1000 - half) / tick)) * tick
         bid = min(max(bid, tick), 1000 - 2 * tick)
@@ -635,9 +754,9 @@ class SimMarket:
             pb = bid - i * tick
             pa = ask + i * tick
             if pb >= tick:
-                new_bids[pb] = w.up_bids.get(pb) or rng.randint(1000, 60000) * (1 + i // 3)
+                new_bids[pb] = w.up_bids.get(pb) or self._level_size(rng, i)
             if pa <= 1000 - tick:
-                new_asks[pa] = w.up_asks.get(pa) or rng.randint(1000, 60000) * (1 + i // 3)
+                new_asks[pa] = w.up_asks.get(pa) or self._level_size(rng, i)
         changes = []
         for side, old, new in (("BUY", w.up_bids, new_bids), ("SELL", w.up_asks, new_asks)):
             for p in sorted(set(old) | set(new)):
@@ -654,8 +773,9 @@ class SimMarket:
         if not book:
             return
         prices = sorted(book, reverse=(side == "BUY"))
-        p = prices[min(int(rng.expovariate(1 / 3.0)), len(prices) - 1)]
-        book[p] = max(100, int(book[p] * rng.uniform(0.6, 1.5)) + rng.randint(-500, 500))
+        rank = min(int(rng.expovariate(1 / 3.0)), len(prices) - 1)
+        p = prices[rank]
+        book[p] = self._level_size(rng, rank)  # a fresh size: sizes do not drift over a window
         self._push_changes(w, [(p, side, book[p])], t)
 
     def _push_changes(self, w: Window, changes: list[tuple[int, str, int]], t: int) -> None:

@@ -279,6 +279,7 @@ def test_binance_mutated_frames(frame: str) -> None:
 @example(frame='{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"NaN","q":"1","T":1,"m":true}')
 @example(frame='{"e":"aggTrade","E":1,"s":"BTCUSDT","a":1,"p":"-5","q":"1","T":1e30}')
 @example(frame='{"u":1,"s":"BTCUSDT","b":"Infinity","B":"1","a":"1","A":"1"}')
+@example(frame='{"e":"trade","s":"\ud800"}')  # lone surrogate: not UTF-8-encodable
 def test_binance_garbage(frame: Any) -> None:
     run_parser(P.parse_binance, frame, BINANCE_OUT)
 
@@ -298,6 +299,7 @@ def test_clob_mutated_frames(frame: str) -> None:
                '"old_tick_size":"0.01","new_tick_size":"0"}]')  # fmt: skip
 @example(frame='{"event_type":"price_change","market":"m","timestamp":"1",'
                '"price_changes":[{"asset_id":"1","price":"0.5","size":"-3","side":"BUY"}]}')  # fmt: skip
+@example(frame='[{"event_type":"\udfff"}]')  # lone surrogate: not UTF-8-encodable
 def test_clob_garbage(frame: Any) -> None:
     run_parser(P.parse_clob, frame, CLOB_OUT)
 
@@ -311,6 +313,7 @@ def test_rtds_mutated_frames(frame: str) -> None:
 
 @FUZZ
 @given(frame=st.one_of(garbage, _truncated(RTDS)))
+@example(frame='{"topic":"\ud800"}')  # lone surrogate: not UTF-8-encodable
 def test_rtds_garbage(frame: Any) -> None:
     run_parser(P.parse_rtds, frame, RTDS_OUT)
 
@@ -348,6 +351,7 @@ def test_gamma_mutated_documents(doc: str) -> None:
 
 @FUZZ
 @given(doc=st.one_of(garbage, _truncated(GAMMA), values))
+@example(doc="\ud800x")  # lone surrogate: not UTF-8-encodable
 def test_gamma_garbage(doc: Any) -> None:
     run_gamma(doc)
 

@@ -44,6 +44,9 @@ HOLD_CONFIG: dict[str, Any] = {
     "max_consecutive_losses": 1000,
     "take_profit_pct": 10.0,
     "stop_loss_pct": 1.0,
+    # the faults are the subject, not the entry rules: an entry may come again in the same
+    # window after an exit (the product's default is one a window)
+    "max_entries_per_window": 1000,
 }
 
 

@@ -50,6 +50,12 @@ def test_readme_table_is_the_generated_one() -> None:
             assert rows[spec.name] == f"`{shown}`", spec.name
 
 
+def test_env_example_names_only_settings() -> None:
+    warnings: list[str] = []
+    load_settings({}, REPO / ".env.example", warn=warnings.append)
+    assert warnings == []
+
+
 def test_cli_prints_the_same_table() -> None:
     r = subprocess.run(
         [sys.executable, "-m", "services.commands.cli", "settings", "--markdown"],

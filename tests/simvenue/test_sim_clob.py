@@ -55,7 +55,15 @@ def _up(csim: SimProc) -> tuple[str, dict]:
     def with_time_left() -> dict | None:
         st = csim.state()
         start = int(st["current"]["slug"].rsplit("-", 1)[1])
-        return st if start + CSIM_WINDOW_S - time.time() > 8 else None
+        book = st["current"]["books"][st["current"]["up_token"]]
+        # and a book not yet decided (its asks and bids away from 0 and 1), so a far-from-the-
+        # market order rests and a deep book does not end at the first level
+        mid_priced = (
+            book["best_bid"] is not None
+            and book["best_ask"] is not None
+            and 0.05 <= float(book["best_bid"]) <= float(book["best_ask"]) <= 0.95
+        )
+        return st if start + CSIM_WINDOW_S - time.time() > 8 and mid_priced else None
 
     st = wait_for(with_time_left, CSIM_WINDOW_S, what="a window with time left")
     return st["current"]["up_token"], st["current"]

@@ -7,6 +7,7 @@ import time
 
 import httpx
 
+from services.simvenue.market import QUOTER_NOISE_LOGIT
 from tests.simvenue.conftest import SimProc, wait_for
 
 
@@ -17,7 +18,7 @@ def _frames(sim: SimProc) -> int:
 def test_rates_change_at_run_time_and_bad_bodies_are_refused(sim: SimProc) -> None:
     doc = httpx.get(f"{sim.http}/sim/market", timeout=5).json()
     assert doc["book_ticker_hz"] == 10 and doc["clob_update_hz"] == 60
-    assert doc["quoter_noise_sd"] == 0.12
+    assert doc["quoter_noise_sd"] == QUOTER_NOISE_LOGIT
     r = httpx.post(f"{sim.http}/sim/market", json={"quoter_noise_sd": 0.5}, timeout=5)
     assert r.status_code == 200 and r.json()["quoter_noise_sd"] == 0.5
     for bad in ({"nope": 1}, {"book_ticker_hz": -1}, {"clob_update_hz": "fast"}, [1]):
@@ -41,5 +42,5 @@ def test_rates_change_at_run_time_and_bad_bodies_are_refused(sim: SimProc) -> No
     slow = asyncio.run(rate(10))
     fast = asyncio.run(rate(400))
     assert fast > 4 * slow, (slow, fast)
-    httpx.post(f"{sim.http}/sim/market", json={"book_ticker_hz": 10, "quoter_noise_sd": 0.12})
+    httpx.post(f"{sim.http}/sim/market", json={"book_ticker_hz": 10, "quoter_noise_sd": QUOTER_NOISE_LOGIT})
     wait_for(lambda: httpx.get(f"{sim.http}/sim/market").json()["book_ticker_hz"] == 10, 5)

@@ -137,7 +137,8 @@ def test_sim_maker_must_be_the_keys_wallet_and_eoa_makers_can_be_refused(vsim: S
     vsim.fault(name="refuse_eoa_makers")
     try:
         _, r = post(adapter(vsim, 0), buy(token))
-        assert r.outcome == "rejected" and "deposit wallet flow" in r.reason
+        assert r.outcome == "rejected" and r.code == "maker_not_allowed"
+        assert "deposit wallet flow" in r.reason
         _, r = post(adapter(vsim, 3), buy(token))  # the deposit wallet flow still trades
         assert r.outcome == "accepted"
     finally:
@@ -189,7 +190,7 @@ def test_sim_not_ready_then_post_only(vsim: SimProc) -> None:
         lambda: vsim.state()["modes"]["not_ready_until_ns"] < time.time_ns(), 5, what="425 over"
     )
     _, r = post(v, buy(token))
-    assert r.outcome == "rejected" and "post-only" in r.reason
+    assert r.outcome == "rejected" and r.code == "venue_post_only"
     wait_for(lambda: vsim.state()["modes"]["post_only_until_ns"] < time.time_ns(), 5, what="over")
     _, r = post(v, buy(token))
     assert r.outcome == "accepted"
