@@ -72,6 +72,10 @@ STATE_EVERY_NS = NS  # RiskState / PositionState at least once a second
 PENDING_GRACE_NS = 5 * NS  # an intent unanswered this long after expiry is given up on
 EXIT_RETRY_NS = NS  # after a failed exit, wait this long before trying again
 MAX_FILL_KEYS = 2000
+# an ack with these statuses is the order's last word: FOK/FAK orders are matched in full or in
+# part with the rest killed at once (docs.polymarket.com "Order types": FOK/FAK, POST /order
+# status "matched"); "dry_run" is the paper fill's ack. Their fills follow the ack.
+TERMINAL_FILLED = {"matched", "dry_run"}
 TERMINAL_NO_FILL = {"killed", "unmatched", "cancelled", "canceled", "expired", "failed"}
 # entry blocks that are risk controls (also logged to risk.jsonl); the rest are market reasons
 RISK_REASONS = (
@@ -142,6 +146,10 @@ class PendingOrder:
     expires_ns: int
     sent_ns: int
     filled: float = 0.0
+    # the venue's ack said the order is done (FOK/FAK "matched", paper "dry_run"): its fills,
+    # which follow the ack, are all it will get, whatever their size against `size` (a BUY's
+    # collateral is cut to cents, 3.5 shares can fill as 3.49)
+    final: bool = False
 
 
 def snap_down(price: float, tick: float) -> float:
@@ -448,8 +456,14 @@ class StrategyCore(Core):
 
     def on_order_ack(self, msg: OrderAck, now_ns: int) -> Out:
         out: Out = []
-        if msg.status.lower() in TERMINAL_NO_FILL:
-            self._on_no_fill(msg.client_order_id, f"order_{msg.status.lower()}", out)
+        status = msg.status.lower()
+        if status in TERMINAL_NO_FILL:
+            self._on_no_fill(msg.client_order_id, f"order_{status}", out)
+        elif status in TERMINAL_FILLED and (pend := self.pending.get(msg.client_order_id)):
+            if pend.filled > EPS:  # its fills came first: nothing more to wait for
+                del self.pending[msg.client_order_id]
+            else:  # the fills follow: the first one closes it
+                pend.final = True
         return out
 
     def on_market_resolved(self, msg: MarketResolved, now_ns: int) -> Out:
@@ -990,7 +1004,10 @@ class StrategyCore(Core):
                     self.position = None
                 else:
                     self._close(p, "exit", out, closing_key=fill_key(f))
-        if pend is not None and pend.filled >= pend.size - 1e-6:
+        # done on the order's terminal status (its ack), or when its full size is filled; not
+        # on size alone: a filled entry left pending blocked entries and expired as
+        # "intent_unanswered" ~7 s later
+        if pend is not None and (pend.final or pend.filled >= pend.size - 1e-6):
             del self.pending[f.client_order_id]
         out.append((topics.POSITION, self.position_state()))
         out.append((topics.RISK_STATE, self.risk_state()))

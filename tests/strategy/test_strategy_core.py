@@ -25,6 +25,7 @@ from common.schema import (
     ForceExit,
     MarketInfo,
     MarketResolved,
+    OrderAck,
     OrderIntent,
     OrderReject,
     RiskState,
@@ -249,6 +250,37 @@ def test_rejected_entry_gives_the_trade_back() -> None:
     core.step(OrderReject(client_order_id=it.client_order_id, reason="x", ts_ns=0), 0)
     assert core.trades_today == 0 and not core.pending
     assert decision(signal(core, 101)).action == "enter"
+
+
+@pytest.mark.parametrize("status", ["dry_run", "matched"])
+def test_a_filled_order_is_done_on_its_terminal_ack_not_on_size_equality(status: str) -> None:
+    """A FOK/FAK order's ack ("matched"; paper "dry_run") is its last word: its fills are all
+    it gets, even when they are a cent's worth short of the intent (BUY collateral is cut to
+    cents: 3.5 shares filled as 3.49). Before, such an order stayed pending: it blocked entries
+    and ~7 s later risk.jsonl got a spurious "intent_unanswered"."""
+    core = make(max_entries_per_window=2)
+    (it,) = intents(signal(core, 100))
+    short = it.size - 0.01
+    core.step(OrderAck(client_order_id=it.client_order_id, status=status, ts_ack_ns=START), 0)
+    assert it.client_order_id in core.pending  # its fills are still to come
+    core.step(Fill(
+        client_order_id=it.client_order_id, asset_id="U", side="BUY", price=it.limit_price,
+        size=short, fee=0.0, ts_fill_ns=START + 100 * NS, slug=SLUG, outcome="Up",
+    ), 0)
+    assert not core.pending and core.position is not None and core.position.size == short
+    signal(core, 120)  # well past the intent's expiry and the grace
+    assert not [e for e in core.events if e.event == "intent_unanswered"]
+
+
+def test_a_partial_fill_without_a_terminal_ack_stays_pending() -> None:
+    core = make()
+    (it,) = intents(signal(core, 100))
+    core.step(OrderAck(client_order_id=it.client_order_id, status="delayed", ts_ack_ns=START), 0)
+    core.step(Fill(
+        client_order_id=it.client_order_id, asset_id="U", side="BUY", price=it.limit_price,
+        size=it.size / 2, fee=0.0, ts_fill_ns=START + 100 * NS, slug=SLUG, outcome="Up",
+    ), 0)
+    assert it.client_order_id in core.pending  # the venue may still match the rest
 
 
 @pytest.mark.parametrize(
