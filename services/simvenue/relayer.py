@@ -13,7 +13,8 @@ structure that wallet type signs (common/wallets.py), the wallet is `from`'s own
 deposit wallet, the nonce is the next one, a deposit-wallet batch's deadline has not passed.
 A valid one is applied at once (services/simvenue/rpc.py `apply_call`: a redemption pays the
 wallet's winning tokens in pUSD and is listed in the account's `redemptions` in `/sim/state`);
-a call that reverts makes the transaction STATE_FAILED. Not confirmed from public sources: the
+a call that reverts makes the transaction STATE_FAILED. Fault `relayer_down` (`count` or
+`seconds`): `/submit` answers 503 and submits nothing. Not confirmed from public sources: the
 real relayer's error texts (these name the problem) and how it binds an API key to an address
 (here any non-empty key and address are accepted).
 """
@@ -149,6 +150,8 @@ def verify(v: Venue, body: dict[str, Any]) -> tuple[str, list[wallets.Call], str
 
 async def submit(request: Request) -> Response:
     v: Venue = request.app.state.venue
+    if v.take_fault("relayer_down") is not None:  # counted or timed: nothing is submitted
+        return error_response(503, "relayer unavailable (simulated)")
     try:
         _auth(request)
     except PermissionError as e:

@@ -31,7 +31,8 @@ FAULTS = ("drop", "stall", "malformed", "unknown", "duplicate_delta", "out_of_or
           "order_timeout_placed", "slow_ack", "withhold_resolved", "late_resolution",
           # the real venue's order and account behaviours (issue 13; README.md)
           "delayed", "fak_live", "trade_failed", "not_ready", "refuse_eoa_makers",
-          "revoke_approval", "set_balance", "clock_skew", "geoblock", "manual_redemption")
+          "revoke_approval", "set_balance", "clock_skew", "geoblock", "manual_redemption",
+          "relayer_down")
 HEARTBEAT_TIMEOUT_NS = 10 * NS
 # numeric fault fields: (field, smallest allowed); `clock_skew`'s seconds may be negative
 FAULT_NUMBERS = (("count", 1), ("seconds", 0), ("after", 0), ("usd", 0), ("post_only_seconds", 0),

@@ -279,3 +279,93 @@ def test_safe_sets_its_approvals_through_the_relayer(rsim: SimProc) -> None:
         "0xe111180000d2663c0091e4f400237545b87b996b",
         COLLATERAL_ADAPTER.lower(),
     } <= set(approvals["ctf_operators"])
+
+
+def test_relayer_redemption_is_neither_lost_nor_doubled_across_restarts(
+    rsim: SimProc, tmp_path
+) -> None:
+    """Execution's core with a deposit wallet and a ledger row written before anything was sent
+    (a crash right after it): the relayer refuses the first submission (fault `relayer_down`),
+    the row waits with the reason; a restarted core sends it once; another restart follows the
+    relayer transaction to CONFIRMED without sending it again; the wallet is paid once."""
+    from common import topics
+    from services.execution.core import ExecutionCore
+    from services.execution.ledger import Ledger
+    from services.execution.switches import TradingMode
+
+    key = Account.create()
+    funder = funder_of(3, key.address)
+    v = LiveVenue(
+        f"{rsim.http}/clob",
+        Secret(key.key.hex()),
+        log=lambda *a, **k: None,
+        signature_type=3,
+        funder=funder,
+        relayer_url=f"{rsim.http}/relayer",
+        relayer_api_key_address=key.address,
+        **RELAYER_KEY,  # type: ignore[arg-type]
+    )
+    assert v.start()
+
+    def fresh() -> dict | None:
+        cur = rsim.state()["current"]
+        return cur if int(cur["slug"].rsplit("-", 1)[1]) + WINDOW_S - time.time() > 6 else None
+
+    w = wait_for(fresh, 2 * WINDOW_S, what="a window with time left")
+    for token in (w["up_token"], w["down_token"]):
+        it = OrderIntent(
+            client_order_id=f"x{time.time_ns()}",
+            slug=w["slug"],
+            asset_id=token,
+            outcome="Up",
+            side="BUY",
+            order_type="FAK",
+            limit_price=0.99,
+            size=2.0,
+            expires_ns=0,
+            ts_intent_ns=0,
+        )
+        assert v.post(v.sign(it, D("0.99"), D("2")), it).outcome == "accepted"
+    wait_for(
+        lambda: w["condition_id"].lower() in rsim.state()["resolved_conditions"],
+        4 * WINDOW_S,
+        0.5,
+        what="the market resolved",
+    )
+    before = rsim.state()["accounts"][funder.lower()]
+    held = {before["tokens"][w["up_token"]], before["tokens"][w["down_token"]]}
+    win = max(held)  # what the ledger expects does not steer what the venue pays
+    cid = w["condition_id"]
+    live = TradingMode(False, True, True)
+    ledger = Ledger(tmp_path / "trader.db", venue="sim")
+    assert ledger.request_redemption(cid, w["slug"], False, 4.0, win, 1)
+
+    def mine() -> list[dict]:
+        return [
+            x for x in rsim.state()["relayer_transactions"] if x["wallet"].lower() == funder.lower()
+        ]
+
+    rsim.fault(name="relayer_down", count=1)
+    out = ExecutionCore(ledger, live, venue=v).check_redemptions()
+    (row,) = ledger.redemptions(False)
+    assert row["state"] == "awaiting" and "503" in row["detail"]
+    assert [m.state for t, m in out if t == topics.REDEMPTION] == ["awaiting"]
+    assert mine() == []
+    # restart: the waiting row is sent, once
+    ExecutionCore(ledger, live, venue=v).check_redemptions()
+    (row,) = ledger.redemptions(False)
+    assert row["state"] == "sent" and row["tx_hash"].startswith("relayer:")
+    assert len(mine()) == 1
+    # restart again: followed to CONFIRMED, not re-sent
+    out = ExecutionCore(ledger, live, venue=v).check_redemptions()
+    (row,) = ledger.redemptions(False)
+    assert (row["state"], row["cash_returned"]) == ("confirmed", win)
+    assert [m.state for t, m in out if t == topics.REDEMPTION] == ["confirmed"]
+    assert len(mine()) == 1
+    after = rsim.state()["accounts"][funder.lower()]
+    (paid,) = after["redemptions"]  # paid once: the winning side's shares, 1 pUSD each
+    assert any(paid["pusd"] == pytest.approx(h) for h in held)
+    assert after["pusd"] == pytest.approx(before["pusd"] + paid["pusd"])
+    assert paid["tx_hash"] == mine()[0]["transaction_hash"]
+    ledger.close()
+    v.close()
