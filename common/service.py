@@ -11,7 +11,7 @@ import fcntl
 import os
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -56,6 +56,28 @@ def acquire_lock(run_dir: Path, name: str) -> int:
     return fd
 
 
+def lock_holders(run_dir: Path) -> list[tuple[str, int]]:
+    """The services running on a data directory, by the locks they hold (`acquire_lock`):
+    [(name, pid)] sorted by name, for every `run_dir/<name>.lock` some process holds. A lock
+    nobody holds (its process gone) is not listed, whatever pid it still names; pid 0 when a
+    held lock names none."""
+    out: list[tuple[str, int]] = []
+    for path in sorted(run_dir.glob("*.lock")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raw = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                out.append((path.stem, int(raw) if raw.isdigit() else 0))
+        finally:
+            os.close(fd)
+    return out
+
+
 def service_settings(service: str) -> Settings:
     """A service's settings (`.env`, then the environment), read once at start: unknown keys are
     reported on stderr (supervisord keeps it in `logs/<program>.err.log`) naming the closest
@@ -69,6 +91,42 @@ def service_settings(service: str) -> Settings:
         return load_settings(warn=warn)
     except ConfigError as e:
         fail(service, str(e), EXIT_CONFIG)
+
+
+class ParentWatch:
+    """Notices that the supervisor a process was started by is gone.
+
+    Under supervisord (which sets SUPERVISOR_ENABLED=1 in its programs' environment) the parent
+    pid at start is supervisord's; when supervisord dies without stopping its programs
+    (`kill -9`, OOM), the kernel reparents them (to 1, or to the nearest subreaper), so
+    `os.getppid()` changes. An orphaned service must stop: nothing restarts it, `supervisorctl`
+    no longer sees it, and a new tree's copy would fail on its lock. supervisord cannot do this
+    for us: "if supervisord is kill -9ed ... the subprocesses it spawned are still running ...
+    adopted by the init system" (Supervisor/supervisor#168 and PR #199, PR_SET_PDEATHSIG never
+    merged). Outside supervisord (a test, a shell) it never fires, so `python -m services.X` in a
+    terminal is unaffected."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.parent: int | None = os.getppid() if env.get("SUPERVISOR_ENABLED") else None
+        # a slow start (imports under load) can outlive supervisord: then the parent we see
+        # first is already init or a subreaper, not a supervisord
+        self.born_orphan = self.parent is not None and not _is_supervisord(self.parent)
+
+    def orphaned(self) -> bool:
+        """True once the parent at start is no longer our parent, or was not a supervisord to
+        begin with (supervised processes only)."""
+        return self.parent is not None and (self.born_orphan or os.getppid() != self.parent)
+
+
+def _is_supervisord(pid: int) -> bool:
+    """Whether process `pid` runs supervisord (`supervisord` or `python -m supervisor.supervisord`,
+    by /proc/<pid>/cmdline); True where /proc cannot tell (not Linux), so nothing stops wrongly."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"supervisord" in f.read()
+    except OSError:
+        return not os.path.isdir("/proc/self")
 
 
 class ServiceRunner:
@@ -90,6 +148,7 @@ class ServiceRunner:
         self.receivers: list[_Receiver] = []
         self.stopping = False
         self._next_hb = 0
+        self.parent_watch = ParentWatch()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
 
@@ -187,6 +246,8 @@ class ServiceRunner:
                     self.on_timer(now_ns())
                     next_timer = t + timer_ms * 1_000_000
                 if t >= self._next_hb:
+                    if self._orphaned():
+                        break
                     self.heartbeat()
                     self._next_hb = t + HEARTBEAT_INTERVAL_NS
         except BusError as e:
@@ -241,6 +302,8 @@ class ServiceRunner:
                 if timer_ms is not None:
                     self.on_timer(now_ns())
                 if t >= next_hb:
+                    if self._orphaned():
+                        break
                     self.heartbeat()
                     next_hb = t + HEARTBEAT_INTERVAL_NS
                 try:
@@ -263,6 +326,18 @@ class ServiceRunner:
             self.log.write(self.stream, "service_stopping", pid=os.getpid(), code=code)
             self.close(receivers)
         return code
+
+    def _orphaned(self) -> bool:
+        """Checked every heartbeat (1 s): the supervisor is gone, log it and stop cleanly."""
+        if not self.parent_watch.orphaned():
+            return False
+        self.log.error(
+            "supervisor_gone",
+            parent_was=self.parent_watch.parent,
+            parent_now=os.getppid(),
+            action="stopping: an orphaned service is restarted by no one and blocks a new tree",
+        )
+        return True
 
     def close(self, receivers: list[_Receiver]) -> None:
         for r in receivers:

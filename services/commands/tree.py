@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 import configparser
-import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+from common.service import lock_holders
 from common.supervisor import (
     SupervisorClient,
     SupervisorError,
@@ -84,6 +85,33 @@ def _program_lines(client: SupervisorClient) -> tuple[list[str], bool]:
     return lines, all_up
 
 
+def _run_dir(conf: Path) -> Path:
+    """Where the services' locks are: the settings' run directory (POLYEDGE_DATA_DIR/run), or
+    the config's `data/run` when the settings do not load."""
+    from common.config import ConfigError, load_settings
+
+    try:
+        return load_settings(warn=None).run_dir
+    except ConfigError:
+        return conf.parent / "data" / "run"
+
+
+def _orphans(conf: Path) -> str | None:
+    """A sentence naming the service processes that hold their locks while no supervisord
+    answers (a supervisord killed with -9 leaves them running), or None when there are none."""
+    run_dir = _run_dir(conf)
+    held = lock_holders(run_dir)
+    if not held:
+        return None
+    names = ", ".join(f"{n} pid {p}" for n, p in held)
+    pids = " ".join(str(p) for _, p in held if p)
+    return (
+        f"service processes still run on {run_dir.parent} without a supervisord: {names} "
+        "(their supervisord was killed?); each stops by itself within seconds once it notices "
+        f"its supervisor is gone; if they do not: kill {pids}"
+    )
+
+
 def status(conf: Path) -> int:
     client = SupervisorClient(_server_url(conf))
     try:
@@ -91,6 +119,9 @@ def status(conf: Path) -> int:
         lines, all_up = _program_lines(client)
     except TreeNotRunning:
         _say(f"not running: no supervisord answers on {client.server_url} (config {conf})")
+        orphans = _orphans(conf)
+        if orphans:
+            _say(orphans)
         return EXIT_NOT_RUNNING
     except TreeShuttingDown:
         _say(
@@ -157,14 +188,49 @@ def preflight(conf: Path) -> str | None:
     )
 
 
+UP_WAIT_S = 20.0  # supervisord daemonizes at once; its socket answers within a second or two
+
+
 def up(conf: Path) -> int:
-    reason = preflight(conf)
+    reason = preflight(conf) or _orphans(conf)
     if reason is not None:
         _say(reason)
         return EXIT_REFUSED
-    # the stable interface itself, in this interpreter (the one the package is installed in)
-    os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])
-    return EXIT_OK  # not reached
+    # the stable interface itself, in this interpreter (the one the package is installed in);
+    # supervisord daemonizes (nodaemon=false) and this returns once it has
+    r = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])
+    if r.returncode != 0:
+        _say(f"supervisord -c {conf} exited {r.returncode}; see logs/supervisord.log")
+        return r.returncode
+    client = SupervisorClient(_server_url(conf))
+    deadline = time.monotonic() + UP_WAIT_S
+    while True:
+        try:
+            ident = client.identity()
+            lines, _ = _program_lines(client)
+            break
+        except (TreeNotRunning, TreeShuttingDown, SupervisorError):
+            if time.monotonic() > deadline:
+                _say(f"supervisord started but does not answer on {client.server_url} after "
+                     f"{UP_WAIT_S:g} s; see logs/supervisord.log")
+                return EXIT_NOT_RUNNING
+            time.sleep(0.2)
+    print(f"started {ident.describe()}, socket {client.path}")
+    print("\n".join(lines))
+    print(f"dashboard: {_dashboard_url()}  (`polyedge status` to look again, "
+          "`polyedge down` to stop)")
+    return EXIT_OK
+
+
+def _dashboard_url() -> str:
+    from common.config import ConfigError, load_settings
+
+    try:
+        api = load_settings(warn=None).api
+    except ConfigError:
+        return "http://127.0.0.1:8080/"
+    host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host
+    return f"http://{host}:{api.port}/"
 
 
 def main(cmd: str, argv: list[str]) -> int:

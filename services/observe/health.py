@@ -201,8 +201,8 @@ def health(
     core: ObserveCore, now_ns: int, feeds: dict[str, dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     """The /health document: `ok`, `problems` (what makes it not ok, each with its reason),
-    `warnings` (worth knowing, not failing: a refused config file edit, supervisord not
-    answering), `unmanaged` (a sentence when a position is open and strategy or execution is
+    `warnings` (worth knowing, not failing: a refused config file edit, supervisord not asked
+    yet; a supervisord that stopped answering is a problem), `unmanaged` (a sentence when a position is open and strategy or execution is
     not alive, else None), `services`, `feeds`, `config_errors` and the probe `pipeline`."""
     services = services_doc(core, now_ns)
     feeds = feeds if feeds is not None else feeds_doc(core, now_ns)
@@ -222,7 +222,15 @@ def health(
         )
     sup = core.supervision
     if sup.supervised and not sup.current(now_ns):
-        warnings.append(f"supervisord not answering: {sup.error or 'no answer yet'}")
+        if sup.error or sup.ts_ns:
+            # a supervised tree whose supervisord is gone (kill -9) or stuck: nothing restarts a
+            # program that stops, and `polyedge status`/`up` cannot see the programs: not ok
+            problems.append(
+                f"supervisord not answering: {sup.error or 'no answer for more than 5 s'}"
+                " (nothing restarts a program that stops)"
+            )
+        else:
+            warnings.append("supervisord not answering: no answer yet")
     unmanaged = None
     p = core.position
     down = [n for n in MANAGERS if not services[n]["alive"]]

@@ -136,6 +136,16 @@ def main(argv: list[str] | None = None) -> int:
             await asyncio.sleep(0.02)
         if server.started:
             print(f"simvenue listening on http://{args.host}:{bound_port}", flush=True)
+        from common.service import ParentWatch
+
+        watch = ParentWatch()  # supervisord gone (kill -9): stop, as the services do
+        while not task.done():
+            await asyncio.wait({task}, timeout=1.0)
+            if not task.done() and watch.orphaned():
+                print(f"simvenue: supervisor (pid {watch.parent}) is gone; stopping",
+                      file=sys.stderr, flush=True)
+                server.should_exit = True
+                await task
         await task
 
     try:

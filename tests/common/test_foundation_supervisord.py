@@ -267,6 +267,9 @@ def test_down_waits_until_the_tree_is_gone() -> None:
     sup = Supervised(env)
     r = _polyedge(sup, "up")  # the wrapper starts the tree through supervisord itself
     assert r.returncode == 0, r.stderr
+    # and says what it started and where the dashboard is
+    assert "started supervisord pid" in r.stdout and "strategy" in r.stdout, r.stdout
+    assert f"dashboard: http://127.0.0.1:{env['API_PORT']}/" in r.stdout, r.stdout
     try:
         st = sup.wait_running(SERVICES, 30)
         pids = [sup.pid(n) for n in SERVICES]
@@ -283,3 +286,96 @@ def test_down_waits_until_the_tree_is_gone() -> None:
     finally:
         if (root / "data" / "run" / "supervisord.pid").exists():
             sup.stop()
+
+
+def _tree_env(root, **extra: str) -> dict[str, str]:  # noqa: ANN001 - a Path
+    from tests.conftest import free_port
+
+    (root / "data" / "run").mkdir(parents=True)
+    (root / "logs").mkdir()
+    return {
+        "POLYEDGE_DATA_DIR": str(root / "data"),
+        "LOG_DIR": str(root / "logs"),
+        "DATABASE_URL": f"sqlite:{root / 'data' / 'trader.db'}",
+        "API_PORT": str(free_port()),
+        "POLYEDGE_ROOT": str(root),
+        **extra,
+    }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by init) counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_kill_9_of_supervisord_stops_every_program() -> None:
+    """supervisord killed with -9 cannot stop its programs (Supervisor/supervisor#168); each
+    notices its parent is gone and stops, instead of running on as an orphan."""
+    from tests.conftest import free_port
+
+    root = short_tmpdir()
+    env = _tree_env(root, POLYEDGE_VENUE="sim", SIM_PORT=str(free_port()), SIM_WINDOW_SECONDS="20")
+    sup = Supervised(env)
+    sup.start()
+    pidfile = root / "data" / "run" / "supervisord.pid"
+    try:
+        sup.wait_running((*SERVICES, "simvenue"), 40)
+        pids = {n: sup.pid(n) for n in (*SERVICES, "simvenue")}
+        assert all(p > 0 for p in pids.values()), pids
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        try:
+            wait_for(
+                lambda: not [n for n, p in pids.items() if _alive(p)],
+                20,
+                what="every program to exit after supervisord was killed",
+            )
+        except AssertionError as e:
+            left = [n for n, p in pids.items() if _alive(p)]
+            raise AssertionError(f"{e}; still running: {left}") from None
+        errors = (root / "logs" / "errors.jsonl")
+        if errors.exists():
+            assert "supervisor_gone" in errors.read_text()
+        # nothing left holding a lock: status says not running and names no service
+        r = _polyedge(sup, "status")
+        assert r.returncode == 4 and "not running" in r.stderr, r.stderr
+        assert "without a supervisord" not in r.stderr, r.stderr
+    finally:
+        for p in list(locals().get("pids", {}).values()):
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def test_status_and_up_name_services_running_without_supervisord() -> None:
+    root = short_tmpdir()
+    env = _tree_env(root)
+    sup = Supervised(env)
+    # a service process holding its lock on this data directory, with no supervisord
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from common.service import acquire_lock;"
+         f"acquire_lock(Path({str(root / 'data' / 'run')!r}), 'strategy');"
+         "print('locked', flush=True); time.sleep(120)"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        r = _polyedge(sup, "status")
+        assert r.returncode == 4 and "not running" in r.stderr, r.stderr
+        assert f"strategy pid {holder.pid}" in r.stderr, r.stderr
+        r = _polyedge(sup, "up")
+        assert r.returncode == 3 and f"strategy pid {holder.pid}" in r.stderr, r.stderr
+        assert not (root / "data" / "run" / "supervisord.pid").exists()  # nothing started
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock file stays, naming the dead pid: not a running service
+    r = _polyedge(sup, "status")
+    assert "without a supervisord" not in r.stderr, r.stderr

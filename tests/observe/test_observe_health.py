@@ -137,13 +137,15 @@ def test_without_supervisord_heartbeats_alone_decide() -> None:
     assert doc["ok"] is True and doc["supervised"] is False and doc["warnings"] == []
     assert doc["services"]["strategy"]["supervisor_state"] is None
     assert "simvenue" not in doc["services"]
-    # supervised, but supervisord has not answered for longer than the bound: said, not hidden
+    # supervised, not asked yet (observe just started): a warning only
     c.supervision.supervised = True
+    doc = health(c, NOW)
+    assert doc["ok"] is True and doc["warnings"] == ["supervisord not answering: no answer yet"]
+    # supervised, but supervisord does not answer (killed): not ok, nothing restarts anything
     c.supervision.error = "connection refused"
     doc = health(c, NOW)
-    assert doc["ok"] is True and doc["warnings"] == [
-        "supervisord not answering: connection refused"
-    ]
+    assert doc["ok"] is False and doc["warnings"] == []
+    assert any("supervisord not answering: connection refused" in p for p in doc["problems"])
 
 
 def test_feeds_down_or_stale_are_problems_with_their_reason() -> None:
