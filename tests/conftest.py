@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -23,6 +24,27 @@ SEED_MODEL = {
     "blend_bias": 0.0,
     "vol_scale": 1.0,
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_dirs() -> Iterator[Path]:
+    """Every test, and every process a test starts (they inherit this environment), uses a data
+    dir, log dir and database of its own under /tmp: never the repository's data/ and logs/,
+    where an operator's config overrides (data/config.json), ledger or logs would change what is
+    tested (a bad override file failed the backtest tests). Tests that need their own still set
+    them (iso_env, the observe harness, chaos trees)."""
+    root = short_tmpdir()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("POLYEDGE_DATA_DIR", str(root / "data"))
+    mp.setenv("LOG_DIR", str(root / "logs"))
+    mp.setenv("DATABASE_URL", f"sqlite:{root / 'data' / 'trader.db'}")
+    (root / "data" / "run").mkdir(parents=True)
+    (root / "logs").mkdir()
+    try:
+        yield root
+    finally:
+        mp.undo()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
