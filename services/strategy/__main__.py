@@ -3,7 +3,10 @@
 Around the core it persists the core's state to SQLite after every step (before what the step
 emitted goes out), writes the operator's config changes to the overrides file in the data
 directory atomically (the shipped defaults file is never written), and watches both files for
-edits (reloaded through the same validation, merged, so an edit never resets another field)."""
+edits (reloaded through the same validation, merged, so an edit never resets another field).
+While it runs on its last good config because an edit of the files was refused, a config update
+(POST /api/config) is refused too (409 naming the file and its errors): applying it would
+rewrite the overrides file and silently destroy the operator's hand edit."""
 
 from __future__ import annotations
 
@@ -16,7 +19,16 @@ from common import topics
 from common.bus import Puller, Pusher, Subscriber
 from common.config import ConfigError, overrides_of, trading_book
 from common.core import Emitted
-from common.schema import ConfigSnapshot, Msg, OrderIntent, OrderReject, TradeClosed, to_dict
+from common.schema import (
+    ConfigSnapshot,
+    ConfigUpdate,
+    ControlReply,
+    Msg,
+    OrderIntent,
+    OrderReject,
+    TradeClosed,
+    to_dict,
+)
 from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.strategy.core import STATE_EVERY_NS, StrategyCore
 from services.strategy.store import (
@@ -148,10 +160,33 @@ class StrategyRunner(ServiceRunner):
             self.last_snapshot = msg
         super().send(topic, msg)
 
+    def step(self, msg: Any, now: int) -> None:
+        """As ServiceRunner.step, but a config update while an edit of the config files stands
+        refused is itself refused: it would rewrite the file the operator edited."""
+        if isinstance(msg, ConfigUpdate):
+            self.reload_config_files(now)  # the operator may have fixed the file meanwhile
+            err = self.config_file_error
+            if err is not None:
+                path = self.config_files.overrides_path or self.config_files.defaults_path
+                fields = "; ".join(f"{k}: {v}" for k, v in err.get("errors", {}).items())
+                error = (
+                    f"config file {err.get('source') or path} was edited and refused "
+                    f"({fields or err.get('message')}); strategy runs on its last good config. "
+                    "Fix or remove that file first: applying this change would overwrite it"
+                )
+                self.log.write("risk", "config_update_refused", "WARNING", error=error)
+                super().send(
+                    topics.CONTROL_REPLY,
+                    ControlReply(request_id=msg.request_id, ok=False, ts_ns=now, error=error),
+                )
+                return
+        super().step(msg, now)
+
     def write_overrides(self, snap: ConfigSnapshot) -> None:
         """The operator's fields (those differing from the defaults) to the overrides file."""
         try:
             self.config_files.write_overrides(overrides_of(snap.config, self.core.defaults))
+            self.config_file_error = None  # the file in force is a good one again
         except OSError as e:
             # applied in memory and published; only the write-back failed: say so loudly
             self.log.error(
@@ -172,6 +207,11 @@ class StrategyRunner(ServiceRunner):
                 # observe applies a trade's P&L by its closing row, so repeats are harmless
                 for closed in self.replayed_closes:
                     super().send(topics.TRADE_CLOSED, closed)
+        self.reload_config_files(now)
+
+    def reload_config_files(self, now: int) -> None:
+        """Reload the config files when either changed since the last look; a refused edit is
+        kept in `config_file_error` (heartbeat) until the files are good again."""
         if not self.config_files.changed():
             return
         try:

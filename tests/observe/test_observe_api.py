@@ -198,6 +198,42 @@ def test_config_valid_is_applied_by_strategy(stack: Stack) -> None:
     )
 
 
+def test_config_post_after_a_refused_hand_edit_is_409_and_keeps_the_file(stack: Stack) -> None:
+    """A hand edit strategy refused stays on disk: a POST /api/config meanwhile is refused with
+    409 naming the file and its errors (applying it would rewrite the file from the last good
+    config and silently drop the edit). Once the file is good, the refusal clears at once and a
+    POST applies."""
+    path = Path(stack.env["POLYEDGE_DATA_DIR"]) / "config.json"
+    before = path.read_text() if path.exists() else None
+    bad = '{"stake_per_trade_usd": "lots", "typo_key": 1}'
+    try:
+        path.write_text(bad)
+        wait_for(
+            lambda: stack.obs.get("/health").json()["config_errors"], 10, what="the refusal"
+        )
+        r = stack.obs.post("/api/config", {"max_trades_per_day": 4})
+        assert r.status_code == 409, r.text
+        err = r.json()["error"]
+        assert str(path) in err and "stake_per_trade_usd" in err and "typo_key" in err, err
+        assert path.read_text() == bad  # the operator's edit is still there, untouched
+        assert stack.obs.get("/api/config").json()["config"]["max_trades_per_day"] != 4
+
+        path.write_text(json.dumps({"max_trades_per_day": 5}))  # fixed by hand
+        wait_for(
+            lambda: not stack.obs.get("/health").json()["config_errors"],
+            10,
+            what="the refusal to clear once the file is good",
+        )
+        r = stack.obs.post("/api/config", {"max_trades_per_day": 4})
+        assert r.status_code == 200, r.text
+        assert json.loads(path.read_text())["max_trades_per_day"] == 4
+    finally:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(before)
+
+
 def test_emergency_stop_round_trip_halts_strategy(stack: Stack) -> None:
     r = stack.obs.post("/api/emergency-stop", {"reason": "test"})
     assert r.status_code == 200, r.text
