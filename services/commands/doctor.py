@@ -149,6 +149,26 @@ def run_checks(settings: Settings, *, now: float | None = None) -> list[Check]:
                 )
             )
 
+    # winning tokens pay nothing until redeemed (PROTOCOLS.md section 7): EOAs on chain, the
+    # other wallets gasless through the relayer, which needs a relayer API key
+    if sig_type == 0:
+        via = f"on chain through {settings.urls['POLYGON_RPC_URL']} (gas in POL)"
+        out.append(Check("redemption", "PASS", f"winnings redeemed {via}"))
+    elif settings.relayer_api_key is not None and settings.relayer_api_key_address:
+        via = f"gasless through the relayer {settings.urls['RELAYER_URL']}"
+        out.append(Check("redemption", "PASS", f"winnings redeemed {via}"))
+    else:
+        out.append(
+            Check(
+                "redemption",
+                "WARN",
+                f"no RELAYER_API_KEY / RELAYER_API_KEY_ADDRESS: a {name} wallet redeems through "
+                "the relayer, so winnings stay 'awaiting redemption'",
+                "create a relayer API key on polymarket.com and set RELAYER_API_KEY and "
+                "RELAYER_API_KEY_ADDRESS (or redeem on polymarket.com)",
+            )
+        )
+
     host = settings.urls["CLOB_API_URL"]
     try:
         venue = LiveVenue(

@@ -145,6 +145,9 @@ def test_doctor_names_wallet_misconfigurations(sim: Sim) -> None:
     )
     assert code == 0, text
     assert by_name(doc)["wallet"]["status"] == "PASS"
+    # without a relayer API key the wallet cannot redeem: said, not a blocker
+    red = by_name(doc)["redemption"]
+    assert red["status"] == "WARN" and "RELAYER_API_KEY" in red["fix"]
     # missing funder: the settings themselves are refused, naming it
     code, doc, _ = doctor(live_env(sim, key, SIGNATURE_TYPE="1"))
     assert code == 2 and "FUNDER" in by_name(doc)["settings"]["detail"]
@@ -204,6 +207,7 @@ def test_doctor_fix_approvals_of_a_deposit_wallet_go_through_the_relayer(sim: Si
     sim.fault(name="revoke_approval", address=funder)
     code, doc, _ = doctor(env)
     assert code == 1 and by_name(doc)["approvals"]["status"] == "FAIL"
+    assert by_name(doc)["redemption"]["status"] == "PASS"
     code, _, text = doctor(env, "--fix-approvals", stdin="y\n")
     assert code == 0, text
     assert "as one relayer transaction" in text and "/relayer" in text
