@@ -13,6 +13,7 @@ Supervisor behaviours relied on (supervisor 4.x, `supervisor/rpcinterface.py`, `
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import time
 import xmlrpc.client
@@ -55,6 +56,8 @@ class ProgramState:
     since_s: float
     exit_status: int
     spawn_error: str
+    started_s: float = 0.0  # unix seconds of the last start (0: never started)
+    stderr_path: str = ""  # the program's stderr log file ("" when supervisord has none)
 
     @property
     def running(self) -> bool:
@@ -152,6 +155,8 @@ class SupervisorClient:
                 else float(info.get("stop") or info.get("start") or 0),
                 exit_status=int(info.get("exitstatus") or 0),
                 spawn_error=str(info.get("spawnerr") or ""),
+                started_s=float(info.get("start") or 0),
+                stderr_path=str(info.get("stderr_logfile") or ""),
             )
         return out
 
@@ -190,6 +195,21 @@ class SupervisorClient:
                 pass
             time.sleep(poll_s)
         return False
+
+
+def why_not_running(p: ProgramState, stderr: str) -> str:
+    """The stderr line that says why `p` is not running, from its last run only; "" for a
+    deliberate stop (STOPPED: supervisord's state is the whole story) and when the stderr log
+    was last written before the last start (the line is an old, unrelated run's)."""
+    if p.state == "STOPPED":
+        return ""
+    if p.stderr_path and p.started_s:
+        try:
+            if os.stat(p.stderr_path).st_mtime < p.started_s - 1.0:  # supervisord: 1 s stamps
+                return ""
+        except OSError:
+            pass
+    return last_words(stderr)
 
 
 def last_words(stderr: str, limit: int = 300) -> str:

@@ -24,7 +24,7 @@ from common.supervisor import (
     SupervisorError,
     TreeNotRunning,
     TreeShuttingDown,
-    last_words,
+    why_not_running,
 )
 from common.topics import PUBLISHERS
 from services.observe.alerts import AlertRules, Alerts, AlertSender
@@ -73,7 +73,7 @@ async def watch_supervisor(core: ObserveCore, sock: Path, runner: ServiceRunner)
                         reason = ""
                         if not p.running:
                             tail = await asyncio.to_thread(client.stderr_tail, p.name)
-                            reason = last_words(tail)
+                            reason = why_not_running(p, tail)
                             sup.reasons[p.name] = reason
                         runner.log.write(
                             "risk",

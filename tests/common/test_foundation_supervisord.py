@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -379,3 +380,31 @@ def test_status_and_up_name_services_running_without_supervisord() -> None:
     # the lock file stays, naming the dead pid: not a running service
     r = _polyedge(sup, "status")
     assert "without a supervisord" not in r.stderr, r.stderr
+
+
+def test_why_not_running_shows_only_the_last_runs_stderr_and_nothing_for_a_stop(
+    tmp_path: Path,
+) -> None:
+    """After a deliberate `supervisorctl stop` the problem text is supervisord's state alone,
+    and an exit shows a stderr line only when the log was written in the last run (an old,
+    unrelated traceback was shown as the reason)."""
+    from common.supervisor import ProgramState, why_not_running
+
+    log = tmp_path / "signal.err.log"
+    log.write_text("Traceback: an old crash\n")
+    old = time.time() - 3600
+    os.utime(log, (old, old))
+
+    def prog(state: str, started_s: float) -> ProgramState:
+        return ProgramState(
+            name="signal", state=state, pid=0, description="", since_s=started_s + 5,
+            exit_status=1, spawn_error="", started_s=started_s, stderr_path=str(log),
+        )
+
+    tail = log.read_text()
+    assert why_not_running(prog("STOPPED", time.time() - 10), tail) == ""
+    assert why_not_running(prog("EXITED", time.time() - 10), tail) == ""  # written before start
+    log.write_text(tail + "polyedge signal: invalid configuration\n")  # this run's last words
+    assert why_not_running(prog("BACKOFF", time.time() - 10), log.read_text()) == (
+        "polyedge signal: invalid configuration"
+    )
