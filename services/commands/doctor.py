@@ -177,6 +177,7 @@ def run_checks(settings: Settings, *, now: float | None = None) -> list[Check]:
             log=lambda *a, **k: None,
             signature_type=sig_type if wallet_ok else 0,
             funder=funder if wallet_ok else "",
+            rpc_url=settings.urls["POLYGON_RPC_URL"],  # the approvals are read on chain
         )
     except ValueError as e:
         out.append(Check("venue", "FAIL", str(e), "fix the wallet settings above"))
@@ -246,24 +247,7 @@ def run_checks(settings: Settings, *, now: float | None = None) -> list[Check]:
             "" if balance > 0 else f"empty balance: deposit pUSD to {who}",
         )
     )
-    missing = [n for n, a in REQUIRED_ALLOWANCES.items() if allowances.get(a.lower(), 0) <= 0]
-    optional = [n for n, a in OPTIONAL_ALLOWANCES.items() if allowances.get(a.lower(), 0) <= 0]
-    out.append(
-        Check(
-            "approvals",
-            "FAIL" if missing else "PASS",
-            (
-                f"missing approval: pUSD allowance for {', '.join(missing)}"
-                if missing
-                else "pUSD allowance for " + ", ".join(REQUIRED_ALLOWANCES)
-            )
-            + (f" (not needed here: {', '.join(optional)})" if optional else ""),
-            "`polyedge doctor --fix-approvals` (EOA: on chain; proxy, Safe, deposit wallet: "
-            "through the relayer, needs RELAYER_API_KEY)"
-            if missing
-            else "",
-        )
-    )
+    out.append(approvals_check(venue, allowances))
     try:
         venue.heartbeat_once()
         out.append(Check("heartbeat", "PASS", "an exchange heartbeat was accepted"))
@@ -271,6 +255,45 @@ def run_checks(settings: Settings, *, now: float | None = None) -> list[Check]:
         out.append(Check("heartbeat", "FAIL", e.reason, "check the API key and the venue"))
     venue.close()
     return out
+
+
+FIX_HINT = (
+    "`polyedge doctor --fix-approvals` (EOA: on chain; proxy, Safe, deposit wallet: "
+    "through the relayer, needs RELAYER_API_KEY)"
+)
+
+
+def approvals_check(venue: Any, allowances: dict[str, int]) -> Check:
+    """Every approval the funder wallet needs (`LiveVenue.required_approvals`: pUSD allowance
+    to the CTF Exchange V2, CTF operator approvals for the exchange and the collateral adapter),
+    read on chain through POLYGON_RPC_URL. Without an answer from the chain only the pUSD
+    allowance can be told (from the CLOB's balance-allowance, `allowances`), and the CTF
+    operators are a WARN, never a PASS."""
+    from services.execution.core import VenueError
+
+    try:
+        state = venue.approval_state()
+    except VenueError as e:
+        missing = [n for n, a in REQUIRED_ALLOWANCES.items() if allowances.get(a.lower(), 0) <= 0]
+        if missing:
+            return Check("approvals", "FAIL",
+                         f"missing approval: pUSD allowance for {', '.join(missing)}", FIX_HINT)
+        return Check(
+            "approvals", "WARN",
+            "pUSD allowance for " + ", ".join(REQUIRED_ALLOWANCES) + " is set; the CTF operator "
+            f"approvals (selling, redemption) could not be read: {e.reason}",
+            "set POLYGON_RPC_URL to a Polygon JSON-RPC endpoint",
+        )
+    missing = [a for a in state if not a.granted]
+    if missing:
+        return Check(
+            "approvals", "FAIL",
+            "missing approval: " + "; ".join(
+                f"{a.name} ({a.spender_name} {a.spender})" for a in missing),
+            FIX_HINT,
+        )
+    return Check("approvals", "PASS",
+                 "; ".join(f"{a.name} ({a.spender_name})" for a in state) + " set")
 
 
 def fix_approvals(settings: Settings, ask: Any = input) -> int:
@@ -293,14 +316,17 @@ def fix_approvals(settings: Settings, ask: Any = input) -> int:
         relayer_api_key=settings.relayer_api_key,
         relayer_api_key_address=settings.relayer_api_key_address or "",
     )
-    plan = venue.approvals_to_send()
+    plan = venue.approvals_to_send()  # only the missing ones, when the chain can tell
+    if not plan:
+        print("nothing to send: every approval is already set")
+        return 0
     # EOAs send transactions (gas in POL); proxy, Safe and deposit wallets one gasless batch
     # through Polymarket's relayer (polymarket-client 0.14 `setup_trading_approvals`)
     relayed = settings.signature_type != 0
     via = settings.urls["RELAYER_URL" if relayed else "POLYGON_RPC_URL"]
     print(f"from {settings.funder or 'the key'} through {via}:")
-    for name, to, _ in plan:
-        print(f"  - {name} (contract {to})")
+    for name, _to, _ in plan:
+        print(f"  - {name}")
     what = (
         f"these {len(plan)} approvals as one relayer transaction"
         if relayed

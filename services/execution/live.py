@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import msgspec
 from py_clob_client_v2 import ClobClient
 from py_clob_client_v2.clob_types import (
     ApiCreds,
@@ -80,6 +81,26 @@ CTF_EXCHANGE_V2 = "0xE111180000d2663C0091e4f400237545B87B996B"
 APPROVE_SELECTOR = bytes.fromhex("095ea7b3")  # approve(address,uint256)
 SET_APPROVAL_FOR_ALL_SELECTOR = bytes.fromhex("a22cb465")  # setApprovalForAll(address,bool)
 MAX_UINT256 = 2**256 - 1
+ALLOWANCE_SELECTOR = bytes.fromhex("dd62ed3e")  # allowance(address,address)
+IS_APPROVED_FOR_ALL_SELECTOR = bytes.fromhex("e985e9c5")  # isApprovedForAll(address,address)
+
+
+class Approval(msgspec.Struct, frozen=True):
+    """One approval the funder wallet needs: `contract` (pUSD or CTF) lets `spender` (named
+    `spender_name`) move its pUSD (`kind` "allowance") or its outcome tokens ("operator");
+    `calldata` grants it; `granted` True/False once read on chain, None when unknown."""
+
+    name: str
+    contract: str
+    spender: str
+    spender_name: str
+    kind: str
+    calldata: bytes
+    granted: bool | None = None
+
+    def describe(self) -> str:
+        what = "pUSD approve" if self.kind == "allowance" else "CTF setApprovalForAll"
+        return f"{self.name}: {what} {self.spender_name} {self.spender} (on {self.contract})"
 
 # venue error text -> (code, clear reason); first match wins, lower-cased substring match
 ERROR_MAP: tuple[tuple[str, str, str], ...] = (
@@ -959,30 +980,71 @@ class LiveVenue:
         raw = "0x" + signed.raw_transaction.hex().removeprefix("0x")
         return str(self._rpc("eth_sendRawTransaction", [raw]))
 
-    def approvals_to_send(self) -> list[tuple[str, str, bytes]]:
-        """(name, contract, calldata) of every approval trading and redemption need."""
+    def required_approvals(self) -> list[Approval]:
+        """Every approval the funder wallet needs to trade a binary (not neg-risk) market and
+        redeem it (polymarket-client 0.14 `_required_trading_approvals`, the binary subset;
+        PROTOCOLS.md section 7): pUSD allowance to the CTF Exchange V2 (buying), CTF
+        `setApprovalForAll` for the CTF Exchange V2 (selling outcome tokens) and for the
+        collateral adapter (redemption). `granted` is None here (see `approval_state`)."""
         from eth_abi.abi import encode as abi_encode
 
+        def entry(name: str, contract: str, spender: str, who: str, kind: str) -> Approval:
+            if kind == "allowance":
+                data = APPROVE_SELECTOR + abi_encode(["address", "uint256"], [spender, MAX_UINT256])
+            else:
+                data = SET_APPROVAL_FOR_ALL_SELECTOR + abi_encode(["address", "bool"], [spender, True])
+            return Approval(name, contract, spender, who, kind, data)
+
         return [
-            (
-                "pUSD allowance for the CTF Exchange V2",
-                PUSD,
-                APPROVE_SELECTOR
-                + abi_encode(["address", "uint256"], [CTF_EXCHANGE_V2, MAX_UINT256]),
-            ),
-            (
-                "outcome tokens (CTF) operator: the CTF Exchange V2",
-                CTF,
-                SET_APPROVAL_FOR_ALL_SELECTOR
-                + abi_encode(["address", "bool"], [CTF_EXCHANGE_V2, True]),
-            ),
-            (
-                "outcome tokens (CTF) operator: the collateral adapter (redemption)",
-                CTF,
-                SET_APPROVAL_FOR_ALL_SELECTOR
-                + abi_encode(["address", "bool"], [COLLATERAL_ADAPTER, True]),
-            ),
+            entry("pUSD allowance (buy)", PUSD, CTF_EXCHANGE_V2, "CTF Exchange V2", "allowance"),
+            entry("CTF operator (sell)", CTF, CTF_EXCHANGE_V2, "CTF Exchange V2", "operator"),
+            entry("CTF operator (redeem)", CTF, COLLATERAL_ADAPTER, "collateral adapter",
+                  "operator"),
         ]
+
+    def approval_owner(self) -> str:
+        """The wallet that holds funds and tokens, whose approvals count: FUNDER, else the key's
+        own address (EOA)."""
+        if self.funder:
+            return self.funder
+        from eth_account import Account
+
+        return str(Account.from_key(self._key.reveal()).address)
+
+    def approval_state(self) -> list[Approval]:
+        """`required_approvals` with `granted` read on chain through `rpc_url` (eth_call of pUSD
+        `allowance(owner, spender)` > 0 and CTF `isApprovedForAll(owner, operator)`), for the
+        funder wallet (`approval_owner`). Raises VenueError without `rpc_url` or when the RPC
+        fails."""
+        from eth_abi.abi import encode as abi_encode
+
+        if not self.rpc_url:
+            raise VenueError("no POLYGON_RPC_URL to read the approvals from")
+        owner = self.approval_owner()
+        out = []
+        for a in self.required_approvals():
+            if a.kind == "allowance":
+                data = ALLOWANCE_SELECTOR + abi_encode(["address", "address"], [owner, a.spender])
+            else:
+                data = IS_APPROVED_FOR_ALL_SELECTOR + abi_encode(
+                    ["address", "address"], [owner, a.spender]
+                )
+            raw = self._rpc("eth_call", [{"to": a.contract, "data": "0x" + data.hex()}, "latest"])
+            try:
+                value = int(str(raw), 16)
+            except ValueError:
+                raise VenueError(f"unreadable eth_call answer {str(raw)[:80]!r}") from None
+            out.append(msgspec.structs.replace(a, granted=value > 0))
+        return out
+
+    def approvals_to_send(self) -> list[tuple[str, str, bytes]]:
+        """(name naming the spender, contract, calldata) of every approval the wallet still
+        lacks (`approval_state`; all of them when no RPC is configured to tell)."""
+        try:
+            todo = [a for a in self.approval_state() if not a.granted]
+        except VenueError:
+            todo = self.required_approvals()
+        return [(a.describe(), a.contract, a.calldata) for a in todo]
 
     def set_approvals(self, wait_s: float = 60.0) -> list[tuple[str, str]]:
         """Send every approval; [(name, transaction hash or `relayer:<id>`)]. EOA wallets
@@ -991,6 +1053,8 @@ class LiveVenue:
         and this waits up to `wait_s` for it to be confirmed. Raises VenueError."""
         if self.signature_type != 0:
             todo = self.approvals_to_send()
+            if not todo:
+                return []
             ref = self._relayer_submit([(to, data) for _n, to, data in todo], "Set approvals")
             deadline = time.monotonic() + wait_s
             while True:

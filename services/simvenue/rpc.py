@@ -1,5 +1,6 @@
 """The subset of Polygon JSON-RPC (`POST /rpc`) that redeeming and approving from an EOA wallet
-use: chain id, nonce, gas price and estimate, `eth_sendRawTransaction` of a signed legacy
+use: chain id, nonce, gas price and estimate, `eth_call` of pUSD `allowance` and CTF
+`isApprovedForAll`, `eth_sendRawTransaction` of a signed legacy
 transaction calling `redeemPositions(pUSD, 0x0, conditionId, [1, 2])` on the collateral adapter,
 pUSD `approve(spender, amount)` or CTF `setApprovalForAll(operator, bool)`, and receipts.
 
@@ -107,7 +108,33 @@ def send_raw(v: Venue, raw_hex: str) -> str:
     return tx_hash
 
 
+ALLOWANCE_SELECTOR = keccak(text="allowance(address,address)")[:4]
+IS_APPROVED_FOR_ALL_SELECTOR = keccak(text="isApprovedForAll(address,address)")[:4]
+MAX_UINT = 2**256 - 1
+
+
+def call(v: Venue, to_addr: str, data: bytes) -> str:
+    """`eth_call` of the two reads the approvals need: pUSD `allowance(owner, spender)` and CTF
+    `isApprovedForAll(owner, operator)`; a 32-byte word. Raises RpcError for any other call."""
+    selector = data[:4]
+    if to_addr.lower() == COLLATERAL.lower() and selector == ALLOWANCE_SELECTOR:
+        owner, spender = abi_decode(["address", "address"], data[4:])
+        acct = v.account(owner)
+        amount = acct["allowances"].get(spender.lower(), 0)
+        if spender.lower() == EXCHANGE_V2.lower():  # the venue's `approved` flag is the truth
+            amount = (amount or MAX_UINT) if acct["approved"] else 0
+        return "0x" + amount.to_bytes(32, "big").hex()
+    if to_addr.lower() == CTF.lower() and selector == IS_APPROVED_FOR_ALL_SELECTOR:
+        owner, operator = abi_decode(["address", "address"], data[4:])
+        on = operator.lower() in v.account(owner)["operators"]
+        return "0x" + int(on).to_bytes(32, "big").hex()
+    raise RpcError(-32000, "execution reverted")
+
+
 def handle(v: Venue, method: str, params: list[Any]) -> Any:
+    if method == "eth_call":
+        req = params[0]
+        return call(v, str(req["to"]), bytes.fromhex(str(req["data"]).removeprefix("0x")))
     if method == "eth_chainId":
         return hex(CHAIN_ID)
     if method == "eth_blockNumber":

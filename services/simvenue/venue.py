@@ -34,6 +34,10 @@ FAULTS = ("drop", "stall", "malformed", "unknown", "duplicate_delta", "out_of_or
           "revoke_approval", "set_balance", "clock_skew", "geoblock", "manual_redemption",
           "relayer_down")
 HEARTBEAT_TIMEOUT_NS = 10 * NS
+# the CTF operators of an approved account: the CTF Exchange V2 (sell) and the collateral
+# adapter (redeem); lower-case, as rpc.py stores them
+NEW_ACCOUNT_OPERATORS = ("0xe111180000d2663c0091e4f400237545b87b996b",
+                         "0xada100db00ca00073811820692005400218fce1f")
 # numeric fault fields: (field, smallest allowed); `clock_skew`'s seconds may be negative
 FAULT_NUMBERS = (("count", 1), ("seconds", 0), ("after", 0), ("usd", 0), ("post_only_seconds", 0),
                  ("after_s", 0), ("fill_after_s", 0))
@@ -362,10 +366,18 @@ class Venue:
                 self.approve_new = bool(f.get("restore", False))
             for a in who or list(self.accounts):
                 acct = self.account(a)
+                restore = bool(f.get("restore", False))
                 if name == "set_balance":
                     acct["usdc"] = int(float(f.get("usd", 0)) * 1e6)
-                else:
-                    acct["approved"] = bool(f.get("restore", False))
+                elif f.get("operator"):  # one CTF operator approval only
+                    op = str(f["operator"]).lower()
+                    if restore:
+                        acct["operators"].add(op)
+                    else:
+                        acct["operators"].discard(op)
+                else:  # every approval: the pUSD allowance and the CTF operators
+                    acct["approved"] = restore
+                    acct["operators"] = set(NEW_ACCOUNT_OPERATORS) if restore else set()
         else:  # counted or timed: gamma_5xx, ..., slow_ack, delayed, fak_live, trade_failed
             if seconds is not None and "count" not in f:
                 self.timed[name] = now + int(float(seconds) * NS)
@@ -401,9 +413,11 @@ class Venue:
         """The account of `address`: `usdc` and `tokens` in micro-units, opened at `balance_usd`."""
         a = self.accounts.get(address.lower())
         if a is None:
+            # an approved new account has every approval a binary market needs: pUSD to the
+            # exchange and the CTF operator approvals for selling and redeeming (`polyedge doctor`)
             a = {"usdc": int(self.opts.balance_usd * 1e6), "tokens": {},
                  "approved": self.approve_new, "redemptions": [], "allowances": {},
-                 "operators": set()}
+                 "operators": set(NEW_ACCOUNT_OPERATORS) if self.approve_new else set()}
             self.accounts[address.lower()] = a
         return a
 

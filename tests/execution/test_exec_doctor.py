@@ -217,3 +217,36 @@ def test_doctor_fix_approvals_of_a_deposit_wallet_go_through_the_relayer(sim: Si
     (tx,) = [x for x in st["relayer_transactions"] if x["wallet"].lower() == funder.lower()]
     assert tx["state"] == "STATE_CONFIRMED" and tx["type"] == "WALLET"
     assert key.removeprefix("0x") not in text and "sim-relayer-key" not in text
+
+
+def test_doctor_checks_every_approval_and_fixes_only_the_missing_one(sim: Sim) -> None:
+    """The CTF operator approval for the exchange (selling) is missing, the pUSD allowance and
+    the adapter's operator approval are set: doctor FAILs naming that spender (read on chain
+    through the simulated venue's JSON-RPC, eth_call isApprovedForAll), and --fix-approvals
+    proposes and sends that one approval alone (it used to pass and propose all three)."""
+    exchange = "0xE111180000d2663C0091e4f400237545B87B996B"
+    adapter = "0xAdA100Db00Ca00073811820692005400218FcE1f"
+    key = Account.create().key.hex()
+    address = Account.from_key(key).address
+    env = live_env(sim, key)
+    sim.fault(name="revoke_approval", address=address, operator=exchange)
+    acct = sim.state()["accounts"][address.lower()]["approvals"]
+    assert acct["pusd_ctf_exchange"] is True and acct["ctf_operators"] == [adapter.lower()]
+    code, doc, text = doctor(env)
+    ap = by_name(doc)["approvals"]
+    assert code == 1 and ap["status"] == "FAIL", text
+    assert "CTF operator (sell)" in ap["detail"] and exchange in ap["detail"], ap
+    assert "pUSD" not in ap["detail"] and "redeem" not in ap["detail"], ap
+    code, _, text = doctor(env, "--fix-approvals", stdin="y\n")
+    assert code == 0, text
+    assert "these 1 transactions" in text and text.count(" confirmed") == 1, text
+    # the listing names the spender, not only the contract
+    assert f"CTF setApprovalForAll CTF Exchange V2 {exchange}" in text, text
+    ops = sim.state()["accounts"][address.lower()]["approvals"]["ctf_operators"]
+    assert set(ops) == {exchange.lower(), adapter.lower()}
+    # all set: doctor passes naming all three, and there is nothing to send
+    code, doc, text = doctor(env)
+    ap = by_name(doc)["approvals"]
+    assert ap["status"] == "PASS" and "CTF operator (redeem)" in ap["detail"], ap
+    code, _, text = doctor(env, "--fix-approvals", stdin="")
+    assert code == 0 and "nothing to send" in text, text
