@@ -128,6 +128,7 @@ def feeds_doc(
     cached one: sorting every window five times a second would cost the bus reader)."""
     out: dict[str, dict[str, Any]] = {}
     stale_ms = float(core.config.get("stale_after_ms", FEED_STALE_MS))
+    ingest_down = _ingest_down(core, now_ns)
     for feed in FEEDS:
         last = core.feed_last_ns.get(feed, 0)
         age = _age_ms(now_ns, last)
@@ -169,8 +170,20 @@ def feeds_doc(
             doc["reason"] = f"stale: {heard}" + (f" ({fs.detail})" if fs and fs.detail else "")
         else:
             doc["reason"] = ""
+        if ingest_down and not disabled:
+            # ingest reports the feeds: with it down, the last status heard is not the truth
+            doc.update(connected=None, stale=True, unknown=True, reason=f"unknown: {ingest_down}")
         out[feed] = doc
     return out
+
+
+def _ingest_down(core: ObserveCore, now_ns: int) -> str:
+    """Why ingest is known to be down: supervisord does not run it ("" otherwise; a silent
+    ingest's feeds go stale by their own age)."""
+    prog = core.supervision.current(now_ns).get("ingest")
+    if prog is not None and not prog.running:
+        return f"ingest {prog.state}"
+    return ""
 
 
 def data_flow(feeds: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -274,3 +274,18 @@ def test_chart_history_is_rebuilt_from_the_recorded_signals(tmp_path: Path) -> N
     assert [round(p, 2) for _, p, _ in hist["prob"]] == [0.5, 0.51, 0.52, 0.53, 0.54]
     assert {m for _, _, m in hist["prob"]} == {0.51}
     rec.close()
+
+
+def test_feeds_are_unknown_while_ingest_is_down() -> None:
+    """Ingest reports the feeds: with supervisord not running it, its last word is not the
+    truth (the table said `gamma ok` with ingest stopped)."""
+    c = healthy()
+    doc = health(c, NOW + S // 2)
+    assert all(not f["reason"] for f in doc["feeds"].values()), doc["feeds"]
+    supervise(c, NOW + S // 2, ingest="STOPPED")
+    doc = health(c, NOW + S // 2)
+    for name, f in doc["feeds"].items():
+        assert f["reason"] == "unknown: ingest STOPPED" and f["stale"], (name, f)
+    assert doc["ok"] is False
+    supervise(c, NOW + S // 2)  # running again: the feeds' own status counts
+    assert not health(c, NOW + S // 2)["feeds"]["gamma"]["reason"]

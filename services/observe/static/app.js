@@ -305,9 +305,9 @@ function renderHealth(d) {
   // feeds: state, age of the last message, lag (coloured by the same bounds as the latency
   // table), and why a feed is down
   $("feeds").innerHTML = Object.entries(d.feeds || {}).map(([n, f]) => {
-    const st = f.disabled ? ["off", "sev-none"] : f.connected === false ? ["down", "sev-critical"] : f.stale ? ["stale", "sev-warning"] : f.age_ms === null ? ["no data", "sev-none"] : ["ok", "sev-ok"];
+    const st = f.disabled ? ["off", "sev-none"] : f.unknown ? ["unknown", "sev-none"] : f.connected === false ? ["down", "sev-critical"] : f.stale ? ["stale", "sev-warning"] : f.age_ms === null ? ["no data", "sev-none"] : ["ok", "sev-ok"];
     const lagCls = f.lag_ms === null || f.lag_ms === undefined ? "muted" : `sev-${sevOf(f.lag_ms, f.lag_thresholds || THRESH)}`;
-    const why = (f.connected === false || f.stale) && f.detail ? `<tr><td></td><td colspan="4" class="feed-reason">${esc(f.detail)}</td></tr>` : "";
+    const why = f.unknown ? `<tr><td></td><td colspan="4" class="feed-reason">${esc(f.reason)}</td></tr>` : (f.connected === false || f.stale) && f.detail ? `<tr><td></td><td colspan="4" class="feed-reason">${esc(f.detail)}</td></tr>` : "";
     return `<tr id="feed-${esc(n)}"><td>${esc(n)}</td><td class="${st[1]}">${st[0]}</td><td class="r mono">${ageFmt(f.age_ms)}</td><td class="r mono ${lagCls}">${ageFmt(f.lag_ms)}</td><td class="r mono">${f.reconnects ?? "—"}</td></tr>${why}`;
   }).join("");
 
