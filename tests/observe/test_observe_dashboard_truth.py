@@ -2,7 +2,8 @@
 Chromium: the "Not healthy" strip clears as soon as /health is ok again (the strip's className
 write dropped "hidden"); with no data (API_TOKEN set, no token in the browser) the mode badge and
 the position say unknown, not "DRY RUN" and "flat"; Enter in the token dialog saves the token; the
-page fits a 420 px phone; a boolean config field is a choice, not free text."""
+page fits a 420 px phone; a boolean config field is a choice, not free text; a signal that
+stopped is marked stale."""
 
 from __future__ import annotations
 
@@ -137,4 +138,23 @@ def test_page_fits_a_phone(page_factory: Any) -> None:  # noqa: F811
         assert width <= 420, width
     finally:
         obs.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_signal_that_stopped_is_marked_stale(page_factory: Any) -> None:  # noqa: F811
+    root = short_tmpdir()
+    env, obs, strategy, hot = start_stack(root, with_strategy=False)
+    try:
+        page = page_factory()
+        page.goto(obs.base + "/")
+        wait_for(lambda: text(page, "#sig-age").startswith("age "), 10, what="a fresh signal")
+        assert "sev-warning" not in (page.locator("#sig-age").get_attribute("class") or "")
+        hot.stop_flag.set()  # the stand-in hot path (signal among it) goes quiet
+        hot.thread.join(5)
+        wait_for(lambda: "stale" in text(page, "#sig-age"), 10, what="the signal marked stale")
+        assert "sev-warning" in (page.locator("#sig-age").get_attribute("class") or "")
+        assert text(page, "#sig-side") == "Up"  # the last score, still shown, but marked
+    finally:
+        obs.stop()
+        hot.close()
         shutil.rmtree(root, ignore_errors=True)

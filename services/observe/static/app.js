@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "polyedge.apiToken";
 const MAX_POINTS = 4000;
 const THRESH = { warning: 200, critical: 500, stale: 1000 };
+const SIGNAL_STALE_MS = 3000;  // signal scores several times a second: 3 s without one is stale
 
 let token = localStorage.getItem(TOKEN_KEY) || "";
 let state = null;
@@ -202,6 +203,12 @@ function render(d) {
   const up = d.books && d.books.up;
   $("sig-side").textContent = s ? s.side : "—";
   setCls($("sig-side"), "side", s ? s.side : "none");
+  // the last score heard, with its age: a signal that stopped is marked stale, not shown as now
+  const sigAge = s && s.ts_ns ? (d.ts_ns - s.ts_ns) / 1e6 : null;
+  const sigStale = sigAge !== null && sigAge > SIGNAL_STALE_MS;
+  $("sig-age").textContent = sigAge === null ? "" : sigStale ? `stale · ${ageFmt(sigAge)} old` : `age ${ageFmt(sigAge)}`;
+  setCls($("sig-age"), "sub", sigStale ? "sev-warning" : "");
+  $("sig-side").style.opacity = sigStale ? "0.45" : "";
   $("sig-score").textContent = s ? fmt(s.score, 3) : "—";
   $("sig-edge").textContent = s ? pct(s.edge_pct, 1) : "—";
   $("sig-pup").textContent = s ? pct(s.p_up, 1) : "—";
