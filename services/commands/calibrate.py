@@ -118,14 +118,24 @@ def read_markets(path: Path) -> list[CalMarket]:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)} in the header")
     out: list[CalMarket] = []
     for n, r in enumerate(rows, 2):
-        try:
-            start, end = int(r["start_ts"]), int(r["end_ts"])
-            ptb = float(r["price_to_beat"]) if (r["price_to_beat"] or "").strip() else None
-            winner = (r["winner"] or "").strip()
-            settlement = (r["settlement"] or "").strip()
-            lookback = int(r.get("twap_lookback_s") or 0)
-        except (TypeError, ValueError) as e:
-            raise InputError(f"{path}:{n}: {e}") from None
+
+        def cell(col: str, kind: type, r: dict = r, n: int = n) -> Any:
+            raw = (r.get(col) or "").strip()
+            try:
+                return kind(raw)
+            except (TypeError, ValueError):
+                what = "a whole number" if kind is int else "a number"
+                raise InputError(
+                    f"{path}:{n}: column {col}: expected {what}, got {raw!r}"
+                ) from None
+
+        start, end = cell("start_ts", int), cell("end_ts", int)
+        ptb = cell("price_to_beat", float) if (r["price_to_beat"] or "").strip() else None
+        winner = (r["winner"] or "").strip()
+        settlement = (r["settlement"] or "").strip()
+        lookback = cell("twap_lookback_s", int) if (r.get("twap_lookback_s") or "").strip() else 0
+        if ptb is not None and not math.isfinite(ptb):
+            raise InputError(f"{path}:{n}: column price_to_beat: expected a number, got {ptb}")
         if winner not in ("Up", "Down"):
             raise InputError(f"{path}:{n}: winner must be Up or Down, got {winner!r}")
         if settlement not in ("spot", "twap"):
@@ -456,6 +466,13 @@ def split_day(markets: list[CalMarket], day: str | None) -> str:
     """The first test day: `day`, else the day boundary putting closest to half the markets
     before it (ties: more training). Raises InputError when no split leaves both sides."""
     days = sorted({m.day for m in markets})
+    if day is not None:
+        try:
+            ok = len(day) == 10 and datetime.strptime(day, "%Y-%m-%d").strftime("%Y-%m-%d") == day
+        except ValueError:
+            ok = False
+        if not ok:
+            raise InputError(f"--split-day {day!r}: not a date (YYYY-MM-DD)")
     if day is None:
         if len(days) < 2:
             raise InputError(f"--fit needs markets of at least two UTC days, got {days}")
@@ -656,6 +673,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
+def _cellf(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
 def _print_text(doc: dict[str, Any]) -> None:
     w = sys.stdout.write
     if "fit" in doc:
@@ -669,12 +690,18 @@ def _print_text(doc: dict[str, Any]) -> None:
     w(f"markets {doc['markets']}  brier {doc['brier']}  log loss {doc['log_loss']}")
     if "brier_market" in doc:
         w(f"  (market {doc['brier_market']}, blend {doc['brier_blend']})")
-    w("\n seconds_left      n   brier_model  brier_market  brier_blend  logloss_model\n")
+    # the market and blend columns only when there were quotes to score them on (no `nan`)
+    quoted = any("brier_market" in r for r in doc["points"])
+    w("\n seconds_left      n   brier_model"
+      + ("  brier_market  brier_blend" if quoted else "") + "  logloss_model\n")
     for r in doc["points"]:
+        market = (
+            f" {_cellf(r.get('brier_market')):>13} {_cellf(r.get('brier_blend')):>12}"
+            if quoted else ""
+        )
         w(
-            f" {r['seconds_left']:>12} {r['n']:>6} {r['brier']:>13.4f}"
-            f" {r.get('brier_market', float('nan')):>13.4f}"
-            f" {r.get('brier_blend', float('nan')):>12.4f} {r['log_loss']:>14.4f}\n"
+            f" {r['seconds_left']:>12} {r['n']:>6} {r['brier']:>13.4f}{market}"
+            f" {r['log_loss']:>14.4f}\n"
         )
     if doc.get("skipped"):
         w(f"skipped: {doc['skipped']}\n")

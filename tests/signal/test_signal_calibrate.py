@@ -164,6 +164,37 @@ def test_bad_input_is_named(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert r.returncode == 2 and "--prices PATH, --quotes QUOTES.jsonl, or both" in r.stderr
+    # a bad cell names the file, the line and the column
+    for row, col, got in (
+        ("x,1,301,abc,Up,spot,0", "price_to_beat", "'abc'"),
+        ("x,soon,301,,Up,spot,0", "start_ts", "'soon'"),
+        ("x,1,301,nan,Up,spot,0", "price_to_beat", "nan"),
+        ("x,1,301,,Up,twap,sixty", "twap_lookback_s", "'sixty'"),
+    ):
+        (tmp_path / "m.csv").write_text(HEADER + row + "\n")
+        with pytest.raises(calibrate.InputError) as e:
+            calibrate.read_markets(tmp_path / "m.csv")
+        assert f"m.csv:2: column {col}: expected" in str(e.value) and got in str(e.value), row
+
+
+def test_split_day_must_be_a_date_and_no_quotes_means_no_market_columns(tmp_path: Path) -> None:
+    markets, path, _ = _world(tmp_path, 12, DAY + 7200)
+    for bad in ("notaday", "2026-13-45", "12-03-2026"):
+        r = subprocess.run(
+            [sys.executable, "-m", "services.commands.cli", "calibrate", "--markets", str(markets),
+             "--prices", str(path), "--fit", "--split-day", bad],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert r.returncode == 2 and f"--split-day {bad!r}: not a date (YYYY-MM-DD)" in r.stderr, (
+            r.stderr)
+    r = subprocess.run(
+        [sys.executable, "-m", "services.commands.cli", "calibrate", "--markets", str(markets),
+         "--prices", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "nan" not in r.stdout and "brier_market" not in r.stdout, r.stdout
+    assert "brier_model" in r.stdout and "logloss_model" in r.stdout
 
 
 def test_fit_recovers_a_known_world_out_of_sample(tmp_path: Path) -> None:
