@@ -39,6 +39,7 @@ from common.config import (
     config_hash,
     config_to_dict,
     load_settings,
+    trading_book,
     validate_strategy_config,
 )
 from common.engine import Engine, Node
@@ -68,7 +69,7 @@ from services.ingest.capture import CaptureLine, capture_files, read_capture
 from services.ingest.core import IngestCore, VenueEvents
 from services.signal.core import SignalCore
 from services.strategy.core import StrategyCore
-from services.strategy.store import running_config_version
+from services.strategy.store import book_key, running_config_version
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -548,7 +549,11 @@ def config_used(
     h = config_hash(config)
     version = None
     try:
-        version = running_config_version(load_settings(warn=None).database_path, h)
+        settings = load_settings(warn=None)
+        # the book the settings trade in (the running tree's): each book numbers its versions
+        version = running_config_version(
+            settings.database_path, h, book_key(*trading_book(settings))
+        )
     except ConfigError:
         pass  # a bad environment only loses the version, never the report
     doc = loaded.provenance(version)

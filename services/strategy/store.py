@@ -204,19 +204,29 @@ def ledger_settlements(
     return out
 
 
-def running_config_version(db_path: str | os.PathLike[str], config_hash: str) -> int | None:
+def running_config_version(
+    db_path: str | os.PathLike[str], config_hash: str, book: str | None = None
+) -> int | None:
     """The config version the running strategy applied, when its config has `config_hash`
-    (read only, for reports); None when the database, the state or the hash does not match."""
+    (read only, for reports); None when the database, the state or the hash does not match.
+    `book` (`book_key(venue, mode)`, the settings' own): only that book's state counts: each
+    book numbers its versions itself, so another book's v1 is not this tree's v8."""
     p = Path(db_path)
     if not p.exists():
         return None
     try:
         conn = connect(p, readonly=True)
         try:
-            rows = conn.execute(
-                "SELECT value FROM strategy_state WHERE key=? OR key LIKE ? ORDER BY ts_ns DESC",
-                (CORE_KEY, CORE_KEY + ":%"),
-            ).fetchall()
+            if book is not None:
+                rows = conn.execute(
+                    "SELECT value FROM strategy_state WHERE key=?", (book,)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT value FROM strategy_state WHERE key=? OR key LIKE ? "
+                    "ORDER BY ts_ns DESC",
+                    (CORE_KEY, CORE_KEY + ":%"),
+                ).fetchall()
         finally:
             conn.close()
     except sqlite3.Error:

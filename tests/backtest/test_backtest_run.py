@@ -287,3 +287,27 @@ def test_report_names_the_config_it_used(tmp_path: Path) -> None:
     ).stdout
     assert text.startswith(f"config config/config.json + {data / 'config.json'}  version ")
     assert edited["hash"] in text.splitlines()[0]
+
+
+def test_config_version_is_the_running_books_not_another_books(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each book (venue x paper/real) numbers its config versions: with the paper sim tree at
+    v8 and a real-mode book saved later at v1 with the same config, the backtest's report names
+    v8, the version of the book its settings trade in (it printed `version 1`)."""
+    from common.config import StrategyConfigFiles, config_hash
+    from services.commands.backtest import config_used
+    from services.strategy.store import StateStore, book_key
+
+    files = StrategyConfigFiles(REPO / "config" / "config.json", use_overrides=False)
+    cfg = files.load().config
+    h = config_hash(cfg)
+    db = tmp_path / "trader.db"
+    store = StateStore(db)
+    store.save({"config_hash": h, "config_version": 8}, 1_000, book_key("sim", "paper"))
+    store.save({"config_hash": h, "config_version": 1}, 2_000, book_key("sim", "real"))
+    store.close()
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:{db}")
+    monkeypatch.setenv("POLYEDGE_VENUE", "sim")
+    monkeypatch.setenv("DRY_RUN", "true")
+    assert config_used(files, cfg, [])["version"] == 8
