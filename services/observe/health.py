@@ -233,6 +233,9 @@ def health(
         warnings.append(
             f"{e['service']} refused {e['path']} (runs on its last good config): {e['error']}"
         )
+    for name, hb in core.heartbeats.items():  # a service's own warnings (strategy: config)
+        for w in (hb.detail.get("warnings") or []) if hb is not None else []:
+            warnings.append(f"{name}: {w}")
     sup = core.supervision
     if sup.supervised and not sup.current(now_ns):
         if sup.error or sup.ts_ns:

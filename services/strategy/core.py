@@ -213,6 +213,7 @@ class StrategyCore(Core):
         self.closed_trades: list[dict[str, Any]] = []
         self._next_state_ns = 0
         self._last_block = ""
+        self.window_warning = ""  # the config's entry window cannot fit the market's window
         self._last_exit_try_ns = 0
         self._intent_n = 0
         self.force_exit_waiting = ""  # a ForceExit's reason, while the market's terms are unknown
@@ -612,6 +613,26 @@ class StrategyCore(Core):
                 **details,
             )
 
+    def _check_window_fits(self, cfg: Any, window_s: float) -> None:
+        """Set `window_warning` (and log it once, WARNING) when entries can never happen in a
+        market of `window_s` seconds: `entry_window_min_sec` + `min_seconds_before_close` leave
+        no second to enter (e.g. 45 + 30 with the simulated venue's 20 s windows). Cleared when
+        the config or the window changes so that they fit."""
+        opens, closes = cfg.entry_window_min_sec, cfg.min_seconds_before_close
+        text = ""
+        if window_s > 0 and opens + closes >= window_s:
+            text = (
+                f"no entry can happen: entry_window_min_sec {opens:g} + "
+                f"min_seconds_before_close {closes:g} >= the market's window of {window_s:g} s; "
+                "lower them (data/config.json or POST /api/config)"
+            )
+        if text != self.window_warning:
+            self.window_warning = text
+            if text:
+                self.log("strategy", "entry_window_cannot_open", "WARNING", window_s=window_s,
+                         entry_window_min_sec=opens, min_seconds_before_close=closes,
+                         message=text)
+
     def entry_block(self, s: SignalScore) -> tuple[str, dict[str, Any]]:
         """Why no entry on this signal ("" if none), with the numbers behind the reason."""
         cfg = self.config
@@ -672,6 +693,7 @@ class StrategyCore(Core):
                 return first_block
         elapsed = (self.now_ns - m.window_start_ns) / NS
         remaining = (m.window_end_ns - self.now_ns) / NS
+        self._check_window_fits(cfg, (m.window_end_ns - m.window_start_ns) / NS)
         if elapsed < cfg.entry_window_min_sec:
             return "entry_window_not_open", {"elapsed_s": elapsed}
         if remaining < cfg.min_seconds_before_close:
@@ -1321,4 +1343,5 @@ class StrategyCore(Core):
             "trades_today": self.trades_today,
             "daily_pnl": round(self.daily_pnl, 4),
             "loss_streak": self.loss_streak,
+            "warnings": [self.window_warning] if self.window_warning else [],
         }

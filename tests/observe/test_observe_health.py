@@ -289,3 +289,11 @@ def test_feeds_are_unknown_while_ingest_is_down() -> None:
     assert doc["ok"] is False
     supervise(c, NOW + S // 2)  # running again: the feeds' own status counts
     assert not health(c, NOW + S // 2)["feeds"]["gamma"]["reason"]
+
+
+def test_a_service_warning_reaches_health_warnings() -> None:
+    c = healthy()
+    text = "no entry can happen: entry_window_min_sec 45 + min_seconds_before_close 30 >= ..."
+    beat(c, "strategy", NOW, warnings=[text])
+    doc = health(c, NOW + S // 2)
+    assert doc["ok"] is True and f"strategy: {text}" in doc["warnings"], doc

@@ -178,6 +178,29 @@ def test_gate_blocks_below_threshold(kwargs: dict[str, Any], blocked_reason: str
     assert intents(out) == []
 
 
+def test_a_config_whose_entry_window_cannot_fit_the_market_warns_once() -> None:
+    """20 s windows (SIM_WINDOW_SECONDS=20) with the shipped 45 s + 30 s: every decision would
+    be entry_window_not_open forever; said once in the log and in the heartbeat's warnings."""
+    core = Recorded(StrategyConfig(), None)
+    core.step(market(window_end_ns=START + 20 * NS), 0)
+    for elapsed in (5, 10, 15):
+        out = signal(core, elapsed)
+        assert decision(out).reason == "entry_window_not_open"
+    warned = [e for e in core.events if e.event == "entry_window_cannot_open"]
+    assert len(warned) == 1 and warned[0].level == "WARNING", core.events
+    (w,) = core.status()["warnings"]
+    assert "entry_window_min_sec 45 + min_seconds_before_close 30" in w and "20 s" in w, w
+    # a config that fits the window clears it (and 5 s in, the window is open)
+    fits = make(entry_window_min_sec=5, min_seconds_before_close=5)
+    fits.step(market(window_end_ns=START + 20 * NS), 0)
+    out = signal(fits, 8)
+    assert decision(out).action == "enter", decision(out)
+    assert fits.status()["warnings"] == []
+    assert not [e for e in fits.events if e.event == "entry_window_cannot_open"]
+    # the shipped 300 s markets: no warning
+    assert make().status()["warnings"] == []
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
