@@ -320,10 +320,14 @@ def _alive(pid: int) -> bool:
 def test_kill_9_of_supervisord_stops_every_program() -> None:
     """supervisord killed with -9 cannot stop its programs (Supervisor/supervisor#168); each
     notices its parent is gone and stops, instead of running on as an orphan."""
+    from eth_account import Account
+
     from tests.conftest import free_port
 
+    key = Account.create().key.hex()  # a throwaway key, on the simulated venue only
     root = short_tmpdir()
-    env = _tree_env(root, POLYEDGE_VENUE="sim", SIM_PORT=str(free_port()), SIM_WINDOW_SECONDS="20")
+    env = _tree_env(root, POLYEDGE_VENUE="sim", SIM_PORT=str(free_port()), SIM_WINDOW_SECONDS="20",
+                    PRIVATE_KEY=key)
     sup = Supervised(env)
     sup.start()
     pidfile = root / "data" / "run" / "supervisord.pid"
@@ -331,6 +335,15 @@ def test_kill_9_of_supervisord_stops_every_program() -> None:
         sup.wait_running((*SERVICES, "simvenue"), 40)
         pids = {n: sup.pid(n) for n in (*SERVICES, "simvenue")}
         assert all(p > 0 for p in pids.values()), pids
+        # the observe process never holds the key, not even in its inherited environment
+        # (/proc/<pid>/environ is what the process was started with: os.environ.pop cannot
+        # change it; supervisord.conf gives observe PRIVATE_KEY="")
+        def environ(pid: int) -> dict[str, str]:
+            raw = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            return dict(kv.decode().split("=", 1) for kv in raw if b"=" in kv)
+
+        assert environ(pids["observe"]).get("PRIVATE_KEY", "") == ""
+        assert environ(pids["execution"]).get("PRIVATE_KEY") == key  # the test can see it
         os.kill(int(pidfile.read_text()), signal.SIGKILL)
         try:
             wait_for(
