@@ -222,6 +222,13 @@ async def _until_stop(ctx: FeedContext, coro: Any) -> str | None:
     stopper = asyncio.ensure_future(ctx.stop.wait())
     try:
         await asyncio.wait({sess, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        # the service is stopping (its tasks are cancelled): the session goes too and its end
+        # is collected here, else its ConnectionClosedError is printed to stderr as "Task
+        # exception was never retrieved" on every clean stop
+        sess.cancel()
+        await asyncio.gather(sess, return_exceptions=True)
+        raise
     finally:
         stopper.cancel()
     if sess.done():

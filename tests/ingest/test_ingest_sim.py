@@ -533,3 +533,29 @@ def test_withheld_market_resolved_is_taken_from_rest(rig: Rig) -> None:
     got = tap.resolved[n]
     assert got.source in ("gamma", "clob_rest"), got
     assert rig.state()["withheld_resolutions"] >= 1
+
+
+def test_a_clean_stop_writes_no_traceback(sim: tuple[int, subprocess.Popen, Path]) -> None:
+    """SIGTERM (supervisorctl stop) with every feed connected: exit 0 and nothing on stderr
+    about the sessions it closed (it wrote "Task exception was never retrieved ...
+    ConnectionClosedError" tracebacks for binance, clob and the price feed)."""
+    port = sim[0]
+    root = short_tmpdir()
+    p, _ = _start(root, port, {})
+    tap = Tap(f"ipc://{(root / 'data' / 'run').resolve()}/ingest.sock")
+    try:
+        wait_for(
+            lambda: all(
+                f in tap.pump().status and not tap.status[f].stale
+                for f in ("binance", "clob", "price_feed")
+            ),
+            20,
+            what="every socket feed connected",
+        )
+    finally:
+        code = _stop(p)
+        tap.sub.close()
+        out = (root / "ingest.out").read_text()
+        shutil.rmtree(root, ignore_errors=True)
+    assert code == 0, out[-3000:]
+    assert "Traceback" not in out and "never retrieved" not in out, out[-3000:]
