@@ -108,10 +108,17 @@ class ParentWatch:
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
-        self.parent: int | None = os.getppid() if env.get("SUPERVISOR_ENABLED") else None
-        # a slow start (imports under load) can outlive supervisord: then the parent we see
-        # first is already init or a subreaper, not a supervisord
-        self.born_orphan = self.parent is not None and not _is_supervisord(self.parent)
+        ppid = os.getppid()
+        self.parent: int | None = None
+        self.born_orphan = False
+        if env.get("SUPERVISOR_ENABLED"):
+            if _is_supervisord(ppid):
+                self.parent = ppid
+            elif ppid == 1:
+                # a slow start (imports under load) outlived supervisord: already adopted by init
+                self.parent, self.born_orphan = ppid, True
+            # else: started by something else that inherited supervisord's environment (a
+            # test run under supervisord, a shell in a program): not ours to watch
 
     def orphaned(self) -> bool:
         """True once the parent at start is no longer our parent, or was not a supervisord to
@@ -124,7 +131,10 @@ def _is_supervisord(pid: int) -> bool:
     by /proc/<pid>/cmdline); True where /proc cannot tell (not Linux), so nothing stops wrongly."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"supervisord" in f.read()
+            argv = f.read().split(b"\0")
+        # `supervisord ...`, `python /usr/bin/supervisord ...`, `python -m supervisor.supervisord`
+        return any(a.rsplit(b"/", 1)[-1] == b"supervisord" or a == b"supervisor.supervisord"
+                   for a in argv[:3])
     except OSError:
         return not os.path.isdir("/proc/self")
 

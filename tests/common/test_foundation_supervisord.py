@@ -421,3 +421,13 @@ def test_why_not_running_shows_only_the_last_runs_stderr_and_nothing_for_a_stop(
     assert why_not_running(prog("BACKOFF", time.time() - 10), log.read_text()) == (
         "polyedge signal: invalid configuration"
     )
+
+
+def test_parent_watch_fires_only_for_a_supervisord_parent() -> None:
+    """A process that merely inherited supervisord's environment (started by a shell or a test
+    under supervisord) is not watched: its parent is not a supervisord."""
+    from common.service import ParentWatch
+
+    w = ParentWatch({"SUPERVISOR_ENABLED": "1"})  # our parent is pytest's, not a supervisord
+    assert w.parent is None and not w.orphaned()
+    assert ParentWatch({}).parent is None
