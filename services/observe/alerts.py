@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from common.schema import Heartbeat, Msg, RiskState
+from common.schema import Heartbeat, Msg, Redemption, RiskState
 
 if TYPE_CHECKING:
     from services.observe.state import ObserveCore
@@ -24,8 +24,8 @@ NS = 1_000_000_000
 Severity = Literal["info", "warning", "critical"]
 
 # execution's heartbeat counters (ExecutionCore.status()) whose increase is an alert:
-# counter -> (kind, severity, title). `redemptions_failed` is the name a redemption path counts
-# its failures under (execution does not redeem on chain yet: paper and sim settle in the ledger).
+# counter -> (kind, severity, title). Redemptions also come as exec.redemption messages (below);
+# `redemptions_failed` is counted too in case an adapter reports failures only in its heartbeat.
 EXECUTION_COUNTERS: dict[str, tuple[str, Severity, str]] = {
     "unknown": ("order_outcome_unknown", "critical", "order outcome unknown"),
     "alerts": ("order_outcome_unresolved", "critical", "order outcome still unresolved"),
@@ -74,7 +74,28 @@ class AlertRules:
             return self._on_risk(msg)
         if isinstance(msg, Heartbeat):
             return self._on_heartbeat(msg)
+        if isinstance(msg, Redemption):
+            return self._on_redemption(msg)
         return []
+
+    def _on_redemption(self, msg: Redemption) -> list[Alert]:
+        """exec.redemption: `failed` is an alert; `awaiting` with a reason (a send failed, it is
+        retried) a warning; the pUSD of the win stays "awaiting redemption" meanwhile."""
+        if msg.state not in ("failed", "awaiting") or (msg.state == "awaiting" and not msg.detail):
+            return []
+        failed = msg.state == "failed"
+        return [
+            Alert(
+                "redemption_failed" if failed else "redemption_retrying",
+                "critical" if failed else "warning",
+                f"redemption {msg.state}: {msg.slug or msg.condition_id}",
+                f"{msg.cash_expected:.2f} USD expected for {msg.shares:g} shares"
+                + (f"; {msg.detail}" if msg.detail else ""),
+                key=f"{msg.condition_id}:{msg.state}",
+                stream="errors",
+                fields={"condition_id": msg.condition_id, "state": msg.state, "tx": msg.tx_hash},
+            )
+        ]
 
     def _on_risk(self, msg: RiskState) -> list[Alert]:
         prev, self.risk = self.risk, msg
@@ -316,7 +337,7 @@ class Alerts:
         self.raised = self.suppressed = 0
 
     def on_message(self, msg: Msg, now_ns: int) -> None:
-        if isinstance(msg, RiskState | Heartbeat):
+        if isinstance(msg, RiskState | Heartbeat | Redemption):
             for a in self.rules.on_message(msg, now_ns):
                 self.raise_(a)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from common.schema import FeedStatus, Heartbeat, RiskState
+from common.schema import FeedStatus, Heartbeat, Redemption, RiskState
 from services.observe.alerts import Alert, AlertRules, Alerts, AlertSender, RateLimit
 from services.observe.state import ObserveCore
 from tests.conftest import wait_for
@@ -112,6 +112,31 @@ def test_restarts_unknown_outcomes_and_failed_redemptions_from_heartbeats() -> N
     assert [(x.kind, x.key) for x in a] == [("service_restart", "execution")]
     a = rules.on_message(hb("execution", 11, unknown=1), 0)
     assert [x.kind for x in a] == ["order_outcome_unknown"]
+
+
+def test_a_failed_redemption_alerts_and_a_retried_one_warns() -> None:
+    rules = AlertRules()
+
+    def red(state: str, detail: str = "") -> Redemption:
+        return Redemption(
+            condition_id="0xc",
+            slug="btc-updown-5m-1",
+            state=state,
+            shares=10.0,
+            cash_expected=10.0,
+            ts_ns=1,
+            detail=detail,
+        )
+
+    assert rules.on_message(red("requested"), 0) == []
+    assert rules.on_message(red("awaiting"), 0) == []  # not sent yet, nothing failed
+    a = rules.on_message(red("awaiting", "relayer 503"), 0)
+    assert [(x.kind, x.severity) for x in a] == [("redemption_retrying", "warning")]
+    a = rules.on_message(red("failed", "reverted"), 0)
+    assert [(x.kind, x.severity, x.stream) for x in a] == [
+        ("redemption_failed", "critical", "errors")
+    ]
+    assert "reverted" in a[0].body
 
 
 def test_a_feed_stale_beyond_the_bound_alerts_once_then_recovers() -> None:
@@ -217,6 +242,13 @@ def test_emergency_stop_and_a_restart_reach_a_local_webhook_on_the_whole_tree(re
             ln["event"] == "alert" and ln.get("kind") == "emergency_stop" for ln in risk_lines
         )
 
+        # observe must know signal's running pid before the kill, or a new pid is no restart
+        old_pid = tree.sup.pid("signal")
+        wait_for(
+            lambda: tree.get("/health").json()["services"]["signal"].get("pid") == old_pid,
+            20,
+            what="observe to hear signal's heartbeat",
+        )
         old_pid, _ = tree.kill9("signal")
         tree.wait_restarted("signal", old_pid)
         try:
