@@ -345,3 +345,28 @@ def test_price_feed_is_judged_by_its_own_cadence() -> None:
     assert st["binance"].stale and not st["price_feed"].stale
     st = {m.feed: m for m in of(core.step(Timer(T0 + 11 * S), T0 + 11 * S), FeedStatus)}
     assert st["price_feed"].stale
+
+
+def test_md_market_is_one_message_per_known_market_each_second() -> None:
+    """README: ingest republishes every known market (past ones awaiting resolution, current,
+    next) every second; with 20 s windows that is several md.market per second, not one."""
+    from common import topics
+    from common.core import Timer
+    from common.schema import MarketInfo
+    from services.ingest.core import IngestCore
+
+    s = 1_000_000_000
+    start = 1_800_000_000 * s
+    core = IngestCore()
+    for k in range(-2, 2):  # two past (unresolved), the current, the next
+        w0 = start + k * 20 * s
+        core.step(MarketInfo(slug=f"btc-updown-5m-{w0 // s}", condition_id=f"0x{k + 2}",
+                             up_token_id=f"u{k}", down_token_id=f"d{k}", window_start_ns=w0,
+                             window_end_ns=w0 + 20 * s, ts_recv_ns=start, fee_rate=0.07),
+                  start + 5 * s)
+    counts = []
+    for i in range(1, 4):
+        t = start + 5 * s + i * s
+        out = core.step(Timer(t), t)
+        counts.append(sum(1 for topic, _ in out if topic == topics.MARKET))
+    assert counts == [4, 4, 4], counts
