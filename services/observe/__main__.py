@@ -97,7 +97,7 @@ async def watch_supervisor(core: ObserveCore, sock: Path, runner: ServiceRunner)
 
 def seed(core: ObserveCore, recorder: Recorder, files: StrategyConfigFiles) -> None:
     """Config and today's figures from what observe recorded before, then the config file."""
-    last = recorder.last_config()
+    last = recorder.last_config(core.book())
     if last is not None:
         core.seed_config(last[0], last[1], "database (last snapshot seen)")
     else:

@@ -368,7 +368,11 @@ async def get_config(request: Request) -> JSONResponse:
     meta = core.config_meta
     defaults: dict[str, Any] = meta.get("defaults") or {}
     overrides: dict[str, Any] = meta.get("overrides") or {}
-    history = await asyncio.to_thread(recorder.config_history) if recorder is not None else []
+    history = (
+        await asyncio.to_thread(recorder.config_history, 20, core.book())
+        if recorder is not None
+        else []
+    )
     return JSONResponse(
         {
             "version": core.config_version,

@@ -93,6 +93,11 @@ MIGRATIONS = [
     ALTER TABLE risk_events ADD COLUMN venue TEXT NOT NULL DEFAULT '';
     ALTER TABLE risk_events ADD COLUMN mode TEXT NOT NULL DEFAULT ''
     """,
+    # each book numbers its config versions: a version row names its book
+    """
+    ALTER TABLE config_snapshots ADD COLUMN venue TEXT NOT NULL DEFAULT '';
+    ALTER TABLE config_snapshots ADD COLUMN mode TEXT NOT NULL DEFAULT ''
+    """,
 ]
 
 COLUMNS = {
@@ -118,7 +123,7 @@ COLUMNS = {
     ),
     "signals": ("ts_ns", "slug", "p_up", "side", "score", "edge_up", "edge_down", "inputs"),
     "latency_events": ("ts_ns", "stage", "ms", "severity", "ref"),
-    "config_snapshots": ("ts_ns", "version", "source", "config", "changed", "hash"),
+    "config_snapshots": ("ts_ns", "version", "source", "config", "changed", "hash", "venue", "mode"),
     "risk_events": (
         "ts_ns",
         "event",
@@ -280,21 +285,38 @@ class Recorder:
             rows = self.conn.execute(sql, args).fetchall()
         return [dict(r) for r in rows]
 
-    def config_history(self, limit: int = 20) -> list[dict[str, Any]]:
+    @staticmethod
+    def _book_where(book: tuple[str, str] | None) -> tuple[str, tuple[Any, ...]]:
+        """SQL filter on a config row's book (rows from before books, venue '', match any)."""
+        if book is None:
+            return "", ()
+        return " WHERE (venue=? AND mode=?) OR venue=''", book
+
+    def config_history(
+        self, limit: int = 20, book: tuple[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         """The latest config versions seen, newest first: version, time, source, the fields it
-        changed (`{field: [old, new]}`) and the config's hash."""
+        changed (`{field: [old, new]}`), the config's hash and its book. `book` (venue, mode):
+        that book's versions only (each book numbers its own: real's v1 is not paper's v8)."""
+        where, args = self._book_where(book)
         with self._lock:
             rows = self.conn.execute(
-                "SELECT ts_ns, version, source, changed, hash FROM config_snapshots"
-                " ORDER BY id DESC LIMIT ?",
-                (limit,),
+                "SELECT ts_ns, version, source, changed, hash, venue, mode FROM config_snapshots"
+                f"{where} ORDER BY id DESC LIMIT ?",
+                (*args, limit),
             ).fetchall()
         return [{**dict(r), "changed": json.loads(r["changed"] or "{}")} for r in rows]
 
-    def last_config(self) -> tuple[dict[str, Any], int, int] | None:
+    def last_config(
+        self, book: tuple[str, str] | None = None
+    ) -> tuple[dict[str, Any], int, int] | None:
+        """The last config row seen (of `book` when given): (config, version, ts_ns)."""
+        where, args = self._book_where(book)
         with self._lock:
             r = self.conn.execute(
-                "SELECT config, version, ts_ns FROM config_snapshots ORDER BY id DESC LIMIT 1"
+                f"SELECT config, version, ts_ns FROM config_snapshots{where}"
+                " ORDER BY id DESC LIMIT 1",
+                args,
             ).fetchone()
         return (json.loads(r[0]), r[1], r[2]) if r else None
 

@@ -422,6 +422,8 @@ class ObserveCore:
                             "config": msg.config,
                             "changed": msg.changed,
                             "hash": msg.hash,
+                            "venue": self.book()[0],  # each book numbers its versions
+                            "mode": self.book()[1],
                         },
                     )
                 )
@@ -435,6 +437,8 @@ class ObserveCore:
                             "source": msg.source,
                             "changed": msg.changed,
                             "hash": msg.hash,
+                            "venue": self.book()[0],  # each book numbers its versions
+                            "mode": self.book()[1],
                         },
                     )
                 )

@@ -213,7 +213,7 @@ def test_live_pnl_marks_at_the_bid_and_metrics_count_today() -> None:
 def test_recorder_migrates_once_dedups_trades_and_pages(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     rec = Recorder(db)
-    assert rec.schema_version == 3
+    assert rec.schema_version == 4
     c = core()
     for i in range(5):
         for r in c.handle(
@@ -243,8 +243,30 @@ def test_recorder_migrates_once_dedups_trades_and_pages(tmp_path: Path) -> None:
         rec.add("orders", {})
     rec.close()
     again = Recorder(db)  # reopening does not re-run the migration
-    assert again.schema_version == 3 and again.count("trades") == 5
+    assert again.schema_version == 4 and again.count("trades") == 5
     again.close()
+
+
+def test_config_history_is_per_book(tmp_path: Path) -> None:
+    """Each book numbers its config versions: the paper tree's v7, v8 and then a real-mode
+    tree's v1 (same database) make two histories, never "v1, then v8, v7"."""
+    from common.schema import ConfigSnapshot
+
+    rec = Recorder(tmp_path / "t.db")
+    paper = ObserveCore(NOW, 1, venue="sim")
+    real = ObserveCore(NOW, 1, venue="sim", dry_run=False, real_trading=True)
+    assert paper.book() == ("sim", "paper") and real.book() == ("sim", "real")
+    for c, version in ((paper, 7), (paper, 8), (real, 1)):
+        snap = ConfigSnapshot(version=version, config={"x": version}, ts_ns=NOW + version)
+        for r in c.handle("strat.config", snap, NOW):
+            if isinstance(r, Row):
+                rec.add(r.table, r.values)
+    rec.flush()
+    assert [h["version"] for h in rec.config_history(book=("sim", "paper"))] == [8, 7]
+    assert [h["version"] for h in rec.config_history(book=("sim", "real"))] == [1]
+    last = rec.last_config(("sim", "paper"))
+    assert last is not None and last[1] == 8
+    rec.close()
 
 
 def test_old_markets_and_their_books_are_forgotten() -> None:
