@@ -407,7 +407,11 @@ async def read_json(request: Request) -> Any:
     if not body.strip():
         return None
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/json":
+    # application/json, or a JSON-based type such as application/merge-patch+json (RFC 7396)
+    is_json = ctype == "application/json" or (
+        ctype.startswith("application/") and ctype.endswith("+json")
+    )
+    if not is_json:
         raise BodyError(
             f"request body must be sent with Content-Type: application/json, got {ctype or 'none'!r}",
             415,

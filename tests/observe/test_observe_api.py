@@ -169,6 +169,10 @@ def test_config_invalid_is_422_with_field_errors_and_not_applied(stack: Stack) -
         )
         assert r.status_code == 415 and "application/json" in r.json()["error"], (ctype, r.text)
     assert stack.obs.get("/api/config").json()["version"] == before["version"]
+    # a merge patch's own media type (RFC 7396) is JSON too: it reaches validation (422 here)
+    r = stack.obs.post("/api/config", None, content=b'{"max_trades_per_day": 2.5}',
+                       headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 422, r.text
 
 
 def test_config_valid_is_applied_by_strategy(stack: Stack) -> None:
