@@ -37,8 +37,9 @@ NS = 1_000_000_000
 class Harness:
     def __init__(self, env: dict[str, str], config_path: Path) -> None:
         self.env = {**os.environ, **env, "POLYEDGE_CONFIG": str(config_path)}
-        os.environ["POLYEDGE_CONFIG"] = str(config_path)
-        s = load_settings(dotenv=None)
+        # the child's environment only: set in os.environ it outlived the test and every later
+        # subprocess in the session (polyedge backtest-speed's old commit) read this config
+        s = load_settings(self.env, dotenv=None)
         self.md = Publisher(s.bus_endpoint("ingest"))
         self.sig = Publisher(s.bus_endpoint("signal"))
         self.exe = Publisher(s.bus_endpoint("execution"))
