@@ -52,6 +52,7 @@ BENCH_STRATEGY = {
     "max_trades_per_day": 10000,
     "max_daily_loss_usd": 1e6,
     "max_consecutive_losses": 1000,
+    "max_entries_per_window": 1000,
     "max_capital_at_risk_usd": 1e6,
     "take_profit_pct": 0.001,
     "stop_loss_pct": 0.001,
