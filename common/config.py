@@ -868,6 +868,13 @@ def unknown_settings(
     return out
 
 
+def under_supervisord(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process was started by supervisord, which sets SUPERVISOR_ENABLED=1 in its
+    programs' environment (not a setting: read here as the one reader of the environment)."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("SUPERVISOR_ENABLED"))
+
+
 def _warn_stderr(message: str) -> None:
     sys.stderr.write(f"polyedge: warning: {message}\n")
     sys.stderr.flush()

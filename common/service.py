@@ -19,7 +19,7 @@ import zmq
 
 from common.bus import BusError, Publisher, _Receiver
 from common.clock import mono_ns, now_ns
-from common.config import ConfigError, Settings, load_settings
+from common.config import ConfigError, Settings, load_settings, under_supervisord
 from common.core import Core, Emitted, LogRecord, Timer
 from common.log import JsonlLog
 from common.schema import Envelope, Heartbeat, Msg
@@ -107,11 +107,10 @@ class ParentWatch:
     terminal is unaffected."""
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        env = os.environ if environ is None else environ
         ppid = os.getppid()
         self.parent: int | None = None
         self.born_orphan = False
-        if env.get("SUPERVISOR_ENABLED"):
+        if under_supervisord(environ):
             if _is_supervisord(ppid):
                 self.parent = ppid
             elif ppid == 1:
