@@ -7,13 +7,14 @@ stopped is marked stale."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
 from typing import Any
 
 from common.schema import FeedStatus
-from tests.conftest import short_tmpdir, wait_for
+from tests.conftest import REPO, short_tmpdir, wait_for
 from tests.observe.observe_harness import TOKEN, Observe, make_env, start_stack
 from tests.observe.test_observe_browser import page_factory, pytestmark, text  # noqa: F401
 
@@ -43,6 +44,11 @@ def _visible(page: Any, sel: str) -> bool:
 
 def test_health_strip_clears_when_health_is_ok(page_factory: Any) -> None:  # noqa: F811
     root = short_tmpdir()
+    # the fake market's windows are 60 s: an entry window that fits them, or strategy rightly
+    # warns that no entry can happen (45 s + 30 s), and a warning is a strip of its own
+    cfg = json.loads((REPO / "config" / "config.json").read_text())
+    cfg.update(entry_window_min_sec=20, min_seconds_before_close=10)
+    (root / "config.json").write_text(json.dumps(cfg))
     env, obs, strategy, hot = start_stack(root)
     state = {"down": False}
     stop = threading.Event()
