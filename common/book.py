@@ -388,3 +388,67 @@ class Book:
             f"Book({self.asset_id!r}, bid={self.best_bid}, ask={self.best_ask}, "
             f"levels={len(self.bids)}/{len(self.asks)}, in_sync={self.in_sync})"
         )
+
+
+class SnapshotBooks:
+    """asset id -> the `Book` of its latest `BookSnapshot`, built only when first read.
+
+    For a consumer that folds every snapshot ingest publishes (strategy, execution) but reads a
+    book far less often: `put(snap)` keeps the snapshot (O(1)); `get`/`[]` build the `Book`
+    (`Book.from_snapshot`; with `mark_ingest`, a snapshot not in sync also marks the book out of
+    sync by "ingest" at its receive time, `Book.mark_out_of_sync`) once, and
+    hand back that same object until the next `put`, so a change made to it (`consume`,
+    `mark_out_of_sync`) lasts until the next snapshot, exactly as if it had been built at `put`.
+    A `dict`-like subset: `get`, `[]`, `in`, `pop`, `len`, `keys`, `values`, `items`."""
+
+    __slots__ = ("_snaps", "_books", "mark_ingest")
+
+    def __init__(self, mark_ingest: bool = False) -> None:
+        self.mark_ingest = mark_ingest
+        self._snaps: dict[str, BookSnapshot] = {}
+        self._books: dict[str, Book] = {}
+
+    def put(self, snap: BookSnapshot) -> None:
+        """Take `snap` as its asset's book from now on (built on first read)."""
+        self._snaps[snap.asset_id] = snap
+        self._books.pop(snap.asset_id, None)
+
+    def get(self, asset_id: str, default: Book | None = None) -> Book | None:
+        b = self._books.get(asset_id)
+        if b is not None:
+            return b
+        snap = self._snaps.get(asset_id)
+        if snap is None:
+            return default
+        b = self._books[asset_id] = Book.from_snapshot(snap)
+        if self.mark_ingest and not snap.in_sync:  # ingest saw it go wrong: until resynced
+            b.mark_out_of_sync("ingest", snap.ts_recv_ns)
+        return b
+
+    def __getitem__(self, asset_id: str) -> Book:
+        b = self.get(asset_id)
+        if b is None:
+            raise KeyError(asset_id)
+        return b
+
+    def __contains__(self, asset_id: object) -> bool:
+        return asset_id in self._snaps
+
+    def __len__(self) -> int:
+        return len(self._snaps)
+
+    def pop(self, asset_id: str, default: Book | None = None) -> Book | None:
+        """Forget the asset's book; the book (built now if it was not) or `default`."""
+        b = self.get(asset_id, default)
+        self._snaps.pop(asset_id, None)
+        self._books.pop(asset_id, None)
+        return b
+
+    def keys(self) -> list[str]:
+        return list(self._snaps)
+
+    def values(self) -> list[Book]:
+        return [self[a] for a in self._snaps]
+
+    def items(self) -> list[tuple[str, Book]]:
+        return [(a, self[a]) for a in self._snaps]

@@ -21,7 +21,7 @@ import msgspec
 from msgspec.structs import replace
 
 from common import topics
-from common.book import Book
+from common.book import Book, SnapshotBooks
 from common.core import Core, Out, Timer, forward_probe
 from common.schema import (
     BookSnapshot,
@@ -152,7 +152,8 @@ class ExecutionCore(Core):
         self.venue = venue if mode.live else None  # never reachable unless all switches agree
         self.dry_run_latency_ns = dry_run_latency_ms * MS
         self.book_max_age_ns = book_max_age_ms * MS
-        self.books: dict[str, Book] = {}
+        # built from the latest snapshot when read; one not in sync is marked so by "ingest"
+        self.books = SnapshotBooks(mark_ingest=True)
         self.markets: dict[str, MarketInfo] = {}
         self.now_ns = 0  # latest time seen on any message or tick
         self._clock = clock
@@ -182,9 +183,8 @@ class ExecutionCore(Core):
 
     # --- market data --------------------------------------------------------------------------
     def on_book_snapshot(self, msg: BookSnapshot, now_ns: int) -> Out:
-        book = self.books[msg.asset_id] = Book.from_snapshot(msg)
-        if not msg.in_sync:  # ingest saw it go wrong: never filled against until resynced
-            book.mark_out_of_sync("ingest", msg.ts_recv_ns)
+        # ingest saw a book not in sync go wrong: never filled against until resynced
+        self.books.put(msg)
         self.now_ns = max(self.now_ns, msg.ts_recv_ns)
         return self.release_due(self.now_ns)
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from common import money, topics
-from common.book import Book
+from common.book import Book, SnapshotBooks
 from common.clock import utc_day
 from common.config import (
     ConfigError,
@@ -206,7 +206,7 @@ class StrategyCore(Core):
         self.now_ns = 0
         self.markets: dict[str, MarketInfo] = {}
         self.token_slug: dict[str, str] = {}
-        self.books: dict[str, Book] = {}
+        self.books = SnapshotBooks()  # built from the latest snapshot when read
         self.last_btc_ns = 0
         self.feed_stale: dict[str, bool] = {}
         self.last_signal: SignalScore | None = None
@@ -550,7 +550,7 @@ class StrategyCore(Core):
                 self.books.pop(t, None)
 
     def _on_book(self, msg: BookSnapshot) -> None:
-        self.books[msg.asset_id] = Book.from_snapshot(msg)  # in sync as ingest says
+        self.books.put(msg)  # in sync as ingest says; the Book built when read
 
     def _tick(self, asset_id: str, m: MarketInfo | None, known: float = 0.0) -> float:
         """The token's tick: its book's (a tick_size_change reaches the book first), else the
