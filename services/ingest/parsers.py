@@ -325,6 +325,13 @@ def parse_clob(frame: str | bytes, ts_recv_ns: int) -> list[Any]:
         if not word:
             return [VenueNotice("empty")]
         raise ParseError(f"clob: unexpected text frame {word[:60]!r}")
+    if (b'"price_changes"' if isinstance(f, bytes) else '"price_changes"') in f:
+        try:  # the busiest frame, decoded straight into its shape; anything else: the general path
+            pc = _decode_price_change(f)
+        except (msgspec.DecodeError, RecursionError):
+            pc = None
+        if pc is not None and pc.event_type in (None, "price_change"):
+            return _typed_price_change(pc, ts_recv_ns)
     obj = _load(f)
     if isinstance(obj, list):
         out: list[Any] = []
@@ -332,6 +339,69 @@ def parse_clob(frame: str | bytes, ts_recv_ns: int) -> list[Any]:
             out.extend(_clob_event(item, ts_recv_ns))
         return out
     return _clob_event(obj, ts_recv_ns)
+
+
+class _PriceChangeEntry(Struct):
+    """One entry of the current `price_change` form as the venue sends it (decimal strings)."""
+
+    price: str
+    size: str
+    side: str
+    asset_id: str = ""
+    best_bid: str | None | msgspec.UnsetType = msgspec.UNSET
+    best_ask: str | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class _PriceChangeFrame(Struct):
+    """The current `price_change` frame (since 2025-09-15, PROTOCOLS.md section 2)."""
+
+    price_changes: list[_PriceChangeEntry]
+    event_type: str | None = None
+    market: str = ""
+    timestamp: Any = None
+
+
+_decode_price_change = msgspec.json.Decoder(_PriceChangeFrame).decode
+
+
+def _typed_price_change(pc: _PriceChangeFrame, ts_recv_ns: int) -> list[Any]:
+    """`_price_change` for a frame already decoded into its shape: the same events and the same
+    `ParseError`s (the checks are `_num`'s and `_price_change`'s)."""
+    ts = _ms_to_ns(pc.timestamp, "timestamp")
+    per_asset: dict[str, tuple[list[LevelChange], list[float | None]]] = {}
+    unset = msgspec.UNSET
+    for e in pc.price_changes:
+        asset = e.asset_id
+        if not asset:
+            raise ParseError("price_change: change without asset_id")
+        side = e.side.upper()
+        if side not in ("BUY", "SELL"):
+            raise ParseError(f"price_change: bad side {e.side!r}")
+        ch = LevelChange(
+            side=side,  # type: ignore[arg-type]
+            price=_num(e.price, "price_change.price"),
+            size=_num(e.size, "price_change.size"),
+        )
+        slot = per_asset.get(asset)
+        if slot is None:
+            slot = per_asset[asset] = ([], [None, None])
+        slot[0].append(ch)
+        bb, ba = e.best_bid, e.best_ask
+        if bb is not unset or ba is not unset:
+            slot[1][0] = None if bb is unset else _opt_num(bb, "price_change.best_bid")
+            slot[1][1] = None if ba is unset else _opt_num(ba, "price_change.best_ask")
+    return [
+        BookDelta(
+            asset_id=asset,
+            changes=changes,
+            best_bid=best[0],
+            best_ask=best[1],
+            ts_exchange_ns=ts,
+            ts_recv_ns=ts_recv_ns,
+            market=pc.market,
+        )
+        for asset, (changes, best) in per_asset.items()
+    ]
 
 
 def _clob_event(obj: Any, ts_recv_ns: int) -> list[Any]:

@@ -13,12 +13,13 @@ with `Emitted.logs`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from common import money, topics
-from common.book import Book, SnapshotBooks
+from common.book import SnapshotBooks
 from common.clock import utc_day
 from common.config import (
     ConfigError,
@@ -158,8 +159,10 @@ def snap_down(price: float, tick: float) -> float:
     return float(money.snap_price(round(price, 6), tick, "BUY"))
 
 
+@functools.lru_cache(maxsize=4096)
 def fee_per_share(price: float, rate: float, exponent: float) -> float:
-    """The taker fee of one share at `price` (`money.fee_per_share`), USD."""
+    """The taker fee of one share at `price` (`money.fee_per_share`), USD. Cached: a pure
+    function of its three numbers, asked on every signal for both sides' asks."""
     if rate <= 0.0 or not 0.0 < price < 1.0:
         return 0.0
     return float(money.fee_per_share(price, money.FeeSchedule.of(rate, exponent)))
