@@ -221,12 +221,14 @@ class BtcFeatures:
         self._sample_price = 0.0
         self._var_per_s = vol_prior * vol_prior
         self.samples = 0
+        self._returns: dict[float, float] = {}  # horizon s -> log return; cleared by a trade
 
     def on_trade(self, ts_ns: int, price: float) -> None:
         if price <= 0.0:
             return
         if self.last_price is not None and ts_ns < self.last_ts_ns:
             ts_ns = self.last_ts_ns  # a late trade does not move time backwards
+        self._returns.clear()  # the returns depend on the trades alone
         self.last_price = price
         self.last_ts_ns = ts_ns
         self._ts.append(ts_ns)
@@ -256,12 +258,18 @@ class BtcFeatures:
         return self._px[i - 1] if i else None
 
     def log_return(self, horizon_s: float) -> float:
+        """log(last price / the price `horizon_s` before the last trade); the oldest kept
+        price when none is that old; 0 before any trade. Kept until the next trade."""
+        r = self._returns.get(horizon_s)
+        if r is not None:
+            return r
         if self.last_price is None:
             return 0.0
         past = self.price_at(self.last_ts_ns - int(horizon_s * NS))
         if past is None:
             past = self._px[0] if self._px else self.last_price
-        return math.log(self.last_price / past)
+        r = self._returns[horizon_s] = math.log(self.last_price / past)
+        return r
 
     def momentum(self, horizon_s: float) -> float:
         """The return over `horizon_s` in units of its expected std (a z-score)."""
