@@ -406,7 +406,7 @@ class SnapshotBooks:
     def __init__(self, mark_ingest: bool = False) -> None:
         self.mark_ingest = mark_ingest
         self._snaps: dict[str, BookSnapshot] = {}
-        self._books: dict[str, Book] = {}
+        self._books: dict[str, Book] = {}  # built since the asset's latest `put`
 
     def put(self, snap: BookSnapshot) -> None:
         """Take `snap` as its asset's book from now on (built on first read)."""

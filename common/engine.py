@@ -18,6 +18,7 @@ from common.core import Core, LogRecord, Timer
 from common.topics import SUBSCRIPTIONS
 
 Tap = Callable[[str, Any, int], None]  # (topic, message, event time ns)
+_UNKNOWN = object()  # a message type a core's dispatch table has not seen yet
 
 
 @dataclass(eq=False)
@@ -112,7 +113,9 @@ class Engine:
     def _run(self, node: Node, msg: Any, now_ns: int) -> None:
         # the core's own dispatch (Core.handler), without building an Emitted per message
         core = node.core
-        fn = core.handler(type(msg))
+        fn = core._dispatch.get(type(msg), _UNKNOWN)
+        if fn is _UNKNOWN:
+            fn = core.handler(type(msg))
         if fn is None:
             return
         out = fn(core, msg, now_ns)
