@@ -6,7 +6,10 @@ The old commit is extracted with `git archive` into a temporary directory and it
 there (`python -m services.backtest ...` before the commands moved, else
 `python -m services.commands.backtest ...`); this tree's backtest runs twice (its two outputs
 must be byte-identical). The runs alternate old, new, new per round so a busy machine slows both
-alike. Prints each run's wall and CPU seconds, the medians, and the ratio old / new (wall). Exit 1
+alike. Prints each run's wall and CPU seconds (user + sys of the run and its worker, from
+`getrusage(RUSAGE_CHILDREN)` deltas), the medians, the ratios old / new (wall and CPU) and the
+1-minute load average at the start and the end. Both sides run with their own shipped config
+(POLYEDGE_CONFIG is not passed on). Exit 1
 when this tree's two outputs differ or a run fails.
 """
 
@@ -57,7 +60,9 @@ def backtest_module(tree: Path) -> str:
 
 def timed(cmd: list[str], cwd: Path) -> dict[str, Any]:
     """Run `cmd` in `cwd` with only that tree importable; wall and CPU seconds and its stdout."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # both sides with their own shipped config: a POLYEDGE_CONFIG written for this tree (new
+    # fields) would make the old commit refuse to start
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "POLYEDGE_CONFIG")}
     env["PYTHONPATH"] = str(cwd)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -85,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.windows < 1 or args.rounds < 1:
         ap.error("--windows and --rounds must be >= 1")
     bt_args = ["--sim-seed", str(args.sim_seed), "--windows", str(args.windows), "--json"]
+    load_start = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="polyedge-old-"))
     try:
         try:
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             2,
         ),
         "new_outputs_identical": len(outputs) == 1,
+        "load_avg_1m_start": round(load_start, 2),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "failed": [r["stderr"] for r in failed],
     }
@@ -136,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"new (this tree) wall {doc['new']['wall_s']} s  cpu {doc['new']['cpu_s']} s")
         print(f"ratio old/new  wall {doc['ratio_wall']}  cpu {doc['ratio_cpu']}")
         print(f"new outputs byte-identical: {doc['new_outputs_identical']}")
-        print(f"load average (1 min) at the end: {doc['load_avg_1m']}")
+        print(
+            f"load average (1 min): {doc['load_avg_1m_start']} at the start, "
+            f"{doc['load_avg_1m']} at the end"
+        )
         for err in doc["failed"]:
             print(f"a run failed:\n{err}", file=sys.stderr)
     return 0 if doc["new_outputs_identical"] and not failed else 1
