@@ -31,12 +31,14 @@ FIELDS = set(StrategyConfig.__struct_fields__)
 @pytest.fixture(scope="module")
 def tree() -> Iterator[Tree]:
     with running_tree({"stake_per_trade_usd": 3.0, "max_trades_per_day": 0}, window_s=60) as t:
-        # the API's config view is strategy's once strategy has been heard (it republishes it)
-        wait_for(
-            lambda: t.get("/api/config").json().get("source", "").startswith("strategy"),
-            20,
-            what="observe to hear strategy's config",
-        )
+        # the API's config view is strategy's once strategy has been heard (it republishes it),
+        # and its history once observe's recorder has written strategy's startup snapshot (a
+        # moment later, from its own thread): a state taken between the two is not a baseline
+        def ready() -> bool:
+            doc = t.get("/api/config").json()
+            return doc.get("source", "").startswith("strategy") and bool(doc.get("history"))
+
+        wait_for(ready, 20, what="observe to hear and record strategy's config")
         yield t
 
 
