@@ -328,7 +328,7 @@ def parse_clob(frame: str | bytes, ts_recv_ns: int) -> list[Any]:
     if (b'"price_changes"' if isinstance(f, bytes) else '"price_changes"') in f:
         try:  # the busiest frame, decoded straight into its shape; anything else: the general path
             pc = _decode_price_change(f)
-        except (msgspec.DecodeError, RecursionError):
+        except (msgspec.DecodeError, RecursionError, UnicodeError):  # the general path names it
             pc = None
         if pc is not None and pc.event_type in (None, "price_change"):
             return _typed_price_change(pc, ts_recv_ns)

@@ -300,6 +300,7 @@ def test_clob_mutated_frames(frame: str) -> None:
 @example(frame='{"event_type":"price_change","market":"m","timestamp":"1",'
                '"price_changes":[{"asset_id":"1","price":"0.5","size":"-3","side":"BUY"}]}')  # fmt: skip
 @example(frame='[{"event_type":"\udfff"}]')  # lone surrogate: not UTF-8-encodable
+@example(frame='{"event_type":"price_change","price_changes":[],"m":"\ud800"}')
 def test_clob_garbage(frame: Any) -> None:
     run_parser(P.parse_clob, frame, CLOB_OUT)
 
