@@ -20,6 +20,8 @@ from common.wallets import deposit_wallets, proxy_wallet, safe_wallet
 from tests.chaos.chaos_harness import HOLD_CONFIG, Tree, running_tree
 from tests.conftest import free_port, wait_for
 
+pytestmark = pytest.mark.whole_system  # starts a supervisord tree (pyproject markers)
+
 START_USD = 1000.0  # the simulated venue's opening balance per wallet
 
 
