@@ -152,7 +152,14 @@ def test_dashboard_live_controls_and_reconnect(page_factory: Any, tmp_path: Path
         assert doc["ok"] is False and f"feed price_feed down: {why}" in doc["problems"]
         assert text(page, "#conn-status") == "● live"
 
-        # observe goes away: the page says so; it comes back: the page reconnects by itself
+        # observe goes away: the page says so; it comes back: the page reconnects by itself.
+        # First let the recorder hold some seconds of history (on an idle machine the steps
+        # above take under 3 s, and the rebuilt chart below must reach back before the restart)
+        wait_for(
+            lambda: (h := obs.get("/api/history").json()["btc"]) and h[0][0] < time.time() - 4.5,
+            15,
+            what="4.5 s of BTC history before the restart",
+        )
         t_restart = time.time()
         assert obs.stop() == 0
         wait_for(lambda: page.locator("#conn-banner").is_visible(), 10, what="banner shown")
