@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tests.conftest import wait_for
+
 
 def test_user_channel_answering_only_pong_is_replaced_when_an_order_is_owed() -> None:
     """Execution's user channel: it carries data only about our orders, so it is judged while
@@ -47,16 +49,14 @@ def test_user_channel_answering_only_pong_is_replaced_when_an_order_is_owed() ->
         t = threading.Thread(target=venue._user_loop, daemon=True)
         t.start()
         try:
-            deadline = time.monotonic() + 5
-            while not pings or pings[0] < 3:  # nothing owed: PONGs keep it (keep-alive bound)
-                assert time.monotonic() < deadline, "no keep-alives"
-                time.sleep(0.02)
+            # nothing owed: PONGs keep it (keep-alive bound)
+            wait_for(lambda: pings and pings[0] >= 3, 5, interval=0.02, what="three keep-alives")
             assert len(conns) == 1
             venue.expect_user_data()  # an order was accepted: its events are owed
             owed_at = time.monotonic()
-            while len(conns) < 2:
-                assert time.monotonic() < deadline + 5, "PONG-only user socket not replaced"
-                time.sleep(0.02)
+            wait_for(
+                lambda: len(conns) >= 2, 10, interval=0.02, what="the PONG-only socket replaced"
+            )
             assert conns[1] - owed_at >= 0.6
             assert venue.counts.get("user_ws_replaced", 0) >= 1
             errs = [f["error"] for e, f in logs if e == "user_channel_error"]
