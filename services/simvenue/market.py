@@ -357,13 +357,21 @@ class SimMarket:
             "last_trade_price": d["last_trade_price"],
         }
 
-    def force_tick_size_change(self, t_ns: int, new_tick: int | None = None) -> None:
-        """Fault hook: change the current market's tick size now (0.01 <-> 0.001)."""
+    def force_tick_size_change(self, t_ns: int, new_tick: int | None = None) -> dict | None:
+        """Fault hook: change the current market's tick size now (0.01 <-> 0.001) and pin it.
+
+        Returns which market changed and how: `{"slug", "condition_id", "up_token",
+        "old_tick_size", "new_tick_size"}` (ticks as decimal strings), or None when there is no
+        current market. The quoter changes ticks by itself too (beyond 0.965 / 0.035), so the
+        tick read before the fault is not necessarily the one the fault flipped."""
         w = self.current_window()
         if w is None:
-            return
+            return None
+        old = w.tick
         w.tick_pinned = True
         self._change_tick(w, new_tick or (1 if w.tick == 10 else 10), t_ns)
+        return {"slug": w.slug, "condition_id": w.condition_id, "up_token": w.up_token,
+                "old_tick_size": fmt_tick(old), "new_tick_size": fmt_tick(w.tick)}
 
     def take(self, token: str, side: str, limit_num: int, limit_den: int, amount: int,
              by_collateral: bool, kind: str, t_ns: int) -> TakeResult:

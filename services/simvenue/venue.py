@@ -339,7 +339,7 @@ class Venue:
                     c.reorder_left += count
         elif name == "tick_size_change":
             self.sync(now)
-            self.market.force_tick_size_change(now)
+            entry["market"] = self.market.force_tick_size_change(now)
             self.sync(now)
         elif name == "late_resolution":
             # windows that end from now on resolve `seconds` later (REST and market channel)
