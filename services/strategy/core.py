@@ -643,6 +643,14 @@ class StrategyCore(Core):
         if halts:
             return "halted:" + ",".join(halts), {}
         self._park_ended()
+        stale_ns = cfg.stale_after_ms * MS
+        # a stale BTC feed is named before the open position: "position_open" is routine, and
+        # would hide for the whole hold that entries are blocked by the feed as well
+        if self.feed_stale.get("binance") or self.now_ns - self.last_btc_ns > stale_ns:
+            stale: dict[str, Any] = {"age_ms": (self.now_ns - self.last_btc_ns) / MS}
+            if self.position is not None:
+                stale["position_slug"] = self.position.slug
+            return "stale_price_data", stale
         if self.position is not None:
             return "position_open", {"position_slug": self.position.slug}
         if any(p.kind == "entry" for p in self.pending.values()):
@@ -658,11 +666,8 @@ class StrategyCore(Core):
             return "no_market", {}
         if m.closed or not m.accepting_orders:
             return "market_not_accepting_orders", {}
-        stale_ns = cfg.stale_after_ms * MS
         if self.now_ns - s.ts_ns > stale_ns:
             return "stale_signal", {"age_ms": (self.now_ns - s.ts_ns) / MS}
-        if self.feed_stale.get("binance") or self.now_ns - self.last_btc_ns > stale_ns:
-            return "stale_price_data", {"age_ms": (self.now_ns - self.last_btc_ns) / MS}
         # both sides are candidates: each side's own book must be fresh and in sync; when
         # neither is, the side the model favours names the reason
         candidates: list[tuple[float, str, str, float, float, float]] = []
@@ -752,7 +757,8 @@ class StrategyCore(Core):
 
     def _on_signal(self, s: SignalScore, out: list[tuple[str, Msg]]) -> None:
         reason, info = self.entry_block(s)
-        if self.position is not None and reason == "position_open":
+        if self.position is not None and reason in ("position_open", "stale_price_data"):
+            # exits are judged on the position's book alone: they go on while BTC is stale
             self._check_exit(out)
         if reason:
             side = info.pop("side", s.side)

@@ -138,7 +138,9 @@ def test_silent_stall_blocks_entries_until_the_feed_recovers(
     )
     # the strategy itself saw the feed go stale
     assert any(d["feed"] == feed and d["stale"] for d in risk_log(tree, "feed_status", t0))
-    if feed == "binance":  # exits go on while BTC is stale, so the strategy is flat and says why
+    # the strategy says why: a stale BTC feed is the first gate, flat or holding (a position
+    # inside its take-profit/stop-loss band may rightly stay open for the whole stall)
+    if feed == "binance":
         skips = [
             s.msg
             for s in tree.recorder.since(stale.t_ns, topics.DECISION)

@@ -264,6 +264,10 @@ def test_market_not_accepting_orders_and_one_position() -> None:
     core = make()
     enter_and_fill(core)
     assert decision(signal(core, 101)).reason == "position_open"
+    # with the BTC feed stale the skip names the feed first, not the routine open position
+    core.step(FeedStatus(feed="binance", connected=True, stale=True, ts_ns=START + 101 * NS), 0)
+    d = decision(signal(core, 102))
+    assert (d.reason, d.details.get("position_slug")) == ("stale_price_data", core.position.slug)
 
 
 def test_rejected_entry_gives_the_trade_back() -> None:
