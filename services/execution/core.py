@@ -202,6 +202,17 @@ class ExecutionCore(Core):
     def on_probe(self, msg: Probe, now_ns: int) -> Out:
         return [(topics.PROBE_PREFIX + "execution", forward_probe(msg, "execution", now_ns))]
 
+    def _apply_fills(self, fills: list[Fill]) -> None:
+        """Fold fills (a reversal too: its side undoes the original) into the open positions;
+        a position that reaches zero shares is dropped."""
+        for f in fills:
+            pos = self.positions.setdefault(
+                f.asset_id, Position(f.slug, f.asset_id, f.outcome or "")
+            )
+            pos.apply(f.side, f.price, f.size, f.fee)
+            if pos.size <= 1e-9:
+                del self.positions[f.asset_id]
+
     def on_timer(self, msg: Timer, now_ns: int) -> Out:
         self.now_ns = max(self.now_ns, now_ns)
         out = self.release_due(self.now_ns)
@@ -504,13 +515,7 @@ class ExecutionCore(Core):
             # keeps the book time it filled at)
             t = max(t, self._t())
             msgs = [replace(f, ts_fill_ns=t) for f in msgs]
-        for f in msgs:
-            pos = self.positions.setdefault(
-                f.asset_id, Position(f.slug, f.asset_id, f.outcome or "")
-            )
-            pos.apply(f.side, f.price, f.size, f.fee)
-            if pos.size <= 1e-9:
-                del self.positions[f.asset_id]
+        self._apply_fills(msgs)
         self._count("filled_orders")
         self.log(
             "execution",
@@ -612,13 +617,7 @@ class ExecutionCore(Core):
         )
         if new == 0:
             return []
-        for f in msgs:
-            pos = self.positions.setdefault(
-                f.asset_id, Position(f.slug, f.asset_id, f.outcome or "")
-            )
-            pos.apply(f.side, f.price, f.size, f.fee)
-            if pos.size <= 1e-9:
-                del self.positions[f.asset_id]
+        self._apply_fills(msgs)
         self._count("trades_failed")
         self.log(
             "execution",
