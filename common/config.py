@@ -395,7 +395,11 @@ def sim_urls(port: int, host: str = "127.0.0.1") -> dict[str, str]:
 
 
 def _doc(
-    description: str, *, default: str | None = None, expect: str | None = None, case: str = "",
+    description: str,
+    *,
+    default: str | None = None,
+    expect: str | None = None,
+    case: str = "",
     **constraints: Any,
 ) -> Meta:
     """Field metadata: the README's `meaning`, an optional `default` shown instead of the field's
@@ -422,27 +426,86 @@ class VenueUrls(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, r
     """Venue endpoints; unset means the real venue's, or the simulated venue's when
     `POLYEDGE_VENUE=sim` (see `Settings.urls`)."""
 
-    binance_ws_url: Annotated[str, _doc(
-        "Binance spot streams", default=_VENUE_DEFAULT, expect=_URL_EXPECT,
-        pattern=_URL)] | None = None
-    polymarket_ws_url: Annotated[str, _doc(
-        "Polymarket CLOB WebSocket (market and user channels)", default=_VENUE_DEFAULT,
-        expect=_URL_EXPECT, pattern=_URL)] | None = None
-    gamma_api_url: Annotated[str, _doc(
-        "Polymarket Gamma REST (market discovery)", default=_VENUE_DEFAULT,
-        expect=_URL_EXPECT, pattern=_URL)] | None = None
-    clob_api_url: Annotated[str, _doc(
-        "Polymarket CLOB REST (orders, books)", default=_VENUE_DEFAULT,
-        expect=_URL_EXPECT, pattern=_URL)] | None = None
-    price_feed_ws_url: Annotated[str, _doc(
-        "Polymarket RTDS price feed (Chainlink, TWAP)", default=_VENUE_DEFAULT,
-        expect=_URL_EXPECT, pattern=_URL)] | None = None
-    polygon_rpc_url: Annotated[str, _doc(
-        "Polygon JSON-RPC (redemption of winning tokens from an EOA wallet)",
-        default=_VENUE_DEFAULT, expect=_URL_EXPECT, pattern=_URL)] | None = None
-    relayer_url: Annotated[str, _doc(
-        "Polymarket's relayer (gasless redemption and approvals of proxy, Safe and deposit "
-        "wallets)", default=_VENUE_DEFAULT, expect=_URL_EXPECT, pattern=_URL)] | None = None
+    binance_ws_url: (
+        Annotated[
+            str,
+            _doc("Binance spot streams", default=_VENUE_DEFAULT, expect=_URL_EXPECT, pattern=_URL),
+        ]
+        | None
+    ) = None
+    polymarket_ws_url: (
+        Annotated[
+            str,
+            _doc(
+                "Polymarket CLOB WebSocket (market and user channels)",
+                default=_VENUE_DEFAULT,
+                expect=_URL_EXPECT,
+                pattern=_URL,
+            ),
+        ]
+        | None
+    ) = None
+    gamma_api_url: (
+        Annotated[
+            str,
+            _doc(
+                "Polymarket Gamma REST (market discovery)",
+                default=_VENUE_DEFAULT,
+                expect=_URL_EXPECT,
+                pattern=_URL,
+            ),
+        ]
+        | None
+    ) = None
+    clob_api_url: (
+        Annotated[
+            str,
+            _doc(
+                "Polymarket CLOB REST (orders, books)",
+                default=_VENUE_DEFAULT,
+                expect=_URL_EXPECT,
+                pattern=_URL,
+            ),
+        ]
+        | None
+    ) = None
+    price_feed_ws_url: (
+        Annotated[
+            str,
+            _doc(
+                "Polymarket RTDS price feed (Chainlink, TWAP)",
+                default=_VENUE_DEFAULT,
+                expect=_URL_EXPECT,
+                pattern=_URL,
+            ),
+        ]
+        | None
+    ) = None
+    polygon_rpc_url: (
+        Annotated[
+            str,
+            _doc(
+                "Polygon JSON-RPC (redemption of winning tokens from an EOA wallet)",
+                default=_VENUE_DEFAULT,
+                expect=_URL_EXPECT,
+                pattern=_URL,
+            ),
+        ]
+        | None
+    ) = None
+    relayer_url: (
+        Annotated[
+            str,
+            _doc(
+                "Polymarket's relayer (gasless redemption and approvals of proxy, Safe and deposit "
+                "wallets)",
+                default=_VENUE_DEFAULT,
+                expect=_URL_EXPECT,
+                pattern=_URL,
+            ),
+        ]
+        | None
+    ) = None
 
 
 _BUS_DEFAULT = "`ipc://` under `POLYEDGE_DATA_DIR/run/`"
@@ -453,24 +516,78 @@ class BusSettings(
 ):
     """Bus endpoints; a `tcp://` address spreads the services over hosts."""
 
-    ingest: Annotated[str, _doc(
-        "ingest's PUB stream (`md.*`)", default=_BUS_DEFAULT,
-        expect=_ENDPOINT_EXPECT, pattern=_ENDPOINT)] | None = None
-    signal: Annotated[str, _doc(
-        "signal's PUB stream (`sig.*`)", default=_BUS_DEFAULT,
-        expect=_ENDPOINT_EXPECT, pattern=_ENDPOINT)] | None = None
-    strategy: Annotated[str, _doc(
-        "strategy's PUB stream (`strat.*`, `risk.*`)", default=_BUS_DEFAULT,
-        expect=_ENDPOINT_EXPECT, pattern=_ENDPOINT)] | None = None
-    execution: Annotated[str, _doc(
-        "execution's PUB stream (`exec.*`)", default=_BUS_DEFAULT,
-        expect=_ENDPOINT_EXPECT, pattern=_ENDPOINT)] | None = None
-    orders: Annotated[str, _doc(
-        "order intents, strategy -> execution (PUSH/PULL)", default=_BUS_DEFAULT,
-        expect=_ENDPOINT_EXPECT, pattern=_ENDPOINT)] | None = None
-    control: Annotated[str, _doc(
-        "control commands, observe -> strategy (PUSH/PULL)", default=_BUS_DEFAULT,
-        expect=_ENDPOINT_EXPECT, pattern=_ENDPOINT)] | None = None
+    ingest: (
+        Annotated[
+            str,
+            _doc(
+                "ingest's PUB stream (`md.*`)",
+                default=_BUS_DEFAULT,
+                expect=_ENDPOINT_EXPECT,
+                pattern=_ENDPOINT,
+            ),
+        ]
+        | None
+    ) = None
+    signal: (
+        Annotated[
+            str,
+            _doc(
+                "signal's PUB stream (`sig.*`)",
+                default=_BUS_DEFAULT,
+                expect=_ENDPOINT_EXPECT,
+                pattern=_ENDPOINT,
+            ),
+        ]
+        | None
+    ) = None
+    strategy: (
+        Annotated[
+            str,
+            _doc(
+                "strategy's PUB stream (`strat.*`, `risk.*`)",
+                default=_BUS_DEFAULT,
+                expect=_ENDPOINT_EXPECT,
+                pattern=_ENDPOINT,
+            ),
+        ]
+        | None
+    ) = None
+    execution: (
+        Annotated[
+            str,
+            _doc(
+                "execution's PUB stream (`exec.*`)",
+                default=_BUS_DEFAULT,
+                expect=_ENDPOINT_EXPECT,
+                pattern=_ENDPOINT,
+            ),
+        ]
+        | None
+    ) = None
+    orders: (
+        Annotated[
+            str,
+            _doc(
+                "order intents, strategy -> execution (PUSH/PULL)",
+                default=_BUS_DEFAULT,
+                expect=_ENDPOINT_EXPECT,
+                pattern=_ENDPOINT,
+            ),
+        ]
+        | None
+    ) = None
+    control: (
+        Annotated[
+            str,
+            _doc(
+                "control commands, observe -> strategy (PUSH/PULL)",
+                default=_BUS_DEFAULT,
+                expect=_ENDPOINT_EXPECT,
+                pattern=_ENDPOINT,
+            ),
+        ]
+        | None
+    ) = None
 
 
 class ObserveSettings(
@@ -480,16 +597,26 @@ class ObserveSettings(
 
     host: Annotated[str, _doc("the API and dashboard listen here")] = "127.0.0.1"
     port: Annotated[int, _doc("the API and dashboard port", ge=1, le=65535)] = 8080
-    token: Annotated[Secret | None, _doc(
-        "Bearer token for POSTs and the WebSocket; required when `API_HOST` is not loopback; "
-        "never shown")] = None
-    allowed_hosts: Annotated[tuple[str, ...], _doc(
-        "comma-separated `Host` names the API answers (`*`: any); `API_HOST` is added",
-        default="localhost names")] = ()
-    cors_origins: Annotated[tuple[str, ...], _doc(
-        "comma-separated origins allowed by CORS", default="none (closed)")] = ()
-    max_body_bytes: Annotated[int, _doc(
-        "largest request body accepted", ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    token: Annotated[
+        Secret | None,
+        _doc(
+            "Bearer token for POSTs and the WebSocket; required when `API_HOST` is not loopback; "
+            "never shown"
+        ),
+    ] = None
+    allowed_hosts: Annotated[
+        tuple[str, ...],
+        _doc(
+            "comma-separated `Host` names the API answers (`*`: any); `API_HOST` is added",
+            default="localhost names",
+        ),
+    ] = ()
+    cors_origins: Annotated[
+        tuple[str, ...], _doc("comma-separated origins allowed by CORS", default="none (closed)")
+    ] = ()
+    max_body_bytes: Annotated[
+        int, _doc("largest request body accepted", ge=1024, le=16 * 1024 * 1024)
+    ] = 64 * 1024
 
 
 class AlertSettings(
@@ -497,13 +624,20 @@ class AlertSettings(
 ):
     """observe's operator alerts (`services/observe/alerts.py`)."""
 
-    urls: Annotated[Secret | None, _doc(
-        "apprise URLs for operator alerts, comma- or space-separated (`tgram://`, `discord://`, "
-        "`slack://`, `mailto://`, `json://host/path` webhooks, ...); secret (never logged)",
-        expect="apprise URLs (scheme://...)")] = None
-    feed_stale_s: Annotated[int, _doc(
-        "a feed trading needs that stays stale or down this long is an alert",
-        ge=1, le=86_400)] = 30
+    urls: Annotated[
+        Secret | None,
+        _doc(
+            "apprise URLs for operator alerts, comma- or space-separated (`tgram://`, `discord://`, "
+            "`slack://`, `mailto://`, `json://host/path` webhooks, ...); secret (never logged)",
+            expect="apprise URLs (scheme://...)",
+        ),
+    ] = None
+    feed_stale_s: Annotated[
+        int,
+        _doc(
+            "a feed trading needs that stays stale or down this long is an alert", ge=1, le=86_400
+        ),
+    ] = 30
 
 
 class SimSettings(
@@ -511,17 +645,22 @@ class SimSettings(
 ):
     """The simulated venue (`POLYEDGE_VENUE=sim`, `polyedge sim`)."""
 
-    port: Annotated[int, _doc(
-        "the simulated venue's one port (also where the services look for it)",
-        ge=1, le=65535)] = 8765
+    port: Annotated[
+        int,
+        _doc(
+            "the simulated venue's one port (also where the services look for it)", ge=1, le=65535
+        ),
+    ] = 8765
     seed: Annotated[int, _doc("seed of the simulated market", ge=0, le=2**63 - 1)] = 1
     window_seconds: Annotated[int, _doc("length of a simulated window", ge=2, le=86_400)] = 300
     # > 0: a tree with no bookTicker or no book updates cannot trade (`polyedge sim
     # --book-ticker-hz 0` still runs a quote-less venue for a test)
-    book_ticker_hz: Annotated[float, _doc(
-        "Binance bookTicker frames per second", gt=0.0, le=100_000.0)] = 100.0
-    clob_hz: Annotated[float, _doc(
-        "Polymarket book updates per second (both tokens)", gt=0.0, le=100_000.0)] = 60.0
+    book_ticker_hz: Annotated[
+        float, _doc("Binance bookTicker frames per second", gt=0.0, le=100_000.0)
+    ] = 100.0
+    clob_hz: Annotated[
+        float, _doc("Polymarket book updates per second (both tokens)", gt=0.0, le=100_000.0)
+    ] = 60.0
 
 
 class IngestSettings(
@@ -529,47 +668,65 @@ class IngestSettings(
 ):
     """ingest's feed clients: timers and switches (tests shrink every timer)."""
 
-    capture: Annotated[bool, _doc(
-        "record every venue frame under `POLYEDGE_DATA_DIR/captures`")] = False
+    capture: Annotated[
+        bool, _doc("record every venue frame under `POLYEDGE_DATA_DIR/captures`")
+    ] = False
     capture_rotate_s: Annotated[Sec, _doc("start a new capture file this often")] = 3600
-    capture_max_mb: Annotated[int, _doc(
-        "start a new capture file past this size", ge=1, le=1_000_000)] = 256
-    stale_after_ms: Annotated[Ms, _doc(
-        "market data older than this is stale; 0: the strategy config's `stale_after_ms`")] = 0
+    capture_max_mb: Annotated[
+        int, _doc("start a new capture file past this size", ge=1, le=1_000_000)
+    ] = 256
+    stale_after_ms: Annotated[
+        Ms, _doc("market data older than this is stale; 0: the strategy config's `stale_after_ms`")
+    ] = 0
     price_feed: Annotated[bool, _doc("subscribe the RTDS price feed (Chainlink, TWAP)")] = True
-    window_seconds: Annotated[Sec, _doc(
-        "first guess of the window length; 0: 300 live, `SIM_WINDOW_SECONDS` sim")] = 0
+    window_seconds: Annotated[
+        Sec, _doc("first guess of the window length; 0: 300 live, `SIM_WINDOW_SECONDS` sim")
+    ] = 0
     backoff_base_ms: Annotated[Ms, _doc("first reconnect delay (doubles, jittered)")] = 500
     backoff_max_ms: Annotated[Ms, _doc("longest reconnect delay")] = 30_000
     stable_s: Annotated[Sec, _doc("a connection up this long resets the backoff")] = 30
-    binance_silence_ms: Annotated[Ms, _doc(
-        "no Binance trade or quote for this long: the socket is dead")] = 10_000
-    binance_max_conn_s: Annotated[Sec, _doc(
-        "planned Binance reconnect, before the venue's 24 h cut")] = 23 * 3600 + 1800
+    binance_silence_ms: Annotated[
+        Ms, _doc("no Binance trade or quote for this long: the socket is dead")
+    ] = 10_000
+    binance_max_conn_s: Annotated[
+        Sec, _doc("planned Binance reconnect, before the venue's 24 h cut")
+    ] = 23 * 3600 + 1800
     clob_ping_ms: Annotated[Ms, _doc("CLOB WebSocket PING interval")] = 10_000
-    clob_pong_timeout_ms: Annotated[Ms, _doc(
-        "no CLOB frame at all (not even PONG) for this long: reconnect")] = 30_000
-    clob_silence_ms: Annotated[Ms, _doc(
-        "no CLOB book data for this long (PONGs or not): reconnect")] = 10_000
+    clob_pong_timeout_ms: Annotated[
+        Ms, _doc("no CLOB frame at all (not even PONG) for this long: reconnect")
+    ] = 30_000
+    clob_silence_ms: Annotated[
+        Ms, _doc("no CLOB book data for this long (PONGs or not): reconnect")
+    ] = 10_000
     rtds_ping_ms: Annotated[Ms, _doc("RTDS PING interval")] = 5_000
-    rtds_silence_ms: Annotated[Ms, _doc(
-        "no RTDS price tick for this long (PONGs or not): reconnect")] = 15_000
+    rtds_silence_ms: Annotated[
+        Ms, _doc("no RTDS price tick for this long (PONGs or not): reconnect")
+    ] = 15_000
     gamma_refresh_ms: Annotated[Ms, _doc("Gamma market discovery interval")] = 5_000
     gamma_retry_max_ms: Annotated[Ms, _doc("longest Gamma retry delay after an error")] = 5_000
     gamma_timeout_ms: Annotated[Ms, _doc("Gamma request timeout")] = 5_000
-    resync_after_ms: Annotated[Ms, _doc(
-        "wait this long for the venue's own book snapshot before asking REST")] = 1_000
-    release_grace_s: Annotated[Sec, _doc(
-        "a past market's tokens are kept at most this long unresolved; 0: until resolved")] = 0
-    resolve_poll_base_ms: Annotated[Ms, _doc(
-        "first REST resolution poll this long after a market's end")] = 1_000
+    resync_after_ms: Annotated[
+        Ms, _doc("wait this long for the venue's own book snapshot before asking REST")
+    ] = 1_000
+    release_grace_s: Annotated[
+        Sec, _doc("a past market's tokens are kept at most this long unresolved; 0: until resolved")
+    ] = 0
+    resolve_poll_base_ms: Annotated[
+        Ms, _doc("first REST resolution poll this long after a market's end")
+    ] = 1_000
     resolve_poll_max_ms: Annotated[Ms, _doc("backoff cap between polls of one market")] = 30_000
-    resolve_confirm_s: Annotated[Sec, _doc(
-        "after resolution, keep asking the other REST source this long")] = 300
+    resolve_confirm_s: Annotated[
+        Sec, _doc("after resolution, keep asking the other REST source this long")
+    ] = 300
     resolve_timeout_ms: Annotated[Ms, _doc("resolution REST request timeout")] = 5_000
-    basis_warn_usd: Annotated[int, _doc(
-        "a mean Binance - Chainlink basis beyond this many USD is logged as a warning",
-        ge=0, le=1_000_000)] = 50
+    basis_warn_usd: Annotated[
+        int,
+        _doc(
+            "a mean Binance - Chainlink basis beyond this many USD is logged as a warning",
+            ge=0,
+            le=1_000_000,
+        ),
+    ] = 50
 
 
 class ExecutionSettings(
@@ -577,13 +734,23 @@ class ExecutionSettings(
 ):
     """execution's live-venue timers."""
 
-    order_timeout_ms: Annotated[int, _doc(
-        "a venue call unanswered this long is 'outcome unknown' (looked up, never re-sent)",
-        ge=1, le=600_000)] = 5000
-    reconcile_grace_ms: Annotated[int, _doc(
-        "an order sent this recently that the venue does not show yet is still 'unknown', "
-        "not 'missing'",
-        ge=1, le=600_000)] = 10_000
+    order_timeout_ms: Annotated[
+        int,
+        _doc(
+            "a venue call unanswered this long is 'outcome unknown' (looked up, never re-sent)",
+            ge=1,
+            le=600_000,
+        ),
+    ] = 5000
+    reconcile_grace_ms: Annotated[
+        int,
+        _doc(
+            "an order sent this recently that the venue does not show yet is still 'unknown', "
+            "not 'missing'",
+            ge=1,
+            le=600_000,
+        ),
+    ] = 10_000
 
 
 _SETTINGS_NAMES = {
@@ -604,39 +771,80 @@ class Settings(
     """Every runtime setting of every service, from `load_settings`. The fields of the nested
     structs are service settings (`settings.ingest.clob_ping_ms` is `INGEST_CLOB_PING_MS`)."""
 
-    venue: Annotated[Literal["live", "sim"], _doc(
-        "`sim` runs everything against the simulated venue", case="lower")] = "live"
+    venue: Annotated[
+        Literal["live", "sim"],
+        _doc("`sim` runs everything against the simulated venue", case="lower"),
+    ] = "live"
     dry_run: Annotated[bool, _doc("paper trading (first switch for real orders)")] = True
     enable_real_trading: Annotated[bool, _doc("second switch for real orders")] = False
-    private_key: Annotated[Secret | None, _doc(
-        "third switch: the wallet key (64 hex digits); never logged, stored or shown",
-        expect="64 hex digits (optionally 0x-prefixed)")] = None
-    signature_type: Annotated[int, _doc(
-        "0 EOA (the key's address holds the funds), 1 email/Magic proxy, 2 browser-wallet Safe, "
-        "3 deposit wallet", expect="0, 1, 2 or 3", ge=0, le=3)] = 0
-    funder: Annotated[str, _doc(
-        "the wallet that holds pUSD and the tokens (0x + 40 hex digits); required for "
-        "`SIGNATURE_TYPE` 1-3; with 0 only the key's own address (refused otherwise)",
-        expect="an address: 0x and 40 hex digits", pattern=r"^0x[0-9a-fA-F]{40}$",
-    )] | None = None
-    relayer_api_key: Annotated[Secret | None, _doc(
-        "relayer API key (polymarket.com settings) for gasless redemption and approvals of "
-        "`SIGNATURE_TYPE` 1-3; never logged, stored or shown")] = None
-    relayer_api_key_address: Annotated[str, _doc(
-        "the address the relayer API key belongs to (0x + 40 hex digits)",
-        expect="an address: 0x and 40 hex digits", pattern=r"^0x[0-9a-fA-F]{40}$",
-    )] | None = None
-    database_url: Annotated[str, _doc(
-        "the SQLite database (`sqlite:<path>`)", expect="sqlite:<path>",
-        pattern=r"^sqlite:.+$")] = "sqlite:./data/trader.db"
-    log_level: Annotated[LogLevel, _doc(
-        "DEBUG, INFO, WARNING, ERROR or CRITICAL", case="upper")] = "INFO"
+    private_key: Annotated[
+        Secret | None,
+        _doc(
+            "third switch: the wallet key (64 hex digits); never logged, stored or shown",
+            expect="64 hex digits (optionally 0x-prefixed)",
+        ),
+    ] = None
+    signature_type: Annotated[
+        int,
+        _doc(
+            "0 EOA (the key's address holds the funds), 1 email/Magic proxy, 2 browser-wallet Safe, "
+            "3 deposit wallet",
+            expect="0, 1, 2 or 3",
+            ge=0,
+            le=3,
+        ),
+    ] = 0
+    funder: (
+        Annotated[
+            str,
+            _doc(
+                "the wallet that holds pUSD and the tokens (0x + 40 hex digits); required for "
+                "`SIGNATURE_TYPE` 1-3; with 0 only the key's own address (refused otherwise)",
+                expect="an address: 0x and 40 hex digits",
+                pattern=r"^0x[0-9a-fA-F]{40}$",
+            ),
+        ]
+        | None
+    ) = None
+    relayer_api_key: Annotated[
+        Secret | None,
+        _doc(
+            "relayer API key (polymarket.com settings) for gasless redemption and approvals of "
+            "`SIGNATURE_TYPE` 1-3; never logged, stored or shown"
+        ),
+    ] = None
+    relayer_api_key_address: (
+        Annotated[
+            str,
+            _doc(
+                "the address the relayer API key belongs to (0x + 40 hex digits)",
+                expect="an address: 0x and 40 hex digits",
+                pattern=r"^0x[0-9a-fA-F]{40}$",
+            ),
+        ]
+        | None
+    ) = None
+    database_url: Annotated[
+        str,
+        _doc(
+            "the SQLite database (`sqlite:<path>`)", expect="sqlite:<path>", pattern=r"^sqlite:.+$"
+        ),
+    ] = "sqlite:./data/trader.db"
+    log_level: Annotated[
+        LogLevel, _doc("DEBUG, INFO, WARNING, ERROR or CRITICAL", case="upper")
+    ] = "INFO"
     log_dir: Annotated[Path, _doc("the seven JSONL streams", default="`./logs`")] = Path("./logs")
-    data_dir: Annotated[Path, _doc(
-        "database, bus sockets and locks (`run/`), captures", default="`./data`")] = Path("./data")
-    config_path: Annotated[Path | None, _doc(
-        "the shipped strategy parameters (never written; the operator's changes go to "
-        "`POLYEDGE_DATA_DIR/config.json`)", default="`config/config.json`")] = None
+    data_dir: Annotated[
+        Path, _doc("database, bus sockets and locks (`run/`), captures", default="`./data`")
+    ] = Path("./data")
+    config_path: Annotated[
+        Path | None,
+        _doc(
+            "the shipped strategy parameters (never written; the operator's changes go to "
+            "`POLYEDGE_DATA_DIR/config.json`)",
+            default="`config/config.json`",
+        ),
+    ] = None
     venues: VenueUrls = VenueUrls()
     bus: BusSettings = BusSettings()
     api: ObserveSettings = ObserveSettings()
@@ -683,7 +891,13 @@ class Settings(
 
 
 SETTINGS_GROUPS: tuple[type[Struct], ...] = (
-    Settings, VenueUrls, BusSettings, ObserveSettings, AlertSettings, SimSettings, IngestSettings,
+    Settings,
+    VenueUrls,
+    BusSettings,
+    ObserveSettings,
+    AlertSettings,
+    SimSettings,
+    IngestSettings,
     ExecutionSettings,
 )
 _NESTED: dict[str, type[Struct]] = {  # Settings field -> its struct
@@ -700,7 +914,15 @@ TOOL_KEYS = {
 # A key with one of these prefixes in the environment is ours: unknown ones are reported. Every
 # key in `.env` is ours.
 SETTING_PREFIXES = (
-    "POLYEDGE_", "INGEST_", "SIGNAL_", "STRATEGY_", "EXEC_", "OBSERVE_", "API_", "ALERT_", "SIM_",
+    "POLYEDGE_",
+    "INGEST_",
+    "SIGNAL_",
+    "STRATEGY_",
+    "EXEC_",
+    "OBSERVE_",
+    "API_",
+    "ALERT_",
+    "SIM_",
     "LOG_",
 )
 
@@ -745,10 +967,19 @@ def setting_specs() -> list[SettingSpec]:
             if group is Settings and f.name in _NESTED:
                 continue
             kind, extra, desc = _unwrap(f.type)
-            out.append(SettingSpec(
-                f.encode_name, group, f.name, kind, f.default, desc, extra.get("default"),
-                extra.get("expect"), extra.get("case", ""),
-            ))
+            out.append(
+                SettingSpec(
+                    f.encode_name,
+                    group,
+                    f.name,
+                    kind,
+                    f.default,
+                    desc,
+                    extra.get("default"),
+                    extra.get("expect"),
+                    extra.get("case", ""),
+                )
+            )
     return out
 
 
@@ -903,8 +1134,11 @@ def load_settings(
         raw = env.get(spec.name, "")
         if not raw.strip():
             continue
-        shown = "" if isinstance(spec.kind, msgspec.inspect.CustomType) and \
-            spec.kind.cls is Secret else f", got {raw.strip()!r}"
+        shown = (
+            ""
+            if isinstance(spec.kind, msgspec.inspect.CustomType) and spec.kind.cls is Secret
+            else f", got {raw.strip()!r}"
+        )
         try:
             value = _parse(spec, raw)
         except ValueError as e:
@@ -951,8 +1185,10 @@ def _cross_field_errors(
             return None
         return values[group].get(field, getattr(group(), field))  # else the default
 
-    sim_port, api_port = value(SimSettings, "port", "SIM_PORT"), value(
-        ObserveSettings, "port", "API_PORT")
+    sim_port, api_port = (
+        value(SimSettings, "port", "SIM_PORT"),
+        value(ObserveSettings, "port", "API_PORT"),
+    )
     if sim_port is not None and sim_port == api_port:
         out["SIM_PORT"] = (
             f"{sim_port} is also API_PORT (the dashboard's port): the simulated venue and observe "
@@ -1003,8 +1239,10 @@ def settings_document(settings: Settings) -> dict[str, Any]:
         if spec.name == "POLYEDGE_CONFIG":
             out[spec.name] = str(settings.config_path or DEFAULT_CONFIG_PATH)
             continue
-        holder = settings if spec.group is Settings else getattr(
-            settings, next(f for f, g in _NESTED.items() if g is spec.group)
+        holder = (
+            settings
+            if spec.group is Settings
+            else getattr(settings, next(f for f, g in _NESTED.items() if g is spec.group))
         )
         v = getattr(holder, spec.field)
         if isinstance(v, Secret):

@@ -15,8 +15,9 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (use `BEGIN IMMEDIATE` explicitly for write transactions)."""
     p = Path(path)
     if readonly:
-        conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            f"file:{p}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
     else:
         p.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
@@ -29,8 +30,10 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 def migrate(conn: sqlite3.Connection, owner: str, migrations: list[str]) -> int:
     """Apply `owner`'s migrations not applied yet (each a script); return the schema version."""
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_versions (owner TEXT PRIMARY KEY, "
-                 "version INTEGER NOT NULL)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_versions (owner TEXT PRIMARY KEY, "
+        "version INTEGER NOT NULL)"
+    )
     row = conn.execute("SELECT version FROM schema_versions WHERE owner=?", (owner,)).fetchone()
     version = row[0] if row else 0
     for i, script in enumerate(migrations[version:], start=version + 1):
@@ -38,8 +41,11 @@ def migrate(conn: sqlite3.Connection, owner: str, migrations: list[str]) -> int:
         try:
             for stmt in filter(str.strip, script.split(";")):
                 conn.execute(stmt)
-            conn.execute("INSERT INTO schema_versions(owner, version) VALUES(?, ?) ON CONFLICT"
-                         "(owner) DO UPDATE SET version=excluded.version", (owner, i))
+            conn.execute(
+                "INSERT INTO schema_versions(owner, version) VALUES(?, ?) ON CONFLICT"
+                "(owner) DO UPDATE SET version=excluded.version",
+                (owner, i),
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -68,9 +68,7 @@ class Engine:
         """The nodes a message on `topic` reaches (cached per topic)."""
         subs = self._routes.get(topic)
         if subs is None:
-            subs = self._routes[topic] = tuple(
-                n for n in self.nodes if topic.startswith(n.topics)
-            )
+            subs = self._routes[topic] = tuple(n for n in self.nodes if topic.startswith(n.topics))
         return subs
 
     def step(self, name: str, msg: Any, now_ns: int) -> None:

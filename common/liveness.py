@@ -61,7 +61,7 @@ class DataLiveness:
         return self._clock() - self.last_data
 
     def verdict(self) -> str:
-        """"" while alive; else why the socket must be replaced."""
+        """ "" while alive; else why the socket must be replaced."""
         now = self._clock()
         if self.keepalive_s and now - self.last_frame > self.keepalive_s:
             return f"{self.feed}: no frame at all for {now - self.last_frame:.1f} s"

@@ -209,7 +209,7 @@ class OrderIntent(Msg, tag="order_intent"):
     reason: str = ""
 
 
-class OrderAck(Msg, tag="order_ack"):
+class OrderAccepted(Msg, tag="order_ack"):
     client_order_id: str
     status: str  # venue status: live | matched | delayed | dry_run
     ts_ack_ns: Ns
@@ -220,7 +220,7 @@ class OrderAck(Msg, tag="order_ack"):
     ts_exec_recv_ns: Ns = 0  # when execution received the intent (hot-path latency)
 
 
-class OrderReject(Msg, tag="order_reject"):
+class OrderRejected(Msg, tag="order_reject"):
     client_order_id: str
     reason: str
     ts_ns: Ns
@@ -230,7 +230,7 @@ class OrderReject(Msg, tag="order_reject"):
     ts_exec_recv_ns: Ns = 0
 
 
-class Fill(Msg, tag="fill"):
+class OrderFilled(Msg, tag="fill"):
     client_order_id: str
     asset_id: str
     side: Side
@@ -252,7 +252,7 @@ class Fill(Msg, tag="fill"):
     venue: str = ""  # the book it belongs to: "sim" | "live" (POLYEDGE_VENUE), with dry_run
 
 
-class Settlement(Msg, tag="settlement"):
+class PositionSettled(Msg, tag="settlement"):
     slug: str
     asset_id: str
     outcome: Outcome
@@ -265,7 +265,7 @@ class Settlement(Msg, tag="settlement"):
     dry_run: bool = True  # paper (True) or real money (False)
 
 
-class Redemption(Msg, tag="redemption"):
+class PositionRedeemed(Msg, tag="redemption"):
     """A resolved market's redemption as execution's ledger holds it, published on every change
     of state. Winning outcome tokens pay nothing until redeemed (PROTOCOLS.md section 7), so the
     pUSD of a settled win is "awaiting redemption" until `state` is `confirmed`.
@@ -351,7 +351,7 @@ class RiskState(Msg, tag="risk"):
 
 
 # --- control (observe -> strategy, PUSH/PULL) --------------------------------------------------
-class EmergencyStop(Msg, tag="emergency_stop"):
+class TriggerEmergencyStop(Msg, tag="emergency_stop"):
     request_id: str
     reason: str = "operator"
 
@@ -365,7 +365,7 @@ class ForceExit(Msg, tag="force_exit"):
     reason: str = "operator"
 
 
-class ConfigUpdate(Msg, tag="config_update"):
+class UpdateConfig(Msg, tag="config_update"):
     """A JSON merge patch (RFC 7396) onto the current strategy config: a member sets a field, a
     null member puts it back to the shipped default, `{}` changes nothing. `replace`: the patch
     applies to the shipped defaults instead (the whole config is replaced)."""
@@ -440,18 +440,18 @@ Message = (
     | SignalScore
     | Decision
     | OrderIntent
-    | OrderAck
-    | OrderReject
-    | Fill
-    | Settlement
-    | Redemption
+    | OrderAccepted
+    | OrderRejected
+    | OrderFilled
+    | PositionSettled
+    | PositionRedeemed
     | TradeClosed
     | PositionState
     | RiskState
-    | EmergencyStop
+    | TriggerEmergencyStop
     | ClearEmergencyStop
     | ForceExit
-    | ConfigUpdate
+    | UpdateConfig
     | ControlReply
     | ConfigSnapshot
     | LatencySample
@@ -504,7 +504,7 @@ def to_json(obj: Any) -> bytes:
     return _json_encoder.encode(obj)
 
 
-def fill_key(f: Fill) -> str:
+def fill_key(f: OrderFilled) -> str:
     """The trades-table event key of a fill (observe's row; a TradeClosed's `closing_key`)."""
     return f"fill:{f.client_order_id}:{f.trade_id or f.ts_fill_ns}"
 

@@ -29,6 +29,7 @@ EXIT_CONFIG = 2
 EXIT_LOCKED = 3
 EXIT_INTERNAL = 70
 
+
 def fail(service: str, message: str, code: int) -> NoReturn:
     sys.stderr.write(f"polyedge {service}: {message}\n")
     sys.stderr.flush()
@@ -132,8 +133,10 @@ def _is_supervisord(pid: int) -> bool:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().split(b"\0")
         # `supervisord ...`, `python /usr/bin/supervisord ...`, `python -m supervisor.supervisord`
-        return any(a.rsplit(b"/", 1)[-1] == b"supervisord" or a == b"supervisor.supervisord"
-                   for a in argv[:3])
+        return any(
+            a.rsplit(b"/", 1)[-1] == b"supervisord" or a == b"supervisor.supervisord"
+            for a in argv[:3]
+        )
     except OSError:
         return not os.path.isdir("/proc/self")
 
@@ -353,4 +356,3 @@ class ServiceRunner:
             r.close()
         if self.pub is not None:
             self.pub.close()
-

@@ -181,17 +181,30 @@ def decode_safe_multisend_data(data: bytes) -> list[Call]:
 
 
 def proxy_relay_hash(
-    signer: str, to: str, data: bytes, gas_limit: int, nonce: int, relay: str,
-    relayer_fee: int = 0, gas_price: int = 0, relay_hub: str = RELAY_HUB,
+    signer: str,
+    to: str,
+    data: bytes,
+    gas_limit: int,
+    nonce: int,
+    relay: str,
+    relayer_fee: int = 0,
+    gas_price: int = 0,
+    relay_hub: str = RELAY_HUB,
 ) -> bytes:
     """What a proxy wallet's key signs (EIP-191 personal message) for a relayer transaction:
     keccak("rlx:" + from + to + data + relayerFee + gasPrice + gasLimit + nonce + relayHub +
     relay), numbers as 32-byte words (SDK `build_proxy_transaction_hash`)."""
     return keccak(
-        b"rlx:" + _hex(signer) + _hex(to) + data
-        + relayer_fee.to_bytes(32, "big") + gas_price.to_bytes(32, "big")
-        + gas_limit.to_bytes(32, "big") + nonce.to_bytes(32, "big")
-        + _hex(relay_hub) + _hex(relay)
+        b"rlx:"
+        + _hex(signer)
+        + _hex(to)
+        + data
+        + relayer_fee.to_bytes(32, "big")
+        + gas_price.to_bytes(32, "big")
+        + gas_limit.to_bytes(32, "big")
+        + nonce.to_bytes(32, "big")
+        + _hex(relay_hub)
+        + _hex(relay)
     )
 
 
@@ -223,9 +236,16 @@ def safe_tx_typed_data(
         },
         "primaryType": "SafeTx",
         "message": {
-            "to": to, "value": 0, "data": data, "operation": operation, "safeTxGas": 0,
-            "baseGas": 0, "gasPrice": 0, "gasToken": ZERO_ADDRESS,
-            "refundReceiver": ZERO_ADDRESS, "nonce": nonce,
+            "to": to,
+            "value": 0,
+            "data": data,
+            "operation": operation,
+            "safeTxGas": 0,
+            "baseGas": 0,
+            "gasPrice": 0,
+            "gasToken": ZERO_ADDRESS,
+            "refundReceiver": ZERO_ADDRESS,
+            "nonce": nonce,
         },
     }
 
@@ -247,8 +267,10 @@ def deposit_wallet_batch_typed_data(
     a session key would wrap its signature) (SDK `sign_deposit_wallet_batch`)."""
     return {
         "domain": {
-            "chainId": chain_id, "name": "DepositWallet",
-            "verifyingContract": wallet, "version": "1",
+            "chainId": chain_id,
+            "name": "DepositWallet",
+            "verifyingContract": wallet,
+            "version": "1",
         },
         "types": {
             "EIP712Domain": [
@@ -271,7 +293,9 @@ def deposit_wallet_batch_typed_data(
         },
         "primaryType": "Batch",
         "message": {
-            "wallet": wallet, "nonce": nonce, "deadline": deadline,
+            "wallet": wallet,
+            "nonce": nonce,
+            "deadline": deadline,
             "calls": [{"target": t, "value": 0, "data": d} for t, d in calls],
         },
     }

@@ -49,13 +49,13 @@ from common.schema import (
     BtcTrade,
     ClockTick,
     FeedStatus,
-    Fill,
     MarketInfo,
     MarketResolved,
     Message,
     Msg,
-    OrderAck,
-    OrderReject,
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
     PriceBasis,
     PriceFeedTick,
     SignalScore,
@@ -357,9 +357,9 @@ class Backtest:
     config: StrategyConfig
     ledger_path: str = ":memory:"
     with_ingest: bool = True
-    fills: list[Fill] = field(default_factory=list)
-    acks: list[OrderAck] = field(default_factory=list)
-    rejects: list[OrderReject] = field(default_factory=list)
+    fills: list[OrderFilled] = field(default_factory=list)
+    acks: list[OrderAccepted] = field(default_factory=list)
+    rejects: list[OrderRejected] = field(default_factory=list)
     per_second: dict[str, dict[int, tuple[float, float, float | None, float]]] = field(
         default_factory=dict
     )
@@ -371,7 +371,9 @@ class Backtest:
         cfg = self.config
         self.ledger = Ledger(self.ledger_path)
         self.strategy = StrategyCore(cfg)
-        self.execution = ExecutionCore(self.ledger, PAPER, dry_run_latency_ms=cfg.dry_run_latency_ms)
+        self.execution = ExecutionCore(
+            self.ledger, PAPER, dry_run_latency_ms=cfg.dry_run_latency_ms
+        )
         nodes = [Node("ingest", ingest_core(), CLOCK_NS)] if self.with_ingest else []
         nodes += [
             Node("signal", SignalCore(cfg)),
@@ -484,11 +486,7 @@ def scores_by_time_left(
     counts. `n_model` counts every instant the model was scored at (its own Brier there too)."""
     rows = []
     for lo, hi in (*TIME_LEFT_BUCKETS, (None, None)):
-        sel = [
-            r
-            for r in scored
-            if lo is None or (r[0] >= lo and (hi is None or r[0] < hi))
-        ]
+        sel = [r for r in scored if lo is None or (r[0] >= lo and (hi is None or r[0] < hi))]
         both = [r for r in sel if r[2] is not None]
         label = "all" if lo is None else (f">={lo}" if hi is None else f"{lo}-{hi}")
         row: dict[str, Any] = {"seconds_left": label, "n": len(both), "n_model": len(sel)}
@@ -584,7 +582,10 @@ def summary(res: Result, config: dict[str, Any] | None = None) -> dict[str, Any]
         "scores": by_left,
         "pnl": pnl_interval([t["pnl"] for t in res.trades]),
         "max_entries_in_a_window": max(
-            (sum(1 for t in res.trades if t["slug"] == slug) for slug in {t["slug"] for t in res.trades}),
+            (
+                sum(1 for t in res.trades if t["slug"] == slug)
+                for slug in {t["slug"] for t in res.trades}
+            ),
             default=0,
         ),
         "predictions": len(res.predictions),
@@ -746,9 +747,7 @@ def main(argv: list[str] | None = None) -> int:
             frames = source() if args.in_process else frames_from_worker(source)
             res = Backtest(config).run_frames(frames)
         else:
-            res = Backtest(config, with_ingest=False).run_messages(
-                capture_messages(args.capture)
-            )
+            res = Backtest(config, with_ingest=False).run_messages(capture_messages(args.capture))
     except (ValueError, OSError) as e:
         print(f"polyedge backtest: {e}", file=sys.stderr)
         return 2

@@ -80,7 +80,9 @@ def timed(cmd: list[str], cwd: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="polyedge backtest-speed", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="polyedge backtest-speed", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--old", default=DEFAULT_OLD, help=f"commit to compare with ({DEFAULT_OLD})")
     ap.add_argument("--sim-seed", type=int, default=1)
     ap.add_argument("--windows", type=int, default=20)

@@ -23,10 +23,10 @@ from common.config import config_hash, load_settings, validate_strategy_config
 from common.schema import (
     BookSnapshot,
     BtcTrade,
-    Fill,
     Heartbeat,
-    OrderAck,
-    OrderReject,
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
     Probe,
     SignalScore,
 )
@@ -104,16 +104,16 @@ class Collector:
                     else ("clock_tick_to_signal_ms")
                 )
                 self._add(stage, m.ts_signal_ns, m.origin_ts_recv_ns)
-            elif isinstance(m, OrderAck | OrderReject):
+            elif isinstance(m, OrderAccepted | OrderRejected):
                 self.intents_seen += 1
                 recv = getattr(m, "ts_exec_recv_ns", 0)
                 self._add("tick_to_intent_at_execution_ms", recv, m.origin_ts_recv_ns)
                 self._add("signal_to_intent_at_execution_ms", recv, m.ts_signal_ns)
-                if isinstance(m, OrderAck):
+                if isinstance(m, OrderAccepted):
                     self._add("intent_to_ack_ms", m.ts_ack_ns, m.ts_intent_ns)
                     self._add("exec_recv_to_ack_ms", m.ts_ack_ns, m.ts_exec_recv_ns)
                     self._add("signal_to_order_ack_ms", m.ts_ack_ns, m.ts_signal_ns)
-            elif isinstance(m, Fill):
+            elif isinstance(m, OrderFilled):
                 self._add("full_decision_to_fill_ms", m.ts_fill_ns, m.origin_ts_recv_ns)
             elif isinstance(m, Heartbeat):
                 self.bus[m.service] = dict(m.detail.get("bus", {}))

@@ -692,12 +692,16 @@ def _print_text(doc: dict[str, Any]) -> None:
         w(f"  (market {doc['brier_market']}, blend {doc['brier_blend']})")
     # the market and blend columns only when there were quotes to score them on (no `nan`)
     quoted = any("brier_market" in r for r in doc["points"])
-    w("\n seconds_left      n   brier_model"
-      + ("  brier_market  brier_blend" if quoted else "") + "  logloss_model\n")
+    w(
+        "\n seconds_left      n   brier_model"
+        + ("  brier_market  brier_blend" if quoted else "")
+        + "  logloss_model\n"
+    )
     for r in doc["points"]:
         market = (
             f" {_cellf(r.get('brier_market')):>13} {_cellf(r.get('brier_blend')):>12}"
-            if quoted else ""
+            if quoted
+            else ""
         )
         w(
             f" {r['seconds_left']:>12} {r['n']:>6} {r['brier']:>13.4f}{market}"

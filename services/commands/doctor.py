@@ -276,10 +276,15 @@ def approvals_check(venue: Any, allowances: dict[str, int]) -> Check:
     except VenueError as e:
         missing = [n for n, a in REQUIRED_ALLOWANCES.items() if allowances.get(a.lower(), 0) <= 0]
         if missing:
-            return Check("approvals", "FAIL",
-                         f"missing approval: pUSD allowance for {', '.join(missing)}", FIX_HINT)
+            return Check(
+                "approvals",
+                "FAIL",
+                f"missing approval: pUSD allowance for {', '.join(missing)}",
+                FIX_HINT,
+            )
         return Check(
-            "approvals", "WARN",
+            "approvals",
+            "WARN",
             "pUSD allowance for " + ", ".join(REQUIRED_ALLOWANCES) + " is set; the CTF operator "
             f"approvals (selling, redemption) could not be read: {e.reason}",
             "set POLYGON_RPC_URL to a Polygon JSON-RPC endpoint",
@@ -287,13 +292,15 @@ def approvals_check(venue: Any, allowances: dict[str, int]) -> Check:
     missing = [a for a in state if not a.granted]
     if missing:
         return Check(
-            "approvals", "FAIL",
-            "missing approval: " + "; ".join(
-                f"{a.name} ({a.spender_name} {a.spender})" for a in missing),
+            "approvals",
+            "FAIL",
+            "missing approval: "
+            + "; ".join(f"{a.name} ({a.spender_name} {a.spender})" for a in missing),
             FIX_HINT,
         )
-    return Check("approvals", "PASS",
-                 "; ".join(f"{a.name} ({a.spender_name})" for a in state) + " set")
+    return Check(
+        "approvals", "PASS", "; ".join(f"{a.name} ({a.spender_name})" for a in state) + " set"
+    )
 
 
 def fix_approvals(settings: Settings, ask: Any = input) -> int:

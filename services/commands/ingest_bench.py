@@ -187,7 +187,8 @@ def run(n: int = 20_000) -> dict[str, Any]:
     pub = Publisher(f"inproc://ingest-bench-{time.monotonic_ns()}")
     core = IngestCore()
     now = 1790877850 * S
-    core.step(MarketInfo(
+    core.step(
+        MarketInfo(
             slug="btc-updown-5m-1790877600",
             condition_id=COND,
             up_token_id=UP,
@@ -195,7 +196,9 @@ def run(n: int = 20_000) -> dict[str, Any]:
             window_start_ns=now - 60 * S,
             window_end_ns=now + 240 * S,
             ts_recv_ns=now,
-        ), now)
+        ),
+        now,
+    )
     core.on_clob(parse_clob(_book(UP, 50), now), now)
     core.on_clob(parse_clob(_book(DOWN, 50), now), now)
     handlers: dict[str, tuple[Callable[[Any, int], list[Any]], Callable[..., list[Any]]]] = {

@@ -138,16 +138,26 @@ def replay_file(path: Path) -> dict[str, Any]:
         "books_published": published,
         "crossed_published": crossed,
         "out_of_sync_published": out_of_sync,
-        "book_checks": {"crossed": st.crossed, "mismatches": st.mismatches,
-                        "sequence": st.sequence, "dropped_unknown": st.dropped_unknown},
+        "book_checks": {
+            "crossed": st.crossed,
+            "mismatches": st.mismatches,
+            "sequence": st.sequence,
+            "dropped_unknown": st.dropped_unknown,
+        },
         "seconds": round(span, 1),
         "frames_per_s": round(len(frames) / span, 1) if span > 0 else 0.0,
         "mean_levels": round(levels / published, 1) if published else 0.0,
-        "cost_us": {"p50": _pct(costs, 0.5), "p99": _pct(costs, 0.99),
-                    "max": _pct(costs, 1.0),
-                    "mean": round(sum(costs) / len(costs) / 1000.0, 2) if costs else 0.0},
-        "cpu_us": {"p50": _pct(cpu, 0.5), "p99": _pct(cpu, 0.99),
-                   "mean": round(sum(cpu) / len(cpu) / 1000.0, 2) if cpu else 0.0},
+        "cost_us": {
+            "p50": _pct(costs, 0.5),
+            "p99": _pct(costs, 0.99),
+            "max": _pct(costs, 1.0),
+            "mean": round(sum(costs) / len(costs) / 1000.0, 2) if costs else 0.0,
+        },
+        "cpu_us": {
+            "p50": _pct(cpu, 0.5),
+            "p99": _pct(cpu, 0.99),
+            "mean": round(sum(cpu) / len(cpu) / 1000.0, 2) if cpu else 0.0,
+        },
         "_costs": costs,
         "_cpu": cpu,
     }
@@ -167,10 +177,17 @@ def run(paths: list[str]) -> dict[str, Any]:
         "frames_per_s": round(
             sum(r["frames"] for r in per) / max(1e-9, sum(r["seconds"] for r in per)), 1
         ),
-        "cost_us": {"p50": _pct(costs, 0.5), "p99": _pct(costs, 0.99), "max": _pct(costs, 1.0),
-                    "mean": round(sum(costs) / len(costs) / 1000.0, 2) if costs else 0.0},
-        "cpu_us": {"p50": _pct(cpu, 0.5), "p99": _pct(cpu, 0.99),
-                   "mean": round(sum(cpu) / len(cpu) / 1000.0, 2) if cpu else 0.0},
+        "cost_us": {
+            "p50": _pct(costs, 0.5),
+            "p99": _pct(costs, 0.99),
+            "max": _pct(costs, 1.0),
+            "mean": round(sum(costs) / len(costs) / 1000.0, 2) if costs else 0.0,
+        },
+        "cpu_us": {
+            "p50": _pct(cpu, 0.5),
+            "p99": _pct(cpu, 0.99),
+            "mean": round(sum(cpu) / len(cpu) / 1000.0, 2) if cpu else 0.0,
+        },
     }
     return {"total": total, "markets": per}
 

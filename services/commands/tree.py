@@ -211,14 +211,17 @@ def up(conf: Path) -> int:
             break
         except (TreeNotRunning, TreeShuttingDown, SupervisorError):
             if time.monotonic() > deadline:
-                _say(f"supervisord started but does not answer on {client.server_url} after "
-                     f"{UP_WAIT_S:g} s; see logs/supervisord.log")
+                _say(
+                    f"supervisord started but does not answer on {client.server_url} after "
+                    f"{UP_WAIT_S:g} s; see logs/supervisord.log"
+                )
                 return EXIT_NOT_RUNNING
             time.sleep(0.2)
     print(f"started {ident.describe()}, socket {client.path}")
     print("\n".join(lines))
-    print(f"dashboard: {_dashboard_url()}  (`polyedge status` to look again, "
-          "`polyedge down` to stop)")
+    print(
+        f"dashboard: {_dashboard_url()}  (`polyedge status` to look again, `polyedge down` to stop)"
+    )
     return EXIT_OK
 
 

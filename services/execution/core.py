@@ -26,16 +26,16 @@ from common.core import Core, Out, Timer, forward_probe
 from common.schema import (
     BookSnapshot,
     ClockTick,
-    Fill,
     LatencySample,
     MarketInfo,
     MarketResolved,
-    OrderAck,
+    OrderAccepted,
+    OrderFilled,
     OrderIntent,
-    OrderReject,
+    OrderRejected,
+    PositionRedeemed,
+    PositionSettled,
     Probe,
-    Redemption,
-    Settlement,
 )
 from services.execution import fills as fm
 from services.execution.ledger import Ledger, Position
@@ -202,7 +202,7 @@ class ExecutionCore(Core):
     def on_probe(self, msg: Probe, now_ns: int) -> Out:
         return [(topics.PROBE_PREFIX + "execution", forward_probe(msg, "execution", now_ns))]
 
-    def _apply_fills(self, fills: list[Fill]) -> None:
+    def _apply_fills(self, fills: list[OrderFilled]) -> None:
         """Fold fills (a reversal too: its side undoes the original) into the open positions;
         a position that reaches zero shares is dropped."""
         for f in fills:
@@ -411,7 +411,7 @@ class ExecutionCore(Core):
         return [
             (
                 topics.REJECT,
-                OrderReject(
+                OrderRejected(
                     client_order_id=intent.client_order_id,
                     reason=reason,
                     ts_ns=t,
@@ -444,7 +444,7 @@ class ExecutionCore(Core):
         out: Out = [
             (
                 topics.ACK,
-                OrderAck(
+                OrderAccepted(
                     client_order_id=intent.client_order_id,
                     status=status,
                     ts_ack_ns=t,
@@ -476,7 +476,7 @@ class ExecutionCore(Core):
         book_json: str | None = None,
     ) -> Out:
         msgs = [
-            Fill(
+            OrderFilled(
                 client_order_id=intent.client_order_id,
                 asset_id=intent.asset_id,
                 side=intent.side,
@@ -534,7 +534,7 @@ class ExecutionCore(Core):
         )
         return out
 
-    def _order_totals(self, coid: str, new: list[Fill]) -> tuple[float, float, float]:
+    def _order_totals(self, coid: str, new: list[OrderFilled]) -> tuple[float, float, float]:
         """(shares filled, notional, fees) of an order over its recorded fills plus `new` ones
         (fills seen before counted once; a reversing fill takes its trade back out)."""
         rows = self.ledger.fills_of(coid)
@@ -587,7 +587,7 @@ class ExecutionCore(Core):
             # the net price per share the trade moved, so undoing it restores cash exactly
             net = (r["price"] * size + (r["fee"] if r["side"] == "BUY" else -r["fee"])) / size
             msgs.append(
-                Fill(
+                OrderFilled(
                     client_order_id=coid,
                     asset_id=r["asset_id"],
                     side="SELL" if r["side"] == "BUY" else "BUY",
@@ -867,7 +867,7 @@ class ExecutionCore(Core):
                 else pos.outcome == msg.winning_outcome
             )
             payout = 1.0 if won else 0.0
-            s = Settlement(
+            s = PositionSettled(
                 slug=pos.slug,
                 asset_id=asset_id,
                 outcome=pos.outcome,  # type: ignore[arg-type]
@@ -968,7 +968,7 @@ class ExecutionCore(Core):
         return [
             (
                 topics.REDEMPTION,
-                Redemption(
+                PositionRedeemed(
                     condition_id=condition_id,
                     slug=r["slug"],
                     state=r["state"],

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from common import db
-from common.schema import Fill, OrderIntent, Settlement, to_json
+from common.schema import OrderFilled, OrderIntent, PositionSettled, to_json
 
 OWNER = "execution"
 OPEN_STATUSES = ("intent", "sending", "unknown")
@@ -268,7 +268,12 @@ class Ledger:
             self._event(coid, ts_ns, event, fields)
 
     def record_fills(
-        self, coid: str, fills: list[Fill], ts_ns: int, trade_status: str = "MATCHED", **fields: Any
+        self,
+        coid: str,
+        fills: list[OrderFilled],
+        ts_ns: int,
+        trade_status: str = "MATCHED",
+        **fields: Any,
     ) -> int:
         """Append fills (a trade id seen before is skipped) and set order columns; returns new.
         A live fill starts provisional with `trade_status` (the venue's trade status)."""
@@ -369,7 +374,7 @@ class Ledger:
             (self.venue, int(dry_run), *(REDEMPTION_OPEN if open_only else ())),
         ).fetchall()
 
-    def record_settlement(self, s: Settlement) -> bool:
+    def record_settlement(self, s: PositionSettled) -> bool:
         with self.tx() as c:
             cur = c.execute(
                 "INSERT INTO settlements(slug, asset_id, outcome, won, size, payout, pnl, ts_ns,"

@@ -102,6 +102,7 @@ class Approval(msgspec.Struct, frozen=True):
         what = "pUSD approve" if self.kind == "allowance" else "CTF setApprovalForAll"
         return f"{self.name}: {what} {self.spender_name} {self.spender} (on {self.contract})"
 
+
 # venue error text -> (code, clear reason); first match wins, lower-cased substring match
 ERROR_MAP: tuple[tuple[str, str, str], ...] = (
     # "invalid amounts, the market buy orders maker amount supports a max accuracy of 2 decimals,
@@ -801,8 +802,9 @@ class LiveVenue:
     ) -> Any:
         """One relayer request; its JSON. Raises VenueError naming the endpoint."""
         if not self.relayer_url:
-            raise VenueError("no RELAYER_URL to send wallet transactions through",
-                             "redeem_unsupported")
+            raise VenueError(
+                "no RELAYER_URL to send wallet transactions through", "redeem_unsupported"
+            )
         if self._relayer_key is None or not self.relayer_api_key_address:
             raise VenueError(
                 "RELAYER_API_KEY and RELAYER_API_KEY_ADDRESS are needed for gasless redemption "
@@ -815,7 +817,11 @@ class LiveVenue:
         }
         try:
             r = httpx.request(
-                method, self.relayer_url + path, params=params, json=body, headers=headers,
+                method,
+                self.relayer_url + path,
+                params=params,
+                json=body,
+                headers=headers,
                 timeout=self.timeout_s,
             )
         except httpx.HTTPError as e:
@@ -857,8 +863,11 @@ class LiveVenue:
             gas_limit = self.PROXY_DEFAULT_GAS_LIMIT
             if self.rpc_url:
                 data = wallets.proxy_call_data(calls)
-                call = {"from": self._signer(), "to": wallets.PROXY_FACTORY,
-                        "data": "0x" + data.hex()}
+                call = {
+                    "from": self._signer(),
+                    "to": wallets.PROXY_FACTORY,
+                    "data": "0x" + data.hex(),
+                }
                 try:
                     gas_limit = int(self._rpc("eth_estimateGas", [call]), 16)
                 except (VenueError, TypeError, ValueError):
@@ -866,21 +875,39 @@ class LiveVenue:
         else:
             _addr, nonce = self._relayer_nonce("/v1/account/transactions/params", kind)
         body = self.relayer_body(
-            calls, metadata, nonce=nonce, relay=relay, gas_limit=gas_limit,
+            calls,
+            metadata,
+            nonce=nonce,
+            relay=relay,
+            gas_limit=gas_limit,
             deadline=int(time.time()) + self.DEPOSIT_WALLET_DEADLINE_S,
         )
         doc = self._relayer_call("POST", "/submit", body=body)
-        tx_id = str(doc.get("transactionID") or doc.get("transactionId") or "") if isinstance(
-            doc, dict) else ""
+        tx_id = (
+            str(doc.get("transactionID") or doc.get("transactionId") or "")
+            if isinstance(doc, dict)
+            else ""
+        )
         if not tx_id:
             raise VenueError(f"relayer /submit: no transactionID in {str(doc)[:200]!r}")
-        self.log("execution", "relayer_submitted", transaction_id=tx_id, type=kind,
-                 state=str(doc.get("state", "")))
+        self.log(
+            "execution",
+            "relayer_submitted",
+            transaction_id=tx_id,
+            type=kind,
+            state=str(doc.get("state", "")),
+        )
         return "relayer:" + tx_id
 
     def relayer_body(
-        self, calls: list[tuple[str, bytes]], metadata: str, *, nonce: int, relay: str = "",
-        gas_limit: int = 0, deadline: int = 0,
+        self,
+        calls: list[tuple[str, bytes]],
+        metadata: str,
+        *,
+        nonce: int,
+        relay: str = "",
+        gas_limit: int = 0,
+        deadline: int = 0,
     ) -> dict[str, Any]:
         """The signed `/submit` body of `calls` (target, calldata) for this wallet type, as
         polymarket-client 0.14 `gasless.py` builds it: proxy (1) the personal-signed "rlx:" hash
@@ -896,16 +923,25 @@ class LiveVenue:
         kind = self.RELAYER_TYPES[self.signature_type]
         if self.signature_type == 1:
             data = wallets.proxy_call_data(calls)
-            h = wallets.proxy_relay_hash(signer, wallets.PROXY_FACTORY, data, gas_limit, nonce,
-                                         relay)
+            h = wallets.proxy_relay_hash(
+                signer, wallets.PROXY_FACTORY, data, gas_limit, nonce, relay
+            )
             sig = bytes(Account.sign_message(encode_defunct(primitive=h), key).signature)
             return {
-                "type": kind, "from": signer, "to": wallets.PROXY_FACTORY,
-                "proxyWallet": self.funder, "data": "0x" + data.hex(), "nonce": str(nonce),
-                "signature": "0x" + sig.hex(), "metadata": metadata,
+                "type": kind,
+                "from": signer,
+                "to": wallets.PROXY_FACTORY,
+                "proxyWallet": self.funder,
+                "data": "0x" + data.hex(),
+                "nonce": str(nonce),
+                "signature": "0x" + sig.hex(),
+                "metadata": metadata,
                 "signatureParams": {
-                    "gasLimit": str(gas_limit), "gasPrice": "0", "relay": relay,
-                    "relayHub": wallets.RELAY_HUB, "relayerFee": "0",
+                    "gasLimit": str(gas_limit),
+                    "gasPrice": "0",
+                    "relay": relay,
+                    "relayHub": wallets.RELAY_HUB,
+                    "relayerFee": "0",
                 },
             }
         if self.signature_type == 2:
@@ -914,29 +950,46 @@ class LiveVenue:
             else:
                 target, operation = wallets.SAFE_MULTISEND, 1
                 data = wallets.safe_multisend_data(calls)
-            digest = wallets.safe_tx_digest(wallets.safe_tx_typed_data(
-                self.funder, target, data, operation, nonce, self.chain_id))
+            digest = wallets.safe_tx_digest(
+                wallets.safe_tx_typed_data(
+                    self.funder, target, data, operation, nonce, self.chain_id
+                )
+            )
             raw = bytes(Account.sign_message(encode_defunct(primitive=digest), key).signature)
             v = raw[64]
             sig = raw[:64] + bytes([v + 31 if v in (0, 1) else v + 4 if v in (27, 28) else v])
             return {
-                "type": kind, "from": signer, "to": target, "proxyWallet": self.funder,
-                "data": "0x" + data.hex(), "nonce": str(nonce), "signature": "0x" + sig.hex(),
+                "type": kind,
+                "from": signer,
+                "to": target,
+                "proxyWallet": self.funder,
+                "data": "0x" + data.hex(),
+                "nonce": str(nonce),
+                "signature": "0x" + sig.hex(),
                 "metadata": metadata,
                 "signatureParams": {
-                    "baseGas": "0", "gasPrice": "0", "gasToken": wallets.ZERO_ADDRESS,
-                    "operation": str(operation), "refundReceiver": wallets.ZERO_ADDRESS,
+                    "baseGas": "0",
+                    "gasPrice": "0",
+                    "gasToken": wallets.ZERO_ADDRESS,
+                    "operation": str(operation),
+                    "refundReceiver": wallets.ZERO_ADDRESS,
                     "safeTxnGas": "0",
                 },
             }
-        typed = wallets.deposit_wallet_batch_typed_data(self.funder, calls, nonce, deadline,
-                                                        self.chain_id)
+        typed = wallets.deposit_wallet_batch_typed_data(
+            self.funder, calls, nonce, deadline, self.chain_id
+        )
         sig = bytes(Account.sign_message(encode_typed_data(full_message=typed), key).signature)
         return {
-            "type": kind, "from": signer, "to": wallets.DEPOSIT_WALLET_FACTORY,
-            "nonce": str(nonce), "signature": "0x" + sig.hex(), "metadata": metadata,
+            "type": kind,
+            "from": signer,
+            "to": wallets.DEPOSIT_WALLET_FACTORY,
+            "nonce": str(nonce),
+            "signature": "0x" + sig.hex(),
+            "metadata": metadata,
             "depositWalletParams": {
-                "depositWallet": self.funder, "deadline": str(deadline),
+                "depositWallet": self.funder,
+                "deadline": str(deadline),
                 "calls": [{"target": t, "value": "0", "data": "0x" + d.hex()} for t, d in calls],
             },
         }
@@ -992,14 +1045,17 @@ class LiveVenue:
             if kind == "allowance":
                 data = APPROVE_SELECTOR + abi_encode(["address", "uint256"], [spender, MAX_UINT256])
             else:
-                data = SET_APPROVAL_FOR_ALL_SELECTOR + abi_encode(["address", "bool"], [spender, True])
+                data = SET_APPROVAL_FOR_ALL_SELECTOR + abi_encode(
+                    ["address", "bool"], [spender, True]
+                )
             return Approval(name, contract, spender, who, kind, data)
 
         return [
             entry("pUSD allowance (buy)", PUSD, CTF_EXCHANGE_V2, "CTF Exchange V2", "allowance"),
             entry("CTF operator (sell)", CTF, CTF_EXCHANGE_V2, "CTF Exchange V2", "operator"),
-            entry("CTF operator (redeem)", CTF, COLLATERAL_ADAPTER, "collateral adapter",
-                  "operator"),
+            entry(
+                "CTF operator (redeem)", CTF, COLLATERAL_ADAPTER, "collateral adapter", "operator"
+            ),
         ]
 
     def approval_owner(self) -> str:

@@ -134,9 +134,7 @@ class BookSet:
         return publishable(b, best_bid, best_ask)
 
     # --- checks ---------------------------------------------------------------------------------
-    def check(
-        self, b: Book, best_bid: float | None, best_ask: float | None, now_ns: int
-    ) -> bool:
+    def check(self, b: Book, best_bid: float | None, best_ask: float | None, now_ns: int) -> bool:
         """After an update: crossed, or the venue's stated top of book differs from ours, marks
         the book out of sync at once. True if the book is still in sync.
 

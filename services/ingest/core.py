@@ -55,7 +55,6 @@ PTB_FEED_ORDER = ("twap60", "twap30", "chainlink", "binance")  # after gamma, be
 PTB_SETTLE_NS = 30 * S  # after this long past the start, the price-to-beat source is frozen
 
 
-
 @dataclass
 class FeedHealth:
     """Liveness of one feed, as published on md.status.<feed>."""
@@ -329,7 +328,9 @@ class IngestCore(Core):
     def _window_of(self, slug: str, condition_id: str) -> Window | None:
         w = self.windows.get(slug) if slug else None
         if w is None and condition_id:
-            w = next((x for x in self.windows.values() if x.info.condition_id == condition_id), None)
+            w = next(
+                (x for x in self.windows.values() if x.info.condition_id == condition_id), None
+            )
         return w
 
     def _resolve(self, w: Window, outcome: str, source: str, ts_ns: int, now_ns: int) -> Out:
@@ -378,7 +379,9 @@ class IngestCore(Core):
 
     def awaiting_resolution(self, now_ns: int) -> list[Window]:
         """Windows that ended and that no source has called resolved yet."""
-        return [w for w in self.windows.values() if w.info.window_end_ns <= now_ns and not w.resolved]
+        return [
+            w for w in self.windows.values() if w.info.window_end_ns <= now_ns and not w.resolved
+        ]
 
     def drain_alerts(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(event, level, fields) records for the runner's logs: resolution disagreements

@@ -554,7 +554,9 @@ async def resolution_poller(ctx: FeedContext) -> None:
                     if rr is not None:
                         ctx.publish(core.step(rr, n))
                 w.polls += 1
-                delay_ms = min(o.resolve_poll_max_ms, o.resolve_poll_base_ms * 2 ** min(w.polls, 20))
+                delay_ms = min(
+                    o.resolve_poll_max_ms, o.resolve_poll_base_ms * 2 ** min(w.polls, 20)
+                )
                 w.poll_due_ns = n + int(delay_ms * rng.uniform(0.8, 1.0) * 1_000_000)
             for event, level, fields_ in core.drain_alerts():
                 ctx.log(event, level, **fields_)
@@ -581,7 +583,9 @@ async def _resolution_once(
         r = await client.get(url)
     except httpx.HTTPError as e:
         ctx.core._count(f"resolution_poll_errors_{source}")
-        ctx.fault("resolution", "resolution_poll_transport_error", source=source, error=repr(e)[:200])
+        ctx.fault(
+            "resolution", "resolution_poll_transport_error", source=source, error=repr(e)[:200]
+        )
         return None
     ts = now_ns()
     if ctx.capture is not None:

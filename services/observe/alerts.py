@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from common.schema import Heartbeat, Msg, Redemption, RiskState
+from common.schema import Heartbeat, Msg, PositionRedeemed, RiskState
 
 if TYPE_CHECKING:
     from services.observe.state import ObserveCore
@@ -74,11 +74,11 @@ class AlertRules:
             return self._on_risk(msg)
         if isinstance(msg, Heartbeat):
             return self._on_heartbeat(msg)
-        if isinstance(msg, Redemption):
+        if isinstance(msg, PositionRedeemed):
             return self._on_redemption(msg)
         return []
 
-    def _on_redemption(self, msg: Redemption) -> list[Alert]:
+    def _on_redemption(self, msg: PositionRedeemed) -> list[Alert]:
         """exec.redemption: `failed` is an alert; `awaiting` with a reason (a send failed, it is
         retried) a warning; the pUSD of the win stays "awaiting redemption" meanwhile."""
         if msg.state not in ("failed", "awaiting") or (msg.state == "awaiting" and not msg.detail):
@@ -337,7 +337,7 @@ class Alerts:
         self.raised = self.suppressed = 0
 
     def on_message(self, msg: Msg, now_ns: int) -> None:
-        if isinstance(msg, RiskState | Heartbeat | Redemption):
+        if isinstance(msg, RiskState | Heartbeat | PositionRedeemed):
             for a in self.rules.on_message(msg, now_ns):
                 self.raise_(a)
 

@@ -32,11 +32,11 @@ from common.clock import now_ns
 from common.config import ConfigError, config_choices, validate_config_patch
 from common.schema import (
     ClearEmergencyStop,
-    ConfigUpdate,
     ControlReply,
-    EmergencyStop,
     ForceExit,
     Msg,
+    TriggerEmergencyStop,
+    UpdateConfig,
 )
 from services.observe import views
 from services.observe.latency import CRITICAL_MS, STALE_MS, WARNING_MS
@@ -480,7 +480,7 @@ async def emergency_stop(request: Request) -> JSONResponse:
     if isinstance(reason, JSONResponse):
         return reason
     return await forward(
-        request, lambda rid: EmergencyStop(request_id=rid, reason=reason), "emergency stop"
+        request, lambda rid: TriggerEmergencyStop(request_id=rid, reason=reason), "emergency stop"
     )
 
 
@@ -515,7 +515,7 @@ async def post_config(request: Request) -> JSONResponse:
         return error(422, "invalid config: nothing was applied", field_errors=e.errors)
     return await forward(
         request,
-        lambda rid: ConfigUpdate(request_id=rid, config=patch, replace=replace),
+        lambda rid: UpdateConfig(request_id=rid, config=patch, replace=replace),
         "config update",
     )
 
@@ -571,9 +571,7 @@ def trade_filters(raw: dict[str, str]) -> dict[str, str]:
         except ValueError:
             ok = False
         if not ok:
-            raise ValueError(
-                f"query parameter 'day' must be a date YYYY-MM-DD (UTC), got {day!r}"
-            )
+            raise ValueError(f"query parameter 'day' must be a date YYYY-MM-DD (UTC), got {day!r}")
     return out
 
 
@@ -584,9 +582,7 @@ async def trades(request: Request) -> JSONResponse:
     known = {*TRADE_FILTERS, "limit", "offset", "since_ns", "until_ns", "dry_run"}
     unknown = sorted(set(request.query_params) - known)
     if unknown:
-        return error(
-            400, f"unknown query parameter(s) {unknown}; expected some of {sorted(known)}"
-        )
+        return error(400, f"unknown query parameter(s) {unknown}; expected some of {sorted(known)}")
     try:
         limit = int_param(request, "limit", 50, 1, 500)
         offset = int_param(request, "offset", 0, 0, 10**9)
@@ -598,9 +594,7 @@ async def trades(request: Request) -> JSONResponse:
     raw_dry = request.query_params.get("dry_run")
     if raw_dry:
         if raw_dry.lower() not in ("true", "false", "1", "0"):
-            return error(
-                400, f"query parameter 'dry_run' must be true or false, got {raw_dry!r}"
-            )
+            return error(400, f"query parameter 'dry_run' must be true or false, got {raw_dry!r}")
         dry = raw_dry.lower() in ("true", "1")
     filters = {k: request.query_params[k] for k in TRADE_FILTERS if request.query_params.get(k)}
     try:

@@ -41,10 +41,7 @@ def metrics_text(core: ObserveCore, now_ns: int, extra: dict[str, float] | None 
         "polyedge_service_up",
         "gauge",
         "1 when supervisord runs the service and its heartbeat is fresh",
-        [
-            (f'{{service="{k}"}}', 1.0 if v["alive"] else 0.0)
-            for k, v in health["services"].items()
-        ],
+        [(f'{{service="{k}"}}', 1.0 if v["alive"] else 0.0) for k, v in health["services"].items()],
     )
     metric(
         "polyedge_heartbeat_age_seconds",
@@ -61,9 +58,7 @@ def metrics_text(core: ObserveCore, now_ns: int, extra: dict[str, float] | None 
         "Restarts of each service seen by this observe (a new pid in its heartbeat)",
         [(f'{{service="{k}"}}', float(n)) for k, n in sorted(core.restarts.items())],
     )
-    metric(
-        "polyedge_probes_total", "counter", "End-to-end probes completed", [("", core.probes)]
-    )
+    metric("polyedge_probes_total", "counter", "End-to-end probes completed", [("", core.probes)])
     metric("polyedge_btc_price_usd", "gauge", "Last BTC trade price", [("", core.btc_price)])
     feeds = views.feeds_doc(core, now_ns)
     metric(

@@ -123,7 +123,16 @@ COLUMNS = {
     ),
     "signals": ("ts_ns", "slug", "p_up", "side", "score", "edge_up", "edge_down", "inputs"),
     "latency_events": ("ts_ns", "stage", "ms", "severity", "ref"),
-    "config_snapshots": ("ts_ns", "version", "source", "config", "changed", "hash", "venue", "mode"),
+    "config_snapshots": (
+        "ts_ns",
+        "version",
+        "source",
+        "config",
+        "changed",
+        "hash",
+        "venue",
+        "mode",
+    ),
     "risk_events": (
         "ts_ns",
         "event",

@@ -23,21 +23,21 @@ from common.schema import (
     ControlReply,
     Decision,
     FeedStatus,
-    Fill,
     Heartbeat,
     LatencySample,
     MarketInfo,
     MarketResolved,
     Msg,
-    OrderAck,
-    OrderReject,
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
+    PositionRedeemed,
+    PositionSettled,
     PositionState,
     PriceBasis,
     PriceFeedTick,
     Probe,
-    Redemption,
     RiskState,
-    Settlement,
     SignalScore,
     TradeClosed,
     to_dict,
@@ -188,7 +188,7 @@ class ObserveCore:
         self.orders: deque[dict[str, Any]] = deque(maxlen=50)
         self.control_replies: deque[dict[str, Any]] = deque(maxlen=20)
         # redemptions as execution last published them, newest last (condition id -> message)
-        self.redemptions: OrderedDict[str, Redemption] = OrderedDict()
+        self.redemptions: OrderedDict[str, PositionRedeemed] = OrderedDict()
         # today's figures from what observe itself saw (RiskState's are preferred when present)
         self.day = ""
         self.entries_today = 0
@@ -374,7 +374,7 @@ class ObserveCore:
             if msg.action != "skip" or msg.reason != self._last_skip_reason:
                 out.append(LogLine("strategy", f"decision_{msg.action}", "INFO", d))
             self._last_skip_reason = msg.reason if msg.action == "skip" else ""
-        elif isinstance(msg, OrderAck):
+        elif isinstance(msg, OrderAccepted):
             self.orders.append(to_dict(msg))
             out.append(LogLine("execution", "order_ack", "INFO", to_dict(msg)))
             lat = _ms(msg.ts_ack_ns, msg.ts_signal_ns)
@@ -382,16 +382,16 @@ class ObserveCore:
                 self._latency(
                     "signal_to_order_ack_ms", lat, now_ns, msg.client_order_id, out, always_row=True
                 )
-        elif isinstance(msg, OrderReject):
+        elif isinstance(msg, OrderRejected):
             self.orders.append(to_dict(msg))
             out.append(LogLine("execution", "order_rejected", "WARNING", to_dict(msg)))
-        elif isinstance(msg, Fill):
+        elif isinstance(msg, OrderFilled):
             self._on_fill(msg, now_ns, out)
-        elif isinstance(msg, Settlement):
+        elif isinstance(msg, PositionSettled):
             self._on_settlement(msg, now_ns, out)
         elif isinstance(msg, TradeClosed):
             self._on_trade_closed(msg, now_ns, out)
-        elif isinstance(msg, Redemption):
+        elif isinstance(msg, PositionRedeemed):
             self.redemptions.pop(msg.condition_id, None)
             self.redemptions[msg.condition_id] = msg
             while len(self.redemptions) > MAX_REDEMPTIONS:
@@ -563,7 +563,7 @@ class ObserveCore:
             market_p = round(mid, 4) if mid is not None else None
             self.prob_history.append((round(now_ns / NS, 3), msg.p_up, market_p))
 
-    def _on_fill(self, msg: Fill, now_ns: int, out: list[Record]) -> None:
+    def _on_fill(self, msg: OrderFilled, now_ns: int, out: list[Record]) -> None:
         self.roll_day(now_ns)
         d = to_dict(msg)
         self.recent_fills.append(d)
@@ -598,7 +598,7 @@ class ObserveCore:
                 "full_decision_to_fill_ms", lat, now_ns, msg.client_order_id, out, always_row=True
             )
 
-    def _on_settlement(self, msg: Settlement, now_ns: int, out: list[Record]) -> None:
+    def _on_settlement(self, msg: PositionSettled, now_ns: int, out: list[Record]) -> None:
         self.roll_day(now_ns)
         row = {
             "event_key": f"settlement:{msg.slug}:{msg.asset_id}",

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from common.config import Settings
 
-FAULT_HELP = ("NAME[:key=value,...], e.g. stall:channel=market,seconds=5,after=30 "
-              "(repeatable; keys: channel, count, seconds, after)")
+FAULT_HELP = (
+    "NAME[:key=value,...], e.g. stall:channel=market,seconds=5,after=30 "
+    "(repeatable; keys: channel, count, seconds, after)"
+)
 
 
 def parse_fault(spec: str) -> dict:
@@ -56,24 +58,41 @@ def _settings() -> Settings:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="polyedge sim", description="Run the simulated venue.")
-    p.add_argument("--port", type=int, default=None, help="port (env SIM_PORT, default 8765; 0 = any free)")
+    p.add_argument(
+        "--port", type=int, default=None, help="port (env SIM_PORT, default 8765; 0 = any free)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--seed", type=int, default=None, help="market seed (env SIM_SEED, default 1)")
-    p.add_argument("--window-seconds", type=int, default=None,
-                   help="window length (env SIM_WINDOW_SECONDS, default 300)")
+    p.add_argument(
+        "--window-seconds",
+        type=int,
+        default=None,
+        help="window length (env SIM_WINDOW_SECONDS, default 300)",
+    )
     p.add_argument("--replay", metavar="CAPTURE_PATH", help="play back a capture instead")
     p.add_argument("--speed", type=float, default=1.0, help="replay speed factor (default 1)")
     p.add_argument("--fault", action="append", type=parse_fault, default=[], help=FAULT_HELP)
-    p.add_argument("--book-ticker-hz", type=float, default=None,
-                   help="Binance bookTicker rate (env SIM_BOOK_TICKER_HZ, default 100/s)")
-    p.add_argument("--clob-hz", type=float, default=None,
-                   help="Polymarket book updates per second, both tokens (env SIM_CLOB_HZ, default 60)")
+    p.add_argument(
+        "--book-ticker-hz",
+        type=float,
+        default=None,
+        help="Binance bookTicker rate (env SIM_BOOK_TICKER_HZ, default 100/s)",
+    )
+    p.add_argument(
+        "--clob-hz",
+        type=float,
+        default=None,
+        help="Polymarket book updates per second, both tokens (env SIM_CLOB_HZ, default 60)",
+    )
     p.add_argument("--mine-seconds", type=float, default=2.0, help="MATCHED -> MINED delay")
     p.add_argument("--confirm-seconds", type=float, default=6.0, help="MATCHED -> CONFIRMED delay")
     p.add_argument("--balance", type=float, default=1000.0, help="starting pUSD per account")
     p.add_argument("--ping-interval", type=float, default=20.0, help="server websocket pings (s)")
-    p.add_argument("--only-if-sim", action="store_true",
-                   help="exit 0 at once unless POLYEDGE_VENUE=sim (for supervisord)")
+    p.add_argument(
+        "--only-if-sim",
+        action="store_true",
+        help="exit 0 at once unless POLYEDGE_VENUE=sim (for supervisord)",
+    )
     return p
 
 
@@ -109,11 +128,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from services.simvenue.server import SimOptions, Venue, build_app
 
-    opts = SimOptions(host=args.host, port=port, seed=seed, window_seconds=window,
-                      book_ticker_hz=args.book_ticker_hz, clob_update_hz=args.clob_hz, replay=args.replay, speed=args.speed,
-                      faults=args.fault, mine_seconds=args.mine_seconds,
-                      confirm_seconds=args.confirm_seconds, balance_usd=args.balance,
-                      ping_interval=args.ping_interval)
+    opts = SimOptions(
+        host=args.host,
+        port=port,
+        seed=seed,
+        window_seconds=window,
+        book_ticker_hz=args.book_ticker_hz,
+        clob_update_hz=args.clob_hz,
+        replay=args.replay,
+        speed=args.speed,
+        faults=args.fault,
+        mine_seconds=args.mine_seconds,
+        confirm_seconds=args.confirm_seconds,
+        balance_usd=args.balance,
+        ping_interval=args.ping_interval,
+    )
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -124,10 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     bound_port = sock.getsockname()[1]
     venue = Venue(opts)
-    config = uvicorn.Config(build_app(venue), log_level="warning", lifespan="on",
-                            ws_ping_interval=args.ping_interval or None,
-                            ws_ping_timeout=max(args.ping_interval, 20.0) or None,
-                            timeout_graceful_shutdown=2, access_log=False)
+    config = uvicorn.Config(
+        build_app(venue),
+        log_level="warning",
+        lifespan="on",
+        ws_ping_interval=args.ping_interval or None,
+        ws_ping_timeout=max(args.ping_interval, 20.0) or None,
+        timeout_graceful_shutdown=2,
+        access_log=False,
+    )
     server = uvicorn.Server(config)
 
     async def run() -> None:
@@ -142,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         while not task.done():
             await asyncio.wait({task}, timeout=1.0)
             if not task.done() and watch.orphaned():
-                print(f"simvenue: supervisor (pid {watch.parent}) is gone; stopping",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"simvenue: supervisor (pid {watch.parent}) is gone; stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 server.should_exit = True
                 await task
         await task

@@ -34,8 +34,14 @@ def binance_text(v: Venue, c: Conn, text: str) -> None:
     elif method == "LIST_SUBSCRIPTIONS":
         c.put(json.dumps({"result": sorted(c.subs), "id": rid}))
     else:
-        c.put(json.dumps({"error": {"code": 2, "msg": f"Invalid request: unknown method {method}"},
-                          "id": rid}))
+        c.put(
+            json.dumps(
+                {
+                    "error": {"code": 2, "msg": f"Invalid request: unknown method {method}"},
+                    "id": rid,
+                }
+            )
+        )
 
 
 async def binance_raw(ws: WebSocket) -> None:

@@ -39,8 +39,9 @@ class _Acc:
         self.d1: list[float] = []
         self.d10: list[float] = []
 
-    def token(self, rows: list[tuple[float, list[tuple[float, float]], list[tuple[float, float]]]]
-              ) -> None:
+    def token(
+        self, rows: list[tuple[float, list[tuple[float, float]], list[tuple[float, float]]]]
+    ) -> None:
         rows = [r for r in rows if r[1] and r[2]]
         if len(rows) < 20:
             return
@@ -59,7 +60,10 @@ class _Acc:
             self.spread.append(round(ba - bb, 4))
             self.top.append((bids[0][1] + asks[0][1]) / 2)
             self.depth5.append(
-                (sum(s for p, s in bids if p >= bb - 0.045) + sum(s for p, s in asks if p <= ba + 0.045))
+                (
+                    sum(s for p, s in bids if p >= bb - 0.045)
+                    + sum(s for p, s in asks if p <= ba + 0.045)
+                )
                 / 2
             )
             self.levels.append((len(bids) + len(asks)) // 2)
@@ -188,9 +192,7 @@ def sim_stats(seed: int = 1, windows: int = 6, window_s: int = 300) -> dict[str,
     if gaps:
         out["fair_minus_mid_sd"] = round(st.pstdev(g[1] for g in gaps), 4)
         big = [g for g in gaps if abs(g[1]) >= 0.03]
-        out["gap_closed_in_10s_median"] = (
-            round(st.median(g[2] for g in big), 3) if big else None
-        )
+        out["gap_closed_in_10s_median"] = round(st.median(g[2] for g in big), 3) if big else None
     return out
 
 
@@ -227,5 +229,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-

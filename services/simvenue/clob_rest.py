@@ -54,8 +54,14 @@ async def clob_time(request: Request) -> Response:
 async def geoblock(request: Request) -> Response:
     """polymarket.com/api/geoblock: whether this caller's location may trade."""
     v: Venue = request.app.state.venue
-    return JSONResponse({"blocked": v.geoblocked, "ip": request.client.host if request.client
-                         else "", "country": "XS" if v.geoblocked else "SIM", "region": ""})
+    return JSONResponse(
+        {
+            "blocked": v.geoblocked,
+            "ip": request.client.host if request.client else "",
+            "country": "XS" if v.geoblocked else "SIM",
+            "region": "",
+        }
+    )
 
 
 async def clob_version(request: Request) -> Response:
@@ -147,8 +153,13 @@ async def clob_markets_by_token(request: Request) -> Response:
     w = v.market.window_by_token(request.path_params["token"])
     if w is None:
         return error_response(404, "market not found")
-    return JSONResponse({"condition_id": w.condition_id, "primary_token_id": w.up_token,
-                         "secondary_token_id": w.down_token})
+    return JSONResponse(
+        {
+            "condition_id": w.condition_id,
+            "primary_token_id": w.up_token,
+            "secondary_token_id": w.down_token,
+        }
+    )
 
 
 async def clob_market_info(request: Request) -> Response:
@@ -183,8 +194,7 @@ async def create_api_key(request: Request) -> Response:
     key = issue_key(request)
     if isinstance(key, Response):
         return key
-    return JSONResponse({"apiKey": key.api_key, "secret": key.secret,
-                         "passphrase": key.passphrase})
+    return JSONResponse({"apiKey": key.api_key, "secret": key.secret, "passphrase": key.passphrase})
 
 
 async def l2(request: Request) -> tuple[ApiKey | None, str, Response | None]:
@@ -207,8 +217,9 @@ async def get_api_keys(request: Request) -> Response:
     key, _, bad = await l2(request)
     if bad is not None:
         return bad
-    return JSONResponse({"apiKeys": [k.api_key for k in v.keys.values()
-                                     if k.address == key.address]})
+    return JSONResponse(
+        {"apiKeys": [k.api_key for k in v.keys.values() if k.address == key.address]}
+    )
 
 
 async def post_order(request: Request) -> Response:
@@ -291,8 +302,13 @@ async def cancel_all(request: Request) -> Response:
     key, _, bad = await l2(request)
     if bad is not None:
         return bad
-    return JSONResponse(matching.cancel_orders(v, key.api_key, [
-        o.id for o in v.orders.values() if o.api_key == key.api_key and o.status == "LIVE"]))
+    return JSONResponse(
+        matching.cancel_orders(
+            v,
+            key.api_key,
+            [o.id for o in v.orders.values() if o.api_key == key.api_key and o.status == "LIVE"],
+        )
+    )
 
 
 async def cancel_market_orders(request: Request) -> Response:
@@ -304,9 +320,14 @@ async def cancel_market_orders(request: Request) -> Response:
         q = json.loads(body or "{}")
     except Exception:  # noqa: BLE001
         return error_response(400, "Invalid payload")
-    ids = [o.id for o in v.orders.values() if o.api_key == key.api_key and o.status == "LIVE"
-           and (not q.get("market") or o.market == q["market"])
-           and (not q.get("asset_id") or o.token == q["asset_id"])]
+    ids = [
+        o.id
+        for o in v.orders.values()
+        if o.api_key == key.api_key
+        and o.status == "LIVE"
+        and (not q.get("market") or o.market == q["market"])
+        and (not q.get("asset_id") or o.token == q["asset_id"])
+    ]
     return JSONResponse(matching.cancel_orders(v, key.api_key, ids))
 
 
@@ -332,11 +353,15 @@ async def get_orders(request: Request) -> Response:
     if bad is not None:
         return bad
     qp = request.query_params
-    items = [o.doc() for o in v.orders.values() if o.api_key == key.api_key
-             and o.status == "LIVE"
-             and (not qp.get("id") or o.id == qp["id"])
-             and (not qp.get("market") or o.market == qp["market"])
-             and (not qp.get("asset_id") or o.token == qp["asset_id"])]
+    items = [
+        o.doc()
+        for o in v.orders.values()
+        if o.api_key == key.api_key
+        and o.status == "LIVE"
+        and (not qp.get("id") or o.id == qp["id"])
+        and (not qp.get("market") or o.market == qp["market"])
+        and (not qp.get("asset_id") or o.token == qp["asset_id"])
+    ]
     return JSONResponse(page(items))
 
 
@@ -346,10 +371,14 @@ async def get_trades(request: Request) -> Response:
     if bad is not None:
         return bad
     qp = request.query_params
-    items = [t for t in v.trades.values() if t["owner"] == key.api_key
-             and (not qp.get("id") or t["id"] == qp["id"])
-             and (not qp.get("market") or t["market"] == qp["market"])
-             and (not qp.get("asset_id") or t["asset_id"] == qp["asset_id"])]
+    items = [
+        t
+        for t in v.trades.values()
+        if t["owner"] == key.api_key
+        and (not qp.get("id") or t["id"] == qp["id"])
+        and (not qp.get("market") or t["market"] == qp["market"])
+        and (not qp.get("asset_id") or t["asset_id"] == qp["asset_id"])
+    ]
     return JSONResponse(page(items))
 
 
@@ -382,9 +411,14 @@ async def balance_allowance(request: Request) -> Response:
         bal = acct["tokens"].get(request.query_params.get("token_id", ""), 0)
     else:
         bal = acct["usdc"]
-    return JSONResponse({"balance": str(bal),
-                         "allowances": {EXCHANGE_V2: MAX_UINT} if acct["approved"] else {},
-                         "collateral": COLLATERAL})
+    return JSONResponse(
+        {
+            "balance": str(bal),
+            "allowances": {EXCHANGE_V2: MAX_UINT} if acct["approved"] else {},
+            "collateral": COLLATERAL,
+        }
+    )
+
 
 # ---------------------------------------------------------------- sim control
 

@@ -17,12 +17,19 @@ from services.simvenue.venue import FAULTS, SOCKET_KINDS, Venue, error_response
 async def sim_health(request: Request) -> Response:
     v: Venue = request.app.state.venue
     kinds = {k: sum(1 for c in v.conns if c.kind == k) for k in SOCKET_KINDS}
-    return JSONResponse({
-        "ok": True, "mode": "replay" if v.replay else "sim", "seed": v.opts.seed,
-        "window_seconds": v.opts.window_seconds, "t_ns": v.clock(),
-        "uptime_s": (v.clock() - v.started_ns) / NS, "connections": kinds,
-        "frames_sent": v.frames_sent,
-        "replay_done": v.replay.done if v.replay else None})
+    return JSONResponse(
+        {
+            "ok": True,
+            "mode": "replay" if v.replay else "sim",
+            "seed": v.opts.seed,
+            "window_seconds": v.opts.window_seconds,
+            "t_ns": v.clock(),
+            "uptime_s": (v.clock() - v.started_ns) / NS,
+            "connections": kinds,
+            "frames_sent": v.frames_sent,
+            "replay_done": v.replay.done if v.replay else None,
+        }
+    )
 
 
 async def sim_state(request: Request) -> Response:
@@ -34,17 +41,29 @@ async def sim_state(request: Request) -> Response:
     st["withheld_resolutions"] = v.withheld_resolutions
     st["stall_until_ns"] = v.stall_until
     st["orders"] = [o.state_doc() for o in v.orders.values()]
-    st["accounts"] = {a: {"usdc": x["usdc"] / 1e6, "pusd": x["usdc"] / 1e6,
-                          "tokens": {t: n / 1e6 for t, n in x["tokens"].items()},
-                          "approvals": {"pusd_ctf_exchange": x["approved"],
-                                        "ctf_operators": sorted(x["operators"])},
-                          "redemptions": list(x["redemptions"])}
-                      for a, x in v.accounts.items()}
+    st["accounts"] = {
+        a: {
+            "usdc": x["usdc"] / 1e6,
+            "pusd": x["usdc"] / 1e6,
+            "tokens": {t: n / 1e6 for t, n in x["tokens"].items()},
+            "approvals": {
+                "pusd_ctf_exchange": x["approved"],
+                "ctf_operators": sorted(x["operators"]),
+            },
+            "redemptions": list(x["redemptions"]),
+        }
+        for a, x in v.accounts.items()
+    }
     st["resolved_conditions"] = sorted(v.resolved_conditions)
     st["relayer_transactions"] = list(v.relayer_txs.values())[-50:]
-    st["modes"] = {"manual_redemption": v.manual_redemption, "refuse_eoa_makers": v.refuse_eoa_makers, "geoblocked": v.geoblocked,
-                   "clock_skew_s": v.time_skew_s, "post_only_until_ns": v.post_only_until,
-                   "not_ready_until_ns": v.timed.get("not_ready", 0)}
+    st["modes"] = {
+        "manual_redemption": v.manual_redemption,
+        "refuse_eoa_makers": v.refuse_eoa_makers,
+        "geoblocked": v.geoblocked,
+        "clock_skew_s": v.time_skew_s,
+        "post_only_until_ns": v.post_only_until,
+        "not_ready_until_ns": v.timed.get("not_ready", 0),
+    }
     return JSONResponse(st)
 
 
@@ -73,8 +92,14 @@ async def sim_fault_clear(request: Request) -> Response:
 
 async def sim_faults(request: Request) -> Response:
     v: Venue = request.app.state.venue
-    return JSONResponse({"known": list(FAULTS), "log": v.fault_log[-50:],
-                         "counters": v.counters, "stall_until_ns": v.stall_until})
+    return JSONResponse(
+        {
+            "known": list(FAULTS),
+            "log": v.fault_log[-50:],
+            "counters": v.counters,
+            "stall_until_ns": v.stall_until,
+        }
+    )
 
 
 MARKET_KNOBS = ("book_ticker_hz", "clob_update_hz", "quoter_noise_sd")
@@ -98,8 +123,9 @@ async def sim_market(request: Request) -> Response:
             return error_response(400, str(exc))
         for k, x in rates.items():
             setattr(v.market, k, x)
-    return JSONResponse({**{k: getattr(v.market, k) for k in MARKET_KNOBS},
-                         "frames_sent": v.frames_sent})
+    return JSONResponse(
+        {**{k: getattr(v.market, k) for k in MARKET_KNOBS}, "frames_sent": v.frames_sent}
+    )
 
 
 async def root(request: Request) -> Response:

@@ -94,8 +94,13 @@ def market_doc(m: SimMarket, w: Window, t_ns: int) -> dict:
         "feeType": "crypto_fees_v2",
         "feeSchedule": dict(FEE_SCHEDULE),
         "cryptoMarketConfigId": f"btc-5m-twap-{lookback}",
-        "cryptoMarketConfig": {"id": f"btc-5m-twap-{lookback}", "asset": "btc", "duration": "5m",
-                               "twapEnabled": True, "twapLookbackSeconds": lookback},
+        "cryptoMarketConfig": {
+            "id": f"btc-5m-twap-{lookback}",
+            "asset": "btc",
+            "duration": "5m",
+            "twapEnabled": True,
+            "twapLookbackSeconds": lookback,
+        },
         "version": "v1",
     }
 
@@ -129,8 +134,16 @@ def event_doc(m: SimMarket, w: Window, t_ns: int) -> dict:
         "enableOrderBook": True,
         "negRisk": False,
         "markets": [market_doc(m, w, t_ns)],
-        "series": [{"id": "10684", "ticker": "btc-up-or-down-5m", "slug": "btc-up-or-down-5m",
-                    "title": "BTC Up or Down 5m", "seriesType": "single", "recurrence": "5m"}],
+        "series": [
+            {
+                "id": "10684",
+                "ticker": "btc-up-or-down-5m",
+                "slug": "btc-up-or-down-5m",
+                "title": "BTC Up or Down 5m",
+                "seriesType": "single",
+                "recurrence": "5m",
+            }
+        ],
         "startTime": _iso(w.start_s),
         "seriesSlug": "btc-up-or-down-5m",
         "eventMetadata": meta,
@@ -145,25 +158,46 @@ def clob_market_doc(w: Window, t_ns: int) -> dict:
     tokens = []
     for token in w.tokens:
         bb, ba = w.best(token)
-        tokens.append({"token_id": token, "outcome": w.outcome_of(token),
-                       "price": ((bb or 0) + (ba or 1000)) / 2000,
-                       "winner": bool(w.resolved and w.outcome_of(token) == w.winner)})
+        tokens.append(
+            {
+                "token_id": token,
+                "outcome": w.outcome_of(token),
+                "price": ((bb or 0) + (ba or 1000)) / 2000,
+                "winner": bool(w.resolved and w.outcome_of(token) == w.winner),
+            }
+        )
     return {
-        "enable_order_book": not closed, "active": True, "closed": closed, "archived": False,
-        "accepting_orders": not closed, "minimum_order_size": 5,
-        "minimum_tick_size": float(fmt_tick(w.tick)), "condition_id": w.condition_id,
-        "question_id": w.question_id, "question": _title(w), "description": DESCRIPTION,
-        "market_slug": w.slug, "end_date_iso": _iso(w.end_s), "seconds_delay": 0,
-        "maker_base_fee": 1000, "taker_base_fee": 1000, "neg_risk": False, "tokens": tokens,
+        "enable_order_book": not closed,
+        "active": True,
+        "closed": closed,
+        "archived": False,
+        "accepting_orders": not closed,
+        "minimum_order_size": 5,
+        "minimum_tick_size": float(fmt_tick(w.tick)),
+        "condition_id": w.condition_id,
+        "question_id": w.question_id,
+        "question": _title(w),
+        "description": DESCRIPTION,
+        "market_slug": w.slug,
+        "end_date_iso": _iso(w.end_s),
+        "seconds_delay": 0,
+        "maker_base_fee": 1000,
+        "taker_base_fee": 1000,
+        "neg_risk": False,
+        "tokens": tokens,
     }
 
 
 def clob_market_info(w: Window) -> dict:
     """CLOB `GET /clob-markets/{condition_id}` (compact form the V2 client caches)."""
-    return {"c": w.condition_id,
-            "t": [{"t": w.up_token, "o": "Up"}, {"t": w.down_token, "o": "Down"}],
-            "mts": float(fmt_tick(w.tick)), "mos": 5, "nr": False,
-            "fd": {"r": FEE_SCHEDULE["rate"], "e": FEE_SCHEDULE["exponent"]}}
+    return {
+        "c": w.condition_id,
+        "t": [{"t": w.up_token, "o": "Up"}, {"t": w.down_token, "o": "Down"}],
+        "mts": float(fmt_tick(w.tick)),
+        "mos": 5,
+        "nr": False,
+        "fd": {"r": FEE_SCHEDULE["rate"], "e": FEE_SCHEDULE["exponent"]},
+    }
 
 
 # ---------------------------------------------------------------- endpoints
@@ -200,13 +234,15 @@ def gamma_windows(request: Request) -> list[Window]:
 async def gamma_events(request: Request) -> Response:
     v: Venue = request.app.state.venue
     return gamma_fault(v, True) or JSONResponse(
-        [event_doc(v.market, w, v.clock()) for w in gamma_windows(request)])
+        [event_doc(v.market, w, v.clock()) for w in gamma_windows(request)]
+    )
 
 
 async def gamma_markets(request: Request) -> Response:
     v: Venue = request.app.state.venue
     return gamma_fault(v, True) or JSONResponse(
-        [market_doc(v.market, w, v.clock()) for w in gamma_windows(request)])
+        [market_doc(v.market, w, v.clock()) for w in gamma_windows(request)]
+    )
 
 
 async def gamma_event_slug(request: Request) -> Response:
@@ -231,6 +267,7 @@ async def gamma_market_slug(request: Request) -> Response:
     if w is None:
         return error_response(404, "market not found")
     return JSONResponse(market_doc(v.market, w, v.clock()))
+
 
 # ---------------------------------------------------------------- clob
 

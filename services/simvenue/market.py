@@ -274,7 +274,9 @@ class SimMarket:
         cur = self.current_window()
         if cur is not None:
             for token in cur.tokens:
-                self._push(start_ns, "market:" + cur.condition_id, self.book_event(cur, token, start_ns))
+                self._push(
+                    start_ns, "market:" + cur.condition_id, self.book_event(cur, token, start_ns)
+                )
 
     # ------------------------------------------------------------------ public API
     @property
@@ -332,28 +334,38 @@ class SimMarket:
     def book_event(self, w: Window, token: str, t_ns: int) -> str:
         bids, asks = w.levels(token)
         ltp = w.last_trade.get(token, 500)
-        return _dumps({
-            "market": w.condition_id,
-            "asset_id": token,
-            "timestamp": str(t_ns // MS),
-            "hash": self._hash(token, t_ns),
-            # Best level LAST on both sides, as the venue sends it.
-            "bids": [{"price": fmt_price(p), "size": fmt_size(bids[p])} for p in sorted(bids)],
-            "asks": [{"price": fmt_price(p), "size": fmt_size(asks[p])}
-                     for p in sorted(asks, reverse=True)],
-            "tick_size": fmt_tick(w.tick),
-            "event_type": "book",
-            "last_trade_price": f"{ltp / 1000:.3f}",
-        })
+        return _dumps(
+            {
+                "market": w.condition_id,
+                "asset_id": token,
+                "timestamp": str(t_ns // MS),
+                "hash": self._hash(token, t_ns),
+                # Best level LAST on both sides, as the venue sends it.
+                "bids": [{"price": fmt_price(p), "size": fmt_size(bids[p])} for p in sorted(bids)],
+                "asks": [
+                    {"price": fmt_price(p), "size": fmt_size(asks[p])}
+                    for p in sorted(asks, reverse=True)
+                ],
+                "tick_size": fmt_tick(w.tick),
+                "event_type": "book",
+                "last_trade_price": f"{ltp / 1000:.3f}",
+            }
+        )
 
     def rest_book(self, w: Window, token: str, t_ns: int) -> dict:
         """The CLOB REST `GET /book` shape."""
         d = json.loads(self.book_event(w, token, t_ns))
         d.pop("event_type")
         return {
-            "market": d["market"], "asset_id": token, "timestamp": d["timestamp"],
-            "hash": d["hash"], "bids": d["bids"], "asks": d["asks"],
-            "min_order_size": "5", "tick_size": d["tick_size"], "neg_risk": False,
+            "market": d["market"],
+            "asset_id": token,
+            "timestamp": d["timestamp"],
+            "hash": d["hash"],
+            "bids": d["bids"],
+            "asks": d["asks"],
+            "min_order_size": "5",
+            "tick_size": d["tick_size"],
+            "neg_risk": False,
             "last_trade_price": d["last_trade_price"],
         }
 
@@ -370,11 +382,25 @@ class SimMarket:
         old = w.tick
         w.tick_pinned = True
         self._change_tick(w, new_tick or (1 if w.tick == 10 else 10), t_ns)
-        return {"slug": w.slug, "condition_id": w.condition_id, "up_token": w.up_token,
-                "old_tick_size": fmt_tick(old), "new_tick_size": fmt_tick(w.tick)}
+        return {
+            "slug": w.slug,
+            "condition_id": w.condition_id,
+            "up_token": w.up_token,
+            "old_tick_size": fmt_tick(old),
+            "new_tick_size": fmt_tick(w.tick),
+        }
 
-    def take(self, token: str, side: str, limit_num: int, limit_den: int, amount: int,
-             by_collateral: bool, kind: str, t_ns: int) -> TakeResult:
+    def take(
+        self,
+        token: str,
+        side: str,
+        limit_num: int,
+        limit_den: int,
+        amount: int,
+        by_collateral: bool,
+        kind: str,
+        t_ns: int,
+    ) -> TakeResult:
         """Match a taker order against the book at event time `t_ns`, with the paper executor's
         own matching (`common.money.fill_marketable`: best level first, the maker's price, whole
         hundredths of a share, the market's taker fee per level), so venue and paper agree.
@@ -395,11 +421,19 @@ class SimMarket:
         def own(p_up: int) -> int:
             return p_up if is_up else 1000 - p_up
 
-        levels = [(Decimal(own(p)) / 1000, Decimal(book[p]) / 100)
-                  for p in sorted(book, key=own, reverse=not buy)]
+        levels = [
+            (Decimal(own(p)) / 1000, Decimal(book[p]) / 100)
+            for p in sorted(book, key=own, reverse=not buy)
+        ]
         res = money.fill_marketable(
-            "BUY" if buy else "SELL", Decimal(amount) / UNITS, Decimal(limit_num) / limit_den,
-            levels, SIM_FEE, "FOK" if kind == "FOK" else "FAK", buy_in_shares=not by_collateral)
+            "BUY" if buy else "SELL",
+            Decimal(amount) / UNITS,
+            Decimal(limit_num) / limit_den,
+            levels,
+            SIM_FEE,
+            "FOK" if kind == "FOK" else "FAK",
+            buy_in_shares=not by_collateral,
+        )
         if res.status == "unmatched":
             return TakeResult([], "unmatched")
         if res.status == "killed":
@@ -423,16 +457,28 @@ class SimMarket:
         other = w.down_token if is_up else w.up_token
         w.last_trade[other] = 1000 - last_p
         self._push_changes(w, changes, t_ns)
-        self._push(t_ns, "market:" + w.condition_id, _dumps({
-            "market": w.condition_id, "asset_id": token, "price": fmt_price(last_p),
-            "size": fmt_size(filled), "fee_rate_bps": "0", "side": side,
-            "timestamp": str(t_ns // MS), "event_type": "last_trade_price",
-            "transaction_hash": "0x" + _h(self.seed, token, t_ns, "tx").hex(),
-        }))
+        self._push(
+            t_ns,
+            "market:" + w.condition_id,
+            _dumps(
+                {
+                    "market": w.condition_id,
+                    "asset_id": token,
+                    "price": fmt_price(last_p),
+                    "size": fmt_size(filled),
+                    "fee_rate_bps": "0",
+                    "side": side,
+                    "timestamp": str(t_ns // MS),
+                    "event_type": "last_trade_price",
+                    "transaction_hash": "0x" + _h(self.seed, token, t_ns, "tx").hex(),
+                }
+            ),
+        )
         return TakeResult(fills, "matched", filled, cost, int(res.fee * UNITS))
 
     def state(self) -> dict:
         """The venue's true state, for tests and `/sim/state`."""
+
         def market(w: Window | None) -> dict | None:
             if w is None:
                 return None
@@ -448,16 +494,28 @@ class SimMarket:
                     "asks": [[fmt_price(p), fmt_size(asks[p])] for p in sorted(asks)],
                 }
             return {
-                "slug": w.slug, "condition_id": w.condition_id, "start": w.start_s,
-                "end": w.end_s, "tick_size": fmt_tick(w.tick), "up_token": w.up_token,
-                "down_token": w.down_token, "price_to_beat": w.price_to_beat,
-                "final_price": w.final_price, "winner": w.winner, "resolved": w.resolved,
+                "slug": w.slug,
+                "condition_id": w.condition_id,
+                "start": w.start_s,
+                "end": w.end_s,
+                "tick_size": fmt_tick(w.tick),
+                "up_token": w.up_token,
+                "down_token": w.down_token,
+                "price_to_beat": w.price_to_beat,
+                "final_price": w.final_price,
+                "winner": w.winner,
+                "resolved": w.resolved,
                 "books": books,
             }
+
         return {
-            "t_ns": self.t_ns, "seed": self.seed, "window_seconds": self.window_s,
-            "twap_lookback_seconds": self.lookback_s, "btc_price": round(self.btc_price, 2),
-            "current": market(self.current_window()), "next": market(self.next_window()),
+            "t_ns": self.t_ns,
+            "seed": self.seed,
+            "window_seconds": self.window_s,
+            "twap_lookback_seconds": self.lookback_s,
+            "btc_price": round(self.btc_price, 2),
+            "current": market(self.current_window()),
+            "next": market(self.next_window()),
             "windows": sorted(self.windows),
         }
 
@@ -495,9 +553,9 @@ class SimMarket:
         # informed quoters act at once on what they know; otherwise they trail Binance
         a = min(1.0, dt / (INFORMED_REACT_S if informed else self._quoter_lag_s))
         self._quoter_log += a * (target - self._quoter_log)
-        self._quoter_noise += (
-            -0.2 * self._quoter_noise * dt + self.quoter_noise_sd * math.sqrt(dt) * qr.gauss(0, 1)
-        )
+        self._quoter_noise += -0.2 * self._quoter_noise * dt + self.quoter_noise_sd * math.sqrt(
+            dt
+        ) * qr.gauss(0, 1)
         if t % NS == 0:
             self._second(t)
         if t % NS == 0 and (t // NS) % self.window_s == 0:
@@ -538,32 +596,72 @@ class SimMarket:
         else:
             delivered = True
         self._push_rtds_chainlink(pub, ms, price, s, delivered)
-        self._push(t + 150 * MS, "rtds:crypto_prices", _dumps({
-            "connection_id": CONNECTION_ID,
-            "payload": {"full_accuracy_value": f"{binance:.8f}", "symbol": "btcusdt",
-                        "timestamp": ms, "value": round(binance, 2)},
-            "timestamp": (t + 150 * MS) // MS, "topic": "crypto_prices", "type": "update"}))
+        self._push(
+            t + 150 * MS,
+            "rtds:crypto_prices",
+            _dumps(
+                {
+                    "connection_id": CONNECTION_ID,
+                    "payload": {
+                        "full_accuracy_value": f"{binance:.8f}",
+                        "symbol": "btcusdt",
+                        "timestamp": ms,
+                        "value": round(binance, 2),
+                    },
+                    "timestamp": (t + 150 * MS) // MS,
+                    "topic": "crypto_prices",
+                    "type": "update",
+                }
+            ),
+        )
         self._resolutions(t)
 
-    def _push_rtds_chainlink(self, pub: int, ms: int, price: float, s: int,
-                             delivered: bool) -> None:
+    def _push_rtds_chainlink(
+        self, pub: int, ms: int, price: float, s: int, delivered: bool
+    ) -> None:
         """The Chainlink tick and the TWAP ending at it, unless this second is in a delivery gap
         (the settlement values exist all the same: only the feed misses them)."""
         if not delivered:
             return
-        self._push(pub, "rtds:crypto_prices_chainlink", _dumps({
-            "connection_id": CONNECTION_ID,
-            "payload": {"full_accuracy_value": str(int(round(price * 1e18))), "symbol": "btc/usd",
-                        "timestamp": ms, "value": price},
-            "timestamp": pub // MS, "topic": "crypto_prices_chainlink", "type": "update"}))
+        self._push(
+            pub,
+            "rtds:crypto_prices_chainlink",
+            _dumps(
+                {
+                    "connection_id": CONNECTION_ID,
+                    "payload": {
+                        "full_accuracy_value": str(int(round(price * 1e18))),
+                        "symbol": "btc/usd",
+                        "timestamp": ms,
+                        "value": price,
+                    },
+                    "timestamp": pub // MS,
+                    "topic": "crypto_prices_chainlink",
+                    "type": "update",
+                }
+            ),
+        )
         tw = self.twap(s)
         if tw is not None:
-            self._push(pub + 90 * MS, "rtds:crypto_prices_twap_sixty", _dumps({
-                "connection_id": CONNECTION_ID,
-                "payload": {"full_accuracy_value": str(int(round(tw * 1e18))), "symbol": "btc/usd",
-                            "timestamp": ms, "value": tw, "window_s": self.lookback_s},
-                "timestamp": (pub + 90 * MS) // MS, "topic": "crypto_prices_twap_sixty",
-                "type": "update"}))
+            self._push(
+                pub + 90 * MS,
+                "rtds:crypto_prices_twap_sixty",
+                _dumps(
+                    {
+                        "connection_id": CONNECTION_ID,
+                        "payload": {
+                            "full_accuracy_value": str(int(round(tw * 1e18))),
+                            "symbol": "btc/usd",
+                            "timestamp": ms,
+                            "value": tw,
+                            "window_s": self.lookback_s,
+                        },
+                        "timestamp": (pub + 90 * MS) // MS,
+                        "topic": "crypto_prices_twap_sixty",
+                        "type": "update",
+                    }
+                ),
+            )
 
     def _resolutions(self, t: int) -> None:
         """Resolutions due this second."""
@@ -571,11 +669,22 @@ class SimMarket:
             if not w.resolved and w.final_price is not None and t >= w.resolved_ns:
                 w.resolved = True
                 win = w.up_token if w.winner == "Up" else w.down_token
-                self._push(t, "market:" + w.condition_id, _dumps({
-                    "event_type": "market_resolved", "id": w.market_id, "market": w.condition_id,
-                    "assets_ids": list(w.tokens), "winning_asset_id": win,
-                    "winning_outcome": w.winner, "timestamp": str(t // MS),
-                    "tags": ["crypto", "up-or-down"]}))
+                self._push(
+                    t,
+                    "market:" + w.condition_id,
+                    _dumps(
+                        {
+                            "event_type": "market_resolved",
+                            "id": w.market_id,
+                            "market": w.condition_id,
+                            "assets_ids": list(w.tokens),
+                            "winning_asset_id": win,
+                            "winning_outcome": w.winner,
+                            "timestamp": str(t // MS),
+                            "tags": ["crypto", "up-or-down"],
+                        }
+                    ),
+                )
 
     def _roll(self, t: int) -> None:
         s = t // NS
@@ -617,19 +726,40 @@ class SimMarket:
                 w.up_bids[490 - 10 * i] = self._level_size(rng, i)
             if 510 + 10 * i <= 990:
                 w.up_asks[510 + 10 * i] = self._level_size(rng, i)
-        self._push(t, "market", _dumps({
-            "event_type": "new_market", "id": w.market_id,
-            "question": f"Bitcoin Up or Down - {iso(start_s)} to {iso(w.end_s)}",
-            "market": w.condition_id, "slug": w.slug,
-            "description": "Simulated. Resolves Up if the Chainlink BTC/USD TWAP at the end of "
-                           "the window is >= the price at its start.",
-            "assets_ids": list(w.tokens), "outcomes": ["Up", "Down"],
-            "event_message": {"id": w.event_id, "ticker": w.slug, "slug": w.slug,
-                              "title": f"Bitcoin Up or Down {w.slug}", "description": ""},
-            "timestamp": str(t // MS), "tags": ["crypto", "up-or-down"],
-            "condition_id": w.condition_id, "active": True, "clob_token_ids": list(w.tokens),
-            "sports_market_type": "", "line": "", "game_start_time": "",
-            "order_price_min_tick_size": fmt_tick(w.tick), "group_item_title": "Up"}))
+        self._push(
+            t,
+            "market",
+            _dumps(
+                {
+                    "event_type": "new_market",
+                    "id": w.market_id,
+                    "question": f"Bitcoin Up or Down - {iso(start_s)} to {iso(w.end_s)}",
+                    "market": w.condition_id,
+                    "slug": w.slug,
+                    "description": "Simulated. Resolves Up if the Chainlink BTC/USD TWAP at the end of "
+                    "the window is >= the price at its start.",
+                    "assets_ids": list(w.tokens),
+                    "outcomes": ["Up", "Down"],
+                    "event_message": {
+                        "id": w.event_id,
+                        "ticker": w.slug,
+                        "slug": w.slug,
+                        "title": f"Bitcoin Up or Down {w.slug}",
+                        "description": "",
+                    },
+                    "timestamp": str(t // MS),
+                    "tags": ["crypto", "up-or-down"],
+                    "condition_id": w.condition_id,
+                    "active": True,
+                    "clob_token_ids": list(w.tokens),
+                    "sports_market_type": "",
+                    "line": "",
+                    "game_start_time": "",
+                    "order_price_min_tick_size": fmt_tick(w.tick),
+                    "group_item_title": "Up",
+                }
+            ),
+        )
         return w
 
     def _binance(self, t: int, dt: float) -> None:
@@ -645,26 +775,64 @@ class SimMarket:
             first = self._trade_id + 1
             self._trade_id += n
             ev_ms = ms + rng.randint(0, 2)
-            self._push(t, "binance:btcusdt@aggTrade", _dumps({
-                "e": "aggTrade", "E": ev_ms, "s": "BTCUSDT", "a": self._agg_id,
-                "p": f"{p:.8f}", "q": f"{qty:.8f}", "f": first, "l": self._trade_id,
-                "T": ms, "m": buyer_maker, "M": True}))
+            self._push(
+                t,
+                "binance:btcusdt@aggTrade",
+                _dumps(
+                    {
+                        "e": "aggTrade",
+                        "E": ev_ms,
+                        "s": "BTCUSDT",
+                        "a": self._agg_id,
+                        "p": f"{p:.8f}",
+                        "q": f"{qty:.8f}",
+                        "f": first,
+                        "l": self._trade_id,
+                        "T": ms,
+                        "m": buyer_maker,
+                        "M": True,
+                    }
+                ),
+            )
             part = round(qty / n, 5)
             for i in range(n):
                 q = part if i < n - 1 else round(qty - part * (n - 1), 5)
-                self._push(t, "binance:btcusdt@trade", _dumps({
-                    "e": "trade", "E": ev_ms, "s": "BTCUSDT", "t": first + i,
-                    "p": f"{p:.8f}", "q": f"{max(q, 0.00001):.8f}", "T": ms,
-                    "m": buyer_maker, "M": True}))
+                self._push(
+                    t,
+                    "binance:btcusdt@trade",
+                    _dumps(
+                        {
+                            "e": "trade",
+                            "E": ev_ms,
+                            "s": "BTCUSDT",
+                            "t": first + i,
+                            "p": f"{p:.8f}",
+                            "q": f"{max(q, 0.00001):.8f}",
+                            "T": ms,
+                            "m": buyer_maker,
+                            "M": True,
+                        }
+                    ),
+                )
         n_quotes = _events(self._tick_rng, self.book_ticker_hz * dt) if self.book_ticker_hz else 0
         for _ in range(n_quotes):
             r = self._tick_rng
             bid = math.floor(price * 100) / 100
             self._update_id += 1
-            self._push(t, "binance:btcusdt@bookTicker", _dumps({
-                "u": self._update_id, "s": "BTCUSDT", "b": f"{bid:.8f}",
-                "B": f"{r.expovariate(1 / 2.0):.8f}", "a": f"{bid + 0.01:.8f}",
-                "A": f"{r.expovariate(1 / 1.0):.8f}"}))
+            self._push(
+                t,
+                "binance:btcusdt@bookTicker",
+                _dumps(
+                    {
+                        "u": self._update_id,
+                        "s": "BTCUSDT",
+                        "b": f"{bid:.8f}",
+                        "B": f"{r.expovariate(1 / 2.0):.8f}",
+                        "a": f"{bid + 0.01:.8f}",
+                        "A": f"{r.expovariate(1 / 1.0):.8f}",
+                    }
+                ),
+            )
 
     @staticmethod
     def _level_size(rng: random.Random, i: int) -> int:
@@ -673,7 +841,11 @@ class SimMarket:
         return max(500, int(shares * 100))
 
     def fair_up(
-        self, w: Window, t: int, log_price: float | None = None, vol_mult: float = 1.0,
+        self,
+        w: Window,
+        t: int,
+        log_price: float | None = None,
+        vol_mult: float = 1.0,
         basis_usd: float = 0.0,
     ) -> float:
         """Probability of Up from a view of BTC (`log_price`, Binance units; default the
@@ -698,7 +870,10 @@ class SimMarket:
         expected = (sum(known) + rem * s_now) / self.lookback_s
         before = max(0.0, (end - self.lookback_s) - now_s)
         std = (
-            s_now * vol_mult * SIGMA_PER_SQRT_S * math.sqrt(before + rem / 3.0)
+            s_now
+            * vol_mult
+            * SIGMA_PER_SQRT_S
+            * math.sqrt(before + rem / 3.0)
             * (rem / self.lookback_s)
         )
         if std <= 1e-9:
@@ -796,24 +971,60 @@ class SimMarket:
             return fmt_price(x) if x is not None else "0"
 
         for p, side, size in changes:
-            entries.append({"asset_id": w.up_token, "price": fmt_price(p), "side": side,
-                            "size": fmt_size(size), "hash": self._hash(w.up_token, t),
-                            "best_bid": b(ub), "best_ask": b(ua) if ua is not None else "1"})
-            entries.append({"asset_id": w.down_token, "price": fmt_price(1000 - p),
-                            "side": "SELL" if side == "BUY" else "BUY", "size": fmt_size(size),
-                            "hash": self._hash(w.down_token, t), "best_bid": b(db),
-                            "best_ask": b(da) if da is not None else "1"})
+            entries.append(
+                {
+                    "asset_id": w.up_token,
+                    "price": fmt_price(p),
+                    "side": side,
+                    "size": fmt_size(size),
+                    "hash": self._hash(w.up_token, t),
+                    "best_bid": b(ub),
+                    "best_ask": b(ua) if ua is not None else "1",
+                }
+            )
+            entries.append(
+                {
+                    "asset_id": w.down_token,
+                    "price": fmt_price(1000 - p),
+                    "side": "SELL" if side == "BUY" else "BUY",
+                    "size": fmt_size(size),
+                    "hash": self._hash(w.down_token, t),
+                    "best_bid": b(db),
+                    "best_ask": b(da) if da is not None else "1",
+                }
+            )
         ch = "market:" + w.condition_id
-        self._push(t, ch, _dumps({"market": w.condition_id, "price_changes": entries,
-                                  "timestamp": str(t // MS), "event_type": "price_change"}))
+        self._push(
+            t,
+            ch,
+            _dumps(
+                {
+                    "market": w.condition_id,
+                    "price_changes": entries,
+                    "timestamp": str(t // MS),
+                    "event_type": "price_change",
+                }
+            ),
+        )
         # best_bid_ask only when the top of book moves, as with custom_feature_enabled.
         if (ub, ua) != w.last_bba:
             w.last_bba = (ub, ua)
             for token, (bb, ba) in ((w.up_token, (ub, ua)), (w.down_token, (db, da))):
-                self._push(t, ch, _dumps({
-                    "market": w.condition_id, "asset_id": token, "best_bid": b(bb),
-                    "best_ask": b(ba), "spread": fmt_price((ba or 0) - (bb or 0)),
-                    "timestamp": str(t // MS), "event_type": "best_bid_ask"}))
+                self._push(
+                    t,
+                    ch,
+                    _dumps(
+                        {
+                            "market": w.condition_id,
+                            "asset_id": token,
+                            "best_bid": b(bb),
+                            "best_ask": b(ba),
+                            "spread": fmt_price((ba or 0) - (bb or 0)),
+                            "timestamp": str(t // MS),
+                            "event_type": "best_bid_ask",
+                        }
+                    ),
+                )
 
     def _change_tick(self, w: Window, new_tick: int, t: int) -> None:
         if new_tick == w.tick:
@@ -830,9 +1041,19 @@ class SimMarket:
             setattr(w, attr, snapped)
         ch = "market:" + w.condition_id
         for token in w.tokens:
-            self._push(t, ch, _dumps({
-                "event_type": "tick_size_change", "asset_id": token, "market": w.condition_id,
-                "old_tick_size": fmt_tick(old), "new_tick_size": fmt_tick(new_tick),
-                "timestamp": str(t // MS)}))
+            self._push(
+                t,
+                ch,
+                _dumps(
+                    {
+                        "event_type": "tick_size_change",
+                        "asset_id": token,
+                        "market": w.condition_id,
+                        "old_tick_size": fmt_tick(old),
+                        "new_tick_size": fmt_tick(new_tick),
+                        "timestamp": str(t // MS),
+                    }
+                ),
+            )
         for token in w.tokens:
             self._push(t, ch, self.book_event(w, token, t))

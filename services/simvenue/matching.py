@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from services.simvenue.venue import Venue
 
 FOK_KILLED = "order couldn't be fully filled. FOK orders are fully filled or killed."
-FAK_NO_MATCH = ("no orders found to match with FAK order. FAK orders are partially filled or "
-                "killed if no match is found.")
+FAK_NO_MATCH = (
+    "no orders found to match with FAK order. FAK orders are partially filled or "
+    "killed if no match is found."
+)
 NOT_ENOUGH_BALANCE = "not enough balance / allowance"
 SERVICE_NOT_READY = "service not ready"  # HTTP 425 while the matching engine restarts
 # after a restart only post-only orders are accepted for ~2 minutes (PROTOCOLS.md section 7);
@@ -52,12 +54,20 @@ class SimOrder:
 
     def doc(self) -> dict:
         return {
-            "id": self.id, "status": self.status, "owner": self.api_key,
-            "maker_address": self.maker, "market": self.market, "asset_id": self.token,
-            "side": self.side, "original_size": _centi(self.original_centi),
-            "size_matched": _centi(self.matched_centi), "price": self.price,
-            "outcome": self.outcome, "created_at": self.created_s,
-            "expiration": self.expiration, "order_type": self.order_type,
+            "id": self.id,
+            "status": self.status,
+            "owner": self.api_key,
+            "maker_address": self.maker,
+            "market": self.market,
+            "asset_id": self.token,
+            "side": self.side,
+            "original_size": _centi(self.original_centi),
+            "size_matched": _centi(self.matched_centi),
+            "price": self.price,
+            "outcome": self.outcome,
+            "created_at": self.created_s,
+            "expiration": self.expiration,
+            "order_type": self.order_type,
             "associate_trades": list(self.trades),
         }
 
@@ -90,14 +100,31 @@ def cancel_orders(v: Venue, api_key: str, ids: list[str], status: str = "CANCELE
 def order_event(v: Venue, o: SimOrder, typ: str, status: str | None = None) -> None:
     """Send a user-channel `order` event (`typ` PLACEMENT/CANCELLATION) to the owner's sockets."""
     now = v.clock()
-    v.user_event(o.api_key, o.market, {
-        "asset_id": o.token, "associate_trades": list(o.trades) or None,
-        "created_at": str(o.created_s), "event_type": "order", "expiration": o.expiration,
-        "id": o.id, "maker_address": o.maker, "market": o.market, "order_owner": o.api_key,
-        "order_type": o.order_type, "original_size": _centi(o.original_centi),
-        "outcome": o.outcome, "owner": o.api_key, "price": o.price, "side": o.side,
-        "size_matched": _centi(o.matched_centi), "status": status or o.status,
-        "timestamp": str(now // MS), "type": typ})
+    v.user_event(
+        o.api_key,
+        o.market,
+        {
+            "asset_id": o.token,
+            "associate_trades": list(o.trades) or None,
+            "created_at": str(o.created_s),
+            "event_type": "order",
+            "expiration": o.expiration,
+            "id": o.id,
+            "maker_address": o.maker,
+            "market": o.market,
+            "order_owner": o.api_key,
+            "order_type": o.order_type,
+            "original_size": _centi(o.original_centi),
+            "outcome": o.outcome,
+            "owner": o.api_key,
+            "price": o.price,
+            "side": o.side,
+            "size_matched": _centi(o.matched_centi),
+            "status": status or o.status,
+            "timestamp": str(now // MS),
+            "type": typ,
+        },
+    )
 
 
 def trade_event(v: Venue, tid: str) -> None:
@@ -153,16 +180,38 @@ def hold_order(v: Venue, key: ApiKey, body: dict, status: str) -> dict | None:
     if w is None or oid in v.orders:
         return None
     now = v.clock()
-    o = SimOrder(oid, key.api_key, order.get("maker", ""), token, w.condition_id,
-                 w.outcome_of(token), side, "0", shares, str(body.get("orderType", "FAK")),
-                 now // NS, str(order.get("expiration", "0")), status=status.upper())
-    o.signed = {"makerAmount": str(order.get("makerAmount")),
-                "takerAmount": str(order.get("takerAmount")),
-                "signatureType": int(order.get("signatureType", 0))}
+    o = SimOrder(
+        oid,
+        key.api_key,
+        order.get("maker", ""),
+        token,
+        w.condition_id,
+        w.outcome_of(token),
+        side,
+        "0",
+        shares,
+        str(body.get("orderType", "FAK")),
+        now // NS,
+        str(order.get("expiration", "0")),
+        status=status.upper(),
+    )
+    o.signed = {
+        "makerAmount": str(order.get("makerAmount")),
+        "takerAmount": str(order.get("takerAmount")),
+        "signatureType": int(order.get("signatureType", 0)),
+    }
     v.orders[oid] = o
     order_event(v, o, "PLACEMENT")
-    return {"success": True, "orderID": oid, "errorMsg": "", "status": status,
-            "makingAmount": "", "takingAmount": "", "transactionsHashes": [], "tradeIDs": []}
+    return {
+        "success": True,
+        "orderID": oid,
+        "errorMsg": "",
+        "status": status,
+        "makingAmount": "",
+        "takingAmount": "",
+        "transactionsHashes": [],
+        "tradeIDs": [],
+    }
 
 
 async def release_order(v: Venue, key: ApiKey, body: dict, after_s: float) -> None:
@@ -189,8 +238,16 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
         side = order["side"]
         side = {"0": "BUY", "1": "SELL", 0: "BUY", 1: "SELL"}.get(side, side)
         token = str(order["tokenId"])
-        for k in ("salt", "maker", "signer", "signatureType", "timestamp", "metadata",
-                  "builder", "signature"):
+        for k in (
+            "salt",
+            "maker",
+            "signer",
+            "signatureType",
+            "timestamp",
+            "metadata",
+            "builder",
+            "signature",
+        ):
             order[k]  # noqa: B018 - presence check
     except (KeyError, TypeError, ValueError):
         return 400, {"error": "Invalid order payload"}
@@ -207,7 +264,8 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
         return 400, {"error": POST_ONLY_MODE}
     # the venue's decimal rules for the signed amounts (common.money: the venue's own texts)
     precision = money.amounts_error(
-        side, maker_amt, taker_amt, marketable=order_type in ("FOK", "FAK"), min_size=money.ZERO)
+        side, maker_amt, taker_amt, marketable=order_type in ("FOK", "FAK"), min_size=money.ZERO
+    )
     if "accuracy" in precision:
         return 400, {"error": precision}
     if v.take_fault("order_reject") is not None:
@@ -229,8 +287,10 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
     if order_type in ("GTC", "GTD"):
         on_grid = abs(round(price / tick) * tick - price) < 1e-9
         if not on_grid or not (tick <= price <= 1 - tick):
-            return 400, {"error": f"order {oid} is invalid. Price ({price:g}) breaks minimum "
-                                  f"tick size rule: {tick:g}"}
+            return 400, {
+                "error": f"order {oid} is invalid. Price ({price:g}) breaks minimum "
+                f"tick size rule: {tick:g}"
+            }
     acct = v.account(order["maker"])  # the funder's wallet holds the funds (types 1-3)
     if not acct["approved"] or (buy and acct["usdc"] < maker_amt):
         return 400, {"error": NOT_ENOUGH_BALANCE}
@@ -238,22 +298,45 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
         return 400, {"error": NOT_ENOUGH_BALANCE}
     marketable_buy = buy and order_type in ("FOK", "FAK")
     if marketable_buy and maker_amt < 1_000_000:
-        return 400, {"error": f"invalid amount for a marketable BUY order "
-                              f"(${maker_amt / 1e6:g}), min size: $1"}
+        return 400, {
+            "error": f"invalid amount for a marketable BUY order "
+            f"(${maker_amt / 1e6:g}), min size: $1"
+        }
     shares_centi = (taker_amt if buy else maker_amt) // 10_000
     if order_type in ("GTC", "GTD") and shares_centi < 500:
         return 400, {"error": f"Size ({shares_centi / 100:g}) lower than the minimum: 5"}
-    res = v.market.take(token, side, price_num, price_den,
-                           maker_amt if (marketable_buy or not buy) else taker_amt,
-                           marketable_buy, order_type, now)
+    res = v.market.take(
+        token,
+        side,
+        price_num,
+        price_den,
+        maker_amt if (marketable_buy or not buy) else taker_amt,
+        marketable_buy,
+        order_type,
+        now,
+    )
     price_str = f"{price:.4f}".rstrip("0").rstrip(".")
-    o = SimOrder(oid, key.api_key, order["maker"], token, w.condition_id,
-                 w.outcome_of(token), side, price_str,
-                 shares_centi if not marketable_buy else res.filled_centi or shares_centi,
-                 order_type, now // NS, str(order.get("expiration", "0")))
-    o.signed = {"makerAmount": str(maker_amt), "takerAmount": str(taker_amt),
-                "signatureType": int(order["signatureType"]), "maker": order["maker"],
-                "signer": order["signer"]}
+    o = SimOrder(
+        oid,
+        key.api_key,
+        order["maker"],
+        token,
+        w.condition_id,
+        w.outcome_of(token),
+        side,
+        price_str,
+        shares_centi if not marketable_buy else res.filled_centi or shares_centi,
+        order_type,
+        now // NS,
+        str(order.get("expiration", "0")),
+    )
+    o.signed = {
+        "makerAmount": str(maker_amt),
+        "takerAmount": str(taker_amt),
+        "signatureType": int(order["signatureType"]),
+        "maker": order["maker"],
+        "signer": order["signer"],
+    }
     if res.status == "killed" or (res.status == "unmatched" and order_type == "FOK"):
         v.orders[oid] = o
         o.status = "CANCELED"
@@ -262,8 +345,13 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
     if res.status == "unmatched" and order_type == "FAK":
         return 400, {"error": FAK_NO_MATCH}
     v.orders[oid] = o
-    answer: dict[str, Any] = {"success": True, "orderID": oid, "errorMsg": "",
-                              "transactionsHashes": [], "tradeIDs": []}
+    answer: dict[str, Any] = {
+        "success": True,
+        "orderID": oid,
+        "errorMsg": "",
+        "transactionsHashes": [],
+        "tradeIDs": [],
+    }
     if res.status == "matched":
         fee_micro = res.fee_micro  # common.money.taker_fee per level, as paper charges it
         shares_micro = res.filled_centi * 10_000
@@ -279,20 +367,38 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
         tx = "0x" + uuid.uuid5(uuid.NAMESPACE_OID, oid + ":tx").hex * 2
         o.trades.append(tid)
         v.trades[tid] = {
-            "id": tid, "taker_order_id": oid, "market": w.condition_id, "asset_id": token,
-            "side": side, "size": _centi(res.filled_centi), "fee_rate_bps": "1000",
-            "price": f"{avg:.4f}".rstrip("0").rstrip("."), "status": "MATCHED",
-            "match_time": str(now // NS), "last_update": str(now // NS),
-            "outcome": w.outcome_of(token), "bucket_index": 0, "owner": key.api_key,
-            "trade_owner": key.api_key, "maker_address": order["maker"],
-            "transaction_hash": tx, "trader_side": "TAKER",
-            "maker_orders": [{
-                "order_id": "0x" + uuid.uuid5(uuid.NAMESPACE_OID, f"{oid}:{p}").hex * 2,
-                "owner": "00000000-0000-4000-8000-00000000beef",
-                "maker_address": "0x000000000000000000000000000000000000bEEF",
-                "matched_amount": _centi(c), "price": f"{p / 1000:g}",
-                "fee_rate_bps": "0", "asset_id": token, "outcome": w.outcome_of(token),
-                "side": "SELL" if buy else "BUY"} for p, c in res.fills],
+            "id": tid,
+            "taker_order_id": oid,
+            "market": w.condition_id,
+            "asset_id": token,
+            "side": side,
+            "size": _centi(res.filled_centi),
+            "fee_rate_bps": "1000",
+            "price": f"{avg:.4f}".rstrip("0").rstrip("."),
+            "status": "MATCHED",
+            "match_time": str(now // NS),
+            "last_update": str(now // NS),
+            "outcome": w.outcome_of(token),
+            "bucket_index": 0,
+            "owner": key.api_key,
+            "trade_owner": key.api_key,
+            "maker_address": order["maker"],
+            "transaction_hash": tx,
+            "trader_side": "TAKER",
+            "maker_orders": [
+                {
+                    "order_id": "0x" + uuid.uuid5(uuid.NAMESPACE_OID, f"{oid}:{p}").hex * 2,
+                    "owner": "00000000-0000-4000-8000-00000000beef",
+                    "maker_address": "0x000000000000000000000000000000000000bEEF",
+                    "matched_amount": _centi(c),
+                    "price": f"{p / 1000:g}",
+                    "fee_rate_bps": "0",
+                    "asset_id": token,
+                    "outcome": w.outcome_of(token),
+                    "side": "SELL" if buy else "BUY",
+                }
+                for p, c in res.fills
+            ],
         }
         rest = o.original_centi - o.matched_centi
         o.status = "MATCHED" if (rest <= 0 or order_type in ("FOK", "FAK")) else "LIVE"
@@ -302,15 +408,18 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
         v.spawn(advance_trade(v, tid, fail=v.take_fault("trade_failed") is not None))
         if order_type == "FAK" and rest > 0 and not marketable_buy:
             order_event(v, o, "CANCELLATION", status="CANCELED")
-        answer.update({
-            "status": "matched",
-            "makingAmount": f"{(res.cost_micro if buy else shares_micro) / 1e6:g}",
-            "takingAmount": f"{(shares_micro if buy else res.cost_micro) / 1e6:g}",
-            "transactionsHashes": [tx], "tradeIDs": [tid]})
+        answer.update(
+            {
+                "status": "matched",
+                "makingAmount": f"{(res.cost_micro if buy else shares_micro) / 1e6:g}",
+                "takingAmount": f"{(shares_micro if buy else res.cost_micro) / 1e6:g}",
+                "transactionsHashes": [tx],
+                "tradeIDs": [tid],
+            }
+        )
     else:
         o.status = "LIVE"
         order_event(v, o, "PLACEMENT")
         answer.update({"status": "live", "makingAmount": "", "takingAmount": ""})
     v.sync(now)
     return 200, answer
-

@@ -42,6 +42,7 @@ async def rtds_ws(ws: WebSocket) -> None:
     v: Venue = ws.app.state.venue
     await serve_socket(v, ws, Conn("rtds", ws), rtds_text)
 
+
 # ---------------------------------------------------------------- gamma
 
 

@@ -95,8 +95,14 @@ def verify(v: Venue, body: dict[str, Any]) -> tuple[str, list[wallets.Call], str
         p = body.get("signatureParams") or {}
         data = bytes.fromhex(str(body.get("data", "")).removeprefix("0x"))
         h = wallets.proxy_relay_hash(
-            signer, wallets.PROXY_FACTORY, data, int(p["gasLimit"]), int(want_nonce),
-            str(p["relay"]), int(p.get("relayerFee", 0)), int(p.get("gasPrice", 0)),
+            signer,
+            wallets.PROXY_FACTORY,
+            data,
+            int(p["gasLimit"]),
+            int(want_nonce),
+            str(p["relay"]),
+            int(p.get("relayerFee", 0)),
+            int(p.get("gasPrice", 0)),
             str(p.get("relayHub", wallets.RELAY_HUB)),
         )
         if _recover(encode_defunct(primitive=h), sig) != signer:
@@ -135,8 +141,10 @@ def verify(v: Venue, body: dict[str, Any]) -> tuple[str, list[wallets.Call], str
         if deadline < v.clock() // 1_000_000_000:
             raise Refused(f"deadline {deadline} has passed")
         calls = [
-            (to_checksum_address(str(c["target"])),
-             bytes.fromhex(str(c["data"]).removeprefix("0x")))
+            (
+                to_checksum_address(str(c["target"])),
+                bytes.fromhex(str(c["data"]).removeprefix("0x")),
+            )
             for c in params.get("calls") or []
         ]
         typed = wallets.deposit_wallet_batch_typed_data(
@@ -181,9 +189,7 @@ async def submit(request: Request) -> Response:
         "metadata": str(body.get("metadata", "")),
     }
     v.counters["relayer_submitted"] = v.counters.get("relayer_submitted", 0) + 1
-    return JSONResponse(
-        {"transactionID": tx_id, "transactionHash": tx_hash, "state": "STATE_NEW"}
-    )
+    return JSONResponse({"transactionID": tx_id, "transactionHash": tx_hash, "state": "STATE_NEW"})
 
 
 async def transaction(request: Request) -> Response:

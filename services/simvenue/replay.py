@@ -53,8 +53,9 @@ class Replay:
                 try:
                     rec = json.loads(line)
                     ts = cls._ts(rec)
-                    src = next(str(rec[k]) for k in ("channel", "source", "venue", "stream")
-                               if k in rec)
+                    src = next(
+                        str(rec[k]) for k in ("channel", "source", "venue", "stream") if k in rec
+                    )
                     kind = _kind(src)
                     text = next((rec[k] for k in ("frame", "raw", "text") if k in rec), None)
                     if text is None:

@@ -102,8 +102,13 @@ def send_raw(v: Venue, raw_hex: str) -> str:
     to_addr = "0x" + bytes(to).hex()
     status = "0x1" if apply_call(v, sender, to_addr, bytes(data), tx_hash) else "0x0"
     v.receipts[tx_hash] = {
-        "transactionHash": tx_hash, "status": status, "from": sender, "to": to_addr,
-        "blockNumber": hex(len(v.receipts) + 1), "gasUsed": hex(REDEEM_GAS), "logs": [],
+        "transactionHash": tx_hash,
+        "status": status,
+        "from": sender,
+        "to": to_addr,
+        "blockNumber": hex(len(v.receipts) + 1),
+        "gasUsed": hex(REDEEM_GAS),
+        "logs": [],
     }
     return tx_hash
 
@@ -158,16 +163,23 @@ async def rpc(request: Request) -> Response:
         doc = await request.json()
         method, params, rid = str(doc["method"]), list(doc.get("params") or []), doc.get("id")
     except Exception:  # noqa: BLE001
-        return JSONResponse({"jsonrpc": "2.0", "id": None,
-                             "error": {"code": -32700, "message": "parse error"}})
+        return JSONResponse(
+            {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}}
+        )
     try:
         result = handle(v, method, params)
     except RpcError as e:
-        return JSONResponse({"jsonrpc": "2.0", "id": rid,
-                             "error": {"code": e.code, "message": e.message}})
+        return JSONResponse(
+            {"jsonrpc": "2.0", "id": rid, "error": {"code": e.code, "message": e.message}}
+        )
     except (IndexError, TypeError, ValueError) as e:
-        return JSONResponse({"jsonrpc": "2.0", "id": rid,
-                             "error": {"code": -32602, "message": f"invalid params: {e}"}})
+        return JSONResponse(
+            {
+                "jsonrpc": "2.0",
+                "id": rid,
+                "error": {"code": -32602, "message": f"invalid params: {e}"},
+            }
+        )
     return JSONResponse({"jsonrpc": "2.0", "id": rid, "result": result})
 
 

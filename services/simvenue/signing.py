@@ -52,14 +52,24 @@ def _order_typed_data(order: dict, exchange: str, chain_id: int) -> dict:
     return {
         "primaryType": "Order",
         "types": {"EIP712Domain": DOMAIN_TYPES, "Order": ORDER_TYPES},
-        "domain": {"name": "Polymarket CTF Exchange", "version": "2", "chainId": chain_id,
-                   "verifyingContract": exchange},
+        "domain": {
+            "name": "Polymarket CTF Exchange",
+            "version": "2",
+            "chainId": chain_id,
+            "verifyingContract": exchange,
+        },
         "message": {
-            "salt": int(order["salt"]), "maker": order["maker"], "signer": order["signer"],
-            "tokenId": int(order["tokenId"]), "makerAmount": int(order["makerAmount"]),
-            "takerAmount": int(order["takerAmount"]), "side": side_int,
-            "signatureType": int(order["signatureType"]), "timestamp": int(order["timestamp"]),
-            "metadata": _b32(order["metadata"]), "builder": _b32(order["builder"]),
+            "salt": int(order["salt"]),
+            "maker": order["maker"],
+            "signer": order["signer"],
+            "tokenId": int(order["tokenId"]),
+            "makerAmount": int(order["makerAmount"]),
+            "takerAmount": int(order["takerAmount"]),
+            "side": side_int,
+            "signatureType": int(order["signatureType"]),
+            "timestamp": int(order["timestamp"]),
+            "metadata": _b32(order["metadata"]),
+            "builder": _b32(order["builder"]),
         },
     }
 
@@ -68,6 +78,7 @@ def recover_order_signer(order: dict, exchange: str = EXCHANGE_V2, chain_id: int
     """Address that signed a V2 order body (`order` as posted: side "BUY"/"SELL")."""
     from eth_account import Account  # imported here: it takes ~0.5 s to load
     from eth_account.messages import encode_typed_data
+
     signable = encode_typed_data(full_message=_order_typed_data(order, exchange, chain_id))
     return Account.recover_message(signable, signature=order["signature"])
 
@@ -75,6 +86,7 @@ def recover_order_signer(order: dict, exchange: str = EXCHANGE_V2, chain_id: int
 def order_hash(order: dict, neg_risk: bool = False, chain_id: int = CHAIN_ID) -> str:
     """The EIP-712 digest of the order, which the venue uses as its order id."""
     from eth_account.messages import _hash_eip191_message, encode_typed_data
+
     exchange = NEG_RISK_EXCHANGE_V2 if neg_risk else EXCHANGE_V2
     signable = encode_typed_data(full_message=_order_typed_data(order, exchange, chain_id))
     return "0x" + _hash_eip191_message(signable).hex()
@@ -117,16 +129,25 @@ def recover_1271_owner(order: dict, exchange: str = EXCHANGE_V2, chain_id: int =
     match the order."""
     from eth_account import Account  # imported here: it takes ~0.5 s to load
     from eth_account.messages import encode_typed_data
+
     sig = bytes.fromhex(str(order["signature"]).removeprefix("0x"))
     std = _order_typed_data(order, exchange, chain_id)
     typed = {
         "primaryType": "TypedDataSign",
-        "types": {"EIP712Domain": DOMAIN_TYPES, "Order": ORDER_TYPES,
-                  "TypedDataSign": TYPED_DATA_SIGN_TYPES},
+        "types": {
+            "EIP712Domain": DOMAIN_TYPES,
+            "Order": ORDER_TYPES,
+            "TypedDataSign": TYPED_DATA_SIGN_TYPES,
+        },
         "domain": std["domain"],
-        "message": {"contents": std["message"], "name": "DepositWallet", "version": "1",
-                    "chainId": chain_id, "verifyingContract": order["signer"],
-                    "salt": b"\x00" * 32},
+        "message": {
+            "contents": std["message"],
+            "name": "DepositWallet",
+            "version": "1",
+            "chainId": chain_id,
+            "verifyingContract": order["signer"],
+            "salt": b"\x00" * 32,
+        },
     }
     signable = encode_typed_data(full_message=typed)
     if len(sig) < 65 + 64 + 2 or sig[65:97] != signable.header:
@@ -134,8 +155,9 @@ def recover_1271_owner(order: dict, exchange: str = EXCHANGE_V2, chain_id: int =
     return Account.recover_message(signable, signature=sig[:65])
 
 
-def order_wallet_error(order: dict, api_address: str, neg_risk: bool = False,
-                       refuse_eoa_makers: bool = False) -> str:
+def order_wallet_error(
+    order: dict, api_address: str, neg_risk: bool = False, refuse_eoa_makers: bool = False
+) -> str:
     """The venue's error text for who signed an order and for whom, or "" when it is valid.
 
     Signature types (PROTOCOLS.md section 7): 0 EOA: the key signs for itself (maker = signer);
@@ -188,23 +210,34 @@ def funder_of(address: str, signature_type: int) -> str:
     return address
 
 
-def recover_clob_auth(address: str, timestamp: str, nonce: int, signature: str,
-                      chain_id: int = CHAIN_ID) -> str:
+def recover_clob_auth(
+    address: str, timestamp: str, nonce: int, signature: str, chain_id: int = CHAIN_ID
+) -> str:
     from eth_account import Account  # imported here: it takes ~0.5 s to load
     from eth_account.messages import encode_typed_data
+
     typed = {
         "primaryType": "ClobAuth",
         "types": {
-            "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                             {"name": "chainId", "type": "uint256"}],
-            "ClobAuth": [{"name": "address", "type": "address"},
-                         {"name": "timestamp", "type": "string"},
-                         {"name": "nonce", "type": "uint256"},
-                         {"name": "message", "type": "string"}],
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+            ],
+            "ClobAuth": [
+                {"name": "address", "type": "address"},
+                {"name": "timestamp", "type": "string"},
+                {"name": "nonce", "type": "uint256"},
+                {"name": "message", "type": "string"},
+            ],
         },
         "domain": {"name": "ClobAuthDomain", "version": "1", "chainId": chain_id},
-        "message": {"address": address, "timestamp": str(timestamp), "nonce": int(nonce),
-                    "message": CLOB_AUTH_MESSAGE},
+        "message": {
+            "address": address,
+            "timestamp": str(timestamp),
+            "nonce": int(nonce),
+            "message": CLOB_AUTH_MESSAGE,
+        },
     }
     return Account.recover_message(encode_typed_data(full_message=typed), signature=signature)
 
@@ -244,8 +277,12 @@ def derive_api_key(server_secret: bytes, address: str, nonce: int) -> ApiKey:
     d = hmac.new(server_secret, f"{address.lower()}:{nonce}".encode(), hashlib.sha256).digest()
     e = hashlib.sha256(d + b"secret").digest()
     p = hashlib.sha256(d + b"pass").digest()
-    return ApiKey(str(uuid.UUID(bytes=d[:16], version=4)),
-                  base64.urlsafe_b64encode(e).decode(), p.hex(), address)
+    return ApiKey(
+        str(uuid.UUID(bytes=d[:16], version=4)),
+        base64.urlsafe_b64encode(e).decode(),
+        p.hex(),
+        address,
+    )
 
 
 def hmac_signature(secret: str, timestamp: str, method: str, path: str, body: str | None) -> str:
@@ -256,8 +293,14 @@ def hmac_signature(secret: str, timestamp: str, method: str, path: str, body: st
     return base64.urlsafe_b64encode(digest).decode()
 
 
-def check_l2(headers: dict[str, str], keys: dict[str, ApiKey], method: str, path: str,
-             body: str | None, now_s: float | None = None) -> ApiKey:
+def check_l2(
+    headers: dict[str, str],
+    keys: dict[str, ApiKey],
+    method: str,
+    path: str,
+    body: str | None,
+    now_s: float | None = None,
+) -> ApiKey:
     """Validate L2 headers against issued keys; `path` is the client's path (no /clob prefix)."""
     key = keys.get(headers.get("poly_api_key", ""))
     if key is None or headers.get("poly_passphrase") != key.passphrase:

@@ -24,8 +24,11 @@ def user_text(v: Venue, c: Conn, text: str) -> None:
         req = json.loads(text)
         auth = req.get("auth") or {}
         key = v.keys.get(auth.get("apiKey", ""))
-        if key is None or auth.get("secret") != key.secret or \
-                auth.get("passphrase") != key.passphrase:
+        if (
+            key is None
+            or auth.get("secret") != key.secret
+            or auth.get("passphrase") != key.passphrase
+        ):
             raise AuthError("invalid auth")
     except Exception:  # noqa: BLE001 - bad JSON or bad credentials end the socket
         c.put(json.dumps({"error": "Unauthorized/Invalid api key"}))

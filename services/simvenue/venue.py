@@ -26,21 +26,51 @@ if TYPE_CHECKING:
     from services.simvenue.matching import SimOrder
 
 SOCKET_KINDS = ("binance", "market", "user", "rtds")
-FAULTS = ("drop", "stall", "malformed", "unknown", "duplicate_delta", "out_of_order",
-          "tick_size_change", "gamma_5xx", "gamma_empty", "order_reject",
-          "order_timeout_placed", "slow_ack", "withhold_resolved", "late_resolution",
-          # the real venue's order and account behaviours (issue 13; README.md)
-          "delayed", "fak_live", "trade_failed", "not_ready", "refuse_eoa_makers",
-          "revoke_approval", "set_balance", "clock_skew", "geoblock", "manual_redemption",
-          "relayer_down")
+FAULTS = (
+    "drop",
+    "stall",
+    "malformed",
+    "unknown",
+    "duplicate_delta",
+    "out_of_order",
+    "tick_size_change",
+    "gamma_5xx",
+    "gamma_empty",
+    "order_reject",
+    "order_timeout_placed",
+    "slow_ack",
+    "withhold_resolved",
+    "late_resolution",
+    # the real venue's order and account behaviours (issue 13; README.md)
+    "delayed",
+    "fak_live",
+    "trade_failed",
+    "not_ready",
+    "refuse_eoa_makers",
+    "revoke_approval",
+    "set_balance",
+    "clock_skew",
+    "geoblock",
+    "manual_redemption",
+    "relayer_down",
+)
 HEARTBEAT_TIMEOUT_NS = 10 * NS
 # the CTF operators of an approved account: the CTF Exchange V2 (sell) and the collateral
 # adapter (redeem); lower-case, as rpc.py stores them
-NEW_ACCOUNT_OPERATORS = ("0xe111180000d2663c0091e4f400237545b87b996b",
-                         "0xada100db00ca00073811820692005400218fce1f")
+NEW_ACCOUNT_OPERATORS = (
+    "0xe111180000d2663c0091e4f400237545b87b996b",
+    "0xada100db00ca00073811820692005400218fce1f",
+)
 # numeric fault fields: (field, smallest allowed); `clock_skew`'s seconds may be negative
-FAULT_NUMBERS = (("count", 1), ("seconds", 0), ("after", 0), ("usd", 0), ("post_only_seconds", 0),
-                 ("after_s", 0), ("fill_after_s", 0))
+FAULT_NUMBERS = (
+    ("count", 1),
+    ("seconds", 0),
+    ("after", 0),
+    ("usd", 0),
+    ("post_only_seconds", 0),
+    ("after_s", 0),
+    ("fill_after_s", 0),
+)
 
 
 def check_fault(f: object) -> None:
@@ -48,12 +78,14 @@ def check_fault(f: object) -> None:
     numbers where numbers go (count >= 1 and whole; seconds, after, usd >= 0 except clock_skew's
     seconds), and `usd` for `set_balance`. Raises ValueError naming the field and the problem."""
     if not isinstance(f, dict):
-        raise ValueError(f"fault body must be a JSON object like {{\"name\": \"drop\"}}, "
-                         f"got {type(f).__name__}")
+        raise ValueError(
+            f'fault body must be a JSON object like {{"name": "drop"}}, got {type(f).__name__}'
+        )
     if "name" not in f:
         others = f" (got fields {sorted(map(str, f))})" if f else ""
-        raise ValueError(f"missing field 'name': the fault to apply, one of {', '.join(FAULTS)}"
-                         f"{others}")
+        raise ValueError(
+            f"missing field 'name': the fault to apply, one of {', '.join(FAULTS)}{others}"
+        )
     name = f["name"]
     if name not in FAULTS:
         raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
@@ -61,8 +93,12 @@ def check_fault(f: object) -> None:
         if f.get(key) is None:
             continue
         v = f[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (
-                float("inf"), float("-inf")):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or v != v
+            or v in (float("inf"), float("-inf"))
+        ):
             raise ValueError(f"field {key!r} must be a number, got {v!r}")
         if key == "count" and not float(v).is_integer():
             raise ValueError(f"field 'count' must be a whole number, got {v!r}")
@@ -70,6 +106,8 @@ def check_fault(f: object) -> None:
             raise ValueError(f"field {key!r} must be >= {lo}, got {v!r}")
     if name == "set_balance" and f.get("usd") is None:
         raise ValueError("fault 'set_balance' needs field 'usd': the new pUSD balance (>= 0)")
+
+
 QUEUE_MAX = 20_000
 
 
@@ -116,7 +154,6 @@ class Conn:
             self.dropped += 1  # a slow reader loses data, as on the real venues
 
 
-
 class Venue:
     """Holds all venue state; the Starlette app is a thin layer of routes over it."""
 
@@ -124,9 +161,13 @@ class Venue:
         self.opts = opts
         self.clock = clock
         now = clock()
-        self.market = SimMarket(opts.seed, opts.window_seconds, now,
-                                book_ticker_hz=opts.book_ticker_hz,
-                                clob_update_hz=opts.clob_update_hz)
+        self.market = SimMarket(
+            opts.seed,
+            opts.window_seconds,
+            now,
+            book_ticker_hz=opts.book_ticker_hz,
+            clob_update_hz=opts.clob_update_hz,
+        )
         self.replay = Replay.load(opts.replay, opts.speed) if opts.replay else None
         self.server_secret = f"simvenue:{opts.seed}".encode()
         self.conns: set[Conn] = set()
@@ -195,7 +236,7 @@ class Venue:
             try:
                 if self.replay is not None:
                     # Playback starts with the first client, so nothing is sent to nobody.
-                    for kind, text in (self.replay.due(now) if self.conns else ()):
+                    for kind, text in self.replay.due(now) if self.conns else ():
                         self._route_replay(kind, text)
                 else:
                     self.sync(now)
@@ -262,8 +303,9 @@ class Venue:
             for c in self.conns:
                 if c.kind == "rtds" and rest in c.subs:
                     flt = c.rtds_filters.get(rest, "")
-                    if flt and not any(f'"symbol":"{s.strip()}"' in frame
-                                       for s in flt.split(",") if s.strip()):
+                    if flt and not any(
+                        f'"symbol":"{s.strip()}"' in frame for s in flt.split(",") if s.strip()
+                    ):
                         continue
                     self.send(c, frame)
 
@@ -313,8 +355,7 @@ class Venue:
         count = int(f.get("count", 1) or 1)
         seconds = f.get("seconds")
         now = self.clock()
-        entry = {"name": name, "channel": channel, "count": count, "seconds": seconds,
-                 "ts_ns": now}
+        entry = {"name": name, "channel": channel, "count": count, "seconds": seconds, "ts_ns": now}
         self.fault_log.append(entry)
         if name == "drop":
             for c in list(self.conns):
@@ -398,15 +439,25 @@ class Venue:
     @staticmethod
     def _bad_frame(name: str, kind: str, i: int) -> str:
         if name == "malformed":
-            return ['{"event_type": "book", "asset_id": "1", "bids": [', '\x00\x01garbage',
-                    '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","p":'][i % 3]
+            return [
+                '{"event_type": "book", "asset_id": "1", "bids": [',
+                "\x00\x01garbage",
+                '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","p":',
+            ][i % 3]
         if kind == "binance":
             return json.dumps({"e": "simUnknownEvent", "E": 0, "s": "BTCUSDT", "x": i})
         if kind == "rtds":
-            return json.dumps({"topic": "sim_unknown_topic", "type": "update", "timestamp": 0,
-                               "payload": {"symbol": "btc/usd"}})
-        return json.dumps({"event_type": "sim_unknown_event", "market": "0x0", "n": i,
-                           "timestamp": "0"})
+            return json.dumps(
+                {
+                    "topic": "sim_unknown_topic",
+                    "type": "update",
+                    "timestamp": 0,
+                    "payload": {"symbol": "btc/usd"},
+                }
+            )
+        return json.dumps(
+            {"event_type": "sim_unknown_event", "market": "0x0", "n": i, "timestamp": "0"}
+        )
 
     # ------------------------------------------------------------------ accounts / orders
     def account(self, address: str) -> dict[str, Any]:
@@ -415,9 +466,14 @@ class Venue:
         if a is None:
             # an approved new account has every approval a binary market needs: pUSD to the
             # exchange and the CTF operator approvals for selling and redeeming (`polyedge doctor`)
-            a = {"usdc": int(self.opts.balance_usd * 1e6), "tokens": {},
-                 "approved": self.approve_new, "redemptions": [], "allowances": {},
-                 "operators": set(NEW_ACCOUNT_OPERATORS) if self.approve_new else set()}
+            a = {
+                "usdc": int(self.opts.balance_usd * 1e6),
+                "tokens": {},
+                "approved": self.approve_new,
+                "redemptions": [],
+                "allowances": {},
+                "operators": set(NEW_ACCOUNT_OPERATORS) if self.approve_new else set(),
+            }
             self.accounts[address.lower()] = a
         return a
 
@@ -443,10 +499,16 @@ class Venue:
         for api_key, last in list(self.heartbeats.items()):
             if now - last > HEARTBEAT_TIMEOUT_NS:
                 del self.heartbeats[api_key]
-                matching.cancel_orders(self, api_key, [
-                    o.id for o in self.orders.values()
-                    if o.api_key == api_key and o.status == "LIVE"], status="CANCELED")
-
+                matching.cancel_orders(
+                    self,
+                    api_key,
+                    [
+                        o.id
+                        for o in self.orders.values()
+                        if o.api_key == api_key and o.status == "LIVE"
+                    ],
+                    status="CANCELED",
+                )
 
 
 def error_response(status: int, msg: str) -> JSONResponse:
@@ -454,8 +516,9 @@ def error_response(status: int, msg: str) -> JSONResponse:
     return JSONResponse({"error": msg}, status_code=status)
 
 
-async def serve_socket(v: Venue, ws: WebSocket, conn: Conn,
-                       on_text: Callable[[Venue, Conn, str], Any]) -> None:
+async def serve_socket(
+    v: Venue, ws: WebSocket, conn: Conn, on_text: Callable[[Venue, Conn, str], Any]
+) -> None:
     """Serve one client socket until either side closes it: client text goes to `on_text`,
     queued frames (`conn.put`) go out; a `None` in the queue closes the socket (code 1011)."""
     await ws.accept()

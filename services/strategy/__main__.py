@@ -21,12 +21,12 @@ from common.config import ConfigError, overrides_of, trading_book
 from common.core import Emitted
 from common.schema import (
     ConfigSnapshot,
-    ConfigUpdate,
     ControlReply,
     Msg,
     OrderIntent,
-    OrderReject,
+    OrderRejected,
     TradeClosed,
+    UpdateConfig,
     to_dict,
 )
 from common.service import EXIT_CONFIG, ServiceRunner, fail
@@ -141,7 +141,7 @@ class StrategyRunner(ServiceRunner):
             if self.orders.send(topic, msg) or not isinstance(msg, OrderIntent):
                 return  # a probe nobody took shows in the pipeline health
             self.log.error("order_not_delivered", client_order_id=msg.client_order_id)
-            undelivered = OrderReject(
+            undelivered = OrderRejected(
                 client_order_id=msg.client_order_id,
                 reason="not delivered to execution",
                 ts_ns=self.core.now_ns,
@@ -163,7 +163,7 @@ class StrategyRunner(ServiceRunner):
     def step(self, msg: Any, now: int) -> None:
         """As ServiceRunner.step, but a config update while an edit of the config files stands
         refused is itself refused: it would rewrite the file the operator edited."""
-        if isinstance(msg, ConfigUpdate):
+        if isinstance(msg, UpdateConfig):
             self.reload_config_files(now)  # the operator may have fixed the file meanwhile
             err = self.config_file_error
             if err is not None:

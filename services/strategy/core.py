@@ -39,26 +39,26 @@ from common.schema import (
     ClearEmergencyStop,
     ClockTick,
     ConfigSnapshot,
-    ConfigUpdate,
     ControlReply,
     Decision,
-    EmergencyStop,
     FeedStatus,
-    Fill,
     ForceExit,
     MarketInfo,
     MarketResolved,
     Msg,
-    OrderAck,
+    OrderAccepted,
+    OrderFilled,
     OrderIntent,
-    OrderReject,
+    OrderRejected,
+    PositionRedeemed,
+    PositionSettled,
     PositionState,
     Probe,
-    Redemption,
     RiskState,
-    Settlement,
     SignalScore,
     TradeClosed,
+    TriggerEmergencyStop,
+    UpdateConfig,
     fill_key,
     settlement_key,
     to_dict,
@@ -448,17 +448,17 @@ class StrategyCore(Core):
         self.feed_stale[msg.feed] = stale
         return out
 
-    def on_fill(self, msg: Fill, now_ns: int) -> Out:
+    def on_order_filled(self, msg: OrderFilled, now_ns: int) -> Out:
         out: Out = []
         self._on_fill(msg, out)
         return out
 
-    def on_order_reject(self, msg: OrderReject, now_ns: int) -> Out:
+    def on_order_rejected(self, msg: OrderRejected, now_ns: int) -> Out:
         out: Out = []
         self._on_no_fill(msg.client_order_id, f"order_rejected:{msg.reason}", out)
         return out
 
-    def on_order_ack(self, msg: OrderAck, now_ns: int) -> Out:
+    def on_order_accepted(self, msg: OrderAccepted, now_ns: int) -> Out:
         out: Out = []
         status = msg.status.lower()
         if status in TERMINAL_NO_FILL:
@@ -476,13 +476,13 @@ class StrategyCore(Core):
         self._on_resolved(msg, out)
         return out
 
-    def on_settlement(self, msg: Settlement, now_ns: int) -> Out:
+    def on_position_settled(self, msg: PositionSettled, now_ns: int) -> Out:
         out: Out = []
         self._advance(msg.ts_ns, out)
         self._on_settlement(msg, out)
         return out
 
-    def on_redemption(self, msg: Redemption, now_ns: int) -> Out:
+    def on_position_redeemed(self, msg: PositionRedeemed, now_ns: int) -> Out:
         """A settled market's redemption changed state: its pUSD moves from "awaiting
         redemption" to "redeemed" when confirmed. Risk state goes out when the figures move."""
         out: Out = []
@@ -525,14 +525,14 @@ class StrategyCore(Core):
                 float(r["cash_returned"]),
             )
 
-    def on_emergency_stop(self, msg: EmergencyStop, now_ns: int) -> Out:
+    def on_trigger_emergency_stop(self, msg: TriggerEmergencyStop, now_ns: int) -> Out:
         return self.control(msg)
 
-    on_clear_emergency_stop = on_emergency_stop
+    on_clear_emergency_stop = on_trigger_emergency_stop
 
-    on_force_exit = on_emergency_stop
+    on_force_exit = on_trigger_emergency_stop
 
-    on_config_update = on_emergency_stop
+    on_update_config = on_trigger_emergency_stop
 
     def on_probe(self, msg: Probe, now_ns: int) -> Out:
         # the probe goes on down the orders stream, as an intent would
@@ -632,9 +632,15 @@ class StrategyCore(Core):
         if text != self.window_warning:
             self.window_warning = text
             if text:
-                self.log("strategy", "entry_window_cannot_open", "WARNING", window_s=window_s,
-                         entry_window_min_sec=opens, min_seconds_before_close=closes,
-                         message=text)
+                self.log(
+                    "strategy",
+                    "entry_window_cannot_open",
+                    "WARNING",
+                    window_s=window_s,
+                    entry_window_min_sec=opens,
+                    min_seconds_before_close=closes,
+                    message=text,
+                )
 
     def entry_block(self, s: SignalScore) -> tuple[str, dict[str, Any]]:
         """Why no entry on this signal ("" if none), with the numbers behind the reason."""
@@ -961,7 +967,7 @@ class StrategyCore(Core):
         self._exit(out, "force_exit", ref, {"requested_by": requested_by}, any_price=True)
 
     # ------------------------------------------------------------------ execution events
-    def _on_fill(self, f: Fill, out: list[tuple[str, Msg]]) -> None:
+    def _on_fill(self, f: OrderFilled, out: list[tuple[str, Msg]]) -> None:
         pend = self.pending.get(f.client_order_id)
         if pend is None and not f.client_order_id.startswith(self.client_prefix + "-"):
             return  # not ours
@@ -1161,7 +1167,7 @@ class StrategyCore(Core):
     def _on_resolved(self, msg: MarketResolved, out: list[tuple[str, Msg]]) -> None:
         self._settle(msg.slug, msg.winning_outcome, out)
 
-    def _on_settlement(self, msg: Settlement, out: list[tuple[str, Msg]]) -> None:
+    def _on_settlement(self, msg: PositionSettled, out: list[tuple[str, Msg]]) -> None:
         winner = msg.outcome if msg.won else ("Down" if msg.outcome == "Up" else "Up")
         self._settle(msg.slug, winner, out)
 
@@ -1225,13 +1231,13 @@ class StrategyCore(Core):
         ]
 
     def control(self, msg: Msg) -> Out:
-        """An operator command (EmergencyStop, ClearEmergencyStop, ForceExit, ConfigUpdate):
+        """An operator command (TriggerEmergencyStop, ClearEmergencyStop, ForceExit, UpdateConfig):
         the new risk state and a `ControlReply` (an accepted ConfigUpdate also a snapshot)."""
         self._risk_event("control_command", kind=type(msg).__name__)
         out: Out = []
         ok, error, field_errors = True, "", {}
         extra: dict[str, Any] = {}
-        if isinstance(msg, EmergencyStop):
+        if isinstance(msg, TriggerEmergencyStop):
             self.emergency_stop = True
             self.emergency_reason = msg.reason
             self._risk_event(
@@ -1262,7 +1268,7 @@ class StrategyCore(Core):
             self._risk_event(
                 "force_exit", request_id=msg.request_id, ok=ok, error=error, waiting=bool(extra)
             )
-        elif isinstance(msg, ConfigUpdate):
+        elif isinstance(msg, UpdateConfig):
             # RFC 7396 merge patch onto the current config; `replace` starts from the defaults
             changed: dict[str, list[Any]] = {}
             try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from common.db import connect, migrate
-from common.schema import Fill, Settlement, to_json
+from common.schema import OrderFilled, PositionSettled, to_json
 
 MIGRATIONS = [
     """CREATE TABLE IF NOT EXISTS strategy_state (
@@ -107,11 +107,11 @@ def ledger_fills(
     since_ns: int,
     venue: str | None = None,
     dry_run: bool | None = None,
-) -> list[Fill]:
+) -> list[OrderFilled]:
     """Our fills since `since_ns` from execution's ledger (read only; execution owns it), of one
     book when `venue`/`dry_run` are given, replayed into the core on start so a fill published
     while strategy was down is not lost (the core ignores duplicates)."""
-    out: list[Fill] = []
+    out: list[OrderFilled] = []
     if "fills" in _tables(conn):
         where, args = _book_filter(conn, "fills", venue, dry_run)
         rows = conn.execute(
@@ -121,7 +121,7 @@ def ledger_fills(
         ).fetchall()
         for r in rows:
             out.append(
-                Fill(
+                OrderFilled(
                     client_order_id=r["client_order_id"],
                     asset_id=r["asset_id"],
                     side=r["side"],
@@ -178,17 +178,17 @@ def ledger_order_terms(conn: sqlite3.Connection, client_order_id: str) -> dict[s
 
 def ledger_settlements(
     conn: sqlite3.Connection, slug: str, venue: str | None = None, dry_run: bool | None = None
-) -> list[Settlement]:
+) -> list[PositionSettled]:
     """Execution's settlement of `slug` (in one book when given), if it settled while strategy
     was down."""
-    out: list[Settlement] = []
+    out: list[PositionSettled] = []
     if "settlements" in _tables(conn):
         where, args = _book_filter(conn, "settlements", venue, dry_run)
         for r in conn.execute(
             f"SELECT * FROM settlements WHERE slug=?{where}", (slug, *args)
         ).fetchall():
             out.append(
-                Settlement(
+                PositionSettled(
                     slug=r["slug"],
                     asset_id=r["asset_id"],
                     outcome=r["outcome"],

@@ -190,7 +190,10 @@ BAD_ENV: dict[str, str] = {
 }
 # one bad value of each service's own settings: every service refuses them all (one loader)
 BAD_SERVICE_ENV = (
-    "INGEST_CLOB_PING_MS", "EXEC_ORDER_TIMEOUT_MS", "API_MAX_BODY_BYTES", "SIM_CLOB_HZ",
+    "INGEST_CLOB_PING_MS",
+    "EXEC_ORDER_TIMEOUT_MS",
+    "API_MAX_BODY_BYTES",
+    "SIM_CLOB_HZ",
 )
 
 

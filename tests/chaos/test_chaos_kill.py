@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from common import topics
-from common.schema import Fill, Heartbeat, PositionState, RiskState
+from common.schema import Heartbeat, OrderFilled, PositionState, RiskState
 from tests.chaos.chaos_harness import HOLD_CONFIG, SERVICES, Tree, ns, running_tree
 from tests.conftest import wait_for
 
@@ -114,7 +114,9 @@ def test_kill9_service_recovers_with_position_and_halt(tree: Tree, service: str)
         )
     assert tree.ledger_problems() == []
     bus_fills = {
-        s.msg.trade_id for s in tree.recorder.since(0, topics.FILL) if isinstance(s.msg, Fill)
+        s.msg.trade_id
+        for s in tree.recorder.since(0, topics.FILL)
+        if isinstance(s.msg, OrderFilled)
     }
     wait_for(
         lambda: bus_fills <= {r[0] for r in tree.query("SELECT trade_id FROM fills")},

@@ -118,6 +118,8 @@ def test_engine_step_feeds_one_node_and_delivers_what_follows() -> None:
             return [(topics.CLOCK, msg)]
 
     sink = Recorder()
-    eng = Engine([Node("ingest", Source()), Node("signal", sink)], tap=lambda t, m, n: got.append(t))
+    eng = Engine(
+        [Node("ingest", Source()), Node("signal", sink)], tap=lambda t, m, n: got.append(t)
+    )
     eng.step("ingest", ClockTick(ts_ns=3), 3)
     assert got == ["md.clock", "sig.score"] and sink.seen == [("clock", 3)]

@@ -326,8 +326,13 @@ def test_kill_9_of_supervisord_stops_every_program() -> None:
 
     key = Account.create().key.hex()  # a throwaway key, on the simulated venue only
     root = short_tmpdir()
-    env = _tree_env(root, POLYEDGE_VENUE="sim", SIM_PORT=str(free_port()), SIM_WINDOW_SECONDS="20",
-                    PRIVATE_KEY=key)
+    env = _tree_env(
+        root,
+        POLYEDGE_VENUE="sim",
+        SIM_PORT=str(free_port()),
+        SIM_WINDOW_SECONDS="20",
+        PRIVATE_KEY=key,
+    )
     sup = Supervised(env)
     sup.start()
     pidfile = root / "data" / "run" / "supervisord.pid"
@@ -335,6 +340,7 @@ def test_kill_9_of_supervisord_stops_every_program() -> None:
         sup.wait_running((*SERVICES, "simvenue"), 40)
         pids = {n: sup.pid(n) for n in (*SERVICES, "simvenue")}
         assert all(p > 0 for p in pids.values()), pids
+
         # the observe process never holds the key, not even in its inherited environment
         # (/proc/<pid>/environ is what the process was started with: os.environ.pop cannot
         # change it; supervisord.conf gives observe PRIVATE_KEY="")
@@ -354,7 +360,7 @@ def test_kill_9_of_supervisord_stops_every_program() -> None:
         except AssertionError as e:
             left = [n for n, p in pids.items() if _alive(p)]
             raise AssertionError(f"{e}; still running: {left}") from None
-        errors = (root / "logs" / "errors.jsonl")
+        errors = root / "logs" / "errors.jsonl"
         if errors.exists():
             assert "supervisor_gone" in errors.read_text()
         # nothing left holding a lock: status says not running and names no service
@@ -373,11 +379,16 @@ def test_status_and_up_name_services_running_without_supervisord() -> None:
     sup = Supervised(env)
     # a service process holding its lock on this data directory, with no supervisord
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from common.service import acquire_lock;"
-         f"acquire_lock(Path({str(root / 'data' / 'run')!r}), 'strategy');"
-         "print('locked', flush=True); time.sleep(120)"],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from common.service import acquire_lock;"
+            f"acquire_lock(Path({str(root / 'data' / 'run')!r}), 'strategy');"
+            "print('locked', flush=True); time.sleep(120)",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
@@ -410,8 +421,15 @@ def test_why_not_running_shows_only_the_last_runs_stderr_and_nothing_for_a_stop(
 
     def prog(state: str, started_s: float) -> ProgramState:
         return ProgramState(
-            name="signal", state=state, pid=0, description="", since_s=started_s + 5,
-            exit_status=1, spawn_error="", started_s=started_s, stderr_path=str(log),
+            name="signal",
+            state=state,
+            pid=0,
+            description="",
+            since_s=started_s + 5,
+            exit_status=1,
+            spawn_error="",
+            started_s=started_s,
+            stderr_path=str(log),
         )
 
     tail = log.read_text()

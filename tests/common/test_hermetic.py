@@ -30,9 +30,23 @@ def test_a_cli_started_at_the_repository_uses_the_isolated_overrides() -> None:
     """`polyedge backtest` run from the repository root (as the backtest tests do) says which
     config it used: its overrides file is the suite's, not the repository's data/config.json."""
     r = subprocess.run(
-        [sys.executable, "-m", "services.commands.cli", "backtest", "--sim-seed", "1",
-         "--windows", "1", "--window-seconds", "30", "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "services.commands.cli",
+            "backtest",
+            "--sim-seed",
+            "1",
+            "--windows",
+            "1",
+            "--window-seconds",
+            "30",
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 0, r.stderr
     used = json.loads(r.stdout)["config"]

@@ -130,15 +130,18 @@ def test_settings_that_clash_are_refused_by_name() -> None:
         load_settings({"SIM_PORT": "8080"}, dotenv=None)  # API_PORT's default is 8080
     assert "API_PORT" in e.value.errors["SIM_PORT"]
     with pytest.raises(ConfigError) as e:
-        load_settings({"INGEST_BACKOFF_BASE_MS": "5000", "INGEST_BACKOFF_MAX_MS": "1000"},
-                      dotenv=None)
+        load_settings(
+            {"INGEST_BACKOFF_BASE_MS": "5000", "INGEST_BACKOFF_MAX_MS": "1000"}, dotenv=None
+        )
     assert "INGEST_BACKOFF_MAX_MS" in e.value.errors["INGEST_BACKOFF_BASE_MS"]
     for name in ("SIM_BOOK_TICKER_HZ", "SIM_CLOB_HZ"):
         with pytest.raises(ConfigError) as e:
             load_settings({name: "0"}, dotenv=None)
         assert name in e.value.errors and "> 0" in e.value.errors[name], e.value.errors
-    s = load_settings({"SIM_PORT": "8766", "INGEST_BACKOFF_BASE_MS": "1000",
-                       "INGEST_BACKOFF_MAX_MS": "1000"}, dotenv=None)
+    s = load_settings(
+        {"SIM_PORT": "8766", "INGEST_BACKOFF_BASE_MS": "1000", "INGEST_BACKOFF_MAX_MS": "1000"},
+        dotenv=None,
+    )
     assert (s.sim.port, s.ingest.backoff_base_ms) == (8766, 1000)
 
 
@@ -149,7 +152,9 @@ def test_wallet_settings_are_checked_together() -> None:
     assert load_settings({}, dotenv=None).funder is None
     with pytest.raises(ConfigError) as e:
         load_settings({"SIGNATURE_TYPE": "1"}, dotenv=None)
-    assert list(e.value.errors) == ["SIGNATURE_TYPE"] and "FUNDER" in e.value.errors["SIGNATURE_TYPE"]
+    assert (
+        list(e.value.errors) == ["SIGNATURE_TYPE"] and "FUNDER" in e.value.errors["SIGNATURE_TYPE"]
+    )
 
 
 def test_alert_urls_are_a_secret_checked_without_echo() -> None:

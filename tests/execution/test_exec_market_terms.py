@@ -32,7 +32,8 @@ def test_exec_fill_fee_comes_from_the_markets_schedule_when_the_intent_disagrees
     """issue 12: an intent sent before its sender knew the market carried fee rate 0; once
     execution knows the market (md.market), the paper fill is valued at the market's rate."""
     core, logs = core_of(ledger)
-    core.step(MarketInfo(
+    core.step(
+        MarketInfo(
             slug="btc-updown-5m-1",
             condition_id="0xc",
             up_token_id=UP,
@@ -41,7 +42,9 @@ def test_exec_fill_fee_comes_from_the_markets_schedule_when_the_intent_disagrees
             window_end_ns=T0 + 240_000 * MS,
             ts_recv_ns=T0,
             fee_rate=0.07,
-        ), 0)
+        ),
+        0,
+    )
     core.step(book([(0.52, 100.0)]), 0)
     fills = by_topic(core.step(intent(fee_rate=0.0, size=10.0), T0), topics.FILL)
     # shares x 0.07 x 0.52 x 0.48 (with the intent's rate 0 it would be 0)

@@ -119,9 +119,13 @@ def test_relayer_bodies_are_signed_as_the_sdk_signs_them() -> None:
     proxy = venue(1, wallets.proxy_wallet(SIGNER))
     body = proxy.relayer_body(CALLS, "", nonce=7, relay=RELAY, gas_limit=200_000)
     assert body["data"] == PROXY_DATA and body["to"] == wallets.PROXY_FACTORY
-    assert "0x" + wallets.proxy_relay_hash(
-        SIGNER, wallets.PROXY_FACTORY, bytes.fromhex(PROXY_DATA[2:]), 200_000, 7, RELAY
-    ).hex() == PROXY_HASH
+    assert (
+        "0x"
+        + wallets.proxy_relay_hash(
+            SIGNER, wallets.PROXY_FACTORY, bytes.fromhex(PROXY_DATA[2:]), 200_000, 7, RELAY
+        ).hex()
+        == PROXY_HASH
+    )
     assert body["signature"] == PROXY_SIG
     assert body["signatureParams"]["relayHub"] == wallets.RELAY_HUB
     # Safe: two calls go through MultiSend (delegatecall), the SafeTx signature's v raised by 4

@@ -62,7 +62,10 @@ def test_ingest_publishes_basis_and_observe_shows_it_with_the_warning() -> None:
             [BtcTrade(price=85_025.0, size=0.1, ts_exchange_ns=t, ts_recv_ns=t + 30_000_000)], t
         )
         tick = PriceFeedTick(
-            source="chainlink", symbol="btc/usd", value=85_000.0, ts_exchange_ns=t,
+            source="chainlink",
+            symbol="btc/usd",
+            value=85_000.0,
+            ts_exchange_ns=t,
             ts_recv_ns=t + 1_500_000_000,
         )
         out += core.on_price_feed([tick], t + 1_500_000_000)

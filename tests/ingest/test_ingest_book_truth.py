@@ -85,8 +85,15 @@ def test_issue_crossed_book_is_never_published_and_marked_out_of_sync() -> None:
     core = IngestCore()
     t0 = START + 100 * S
     core.step(market(), t0)
-    (first,) = books(feed(core, book_frame(TOKEN, ["0.50", "0.51", "0.52"],
-                                           ["0.53", "0.54", "0.55", "0.56"], t0 // 10**6), t0))
+    (first,) = books(
+        feed(
+            core,
+            book_frame(
+                TOKEN, ["0.50", "0.51", "0.52"], ["0.53", "0.54", "0.55", "0.56"], t0 // 10**6
+            ),
+            t0,
+        )
+    )
     assert first.in_sync and (first.best_bid, first.best_ask) == (0.52, 0.53)
     t1 = t0 + S // 10
     (bad,) = books(feed(core, issue_price_change(t1 // 10**6), t1))
@@ -101,8 +108,15 @@ def test_issue_crossed_book_is_never_published_and_marked_out_of_sync() -> None:
     assert not books(core.step(Timer(t1 + 2 * S), t1 + 2 * S))
     # the resync: the venue's fresh snapshot, published in sync again
     t2 = t1 + S // 5
-    (good,) = books(feed(core, book_frame(TOKEN, ["0.50", "0.51", "0.52", "0.53"],
-                                          ["0.54", "0.55", "0.56"], t2 // 10**6), t2))
+    (good,) = books(
+        feed(
+            core,
+            book_frame(
+                TOKEN, ["0.50", "0.51", "0.52", "0.53"], ["0.54", "0.55", "0.56"], t2 // 10**6
+            ),
+            t2,
+        )
+    )
     assert good.in_sync and (good.best_bid, good.best_ask) == (0.53, 0.54)
     assert core.books.stats.resynced == 1
 
@@ -150,8 +164,15 @@ def test_strategy_refuses_to_enter_or_exit_on_an_out_of_sync_book() -> None:
     # only the Up token's book: the Down side cannot be the one entered instead (strategy
     # weighs both sides; the out-of-sync side must simply not be a candidate)
     core = ingest
-    publish(feed(core, book_frame(TOKEN, ["0.50", "0.51", "0.52"],
-                                  ["0.53", "0.54", "0.55", "0.56"], t0 // 10**6), t0))
+    publish(
+        feed(
+            core,
+            book_frame(
+                TOKEN, ["0.50", "0.51", "0.52"], ["0.53", "0.54", "0.55", "0.56"], t0 // 10**6
+            ),
+            t0,
+        )
+    )
     t1 = t0 + S // 10
     publish(feed(core, issue_price_change(t1 // 10**6), t1))
 
@@ -166,8 +187,15 @@ def test_strategy_refuses_to_enter_or_exit_on_an_out_of_sync_book() -> None:
     d = signal(t1 + 1)
     assert (d.action, d.reason) == ("skip", "book_out_of_sync")
     t2 = t1 + S // 5
-    publish(feed(core, book_frame(TOKEN, ["0.50", "0.51", "0.52", "0.53"],
-                                  ["0.54", "0.55", "0.56"], t2 // 10**6), t2))
+    publish(
+        feed(
+            core,
+            book_frame(
+                TOKEN, ["0.50", "0.51", "0.52", "0.53"], ["0.54", "0.55", "0.56"], t2 // 10**6
+            ),
+            t2,
+        )
+    )
     d = signal(t2 + 1)
     assert d.action == "enter" and d.details["ask"] == 0.54
 
@@ -176,7 +204,7 @@ def test_paper_executor_does_not_fill_against_an_out_of_sync_book(tmp_path) -> N
     """The issue's paper FOK BUY 9.43 @ 0.53, against what ingest publishes after the bad
     `price_change`: rejected (`book_out_of_sync`), never filled at the stale 0.53 ask; after the
     resync it fills at the venue's real ask."""
-    from common.schema import OrderIntent, OrderReject
+    from common.schema import OrderIntent, OrderRejected
     from services.execution.core import ExecutionCore
     from services.execution.ledger import Ledger
     from services.execution.switches import TradingMode
@@ -191,8 +219,15 @@ def test_paper_executor_does_not_fill_against_an_out_of_sync_book(tmp_path) -> N
         for _topic, msg in out:
             execution.step(msg, 0)
 
-    publish(feed(ingest, book_frame(TOKEN, ["0.50", "0.51", "0.52"],
-                                    ["0.53", "0.54", "0.55", "0.56"], t0 // 10**6), t0))
+    publish(
+        feed(
+            ingest,
+            book_frame(
+                TOKEN, ["0.50", "0.51", "0.52"], ["0.53", "0.54", "0.55", "0.56"], t0 // 10**6
+            ),
+            t0,
+        )
+    )
     t1 = t0 + S // 10
     publish(feed(ingest, issue_price_change(t1 // 10**6), t1))
 
@@ -213,13 +248,20 @@ def test_paper_executor_does_not_fill_against_an_out_of_sync_book(tmp_path) -> N
         return execution.step(it, t)
 
     out = order("o1", t1 + 1)
-    (rej,) = [m for _, m in out if isinstance(m, OrderReject)]
+    (rej,) = [m for _, m in out if isinstance(m, OrderRejected)]
     assert rej.code == "book_out_of_sync"
     assert ledger.fills_of("o1") == []
     t2 = t1 + S // 5
-    publish(feed(ingest, book_frame(TOKEN, ["0.50", "0.51", "0.52", "0.53"],
-                                    ["0.54", "0.55", "0.56"], t2 // 10**6), t2))
+    publish(
+        feed(
+            ingest,
+            book_frame(
+                TOKEN, ["0.50", "0.51", "0.52", "0.53"], ["0.54", "0.55", "0.56"], t2 // 10**6
+            ),
+            t2,
+        )
+    )
     out = order("o2", t2 + 1)  # the real ask is 0.54: a FOK at 0.53 cannot fill
-    (rej,) = [m for _, m in out if isinstance(m, OrderReject)]
+    (rej,) = [m for _, m in out if isinstance(m, OrderRejected)]
     assert rej.code != "book_out_of_sync"
     ledger.close()

@@ -213,7 +213,11 @@ def test_price_to_beat_sources_ranked_and_labelled() -> None:
     trade = '{"e":"aggTrade","E":%d,"s":"BTCUSDT","a":1,"p":"%s","q":"1","T":%d,"m":false}'
     core.on_binance(parse_binance(trade % (start * 1000 - 300, "100.0", start * 1000 - 300), 0), 0)
     core.on_binance(parse_binance(trade % (start * 1000 + 50, "101.0", start * 1000 + 50), 0), 0)
-    (m,) = [x for x in of(core.step(Timer(start * S + S // 10), start * S + S // 10), MarketInfo) if x.role == "current"]
+    (m,) = [
+        x
+        for x in of(core.step(Timer(start * S + S // 10), start * S + S // 10), MarketInfo)
+        if x.role == "current"
+    ]
     assert (m.price_to_beat, m.price_to_beat_source) == (
         100.0,
         "binance",
@@ -227,10 +231,18 @@ def test_price_to_beat_sources_ranked_and_labelled() -> None:
         ]
 
     core.on_price_feed(tick("chainlink", 99.5, start), 0)
-    (m,) = [x for x in of(core.step(Timer(start * S + S), start * S + S), MarketInfo) if x.role == "current"]
+    (m,) = [
+        x
+        for x in of(core.step(Timer(start * S + S), start * S + S), MarketInfo)
+        if x.role == "current"
+    ]
     assert (m.price_to_beat, m.price_to_beat_source) == (99.5, "chainlink")
     core.on_price_feed(tick("twap60", 99.8, start - 1) + tick("twap60", 99.9, start), 0)
-    (m,) = [x for x in of(core.step(Timer(start * S + 2 * S), start * S + 2 * S), MarketInfo) if x.role == "current"]
+    (m,) = [
+        x
+        for x in of(core.step(Timer(start * S + 2 * S), start * S + 2 * S), MarketInfo)
+        if x.role == "current"
+    ]
     assert (m.price_to_beat, m.price_to_beat_source) == (99.9, "twap")
     out = core.step(market(start, 20, ptb=99.95), start * S + 3 * S)
     (m,) = [x for x in of(out, MarketInfo) if x.role == "current"]
@@ -238,8 +250,19 @@ def test_price_to_beat_sources_ranked_and_labelled() -> None:
 
 
 TRADE_FRAME = json.dumps(
-    {"e": "aggTrade", "E": 1, "s": "BTCUSDT", "a": 1, "p": "85000.1", "q": "0.1", "f": 1,
-     "l": 1, "T": 1, "m": False, "M": True}
+    {
+        "e": "aggTrade",
+        "E": 1,
+        "s": "BTCUSDT",
+        "a": 1,
+        "p": "85000.1",
+        "q": "0.1",
+        "f": 1,
+        "l": 1,
+        "T": 1,
+        "m": False,
+        "M": True,
+    }
 )
 
 
@@ -273,10 +296,14 @@ def test_feed_status_stale_flag_and_cadence() -> None:
     assert st["binance"].last_data_age_ms == pytest.approx(100.0)
     assert st["clob"].stale is True and st["clob"].last_msg_age_ms == -1.0
     assert st["price_feed"].stale is True and "disabled" in st["price_feed"].detail
-    assert of(core.step(Timer(T0 + 200_000_000), T0 + 200_000_000), FeedStatus) == []  # nothing changed, < 1 s
+    assert (
+        of(core.step(Timer(T0 + 200_000_000), T0 + 200_000_000), FeedStatus) == []
+    )  # nothing changed, < 1 s
     st = {m.feed: m for m in of(core.step(Timer(T0 + 600_000_000), T0 + 600_000_000), FeedStatus)}
     assert st["binance"].stale is True  # the flip is published at once
-    st = {m.feed: m for m in of(core.step(Timer(T0 + 1_700_000_000), T0 + 1_700_000_000), FeedStatus)}
+    st = {
+        m.feed: m for m in of(core.step(Timer(T0 + 1_700_000_000), T0 + 1_700_000_000), FeedStatus)
+    }
     assert set(st) == {"binance", "clob", "gamma", "price_feed"}  # again within a second
 
 
@@ -360,10 +387,19 @@ def test_md_market_is_one_message_per_known_market_each_second() -> None:
     core = IngestCore()
     for k in range(-2, 2):  # two past (unresolved), the current, the next
         w0 = start + k * 20 * s
-        core.step(MarketInfo(slug=f"btc-updown-5m-{w0 // s}", condition_id=f"0x{k + 2}",
-                             up_token_id=f"u{k}", down_token_id=f"d{k}", window_start_ns=w0,
-                             window_end_ns=w0 + 20 * s, ts_recv_ns=start, fee_rate=0.07),
-                  start + 5 * s)
+        core.step(
+            MarketInfo(
+                slug=f"btc-updown-5m-{w0 // s}",
+                condition_id=f"0x{k + 2}",
+                up_token_id=f"u{k}",
+                down_token_id=f"d{k}",
+                window_start_ns=w0,
+                window_end_ns=w0 + 20 * s,
+                ts_recv_ns=start,
+                fee_rate=0.07,
+            ),
+            start + 5 * s,
+        )
     counts = []
     for i in range(1, 4):
         t = start + 5 * s + i * s

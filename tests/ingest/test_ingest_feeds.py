@@ -197,7 +197,8 @@ async def _clob_run(fake: FakeClob, opts: IngestSettings, body: Any) -> IngestCo
         port = server.sockets[0].getsockname()[1]
         core = IngestCore()
         now = time.time_ns()
-        core.step(MarketInfo(
+        core.step(
+            MarketInfo(
                 slug="btc-updown-5m-1",
                 condition_id="0xm",
                 up_token_id="A",
@@ -205,7 +206,9 @@ async def _clob_run(fake: FakeClob, opts: IngestSettings, body: Any) -> IngestCo
                 window_start_ns=now - 10**9,
                 window_end_ns=now + 300 * 10**9,
                 ts_recv_ns=now,
-            ), now)
+            ),
+            now,
+        )
         ctx = FeedContext(
             core,
             lambda out: None,

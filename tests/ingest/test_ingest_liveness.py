@@ -23,8 +23,19 @@ from services.ingest.feeds import FeedContext, binance_feed, clob_feed, rtds_fee
 TRADE = json.dumps(
     {
         "stream": "btcusdt@aggTrade",
-        "data": {"e": "aggTrade", "E": 1, "s": "BTCUSDT", "a": 1, "p": "84000.10", "q": "0.5",
-                 "f": 1, "l": 1, "T": 1, "m": False, "M": True},
+        "data": {
+            "e": "aggTrade",
+            "E": 1,
+            "s": "BTCUSDT",
+            "a": 1,
+            "p": "84000.10",
+            "q": "0.5",
+            "f": 1,
+            "l": 1,
+            "T": 1,
+            "m": False,
+            "M": True,
+        },
     }
 )
 RTDS_TICK = json.dumps(
@@ -86,7 +97,8 @@ async def _run(
         port = server.sockets[0].getsockname()[1]
         core = IngestCore(stale_after_ms=300)
         now = time.time_ns()
-        core.step(MarketInfo(
+        core.step(
+            MarketInfo(
                 slug="btc-updown-5m-1",
                 condition_id="0xm",
                 up_token_id="A",
@@ -94,7 +106,9 @@ async def _run(
                 window_start_ns=now - 10**9,
                 window_end_ns=now + 300 * 10**9,
                 ts_recv_ns=now,
-            ), now)
+            ),
+            now,
+        )
         base = f"ws://127.0.0.1:{port}"
         url = {"POLYMARKET_WS_URL": f"{base}/ws", "PRICE_FEED_WS_URL": base}.get(url_key, base)
         ctx = FeedContext(
@@ -128,8 +142,14 @@ FAST = dict(backoff_base_ms=50, backoff_max_ms=100)
 def _book(req: dict[str, Any]) -> str:
     return json.dumps(
         [
-            {"event_type": "book", "asset_id": a, "market": "0xm", "timestamp": "1",
-             "bids": [{"price": "0.45", "size": "5"}], "asks": [{"price": "0.55", "size": "3"}]}
+            {
+                "event_type": "book",
+                "asset_id": a,
+                "market": "0xm",
+                "timestamp": "1",
+                "bids": [{"price": "0.45", "size": "5"}],
+                "asks": [{"price": "0.55", "size": "3"}],
+            }
             for a in req.get("assets_ids", [])
         ]
     )
@@ -185,4 +205,3 @@ def test_data_liveness_verdicts() -> None:
     assert live.verdict() == ""
     with pytest.raises(ValueError, match="clob"):
         DataLiveness("clob", silence_s=0)
-

@@ -57,9 +57,7 @@ class Venue:
         doc = json.loads(CLOB.read_text())
         doc["condition_id"] = request.path_params["cid"]
         doc["tokens"][0].update(token_id=self.info.up_token_id, winner=self.clob_winner == "Up")
-        doc["tokens"][1].update(
-            token_id=self.info.down_token_id, winner=self.clob_winner == "Down"
-        )
+        doc["tokens"][1].update(token_id=self.info.down_token_id, winner=self.clob_winner == "Down")
         return JSONResponse(doc)
 
     def asks_of(self, source: str) -> list[float]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from common.schema import FeedStatus, Heartbeat, Redemption, RiskState
+from common.schema import FeedStatus, Heartbeat, PositionRedeemed, RiskState
 from services.observe.alerts import Alert, AlertRules, Alerts, AlertSender, RateLimit
 from services.observe.state import ObserveCore
 from tests.conftest import wait_for
@@ -117,8 +117,8 @@ def test_restarts_unknown_outcomes_and_failed_redemptions_from_heartbeats() -> N
 def test_a_failed_redemption_alerts_and_a_retried_one_warns() -> None:
     rules = AlertRules()
 
-    def red(state: str, detail: str = "") -> Redemption:
-        return Redemption(
+    def red(state: str, detail: str = "") -> PositionRedeemed:
+        return PositionRedeemed(
             condition_id="0xc",
             slug="btc-updown-5m-1",
             state=state,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from common.schema import BtcTrade, Fill, LatencySample, Settlement
+from common.schema import BtcTrade, LatencySample, OrderFilled, PositionSettled
 from tests.conftest import REPO, short_tmpdir, wait_for
 from tests.observe.observe_harness import (
     TOKEN,
@@ -170,8 +170,12 @@ def test_config_invalid_is_422_with_field_errors_and_not_applied(stack: Stack) -
         assert r.status_code == 415 and "application/json" in r.json()["error"], (ctype, r.text)
     assert stack.obs.get("/api/config").json()["version"] == before["version"]
     # a merge patch's own media type (RFC 7396) is JSON too: it reaches validation (422 here)
-    r = stack.obs.post("/api/config", None, content=b'{"max_trades_per_day": 2.5}',
-                       headers={"Content-Type": "application/merge-patch+json"})
+    r = stack.obs.post(
+        "/api/config",
+        None,
+        content=b'{"max_trades_per_day": 2.5}',
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     assert r.status_code == 422, r.text
 
 
@@ -212,9 +216,7 @@ def test_config_post_after_a_refused_hand_edit_is_409_and_keeps_the_file(stack: 
     bad = '{"stake_per_trade_usd": "lots", "typo_key": 1}'
     try:
         path.write_text(bad)
-        wait_for(
-            lambda: stack.obs.get("/health").json()["config_errors"], 10, what="the refusal"
-        )
+        wait_for(lambda: stack.obs.get("/health").json()["config_errors"], 10, what="the refusal")
         r = stack.obs.post("/api/config", {"max_trades_per_day": 4})
         assert r.status_code == 409, r.text
         err = r.json()["error"]
@@ -294,7 +296,7 @@ def test_trades_paging_and_filters(stack: Stack) -> None:
         stack.hot.send(
             "execution",
             "exec.fill",
-            Fill(
+            OrderFilled(
                 client_order_id=f"coid-{i}",
                 asset_id=UP_TOKEN,
                 side="BUY",
@@ -312,7 +314,7 @@ def test_trades_paging_and_filters(stack: Stack) -> None:
     stack.hot.send(
         "execution",
         "exec.settlement",
-        Settlement(
+        PositionSettled(
             slug="slug-a",
             asset_id=UP_TOKEN,
             outcome="Up",
@@ -342,7 +344,7 @@ def test_trades_paging_and_filters(stack: Stack) -> None:
     stack.hot.send(
         "execution",
         "exec.fill",
-        Fill(
+        OrderFilled(
             client_order_id="coid-0",
             asset_id=UP_TOKEN,
             side="BUY",
@@ -596,7 +598,7 @@ def test_control_without_strategy_is_503_at_once_and_state_survives_restart() ->
         hot.send(
             "execution",
             "exec.settlement",
-            Settlement(
+            PositionSettled(
                 slug="s1",
                 asset_id=UP_TOKEN,
                 outcome="Up",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from common.schema import Fill, Settlement
+from common.schema import OrderFilled, PositionSettled
 from tests.conftest import REPO, short_tmpdir, wait_for
 from tests.observe.observe_harness import TOKEN, UP_TOKEN, start_stack
 
@@ -121,8 +121,8 @@ def test_every_closed_trade_has_its_pnl_and_the_day_is_their_sum(stack: Stack) -
     now = time.time_ns()
     slug = stack.hot.slug
 
-    def fill(coid: str, side: str, price: float, size: float, fee: float, t: int) -> Fill:
-        return Fill(
+    def fill(coid: str, side: str, price: float, size: float, fee: float, t: int) -> OrderFilled:
+        return OrderFilled(
             client_order_id=coid,
             asset_id=UP_TOKEN,
             side=side,  # type: ignore[arg-type]
@@ -157,7 +157,7 @@ def test_every_closed_trade_has_its_pnl_and_the_day_is_their_sum(stack: Stack) -
     stack.hot.send(
         "execution",
         "exec.settlement",
-        Settlement(
+        PositionSettled(
             slug=slug,
             asset_id=UP_TOKEN,
             outcome="Up",
@@ -221,7 +221,7 @@ def test_a_trades_pnl_counts_once_whichever_comes_first(close_first: bool) -> No
 
     now = time.time_ns()
     c = ObserveCore(now, 1, venue="sim")
-    settle = Settlement(
+    settle = PositionSettled(
         slug="s",
         asset_id="U",
         outcome="Up",

@@ -66,8 +66,10 @@ def test_health_strip_clears_when_health_is_ok(page_factory: Any) -> None:  # no
 
         state["down"] = True
         wait_for(
-            lambda: _visible(page, "#health-banner")
-            and "feed price_feed down" in text(page, "#health-banner"),
+            lambda: (
+                _visible(page, "#health-banner")
+                and "feed price_feed down" in text(page, "#health-banner")
+            ),
             5,
             what="the strip for a fault",
         )

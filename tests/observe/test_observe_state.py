@@ -9,13 +9,13 @@ import pytest
 
 from common.schema import (
     BookSnapshot,
-    Fill,
     LatencySample,
     MarketInfo,
     MarketResolved,
+    OrderFilled,
+    PositionSettled,
     PositionState,
     RiskState,
-    Settlement,
     SignalScore,
 )
 from services.observe import views
@@ -87,8 +87,13 @@ def test_book_snapshot_then_deltas_rebuild_depth_and_best() -> None:
     c.handle(
         "sig.score",
         SignalScore(
-            slug="btc-updown-5m-1", p_up=0.6, side="Up", score=0.1, edge_up=0.08,
-            edge_down=-0.1, ts_ns=NOW + 3 * 10**6,
+            slug="btc-updown-5m-1",
+            p_up=0.6,
+            side="Up",
+            score=0.1,
+            edge_up=0.08,
+            edge_down=-0.1,
+            ts_ns=NOW + 3 * 10**6,
         ),
         NOW + 3 * 10**6,
     )
@@ -169,7 +174,7 @@ def test_live_pnl_marks_at_the_bid_and_metrics_count_today() -> None:
     assert pos["mark_price"] == 0.60 and pos["unrealized_pnl"] == pytest.approx(0.825)
     out = c.handle(
         "exec.fill",
-        Fill(
+        OrderFilled(
             client_order_id="a",
             asset_id="U",
             side="BUY",
@@ -183,7 +188,7 @@ def test_live_pnl_marks_at_the_bid_and_metrics_count_today() -> None:
     assert [r.table for r in out if isinstance(r, Row)] == ["trades"]
     c.handle(
         "exec.settlement",
-        Settlement(
+        PositionSettled(
             slug="btc-updown-5m-1",
             asset_id="U",
             outcome="Up",
@@ -218,7 +223,7 @@ def test_recorder_migrates_once_dedups_trades_and_pages(tmp_path: Path) -> None:
     for i in range(5):
         for r in c.handle(
             "exec.fill",
-            Fill(
+            OrderFilled(
                 client_order_id=f"c{i}",
                 asset_id="U",
                 side="BUY",
@@ -339,19 +344,37 @@ def test_running_brier_of_model_market_and_blend_on_resolved_windows() -> None:
             c.handle(
                 "sig.score",
                 SignalScore(
-                    slug=slug, p_up=bl, side="Up", score=2 * bl - 1, edge_up=0, edge_down=0,
-                    ts_ns=NOW + k * 10**9 + extra_ns, inputs={"p_model": pm, "p_market": mk},
+                    slug=slug,
+                    p_up=bl,
+                    side="Up",
+                    score=2 * bl - 1,
+                    edge_up=0,
+                    edge_down=0,
+                    ts_ns=NOW + k * 10**9 + extra_ns,
+                    inputs={"p_model": pm, "p_market": mk},
                 ),
                 NOW + k * 10**9 + extra_ns,
             )
     c.handle(
         "sig.score",
-        SignalScore(slug=slug, p_up=0.5, side="Up", score=0, edge_up=0, edge_down=0,
-                    ts_ns=NOW + 5 * 10**9, inputs={"p_model": 0.5}),
+        SignalScore(
+            slug=slug,
+            p_up=0.5,
+            side="Up",
+            score=0,
+            edge_up=0,
+            edge_down=0,
+            ts_ns=NOW + 5 * 10**9,
+            inputs={"p_model": 0.5},
+        ),
         NOW + 5 * 10**9,
     )
     assert views.live(c, NOW)["data"]["scores"] == {
-        "windows": 0, "n": 0, "brier_model": None, "brier_market": None, "brier_blend": None,
+        "windows": 0,
+        "n": 0,
+        "brier_model": None,
+        "brier_market": None,
+        "brier_blend": None,
     }
     resolved = MarketResolved(slug=slug, winning_outcome="Up", ts_ns=NOW + 300 * 10**9)
     c.handle("md.resolved", resolved, NOW + 300 * 10**9)
@@ -368,7 +391,7 @@ def test_redeemed_vs_awaiting_redemption_in_status_and_live() -> None:
     """Settled wins are "awaiting redemption" until execution's redemption is confirmed: observe
     shows strategy's totals (else execution's heartbeat) and the latest redemptions with their
     state and why one waits, in /api/status and the live document alike."""
-    from common.schema import Heartbeat, Redemption
+    from common.schema import Heartbeat, PositionRedeemed
 
     c = core()
     assert views.redemptions_doc(c)["source"] == "observe"
@@ -389,7 +412,7 @@ def test_redeemed_vs_awaiting_redemption_in_status_and_live() -> None:
     assert doc["source"] == "execution"
     c.handle(
         "exec.redemption",
-        Redemption(
+        PositionRedeemed(
             condition_id="c",
             slug="btc-updown-5m-1",
             state="awaiting",

@@ -181,16 +181,40 @@ def test_split_day_must_be_a_date_and_no_quotes_means_no_market_columns(tmp_path
     markets, path, _ = _world(tmp_path, 12, DAY + 7200)
     for bad in ("notaday", "2026-13-45", "12-03-2026"):
         r = subprocess.run(
-            [sys.executable, "-m", "services.commands.cli", "calibrate", "--markets", str(markets),
-             "--prices", str(path), "--fit", "--split-day", bad],
-            capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "services.commands.cli",
+                "calibrate",
+                "--markets",
+                str(markets),
+                "--prices",
+                str(path),
+                "--fit",
+                "--split-day",
+                bad,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert r.returncode == 2 and f"--split-day {bad!r}: not a date (YYYY-MM-DD)" in r.stderr, (
-            r.stderr)
+            r.stderr
+        )
     r = subprocess.run(
-        [sys.executable, "-m", "services.commands.cli", "calibrate", "--markets", str(markets),
-         "--prices", str(path)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "services.commands.cli",
+            "calibrate",
+            "--markets",
+            str(markets),
+            "--prices",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 0, r.stderr
     assert "nan" not in r.stdout and "brier_market" not in r.stdout, r.stdout

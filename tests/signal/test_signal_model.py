@@ -167,13 +167,16 @@ def test_signal_core_estimates_price_to_beat_without_gamma() -> None:
 def test_price_to_beat_source_ranking() -> None:
     start, end = 1000 * NS, 1300 * NS
     core = SignalCore()
-    core.step(PriceFeedTick(
+    core.step(
+        PriceFeedTick(
             source="twap60",
             symbol="btc/usd",
             value=84_010.0,
             ts_exchange_ns=start,
             ts_recv_ns=start + NS,
-        ), 0)
+        ),
+        0,
+    )
     weak = msgspec.structs.replace(
         _market(start, end, ptb=84_500.0), price_to_beat_source="binance"
     )

@@ -101,11 +101,27 @@ def _strategy_signal(require: bool, ptb_source: float) -> Decision:
     t = START + 100 * NS
     strategy.step(trade(85_100.0, t), 0)
     for asset, bid, ask in (("U", 0.43, 0.45), ("D", 0.53, 0.55)):
-        strategy.step(BookSnapshot(asset_id=asset, best_bid=bid, best_ask=ask, bids=[(bid, 500.0)],
-                         asks=[(ask, 500.0)], ts_exchange_ns=t, ts_recv_ns=t), 0)
+        strategy.step(
+            BookSnapshot(
+                asset_id=asset,
+                best_bid=bid,
+                best_ask=ask,
+                bids=[(bid, 500.0)],
+                asks=[(ask, 500.0)],
+                ts_exchange_ns=t,
+                ts_recv_ns=t,
+            ),
+            0,
+        )
     s = SignalScore(
-        slug=market().slug, p_up=0.75, side="Up", score=0.5, edge_up=0.2, edge_down=0.0,
-        ts_ns=t, inputs={"ptb_source": ptb_source, "price_to_beat": 85_000.0},
+        slug=market().slug,
+        p_up=0.75,
+        side="Up",
+        score=0.5,
+        edge_up=0.2,
+        edge_down=0.0,
+        ts_ns=t,
+        inputs={"ptb_source": ptb_source, "price_to_beat": 85_000.0},
     )
     (d,) = [x for _, x in strategy.step(s, 0) if isinstance(x, Decision)]
     return d
@@ -133,8 +149,16 @@ def test_signal_prices_in_settlement_units_with_the_measured_basis() -> None:
     before = [m for _, m in out if isinstance(m, SignalScore)][-1]
     assert before.p_up > 0.55  # Binance alone says Up
     core.step(
-        PriceBasis(ts_ns=t, basis_usd=20.0, basis_mean_usd=20.0, basis_sd_usd=1.0, lag_ms=1500,
-                   lag_mean_ms=1500, samples=60, bound_usd=50),
+        PriceBasis(
+            ts_ns=t,
+            basis_usd=20.0,
+            basis_mean_usd=20.0,
+            basis_sd_usd=1.0,
+            lag_ms=1500,
+            lag_mean_ms=1500,
+            samples=60,
+            bound_usd=50,
+        ),
         t,
     )
     out = core.step(trade(85_020.0, t + NS), t + NS)

@@ -44,10 +44,28 @@ class SimProc:
 
 
 def start_sim(*extra: str) -> SimProc:
-    cmd = [sys.executable, "-m", "services.simvenue", "--port", "0", "--book-ticker-hz", "10",
-           "--mine-seconds", "0.2", "--confirm-seconds", "0.4", *extra]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "services.simvenue",
+        "--port",
+        "0",
+        "--book-ticker-hz",
+        "10",
+        "--mine-seconds",
+        "0.2",
+        "--confirm-seconds",
+        "0.4",
+        *extra,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 30
     assert proc.stdout is not None
     while time.monotonic() < deadline:

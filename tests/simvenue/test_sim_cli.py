@@ -24,11 +24,20 @@ def test_only_if_sim_exits_zero_when_venue_is_live(tmp_path: Path, monkeypatch) 
 
 
 def test_bad_arguments_fail_clearly() -> None:
-    for argv in (["--window-seconds", "1"], ["--port", "70000"], ["--fault", "meteor"],
-                 ["--replay", "/nonexistent/capture.jsonl"]):
-        r = subprocess.run([sys.executable, "-m", "services.simvenue", *argv], cwd=ROOT,
-                           capture_output=True, text=True, timeout=30,
-                           env={**os.environ, "POLYEDGE_VENUE": "sim"})
+    for argv in (
+        ["--window-seconds", "1"],
+        ["--port", "70000"],
+        ["--fault", "meteor"],
+        ["--replay", "/nonexistent/capture.jsonl"],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "services.simvenue", *argv],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "POLYEDGE_VENUE": "sim"},
+        )
         assert r.returncode != 0, argv
         assert "error" in r.stderr.lower(), r.stderr
 
@@ -47,26 +56,60 @@ def test_replay_plays_capture_through_the_sockets(tmp_path: Path) -> None:
     base = 1_790_877_850_000_000_000
     lines = []
     for i in range(6):
-        data = {"e": "aggTrade", "E": 1, "s": "BTCUSDT", "a": i, "p": "84000.00000000",
-                "q": "0.01000000", "f": i, "l": i, "T": 1, "m": False, "M": True}
-        lines.append({"ts_recv_ns": base + i * 100_000_000, "channel": "binance",
-                      "frame": json.dumps({"stream": "btcusdt@aggTrade", "data": data})})
-    lines.append({"ts_recv_ns": base + 700_000_000, "channel": "polymarket_market",
-                  "frame": json.dumps({"event_type": "last_trade_price", "asset_id": "42",
-                                       "market": "0x1", "price": "0.5", "size": "1",
-                                       "side": "BUY", "timestamp": "1", "fee_rate_bps": "0"})})
+        data = {
+            "e": "aggTrade",
+            "E": 1,
+            "s": "BTCUSDT",
+            "a": i,
+            "p": "84000.00000000",
+            "q": "0.01000000",
+            "f": i,
+            "l": i,
+            "T": 1,
+            "m": False,
+            "M": True,
+        }
+        lines.append(
+            {
+                "ts_recv_ns": base + i * 100_000_000,
+                "channel": "binance",
+                "frame": json.dumps({"stream": "btcusdt@aggTrade", "data": data}),
+            }
+        )
+    lines.append(
+        {
+            "ts_recv_ns": base + 700_000_000,
+            "channel": "polymarket_market",
+            "frame": json.dumps(
+                {
+                    "event_type": "last_trade_price",
+                    "asset_id": "42",
+                    "market": "0x1",
+                    "price": "0.5",
+                    "size": "1",
+                    "side": "BUY",
+                    "timestamp": "1",
+                    "fee_rate_bps": "0",
+                }
+            ),
+        }
+    )
     cap = tmp_path / "capture.jsonl"
     cap.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
     # Half speed: the 0.7 s capture takes 1.4 s, starting when the first client connects.
     s = start_sim("--replay", str(cap), "--speed", "0.5")
     try:
+
         async def go() -> tuple[list[int], dict]:
-            async with connect(f"{s.ws}/ws/btcusdt@aggTrade") as bws, \
-                    connect(f"{s.ws}/ws/market") as mws:
+            async with (
+                connect(f"{s.ws}/ws/btcusdt@aggTrade") as bws,
+                connect(f"{s.ws}/ws/market") as mws,
+            ):
                 await mws.send(json.dumps({"assets_ids": ["42"], "type": "market"}))
                 got = [json.loads(await asyncio.wait_for(bws.recv(), 5))["a"] for _ in range(3)]
                 m = json.loads(await asyncio.wait_for(mws.recv(), 5))
             return got, m
+
         got, m = asyncio.run(go())
         assert got == sorted(got) and len(got) == 3
         assert m["event_type"] == "last_trade_price" and m["asset_id"] == "42"

@@ -50,6 +50,7 @@ def test_drop_closes_the_socket(fsim: SimProc) -> None:
             fsim.fault(name="drop", channel="binance")
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(_drain(ws), 5)
+
     asyncio.run(go())
 
 
@@ -74,6 +75,7 @@ def test_stall_keeps_socket_open_but_silent_then_resumes(fsim: SimProc) -> None:
         frame = await asyncio.wait_for(ws.recv(), 5)  # resumes after the stall
         assert frame
         await ws.close()
+
     asyncio.run(go())
 
 
@@ -93,12 +95,17 @@ def test_malformed_and_unknown_frames(fsim: SimProc, name: str) -> None:
                     if name == "malformed":
                         got.append(raw)
                     continue
-                if name == "unknown" and isinstance(obj, dict) and \
-                        obj.get("event_type") == "sim_unknown_event":
+                if (
+                    name == "unknown"
+                    and isinstance(obj, dict)
+                    and obj.get("event_type") == "sim_unknown_event"
+                ):
                     got.append(raw)
+
         await asyncio.wait_for(loop(), 5)
         await ws.close()
         return got
+
     assert len(asyncio.run(go())) == 2
 
 
@@ -187,8 +194,11 @@ def _buy(fsim: SimProc, c: ClobClient):  # type: ignore[no-untyped-def]
 
     wait_for(lambda: seconds_left() > 5, FSIM_WINDOW_S, what="a window with time left")
     token = fsim.state()["current"]["up_token"]
-    return c.create_market_order(MarketOrderArgsV2(token_id=token, amount=2.0, side="BUY",
-                                                   price=0.99, order_type=OrderType.FOK))
+    return c.create_market_order(
+        MarketOrderArgsV2(
+            token_id=token, amount=2.0, side="BUY", price=0.99, order_type=OrderType.FOK
+        )
+    )
 
 
 def test_order_reject(fsim: SimProc, fclient: ClobClient) -> None:
@@ -203,6 +213,7 @@ def test_order_timeout_that_was_placed(fsim: SimProc, fclient: ClobClient) -> No
     before = len(fsim.state()["orders"])
     order = _buy(fsim, fclient)
     from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
+
     body = json.dumps(order_to_json_v2(order, fclient.creds.api_key, "FOK"), separators=(",", ":"))
     headers = fclient._l2_headers("POST", "/order", body=None, serialized_body=body)
     with pytest.raises(httpx.TimeoutException):

@@ -14,6 +14,7 @@ from tests.simvenue.conftest import SimProc, assert_same_shape, fixture_json
 
 async def _recv_json(ws, pred, timeout: float = 10.0) -> dict:  # type: ignore[no-untyped-def]
     """First JSON frame (object, or object inside an array) satisfying `pred`."""
+
     async def loop() -> dict:
         while True:
             raw = await ws.recv()
@@ -24,6 +25,7 @@ async def _recv_json(ws, pred, timeout: float = 10.0) -> dict:  # type: ignore[n
             for item in obj if isinstance(obj, list) else [obj]:
                 if isinstance(item, dict) and pred(item):
                     return item
+
     return await asyncio.wait_for(loop(), timeout)
 
 
@@ -37,13 +39,15 @@ def test_binance_raw_and_combined_streams_match_fixtures(sim: SimProc) -> None:
         async with connect(url) as ws:
             bt = await _recv_json(ws, lambda d: d.get("stream") == "btcusdt@bookTicker")
             tr = await _recv_json(ws, lambda d: d.get("stream") == "btcusdt@trade")
-            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade"],
-                                      "id": 1}))
+            await ws.send(
+                json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 1})
+            )
             reply = await _recv_json(ws, lambda d: d.get("id") == 1)
             await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 3}))
             listed = await _recv_json(ws, lambda d: d.get("id") == 3)
-            await ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": ["btcusdt@trade"],
-                                      "id": 312}))
+            await ws.send(
+                json.dumps({"method": "UNSUBSCRIBE", "params": ["btcusdt@trade"], "id": 312})
+            )
             unsub = await _recv_json(ws, lambda d: d.get("id") == 312)
             combined_agg = await _recv_json(ws, lambda d: d.get("stream") == "btcusdt@aggTrade")
         assert_same_shape(bt, fixture_json("live_2026/binance_combined_bookTicker.json"))
@@ -52,6 +56,7 @@ def test_binance_raw_and_combined_streams_match_fixtures(sim: SimProc) -> None:
         assert reply == fixture_json("binance_docs/spot_subscribe_response.json")
         assert set(listed["result"]) == {"btcusdt@trade", "btcusdt@bookTicker", "btcusdt@aggTrade"}
         assert unsub == {"result": None, "id": 312}
+
     asyncio.run(go())
 
 
@@ -64,8 +69,9 @@ def test_market_channel_book_price_change_and_operations(sim: SimProc) -> None:
 
     async def go() -> None:
         async with connect(f"{sim.ws}/ws/market") as ws:
-            await ws.send(json.dumps({"assets_ids": tokens, "type": "market",
-                                      "custom_feature_enabled": True}))
+            await ws.send(
+                json.dumps({"assets_ids": tokens, "type": "market", "custom_feature_enabled": True})
+            )
             book = await _recv_json(ws, lambda d: d.get("event_type") == "book")
             pc = await _recv_json(ws, lambda d: d.get("event_type") == "price_change")
             bba = await _recv_json(ws, lambda d: d.get("event_type") == "best_bid_ask", 30)
@@ -73,10 +79,12 @@ def test_market_channel_book_price_change_and_operations(sim: SimProc) -> None:
             pong = await asyncio.wait_for(_first_text(ws, "PONG"), 5)
             nxt = sim.state()["next"]["up_token"]
             await ws.send(json.dumps({"operation": "subscribe", "assets_ids": [nxt]}))
-            nbook = await _recv_json(ws, lambda d: d.get("event_type") == "book"
-                                     and d["asset_id"] == nxt)
+            nbook = await _recv_json(
+                ws, lambda d: d.get("event_type") == "book" and d["asset_id"] == nxt
+            )
             await ws.send(json.dumps({"operation": "unsubscribe", "assets_ids": [up, down]}))
         return book, pc, bba, pong, nbook, nxt
+
     book, pc, bba, pong, nbook, nxt = asyncio.run(go())
     want_book = fixture_json("live_2026/clob_ws_book_TRIMMED.json")
     assert_same_shape(book, want_book)
@@ -107,8 +115,15 @@ def test_market_channel_trades_roll_and_resolution(sim: SimProc) -> None:
 
     async def go() -> tuple[dict, dict, dict]:
         async with connect(f"{sim.ws}/ws/market") as ws:
-            await ws.send(json.dumps({"assets_ids": [cur["up_token"], cur["down_token"]],
-                                      "type": "market", "custom_feature_enabled": True}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "assets_ids": [cur["up_token"], cur["down_token"]],
+                        "type": "market",
+                        "custom_feature_enabled": True,
+                    }
+                )
+            )
             seen: dict[str, dict] = {}
 
             async def loop() -> None:
@@ -116,12 +131,18 @@ def test_market_channel_trades_roll_and_resolution(sim: SimProc) -> None:
                     obj = json.loads(await ws.recv())
                     for it in obj if isinstance(obj, list) else [obj]:
                         seen.setdefault(it.get("event_type"), it)
+
             await asyncio.wait_for(loop(), 20)
             return seen["last_trade_price"], seen["new_market"], seen["market_resolved"]
+
     ltp, nm, res = asyncio.run(go())
     assert_same_shape(ltp, fixture_json("live_2026/clob_ws_last_trade_price.json"))
-    assert_same_shape(nm, fixture_json("nautilus_trader/polymarket_rs/ws_market_new_market_msg.json"))
-    assert_same_shape(res, fixture_json("nautilus_trader/polymarket_rs/ws_market_resolved_msg.json"))
+    assert_same_shape(
+        nm, fixture_json("nautilus_trader/polymarket_rs/ws_market_new_market_msg.json")
+    )
+    assert_same_shape(
+        res, fixture_json("nautilus_trader/polymarket_rs/ws_market_resolved_msg.json")
+    )
     assert res["market"] == cur["condition_id"]
     assert res["winning_asset_id"] in (cur["up_token"], cur["down_token"])
 
@@ -129,12 +150,15 @@ def test_market_channel_trades_roll_and_resolution(sim: SimProc) -> None:
 def test_rtds_chainlink_and_twap(sim: SimProc) -> None:
     async def go() -> tuple[dict, dict, str]:
         async with connect(f"{sim.ws}/rtds") as ws:
-            await ws.send(json.dumps(fixture_json("live_2026/rtds_subscribe_frame_unfiltered.json")))
+            await ws.send(
+                json.dumps(fixture_json("live_2026/rtds_subscribe_frame_unfiltered.json"))
+            )
             cl = await _recv_json(ws, lambda d: d.get("topic") == "crypto_prices_chainlink")
             tw = await _recv_json(ws, lambda d: d.get("topic") == "crypto_prices_twap_sixty")
             await ws.send("PING")
             pong = await asyncio.wait_for(_first_text(ws, "PONG"), 5)
         return cl, tw, pong
+
     cl, tw, pong = asyncio.run(go())
     assert_same_shape(cl, fixture_json("live_2026/rtds_crypto_prices_chainlink_update_0.json"))
     assert_same_shape(tw, fixture_json("live_2026/rtds_crypto_prices_twap_sixty_update_0.json"))
@@ -153,11 +177,26 @@ def test_gamma_event_and_market_shapes(sim: SimProc, form: str) -> None:
         ev = httpx.get(f"{sim.http}/gamma/events/slug/{slug}").json()
         mk = httpx.get(f"{sim.http}/gamma/markets/slug/{slug}").json()
     want = fixture_json("live_2026/gamma_market_btc_updown_5m_1790617500.json")
-    for key in ("eventStartTime", "endDate", "clobTokenIds", "outcomes", "orderPriceMinTickSize",
-                "orderMinSize", "feeSchedule", "cryptoMarketConfig", "resolutionSource",
-                "conditionId", "slug", "closed", "acceptingOrders"):
+    for key in (
+        "eventStartTime",
+        "endDate",
+        "clobTokenIds",
+        "outcomes",
+        "orderPriceMinTickSize",
+        "orderMinSize",
+        "feeSchedule",
+        "cryptoMarketConfig",
+        "resolutionSource",
+        "conditionId",
+        "slug",
+        "closed",
+        "acceptingOrders",
+    ):
         assert type(mk[key]) is type(want[key]), key
-    assert json.loads(mk["clobTokenIds"]) == [st["current"]["up_token"], st["current"]["down_token"]]
+    assert json.loads(mk["clobTokenIds"]) == [
+        st["current"]["up_token"],
+        st["current"]["down_token"],
+    ]
     assert json.loads(mk["outcomes"]) == ["Up", "Down"]
     assert mk["cryptoMarketConfig"]["twapLookbackSeconds"] == 6
     assert ev["markets"][0]["slug"] == slug and "eventMetadata" in ev
@@ -172,7 +211,9 @@ def test_gamma_price_to_beat_appears_late_then_final_price(sim: SimProc) -> None
 
     def meta() -> dict:
         return httpx.get(f"{sim.http}/gamma/events/slug/{slug}").json()["eventMetadata"]
+
     from tests.simvenue.conftest import wait_for
+
     wait_for(lambda: "priceToBeat" in meta(), 10, what="priceToBeat")
     final = wait_for(lambda: meta() if "finalPrice" in meta() else None, 15, what="finalPrice")
     assert isinstance(final["finalPrice"], float) and isinstance(final["priceToBeat"], float)

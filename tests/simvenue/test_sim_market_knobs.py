@@ -42,5 +42,7 @@ def test_rates_change_at_run_time_and_bad_bodies_are_refused(sim: SimProc) -> No
     slow = asyncio.run(rate(10))
     fast = asyncio.run(rate(400))
     assert fast > 4 * slow, (slow, fast)
-    httpx.post(f"{sim.http}/sim/market", json={"book_ticker_hz": 10, "quoter_noise_sd": QUOTER_NOISE_LOGIT})
+    httpx.post(
+        f"{sim.http}/sim/market", json={"book_ticker_hz": 10, "quoter_noise_sd": QUOTER_NOISE_LOGIT}
+    )
     wait_for(lambda: httpx.get(f"{sim.http}/sim/market").json()["book_ticker_hz"] == 10, 5)

@@ -14,11 +14,20 @@ from services.simvenue.signing import order_hash, verify_order_signature
 
 def test_order_id_is_the_sdk_order_hash() -> None:
     acct = Account.create()
-    builder = ExchangeOrderBuilderV2(get_contract_config(137).exchange_v2, 137,
-                                     Signer(acct.key.hex(), 137))
-    signed = builder.build_signed_order(OrderDataV2(
-        maker=acct.address, tokenId="123", makerAmount="5000000", takerAmount="10000000",
-        side=0, signer=acct.address, signatureType=0))
+    builder = ExchangeOrderBuilderV2(
+        get_contract_config(137).exchange_v2, 137, Signer(acct.key.hex(), 137)
+    )
+    signed = builder.build_signed_order(
+        OrderDataV2(
+            maker=acct.address,
+            tokenId="123",
+            makerAmount="5000000",
+            takerAmount="10000000",
+            side=0,
+            signer=acct.address,
+            signatureType=0,
+        )
+    )
     body = order_to_json_v2(signed, "key", "FOK", False, False)
     assert verify_order_signature(body["order"])
     sdk_hash = builder.build_order_hash(builder.build_order_typed_data(signed))

@@ -7,7 +7,13 @@ from pathlib import Path
 
 from common import db
 from common.config import Settings, StrategyConfig, trading_book
-from common.schema import EmergencyStop, Fill, MarketResolved, RiskState, Settlement
+from common.schema import (
+    MarketResolved,
+    OrderFilled,
+    PositionSettled,
+    RiskState,
+    TriggerEmergencyStop,
+)
 from services.execution.ledger import Ledger
 from services.strategy.core import StrategyCore
 from services.strategy.store import StateStore, book_key, ledger_fills, ledger_settlements
@@ -19,8 +25,8 @@ T0 = 1_800_000_000 * NS
 SLUG = "btc-updown-5m-1800000000"
 
 
-def _fill(coid: str, side: str = "BUY", price: float = 0.5, venue: str = "") -> Fill:
-    return Fill(
+def _fill(coid: str, side: str = "BUY", price: float = 0.5, venue: str = "") -> OrderFilled:
+    return OrderFilled(
         client_order_id=coid,
         asset_id="U",
         side=side,  # type: ignore[arg-type]
@@ -50,7 +56,7 @@ def test_ledger_rows_name_their_venue_and_books_do_not_mix(tmp_path: Path) -> No
     assert set(sim.positions(dry_run=True)) == {"U"} and live.positions(dry_run=True) == {}
     assert live.positions(dry_run=True) == {} and sim.positions(dry_run=False) == {}
     # the same market settles in each book once
-    s = Settlement(
+    s = PositionSettled(
         slug=SLUG, asset_id="U", outcome="Up", won=True, size=10, payout=1, pnl=4.8, ts_ns=T0
     )
     assert sim.record_settlement(s) and live.record_settlement(s) and not sim.record_settlement(s)
@@ -68,7 +74,7 @@ def test_core_counters_and_halts_are_per_book(tmp_path: Path) -> None:
         StrategyConfig(), store.load(book_key("sim", "paper")), venue="sim", mode="paper"
     )
     sim.step(_fill("pe-1-2-3e"), 0)
-    sim.step(EmergencyStop(request_id="r"), 0)
+    sim.step(TriggerEmergencyStop(request_id="r"), 0)
     sim.step(MarketResolved(slug=SLUG, winning_outcome="Down", ts_ns=T0 + NS), 0)
     assert sim.risk_state().venue == "sim" and sim.halt_reasons() == ["emergency_stop"]
     assert sim.loss_streak == 1 and sim.daily_pnl < 0
@@ -102,7 +108,7 @@ def test_switching_venue_starts_the_other_books_counters(
     try:
         h.env["POLYEDGE_VENUE"] = "sim"
         h.start()
-        reply = h.command(EmergencyStop(request_id="stop-sim", reason="test"))
+        reply = h.command(TriggerEmergencyStop(request_id="stop-sim", reason="test"))
         assert reply.ok and reply.state["risk"]["emergency_stop"]
         h.stop()
         for venue, halted in (("live", False), ("sim", True)):
@@ -116,4 +122,3 @@ def test_switching_venue_starts_the_other_books_counters(
             h.stop()
     finally:
         h.close()
-

@@ -16,20 +16,20 @@ from common.schema import (
     ClearEmergencyStop,
     ClockTick,
     ConfigSnapshot,
-    ConfigUpdate,
     ControlReply,
     Decision,
-    EmergencyStop,
     FeedStatus,
-    Fill,
     ForceExit,
     MarketInfo,
     MarketResolved,
-    OrderAck,
+    OrderAccepted,
+    OrderFilled,
     OrderIntent,
-    OrderReject,
+    OrderRejected,
     RiskState,
     SignalScore,
+    TriggerEmergencyStop,
+    UpdateConfig,
 )
 from services.strategy.core import StrategyCore
 from services.strategy.store import StateStore
@@ -133,7 +133,8 @@ def intents(out: list[tuple[str, Any]]) -> list[OrderIntent]:
 def enter_and_fill(core: StrategyCore, price: float = 0.50, size: float = 10.0) -> OrderIntent:
     out = signal(core, 100, p_up=0.70, up_ask=price)
     (it,) = intents(out)
-    core.step(Fill(
+    core.step(
+        OrderFilled(
             client_order_id=it.client_order_id,
             asset_id="U",
             side="BUY",
@@ -143,7 +144,9 @@ def enter_and_fill(core: StrategyCore, price: float = 0.50, size: float = 10.0) 
             ts_fill_ns=START + 100 * NS,
             slug=SLUG,
             outcome="Up",
-        ), 0)
+        ),
+        0,
+    )
     return it
 
 
@@ -274,7 +277,7 @@ def test_rejected_entry_gives_the_trade_back() -> None:
     core = make()
     (it,) = intents(signal(core, 100))
     assert core.trades_today == 1
-    core.step(OrderReject(client_order_id=it.client_order_id, reason="x", ts_ns=0), 0)
+    core.step(OrderRejected(client_order_id=it.client_order_id, reason="x", ts_ns=0), 0)
     assert core.trades_today == 0 and not core.pending
     assert decision(signal(core, 101)).action == "enter"
 
@@ -288,12 +291,22 @@ def test_a_filled_order_is_done_on_its_terminal_ack_not_on_size_equality(status:
     core = make(max_entries_per_window=2)
     (it,) = intents(signal(core, 100))
     short = it.size - 0.01
-    core.step(OrderAck(client_order_id=it.client_order_id, status=status, ts_ack_ns=START), 0)
+    core.step(OrderAccepted(client_order_id=it.client_order_id, status=status, ts_ack_ns=START), 0)
     assert it.client_order_id in core.pending  # its fills are still to come
-    core.step(Fill(
-        client_order_id=it.client_order_id, asset_id="U", side="BUY", price=it.limit_price,
-        size=short, fee=0.0, ts_fill_ns=START + 100 * NS, slug=SLUG, outcome="Up",
-    ), 0)
+    core.step(
+        OrderFilled(
+            client_order_id=it.client_order_id,
+            asset_id="U",
+            side="BUY",
+            price=it.limit_price,
+            size=short,
+            fee=0.0,
+            ts_fill_ns=START + 100 * NS,
+            slug=SLUG,
+            outcome="Up",
+        ),
+        0,
+    )
     assert not core.pending and core.position is not None and core.position.size == short
     signal(core, 120)  # well past the intent's expiry and the grace
     assert not [e for e in core.events if e.event == "intent_unanswered"]
@@ -302,11 +315,23 @@ def test_a_filled_order_is_done_on_its_terminal_ack_not_on_size_equality(status:
 def test_a_partial_fill_without_a_terminal_ack_stays_pending() -> None:
     core = make()
     (it,) = intents(signal(core, 100))
-    core.step(OrderAck(client_order_id=it.client_order_id, status="delayed", ts_ack_ns=START), 0)
-    core.step(Fill(
-        client_order_id=it.client_order_id, asset_id="U", side="BUY", price=it.limit_price,
-        size=it.size / 2, fee=0.0, ts_fill_ns=START + 100 * NS, slug=SLUG, outcome="Up",
-    ), 0)
+    core.step(
+        OrderAccepted(client_order_id=it.client_order_id, status="delayed", ts_ack_ns=START), 0
+    )
+    core.step(
+        OrderFilled(
+            client_order_id=it.client_order_id,
+            asset_id="U",
+            side="BUY",
+            price=it.limit_price,
+            size=it.size / 2,
+            fee=0.0,
+            ts_fill_ns=START + 100 * NS,
+            slug=SLUG,
+            outcome="Up",
+        ),
+        0,
+    )
     assert it.client_order_id in core.pending  # the venue may still match the rest
 
 
@@ -320,7 +345,8 @@ def test_exits_on_the_executable_bid(bid: float, reason: str | None) -> None:
     core = make()
     enter_and_fill(core)
     t = START + 120 * NS
-    out = core.step(BookSnapshot(
+    out = core.step(
+        BookSnapshot(
             asset_id="U",
             best_bid=bid,
             best_ask=bid + 0.02,
@@ -328,7 +354,9 @@ def test_exits_on_the_executable_bid(bid: float, reason: str | None) -> None:
             asks=[(bid + 0.02, 500.0)],
             ts_exchange_ns=t,
             ts_recv_ns=t,
-        ), 0)
+        ),
+        0,
+    )
     exits = [i for i in intents(out) if i.side == "SELL"]
     if reason is None:
         assert exits == []
@@ -342,7 +370,8 @@ def test_exit_judged_on_depth_not_just_the_top() -> None:
     enter_and_fill(core)
     t = START + 120 * NS
     # 0.70 for 1 share only, the rest at 0.50: selling 10 averages 0.52, not a take-profit
-    out = core.step(BookSnapshot(
+    out = core.step(
+        BookSnapshot(
             asset_id="U",
             best_bid=0.70,
             best_ask=0.72,
@@ -350,7 +379,9 @@ def test_exit_judged_on_depth_not_just_the_top() -> None:
             asks=[(0.72, 5.0)],
             ts_exchange_ns=t,
             ts_recv_ns=t,
-        ), 0)
+        ),
+        0,
+    )
     assert intents(out) == []
 
 
@@ -414,7 +445,7 @@ def test_an_entry_that_could_take_the_day_past_the_loss_limit_is_refused(
 
 def test_emergency_stop_set_and_clear_with_replies() -> None:
     core = make()
-    out = core.step(EmergencyStop(request_id="r1", reason="test"), 0)
+    out = core.step(TriggerEmergencyStop(request_id="r1", reason="test"), 0)
     reply = [m for _, m in out if isinstance(m, ControlReply)][0]
     assert reply.ok and reply.request_id == "r1" and reply.state["risk"]["emergency_stop"]
     assert decision(signal(core, 100)).reason == "halted:emergency_stop"
@@ -435,7 +466,8 @@ def test_force_exit() -> None:
     (it,) = intents(out)
     assert reply.ok and reply.state["pending_exit"] and it.side == "SELL" and it.size == 10.0
     assert decision(out).reason == "force_exit"
-    core.step(Fill(
+    core.step(
+        OrderFilled(
             client_order_id=it.client_order_id,
             asset_id="U",
             side="SELL",
@@ -443,7 +475,9 @@ def test_force_exit() -> None:
             size=10.0,
             fee=0.17325,
             ts_fill_ns=START + 101 * NS,
-        ), 0)
+        ),
+        0,
+    )
     assert core.position is None
     assert core.daily_pnl == pytest.approx(5.5 - 0.17325 - 5.175)
 
@@ -503,15 +537,18 @@ def test_force_exit_waits_for_the_market_terms_when_unknown() -> None:
 def test_invalid_hot_reload_changes_nothing() -> None:
     core = make()
     before = (core.config, core.config_version)
-    out = core.step(ConfigUpdate(
+    out = core.step(
+        UpdateConfig(
             request_id="c1", config={"min_edge_pct": 2.0, "bogus": 1, "stake_per_trade_usd": 3}
-        ), 0)
+        ),
+        0,
+    )
     reply = [m for _, m in out if isinstance(m, ControlReply)][0]
     assert not reply.ok
     assert set(reply.field_errors) == {"min_edge_pct", "bogus"}
     assert (core.config, core.config_version) == before
     assert not [m for _, m in out if isinstance(m, ConfigSnapshot)]
-    out = core.step(ConfigUpdate(request_id="c2", config={"min_edge_pct": 0.3}), 0)
+    out = core.step(UpdateConfig(request_id="c2", config={"min_edge_pct": 0.3}), 0)
     reply = [m for _, m in out if isinstance(m, ControlReply)][0]
     snap = [m for _, m in out if isinstance(m, ConfigSnapshot)][0]
     assert reply.ok and core.config.min_edge_pct == 0.3 and core.config_version == before[1] + 1
@@ -525,7 +562,7 @@ def test_partial_config_update_keeps_every_other_field() -> None:
     v0 = core.config_version
 
     def update(patch: dict, replace: bool = False) -> tuple[ControlReply, list[ConfigSnapshot]]:
-        out = core.step(ConfigUpdate(request_id="c", config=patch, replace=replace), 0)
+        out = core.step(UpdateConfig(request_id="c", config=patch, replace=replace), 0)
         reply = [m for _, m in out if isinstance(m, ControlReply)][0]
         return reply, [m for _, m in out if isinstance(m, ConfigSnapshot)]
 
@@ -566,8 +603,8 @@ def test_restart_keeps_open_position_and_halt(tmp_path) -> None:
     store = StateStore(tmp_path / "trader.db")
     core = make()
     enter_and_fill(core)
-    core.step(EmergencyStop(request_id="r"), 0)
-    core.step(ConfigUpdate(request_id="c", config={"take_profit_pct": 0.5}), 0)
+    core.step(TriggerEmergencyStop(request_id="r"), 0)
+    core.step(UpdateConfig(request_id="c", config={"take_profit_pct": 0.5}), 0)
     store.save(core.persistent(), core.now_ns)
     store.close()
     store2 = StateStore(tmp_path / "trader.db")
@@ -626,7 +663,8 @@ def test_a_failed_trade_reversal_undoes_the_position_without_counting_a_trade() 
     core = make(state={"day": "2026-01-01", "loss_streak": 2})
     it = enter_and_fill(core)
     fee = round(10.0 * 0.07 * 0.5 * 0.5, 5)
-    core.step(Fill(
+    core.step(
+        OrderFilled(
             client_order_id=it.client_order_id,
             asset_id="U",
             side="SELL",
@@ -638,7 +676,9 @@ def test_a_failed_trade_reversal_undoes_the_position_without_counting_a_trade() 
             outcome="Up",
             trade_id="t1:reversed",
             reverses_trade_id="t1",
-        ), 0)
+        ),
+        0,
+    )
     assert core.position is None
     assert core.loss_streak == 2 and core.daily_pnl == pytest.approx(0.0)
     assert any(e[1] == "trade_failed_reversed" for e in core.events)
@@ -649,7 +689,8 @@ def _take_profit(core: StrategyCore) -> None:
     t = START + 120 * NS
     out = core.step(book("U", 0.67, 0.69, t), 0)
     (ex,) = [i for i in intents(out) if i.side == "SELL"]
-    core.step(Fill(
+    core.step(
+        OrderFilled(
             client_order_id=ex.client_order_id,
             asset_id="U",
             side="SELL",
@@ -659,7 +700,9 @@ def _take_profit(core: StrategyCore) -> None:
             ts_fill_ns=t,
             slug=SLUG,
             outcome="Up",
-        ), 0)
+        ),
+        0,
+    )
     assert core.position is None
 
 
@@ -707,7 +750,13 @@ def test_no_entry_on_the_model_alone_when_the_config_blends_with_the_market() ->
     t = START + 101 * NS
     fresh(core, t)
     s = SignalScore(
-        slug=SLUG, p_up=0.70, side="Up", score=0.4, edge_up=0.0, edge_down=0.0, ts_ns=t,
+        slug=SLUG,
+        p_up=0.70,
+        side="Up",
+        score=0.4,
+        edge_up=0.0,
+        edge_down=0.0,
+        ts_ns=t,
         inputs={"p_market": 0.44, "p_model": 0.9},
     )
     assert decision(core.step(s, 0)).action == "enter"
@@ -717,12 +766,12 @@ def test_redemptions_split_settled_cash_into_redeemed_and_awaiting() -> None:
     """Winning tokens pay nothing until redeemed (PROTOCOLS.md section 7): strategy folds
     execution's exec.redemption messages into "awaiting redemption" and "redeemed" USD, counts a
     repeated confirmation once, and rebuilds both from the ledger rows at a restart."""
-    from common.schema import Redemption, RiskState
+    from common.schema import PositionRedeemed, RiskState
 
     core = make()
 
-    def red(cid: str, state: str, expected: float, returned: float = 0.0) -> Redemption:
-        return Redemption(
+    def red(cid: str, state: str, expected: float, returned: float = 0.0) -> PositionRedeemed:
+        return PositionRedeemed(
             condition_id=cid,
             slug="btc-updown-5m-" + cid,
             state=state,

@@ -41,7 +41,8 @@ def test_fill_and_settlement_missed_while_down(tmp_path: Path) -> None:
         core.step(f, 0)
     assert core.position is not None and core.position.size == 10  # not the other bot's fill
     assert core.position.window_end_ns == 0  # unknown until the market is seen again
-    core.step(MarketInfo(
+    core.step(
+        MarketInfo(
             slug=SLUG,
             condition_id="c",
             up_token_id="U",
@@ -49,7 +50,9 @@ def test_fill_and_settlement_missed_while_down(tmp_path: Path) -> None:
             window_start_ns=START,
             window_end_ns=START + 300 * NS,
             ts_recv_ns=START,
-        ), 0)
+        ),
+        0,
+    )
     assert core.position.window_end_ns == START + 300 * NS
     store.save(core.persistent(), core.now_ns)
 
@@ -73,7 +76,7 @@ def test_fill_and_settlement_missed_while_down(tmp_path: Path) -> None:
 def test_position_rebuilt_from_the_ledger_takes_its_entry_orders_terms(tmp_path: Path) -> None:
     """After a restart with no md.market yet, the exit's fee schedule comes from the entry
     order execution recorded (its `orders` row), never a default of 0."""
-    from common.schema import Fill, OrderIntent
+    from common.schema import OrderFilled, OrderIntent
     from services.execution.ledger import Ledger
     from services.strategy.store import ledger_order_terms
 
@@ -95,7 +98,7 @@ def test_position_rebuilt_from_the_ledger_takes_its_entry_orders_terms(tmp_path:
         fee_exponent=1.0,
     )
     assert ledger.record_intent(intent, "dry_run", START + 100 * NS, "")
-    fill = Fill(
+    fill = OrderFilled(
         client_order_id=intent.client_order_id,
         asset_id="U",
         side="BUY",

@@ -19,15 +19,15 @@ from common.schema import (
     BookSnapshot,
     BtcTrade,
     ConfigSnapshot,
-    ConfigUpdate,
     ControlReply,
-    EmergencyStop,
-    Fill,
     MarketInfo,
+    OrderFilled,
     OrderIntent,
     PositionState,
     RiskState,
     SignalScore,
+    TriggerEmergencyStop,
+    UpdateConfig,
 )
 from tests.conftest import REPO, wait_for
 
@@ -147,7 +147,7 @@ def test_control_hot_reload_and_restart(iso_env: dict[str, str], tmp_path: Path)
 
         intent = wait_for(feed, 15, what="an entry intent")
         assert intent.side == "BUY" and intent.outcome == "Up"
-        fill = Fill(
+        fill = OrderFilled(
             client_order_id=intent.client_order_id,
             asset_id="U",
             side="BUY",
@@ -166,18 +166,18 @@ def test_control_hot_reload_and_restart(iso_env: dict[str, str], tmp_path: Path)
         pos = wait_for(filled, 10, what="position open")
         assert pos.size == intent.size
 
-        reply = h.command(EmergencyStop(request_id="stop-1", reason="test"))
+        reply = h.command(TriggerEmergencyStop(request_id="stop-1", reason="test"))
         assert reply.ok and reply.state["risk"]["emergency_stop"]
         assert reply.state["position"]["open"]
 
         shipped = cfg_path.read_bytes()  # the defaults file: never written by the system
         overrides = Path(iso_env["POLYEDGE_DATA_DIR"]) / "config.json"
-        reply = h.command(ConfigUpdate(request_id="bad", config={"min_edge_pct": -1, "nope": 2}))
+        reply = h.command(UpdateConfig(request_id="bad", config={"min_edge_pct": -1, "nope": 2}))
         assert not reply.ok and set(reply.field_errors) == {"min_edge_pct", "nope"}
         assert not overrides.exists()  # nothing applied, nothing written
         version = reply.state["config_version"]
 
-        reply = h.command(ConfigUpdate(request_id="good", config={"min_edge_pct": 0.08}))
+        reply = h.command(UpdateConfig(request_id="good", config={"min_edge_pct": 0.08}))
         assert reply.ok and reply.state["config_version"] == version + 1
         assert reply.state["changed"] == {"min_edge_pct": [0.05, 0.08]}
         assert json.loads(overrides.read_text()) == {"min_edge_pct": 0.08}
@@ -206,7 +206,7 @@ def test_control_hot_reload_and_restart(iso_env: dict[str, str], tmp_path: Path)
             "max_trades_per_day": [5, 7]
         }
         # a partial POST after the edit keeps both
-        reply = h.command(ConfigUpdate(request_id="stake", config={"stake_per_trade_usd": 3}))
+        reply = h.command(UpdateConfig(request_id="stake", config={"stake_per_trade_usd": 3}))
         assert reply.ok and reply.state["config"]["max_trades_per_day"] == 7
         assert reply.state["config"]["min_edge_pct"] == 0.08
         assert json.loads(overrides.read_text()) == {

@@ -14,16 +14,16 @@ from common.schema import (
     BtcTrade,
     ClearEmergencyStop,
     ClockTick,
-    ConfigUpdate,
-    EmergencyStop,
     FeedStatus,
-    Fill,
     ForceExit,
     MarketInfo,
     MarketResolved,
+    OrderFilled,
     OrderIntent,
-    OrderReject,
+    OrderRejected,
     SignalScore,
+    TriggerEmergencyStop,
+    UpdateConfig,
 )
 from services.strategy.core import StrategyCore
 
@@ -167,7 +167,8 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
             core.step(BtcTrade(price=85_000, size=1, ts_exchange_ns=now, ts_recv_ns=now), 0)
             for asset, a in (("U", op[2]), ("D", op[3])):
                 ask = a / 100
-                core.step(BookSnapshot(
+                core.step(
+                    BookSnapshot(
                         asset_id=asset,
                         best_bid=ask - 0.01,
                         best_ask=ask,
@@ -175,7 +176,9 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
                         asks=[(ask, 100.0)],
                         ts_exchange_ns=now,
                         ts_recv_ns=now,
-                    ), 0)
+                    ),
+                    0,
+                )
                 seen["book"][asset] = now
                 seen["ask"][asset] = ask
             p = op[1]
@@ -192,7 +195,7 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
             before["Up"] = entry_allowed(core, "U", seen)
             before["Down"] = entry_allowed(core, "D", seen)
         elif kind == "stop":
-            msg = EmergencyStop(request_id=str(n))
+            msg = TriggerEmergencyStop(request_id=str(n))
         elif kind == "clear":
             msg = ClearEmergencyStop(request_id=str(n))
         elif kind in ("fill", "reject"):
@@ -200,12 +203,12 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
             if pend is None:
                 continue
             if kind == "reject":
-                msg = OrderReject(client_order_id=pend.client_order_id, reason="x", ts_ns=now)
+                msg = OrderRejected(client_order_id=pend.client_order_id, reason="x", ts_ns=now)
                 if pend.kind == "entry" and pend.filled <= 0:
                     seen["window_entries"] -= 1  # no trade happened
             else:
                 side = "BUY" if pend.kind == "entry" else "SELL"
-                msg = Fill(
+                msg = OrderFilled(
                     client_order_id=pend.client_order_id,
                     asset_id=pend.asset_id,
                     side=side,
@@ -222,7 +225,7 @@ def test_no_forbidden_entry(offset_ms: int, seq: list[tuple[Any, ...]]) -> None:
             msg = FeedStatus(feed=op[1], connected=True, stale=op[2], ts_ns=now)
             seen["feed"][op[1]] = op[2]
         elif kind == "config":
-            msg = ConfigUpdate(
+            msg = UpdateConfig(
                 request_id=str(n),
                 config={"max_trades_per_day": op[1], "entry_window_min_sec": op[2]},
             )

@@ -23,9 +23,9 @@ from common.schema import (
     BtcTrade,
     ClockTick,
     Decision,
-    Fill,
     MarketInfo,
     MarketResolved,
+    OrderFilled,
     RiskState,
     SignalScore,
 )
@@ -183,7 +183,8 @@ def test_worked_example_position_awaits_resolution_settles_at_zero_and_entries_r
     strategy = StrategyCore(cfg)
     strategy.step(first, 0)
     fee = round(9.43 * 0.07 * 0.53 * 0.47, 5)
-    strategy.step(Fill(
+    strategy.step(
+        OrderFilled(
             client_order_id="pe-1790617500-1-1e",
             asset_id=first.up_token_id,
             side="BUY",
@@ -193,7 +194,9 @@ def test_worked_example_position_awaits_resolution_settles_at_zero_and_entries_r
             ts_fill_ns=START + 100 * NS,
             slug=first.slug,
             outcome="Up",
-        ), 0)
+        ),
+        0,
+    )
     cost = 9.43 * 0.53 + fee
     # the window ends; no market_resolved frame ever comes
     for t in range(0, 601, 60):
@@ -228,7 +231,8 @@ def test_awaiting_position_still_counts_against_exposure_and_daily_loss() -> Non
     first, later = open_market(), open_market(1790618400)
     strategy = StrategyCore(StrategyConfig(max_capital_at_risk_usd=9.0))
     strategy.step(first, 0)
-    strategy.step(Fill(
+    strategy.step(
+        OrderFilled(
             client_order_id="pe-1790617500-1-1e",
             asset_id=first.up_token_id,
             side="BUY",
@@ -238,7 +242,9 @@ def test_awaiting_position_still_counts_against_exposure_and_daily_loss() -> Non
             ts_fill_ns=START + 100 * NS,
             slug=first.slug,
             outcome="Up",
-        ), 0)
+        ),
+        0,
+    )
     strategy.step(ClockTick(ts_ns=END + NS), 0)
     strategy.step(later, 0)
     d = strong_signal(strategy, later, later.window_start_ns + 100 * NS)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from common import topics
-from common.schema import Fill, MarketResolved, TradeClosed, fill_key, settlement_key
+from common.schema import MarketResolved, OrderFilled, TradeClosed, fill_key, settlement_key
 from tests.strategy.test_strategy_core import END, NS, SLUG, START, enter_and_fill, make
 
 
@@ -14,8 +14,8 @@ def _closed(out: list) -> list[TradeClosed]:
     return [m for t, m in out if t == topics.TRADE_CLOSED]
 
 
-def _sell(coid: str, price: float, size: float, fee: float, t: int) -> Fill:
-    return Fill(
+def _sell(coid: str, price: float, size: float, fee: float, t: int) -> OrderFilled:
+    return OrderFilled(
         client_order_id=coid,
         asset_id="U",
         side="SELL",
@@ -43,7 +43,7 @@ def test_exit_and_settlement_each_close_one_trade_and_the_day_is_their_sum() -> 
     assert t1.fees == pytest.approx(0.175 + 0.0672 + 0.0988)
     assert (t1.size, t1.entry_price, t1.exit_price) == (10.0, 0.5, pytest.approx(0.612))
     # trade 2: bought again in the same window and held to a lost settlement
-    buy = Fill(
+    buy = OrderFilled(
         client_order_id="pe-2e",
         asset_id="U",
         side="BUY",
@@ -79,7 +79,7 @@ def test_a_trade_closed_while_strategy_was_down_is_published_after_its_start(
 
     now = time.time_ns()
     ledger = Ledger(iso_env["DATABASE_URL"].removeprefix("sqlite:"), venue="live")
-    buy = Fill(
+    buy = OrderFilled(
         client_order_id="pe-9-1-1e",
         asset_id="U",
         side="BUY",
