@@ -71,7 +71,7 @@ EPS = 1e-9
 PTB_SETTLEMENT_MIN = 1.0
 STATE_EVERY_NS = NS  # RiskState / PositionState at least once a second
 PENDING_GRACE_NS = 5 * NS  # an intent unanswered this long after expiry is given up on
-EXIT_RETRY_NS = NS  # after a failed exit, wait this long before trying again
+EXIT_RETRY_NS = NS  # after a failed exit, wait this long before trying again (same position)
 MAX_FILL_KEYS = 2000
 # an ack with these statuses is the order's last word: FOK/FAK orders are matched in full or in
 # part with the rest killed at once (docs.polymarket.com "Order types": FOK/FAK, POST /order
@@ -1014,6 +1014,8 @@ class StrategyCore(Core):
                 )
                 if m is not None:
                     p.take_terms(m, "md.market")
+                # the exit retry delay is for this position's failed exits, not the last one's
+                self._last_exit_try_ns = 0
             p.size += f.size
             p.cost += f.price * f.size + f.fee
             p.fees += f.fee

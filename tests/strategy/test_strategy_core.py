@@ -805,3 +805,48 @@ def test_redemptions_split_settled_cash_into_redeemed_and_awaiting() -> None:
     )
     r = restarted.risk_state()
     assert (r.awaiting_redemption_usd, r.redemptions_open, r.redeemed_usd) == (5.0, 1, 9.43)
+
+
+def test_a_failed_exit_waits_a_second_but_a_new_position_exits_at_once() -> None:
+    """Issue 16: the 1 s pause after an exit attempt also held up the NEXT position's exit (a
+    re-entry 0.1 s after a take-profit could not exit before 1 s had passed). The pause is for
+    retrying the same position's failed exit."""
+    core = make(max_entries_per_window=5, max_trades_per_day=50)
+    enter_and_fill(core)
+    t = START + 100 * NS
+    out = core.step(book("U", 0.67, 0.69, t + NS // 10), 0)
+    (ex,) = [i for i in intents(out) if i.side == "SELL"]
+    core.step(OrderRejected(client_order_id=ex.client_order_id, reason="killed", ts_ns=t), 0)
+    # the same position: no new exit within the second after the failed one
+    assert not intents(core.step(book("U", 0.67, 0.69, t + NS // 2), 0))
+    out = core.step(book("U", 0.67, 0.69, t + NS + NS // 5), 0)
+    (ex,) = [i for i in intents(out) if i.side == "SELL"]
+    fill = dict(asset_id="U", slug=SLUG, outcome="Up", fee=0.0)
+    core.step(
+        OrderFilled(
+            client_order_id=ex.client_order_id,
+            side="SELL",
+            price=0.67,
+            size=ex.size,
+            ts_fill_ns=t + NS + NS // 5,
+            **fill,
+        ),
+        0,
+    )
+    assert core.position is None
+    # re-entry 0.1 s later, filled; its take-profit exits on the next book, not a second later
+    (it,) = intents(signal(core, 101.3, p_up=0.80, up_ask=0.50))
+    core.step(
+        OrderFilled(
+            client_order_id=it.client_order_id,
+            side="BUY",
+            price=0.50,
+            size=it.size,
+            ts_fill_ns=t + NS + NS * 3 // 10,
+            **fill,
+        ),
+        0,
+    )
+    out = core.step(book("U", 0.67, 0.69, t + NS + NS * 4 // 10), 0)
+    assert [i.side for i in intents(out)] == ["SELL"]
+    assert decision(out).reason == "take_profit"
