@@ -129,14 +129,20 @@ class FeeSchedule:
     rate: Decimal = ZERO
     exponent: Decimal = ONE
     taker_only: bool = True
+    rebate_rate: Decimal = ZERO  # `rebateRate`: the maker's share of the fee equivalent
 
     @classmethod
-    def of(cls, rate: Num = 0, exponent: Num = 1, taker_only: bool = True) -> FeeSchedule:
-        """From numbers or decimal text; raises ValueError for a negative rate or exponent."""
-        r, e = dec(rate), dec(exponent)
+    def of(
+        cls, rate: Num = 0, exponent: Num = 1, taker_only: bool = True, rebate_rate: Num = 0
+    ) -> FeeSchedule:
+        """From numbers or decimal text; raises ValueError for a negative rate or exponent, or a
+        rebate rate outside [0, 1]."""
+        r, e, rb = dec(rate), dec(exponent), dec(rebate_rate)
         if r < 0 or e < 0:
             raise ValueError(f"fee rate and exponent must be >= 0, got {rate!r}, {exponent!r}")
-        return cls(r, e, taker_only)
+        if not ZERO <= rb <= ONE:
+            raise ValueError(f"fee rebate rate must be in [0, 1], got {rebate_rate!r}")
+        return cls(r, e, taker_only, rb)
 
 
 NO_FEE = FeeSchedule()
@@ -158,6 +164,38 @@ def taker_fee(shares: Num, price: Num, fee: FeeSchedule) -> Decimal:
     if s <= 0:
         return ZERO.quantize(FEE_QUANTUM)
     return (s * fee_per_share(price, fee)).quantize(FEE_QUANTUM, rounding=FEE_ROUNDING)
+
+
+def maker_rebate(shares: Num, price: Num, fee: FeeSchedule) -> Decimal:
+    """The USD rebate a maker fill of `shares` at `price` earns: `rebate_rate` x the fee
+    equivalent (the taker fee those shares would pay, `shares * rate * (p (1 - p)) ** exponent`),
+    to 5 decimals, rounded down like the fee. A maker fill itself pays no fee (`takerOnly`).
+
+    What we model, and how the venue does it (docs.polymarket.com "Maker Rebates Program"; Gamma
+    `feeSchedule.rebateRate`, 0.2 on the BTC 5-minute markets, PROTOCOLS.md section 3): the venue
+    pays rebates once a day, in pUSD, from a pool of `rebateRate` x the taker fees collected in a
+    market, split among that market's makers pro rata to the fee equivalent of their filled maker
+    volume. The per-fill figure here is that share assuming our maker volume is matched by fees
+    paid at the same rate (NautilusTrader's `PolymarketFeeModel` makes the same per-fill
+    approximation). It is an estimate: the real payment arrives the next day and depends on the
+    other makers. 0 for no shares, no fee or no rebate."""
+    s = dec(shares)
+    if s <= 0 or fee.rebate_rate <= 0:
+        return ZERO.quantize(FEE_QUANTUM)
+    equivalent = s * fee_per_share(price, fee)
+    return (equivalent * fee.rebate_rate).quantize(FEE_QUANTUM, rounding=FEE_ROUNDING)
+
+
+def fill_fee_and_rebate(
+    liquidity: Literal["maker", "taker"], shares: Num, price: Num, fee: FeeSchedule
+) -> tuple[Decimal, Decimal]:
+    """(fee, rebate) in USD of one fill: a taker pays `taker_fee` and earns nothing; a maker pays
+    nothing and earns `maker_rebate`. Raises ValueError for another `liquidity`."""
+    if liquidity == "taker":
+        return taker_fee(shares, price, fee), ZERO.quantize(FEE_QUANTUM)
+    if liquidity == "maker":
+        return ZERO.quantize(FEE_QUANTUM), maker_rebate(shares, price, fee)
+    raise ValueError(f"liquidity must be 'maker' or 'taker', got {liquidity!r}")
 
 
 # --- order amounts ----------------------------------------------------------------------------

@@ -102,6 +102,7 @@ class MarketInfo(Msg, tag="market"):
     fee_rate: Price = 0.0
     fee_exponent: float = 1.0
     fee_taker_only: bool = True
+    fee_rebate_rate: Price = 0.0  # feeSchedule.rebateRate: makers earn this x the fee equivalent
     neg_risk: bool = False
     twap_enabled: bool = False
     twap_lookback_s: int = 0
@@ -207,6 +208,7 @@ class OrderIntent(Msg, tag="order_intent"):
     fee_rate: Price = 0.0
     fee_exponent: float = 1.0
     reason: str = ""
+    fee_rebate_rate: Price = 0.0  # the market's feeSchedule.rebateRate (maker fills)
 
 
 class OrderAccepted(Msg, tag="order_ack"):
@@ -250,6 +252,11 @@ class OrderFilled(Msg, tag="fill"):
     # chain): the opposite side, same size, at the trade's net price per share, no fee
     reverses_trade_id: str = ""
     venue: str = ""  # the book it belongs to: "sim" | "live" (POLYEDGE_VENUE), with dry_run
+    # "taker" (the order took liquidity: `fee` is the taker fee) or "maker" (a resting order was
+    # filled: no fee, and `rebate_usd` = feeSchedule.rebateRate x the fee equivalent,
+    # common.money.maker_rebate; the venue pays it the next day, see there)
+    liquidity: Literal["taker", "maker"] = "taker"
+    rebate_usd: float = 0.0
 
 
 class PositionSettled(Msg, tag="settlement"):

@@ -209,7 +209,7 @@ class ExecutionCore(Core):
             pos = self.positions.setdefault(
                 f.asset_id, Position(f.slug, f.asset_id, f.outcome or "")
             )
-            pos.apply(f.side, f.price, f.size, f.fee)
+            pos.apply(f.side, f.price, f.size, f.fee, f.rebate_usd)
             if pos.size <= 1e-9:
                 del self.positions[f.asset_id]
 

@@ -161,6 +161,12 @@ MIGRATIONS = [
         UNIQUE(venue, dry_run, condition_id)
     )
     """,
+    # maker fills (issue 18): which side of the trade the fill was (taker pays `fee`, maker pays
+    # none and earns `rebate_usd`, common.money.maker_rebate)
+    """
+    ALTER TABLE fills ADD COLUMN liquidity TEXT NOT NULL DEFAULT 'taker';
+    ALTER TABLE fills ADD COLUMN rebate_usd REAL NOT NULL DEFAULT 0
+    """,
 ]
 REDEMPTION_OPEN = ("requested", "sent", "awaiting")
 FINAL_TRADE_STATUSES = ("CONFIRMED", "FAILED")
@@ -174,12 +180,13 @@ class Position:
     asset_id: str
     outcome: str
     size: float = 0.0
-    cost: float = 0.0  # collateral paid including fees, less the cost of shares sold
+    cost: float = 0.0  # collateral paid including fees less rebates, less the cost of shares sold
 
-    def apply(self, side: str, price: float, size: float, fee: float) -> None:
+    def apply(self, side: str, price: float, size: float, fee: float, rebate: float = 0.0) -> None:
+        """Fold one fill in: a BUY adds its cost plus `fee` less the maker `rebate` (USD)."""
         if side == "BUY":
             self.size += size
-            self.cost += price * size + fee
+            self.cost += price * size + fee - rebate
         else:
             avg = self.cost / self.size if self.size > 0 else 0.0
             self.cost -= avg * min(size, self.size)
@@ -283,8 +290,8 @@ class Ledger:
                 cur = c.execute(
                     "INSERT INTO fills(trade_id, client_order_id, venue_order_id, slug, asset_id,"
                     " outcome, side, price, size, fee, ts_fill_ns, dry_run, trade_status,"
-                    " reverses_trade_id, venue)"
-                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(trade_id) DO NOTHING",
+                    " reverses_trade_id, venue, liquidity, rebate_usd)"
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(trade_id) DO NOTHING",
                     (
                         f.trade_id,
                         coid,
@@ -301,6 +308,8 @@ class Ledger:
                         "" if f.dry_run or f.reverses_trade_id else trade_status,
                         f.reverses_trade_id,
                         f.venue or self.venue,
+                        f.liquidity,
+                        f.rebate_usd,
                     ),
                 )
                 new += cur.rowcount
@@ -446,7 +455,7 @@ class Ledger:
             pos = out.setdefault(
                 r["asset_id"], Position(r["slug"], r["asset_id"], r["outcome"] or "")
             )
-            pos.apply(r["side"], r["price"], r["size"], r["fee"])
+            pos.apply(r["side"], r["price"], r["size"], r["fee"], r["rebate_usd"])
         return {k: p for k, p in out.items() if p.size > 1e-9}
 
     def counts(self) -> dict[str, int]:

@@ -706,6 +706,7 @@ def parse_gamma(doc: str | bytes | Any, ts_recv_ns: int, slug: str | None = None
         fee_rate=_opt_num(fee.get("rate"), "feeSchedule.rate") or 0.0,
         fee_exponent=_opt_num(fee.get("exponent"), "feeSchedule.exponent") or 1.0,
         fee_taker_only=bool(fee.get("takerOnly", True)),
+        fee_rebate_rate=_opt_num(fee.get("rebateRate"), "feeSchedule.rebateRate") or 0.0,
         neg_risk=bool(market.get("negRisk", False)),
         twap_enabled=bool(cmc.get("twapEnabled", False)),
         twap_lookback_s=_int(cmc.get("twapLookbackSeconds")),
