@@ -93,6 +93,132 @@ class StrategyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     blend_market_weight: Annotated[float, Meta(ge=-5.0, le=5.0)] = 0.0
     blend_model_weight: Annotated[float, Meta(ge=-5.0, le=5.0)] = 1.0
     blend_bias: Annotated[float, Meta(ge=-5.0, le=5.0)] = 0.0
+    # the markets this tree trades (issue 17): each `{"asset", "window", "enabled"?, <any field
+    # above as a per-market override>}`; read through `market_specs`
+    markets: list[dict[str, Any]] = msgspec.field(default_factory=lambda: [dict(DEFAULT_MARKET)])
+
+
+# --- markets (issue 17) ------------------------------------------------------------------------
+DEFAULT_MARKET: dict[str, Any] = {"asset": "btc", "window": "5m"}
+# Window lengths Polymarket lists for its crypto Up/Down series, in seconds. 5m and 15m slugs are
+# built from the clock (`{asset}-updown-{window}-{start}`); the others are found on Gamma.
+WINDOWS: dict[str, int] = {"5m": 300, "15m": 900, "1h": 3600, "4h": 14_400, "1d": 86_400}
+_ASSET = re.compile(r"^[a-z][a-z0-9]{1,9}$")
+_MARKET_KEYS = ("asset", "window", "enabled")
+
+
+class MarketSpec(Struct, frozen=True, kw_only=True):
+    """One configured market series: `asset` (lowercase ticker, "btc"), `window` ("5m", "15m",
+    "1h", "4h", "1d"), `window_s` (its length in seconds), `enabled`, and `overrides`
+    (strategy parameters for this market only, validated like the top-level ones)."""
+
+    asset: str
+    window: str
+    window_s: int
+    enabled: bool = True
+    overrides: dict[str, Any] = {}
+
+    @property
+    def key(self) -> str:
+        """The series key, `f"{asset}-{window}"` ("eth-15m"): how every message names it."""
+        return f"{self.asset}-{self.window}"
+
+    @property
+    def binance_symbol(self) -> str:
+        """The asset's Binance spot symbol against USDT ("ETHUSDT"), uppercase as in payloads."""
+        return binance_symbol(self.asset)
+
+    @property
+    def feed_symbol(self) -> str:
+        """The settlement feed's symbol ("eth/usd": Chainlink's pair on Polymarket's RTDS)."""
+        return f"{self.asset}/usd"
+
+
+def binance_symbol(asset: str) -> str:
+    """`btc` -> "BTCUSDT": the Binance spot pair Polymarket's crypto markets are read against."""
+    return f"{asset.upper()}USDT"
+
+
+def market_specs(config: Mapping[str, Any] | StrategyConfig) -> tuple[MarketSpec, ...]:
+    """The markets a config names, in its order (disabled ones included, `enabled=False`).
+
+    `config`: a config document (`{"markets": [...], ...}`) or a StrategyConfig. Without a
+    `markets` key: one market, btc 5m. Raises ConfigError naming every bad entry as
+    `markets[i]` or `markets[i].<field>`: not an object, a missing or malformed asset, an
+    unknown window, `enabled` not a boolean, a duplicate series key, an unknown or invalid
+    override (each override is checked like the top-level field it overrides)."""
+    if isinstance(config, StrategyConfig):
+        raw: Any = config.markets
+    else:
+        raw = config.get("markets", [DEFAULT_MARKET])
+    if not isinstance(raw, list | tuple):
+        raise ConfigError("markets", {"markets": f"expected a list, got {type(raw).__name__}"})
+    errors: dict[str, str] = {}
+    out: list[MarketSpec] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(raw):
+        at = f"markets[{i}]"
+        if not isinstance(entry, dict):
+            errors[at] = f"expected an object, got {type(entry).__name__}"
+            continue
+        asset, window = entry.get("asset"), entry.get("window")
+        ok = True
+        if not isinstance(asset, str) or not _ASSET.match(asset):
+            errors[f"{at}.asset"] = (
+                f"expected a lowercase ticker like 'btc' (2-10 letters or digits), got {asset!r}"
+            )
+            ok = False
+        if window not in WINDOWS:
+            errors[f"{at}.window"] = f"expected one of {', '.join(WINDOWS)}, got {window!r}"
+            ok = False
+        enabled = entry.get("enabled", True)
+        if not isinstance(enabled, bool):
+            errors[f"{at}.enabled"] = f"expected true or false, got {enabled!r}"
+            ok = False
+        overrides = {k: v for k, v in entry.items() if k not in _MARKET_KEYS}
+        if "markets" in overrides:
+            errors[f"{at}.markets"] = "a market cannot hold markets"
+            overrides.pop("markets")
+            ok = False
+        try:
+            validate_strategy_config(overrides, at)
+        except ConfigError as e:
+            errors.update({f"{at}.{k}": v for k, v in e.errors.items()})
+            ok = False
+        if not ok:
+            continue
+        spec = MarketSpec(
+            asset=asset,
+            window=window,
+            window_s=WINDOWS[window],
+            enabled=enabled,
+            overrides=overrides,
+        )
+        if spec.key in seen:
+            errors[at] = f"duplicate market {spec.key!r} (also markets[{seen[spec.key]}])"
+            continue
+        seen[spec.key] = i
+        out.append(spec)
+    if errors:
+        raise ConfigError("markets", errors)
+    return tuple(out)
+
+
+def enabled_markets(config: Mapping[str, Any] | StrategyConfig) -> tuple[MarketSpec, ...]:
+    """`market_specs(config)` without the disabled ones."""
+    return tuple(m for m in market_specs(config) if m.enabled)
+
+
+def strategy_config_for(base: StrategyConfig, spec: MarketSpec) -> StrategyConfig:
+    """`base` with `spec.overrides` applied: the parameters one market trades with. Raises
+    ConfigError (naming `markets.<key>.<field>`) if an override is invalid, which
+    `market_specs` already refuses."""
+    if not spec.overrides:
+        return base
+    try:
+        return validate_strategy_config({**config_to_dict(base), **spec.overrides}, "markets")
+    except ConfigError as e:
+        raise ConfigError(e.source, {f"{spec.key}.{k}": v for k, v in e.errors.items()}) from None
 
 
 def validate_strategy_config(doc: Any, source: str = "config") -> StrategyConfig:
@@ -105,6 +231,8 @@ def validate_strategy_config(doc: Any, source: str = "config") -> StrategyConfig
         if key not in known:
             errors[str(key)] = "unknown field"
             continue
+        if key == "markets":  # entry by entry, each bad one named (below)
+            continue
         try:  # each field alone, so one bad field does not hide the next
             msgspec.convert({key: value}, StrategyConfig, strict=True)
         except msgspec.ValidationError as e:
@@ -112,6 +240,11 @@ def validate_strategy_config(doc: Any, source: str = "config") -> StrategyConfig
             if msg.startswith("Expected `int`") and isinstance(value, float):
                 msg = f"must be a whole number (an int), got {value!r}"
             errors[key] = msg
+    if "markets" in doc:
+        try:
+            market_specs(doc)
+        except ConfigError as e:
+            errors.update(e.errors)
     if errors:
         raise ConfigError(source, errors)
     return msgspec.convert(doc, StrategyConfig, strict=True)

@@ -36,6 +36,10 @@ class Msg(Struct, frozen=True, tag_field="kind", forbid_unknown_fields=False):
 
 # --- market data (ingest) --------------------------------------------------------------------
 class BtcTrade(Msg, tag="btc_trade"):
+    """One Binance spot trade (aggTrade) of any asset, despite the name (kept with its tag):
+    `symbol` is the Binance symbol ("ETHUSDT"), `asset` the lowercase ticker ("eth"); published
+    on `topics.trade_topic(asset)`."""
+
     price: Price
     size: Size
     ts_exchange_ns: Ns
@@ -43,9 +47,13 @@ class BtcTrade(Msg, tag="btc_trade"):
     trade_id: int = 0
     buyer_is_maker: bool = False
     symbol: str = "BTCUSDT"
+    asset: str = "btc"
 
 
 class BtcQuote(Msg, tag="btc_quote"):
+    """Binance best bid/ask (bookTicker) of any asset; `symbol`/`asset` as in BtcTrade;
+    published on `topics.quote_topic(asset)`."""
+
     bid: Price
     bid_size: Size
     ask: Price
@@ -54,6 +62,7 @@ class BtcQuote(Msg, tag="btc_quote"):
     update_id: int = 0
     ts_exchange_ns: Ns = 0  # bookTicker carries no event time
     symbol: str = "BTCUSDT"
+    asset: str = "btc"
 
 
 class BookSnapshot(Msg, tag="book"):
@@ -79,7 +88,7 @@ class PriceFeedTick(Msg, tag="price_feed"):
     """Chainlink spot or TWAP value from the resolution-source feed."""
 
     source: str  # "chainlink" | "twap60" | "twap30" | "binance"
-    symbol: str
+    symbol: str  # the settlement feed's pair: "btc/usd", "eth/usd", ...
     value: Price
     ts_exchange_ns: Ns
     ts_recv_ns: Ns
@@ -111,6 +120,13 @@ class MarketInfo(Msg, tag="market"):
     price_to_beat_source: str = ""  # "gamma" | "twap" | "chainlink" | "binance" | ""
     accepting_orders: bool = True
     closed: bool = False
+    asset: str = "btc"  # lowercase ticker of the underlying
+    window: str = "5m"  # the series' window length: "5m" | "15m" | "1h" | "4h" | "1d"
+
+    @property
+    def series(self) -> str:
+        """The series key, `f"{asset}-{window}"` ("eth-15m"), common.config.MarketSpec.key."""
+        return f"{self.asset}-{self.window}"
 
 
 class MarketResolved(Msg, tag="market_resolved"):
@@ -124,7 +140,7 @@ class MarketResolved(Msg, tag="market_resolved"):
 
 
 class PriceBasis(Msg, tag="price_basis"):
-    """Binance vs the settlement source (Chainlink BTC/USD), measured by ingest on every
+    """Binance vs the settlement source (Chainlink <asset>/USD; `asset` says which), measured by ingest on every
     Chainlink tick, time-aligned by exchange time: `basis_usd` = Binance's last trade at or
     before the tick's time - the tick's value; `lag_ms` = the tick's receive - exchange time.
     Means and sd are exponentially weighted (about the last `samples_halflife` ticks). `warn`
@@ -140,6 +156,7 @@ class PriceBasis(Msg, tag="price_basis"):
     bound_usd: float
     warn: bool = False
     samples_halflife: int = 60
+    asset: str = "btc"
 
 
 class ClockTick(Msg, tag="clock"):
@@ -171,6 +188,7 @@ class SignalScore(Msg, tag="signal"):
     origin_ts_recv_ns: Ns = 0
     ts_signal_ns: Ns = 0  # wall time when signal published (latency only)
     inputs: dict[str, float] = {}
+    market: str = "btc-5m"  # the series key (MarketInfo.series)
 
 
 # --- strategy --------------------------------------------------------------------------------
@@ -184,6 +202,7 @@ class Decision(Msg, tag="decision"):
     side: Outcome | None = None
     client_order_id: str = ""
     details: dict[str, Any] = {}
+    market: str = "btc-5m"  # the series key (MarketInfo.series)
 
 
 class OrderIntent(Msg, tag="order_intent"):
@@ -318,6 +337,7 @@ class TradeClosed(Msg, tag="trade_closed"):
     day: str  # UTC day whose P&L it counts in
     venue: str = ""
     mode: str = ""  # "paper" | "real"
+    market: str = "btc-5m"  # the series key (MarketInfo.series)
 
 
 class PositionState(Msg, tag="position"):
@@ -333,6 +353,7 @@ class PositionState(Msg, tag="position"):
     mark_price: Price | None = None
     unrealized_pnl: float = 0.0
     awaiting_resolution: bool = False  # the window ended; settles when the market resolves
+    market: str = "btc-5m"  # the series key (MarketInfo.series)
 
 
 class RiskState(Msg, tag="risk"):
@@ -355,21 +376,27 @@ class RiskState(Msg, tag="risk"):
     awaiting_resolution: list[str] = []  # slugs of ended windows with a position not settled
     venue: str = ""  # the book these counters and halts belong to: "sim" | "live" ...
     mode: str = ""  # ... and "paper" | "real"
+    # per series key ("eth-15m"): {"halted", "reason", "daily_pnl", "trades_today",
+    # "open_positions", "capital_at_risk"}; the fields above are the global (whole book) state
+    markets: dict[str, dict[str, Any]] = {}
 
 
 # --- control (observe -> strategy, PUSH/PULL) --------------------------------------------------
 class TriggerEmergencyStop(Msg, tag="emergency_stop"):
     request_id: str
     reason: str = "operator"
+    market: str = ""  # a series key halts that market only; "" halts all
 
 
 class ClearEmergencyStop(Msg, tag="clear_emergency_stop"):
     request_id: str
+    market: str = ""  # a series key clears that market's halt only; "" clears the global stop
 
 
 class ForceExit(Msg, tag="force_exit"):
     request_id: str
     reason: str = "operator"
+    market: str = ""  # a series key exits that market's position only; "" exits all
 
 
 class UpdateConfig(Msg, tag="config_update"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 # PUB streams, by owning service (each binds its own endpoint)
 PUBLISHERS = ("ingest", "signal", "strategy", "execution")
 # PUSH/PULL streams: name -> owner that binds the PULL side
@@ -43,6 +45,22 @@ PROBE_PREFIX = "sys.probe."  # + the hop that published it
 
 def book_topic(asset_id: str) -> str:
     return BOOK_PREFIX + asset_id
+
+
+def trade_topic(asset: str) -> str:
+    """Binance trades of one asset: "btc" -> "md.btc.trade" (BTC_TRADE)."""
+    return f"md.{asset}.trade"
+
+
+def quote_topic(asset: str) -> str:
+    """Binance best bid/ask of one asset: "eth" -> "md.eth.quote" (BTC_QUOTE for btc)."""
+    return f"md.{asset}.quote"
+
+
+def spot_topics(assets: Iterable[str]) -> tuple[str, ...]:
+    """The trade topics a spot-price subscriber takes, one per asset, deduplicated, in order:
+    ("btc", "eth", "btc") -> ("md.btc.trade", "md.eth.trade")."""
+    return tuple(dict.fromkeys(trade_topic(a) for a in assets))
 
 
 # What each service's runner takes in: SUB topic prefixes plus the PUSH/PULL stream it pulls (its

@@ -236,6 +236,8 @@ def test_readme_documents_every_strategy_key_with_its_default() -> None:
             value: object = doc.lower() == "true"
         elif isinstance(default, int | float):
             value = type(default)(float(doc))
+        elif isinstance(default, list | dict):
+            value = json.loads(doc)
         else:
             value = doc
         assert value == default, f"README says {key} defaults to {doc}, the code says {default}"

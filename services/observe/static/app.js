@@ -449,7 +449,7 @@ async function loadConfig() {
     const opts = choices[k] || (typeof v === "boolean" ? ["true", "false"] : null);
     const field = opts
       ? `<select id="cfg-${k}" name="${esc(k)}" data-type="${typeof v}">${opts.map((c) => `<option value="${esc(c)}"${String(c) === String(v) ? " selected" : ""}>${esc(c)}</option>`).join("")}</select>`
-      : `<input id="cfg-${k}" name="${esc(k)}" value="${esc(v)}" data-type="${typeof v}">`;
+      : `<input id="cfg-${k}" name="${esc(k)}" value="${esc(typeof v === "object" ? JSON.stringify(v) : v)}" data-type="${typeof v}">`;
     const changed = k in diff;
     const dflt = changed ? ` <span class="cfg-default" id="cfgdef-${k}">default ${esc(diff[k].default)}</span>` : "";
     return `<label for="cfg-${k}" title="${esc(k)}${changed ? " (changed from the default " + esc(diff[k].default) + ")" : ""}"${changed ? ' class="cfg-changed"' : ""}>${esc(k)}${dflt}</label>${field}
@@ -463,6 +463,7 @@ function readConfigForm() {
     const raw = inp.value.trim();
     if (inp.dataset.type === "number") out[inp.name] = raw === "" || Number.isNaN(Number(raw)) ? raw : Number(raw);
     else if (inp.dataset.type === "boolean") out[inp.name] = raw === "true";
+    else if (inp.dataset.type === "object") { try { out[inp.name] = JSON.parse(raw); } catch { out[inp.name] = raw; } }  // markets: JSON
     else out[inp.name] = raw;
   }
   return out;
@@ -474,7 +475,8 @@ async function saveConfig(ev) {
   for (const el of $("cfg-form").querySelectorAll("input, select")) el.classList.remove("bad");
   // a merge patch: only the fields edited here, so a change made elsewhere meanwhile is kept
   const form = readConfigForm();
-  const patch = Object.fromEntries(Object.entries(form).filter(([k, v]) => v !== cfgDoc[k]));
+  const same = (a, b) => (typeof b === "object" ? JSON.stringify(a) === JSON.stringify(b) : a === b);
+  const patch = Object.fromEntries(Object.entries(form).filter(([k, v]) => !same(v, cfgDoc[k])));
   if (!Object.keys(patch).length) { say($("cfg-msg"), true, "no change"); return; }
   const { status, doc } = await post("/api/config", patch);
   if (status === 200) {
