@@ -1041,6 +1041,7 @@ _NESTED: dict[str, type[Struct]] = {  # Settings field -> its struct
 # Read by the test and benchmark harnesses, never by a service: known, so never reported.
 TOOL_KEYS = {
     "POLYEDGE_ROOT": "root of an isolated tree (tests, `polyedge bench`)",
+    "POLYEDGE_ENV_FILE": "the `.env` file to read (default `./.env`; `none`: no file; the tests set it)",
     "POLYEDGE_KEEP_CHAOS_DIR": "keep the chaos tests' temporary tree (tests)",
     "OBSERVE_SCREENSHOT_DIR": "keep the dashboard tests' screenshots here (tests)",
 }
@@ -1244,19 +1245,35 @@ def _warn_stderr(message: str) -> None:
     sys.stderr.flush()
 
 
+def dotenv_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The `.env` file settings are read from: `POLYEDGE_ENV_FILE` if set (`none` or empty: no
+    file), else `.env` in the working directory. The test suite sets `none`, so an operator's
+    `.env` at the repository root never changes what is tested."""
+    value = (os.environ if environ is None else environ).get("POLYEDGE_ENV_FILE")
+    if value is None:
+        return Path(".env")
+    return None if value.strip().lower() in ("", "none") else Path(value)
+
+
+_DEFAULT_DOTENV = Path(".env")
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
-    dotenv: Path | None = Path(".env"),
+    dotenv: Path | None = _DEFAULT_DOTENV,
     warn: Callable[[str], None] | None = _warn_stderr,
 ) -> Settings:
-    """Every runtime setting, read once: `.env` (at the working directory, the repository root
-    under supervisord), then `environ` (default: the process environment), which wins. An empty
-    value means the default.
+    """Every runtime setting, read once: the `.env` file (`dotenv`; by default `dotenv_path()`:
+    `./.env`, the repository root under supervisord, unless `POLYEDGE_ENV_FILE` names another or
+    `none`), then `environ` (default: the process environment), which wins. An empty value means
+    the default.
 
     Raises ConfigError naming every bad variable with what was expected (a secret's value is never
     echoed). Calls `warn` with one message per unknown key (see `unknown_settings`)."""
-    from_file = parse_dotenv(dotenv) if dotenv else {}
     process = os.environ if environ is None else environ
+    if dotenv is _DEFAULT_DOTENV:
+        dotenv = dotenv_path(process)
+    from_file = parse_dotenv(dotenv) if dotenv else {}
     env = {**from_file, **process}
     if warn is not None:
         for message in unknown_settings(from_file, process, dotenv):

@@ -36,6 +36,7 @@ def hermetic_dirs() -> Iterator[Path]:
     root = short_tmpdir()
     mp = pytest.MonkeyPatch()
     mp.setenv("POLYEDGE_DATA_DIR", str(root / "data"))
+    mp.setenv("POLYEDGE_ENV_FILE", "none")  # an operator's ./.env never changes what is tested
     mp.setenv("LOG_DIR", str(root / "logs"))
     mp.setenv("DATABASE_URL", f"sqlite:{root / 'data' / 'trader.db'}")
     (root / "data" / "run").mkdir(parents=True)

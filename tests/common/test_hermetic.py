@@ -3,7 +3,9 @@ bad data/config.json failed the backtest tests), in this process or in the CLI i
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +53,23 @@ def test_a_cli_started_at_the_repository_uses_the_isolated_overrides() -> None:
     assert r.returncode == 0, r.stderr
     used = json.loads(r.stdout)["config"]
     assert used["overrides_path"] and _outside(Path(used["overrides_path"])), used
+
+
+def test_an_operators_dotenv_is_not_read_by_the_suite(tmp_path: Path) -> None:
+    """A process started in a folder holding an operator's `.env` (the repository root, where the
+    tests start their services) reads it only when `POLYEDGE_ENV_FILE` allows: the suite sets
+    `none`; unset, `./.env` is read as the README says."""
+    (tmp_path / ".env").write_text("API_PORT=not-a-port\n")
+    code = "from common.config import load_settings; print(load_settings(warn=None).api.port)"
+    env = {k: v for k, v in os.environ.items() if k != "API_PORT"}
+    env["PYTHONPATH"] = str(REPO)
+    run = functools.partial(
+        subprocess.run, [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
+    )
+    hermetic = run(env=env)
+    assert hermetic.returncode == 0, hermetic.stderr
+    assert env["POLYEDGE_ENV_FILE"] == "none" and hermetic.stdout.strip() == "8080"
+    operator = run(env={k: v for k, v in env.items() if k != "POLYEDGE_ENV_FILE"})
+    assert operator.returncode != 0 and "API_PORT" in operator.stderr
+    named = run(env={**env, "POLYEDGE_ENV_FILE": str(tmp_path / ".env")})
+    assert named.returncode != 0 and "API_PORT" in named.stderr

@@ -201,6 +201,12 @@ def test_no_environment_reads_outside_the_loader() -> None:
     assert offenders == []
 
 
+def _operator_environ() -> dict[str, str]:
+    """The suite's environment without its `POLYEDGE_ENV_FILE=none`: `./.env` is read, as an
+    operator's process does."""
+    return {k: v for k, v in os.environ.items() if k != "POLYEDGE_ENV_FILE"}
+
+
 def test_ingest_process_honours_dotenv_and_reports_unknown_keys(
     iso_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -209,7 +215,7 @@ def test_ingest_process_honours_dotenv_and_reports_unknown_keys(
     cwd.mkdir()
     # the venue is the simulated one on a port where nothing listens: feeds fail fast, offline
     (cwd / ".env").write_text("POLYEDGE_VENUE=sim\nINGEST_STALE_AFTER_MS=777\nINGEST_FOO=1\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**_operator_environ(), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.ingest"], cwd=cwd, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -248,7 +254,7 @@ def test_ingest_process_refuses_a_bad_dotenv_ingest_value(tmp_path: Path, iso_en
     (tmp_path / ".env").write_text("INGEST_CLOB_PING_MS=often\n")
     r = subprocess.run(
         [sys.executable, "-m", "services.ingest"], cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60,
+        env={**_operator_environ(), "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 2, r.stderr
     assert "INGEST_CLOB_PING_MS" in r.stderr and "often" in r.stderr

@@ -19,6 +19,7 @@ from tests.simvenue.conftest import ROOT, start_sim, stop_sim
 def test_only_if_sim_exits_zero_when_venue_is_live(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("POLYEDGE_VENUE", raising=False)
+    monkeypatch.delenv("POLYEDGE_ENV_FILE")  # read ./.env as an operator's start does
     (tmp_path / ".env").write_text("POLYEDGE_VENUE=live\n")
     assert main(["--only-if-sim", "--port", "0"]) == 0
 
