@@ -69,6 +69,12 @@ def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | str:
     return round(x / y, 2)
 
 
+def floor_seconds(rate: float, seconds: float) -> float:
+    """How long a floor runs at `rate` msg/s: `seconds`, or longer when that would carry fewer
+    than 1.5 x MIN_SAMPLES messages."""
+    return max(seconds, math.ceil(1.5 * MIN_SAMPLES / rate))
+
+
 def _paced(rate: float, seconds: float):  # type: ignore[no-untyped-def]
     """Yield at `rate` per second for `seconds`, sleeping between sends, never bunching up."""
     interval = 1.0 / rate
@@ -214,11 +220,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--max-seconds",
         type=float,
-        default=120.0,
+        default=150.0,
         help="a phase goes on past --seconds until tick -> signal and tick -> intent have "
-        f"{MIN_SAMPLES} samples, for at most this long (default 120)",
+        f"{MIN_SAMPLES} samples, for at most this long (default 150)",
     )
     ap.add_argument("--rate", type=float, default=REALISTIC_RATE, help="realistic msg/s")
+    ap.add_argument(
+        "--floor-seconds",
+        type=float,
+        default=10.0,
+        help=f"per floor, at least long enough for 1.5 x {MIN_SAMPLES} messages (default 10)",
+    )
     ap.add_argument("--floor-only", action="store_true", help="only the bare relay floors")
     ap.add_argument(
         "--nice-load",
@@ -237,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         help="--capacity: comma-separated offered rates, msg/s (default 500,1000,2000,...)",
     )
     args = ap.parse_args(argv)
-    if args.seconds <= 0 or args.rate <= 0:
-        ap.error("--seconds and --rate must be > 0")
+    if args.seconds <= 0 or args.rate <= 0 or args.floor_seconds <= 0:
+        ap.error("--seconds, --floor-seconds and --rate must be > 0")
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="pe-bench-", dir="/tmp"))
@@ -256,13 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         "rate": args.rate,
         "burst_rate": args.rate * BURST_FACTOR,
         "seconds": args.seconds,
+        "floor_seconds": args.floor_seconds,
         "min_samples": MIN_SAMPLES,
     }
     from services.commands import ingest_bench
 
     result["ingest_parse_to_publish_us"] = ingest_bench.run(20_000)
     result["floor"] = {
-        f"{name}_{hops}hop": floor(rate, args.seconds, tmp, hops)
+        f"{name}_{hops}hop": floor(rate, floor_seconds(rate, args.floor_seconds), tmp, hops)
         for name, rate in (("realistic", args.rate), ("burst", args.rate * BURST_FACTOR))
         for hops in (2, 3)
     }
