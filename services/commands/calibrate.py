@@ -24,8 +24,9 @@ else the model's prior `VOL_PRIOR`), also scoring the market (the Up mid) and th
 `--fit` splits the markets by UTC day (markets of days before `--split-day` train, the rest test;
 default: the day boundary nearest to half the markets), fits on the training markets what the
 inputs can identify - with a path the volatility half-life, scale and the momentum horizon and
-weight (maximum likelihood); with quotes the blend's weights (logistic regression) - and reports
-on the test markets. Nothing reads the clock or a random source: the same input gives the same
+weight (maximum likelihood); with quotes the blend, which stays the market's own mid unless a
+departure passes a stated test on the training markets (`fit_blend`) - and reports on the test
+markets. Nothing reads the clock or a random source: the same input gives the same
 output.
 """
 
@@ -490,58 +491,159 @@ def _mean_log_loss(points: list[Point], cfg: StrategyConfig, which: int) -> floa
     return log_loss([probabilities(p, cfg)[which] for p in points], ys)
 
 
-BLEND_PRIOR = (0.0, 1.0, 0.0)  # bias, market weight, model weight: "the market is right"
-BLEND_PENALTIES = (0.0, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
+BLEND_MARKET = (0.0, 1.0, 0.0)  # bias, market weight, model weight: the blend IS the market
+# the departures from the market a fit may choose, each with the parameters it frees (bias,
+# market weight, model weight); the others stay at BLEND_MARKET
+BLEND_FORMS: tuple[tuple[str, tuple[bool, bool, bool]], ...] = (
+    ("model", (False, False, True)),  # the market's log-odds plus the model's
+    ("recalibrate", (True, True, False)),  # the market's log-odds rescaled; the model unused
+    ("both", (True, True, True)),
+)
+# departure rule, stated before any test day was scored: a form's likelihood-ratio test against
+# the market at 1 % family-wise (Bonferroni over the forms), each market counting once
+BLEND_ALPHA = 0.01
+BLEND_MIN_MARKETS = 10  # fewer training markets with quotes: no test possible, the market stays
+BLEND_FOLDS = 20  # cross-validation folds: contiguous blocks of markets in time (one each if fewer)
+
+
+@dataclass(frozen=True)
+class BlendChoice:
+    """What `fit_blend` chose: `form` "market" (the blend is the market's mid: no edge) or a
+    `BLEND_FORMS` name; `weights` (bias, market weight, model weight); `markets`/`points`
+    trained on; `candidates` per form its likelihood-ratio statistic, degrees of freedom and
+    p-value against the market, and its cross-validated log loss (nats per point) and gain over
+    the market's; `reason` one sentence on why."""
+
+    form: str
+    weights: tuple[float, float, float]
+    markets: int
+    points: int
+    candidates: dict[str, dict[str, float]]
+    reason: str
 
 
 def _blend_fit_one(
-    xs: list[tuple[float, float]], ys: list[int], lam: float
-) -> tuple[float, float, float]:
-    """Penalised logistic regression: y ~ sigmoid(b + wm * x_market + wp * x_model), the penalty
-    `lam * |theta - BLEND_PRIOR|^2` pulling toward the market's own log-odds."""
+    xs: Any, ys: Any, ws: Any, free: tuple[bool, bool, bool]
+) -> tuple[tuple[float, float, float], float]:
+    """Weighted logistic regression y ~ sigmoid(b + wm * x_market + wp * x_model) over the
+    `free` parameters (the others fixed at BLEND_MARKET; each within +-5). `xs` (n, 3) rows (1,
+    x_market, x_model), `ys` (n,) 0/1, `ws` (n,) weights, numpy arrays. Returns (the weights,
+    the weighted log-likelihood at them)."""
     import numpy as np
     from scipy.optimize import minimize
 
-    x = np.array([[1.0, a, b] for a, b in xs])
-    y = np.array(ys, dtype=float)
-    prior = np.array(BLEND_PRIOR)
+    prior = np.array(BLEND_MARKET)
+    mask = np.array(free)
 
-    def f(theta: Any) -> tuple[float, Any]:
-        z = x @ theta
-        nll = float(np.sum(np.logaddexp(0.0, z) - y * z))
-        grad = x.T @ (1.0 / (1.0 + np.exp(-z)) - y)
-        d = theta - prior
-        return nll + lam * float(d @ d), grad + 2.0 * lam * d
+    def f(sub: Any) -> tuple[float, Any]:
+        theta = prior.copy()
+        theta[mask] = sub
+        z = xs @ theta
+        nll = float(np.sum(ws * (np.logaddexp(0.0, z) - ys * z)))
+        grad = xs.T @ (ws * (1.0 / (1.0 + np.exp(-z)) - ys))
+        return nll, grad[mask]
 
-    r = minimize(f, prior.copy(), jac=True, method="L-BFGS-B", bounds=[(-5.0, 5.0)] * 3)
-    return float(r.x[0]), float(r.x[1]), float(r.x[2])
+    r = minimize(
+        f, prior[mask].copy(), jac=True, method="L-BFGS-B", bounds=[(-5.0, 5.0)] * int(mask.sum())
+    )
+    theta = prior.copy()
+    theta[mask] = r.x
+    return (float(theta[0]), float(theta[1]), float(theta[2])), -float(r.fun)
 
 
-def fit_blend(
-    points: list[Point], cfg: StrategyConfig
-) -> tuple[float, tuple[float, float, float], dict[float, float]]:
-    """The blend's weights on `points` (with the market's mid): the penalty toward "the market is
-    right" chosen by leave-one-market-out cross-validated log loss over `BLEND_PENALTIES` (ties go
-    to the stronger penalty), then refitted on all the points. Returns (penalty, (bias, market
-    weight, model weight), {penalty: cross-validated log loss})."""
-    from services.signal.model import logit, sigmoid
+def fit_blend(points: list[Point], cfg: StrategyConfig) -> BlendChoice:
+    """Model selection for the blend on training `points` (all with the market's mid), starting
+    from the market itself (`BLEND_MARKET`: the strategy then has no edge over the book).
 
-    xs = [(logit(p.p_market or 0.5), logit(probabilities(p, cfg)[0])) for p in points]
-    ys = [int(p.market.up) for p in points]
-    slugs = sorted({p.market.slug for p in points})
-    cv: dict[float, float] = {}
-    for lam in BLEND_PENALTIES:
-        total = 0.0
-        for s in slugs:
-            tr = [i for i, p in enumerate(points) if p.market.slug != s]
-            te = [i for i, p in enumerate(points) if p.market.slug == s]
-            b, wm, wp = _blend_fit_one([xs[i] for i in tr], [ys[i] for i in tr], lam)
-            for i in te:
-                q = _clip(sigmoid(b + wm * xs[i][0] + wp * xs[i][1]))
-                total -= math.log(q) if ys[i] else math.log(1.0 - q)
-        cv[lam] = total / len(points)
-    best = min(BLEND_PENALTIES, key=lambda lam: (round(cv[lam], 9), -lam))
-    return best, _blend_fit_one(xs, ys, best), cv
+    A market's points share one outcome, so each market counts once: its points' log-likelihoods
+    are weighted 1 / (its number of points). Per form of `BLEND_FORMS`, the weighted maximum
+    likelihood fit and the likelihood-ratio statistic 2 (ll_form - ll_market), chi-squared with
+    as many degrees of freedom as the form frees under "the market is right" (conservative with
+    the weighting when the mids are calibrated: later quotes know more than earlier ones). A form
+    is eligible when its p-value is below `BLEND_ALPHA` / (number of forms) and it also predicts
+    better than the market out of fold (cross-validation over whole markets, contiguous blocks in
+    time, at most `BLEND_FOLDS`). The blend departs from the market only to the eligible form
+    with the lowest cross-validated log loss; with fewer than `BLEND_MIN_MARKETS` markets it does
+    not depart. Deterministic (no random source)."""
+    import numpy as np
+    from scipy.stats import chi2
+
+    from services.signal.model import logit
+
+    order = sorted({(p.market.start_s, p.market.slug) for p in points})
+    index = {s: i for i, (_, s) in enumerate(order)}
+    m_count, n = len(order), len(points)
+    xs = np.array(
+        [[1.0, logit(p.p_market or 0.5), logit(probabilities(p, cfg)[0])] for p in points]
+    )
+    ys = np.array([float(p.market.up) for p in points])
+    market_of = np.array([index[p.market.slug] for p in points])
+    ws = 1.0 / np.bincount(market_of, minlength=m_count)[market_of]
+
+    def losses(theta: Any, idx: Any) -> Any:
+        q = np.clip(1.0 / (1.0 + np.exp(-(xs[idx] @ np.array(theta)))), P_MIN, P_MAX)
+        return -(ys[idx] * np.log(q) + (1.0 - ys[idx]) * np.log(1.0 - q))
+
+    every = np.arange(n)
+    base = losses(BLEND_MARKET, every)
+    ll_market = -float(np.sum(ws * base))
+    if m_count < BLEND_MIN_MARKETS:
+        return BlendChoice(
+            "market",
+            BLEND_MARKET,
+            m_count,
+            n,
+            {},
+            f"{m_count} training markets with quotes (< {BLEND_MIN_MARKETS}): no test possible",
+        )
+    k = min(m_count, BLEND_FOLDS)
+    fold = market_of * k // m_count
+    level = BLEND_ALPHA / len(BLEND_FORMS)
+    candidates: dict[str, dict[str, float]] = {}
+    fits: dict[str, tuple[float, float, float]] = {}
+    eligible: list[tuple[float, str]] = []
+    for form, free in BLEND_FORMS:
+        theta, ll = _blend_fit_one(xs, ys, ws, free)
+        fits[form] = theta
+        lr = max(0.0, 2.0 * (ll - ll_market))
+        df = sum(free)
+        p_value = float(chi2.sf(lr, df))
+        cv = np.empty(n)
+        for f in range(k):
+            tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+            cv[te] = losses(_blend_fit_one(xs[tr], ys[tr], ws[tr], free)[0], te)
+        gain = float(np.mean(base - cv))
+        candidates[form] = {
+            "lr": round(lr, 4),
+            "df": df,
+            "p_value": round(p_value, 6),
+            "cv_log_loss": _r(float(np.mean(cv))),
+            "cv_gain": _r(gain),
+        }
+        if p_value < level and gain > 0:
+            eligible.append((round(float(np.mean(cv)), 9), form))
+    candidates["market"] = {"cv_log_loss": _r(float(np.mean(base)))}
+    if not eligible:
+        return BlendChoice(
+            "market",
+            BLEND_MARKET,
+            m_count,
+            n,
+            candidates,
+            f"no form beats the market (likelihood ratio at {BLEND_ALPHA:g} over"
+            f" {len(BLEND_FORMS)} forms, and out of fold): the blend is the market, no edge",
+        )
+    form = min(eligible)[1]
+    c = candidates[form]
+    return BlendChoice(
+        form,
+        fits[form],
+        m_count,
+        n,
+        candidates,
+        f"{form} beats the market: p {c['p_value']} < {level:.4g}, out-of-fold gain"
+        f" {c['cv_gain']} nats a point",
+    )
 
 
 def fit(
@@ -553,8 +655,9 @@ def fit(
 ) -> tuple[StrategyConfig, dict[str, Any]]:
     """Fit on markets before `first_test_day`: with a path the volatility half-life (grid
     `VOL_HALFLIFE_GRID_S`), scale and the momentum horizon (grid `RETURN_HORIZONS_S`) and weight,
-    by minimum log loss of the model; with quotes the blend (logistic regression of the outcome on
-    the market's and the model's log-odds). Returns the fitted config and what was fitted."""
+    by minimum log loss of the model; with quotes the blend (`fit_blend`: the market itself unless
+    a logistic regression on the market's and the model's log-odds passes its test). Returns the
+    fitted config and what was fitted."""
     from scipy.optimize import minimize
 
     train_markets = [m for m in markets if m.day < first_test_day]
@@ -601,20 +704,22 @@ def fit(
         pts, _ = build_points(markets, path, [q for q in quotes if q.slug in train_slugs], cfg)
         if not pts:
             raise InputError(f"--fit: no quotes of markets before {first_test_day} to fit on")
-        lam, theta, cv = fit_blend(pts, cfg)
+        chosen = fit_blend(pts, cfg)
         cfg = msgspec.structs.replace(
             cfg,
-            blend_bias=_r(theta[0]),
-            blend_market_weight=_r(theta[1]),
-            blend_model_weight=_r(theta[2]),
+            blend_bias=_r(chosen.weights[0]),
+            blend_market_weight=_r(chosen.weights[1]),
+            blend_model_weight=_r(chosen.weights[2]),
         )
         fitted.update(
             blend_bias=cfg.blend_bias,
             blend_market_weight=cfg.blend_market_weight,
             blend_model_weight=cfg.blend_model_weight,
-            blend_penalty=lam,
-            blend_cv_log_loss={str(k): _r(v) for k, v in cv.items()},
-            train_points=len(pts),
+            blend_selected=chosen.form,
+            blend_reason=chosen.reason,
+            blend_candidates=chosen.candidates,
+            train_quoted_markets=chosen.markets,
+            train_points=chosen.points,
         )
     return cfg, fitted
 
@@ -686,7 +791,10 @@ def _print_text(doc: dict[str, Any]) -> None:
             f"scored on {f['test_markets']} later ones\n"
         )
         for k, v in f["fitted"].items():
-            w(f"  {k} = {v}\n")
+            if k != "blend_candidates":
+                w(f"  {k} = {v}\n")
+        for form, c in f["fitted"].get("blend_candidates", {}).items():
+            w(f"    {form:<12} " + "  ".join(f"{k} {v}" for k, v in c.items()) + "\n")
     w(f"markets {doc['markets']}  brier {doc['brier']}  log loss {doc['log_loss']}")
     if "brier_market" in doc:
         w(f"  (market {doc['brier_market']}, blend {doc['brier_blend']})")

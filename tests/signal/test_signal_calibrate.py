@@ -231,3 +231,81 @@ def test_fit_recovers_a_known_world_out_of_sample(tmp_path: Path) -> None:
     assert fit["test_markets"] == doc["markets"] == 20
     assert 0.6 < fit["fitted"]["vol_scale"] < 1.6
     assert fit["fitted"]["momentum_weight"] < 0.3
+
+
+def _blend_world(tmp: Path, informative: bool, seed: int) -> tuple[Path, Path]:
+    """Markets of two UTC days (60 train, 40 test) with quotes at 120, 60 and 30 s before the
+    end. Per market, A (what the market knows), B and E independent N(0, 1). Informative world:
+    Up iff A + B + E > 0, the market's mid P(Up | A) = Phi(A / sqrt 2) (calibrated), the model
+    sees B (BTC placed B model-sigmas from the price to beat). Noise world: Up iff A + E > 0, the
+    mid Phi(A / sqrt 2) (calibrated too), and the model sees an independent draw: pure noise."""
+    rng = random.Random(seed)
+    sigma = calibrate.VOL_PRIOR  # the model's volatility without a path (vol_scale=1 below)
+    lines, quotes = [HEADER], []
+    starts = [DAY - 86_400 + 3600 + 300 * k for k in range(60)]
+    starts += [DAY + 3600 + 300 * k for k in range(40)]
+    for s in starts:
+        a, b, e = rng.gauss(0, 1), rng.gauss(0, 1), rng.gauss(0, 1)
+        if informative:
+            up, mid, seen = a + b + e > 0, _phi(a / math.sqrt(2)), b
+        else:
+            up, mid, seen = a + e > 0, _phi(a / math.sqrt(2)), rng.gauss(0, 1)
+        lines.append(f"btc-updown-5m-{s},{s},{s + 300},80000,{'Up' if up else 'Down'},spot,0\n")
+        mid = min(0.985, max(0.015, round(mid, 3)))
+        for left in (120, 60, 30):
+            btc = 80_000.0 * math.exp(seen * sigma * math.sqrt(left))
+            q = {
+                "slug": f"btc-updown-5m-{s}",
+                "ts_ms": (s + 300 - left) * 1000,
+                "btc": round(btc, 4),
+                "up_bid": round(mid - 0.005, 3),
+                "up_ask": round(mid + 0.005, 3),
+            }
+            quotes.append(json.dumps(q) + "\n")
+    (tmp / "markets.csv").write_text("".join(lines))
+    (tmp / "quotes.jsonl").write_text("".join(quotes))
+    return tmp / "markets.csv", tmp / "quotes.jsonl"
+
+
+def _phi(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def test_blend_is_the_market_when_the_model_is_noise_and_departs_when_it_informs(
+    tmp_path: Path,
+) -> None:
+    """The selection rule (`fit_blend`, training day only): a model of pure noise leaves the
+    blend exactly at the market (weights 0, 1, 0; "no edge"), so out of sample the blend scores
+    as the market at every horizon; an informative model is taken in, with a positive weight,
+    and beats the market on the later day."""
+    args = ("--fit", "--set", "vol_scale=1", "--set", "momentum_weight=0")
+    (tmp_path / "noise").mkdir()
+    markets, quotes = _blend_world(tmp_path / "noise", informative=False, seed=11)
+    doc = _run("--markets", markets, "--quotes", quotes, *args)
+    fitted = doc["fit"]["fitted"]
+    assert doc["fit"]["split_day"] == "2026-03-12" and fitted["train_quoted_markets"] == 60
+    assert fitted["blend_selected"] == "market", fitted["blend_reason"]
+    assert (fitted["blend_bias"], fitted["blend_market_weight"], fitted["blend_model_weight"]) == (
+        0.0,
+        1.0,
+        0.0,
+    )
+    level = calibrate.BLEND_ALPHA / len(calibrate.BLEND_FORMS)
+    for form, _ in calibrate.BLEND_FORMS:  # no form passes both tests of the rule
+        c = fitted["blend_candidates"][form]
+        assert c["p_value"] >= level or c["cv_gain"] <= 0, (form, c)
+    assert [p["seconds_left"] for p in doc["points"]] == [120, 60, 30]
+    for p in doc["points"]:
+        assert p["n"] == 40 and p["brier_blend"] == p["brier_market"]
+
+    (tmp_path / "informed").mkdir()
+    markets, quotes = _blend_world(tmp_path / "informed", informative=True, seed=11)
+    doc = _run("--markets", markets, "--quotes", quotes, *args)
+    fitted = doc["fit"]["fitted"]
+    assert fitted["blend_selected"] in ("model", "both"), fitted["blend_reason"]
+    assert fitted["blend_model_weight"] > 0.2
+    chosen = fitted["blend_candidates"][fitted["blend_selected"]]
+    assert chosen["p_value"] < level and chosen["cv_gain"] > 0
+    assert doc["brier_blend"] < doc["brier_market"] - 0.02
+    for p in doc["points"]:
+        assert p["brier_blend"] < p["brier_market"]
