@@ -322,16 +322,54 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(doc, status_code=200 if doc["ok"] else 503)
 
 
+class UnknownMarket(LookupError):
+    """An API `market` that is neither a configured or heard market series nor a known slug."""
+
+
+def resolve_market(core: ObserveCore, name: str | None) -> str:
+    """The series key an API `market` names ("eth-15m", or a window's slug); None or "" -> the
+    default market. Raises UnknownMarket naming the known markets."""
+    key = core.resolve_market(name)
+    if key is None:
+        raise UnknownMarket(
+            f"unknown market {name!r}: expected a series key or a slug of one of "
+            f"{core.market_keys()}"
+        )
+    return key
+
+
+def market_query(request: Request) -> str | JSONResponse:
+    """The series key of the request's `?market=` (default market without one), or a 404."""
+    try:
+        return resolve_market(request.app.state.core, request.query_params.get("market"))
+    except UnknownMarket as e:
+        return error(404, str(e))
+
+
 async def status(request: Request) -> Response:
+    key = market_query(request)
+    if isinstance(key, JSONResponse):
+        return key
     return Response(
-        _json.encode(views.status(request.app.state.core, now_ns())),
+        _json.encode(views.status(request.app.state.core, now_ns(), key)),
+        media_type="application/json",
+    )
+
+
+async def markets(request: Request) -> Response:
+    """Every market: the overview rows (views.markets_doc) and which one is the default."""
+    return Response(
+        _json.encode(views.markets_doc(request.app.state.core, now_ns())),
         media_type="application/json",
     )
 
 
 async def history(request: Request) -> Response:
+    key = market_query(request)
+    if isinstance(key, JSONResponse):
+        return key
     return Response(
-        _json.encode(views.history(request.app.state.core)), media_type="application/json"
+        _json.encode(views.history(request.app.state.core, key)), media_type="application/json"
     )
 
 
@@ -463,39 +501,66 @@ async def forward(request: Request, make: Callable[[str], Msg], what: str) -> JS
     )
 
 
-async def reason_of(request: Request) -> str | JSONResponse:
+async def command_of(request: Request) -> tuple[str, str] | JSONResponse:
+    """(reason, market) of a control POST: the body `{"reason": "...", "market": "..."}` (both
+    optional; `?market=` works too), market a series key or slug resolved to its series key,
+    "" = every market. 400 on a bad body, 404 on an unknown market."""
     try:
         doc = await read_json(request)
     except BodyError as e:
         return error(e.status, str(e))
-    if doc is None:
-        return "operator"
-    if not isinstance(doc, dict) or not isinstance(doc.get("reason", ""), str):
-        return error(400, 'body must be a JSON object like {"reason": "..."}')
-    return doc.get("reason") or "operator"
+    doc = {} if doc is None else doc
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("reason", ""), str)
+        or not isinstance(doc.get("market", ""), str)
+    ):
+        return error(400, 'body must be a JSON object like {"reason": "...", "market": "eth-15m"}')
+    name = doc.get("market") or request.query_params.get("market") or ""
+    try:
+        market = resolve_market(request.app.state.core, name) if name else ""
+    except UnknownMarket as e:
+        return error(404, f"{e}; nothing was sent")
+    return doc.get("reason") or "operator", market
+
+
+def _scope(market: str) -> str:
+    return f" of {market}" if market else ""
 
 
 async def emergency_stop(request: Request) -> JSONResponse:
-    reason = await reason_of(request)
-    if isinstance(reason, JSONResponse):
-        return reason
+    cmd = await command_of(request)
+    if isinstance(cmd, JSONResponse):
+        return cmd
+    reason, market = cmd
     return await forward(
-        request, lambda rid: TriggerEmergencyStop(request_id=rid, reason=reason), "emergency stop"
+        request,
+        lambda rid: TriggerEmergencyStop(request_id=rid, reason=reason, market=market),
+        "emergency stop" + _scope(market),
     )
 
 
 async def emergency_clear(request: Request) -> JSONResponse:
+    cmd = await command_of(request)
+    if isinstance(cmd, JSONResponse):
+        return cmd
+    market = cmd[1]
     return await forward(
-        request, lambda rid: ClearEmergencyStop(request_id=rid), "clear emergency stop"
+        request,
+        lambda rid: ClearEmergencyStop(request_id=rid, market=market),
+        "clear emergency stop" + _scope(market),
     )
 
 
 async def force_exit(request: Request) -> JSONResponse:
-    reason = await reason_of(request)
-    if isinstance(reason, JSONResponse):
-        return reason
+    cmd = await command_of(request)
+    if isinstance(cmd, JSONResponse):
+        return cmd
+    reason, market = cmd
     return await forward(
-        request, lambda rid: ForceExit(request_id=rid, reason=reason), "force exit"
+        request,
+        lambda rid: ForceExit(request_id=rid, reason=reason, market=market),
+        "force exit" + _scope(market),
     )
 
 
@@ -651,6 +716,7 @@ routes = [
     Route("/health", health),
     Route("/api/status", status),
     Route("/api/history", history),
+    Route("/api/markets", markets),
     Route("/api/config", get_config, methods=["GET"]),
     Route("/api/config", post_config, methods=["POST"]),
     Route("/api/emergency-stop", emergency_stop, methods=["POST"]),

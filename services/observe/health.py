@@ -248,16 +248,15 @@ def health(
         else:
             warnings.append("supervisord not answering: no answer yet")
     unmanaged = None
-    p = core.position
+    held = core.open_positions()  # of every market
     down = [n for n in MANAGERS if not services[n]["alive"]]
-    if p is not None and p.open and down:
+    if held and down:
         who = ", ".join(
             f"{n} {services[n]['supervisor_state'] or services[n]['state']}" for n in down
         )
-        unmanaged = (
-            f"{p.outcome} position of {p.size:g} shares in {p.slug} is open and {who}: "
-            "nothing manages its exit"
-        )
+        what = "; ".join(f"{p.outcome} position of {p.size:g} shares in {p.slug}" for p in held)
+        verb = "is" if len(held) == 1 else "are"
+        unmanaged = f"{what} {verb} open and {who}: nothing manages its exit"
         problems.insert(0, f"trading unmanaged: {unmanaged}")
     pipeline: dict[str, Any] = {"probes": core.probes}
     if core.last_probe is not None:

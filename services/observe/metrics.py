@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from services.observe import views
 
@@ -119,6 +119,69 @@ def metrics_text(core: ObserveCore, now_ns: int, extra: dict[str, float] | None 
         "gauge",
         "1 when a position is open",
         [("", 1.0 if core.position and core.position.open else 0.0)],
+    )
+    # per market series, labelled `market` (series key "eth-15m"); the unlabelled figures above
+    # are the whole book's
+    rows = views.markets_doc(core, now_ns)["markets"]
+
+    def per_market(name: str, help_: str, value: Any) -> None:
+        metric(name, "gauge", help_, [(f'{{market="{r["market"]}"}}', value(r)) for r in rows])
+
+    per_market(
+        "polyedge_market_configured",
+        "1 when the config in force names the market (0: heard on the bus only)",
+        lambda r: 1.0 if r["configured"] else 0.0,
+    )
+    per_market(
+        "polyedge_market_seconds_left",
+        "Seconds left in the market's current window",
+        lambda r: r["seconds_left"],
+    )
+    per_market(
+        "polyedge_market_p_up",
+        "The published (blended) P(Up) of the market's current window",
+        lambda r: r["p_up"],
+    )
+    per_market(
+        "polyedge_market_p_model",
+        "The model's own P(Up) of the market's current window",
+        lambda r: r["p_model"],
+    )
+    per_market(
+        "polyedge_market_up_mid",
+        "The market's Up book mid (the market's own probability of Up)",
+        lambda r: r["p_market"],
+    )
+    per_market(
+        "polyedge_market_position_open",
+        "1 when the market has an open position",
+        lambda r: 1.0 if r["position"].get("open") else 0.0,
+    )
+    per_market(
+        "polyedge_market_unrealized_pnl_usd",
+        "Live P&L of the market's open position, marked at the bid",
+        lambda r: r["position"].get("unrealized_pnl"),
+    )
+    per_market(
+        "polyedge_market_daily_pnl_usd",
+        "The market's realised P&L today (UTC)",
+        lambda r: r["risk"]["daily_pnl"],
+    )
+    per_market(
+        "polyedge_market_trades_today",
+        "The market's entries today (UTC)",
+        lambda r: r["risk"]["trades_today"],
+    )
+    per_market(
+        "polyedge_market_halted",
+        "1 when the market is halted (its own halt or a global one)",
+        lambda r: None if r["risk"]["halted"] is None else float(r["risk"]["halted"]),
+    )
+    metric(
+        "polyedge_spot_price_usd",
+        "gauge",
+        "Last Binance trade price per asset",
+        [(f'{{asset="{a}"}}', p) for a, (p, _) in sorted(core.spot.items())],
     )
     metric(
         "polyedge_config_version",

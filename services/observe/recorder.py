@@ -98,6 +98,13 @@ MIGRATIONS = [
     ALTER TABLE config_snapshots ADD COLUMN venue TEXT NOT NULL DEFAULT '';
     ALTER TABLE config_snapshots ADD COLUMN mode TEXT NOT NULL DEFAULT ''
     """,
+    # issue 17: several markets at once; each trade and signal row names its market's series
+    # key ("eth-15m"; rows from before were BTC 5-minute ones)
+    """
+    ALTER TABLE trades ADD COLUMN market TEXT NOT NULL DEFAULT 'btc-5m';
+    ALTER TABLE signals ADD COLUMN market TEXT NOT NULL DEFAULT 'btc-5m';
+    CREATE INDEX IF NOT EXISTS trades_market ON trades(market, day)
+    """,
 ]
 
 COLUMNS = {
@@ -120,8 +127,19 @@ COLUMNS = {
         "dry_run",
         "venue",
         "mode",
+        "market",
     ),
-    "signals": ("ts_ns", "slug", "p_up", "side", "score", "edge_up", "edge_down", "inputs"),
+    "signals": (
+        "ts_ns",
+        "slug",
+        "market",
+        "p_up",
+        "side",
+        "score",
+        "edge_up",
+        "edge_down",
+        "inputs",
+    ),
     "latency_events": ("ts_ns", "stage", "ms", "severity", "ref"),
     "config_snapshots": (
         "ts_ns",
@@ -148,7 +166,7 @@ COLUMNS = {
     ),
 }
 JSON_COLUMNS = {"inputs", "config", "reasons", "changed"}
-TRADE_FILTERS = ("slug", "kind", "side", "outcome", "day", "venue", "mode")
+TRADE_FILTERS = ("slug", "market", "kind", "side", "outcome", "day", "venue", "mode")
 UPDATABLE = {"trades": ("pnl", "won")}  # columns set after the row (by its event_key)
 MONEY_DECIMALS = 6  # prices, sizes, fees and P&L leave the API rounded (no 0.48000000000000004)
 MONEY_COLUMNS = ("price", "size", "fee", "pnl")
@@ -331,27 +349,32 @@ class Recorder:
 
     def chart_history(
         self, since_ns: int
-    ) -> tuple[list[tuple[float, float]], list[tuple[float, float, float | None]]]:
-        """The dashboard's chart series rebuilt from the recorded signals (about one a second),
-        so a restarted observe shows the minutes before it: `(btc, prob)` with btc rows
-        `(unix seconds, BTC price)` and prob rows `(unix seconds, model P(Up), market Up mid or
-        None)`, oldest first, from `since_ns` on."""
+    ) -> tuple[
+        dict[str, list[tuple[float, float]]], dict[str, list[tuple[float, float, float | None]]]
+    ]:
+        """The dashboard's chart series rebuilt from the recorded signals (about one a second
+        per market), so a restarted observe shows the minutes before it: `(spot, prob)` with
+        spot `{asset: [(unix seconds, price USD)]}` (the price each signal priced from; of an
+        asset's markets, the first one's) and prob `{series key: [(unix seconds, P(Up),
+        market Up mid or None)]}`, oldest first, from `since_ns` on."""
         with self._lock:
             rows = self.conn.execute(
-                "SELECT ts_ns, p_up, json_extract(inputs, '$.price'), "
+                "SELECT ts_ns, market, p_up, json_extract(inputs, '$.price'), "
                 "json_extract(inputs, '$.up_bid'), json_extract(inputs, '$.up_ask') "
                 "FROM signals WHERE ts_ns >= ? ORDER BY ts_ns",
                 (since_ns,),
             ).fetchall()
-        btc: list[tuple[float, float]] = []
-        prob: list[tuple[float, float, float | None]] = []
-        for ts_ns, p_up, price, bid, ask in rows:
+        spot: dict[str, list[tuple[float, float]]] = {}
+        prob: dict[str, list[tuple[float, float, float | None]]] = {}
+        spot_from: dict[str, str] = {}  # asset -> the market its prices are taken from
+        for ts_ns, market, p_up, price, bid, ask in rows:
             t = round(ts_ns / 1e9, 3)
-            if isinstance(price, int | float):
-                btc.append((t, float(price)))
+            asset = market.partition("-")[0]
+            if isinstance(price, int | float) and spot_from.setdefault(asset, market) == market:
+                spot.setdefault(asset, []).append((t, float(price)))
             mid = round((bid + ask) / 2, 4) if bid is not None and ask is not None else None
-            prob.append((t, p_up, mid))
-        return btc, prob
+            prob.setdefault(market, []).append((t, p_up, mid))
+        return spot, prob
 
     def count(self, table: str) -> int:
         if table not in COLUMNS:

@@ -8,12 +8,14 @@ Observe is not decision code, so `now_ns` is wall time (ages and countdowns for 
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from common.book import Book
 from common.clock import utc_day
+from common.config import ConfigError, market_specs
 from common.schema import (
     BookSnapshot,
     BtcQuote,
@@ -53,6 +55,54 @@ BREACH_LOG_STEP_NS = 1_000_000_000  # one latency breach line per stage and seve
 NS = 1_000_000_000
 MAX_REDEMPTIONS = 50  # latest redemptions shown (totals come from strategy / execution)
 MAX_PENDING_CLOSES = 500  # TradeClosed P&L waiting for (or just applied to) their closing row
+DEFAULT_MARKET = "btc-5m"  # the series key of today's one market (a config without `markets`)
+WINDOWS_KEPT = 16  # windows (MarketInfo) kept per market series: the few around now
+# a clock-built slug names its series: "eth-updown-15m-1795504500" -> ("eth", "15m")
+SLUG_SERIES = re.compile(r"^([a-z][a-z0-9]{1,9})-updown-(\d+[mhd])-\d+$")
+
+
+def series_of_slug(slug: str) -> str | None:
+    """The series key ("eth-15m") a clock-built slug names, None for any other slug."""
+    m = SLUG_SERIES.match(slug)
+    return f"{m.group(1)}-{m.group(2)}" if m else None
+
+
+@dataclass(slots=True)
+class Series:
+    """What observe holds of one market series (`key` "eth-15m", MarketInfo.series): its recent
+    windows, the last signal, decision and position, its probability chart and today's figures
+    as observe counted them (strategy's per-market risk state is preferred when present)."""
+
+    key: str
+    asset: str
+    window: str
+    markets: dict[str, MarketInfo] = field(default_factory=dict)  # slug -> window
+    current_slug: str = ""
+    next_slug: str = ""
+    signal: SignalScore | None = None
+    position: PositionState | None = None
+    decision: dict[str, Any] | None = None
+    prob_history: deque[tuple[float, float, float | None]] = field(
+        default_factory=lambda: deque(maxlen=HISTORY_LEN)
+    )
+    prob_hist_ns: int = 0
+    signal_row_ns: int = 0
+    last_skip_reason: str = ""
+    entries_today: int = 0
+    wins_today: int = 0
+    pnl_today: float = 0.0
+    fees_today: float = 0.0
+
+    def current_market(self, now_ns: int) -> MarketInfo | None:
+        """The window containing `now_ns`, else the one ingest last called current."""
+        live = [m for m in self.markets.values() if m.window_start_ns <= now_ns < m.window_end_ns]
+        if live:
+            return max(live, key=lambda m: m.window_start_ns)
+        return self.markets.get(self.current_slug)
+
+    def reset_day(self) -> None:
+        self.entries_today = self.wins_today = 0
+        self.pnl_today = self.fees_today = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,27 +203,28 @@ class ObserveCore:
         self.btc_price: float | None = None
         self.btc_ts_ns = 0
         self.btc_quote: BtcQuote | None = None
+        # every asset's last Binance trade: asset -> (price USD, receive time ns)
+        self.spot: dict[str, tuple[float, int]] = {}
+        self.quotes: dict[str, BtcQuote] = {}  # asset -> last Binance best bid/ask
         self.price_feeds: dict[str, PriceFeedTick] = {}
         self.books: dict[str, Book] = {}
-        self.markets: dict[str, MarketInfo] = {}  # slug -> market
-        self.current_slug = ""
-        self.next_slug = ""
+        self.markets: dict[str, MarketInfo] = {}  # slug -> market, of every series
+        # per market series (key "eth-15m"): windows, signal, position, charts, today's figures
+        self.series: dict[str, Series] = {}
+        self.slug_series: dict[str, str] = {}  # slug -> series key, of every window heard
         self.resolved: deque[MarketResolved] = deque(maxlen=20)
         self.clock_ns = 0
         self.feed_status: dict[str, FeedStatus] = {}
-        self.basis: PriceBasis | None = None  # ingest's Binance vs Chainlink meter
+        self.basis: PriceBasis | None = None  # ingest's Binance vs Chainlink meter (BTC's)
+        self.bases: dict[str, PriceBasis] = {}  # asset -> its basis meter
         self.feed_last_ns: dict[str, int] = {}
-        # signal / strategy / execution
-        self.signal: SignalScore | None = None
-        self._signal_row_ns = 0
+        # signal / strategy / execution (the last signal and position of each market: `series`)
         # the running score of model vs market on resolved windows: per window, one sample a
         # second of (model, market Up mid, blend) while the book had a mid; scored when it
         # resolves (since observe started)
         self.score_samples: OrderedDict[str, dict[int, tuple[float, float, float]]] = OrderedDict()
         self.scores = RunningScores()
         self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
-        self._last_skip_reason = ""
-        self.position: PositionState | None = None
         self.risk: RiskState | None = None
         self.config: dict[str, Any] = {}
         self.config_version = 0
@@ -183,7 +234,8 @@ class ObserveCore:
         # per-trade P&L (TradeClosed) by the event key of the row that closed the trade, kept
         # until that row is written (the close may arrive before or after it)
         self.closes: OrderedDict[str, tuple[float, bool]] = OrderedDict()
-        self.pnl_counted: OrderedDict[str, tuple[float, bool]] = OrderedDict()  # today's, by row
+        # today's, by row: (pnl, won, series key)
+        self.pnl_counted: OrderedDict[str, tuple[float, bool, str]] = OrderedDict()
         self.recent_fills: deque[dict[str, Any]] = deque(maxlen=50)
         self.orders: deque[dict[str, Any]] = deque(maxlen=50)
         self.control_replies: deque[dict[str, Any]] = deque(maxlen=20)
@@ -203,13 +255,79 @@ class ObserveCore:
         self._lat_authoritative: set[str] = set()
         self.lat_cache: dict[str, dict[str, Any]] = {}
         self.lat_cache_ns = 0
-        # chart series: (unix seconds, value)
-        self.btc_history: deque[tuple[float, float]] = deque(maxlen=HISTORY_LEN)
-        self.prob_history: deque[tuple[float, float, float | None]] = deque(maxlen=HISTORY_LEN)
+        # chart series: (unix seconds, value); spot prices per asset, probabilities per series
+        self.spot_history: dict[str, deque[tuple[float, float]]] = {}
+        self._spot_hist_ns: dict[str, int] = {}
         # supervisord's view of the programs, kept fresh by the runner (health.py reads it)
         self.supervision = Supervision()
-        self._btc_hist_ns = 0
-        self._prob_hist_ns = 0
+
+    # --- markets --------------------------------------------------------------------------------
+    def configured(self) -> list[str]:
+        """The series keys of the enabled markets the config in force names, in its order
+        (["btc-5m"] for a config without `markets`; [] while the config is unreadable)."""
+        try:
+            return [m.key for m in market_specs(self.config) if m.enabled]
+        except ConfigError:
+            return []
+
+    def market_keys(self) -> list[str]:
+        """Every market to show: the configured ones in config order, then any other series
+        heard on the bus (a market removed from the config while it held a position)."""
+        keys = self.configured()
+        return keys + sorted(k for k in self.series if k not in keys)
+
+    def default_key(self) -> str:
+        """The market an API call without `market` is about: btc-5m when it is configured (or
+        nothing is), else the first configured market."""
+        keys = self.configured()
+        return DEFAULT_MARKET if not keys or DEFAULT_MARKET in keys else keys[0]
+
+    def resolve_market(self, name: str | None) -> str | None:
+        """A series key from an API `market` parameter: a series key ("eth-15m") or a window's
+        slug; None/"" -> the default market; None when no such market is configured or heard."""
+        if not name:
+            return self.default_key()
+        if name in self.series or name in self.configured():
+            return name
+        return self.slug_series.get(name)
+
+    def get_series(self, key: str) -> Series:
+        """The state of series `key`, created empty on first use."""
+        s = self.series.get(key)
+        if s is None:
+            asset, _, window = key.partition("-")
+            s = self.series[key] = Series(key=key, asset=asset, window=window)
+        return s
+
+    def series_for(self, slug: str, market: str = "") -> Series:
+        """The series a message is about: by its window's slug when that window was heard
+        (MarketInfo names its asset and window), else by its `market` field, else by the slug's
+        form, else the default market."""
+        key = self.slug_series.get(slug) or market or series_of_slug(slug) or self.default_key()
+        return self.get_series(key)
+
+    def open_positions(self) -> list[PositionState]:
+        """Every market's open position."""
+        return [s.position for s in self.series.values() if s.position and s.position.open]
+
+    # the default market's state, as the single-market API always served it
+    @property
+    def signal(self) -> SignalScore | None:
+        s = self.series.get(self.default_key())
+        return s.signal if s else None
+
+    @property
+    def position(self) -> PositionState | None:
+        s = self.series.get(self.default_key())
+        return s.position if s else None
+
+    @property
+    def btc_history(self) -> deque[tuple[float, float]]:
+        return self.spot_history.setdefault("btc", deque(maxlen=HISTORY_LEN))
+
+    @property
+    def prob_history(self) -> deque[tuple[float, float, float | None]]:
+        return self.get_series(self.default_key()).prob_history
 
     # --- seeding on start (from the database and the config file) -----------------------------
     def seed_config(self, config: dict[str, Any], version: int, source: str) -> None:
@@ -217,12 +335,15 @@ class ObserveCore:
 
     def seed_history(
         self,
-        btc: list[tuple[float, float]],
-        prob: list[tuple[float, float, float | None]],
+        spot: dict[str, list[tuple[float, float]]],
+        prob: dict[str, list[tuple[float, float, float | None]]],
     ) -> None:
-        """The chart series from before a restart (the recorder's signals), oldest first."""
-        self.btc_history.extend(btc)
-        self.prob_history.extend(prob)
+        """The chart series from before a restart (the recorder's signals), oldest first:
+        `spot` per asset, `prob` per series key (Recorder.chart_history)."""
+        for asset, rows in spot.items():
+            self.spot_history.setdefault(asset, deque(maxlen=HISTORY_LEN)).extend(rows)
+        for key, prows in prob.items():
+            self.get_series(key).prob_history.extend(prows)
 
     def seed_today(self, rows: list[dict[str, Any]], today: str) -> None:
         """Today's trades from observe's own table, so a restart keeps today's figures."""
@@ -239,28 +360,38 @@ class ObserveCore:
         mode count for theirs, not this one)."""
         if (r.get("venue") or self.venue, r.get("mode") or self.book()[1]) != self.book():
             return
+        ser = self.series_for(r.get("slug") or "", r.get("market") or "")
         if r["kind"] == "fill":
-            self.fees_today += r.get("fee") or 0.0
+            fee = r.get("fee") or 0.0
+            self.fees_today += fee
+            ser.fees_today += fee
             if r.get("side") == "BUY":
                 self.entries_today += 1
+                ser.entries_today += 1
         elif r["kind"] == "settlement":
             self.settled_today += 1
         if r.get("pnl") is not None:  # the row that closed a trade has its P&L
-            self._count_pnl(r["event_key"], r["pnl"], bool(r.get("won")))
+            self._count_pnl(r["event_key"], r["pnl"], bool(r.get("won")), ser.key)
 
-    def _count_pnl(self, key: str, pnl: float, won: bool) -> None:
-        """One closed trade's P&L in today's figures, once per closing row: a later, better
-        figure for the same row (strategy's TradeClosed after execution's settlement) replaces
-        the earlier one."""
+    def _count_pnl(self, key: str, pnl: float, won: bool, market: str) -> None:
+        """One closed trade's P&L in today's figures (of the whole book and of its market
+        `market`), once per closing row: a later, better figure for the same row (strategy's
+        TradeClosed after execution's settlement) replaces the earlier one."""
         old = self.pnl_counted.pop(key, None)
         if old is not None:
             self.pnl_today -= old[0]
             self.wins_today -= 1 if old[1] else 0
-        self.pnl_counted[key] = (pnl, won)
+            was = self.get_series(old[2])
+            was.pnl_today -= old[0]
+            was.wins_today -= 1 if old[1] else 0
+        self.pnl_counted[key] = (pnl, won, market)
         while len(self.pnl_counted) > MAX_PENDING_CLOSES:
             self.pnl_counted.popitem(last=False)
         self.pnl_today += pnl
         self.wins_today += 1 if won else 0
+        ser = self.get_series(market)
+        ser.pnl_today += pnl
+        ser.wins_today += 1 if won else 0
 
     def _closing(self, row: dict[str, Any]) -> dict[str, Any]:
         """A trades row with its trade's P&L when strategy's TradeClosed for it came first."""
@@ -277,6 +408,8 @@ class ObserveCore:
             self.entries_today = self.settled_today = self.wins_today = 0
             self.pnl_today = self.fees_today = 0.0
             self.pnl_counted.clear()
+            for ser in self.series.values():
+                ser.reset_day()
 
     # --- bus messages ---------------------------------------------------------------------------
     def handle(self, topic: str, msg: Msg, now_ns: int) -> list[Record]:
@@ -308,17 +441,22 @@ class ObserveCore:
             return out
         if isinstance(msg, ClockTick):
             self.clock_ns = msg.ts_ns
-        elif isinstance(msg, BtcTrade):
-            self.btc_price, self.btc_ts_ns = msg.price, msg.ts_recv_ns
+        elif isinstance(msg, BtcTrade):  # any asset's Binance trade (`asset` says which)
+            if msg.asset == "btc":
+                self.btc_price, self.btc_ts_ns = msg.price, msg.ts_recv_ns
+            self.spot[msg.asset] = (msg.price, msg.ts_recv_ns or now_ns)
             self.feed_last_ns["binance"] = msg.ts_recv_ns or now_ns
             lag = _ms(msg.ts_recv_ns, msg.ts_exchange_ns)
             if lag is not None:
                 self._latency("feed_lag_binance_ms", lag, now_ns, "", out)
-            if now_ns - self._btc_hist_ns >= HISTORY_STEP_NS:
-                self._btc_hist_ns = now_ns
-                self.btc_history.append((round(now_ns / NS, 3), msg.price))
+            if now_ns - self._spot_hist_ns.get(msg.asset, 0) >= HISTORY_STEP_NS:
+                self._spot_hist_ns[msg.asset] = now_ns
+                hist = self.spot_history.setdefault(msg.asset, deque(maxlen=HISTORY_LEN))
+                hist.append((round(now_ns / NS, 3), msg.price))
         elif isinstance(msg, BtcQuote):
-            self.btc_quote = msg
+            if msg.asset == "btc":
+                self.btc_quote = msg
+            self.quotes[msg.asset] = msg
             self.feed_last_ns["binance"] = msg.ts_recv_ns or now_ns
         elif isinstance(msg, BookSnapshot):
             self.books[msg.asset_id] = Book.from_snapshot(msg)
@@ -335,8 +473,10 @@ class ObserveCore:
         elif isinstance(msg, MarketInfo):
             self._on_market(msg, now_ns, out)
         elif isinstance(msg, PriceBasis):
-            prev_basis = self.basis
-            self.basis = msg
+            prev_basis = self.bases.get(msg.asset)
+            self.bases[msg.asset] = msg
+            if msg.asset == "btc":
+                self.basis = msg
             if prev_basis is None or prev_basis.warn != msg.warn:
                 out.append(
                     LogLine(
@@ -369,11 +509,15 @@ class ObserveCore:
             self._on_signal(msg, now_ns, out)
         elif isinstance(msg, Decision):
             d = to_dict(msg)
+            ser = self.series_for(msg.slug, msg.market)
+            d["market"] = ser.key
             self.decisions.append(d)
-            # skips can arrive on every tick: log one line per change of reason, not per tick
-            if msg.action != "skip" or msg.reason != self._last_skip_reason:
+            ser.decision = d
+            # skips can arrive on every tick: log one line per change of reason (per market),
+            # not per tick
+            if msg.action != "skip" or msg.reason != ser.last_skip_reason:
                 out.append(LogLine("strategy", f"decision_{msg.action}", "INFO", d))
-            self._last_skip_reason = msg.reason if msg.action == "skip" else ""
+            ser.last_skip_reason = msg.reason if msg.action == "skip" else ""
         elif isinstance(msg, OrderAccepted):
             self.orders.append(to_dict(msg))
             out.append(LogLine("execution", "order_ack", "INFO", to_dict(msg)))
@@ -397,8 +541,9 @@ class ObserveCore:
             while len(self.redemptions) > MAX_REDEMPTIONS:
                 self.redemptions.popitem(last=False)
         elif isinstance(msg, PositionState):
-            was_open = self.position.open if self.position else False
-            self.position = msg
+            ser = self.series_for(msg.slug, msg.market)
+            was_open = ser.position.open if ser.position else False
+            ser.position = msg
             if was_open != msg.open:
                 out.append(
                     LogLine(
@@ -484,32 +629,46 @@ class ObserveCore:
 
     def _on_market(self, msg: MarketInfo, now_ns: int, out: list[Record]) -> None:
         known = msg.slug in self.markets
+        ser = self.get_series(msg.series)
         self.markets[msg.slug] = msg
+        ser.markets[msg.slug] = msg
+        self.slug_series[msg.slug] = ser.key
         if msg.role == "current":
-            self.current_slug = msg.slug
+            ser.current_slug = msg.slug
         elif msg.role == "next":
-            self.next_slug = msg.slug
+            ser.next_slug = msg.slug
         self.feed_last_ns["gamma"] = msg.ts_recv_ns or now_ns
-        if len(self.markets) > 16:  # keep the few windows around now
-            for slug in sorted(self.markets, key=lambda s: self.markets[s].window_end_ns)[:-16]:
-                del self.markets[slug]
+        if len(ser.markets) > WINDOWS_KEPT:  # keep the few windows around now, per series
+            by_end = sorted(ser.markets, key=lambda s: ser.markets[s].window_end_ns)
+            for slug in by_end[:-WINDOWS_KEPT]:
+                del ser.markets[slug]
+                self.markets.pop(slug, None)
             # two new outcome tokens every window: forget the books of markets we dropped
             kept = {t for m in self.markets.values() for t in (m.up_token_id, m.down_token_id)}
             for asset in [a for a in self.books if a not in kept]:
                 del self.books[asset]
+        # slug -> series of late messages (fills, settlements) for windows already dropped
+        while len(self.slug_series) > 4 * WINDOWS_KEPT * len(self.series):
+            del self.slug_series[next(iter(self.slug_series))]
         if not known:
             out.append(
                 LogLine(
                     "ingestion",
                     "market_seen",
                     "INFO",
-                    {"slug": msg.slug, "role": msg.role, "price_to_beat": msg.price_to_beat},
+                    {
+                        "slug": msg.slug,
+                        "market": ser.key,
+                        "role": msg.role,
+                        "price_to_beat": msg.price_to_beat,
+                    },
                 )
             )
 
     def _on_signal(self, msg: SignalScore, now_ns: int, out: list[Record]) -> None:
-        prev = self.signal
-        self.signal = msg
+        ser = self.series_for(msg.slug, msg.market)
+        prev = ser.signal
+        ser.signal = msg
         market_p = msg.inputs.get("p_market")
         if market_p is not None and msg.slug not in self.scores.slugs:
             per = self.score_samples.setdefault(msg.slug, {})
@@ -524,14 +683,15 @@ class ObserveCore:
         if lat is not None:
             self._latency("market_to_signal_ms", lat, now_ns, "", out)
         flipped = prev is None or prev.side != msg.side or prev.slug != msg.slug
-        if flipped or now_ns - self._signal_row_ns >= SIGNAL_ROW_STEP_NS:
-            self._signal_row_ns = now_ns
+        if flipped or now_ns - ser.signal_row_ns >= SIGNAL_ROW_STEP_NS:
+            ser.signal_row_ns = now_ns
             out.append(
                 Row(
                     "signals",
                     {
                         "ts_ns": msg.ts_ns or now_ns,
                         "slug": msg.slug,
+                        "market": ser.key,
                         "p_up": msg.p_up,
                         "side": msg.side,
                         "score": msg.score,
@@ -548,6 +708,7 @@ class ObserveCore:
                     "INFO",
                     {
                         "slug": msg.slug,
+                        "market": ser.key,
                         "p_up": msg.p_up,
                         "side": msg.side,
                         "score": msg.score,
@@ -556,12 +717,12 @@ class ObserveCore:
                     },
                 )
             )
-        if now_ns - self._prob_hist_ns >= HISTORY_STEP_NS:
-            self._prob_hist_ns = now_ns
-            up = self._up_book()
+        if now_ns - ser.prob_hist_ns >= HISTORY_STEP_NS:
+            ser.prob_hist_ns = now_ns
+            up = self.up_book(ser.key, now_ns)
             mid = up.mid if up is not None else None
             market_p = round(mid, 4) if mid is not None else None
-            self.prob_history.append((round(now_ns / NS, 3), msg.p_up, market_p))
+            ser.prob_history.append((round(now_ns / NS, 3), msg.p_up, market_p))
 
     def _on_fill(self, msg: OrderFilled, now_ns: int, out: list[Record]) -> None:
         self.roll_day(now_ns)
@@ -573,6 +734,7 @@ class ObserveCore:
             "ts_ns": msg.ts_fill_ns or now_ns,
             "day": utc_day(msg.ts_fill_ns or now_ns),
             "slug": msg.slug,
+            "market": self.series_for(msg.slug).key,
             "outcome": msg.outcome,
             "side": msg.side,
             "asset_id": msg.asset_id,
@@ -606,6 +768,7 @@ class ObserveCore:
             "ts_ns": msg.ts_ns or now_ns,
             "day": utc_day(msg.ts_ns or now_ns),
             "slug": msg.slug,
+            "market": self.series_for(msg.slug).key,
             "outcome": msg.outcome,
             "side": "SETTLE",
             "asset_id": msg.asset_id,
@@ -636,7 +799,9 @@ class ObserveCore:
         out.append(Update("trades", msg.closing_key, {"pnl": pnl, "won": msg.won}))
         out.append(LogLine("strategy", "trade_closed", "INFO", to_dict(msg)))
         if (msg.venue or self.venue, msg.mode or self.book()[1]) == self.book():
-            self._count_pnl(msg.closing_key, pnl, msg.won)
+            self._count_pnl(
+                msg.closing_key, pnl, msg.won, self.series_for(msg.slug, msg.market).key
+            )
 
     def _on_risk(self, msg: RiskState, now_ns: int, out: list[Record]) -> None:
         prev = self.risk
@@ -720,13 +885,13 @@ class ObserveCore:
         )
 
     # --- queries used by the fold and the views --------------------------------------------------
-    def current_market(self, now_ns: int) -> MarketInfo | None:
-        """The market whose window contains `now_ns`, else the one ingest last called current."""
-        live = [m for m in self.markets.values() if m.window_start_ns <= now_ns < m.window_end_ns]
-        if live:
-            return max(live, key=lambda m: m.window_start_ns)
-        return self.markets.get(self.current_slug)
+    def current_market(self, now_ns: int, key: str | None = None) -> MarketInfo | None:
+        """Market series `key`'s (default: the default market's) window containing `now_ns`,
+        else the one ingest last called current; None before one is heard."""
+        s = self.series.get(key or self.default_key())
+        return s.current_market(now_ns) if s is not None else None
 
-    def _up_book(self) -> Book | None:
-        m = self.markets.get(self.current_slug)
+    def up_book(self, key: str, now_ns: int) -> Book | None:
+        """The Up book of series `key`'s current window, None when not heard."""
+        m = self.current_market(now_ns, key)
         return self.books.get(m.up_token_id) if m else None

@@ -41,14 +41,20 @@ def _age_ms(now_ns: int, ts_ns: int) -> float | None:
     return round((now_ns - ts_ns) / 1e6, 1) if ts_ns else None
 
 
-def market_doc(core: ObserveCore, now_ns: int) -> dict[str, Any] | None:
-    """The current market (slug, window, seconds left, price to beat, tokens), None before one."""
-    m = core.current_market(now_ns)
+def market_doc(core: ObserveCore, now_ns: int, key: str | None = None) -> dict[str, Any] | None:
+    """Market series `key`'s (default: the default market's) current window (slug, series,
+    window, seconds left, price to beat, tokens), None before one."""
+    key = key or core.default_key()
+    m = core.current_market(now_ns, key)
     if m is None:
         return None
-    nxt = core.markets.get(core.next_slug)
+    ser = core.series[key]
+    nxt = ser.markets.get(ser.next_slug)
     return {
         "slug": m.slug,
+        "market": key,
+        "asset": m.asset,
+        "window": m.window,
         "question": m.question,
         "condition_id": m.condition_id,
         "window_start_ns": m.window_start_ns,
@@ -67,9 +73,10 @@ def market_doc(core: ObserveCore, now_ns: int) -> dict[str, Any] | None:
     }
 
 
-def books_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
-    """`{"up", "down"}`: the current market's two books (`book_doc`), None when not heard."""
-    m = core.current_market(now_ns)
+def books_doc(core: ObserveCore, now_ns: int, key: str | None = None) -> dict[str, Any]:
+    """`{"up", "down"}`: market series `key`'s (default: the default market's) current window's
+    two books (`book_doc`), None when not heard."""
+    m = core.current_market(now_ns, key)
     out: dict[str, Any] = {"up": None, "down": None}
     if m is not None:
         for name, token in (("up", m.up_token_id), ("down", m.down_token_id)):
@@ -78,14 +85,19 @@ def books_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
     return out
 
 
-def signal_doc(core: ObserveCore) -> dict[str, Any] | None:
-    """The last signal: side, score, P(Up) and the edges (fractions), None before one."""
-    s = core.signal
+def signal_doc(core: ObserveCore, key: str | None = None) -> dict[str, Any] | None:
+    """Market series `key`'s (default: the default market's) last signal: side, score, P(Up)
+    (the published blend), the model's own P(Up) and the edges (fractions), None before one."""
+    ser = core.series.get(key or core.default_key())
+    s = ser.signal if ser is not None else None
     if s is None:
         return None
     edge = s.edge_up if s.side == "Up" else s.edge_down
+    p_model = s.inputs.get("p_model")
     return {
         "slug": s.slug,
+        "market": ser.key,
+        "p_model": round(p_model, 4) if p_model is not None else None,
         "side": s.side,
         "score": round(s.score, 4),
         "p_up": round(s.p_up, 4),
@@ -96,9 +108,11 @@ def signal_doc(core: ObserveCore) -> dict[str, Any] | None:
     }
 
 
-def position_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
-    """The open position with live P&L marked at the bid (USD), or `{"open": False}`."""
-    p = core.position
+def position_doc(core: ObserveCore, now_ns: int, key: str | None = None) -> dict[str, Any]:
+    """Market series `key`'s (default: the default market's) open position with live P&L
+    marked at the bid (USD), or `{"open": False}`."""
+    ser = core.series.get(key or core.default_key())
+    p = ser.position if ser is not None else None
     if p is None or not p.open:
         return {"open": False}
     doc = to_dict(p)
@@ -268,11 +282,108 @@ def mode_doc(core: ObserveCore) -> dict[str, Any]:
     }
 
 
-def status(core: ObserveCore, now_ns: int) -> dict[str, Any]:
-    """The full snapshot behind GET /api/status."""
-    market = market_doc(core, now_ns)
+def market_risk_doc(core: ObserveCore, key: str) -> dict[str, Any]:
+    """Market series `key`'s halt and today's figures: strategy's per-market risk state
+    (`RiskState.markets[key]`) when it has one, else observe's own count; a global halt (the
+    emergency stop, a global limit) halts every market. `{"halted": bool | None, "reasons",
+    "daily_pnl" (USD), "trades_today", "wins_today", "capital_at_risk" (USD or None), "source"}`."""
+    ser = core.series.get(key)
+    r = core.risk
+    own: dict[str, Any] = (r.markets.get(key) or {}) if r is not None else {}
+    reasons: list[str] = []
+    if r is not None and r.halted:
+        reasons += [f"global: {x}" for x in r.reasons] or ["global halt"]
+    if own.get("halted"):
+        reasons.append(str(own.get("reason") or "halted"))
+    today = r is not None and r.day == core.day
+    if own and today and "daily_pnl" in own:
+        pnl, trades, source = own.get("daily_pnl"), own.get("trades_today"), "strategy"
+    else:
+        pnl = ser.pnl_today if ser else 0.0
+        trades = ser.entries_today if ser else 0
+        source = "observe"
+    return {
+        "halted": None if r is None else bool(r.halted or own.get("halted")),
+        "reasons": reasons,
+        "daily_pnl": round(float(pnl or 0.0), 4),
+        "trades_today": int(trades or 0),
+        "wins_today": ser.wins_today if ser else 0,
+        "open_positions": own.get("open_positions"),
+        "capital_at_risk": own.get("capital_at_risk"),
+        "source": source,
+    }
+
+
+def market_summary(core: ObserveCore, now_ns: int, key: str) -> dict[str, Any]:
+    """One market's row of the overview: its window and countdown, spot vs price to beat, the
+    model's and the published P(Up) against the market's Up mid, the position with live P&L,
+    today's P&L and trades, the halt and the last decision."""
+    asset, _, window = key.partition("-")
+    m = market_doc(core, now_ns, key) if key in core.series else None
+    s = signal_doc(core, key) if key in core.series else None
+    pos = position_doc(core, now_ns, key)
+    up = core.up_book(key, now_ns) if key in core.series else None
+    mid = up.mid if up is not None else None
+    spot = core.spot.get(asset)
+    ser = core.series.get(key)
+    dec = ser.decision if ser is not None else None
+    return {
+        "market": key,
+        "asset": asset,
+        "window": window,
+        "configured": key in core.configured(),
+        "slug": m["slug"] if m else None,
+        "window_start_ns": m["window_start_ns"] if m else None,
+        "window_end_ns": m["window_end_ns"] if m else None,
+        "window_seconds": m["window_seconds"] if m else None,
+        "seconds_left": m["seconds_left"] if m else None,
+        "price_to_beat": m["price_to_beat"] if m else None,
+        "spot": spot[0] if spot else None,
+        "spot_age_ms": _age_ms(now_ns, spot[1]) if spot else None,
+        "side": s["side"] if s else None,
+        "p_up": s["p_up"] if s else None,
+        "p_model": (s["p_model"] if s["p_model"] is not None else s["p_up"]) if s else None,
+        "p_market": round(mid, 4) if mid is not None else None,
+        "edge_pct": s["edge_pct"] if s else None,
+        "signal_age_ms": _age_ms(now_ns, s["ts_ns"]) if s else None,
+        "position": pos,
+        "risk": market_risk_doc(core, key),
+        "decision": (
+            {"action": dec.get("action"), "reason": dec.get("reason"), "ts_ns": dec.get("ts_ns")}
+            if dec
+            else None
+        ),
+    }
+
+
+def markets_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
+    """GET /api/markets: `{"default": series key, "markets": [market_summary, ...]}`, the
+    configured markets in config order, then any other heard on the bus."""
+    return {
+        "default": core.default_key(),
+        "markets": [market_summary(core, now_ns, k) for k in core.market_keys()],
+    }
+
+
+def detail_doc(core: ObserveCore, now_ns: int, key: str) -> dict[str, Any]:
+    """The detail view of one market: its window, books, signal and position."""
+    return {
+        "market": market_doc(core, now_ns, key),
+        "books": books_doc(core, now_ns, key),
+        "signal": signal_doc(core, key),
+        "position": position_doc(core, now_ns, key),
+    }
+
+
+def status(core: ObserveCore, now_ns: int, key: str | None = None) -> dict[str, Any]:
+    """The full snapshot behind GET /api/status: `market`, `books`, `signal` and `position` of
+    market series `key` (default: the default market), `markets` the overview of all."""
+    key = key or core.default_key()
+    market = market_doc(core, now_ns, key)
     return {
         "ts_ns": now_ns,
+        "selected": key,
+        "markets": [market_summary(core, now_ns, k) for k in core.market_keys()],
         "mode": mode_doc(core),
         "health": health(core, now_ns),
         "feeds": feeds_doc(core, now_ns),
@@ -288,11 +399,15 @@ def status(core: ObserveCore, now_ns: int) -> dict[str, Any]:
                 for k, v in core.price_feeds.items()
             },
         },
+        "spot": {
+            a: {"price": p, "age_ms": _age_ms(now_ns, ts)} for a, (p, ts) in core.spot.items()
+        },
         "market": market,
         "price_to_beat": market["price_to_beat"] if market else None,
-        "books": books_doc(core, now_ns),
-        "signal": signal_doc(core),
-        "position": position_doc(core, now_ns),
+        "books": books_doc(core, now_ns, key),
+        "signal": signal_doc(core, key),
+        "position": position_doc(core, now_ns, key),
+        "market_risk": market_risk_doc(core, key),
         "metrics": metrics_doc(core, now_ns),
         "redemptions": redemptions_doc(core),
         "risk": risk_doc(core),
@@ -308,8 +423,11 @@ def status(core: ObserveCore, now_ns: int) -> dict[str, Any]:
 
 
 def live(core: ObserveCore, now_ns: int) -> dict[str, Any]:
-    """The /ws/live state document: the README's shape plus what the dashboard draws."""
+    """The /ws/live state document: the README's shape (its `market`, `books`, `signal` and
+    `position` are the default market's) plus what the dashboard draws: `markets` the overview
+    of every market, `details` each market's detail view (detail_doc) by series key."""
     market = market_doc(core, now_ns)
+    keys = core.market_keys()
     mode = mode_doc(core)
     latency = _live_latency(core, now_ns)
     feeds = feeds_doc(core, now_ns, latency)
@@ -322,6 +440,9 @@ def live(core: ObserveCore, now_ns: int) -> dict[str, Any]:
             "mode": mode,
             "btc_price": core.btc_price,
             "btc_age_ms": _age_ms(now_ns, core.btc_ts_ns),
+            "default_market": core.default_key(),
+            "markets": [market_summary(core, now_ns, k) for k in keys],
+            "details": {k: detail_doc(core, now_ns, k) for k in keys},
             "market": market,
             "books": books_doc(core, now_ns),
             "signal": signal_doc(core),
@@ -372,6 +493,17 @@ def _live_latency(core: ObserveCore, now_ns: int) -> dict[str, dict[str, Any]]:
     return core.lat_cache
 
 
-def history(core: ObserveCore) -> dict[str, Any]:
-    """GET /api/history: the chart series `btc` (unix s, USD) and `prob` (unix s, P(Up), Up mid)."""
-    return {"btc": list(core.btc_history), "prob": list(core.prob_history)}
+def history(core: ObserveCore, key: str | None = None) -> dict[str, Any]:
+    """GET /api/history: the chart series of market series `key` (default: the default market):
+    `spot` its asset's price (unix s, USD), `prob` (unix s, P(Up), Up mid); `btc` BTC's price
+    whatever the market (the single-market API's series)."""
+    key = key or core.default_key()
+    asset = key.partition("-")[0]
+    ser = core.series.get(key)
+    return {
+        "market": key,
+        "asset": asset,
+        "btc": list(core.btc_history),
+        "spot": list(core.spot_history.get(asset, ())),
+        "prob": list(ser.prob_history) if ser is not None else [],
+    }

@@ -124,10 +124,28 @@ class Observe(Proc):
         return self.get("/api/status").json()
 
 
-class FakeHotPath:
-    """Binds ingest/signal/execution endpoints and plays a small live market on them."""
+# extra markets the stand-in can play besides BTC 5m (issue 17): series key -> (spot price USD,
+# Up bid, the signal's P(Up), the model's own P(Up))
+EXTRA_MARKETS: dict[str, tuple[float, float, float, float]] = {
+    "eth-15m": (3_500.0, 0.61, 0.66, 0.70),
+    "sol-5m": (180.0, 0.33, 0.30, 0.27),
+    "xrp-15m": (2.5, 0.47, 0.49, 0.50),
+}
 
-    def __init__(self, env: dict[str, str], window_s: float = 60.0) -> None:
+
+def extra_tokens(key: str) -> tuple[str, str]:
+    """The (Up, Down) token ids the stand-in uses for an extra market."""
+    return f"{key}-UP-TOKEN", f"{key}-DOWN-TOKEN"
+
+
+class FakeHotPath:
+    """Binds ingest/signal/execution endpoints and plays a small live market on them: BTC 5m
+    (slug `btc-updown-5m-test`), plus the `extra` markets of EXTRA_MARKETS, each with its own
+    window, books, spot trades and signal."""
+
+    def __init__(
+        self, env: dict[str, str], window_s: float = 60.0, extra: tuple[str, ...] = ()
+    ) -> None:
         settings = load_settings(env, dotenv=None)
         self.pubs = {
             name: Publisher(settings.bus_endpoint(name))
@@ -141,6 +159,12 @@ class FakeHotPath:
         self.stop_flag = threading.Event()
         self.extra_lag_ms = 0.0
         self.slug = "btc-updown-5m-test"
+        unknown = [k for k in extra if k not in EXTRA_MARKETS]
+        if unknown:
+            raise ValueError(
+                f"no stand-in market {unknown}; expected some of {list(EXTRA_MARKETS)}"
+            )
+        self.extra = extra
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def send(self, service: str, topic: str, msg: Msg) -> None:
@@ -160,6 +184,83 @@ class FakeHotPath:
             question="Bitcoin Up or Down?",
             price_to_beat=97_000.0,
             price_to_beat_source="gamma",
+        )
+
+    def extra_market(self, key: str, now: int) -> MarketInfo:
+        """The current window of extra market `key`: its window is twice BTC's for a 15m
+        series (so countdowns differ), its slug built like the venue's."""
+        asset, _, window = key.partition("-")
+        span = int(self.window_s * 1e9) * (2 if window == "15m" else 1)
+        start = now - (now - self.started_ns) % span
+        up, down = extra_tokens(key)
+        return MarketInfo(
+            slug=f"{asset}-updown-{window}-{start // 1_000_000_000}",
+            condition_id=f"0xcond-{key}",
+            up_token_id=up,
+            down_token_id=down,
+            window_start_ns=start,
+            window_end_ns=start + span,
+            ts_recv_ns=now,
+            question=f"{asset.upper()} Up or Down?",
+            price_to_beat=EXTRA_MARKETS[key][0],
+            price_to_beat_source="gamma",
+            asset=asset,
+            window=window,
+        )
+
+    def _play_extra(self, key: str, i: int, now: int) -> None:
+        spot0, bid, p_up, p_model = EXTRA_MARKETS[key]
+        asset = key.partition("-")[0]
+        price = round(spot0 * (1 + 0.001 * ((i // 3) % 5 - 2)), 4)
+        self.send(
+            "ingest",
+            f"md.{asset}.trade",
+            BtcTrade(
+                price=price,
+                size=1.0,
+                ts_exchange_ns=now - 3_000_000,
+                ts_recv_ns=now,
+                trade_id=i,
+                symbol=f"{asset.upper()}USDT",
+                asset=asset,
+            ),
+        )
+        if i % 5 != 1:
+            return
+        m = self.extra_market(key, now)
+        self.send("ingest", "md.market", m)
+        for token, b in ((m.up_token_id, bid), (m.down_token_id, round(0.96 - bid, 2))):
+            self.send(
+                "ingest",
+                f"md.book.{token}",
+                BookSnapshot(
+                    asset_id=token,
+                    best_bid=b,
+                    best_ask=round(b + 0.02, 2),
+                    bids=[(b, 50.0)],
+                    asks=[(round(b + 0.02, 2), 60.0)],
+                    ts_exchange_ns=now - 5_000_000,
+                    ts_recv_ns=now,
+                    market=m.condition_id,
+                ),
+            )
+        side = "Up" if p_up >= 0.5 else "Down"
+        self.send(
+            "signal",
+            "sig.score",
+            SignalScore(
+                slug=m.slug,
+                p_up=p_up,
+                side=side,
+                score=0.01,
+                edge_up=0.01,
+                edge_down=-0.03,
+                ts_ns=now,
+                origin_ts_recv_ns=now - 2_000_000,
+                ts_signal_ns=now,
+                inputs={"price": price, "p_model": p_model, "up_bid": bid, "up_ask": bid + 0.02},
+                market=key,
+            ),
         )
 
     def _run(self) -> None:
@@ -183,6 +284,8 @@ class FakeHotPath:
                 ),
             )
             self.trades_sent += 1
+            for key in self.extra:
+                self._play_extra(key, i, now)
             if i % 5 == 1:
                 self.send("ingest", "md.market", self.market(now))
                 for token, bid in ((UP_TOKEN, 0.52), (DOWN_TOKEN, 0.46)):
@@ -253,11 +356,23 @@ class FakeHotPath:
 
 
 def start_stack(
-    root: Path | None = None, with_strategy: bool = True, **extra: str
+    root: Path | None = None,
+    with_strategy: bool = True,
+    markets: tuple[str, ...] = (),
+    **extra: str,
 ) -> tuple[dict[str, str], Observe, Proc | None, FakeHotPath]:
+    """observe (and strategy) on a fresh data dir with the stand-in hot path playing BTC 5m and
+    the extra `markets` (EXTRA_MARKETS keys), which the config then names after btc-5m."""
     root = root or short_tmpdir()
+    if markets:
+        cfg = json.loads((REPO / "config" / "config.json").read_text())
+        cfg["markets"] = [{"asset": "btc", "window": "5m"}] + [
+            {"asset": k.partition("-")[0], "window": k.partition("-")[2]} for k in markets
+        ]
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "config.json").write_text(json.dumps(cfg, indent=2))
     env = make_env(root, **extra)
-    hot = FakeHotPath(env).start()
+    hot = FakeHotPath(env, extra=markets).start()
     strategy = Proc("strategy", env) if with_strategy else None
     obs = Observe(env)
     obs.wait_up()

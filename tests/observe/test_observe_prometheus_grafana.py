@@ -48,6 +48,10 @@ def test_the_files_are_what_prometheus_and_grafana_load() -> None:
         "polyedge_daily_pnl_usd",
         "polyedge_risk_halted",
         "polyedge_service_restarts_total",
+        # per market (issue 17), labelled `market`
+        "polyedge_market_daily_pnl_usd",
+        "polyedge_market_halted",
+        "polyedge_market_p_model",
     ):
         assert needed in used, needed
 

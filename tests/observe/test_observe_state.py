@@ -20,7 +20,7 @@ from common.schema import (
 )
 from services.observe import views
 from services.observe.latency import LatencyStats, percentile, severity
-from services.observe.recorder import Recorder
+from services.observe.recorder import MIGRATIONS, Recorder
 from services.observe.state import LogLine, ObserveCore, Row
 
 NOW = 1_795_000_000_000_000_000
@@ -218,7 +218,7 @@ def test_live_pnl_marks_at_the_bid_and_metrics_count_today() -> None:
 def test_recorder_migrates_once_dedups_trades_and_pages(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     rec = Recorder(db)
-    assert rec.schema_version == 4
+    assert rec.schema_version == len(MIGRATIONS) == 5
     c = core()
     for i in range(5):
         for r in c.handle(
@@ -248,7 +248,7 @@ def test_recorder_migrates_once_dedups_trades_and_pages(tmp_path: Path) -> None:
         rec.add("orders", {})
     rec.close()
     again = Recorder(db)  # reopening does not re-run the migration
-    assert again.schema_version == 4 and again.count("trades") == 5
+    assert again.schema_version == 5 and again.count("trades") == 5
     again.close()
 
 

@@ -4,6 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "polyedge.apiToken";
+const MARKET_KEY = "polyedge.market";  // the market shown in detail (series key, "eth-15m")
 const MAX_POINTS = 4000;
 const THRESH = { warning: 200, critical: 500, stale: 1000 };
 const SIGNAL_STALE_MS = 3000;  // signal scores several times a second: 3 s without one is stale
@@ -14,6 +15,25 @@ let lastMsgAt = 0;
 let ws = null;
 let attempt = 0;
 let authFailed = false;
+let selected = localStorage.getItem(MARKET_KEY) || "";  // "" = the server's default market
+let shown = null;  // the detail on screen: { key, row, market, books, signal, position }
+let chartKey = null;  // the market the charts hold
+
+// the selected market's key (the server's default until one is clicked, or when the clicked
+// one is gone) and its detail view: the live document's `details`, or the single-market fields
+function detailOf(d) {
+  const keys = (d.markets || []).map((m) => m.market);
+  const k = keys.includes(selected) ? selected : (d.default_market || keys[0] || "");
+  const row = (d.markets || []).find((m) => m.market === k) || null;
+  const det = (d.details || {})[k] || { market: d.market, books: d.books, signal: d.signal, position: d.position };
+  return { key: k, row, ...det };
+}
+
+function selectMarket(k) {
+  selected = k;
+  localStorage.setItem(MARKET_KEY, k);
+  if (state) render(state);
+}
 
 // ---------- formatting ----------
 const fmt = (v, d = 2) => (v === null || v === undefined || Number.isNaN(v) ? "—" : Number(v).toFixed(d));
@@ -38,7 +58,7 @@ function axisStyle() {
 }
 
 function drawOverlays(u) {
-  const m = state && state.market;
+  const m = shown && shown.market;
   if (!m) return;
   const ctx = u.ctx;
   const { left, top, width, height } = u.bbox;
@@ -82,7 +102,7 @@ function makeCharts() {
         // show the current window whole (and half of the one before) so the empty space to
         // the right is the time left to trade
         range: (u, min, max) => {
-          const m = state && state.market;
+          const m = shown && shown.market;
           if (!m || !m.window_end_ns) return timeRange(min, max);
           const start = m.window_start_ns / 1e9, end = m.window_end_ns / 1e9;
           const lo = start - (end - start) / 2;
@@ -91,7 +111,7 @@ function makeCharts() {
       },
       y: {
         range: (u, min, max) => {
-          const ptb = state && state.market && state.market.price_to_beat;
+          const ptb = shown && shown.market && shown.market.price_to_beat;
           if (ptb) { min = Math.min(min ?? ptb, ptb); max = Math.max(max ?? ptb, ptb); }
           if (min === null || max === null) return [0, 1];
           const pad = Math.max((max - min) * 0.1, 5);
@@ -126,15 +146,67 @@ function pushPoint(arrs, values) {
   if (xs.length > MAX_POINTS) arrs.forEach((a) => a.splice(0, a.length - MAX_POINTS));
 }
 
-async function loadHistory() {
+async function loadHistory(key) {
   try {
-    const r = await fetch("/api/history");
+    let r = await fetch("/api/history" + (key ? `?market=${encodeURIComponent(key)}` : ""));
+    if (r.status === 404 && key) r = await fetch("/api/history");  // the stored choice is gone
     if (!r.ok) return;
     const h = await r.json();
-    for (const [t, p] of h.btc) pushPoint(btcData, [t, p]);
-    for (const [t, pu, mk] of h.prob) pushPoint(probData, [t, pu, mk]);
+    if (chartKey === null) chartKey = h.market;  // at start: the market the server answered for
+    if (h.market && chartKey !== h.market) return;  // another market was selected meanwhile
+    // merged under what live updates pushed meanwhile, in time order
+    const spot = [...(h.spot || h.btc).map(([t, p]) => [t, p]), ...btcData[0].map((t, i) => [t, btcData[1][i]])].sort((a, b) => a[0] - b[0]);
+    const prob = [...h.prob, ...probData[0].map((t, i) => [t, probData[1][i], probData[2][i]])].sort((a, b) => a[0] - b[0]);
+    btcData.forEach((a) => a.splice(0)); probData.forEach((a) => a.splice(0));
+    for (const v of spot) pushPoint(btcData, v);
+    for (const v of prob) pushPoint(probData, v);
+    if (btcChart) { btcChart.setData(btcData); probChart.setData(probData); }
   } catch (e) { /* live updates will fill the charts */ }
 }
+
+// the charts show one market: a new selection starts them afresh from its history
+function chartsFor(key) {
+  if (key === chartKey) return;
+  chartKey = key;
+  btcData.forEach((a) => a.splice(0)); probData.forEach((a) => a.splice(0));
+  loadHistory(key);
+}
+
+// ---------- the overview: every market in one table, click a row to select it ----------
+const clock = (left) => (left === null || left === undefined ? "--:--" : `${String(Math.floor(left / 60)).padStart(2, "0")}:${String(Math.floor(left % 60)).padStart(2, "0")}`);
+const priceFmt = (v) => (v === null || v === undefined ? "—" : v >= 1000 ? btcFmt(v) : Number(v).toFixed(v >= 10 ? 2 : 4));
+function renderMarkets(d, key) {
+  const rows = d.markets || [];
+  $("markets-count").textContent = rows.length ? `${rows.length} market${rows.length === 1 ? "" : "s"}` : "";
+  $("markets").innerHTML = rows.map((m) => {
+    const p = m.position || {};
+    const rk = m.risk || {};
+    const left = m.seconds_left;
+    const diff = m.spot !== null && m.price_to_beat ? m.spot - m.price_to_beat : null;
+    const pos = p.open ? `<span class="${p.outcome === "Up" ? "pnl-pos" : "pnl-neg"}">${esc(p.outcome)}</span> ${fmt(p.size, 2)} @ ${fmt(p.avg_price, 3)}` : '<span class="muted">flat</span>';
+    const u = p.open ? p.unrealized_pnl : null;
+    const state = rk.halted === null || rk.halted === undefined ? ['<span class="muted">?</span>', ""] : rk.halted ? ['<span class="halted">HALTED</span>', (rk.reasons || []).join(", ")] : ['<span class="pnl-pos">active</span>', ""];
+    const dec = m.decision ? `${m.decision.action}${m.decision.reason ? ": " + m.decision.reason : ""}` : "";
+    return `<tr id="mkt-${esc(m.market)}" data-market="${esc(m.market)}" class="${m.market === key ? "selected" : ""}" title="${esc(m.slug || "no window yet")}${dec ? " · last decision " + esc(dec) : ""}">
+      <td class="mono"><b>${esc(m.market)}</b>${m.configured ? "" : ' <span class="hint">(not configured)</span>'}</td>
+      <td class="mono muted">${esc(m.slug || "—")}</td>
+      <td class="r mono mkt-left ${left !== null && left <= 10 ? "closing" : left !== null && left <= 30 ? "soon" : ""}">${clock(left)}</td>
+      <td class="r mono">${priceFmt(m.spot)}</td>
+      <td class="r mono ${diff === null ? "muted" : diff >= 0 ? "pnl-pos" : "pnl-neg"}">${diff === null ? "—" : signed(diff, Math.abs(diff) >= 10 ? 1 : 4)}</td>
+      <td class="r mono mkt-model">${pct(m.p_model, 1)}</td>
+      <td class="r mono mkt-market">${pct(m.p_market, 1)}</td>
+      <td class="${m.side ? (m.side === "Up" ? "pnl-pos" : "pnl-neg") : "muted"}">${m.side ? `${esc(m.side)} ${pct(m.edge_pct, 1)}` : "—"}</td>
+      <td class="mono mkt-pos">${pos}</td>
+      <td class="r mono ${u === null ? "muted" : u >= 0 ? "pnl-pos" : "pnl-neg"}">${u === null || u === undefined ? "—" : signed(u, 2)}</td>
+      <td class="r mono mkt-pnl ${rk.daily_pnl > 0 ? "pnl-pos" : rk.daily_pnl < 0 ? "pnl-neg" : ""}">${usd(rk.daily_pnl)}</td>
+      <td class="r mono">${rk.trades_today ?? "—"}</td>
+      <td class="mkt-state" title="${esc(state[1])}">${state[0]}</td></tr>`;
+  }).join("") || '<tr><td colspan="13" class="muted">no market yet</td></tr>';
+}
+$("markets").addEventListener("click", (ev) => {
+  const tr = ev.target.closest("tr[data-market]");
+  if (tr) selectMarket(tr.dataset.market);
+});
 
 // ---------- rendering ----------
 function renderBook(el, ageEl, b) {
@@ -165,18 +237,31 @@ function render(d) {
     loadConfig().catch(() => {});
   }
 
-  // btc & market
-  $("btc-price").textContent = btcFmt(d.btc_price);
-  const m = d.market;
+  // the overview of every market, and the selected one in detail below it
+  const v = detailOf(d);
+  shown = v;
+  renderMarkets(d, v.key);
+  chartsFor(v.key);
+  const asset = (v.row && v.row.asset) || (v.key ? v.key.split("-")[0] : "btc");
+  const spot = v.row ? v.row.spot : d.btc_price;
+  const spotAge = v.row ? v.row.spot_age_ms : d.btc_age_ms;
+  $("spot-label").textContent = `${asset.toUpperCase()} / USD`;
+  $("chart-spot-title").textContent = `${asset.toUpperCase()} price · ${v.key}`;
+  document.title = `Polyedge · ${v.key || "BTC 5m"}`;
+  $("ctl-scope-selected").textContent = `${v.key} only`;
+
+  // spot & market
+  $("btc-price").textContent = priceFmt(spot);
+  const m = v.market;
   const ptb = m && m.price_to_beat;
-  $("ptb").textContent = btcFmt(ptb);
+  $("ptb").textContent = priceFmt(ptb);
   $("ptb-src").textContent = m ? (m.price_to_beat_source || (ptb ? "" : "not published yet")) : "—";
-  if (ptb && d.btc_price) {
-    const diff = d.btc_price - ptb;
-    $("btc-vs-ptb").textContent = `${signed(diff)} vs to-beat → ${diff >= 0 ? "Up" : "Down"}`;
+  if (ptb && spot) {
+    const diff = spot - ptb;
+    $("btc-vs-ptb").textContent = `${signed(diff, Math.abs(diff) >= 10 ? 2 : 4)} vs to-beat → ${diff >= 0 ? "Up" : "Down"}`;
     setCls($("btc-vs-ptb"), "sub mono", diff >= 0 ? "pnl-pos" : "pnl-neg");
-  } else { $("btc-vs-ptb").textContent = d.btc_age_ms !== null ? "age " + ageFmt(d.btc_age_ms) : "no trades yet"; }
-  $("market-slug").textContent = m ? m.slug : "no market yet";
+  } else { $("btc-vs-ptb").textContent = spotAge !== null && spotAge !== undefined ? "age " + ageFmt(spotAge) : "no trades yet"; }
+  $("market-slug").textContent = m ? m.slug : (v.key ? `${v.key}: no window yet` : "no market yet");
   if (m) {
     const left = m.seconds_left;
     const mm = Math.floor(left / 60), ss = Math.floor(left % 60);
@@ -199,8 +284,8 @@ function render(d) {
   if (!(strat && strat.alive === false)) $("risk-reasons").textContent = (r.reasons && r.reasons.length) ? r.reasons.join(", ") : (r.loss_streak ? `loss streak ${r.loss_streak}` : "no halt reasons");
 
   // signal
-  const s = d.signal;
-  const up = d.books && d.books.up;
+  const s = v.signal;
+  const up = v.books && v.books.up;
   $("sig-side").textContent = s ? s.side : "—";
   setCls($("sig-side"), "side", s ? s.side : "none");
   // the last score heard, with its age: a signal that stopped is marked stale, not shown as now
@@ -224,12 +309,12 @@ function render(d) {
   $("scores").className = sc && sc.n && sc.brier_model > sc.brier_market ? "hint sev-warning" : "hint";
 
   // books
-  renderBook($("book-up"), $("book-up-age"), d.books && d.books.up);
-  renderBook($("book-down"), $("book-down-age"), d.books && d.books.down);
+  renderBook($("book-up"), $("book-up-age"), v.books && v.books.up);
+  renderBook($("book-down"), $("book-down-age"), v.books && v.books.down);
 
   // position
-  const p = d.position || {};
-  if (!d.position) { $("position").innerHTML = '<div class="muted">no data</div>'; }
+  const p = v.position || {};
+  if (!v.position) { $("position").innerHTML = '<div class="muted">no data</div>'; }
   else if (!p.open) { $("position").innerHTML = '<div class="muted">flat — no open position</div>'; }
   else {
     const u = p.unrealized_pnl;
@@ -272,13 +357,13 @@ function render(d) {
   // activity
   const acts = [
     ...(d.fills || []).map((f) => ({ t: f.ts_fill_ns, what: "fill", side: `${f.side} ${f.outcome || ""}`, price: fmt(f.price, 3), size: fmt(f.size, 2), detail: `fee ${fmt(f.fee, 4)}${f.dry_run ? " · dry" : ""}` })),
-    ...(d.decisions || []).map((x) => ({ t: x.ts_ns, what: x.action, side: x.side || "", price: "", size: "", detail: x.reason })),
+    ...(d.decisions || []).map((x) => ({ t: x.ts_ns, what: x.action, side: x.side || "", price: "", size: "", detail: `${x.market ? x.market + " · " : ""}${x.reason}` })),
   ].sort((a, b) => b.t - a.t).slice(0, 10);
   $("activity").innerHTML = acts.map((a) => `<tr><td class="mono">${a.t ? hhmmss(a.t) : "—"}</td><td>${esc(a.what)}</td><td>${esc(a.side)}</td><td class="r mono">${a.price}</td><td class="r mono">${a.size}</td><td class="muted">${esc(a.detail)}</td></tr>`).join("") || '<tr><td colspan="6" class="muted">nothing yet</td></tr>';
 
   // charts
   const t = d.ts_ns / 1e9;
-  if (d.btc_price !== null) pushPoint(btcData, [t, d.btc_price]);
+  if (spot !== null && spot !== undefined) pushPoint(btcData, [t, spot]);
   if (s) pushPoint(probData, [t, s.p_up, mid]);
   if (btcChart) { btcChart.setData(btcData); probChart.setData(probData); }
 }
@@ -421,10 +506,11 @@ async function control(path, title, text, label, danger) {
   btns.forEach((b) => (b.disabled = true));
   say($("control-msg"), true, "sending… waiting for strategy to confirm");
   try {
-    const { status, doc } = await post(path, { reason: "dashboard" });
+    const scope = $("ctl-scope").value === "selected" && shown ? shown.key : "";
+    const { status, doc } = await post(path, scope ? { reason: "dashboard", market: scope } : { reason: "dashboard" });
     if (status === 200) {
       const risk = doc.risk || {};
-      say($("control-msg"), true, `confirmed by strategy: ${risk.halted ? "HALTED" : "active"}${risk.reasons && risk.reasons.length ? " (" + risk.reasons.join(", ") + ")" : ""}`);
+      say($("control-msg"), true, `confirmed by strategy${scope ? " for " + scope : ""}: ${risk.halted ? "HALTED" : "active"}${risk.reasons && risk.reasons.length ? " (" + risk.reasons.join(", ") + ")" : ""}`);
     } else {
       say($("control-msg"), false, `${status}: ${doc.error || "failed"}`);
     }
@@ -447,9 +533,12 @@ async function loadConfig() {
   $("cfg-form").innerHTML = Object.entries(cfgDoc).map(([k, v]) => {
     // a field with a set of values (order_type, a boolean) is a choice, never free text
     const opts = choices[k] || (typeof v === "boolean" ? ["true", "false"] : null);
-    const field = opts
+    // a list or object (the `markets` list) is edited as JSON text
+    const field = v !== null && typeof v === "object"
+      ? `<textarea id="cfg-${k}" name="${esc(k)}" data-type="json" spellcheck="false">${esc(JSON.stringify(v))}</textarea>`
+      : opts
       ? `<select id="cfg-${k}" name="${esc(k)}" data-type="${typeof v}">${opts.map((c) => `<option value="${esc(c)}"${String(c) === String(v) ? " selected" : ""}>${esc(c)}</option>`).join("")}</select>`
-      : `<input id="cfg-${k}" name="${esc(k)}" value="${esc(typeof v === "object" ? JSON.stringify(v) : v)}" data-type="${typeof v}">`;
+      : `<input id="cfg-${k}" name="${esc(k)}" value="${esc(v)}" data-type="${typeof v}">`;
     const changed = k in diff;
     const dflt = changed ? ` <span class="cfg-default" id="cfgdef-${k}">default ${esc(diff[k].default)}</span>` : "";
     return `<label for="cfg-${k}" title="${esc(k)}${changed ? " (changed from the default " + esc(diff[k].default) + ")" : ""}"${changed ? ' class="cfg-changed"' : ""}>${esc(k)}${dflt}</label>${field}
@@ -459,11 +548,13 @@ async function loadConfig() {
 
 function readConfigForm() {
   const out = {};
-  for (const inp of $("cfg-form").querySelectorAll("input, select")) {
+  for (const inp of $("cfg-form").querySelectorAll("input, select, textarea")) {
     const raw = inp.value.trim();
-    if (inp.dataset.type === "number") out[inp.name] = raw === "" || Number.isNaN(Number(raw)) ? raw : Number(raw);
+    if (inp.dataset.type === "json") {
+      // invalid JSON goes as typed: strategy's validation names the field
+      try { out[inp.name] = JSON.parse(raw); } catch (e) { out[inp.name] = raw; }
+    } else if (inp.dataset.type === "number") out[inp.name] = raw === "" || Number.isNaN(Number(raw)) ? raw : Number(raw);
     else if (inp.dataset.type === "boolean") out[inp.name] = raw === "true";
-    else if (inp.dataset.type === "object") { try { out[inp.name] = JSON.parse(raw); } catch { out[inp.name] = raw; } }  // markets: JSON
     else out[inp.name] = raw;
   }
   return out;
@@ -472,10 +563,10 @@ function readConfigForm() {
 async function saveConfig(ev) {
   ev.preventDefault();
   for (const el of $("cfg-form").querySelectorAll(".ferr")) el.classList.add("hidden");
-  for (const el of $("cfg-form").querySelectorAll("input, select")) el.classList.remove("bad");
+  for (const el of $("cfg-form").querySelectorAll("input, select, textarea")) el.classList.remove("bad");
   // a merge patch: only the fields edited here, so a change made elsewhere meanwhile is kept
   const form = readConfigForm();
-  const same = (a, b) => (typeof b === "object" ? JSON.stringify(a) === JSON.stringify(b) : a === b);
+  const same = (a, b) => (a !== null && typeof a === "object" ? JSON.stringify(a) === JSON.stringify(b) : a === b);
   const patch = Object.fromEntries(Object.entries(form).filter(([k, v]) => !same(v, cfgDoc[k])));
   if (!Object.keys(patch).length) { say($("cfg-msg"), true, "no change"); return; }
   const { status, doc } = await post("/api/config", patch);
@@ -486,8 +577,13 @@ async function saveConfig(ev) {
   }
   const fe = doc.field_errors || {};
   for (const [k, msg] of Object.entries(fe)) {
-    const el = $(`cfgerr-${k}`);
-    if (el) { el.textContent = msg; el.classList.remove("hidden"); $(`cfg-${k}`).classList.add("bad"); }
+    // "markets[1].window" is an error in the `markets` field: shown there with its path
+    const base = $(`cfgerr-${k}`) ? k : k.split(/[.[]/)[0];
+    const el = $(`cfgerr-${base}`);
+    if (el) {
+      el.textContent = base === k ? msg : [el.classList.contains("hidden") ? "" : el.textContent, `${k}: ${msg}`].filter(Boolean).join("\n");
+      el.classList.remove("hidden"); $(`cfg-${base}`).classList.add("bad");
+    }
   }
   say($("cfg-msg"), false, `${status}: ${Object.keys(fe).length ? Object.keys(fe).length + " field(s) invalid, nothing applied" : doc.error}`);
 }
@@ -533,5 +629,5 @@ $("btn-token").onclick = async () => {
 };
 
 makeCharts();
-loadHistory().finally(connect);
+loadHistory(selected).finally(connect);
 loadConfig().catch(() => say($("cfg-msg"), false, "could not load config"));
