@@ -102,8 +102,10 @@ class StrategyRunner(ServiceRunner):
                 # a trade that closed while strategy was down: its P&L still reaches observe
                 self.replayed_closes += [m for t, m in emitted if t == topics.TRADE_CLOSED]
             self.core.seed_redemptions(ledger_redemptions(self.store.conn, self.venue, paper))
-            pos = self.core.position
-            if pos is not None and pos.fee_rate is None and pos.entry_client_order_id:
+            for ms in self.core.market_states.values():
+                pos = ms.position
+                if pos is None or pos.fee_rate is not None or not pos.entry_client_order_id:
+                    continue
                 # the entry order's terms, so an exit right after this start is valued and sent
                 # with the market's fee schedule instead of waiting for md.market
                 terms = ledger_order_terms(self.store.conn, pos.entry_client_order_id)
@@ -199,7 +201,8 @@ class StrategyRunner(ServiceRunner):
             # also without market data, so observe and operators always see the risk state
             self._next_state = now + STATE_EVERY_NS
             super().send(topics.RISK_STATE, self.core.risk_state())
-            super().send(topics.POSITION, self.core.position_state())
+            for ps in self.core.position_states():
+                super().send(topics.POSITION, ps)
             if self.last_snapshot is not None:  # a subscriber that joined late learns it too
                 super().send(topics.CONFIG_SNAPSHOT, self.last_snapshot)
             if self.replayed_closes and now - self.started_ns < REPLAYED_CLOSES_FOR_NS:
@@ -236,7 +239,7 @@ class StrategyRunner(ServiceRunner):
         startup = [
             (topics.CONFIG_SNAPSHOT, self.core.startup_snapshot()),
             (topics.RISK_STATE, self.core.risk_state()),
-            (topics.POSITION, self.core.position_state()),
+            *((topics.POSITION, ps) for ps in self.core.position_states()),
         ]
         self.deliver(Emitted(startup, self.core.take_logs()))
         try:

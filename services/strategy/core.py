@@ -151,6 +151,73 @@ class PendingOrder:
     # which follow the ack, are all it will get, whatever their size against `size` (a BUY's
     # collateral is cut to cents, 3.5 shares can fill as 3.49)
     final: bool = False
+    market: str = ""  # the series key ("btc-5m") of the order's market
+
+
+DEFAULT_MARKET_KEY = "btc-5m"
+
+
+def market_key_of_slug(slug: str) -> str:
+    """The series key of a clock-built slug: `eth-updown-15m-1764000000` -> "eth-15m"; ""
+    when the slug is not of that form (markets of other windows are named by their MarketInfo)."""
+    asset, sep, rest = slug.partition("-updown-")
+    if not sep or not asset:
+        return ""
+    window = rest.split("-", 1)[0]
+    return f"{asset}-{window}" if window else ""
+
+
+@dataclass
+class MarketState:
+    """One market series' own state (series key `key`, e.g. "eth-15m"): its config (the base
+    config with the market's overrides), its open position, its day's counters and its halt.
+    `configured` is False once a hot reload removed the market: it is kept, trading no more,
+    until its position is flat and nothing of it is in flight."""
+
+    key: str
+    config: StrategyConfig
+    configured: bool = True
+    position: Position | None = None
+    last_signal: SignalScore | None = None
+    daily_pnl: float = 0.0  # USD realised today in this market
+    trades_today: int = 0
+    wins_today: int = 0
+    loss_streak: int = 0
+    halted: bool = False  # an operator's halt of this market alone (TriggerEmergencyStop.market)
+    halt_reason: str = ""
+    force_exit_waiting: str = ""  # a ForceExit's reason, while the market's terms are unknown
+    last_exit_try_ns: int = 0
+    last_block: str = ""
+    window_warning: str = ""  # the config's entry window cannot fit the market's window
+    terms_wait_logged: str = ""
+
+    def persistent(self) -> dict[str, Any]:
+        return {
+            "position": asdict(self.position) if self.position else None,
+            "daily_pnl": self.daily_pnl,
+            "trades_today": self.trades_today,
+            "wins_today": self.wins_today,
+            "loss_streak": self.loss_streak,
+            "halted": self.halted,
+            "halt_reason": self.halt_reason,
+            "force_exit_waiting": self.force_exit_waiting,
+            "configured": self.configured,
+        }
+
+    def restore(self, doc: Mapping[str, Any]) -> None:
+        pos = doc.get("position")
+        self.position = Position(**pos) if pos else None
+        self.daily_pnl = float(doc.get("daily_pnl", 0.0))
+        self.trades_today = int(doc.get("trades_today", 0))
+        self.wins_today = int(doc.get("wins_today", 0))
+        self.loss_streak = int(doc.get("loss_streak", 0))
+        self.halted = bool(doc.get("halted", False))
+        self.halt_reason = str(doc.get("halt_reason", ""))
+        self.force_exit_waiting = str(doc.get("force_exit_waiting", ""))
+        self.configured = bool(doc.get("configured", True))
+
+    def new_day(self) -> None:
+        self.daily_pnl, self.trades_today, self.wins_today, self.loss_streak = 0.0, 0, 0, 0
 
 
 def snap_down(price: float, tick: float) -> float:
@@ -200,7 +267,10 @@ class StrategyCore(Core):
         self.loss_streak = 0
         # entries sent per window (slug -> count), an entry that got no fill not counted
         self.entries: dict[str, int] = {}
-        self.position: Position | None = None  # the position of a window still open
+        # per market series (series key -> its state: position of a window still open, the
+        # day's counters, its halt); the totals above are over all of them
+        self.market_states: dict[str, MarketState] = {}
+        self.slug_market: dict[str, str] = {}  # slug -> series key, from md.market
         # positions whose window ended, held until a source says how the market resolved: they
         # are capital at risk but do not block entries in later windows
         self.awaiting: dict[str, Position] = {}
@@ -212,15 +282,9 @@ class StrategyCore(Core):
         self.books = SnapshotBooks()  # built from the latest snapshot when read
         self.last_btc_ns = 0
         self.feed_stale: dict[str, bool] = {}
-        self.last_signal: SignalScore | None = None
         self.closed_trades: list[dict[str, Any]] = []
         self._next_state_ns = 0
-        self._last_block = ""
-        self.window_warning = ""  # the config's entry window cannot fit the market's window
-        self._last_exit_try_ns = 0
         self._intent_n = 0
-        self.force_exit_waiting = ""  # a ForceExit's reason, while the market's terms are unknown
-        self._terms_wait_logged = ""
         self.applied_fills: list[str] = []  # keys of fills already counted (bounded)
         self.fill_watermark_ns = 0  # newest fill time seen: ledger replay starts a bit before
         # settled wins not yet redeemed (condition id -> USD expected) and what came back; rebuilt
@@ -228,8 +292,87 @@ class StrategyCore(Core):
         self.redemptions_open: dict[str, float] = {}
         self.redeemed: dict[str, float] = {}  # condition id -> USD returned (bounded)
         self.redeemed_usd = 0.0
+        self._sync_markets()
         if state:
             self.restore(state)
+
+    # ------------------------------------------------------------------ markets
+    def market_configs(self) -> dict[str, StrategyConfig]:
+        """The configured markets (series key -> the config it trades with), in config order."""
+        return {DEFAULT_MARKET_KEY: self.config}
+
+    def _sync_markets(self) -> None:
+        """Make `market_states` follow the config: new markets get a state, every configured
+        one its current config; a removed market stays (not configured) until it is flat."""
+        configs = self.market_configs()
+        for key, cfg in configs.items():
+            ms = self.market_states.get(key)
+            if ms is None:
+                self.market_states[key] = MarketState(key, cfg)
+            else:
+                ms.config, ms.configured = cfg, True
+        for key, ms in list(self.market_states.items()):
+            if key not in configs:
+                ms.configured = False
+        self._default_key = next(iter(configs), DEFAULT_MARKET_KEY)
+        self._drop_flat_removed()
+
+    def _drop_flat_removed(self) -> None:
+        for key, ms in list(self.market_states.items()):
+            if ms.configured or ms.position is not None:
+                continue
+            if any(o.market == key for o in self.pending.values()):
+                continue
+            if any(self.market_of(slug) == key for slug in self.awaiting):
+                continue
+            del self.market_states[key]
+            self._risk_event("market_removed", market=key)
+
+    def market_of(self, slug: str) -> str:
+        """The series key of `slug`: from its md.market, else from the slug's form, else the
+        first configured market."""
+        key = self.slug_market.get(slug)
+        if key is None:
+            key = market_key_of_slug(slug) or self._default_key
+            if key not in self.market_states:
+                key = self._default_key
+        return key
+
+    def state_of(self, slug: str) -> MarketState:
+        """The state of `slug`'s market (created, not configured, when unknown)."""
+        key = self.market_of(slug)
+        ms = self.market_states.get(key)
+        if ms is None:
+            ms = self.market_states[key] = MarketState(key, self.config, configured=False)
+        return ms
+
+    @property
+    def position(self) -> Position | None:
+        """The first market's open position (the only one with a single market), else any."""
+        for ms in self.market_states.values():
+            if ms.position is not None:
+                return ms.position
+        return None
+
+    @property
+    def force_exit_waiting(self) -> str:
+        return next(
+            (ms.force_exit_waiting for ms in self.market_states.values() if ms.force_exit_waiting),
+            "",
+        )
+
+    @property
+    def window_warning(self) -> str:
+        return next(
+            (
+                f"{ms.key}: {ms.window_warning}"
+                if len(self.market_states) > 1
+                else ms.window_warning
+                for ms in self.market_states.values()
+                if ms.window_warning
+            ),
+            "",
+        )
 
     # ------------------------------------------------------------------ persistence
     def persistent(self) -> dict[str, Any]:
@@ -253,6 +396,7 @@ class StrategyCore(Core):
             "loss_streak": self.loss_streak,
             "entries": dict(list(self.entries.items())[-50:]),
             "position": asdict(self.position) if self.position else None,
+            "markets": {k: ms.persistent() for k, ms in self.market_states.items()},
             "awaiting": {k: asdict(v) for k, v in self.awaiting.items()},
             "pending": {k: asdict(v) for k, v in self.pending.items()},
             "settled": self.settled[-50:],
@@ -274,13 +418,27 @@ class StrategyCore(Core):
         self.wins_today = int(state.get("wins_today", 0))
         self.loss_streak = int(state.get("loss_streak", 0))
         self.entries = {str(k): int(v) for k, v in (state.get("entries") or {}).items()}
-        pos = state.get("position")
-        self.position = Position(**pos) if pos else None
         self.awaiting = {k: Position(**v) for k, v in (state.get("awaiting") or {}).items()}
         self.pending = {k: PendingOrder(**v) for k, v in (state.get("pending") or {}).items()}
+        markets = state.get("markets")
+        if isinstance(markets, dict):
+            for key, doc in markets.items():
+                ms = self.market_states.get(key)
+                if ms is None:  # removed from the config while down: kept until flat
+                    ms = self.market_states[key] = MarketState(key, self.config, configured=False)
+                ms.restore(doc)
+                ms.configured = key in self.market_configs()
+        else:  # saved before markets: the one position and the day's counters are the first's
+            ms = self.state_of(str((state.get("position") or {}).get("slug", "")))
+            pos = state.get("position")
+            ms.position = Position(**pos) if pos else None
+            ms.daily_pnl, ms.trades_today = self.daily_pnl, self.trades_today
+            ms.wins_today, ms.loss_streak = self.wins_today, self.loss_streak
+            ms.force_exit_waiting = str(state.get("force_exit_waiting", ""))
+        for o in self.pending.values():
+            o.market = o.market or self.market_of(o.slug)
         self.settled = list(state.get("settled") or [])
         self._intent_n = int(state.get("intent_n", 0))
-        self.force_exit_waiting = str(state.get("force_exit_waiting", ""))
         self.applied_fills = list(state.get("applied_fills") or [])
         self.fill_watermark_ns = int(state.get("fill_watermark_ns", 0))
 
@@ -295,29 +453,59 @@ class StrategyCore(Core):
             reasons.append("loss_streak")
         return reasons
 
-    def capital_at_risk(self) -> float:
-        """Collateral (USD, fees included) in positions not yet closed or settled: the open one
-        and every one awaiting resolution."""
-        held = [self.position] if self.position is not None else []
-        return sum(p.cost for p in [*held, *self.awaiting.values()])
+    def market_halt_reasons(self, ms: MarketState) -> list[str]:
+        """Why one market alone is halted: an operator's halt of it, its own daily loss limit
+        or loss streak (its config's, overrides included)."""
+        reasons = []
+        if ms.halted:
+            reasons.append("market_stop")
+        if ms.daily_pnl <= -ms.config.max_daily_loss_usd + EPS:
+            reasons.append("market_daily_loss_limit")
+        if ms.loss_streak >= ms.config.max_consecutive_losses:
+            reasons.append("market_loss_streak")
+        return reasons
+
+    def capital_at_risk(self, market: str | None = None) -> float:
+        """Collateral (USD, fees included) in positions not yet closed or settled: the open ones
+        and every one awaiting resolution; of one market (series key) when `market` is given."""
+        total = 0.0
+        for ms in self.market_states.values():
+            if ms.position is not None and (market is None or ms.key == market):
+                total += ms.position.cost
+        for slug, p in self.awaiting.items():
+            if market is None or self.market_of(slug) == market:
+                total += p.cost
+        return total
+
+    def open_positions(self) -> int:
+        """Markets holding a position in a window still open, or with an entry in flight."""
+        keys = {ms.key for ms in self.market_states.values() if ms.position is not None}
+        keys.update(o.market for o in self.pending.values() if o.kind == "entry")
+        return len(keys)
 
     def open_slugs(self) -> list[str]:
-        """Slugs of the open position and of those awaiting resolution."""
-        return ([self.position.slug] if self.position else []) + list(self.awaiting)
+        """Slugs of the open positions and of those awaiting resolution."""
+        held = [ms.position.slug for ms in self.market_states.values() if ms.position]
+        return held + list(self.awaiting)
 
     def _park_ended(self) -> None:
         """A position whose window ended (and no order of it in flight) waits for resolution
         aside, so the next window can trade."""
-        p = self.position
-        if p is None or p.window_end_ns <= 0 or self.now_ns < p.window_end_ns:
-            return
-        if any(o.slug == p.slug for o in self.pending.values()):
-            return
-        self.awaiting[p.slug] = p
-        self.position = None
-        self._risk_event(
-            "position_awaiting_resolution", slug=p.slug, size=p.size, cost=round(p.cost, 6)
-        )
+        for ms in self.market_states.values():
+            p = ms.position
+            if p is None or p.window_end_ns <= 0 or self.now_ns < p.window_end_ns:
+                continue
+            if any(o.slug == p.slug for o in self.pending.values()):
+                continue
+            self.awaiting[p.slug] = p
+            ms.position = None
+            self._risk_event(
+                "position_awaiting_resolution",
+                slug=p.slug,
+                market=ms.key,
+                size=p.size,
+                cost=round(p.cost, 6),
+            )
 
     def risk_state(self) -> RiskState:
         reasons = self.halt_reasons()
@@ -341,11 +529,28 @@ class StrategyCore(Core):
             redeemed_usd=round(self.redeemed_usd, 6),
         )
 
-    def position_state(self) -> PositionState:
-        p = self.position
+    def position_states(self) -> list[PositionState]:
+        """One PositionState per market (the first market's alone with a single market)."""
+        return [self.position_state(ms) for ms in self.market_states.values()]
+
+    def position_state(self, ms: MarketState | None = None) -> PositionState:
+        """The position of one market (`ms`; the first market with a position when None): the
+        open one, else the latest awaiting resolution, else a closed state."""
+        if ms is None:
+            ms = next(
+                (m for m in self.market_states.values() if m.position is not None),
+                self.market_states.get(self._default_key),
+            )
+        p = ms.position if ms is not None else None
         awaiting = False
         if p is None and self.awaiting:
-            p, awaiting = max(self.awaiting.values(), key=lambda x: x.window_end_ns), True
+            mine = [
+                a
+                for slug, a in self.awaiting.items()
+                if ms is None or len(self.market_states) == 1 or self.market_of(slug) == ms.key
+            ]
+            if mine:
+                p, awaiting = max(mine, key=lambda x: x.window_end_ns), True
         if p is None:
             return PositionState(ts_ns=self.now_ns, open=False)
         book = self.books.get(p.asset_id)
@@ -386,6 +591,8 @@ class StrategyCore(Core):
             self.day, self.daily_pnl, self.trades_today, self.wins_today = day, 0.0, 0, 0
             # a loss-streak halt lasts for the rest of the UTC day
             self.loss_streak = 0
+            for ms in self.market_states.values():
+                ms.new_day()
             if was_halted != self.halt_reasons():
                 out.append((topics.RISK_STATE, self.risk_state()))
 
@@ -395,26 +602,30 @@ class StrategyCore(Core):
         self._advance(msg.ts_ns, out)
         self._expire_pending(out)
         self._park_ended()
-        self._check_exit(out)
+        for ms in list(self.market_states.values()):
+            self._check_exit(out, ms)
+        self._drop_flat_removed()
         if self.now_ns >= self._next_state_ns:
             self._next_state_ns = self.now_ns + STATE_EVERY_NS
             out.append((topics.RISK_STATE, self.risk_state()))
-            out.append((topics.POSITION, self.position_state()))
+            out.extend((topics.POSITION, ps) for ps in self.position_states())
         return out
 
     def on_signal_score(self, msg: SignalScore, now_ns: int) -> Out:
         out: Out = []
         self._advance(msg.ts_ns, out)
-        self.last_signal = msg
-        self._on_signal(msg, out)
+        ms = self.state_of(msg.slug)
+        ms.last_signal = msg
+        self._on_signal(msg, ms, out)
         return out
 
     def on_book_snapshot(self, msg: BookSnapshot, now_ns: int) -> Out:
         out: Out = []
         self._advance(msg.ts_recv_ns, out)
         self._on_book(msg)
-        if self.position is not None and msg.asset_id == self.position.asset_id:
-            self._check_exit(out)
+        for ms in self.market_states.values():
+            if ms.position is not None and msg.asset_id == ms.position.asset_id:
+                self._check_exit(out, ms)
         return out
 
     def on_btc_trade(self, msg: BtcTrade, now_ns: int) -> Out:
@@ -427,13 +638,17 @@ class StrategyCore(Core):
         out: Out = []
         self._advance(msg.ts_recv_ns, out)
         self.markets[msg.slug] = msg
-        if self.position is not None and self.position.slug == msg.slug:
-            self.position.window_end_ns = msg.window_end_ns  # unknown if rebuilt from a fill
-            self.position.take_terms(msg, "md.market")
-            if self.force_exit_waiting:
-                self._force_exit(self.force_exit_waiting, out)
+        key = self._series_key(msg)
+        if key:
+            self.slug_market[msg.slug] = key
+        ms = self.state_of(msg.slug)
+        if ms.position is not None and ms.position.slug == msg.slug:
+            ms.position.window_end_ns = msg.window_end_ns  # unknown if rebuilt from a fill
+            ms.position.take_terms(msg, "md.market")
+            if ms.force_exit_waiting:
+                self._force_exit(ms.force_exit_waiting, ms, out)
             else:
-                self._check_exit(out)
+                self._check_exit(out, ms)
         self.token_slug[msg.up_token_id] = msg.slug
         self.token_slug[msg.down_token_id] = msg.slug
         self._prune_markets()
@@ -538,16 +753,22 @@ class StrategyCore(Core):
         # the probe goes on down the orders stream, as an intent would
         return [(topics.ORDER_INTENT, forward_probe(msg, "strategy", now_ns))]
 
+    def _series_key(self, m: MarketInfo) -> str:
+        """The series key a MarketInfo names ("" when it cannot say)."""
+        return market_key_of_slug(m.slug)
+
     def _prune_markets(self) -> None:
-        if len(self.markets) <= 16:
+        limit = 16 * max(1, len(self.market_states))
+        if len(self.markets) <= limit:
             return
         keep = set(self.open_slugs())
         for slug, m in sorted(self.markets.items(), key=lambda kv: kv[1].window_end_ns):
-            if len(self.markets) <= 16:
+            if len(self.markets) <= limit:
                 break
             if slug in keep or m.window_end_ns > self.now_ns:
                 continue
             del self.markets[slug]
+            self.slug_market.pop(slug, None)
             for t in (m.up_token_id, m.down_token_id):
                 self.token_slug.pop(t, None)
                 self.books.pop(t, None)
@@ -589,8 +810,9 @@ class StrategyCore(Core):
             )
         )
         key = f"{action}:{reason}"
+        ms = self.state_of(slug)
         if action == "skip":
-            if key != self._last_block:
+            if key != ms.last_block:
                 self.log(
                     "strategy",
                     "decision",
@@ -602,9 +824,9 @@ class StrategyCore(Core):
                 )
                 if reason.startswith(RISK_REASONS):
                     self._risk_event("entry_blocked", reason=reason, slug=slug, **details)
-            self._last_block = key
+            ms.last_block = key
         else:
-            self._last_block = ""
+            ms.last_block = ""
             self.log(
                 "strategy",
                 "decision",
@@ -616,11 +838,12 @@ class StrategyCore(Core):
                 **details,
             )
 
-    def _check_window_fits(self, cfg: Any, window_s: float) -> None:
+    def _check_window_fits(self, ms: MarketState, window_s: float) -> None:
         """Set `window_warning` (and log it once, WARNING) when entries can never happen in a
         market of `window_s` seconds: `entry_window_min_sec` + `min_seconds_before_close` leave
         no second to enter (e.g. 45 + 30 with the simulated venue's 20 s windows). Cleared when
         the config or the window changes so that they fit."""
+        cfg = ms.config
         opens, closes = cfg.entry_window_min_sec, cfg.min_seconds_before_close
         text = ""
         if window_s > 0 and opens + closes >= window_s:
@@ -629,44 +852,64 @@ class StrategyCore(Core):
                 f"min_seconds_before_close {closes:g} >= the market's window of {window_s:g} s; "
                 "lower them (data/config.json or POST /api/config)"
             )
-        if text != self.window_warning:
-            self.window_warning = text
+        if text != ms.window_warning:
+            ms.window_warning = text
             if text:
                 self.log(
                     "strategy",
                     "entry_window_cannot_open",
                     "WARNING",
+                    market=ms.key,
                     window_s=window_s,
                     entry_window_min_sec=opens,
                     min_seconds_before_close=closes,
                     message=text,
                 )
 
-    def entry_block(self, s: SignalScore) -> tuple[str, dict[str, Any]]:
-        """Why no entry on this signal ("" if none), with the numbers behind the reason."""
-        cfg = self.config
+    def entry_block(
+        self, s: SignalScore, ms: MarketState | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """Why no entry on this signal ("" if none), with the numbers behind the reason. `ms`:
+        the signal's market state (found from the signal when not given). The market's own
+        limits use its config (base config + its overrides); the global ones (halts, daily
+        loss, trades per day, capital at risk, open positions) the base config on the totals."""
+        ms = ms or self.state_of(s.slug)
+        cfg = ms.config
+        base = self.config
         halts = self.halt_reasons()
         if halts:
             return "halted:" + ",".join(halts), {}
+        halts = self.market_halt_reasons(ms)
+        if halts:
+            return "halted:" + ",".join(halts), {"market": ms.key}
+        if not ms.configured:
+            return "market_not_configured", {"market": ms.key}
         self._park_ended()
         stale_ns = cfg.stale_after_ms * MS
         # a stale BTC feed is named before the open position: "position_open" is routine, and
         # would hide for the whole hold that entries are blocked by the feed as well
         if self.feed_stale.get("binance") or self.now_ns - self.last_btc_ns > stale_ns:
             stale: dict[str, Any] = {"age_ms": (self.now_ns - self.last_btc_ns) / MS}
-            if self.position is not None:
-                stale["position_slug"] = self.position.slug
+            if ms.position is not None:
+                stale["position_slug"] = ms.position.slug
             return "stale_price_data", stale
-        if self.position is not None:
-            return "position_open", {"position_slug": self.position.slug}
-        if any(p.kind == "entry" for p in self.pending.values()):
+        if ms.position is not None:
+            return "position_open", {"position_slug": ms.position.slug}
+        if any(p.kind == "entry" and p.market == ms.key for p in self.pending.values()):
             return "order_pending", {}
         at_risk = self.capital_at_risk()
-        if at_risk + cfg.stake_per_trade_usd > cfg.max_capital_at_risk_usd + EPS:
+        if at_risk + cfg.stake_per_trade_usd > base.max_capital_at_risk_usd + EPS:
             return "capital_at_risk", {
                 "capital_at_risk": round(at_risk, 6),
                 "awaiting_resolution": sorted(self.awaiting),
             }
+        if cfg is not base or len(self.market_states) > 1:
+            mine = self.capital_at_risk(ms.key)
+            if mine + cfg.stake_per_trade_usd > cfg.max_capital_at_risk_usd + EPS:
+                return "capital_at_risk", {"market": ms.key, "capital_at_risk": round(mine, 6)}
+            held = self.open_positions()
+            if held >= base.max_open_positions:
+                return "max_open_positions", {"open_positions": held}
         m = self.markets.get(s.slug)
         if m is None:
             return "no_market", {}
@@ -707,13 +950,15 @@ class StrategyCore(Core):
                 return first_block
         elapsed = (self.now_ns - m.window_start_ns) / NS
         remaining = (m.window_end_ns - self.now_ns) / NS
-        self._check_window_fits(cfg, (m.window_end_ns - m.window_start_ns) / NS)
+        self._check_window_fits(ms, (m.window_end_ns - m.window_start_ns) / NS)
         if elapsed < cfg.entry_window_min_sec:
             return "entry_window_not_open", {"elapsed_s": elapsed}
         if remaining < cfg.min_seconds_before_close:
             return "too_close_to_close", {"remaining_s": remaining}
-        if self.trades_today >= cfg.max_trades_per_day:
+        if self.trades_today >= base.max_trades_per_day:
             return "max_trades_per_day", {"trades_today": self.trades_today}
+        if ms.trades_today >= cfg.max_trades_per_day:
+            return "max_trades_per_day", {"market": ms.key, "trades_today": ms.trades_today}
         entered = self.entries.get(s.slug, 0)
         if entered >= cfg.max_entries_per_window:
             # every entry pays the spread and the fee again: churn, not information
@@ -753,25 +998,34 @@ class StrategyCore(Core):
         # positions' collateral also lost, the day must stay within max_daily_loss_usd
         worst = cfg.stake_per_trade_usd * (1.0 + fee / ask)
         floor = self.daily_pnl - self.capital_at_risk() - worst
-        if floor < -cfg.max_daily_loss_usd - EPS:
+        if floor < -base.max_daily_loss_usd - EPS:
             return "daily_loss_headroom", {
                 "daily_pnl": round(self.daily_pnl, 6),
                 "capital_at_risk": round(self.capital_at_risk(), 6),
                 "worst_case_loss": round(worst, 6),
             }
+        if cfg is not base or len(self.market_states) > 1:
+            mine = self.capital_at_risk(ms.key)
+            if ms.daily_pnl - mine - worst < -cfg.max_daily_loss_usd - EPS:
+                return "daily_loss_headroom", {
+                    "market": ms.key,
+                    "daily_pnl": round(ms.daily_pnl, 6),
+                    "capital_at_risk": round(mine, 6),
+                    "worst_case_loss": round(worst, 6),
+                }
         return "", info
 
-    def _on_signal(self, s: SignalScore, out: list[tuple[str, Msg]]) -> None:
-        reason, info = self.entry_block(s)
-        if self.position is not None and reason in ("position_open", "stale_price_data"):
+    def _on_signal(self, s: SignalScore, ms: MarketState, out: list[tuple[str, Msg]]) -> None:
+        reason, info = self.entry_block(s, ms)
+        if ms.position is not None and reason in ("position_open", "stale_price_data"):
             # exits are judged on the position's book alone: they go on while BTC is stale
-            self._check_exit(out)
+            self._check_exit(out, ms)
         if reason:
             side = info.pop("side", s.side)
             info.pop("token", None)
             self._decide(out, "skip", reason, s.slug, side, **{"score": s.score, **info})
             return
-        cfg = self.config
+        cfg = ms.config
         m = self.markets[s.slug]
         side = info.pop("side")
         token = info.pop("token")
@@ -819,9 +1073,19 @@ class StrategyCore(Core):
             reason="enter",
         )
         self.pending[coid] = PendingOrder(
-            coid, "entry", s.slug, token, side, size, limit, intent.expires_ns, self.now_ns
+            coid,
+            "entry",
+            s.slug,
+            token,
+            side,
+            size,
+            limit,
+            intent.expires_ns,
+            self.now_ns,
+            market=ms.key,
         )
         self.trades_today += 1
+        ms.trades_today += 1
         self.entries[s.slug] = self.entries.get(s.slug, 0) + 1
         while len(self.entries) > 50:
             del self.entries[next(iter(self.entries))]
@@ -843,23 +1107,24 @@ class StrategyCore(Core):
         out.append((topics.RISK_STATE, self.risk_state()))
 
     # ------------------------------------------------------------------ exits
-    def _check_exit(self, out: list[tuple[str, Msg]]) -> None:
-        p = self.position
+    def _check_exit(self, out: list[tuple[str, Msg]], ms: MarketState) -> None:
+        p = ms.position
         if p is None or p.size <= EPS:
             return
-        if any(o.kind == "exit" for o in self.pending.values()):
+        if any(o.kind == "exit" and o.market == ms.key for o in self.pending.values()):
             return
-        if self.now_ns >= p.window_end_ns or self.now_ns - self._last_exit_try_ns < EXIT_RETRY_NS:
+        if self.now_ns >= p.window_end_ns or self.now_ns - ms.last_exit_try_ns < EXIT_RETRY_NS:
             return  # after the close the only way out is settlement
         m = self.markets.get(p.slug)
         if m is not None and (m.closed or not m.accepting_orders):
             return
+        cfg = ms.config
         book = self.books.get(p.asset_id)
-        if book is None or self.now_ns - book.ts_recv_ns > self.config.stale_after_ms * MS:
+        if book is None or self.now_ns - book.ts_recv_ns > cfg.stale_after_ms * MS:
             return  # never judge an exit on a stale book
         if not book.in_sync:
             return  # nor on one ingest marked wrong
-        if not self._terms_known(p):
+        if not self._terms_known(p, ms):
             return  # no exit valued at a guessed fee: wait for md.market (republished each second)
         vwap, depth = book.walk("SELL", p.size)
         if vwap is None:
@@ -867,14 +1132,15 @@ class StrategyCore(Core):
         value = vwap - fee_per_share(vwap, p.fee_rate or 0.0, p.fee_exponent)
         cost_ps = p.cost / p.size
         ret = value / cost_ps - 1.0 if cost_ps > 0 else 0.0
-        if ret >= self.config.take_profit_pct:
+        if ret >= cfg.take_profit_pct:
             reason = "take_profit"
-        elif ret <= -self.config.stop_loss_pct:
+        elif ret <= -cfg.stop_loss_pct:
             reason = "stop_loss"
         else:
             return
         self._exit(
             out,
+            ms,
             reason,
             vwap,
             details={"return": ret, "exec_bid": vwap, "depth": depth, "cost_per_share": cost_ps},
@@ -883,19 +1149,18 @@ class StrategyCore(Core):
     def _exit(
         self,
         out: list[tuple[str, Msg]],
+        ms: MarketState,
         reason: str,
         ref_price: float,
         details: dict[str, Any],
         any_price: bool = False,
     ) -> str:
-        p = self.position
+        p = ms.position
         assert p is not None and p.fee_rate is not None  # callers check _terms_known first
         m = self.markets.get(p.slug)
         tick = self._tick(p.asset_id, m, p.tick_size)
         limit = (
-            tick
-            if any_price
-            else max(tick, snap_down(ref_price - self.config.limit_slippage, tick))
+            tick if any_price else max(tick, snap_down(ref_price - ms.config.limit_slippage, tick))
         )
         limit = min(limit, 1.0 - tick)
         self._intent_n += 1
@@ -909,7 +1174,7 @@ class StrategyCore(Core):
             order_type="FAK",
             limit_price=limit,
             size=round(p.size, 6),
-            expires_ns=self.now_ns + self.config.intent_ttl_ms * MS,
+            expires_ns=self.now_ns + ms.config.intent_ttl_ms * MS,
             ts_intent_ns=self.now_ns,
             origin_ts_recv_ns=self.now_ns,
             tick_size=tick,
@@ -929,15 +1194,16 @@ class StrategyCore(Core):
             limit,
             intent.expires_ns,
             self.now_ns,
+            market=ms.key,
         )
-        self._last_exit_try_ns = self.now_ns
+        ms.last_exit_try_ns = self.now_ns
         self._decide(
             out, "exit", reason, p.slug, p.outcome, coid, limit_price=limit, size=p.size, **details
         )
         out.append((topics.ORDER_INTENT, intent))
         return coid
 
-    def _terms_known(self, p: Position) -> bool:
+    def _terms_known(self, p: Position, ms: MarketState) -> bool:
         """True when the position's market terms (fee schedule, tick size) are known; otherwise
         logs once that its exits wait for them."""
         m = self.markets.get(p.slug)
@@ -945,8 +1211,8 @@ class StrategyCore(Core):
             p.take_terms(m, "md.market")
         if p.fee_rate is not None:
             return True
-        if self._terms_wait_logged != p.slug:
-            self._terms_wait_logged = p.slug
+        if ms.terms_wait_logged != p.slug:
+            ms.terms_wait_logged = p.slug
             self._risk_event(
                 "exit_waiting_for_market_terms",
                 "WARNING",
@@ -955,16 +1221,16 @@ class StrategyCore(Core):
             )
         return False
 
-    def _force_exit(self, requested_by: str, out: list[tuple[str, Msg]]) -> None:
-        p = self.position
-        self.force_exit_waiting = ""
+    def _force_exit(self, requested_by: str, ms: MarketState, out: list[tuple[str, Msg]]) -> None:
+        p = ms.position
+        ms.force_exit_waiting = ""
         if p is None or p.size <= EPS or self.now_ns >= p.window_end_ns:
             return
         book = self.books.get(p.asset_id)
         ref = book.best_bid if book and book.best_bid else 0.0
-        for coid in [k for k, v in self.pending.items() if v.kind == "exit"]:
+        for coid in [k for k, v in self.pending.items() if v.kind == "exit" and v.market == ms.key]:
             del self.pending[coid]
-        self._exit(out, "force_exit", ref, {"requested_by": requested_by}, any_price=True)
+        self._exit(out, ms, "force_exit", ref, {"requested_by": requested_by}, any_price=True)
 
     # ------------------------------------------------------------------ execution events
     def _on_fill(self, f: OrderFilled, out: list[tuple[str, Msg]]) -> None:
@@ -979,6 +1245,8 @@ class StrategyCore(Core):
         self.fill_watermark_ns = max(self.fill_watermark_ns, f.ts_fill_ns)
         self._advance(f.ts_fill_ns, out)
         slug = f.slug or (pend.slug if pend else self.token_slug.get(f.asset_id, ""))
+        ms = self.market_states.get(pend.market) if pend and pend.market else None
+        ms = ms or self.state_of(slug)
         if pend is not None:
             pend.filled += -f.size if f.reverses_trade_id else f.size
         if f.reverses_trade_id:  # the venue undid a trade (FAILED): the operator is told
@@ -991,10 +1259,10 @@ class StrategyCore(Core):
                 size=f.size,
             )
         if f.side == "BUY":
-            p = self.position
+            p = ms.position
             if p is None:
                 m = self.markets.get(slug)
-                s = self.last_signal
+                s = ms.last_signal
                 p_side = 0.0
                 if s is not None and s.slug == slug:
                     p_side = (
@@ -1002,7 +1270,7 @@ class StrategyCore(Core):
                         if (f.outcome or (pend.outcome if pend else "")) == "Up"
                         else 1.0 - s.p_up
                     )
-                p = self.position = Position(
+                p = ms.position = Position(
                     slug=slug,
                     asset_id=f.asset_id,
                     outcome=f.outcome or (pend.outcome if pend else "Up"),
@@ -1022,7 +1290,7 @@ class StrategyCore(Core):
             p.bought += f.size
             p.paid += f.price * f.size
         else:
-            p = self.position
+            p = ms.position
             if p is None or p.asset_id != f.asset_id or p.size <= EPS:
                 self._risk_event(
                     "unexpected_sell_fill", "WARNING", client_order_id=f.client_order_id
@@ -1038,17 +1306,18 @@ class StrategyCore(Core):
             p.proceeds += f.price * sold
             p.exit_fees += f.fee
             self.daily_pnl += pnl
+            ms.daily_pnl += pnl
             if p.size <= 1e-6:
                 if f.reverses_trade_id:  # the buy never happened: not a trade, win or loss
-                    self.position = None
+                    ms.position = None
                 else:
-                    self._close(p, "exit", out, closing_key=fill_key(f))
+                    self._close(p, "exit", out, closing_key=fill_key(f), ms=ms)
         # done on the order's terminal status (its ack), or when its full size is filled; not
         # on size alone: a filled entry left pending blocked entries and expired as
         # "intent_unanswered" ~7 s later
         if pend is not None and (pend.final or pend.filled >= pend.size - 1e-6):
             del self.pending[f.client_order_id]
-        out.append((topics.POSITION, self.position_state()))
+        out.append((topics.POSITION, self.position_state(ms)))
         out.append((topics.RISK_STATE, self.risk_state()))
 
     def _close(
@@ -1058,8 +1327,10 @@ class StrategyCore(Core):
         out: list[tuple[str, Msg]],
         won: bool | None = None,
         closing_key: str = "",
+        ms: MarketState | None = None,
     ) -> None:
-        before = self.halt_reasons()
+        ms = ms or self.state_of(p.slug)
+        before = self.halt_reasons() + self.market_halt_reasons(ms)
         received = p.proceeds + (p.size if won else 0.0)  # a settlement pays 1 a share held
         closed = TradeClosed(
             slug=p.slug,
@@ -1085,8 +1356,11 @@ class StrategyCore(Core):
         if p.realized > 0:
             self.wins_today += 1
             self.loss_streak = 0
+            ms.wins_today += 1
+            ms.loss_streak = 0
         else:
             self.loss_streak += 1
+            ms.loss_streak += 1
         self.closed_trades.append(
             {
                 "slug": p.slug,
@@ -1101,20 +1375,22 @@ class StrategyCore(Core):
                 "p_model": p.p_model,
             }
         )
-        if p is self.position:
-            self.position = None
+        if p is ms.position:
+            ms.position = None
         else:
             self.awaiting.pop(p.slug, None)
-        after = self.halt_reasons()
+        after = self.halt_reasons() + self.market_halt_reasons(ms)
         for reason in after:
             if reason not in before:
+                mine = reason.startswith("market_")
                 self._risk_event(
                     "halt",
                     "WARNING",
                     reason=reason,
-                    daily_pnl=self.daily_pnl,
-                    loss_streak=self.loss_streak,
-                    limit=self.config.max_daily_loss_usd,
+                    daily_pnl=ms.daily_pnl if mine else self.daily_pnl,
+                    loss_streak=ms.loss_streak if mine else self.loss_streak,
+                    limit=(ms.config if mine else self.config).max_daily_loss_usd,
+                    **({"market": ms.key} if mine else {}),
                 )
 
     def _on_no_fill(self, coid: str, reason: str, out: list[tuple[str, Msg]]) -> None:
@@ -1123,6 +1399,8 @@ class StrategyCore(Core):
             return
         if pend.kind == "entry" and pend.filled <= EPS:
             self.trades_today = max(0, self.trades_today - 1)  # no trade happened
+            if (ms := self.market_states.get(pend.market)) is not None:
+                ms.trades_today = max(0, ms.trades_today - 1)
             if self.entries.get(pend.slug, 0) > 0:
                 self.entries[pend.slug] -= 1
         self._decide(
@@ -1140,7 +1418,8 @@ class StrategyCore(Core):
                 )
 
     def _settle(self, slug: str, winning_outcome: str, out: list[tuple[str, Msg]]) -> None:
-        p = self.position if self.position and self.position.slug == slug else None
+        ms = self.state_of(slug)
+        p = ms.position if ms.position and ms.position.slug == slug else None
         p = p or self.awaiting.get(slug)
         if p is None or slug in self.settled:
             return
@@ -1148,6 +1427,7 @@ class StrategyCore(Core):
         pnl = (p.size if won else 0.0) - p.cost
         p.realized += pnl
         self.daily_pnl += pnl
+        ms.daily_pnl += pnl
         self.settled.append(slug)
         self.settled = self.settled[-50:]
         for coid in [k for k, v in self.pending.items() if v.slug == slug]:
@@ -1162,8 +1442,8 @@ class StrategyCore(Core):
             size=p.size,
             pnl=p.realized,
         )
-        self._close(p, "settlement", out, won)
-        out.append((topics.POSITION, self.position_state()))
+        self._close(p, "settlement", out, won, ms=ms)
+        out.append((topics.POSITION, self.position_state(ms)))
         out.append((topics.RISK_STATE, self.risk_state()))
 
     def _on_resolved(self, msg: MarketResolved, out: list[tuple[str, Msg]]) -> None:
@@ -1190,6 +1470,7 @@ class StrategyCore(Core):
         changed = config_diff(config_to_dict(self.config), config_to_dict(cfg))
         if changed:
             self.config = cfg
+            self._sync_markets()
             self.config_version += 1
             self._risk_event(
                 "config_applied",
@@ -1239,36 +1520,56 @@ class StrategyCore(Core):
         out: Out = []
         ok, error, field_errors = True, "", {}
         extra: dict[str, Any] = {}
-        if isinstance(msg, TriggerEmergencyStop):
-            self.emergency_stop = True
-            self.emergency_reason = msg.reason
+        # "" = every market (the global stop); else one series key ("eth-15m")
+        market = str(getattr(msg, "market", "") or "")
+        target = self.market_states.get(market) if market else None
+        if market and target is None and not isinstance(msg, UpdateConfig):
+            ok = False
+            error = f"unknown market {market!r}; markets: {', '.join(self.market_states)}"
+            self._risk_event("control_refused", "WARNING", market=market, error=error)
+        elif isinstance(msg, TriggerEmergencyStop):
+            if target is None:
+                self.emergency_stop = True
+                self.emergency_reason = msg.reason
+            else:  # this market alone: no entries in it, its exits go on
+                target.halted, target.halt_reason = True, msg.reason
             self._risk_event(
-                "emergency_stop_set", "WARNING", reason=msg.reason, request_id=msg.request_id
+                "emergency_stop_set",
+                "WARNING",
+                reason=msg.reason,
+                request_id=msg.request_id,
+                **({"market": market} if market else {}),
             )
         elif isinstance(msg, ClearEmergencyStop):
             # the operator's "clear" also acknowledges a loss-streak halt; the daily loss limit
-            # stays, since that P&L is real until the UTC day rolls
+            # stays, since that P&L is real until the UTC day rolls. Without a market it clears
+            # the global stop and every market's own halt.
+            cleared = [target] if target is not None else list(self.market_states.values())
             self._risk_event(
                 "emergency_stop_cleared",
                 request_id=msg.request_id,
-                loss_streak_reset_from=self.loss_streak,
+                loss_streak_reset_from=(
+                    target.loss_streak if target is not None else self.loss_streak
+                ),
+                **({"market": market} if market else {}),
             )
-            self.emergency_stop = False
-            self.emergency_reason = ""
-            self.loss_streak = 0
+            if target is None:
+                self.emergency_stop = False
+                self.emergency_reason = ""
+                self.loss_streak = 0
+            for ms in cleared:
+                ms.halted, ms.halt_reason, ms.loss_streak = False, "", 0
         elif isinstance(msg, ForceExit):
-            if self.position is None or self.position.size <= EPS:
-                ok, error = False, "no open position"
-            elif self.position.window_end_ns and self.now_ns >= self.position.window_end_ns:
-                ok, error = False, "window closed: the position settles at resolution"
-            elif not self.position.window_end_ns or not self._terms_known(self.position):
-                # the market's terms are not known yet: the exit goes out when md.market comes
-                self.force_exit_waiting = msg.reason or "operator"
+            ok, error, waiting = self._force_exit_command(msg.reason, target, out)
+            if waiting:
                 extra = {"exit_waiting_for": "market terms (md.market)"}
-            else:
-                self._force_exit(msg.reason, out)
             self._risk_event(
-                "force_exit", request_id=msg.request_id, ok=ok, error=error, waiting=bool(extra)
+                "force_exit",
+                request_id=msg.request_id,
+                ok=ok,
+                error=error,
+                waiting=bool(extra),
+                **({"market": market} if market else {}),
             )
         elif isinstance(msg, UpdateConfig):
             # RFC 7396 merge patch onto the current config; `replace` starts from the defaults
@@ -1305,6 +1606,31 @@ class StrategyCore(Core):
         )
         return out
 
+    def _force_exit_command(
+        self, reason: str, target: MarketState | None, out: Out
+    ) -> tuple[bool, str, list[str]]:
+        """A ForceExit of one market's position (`target`) or of every open one (None):
+        `(ok, error, markets whose exit waits for their terms)`."""
+        states = [target] if target is not None else list(self.market_states.values())
+        held = [ms for ms in states if ms.position is not None and ms.position.size > EPS]
+        if not held:
+            return False, "no open position" + (f" in {target.key}" if target else ""), []
+        errors: list[str] = []
+        waiting: list[str] = []
+        for ms in held:
+            p = ms.position
+            assert p is not None
+            if p.window_end_ns and self.now_ns >= p.window_end_ns:
+                text = "window closed: the position settles at resolution"
+                errors.append(text if len(held) == 1 else f"{ms.key}: {text}")
+            elif not p.window_end_ns or not self._terms_known(p, ms):
+                # the market's terms are not known yet: the exit goes out when md.market comes
+                ms.force_exit_waiting = reason or "operator"
+                waiting.append(ms.key)
+            else:
+                self._force_exit(reason, ms, out)
+        return len(errors) < len(held), "; ".join(errors), waiting
+
     def control_state(self) -> dict[str, Any]:
         risk = self.risk_state()
         pos = self.position
@@ -1329,7 +1655,35 @@ class StrategyCore(Core):
             "pending_exit": any(o.kind == "exit" for o in self.pending.values()),
             "config_version": self.config_version,
             "config": config_to_dict(self.config),
+            "markets": self.market_risk(),
         }
+
+    def market_risk(self) -> dict[str, dict[str, Any]]:
+        """Per market (series key): halted, reasons (its own), reason (the operator's), daily
+        P&L (USD), trades today, wins, loss streak, the open position (slug, outcome, shares,
+        cost USD) or None, capital at risk (USD, awaiting resolution included), configured."""
+        out: dict[str, dict[str, Any]] = {}
+        for key, ms in self.market_states.items():
+            reasons = self.market_halt_reasons(ms)
+            p = ms.position
+            out[key] = {
+                "halted": bool(reasons),
+                "reasons": reasons,
+                "reason": ms.halt_reason,
+                "daily_pnl": round(ms.daily_pnl, 6),
+                "trades_today": ms.trades_today,
+                "wins_today": ms.wins_today,
+                "loss_streak": ms.loss_streak,
+                "open_positions": int(p is not None),
+                "position": (
+                    {"slug": p.slug, "outcome": p.outcome, "size": p.size, "cost": round(p.cost, 6)}
+                    if p is not None
+                    else None
+                ),
+                "capital_at_risk": round(self.capital_at_risk(key), 6),
+                "configured": ms.configured,
+            }
+        return out
 
     def config_snapshot(
         self, source: str, changed: dict[str, list[Any]] | None = None
@@ -1361,4 +1715,8 @@ class StrategyCore(Core):
             "daily_pnl": round(self.daily_pnl, 4),
             "loss_streak": self.loss_streak,
             "warnings": [self.window_warning] if self.window_warning else [],
+            "markets": {
+                k: {"halted": v["halted"], "position": (v["position"] or {}).get("slug")}
+                for k, v in self.market_risk().items()
+            },
         }

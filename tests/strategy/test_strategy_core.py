@@ -486,6 +486,7 @@ def _restarted(core: StrategyCore, keep_terms: bool) -> Recorded:
     """A new core from the saved state, before any md.market (as right after a restart)."""
     state = msgspec.json.decode(msgspec.json.encode(core.persistent()))
     if not keep_terms:  # a state saved before positions kept their market's terms
+        state.pop("markets")  # (and so before markets: its one position is at the top level)
         for k in ("fee_rate", "fee_exponent", "tick_size", "min_order_size", "neg_risk"):
             state["position"].pop(k)
         state["position"]["terms_source"] = ""
