@@ -75,6 +75,9 @@ class StrategyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     dry_run_latency_ms: Annotated[int, Meta(ge=0, le=10_000)] = 0
     # collateral in the open position plus those awaiting resolution, plus the next stake
     max_capital_at_risk_usd: Usd = 20.0
+    # markets holding a position in an open window (or an entry in flight) at once: a global
+    # limit over every configured market (issue 17); an override per market has no effect
+    max_open_positions: Annotated[int, Meta(ge=1, le=1000)] = 8
     # no entry on a price to beat that is not from the settlement source (Gamma, the TWAP or
     # Chainlink feed): a Binance estimate differs by the basis (PROTOCOLS.md section 7)
     require_settlement_price_to_beat: bool = True

@@ -27,8 +27,10 @@ from common.config import (
     config_diff,
     config_hash,
     config_to_dict,
+    enabled_markets,
     merge_config_patch,
     overrides_of,
+    strategy_config_for,
     validate_config_patch,
     validate_strategy_config,
 )
@@ -298,8 +300,16 @@ class StrategyCore(Core):
 
     # ------------------------------------------------------------------ markets
     def market_configs(self) -> dict[str, StrategyConfig]:
-        """The configured markets (series key -> the config it trades with), in config order."""
-        return {DEFAULT_MARKET_KEY: self.config}
+        """The configured, enabled markets (series key -> the config it trades with: the base
+        config with the market's overrides, `strategy_config_for`), in config order."""
+        cached = getattr(self, "_market_configs", None)
+        if cached is None or cached[0] is not self.config:
+            configs = {
+                spec.key: strategy_config_for(self.config, spec)
+                for spec in enabled_markets(self.config)
+            }
+            cached = self._market_configs = (self.config, configs)
+        return cached[1]
 
     def _sync_markets(self) -> None:
         """Make `market_states` follow the config: new markets get a state, every configured
@@ -527,6 +537,7 @@ class StrategyCore(Core):
             awaiting_redemption_usd=round(sum(self.redemptions_open.values()), 6),
             redemptions_open=len(self.redemptions_open),
             redeemed_usd=round(self.redeemed_usd, 6),
+            markets=self.market_risk(),
         )
 
     def position_states(self) -> list[PositionState]:
@@ -551,8 +562,9 @@ class StrategyCore(Core):
             ]
             if mine:
                 p, awaiting = max(mine, key=lambda x: x.window_end_ns), True
+        key = ms.key if ms is not None else self._default_key
         if p is None:
-            return PositionState(ts_ns=self.now_ns, open=False)
+            return PositionState(ts_ns=self.now_ns, open=False, market=key)
         book = self.books.get(p.asset_id)
         mark = book.best_bid if book else None
         return PositionState(
@@ -568,6 +580,7 @@ class StrategyCore(Core):
             mark_price=mark,
             unrealized_pnl=(mark * p.size - p.cost) if mark is not None else 0.0,
             awaiting_resolution=awaiting,
+            market=key,
         )
 
     def _risk_event(self, event: str, level: str = "INFO", **fields: Any) -> None:
@@ -614,7 +627,7 @@ class StrategyCore(Core):
     def on_signal_score(self, msg: SignalScore, now_ns: int) -> Out:
         out: Out = []
         self._advance(msg.ts_ns, out)
-        ms = self.state_of(msg.slug)
+        ms = self.market_states.get(msg.market) or self.state_of(msg.slug)
         ms.last_signal = msg
         self._on_signal(msg, ms, out)
         return out
@@ -754,8 +767,8 @@ class StrategyCore(Core):
         return [(topics.ORDER_INTENT, forward_probe(msg, "strategy", now_ns))]
 
     def _series_key(self, m: MarketInfo) -> str:
-        """The series key a MarketInfo names ("" when it cannot say)."""
-        return market_key_of_slug(m.slug)
+        """The series key a MarketInfo names (`MarketInfo.series`, "eth-15m")."""
+        return m.series
 
     def _prune_markets(self) -> None:
         limit = 16 * max(1, len(self.market_states))
@@ -795,6 +808,7 @@ class StrategyCore(Core):
         client_order_id: str = "",
         **details: Any,
     ) -> None:
+        ms = self.state_of(slug)
         out.append(
             (
                 topics.DECISION,
@@ -806,11 +820,11 @@ class StrategyCore(Core):
                     side=side,  # type: ignore[arg-type]
                     client_order_id=client_order_id,
                     details=details,
+                    market=ms.key,
                 ),
             )
         )
         key = f"{action}:{reason}"
-        ms = self.state_of(slug)
         if action == "skip":
             if key != ms.last_block:
                 self.log(
@@ -1283,7 +1297,7 @@ class StrategyCore(Core):
                 if m is not None:
                     p.take_terms(m, "md.market")
                 # the exit retry delay is for this position's failed exits, not the last one's
-                self._last_exit_try_ns = 0
+                ms.last_exit_try_ns = 0
             p.size += f.size
             p.cost += f.price * f.size + f.fee
             p.fees += f.fee
@@ -1350,6 +1364,7 @@ class StrategyCore(Core):
             day=self.day,
             venue=self.venue,
             mode=self.mode,
+            market=ms.key,
         )
         out.append((topics.TRADE_CLOSED, closed))
         self.log("strategy", "trade_closed", **to_dict(closed))
