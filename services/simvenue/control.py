@@ -41,6 +41,18 @@ async def sim_state(request: Request) -> Response:
     st["withheld_resolutions"] = v.withheld_resolutions
     st["stall_until_ns"] = v.stall_until
     st["orders"] = [o.state_doc() for o in v.orders.values()]
+    # resting user orders in the book: price-time queue position (centi-shares as shares)
+    st["resting"] = [
+        {
+            "id": r.order_id,
+            "token": r.token,
+            "side": r.side,
+            "price": r.price / 1000,
+            "remaining": r.remaining / 100,
+            "ahead": r.ahead / 100,
+        }
+        for r in v.market.resting.values()
+    ]
     st["accounts"] = {
         a: {
             "usdc": x["usdc"] / 1e6,

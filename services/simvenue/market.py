@@ -205,6 +205,42 @@ class TakeResult:
     fee_micro: int = 0  # the taker fee of all the fills (common.money.taker_fee), micro-units
 
 
+@dataclass
+class RestingOrder:
+    """A user's GTC/GTD order resting on the simulated book, in price-time priority.
+
+    `side`/`price` (milli) are in the order's own token terms; `remaining` and `ahead` are
+    centi-shares: `ahead` is the quoters' displayed size in front of it at its price (the whole
+    level when it was placed: it joins the back), which only shrinks: by trades at its price,
+    and by the level shrinking below it (a quoter cancelling in front of us; we assume size
+    removed from a level leaves from behind us first, the conservative choice). Size added to
+    the level later queues behind it. User orders never match each other."""
+
+    order_id: str
+    token: str
+    side: str
+    price: int
+    remaining: int
+    ahead: int
+    window_start: int
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class MakerFill:
+    """`centi` shares of resting order `order_id` traded at its own `price` (milli) at `t_ns`,
+    against the simulated flow's taker: `taker_side` of `taker_token` at `taker_price` (milli,
+    the taker token's terms; a Down bid at q fills against an Up buyer at 1 - q)."""
+
+    order_id: str
+    centi: int
+    price: int
+    taker_token: str
+    taker_side: str
+    taker_price: int
+    t_ns: int
+
+
 class SimMarket:
     """Seeded market generator. All times are event-time nanoseconds supplied by the caller."""
 
@@ -262,6 +298,10 @@ class SimMarket:
         self._trade_id = 5_000_000_000
         self._update_id = 70_000_000_000
         self._recent_path: deque[tuple[int, float]] = deque()
+        # user orders resting on the book (`rest`), and their fills waiting for the venue
+        self.resting: dict[str, RestingOrder] = {}
+        self.maker_fills: list[MakerFill] = []
+        self._rest_seq = 0
         self.start_ns = start_ns
         first_window = (start_ns // NS) // self.window_s * self.window_s
         # Warm up silently so the first window's price to beat (a TWAP ending at its start)
@@ -390,6 +430,100 @@ class SimMarket:
             "new_tick_size": fmt_tick(w.tick),
         }
 
+    # ------------------------------------------------------------------ resting user orders
+    def crosses(self, token: str, side: str, price: int) -> bool:
+        """True when a limit `side` order of `token` at `price` (milli) would match the quoters'
+        book at once: a BUY at or above the best ask, a SELL at or below the best bid (the test
+        behind the venue's "invalid post-only order: order crosses book")."""
+        w = self.window_by_token(token)
+        if w is None:
+            return False
+        bb, ba = w.best(token)
+        if side == "BUY":
+            return ba is not None and price >= ba
+        return bb is not None and price <= bb
+
+    def rest(self, order_id: str, token: str, side: str, price: int, centi: int) -> RestingOrder:
+        """Put `centi` shares of a user's limit order at `price` (milli, `token` terms) on the
+        book, at the back of its level. Raises ValueError for an unknown token, a bad side, or a
+        non-positive size."""
+        w = self.window_by_token(token)
+        if w is None:
+            raise ValueError(f"unknown token {token!r}")
+        if side not in ("BUY", "SELL") or centi <= 0:
+            raise ValueError(f"bad resting order: side {side!r}, size {centi} centi-shares")
+        self._rest_seq += 1
+        o = RestingOrder(order_id, token, side, price, centi, 0, w.start_s, self._rest_seq)
+        book, p_up = self._rest_level(w, o)
+        o.ahead = book.get(p_up, 0)
+        self.resting[order_id] = o
+        return o
+
+    def unrest(self, order_id: str) -> RestingOrder | None:
+        """Take a resting order off the book (cancelled, expired); None when it is not there."""
+        return self.resting.pop(order_id, None)
+
+    @staticmethod
+    def _rest_level(w: Window, o: RestingOrder) -> tuple[dict[int, int], int]:
+        """The Up-book side a resting order sits on and its price there: a BUY Up is an Up bid,
+        a BUY Down at q an Up ask at 1 - q (the Down book is the Up book's mirror)."""
+        is_up = o.token == w.up_token
+        book = w.up_bids if (o.side == "BUY") == is_up else w.up_asks
+        return book, (o.price if is_up else 1000 - o.price)
+
+    def _maker_fill(
+        self, o: RestingOrder, centi: int, t: int, taker_token: str, taker_side: str, tp: int
+    ) -> None:
+        o.remaining -= centi
+        self.maker_fills.append(
+            MakerFill(o.order_id, centi, o.price, taker_token, taker_side, tp, t)
+        )
+        if o.remaining <= 0:
+            self.resting.pop(o.order_id, None)
+
+    def _refresh_resting(self, w: Window, t: int) -> None:
+        """After the quoters changed `w`'s book: the queue ahead of each resting order is at most
+        its level's size now (0 when the level went away), and an order the quoters' own best
+        price has moved through (a bid at or above our ask, an ask at or below our bid) is taken
+        whole at its price, as their marketable order would take it on the venue."""
+        mine = sorted(
+            (o for o in self.resting.values() if o.window_start == w.start_s),
+            key=lambda o: o.seq,
+        )
+        for o in mine:
+            book, p_up = self._rest_level(w, o)
+            o.ahead = min(o.ahead, book.get(p_up, 0))
+            if book is w.up_bids:
+                through = bool(w.up_asks) and min(w.up_asks) <= p_up
+                taker_side = "SELL"  # a quoter sells Up into our Up bid
+            else:
+                through = bool(w.up_bids) and max(w.up_bids) >= p_up
+                taker_side = "BUY"
+            if not through:
+                continue
+            size = o.remaining
+            self._maker_fill(o, size, t, w.up_token, taker_side, p_up)
+            w.volume_centi += size
+            w.last_trade[w.up_token] = p_up
+            w.last_trade[w.down_token] = 1000 - p_up
+            self._push(
+                t,
+                "market:" + w.condition_id,
+                _dumps(
+                    {
+                        "market": w.condition_id,
+                        "asset_id": w.up_token,
+                        "price": fmt_price(p_up),
+                        "size": fmt_size(size),
+                        "fee_rate_bps": "0",
+                        "side": taker_side,
+                        "timestamp": str(t // MS),
+                        "event_type": "last_trade_price",
+                        "transaction_hash": "0x" + _h(self.seed, o.order_id, t, "tx").hex(),
+                    }
+                ),
+            )
+
     def take(
         self,
         token: str,
@@ -400,6 +534,7 @@ class SimMarket:
         by_collateral: bool,
         kind: str,
         t_ns: int,
+        flow: bool = False,
     ) -> TakeResult:
         """Match a taker order against the book at event time `t_ns`, with the paper executor's
         own matching (`common.money.fill_marketable`: best level first, the maker's price, whole
@@ -409,6 +544,9 @@ class SimMarket:
         collateral to spend when `by_collateral` (FOK/FAK BUY), else micro-shares. `kind` is FOK
         (all or nothing), FAK (fill what is there) or GTC/GTD (the caller rests the rest).
         Book changes are queued as price_change / last_trade_price frames at `t_ns`.
+        `flow`: the taker is the simulated market's own flow, which also trades with the users'
+        resting orders on that side in price-time priority (`RestingOrder`; their fills go to
+        `maker_fills`); a user's own taker order never matches resting user orders.
         """
         w = self.window_by_token(token)
         if w is None or amount <= 0:
@@ -421,9 +559,19 @@ class SimMarket:
         def own(p_up: int) -> int:
             return p_up if is_up else 1000 - p_up
 
+        queues: dict[int, list[RestingOrder]] = {}
+        if flow and self.resting:
+            for o in sorted(self.resting.values(), key=lambda o: o.seq):
+                if o.window_start == w.start_s:
+                    level, p_up = self._rest_level(w, o)
+                    if level is book:
+                        queues.setdefault(p_up, []).append(o)
+        depth = dict(book)
+        for p_up, q in queues.items():
+            depth[p_up] = depth.get(p_up, 0) + sum(o.remaining for o in q)
         levels = [
-            (Decimal(own(p)) / 1000, Decimal(book[p]) / 100)
-            for p in sorted(book, key=own, reverse=not buy)
+            (Decimal(own(p)) / 1000, Decimal(depth[p]) / 100)
+            for p in sorted(depth, key=own, reverse=not buy)
         ]
         res = money.fill_marketable(
             "BUY" if buy else "SELL",
@@ -444,9 +592,25 @@ class SimMarket:
         fills = []
         cost = 0
         for p_up, c in plan:
-            book[p_up] -= c
-            if book[p_up] <= 0:
-                del book[p_up]
+            sim_c = c
+            if p_up in queues:  # the level's queue in order: quoters ahead, us, quoters behind
+                sim_c, left = 0, c
+                for o in queues[p_up]:
+                    gap = max(0, o.ahead - sim_c)
+                    sim_c += min(left, gap)
+                    left -= min(left, gap)
+                    if left <= 0:
+                        break
+                    mine = min(left, o.remaining)
+                    left -= mine
+                    self._maker_fill(o, mine, t_ns, token, side, own(p_up))
+                sim_c += left
+                for o in queues[p_up]:
+                    o.ahead = max(0, o.ahead - sim_c)
+            if sim_c:
+                book[p_up] = book.get(p_up, 0) - sim_c
+                if book[p_up] <= 0:
+                    del book[p_up]
             p = own(p_up)
             fills.append((p, c))
             cost += p * c * 10
@@ -457,6 +621,8 @@ class SimMarket:
         other = w.down_token if is_up else w.up_token
         w.last_trade[other] = 1000 - last_p
         self._push_changes(w, changes, t_ns)
+        if self.resting:
+            self._refresh_resting(w, t_ns)
         self._push(
             t_ns,
             "market:" + w.condition_id,
@@ -895,7 +1061,7 @@ class SimMarket:
             side = "BUY" if rng.random() < 0.5 else "SELL"
             size = rng.randint(500, 8000) * 10_000  # micro-shares
             lim = (999, 1000) if side == "BUY" else (1, 1000)
-            self.take(token, side, lim[0], lim[1], size, False, "FAK", t)
+            self.take(token, side, lim[0], lim[1], size, False, "FAK", t, flow=True)
         if rng.random() < CLOB_BOOK_HZ * dt:
             for token in w.tokens:
                 self._push(t, "market:" + w.condition_id, self.book_event(w, token, t))
@@ -948,6 +1114,8 @@ class SimMarket:
         w.up_bids, w.up_asks = new_bids, new_asks
         if changes and not full:
             self._push_changes(w, changes, t)
+        if self.resting:
+            self._refresh_resting(w, t)
 
     def _jiggle(self, w: Window, t: int) -> None:
         rng = self._clob_rng
@@ -960,6 +1128,8 @@ class SimMarket:
         p = prices[rank]
         book[p] = self._level_size(rng, rank)  # a fresh size: sizes do not drift over a window
         self._push_changes(w, [(p, side, book[p])], t)
+        if self.resting:
+            self._refresh_resting(w, t)
 
     def _push_changes(self, w: Window, changes: list[tuple[int, str, int]], t: int) -> None:
         """One `price_change` frame (current format) for Up-book changes, mirrored onto Down."""
@@ -1039,6 +1209,8 @@ class SimMarket:
                 q = min(max(q, new_tick), 1000 - new_tick)
                 snapped[q] = snapped.get(q, 0) + s
             setattr(w, attr, snapped)
+        if self.resting:
+            self._refresh_resting(w, t)
         ch = "market:" + w.condition_id
         for token in w.tokens:
             self._push(

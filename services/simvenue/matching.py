@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from common import money
-from services.simvenue.market import MS, NS
+from services.simvenue.market import MS, NS, fmt_price
 from services.simvenue.signing import ApiKey, order_hash, order_wallet_error
 
 if TYPE_CHECKING:
@@ -29,6 +29,20 @@ SERVICE_NOT_READY = "service not ready"  # HTTP 425 while the matching engine re
 # after a restart only post-only orders are accepted for ~2 minutes (PROTOCOLS.md section 7);
 # the venue's exact text for refusing the others is not public: this one is ours
 POST_ONLY_MODE = "the matching engine is in post-only mode: only post-only orders are accepted"
+# post-only (docs.polymarket.com resources/error-codes "Order Processing Errors", and the CLOB's
+# INVALID_POST_ONLY_ORDER / INVALID_POST_ONLY_ORDER_TYPE codes): a post-only order that would
+# match at once is refused, and post-only is for GTC/GTD only (py-clob-client-v2 `post_order`
+# refuses it client-side for FOK/FAK too)
+POST_ONLY_CROSSES = "invalid post-only order: order crosses book"
+POST_ONLY_TYPE = "invalid post-only order: only GTC and GTD order types are allowed"
+# GTD (docs.polymarket.com trading/place-orders): "GTD orders expire one minute before their
+# stated expiration as a security threshold ... the expiration must be at least 3 minutes in the
+# future - orders expiring sooner are rejected"; polymarket-client (Polymarket/py-sdk PR #134,
+# 2026-07) checks `expiration >= now + 180` before sending. The venue's answer is 400 "invalid
+# expiration" (error-codes page). Earlier (2026-05, py-sdk #44/#46) the minimum was 60 s.
+INVALID_EXPIRATION = "invalid expiration"
+GTD_MIN_LIFETIME_S = 180
+GTD_SECURITY_THRESHOLD_S = 60
 
 
 @dataclass
@@ -82,7 +96,8 @@ def _centi(c: int) -> str:
 
 
 def cancel_orders(v: Venue, api_key: str, ids: list[str], status: str = "CANCELED") -> dict:
-    """Cancel `api_key`'s LIVE orders among `ids`; answers `{canceled, not_canceled}` as the CLOB."""
+    """Cancel `api_key`'s LIVE orders among `ids` (off the book, a CANCELLATION event each);
+    answers `{canceled, not_canceled}` as the CLOB."""
     canceled, not_canceled = [], {}
     for oid in ids:
         o = v.orders.get(oid)
@@ -92,9 +107,116 @@ def cancel_orders(v: Venue, api_key: str, ids: list[str], status: str = "CANCELE
             not_canceled[oid] = "already canceled or matched"
         else:
             o.status = status
+            v.market.unrest(oid)
             canceled.append(oid)
             order_event(v, o, "CANCELLATION")
     return {"canceled": canceled, "not_canceled": not_canceled}
+
+
+def reserved(v: Venue, maker: str, token: str | None = None) -> int:
+    """Micro-units held by `maker`'s resting orders: pUSD of its LIVE BUYs (token None), or the
+    shares of `token` its LIVE SELLs offer. The venue checks new orders against the balance
+    less what open orders hold ("not enough balance / allowance")."""
+    total = 0
+    for oid, r in v.market.resting.items():
+        o = v.orders.get(oid)
+        if o is None or o.maker.lower() != maker.lower() or o.status != "LIVE":
+            continue
+        if token is None and r.side == "BUY":
+            total += r.price * r.remaining * 10
+        elif token is not None and r.side == "SELL" and r.token == token:
+            total += r.remaining * 10_000
+    return total
+
+
+def apply_maker_fills(v: Venue) -> None:
+    """Book the simulated flow's fills of resting orders (`SimMarket.maker_fills`): the maker's
+    balances move at its own price with no fee (the taker pays it: feeSchedule takerOnly), the
+    order's `size_matched` grows (UPDATE event; MATCHED when whole), and a trade goes MATCHED ->
+    MINED -> CONFIRMED on the user channel with `trader_side` MAKER and the order in
+    `maker_orders`, as the real venue reports a maker fill (tests/fixtures/nautilus_trader/
+    polymarket_ws_py/user_trade3.json). The maker rebate is not paid here: the venue pays it
+    daily (common.money.maker_rebate)."""
+    fills, v.market.maker_fills = v.market.maker_fills, []
+    for mf in fills:
+        o = v.orders.get(mf.order_id)
+        if o is None or o.status != "LIVE":
+            continue
+        w = v.market.window_by_token(o.token)
+        if w is None:
+            continue
+        acct = v.account(o.maker)
+        usdc, shares = mf.price * mf.centi * 10, mf.centi * 10_000
+        if o.side == "BUY":
+            usdc_delta, token_delta = -usdc, shares
+        else:
+            usdc_delta, token_delta = usdc, -shares
+        acct["usdc"] += usdc_delta
+        acct["tokens"][o.token] = acct["tokens"].get(o.token, 0) + token_delta
+        o.matched_centi += mf.centi
+        n = len(o.trades)
+        tid = str(uuid.uuid5(uuid.NAMESPACE_OID, f"{o.id}:maker:{n}"))
+        tx = "0x" + uuid.uuid5(uuid.NAMESPACE_OID, f"{o.id}:maker-tx:{n}").hex * 2
+        o.trades.append(tid)
+        t_s = str(mf.t_ns // NS)
+        v.trades[tid] = {
+            "id": tid,
+            "taker_order_id": "0x" + uuid.uuid5(uuid.NAMESPACE_OID, f"{tid}:taker").hex * 2,
+            "market": w.condition_id,
+            "asset_id": mf.taker_token,
+            "side": mf.taker_side,
+            "size": _centi(mf.centi),
+            "fee_rate_bps": "0",
+            "price": fmt_price(mf.taker_price),
+            "status": "MATCHED",
+            "match_time": t_s,
+            "last_update": t_s,
+            "outcome": w.outcome_of(mf.taker_token),
+            "bucket_index": 0,
+            "owner": o.api_key,
+            "trade_owner": o.api_key,
+            "maker_address": o.maker,
+            "transaction_hash": tx,
+            "trader_side": "MAKER",
+            "maker_orders": [
+                {
+                    "order_id": o.id,
+                    "owner": o.api_key,
+                    "maker_address": o.maker,
+                    "matched_amount": _centi(mf.centi),
+                    "price": o.price,
+                    "fee_rate_bps": "0",
+                    "asset_id": o.token,
+                    "outcome": o.outcome,
+                    "side": o.side,
+                }
+            ],
+        }
+        if o.matched_centi >= o.original_centi:
+            o.status = "MATCHED"
+        order_event(v, o, "UPDATE")
+        trade_event(v, tid)
+        v.trade_effects[tid] = (o.maker, o.token, usdc_delta, token_delta)
+        v.spawn(advance_trade(v, tid, fail=v.take_fault("trade_failed") is not None))
+
+
+def expire_orders(v: Venue, now: int) -> None:
+    """Take resting orders off at the end of their life: a GTD one minute before its stated
+    expiration (the venue's security threshold, `GTD_SECURITY_THRESHOLD_S`), any order when its
+    market's window ends (the market closes). Each gets a CANCELLATION event. The status word
+    the real venue uses for an expired GTD is not documented: CANCELED here."""
+    for oid in list(v.market.resting):
+        o = v.orders.get(oid)
+        if o is None or o.status != "LIVE":
+            v.market.unrest(oid)
+            continue
+        w = v.market.window_by_token(o.token)
+        ended = w is None or now >= w.end_s * NS
+        exp = int(o.expiration or 0) if o.order_type == "GTD" else 0
+        if ended or (exp and now >= (exp - GTD_SECURITY_THRESHOLD_S) * NS):
+            o.status = "CANCELED"
+            v.market.unrest(oid)
+            order_event(v, o, "CANCELLATION")
 
 
 def order_event(v: Venue, o: SimOrder, typ: str, status: str | None = None) -> None:
@@ -253,6 +375,9 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
         return 400, {"error": "Invalid order payload"}
     if side not in ("BUY", "SELL") or order_type not in ("GTC", "GTD", "FOK", "FAK"):
         return 400, {"error": "Invalid order payload"}
+    post_only = body.get("postOnly") is True
+    if post_only and order_type not in ("GTC", "GTD"):
+        return 400, {"error": POST_ONLY_TYPE}
     if owner != key.api_key:
         return 400, {"error": "the order owner has to be the owner of the API KEY"}
     bad = order_wallet_error(order, key.address, refuse_eoa_makers=v.refuse_eoa_makers)
@@ -277,6 +402,13 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
         return 400, {"error": "Invalid order payload: unknown token id"}
     if now >= w.end_s * NS:
         return 400, {"error": "the market is closed, orders are not accepted"}
+    if order_type == "GTD":
+        try:
+            expiration = int(order.get("expiration") or 0)
+        except (TypeError, ValueError):
+            return 400, {"error": INVALID_EXPIRATION}
+        if expiration < now // NS + GTD_MIN_LIFETIME_S:
+            return 400, {"error": INVALID_EXPIRATION}
     oid = order_hash(order)  # the real venue's order id is the signed order's EIP-712 hash
     if oid in v.orders:
         return 400, {"error": "order already exists"}
@@ -292,9 +424,9 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
                 f"tick size rule: {tick:g}"
             }
     acct = v.account(order["maker"])  # the funder's wallet holds the funds (types 1-3)
-    if not acct["approved"] or (buy and acct["usdc"] < maker_amt):
+    if not acct["approved"] or (buy and acct["usdc"] - reserved(v, order["maker"]) < maker_amt):
         return 400, {"error": NOT_ENOUGH_BALANCE}
-    if not buy and acct["tokens"].get(token, 0) < maker_amt:
+    if not buy and acct["tokens"].get(token, 0) - reserved(v, order["maker"], token) < maker_amt:
         return 400, {"error": NOT_ENOUGH_BALANCE}
     marketable_buy = buy and order_type in ("FOK", "FAK")
     if marketable_buy and maker_amt < 1_000_000:
@@ -304,7 +436,14 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
         }
     shares_centi = (taker_amt if buy else maker_amt) // 10_000
     if order_type in ("GTC", "GTD") and shares_centi < 500:
-        return 400, {"error": f"Size ({shares_centi / 100:g}) lower than the minimum: 5"}
+        # the error-codes page: "order {id} is invalid. Size ({size}) lower than the minimum: {min}"
+        return 400, {
+            "error": f"order {oid} is invalid. Size ({shares_centi / 100:g}) lower than the "
+            "minimum: 5"
+        }
+    price_milli = round(price * 1000)
+    if post_only and v.market.crosses(token, side, price_milli):
+        return 400, {"error": POST_ONLY_CROSSES}
     res = v.market.take(
         token,
         side,
@@ -402,6 +541,8 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
         }
         rest = o.original_centi - o.matched_centi
         o.status = "MATCHED" if (rest <= 0 or order_type in ("FOK", "FAK")) else "LIVE"
+        if o.status == "LIVE":
+            v.market.rest(oid, token, side, price_milli, rest)
         order_event(v, o, "PLACEMENT")
         trade_event(v, tid)
         v.trade_effects[tid] = (order["maker"], token, usdc_delta, token_delta)
@@ -419,6 +560,7 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
         )
     else:
         o.status = "LIVE"
+        v.market.rest(oid, token, side, price_milli, o.original_centi)
         order_event(v, o, "PLACEMENT")
         answer.update({"status": "live", "makingAmount": "", "takingAmount": ""})
     v.sync(now)

@@ -54,6 +54,11 @@ FAULTS = (
     "manual_redemption",
     "relayer_down",
 )
+# the heartbeat dead-man switch: the first accepted POST /v1/heartbeats arms a cancel of every
+# open order of the API key when no heartbeat follows within ~10 s (PROTOCOLS.md section 4;
+# docs.polymarket.com api-reference/trade/send-heartbeat: "If heartbeats are not sent regularly,
+# all open orders for the user will be automatically canceled"; py-clob-client-v2
+# `post_heartbeat`). There is no disarm.
 HEARTBEAT_TIMEOUT_NS = 10 * NS
 # the CTF operators of an approved account: the CTF Exchange V2 (sell) and the collateral
 # adapter (redeem); lower-case, as rpc.py stores them
@@ -241,6 +246,8 @@ class Venue:
                 else:
                     self.sync(now)
                 self._check_heartbeats(now)
+                if self.market.resting:
+                    matching.expire_orders(self, now)
                 self._settle(now)
             except Exception as exc:  # noqa: BLE001 - a generator bug must not kill the venue
                 print(f"simvenue: pump error: {exc!r}", flush=True)
@@ -253,6 +260,8 @@ class Venue:
             return
         for _ts, channel, frame in self.market.advance(self.clock() if now is None else now):
             self._route(channel, frame)
+        if self.market.maker_fills:
+            matching.apply_maker_fills(self)
 
     # ------------------------------------------------------------------ routing
     def stalled(self, kind: str) -> bool:
@@ -494,6 +503,7 @@ class Venue:
             for o in self.orders.values():
                 if o.market == w.condition_id and o.status == "LIVE":
                     o.status = "CANCELED"
+                    self.market.unrest(o.id)
 
     def _check_heartbeats(self, now: int) -> None:
         for api_key, last in list(self.heartbeats.items()):

@@ -1,0 +1,316 @@
+"""Maker orders on the simulated venue (issue 18), through py-clob-client-v2 with a throwaway key:
+post-only refused when it would cross (the venue's own text), post-only only for GTC/GTD, GTD's
+minimum expiry, the 5-share minimum, the four cancels, a resting order filled by the simulated
+flow and reported on the user channel as the venue reports a maker fill (trade with
+`maker_orders`, MATCHED -> MINED -> CONFIRMED; the order's `size_matched`), the window's end
+taking resting orders off, and the heartbeat dead-man switch.
+
+Sources of each rule: services/simvenue/matching.py (POST_ONLY_*, INVALID_EXPIRATION,
+GTD_*), services/simvenue/venue.py (HEARTBEAT_TIMEOUT_NS)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+from eth_account import Account
+from py_clob_client_v2.client import ClobClient
+from py_clob_client_v2.clob_types import (
+    OpenOrderParams,
+    OrderArgsV2,
+    OrderMarketCancelParams,
+    OrderPayload,
+    OrderType,
+    PartialCreateOrderOptions,
+)
+from py_clob_client_v2.endpoints import POST_ORDER
+from py_clob_client_v2.exceptions import PolyApiException
+from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
+from websockets.asyncio.client import connect
+
+from services.simvenue import matching
+from services.simvenue.market import NS, SimMarket
+from services.simvenue.matching import SimOrder
+from services.simvenue.venue import SimOptions, Venue
+from tests.simvenue.conftest import (
+    SimProc,
+    assert_same_shape,
+    fixture_json,
+    start_sim,
+    stop_sim,
+    wait_for,
+)
+
+WINDOW_S = 60
+
+
+@pytest.fixture(scope="module")
+def msim():
+    s = start_sim("--window-seconds", str(WINDOW_S), "--seed", "4")
+    try:
+        yield s
+    finally:
+        stop_sim(s)
+
+
+def new_client(sim: SimProc) -> ClobClient:
+    c = ClobClient(host=f"{sim.http}/clob", chain_id=137, key=Account.create().key.hex())
+    c.set_api_creds(c.create_or_derive_api_key())
+    return c
+
+
+def market(sim: SimProc, time_left: float = 25) -> dict:
+    """The current market once it has `time_left` seconds to go and a two-sided book away from
+    the extremes (tick 0.01)."""
+
+    def ready() -> dict | None:
+        cur = sim.state()["current"]
+        start = int(cur["slug"].rsplit("-", 1)[1])
+        book = cur["books"][cur["up_token"]]
+        ok = (
+            cur["tick_size"] == "0.01"
+            and book["best_bid"] is not None
+            and book["best_ask"] is not None
+            and 0.1 <= float(book["best_bid"]) <= float(book["best_ask"]) <= 0.9
+        )
+        return cur if ok and start + WINDOW_S - time.time() > time_left else None
+
+    return wait_for(ready, 2 * WINDOW_S, what="a market with time left")
+
+
+def limit(c: ClobClient, token: str, price: float, size: float, side: str = "BUY", exp: int = 0):
+    return c.create_order(
+        OrderArgsV2(token_id=token, price=price, size=size, side=side, expiration=exp),
+        PartialCreateOrderOptions(tick_size="0.01", neg_risk=False),
+    )
+
+
+def post_at_best_bid(c: ClobClient, sim: SimProc, token: str) -> tuple[dict, float]:
+    """A post-only BUY of 5 at the current best bid; the book moves under us (~60 changes a
+    second), so a placement the venue refuses as crossing is retried at the new best bid."""
+    for _ in range(10):
+        bid = float(sim.state()["current"]["books"][token]["best_bid"])
+        try:
+            return c.post_order(limit(c, token, bid, 5), OrderType.GTC, post_only=True), bid
+        except PolyApiException as e:
+            assert e.error_msg == {"error": matching.POST_ONLY_CROSSES}, e.error_msg
+    raise AssertionError("the best bid kept crossing")
+
+
+def resting(sim: SimProc, oid: str) -> dict | None:
+    return next((r for r in sim.state()["resting"] if r["id"] == oid), None)
+
+
+def test_post_only_that_would_cross_is_refused_with_the_venue_text(msim: SimProc) -> None:
+    c = new_client(msim)
+    cur = market(msim)
+    # five ticks through the best ask: still through it however the book moves meanwhile
+    through = round(float(cur["books"][cur["up_token"]]["best_ask"]) + 0.05, 2)
+    with pytest.raises(PolyApiException) as e:
+        c.post_order(limit(c, cur["up_token"], through, 5), OrderType.GTC, post_only=True)
+    assert e.value.status_code == 400
+    assert e.value.error_msg == {"error": "invalid post-only order: order crosses book"}
+    # at the best bid it rests, at the back of the quoters' queue there
+    resp, bid = post_at_best_bid(c, msim, cur["up_token"])
+    assert resp["success"] is True and resp["status"] == "live"
+    r = resting(msim, resp["orderID"])
+    assert r is not None and r["remaining"] == 5 and r["price"] == bid
+    c.cancel_all()
+
+
+def test_post_only_is_for_gtc_and_gtd_only(msim: SimProc) -> None:
+    """The SDK refuses post-only FOK/FAK itself; the venue does too (a raw POST)."""
+    c = new_client(msim)
+    cur = market(msim)
+    order = limit(c, cur["up_token"], 0.5, 10)
+    with pytest.raises(ValueError, match="post_only"):
+        c.post_order(order, OrderType.FOK, post_only=True)
+    body = order_to_json_v2(order, c.creds.api_key, "FAK", True)
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    headers = c._l2_headers("POST", POST_ORDER, body=body, serialized_body=text)
+    r = httpx.post(f"{msim.http}/clob{POST_ORDER}", content=text, headers=headers, timeout=5)
+    assert r.status_code == 400 and r.json() == {"error": matching.POST_ONLY_TYPE}
+
+
+def test_gtd_minimum_expiry_and_resting_minimum_size(msim: SimProc) -> None:
+    c = new_client(msim)
+    cur = market(msim)
+    token = cur["up_token"]
+    now = int(time.time())
+    with pytest.raises(PolyApiException) as e:
+        c.post_order(limit(c, token, 0.05, 10, exp=now + 120), OrderType.GTD, post_only=True)
+    assert e.value.error_msg == {"error": "invalid expiration"}
+    ok = c.post_order(limit(c, token, 0.05, 10, exp=now + 240), OrderType.GTD, post_only=True)
+    assert ok["status"] == "live" and c.get_order(ok["orderID"])["order_type"] == "GTD"
+    with pytest.raises(PolyApiException) as e:
+        c.post_order(limit(c, token, 0.05, 4), OrderType.GTC, post_only=True)
+    msg = e.value.error_msg["error"]
+    assert msg.startswith("order 0x") and msg.endswith(
+        "is invalid. Size (4) lower than the minimum: 5"
+    )
+    c.cancel_all()
+
+
+def test_single_batch_all_and_market_cancels(msim: SimProc) -> None:
+    c = new_client(msim)
+    cur = market(msim)
+    token, down = cur["up_token"], cur["down_token"]
+    ids = [
+        c.post_order(limit(c, tok, p, 5), OrderType.GTC, post_only=True)["orderID"]
+        for tok, p in ((token, 0.05), (token, 0.06), (token, 0.07), (down, 0.05), (token, 0.08))
+    ]
+    assert all(resting(msim, i) for i in ids)
+    assert c.cancel_order(OrderPayload(orderID=ids[0]))["canceled"] == [ids[0]]
+    out = c.cancel_orders([ids[1], ids[2], ids[0]])
+    assert sorted(out["canceled"]) == sorted(ids[1:3])
+    assert out["not_canceled"] == {ids[0]: "already canceled or matched"}
+    out = c.cancel_market_orders(OrderMarketCancelParams(asset_id=down))
+    assert out["canceled"] == [ids[3]]
+    assert c.cancel_all()["canceled"] == [ids[4]]
+    assert not any(resting(msim, i) for i in ids)
+    assert c.get_open_orders(OpenOrderParams(market=cur["condition_id"])) == []
+    assert all(c.get_order(i)["status"] == "CANCELED" for i in ids)
+
+
+def test_resting_order_is_filled_by_the_flow_as_a_maker_fill(msim: SimProc) -> None:
+    """A post-only BUY at the best bid waits behind the quoters' size there; the simulated flow
+    (its takers, or its quoters moving through the price) fills it. The fill comes on the user
+    channel as the venue sends a maker fill and moves the balance at the order's price, no fee."""
+    c = new_client(msim)
+    creds = c.creds
+
+    async def go() -> tuple[dict, dict, list[dict]]:
+        cur = market(msim, time_left=45)
+        token = cur["up_token"]
+        async with connect(f"{msim.ws}/ws/user") as ws:
+            await ws.send(
+                json.dumps(
+                    {
+                        "auth": {
+                            "apiKey": creds.api_key,
+                            "secret": creds.api_secret,
+                            "passphrase": creds.api_passphrase,
+                        },
+                        "markets": [cur["condition_id"]],
+                        "type": "user",
+                    }
+                )
+            )
+            await asyncio.sleep(0.1)
+            resp, _ = await asyncio.to_thread(post_at_best_bid, c, msim, token)
+            events: list[dict] = []
+
+            async def loop() -> None:
+                while not any(
+                    e.get("event_type") == "trade" and e.get("status") == "CONFIRMED"
+                    for e in events
+                ):
+                    events.append(json.loads(await asyncio.wait_for(ws.recv(), 40)))
+
+            await asyncio.wait_for(loop(), 45)
+            return cur, resp, events
+
+    cur, resp, events = asyncio.run(go())
+    oid = resp["orderID"]
+    trades = [e for e in events if e["event_type"] == "trade"]
+    first = trades[0]["id"]
+    assert [t["status"] for t in trades if t["id"] == first] == ["MATCHED", "MINED", "CONFIRMED"]
+    t = trades[0]
+    assert t["trader_side"] == "MAKER" and t["owner"] == creds.api_key
+    mine = t["maker_orders"][0]
+    assert mine["order_id"] == oid and mine["owner"] == creds.api_key and mine["side"] == "BUY"
+    assert mine["fee_rate_bps"] == "0" and mine["asset_id"] == cur["up_token"]
+    assert_same_shape(t, fixture_json("nautilus_trader/polymarket_ws_py/user_trade3.json"))
+    assert_same_shape(
+        mine, fixture_json("nautilus_trader/polymarket_ws_py/user_trade3.json")["maker_orders"][0]
+    )
+    updates = [e for e in events if e["event_type"] == "order" and e["type"] == "UPDATE"]
+    assert updates and float(updates[0]["size_matched"]) == float(mine["matched_amount"])
+    o = c.get_order(oid)
+    matched = sum(
+        float(x["maker_orders"][0]["matched_amount"]) for x in trades if x["status"] == "MATCHED"
+    )
+    assert float(o["size_matched"]) == pytest.approx(matched) and 0 < matched <= 5
+    acct = msim.state()["accounts"]
+    funder = acct[Account.from_key(c.signer.private_key).address.lower()]
+    price = float(mine["price"])
+    # a maker pays no fee: the balance moved by exactly price x shares
+    assert funder["pusd"] == pytest.approx(1000 - price * matched, abs=1e-6)
+    assert funder["tokens"][cur["up_token"]] == pytest.approx(matched)
+    c.cancel_all()
+
+
+def test_window_end_takes_resting_orders_off(msim: SimProc) -> None:
+    c = new_client(msim)
+    cur = market(msim, time_left=3)
+    # a deep bid on the likely winner: its price heads for 1, away from our 0.02, so the flow
+    # does not fill it first (near the end the loser's price falls through everything)
+    fav = max(
+        (cur["up_token"], cur["down_token"]),
+        key=lambda t: float(cur["books"][t]["best_bid"] or 0),
+    )
+    resp = c.post_order(limit(c, fav, 0.02, 5), OrderType.GTC, post_only=True)
+    end = int(cur["slug"].rsplit("-", 1)[1]) + WINDOW_S
+    wait_for(
+        lambda: c.get_order(resp["orderID"])["status"] == "CANCELED",
+        end - time.time() + 10,
+        what="the order cancelled at the window's end",
+    )
+    assert time.time() >= end and resting(msim, resp["orderID"]) is None
+
+
+def test_heartbeat_dead_man_switch_cancels_after_silence(msim: SimProc) -> None:
+    c = new_client(msim)
+    cur = market(msim, time_left=20)
+    hb = c.post_heartbeat("")["heartbeat_id"]
+    resp = c.post_order(limit(c, cur["up_token"], 0.03, 5), OrderType.GTC, post_only=True)
+    t0 = time.monotonic()
+    # heartbeats every 2 s keep it resting past the 10 s limit
+    while time.monotonic() - t0 < 12:
+        hb = c.post_heartbeat(hb)["heartbeat_id"]
+        time.sleep(2)
+    assert c.get_order(resp["orderID"])["status"] == "LIVE"
+    silent = time.monotonic()
+    wait_for(
+        lambda: c.get_order(resp["orderID"])["status"] == "CANCELED",
+        15,
+        what="the dead-man switch",
+    )
+    waited = time.monotonic() - silent
+    assert 8 <= waited <= 13, waited
+
+
+def test_gtd_expires_a_minute_before_its_stated_expiration() -> None:
+    """On a venue with a hand-driven clock: a GTD order stated to expire at E is taken off at
+    E - 60 s (the venue's security threshold), with a CANCELLATION."""
+    now = [1_800_000_030 * NS]
+    v = Venue(SimOptions(window_seconds=300), clock=lambda: now[0])
+    w = v.market.current_window()
+    assert w is not None
+    exp = 1_800_000_030 + 200
+    o = SimOrder(
+        "0xg",
+        "k",
+        "0xm",
+        w.up_token,
+        w.condition_id,
+        "Up",
+        "BUY",
+        "0.05",
+        500,
+        "GTD",
+        1_800_000_030,
+        str(exp),
+    )
+    v.orders[o.id] = o
+    v.market.rest(o.id, w.up_token, "BUY", 50, 500)
+    now[0] = (exp - 61) * NS
+    matching.expire_orders(v, now[0])
+    assert o.status == "LIVE" and o.id in v.market.resting
+    now[0] = (exp - 60) * NS
+    matching.expire_orders(v, now[0])
+    assert o.status == "CANCELED" and o.id not in v.market.resting
+    assert isinstance(v.market, SimMarket)
