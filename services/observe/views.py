@@ -294,20 +294,27 @@ def market_risk_doc(core: ObserveCore, key: str) -> dict[str, Any]:
     if r is not None and r.halted:
         reasons += [f"global: {x}" for x in r.reasons] or ["global halt"]
     if own.get("halted"):
-        reasons.append(str(own.get("reason") or "halted"))
+        # strategy names the market's own halt reasons (`reasons`), the operator's in `reason`
+        listed = own.get("reasons")
+        if isinstance(listed, list) and listed:
+            reasons += [str(x) for x in listed]
+        else:
+            reasons.append(str(own.get("reason") or "halted"))
     today = r is not None and r.day == core.day
     if own and today and "daily_pnl" in own:
         pnl, trades, source = own.get("daily_pnl"), own.get("trades_today"), "strategy"
+        wins = own.get("wins_today", ser.wins_today if ser else 0)
     else:
         pnl = ser.pnl_today if ser else 0.0
         trades = ser.entries_today if ser else 0
+        wins = ser.wins_today if ser else 0
         source = "observe"
     return {
         "halted": None if r is None else bool(r.halted or own.get("halted")),
         "reasons": reasons,
         "daily_pnl": round(float(pnl or 0.0), 4),
         "trades_today": int(trades or 0),
-        "wins_today": ser.wins_today if ser else 0,
+        "wins_today": int(wins or 0),
         "open_positions": own.get("open_positions"),
         "capital_at_risk": own.get("capital_at_risk"),
         "source": source,

@@ -247,7 +247,14 @@ def test_per_market_halts_and_figures_from_strategys_risk_state() -> None:
         trades_today=4,
         day=DAY,
         markets={
-            "eth-15m": {"halted": True, "reason": "operator", "daily_pnl": 1.0, "trades_today": 3},
+            "eth-15m": {
+                "halted": True,
+                "reasons": ["operator", "daily_loss"],
+                "reason": "operator",
+                "daily_pnl": 1.0,
+                "trades_today": 3,
+            },
+            "sol-5m": {"halted": True, "reason": "operator"},  # no list of reasons: the reason
             "btc-5m": {"halted": False, "reason": "", "daily_pnl": -0.5, "trades_today": 1},
         },
     )
@@ -255,14 +262,18 @@ def test_per_market_halts_and_figures_from_strategys_risk_state() -> None:
     c.handle("risk.state", risk, NOW)
     rows = by_market(views.markets_doc(c, NOW))
     assert rows["eth-15m"]["risk"]["halted"] is True
-    assert rows["eth-15m"]["risk"]["reasons"] == ["operator"]
-    assert rows["btc-5m"]["risk"]["halted"] is False and rows["sol-5m"]["risk"]["halted"] is False
+    assert rows["eth-15m"]["risk"]["reasons"] == ["operator", "daily_loss"]
+    assert rows["sol-5m"]["risk"]["halted"] is True and rows["sol-5m"]["risk"]["reasons"] == [
+        "operator"
+    ]
+    assert rows["btc-5m"]["risk"]["halted"] is False
     assert (rows["eth-15m"]["risk"]["daily_pnl"], rows["eth-15m"]["risk"]["trades_today"]) == (
         1.0,
         3,
     )
     assert rows["eth-15m"]["risk"]["source"] == "strategy"
     assert rows["sol-5m"]["risk"]["source"] == "observe"  # strategy named no figures for it
+    assert rows["sol-5m"]["risk"]["daily_pnl"] == 0.0
     # a global halt halts every market, saying why
     c.handle(
         "risk.state",
@@ -278,7 +289,7 @@ def test_per_market_halts_and_figures_from_strategys_risk_state() -> None:
     )
     rows = by_market(views.markets_doc(c, NOW))
     assert all(r["risk"]["halted"] for r in rows.values())
-    assert rows["sol-5m"]["risk"]["reasons"] == ["global: emergency_stop"]
+    assert rows["btc-5m"]["risk"]["reasons"] == ["global: emergency_stop"]
 
 
 def test_skips_are_logged_per_market_and_decisions_name_their_market() -> None:
