@@ -21,6 +21,7 @@ Venue facts (PROTOCOLS.md section 2): the market channel's `book` frame lists th
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from typing import Literal, Protocol
 
@@ -47,6 +48,14 @@ class LevelChangeLike(Protocol):
 def price_key(p: float | str) -> float:
     """The dictionary key of a price: the float rounded to `PRICE_DP` decimals."""
     return round(float(p), PRICE_DP)
+
+
+def _price(lv: tuple[float, float]) -> float:
+    return lv[0]
+
+
+def _neg_price(lv: tuple[float, float]) -> float:
+    return -lv[0]
 
 
 def _levels(raw: Iterable[LevelLike]) -> dict[float, float]:
@@ -187,17 +196,43 @@ class Book:
         """Set one level's total size (`side` BUY = bids, SELL = asks); size <= 0 removes it.
 
         Does not stamp: a frame of several changes is one change of the book (`apply_changes`)."""
-        levels = self._map(side)
         k = price_key(price)
         s = float(size)
+        # the map and, when it is held, the best-first list are both kept: the list is changed
+        # by one bisected insert/replace/delete on a copy (it may be shared with a published
+        # snapshot), not re-sorted on the next read
+        if side == "BUY":
+            lst = self._bid_list
+            levels = self._bids
+            if levels is None:
+                levels = self._bids = dict(lst or ())
+        else:
+            lst = self._ask_list
+            levels = self._asks
+            if levels is None:
+                levels = self._asks = dict(lst or ())
         if s > 0.0:
             levels[k] = s
-        else:
-            levels.pop(k, None)
+        elif levels.pop(k, None) is None:
+            return  # nothing rested there: neither side changes
+        if lst is None:
+            return
+        lst = lst.copy()
         if side == "BUY":
-            self._bid_list = None
+            i = bisect_left(lst, -k, key=_neg_price)  # bids: highest first
         else:
-            self._ask_list = None
+            i = bisect_left(lst, k, key=_price)
+        if i < len(lst) and lst[i][0] == k:
+            if s > 0.0:
+                lst[i] = (k, s)
+            else:
+                del lst[i]
+        elif s > 0.0:
+            lst.insert(i, (k, s))
+        if side == "BUY":
+            self._bid_list = lst
+        else:
+            self._ask_list = lst
 
     def apply_changes(
         self, changes: Iterable[LevelChangeLike], ts_exchange_ns: int = 0, ts_recv_ns: int = 0
@@ -265,7 +300,8 @@ class Book:
     def bids(self) -> list[tuple[float, float]]:
         """Bid levels (price, size), best (highest) first. Do not mutate the list."""
         if self._bid_list is None:
-            self._bid_list = sorted((self._bids or {}).items(), key=lambda lv: -lv[0])
+            # prices are unique keys, so sizes never break a tie: plain descending order
+            self._bid_list = sorted((self._bids or {}).items(), reverse=True)
         return self._bid_list
 
     @property
