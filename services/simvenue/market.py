@@ -106,6 +106,14 @@ def fmt_price(milli: int) -> str:
 
 
 def fmt_size(centi: int) -> str:
+    """Venue-style size string: 1234 -> "12.34", 1230 -> "12.3", 1200 -> "12", 0 -> "0"."""
+    if centi >= 0:  # integer digits: the same text as the float format below, cheaper
+        whole, cents = divmod(centi, 100)
+        if not cents:
+            return str(whole)
+        if cents % 10:
+            return f"{whole}.{cents:02d}"
+        return f"{whole}.{cents // 10}"
     s = f"{centi / 100:.2f}".rstrip("0").rstrip(".")
     return s or "0"
 
@@ -190,8 +198,11 @@ class Window:
         return bids, asks
 
     def best(self, token: str) -> tuple[int | None, int | None]:
-        bids, asks = self.levels(token)
-        return (max(bids) if bids else None, min(asks) if asks else None)
+        """(best bid, best ask) of `token` in its own price terms (milli), without copying."""
+        ub, ua = self.up_bids, self.up_asks
+        if token == self.up_token:
+            return (max(ub) if ub else None, min(ua) if ua else None)
+        return (1000 - min(ua) if ua else None, 1000 - max(ub) if ub else None)
 
 
 @dataclass
@@ -1135,7 +1146,9 @@ class SimMarket:
         """One `price_change` frame (current format) for Up-book changes, mirrored onto Down."""
         entries = []
         ub, ua = w.best(w.up_token)
-        db, da = w.best(w.down_token)
+        # the Down book is the Up book's mirror (Window.best)
+        db = 1000 - ua if ua is not None else None
+        da = 1000 - ub if ub is not None else None
 
         def b(x: int | None) -> str:
             return fmt_price(x) if x is not None else "0"
