@@ -47,7 +47,7 @@ class LevelChangeLike(Protocol):
 
 def price_key(p: float | str) -> float:
     """The dictionary key of a price: the float rounded to `PRICE_DP` decimals."""
-    return round(float(p), PRICE_DP)
+    return round(p if type(p) is float else float(p), PRICE_DP)
 
 
 def _price(lv: tuple[float, float]) -> float:

@@ -127,13 +127,14 @@ class FrameFeed:
     def parse(self, ts_ns: int, channel: str, text: str) -> Any:
         """The message ingest's core takes for one frame (None: unparseable, counted)."""
         self.frames += 1
-        self.last_ns = max(self.last_ns, ts_ns)
+        if ts_ns > self.last_ns:
+            self.last_ns = ts_ns
         kind = channel.split(":", 1)[0]
         try:
+            if kind == "market" or kind == "clob":  # most frames: checked first
+                return VenueEvents("clob", parsers.parse_clob(text, ts_ns))
             if kind == "binance":
                 return VenueEvents("binance", parsers.parse_binance(text, ts_ns))
-            if kind in ("clob", "market"):
-                return VenueEvents("clob", parsers.parse_clob(text, ts_ns))
             if kind == "rtds":
                 return VenueEvents("price_feed", parsers.parse_rtds(text, ts_ns))
             if kind == "gamma":

@@ -69,10 +69,16 @@ BASIS_UNKNOWN_SD_USD = 10.0
 BASIS_DRIFT_USD_PER_SQRT_S = 1.0
 
 
+_RETURN_KEYS = tuple((h, f"ret_{h}s") for h in RETURN_HORIZONS_S)  # the inputs' names, built once
+
+
 def in_force(series: dict[int, float], t: int) -> float | None:
     """The value in force at unix second `t`: the last tick at or before it, at most
     `PTB_MAX_AGE_S` old; None when there is none."""
-    for sec in range(t, t - PTB_MAX_AGE_S - 1, -1):
+    v = series.get(t)
+    if v is not None:  # the usual case: a tick in that very second
+        return v
+    for sec in range(t - 1, t - PTB_MAX_AGE_S - 1, -1):
         v = series.get(sec)
         if v is not None:
             return v
@@ -360,8 +366,8 @@ class SignalCore(Core):
             inputs["p_market"] = mid
         if self.basis is not None:
             inputs["chainlink_lag_ms"] = self.basis.lag_mean_ms
-        for h in RETURN_HORIZONS_S:
-            inputs[f"ret_{h}s"] = self.features.log_return(h)
+        for h, key in _RETURN_KEYS:
+            inputs[key] = self.features.log_return(h)
         for name, value in (
             ("up_bid", up_bid),
             ("up_ask", up_ask),
