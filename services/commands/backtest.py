@@ -349,6 +349,12 @@ class Result:
     ledger_fills: int = 0
 
 
+# the topics the report reads off the bus (Backtest.tap)
+_TAPPED = frozenset(
+    (topics.SIGNAL, topics.DECISION, topics.FILL, topics.ACK, topics.REJECT, topics.RESOLVED)
+)
+
+
 @dataclass
 class Backtest:
     """The four real cores wired by `common.engine` on event time: ingest (fed frames), signal,
@@ -385,6 +391,8 @@ class Backtest:
         self.frames = FrameFeed(self.engine)
 
     def tap(self, topic: str, msg: Msg, now_ns: int) -> None:
+        if topic not in _TAPPED:
+            return  # book snapshots, trades, clock ticks: most of the traffic, none reported
         if topic == topics.SIGNAL:
             self.signals += 1
             s: SignalScore = msg  # type: ignore[assignment]

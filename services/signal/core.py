@@ -133,12 +133,10 @@ class SignalCore(Core):
         self._advance(msg.ts_recv_ns)
         old = self.books.get(msg.asset_id)
         self.books[msg.asset_id] = (msg.best_bid, msg.best_ask, msg.ts_recv_ns)
+        if old is not None and old[1] == msg.best_ask:
+            return []  # the best ask did not change (most snapshots): no new score
         m = self.current_market()
-        if (
-            m is not None
-            and msg.asset_id in (m.up_token_id, m.down_token_id)
-            and (old is None or old[1] != msg.best_ask)
-        ):
+        if m is not None and msg.asset_id in (m.up_token_id, m.down_token_id):
             return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns, now_ns)
         return []
 
