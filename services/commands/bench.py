@@ -69,6 +69,17 @@ def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | str:
     return round(x / y, 2)
 
 
+def progress(what: str, stats: dict[str, Any], extra: str = "") -> None:
+    """One human line on stderr (the JSON goes to stdout at the end): a stage's count and
+    p50/p99, with the load average."""
+    print(
+        f"# {what}: p50 {stats.get('p50', '-')} p99 {stats.get('p99', '-')} ms "
+        f"(n={stats.get('count', 0)}){extra}, load {os.getloadavg()[0]:.1f}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def floor_seconds(rate: float, seconds: float) -> float:
     """How long a floor runs at `rate` msg/s: `seconds`, or longer when that would carry fewer
     than 1.5 x MIN_SAMPLES messages."""
@@ -274,11 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     from services.commands import ingest_bench
 
     result["ingest_parse_to_publish_us"] = ingest_bench.run(20_000)
-    result["floor"] = {
-        f"{name}_{hops}hop": floor(rate, floor_seconds(rate, args.floor_seconds), tmp, hops)
-        for name, rate in (("realistic", args.rate), ("burst", args.rate * BURST_FACTOR))
-        for hops in (2, 3)
-    }
+    result["floor"] = {}
+    for name, rate in (("realistic", args.rate), ("burst", args.rate * BURST_FACTOR)):
+        for hops in (2, 3):
+            f = floor(rate, floor_seconds(rate, args.floor_seconds), tmp, hops)
+            result["floor"][f"{name}_{hops}hop"] = f
+            progress(f"floor {name} {hops} hops", f)
     if not args.floor_only:
         from services.commands import bench_pipeline
 
