@@ -17,6 +17,7 @@ import msgspec
 
 from common import topics
 from common.bus import Puller, Pusher, Subscriber
+from common.clock import mono_ns
 from common.config import ConfigError, overrides_of, trading_book
 from common.core import Emitted
 from common.schema import (
@@ -43,6 +44,7 @@ from services.strategy.store import (
 LEDGER_OVERLAP_NS = 60 * 1_000_000_000  # replay a minute before the newest fill we saw
 REPLAYED_CLOSES_FOR_NS = 10 * 1_000_000_000  # trades closed while down: re-sent for 10 s
 TIMER_MS = 250
+QUIET_SAVE_NS = 100_000_000  # a step that emits nothing is saved at most this often
 
 
 class StrategyRunner(ServiceRunner):
@@ -50,6 +52,7 @@ class StrategyRunner(ServiceRunner):
 
     def __init__(self) -> None:
         super().__init__("strategy", "strategy")
+        self._next_quiet_save = 0  # mono_ns: see deliver
         self.config_files = self.settings.strategy_config_files()
         # the last edit of the config files this service refused (None: the files are good)
         self.config_file_error: dict[str, Any] | None = None
@@ -134,6 +137,19 @@ class StrategyRunner(ServiceRunner):
     def commit(self) -> None:
         # an operator told "halted" must find it halted after any crash: saved before sent
         self.store.save(self.core.persistent(), self.core.now_ns, self.state_key)
+
+    def deliver(self, emitted: Emitted) -> None:
+        """A step that emits something is saved before it is sent (ServiceRunner.deliver); one
+        that emits nothing (most market data: books, trades) is saved at most every
+        QUIET_SAVE_NS: what it changed (a day roll, a parked position) is derived again from
+        time after a crash. Profiled at 5,000 msg/s: building and comparing the saved document
+        after every book was ~30 % of strategy's CPU."""
+        t = mono_ns()
+        if emitted or t >= self._next_quiet_save:
+            self._next_quiet_save = t + QUIET_SAVE_NS
+            super().deliver(emitted)
+        elif emitted.logs:
+            self.write_logs(emitted.logs)
 
     def send(self, topic: str, msg: Msg) -> None:
         if topic == topics.ORDER_INTENT:  # intents (and the probe) go down the orders stream
