@@ -107,8 +107,10 @@ class TopicStats:
 class _Receiver:
     """Decoding, gap detection and counting shared by SUB and PULL."""
 
-    def __init__(self, sock: zmq.Socket, drop_expired: bool) -> None:
+    def __init__(self, sock: zmq.Socket, drop_expired: bool, book_tops: bool = False) -> None:
         self.sock = sock
+        # books as `schema.BookTop` (best prices, no levels) for readers that need no more
+        self._decode_payload = schema.decode_envelope_tops if book_tops else schema.decode_envelope
         self.stats: dict[str, TopicStats] = {}
         self.drop_expired = drop_expired
         self.expired = 0
@@ -121,7 +123,7 @@ class _Receiver:
             raise BusError(f"expected 2 frames [topic, payload], got {len(frames)}")
         topic = bytes(frames[0]).decode()
         try:
-            env = schema.decode_envelope(frames[1])
+            env = self._decode_payload(frames[1])
         except schema.DecodeError as e:
             raise BusError(f"undecodable message on topic {topic!r}: {e}") from None
         st = self.stats.get(topic)
@@ -179,7 +181,8 @@ class _Receiver:
 
 
 class Subscriber(_Receiver):
-    """SUB socket connected to one or more publishers, filtered by topic prefixes."""
+    """SUB socket connected to one or more publishers, filtered by topic prefixes. With
+    `book_tops`, a `BookSnapshot` is received as a `schema.BookTop` (its levels skipped)."""
 
     def __init__(
         self,
@@ -187,6 +190,7 @@ class Subscriber(_Receiver):
         topics: list[str] | tuple[str, ...] = ("",),
         *,
         hwm: int = RCVHWM,
+        book_tops: bool = False,
     ) -> None:
         sock = context().socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
@@ -195,7 +199,7 @@ class Subscriber(_Receiver):
             sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         for ep in [endpoints] if isinstance(endpoints, str) else endpoints:
             sock.connect(ep)
-        super().__init__(sock, drop_expired=False)
+        super().__init__(sock, drop_expired=False, book_tops=book_tops)
 
 
 class Puller(_Receiver):

@@ -13,7 +13,7 @@ end-to-end latency can be measured at every hop.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 from msgspec import Meta, Struct
@@ -505,8 +505,37 @@ class Envelope(Struct, frozen=True, array_like=True):
     msg: Message
 
 
+class BookTop(Msg, tag="book"):
+    """A `BookSnapshot` read without its levels (same wire tag and fields; `bids`/`asks` are
+    skipped by the decoder, never built): for a subscriber that needs only the best prices
+    (signal). Never sent; decoded by `decode_envelope_tops` only. Profiled at 5,000 msg/s:
+    decoding the ~90 levels of each simulated book was 39 % of signal's busy time (11 us a
+    book; 2-3 us without the levels)."""
+
+    asset_id: str
+    best_bid: Price | None
+    best_ask: Price | None
+    ts_exchange_ns: Ns
+    ts_recv_ns: Ns
+    tick_size: Price = 0.01
+    book_seq: int = 0
+    in_sync: bool = True
+
+
+TopsMessage = Union[tuple(BookTop if t is BookSnapshot else t for t in MESSAGE_TYPES)]  # noqa: UP007
+
+
+class EnvelopeTops(Struct, frozen=True, array_like=True):
+    """`Envelope` as a best-prices reader decodes it: a book arrives as a `BookTop`."""
+
+    seq: int
+    epoch: int
+    msg: TopsMessage  # type: ignore[valid-type]
+
+
 _encoder = msgspec.msgpack.Encoder()
 _env_decoder = msgspec.msgpack.Decoder(Envelope)
+_env_tops_decoder = msgspec.msgpack.Decoder(EnvelopeTops)
 _msg_decoder = msgspec.msgpack.Decoder(Message)
 _json_encoder = msgspec.json.Encoder()
 
@@ -519,6 +548,11 @@ def encode(obj: Envelope | Msg) -> bytes:
 
 def decode_envelope(payload: bytes) -> Envelope:
     return _env_decoder.decode(payload)
+
+
+def decode_envelope_tops(payload: bytes) -> EnvelopeTops:
+    """As `decode_envelope`, but a `BookSnapshot` comes out as a `BookTop` (no levels)."""
+    return _env_tops_decoder.decode(payload)
 
 
 def decode(payload: bytes) -> Msg:

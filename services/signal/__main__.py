@@ -54,7 +54,10 @@ class SignalRunner(ServiceRunner):
         self.log.write("signal", "config_reloaded", config=msgspec.to_builtins(config))
 
     def run(self) -> int:
-        md = Subscriber(self.settings.bus_endpoint("ingest"), topics.SUBSCRIPTIONS["signal"])
+        # the core reads a book's best prices only: its levels are not decoded (BookTop)
+        md = Subscriber(
+            self.settings.bus_endpoint("ingest"), topics.SUBSCRIPTIONS["signal"], book_tops=True
+        )
         return self.serve([md], TIMER_MS)
 
 

@@ -21,6 +21,7 @@ from common.config import StrategyConfig
 from common.core import Core, Out, forward_probe
 from common.schema import (
     BookSnapshot,
+    BookTop,
     BtcTrade,
     ClockTick,
     MarketInfo,
@@ -129,7 +130,7 @@ class SignalCore(Core):
         self.binance_s[msg.ts_recv_ns // NS] = msg.price
         return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns, now_ns)
 
-    def on_book_snapshot(self, msg: BookSnapshot, now_ns: int) -> Out:
+    def on_book_snapshot(self, msg: BookSnapshot | BookTop, now_ns: int) -> Out:
         self._advance(msg.ts_recv_ns)
         old = self.books.get(msg.asset_id)
         self.books[msg.asset_id] = (msg.best_bid, msg.best_ask, msg.ts_recv_ns)
@@ -139,6 +140,10 @@ class SignalCore(Core):
         if m is not None and msg.asset_id in (m.up_token_id, m.down_token_id):
             return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns, now_ns)
         return []
+
+    # the runner decodes books without their levels (common.bus Subscriber(book_tops=True));
+    # the backtest engine hands it whole BookSnapshots: both read the same fields
+    on_book_top = on_book_snapshot
 
     def on_price_feed_tick(self, msg: PriceFeedTick, now_ns: int) -> Out:
         self._advance(msg.ts_recv_ns)

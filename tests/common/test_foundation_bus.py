@@ -6,11 +6,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from common.bus import Puller, Subscriber
-from common.schema import BtcTrade, OrderIntent
+from common.bus import Publisher, Puller, Subscriber
+from common.schema import BookSnapshot, BookTop, BtcTrade, OrderIntent
 from tests.conftest import REPO, free_port, short_tmpdir, wait_for
 
 PEER = [sys.executable, str(Path(__file__).with_name("bus_peer.py"))]
@@ -136,3 +137,58 @@ def test_expired_intent_is_dropped_by_the_receiver() -> None:
     finally:
         peer.close()
         pull.close()
+
+
+def test_a_book_tops_subscriber_gets_books_without_their_levels() -> None:
+    """Subscriber(book_tops=True) (signal's): a BookSnapshot arrives as a BookTop with the same
+    best prices and stamps, its levels skipped; other messages arrive as they were sent; seq
+    and gap counting as for any subscriber."""
+    endpoint = f"ipc://{short_tmpdir()}/run/tops.sock"
+    pub = Publisher(endpoint)
+    tops, whole = Subscriber(endpoint, ["md."], book_tops=True), Subscriber(endpoint, ["md."])
+    book = BookSnapshot(
+        asset_id="a",
+        best_bid=0.41,
+        best_ask=0.43,
+        bids=[(0.41 - 0.01 * i, 10.0 + i) for i in range(40)],
+        asks=[(0.43 + 0.01 * i, 10.0 + i) for i in range(40)],
+        ts_exchange_ns=5,
+        ts_recv_ns=7,
+        tick_size=0.01,
+        book_seq=3,
+        in_sync=False,
+    )
+    trade = BtcTrade(price=1.0, size=2.0, ts_exchange_ns=1, ts_recv_ns=2)
+    try:
+        got: dict[str, list[Any]] = {"tops": [], "whole": []}
+
+        def drain() -> dict[str, list[Any]]:
+            for name, sub in (("tops", tops), ("whole", whole)):
+                got[name] += [e.msg for _, e in sub.drain()]
+            return got
+
+        def connected() -> bool:
+            pub.send("md.btc.trade", trade)
+            return all(drain().values())
+
+        wait_for(connected, 10, what="both subscribers connected")
+        pub.send("md.book.a", book)
+        wait_for(lambda: book in drain()["whole"], 10, what="the whole book")
+        wait_for(lambda: any(isinstance(m, BookTop) for m in drain()["tops"]), 10, what="a top")
+        (top,) = [m for m in got["tops"] if not isinstance(m, BtcTrade)]
+        assert top == BookTop(
+            asset_id="a",
+            best_bid=0.41,
+            best_ask=0.43,
+            ts_exchange_ns=5,
+            ts_recv_ns=7,
+            tick_size=0.01,
+            book_seq=3,
+            in_sync=False,
+        )
+        assert all(m == trade for m in got["tops"] if isinstance(m, BtcTrade))
+        assert tops.stats["md.book.a"].received == 1 and tops.stats["md.book.a"].lost == 0
+    finally:
+        pub.close()
+        tops.close()
+        whole.close()

@@ -8,7 +8,15 @@ import msgspec
 import pytest
 
 from common.config import StrategyConfig
-from common.schema import BookSnapshot, BtcTrade, ClockTick, MarketInfo, PriceFeedTick, SignalScore
+from common.schema import (
+    BookSnapshot,
+    BookTop,
+    BtcTrade,
+    ClockTick,
+    MarketInfo,
+    PriceFeedTick,
+    SignalScore,
+)
 from services.signal.core import (
     BASIS_UNKNOWN_SD_USD,
     PTB_BINANCE,
@@ -185,3 +193,23 @@ def test_price_to_beat_source_ranking() -> None:
     assert core.price_to_beat(m) == (84_010.0, PTB_TWAP)  # our TWAP beats a Binance guess
     gamma = msgspec.structs.replace(weak, price_to_beat_source="gamma", price_to_beat=84_020.0)
     assert core.price_to_beat(gamma) == (84_020.0, PTB_MARKET)
+
+
+def test_books_read_without_levels_score_as_whole_books() -> None:
+    """Issue 16: signal's runner decodes books as BookTop (levels skipped on the wire, see
+    test_foundation_bus); the core scores a BookTop exactly as the BookSnapshot it came from."""
+    start, end = 1000 * NS, 1300 * NS
+    outs = []
+    for tops in (False, True):
+        core = SignalCore(StrategyConfig(momentum_weight=0.0))
+        core.step(_market(start, end, ptb=84_950.0), 0)
+        core.step(BtcTrade(price=85_000, size=1, ts_exchange_ns=start, ts_recv_ns=start + NS), 0)
+        out = []
+        for asset, bid, ask, t in (("U", 0.60, 0.62, 2), ("D", 0.38, 0.40, 3), ("U", 0.6, 0.63, 4)):
+            b = _book(asset, bid, ask, start + t * NS)
+            if tops:
+                b = msgspec.msgpack.decode(msgspec.msgpack.encode(b), type=BookTop)
+                assert isinstance(b, BookTop)
+            out += core.step(b, 0)
+        outs.append(out)
+    assert len(outs[0]) == 3 and outs[0] == outs[1]
