@@ -97,6 +97,55 @@ class AlertRules:
             )
         ]
 
+    @staticmethod
+    def _market_reasons(risk: RiskState | None) -> dict[str, list[str]]:
+        """Each halted market's own halt reasons (RiskState.markets, issue 17)."""
+        out: dict[str, list[str]] = {}
+        for key, m in (risk.markets if risk is not None else {}).items():
+            if not m.get("halted"):
+                continue
+            listed = m.get("reasons")
+            if isinstance(listed, list) and listed:
+                out[key] = [str(r) for r in listed]
+            else:
+                out[key] = [str(m.get("reason") or "halted")]
+        return out
+
+    def _market_halts(self, prev: RiskState | None, msg: RiskState, book: str) -> list[Alert]:
+        """One market halted (each new reason) or resumed while the others may trade on."""
+        before, now = self._market_reasons(prev), self._market_reasons(msg)
+        out: list[Alert] = []
+        for key, reasons in now.items():
+            for reason in reasons:
+                if reason in before.get(key, ()):
+                    continue
+                m = msg.markets[key]
+                out.append(
+                    Alert(
+                        "market_halt",
+                        "warning",
+                        f"{key} halted: {reason}{book}",
+                        f"new entries in {key} blocked ({', '.join(reasons)}); its P&L today "
+                        f"{float(m.get('daily_pnl') or 0.0):+.2f} USD, "
+                        f"{int(m.get('trades_today') or 0)} trades; the other markets trade on",
+                        key=f"{key}:{reason}",
+                        fields={"market": key, "reasons": reasons},
+                    )
+                )
+        for key in before:
+            if key not in now:
+                out.append(
+                    Alert(
+                        "market_halt_cleared",
+                        "info",
+                        f"{key} resumed{book}",
+                        f"no halt of {key} in force any more (was: {', '.join(before[key])})",
+                        key=key,
+                        fields={"market": key},
+                    )
+                )
+        return out
+
     def _on_risk(self, msg: RiskState) -> list[Alert]:
         prev, self.risk = self.risk, msg
         out: list[Alert] = []
@@ -118,6 +167,7 @@ class AlertRules:
                     fields={"reasons": list(msg.reasons), "daily_pnl": msg.daily_pnl},
                 )
             )
+        out += self._market_halts(prev, msg, book)
         if prev is not None and prev.halted and not msg.halted:
             out.append(
                 Alert(

@@ -91,6 +91,27 @@ def test_halts_and_emergency_stop_alert_once_each_and_clearing_says_so() -> None
     assert [x.kind for x in a] == ["halt_cleared"]
 
 
+def test_a_market_halt_alerts_once_per_reason_and_its_resumption_says_so() -> None:
+    rules = AlertRules()
+    eth_halted = {"halted": True, "reasons": ["operator"], "daily_pnl": -1.5, "trades_today": 2}
+    btc_ok = {"halted": False, "reasons": [], "daily_pnl": 0.5, "trades_today": 1}
+    assert rules.on_message(risk(markets={"btc-5m": btc_ok}), 0) == []
+    a = rules.on_message(risk(markets={"btc-5m": btc_ok, "eth-15m": eth_halted}), 0)
+    assert [(x.kind, x.key, x.severity) for x in a] == [
+        ("market_halt", "eth-15m:operator", "warning")
+    ]
+    assert a[0].title == "eth-15m halted: operator" and "-1.50 USD" in a[0].body
+    assert rules.on_message(risk(markets={"btc-5m": btc_ok, "eth-15m": eth_halted}), 0) == []
+    # a second reason for the same market is a new alert; the global state is untouched
+    both = eth_halted | {"reasons": ["operator", "daily_loss_limit"]}
+    a = rules.on_message(risk(markets={"btc-5m": btc_ok, "eth-15m": both}), 0)
+    assert [x.key for x in a] == ["eth-15m:daily_loss_limit"]
+    a = rules.on_message(
+        risk(markets={"btc-5m": btc_ok, "eth-15m": eth_halted | {"halted": False}}), 0
+    )
+    assert [(x.kind, x.key) for x in a] == [("market_halt_cleared", "eth-15m")]
+
+
 def test_day_roll_sends_the_finished_days_pnl_summary() -> None:
     rules = AlertRules()
     rules.on_message(risk(day="2026-11-29", daily_pnl=-3.25, trades_today=4, wins_today=1), 0)
