@@ -92,6 +92,8 @@ class Series:
     wins_today: int = 0
     pnl_today: float = 0.0
     fees_today: float = 0.0
+    # Brier scores of this market's resolved windows (the core's `scores` are of all markets)
+    scores: RunningScores = field(default_factory=lambda: RunningScores())
 
     def current_market(self, now_ns: int) -> MarketInfo | None:
         """The window containing `now_ns`, else the one ingest last called current."""
@@ -490,7 +492,9 @@ class ObserveCore:
             self.resolved.append(msg)
             samples = self.score_samples.pop(msg.slug, None)
             if samples and msg.slug not in self.scores.slugs:
-                self.scores.add(msg.slug, list(samples.values()), msg.winning_outcome == "Up")
+                won_up = msg.winning_outcome == "Up"
+                self.scores.add(msg.slug, list(samples.values()), won_up)
+                self.series_for(msg.slug).scores.add(msg.slug, list(samples.values()), won_up)
             out.append(LogLine("ingestion", "market_resolved", "INFO", to_dict(msg)))
         elif isinstance(msg, FeedStatus):
             prev_fs = self.feed_status.get(msg.feed)

@@ -373,12 +373,15 @@ def markets_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
 
 
 def detail_doc(core: ObserveCore, now_ns: int, key: str) -> dict[str, Any]:
-    """The detail view of one market: its window, books, signal and position."""
+    """The detail view of one market: its window, books, signal, position and the Brier
+    scores of its resolved windows (RunningScores.doc)."""
+    ser = core.series.get(key)
     return {
         "market": market_doc(core, now_ns, key),
         "books": books_doc(core, now_ns, key),
         "signal": signal_doc(core, key),
         "position": position_doc(core, now_ns, key),
+        "scores": ser.scores.doc() if ser is not None else None,
     }
 
 
@@ -415,6 +418,7 @@ def status(core: ObserveCore, now_ns: int, key: str | None = None) -> dict[str, 
         "signal": signal_doc(core, key),
         "position": position_doc(core, now_ns, key),
         "market_risk": market_risk_doc(core, key),
+        "market_scores": core.series[key].scores.doc() if key in core.series else None,
         "metrics": metrics_doc(core, now_ns),
         "redemptions": redemptions_doc(core),
         "risk": risk_doc(core),

@@ -11,6 +11,7 @@ from common.schema import (
     BtcTrade,
     Decision,
     MarketInfo,
+    MarketResolved,
     OrderFilled,
     PositionSettled,
     PositionState,
@@ -414,3 +415,25 @@ def test_recorded_rows_name_their_market_and_charts_come_back_per_market(tmp_pat
     )
     assert rows["btc-5m"]["risk"]["trades_today"] == 0
     rec.close()
+
+
+def test_brier_scores_per_market_and_of_all() -> None:
+    c = three_markets()  # one sample each: btc 0.55 (model 0.58), eth 0.45 (model 0.43)
+    c.handle(
+        "md.resolved",
+        MarketResolved(
+            slug=ETH.slug, condition_id=ETH.condition_id, winning_outcome="Down", ts_ns=NOW
+        ),
+        NOW,
+    )
+    eth = views.detail_doc(c, NOW, "eth-15m")["scores"]
+    assert (eth["windows"], eth["n"], eth["brier_model"], eth["brier_blend"]) == (
+        1,
+        1,
+        round(0.43**2, 6),
+        round(0.45**2, 6),
+    )
+    assert eth["brier_market"] == 0.25  # the signal's p_market 0.5
+    assert views.detail_doc(c, NOW, "btc-5m")["scores"]["windows"] == 0
+    assert c.scores.doc()["windows"] == 1  # of all markets
+    assert views.status(c, NOW, "eth-15m")["market_scores"] == eth

@@ -302,7 +302,7 @@ function render(d) {
   $("mkt-up").textContent = mid !== null ? pct(mid, 1) : "—";
   $("mkt-up-bar").style.width = mid !== null ? `${100 * mid}%` : "0";
   // running Brier of model vs market (and the blend strategy trades on) on resolved windows
-  const sc = d.scores;
+  const sc = v.scores || d.scores;  // the selected market's resolved windows
   $("scores").textContent = sc && sc.n
     ? `Brier on ${sc.windows} resolved window${sc.windows === 1 ? "" : "s"} (${sc.n} s): model ${sc.brier_model.toFixed(4)} · market ${sc.brier_market.toFixed(4)} · blend ${sc.brier_blend.toFixed(4)} (lower is better)`
     : "Brier model vs market: no resolved window yet";
