@@ -229,6 +229,7 @@ class ObserveCore:
         self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
         self.risk: RiskState | None = None
         self.config: dict[str, Any] = {}
+        self._configured: tuple[dict[str, Any], list[str]] | None = None  # (config, its keys)
         self.config_version = 0
         self.config_source = ""
         # the latest snapshot's hash, shipped defaults, operator overrides, file paths, changes
@@ -266,11 +267,17 @@ class ObserveCore:
     # --- markets --------------------------------------------------------------------------------
     def configured(self) -> list[str]:
         """The series keys of the enabled markets the config in force names, in its order
-        (["btc-5m"] for a config without `markets`; [] while the config is unreadable)."""
+        (["btc-5m"] for a config without `markets`; [] while the config is unreadable). Parsed
+        once per config document (a new snapshot replaces the dict)."""
+        cached = self._configured
+        if cached is not None and cached[0] is self.config:
+            return list(cached[1])
         try:
-            return [m.key for m in market_specs(self.config) if m.enabled]
+            keys = [m.key for m in market_specs(self.config) if m.enabled]
         except ConfigError:
-            return []
+            keys = []
+        self._configured = (self.config, keys)
+        return list(keys)
 
     def market_keys(self) -> list[str]:
         """Every market to show: the configured ones in config order, then any other series

@@ -9,6 +9,7 @@ from pathlib import Path
 from common.schema import (
     BookSnapshot,
     BtcTrade,
+    ConfigSnapshot,
     Decision,
     MarketInfo,
     MarketResolved,
@@ -437,3 +438,19 @@ def test_brier_scores_per_market_and_of_all() -> None:
     assert views.detail_doc(c, NOW, "btc-5m")["scores"]["windows"] == 0
     assert c.scores.doc()["windows"] == 1  # of all markets
     assert views.status(c, NOW, "eth-15m")["market_scores"] == eth
+
+
+def test_a_config_reload_adds_and_removes_markets_in_the_overview() -> None:
+    c = three_markets()
+    keys = lambda: [r["market"] for r in views.markets_doc(c, NOW)["markets"]]  # noqa: E731
+    added = [*MARKETS, {"asset": "xrp", "window": "1h"}]
+    c.handle("strat.config", ConfigSnapshot(version=2, config={"markets": added}, ts_ns=NOW), NOW)
+    assert keys() == ["btc-5m", "eth-15m", "sol-5m", "xrp-1h"]
+    xrp = by_market(views.markets_doc(c, NOW))["xrp-1h"]
+    assert xrp["configured"] and xrp["slug"] is None and xrp["seconds_left"] is None
+    # eth removed while it holds a position: still shown (heard on the bus), not configured
+    left = [MARKETS[0], MARKETS[2]]
+    c.handle("strat.config", ConfigSnapshot(version=3, config={"markets": left}, ts_ns=NOW), NOW)
+    assert keys() == ["btc-5m", "sol-5m", "eth-15m"]
+    assert not by_market(views.markets_doc(c, NOW))["eth-15m"]["configured"]
+    assert 'polyedge_market_configured{market="eth-15m"} 0' in metrics_text(c, NOW)

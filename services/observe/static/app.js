@@ -598,7 +598,7 @@ async function loadTrades() {
   $("trades-total").textContent = `${page.total} total`;
   $("trades").innerHTML = page.items.map((t) => {
     const pnl = t.pnl === null ? "" : `<span class="${t.pnl >= 0 ? "pnl-pos" : "pnl-neg"}">${signed(t.pnl, 2)}</span>`;
-    return `<tr><td class="mono">${hhmmss(t.ts_ns)}</td><td class="mono">${esc(t.slug)}</td><td>${esc(t.kind)}</td><td>${esc(t.side)}</td><td class="${t.outcome === "Up" ? "pnl-pos" : "pnl-neg"}">${esc(t.outcome)}</td><td class="r mono">${fmt(t.price, 3)}</td><td class="r mono">${fmt(t.size, 2)}</td><td class="r mono">${fmt(t.fee, 4)}</td><td class="r mono">${pnl}</td><td class="muted">${esc(t.venue || "?")} · ${t.dry_run ? "paper" : "REAL"}</td></tr>`;
+    return `<tr><td class="mono">${hhmmss(t.ts_ns)}</td><td class="mono" title="${esc(t.slug)}">${esc(t.market || t.slug)}</td><td>${esc(t.kind)}</td><td>${esc(t.side)}</td><td class="${t.outcome === "Up" ? "pnl-pos" : "pnl-neg"}">${esc(t.outcome)}</td><td class="r mono">${fmt(t.price, 3)}</td><td class="r mono">${fmt(t.size, 2)}</td><td class="r mono">${fmt(t.fee, 4)}</td><td class="r mono">${pnl}</td><td class="muted">${esc(t.venue || "?")} · ${t.dry_run ? "paper" : "REAL"}</td></tr>`;
   }).join("") || '<tr><td colspan="10" class="muted">no trades recorded yet</td></tr>';
 }
 function maybeReloadTrades(d) {
