@@ -200,6 +200,16 @@ class Subscriber(_Receiver):
         for ep in [endpoints] if isinstance(endpoints, str) else endpoints:
             sock.connect(ep)
         super().__init__(sock, drop_expired=False, book_tops=book_tops)
+        self.topics: set[str] = set(topics)
+
+    def subscribe(self, topics: list[str] | tuple[str, ...]) -> list[str]:
+        """Also take these topic prefixes (a hot reload adding an asset's trades); returns the
+        ones that were new."""
+        new = [t for t in topics if t not in self.topics]
+        for t in new:
+            self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+            self.topics.add(t)
+        return new
 
 
 class Puller(_Receiver):

@@ -32,6 +32,7 @@ class SignalRunner(ServiceRunner):
         except ConfigError as e:
             fail("signal", str(e), EXIT_CONFIG)
         self.core = SignalCore(config)
+        self.md: Subscriber | None = None
 
     def state(self) -> tuple[str, dict[str, Any]]:
         detail = self.core.status()
@@ -52,11 +53,16 @@ class SignalRunner(ServiceRunner):
         self.config_file_error = None
         self.core.set_config(config)
         self.log.write("signal", "config_reloaded", config=msgspec.to_builtins(config))
+        if self.md is not None:  # a market of a new asset: its trades from now on
+            added = self.md.subscribe(topics.spot_topics(self.core.spot_assets()))
+            if added:
+                self.log.write("signal", "subscribed", topics=added)
 
     def run(self) -> int:
+        wanted = (*topics.SUBSCRIPTIONS["signal"], *topics.spot_topics(self.core.spot_assets()))
         # the core reads a book's best prices only: its levels are not decoded (BookTop)
-        md = Subscriber(
-            self.settings.bus_endpoint("ingest"), topics.SUBSCRIPTIONS["signal"], book_tops=True
+        self.md = md = Subscriber(
+            self.settings.bus_endpoint("ingest"), list(dict.fromkeys(wanted)), book_tops=True
         )
         return self.serve([md], TIMER_MS)
 

@@ -1,7 +1,10 @@
 """Signal's transport-free core: market data in, one `SignalScore` per cycle out.
 
-Each ClockTick, BTC trade, or change of a current token's best ask produces a score for the
-current window: the market-aware probability of Up (services/signal/model.py: the model blended
+Each ClockTick, spot trade, or change of a current token's best ask produces a score for the
+current window of each configured market (series key "eth-15m") it concerns, every market priced
+from its own asset's Binance trades, settlement feed (`PriceFeedTick.symbol` "eth/usd") and
+basis (`PriceBasis.asset`), with its own window, TWAP lookback and config (the base config with
+its overrides, `strategy_config_for`): the market-aware probability of Up (services/signal/model.py: the model blended
 with the Up token's mid by the config's fitted weights; the model alone in `inputs["p_model"]`),
 the side it favours, a score in [-1, 1] and the per-side edge after the taker fee, with every
 input in `inputs` so the signal log explains the number. Everything is priced in the settlement
@@ -17,7 +20,7 @@ import math
 import msgspec
 
 from common import topics
-from common.config import StrategyConfig
+from common.config import MarketSpec, StrategyConfig, enabled_markets, strategy_config_for
 from common.core import Core, Out, forward_probe
 from common.schema import (
     BookSnapshot,
@@ -86,49 +89,117 @@ def in_force(series: dict[int, float], t: int) -> float | None:
     return None
 
 
-class SignalCore(Core):
-    """Market data in, `SignalScore`s out (see the module docstring); `config` holds the model
-    parameters (`set_config` for a hot reload)."""
+def feed_asset(symbol: str) -> str:
+    """The asset of a settlement feed symbol: "eth/usd" -> "eth", "btcusdt" -> "btc"."""
+    sym = symbol.lower()
+    if "/" in sym:
+        return sym.split("/", 1)[0]
+    for quote in ("usdt", "usd"):
+        if sym.endswith(quote) and len(sym) > len(quote):
+            return sym[: -len(quote)]
+    return sym
 
-    def __init__(self, config: StrategyConfig | None = None) -> None:
-        super().__init__()
-        self._next_log = 0
-        self._last_side = ""
-        self.config = config or StrategyConfig()
-        self.features = BtcFeatures(self.config.vol_halflife_s, self.config.vol_floor)
-        self.markets: dict[str, MarketInfo] = {}
-        self.resolved: set[str] = set()
-        self.books: dict[str, tuple[float | None, float | None, int]] = {}
-        self.chainlink: dict[int, float] = {}  # unix second -> Chainlink BTC/USD
+
+class AssetFeeds:
+    """One asset's prices: Binance trade features, the settlement feed's ticks (Chainlink and
+    TWAP, per unix second), the last Binance trade per second and the measured basis."""
+
+    def __init__(self, asset: str, config: StrategyConfig) -> None:
+        self.asset = asset
+        self.features = BtcFeatures(config.vol_halflife_s, config.vol_floor)
+        self.chainlink: dict[int, float] = {}  # unix second -> Chainlink <asset>/USD
         self.twap: dict[int, float] = {}  # unix second -> published TWAP ending then
         self.binance_s: dict[int, float] = {}  # unix second -> last Binance trade in it
-        self.ptb: dict[str, tuple[float, float]] = {}  # slug -> (price to beat, source)
-        self.ptb_final: set[str] = set()  # slugs whose estimate a later tick has confirmed
         self.basis: PriceBasis | None = None  # md.basis from ingest: Binance - Chainlink
         self.last_chainlink_recv_ns = 0  # when the settlement feed last ticked (receive time)
         self.last_chainlink_s = 0  # the latest second a settlement tick was received for
-        self.now_ns = 0
         self.last_trade_recv_ns = 0
-        self.published = 0
-        self.last: SignalScore | None = None
 
     def set_config(self, config: StrategyConfig) -> None:
-        """Hot reload of the model parameters (the feature history is kept)."""
-        self.config = config
         self.features.halflife_s = config.vol_halflife_s
         self.features.vol_floor = config.vol_floor
+
+
+class SignalCore(Core):
+    """Market data in, `SignalScore`s out (see the module docstring); `config` holds the model
+    parameters and the `markets` scored (`set_config` for a hot reload)."""
+
+    def __init__(self, config: StrategyConfig | None = None) -> None:
+        super().__init__()
+        self._next_log: dict[str, int] = {}  # per series key
+        self._last_side: dict[str, str] = {}
+        self.markets: dict[str, MarketInfo] = {}
+        self.resolved: set[str] = set()
+        self.books: dict[str, tuple[float | None, float | None, int]] = {}
+        self.token_slug: dict[str, str] = {}
+        self.ptb: dict[str, tuple[float, float]] = {}  # slug -> (price to beat, source)
+        self.ptb_final: set[str] = set()  # slugs whose estimate a later tick has confirmed
+        self.assets: dict[str, AssetFeeds] = {}
+        self.series: dict[str, tuple[MarketSpec, StrategyConfig]] = {}
+        self.now_ns = 0
+        self.published = 0
+        self.last: SignalScore | None = None
+        self.set_config(config or StrategyConfig())
+
+    def set_config(self, config: StrategyConfig) -> None:
+        """Hot reload of the model parameters and of the markets scored (every feature history
+        is kept; an added market's asset gets its own feeds, a removed market is scored no more).
+        An asset's volatility parameters are those of its first market."""
+        self.config = config
+        self.series = {
+            spec.key: (spec, strategy_config_for(config, spec)) for spec in enabled_markets(config)
+        }
+        seen: set[str] = set()
+        for spec, cfg in self.series.values():
+            if spec.asset in seen:
+                continue
+            seen.add(spec.asset)
+            feeds = self.assets.get(spec.asset)
+            if feeds is None:
+                self.assets[spec.asset] = AssetFeeds(spec.asset, cfg)
+            else:
+                feeds.set_config(cfg)
+        self._series_of_asset: dict[str, tuple[str, ...]] = {}
+        for key, (spec, _) in self.series.items():
+            self._series_of_asset[spec.asset] = (*self._series_of_asset.get(spec.asset, ()), key)
+        self.default_asset = next(iter(self._series_of_asset), "btc")
+
+    def spot_assets(self) -> tuple[str, ...]:
+        """The assets of the markets scored, in config order (whose trades signal needs)."""
+        return tuple(self._series_of_asset)
+
+    def feeds(self, asset: str = "") -> AssetFeeds:
+        """The prices of `asset` (the first market's asset when ""), created when unknown."""
+        asset = asset or self.default_asset
+        f = self.assets.get(asset)
+        if f is None:
+            f = self.assets[asset] = AssetFeeds(asset, self.config)
+        return f
+
+    # the first market's asset, by the names of the single-market core (tests, status)
+    @property
+    def features(self) -> BtcFeatures:
+        return self.feeds().features
+
+    @property
+    def basis(self) -> PriceBasis | None:
+        return self.feeds().basis
 
     # ------------------------------------------------------------------ inputs
     def on_clock_tick(self, msg: ClockTick, now_ns: int) -> Out:
         self._advance(msg.ts_ns)
-        return self._emit(msg.ts_ns, 0, now_ns)
+        return self._emit(msg.ts_ns, 0, now_ns, tuple(self.series))
 
     def on_btc_trade(self, msg: BtcTrade, now_ns: int) -> Out:
         self._advance(msg.ts_recv_ns)
-        self.features.on_trade(msg.ts_recv_ns, msg.price)
-        self.last_trade_recv_ns = msg.ts_recv_ns
-        self.binance_s[msg.ts_recv_ns // NS] = msg.price
-        return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns, now_ns)
+        keys = self._series_of_asset.get(msg.asset)
+        if keys is None:
+            return []  # an asset no configured market is priced from
+        f = self.assets[msg.asset]
+        f.features.on_trade(msg.ts_recv_ns, msg.price)
+        f.last_trade_recv_ns = msg.ts_recv_ns
+        f.binance_s[msg.ts_recv_ns // NS] = msg.price
+        return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns, now_ns, keys)
 
     def on_book_snapshot(self, msg: BookSnapshot | BookTop, now_ns: int) -> Out:
         self._advance(msg.ts_recv_ns)
@@ -136,9 +207,10 @@ class SignalCore(Core):
         self.books[msg.asset_id] = (msg.best_bid, msg.best_ask, msg.ts_recv_ns)
         if old is not None and old[1] == msg.best_ask:
             return []  # the best ask did not change (most snapshots): no new score
-        m = self.current_market()
-        if m is not None and msg.asset_id in (m.up_token_id, m.down_token_id):
-            return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns, now_ns)
+        slug = self.token_slug.get(msg.asset_id)
+        m = self.markets.get(slug) if slug is not None else None
+        if m is not None and self.current_market(m.series) is m:
+            return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns, now_ns, (m.series,))
         return []
 
     # the runner decodes books without their levels (common.bus Subscriber(book_tops=True));
@@ -147,18 +219,21 @@ class SignalCore(Core):
 
     def on_price_feed_tick(self, msg: PriceFeedTick, now_ns: int) -> Out:
         self._advance(msg.ts_recv_ns)
+        f = self.feeds(feed_asset(msg.symbol))
         sec = msg.ts_exchange_ns // NS
         if msg.source == "chainlink":
-            self.chainlink[sec] = msg.value
-            self.last_chainlink_recv_ns = max(self.last_chainlink_recv_ns, msg.ts_recv_ns)
-            self.last_chainlink_s = max(self.last_chainlink_s, sec)
+            f.chainlink[sec] = msg.value
+            f.last_chainlink_recv_ns = max(f.last_chainlink_recv_ns, msg.ts_recv_ns)
+            f.last_chainlink_s = max(f.last_chainlink_s, sec)
         elif msg.source.startswith("twap"):
-            self.twap[sec] = msg.value
+            f.twap[sec] = msg.value
         return []
 
     def on_market_info(self, msg: MarketInfo, now_ns: int) -> Out:
         self._advance(msg.ts_recv_ns)
         self.markets[msg.slug] = msg
+        self.token_slug[msg.up_token_id] = msg.slug
+        self.token_slug[msg.down_token_id] = msg.slug
         return []
 
     def on_market_resolved(self, msg: MarketResolved, now_ns: int) -> Out:
@@ -166,8 +241,9 @@ class SignalCore(Core):
         return []
 
     def on_price_basis(self, msg: PriceBasis, now_ns: int) -> Out:
-        """md.basis from ingest: Binance - Chainlink, time-aligned, its sd and Chainlink's lag."""
-        self.basis = msg
+        """md.basis from ingest: Binance - Chainlink of `msg.asset`, time-aligned, its sd and
+        Chainlink's lag."""
+        self.feeds(msg.asset).basis = msg
         return []
 
     def on_probe(self, msg: Probe, now_ns: int) -> Out:
@@ -177,22 +253,32 @@ class SignalCore(Core):
         if ts_ns > self.now_ns:
             self.now_ns = ts_ns
             horizon = ts_ns // NS - KEEP_SECONDS
-            for d in (self.chainlink, self.twap, self.binance_s):
-                while d and next(iter(d)) < horizon:  # insertion order is time order
-                    del d[next(iter(d))]
-            if len(self.markets) > 8:
+            for f in self.assets.values():
+                for d in (f.chainlink, f.twap, f.binance_s):
+                    while d and next(iter(d)) < horizon:  # insertion order is time order
+                        del d[next(iter(d))]
+            limit = 8 * max(1, len(self.series))
+            if len(self.markets) > limit:
                 for slug, m in sorted(self.markets.items(), key=lambda kv: kv[1].window_end_ns):
-                    if len(self.markets) <= 8 or m.window_end_ns >= ts_ns:
+                    if len(self.markets) <= limit or m.window_end_ns >= ts_ns:
                         break
                     del self.markets[slug]
                     self.ptb.pop(slug, None)
                     self.ptb_final.discard(slug)
+                    for t in (m.up_token_id, m.down_token_id):
+                        self.token_slug.pop(t, None)
 
     # ------------------------------------------------------------------ model
-    def current_market(self) -> MarketInfo | None:
+    def current_market(self, series: str = "") -> MarketInfo | None:
+        """The window of market `series` (series key; the first configured when "") open now."""
+        series = series or next(iter(self.series), "btc-5m")
         best = None
         for m in self.markets.values():
-            if m.window_start_ns <= self.now_ns < m.window_end_ns and m.slug not in self.resolved:
+            if (
+                m.window_start_ns <= self.now_ns < m.window_end_ns
+                and m.series == series
+                and m.slug not in self.resolved
+            ):
                 if best is None or m.window_start_ns > best.window_start_ns:
                     best = m
         return best
@@ -218,54 +304,58 @@ class SignalCore(Core):
         only when no settlement value exists, labelled as such (strategy does not enter on it
         unless `require_settlement_price_to_beat` is off). The estimate may still change until
         a tick after the start shows nothing else came in between."""
+        f = self.feeds(m.asset)
         start = m.window_start_ns // NS
         known = self.ptb.get(m.slug)
         if known is not None and m.slug in self.ptb_final:
             return known
         found: tuple[float, float] | None = None
         series: dict[int, float] | None = None
-        v = in_force(self.twap, start)
+        v = in_force(f.twap, start)
         if v is not None:
-            found, series = (v, PTB_TWAP), self.twap
+            found, series = (v, PTB_TWAP), f.twap
         else:
             lb = max(1, m.twap_lookback_s) if m.twap_enabled else 1
-            span = [in_force(self.chainlink, sec) for sec in range(start - lb + 1, start + 1)]
+            span = [in_force(f.chainlink, sec) for sec in range(start - lb + 1, start + 1)]
             if all(x is not None for x in span):
                 found = (sum(span) / len(span), PTB_CHAINLINK)  # type: ignore[arg-type]
-                series = self.chainlink
+                series = f.chainlink
         if found is None and known is None:
-            before = [sec for sec in self.binance_s if sec <= start]
-            basis = self.basis_now(self.now_ns)[0]  # a Binance estimate in settlement units
+            before = [sec for sec in f.binance_s if sec <= start]
+            basis = self.basis_now(self.now_ns, m.asset)[0]  # a Binance estimate, settlement units
             if before:
-                found = (self.binance_s[max(before)] - basis, PTB_BINANCE)
-            elif self.features.last_price is not None:
-                found = (self.features.last_price - basis, PTB_BINANCE)
+                found = (f.binance_s[max(before)] - basis, PTB_BINANCE)
+            elif f.features.last_price is not None:
+                found = (f.features.last_price - basis, PTB_BINANCE)
         if found is not None and (known is None or found[1] >= known[1]):
             self.ptb[m.slug] = found
             if series and next(reversed(series)) > start:  # keys are in time order
                 self.ptb_final.add(m.slug)
         return self.ptb.get(m.slug)
 
-    def settlement_feed_age_s(self, now_ns: int) -> float | None:
-        """Seconds since the settlement feed (Chainlink) last ticked; None if it never did."""
-        if not self.last_chainlink_recv_ns:
+    def settlement_feed_age_s(self, now_ns: int, asset: str = "") -> float | None:
+        """Seconds since `asset`'s settlement feed (Chainlink) last ticked; None if it never
+        did ("" = the first market's asset)."""
+        f = self.feeds(asset)
+        if not f.last_chainlink_recv_ns:
             return None
-        return max(0.0, (now_ns - self.last_chainlink_recv_ns) / NS)
+        return max(0.0, (now_ns - f.last_chainlink_recv_ns) / NS)
 
-    def basis_now(self, now_ns: int) -> tuple[float, float, bool]:
+    def basis_now(self, now_ns: int, asset: str = "") -> tuple[float, float, bool]:
         """(basis USD, its sd USD, settlement feed down): what converts Binance to the settlement
         source's units (Chainlink = Binance - basis). The measured basis (md.basis, time-aligned
         by ingest) and its sd; none measured: 0 with `BASIS_UNKNOWN_SD_USD`; the feed down (no
         tick for `SETTLEMENT_STALE_S`): the last basis with an sd growing with the feed's age."""
-        age = self.settlement_feed_age_s(now_ns)
+        age = self.settlement_feed_age_s(now_ns, asset)
         down = age is None or age > SETTLEMENT_STALE_S
-        if self.basis is None or self.basis.samples < BASIS_MIN_SAMPLES:
+        b = self.feeds(asset).basis
+        if b is None or b.samples < BASIS_MIN_SAMPLES:
             return 0.0, BASIS_UNKNOWN_SD_USD, down
-        sd = self.basis.basis_sd_usd
+        sd = b.basis_sd_usd
         if down:
             grown = BASIS_DRIFT_USD_PER_SQRT_S * math.sqrt(age if age is not None else 0.0)
             sd = max(BASIS_UNKNOWN_SD_USD if age is None else 0.0, math.hypot(sd, grown))
-        return self.basis.basis_mean_usd, sd, down
+        return b.basis_mean_usd, sd, down
 
     def _known_avg(self, m: MarketInfo, lookback: int, basis: float) -> tuple[float | None, int]:
         """The already-fixed part of the settlement TWAP (seconds of the lookback up to now), in
@@ -274,6 +364,7 @@ class SignalCore(Core):
         as the feed does); the latest seconds, after the last tick received (Chainlink arrives
         1-2 s late, or the feed is down), and any second without a tick in force are bridged
         with Binance's price then minus the basis. Binance never replaces the ticks that exist."""
+        f = self.feeds(m.asset)
         end = m.window_end_ns // NS
         now_s = self.now_ns // NS
         secs = range(end - lookback + 1, min(end, now_s) + 1)
@@ -281,13 +372,13 @@ class SignalCore(Core):
             return None, 0
         vals: list[float] = []
         bridged = 0
-        last_tick_s = self.last_chainlink_s
+        last_tick_s = f.last_chainlink_s
         for sec in secs:
-            v = in_force(self.chainlink, sec) if sec <= last_tick_s else None
+            v = in_force(f.chainlink, sec) if sec <= last_tick_s else None
             if v is None:
-                b = in_force(self.binance_s, sec)
+                b = in_force(f.binance_s, sec)
                 if b is None:
-                    b = self.features.last_price
+                    b = f.features.last_price
                 if b is None:
                     continue
                 v = b - basis
@@ -297,26 +388,37 @@ class SignalCore(Core):
             return None, 0
         return sum(vals) / len(vals), bridged + (len(secs) - len(vals))
 
-    def score(self, now_ns: int, origin_exchange_ns: int = 0) -> SignalScore | None:
-        m = self.current_market()
-        price = self.features.last_price
-        if m is None or price is None:
+    def score(
+        self, now_ns: int, origin_exchange_ns: int = 0, series: str = ""
+    ) -> SignalScore | None:
+        """The score of market `series` (series key; the first configured when "") now: its
+        open window priced from its asset's feeds with its config; None without a window open,
+        a spot price or a price to beat."""
+        series = series or next(iter(self.series), "btc-5m")
+        m = self.current_market(series)
+        if m is None:
+            return None
+        f = self.feeds(m.asset)
+        features = f.features
+        price = features.last_price
+        if price is None:
             return None
         ptb = self.price_to_beat(m)
         if ptb is None:
             return None
-        cfg = self.config
+        known_series = self.series.get(series)
+        cfg = known_series[1] if known_series is not None else self.config
         lookback = m.twap_lookback_s if m.twap_enabled else 0
         tau = (m.window_end_ns - now_ns) / NS
-        basis, basis_sd, feed_down = self.basis_now(now_ns)
-        feed_age = self.settlement_feed_age_s(now_ns)
+        basis, basis_sd, feed_down = self.basis_now(now_ns, m.asset)
+        feed_age = self.settlement_feed_age_s(now_ns, m.asset)
         spot = price - basis  # Binance in the settlement source's units
         if spot <= 0.0:
             return None
         known, bridged = (
             self._known_avg(m, lookback, basis) if 0 < lookback and tau <= lookback else (None, 0)
         )
-        momentum = self.features.momentum(cfg.momentum_horizon_s)
+        momentum = features.momentum(cfg.momentum_horizon_s)
         up_bid, up_ask, up_ts = self.books.get(m.up_token_id, (None, None, 0))
         dn_bid, dn_ask, dn_ts = self.books.get(m.down_token_id, (None, None, 0))
         mid = (up_bid + up_ask) / 2.0 if up_bid is not None and up_ask is not None else None
@@ -325,7 +427,7 @@ class SignalCore(Core):
             cfg,
             price=spot,
             price_to_beat=ptb[0],
-            sigma=self.features.sigma,
+            sigma=features.sigma,
             tau_s=tau,
             lookback_s=lookback,
             known_avg=known,
@@ -349,7 +451,7 @@ class SignalCore(Core):
             "ptb_source": ptb[1],
             "log_distance": math.log(fair.expected / ptb[0]),
             "expected_settle": fair.expected,
-            "sigma": self.features.sigma,
+            "sigma": features.sigma,
             "vol_scale": cfg.vol_scale,
             "std_log": fair.std_log,
             "z": _finite(fair.z),
@@ -358,7 +460,7 @@ class SignalCore(Core):
             "tau_s": tau,
             "elapsed_s": (now_ns - m.window_start_ns) / NS,
             "twap_lookback_s": float(lookback),
-            "price_age_ms": (now_ns - self.last_trade_recv_ns) / 1e6,
+            "price_age_ms": (now_ns - f.last_trade_recv_ns) / 1e6,
             "up_book_age_ms": (now_ns - up_ts) / 1e6 if up_ts else -1.0,
             "down_book_age_ms": (now_ns - dn_ts) / 1e6 if dn_ts else -1.0,
             "fee_rate": m.fee_rate,
@@ -367,10 +469,10 @@ class SignalCore(Core):
             inputs["known_twap_avg"] = known
         if mid is not None:
             inputs["p_market"] = mid
-        if self.basis is not None:
-            inputs["chainlink_lag_ms"] = self.basis.lag_mean_ms
+        if f.basis is not None:
+            inputs["chainlink_lag_ms"] = f.basis.lag_mean_ms
         for h, key in _RETURN_KEYS:
-            inputs[key] = self.features.log_return(h)
+            inputs[key] = features.log_return(h)
         for name, value in (
             ("up_bid", up_bid),
             ("up_ask", up_ask),
@@ -394,29 +496,44 @@ class SignalCore(Core):
             origin_ts_exchange_ns=origin_exchange_ns,
             origin_ts_recv_ns=now_ns,
             inputs=inputs,
+            market=series,
         )
 
-    def _emit(self, ts_ns: int, origin_exchange_ns: int, now_ns: int) -> Out:
-        s = self.score(ts_ns, origin_exchange_ns)
-        if s is None:
-            return []
-        s = msgspec.structs.replace(s, ts_signal_ns=now_ns)
-        self.published += 1
-        self.last = s
-        if s.ts_ns >= self._next_log or s.side != self._last_side:
-            self.log("signal", "signal", **msgspec.to_builtins(s))
-            self._next_log = s.ts_ns + LOG_EVERY_NS
-            self._last_side = s.side
-        return [(topics.SIGNAL, s)]
+    def _emit(
+        self, ts_ns: int, origin_exchange_ns: int, now_ns: int, series: tuple[str, ...]
+    ) -> Out:
+        """One score for each market of `series` that has one."""
+        out: Out = []
+        for key in series:
+            s = self.score(ts_ns, origin_exchange_ns, key)
+            if s is None:
+                continue
+            s = msgspec.structs.replace(s, ts_signal_ns=now_ns)
+            self.published += 1
+            self.last = s
+            if s.ts_ns >= self._next_log.get(key, 0) or s.side != self._last_side.get(key, ""):
+                self.log("signal", "signal", **msgspec.to_builtins(s))
+                self._next_log[key] = s.ts_ns + LOG_EVERY_NS
+                self._last_side[key] = s.side
+            out.append((topics.SIGNAL, s))
+        return out
 
     def status(self) -> dict[str, object]:
         m = self.current_market()
+        markets: dict[str, object] = {}
+        for key, (spec, _) in self.series.items():
+            cur = self.current_market(key)
+            markets[key] = {
+                "market": cur.slug if cur else None,
+                "last_price": self.feeds(spec.asset).features.last_price,
+            }
         return {
             "last_price": self.features.last_price,
             "sigma": self.features.sigma,
             "market": m.slug if m else None,
             "published": self.published,
             "p_up": self.last.p_up if self.last else None,
+            "markets": markets,
         }
 
 

@@ -74,6 +74,7 @@ class StrategyRunner(ServiceRunner):
         if adopted:
             self.log.write("risk", "state_adopted_from_before_books", key=self.state_key)
         self.orders: Pusher | None = None
+        self.sub: Subscriber | None = None
         self.replayed_closes: list[TradeClosed] = []
         self.reconcile()
         self.log.write(
@@ -213,6 +214,10 @@ class StrategyRunner(ServiceRunner):
 
     def on_timer(self, now: int) -> None:
         super().on_timer(now)
+        if self.sub is not None:  # a hot reload added a market of a new asset: its trades too
+            added = self.sub.subscribe(topics.spot_topics(self.core.spot_assets()))
+            if added:
+                self.log.write("strategy", "subscribed", topics=added)
         if now >= self._next_state:
             # also without market data, so observe and operators always see the risk state
             self._next_state = now + STATE_EVERY_NS
@@ -246,9 +251,11 @@ class StrategyRunner(ServiceRunner):
 
     def run(self) -> int:
         s = self.settings
-        sub = Subscriber(
+        wanted = [t for t in topics.SUBSCRIPTIONS["strategy"] if t != topics.CONTROL_CMD]
+        wanted += [t for t in topics.spot_topics(self.core.spot_assets()) if t not in wanted]
+        self.sub = sub = Subscriber(
             [s.bus_endpoint("ingest"), s.bus_endpoint("signal"), s.bus_endpoint("execution")],
-            [t for t in topics.SUBSCRIPTIONS["strategy"] if t != topics.CONTROL_CMD],
+            wanted,
         )
         control = Puller(s.bus_endpoint(topics.CONTROL))
         self.orders = Pusher(s.bus_endpoint(topics.ORDERS))

@@ -179,6 +179,7 @@ class MarketState:
     key: str
     config: StrategyConfig
     configured: bool = True
+    asset: str = ""  # its underlying ("eth"), whose Binance trades must be fresh to enter
     position: Position | None = None
     last_signal: SignalScore | None = None
     daily_pnl: float = 0.0  # USD realised today in this market
@@ -192,6 +193,9 @@ class MarketState:
     last_block: str = ""
     window_warning: str = ""  # the config's entry window cannot fit the market's window
     terms_wait_logged: str = ""
+
+    def __post_init__(self) -> None:
+        self.asset = self.asset or self.key.split("-", 1)[0]
 
     def persistent(self) -> dict[str, Any]:
         return {
@@ -282,7 +286,7 @@ class StrategyCore(Core):
         self.markets: dict[str, MarketInfo] = {}
         self.token_slug: dict[str, str] = {}
         self.books = SnapshotBooks()  # built from the latest snapshot when read
-        self.last_btc_ns = 0
+        self.last_spot_ns: dict[str, int] = {}  # asset -> newest Binance trade (receive time)
         self.feed_stale: dict[str, bool] = {}
         self.closed_trades: list[dict[str, Any]] = []
         self._next_state_ns = 0
@@ -326,6 +330,10 @@ class StrategyCore(Core):
                 ms.configured = False
         self._default_key = next(iter(configs), DEFAULT_MARKET_KEY)
         self._drop_flat_removed()
+
+    def spot_assets(self) -> tuple[str, ...]:
+        """The assets of the configured markets, in config order (whose trades strategy needs)."""
+        return tuple(dict.fromkeys(ms.asset for ms in self.market_states.values() if ms.configured))
 
     def _drop_flat_removed(self) -> None:
         for key, ms in list(self.market_states.items()):
@@ -644,7 +652,8 @@ class StrategyCore(Core):
     def on_btc_trade(self, msg: BtcTrade, now_ns: int) -> Out:
         out: Out = []
         self._advance(msg.ts_recv_ns, out)
-        self.last_btc_ns = max(self.last_btc_ns, msg.ts_recv_ns)
+        if msg.ts_recv_ns > self.last_spot_ns.get(msg.asset, 0):
+            self.last_spot_ns[msg.asset] = msg.ts_recv_ns
         return out
 
     def on_market_info(self, msg: MarketInfo, now_ns: int) -> Out:
@@ -902,8 +911,9 @@ class StrategyCore(Core):
         stale_ns = cfg.stale_after_ms * MS
         # a stale BTC feed is named before the open position: "position_open" is routine, and
         # would hide for the whole hold that entries are blocked by the feed as well
-        if self.feed_stale.get("binance") or self.now_ns - self.last_btc_ns > stale_ns:
-            stale: dict[str, Any] = {"age_ms": (self.now_ns - self.last_btc_ns) / MS}
+        last_spot = self.last_spot_ns.get(ms.asset, 0)
+        if self.feed_stale.get("binance") or self.now_ns - last_spot > stale_ns:
+            stale: dict[str, Any] = {"age_ms": (self.now_ns - last_spot) / MS}
             if ms.position is not None:
                 stale["position_slug"] = ms.position.slug
             return "stale_price_data", stale
