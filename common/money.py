@@ -300,6 +300,31 @@ def marketable_amounts(side: Side, limit: Decimal, shares: Decimal) -> OrderAmou
     return OrderAmounts(side, to_units(given), to_units(asked), given, asked)
 
 
+def resting_amounts(
+    side: Side, price: Num, shares: Num, tick: Num, min_size: Num = 5
+) -> OrderAmounts:
+    """The amounts of a resting (GTC/GTD) limit order of `shares` at `price`, as the venue
+    accepts them: price on the tick grid, shares to 2 decimals, the collateral (shares x price)
+    exact to 4 decimals (`ERR_RESTING_BUY_PRECISION` / `_SELL_`). On a 0.001 tick the shares are
+    lowered by hundredths until shares x price is exact (at most 0.09 shares), so the venue's
+    price (collateral / shares) is the limit itself, on the grid. `skip` names why it cannot be
+    sent: `invalid_price` (off the grid or outside [tick, 1 - tick]), `below_min_size` (fewer than
+    `min_size` shares, the market's orderMinSize)."""
+    p = dec(price)
+    if check_price(p, tick):
+        return OrderAmounts(side, 0, 0, ZERO, ZERO, "invalid_price")
+    n = round_shares(shares)
+    step = SHARE_STEP
+    while n > 0 and (n * p) != _floor(n * p, RESTING_COLLATERAL_DECIMALS):
+        n -= step
+    if n < dec(min_size):
+        return OrderAmounts(side, 0, 0, n, n * p, "below_min_size")
+    cash = n * p
+    if side == "BUY":
+        return OrderAmounts(side, to_units(cash), to_units(n), n, cash)
+    return OrderAmounts(side, to_units(n), to_units(cash), n, cash)
+
+
 def amounts_error(
     side: Side, maker_units: int, taker_units: int, marketable: bool, min_size: Decimal = Decimal(5)
 ) -> str:

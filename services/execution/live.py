@@ -29,6 +29,7 @@ from py_clob_client_v2.clob_types import (
     ApiCreds,
     AssetType,
     BalanceAllowanceParams,
+    OrderMarketCancelParams,
     TradeParams,
 )
 from py_clob_client_v2.config import get_contract_config
@@ -119,6 +120,11 @@ ERROR_MAP: tuple[tuple[str, str, str], ...] = (
         "maker_not_allowed",
         "the venue refuses this wallet as maker: use a deposit wallet (SIGNATURE_TYPE=3, FUNDER)",
     ),
+    # post-only refusals (docs.polymarket.com resources/error-codes): before the post-only-mode
+    # entry, whose needle "post-only" they also contain
+    ("crosses book", "post_only_would_cross", "a post-only order would have matched at once"),
+    ("only gtc and gtd", "post_only_type", "post-only is for GTC/GTD orders only"),
+    ("invalid expiration", "invalid_expiration", "GTD expiration too soon (>= 3 minutes ahead)"),
     ("post-only", "venue_post_only", "the venue accepts only post-only orders after a restart"),
     ("fully filled or killed", "fok_killed", "FOK killed: not enough liquidity at the limit"),
     ("no orders found to match", "fak_unmatched", "FAK found nothing to match at the limit"),
@@ -389,6 +395,125 @@ class LiveVenue:
             ) from None
         payload = order_to_json_v2(order, self._creds.api_key, intent.order_type, False, False)
         return SignedOrder(self._order_hash(order, intent.neg_risk), json.dumps(payload), order)
+
+    # --- resting (maker) orders: post-only GTC/GTD, cancels (issue 18) ---------------------------
+    def sign_resting(
+        self,
+        asset_id: str,
+        side: str,
+        price: Decimal,
+        size: Decimal,
+        *,
+        tick: Decimal,
+        order_type: str = "GTC",
+        expiration_s: int = 0,
+        neg_risk: bool = False,
+        min_size: Decimal = Decimal(5),
+    ) -> SignedOrder:
+        """Sign a GTC/GTD limit order offline (`common.money.resting_amounts`: price on the tick
+        grid, 2-decimal shares, exact 4-decimal collateral, >= `min_size` shares). A GTD needs
+        `expiration_s` (unix seconds) at least 3 minutes ahead; the venue takes it off the book a
+        minute before it (docs.polymarket.com trading/place-orders). Raises VenueError with a
+        named code (`invalid_price`, `below_min_size`, `invalid_order`)."""
+        if order_type not in ("GTC", "GTD"):
+            raise VenueError(f"not a resting order type: {order_type!r}", "invalid_order")
+        if (order_type == "GTD") != (expiration_s > 0):
+            raise VenueError("a GTD order needs an expiration, a GTC none", "invalid_order")
+        if not self.start():
+            raise VenueError("venue unavailable: API credentials not derived yet")
+        assert self.client is not None and self._creds is not None
+        a = money.resting_amounts(side, price, size, tick, min_size)  # type: ignore[arg-type]
+        if a.skip:
+            raise VenueError(f"not sent: {a.skip} ({side} {size} at {price}, tick {tick})", a.skip)
+        try:
+            order = self._builder(neg_risk).build_signed_order(
+                OrderDataV2(
+                    maker=self.funder,
+                    signer=self.funder if self.signature_type == 3 else self.address,
+                    tokenId=asset_id,
+                    makerAmount=str(a.maker_units),
+                    takerAmount=str(a.taker_units),
+                    side=Side.BUY if side == "BUY" else Side.SELL,
+                    signatureType=SignatureTypeV2(self.signature_type),
+                    timestamp=str(time.time_ns() // 1_000_000),
+                    metadata=BYTES32_ZERO,
+                    builder=BYTES32_ZERO,
+                    expiration=str(expiration_s),
+                )
+            )
+        except (KeyError, ValueError, PolyException) as e:
+            raise VenueError(
+                f"cannot build the order: {self._describe(e)}", "invalid_order"
+            ) from None
+        payload = order_to_json_v2(order, self._creds.api_key, order_type, True, False)
+        return SignedOrder(self._order_hash(order, neg_risk), json.dumps(payload), order)
+
+    def post_resting(self, order: SignedOrder, order_type: str = "GTC") -> VenueResult:
+        """POST a signed resting order as post-only: `accepted` with venue status `live` (not
+        terminal: it fills later, as a maker), or `rejected` with a code (`post_only_would_cross`
+        when it would have matched at once, ...), or `unknown` (no answer: it may rest). Starts
+        the heartbeat (the venue's dead-man switch: a crash leaves nothing resting for more than
+        ~10 s)."""
+        assert self.client is not None
+        self._count("posts")
+        try:
+            res = self.client.post_order(order.payload, order_type, True)
+        except PolyApiException as e:
+            self._note_status(e.status_code)
+            msg = (
+                e.error_msg.get("error", e.error_msg)
+                if isinstance(e.error_msg, dict)
+                else e.error_msg
+            )
+            outcome, code, reason = map_error(e.status_code, self._scrub(str(msg)))
+            self._count(outcome)
+            return VenueResult(outcome, reason=reason, code=code)
+        except (PolyException, httpx.HTTPError) as e:
+            self._count("unknown")
+            return VenueResult(
+                "unknown", reason=f"send failed ({self._describe(e)})", code="timeout"
+            )
+        finally:
+            self._ensure_heartbeat()
+        if not isinstance(res, dict) or not res.get("success", False):
+            err = str(res.get("errorMsg", "")) if isinstance(res, dict) else str(res)
+            outcome, code, reason = map_error(400, self._scrub(err))
+            return VenueResult(outcome, reason=reason, code=code)
+        self.expect_user_data()
+        status = str(res.get("status", ""))
+        return VenueResult(
+            "accepted",
+            venue_status=status,
+            terminal=status not in ("live", "delayed"),
+            venue_order_id=str(res.get("orderID", "")),
+            ack_ns=time.time_ns(),
+        )
+
+    def cancel(self, order_ids: list[str]) -> dict[str, Any]:
+        """Cancel orders by venue id (DELETE /orders); the venue's `{canceled, not_canceled}`.
+        Cancels may be retried (STYLE rule 5); raises VenueError when the venue refuses."""
+        return self._cancel(lambda c: c.cancel_orders(list(order_ids)))
+
+    def cancel_all(self) -> dict[str, Any]:
+        """Cancel every open order of this API key (DELETE /cancel-all)."""
+        return self._cancel(lambda c: c.cancel_all())
+
+    def cancel_market(self, market: str = "", asset_id: str = "") -> dict[str, Any]:
+        """Cancel this key's open orders in one market (condition id) or token."""
+        params = OrderMarketCancelParams(market=market or None, asset_id=asset_id or None)
+        return self._cancel(lambda c: c.cancel_market_orders(params))
+
+    def _cancel(self, call: Callable[[ClobClient], Any]) -> dict[str, Any]:
+        if not self.start():
+            raise VenueError("venue unavailable: API credentials not derived yet")
+        assert self.client is not None
+        self._count("cancels")
+        try:
+            res = call(self.client)
+        except (PolyException, httpx.HTTPError) as e:
+            self._count("cancel_failed")
+            raise VenueError(f"cancel failed: {self._describe(e)}", "cancel_failed") from None
+        return res if isinstance(res, dict) else {"canceled": [], "not_canceled": {}}
 
     def _builder(self, neg_risk: bool) -> ExchangeOrderBuilderV2:
         cfg = get_contract_config(self.chain_id)

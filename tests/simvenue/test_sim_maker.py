@@ -264,9 +264,13 @@ def test_window_end_takes_resting_orders_off(msim: SimProc) -> None:
 
 def test_heartbeat_dead_man_switch_cancels_after_silence(msim: SimProc) -> None:
     c = new_client(msim)
-    cur = market(msim, time_left=20)
+    cur = market(msim, time_left=35)  # the window outlives the test: its end cancels nothing
+    fav = max(
+        (cur["up_token"], cur["down_token"]),
+        key=lambda t: float(cur["books"][t]["best_bid"] or 0),
+    )
     hb = c.post_heartbeat("")["heartbeat_id"]
-    resp = c.post_order(limit(c, cur["up_token"], 0.03, 5), OrderType.GTC, post_only=True)
+    resp = c.post_order(limit(c, fav, 0.03, 5), OrderType.GTC, post_only=True)
     t0 = time.monotonic()
     # heartbeats every 2 s keep it resting past the 10 s limit
     while time.monotonic() - t0 < 12:

@@ -1,0 +1,134 @@
+"""The live adapter's resting orders against the simulated venue only (never a real venue):
+post-only GTC/GTD signed offline with amounts the venue accepts, refused with a named code when
+they would cross, cancelled (one, a market, all), and the heartbeat that runs once an order is
+sent: while the adapter lives its orders rest, and when it stops (a crash: nobody heartbeats),
+the venue's dead-man switch cancels them within ~10 s (PROTOCOLS.md section 4)."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal as D
+
+import pytest
+from eth_account import Account
+
+from common.config import Secret
+from services.execution.core import VenueError
+from services.execution.live import LiveVenue
+from tests.simvenue.conftest import SimProc, start_sim, stop_sim, wait_for
+
+WINDOW_S = 60
+
+
+@pytest.fixture(scope="module")
+def lsim():
+    s = start_sim("--window-seconds", str(WINDOW_S), "--seed", "6")
+    try:
+        yield s
+    finally:
+        stop_sim(s)
+
+
+def adapter(sim: SimProc) -> LiveVenue:
+    v = LiveVenue(f"{sim.http}/clob", Secret(Account.create().key.hex()), log=lambda *a, **k: None)
+    assert v.start()
+    return v
+
+
+def market(sim: SimProc, time_left: float) -> dict:
+    def ready() -> dict | None:
+        cur = sim.state()["current"]
+        start = int(cur["slug"].rsplit("-", 1)[1])
+        book = cur["books"][cur["up_token"]]
+        ok = (
+            cur["tick_size"] == "0.01"
+            and book["best_bid"] is not None
+            and book["best_ask"] is not None
+            and 0.1 <= float(book["best_bid"]) <= float(book["best_ask"]) <= 0.9
+        )
+        return cur if ok and start + WINDOW_S - time.time() > time_left else None
+
+    return wait_for(ready, 2 * WINDOW_S, what="a market with time left")
+
+
+def status(sim: SimProc, oid: str) -> str:
+    return next(o["status"] for o in sim.state()["orders"] if o["id"] == oid)
+
+
+def test_post_only_gtc_and_gtd_rest_and_cancel(lsim: SimProc) -> None:
+    v = adapter(lsim)
+    cur = market(lsim, 15)
+    up, down = cur["up_token"], cur["down_token"]
+    tick = D("0.01")
+    a = v.sign_resting(up, "BUY", D("0.05"), D("6"), tick=tick)
+    r = v.post_resting(a)
+    assert (r.outcome, r.venue_status, r.terminal) == ("accepted", "live", False)
+    assert r.venue_order_id == a.order_id  # the id is known before sending
+    g = v.sign_resting(
+        down,
+        "BUY",
+        D("0.04"),
+        D("5"),
+        tick=tick,
+        order_type="GTD",
+        expiration_s=int(time.time()) + 300,
+    )
+    assert v.post_resting(g, "GTD").outcome == "accepted"
+    b = v.sign_resting(up, "BUY", D("0.03"), D("5"), tick=tick)
+    assert v.post_resting(b).outcome == "accepted"
+    assert v.cancel([a.order_id])["canceled"] == [a.order_id]
+    assert v.cancel_market(asset_id=down)["canceled"] == [g.order_id]
+    assert v.cancel_all()["canceled"] == [b.order_id]
+    assert {status(lsim, o.order_id) for o in (a, g, b)} == {"CANCELED"}
+    v.close()
+
+
+def test_refusals_have_named_codes(lsim: SimProc) -> None:
+    v = adapter(lsim)
+    cur = market(lsim, 10)
+    up = cur["up_token"]
+    through = D(cur["books"][up]["best_ask"]) + D("0.05")
+    r = v.post_resting(v.sign_resting(up, "BUY", through, D("5"), tick=D("0.01")))
+    assert (r.outcome, r.code) == ("rejected", "post_only_would_cross")
+    soon = v.sign_resting(
+        up,
+        "BUY",
+        D("0.05"),
+        D("5"),
+        tick=D("0.01"),
+        order_type="GTD",
+        expiration_s=int(time.time()) + 90,
+    )
+    r = v.post_resting(soon, "GTD")
+    assert (r.outcome, r.code) == ("rejected", "invalid_expiration")
+    with pytest.raises(VenueError) as e:
+        v.sign_resting(up, "BUY", D("0.055"), D("5"), tick=D("0.01"))
+    assert e.value.code == "invalid_price"
+    with pytest.raises(VenueError) as e:
+        v.sign_resting(up, "BUY", D("0.05"), D("4.99"), tick=D("0.01"))
+    assert e.value.code == "below_min_size"
+    with pytest.raises(VenueError):
+        v.sign_resting(up, "BUY", D("0.05"), D("5"), tick=D("0.01"), order_type="GTD")
+    v.close()
+
+
+def test_heartbeat_keeps_orders_while_alive_and_the_venue_cancels_them_after_a_crash(
+    lsim: SimProc,
+) -> None:
+    v = adapter(lsim)
+    cur = market(lsim, 45)
+    # a deep bid on the likely winner, whose price heads away from it: the flow leaves it alone
+    fav = max(
+        (cur["up_token"], cur["down_token"]),
+        key=lambda t: float(cur["books"][t]["best_bid"] or 0),
+    )
+    o = v.sign_resting(fav, "BUY", D("0.02"), D("5"), tick=D("0.01"))
+    assert v.post_resting(o).outcome == "accepted"
+    # the heartbeat thread runs from the first post on, every 5 s: after four of them (15 s,
+    # more than the venue's 10 s) the order still rests
+    wait_for(lambda: v.counts.get("heartbeats", 0) >= 4, 25, what="four heartbeats")
+    assert status(lsim, o.order_id) == "LIVE"
+    v.close()  # the adapter dies: no more heartbeats
+    stopped = time.monotonic()
+    wait_for(lambda: status(lsim, o.order_id) != "LIVE", 20, what="the dead-man switch")
+    assert status(lsim, o.order_id) == "CANCELED" and time.monotonic() - stopped <= 16
