@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common.book import Book
 from common.schema import BookSnapshot
@@ -147,3 +149,61 @@ def test_a_snapshot_out_of_order_is_sorted_and_its_empty_levels_dropped() -> Non
     assert b.bids == [(0.48, 2.0), (0.47, 1.0)]
     b.set_level("SELL", 0.50, 1.0)
     assert b.asks == [(0.50, 1.0), (0.51, 3.0)]
+
+
+_price = st.integers(1, 99).map(lambda c: c / 100)
+_op = st.one_of(
+    st.tuples(
+        st.just("set"),
+        st.sampled_from(["BUY", "SELL"]),
+        _price,
+        st.sampled_from([0.0, 1.0, 2.5, 7.0]),
+    ),
+    st.tuples(st.just("read"), st.just(""), st.just(0.0), st.just(0.0)),
+    st.tuples(st.just("snapshot"), st.just(""), st.just(0.0), st.just(0.0)),
+    st.tuples(st.just("consume"), st.sampled_from(["BUY", "SELL"]), _price, st.just(1.0)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bids=st.dictionaries(_price, st.sampled_from([1.0, 3.0]), max_size=6),
+    asks=st.dictionaries(_price, st.sampled_from([1.0, 3.0]), max_size=6),
+    ops=st.lists(_op, max_size=40),
+)
+def test_level_changes_keep_the_best_first_lists_a_fresh_sort_would_give(
+    bids: dict[float, float], asks: dict[float, float], ops: list[tuple[str, str, float, float]]
+) -> None:
+    """`set_level` updates a held best-first list in place of re-sorting it: after any mix of
+    changes, reads, snapshots taken and liquidity consumed, the lists are what sorting the
+    levels gives, and no snapshot taken earlier (nor the one the book came from) ever changes."""
+    snap = _snap(sorted(bids.items(), reverse=True), sorted(asks.items()))
+    b = Book.from_snapshot(snap)
+    ref = {"BUY": dict(bids), "SELL": dict(asks)}
+    taken = [(snap, list(snap.bids), list(snap.asks))]
+    for what, side, price, size in ops:
+        if what == "set":
+            b.set_level(side, price, size)  # type: ignore[arg-type]
+            if size > 0.0:
+                ref[side][price] = size
+            else:
+                ref[side].pop(price, None)
+        elif what == "consume":  # a taker BUY takes asks, a SELL takes bids
+            levels = ref["SELL" if side == "BUY" else "BUY"]
+            if price in levels:
+                b.consume(side, [(price, size)])  # type: ignore[arg-type]
+                left = levels[price] - size
+                if left > 1e-9:
+                    levels[price] = left
+                else:
+                    del levels[price]
+        elif what == "snapshot":
+            s = b.snapshot()
+            taken.append((s, list(s.bids), list(s.asks)))
+        else:  # a read builds the lists a later change then updates
+            assert b.bids == sorted(ref["BUY"].items(), reverse=True)
+            assert b.asks == sorted(ref["SELL"].items())
+    assert b.bids == sorted(ref["BUY"].items(), reverse=True)
+    assert b.asks == sorted(ref["SELL"].items())
+    for s, sb, sa in taken:
+        assert s.bids == sb and s.asks == sa
