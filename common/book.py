@@ -25,7 +25,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from typing import Literal, Protocol
 
-from common.schema import BookSnapshot
+from common.schema import BookSnapshot, LazyBookSnapshot
 
 PRICE_DP = 6  # prices are keyed rounded, so "0.5", ".50" and 0.5 are one level
 EPS_SIZE = 1e-9  # a level with less than this left after `consume` is gone
@@ -441,11 +441,12 @@ class SnapshotBooks:
 
     def __init__(self, mark_ingest: bool = False) -> None:
         self.mark_ingest = mark_ingest
-        self._snaps: dict[str, BookSnapshot] = {}
+        self._snaps: dict[str, BookSnapshot | LazyBookSnapshot] = {}
         self._books: dict[str, Book] = {}  # built since the asset's latest `put`
 
-    def put(self, snap: BookSnapshot) -> None:
-        """Take `snap` as its asset's book from now on (built on first read)."""
+    def put(self, snap: BookSnapshot | LazyBookSnapshot) -> None:
+        """Take `snap` as its asset's book from now on (built on first read; a lazily read
+        snapshot's levels are decoded then)."""
         self._snaps[snap.asset_id] = snap
         self._books.pop(snap.asset_id, None)
 
@@ -456,6 +457,8 @@ class SnapshotBooks:
         snap = self._snaps.get(asset_id)
         if snap is None:
             return default
+        if type(snap) is LazyBookSnapshot:
+            snap = snap.whole()
         b = self._books[asset_id] = Book.from_snapshot(snap)
         if self.mark_ingest and not snap.in_sync:  # ingest saw it go wrong: until resynced
             b.mark_out_of_sync("ingest", snap.ts_recv_ns)

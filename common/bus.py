@@ -107,10 +107,11 @@ class TopicStats:
 class _Receiver:
     """Decoding, gap detection and counting shared by SUB and PULL."""
 
-    def __init__(self, sock: zmq.Socket, drop_expired: bool, book_tops: bool = False) -> None:
+    def __init__(self, sock: zmq.Socket, drop_expired: bool, lazy_books: bool = False) -> None:
         self.sock = sock
-        # books as `schema.BookTop` (best prices, no levels) for readers that need no more
-        self._decode_payload = schema.decode_envelope_tops if book_tops else schema.decode_envelope
+        # books as `schema.LazyBookSnapshot` (levels decoded when read) for readers that
+        # seldom read them
+        self._decode_payload = schema.decode_envelope_lazy if lazy_books else schema.decode_envelope
         self.stats: dict[str, TopicStats] = {}
         self.drop_expired = drop_expired
         self.expired = 0
@@ -182,7 +183,8 @@ class _Receiver:
 
 class Subscriber(_Receiver):
     """SUB socket connected to one or more publishers, filtered by topic prefixes. With
-    `book_tops`, a `BookSnapshot` is received as a `schema.BookTop` (its levels skipped)."""
+    `lazy_books`, a `BookSnapshot` is received as a `schema.LazyBookSnapshot` (its levels
+    decoded by `whole()`, when read)."""
 
     def __init__(
         self,
@@ -190,7 +192,7 @@ class Subscriber(_Receiver):
         topics: list[str] | tuple[str, ...] = ("",),
         *,
         hwm: int = RCVHWM,
-        book_tops: bool = False,
+        lazy_books: bool = False,
     ) -> None:
         sock = context().socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
@@ -199,7 +201,7 @@ class Subscriber(_Receiver):
             sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         for ep in [endpoints] if isinstance(endpoints, str) else endpoints:
             sock.connect(ep)
-        super().__init__(sock, drop_expired=False, book_tops=book_tops)
+        super().__init__(sock, drop_expired=False, lazy_books=lazy_books)
         self.topics: set[str] = set(topics)
 
     def subscribe(self, topics: list[str] | tuple[str, ...]) -> list[str]:

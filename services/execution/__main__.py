@@ -77,6 +77,7 @@ class ExecutionRunner(ServiceRunner):
         md = Subscriber(
             s.bus_endpoint("ingest"),
             [t for t in topics.SUBSCRIPTIONS["execution"] if t != topics.ORDER_INTENT],
+            lazy_books=True,  # a book's levels are decoded when read (an order)
         )
         # startup and crash recovery share one path: reconcile before reading any new intent
         self.deliver(Emitted(self.core.recover(), self.core.take_logs()))

@@ -188,6 +188,10 @@ class ExecutionCore(Core):
         self.now_ns = max(self.now_ns, msg.ts_recv_ns)
         return self.release_due(self.now_ns)
 
+    # the runner reads books lazily (common.bus Subscriber(lazy_books=True): levels decoded
+    # when the book is read, common.book.SnapshotBooks); a backtest hands whole snapshots
+    on_lazy_book_snapshot = on_book_snapshot
+
     def on_clock_tick(self, msg: ClockTick, now_ns: int) -> Out:
         self.now_ns = max(self.now_ns, msg.ts_ns)
         return self.release_due(self.now_ns)

@@ -60,9 +60,9 @@ class SignalRunner(ServiceRunner):
 
     def run(self) -> int:
         wanted = (*topics.SUBSCRIPTIONS["signal"], *topics.spot_topics(self.core.spot_assets()))
-        # the core reads a book's best prices only: its levels are not decoded (BookTop)
+        # the core reads a book's best prices only: its levels are never decoded
         self.md = md = Subscriber(
-            self.settings.bus_endpoint("ingest"), list(dict.fromkeys(wanted)), book_tops=True
+            self.settings.bus_endpoint("ingest"), list(dict.fromkeys(wanted)), lazy_books=True
         )
         return self.serve([md], TIMER_MS)
 

@@ -24,9 +24,9 @@ from common.config import MarketSpec, StrategyConfig, enabled_markets, strategy_
 from common.core import Core, Out, forward_probe
 from common.schema import (
     BookSnapshot,
-    BookTop,
     BtcTrade,
     ClockTick,
+    LazyBookSnapshot,
     MarketInfo,
     MarketResolved,
     PriceBasis,
@@ -201,7 +201,7 @@ class SignalCore(Core):
         f.binance_s[msg.ts_recv_ns // NS] = msg.price
         return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns, now_ns, keys)
 
-    def on_book_snapshot(self, msg: BookSnapshot | BookTop, now_ns: int) -> Out:
+    def on_book_snapshot(self, msg: BookSnapshot | LazyBookSnapshot, now_ns: int) -> Out:
         self._advance(msg.ts_recv_ns)
         old = self.books.get(msg.asset_id)
         self.books[msg.asset_id] = (msg.best_bid, msg.best_ask, msg.ts_recv_ns)
@@ -213,9 +213,9 @@ class SignalCore(Core):
             return self._emit(msg.ts_recv_ns, msg.ts_exchange_ns, now_ns, (m.series,))
         return []
 
-    # the runner decodes books without their levels (common.bus Subscriber(book_tops=True));
-    # the backtest engine hands it whole BookSnapshots: both read the same fields
-    on_book_top = on_book_snapshot
+    # the runner reads books lazily (common.bus Subscriber(lazy_books=True)), the backtest
+    # engine hands it whole BookSnapshots: the fields read are the same
+    on_lazy_book_snapshot = on_book_snapshot
 
     def on_price_feed_tick(self, msg: PriceFeedTick, now_ns: int) -> Out:
         self._advance(msg.ts_recv_ns)

@@ -256,6 +256,7 @@ class StrategyRunner(ServiceRunner):
         self.sub = sub = Subscriber(
             [s.bus_endpoint("ingest"), s.bus_endpoint("signal"), s.bus_endpoint("execution")],
             wanted,
+            lazy_books=True,  # a book's levels are decoded when read (an exit, an entry)
         )
         control = Puller(s.bus_endpoint(topics.CONTROL))
         self.orders = Pusher(s.bus_endpoint(topics.ORDERS))

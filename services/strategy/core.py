@@ -649,6 +649,10 @@ class StrategyCore(Core):
                 self._check_exit(out, ms)
         return out
 
+    # the runner reads books lazily (common.bus Subscriber(lazy_books=True): levels decoded
+    # when the book is read, common.book.SnapshotBooks); a backtest hands whole snapshots
+    on_lazy_book_snapshot = on_book_snapshot
+
     def on_btc_trade(self, msg: BtcTrade, now_ns: int) -> Out:
         out: Out = []
         self._advance(msg.ts_recv_ns, out)

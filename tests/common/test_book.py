@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.book import Book
-from common.schema import BookSnapshot
+from common.book import Book, SnapshotBooks
+from common.schema import BookSnapshot, LazyBookSnapshot
 
 
 class LevelChange(NamedTuple):
@@ -207,3 +208,21 @@ def test_level_changes_keep_the_best_first_lists_a_fresh_sort_would_give(
     assert b.asks == sorted(ref["SELL"].items())
     for s, sb, sa in taken:
         assert s.bids == sb and s.asks == sa
+
+
+def test_snapshot_books_decode_a_lazy_snapshots_levels_when_read() -> None:
+    """SnapshotBooks (strategy, execution) keeps a LazyBookSnapshot as it came off the bus and
+    builds the same Book from it as from the whole snapshot, once, on first read; a bad level
+    is found then (ValidationError), as the whole decode would have found it."""
+    snap = _snap([(0.40, 10.0), (0.39, 5.0)], [(0.42, 7.0), (0.43, 1.0)])
+    lazy = msgspec.msgpack.decode(msgspec.msgpack.encode(snap), type=LazyBookSnapshot)
+    books, ref = SnapshotBooks(), SnapshotBooks()
+    books.put(lazy)
+    ref.put(snap)
+    b = books["tok"]
+    assert b is books["tok"] and (b.bids, b.asks) == (ref["tok"].bids, ref["tok"].asks)
+    assert (b.best_bid, b.best_ask, b.in_sync) == (0.40, 0.42, True)
+    bad = msgspec.structs.replace(snap, asks=[(-0.42, 7.0)])
+    books.put(msgspec.msgpack.decode(msgspec.msgpack.encode(bad), type=LazyBookSnapshot))
+    with pytest.raises(msgspec.ValidationError):
+        books.get("tok")

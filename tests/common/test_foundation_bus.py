@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from common.bus import Publisher, Puller, Subscriber
-from common.schema import BookSnapshot, BookTop, BtcTrade, OrderIntent
+from common.schema import BookSnapshot, BtcTrade, LazyBookSnapshot, OrderIntent
 from tests.conftest import REPO, free_port, short_tmpdir, wait_for
 
 PEER = [sys.executable, str(Path(__file__).with_name("bus_peer.py"))]
@@ -139,31 +139,33 @@ def test_expired_intent_is_dropped_by_the_receiver() -> None:
         pull.close()
 
 
-def test_a_book_tops_subscriber_gets_books_without_their_levels() -> None:
-    """Subscriber(book_tops=True) (signal's): a BookSnapshot arrives as a BookTop with the same
-    best prices and stamps, its levels skipped; other messages arrive as they were sent; seq
-    and gap counting as for any subscriber."""
-    endpoint = f"ipc://{short_tmpdir()}/run/tops.sock"
+def test_a_lazy_books_subscriber_decodes_a_books_levels_when_read() -> None:
+    """Subscriber(lazy_books=True) (signal's, strategy's, execution's): a BookSnapshot arrives
+    as a LazyBookSnapshot with the same fields, whose `whole()` is the book sent; other messages
+    arrive as they were sent; seq and gap counting as for any subscriber."""
+    endpoint = f"ipc://{short_tmpdir()}/run/lazy.sock"
     pub = Publisher(endpoint)
-    tops, whole = Subscriber(endpoint, ["md."], book_tops=True), Subscriber(endpoint, ["md."])
+    lazy, whole = Subscriber(endpoint, ["md."], lazy_books=True), Subscriber(endpoint, ["md."])
     book = BookSnapshot(
         asset_id="a",
         best_bid=0.41,
         best_ask=0.43,
-        bids=[(0.41 - 0.01 * i, 10.0 + i) for i in range(40)],
-        asks=[(0.43 + 0.01 * i, 10.0 + i) for i in range(40)],
+        bids=[(round(0.41 - 0.01 * i, 2), 10.0 + i) for i in range(40)],
+        asks=[(round(0.43 + 0.01 * i, 2), 10.0 + i) for i in range(40)],
         ts_exchange_ns=5,
         ts_recv_ns=7,
+        market="0xm",
         tick_size=0.01,
         book_seq=3,
+        hash="h",
         in_sync=False,
     )
     trade = BtcTrade(price=1.0, size=2.0, ts_exchange_ns=1, ts_recv_ns=2)
     try:
-        got: dict[str, list[Any]] = {"tops": [], "whole": []}
+        got: dict[str, list[Any]] = {"lazy": [], "whole": []}
 
         def drain() -> dict[str, list[Any]]:
-            for name, sub in (("tops", tops), ("whole", whole)):
+            for name, sub in (("lazy", lazy), ("whole", whole)):
                 got[name] += [e.msg for _, e in sub.drain()]
             return got
 
@@ -174,21 +176,15 @@ def test_a_book_tops_subscriber_gets_books_without_their_levels() -> None:
         wait_for(connected, 10, what="both subscribers connected")
         pub.send("md.book.a", book)
         wait_for(lambda: book in drain()["whole"], 10, what="the whole book")
-        wait_for(lambda: any(isinstance(m, BookTop) for m in drain()["tops"]), 10, what="a top")
-        (top,) = [m for m in got["tops"] if not isinstance(m, BtcTrade)]
-        assert top == BookTop(
-            asset_id="a",
-            best_bid=0.41,
-            best_ask=0.43,
-            ts_exchange_ns=5,
-            ts_recv_ns=7,
-            tick_size=0.01,
-            book_seq=3,
-            in_sync=False,
-        )
-        assert all(m == trade for m in got["tops"] if isinstance(m, BtcTrade))
-        assert tops.stats["md.book.a"].received == 1 and tops.stats["md.book.a"].lost == 0
+        wait_for(lambda: any(type(m) is LazyBookSnapshot for m in drain()["lazy"]), 10)
+        (read,) = [m for m in got["lazy"] if not isinstance(m, BtcTrade)]
+        assert isinstance(read, LazyBookSnapshot)
+        assert (read.asset_id, read.best_bid, read.best_ask, read.book_seq) == ("a", 0.41, 0.43, 3)
+        assert (read.ts_exchange_ns, read.ts_recv_ns, read.in_sync) == (5, 7, False)
+        assert read.whole() == book
+        assert all(m == trade for m in got["lazy"] if isinstance(m, BtcTrade))
+        assert lazy.stats["md.book.a"].received == 1 and lazy.stats["md.book.a"].lost == 0
     finally:
         pub.close()
-        tops.close()
+        lazy.close()
         whole.close()

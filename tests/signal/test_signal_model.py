@@ -10,9 +10,9 @@ import pytest
 from common.config import StrategyConfig
 from common.schema import (
     BookSnapshot,
-    BookTop,
     BtcTrade,
     ClockTick,
+    LazyBookSnapshot,
     MarketInfo,
     PriceFeedTick,
     SignalScore,
@@ -195,9 +195,9 @@ def test_price_to_beat_source_ranking() -> None:
     assert core.price_to_beat(gamma) == (84_020.0, PTB_MARKET)
 
 
-def test_books_read_without_levels_score_as_whole_books() -> None:
-    """Issue 16: signal's runner decodes books as BookTop (levels skipped on the wire, see
-    test_foundation_bus); the core scores a BookTop exactly as the BookSnapshot it came from."""
+def test_books_read_lazily_score_as_whole_books() -> None:
+    """Issue 16: signal's runner reads books as LazyBookSnapshot (levels not decoded, see
+    test_foundation_bus); the core scores one exactly as the BookSnapshot it came from."""
     start, end = 1000 * NS, 1300 * NS
     outs = []
     for tops in (False, True):
@@ -208,8 +208,8 @@ def test_books_read_without_levels_score_as_whole_books() -> None:
         for asset, bid, ask, t in (("U", 0.60, 0.62, 2), ("D", 0.38, 0.40, 3), ("U", 0.6, 0.63, 4)):
             b = _book(asset, bid, ask, start + t * NS)
             if tops:
-                b = msgspec.msgpack.decode(msgspec.msgpack.encode(b), type=BookTop)
-                assert isinstance(b, BookTop)
+                b = msgspec.msgpack.decode(msgspec.msgpack.encode(b), type=LazyBookSnapshot)
+                assert isinstance(b, LazyBookSnapshot)
             out += core.step(b, 0)
         outs.append(out)
     assert len(outs[0]) == 3 and outs[0] == outs[1]
