@@ -137,6 +137,17 @@ class MarketSpec(Struct, frozen=True, kw_only=True):
         return f"{self.asset}/usd"
 
 
+def series_of_slug(slug: str) -> str:
+    """The series key of a clock-built slug: `eth-updown-15m-1764000000` -> "eth-15m"; "" when
+    the slug is not of that form (markets of longer windows are named by their MarketInfo's
+    `asset`/`window`, `MarketInfo.series`)."""
+    asset, sep, rest = slug.partition("-updown-")
+    if not sep or not asset:
+        return ""
+    window = rest.split("-", 1)[0]
+    return f"{asset}-{window}" if window else ""
+
+
 def binance_symbol(asset: str) -> str:
     """`btc` -> "BTCUSDT": the Binance spot pair Polymarket's crypto markets are read against."""
     return f"{asset.upper()}USDT"

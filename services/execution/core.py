@@ -22,6 +22,7 @@ from msgspec.structs import replace
 
 from common import topics
 from common.book import Book, SnapshotBooks
+from common.config import series_of_slug
 from common.core import Core, Out, Timer, forward_probe
 from common.schema import (
     BookSnapshot,
@@ -160,7 +161,10 @@ class ExecutionCore(Core):
         self.pending: list[_Pending] = []
         self.to_reconcile: dict[str, OrderIntent] = {}
         # this book's positions only: the ledger's venue, paper or real by the switches
-        self.positions: dict[str, Position] = ledger.positions(dry_run=not mode.live)
+        self.positions: dict[str, Position]
+        # realised P&L (USD) by slug: sells against the average cost, settlements
+        self.realized: dict[str, float]
+        self.positions, self.realized = ledger.book(dry_run=not mode.live)
         self.counts: dict[str, int] = {}
         self._next_reconcile_ns = 0
         self._next_trade_check_ns = 0
@@ -213,7 +217,9 @@ class ExecutionCore(Core):
             pos = self.positions.setdefault(
                 f.asset_id, Position(f.slug, f.asset_id, f.outcome or "")
             )
-            pos.apply(f.side, f.price, f.size, f.fee, f.rebate_usd)
+            pnl = pos.apply(f.side, f.price, f.size, f.fee, f.rebate_usd)
+            if pnl:
+                self.realized[pos.slug] = self.realized.get(pos.slug, 0.0) + pnl
             if pos.size <= 1e-9:
                 del self.positions[f.asset_id]
 
@@ -887,6 +893,7 @@ class ExecutionCore(Core):
             shares += pos.size
             cash += pos.size * payout
             if self.ledger.record_settlement(s):
+                self.realized[s.slug] = self.realized.get(s.slug, 0.0) + s.pnl
                 self.log(
                     "execution",
                     "position_settled",
@@ -1049,11 +1056,41 @@ class ExecutionCore(Core):
                 out += self._redeem(cid)
         return out
 
+    def series_of(self, slug: str) -> str:
+        """The series key ("eth-15m") of `slug`: its MarketInfo's, else the slug's form."""
+        m = self.markets.get(slug)
+        return m.series if m is not None else (series_of_slug(slug) or slug)
+
+    def market_book(self) -> dict[str, dict[str, float]]:
+        """Per market (series key) and `"total"`: open positions (count), shares held, their
+        cost (USD, fees included, rebates less) and the P&L realised (USD, sells and
+        settlements), all of this book (venue, paper or real), rebuilt from the ledger at start."""
+        out: dict[str, dict[str, float]] = {}
+
+        def row(key: str) -> dict[str, float]:
+            return out.setdefault(
+                key, {"positions": 0, "shares": 0.0, "cost": 0.0, "realized_pnl": 0.0}
+            )
+
+        for pos in self.positions.values():
+            for r in (row(self.series_of(pos.slug)), row("total")):
+                r["positions"] += 1
+                r["shares"] += pos.size
+                r["cost"] += pos.cost
+        for slug, pnl in self.realized.items():
+            for r in (row(self.series_of(slug)), row("total")):
+                r["realized_pnl"] += pnl
+        for r in out.values():
+            for k in ("shares", "cost", "realized_pnl"):
+                r[k] = round(r[k], 6)
+        return out
+
     def status(self) -> dict[str, object]:
         st: dict[str, object] = {
             "mode": self.mode.name,
             "books": len(self.books),
             "positions": len(self.positions),
+            "markets": self.market_book(),
             "pending_dry_run": len(self.pending),
             "to_reconcile": len(self.to_reconcile),
             **self._redemption_status(),

@@ -182,15 +182,19 @@ class Position:
     size: float = 0.0
     cost: float = 0.0  # collateral paid including fees less rebates, less the cost of shares sold
 
-    def apply(self, side: str, price: float, size: float, fee: float, rebate: float = 0.0) -> None:
-        """Fold one fill in: a BUY adds its cost plus `fee` less the maker `rebate` (USD)."""
+    def apply(self, side: str, price: float, size: float, fee: float, rebate: float = 0.0) -> float:
+        """Fold one fill in: a BUY adds its cost plus `fee` less the maker `rebate` (USD). Returns
+        the P&L it realised (USD): 0 for a BUY; for a SELL its proceeds less `fee` plus `rebate`
+        less the average cost of the shares sold."""
         if side == "BUY":
             self.size += size
             self.cost += price * size + fee - rebate
-        else:
-            avg = self.cost / self.size if self.size > 0 else 0.0
-            self.cost -= avg * min(size, self.size)
-            self.size = max(0.0, self.size - size)
+            return 0.0
+        avg = self.cost / self.size if self.size > 0 else 0.0
+        sold = min(size, self.size)
+        self.cost -= avg * sold
+        self.size = max(0.0, self.size - size)
+        return price * sold - fee + rebate - avg * sold
 
 
 class Ledger:
@@ -441,8 +445,15 @@ class Ledger:
     def positions(self, dry_run: bool | None = None) -> dict[str, Position]:
         """This venue's open positions by asset (paper or real ones with `dry_run`): every fill
         replayed, assets already settled (their market is over) left out."""
+        return self.book(dry_run)[0]
+
+    def book(self, dry_run: bool | None = None) -> tuple[dict[str, Position], dict[str, float]]:
+        """`(open positions by asset, realised P&L by slug)` of this venue (paper or real with
+        `dry_run`): every fill replayed in time order (sells realise against the average cost),
+        plus each settlement's P&L (USD)."""
         settled = {r["asset_id"] for r in self.conn.execute("SELECT asset_id FROM settlements")}
-        out: dict[str, Position] = {}
+        held: dict[str, Position] = {}
+        realized: dict[str, float] = {}
         where, args = "venue IN (?, '')", [self.venue]
         if dry_run is not None:
             where += " AND dry_run = ?"
@@ -450,13 +461,16 @@ class Ledger:
         for r in self.conn.execute(
             f"SELECT * FROM fills WHERE {where} ORDER BY ts_fill_ns, id", args
         ):
-            if r["asset_id"] in settled:
-                continue
-            pos = out.setdefault(
+            pos = held.setdefault(
                 r["asset_id"], Position(r["slug"], r["asset_id"], r["outcome"] or "")
             )
-            pos.apply(r["side"], r["price"], r["size"], r["fee"], r["rebate_usd"])
-        return {k: p for k, p in out.items() if p.size > 1e-9}
+            pnl = pos.apply(r["side"], r["price"], r["size"], r["fee"], r["rebate_usd"])
+            if pnl:
+                realized[r["slug"]] = realized.get(r["slug"], 0.0) + pnl
+        for r in self.conn.execute(f"SELECT slug, pnl FROM settlements WHERE {where}", args):
+            realized[r["slug"]] = realized.get(r["slug"], 0.0) + r["pnl"]
+        positions = {k: p for k, p in held.items() if p.size > 1e-9 and k not in settled}
+        return positions, realized
 
     def counts(self) -> dict[str, int]:
         return {

@@ -30,6 +30,7 @@ from common.config import (
     enabled_markets,
     merge_config_patch,
     overrides_of,
+    series_of_slug,
     strategy_config_for,
     validate_config_patch,
     validate_strategy_config,
@@ -157,16 +158,6 @@ class PendingOrder:
 
 
 DEFAULT_MARKET_KEY = "btc-5m"
-
-
-def market_key_of_slug(slug: str) -> str:
-    """The series key of a clock-built slug: `eth-updown-15m-1764000000` -> "eth-15m"; ""
-    when the slug is not of that form (markets of other windows are named by their MarketInfo)."""
-    asset, sep, rest = slug.partition("-updown-")
-    if not sep or not asset:
-        return ""
-    window = rest.split("-", 1)[0]
-    return f"{asset}-{window}" if window else ""
 
 
 @dataclass
@@ -351,7 +342,7 @@ class StrategyCore(Core):
         first configured market."""
         key = self.slug_market.get(slug)
         if key is None:
-            key = market_key_of_slug(slug) or self._default_key
+            key = series_of_slug(slug) or self._default_key
             if key not in self.market_states:
                 key = self._default_key
         return key
