@@ -227,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "_role":
         return _role(argv[1:])
     ap = argparse.ArgumentParser(prog="polyedge bench", description=__doc__)
-    ap.add_argument("--seconds", type=float, default=20.0, help="per measurement (default 20)")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="per measurement (default 20; with --capacity 10 per step)",
+    )
     ap.add_argument(
         "--max-seconds",
         type=float,
@@ -257,9 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--rates",
         default="",
-        help="--capacity: comma-separated offered rates, msg/s (default 500,1000,2000,...)",
+        help="--capacity: comma-separated offered rates, msg/s (default 1000,2000,...,6000,8000)",
     )
     args = ap.parse_args(argv)
+    if args.seconds is None:
+        args.seconds = 10.0 if args.capacity else 20.0
     if args.seconds <= 0 or args.rate <= 0 or args.floor_seconds <= 0:
         ap.error("--seconds, --floor-seconds and --rate must be > 0")
     import tempfile

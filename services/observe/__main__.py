@@ -133,7 +133,8 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
         recorder.close()
         fail("observe", str(e), EXIT_CONFIG)
     alerts = Alerts(AlertRules(s.alerts.feed_stale_s), sender, runner.log.write)
-    sub = Subscriber([s.bus_endpoint(p) for p in PUBLISHERS])
+    # books read lazily: their levels are decoded when a view reads the book, not per message
+    sub = Subscriber([s.bus_endpoint(p) for p in PUBLISHERS], lazy_books=True)
     control = Control(s.bus_endpoint(topics.CONTROL))
     hub = LiveHub(core)
 

@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.book import Book
+from common.book import Book, SnapshotBooks
 from common.clock import utc_day
 from common.config import ConfigError, market_specs
 from common.schema import (
@@ -27,6 +27,7 @@ from common.schema import (
     FeedStatus,
     Heartbeat,
     LatencySample,
+    LazyBookSnapshot,
     MarketInfo,
     MarketResolved,
     Msg,
@@ -209,7 +210,8 @@ class ObserveCore:
         self.spot: dict[str, tuple[float, int]] = {}
         self.quotes: dict[str, BtcQuote] = {}  # asset -> last Binance best bid/ask
         self.price_feeds: dict[str, PriceFeedTick] = {}
-        self.books: dict[str, Book] = {}
+        # the latest snapshot per token, its Book built when a view reads it (not per message)
+        self.books = SnapshotBooks()
         self.markets: dict[str, MarketInfo] = {}  # slug -> market, of every series
         # per market series (key "eth-15m"): windows, signal, position, charts, today's figures
         self.series: dict[str, Series] = {}
@@ -467,8 +469,8 @@ class ObserveCore:
                 self.btc_quote = msg
             self.quotes[msg.asset] = msg
             self.feed_last_ns["binance"] = msg.ts_recv_ns or now_ns
-        elif isinstance(msg, BookSnapshot):
-            self.books[msg.asset_id] = Book.from_snapshot(msg)
+        elif isinstance(msg, BookSnapshot | LazyBookSnapshot):
+            self.books.put(msg)
             self.feed_last_ns["clob"] = msg.ts_recv_ns or now_ns
             lag = _ms(msg.ts_recv_ns, msg.ts_exchange_ns)
             if lag is not None:
@@ -656,8 +658,8 @@ class ObserveCore:
                 self.markets.pop(slug, None)
             # two new outcome tokens every window: forget the books of markets we dropped
             kept = {t for m in self.markets.values() for t in (m.up_token_id, m.down_token_id)}
-            for asset in [a for a in self.books if a not in kept]:
-                del self.books[asset]
+            for asset in [a for a in self.books.keys() if a not in kept]:
+                self.books.pop(asset)
         # slug -> series of late messages (fills, settlements) for windows already dropped
         while len(self.slug_series) > 4 * WINDOWS_KEPT * len(self.series):
             del self.slug_series[next(iter(self.slug_series))]

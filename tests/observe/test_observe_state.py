@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from common.schema import (
     BookSnapshot,
     LatencySample,
+    LazyBookSnapshot,
     MarketInfo,
     MarketResolved,
     OrderFilled,
@@ -448,3 +450,24 @@ def test_redeemed_vs_awaiting_redemption_in_status_and_live() -> None:
             "relayer unreachable",
             9.43,
         )
+
+
+def test_a_book_read_lazily_off_the_bus_shows_as_the_whole_book() -> None:
+    """observe's runner reads books lazily (levels decoded when a view reads the book): the
+    books view of a LazyBookSnapshot is that of the BookSnapshot it was read from."""
+    snap = BookSnapshot(
+        asset_id="U",
+        best_bid=0.50,
+        best_ask=0.52,
+        bids=[(0.50, 10.0), (0.49, 20.0)],
+        asks=[(0.52, 5.0), (0.53, 7.0)],
+        ts_exchange_ns=NOW,
+        ts_recv_ns=NOW,
+    )
+    docs = []
+    for msg in (snap, msgspec.msgpack.decode(msgspec.msgpack.encode(snap), type=LazyBookSnapshot)):
+        c = core()
+        market(c)
+        c.handle("md.book.U", msg, NOW)
+        docs.append(views.books_doc(c, NOW + 10**6)["up"])
+    assert docs[0] == docs[1] and docs[1]["bids"] == [[0.50, 10.0], [0.49, 20.0]]
