@@ -199,7 +199,7 @@ function renderMarkets(d, key) {
       <td class="mono mkt-pos">${pos}</td>
       <td class="r mono ${u === null ? "muted" : u >= 0 ? "pnl-pos" : "pnl-neg"}">${u === null || u === undefined ? "—" : signed(u, 2)}</td>
       <td class="r mono mkt-pnl ${rk.daily_pnl > 0 ? "pnl-pos" : rk.daily_pnl < 0 ? "pnl-neg" : ""}">${usd(rk.daily_pnl)}</td>
-      <td class="r mono">${rk.trades_today ?? "—"}</td>
+      <td class="r mono mkt-trades">${rk.trades_today ?? "—"}</td>
       <td class="mkt-state" title="${esc(state[1])}">${state[0]}</td></tr>`;
   }).join("") || '<tr><td colspan="13" class="muted">no market yet</td></tr>';
 }
