@@ -460,8 +460,11 @@ async def read_json(request: Request) -> Any:
         raise BodyError(f"request body is not valid JSON: {e}") from None
 
 
-async def forward(request: Request, make: Callable[[str], Msg], what: str) -> JSONResponse:
-    """Send a command to strategy and answer with its reply (or why there is none)."""
+async def forward(
+    request: Request, make: Callable[[str], Msg], what: str, market: str = ""
+) -> JSONResponse:
+    """Send a command to strategy and answer with its reply (or why there is none); a command
+    for one `market` (series key) answers with that market's halt too (`market_risk`)."""
     core: ObserveCore = request.app.state.core
     control: Control | None = request.app.state.control
     api: ApiSettings = request.app.state.api
@@ -490,15 +493,17 @@ async def forward(request: Request, make: Callable[[str], Msg], what: str) -> JS
             field_errors=reply.field_errors,
             request_id=reply.request_id,
         )
-    return JSONResponse(
-        {
-            "ok": True,
-            "request_id": reply.request_id,
-            "state": reply.state,
-            "risk": views.risk_doc(core),
-            "config_version": core.config_version,
-        }
-    )
+    doc: dict[str, Any] = {
+        "ok": True,
+        "request_id": reply.request_id,
+        "state": reply.state,
+        "risk": views.risk_doc(core),
+        "config_version": core.config_version,
+    }
+    if market:
+        doc["market"] = market
+        doc["market_risk"] = views.market_risk_doc(core, market)
+    return JSONResponse(doc)
 
 
 async def command_of(request: Request) -> tuple[str, str] | JSONResponse:
@@ -537,6 +542,7 @@ async def emergency_stop(request: Request) -> JSONResponse:
         request,
         lambda rid: TriggerEmergencyStop(request_id=rid, reason=reason, market=market),
         "emergency stop" + _scope(market),
+        market,
     )
 
 
@@ -549,6 +555,7 @@ async def emergency_clear(request: Request) -> JSONResponse:
         request,
         lambda rid: ClearEmergencyStop(request_id=rid, market=market),
         "clear emergency stop" + _scope(market),
+        market,
     )
 
 
@@ -561,6 +568,7 @@ async def force_exit(request: Request) -> JSONResponse:
         request,
         lambda rid: ForceExit(request_id=rid, reason=reason, market=market),
         "force exit" + _scope(market),
+        market,
     )
 
 

@@ -142,6 +142,7 @@ def test_control_posts_forward_their_market(stack: Stack) -> None:
     assert r.status_code == 200, r.text
     assert isinstance(cmds[-1], TriggerEmergencyStop)
     assert (cmds[-1].market, cmds[-1].reason) == ("eth-15m", "eth only")
+    assert r.json()["market"] == "eth-15m" and "halted" in r.json()["market_risk"]
     slug = stack.obs.status()["markets"][2]["slug"]
     r = stack.obs.post(f"/api/force-exit?market={slug}")  # a slug names its market
     assert r.status_code == 200, r.text

@@ -114,7 +114,8 @@ function makeCharts() {
           const ptb = shown && shown.market && shown.market.price_to_beat;
           if (ptb) { min = Math.min(min ?? ptb, ptb); max = Math.max(max ?? ptb, ptb); }
           if (min === null || max === null) return [0, 1];
-          const pad = Math.max((max - min) * 0.1, 5);
+          // at least 0.005 % of the price either side: 5 USD of BTC, 0.0001 USD of XRP
+          const pad = Math.max((max - min) * 0.1, Math.abs(max) * 5e-5);
           return [min - pad, max + pad];
         },
       },
@@ -281,7 +282,9 @@ function render(d) {
   } else if (r.halted === null || r.halted === undefined) { rs.textContent = "UNKNOWN"; setCls(rs, "state", "unknown"); }
   else if (r.halted) { rs.textContent = r.emergency_stop ? "HALTED · E-STOP" : "HALTED"; setCls(rs, "state", "halted"); }
   else { rs.textContent = "ACTIVE"; setCls(rs, "state", "active"); }
-  if (!(strat && strat.alive === false)) $("risk-reasons").textContent = (r.reasons && r.reasons.length) ? r.reasons.join(", ") : (r.loss_streak ? `loss streak ${r.loss_streak}` : "no halt reasons");
+  // markets halted on their own while the rest trade (a global halt says so above)
+  const haltedMkts = r.halted ? [] : (d.markets || []).filter((m) => m.risk && m.risk.halted).map((m) => m.market);
+  if (!(strat && strat.alive === false)) $("risk-reasons").textContent = (r.reasons && r.reasons.length) ? r.reasons.join(", ") : haltedMkts.length ? `halted: ${haltedMkts.join(", ")}` : (r.loss_streak ? `loss streak ${r.loss_streak}` : "no halt reasons");
 
   // signal
   const s = v.signal;
@@ -509,7 +512,8 @@ async function control(path, title, text, label, danger) {
     const scope = $("ctl-scope").value === "selected" && shown ? shown.key : "";
     const { status, doc } = await post(path, scope ? { reason: "dashboard", market: scope } : { reason: "dashboard" });
     if (status === 200) {
-      const risk = doc.risk || {};
+      // one market's command: that market's state (a global halt halts it too)
+      const risk = (scope && doc.market_risk) || doc.risk || {};
       say($("control-msg"), true, `confirmed by strategy${scope ? " for " + scope : ""}: ${risk.halted ? "HALTED" : "active"}${risk.reasons && risk.reasons.length ? " (" + risk.reasons.join(", ") + ")" : ""}`);
     } else {
       say($("control-msg"), false, `${status}: ${doc.error || "failed"}`);
