@@ -223,6 +223,13 @@ def enabled_markets(config: Mapping[str, Any] | StrategyConfig) -> tuple[MarketS
     return tuple(m for m in market_specs(config) if m.enabled)
 
 
+def scaled_window_s(spec: MarketSpec, five_minutes_s: int = 300) -> int:
+    """A series' window length in seconds in a tree where a 5-minute window lasts
+    `five_minutes_s` (300 live; `SIM_WINDOW_SECONDS` shrinks time on the simulated venue, and
+    every series shrinks with it: 15m is three 5m windows). At least 2 s."""
+    return max(2, round(spec.window_s * five_minutes_s / 300))
+
+
 def strategy_config_for(base: StrategyConfig, spec: MarketSpec) -> StrategyConfig:
     """`base` with `spec.overrides` applied: the parameters one market trades with. Raises
     ConfigError (naming `markets.<key>.<field>`) if an override is invalid, which

@@ -56,6 +56,36 @@ def _settings() -> Settings:
         raise SystemExit(2) from None
 
 
+def _config_markets(settings: Settings, window_s: int) -> tuple[list, object]:
+    """The series the strategy config names (`markets`, disabled ones too: the venue lists
+    them, the tree does not trade them), each window scaled so that 5m lasts `window_s`, and
+    a function giving them again after an edit of either config file (hot reload). A bad
+    config exits 2 naming the entry."""
+    from common.config import ConfigError, market_specs, scaled_window_s
+
+    files = settings.strategy_config_files()
+
+    def load() -> list[tuple[str, str, int]]:
+        specs = market_specs(files.load().config)
+        return [(m.asset, m.window, scaled_window_s(m, window_s)) for m in specs]
+
+    try:
+        current = load()
+    except ConfigError as e:
+        print(f"polyedge simvenue: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    if not current:  # a config with no markets still gets a venue to connect to
+        current = [("btc", "5m", window_s)]
+
+    def source() -> list[tuple[str, str, int]]:
+        nonlocal current
+        if files.changed():
+            current = load() or current
+        return current
+
+    return current, source
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="polyedge sim", description="Run the simulated venue.")
     p.add_argument(
@@ -128,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from services.simvenue.server import SimOptions, Venue, build_app
 
+    markets, markets_source = _config_markets(settings, window)
+
     opts = SimOptions(
         host=args.host,
         port=port,
@@ -142,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         confirm_seconds=args.confirm_seconds,
         balance_usd=args.balance,
         ping_interval=args.ping_interval,
+        markets=markets,
+        markets_source=markets_source,
     )
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)

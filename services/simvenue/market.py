@@ -1,12 +1,15 @@
-"""Transport-free, clock-injected simulated BTC 5-minute market: BTC path, Up/Down books, frames.
+"""Transport-free, clock-injected simulated crypto Up/Down markets: correlated spot paths (BTC,
+ETH, SOL, XRP, ...), Up/Down books of every series, frames.
 
-`SimMarket(seed, window_seconds, start_ns).advance(t_ns)` returns every wire frame produced up to
-event time `t_ns` as `(ts_ns, channel, frame_text)` tuples, in time order. It never reads the wall
-clock, so the same seed and start time give the same frames however `advance` is chunked; the
-socket server and the backtest both drive it.
+`SimMarket(seed, window_seconds, start_ns).advance(t_ns)` (one series, BTC 5m by default) and
+`SimMarkets(seed, [(asset, window, window_s), ...], start_ns).advance(t_ns)` (any number of
+series sharing one spot path per asset) return every wire frame produced up to event time `t_ns`
+as `(ts_ns, channel, frame_text)` tuples, in time order. They never read the wall clock, so the
+same seed and start time give the same frames however `advance` is chunked; the socket server and
+the backtest both drive them.
 
 Channels (see README.md):
-  binance:btcusdt@aggTrade | binance:btcusdt@trade | binance:btcusdt@bookTicker  raw-stream events
+  binance:<sym>usdt@aggTrade | binance:<sym>usdt@trade | binance:<sym>usdt@bookTicker  raw streams
   market:<condition_id>   market-channel events of one market (book, price_change, ...)
   market                  market-channel broadcasts (new_market)
   rtds:crypto_prices_chainlink | rtds:crypto_prices_twap_sixty | rtds:crypto_prices
@@ -20,6 +23,7 @@ import json
 import math
 import random
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -31,6 +35,8 @@ from common import money
 NS = 1_000_000_000
 MS = 1_000_000
 TICK_NS = 10_000_000  # 10 ms simulation step: fine enough for ~100 bookTicker/s
+DT = TICK_NS / NS
+SQRT_DT = math.sqrt(DT)
 ANNUAL_VOL = 0.45  # BTC realised vol; gives ~0.14 % (~$120) per 5 minutes
 SIGMA_PER_SQRT_S = ANNUAL_VOL / math.sqrt(365 * 24 * 3600)
 JUMP_RATE_PER_S = 1 / 900  # an occasional jump, roughly one every 15 minutes
@@ -77,6 +83,22 @@ UNITS = 1_000_000  # pUSD and outcome tokens: 6 decimals on chain
 TWAP_LOOKBACK_S = 60
 CONNECTION_ID = "c2ltdmVudWUtcnRkcw=="
 BINANCE_STREAMS = ("btcusdt@aggTrade", "btcusdt@trade", "btcusdt@bookTicker")
+BINANCE_STREAM_KINDS = ("aggTrade", "trade", "bookTicker")
+# Per-asset spot dynamics. Annualised volatilities and loadings on one common crypto factor are
+# rounded 2025 figures (daily closes: BTC ~45 %, ETH ~60 %, SOL ~75 %, XRP ~70 %; correlation
+# with BTC ~0.8 ETH, ~0.7 SOL, ~0.6 XRP); a loading b gives corr(i, j) = b_i * b_j. The recorded
+# data in /work/shared/data/real is BTC only, so the others are not calibrated beyond this.
+# An asset not listed moves like a small altcoin. `decimals`: Binance's price tick (0.01 USD;
+# XRPUSDT 0.0001).
+ASSETS: dict[str, tuple[str, float, float, float, int]] = {
+    # asset: (name, starting price USD, annual vol, factor loading, price decimals)
+    "btc": ("Bitcoin", 85_000.0, 0.45, 0.90, 2),
+    "eth": ("Ethereum", 3_000.0, 0.60, 0.90, 2),
+    "sol": ("Solana", 140.0, 0.75, 0.80, 2),
+    "xrp": ("XRP", 2.2, 0.70, 0.70, 4),
+}
+OTHER_ASSET = ("", 10.0, 0.80, 0.60, 4)
+CLOCK_SLUG_WINDOWS = ("5m", "15m")  # the venue's slugs that carry the window start
 RTDS_TOPICS = ("crypto_prices_chainlink", "crypto_prices_twap_sixty", "crypto_prices")
 
 Frame = tuple[int, str, str]
@@ -138,6 +160,23 @@ def _events(rng: random.Random, expected: float) -> int:
     return whole + (rng.random() < expected - whole)
 
 
+def asset_name(asset: str) -> str:
+    """ "btc" -> "Bitcoin" (titles, questions); an unknown ticker in upper case."""
+    return ASSETS.get(asset, OTHER_ASSET)[0] or asset.upper()
+
+
+def window_slug(asset: str, label: str, start_s: int) -> str:
+    """The venue's slug of one window: `{asset}-updown-{5m|15m}-{start}` for the clock-slugged
+    series (PROTOCOLS.md section 3); the longer ones have human slugs like the real hourly ones
+    ("bitcoin-up-or-down-november-30-3pm-et"), which a client finds on Gamma, never builds:
+    here `{name}-up-or-down-{label}-{month}-{day}-{hhmm}-utc`."""
+    if label in CLOCK_SLUG_WINDOWS:
+        return f"{asset}-updown-{label}-{start_s}"
+    d = datetime.fromtimestamp(start_s, UTC)
+    name = asset_name(asset).lower().replace(" ", "-")
+    return f"{name}-up-or-down-{label}-{d:%B-%d-%H%M}-utc".lower()
+
+
 def _norm_cdf(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
@@ -171,16 +210,30 @@ class Window:
     volume_centi: int = 0
     last_bba: tuple[int | None, int | None] = (None, None)
     tick_pinned: bool = False  # a forced tick size (fault) is not undone by the quoter
+    asset: str = "btc"
+    label: str = "5m"  # the series' window name: 5m, 15m, 1h, 4h, 1d
 
     def __post_init__(self) -> None:
-        self.slug = f"btc-updown-5m-{self.start_s}"
-        self.condition_id = "0x" + _h(self.seed, self.start_s, "condition").hex()
-        self.question_id = "0x" + _h(self.seed, self.start_s, "question").hex()
+        self.slug = window_slug(self.asset, self.label, self.start_s)
+        # btc 5m keeps the ids it always had; other series hash their key in
+        salt: tuple = (self.seed,) if self.key == "btc-5m" else (self.seed, self.key)
+        self.condition_id = "0x" + _h(*salt, self.start_s, "condition").hex()
+        self.question_id = "0x" + _h(*salt, self.start_s, "question").hex()
         # Long decimal token ids like the real ones (uint256 as decimal).
-        self.up_token = str(int.from_bytes(_h(self.seed, self.start_s, "up"), "big"))
-        self.down_token = str(int.from_bytes(_h(self.seed, self.start_s, "down"), "big"))
-        self.market_id = str(5_000_000 + self.start_s // 60)
-        self.event_id = str(1_000_000 + self.start_s // 60)
+        self.up_token = str(int.from_bytes(_h(*salt, self.start_s, "up"), "big"))
+        self.down_token = str(int.from_bytes(_h(*salt, self.start_s, "down"), "big"))
+        n = int.from_bytes(_h(*salt, "ids")[:2], "big") * 10_000_000 if len(salt) > 1 else 0
+        self.market_id = str(5_000_000 + self.start_s // 60 + n)
+        self.event_id = str(1_000_000 + self.start_s // 60 + n)
+
+    @property
+    def key(self) -> str:
+        """The series key, "btc-5m" (common.config.MarketSpec.key)."""
+        return f"{self.asset}-{self.label}"
+
+    @property
+    def window_s(self) -> int:
+        return self.end_s - self.start_s
 
     @property
     def tokens(self) -> tuple[str, str]:
@@ -252,8 +305,367 @@ class MakerFill:
     t_ns: int
 
 
+class Emitter:
+    """The frames of every series and spot path, one time-ordered queue (ts, seq, channel,
+    frame); `enabled` False during a silent warm-up."""
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, int, str, str]] = []
+        self.seq = 0
+        self.enabled = True
+        # a warm-up of many series skips what only makes frames (books, Binance); one series
+        # alone warms up in full, so its seeded path is the one it always was
+        self.fast_warmup = False
+
+    @property
+    def skipping(self) -> bool:
+        return not self.enabled and self.fast_warmup
+
+    def push(self, ts: int, channel: str, frame: str) -> None:
+        if not self.enabled:
+            return
+        self.seq += 1
+        heapq.heappush(self.heap, (ts, self.seq, channel, frame))
+
+    def due(self, t_ns: int) -> list[Frame]:
+        out: list[Frame] = []
+        heap = self.heap
+        while heap and heap[0][0] <= t_ns:
+            ts, _, ch, fr = heapq.heappop(heap)
+            out.append((ts, ch, fr))
+        return out
+
+
+class SpotPath:
+    """One asset's spot price (Binance) and settlement feed (Chainlink `<asset>/usd` = Binance -
+    a wandering basis, and its TWAP), with their frames. Driven by `SpotGroup.step`, which
+    supplies the common factor so that the assets move together."""
+
+    def __init__(
+        self, seed: int, asset: str, out: Emitter, book_ticker_hz: float, lookback_s: int
+    ) -> None:
+        _name, price, vol, beta, decimals = ASSETS.get(asset, OTHER_ASSET)
+        self.asset = asset
+        self.symbol = f"{asset}usdt"  # stream names are lower case
+        self.feed_symbol = f"{asset}/usd"
+        self.sigma = vol / math.sqrt(365 * 24 * 3600)  # log units per sqrt second
+        self.beta = beta
+        self._idio = math.sqrt(max(0.0, 1.0 - beta * beta))
+        self.decimals = decimals
+        self._q = 10**decimals
+        self.usd_scale = price / 85_000.0  # USD amounts calibrated on BTC scale with the price
+        self.out = out
+        self.book_ticker_hz = book_ticker_hz
+        self.lookback_s = lookback_s
+        self.retain_s = lookback_s + 4 * 300 + 130  # Chainlink seconds kept (a series may raise)
+        sfx = "" if asset == "btc" else f":{asset}"  # btc keeps its streams' names
+        self._price_rng = random.Random(f"{seed}:price{sfx}")
+        self._bn_rng = random.Random(f"{seed}:binance{sfx}")
+        self._tick_rng = random.Random(f"{seed}:bookticker{sfx}")
+        self._venue_rng = random.Random(f"{seed}:venue{sfx}")  # basis, Chainlink delivery
+        self.log_price = math.log(price) + self._price_rng.gauss(0.0, 0.05)
+        self._ahead: deque[float] = deque()
+        self.basis_level = self._venue_rng.gauss(0.0, BASIS_LEVEL_SD_USD * self.usd_scale)
+        self.basis = self.basis_level  # Binance - Chainlink, USD
+        self._gap_until_s = 0
+        self.chainlink_gaps = 0
+        self.chainlink: dict[int, float] = {}
+        self._agg_id = 3_000_000_000 + int(_h(seed, "agg", *([asset] if sfx else []))[0]) * 1000
+        self._trade_id = 5_000_000_000
+        self._update_id = 70_000_000_000
+
+    @property
+    def price(self) -> float:
+        return math.exp(self.log_price)
+
+    def fill_ahead(self, factors: deque[float] | None) -> list[float]:
+        """Draw the path ahead, one step per factor value (LEAD_MAX_STEPS), so informed quoters
+        can act on where it is going before Binance shows it. The leader (`factors` None) draws
+        its own; returns the factor values used."""
+        x = self.log_price
+        used = []
+        for i in range(LEAD_MAX_STEPS):
+            x, z = self.draw(x, None if factors is None else factors[i])
+            self._ahead.append(x)
+            used.append(z)
+        return used
+
+    def draw(self, x: float, f: float | None) -> tuple[float, float]:
+        """One 10 ms step of the log price and its normal innovation: the leader's (BTC) own
+        draw when `f` is None, else the common factor `f` (the leader's innovation) with this
+        asset's loading plus its own noise; an occasional jump on top."""
+        pr = self._price_rng
+        z = pr.gauss(0.0, 1.0) if f is None else self.beta * f + self._idio * pr.gauss(0.0, 1.0)
+        x += self.sigma * SQRT_DT * z
+        if pr.random() < JUMP_RATE_PER_S * DT:
+            x += pr.gauss(0.0, JUMP_LOG_SIGMA)
+        return x, z
+
+    def move(self, f: float | None) -> float:
+        """Advance one step; the innovation drawn for the new step ahead."""
+        self.log_price = self._ahead.popleft()
+        x, z = self.draw(self._ahead[-1], f)
+        self._ahead.append(x)
+        return z
+
+    def twap(self, end_s: int, lookback_s: int) -> float | None:
+        samples = [self.chainlink.get(s) for s in range(end_s - lookback_s + 1, end_s + 1)]
+        if any(v is None for v in samples):
+            return None
+        return sum(samples) / len(samples)  # type: ignore[arg-type]
+
+    def first_chainlink(self) -> float | None:
+        return self.chainlink[min(self.chainlink)] if self.chainlink else None
+
+    def second(self, t: int) -> None:
+        s = t // NS
+        vr = self._venue_rng
+        # the basis wanders (mean-reverting around this seed's level)
+        k = 1.0 / BASIS_REVERT_S
+        self.basis += k * (self.basis_level - self.basis) + BASIS_SD_USD * self.usd_scale * (
+            math.sqrt(2 * k)
+        ) * vr.gauss(0.0, 1.0)
+        binance = self.price
+        price = binance - self.basis  # Chainlink <asset>/USD: the settlement source
+        self.chainlink[s] = price
+        self.chainlink.pop(s - self.retain_s, None)
+        ms = s * 1000
+        pub = t + vr.randint(CHAINLINK_DELAY_MIN_NS // MS, CHAINLINK_DELAY_MAX_NS // MS) * MS
+        if s < self._gap_until_s:
+            delivered = False
+        elif vr.random() < CHAINLINK_GAP_RATE_PER_S:
+            self._gap_until_s = s + vr.randint(*CHAINLINK_GAP_S)
+            self.chainlink_gaps += 1
+            delivered = False
+        else:
+            delivered = True
+        if not self.out.enabled:
+            return
+        self._push_rtds_chainlink(pub, ms, price, s, delivered)
+        self.out.push(
+            t + 150 * MS,
+            "rtds:crypto_prices",
+            _dumps(
+                {
+                    "connection_id": CONNECTION_ID,
+                    "payload": {
+                        "full_accuracy_value": f"{binance:.8f}",
+                        "symbol": self.symbol,
+                        "timestamp": ms,
+                        "value": round(binance, self.decimals),
+                    },
+                    "timestamp": (t + 150 * MS) // MS,
+                    "topic": "crypto_prices",
+                    "type": "update",
+                }
+            ),
+        )
+
+    def _push_rtds_chainlink(
+        self, pub: int, ms: int, price: float, s: int, delivered: bool
+    ) -> None:
+        """The Chainlink tick and the TWAP ending at it, unless this second is in a delivery gap
+        (the settlement values exist all the same: only the feed misses them)."""
+        if not delivered:
+            return
+        self.out.push(
+            pub,
+            "rtds:crypto_prices_chainlink",
+            _dumps(
+                {
+                    "connection_id": CONNECTION_ID,
+                    "payload": {
+                        "full_accuracy_value": str(int(round(price * 1e18))),
+                        "symbol": self.feed_symbol,
+                        "timestamp": ms,
+                        "value": price,
+                    },
+                    "timestamp": pub // MS,
+                    "topic": "crypto_prices_chainlink",
+                    "type": "update",
+                }
+            ),
+        )
+        tw = self.twap(s, self.lookback_s)
+        if tw is not None:
+            self.out.push(
+                pub + 90 * MS,
+                "rtds:crypto_prices_twap_sixty",
+                _dumps(
+                    {
+                        "connection_id": CONNECTION_ID,
+                        "payload": {
+                            "full_accuracy_value": str(int(round(tw * 1e18))),
+                            "symbol": self.feed_symbol,
+                            "timestamp": ms,
+                            "value": tw,
+                            "window_s": self.lookback_s,
+                        },
+                        "timestamp": (pub + 90 * MS) // MS,
+                        "topic": "crypto_prices_twap_sixty",
+                        "type": "update",
+                    }
+                ),
+            )
+
+    def binance(self, t: int, dt: float) -> None:
+        """This step's Binance frames: aggTrade (and its trades) ~7/s, bookTicker at
+        `book_ticker_hz` (real: ~106/s for BTCUSDT, PROTOCOLS.md section 1)."""
+        price = self.price
+        ms = t // MS
+        rng = self._bn_rng
+        q = self._q
+        sym = self.symbol.upper()
+        if rng.random() < AGGTRADE_HZ * dt:
+            n = 1 + int(rng.random() * rng.random() * 4)
+            buyer_maker = rng.random() < 0.5
+            p = math.floor(price * q) / q if buyer_maker else math.floor(price * q + 1) / q
+            qty = round(rng.expovariate(1 / 0.02) / self.usd_scale + 0.00001, 5)
+            self._agg_id += 1
+            first = self._trade_id + 1
+            self._trade_id += n
+            ev_ms = ms + rng.randint(0, 2)
+            self.out.push(
+                t,
+                f"binance:{self.symbol}@aggTrade",
+                _dumps(
+                    {
+                        "e": "aggTrade",
+                        "E": ev_ms,
+                        "s": sym,
+                        "a": self._agg_id,
+                        "p": f"{p:.8f}",
+                        "q": f"{qty:.8f}",
+                        "f": first,
+                        "l": self._trade_id,
+                        "T": ms,
+                        "m": buyer_maker,
+                        "M": True,
+                    }
+                ),
+            )
+            part = round(qty / n, 5)
+            for i in range(n):
+                qi = part if i < n - 1 else round(qty - part * (n - 1), 5)
+                self.out.push(
+                    t,
+                    f"binance:{self.symbol}@trade",
+                    _dumps(
+                        {
+                            "e": "trade",
+                            "E": ev_ms,
+                            "s": sym,
+                            "t": first + i,
+                            "p": f"{p:.8f}",
+                            "q": f"{max(qi, 0.00001):.8f}",
+                            "T": ms,
+                            "m": buyer_maker,
+                            "M": True,
+                        }
+                    ),
+                )
+        n_quotes = _events(self._tick_rng, self.book_ticker_hz * dt) if self.book_ticker_hz else 0
+        for _ in range(n_quotes):
+            r = self._tick_rng
+            bid = math.floor(price * q) / q
+            self._update_id += 1
+            self.out.push(
+                t,
+                f"binance:{self.symbol}@bookTicker",
+                _dumps(
+                    {
+                        "u": self._update_id,
+                        "s": sym,
+                        "b": f"{bid:.8f}",
+                        "B": f"{r.expovariate(1 / 2.0) / self.usd_scale:.8f}",
+                        "a": f"{bid + 1 / q:.8f}",
+                        "A": f"{r.expovariate(1 / 1.0) / self.usd_scale:.8f}",
+                    }
+                ),
+            )
+
+
+class SpotGroup:
+    """The spot paths of every simulated asset. BTC leads: its normal innovation each 10 ms step
+    is the common factor, and every other asset loads on it (`beta`, its correlation with BTC)
+    plus its own noise, so corr(i, j) = beta_i * beta_j. BTC's path is always drawn (the same
+    path whichever assets are listed); `paths` holds the listed assets, whose frames are made.
+
+    A step runs in phases, so the seeded draws of one BTC series are what they always were:
+    `move` (prices), the series' quoters, `second` (settlement feed, once a second), the series'
+    rolls, `binance`, the series' books."""
+
+    def __init__(self, seed: int, out: Emitter, book_ticker_hz: float) -> None:
+        self.seed = seed
+        self.out = out
+        self.book_ticker_hz = book_ticker_hz
+        self.leader = SpotPath(seed, "btc", out, book_ticker_hz, TWAP_LOOKBACK_S)
+        self._factors: deque[float] = deque(self.leader.fill_ahead(None))
+        self.paths: dict[str, SpotPath] = {}
+
+    def add(self, asset: str, lookback_s: int) -> SpotPath:
+        """The path of `asset`, listed now if new (an asset other than BTC: its history starts
+        here)."""
+        p = self.paths.get(asset)
+        if p is None:
+            if asset == "btc":
+                p = self.leader
+                p.lookback_s = lookback_s
+            else:
+                p = SpotPath(self.seed, asset, self.out, self.book_ticker_hz, lookback_s)
+                p.fill_ahead(self._factors)
+            self.paths[asset] = p
+        return p
+
+    def move(self) -> None:
+        """Phase 1 of a step: every price moves."""
+        f = self.leader.move(None)
+        self._factors.popleft()
+        self._factors.append(f)
+        for p in self.paths.values():
+            if p is not self.leader:
+                p.move(f)
+
+    def second(self, t: int) -> None:
+        """Phase 2, on whole seconds: basis, settlement feed."""
+        for p in self.paths.values():
+            p.second(t)
+
+    def binance(self, t: int) -> None:
+        """Phase 3: Binance frames."""
+        if self.out.skipping:
+            return
+        for p in self.paths.values():
+            p.binance(t, DT)
+
+    def set_book_ticker_hz(self, hz: float) -> None:
+        self.book_ticker_hz = hz
+        for p in self.paths.values():
+            p.book_ticker_hz = hz
+
+
+def step_all(group: SpotGroup, markets: Iterable[SimMarket], t: int) -> None:
+    """One 10 ms step of the spot paths and `markets`, phase by phase (SpotGroup)."""
+    markets = tuple(markets)
+    group.move()
+    for m in markets:
+        m._quote(t)
+    if t % NS == 0:
+        group.second(t)
+        for m in markets:
+            m._second(t)
+            if (t // NS) % m.window_s == 0:
+                m._roll(t)
+    group.binance(t)
+    for m in markets:
+        m._books(t)
+
+
 class SimMarket:
-    """Seeded market generator. All times are event-time nanoseconds supplied by the caller."""
+    """Seeded market generator of one series (`asset`, `window_label`; BTC 5m by default). All
+    times are event-time nanoseconds supplied by the caller. Alone it owns its spot path;
+    inside `SimMarkets` it shares the asset's path (`spot`) and the frame queue (`out`) with the
+    other series, and `SimMarkets` drives it."""
 
     def __init__(
         self,
@@ -264,34 +676,37 @@ class SimMarket:
         book_ticker_hz: float = 100.0,
         clob_update_hz: float = CLOB_UPDATE_HZ,
         twap_lookback_s: int = TWAP_LOOKBACK_S,
+        asset: str = "btc",
+        window_label: str = "5m",
+        group: SpotGroup | None = None,
     ) -> None:
         if window_seconds < 2:
             raise ValueError("window_seconds must be >= 2")
         self.seed = seed
+        self.asset = asset
+        self.label = window_label
         self.window_s = int(window_seconds)
         self.lookback_s = max(1, min(twap_lookback_s, self.window_s))
-        self.book_ticker_hz = book_ticker_hz
         self.clob_update_hz = clob_update_hz
-        # Separate streams so changing one rate never changes the BTC path or the books.
-        self._price_rng = random.Random(f"{seed}:price")
-        self._bn_rng = random.Random(f"{seed}:binance")
-        self._tick_rng = random.Random(f"{seed}:bookticker")
-        self._clob_rng = random.Random(f"{seed}:clob")
-        self._venue_rng = random.Random(f"{seed}:venue")  # basis, Chainlink delivery, informed
-        self._quoter_rng = random.Random(f"{seed}:quoters")
-        self._heap: list[tuple[int, int, str, str]] = []
-        self._seq = 0
+        self._standalone = group is None
+        if group is None:
+            group = SpotGroup(seed, Emitter(), book_ticker_hz)
+        self.group = group
+        self.out = group.out
+        self.spot = group.add(asset, self.lookback_s)
+        self.spot.lookback_s = min(self.spot.lookback_s, self.lookback_s)
+        self.spot.retain_s = max(self.spot.retain_s, self.lookback_s + 4 * self.window_s + 130)
+        # Separate streams so changing one rate never changes the price path or the books.
+        sfx = "" if self.key == "btc-5m" else f":{self.key}"
+        self._clob_rng = random.Random(f"{seed}:clob{sfx}")
+        # btc 5m draws its informed episodes where it always did (with the basis, in order)
+        self._informed_rng = (
+            self.spot._venue_rng if not sfx else random.Random(f"{seed}:informed{sfx}")
+        )
+        self._quoter_rng = random.Random(f"{seed}:quoters{sfx}")
         self.windows: dict[int, Window] = {}
         self.resolve_delay_ns = 0  # the `late_resolution` fault: every resolution this much later
-        self.log_price = math.log(85_000.0) + self._price_rng.gauss(0.0, 0.05)
-        # the BTC path is drawn LEAD_MAX_STEPS ahead (same draws, same path), so informed quoters
-        # can act on where it is going before Binance shows it
-        self._ahead: deque[float] = deque()
-        x = self.log_price
-        for _ in range(LEAD_MAX_STEPS):
-            x = self._draw_next(x)
-            self._ahead.append(x)
-        self._quoter_log = self.log_price
+        self._quoter_log = self.spot.log_price
         self._quoter_noise = 0.0
         self._quoter_lag_s = sum(QUOTER_LAG_S) / 2
         self._quoter_vol_mult = 1.0
@@ -299,51 +714,98 @@ class SimMarket:
         self._informed_until_ns = 0
         self._lead_steps = 0
         self._spread_ticks = 1
-        self.basis_level = self._venue_rng.gauss(0.0, BASIS_LEVEL_SD_USD)
-        self.basis = self.basis_level  # Binance - Chainlink, USD
-        self._gap_until_s = 0
-        self.chainlink_gaps = 0
         self.quoter_noise_sd = QUOTER_NOISE_LOGIT  # /sim/market may raise it (bench: more edges)
-        self.chainlink: dict[int, float] = {}
-        self._agg_id = 3_000_000_000 + int(_h(seed, "agg")[0]) * 1000
-        self._trade_id = 5_000_000_000
-        self._update_id = 70_000_000_000
-        self._recent_path: deque[tuple[int, float]] = deque()
         # user orders resting on the book (`rest`), and their fills waiting for the venue
         self.resting: dict[str, RestingOrder] = {}
         self.maker_fills: list[MakerFill] = []
         self._rest_seq = 0
         self.start_ns = start_ns
-        first_window = (start_ns // NS) // self.window_s * self.window_s
+        self.t_ns = start_ns
+        if not self._standalone:
+            return  # SimMarkets warms it up and drives it
         # Warm up silently so the first window's price to beat (a TWAP ending at its start)
         # has history, while staying a pure function of seed and start time.
-        self.t_ns = (first_window - self.lookback_s - 2) * NS
-        self._emit_enabled = False
+        self.t_ns = self.warm_start_ns(start_ns)
+        self.out.enabled = False
         self.advance(start_ns)
-        self._emit_enabled = True
-        self._heap.clear()
+        self.out.enabled = True
+        self.out.heap.clear()
+        self.push_books(start_ns)
+
+    @property
+    def key(self) -> str:
+        """The series key, "btc-5m"."""
+        return f"{self.asset}-{self.label}"
+
+    def warm_start_ns(self, start_ns: int) -> int:
+        """Where a silent warm-up to `start_ns` begins: the TWAP lookback before the current
+        window's start, so its price to beat has history."""
+        first_window = (start_ns // NS) // self.window_s * self.window_s
+        return (first_window - self.lookback_s - 2) * NS
+
+    def push_books(self, t_ns: int) -> None:
+        """The current window's books as `book` frames at `t_ns` (after a warm-up)."""
         cur = self.current_window()
         if cur is not None:
             for token in cur.tokens:
-                self._push(
-                    start_ns, "market:" + cur.condition_id, self.book_event(cur, token, start_ns)
-                )
+                self._push(t_ns, "market:" + cur.condition_id, self.book_event(cur, token, t_ns))
 
-    # ------------------------------------------------------------------ public API
+    # ------------------------------------------------------------------ the spot path
+    @property
+    def log_price(self) -> float:
+        return self.spot.log_price
+
     @property
     def btc_price(self) -> float:
-        return math.exp(self.log_price)
+        """The series' asset's spot price in USD (named when BTC was the only asset)."""
+        return self.spot.price
 
+    @property
+    def price(self) -> float:
+        return self.spot.price
+
+    @property
+    def basis(self) -> float:
+        return self.spot.basis
+
+    @property
+    def basis_level(self) -> float:
+        return self.spot.basis_level
+
+    @property
+    def chainlink(self) -> dict[int, float]:
+        return self.spot.chainlink
+
+    @property
+    def chainlink_gaps(self) -> int:
+        return self.spot.chainlink_gaps
+
+    @property
+    def _ahead(self) -> deque[float]:
+        return self.spot._ahead
+
+    @property
+    def _heap(self) -> list[tuple[int, int, str, str]]:
+        return self.out.heap
+
+    @property
+    def book_ticker_hz(self) -> float:
+        return self.spot.book_ticker_hz
+
+    @book_ticker_hz.setter
+    def book_ticker_hz(self, hz: float) -> None:
+        self.group.set_book_ticker_hz(hz)
+
+    # ------------------------------------------------------------------ public API
     def advance(self, t_ns: int) -> list[Frame]:
-        """Simulate up to `t_ns` and return the frames due by then, oldest first."""
+        """Simulate up to `t_ns` and return the frames due by then, oldest first (a series
+        inside `SimMarkets` is advanced by it)."""
+        if not self._standalone:
+            raise RuntimeError("a series of SimMarkets is advanced by SimMarkets.advance")
         while self.t_ns + TICK_NS <= t_ns:
             self.t_ns += TICK_NS
-            self._step(self.t_ns)
-        out: list[Frame] = []
-        while self._heap and self._heap[0][0] <= t_ns:
-            ts, _, ch, fr = heapq.heappop(self._heap)
-            out.append((ts, ch, fr))
-        return out
+            step_all(self.group, (self,), self.t_ns)
+        return self.out.due(t_ns)
 
     def window_at(self, t_ns: int) -> int:
         return (t_ns // NS) // self.window_s * self.window_s
@@ -377,10 +839,8 @@ class SimMarket:
         return t_ns < w.end_s * NS and w.start_s in self.windows
 
     def twap(self, end_s: int) -> float | None:
-        samples = [self.chainlink.get(s) for s in range(end_s - self.lookback_s + 1, end_s + 1)]
-        if any(v is None for v in samples):
-            return None
-        return sum(samples) / len(samples)  # type: ignore[arg-type]
+        """The settlement TWAP (this series' lookback) ending at `end_s`; None without history."""
+        return self.spot.twap(end_s, self.lookback_s)
 
     def book_event(self, w: Window, token: str, t_ns: int) -> str:
         bids, asks = w.levels(token)
@@ -691,6 +1151,9 @@ class SimMarket:
             "window_seconds": self.window_s,
             "twap_lookback_seconds": self.lookback_s,
             "btc_price": round(self.btc_price, 2),
+            "series": self.key,
+            "asset": self.asset,
+            "price": round(self.price, self.spot.decimals),
             "current": market(self.current_window()),
             "next": market(self.next_window()),
             "windows": sorted(self.windows),
@@ -698,33 +1161,22 @@ class SimMarket:
 
     # ------------------------------------------------------------------ internals
     def _push(self, ts: int, channel: str, frame: str) -> None:
-        if not self._emit_enabled:
-            return
-        self._seq += 1
-        heapq.heappush(self._heap, (ts, self._seq, channel, frame))
+        self.out.push(ts, channel, frame)
 
     def _hash(self, token: str, t_ns: int) -> str:
-        self._seq += 1
-        return hashlib.sha1(f"{token}:{t_ns}:{self._seq}".encode()).hexdigest()
+        self.out.seq += 1
+        return hashlib.sha1(f"{token}:{t_ns}:{self.out.seq}".encode()).hexdigest()
 
-    def _draw_next(self, x: float) -> float:
-        """One 10 ms step of the BTC log price (diffusion plus an occasional jump)."""
-        dt = TICK_NS / NS
-        pr = self._price_rng
-        x += SIGMA_PER_SQRT_S * math.sqrt(dt) * pr.gauss(0.0, 1.0)
-        if pr.random() < JUMP_RATE_PER_S * dt:
-            x += pr.gauss(0.0, JUMP_LOG_SIGMA)
-        return x
-
-    def _step(self, t: int) -> None:
-        dt = TICK_NS / NS
-        self.log_price = self._ahead.popleft()
-        self._ahead.append(self._draw_next(self._ahead[-1]))
-        # Quoters chase their own view of BTC: lagging Binance, or (informed) leading it.
+    def _quote(self, t: int) -> None:
+        """The quoters' step (after the prices moved): their view of the asset."""
+        dt = DT
+        self.t_ns = t
+        # Quoters chase their own view of the asset: lagging Binance, or (informed) leading it.
         qr = self._quoter_rng
-        if t >= self._informed_until_ns and self._venue_rng.random() < INFORMED_RATE_PER_S * dt:
-            self._informed_until_ns = t + int(self._venue_rng.uniform(*INFORMED_DURATION_S) * NS)
-            self._lead_steps = self._venue_rng.randint(*INFORMED_LEAD_STEPS)
+        ir = self._informed_rng
+        if t >= self._informed_until_ns and ir.random() < INFORMED_RATE_PER_S * dt:
+            self._informed_until_ns = t + int(ir.uniform(*INFORMED_DURATION_S) * NS)
+            self._lead_steps = ir.randint(*INFORMED_LEAD_STEPS)
         informed = t < self._informed_until_ns
         target = self._ahead[self._lead_steps - 1] if informed else self.log_price
         # informed quoters act at once on what they know; otherwise they trail Binance
@@ -733,22 +1185,14 @@ class SimMarket:
         self._quoter_noise += -0.2 * self._quoter_noise * dt + self.quoter_noise_sd * math.sqrt(
             dt
         ) * qr.gauss(0, 1)
-        if t % NS == 0:
-            self._second(t)
-        if t % NS == 0 and (t // NS) % self.window_s == 0:
-            self._roll(t)
-        self._binance(t, dt)
-        self._clob(t, dt)
+
+    def _books(self, t: int) -> None:
+        if not self.out.skipping:  # a fast warm-up needs the path and the windows, not books
+            self._clob(t, DT)
 
     def _second(self, t: int) -> None:
-        s = t // NS
-        vr = self._venue_rng
-        # the basis wanders (mean-reverting around this seed's level)
-        k = 1.0 / BASIS_REVERT_S
-        self.basis += k * (self.basis_level - self.basis) + BASIS_SD_USD * math.sqrt(2 * k) * (
-            vr.gauss(0.0, 1.0)
-        )
-        self._quoter_basis_err += -0.01 * self._quoter_basis_err + QUOTER_BASIS_ERR_SD_USD * (
+        err_sd = QUOTER_BASIS_ERR_SD_USD * self.spot.usd_scale
+        self._quoter_basis_err += -0.01 * self._quoter_basis_err + err_sd * (
             math.sqrt(0.02) * self._quoter_rng.gauss(0.0, 1.0)
         )
         if self._quoter_rng.random() < SPREAD_REDRAW_PER_S:
@@ -758,87 +1202,7 @@ class SimMarket:
                 if r < acc:
                     self._spread_ticks = ticks
                     break
-        binance = self.btc_price
-        price = binance - self.basis  # Chainlink BTC/USD: the settlement source
-        self.chainlink[s] = price
-        self.chainlink.pop(s - self.lookback_s - 4 * self.window_s - 130, None)
-        ms = s * 1000
-        pub = t + vr.randint(CHAINLINK_DELAY_MIN_NS // MS, CHAINLINK_DELAY_MAX_NS // MS) * MS
-        if s < self._gap_until_s:
-            delivered = False
-        elif vr.random() < CHAINLINK_GAP_RATE_PER_S:
-            self._gap_until_s = s + vr.randint(*CHAINLINK_GAP_S)
-            self.chainlink_gaps += 1
-            delivered = False
-        else:
-            delivered = True
-        self._push_rtds_chainlink(pub, ms, price, s, delivered)
-        self._push(
-            t + 150 * MS,
-            "rtds:crypto_prices",
-            _dumps(
-                {
-                    "connection_id": CONNECTION_ID,
-                    "payload": {
-                        "full_accuracy_value": f"{binance:.8f}",
-                        "symbol": "btcusdt",
-                        "timestamp": ms,
-                        "value": round(binance, 2),
-                    },
-                    "timestamp": (t + 150 * MS) // MS,
-                    "topic": "crypto_prices",
-                    "type": "update",
-                }
-            ),
-        )
         self._resolutions(t)
-
-    def _push_rtds_chainlink(
-        self, pub: int, ms: int, price: float, s: int, delivered: bool
-    ) -> None:
-        """The Chainlink tick and the TWAP ending at it, unless this second is in a delivery gap
-        (the settlement values exist all the same: only the feed misses them)."""
-        if not delivered:
-            return
-        self._push(
-            pub,
-            "rtds:crypto_prices_chainlink",
-            _dumps(
-                {
-                    "connection_id": CONNECTION_ID,
-                    "payload": {
-                        "full_accuracy_value": str(int(round(price * 1e18))),
-                        "symbol": "btc/usd",
-                        "timestamp": ms,
-                        "value": price,
-                    },
-                    "timestamp": pub // MS,
-                    "topic": "crypto_prices_chainlink",
-                    "type": "update",
-                }
-            ),
-        )
-        tw = self.twap(s)
-        if tw is not None:
-            self._push(
-                pub + 90 * MS,
-                "rtds:crypto_prices_twap_sixty",
-                _dumps(
-                    {
-                        "connection_id": CONNECTION_ID,
-                        "payload": {
-                            "full_accuracy_value": str(int(round(tw * 1e18))),
-                            "symbol": "btc/usd",
-                            "timestamp": ms,
-                            "value": tw,
-                            "window_s": self.lookback_s,
-                        },
-                        "timestamp": (pub + 90 * MS) // MS,
-                        "topic": "crypto_prices_twap_sixty",
-                        "type": "update",
-                    }
-                ),
-            )
 
     def _resolutions(self, t: int) -> None:
         """Resolutions due this second."""
@@ -882,6 +1246,10 @@ class SimMarket:
         if cur is None:
             cur = self._list(s, t)
         cur.price_to_beat = self.twap(s)
+        if cur.price_to_beat is None and not self._standalone and s * NS <= self.t_ns:
+            # a series added while running, on an asset with no history before: the first
+            # settlement value there is stands in (the window's start was before its path)
+            cur.price_to_beat = self.spot.first_chainlink()
         cur.ptb_public_ns = t + int(min(60.0, max(1.0, 0.2 * self.window_s)) * NS)
         self._requote(cur, t, full=True)
         for token in cur.tokens:
@@ -894,7 +1262,14 @@ class SimMarket:
         w = self.windows.get(start_s)
         if w is not None:
             return w
-        w = Window(start_s, start_s + self.window_s, self.seed, self.lookback_s)
+        w = Window(
+            start_s,
+            start_s + self.window_s,
+            self.seed,
+            self.lookback_s,
+            asset=self.asset,
+            label=self.label,
+        )
         self.windows[start_s] = w
         # Listed ahead with a static book around even odds until its window opens.
         rng = random.Random(f"{self.seed}:list:{start_s}")
@@ -910,18 +1285,19 @@ class SimMarket:
                 {
                     "event_type": "new_market",
                     "id": w.market_id,
-                    "question": f"Bitcoin Up or Down - {iso(start_s)} to {iso(w.end_s)}",
+                    "question": f"{asset_name(self.asset)} Up or Down - {iso(start_s)} to "
+                    f"{iso(w.end_s)}",
                     "market": w.condition_id,
                     "slug": w.slug,
-                    "description": "Simulated. Resolves Up if the Chainlink BTC/USD TWAP at the end of "
-                    "the window is >= the price at its start.",
+                    "description": f"Simulated. Resolves Up if the Chainlink {self.asset.upper()}"
+                    "/USD TWAP at the end of the window is >= the price at its start.",
                     "assets_ids": list(w.tokens),
                     "outcomes": ["Up", "Down"],
                     "event_message": {
                         "id": w.event_id,
                         "ticker": w.slug,
                         "slug": w.slug,
-                        "title": f"Bitcoin Up or Down {w.slug}",
+                        "title": f"{asset_name(self.asset)} Up or Down {w.slug}",
                         "description": "",
                     },
                     "timestamp": str(t // MS),
@@ -938,78 +1314,6 @@ class SimMarket:
             ),
         )
         return w
-
-    def _binance(self, t: int, dt: float) -> None:
-        price = self.btc_price
-        ms = t // MS
-        rng = self._bn_rng
-        if rng.random() < AGGTRADE_HZ * dt:
-            n = 1 + int(rng.random() * rng.random() * 4)
-            buyer_maker = rng.random() < 0.5
-            p = math.floor(price * 100) / 100 if buyer_maker else math.floor(price * 100 + 1) / 100
-            qty = round(rng.expovariate(1 / 0.02) + 0.00001, 5)
-            self._agg_id += 1
-            first = self._trade_id + 1
-            self._trade_id += n
-            ev_ms = ms + rng.randint(0, 2)
-            self._push(
-                t,
-                "binance:btcusdt@aggTrade",
-                _dumps(
-                    {
-                        "e": "aggTrade",
-                        "E": ev_ms,
-                        "s": "BTCUSDT",
-                        "a": self._agg_id,
-                        "p": f"{p:.8f}",
-                        "q": f"{qty:.8f}",
-                        "f": first,
-                        "l": self._trade_id,
-                        "T": ms,
-                        "m": buyer_maker,
-                        "M": True,
-                    }
-                ),
-            )
-            part = round(qty / n, 5)
-            for i in range(n):
-                q = part if i < n - 1 else round(qty - part * (n - 1), 5)
-                self._push(
-                    t,
-                    "binance:btcusdt@trade",
-                    _dumps(
-                        {
-                            "e": "trade",
-                            "E": ev_ms,
-                            "s": "BTCUSDT",
-                            "t": first + i,
-                            "p": f"{p:.8f}",
-                            "q": f"{max(q, 0.00001):.8f}",
-                            "T": ms,
-                            "m": buyer_maker,
-                            "M": True,
-                        }
-                    ),
-                )
-        n_quotes = _events(self._tick_rng, self.book_ticker_hz * dt) if self.book_ticker_hz else 0
-        for _ in range(n_quotes):
-            r = self._tick_rng
-            bid = math.floor(price * 100) / 100
-            self._update_id += 1
-            self._push(
-                t,
-                "binance:btcusdt@bookTicker",
-                _dumps(
-                    {
-                        "u": self._update_id,
-                        "s": "BTCUSDT",
-                        "b": f"{bid:.8f}",
-                        "B": f"{r.expovariate(1 / 2.0):.8f}",
-                        "a": f"{bid + 0.01:.8f}",
-                        "A": f"{r.expovariate(1 / 1.0):.8f}",
-                    }
-                ),
-            )
 
     @staticmethod
     def _level_size(rng: random.Random, i: int) -> int:
@@ -1049,7 +1353,7 @@ class SimMarket:
         std = (
             s_now
             * vol_mult
-            * SIGMA_PER_SQRT_S
+            * self.spot.sigma
             * math.sqrt(before + rem / 3.0)
             * (rem / self.lookback_s)
         )
@@ -1242,3 +1546,250 @@ class SimMarket:
             )
         for token in w.tokens:
             self._push(t, ch, self.book_event(w, token, t))
+
+
+MAX_WARMUP_S = 1_200  # a longer window's first price to beat comes from the path's first second
+
+
+class SimMarkets:
+    """Any number of series (`(asset, window_label, window_s)`) at once, one spot path per asset
+    (correlated: `SpotGroup`), each series with its own windows, books, quoters and resolution,
+    all frames in one time-ordered queue. Duck-types the `SimMarket` API the venue uses: a
+    window, token or condition id is looked up across every series."""
+
+    def __init__(
+        self,
+        seed: int,
+        series: list[tuple[str, str, int]],
+        start_ns: int = 0,
+        *,
+        book_ticker_hz: float = 100.0,
+        clob_update_hz: float = CLOB_UPDATE_HZ,
+        twap_lookback_s: int = TWAP_LOOKBACK_S,
+    ) -> None:
+        if not series:
+            raise ValueError("SimMarkets needs at least one series")
+        self.seed = seed
+        self._clob_update_hz = clob_update_hz
+        self.twap_lookback_s = twap_lookback_s
+        self.out = Emitter()
+        self.group = SpotGroup(seed, self.out, book_ticker_hz)
+        self.markets: dict[str, SimMarket] = {}
+        self._resolve_delay_ns = 0
+        for asset, label, window_s in series:
+            self._new(asset, label, window_s, start_ns)
+        # one silent warm-up for all, from the earliest start any series needs (bounded)
+        starts = {k: m.warm_start_ns(start_ns) for k, m in self.markets.items()}
+        t0 = max(min(starts.values()), start_ns - MAX_WARMUP_S * NS) // TICK_NS * TICK_NS
+        self.out.enabled = False
+        self.out.fast_warmup = True
+        for k, m in self.markets.items():
+            if starts[k] < t0:  # its window started before the path: list it at once
+                m.t_ns = t0
+                m._roll(((t0 // NS) // m.window_s * m.window_s) * NS)
+        self.t_ns = t0
+        while self.t_ns + TICK_NS <= start_ns:
+            self.t_ns += TICK_NS
+            step_all(
+                self.group, [m for k, m in self.markets.items() if self.t_ns > starts[k]], self.t_ns
+            )
+        self.out.enabled = True
+        self.out.heap.clear()
+        for m in self.markets.values():
+            m.t_ns = self.t_ns
+            cur = m.current_window()
+            if cur is not None and cur.price_to_beat is None:
+                cur.price_to_beat = m.spot.first_chainlink()
+            m.push_books(self.t_ns)
+
+    def _new(self, asset: str, label: str, window_s: int, t_ns: int) -> SimMarket:
+        key = f"{asset}-{label}"
+        if key in self.markets:
+            raise ValueError(f"series {key} listed twice")
+        m = SimMarket(
+            self.seed,
+            window_s,
+            t_ns,
+            clob_update_hz=self._clob_update_hz,
+            twap_lookback_s=self.twap_lookback_s,
+            asset=asset,
+            window_label=label,
+            group=self.group,
+        )
+        m.resolve_delay_ns = self._resolve_delay_ns
+        self.markets[key] = m
+        return m
+
+    def add_series(self, asset: str, label: str, window_s: int) -> bool:
+        """List a new series now (a config reload named it): its current window at once, with
+        the settlement TWAP at its start when the asset's path has it (else its first value).
+        False when it is listed already."""
+        if f"{asset}-{label}" in self.markets:
+            return False
+        m = self._new(asset, label, window_s, self.t_ns)
+        m._roll(((self.t_ns // NS) // m.window_s * m.window_s) * NS)
+        m.push_books(self.t_ns)
+        return True
+
+    # ------------------------------------------------------------------ driving
+    def advance(self, t_ns: int) -> list[Frame]:
+        """Simulate every series up to `t_ns`; the frames due by then, oldest first."""
+        markets = list(self.markets.values())
+        while self.t_ns + TICK_NS <= t_ns:
+            self.t_ns += TICK_NS
+            step_all(self.group, markets, self.t_ns)
+        return self.out.due(t_ns)
+
+    # ------------------------------------------------------------------ lookups
+    @property
+    def first(self) -> SimMarket:
+        """The first series (btc-5m when listed): what single-market callers see."""
+        return self.markets.get("btc-5m") or next(iter(self.markets.values()))
+
+    @property
+    def windows(self) -> dict[str, Window]:
+        """Every listed window of every series, by slug."""
+        return {w.slug: w for m in self.markets.values() for w in m.windows.values()}
+
+    def market_of(self, w: Window) -> SimMarket:
+        return self.markets[w.key]
+
+    def window_by_token(self, token: str) -> Window | None:
+        for m in self.markets.values():
+            w = m.window_by_token(token)
+            if w is not None:
+                return w
+        return None
+
+    def window_by_condition(self, condition_id: str) -> Window | None:
+        for m in self.markets.values():
+            w = m.window_by_condition(condition_id)
+            if w is not None:
+                return w
+        return None
+
+    def window_by_slug(self, slug: str) -> Window | None:
+        for m in self.markets.values():
+            w = m.window_by_slug(slug)
+            if w is not None:
+                return w
+        return None
+
+    def current_window(self) -> Window | None:
+        return self.first.current_window()
+
+    def next_window(self) -> Window | None:
+        return self.first.next_window()
+
+    def is_trading(self, w: Window, t_ns: int) -> bool:
+        return self.market_of(w).is_trading(w, t_ns)
+
+    def book_event(self, w: Window, token: str, t_ns: int) -> str:
+        return self.market_of(w).book_event(w, token, t_ns)
+
+    def rest_book(self, w: Window, token: str, t_ns: int) -> dict:
+        return self.market_of(w).rest_book(w, token, t_ns)
+
+    def take(self, token: str, *args, **kw) -> TakeResult:  # type: ignore[no-untyped-def]
+        """`SimMarket.take` on the series that lists `token`."""
+        w = self.window_by_token(token)
+        if w is None:
+            return TakeResult([], "unmatched")
+        return self.market_of(w).take(token, *args, **kw)
+
+    # resting user orders (matching.py): each on the series that lists its token
+    def crosses(self, token: str, side: str, price: int) -> bool:
+        w = self.window_by_token(token)
+        return w is not None and self.market_of(w).crosses(token, side, price)
+
+    def rest(self, order_id: str, token: str, side: str, price: int, centi: int) -> RestingOrder:
+        w = self.window_by_token(token)
+        if w is None:
+            raise ValueError(f"unknown token {token!r}")
+        return self.market_of(w).rest(order_id, token, side, price, centi)
+
+    def unrest(self, order_id: str) -> RestingOrder | None:
+        for m in self.markets.values():
+            o = m.unrest(order_id)
+            if o is not None:
+                return o
+        return None
+
+    @property
+    def resting(self) -> dict[str, RestingOrder]:
+        """Every series' resting orders (a merged copy: change them through rest/unrest)."""
+        return {k: o for m in self.markets.values() for k, o in m.resting.items()}
+
+    @property
+    def maker_fills(self) -> list[MakerFill]:
+        return [f for m in self.markets.values() for f in m.maker_fills]
+
+    @maker_fills.setter
+    def maker_fills(self, fills: list[MakerFill]) -> None:
+        """Assigning [] takes every series' fills (the venue does after reading them)."""
+        for m in self.markets.values():
+            m.maker_fills = []
+        if fills:
+            self.first.maker_fills = list(fills)
+
+    def force_tick_size_change(self, t_ns: int, new_tick: int | None = None) -> dict | None:
+        """The tick-size fault, on the first series' current market."""
+        return self.first.force_tick_size_change(t_ns, new_tick)
+
+    # ------------------------------------------------------------------ knobs (/sim/market)
+    @property
+    def resolve_delay_ns(self) -> int:
+        return self._resolve_delay_ns
+
+    @resolve_delay_ns.setter
+    def resolve_delay_ns(self, ns: int) -> None:
+        self._resolve_delay_ns = ns
+        for m in self.markets.values():
+            m.resolve_delay_ns = ns
+
+    @property
+    def book_ticker_hz(self) -> float:
+        return self.group.book_ticker_hz
+
+    @book_ticker_hz.setter
+    def book_ticker_hz(self, hz: float) -> None:
+        self.group.set_book_ticker_hz(hz)
+
+    @property
+    def clob_update_hz(self) -> float:
+        return self._clob_update_hz
+
+    @clob_update_hz.setter
+    def clob_update_hz(self, hz: float) -> None:
+        self._clob_update_hz = hz
+        for m in self.markets.values():
+            m.clob_update_hz = hz
+
+    @property
+    def quoter_noise_sd(self) -> float:
+        return self.first.quoter_noise_sd
+
+    @quoter_noise_sd.setter
+    def quoter_noise_sd(self, sd: float) -> None:
+        for m in self.markets.values():
+            m.quoter_noise_sd = sd
+
+    @property
+    def window_s(self) -> int:
+        return self.first.window_s
+
+    @property
+    def lookback_s(self) -> int:
+        return self.first.lookback_s
+
+    @property
+    def btc_price(self) -> float:
+        return self.first.btc_price
+
+    def state(self) -> dict:
+        """The first series' state (the single-market shape), plus `series` (every series'
+        state by key) and `prices` (spot USD by asset)."""
+        st = self.first.state()
+        st["markets"] = {k: m.state() for k, m in self.markets.items()}
+        st["prices"] = {a: round(p.price, p.decimals) for a, p in self.group.paths.items()}
+        return st

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
 from services.simvenue import matching
-from services.simvenue.market import NS, SimMarket
+from services.simvenue.market import NS, SimMarkets
 from services.simvenue.replay import Replay
 from services.simvenue.signing import ApiKey
 
@@ -133,6 +133,11 @@ class SimOptions:
     confirm_seconds: float = 6.0
     balance_usd: float = 1000.0
     ping_interval: float = 20.0
+    # the series listed: (asset, window label, window seconds); None: one, ("btc", "5m",
+    # window_seconds). `polyedge sim` names those of the strategy config (`markets`).
+    markets: list[tuple[str, str, int]] | None = None
+    # called about once a second: the series the config names now (hot reload); None: fixed
+    markets_source: Callable[[], list[tuple[str, str, int]]] | None = None
 
 
 @dataclass(eq=False)
@@ -166,13 +171,14 @@ class Venue:
         self.opts = opts
         self.clock = clock
         now = clock()
-        self.market = SimMarket(
+        self.market = SimMarkets(
             opts.seed,
-            opts.window_seconds,
+            list(opts.markets or [("btc", "5m", opts.window_seconds)]),
             now,
             book_ticker_hz=opts.book_ticker_hz,
             clob_update_hz=opts.clob_update_hz,
         )
+        self._next_markets_check = now
         self.replay = Replay.load(opts.replay, opts.speed) if opts.replay else None
         self.server_secret = f"simvenue:{opts.seed}".encode()
         self.conns: set[Conn] = set()
@@ -187,7 +193,7 @@ class Venue:
         self.fault_params: dict[str, dict] = {}
         self.fault_log: list[dict] = []
         self.withheld_resolutions = 0  # market_resolved frames not sent (withhold_resolved)
-        self.settled: set[int] = set()
+        self.settled: set[str] = set()  # condition ids paid out
         self.refuse_eoa_makers = False
         self.approve_new = True  # new accounts start with the exchange approved  # the venue's rule for new API users (fault)
         self.post_only_until = 0  # ns: after a 425 window, only post-only orders (fault)
@@ -245,6 +251,7 @@ class Venue:
                         self._route_replay(kind, text)
                 else:
                     self.sync(now)
+                    self._check_markets(now)
                 self._check_heartbeats(now)
                 if self.market.resting:
                     matching.expire_orders(self, now)
@@ -253,6 +260,22 @@ class Venue:
                 print(f"simvenue: pump error: {exc!r}", flush=True)
                 raise
             await asyncio.sleep(0.01)
+
+    def _check_markets(self, now: int) -> None:
+        """About once a second, list the series the config names now and the venue does not
+        (a hot reload added them); a series the config dropped stays listed, as on the venue."""
+        src = self.opts.markets_source
+        if src is None or now < self._next_markets_check:
+            return
+        self._next_markets_check = now + NS
+        try:
+            wanted = src()
+        except Exception as exc:  # noqa: BLE001 - a bad edit keeps the markets listed
+            print(f"simvenue: markets not reloaded: {exc}", flush=True)
+            return
+        for asset, label, window_s in wanted:
+            if self.market.add_series(asset, label, window_s):
+                print(f"simvenue: listing {asset}-{label} ({window_s} s windows)", flush=True)
 
     def sync(self, now: int | None = None) -> None:
         """Advance the market to `now` and route its frames."""
@@ -488,9 +511,9 @@ class Venue:
 
     def _settle(self, now: int) -> None:
         for w in list(self.market.windows.values()):
-            if not w.resolved or w.start_s in self.settled:
+            if not w.resolved or w.condition_id in self.settled:
                 continue
-            self.settled.add(w.start_s)
+            self.settled.add(w.condition_id)
             win = w.up_token if w.winner == "Up" else w.down_token
             lose = w.down_token if win == w.up_token else w.up_token
             self.resolved_conditions[w.condition_id.lower()] = (win, lose)
