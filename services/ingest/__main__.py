@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from common.config import ConfigError, IngestSettings
+from common.config import ConfigError, IngestSettings, StrategyConfigFiles, market_specs
 from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.ingest.capture import CaptureWriter
 from services.ingest.core import IngestCore
@@ -23,6 +23,7 @@ from services.ingest.feeds import (
 )
 
 TIMER_MS = 20  # well under the 100 ms clock-tick bound
+MARKETS_CHECK_S = 0.5  # how often the config files are looked at for a `markets` edit
 
 
 class IngestRunner(ServiceRunner):
@@ -30,7 +31,7 @@ class IngestRunner(ServiceRunner):
 
     def __init__(self) -> None:
         super().__init__("ingest", "ingestion")
-        self.ctx, self.opts = build(self)
+        self.ctx, self.opts, self.files = build(self)
         self.core = self.ctx.core
 
     def state(self) -> tuple[str, dict[str, Any]]:
@@ -44,6 +45,27 @@ class IngestRunner(ServiceRunner):
         if self.ctx.capture is not None:
             self.ctx.capture.flush()
 
+    async def watch_markets(self) -> None:
+        """Hot reload of `markets`: on an edit of either config file (by hand, or strategy
+        writing the overrides after `POST /api/config`), follow the markets it names now;
+        a bad file keeps the markets in force (logged)."""
+        files, ctx = self.files, self.ctx
+        while not ctx.stop.is_set():
+            if await ctx.sleep(MARKETS_CHECK_S):
+                return
+            if not files.changed():
+                continue
+            try:
+                specs = market_specs(files.load().config)
+            except ConfigError as e:
+                ctx.log("markets_not_reloaded", "WARNING", error=str(e))
+                continue
+            before = sorted(self.core.specs)
+            self.core.set_markets(specs, ctx.default_window_s)
+            after = sorted(self.core.specs)
+            if before != after:
+                ctx.log("markets_changed", markets=after, was=before)
+
     async def run(self) -> int:
         ctx, opts = self.ctx, self.opts
         tasks = [
@@ -52,6 +74,7 @@ class IngestRunner(ServiceRunner):
             asyncio.create_task(gamma_discovery(ctx), name="gamma"),
             asyncio.create_task(resolution_poller(ctx), name="resolution"),
         ]
+        tasks.append(asyncio.create_task(self.watch_markets(), name="markets"))
         if opts.price_feed:
             tasks.append(asyncio.create_task(rtds_feed(ctx), name="price_feed"))
         else:
@@ -73,13 +96,16 @@ class IngestRunner(ServiceRunner):
                 ctx.capture.close()
 
 
-def build(runner: ServiceRunner) -> tuple[FeedContext, IngestSettings]:
+def build(runner: ServiceRunner) -> tuple[FeedContext, IngestSettings, StrategyConfigFiles]:
     s = runner.settings
     opts = s.ingest
+    files = s.strategy_config_files()
     try:
-        stale_ms = opts.stale_after_ms or s.strategy_config_files().load().config.stale_after_ms
+        config = files.load().config
+        specs = market_specs(config)
     except ConfigError as e:
         fail("ingest", str(e), EXIT_CONFIG)
+    stale_ms = opts.stale_after_ms or config.stale_after_ms
     window_s = opts.window_seconds or (s.sim.window_seconds if s.venue == "sim" else 300)
     core = IngestCore(
         stale_after_ms=stale_ms,
@@ -89,6 +115,7 @@ def build(runner: ServiceRunner) -> tuple[FeedContext, IngestSettings]:
         price_feed_stale_after_ms=opts.rtds_silence_ms * 2 // 3,
         basis_bound_usd=float(opts.basis_warn_usd or 50),
     )
+    core.set_markets(specs, window_s)
     capture = None
     if opts.capture:
         capture = CaptureWriter(
@@ -102,8 +129,13 @@ def build(runner: ServiceRunner) -> tuple[FeedContext, IngestSettings]:
 
     ctx = FeedContext(core, runner.deliver, log, opts, s.urls, window_s, capture)
     # the INGEST_* values in force (from .env or the environment) and what 0 resolved to
-    log("ingest_settings", stale_after_ms=stale_ms, options=msgspec.to_builtins(opts))
-    return ctx, opts
+    log(
+        "ingest_settings",
+        stale_after_ms=stale_ms,
+        options=msgspec.to_builtins(opts),
+        markets=sorted(core.specs),
+    )
+    return ctx, opts, files
 
 
 def main() -> int:

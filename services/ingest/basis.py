@@ -68,8 +68,9 @@ class BasisMeter:
         self.warn = abs(self.mean) > self.bound_usd
         return True
 
-    def state(self, now_ns: int) -> PriceBasis:
+    def state(self, now_ns: int, asset: str = "btc") -> PriceBasis:
         return PriceBasis(
+            asset=asset,
             ts_ns=now_ns,
             basis_usd=round(self.basis, 4),
             basis_mean_usd=round(self.mean, 4),

@@ -9,11 +9,15 @@ the runner owns sockets and the wall clock. The same core can be fed a capture f
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import msgspec
+
 from common import topics
 from common.clock import CLOCK_TICK_INTERVAL_NS
+from common.config import MarketSpec, market_specs, scaled_window_s
 from common.core import Core, Out, Timer
 from common.schema import (
     BookSnapshot,
@@ -49,8 +53,7 @@ REPUBLISH_INTERVAL_NS = 1_000_000_000  # books and market info again, for late s
 PTB_MATCH_NS = 15 * S
 HISTORY_NS = 15 * 60 * S  # price history kept for price-to-beat lookups
 FEEDS = ("binance", "clob", "gamma", "price_feed")
-BTC_SYMBOLS = {"BTCUSDT"}
-FEED_BTC_SYMBOLS = {"btc/usd", "btcusdt", "btc"}
+CLOCK_SLUG_WINDOWS = ("5m", "15m")  # slugs built from the clock; other windows found on Gamma
 PTB_FEED_ORDER = ("twap60", "twap30", "chainlink", "binance")  # after gamma, best first
 PTB_SETTLE_NS = 30 * S  # after this long past the start, the price-to-beat source is frozen
 
@@ -185,12 +188,47 @@ class IngestCore(Core):
                 enabled=price_feed_enabled,
             ),
         }
-        self._hist: dict[str, _History] = {}
-        self.last_trade: BtcTrade | None = None
+        self._hist: dict[tuple[str, str], _History] = {}  # (source, asset) -> values
+        self.last_trade: BtcTrade | None = None  # BTC's
+        self.last_trades: dict[str, BtcTrade] = {}  # asset -> its last trade
         self.counts: dict[str, int] = {}
         self.alerts: list[tuple[str, str, dict[str, Any]]] = []  # (event, level, fields)
-        self.basis = BasisMeter(basis_bound_usd)
+        self.basis_bound_usd = basis_bound_usd
+        self.bases: dict[str, BasisMeter] = {}  # asset -> its Binance vs Chainlink meter
         self.now_ns = 0
+        self.specs: dict[str, MarketSpec] = {}  # series key -> spec (enabled ones)
+        self.window_s: dict[str, int] = {}  # series key -> its window length here, seconds
+        self.assets: set[str] = set()
+        self.set_markets(market_specs({}))
+
+    # ------------------------------------------------------------------ markets (issue 17)
+    def set_markets(self, specs: Iterable[MarketSpec], five_minutes_s: int = 300) -> Out:
+        """The markets to follow (the config's `markets`; disabled ones are left out), each
+        window `scaled_window_s(spec, five_minutes_s)` long. A series no longer named has its
+        windows released at once (tokens unsubscribed); one newly named is discovered on the
+        next look. Returns nothing to publish (kept as `Out` for the runner)."""
+        specs = [m for m in specs if m.enabled]
+        keys = {m.key for m in specs}
+        for w in self.windows.values():
+            if w.info.series not in keys and not w.released:
+                w.released = True
+                for token in (w.info.up_token_id, w.info.down_token_id):
+                    self.books.release(token)
+        self.specs = {m.key: m for m in specs}
+        self.window_s = {m.key: scaled_window_s(m, five_minutes_s) for m in specs}
+        self.assets = {m.asset for m in specs}
+        return []
+
+    def basis_of(self, asset: str) -> BasisMeter:
+        b = self.bases.get(asset)
+        if b is None:
+            b = self.bases[asset] = BasisMeter(self.basis_bound_usd)
+        return b
+
+    @property
+    def basis(self) -> BasisMeter:
+        """BTC's basis meter (the single-market view)."""
+        return self.basis_of("btc")
 
     # ------------------------------------------------------------------ feed health
     def feed(self, name: str) -> FeedHealth:
@@ -211,21 +249,25 @@ class IngestCore(Core):
 
     # ------------------------------------------------------------------ Binance
     def on_binance(self, events: list[Any], now_ns: int) -> Out:
+        """Trades and quotes of every configured asset (`asset` from the symbol, parsers.py) on
+        `md.<asset>.trade` / `md.<asset>.quote`; another symbol is counted and dropped."""
         out: Out = []
         for ev in events:
             if isinstance(ev, BtcTrade):
-                if ev.symbol.upper() not in BTC_SYMBOLS:
+                if ev.asset not in self.assets:
                     self._count("binance_other_symbol")
                     continue
-                self.last_trade = ev
-                self._history("binance").add(ev.ts_exchange_ns, ev.price)
-                self.basis.on_binance(ev.ts_exchange_ns, ev.price)
-                out.append((topics.BTC_TRADE, ev))
+                if ev.asset == "btc":
+                    self.last_trade = ev
+                self.last_trades[ev.asset] = ev
+                self._history("binance", ev.asset).add(ev.ts_exchange_ns, ev.price)
+                self.basis_of(ev.asset).on_binance(ev.ts_exchange_ns, ev.price)
+                out.append((topics.trade_topic(ev.asset), ev))
             elif isinstance(ev, BtcQuote):
-                if ev.symbol.upper() not in BTC_SYMBOLS:
+                if ev.asset not in self.assets:
                     self._count("binance_other_symbol")
                     continue
-                out.append((topics.BTC_QUOTE, ev))
+                out.append((topics.quote_topic(ev.asset), ev))
             elif isinstance(ev, ServerShutdown):
                 self._count("binance_server_shutdown")
             elif isinstance(ev, VenueNotice) and not ev.known:
@@ -238,23 +280,26 @@ class IngestCore(Core):
         out: Out = []
         for ev in events:
             if isinstance(ev, PriceFeedTick):
-                if ev.symbol not in FEED_BTC_SYMBOLS:
+                asset = feed_asset(ev.symbol)
+                if asset not in self.assets:
                     continue
                 if ev.source == "binance":  # RTDS relays Binance: not a resolution source
                     out.append((topics.PRICE_FEED_PREFIX + ev.source, ev))
                     continue
-                self._history(ev.source).add(ev.ts_exchange_ns, ev.value)
+                self._history(ev.source, asset).add(ev.ts_exchange_ns, ev.value)
                 out.append((topics.PRICE_FEED_PREFIX + ev.source, ev))
                 if ev.source == "chainlink":
-                    warned = self.basis.warn
-                    self.basis.on_chainlink(ev.ts_exchange_ns, ev.ts_recv_ns, ev.value)
-                    if self.basis.warn != warned:
-                        st = self.basis.state(now_ns)
+                    meter = self.basis_of(asset)
+                    warned = meter.warn
+                    meter.on_chainlink(ev.ts_exchange_ns, ev.ts_recv_ns, ev.value)
+                    if meter.warn != warned:
+                        st = meter.state(now_ns, asset)
                         self.alerts.append(
                             (
                                 "basis_beyond_bound" if st.warn else "basis_within_bound",
                                 "WARNING" if st.warn else "INFO",
                                 {
+                                    "asset": asset,
                                     "basis_mean_usd": st.basis_mean_usd,
                                     "basis_sd_usd": st.basis_sd_usd,
                                     "bound_usd": st.bound_usd,
@@ -266,10 +311,10 @@ class IngestCore(Core):
         self.health["price_feed"].seen(now_ns, data=bool(out))
         return out
 
-    def _history(self, source: str) -> _History:
-        h = self._hist.get(source)
+    def _history(self, source: str, asset: str = "btc") -> _History:
+        h = self._hist.get((source, asset))
         if h is None:
-            h = self._hist[source] = _History()
+            h = self._hist[(source, asset)] = _History()
         return h
 
     # ------------------------------------------------------------------ CLOB market channel
@@ -391,8 +436,12 @@ class IngestCore(Core):
 
     # ------------------------------------------------------------------ Gamma discovery
     def on_market_info(self, info: MarketInfo, now_ns: int) -> Out:
-        """A market document from discovery (role is decided here, by the clock)."""
+        """A market document from discovery (role is decided here, by the clock, per series:
+        `info.asset`/`info.window`). A market of a series not configured is dropped."""
         self.health["gamma"].seen(now_ns, data=True)
+        if self.specs and info.series not in self.specs:
+            self._count("gamma_unconfigured_series")
+            return []
         w = self.windows.get(info.slug)
         if w is None:
             self.windows[info.slug] = w = Window(info)
@@ -403,29 +452,65 @@ class IngestCore(Core):
                 self.books.follow(token, info.tick_size)
         return self._roll(now_ns, force=True)
 
-    def window_length_ns(self) -> int | None:
-        """From the latest discovered market's own times (never a hard-coded 300 s)."""
-        if not self.windows:
+    def window_length_ns(self, series: str = "btc-5m") -> int | None:
+        """From the series' latest discovered market's own times (never a hard-coded 300 s)."""
+        ws = [w for w in self.windows.values() if w.info.series == series]
+        if not ws:
             return None
-        w = max(self.windows.values(), key=lambda w: w.info.window_start_ns)
+        w = max(ws, key=lambda w: w.info.window_start_ns)
         return w.info.window_end_ns - w.info.window_start_ns
 
-    def current(self, now_ns: int) -> MarketInfo | None:
+    def current(self, now_ns: int, series: str = "") -> MarketInfo | None:
+        """The market whose window holds `now_ns` (of `series`; "": of any)."""
         for w in self.windows.values():
-            if w.info.window_start_ns <= now_ns < w.info.window_end_ns:
+            if series and w.info.series != series:
+                continue
+            if w.info.window_start_ns <= now_ns < w.info.window_end_ns and not w.released:
                 return w.info
         return None
 
-    def wanted_slugs(self, now_ns: int, default_window_s: int) -> list[str]:
-        """Slugs discovery should know: the current window's and the next one's."""
-        cur = self.current(now_ns)
-        if cur is not None:
-            start_s, end_s = cur.window_start_ns // S, cur.window_end_ns // S
-        else:
-            length = (self.window_length_ns() or default_window_s * S) // S
-            start_s = now_ns // S // length * length
-            end_s = start_s + length
-        return [f"btc-updown-5m-{start_s}", f"btc-updown-5m-{end_s}"]
+    def wanted(self, now_ns: int, default_window_s: int = 0) -> dict[str, MarketSpec]:
+        """Slug -> series for every market discovery should look up by slug: the current and
+        next window of each configured series whose slugs carry the clock
+        (`{asset}-updown-{5m|15m}-{start}`, start a multiple of the window length, PROTOCOLS.md
+        section 3). The length is the series' latest market's own, else its configured one
+        (`default_window_s` stands for a 5-minute window when given: the sim's shrunk time)."""
+        out: dict[str, MarketSpec] = {}
+        for key, spec in self.specs.items():
+            if spec.window not in CLOCK_SLUG_WINDOWS:
+                continue
+            cur = self.current(now_ns, key)
+            if cur is not None:
+                start_s, end_s = cur.window_start_ns // S, cur.window_end_ns // S
+            else:
+                fallback = (
+                    scaled_window_s(spec, default_window_s)
+                    if default_window_s
+                    else self.window_s[key]
+                )
+                length = (self.window_length_ns(key) or fallback * S) // S
+                start_s = now_ns // S // length * length
+                end_s = start_s + length
+            for start in (start_s, end_s):
+                out[f"{spec.asset}-updown-{spec.window}-{start}"] = spec
+        return out
+
+    def wanted_slugs(self, now_ns: int, default_window_s: int = 0) -> list[str]:
+        """The slugs of `wanted`, in order."""
+        return list(self.wanted(now_ns, default_window_s))
+
+    def searched_series(self) -> list[MarketSpec]:
+        """Configured series whose slugs cannot be built from the clock (1h, 4h, 1d): found
+        through Gamma's event list (tag `up-or-down`), never guessed."""
+        return [m for m in self.specs.values() if m.window not in CLOCK_SLUG_WINDOWS]
+
+    def needs(self, spec: MarketSpec, info: MarketInfo, now_ns: int) -> bool:
+        """Whether a searched series' market is one to follow: not ended, and starting before
+        the series' next window would (the current and the next)."""
+        if info.window_end_ns <= now_ns:
+            return False
+        length = info.window_end_ns - info.window_start_ns
+        return info.window_start_ns <= now_ns + length
 
     def wanted_assets(self) -> set[str]:
         return set(self.books.books)
@@ -443,7 +528,7 @@ class IngestCore(Core):
             for rank, source in enumerate(PTB_FEED_ORDER):
                 if w.feed_ptb is not None and rank >= w.feed_ptb[2]:
                     break
-                h = self._hist.get(source)
+                h = self._hist.get((source, info.asset))
                 v = h.at(start) if h is not None else None
                 if v is not None:
                     label = "twap" if source.startswith("twap") else source
@@ -454,9 +539,26 @@ class IngestCore(Core):
         return w.feed_ptb[0], w.feed_ptb[1]
 
     def _roll(self, now_ns: int, force: bool = False) -> Out:
-        """Assign roles by the clock, release old tokens, publish what changed."""
+        """Assign roles by the clock, series by series; release old tokens, publish what
+        changed."""
         out: Out = []
-        live = [w for w in self.windows.values() if not w.released]
+        by_series: dict[str, list[Window]] = {}
+        for w in self.windows.values():
+            if not w.released:
+                by_series.setdefault(w.info.series, []).append(w)
+        for live in by_series.values():
+            out.extend(self._roll_series(live, now_ns, force))
+        # forget long-gone windows so the dict stays small
+        for slug in [
+            s
+            for s, w in self.windows.items()
+            if w.released and now_ns - w.info.window_end_ns > HISTORY_NS
+        ]:
+            del self.windows[slug]
+        return out
+
+    def _roll_series(self, live: list[Window], now_ns: int, force: bool) -> Out:
+        out: Out = []
         cur = next(
             (w for w in live if w.info.window_start_ns <= now_ns < w.info.window_end_ns), None
         )
@@ -492,13 +594,6 @@ class IngestCore(Core):
                 w.released = True
                 for token in (w.info.up_token_id, w.info.down_token_id):
                     self.books.release(token)
-        # forget long-gone windows so the dict stays small
-        for slug in [
-            s
-            for s, w in self.windows.items()
-            if w.released and now_ns - w.info.window_end_ns > HISTORY_NS
-        ]:
-            del self.windows[slug]
         return out
 
     # ------------------------------------------------------------------ timer
@@ -527,8 +622,10 @@ class IngestCore(Core):
         if republish:
             self._next_republish = now_ns + REPUBLISH_INTERVAL_NS
         out.extend(self._roll(now_ns, force=republish))
-        if republish and self.basis.samples:
-            out.append((topics.BASIS, self.basis.state(now_ns)))
+        if republish:
+            for asset, meter in self.bases.items():
+                if meter.samples:
+                    out.append((topics.BASIS, meter.state(now_ns, asset)))
         if republish:
             for b in self.books.books.values():
                 if b.in_sync:  # same book_seq: the same state again, for late subscribers
@@ -558,8 +655,16 @@ class IngestCore(Core):
             "books": len(self.books.books),
             "book_stats": dict(self.books.stats.__dict__),
             "markets": {w.info.slug: w.role for w in self.windows.values() if not w.released},
+            "series": sorted(self.specs),
             "counts": dict(self.counts),
         }
+
+
+def feed_asset(symbol: str) -> str:
+    """The asset of a price-feed symbol: "eth/usd" (Chainlink), "ethusdt" (RTDS's Binance
+    relay), "eth" -> "eth"."""
+    sym = symbol.lower()
+    return sym.split("/", 1)[0] if "/" in sym else sym.removesuffix("usdt")
 
 
 def is_clob_data(ev: Any) -> bool:
@@ -571,8 +676,6 @@ _NOT_DATA = (Pong, VenueNotice)  # a tuple: cheaper to test than a union
 
 
 def _with(info: MarketInfo, role: str, ptb: float | None, src: str, ts_ns: int) -> MarketInfo:
-    import msgspec
-
     return msgspec.structs.replace(
         info, role=role, price_to_beat=ptb, price_to_beat_source=src, ts_recv_ns=ts_ns
     )
@@ -580,6 +683,4 @@ def _with(info: MarketInfo, role: str, ptb: float | None, src: str, ts_ns: int) 
 
 def _differs(a: MarketInfo, b: MarketInfo) -> bool:
     """Anything but the stamp changed."""
-    import msgspec
-
     return msgspec.structs.replace(a, ts_recv_ns=0) != msgspec.structs.replace(b, ts_recv_ns=0)

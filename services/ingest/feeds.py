@@ -10,17 +10,18 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from common.clock import now_ns
-from common.config import IngestSettings
+from common.config import IngestSettings, MarketSpec
 from common.core import Emitted
 from common.liveness import DataLiveness
 from common.schema import BtcQuote, BtcTrade, PriceFeedTick
@@ -40,6 +41,13 @@ from services.ingest.parsers import (
 )
 
 BINANCE_STREAMS = ("btcusdt@aggTrade", "btcusdt@bookTicker")
+BINANCE_STREAM_KINDS = ("aggTrade", "bookTicker")
+# Binance spot WebSocket Streams limits (developers.binance.com/docs/binance-spot-api-docs/
+# web-socket-streams): at most 1,024 streams per connection, and at most 5 incoming messages a
+# second (pongs included; beyond: disconnected). Subscription changes are sent at most this
+# often, each one SUBSCRIBE/UNSUBSCRIBE carrying every stream that changed.
+BINANCE_MAX_STREAMS = 1024
+BINANCE_MIN_SEND_INTERVAL_S = 0.5  # 2 messages/s at most, well under 5 with the pongs
 RTDS_TOPICS = (
     "crypto_prices_chainlink",
     "crypto_prices_twap_sixty",
@@ -253,15 +261,35 @@ async def _watchdog(
 
 
 # --- Binance -----------------------------------------------------------------------------------
+def binance_streams(assets: Iterable[str]) -> list[str]:
+    """The combined-stream names for `assets` (aggTrade and bookTicker of `<asset>usdt`, lower
+    case), sorted. Raises ValueError past Binance's 1,024 streams per connection."""
+    out = sorted(f"{a.lower()}usdt@{k}" for a in set(assets) for k in BINANCE_STREAM_KINDS)
+    if len(out) > BINANCE_MAX_STREAMS:
+        raise ValueError(
+            f"{len(out)} Binance streams for {len(set(assets))} assets: one connection takes "
+            f"at most {BINANCE_MAX_STREAMS}"
+        )
+    return out
+
+
 async def binance_feed(ctx: FeedContext) -> None:
+    """Every configured asset's trades and best bid/ask on ONE combined-stream connection; a
+    hot reload that adds or drops an asset changes the streams on the open socket (SUBSCRIBE /
+    UNSUBSCRIBE, paced under Binance's 5 messages a second)."""
     base = ctx.urls["BINANCE_WS_URL"].rstrip("/")
-    url = f"{base}/stream?streams={'/'.join(BINANCE_STREAMS)}"
-    o = ctx.opts
+    core, o = ctx.core, ctx.opts
+
+    def url_fn() -> str | None:
+        streams = binance_streams(core.assets)
+        return f"{base}/stream?streams={'/'.join(streams)}" if streams else None
 
     async def session(ws: ClientConnection) -> str:
         live = DataLiveness("binance", o.binance_silence_ms / 1000)
         dead: list[str] = []
         wd = asyncio.create_task(_watchdog(ws, live, dead.append))
+        subscribed = set(binance_streams(core.assets))
+        sub = asyncio.create_task(_binance_subscriptions(ctx, ws, subscribed))
         opened = time.monotonic()
         try:
             async for frame in ws:
@@ -282,11 +310,48 @@ async def binance_feed(ctx: FeedContext) -> None:
                 raise
         finally:
             wd.cancel()
+            sub.cancel()
         return f"silent: {dead[0]}, replaced" if dead else "closed by venue"
 
-    # Nothing is ever sent to Binance (streams are in the URL), so the 5 msg/s client limit
-    # only covers the library's pongs; no client pings: the server pings us.
-    await _run_socket(ctx, "binance", lambda: url, session, ping_interval=None)
+    # The streams are in the URL; only a change of assets is ever sent, paced, so the 5 msg/s
+    # client limit is kept with the library's pongs; no client pings: the server pings us.
+    await _run_socket(ctx, "binance", url_fn, session, ping_interval=None)
+
+
+async def _binance_subscriptions(
+    ctx: FeedContext, ws: ClientConnection, subscribed: set[str]
+) -> None:
+    """Follow the configured assets on an open Binance socket: one UNSUBSCRIBE and/or one
+    SUBSCRIBE per change, never two messages within BINANCE_MIN_SEND_INTERVAL_S."""
+    last_sent = 0.0
+    request_id = 0
+    try:
+        while True:
+            await asyncio.sleep(0.1)
+            try:
+                wanted = set(binance_streams(ctx.core.assets))
+            except ValueError as e:
+                ctx.fault("binance", "binance_too_many_streams", error=str(e))
+                continue
+            for method, streams in (
+                ("UNSUBSCRIBE", sorted(subscribed - wanted)),
+                ("SUBSCRIBE", sorted(wanted - subscribed)),
+            ):
+                if not streams:
+                    continue
+                wait = last_sent + BINANCE_MIN_SEND_INTERVAL_S - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                request_id += 1
+                await ws.send(_json({"method": method, "params": streams, "id": request_id}))
+                last_sent = time.monotonic()
+                if method == "SUBSCRIBE":
+                    subscribed.update(streams)
+                else:
+                    subscribed.difference_update(streams)
+                ctx.log("binance_" + method.lower(), feed="binance", streams=streams)
+    except websockets.ConnectionClosed:
+        pass  # the read loop sees it too and reconnects
 
 
 # --- Polymarket CLOB market channel -------------------------------------------------------------
@@ -434,15 +499,21 @@ async def gamma_discovery(ctx: FeedContext) -> None:
         while not ctx.stop.is_set():
             t = time.monotonic()
             n = now_ns()
-            wanted = core.wanted_slugs(n, ctx.default_window_s)
+            wanted = core.wanted(n)
             for slug in list(state):
-                if slug not in wanted:
+                if slug not in wanted and slug != SEARCH:
                     del state[slug]
-            for slug in wanted:
+            if core.searched_series():
+                st = state.setdefault(SEARCH, _SlugState())
+                if t >= st.due:
+                    ok = await _gamma_search(ctx, client, base)
+                    t = time.monotonic()
+                    st.due = t + (o.gamma_refresh_ms if ok else o.gamma_retry_max_ms) / 1000
+            for slug, spec in wanted.items():
                 st = state.setdefault(slug, _SlugState())
                 if t < st.due:
                     continue
-                ok, retry = await _gamma_once(ctx, client, base, slug)
+                ok, retry = await _gamma_once(ctx, client, base, slug, spec)
                 t = time.monotonic()
                 if ok:
                     st.known = True
@@ -467,10 +538,99 @@ async def gamma_discovery(ctx: FeedContext) -> None:
     h.connected = False
 
 
+SEARCH = "?search"  # the state key of the Gamma event-list search
+SEARCH_TAG = "up-or-down"  # the tag of every crypto Up/Down event (gamma_event_* fixtures)
+SEARCH_LIMIT = 500
+
+
+async def _gamma_search(ctx: FeedContext, client: httpx.AsyncClient, base: str) -> bool:
+    """Find the markets of the series whose slugs are not built from the clock (1h, 4h, 1d):
+    Gamma's open events tagged `up-or-down` (`/events?tag_slug=up-or-down&closed=false`),
+    each matched to a configured series by its own `cryptoMarketConfig` (asset, duration) or
+    `series[].recurrence` and title; the current and next window of each are stepped in as
+    discovered markets. False on an error (counted, retried later)."""
+    core = ctx.core
+    h = core.feed("gamma")
+    params = {"tag_slug": SEARCH_TAG, "closed": "false", "limit": str(SEARCH_LIMIT)}
+    try:
+        r = await client.get(f"{base}/events", params=params)
+    except httpx.HTTPError as e:
+        h.connected = False
+        ctx.fault("gamma", "gamma_transport_error", search=SEARCH_TAG, error=repr(e)[:200])
+        return False
+    ts = now_ns()
+    h.connected = True
+    if ctx.capture is not None:
+        ctx.capture.write(ts, "gamma", r.text)
+    if r.status_code != 200:
+        ctx.fault("gamma", "gamma_search_error", status=r.status_code)
+        return False
+    try:
+        docs = msgspec.json.decode(r.content)
+    except msgspec.DecodeError as e:
+        h.parse_errors += 1
+        ctx.fault("gamma", "parse_error", search=SEARCH_TAG, error=str(e)[:200])
+        return False
+    if not isinstance(docs, list):
+        h.parse_errors += 1
+        return False
+    series = {(m.asset, m.window): m for m in core.searched_series()}
+    found = 0
+    for doc in docs:
+        if not isinstance(doc, dict):
+            continue
+        key = event_series(doc)
+        spec = series.get(key) if key else None
+        if spec is None:
+            continue
+        try:
+            info = parse_gamma(doc, ts)
+        except ParseError as e:
+            h.parse_errors += 1
+            ctx.fault("gamma", "parse_error", slug=str(doc.get("slug"))[:100], error=str(e))
+            continue
+        info = msgspec.structs.replace(info, asset=spec.asset, window=spec.window)
+        if core.needs(spec, info, now_ns()):
+            found += 1
+            ctx.publish(core.step(info, ts))
+    h.seen(ts, data=True)
+    h.detail = (
+        "" if found else f"no open market of {', '.join(sorted(m.key for m in series.values()))}"
+    )
+    return True
+
+
+_RECURRENCE = {"hourly": "1h", "daily": "1d"}
+_NAMES = {"bitcoin": "btc", "ethereum": "eth", "solana": "sol", "xrp": "xrp"}
+
+
+def event_series(doc: dict[str, Any]) -> tuple[str, str] | None:
+    """(asset, window) of a Gamma Up/Down event from its own fields: a market's
+    `cryptoMarketConfig` {asset, duration}, else `series[0].recurrence` with the asset from the
+    series slug or the title ("Bitcoin Up or Down ..."); None when it does not say."""
+    markets = doc.get("markets") if isinstance(doc.get("markets"), list) else []
+    for m in markets:
+        cmc = m.get("cryptoMarketConfig") if isinstance(m, dict) else None
+        if isinstance(cmc, dict) and cmc.get("asset") and cmc.get("duration"):
+            return str(cmc["asset"]).lower(), str(cmc["duration"]).lower()
+    ser = doc.get("series")
+    first = ser[0] if isinstance(ser, list) and ser and isinstance(ser[0], dict) else {}
+    rec = str(first.get("recurrence") or "").lower()
+    window = _RECURRENCE.get(rec, rec)
+    head = str(first.get("slug") or doc.get("seriesSlug") or doc.get("title") or "").lower()
+    word = head.replace(" ", "-").split("-", 1)[0]
+    asset = _NAMES.get(word, word)
+    return (asset, window) if asset and window else None
+
+
 async def _gamma_once(
-    ctx: FeedContext, client: httpx.AsyncClient, base: str, slug: str
+    ctx: FeedContext,
+    client: httpx.AsyncClient,
+    base: str,
+    slug: str,
+    spec: MarketSpec | None = None,
 ) -> tuple[bool, bool]:
-    """One lookup of `slug`: (found, retry soon)."""
+    """One lookup of `slug` (of the series `spec`): (found, retry soon)."""
     h = ctx.core.feed("gamma")
     try:
         r = await client.get(f"{base}/events", params={"slug": slug})
@@ -509,6 +669,8 @@ async def _gamma_once(
     if info.slug != slug:
         ctx.fault("gamma", "gamma_wrong_slug", slug=slug, got=info.slug)
         return False, True
+    if spec is not None:
+        info = msgspec.structs.replace(info, asset=spec.asset, window=spec.window)
     h.detail = ""
     ctx.publish(ctx.core.step(info, ts))
     return True, False
@@ -607,6 +769,4 @@ async def _resolution_once(
 
 
 def _json(obj: Any) -> str:
-    import msgspec
-
     return msgspec.json.encode(obj).decode()

@@ -237,6 +237,13 @@ def parse_binance(frame: str | bytes, ts_recv_ns: int) -> list[Any]:
     return _binance_event(obj, ts_recv_ns)
 
 
+def symbol_asset(symbol: str) -> str:
+    """A Binance symbol's asset against USDT: "ETHUSDT" -> "eth" (another quote: the symbol
+    lower-cased, which no configured asset matches)."""
+    s = symbol.lower()
+    return s[:-4] if s.endswith("usdt") and len(s) > 4 else s
+
+
 def _binance_event(obj: Any, ts_recv_ns: int) -> list[Any]:
     if not isinstance(obj, dict):
         raise ParseError(f"binance: expected a JSON object, got {type(obj).__name__}")
@@ -263,7 +270,8 @@ def _binance_event(obj: Any, ts_recv_ns: int) -> list[Any]:
                 ts_recv_ns=ts_recv_ns,
                 trade_id=_int(obj.get("a" if ev == "aggTrade" else "t")),
                 buyer_is_maker=bool(obj.get("m", False)),
-                symbol=_str(obj.get("s")) or "BTCUSDT",
+                symbol=(sym := _str(obj.get("s")).upper() or "BTCUSDT"),
+                asset=symbol_asset(sym),
             )
         ]
     if ev == "serverShutdown":
@@ -280,7 +288,8 @@ def _binance_event(obj: Any, ts_recv_ns: int) -> list[Any]:
                     update_id=_int(obj.get("u")),
                     # only the futures/old form carries times; spot has none
                     ts_exchange_ns=_ms_to_ns(obj.get("E") or obj.get("T"), "E"),
-                    symbol=_str(obj.get("s")) or "BTCUSDT",
+                    symbol=(sym := _str(obj.get("s")).upper() or "BTCUSDT"),
+                    asset=symbol_asset(sym),
                 )
             ]
         except KeyError as e:
@@ -717,7 +726,22 @@ def parse_gamma(doc: str | bytes | Any, ts_recv_ns: int, slug: str | None = None
         price_to_beat_source="gamma" if ptb is not None else "",
         accepting_orders=bool(market.get("acceptingOrders", True)),
         closed=bool(market.get("closed", False)),
+        **_series_of(market, event, mslug),
     )
+
+
+def _series_of(market: dict[str, Any], event: dict[str, Any] | None, slug: str) -> dict[str, str]:
+    """`{"asset", "window"}` of a market when its own documents say: `cryptoMarketConfig`
+    (`asset`, `duration`, live_2026/gamma_market_btc_updown_5m_1790617500.json), else a clock
+    slug `{asset}-updown-{window}-{start}`; else `{}` (MarketInfo's btc/5m defaults, which the
+    discovery that asked for a series replaces)."""
+    cmc = market.get("cryptoMarketConfig")
+    if isinstance(cmc, dict) and isinstance(cmc.get("asset"), str) and cmc.get("duration"):
+        return {"asset": cmc["asset"].lower(), "window": str(cmc["duration"]).lower()}
+    parts = slug.split("-")
+    if len(parts) == 4 and parts[1] == "updown" and parts[3].isdigit():
+        return {"asset": parts[0], "window": parts[2]}
+    return {}
 
 
 # --- REST resolution truth ------------------------------------------------------------------------
