@@ -32,7 +32,7 @@ from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from websockets.asyncio.client import connect
 
 from services.simvenue import matching
-from services.simvenue.market import NS, SimMarket
+from services.simvenue.market import NS, SimMarkets
 from services.simvenue.matching import SimOrder
 from services.simvenue.venue import SimOptions, Venue
 from tests.simvenue.conftest import (
@@ -317,4 +317,4 @@ def test_gtd_expires_a_minute_before_its_stated_expiration() -> None:
     now[0] = (exp - 60) * NS
     matching.expire_orders(v, now[0])
     assert o.status == "CANCELED" and o.id not in v.market.resting
-    assert isinstance(v.market, SimMarket)
+    assert isinstance(v.market, SimMarkets)  # the venue lists every series through one
