@@ -5,6 +5,7 @@ controls can act on the selected market only."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -157,6 +158,20 @@ def test_overview_of_every_market_and_the_detail_of_the_selected_one(
         page.click("#confirm-yes")
         wait_for(lambda: len(strategy.commands) == 2, 10, what="the second stop")
         assert strategy.commands[-1].market == ""
+
+        # the config editor shows `markets` as JSON text; a bad entry is named under it and
+        # nothing reaches strategy
+        wait_for(lambda: page.locator("#cfg-markets").count() == 1, 10, what="markets field")
+        shown = json.loads(page.locator("#cfg-markets").input_value())
+        assert [f"{m['asset']}-{m['window']}" for m in shown] == KEYS
+        shown[1]["window"] = "7m"
+        page.fill("#cfg-markets", json.dumps(shown))
+        page.click("#cfg-save")
+        wait_for(lambda: page.locator("#cfgerr-markets").is_visible(), 5, what="markets error")
+        assert "markets[1].window" in text(page, "#cfgerr-markets")
+        assert "7m" in text(page, "#cfgerr-markets")
+        assert "nothing applied" in text(page, "#cfg-msg")
+        assert len(strategy.commands) == 2
         assert errors == []
     finally:
         obs.stop()
