@@ -503,6 +503,35 @@ class LiveVenue:
         params = OrderMarketCancelParams(market=market or None, asset_id=asset_id or None)
         return self._cancel(lambda c: c.cancel_market_orders(params))
 
+    def resting_fills(self, order_id: str, asset_id: str) -> list[VenueTrade]:
+        """The maker fills of our resting order `order_id` (on token `asset_id`) so far: one per
+        venue trade that lists it in `maker_orders` (user channel, then REST `/data/trades`),
+        at the order's own price, with no fee (the taker pays it); FAILED trades left out (the
+        match was undone). Trade ids are `<trade id>:m`. The order's `size_matched` (GET
+        /data/order) stays the authority for how much filled (PROTOCOLS.md section 7)."""
+        assert self.client is not None
+        seen: dict[str, dict[str, Any]] = {str(t.get("id")): t for t in self.ws_trades.values()}
+        for t in self.client.get_trades(TradeParams(asset_id=asset_id), only_first_page=True):
+            if isinstance(t, dict):
+                seen.setdefault(str(t.get("id")), t)
+        # the maker side of a trade is listed on the taker's token: look beyond `asset_id` too
+        for t in self.client.get_trades(TradeParams(), only_first_page=True):
+            if isinstance(t, dict):
+                seen.setdefault(str(t.get("id")), t)
+        out = []
+        for tid, t in seen.items():
+            if str(t.get("status", "")).upper() == "FAILED":
+                continue
+            for m in t.get("maker_orders") or []:
+                if isinstance(m, dict) and str(m.get("order_id")) == order_id:
+                    p, n = (
+                        fm.dec(str(m.get("price", "0"))),
+                        fm.dec(str(m.get("matched_amount", "0"))),
+                    )
+                    if n > 0:
+                        out.append(VenueTrade(f"{tid}:m", float(p), float(n), 0.0))
+        return out
+
     def _cancel(self, call: Callable[[ClobClient], Any]) -> dict[str, Any]:
         if not self.start():
             raise VenueError("venue unavailable: API credentials not derived yet")

@@ -132,3 +132,30 @@ def test_heartbeat_keeps_orders_while_alive_and_the_venue_cancels_them_after_a_c
     stopped = time.monotonic()
     wait_for(lambda: status(lsim, o.order_id) != "LIVE", 20, what="the dead-man switch")
     assert status(lsim, o.order_id) == "CANCELED" and time.monotonic() - stopped <= 16
+
+
+def test_resting_fills_are_read_back_as_maker_fills(lsim: SimProc) -> None:
+    """A post-only BUY at the best bid is filled by the simulated flow; the adapter reads the
+    fills from the venue's trades (`maker_orders`), at the order's price and without fee, and
+    they add up to the order's `size_matched`."""
+    v = adapter(lsim)
+    cur = market(lsim, 45)
+    up = cur["up_token"]
+    for _ in range(10):  # the book moves: a bid that now crosses is refused, try the new one
+        bid = D(lsim.state()["current"]["books"][up]["best_bid"])
+        o = v.sign_resting(up, "BUY", bid, D("5"), tick=D("0.01"))
+        r = v.post_resting(o)
+        if r.code != "post_only_would_cross":
+            break
+    assert r.outcome == "accepted", r
+    assert v.client is not None
+
+    def consistent() -> list | None:
+        fills = v.resting_fills(o.order_id, up)
+        matched = float(v.client.get_order(o.order_id)["size_matched"])  # type: ignore[union-attr]
+        return fills if fills and sum(f.size for f in fills) == pytest.approx(matched) else None
+
+    fills = wait_for(consistent, 40, what="maker fills adding up to size_matched")
+    assert all(f.price == float(bid) and f.fee == 0.0 for f in fills)
+    v.cancel_all()
+    v.close()
