@@ -68,7 +68,23 @@ class StrategyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     min_seconds_before_close: Seconds = 30
     max_consecutive_losses: Annotated[int, Meta(ge=1, le=1000)] = 3
     stale_after_ms: Annotated[int, Meta(ge=100, le=600_000)] = 3000
-    order_type: Literal["FOK", "FAK"] = "FOK"
+    # how entries are sent (issue 18): "FOK"/"FAK" (or "taker" = FOK) take the ask at once and pay
+    # the taker fee; "maker" rests a post-only BUY limit (GTC, or GTD when the window's entry
+    # cut-off is more than 4 minutes away) at or inside the best bid of the side the model
+    # favours, never crossing, paying no fee and earning the rebate (services/strategy/quotes.py);
+    # "auto" quotes as a maker while more than `auto_taker_within_s` seconds remain before the
+    # entry cut-off and the after-fee taker edge is below `auto_taker_edge`, else takes (FOK)
+    order_type: Literal["FOK", "FAK", "taker", "maker", "auto"] = "FOK"
+    # maker quotes: ticks inside the best bid (0 joins it; never at or above the best ask)
+    maker_improve_ticks: Annotated[int, Meta(ge=0, le=10)] = 0
+    # cancel/replace the resting quote when the price we would quote now differs from it by at
+    # least this (USD per share); at most `max_replaces_per_s` replaces a second per market
+    quote_replace_threshold: Annotated[float, Meta(gt=0.0, le=0.5)] = 0.01
+    max_replaces_per_s: Annotated[float, Meta(gt=0.0, le=50.0)] = 2.0
+    # "auto": take (FOK) when the after-fee taker edge reaches this (USD per share) ...
+    auto_taker_edge: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.10
+    # ... or when fewer than this many seconds remain before the entry cut-off
+    auto_taker_within_s: Seconds = 60
     intent_ttl_ms: Annotated[int, Meta(ge=10, le=60_000)] = 2000
     max_entry_price: Annotated[float, Meta(gt=0.0, lt=1.0)] = 0.95
     limit_slippage: Annotated[float, Meta(ge=0.0, le=0.5)] = 0.02

@@ -206,14 +206,21 @@ class Decision(Msg, tag="decision"):
 
 
 class OrderIntent(Msg, tag="order_intent"):
-    """A command to execution (PUSH/PULL). Dropped by the receiver once `expires_ns` has passed."""
+    """A command to execution (PUSH/PULL). Dropped by the receiver once `expires_ns` has passed.
+
+    `order_type` FOK/FAK: a marketable (taker) order, done at once. GTC/GTD (issue 18): a
+    resting limit order, sent `post_only` by strategy's maker quotes (refused rather than
+    matched when it would cross); it rests until filled, cancelled (`CancelOrder`) or, for a
+    GTD, `expiration_s` (unix seconds, at least 3 minutes ahead; the venue takes it off a
+    minute before: docs.polymarket.com trading/place-orders). The ack of a resting order has
+    status "live" (not terminal); its fills are maker fills (`OrderFilled.liquidity`)."""
 
     client_order_id: str
     slug: str
     asset_id: str
     outcome: Outcome
     side: Side
-    order_type: Literal["FOK", "FAK"]
+    order_type: Literal["FOK", "FAK", "GTC", "GTD"]
     limit_price: Annotated[float, Meta(gt=0.0, lt=1.0)]
     size: Annotated[float, Meta(gt=0.0)]  # shares
     expires_ns: Ns
@@ -228,11 +235,29 @@ class OrderIntent(Msg, tag="order_intent"):
     fee_exponent: float = 1.0
     reason: str = ""
     fee_rebate_rate: Price = 0.0  # the market's feeSchedule.rebateRate (maker fills)
+    post_only: bool = False  # GTC/GTD only: refused if it would match at once (never a taker)
+    expiration_s: int = 0  # GTD: unix seconds; 0 for every other type
+
+
+class CancelOrder(Msg, tag="cancel_order"):
+    """A command: cancel resting orders. Sent by strategy (its quote management, issue 18: a
+    replace, the window's entry cut-off, a halt, an emergency stop, a stale feed, shutdown) on
+    the orders PUSH stream (topic frame `topics.CANCEL_ORDER`); handled by execution, which
+    cancels the order (paper: drops it from its resting book; live: the venue's DELETE) and
+    answers each cancelled order with an `OrderAccepted` of status "cancelled" (its fills so far
+    stand). `client_order_id` names one order; empty: every resting order of `slug` (empty too:
+    all of them). Cancelling an order that is not resting (filled, cancelled, unknown) is a
+    no-op."""
+
+    ts_ns: Ns
+    client_order_id: str = ""
+    slug: str = ""
+    reason: str = ""
 
 
 class OrderAccepted(Msg, tag="order_ack"):
     client_order_id: str
-    status: str  # venue status: live | matched | delayed | dry_run
+    status: str  # venue status: live | matched | delayed | dry_run | cancelled | expired
     ts_ack_ns: Ns
     venue_order_id: str = ""
     origin_ts_recv_ns: Ns = 0
@@ -474,6 +499,7 @@ Message = (
     | SignalScore
     | Decision
     | OrderIntent
+    | CancelOrder
     | OrderAccepted
     | OrderRejected
     | OrderFilled

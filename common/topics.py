@@ -30,6 +30,9 @@ CONFIG_SNAPSHOT = "strat.config"
 RISK_STATE = "risk.state"
 
 ORDER_INTENT = "order"  # topic frame on the orders PUSH stream
+# a CancelOrder on the orders PUSH stream: starts with ORDER_INTENT, so execution's
+# subscription to ORDER_INTENT takes it
+CANCEL_ORDER = "order.cancel"
 CONTROL_CMD = "control"  # topic frame on the control PUSH stream
 
 ACK = "exec.ack"

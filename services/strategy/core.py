@@ -1076,7 +1076,7 @@ class StrategyCore(Core):
             asset_id=token,
             outcome=side,  # type: ignore[arg-type]
             side="BUY",
-            order_type=cfg.order_type,
+            order_type="FAK" if cfg.order_type == "FAK" else "FOK",
             limit_price=limit,
             size=size,
             expires_ns=self.now_ns + cfg.intent_ttl_ms * MS,

@@ -254,4 +254,4 @@ def msgspec_defaults() -> dict[str, object]:
 def test_fixed_choice_fields_are_listed_for_the_editor() -> None:
     from common.config import config_choices
 
-    assert config_choices() == {"order_type": ["FOK", "FAK"]}
+    assert config_choices() == {"order_type": ["FOK", "FAK", "taker", "maker", "auto"]}
