@@ -398,7 +398,10 @@ class SpotPath:
         z = pr.gauss(0.0, 1.0) if f is None else self.beta * f + self._idio * pr.gauss(0.0, 1.0)
         x += self.sigma * SQRT_DT * z
         if pr.random() < JUMP_RATE_PER_S * DT:
-            x += pr.gauss(0.0, JUMP_LOG_SIGMA)
+            jump = pr.gauss(0.0, JUMP_LOG_SIGMA)
+            x += jump
+            if f is None:  # the leader's jumps move the whole market (in its units)
+                z += jump / (self.sigma * SQRT_DT)
         return x, z
 
     def move(self, f: float | None) -> float:
@@ -1191,6 +1194,11 @@ class SimMarket:
             self._clob(t, DT)
 
     def _second(self, t: int) -> None:
+        if not self._standalone:
+            cur = self.current_window()
+            if cur is not None and cur.price_to_beat is None:
+                # listed before its asset's path had a settlement value (added while running)
+                cur.price_to_beat = self.spot.first_chainlink()
         err_sd = QUOTER_BASIS_ERR_SD_USD * self.spot.usd_scale
         self._quoter_basis_err += -0.01 * self._quoter_basis_err + err_sd * (
             math.sqrt(0.02) * self._quoter_rng.gauss(0.0, 1.0)
