@@ -182,17 +182,33 @@ def live_env(iso_env: dict[str, str], key: str, **kw: str) -> dict[str, str]:
 
 
 def market(sim: Sim, token: str = "") -> dict[str, Any]:
-    """A window with at least 30 s left (orders are not refused as closed), its books as they are
-    now, and the token to trade: `token` if given, else the outcome priced nearer 0.5, so both
-    sides of its book have depth."""
+    """A window that takes orders, its books as they are now, and the token to trade: `token`
+    if given (in the current or the next window), else, of the outcomes of the current window
+    (with at least 30 s left, so orders are not refused as closed) and of the next one (listed
+    in advance, as the venue lists it), the one priced nearest 0.5, so both sides of its book
+    have depth at the tests' limits (a BUY at ask + 0.05, a SELL at 0.01).
+
+    Not the current window's outcome alone: the simulated market drifts within minutes of a
+    600 s window, and a decided one (one outcome at 0.99, tick 0.001) leaves the other's bids all
+    under 0.01, so the SELL found no depth whenever the test ran late in a wall-clock window."""
     st = sim.state()
+    windows = [m for m in (st["current"], st["next"]) if m]
     if token:
-        w = next(m for m in (st["current"], st["next"]) if m and token in m["books"])
-    else:
-        w = st["current"] if st["current"]["end"] - time.time() > 30 else st["next"]
-    w["token"] = token or min(
-        (w["up_token"], w["down_token"]),
-        key=lambda t: abs(float(w["books"][t]["best_ask"] or 1) - 0.5),
+        w = next(m for m in windows if token in m["books"])
+        w["token"] = token
+        return w
+    if st["current"] and st["current"]["end"] - time.time() <= 30:
+        windows = [m for m in windows if m is not st["current"]]
+
+    def off_centre(wt: tuple[dict[str, Any], str]) -> float:
+        return abs(float(wt[0]["books"][wt[1]]["best_ask"] or 1) - 0.5)
+
+    w, tok = min(
+        ((m, t) for m in windows for t in (m["up_token"], m["down_token"])), key=off_centre
+    )
+    w["token"] = tok
+    assert off_centre((w, tok)) < 0.4 and w["books"][tok]["best_bid"], (
+        f"no outcome priced near 0.5 with both sides quoted: {[m['books'] for m in windows]}"
     )
     return w
 
