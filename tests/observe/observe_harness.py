@@ -165,6 +165,7 @@ class FakeHotPath:
                 f"no stand-in market {unknown}; expected some of {list(EXTRA_MARKETS)}"
             )
         self.extra = extra
+        self.paused: set[str] = set()  # extra markets whose trades, books and signal stop
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def send(self, service: str, topic: str, msg: Msg) -> None:
@@ -285,7 +286,8 @@ class FakeHotPath:
             )
             self.trades_sent += 1
             for key in self.extra:
-                self._play_extra(key, i, now)
+                if key not in self.paused:
+                    self._play_extra(key, i, now)
             if i % 5 == 1:
                 self.send("ingest", "md.market", self.market(now))
                 for token, bid in ((UP_TOKEN, 0.52), (DOWN_TOKEN, 0.46)):

@@ -141,6 +141,23 @@ def test_overview_of_every_market_and_the_detail_of_the_selected_one(
         if keep:
             shutil.copy(shot, Path(keep) / "dashboard-markets.png")
 
+        # one market's feed stops while the others flow: its row says its figures are old
+        assert "stale" not in text(page, "#mkt-xrp-15m .mkt-spot")
+        hot.paused.add("xrp-15m")
+        wait_for(
+            lambda: (
+                "stale" in text(page, "#mkt-xrp-15m .mkt-spot")
+                and "stale" in text(page, "#mkt-xrp-15m .mkt-model")
+            ),
+            10,
+            what="xrp's row marked stale",
+        )
+        assert "stale" not in text(page, "#mkt-eth-15m .mkt-spot")
+        hot.paused.discard("xrp-15m")
+        wait_for(
+            lambda: "stale" not in text(page, "#mkt-xrp-15m .mkt-spot"), 10, what="xrp fresh again"
+        )
+
         # the choice survives a reload
         page.reload()
         wait_for(lambda: text(page, "#market-slug") == sol_slug, 10, what="sol after reload")

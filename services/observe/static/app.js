@@ -7,7 +7,8 @@ const TOKEN_KEY = "polyedge.apiToken";
 const MARKET_KEY = "polyedge.market";  // the market shown in detail (series key, "eth-15m")
 const MAX_POINTS = 4000;
 const THRESH = { warning: 200, critical: 500, stale: 1000 };
-const SIGNAL_STALE_MS = 3000;  // signal scores several times a second: 3 s without one is stale
+const SIGNAL_STALE_MS = 3000;
+const SPOT_STALE_MS = 3000;  // Binance trades several a second per asset  // signal scores several times a second: 3 s without one is stale
 
 let token = localStorage.getItem(TOKEN_KEY) || "";
 let state = null;
@@ -188,13 +189,16 @@ function renderMarkets(d, key) {
     const u = p.open ? p.unrealized_pnl : null;
     const state = rk.halted === null || rk.halted === undefined ? ['<span class="muted">?</span>', ""] : rk.halted ? ['<span class="halted">HALTED</span>', (rk.reasons || []).join(", ")] : ['<span class="pnl-pos">active</span>', ""];
     const dec = m.decision ? `${m.decision.action}${m.decision.reason ? ": " + m.decision.reason : ""}` : "";
+    // a market whose own spot or signal stopped while the others flow: its figures are old
+    const spotStale = m.spot_age_ms !== null && m.spot_age_ms !== undefined && m.spot_age_ms > SPOT_STALE_MS;
+    const sigStale = m.signal_age_ms !== null && m.signal_age_ms !== undefined && m.signal_age_ms > SIGNAL_STALE_MS;
     return `<tr id="mkt-${esc(m.market)}" data-market="${esc(m.market)}" class="${m.market === key ? "selected" : ""}" title="${esc(m.slug || "no window yet")}${dec ? " · last decision " + esc(dec) : ""}">
       <td class="mono"><b>${esc(m.market)}</b>${m.configured ? "" : ' <span class="hint">(not configured)</span>'}</td>
       <td class="mono muted">${esc(m.slug || "—")}</td>
       <td class="r mono mkt-left ${left !== null && left <= 10 ? "closing" : left !== null && left <= 30 ? "soon" : ""}">${clock(left)}</td>
-      <td class="r mono">${priceFmt(m.spot)}</td>
+      <td class="r mono mkt-spot${spotStale ? " sev-warning" : ""}"${spotStale ? ` title="no ${esc(m.asset)} trade for ${ageFmt(m.spot_age_ms)}"` : ""}>${priceFmt(m.spot)}${spotStale ? " · stale" : ""}</td>
       <td class="r mono ${diff === null ? "muted" : diff >= 0 ? "pnl-pos" : "pnl-neg"}">${diff === null ? "—" : signed(diff, Math.abs(diff) >= 10 ? 1 : 4)}</td>
-      <td class="r mono mkt-model">${pct(m.p_model, 1)}</td>
+      <td class="r mono mkt-model${sigStale ? " sev-warning" : ""}"${sigStale ? ` title="signal ${ageFmt(m.signal_age_ms)} old"` : ""}>${pct(m.p_model, 1)}${sigStale ? " · stale" : ""}</td>
       <td class="r mono mkt-market">${pct(m.p_market, 1)}</td>
       <td class="${m.side ? (m.side === "Up" ? "pnl-pos" : "pnl-neg") : "muted"}">${m.side ? `${esc(m.side)} ${pct(m.edge_pct, 1)}` : "—"}</td>
       <td class="mono mkt-pos">${pos}</td>
