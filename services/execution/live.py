@@ -168,6 +168,14 @@ def map_error(status: int | None, message: str) -> tuple[str, str, str]:
     """(outcome, code, reason) for a failed POST; outcome is rejected or unknown."""
     if status is None:
         return "unknown", "timeout", f"no answer from the venue ({message}); outcome unknown"
+    if status == 503 and "post-only mode" in message.lower():
+        # a definite refusal, not a fault: the engine's post-only minutes after a restart
+        # (docs.polymarket.com resources/error-codes: 503 with code post_only_mode)
+        return (
+            "rejected",
+            "venue_post_only",
+            f"the venue accepts only post-only orders now ({message})",
+        )
     if status >= 500:
         return "unknown", "venue_5xx", f"venue error {status} ({message}); outcome unknown"
     if status == 425:  # "too early": the matching engine is restarting, nothing was processed

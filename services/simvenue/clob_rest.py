@@ -252,7 +252,8 @@ async def post_order(request: Request) -> Response:
     if late is not None:
         # The order is in the book/ledger already; only the answer is late.
         await asyncio.sleep(float(late.get("seconds") or 15.0))
-    return JSONResponse(answer, status_code=status)
+    headers = {"Retry-After": str(answer["retry_after_seconds"])} if status == 503 else None
+    return JSONResponse(answer, status_code=status, headers=headers)
 
 
 async def post_orders(request: Request) -> Response:
@@ -267,7 +268,16 @@ async def post_orders(request: Request) -> Response:
     out = []
     for p in payloads:
         status, answer = matching.place_order(v, key, p)
-        if status != 200:
+        if status == 503:  # post-only mode: the documented per-order shape
+            answer = {
+                "errorMsg": answer["error"],
+                "orderID": "",
+                "takingAmount": "",
+                "makingAmount": "",
+                "status": "",
+                "success": True,
+            }
+        elif status != 200:
             answer = {"success": False, "orderID": "", "errorMsg": answer.get("error", "")}
         out.append(answer)
     return JSONResponse(out)

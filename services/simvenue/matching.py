@@ -27,8 +27,10 @@ FAK_NO_MATCH = (
 NOT_ENOUGH_BALANCE = "not enough balance / allowance"
 SERVICE_NOT_READY = "service not ready"  # HTTP 425 while the matching engine restarts
 # after a restart only post-only orders are accepted for ~2 minutes (PROTOCOLS.md section 7);
-# the venue's exact text for refusing the others is not public: this one is ours
-POST_ONLY_MODE = "the matching engine is in post-only mode: only post-only orders are accepted"
+# the others get 503 with this text, `code: "post_only_mode"` and `retry_after_seconds` (also
+# the `Retry-After` header); in a batch, a per-order `errorMsg` with `success: true`
+# (docs.polymarket.com resources/error-codes, "POST order" / "POST orders")
+POST_ONLY_MODE = "post-only mode: only post-only orders and cancels are allowed"
 # post-only (docs.polymarket.com resources/error-codes "Order Processing Errors", and the CLOB's
 # INVALID_POST_ONLY_ORDER / INVALID_POST_ONLY_ORDER_TYPE codes): a post-only order that would
 # match at once is refused, and post-only is for GTC/GTD only (py-clob-client-v2 `post_order`
@@ -386,7 +388,8 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
     if maker_amt <= 0 or taker_amt <= 0:
         return 400, {"error": "Invalid order payload"}
     if v.post_only_until > v.clock() and not body.get("postOnly"):
-        return 400, {"error": POST_ONLY_MODE}
+        left = max(1, -(-(v.post_only_until - v.clock()) // NS))
+        return 503, {"error": POST_ONLY_MODE, "code": "post_only_mode", "retry_after_seconds": left}
     # the venue's decimal rules for the signed amounts (common.money: the venue's own texts)
     precision = money.amounts_error(
         side, maker_amt, taker_amt, marketable=order_type in ("FOK", "FAK"), min_size=money.ZERO

@@ -14,7 +14,7 @@ from eth_account import Account
 
 from common.config import Secret
 from services.execution.core import VenueError
-from services.execution.live import LiveVenue
+from services.execution.live import LiveVenue, map_error
 from tests.simvenue.conftest import SimProc, start_sim, stop_sim, wait_for
 
 WINDOW_S = 60
@@ -159,3 +159,22 @@ def test_resting_fills_are_read_back_as_maker_fills(lsim: SimProc) -> None:
     assert all(f.price == float(bid) and f.fee == 0.0 for f in fills)
     v.cancel_all()
     v.close()
+
+
+def test_venue_texts_map_to_named_codes() -> None:
+    """The venue's texts (docs.polymarket.com resources/error-codes) -> the adapter's codes; the
+    post-only-mode 503 is a refusal, not an unknown outcome."""
+    assert map_error(400, "invalid post-only order: order crosses book")[:2] == (
+        "rejected",
+        "post_only_would_cross",
+    )
+    assert (
+        map_error(400, "invalid post-only order: only GTC and GTD order types are allowed")[1]
+        == "post_only_type"
+    )
+    assert map_error(400, "invalid expiration")[1] == "invalid_expiration"
+    assert map_error(503, "post-only mode: only post-only orders and cancels are allowed")[:2] == (
+        "rejected",
+        "venue_post_only",
+    )
+    assert map_error(503, "Service Unavailable")[:2] == ("unknown", "venue_5xx")

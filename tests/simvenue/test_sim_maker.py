@@ -318,3 +318,29 @@ def test_gtd_expires_a_minute_before_its_stated_expiration() -> None:
     matching.expire_orders(v, now[0])
     assert o.status == "CANCELED" and o.id not in v.market.resting
     assert isinstance(v.market, SimMarkets)  # the venue lists every series through one
+
+
+def test_post_only_mode_after_a_restart_refuses_the_others_with_503(msim: SimProc) -> None:
+    """After the engine's 425 minutes, only post-only orders: the others get the venue's 503
+    with `code: post_only_mode`, `retry_after_seconds` and `Retry-After`; post-only ones rest."""
+    c = new_client(msim)
+    cur = market(msim, time_left=10)
+    token = cur["up_token"]
+    msim.fault(name="not_ready", seconds=0.2, post_only_seconds=5)
+    wait_for(
+        lambda: msim.state()["modes"]["not_ready_until_ns"] < time.time_ns(), 5, what="425 over"
+    )
+    order = limit(c, token, 0.05, 5)
+    body = order_to_json_v2(order, c.creds.api_key, "GTC", False)
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    headers = c._l2_headers("POST", POST_ORDER, body=body, serialized_body=text)
+    r = httpx.post(f"{msim.http}/clob{POST_ORDER}", content=text, headers=headers, timeout=5)
+    assert r.status_code == 503
+    doc = r.json()
+    assert doc["error"] == "post-only mode: only post-only orders and cancels are allowed"
+    assert doc["code"] == "post_only_mode" and 1 <= doc["retry_after_seconds"] <= 5
+    assert r.headers["retry-after"] == str(doc["retry_after_seconds"])
+    ok = c.post_order(limit(c, token, 0.05, 5), OrderType.GTC, post_only=True)
+    assert ok["status"] == "live"
+    c.cancel_all()
+    wait_for(lambda: msim.state()["modes"]["post_only_until_ns"] < time.time_ns(), 8, what="over")
