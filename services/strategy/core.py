@@ -347,12 +347,15 @@ class StrategyCore(Core):
                 key = self._default_key
         return key
 
-    def state_of(self, slug: str) -> MarketState:
-        """The state of `slug`'s market (created, not configured, when unknown)."""
+    def state_of(self, slug: str, keep: bool = False) -> MarketState:
+        """The state of `slug`'s market. A market with no state (not configured, nothing held)
+        gets a passing one, not configured, kept only with `keep` (a fill of it)."""
         key = self.market_of(slug)
         ms = self.market_states.get(key)
         if ms is None:
-            ms = self.market_states[key] = MarketState(key, self.config, configured=False)
+            ms = MarketState(key, self.config, configured=False)
+            if keep:
+                self.market_states[key] = ms
         return ms
 
     @property
@@ -438,7 +441,7 @@ class StrategyCore(Core):
                 ms.restore(doc)
                 ms.configured = key in self.market_configs()
         else:  # saved before markets: the one position and the day's counters are the first's
-            ms = self.state_of(str((state.get("position") or {}).get("slug", "")))
+            ms = self.state_of(str((state.get("position") or {}).get("slug", "")), keep=True)
             pos = state.get("position")
             ms.position = Position(**pos) if pos else None
             ms.daily_pnl, ms.trades_today = self.daily_pnl, self.trades_today
@@ -1265,7 +1268,7 @@ class StrategyCore(Core):
         self._advance(f.ts_fill_ns, out)
         slug = f.slug or (pend.slug if pend else self.token_slug.get(f.asset_id, ""))
         ms = self.market_states.get(pend.market) if pend and pend.market else None
-        ms = ms or self.state_of(slug)
+        ms = ms or self.state_of(slug, keep=True)
         if pend is not None:
             pend.filled += -f.size if f.reverses_trade_id else f.size
         if f.reverses_trade_id:  # the venue undid a trade (FAILED): the operator is told

@@ -392,3 +392,12 @@ def test_a_single_market_config_is_today_behaviour() -> None:
     assert it.slug == slug_of("btc-5m")
     assert core.position is not None and core.position.slug == it.slug
     assert set(risk(core).markets) == {"btc-5m"}
+
+
+def test_a_market_not_configured_is_never_entered_nor_kept() -> None:
+    core = make(markets=THREE[:1])
+    core.step(market("eth-15m"), 0)  # ingest still publishing a market no longer configured
+    d = decision(signal(core, "eth-15m", 100))
+    assert (d.action, d.reason) == ("skip", "market_not_configured")
+    assert list(core.market_states) == ["btc-5m"]
+    assert set(risk(core).markets) == {"btc-5m"}
