@@ -18,6 +18,7 @@ from common.schema import (
     SignalScore,
 )
 from services.commands.bench import MIN_SAMPLES, TOO_FEW, floor, percentiles, ratio
+from services.commands.bench_capacity import P99_BOUND_MS, too_few, verdict
 from services.commands.bench_pipeline import Collector, judge
 from services.commands.supervise import Supervised, short_tmpdir, wait_for
 
@@ -166,3 +167,22 @@ def test_collector_files_each_message_under_its_stage_and_counts_it() -> None:
     finally:
         col.close()
         pub.close()
+
+
+def test_a_capacity_step_is_judged_only_on_enough_samples() -> None:
+    def step(n: int, p99: float, lost: int = 0, sent: float = 5000.0) -> dict[str, Any]:
+        st = percentiles([p99] * n)
+        return {
+            "tick_to_signal": st,
+            "lost": {"signal": lost},
+            "rate": 5000.0,
+            **{"venue_frames_per_s": sent},
+        }
+
+    assert too_few(step(MIN_SAMPLES - 1, 1.0)) and verdict(step(MIN_SAMPLES - 1, 1.0)).startswith(
+        "too few"
+    )
+    assert not too_few(step(MIN_SAMPLES, 1.0)) and verdict(step(MIN_SAMPLES, 1.0)) == ""
+    assert verdict(step(MIN_SAMPLES, 5.1)) == f"p99 5.1 ms > {P99_BOUND_MS} ms"
+    assert verdict(step(MIN_SAMPLES, 1.0, lost=1)) == "loss {'signal': 1}"
+    assert verdict(step(MIN_SAMPLES, 1.0, sent=4000.0)).startswith("the venue offered only")
