@@ -83,3 +83,60 @@ def test_all_eight_markets_trade_in_paper_mode(iso_env: dict[str, str]) -> None:
         assert set(risk["markets"]) == keys
     finally:
         sup.stop()
+
+
+def test_a_market_added_by_a_config_post_trades_without_a_restart(
+    iso_env: dict[str, str],
+) -> None:
+    """POST /api/config with a new `markets` list: ingest, signal and strategy take the new
+    market (and its asset's trades) without any restart, and it trades in paper mode."""
+    doc = {**TRADE_HAPPY, "markets": [{"asset": "btc", "window": "5m"}]}
+    (Path(iso_env["POLYEDGE_DATA_DIR"]) / "config.json").write_text(json.dumps(doc))
+    extra = {"POLYEDGE_VENUE": "sim", "SIM_WINDOW_SECONDS": "20", "SIM_SEED": "6"}
+    db = Path(iso_env["DATABASE_URL"].removeprefix("sqlite:"))
+    api = f"http://127.0.0.1:{iso_env['API_PORT']}"
+    sup = Supervised(iso_env, extra)
+    sup.start()
+    try:
+        names = ("simvenue", "ingest", "signal", "strategy", "execution", "observe")
+        sup.wait_running(names, 60)
+        wait_for(
+            lambda: httpx.get(api + "/api/config", timeout=5).json().get("hash"),
+            30,
+            what="strategy's config in observe",
+        )
+        pids = {n: sup.pid(n) for n in names}
+        markets = [{"asset": "btc", "window": "5m"}, {"asset": "eth", "window": "5m"}]
+        r = httpx.post(api + "/api/config", json={"markets": markets}, timeout=10)
+        assert r.status_code == 200, r.text
+
+        def traded() -> set[str]:
+            if not db.exists():
+                return set()
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            try:
+                rows = conn.execute("SELECT DISTINCT slug FROM fills WHERE side='BUY'").fetchall()
+            except sqlite3.OperationalError:
+                return set()
+            finally:
+                conn.close()
+            return {series_of_slug(s) for (s,) in rows}
+
+        try:
+            wait_for(lambda: "eth-5m" in traded(), 180, interval=2.0, what="an ETH entry")
+        except AssertionError:
+            raise AssertionError(
+                f"markets traded: {sorted(traded())}\n"
+                + sup.log_tail("strategy")
+                + sup.log_tail("signal")
+                + sup.log_tail("ingest")
+            ) from None
+        assert {n: sup.pid(n) for n in names} == pids  # nothing restarted
+        # signal and strategy took ETH's trades on the bus they were already subscribed to
+        for service in ("signal", "strategy"):
+            lines = (Path(iso_env["LOG_DIR"]) / f"{service}.jsonl").read_text().splitlines()
+            events = [json.loads(x) for x in lines]
+            subscribed = [e for e in events if e.get("event") == "subscribed"]
+            assert any("md.eth.trade" in e.get("topics", []) for e in subscribed), service
+    finally:
+        sup.stop()
