@@ -20,12 +20,13 @@ from typing import Any, Protocol
 import msgspec
 from msgspec.structs import replace
 
-from common import topics
+from common import money, topics
 from common.book import Book, SnapshotBooks
 from common.config import series_of_slug
 from common.core import Core, Out, Timer, forward_probe
 from common.schema import (
     BookSnapshot,
+    CancelOrder,
     ClockTick,
     LatencySample,
     MarketInfo,
@@ -40,6 +41,7 @@ from common.schema import (
 )
 from services.execution import fills as fm
 from services.execution.ledger import Ledger, Position
+from services.execution.resting import RestingBook, check_resting
 from services.execution.switches import TradingMode
 
 MS = 1_000_000
@@ -90,6 +92,8 @@ class VenueTrade:
     price: float
     size: float
     fee: float
+    liquidity: str = "taker"  # "maker": a resting order's fill (no fee, `rebate` USD earned)
+    rebate: float = 0.0
 
 
 @dataclass
@@ -177,6 +181,8 @@ class ExecutionCore(Core):
         self._follow_every: dict[str, int] = {}
         self.alerts: dict[str, str] = {}  # client order id -> why it is still unresolved
         self._recv_ns: dict[str, int] = {}  # intent receipt time, until its ack or reject
+        # paper resting (maker) orders, filled by the queue model from the books (issue 18)
+        self.resting = RestingBook()
 
     # --- time ---------------------------------------------------------------------------------
     def _t(self) -> int:
@@ -190,7 +196,10 @@ class ExecutionCore(Core):
         # ingest saw a book not in sync go wrong: never filled against until resynced
         self.books.put(msg)
         self.now_ns = max(self.now_ns, msg.ts_recv_ns)
-        return self.release_due(self.now_ns)
+        out = self.release_due(self.now_ns)
+        if self.resting.by_asset and msg.asset_id in self.resting.by_asset:
+            out += self._maker_fills(msg.asset_id)
+        return out
 
     # the runner reads books lazily (common.bus Subscriber(lazy_books=True): levels decoded
     # when the book is read, common.book.SnapshotBooks); a backtest hands whole snapshots
@@ -198,14 +207,20 @@ class ExecutionCore(Core):
 
     def on_clock_tick(self, msg: ClockTick, now_ns: int) -> Out:
         self.now_ns = max(self.now_ns, msg.ts_ns)
-        return self.release_due(self.now_ns)
+        out = self.release_due(self.now_ns)
+        if self.resting:
+            out += self._expire_resting()
+        return out
 
     def on_market_info(self, msg: MarketInfo, now_ns: int) -> Out:
         self.markets[msg.slug] = msg
         return []
 
     def on_market_resolved(self, msg: MarketResolved, now_ns: int) -> Out:
-        return self.settle(msg)
+        out: Out = []
+        for r in self.resting.select(slug=msg.slug):  # a resolved market's book is gone
+            out += self._resting_done(r.intent.client_order_id, "cancelled", "market resolved")
+        return out + self.settle(msg)
 
     def on_probe(self, msg: Probe, now_ns: int) -> Out:
         return [(topics.PROBE_PREFIX + "execution", forward_probe(msg, "execution", now_ns))]
@@ -311,7 +326,8 @@ class ExecutionCore(Core):
                 )
         if self.venue is not None:
             code, why = self.venue.gate(intent.side)
-            if code:
+            # a post-only order is what the venue accepts in its post-only minutes
+            if code and not (code == "venue_post_only" and intent.post_only):
                 return self._reject(intent, why, code)
         if self.to_reconcile and intent.side == "BUY":
             # entries wait for every order's outcome (no double exposure); exits continue
@@ -326,6 +342,8 @@ class ExecutionCore(Core):
             return self._reject(
                 intent, f"market {intent.slug} is not accepting orders", "market_closed"
             )
+        if intent.order_type in ("GTC", "GTD"):
+            return self._rest(intent)
         limit, size, reason = fm.check_intent(intent)
         if reason:
             return self._reject(intent, reason, "invalid_order")
@@ -503,6 +521,8 @@ class ExecutionCore(Core):
                 ts_signal_ns=intent.ts_signal_ns,
                 ts_intent_ns=intent.ts_intent_ns,
                 venue=self.ledger.venue,
+                liquidity="maker" if tr.liquidity == "maker" else "taker",
+                rebate_usd=tr.rebate,
             )
             for tr in trades
         ]
@@ -639,6 +659,143 @@ class ExecutionCore(Core):
             order_status=row["status"] if row else "",
         )
         return [(topics.FILL, f) for f in msgs]
+
+    # --- resting (maker) orders, issue 18 ------------------------------------------------------
+    def _rest(self, intent: OrderIntent) -> Out:
+        """A post-only GTC/GTD order: checked as the venue checks it (`resting.check_resting`),
+        then held here and filled by the queue model (paper), or posted post-only through the
+        live adapter (`sign_resting`/`post_resting`). Acked with status "live"."""
+        book = self.books.get(intent.asset_id)
+        if self.venue is not None and book is None:
+            fresh = self.venue.rest_book(intent.asset_id)
+            if fresh is not None:
+                book = Book(intent.asset_id, intent.tick_size)
+                book.replace(*fresh)
+        code, why = check_resting(intent, book, self._t())
+        if code:
+            return self._reject(intent, why, code)
+        assert book is not None
+        t = self._t()
+        if self.venue is None:
+            self.resting.add(intent, book)
+            self._count("resting")
+            return self._ack(intent, "live", "", t, done=True)
+        post_resting = getattr(self.venue, "post_resting", None)
+        sign_resting = getattr(self.venue, "sign_resting", None)
+        if post_resting is None or sign_resting is None:
+            return self._reject(
+                intent, "this venue adapter places no resting orders", "invalid_order"
+            )
+        try:
+            order = sign_resting(
+                intent.asset_id,
+                intent.side,
+                fm.dec(intent.limit_price),
+                fm.dec(intent.size),
+                tick=fm.dec(intent.tick_size),
+                order_type=intent.order_type,
+                expiration_s=intent.expiration_s,
+                neg_risk=intent.neg_risk,
+                min_size=fm.dec(intent.min_order_size),
+            )
+        except VenueError as e:
+            return self._reject(intent, e.reason, e.code)
+        self.ledger.update(
+            intent.client_order_id, t, "sent", status="sent", venue_order_id=order.order_id
+        )
+        r = post_resting(order, intent.order_type)
+        if r.outcome == "rejected":
+            return self._reject(intent, r.reason, r.code)
+        if r.outcome != "accepted":
+            # no answer: it may rest. Cancel it by the id known before sending, so nothing we
+            # do not follow stays on the book (the heartbeat would, ~10 s later, anyway)
+            try:
+                self.venue.cancel([order.order_id])  # type: ignore[attr-defined]
+            except VenueError as e:
+                self.log("execution", "resting_cancel_failed", "ERROR", reason=e.reason)
+            return self._reject(intent, f"{r.reason}; cancelled to be safe", r.code or "timeout")
+        self.resting.add(intent, book, r.venue_order_id or order.order_id)
+        self._count("resting")
+        return self._ack(intent, r.venue_status or "live", r.venue_order_id or order.order_id, t)
+
+    def on_cancel_order(self, msg: CancelOrder, now_ns: int) -> Out:
+        """Cancel the resting orders `msg` names (CancelOrder's docstring); each answered with
+        an OrderAccepted of status "cancelled"."""
+        self.now_ns = max(self.now_ns, now_ns)
+        chosen = self.resting.select(msg.client_order_id, msg.slug)
+        if self.venue is not None and chosen:
+            ids = [r.venue_order_id for r in chosen if r.venue_order_id]
+            try:
+                if not msg.client_order_id and not msg.slug:
+                    self.venue.cancel_all()  # type: ignore[attr-defined]
+                elif ids:
+                    self.venue.cancel(ids)  # type: ignore[attr-defined]
+            except VenueError as e:  # the heartbeat's cancel-all is the fallback
+                self.log("execution", "cancel_failed", "ERROR", reason=e.reason, ids=ids)
+                return []
+        out: Out = []
+        for r in chosen:
+            out += self._resting_done(r.intent.client_order_id, "cancelled", msg.reason or "cancel")
+        return out
+
+    def _resting_done(self, coid: str, status: str, why: str) -> Out:
+        """A resting order is off the book (cancelled, expired): ledger row, OrderAccepted."""
+        r = self.resting.remove(coid)
+        if r is None:
+            return []
+        t = self._t()
+        self.ledger.update(coid, t, status, status=status, reason=why, ts_done_ns=t)
+        self._count(status)
+        self.log("execution", f"resting_{status}", client_order_id=coid, reason=why)
+        return [
+            (
+                topics.ACK,
+                OrderAccepted(
+                    client_order_id=coid,
+                    status=status,
+                    ts_ack_ns=t,
+                    venue_order_id=r.venue_order_id,
+                    ts_intent_ns=r.intent.ts_intent_ns,
+                ),
+            )
+        ]
+
+    def _expire_resting(self) -> Out:
+        out: Out = []
+        for r in self.resting.expired(self.now_ns):
+            out += self._resting_done(r.intent.client_order_id, "expired", "GTD expiration")
+        return out
+
+    def _maker_fills(self, asset_id: str) -> Out:
+        """Paper: the queue model's fills of the resting orders on `asset_id`'s new book, each
+        at the order's price, no fee, the rebate earned (`money.maker_rebate`)."""
+        if self.venue is not None:
+            return []  # live: maker fills come from the venue (user channel, trades)
+        book = self.books.get(asset_id)
+        if book is None or not book.in_sync:
+            return []
+        out: Out = []
+        t = self._t()
+        for r, shares in self.resting.on_book(asset_id, book):
+            intent = r.intent
+            sched = money.FeeSchedule.of(
+                intent.fee_rate, intent.fee_exponent, rebate_rate=intent.fee_rebate_rate
+            )
+            fee, rebate = money.fill_fee_and_rebate("maker", shares, intent.limit_price, sched)
+            r.fills += 1
+            trade = VenueTrade(
+                f"{intent.client_order_id}:m{r.fills}",
+                intent.limit_price,
+                shares,
+                float(fee),
+                "maker",
+                float(rebate),
+            )
+            done = r.queue.done
+            out += self._fills(intent, [trade], "filled" if done else "partial", t, "", True)
+            if done:
+                self.resting.remove(intent.client_order_id)
+        return out
 
     # --- dry run ------------------------------------------------------------------------------
     def _dry_run(self, intent: OrderIntent, now_ns: int) -> Out:

@@ -153,6 +153,12 @@ class StrategyRunner(ServiceRunner):
             self.write_logs(emitted.logs)
 
     def send(self, topic: str, msg: Msg) -> None:
+        if topic == topics.CANCEL_ORDER:  # maker quote cancels: the orders stream as well
+            assert self.orders is not None
+            self.log.write("strategy", "cancel_order", **to_dict(msg))
+            if not self.orders.send(topic, msg):
+                self.log.error("cancel_not_delivered", **to_dict(msg))
+            return
         if topic == topics.ORDER_INTENT:  # intents (and the probe) go down the orders stream
             assert self.orders is not None
             if isinstance(msg, OrderIntent):
@@ -265,10 +271,18 @@ class StrategyRunner(ServiceRunner):
             (topics.RISK_STATE, self.core.risk_state()),
             *((topics.POSITION, ps) for ps in self.core.position_states()),
         ]
+        if self.core.config.order_type in ("maker", "auto") or any(
+            c.order_type in ("maker", "auto") for c in self.core.market_configs().values()
+        ):
+            # an earlier run's maker quotes are not known to this one: none may stay resting
+            startup += self.core.cancel_all_quotes("strategy_start")
         self.deliver(Emitted(startup, self.core.take_logs()))
         try:
             return self.serve([sub, control], TIMER_MS)
         finally:
+            if self.core.quote_books:  # nothing rests once strategy is gone (issue 18)
+                for topic, msg in self.core.cancel_all_quotes("shutdown"):
+                    self.send(topic, msg)
             self.orders.close()
             self.store.close()
 

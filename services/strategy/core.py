@@ -39,6 +39,7 @@ from common.core import Core, Out, forward_probe
 from common.schema import (
     BookSnapshot,
     BtcTrade,
+    CancelOrder,
     ClearEmergencyStop,
     ClockTick,
     ConfigSnapshot,
@@ -66,6 +67,7 @@ from common.schema import (
     settlement_key,
     to_dict,
 )
+from services.strategy import quotes
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -73,7 +75,9 @@ EPS = 1e-9
 # signal's `inputs["ptb_source"]`: 3 market (Gamma), 2 TWAP feed, 1 Chainlink, 0 Binance
 PTB_SETTLEMENT_MIN = 1.0
 STATE_EVERY_NS = NS  # RiskState / PositionState at least once a second
-PENDING_GRACE_NS = 5 * NS  # an intent unanswered this long after expiry is given up on
+PENDING_GRACE_NS = 5 * NS
+# a maker quote is cancelled this long before its window's entry cut-off (the cancel lands first)
+QUOTE_CANCEL_LEAD_NS = NS  # an intent unanswered this long after expiry is given up on
 EXIT_RETRY_NS = NS  # after a failed exit, wait this long before trying again (same position)
 MAX_FILL_KEYS = 2000
 # an ack with these statuses is the order's last word: FOK/FAK orders are matched in full or in
@@ -155,6 +159,9 @@ class PendingOrder:
     # collateral is cut to cents, 3.5 shares can fill as 3.49)
     final: bool = False
     market: str = ""  # the series key ("btc-5m") of the order's market
+    # a maker quote (issue 18): rests until filled or cancelled; counted as an entry (trades
+    # today, entries per window) from its first fill, and it does not block quoting
+    resting: bool = False
 
 
 DEFAULT_MARKET_KEY = "btc-5m"
@@ -289,6 +296,9 @@ class StrategyCore(Core):
         self.redemptions_open: dict[str, float] = {}
         self.redeemed: dict[str, float] = {}  # condition id -> USD returned (bounded)
         self.redeemed_usd = 0.0
+        # maker quotes per market series (services/strategy/quotes.py), not persisted: a
+        # restarted strategy cancels whatever rested before (`cancel_all_quotes` at start)
+        self.quote_books: dict[str, quotes.QuoteBook] = {}
         self._sync_markets()
         if state:
             self.restore(state)
@@ -615,6 +625,7 @@ class StrategyCore(Core):
     def on_clock_tick(self, msg: ClockTick, now_ns: int) -> Out:
         out: Out = []
         self._advance(msg.ts_ns, out)
+        self._sweep_quotes(out)
         self._expire_pending(out)
         self._park_ended()
         for ms in list(self.market_states.values()):
@@ -638,6 +649,8 @@ class StrategyCore(Core):
         out: Out = []
         self._advance(msg.ts_recv_ns, out)
         self._on_book(msg)
+        if self.quote_books:
+            self._sweep_quotes(out)
         for ms in self.market_states.values():
             if ms.position is not None and msg.asset_id == ms.position.asset_id:
                 self._check_exit(out, ms)
@@ -681,6 +694,7 @@ class StrategyCore(Core):
         if self.feed_stale.get(msg.feed) != stale:
             self._risk_event("feed_status", feed=msg.feed, stale=stale, detail=msg.detail)
         self.feed_stale[msg.feed] = stale
+        self._sweep_quotes(out)
         return out
 
     def on_order_filled(self, msg: OrderFilled, now_ns: int) -> Out:
@@ -761,7 +775,9 @@ class StrategyCore(Core):
             )
 
     def on_trigger_emergency_stop(self, msg: TriggerEmergencyStop, now_ns: int) -> Out:
-        return self.control(msg)
+        out = self.control(msg)
+        self._sweep_quotes(out)  # a halt (or a config change) cancels the quotes it blocks
+        return out
 
     on_clear_emergency_stop = on_trigger_emergency_stop
 
@@ -917,7 +933,10 @@ class StrategyCore(Core):
             return "stale_price_data", stale
         if ms.position is not None:
             return "position_open", {"position_slug": ms.position.slug}
-        if any(p.kind == "entry" and p.market == ms.key for p in self.pending.values()):
+        if any(
+            p.kind == "entry" and p.market == ms.key and not p.resting
+            for p in self.pending.values()
+        ):
             return "order_pending", {}
         at_risk = self.capital_at_risk()
         if at_risk + cfg.stake_per_trade_usd > base.max_capital_at_risk_usd + EPS:
@@ -1039,6 +1058,8 @@ class StrategyCore(Core):
 
     def _on_signal(self, s: SignalScore, ms: MarketState, out: list[tuple[str, Msg]]) -> None:
         reason, info = self.entry_block(s, ms)
+        if ms.config.order_type in ("maker", "auto") and self._quote(s, ms, reason, info, out):
+            return
         if ms.position is not None and reason in ("position_open", "stale_price_data"):
             # exits are judged on the position's book alone: they go on while BTC is stale
             self._check_exit(out, ms)
@@ -1127,6 +1148,230 @@ class StrategyCore(Core):
         )
         out.append((topics.ORDER_INTENT, intent))
         out.append((topics.RISK_STATE, self.risk_state()))
+
+    # ------------------------------------------------------------------ maker quotes (issue 18)
+    def _quote_book(self, ms: MarketState) -> quotes.QuoteBook:
+        cfg = ms.config
+        qb = self.quote_books.get(ms.key)
+        if qb is None:
+            qb = self.quote_books[ms.key] = quotes.QuoteBook(
+                cfg.quote_replace_threshold, cfg.max_replaces_per_s
+            )
+        qb.threshold, qb.max_replaces_per_s = cfg.quote_replace_threshold, cfg.max_replaces_per_s
+        return qb
+
+    @staticmethod
+    def _cutoff_ns(m: MarketInfo, cfg: StrategyConfig) -> int:
+        """The window's entry cut-off (ns): no entry, and no quote resting, from then on."""
+        return m.window_end_ns - cfg.min_seconds_before_close * NS
+
+    def _quote(
+        self,
+        s: SignalScore,
+        ms: MarketState,
+        reason: str,
+        info: dict[str, Any],
+        out: list[tuple[str, Msg]],
+    ) -> bool:
+        """`order_type` maker/auto (services/strategy/quotes.py): rest, keep, replace or cancel
+        this market's quote on signal `s`, given `entry_block`'s `reason` and `info`. True when
+        the signal was handled here; False when the taker path goes on: `auto` takes, or the
+        entry is blocked (any quote is cancelled, the skip is logged by the taker path)."""
+        cfg = ms.config
+        qb = self._quote_book(ms)
+        if reason and reason != "edge_below_min":
+            self._quote_actions(qb.plan(None, self.now_ns, reason), ms, out)
+            return False
+        m = self.markets[s.slug]
+        side, token, p_side = info["side"], info["token"], info["p_side"]
+        to_cutoff = (self._cutoff_ns(m, cfg) - self.now_ns) / NS
+        if (
+            cfg.order_type == "auto"
+            and not reason
+            and quotes.auto_takes(
+                info["edge"], to_cutoff, cfg.auto_taker_edge, cfg.auto_taker_within_s
+            )
+        ):
+            if not qb.open_ids:
+                return False
+            # the quote goes first: never a taker entry while a maker quote may still fill
+            self._quote_actions(qb.cancel_all("auto_takes"), ms, out)
+            self._decide(out, "skip", "quote_cancelling", s.slug, side, edge=info["edge"])
+            return True
+        if reason == "edge_below_min":
+            # entry_block stops at the taker edge before its daily-loss check: the maker's own
+            # worst case (the stake, no fee) must fit the day's loss limit as well
+            floor = self.daily_pnl - self.capital_at_risk() - cfg.stake_per_trade_usd
+            if floor < -self.config.max_daily_loss_usd - EPS:
+                self._quote_actions(qb.plan(None, self.now_ns, "daily_loss_headroom"), ms, out)
+                self._decide(out, "skip", "daily_loss_headroom", s.slug, side)
+                return True
+        book = self.books.get(token)
+        bid = book.best_bid if book is not None else None
+        ask = book.best_ask if book is not None else None
+        cap = min(p_side - cfg.min_edge_pct, cfg.max_entry_price)
+        price = quotes.maker_price(bid, ask, self._tick(token, m), cap, cfg.maker_improve_ticks)
+        size = (
+            quotes.maker_size(cfg.stake_per_trade_usd, price, m.min_order_size) if price else None
+        )
+        why = "no_maker_price" if price is None else "size_below_min_order"
+        wanted = quotes.Wanted(s.slug, token, side, price, size) if price and size else None
+        self._quote_actions(qb.plan(wanted, self.now_ns, why), ms, out, s)
+        if wanted is None:
+            self._decide(
+                out, "skip", why, s.slug, side, p_side=p_side, bid=bid, ask=ask, cap=cap, size=size
+            )
+        return True
+
+    def _quote_actions(
+        self,
+        actions: list[quotes.Action],
+        ms: MarketState | None,
+        out: list[tuple[str, Msg]],
+        s: SignalScore | None = None,
+    ) -> None:
+        """Send what the quote book asked for: CancelOrders and post-only GTC/GTD intents."""
+        for a in actions:
+            if isinstance(a, quotes.Cancel):
+                pend = self.pending.get(a.client_order_id)
+                out.append(
+                    (
+                        topics.CANCEL_ORDER,
+                        CancelOrder(
+                            ts_ns=self.now_ns, client_order_id=a.client_order_id, reason=a.reason
+                        ),
+                    )
+                )
+                self._decide(
+                    out,
+                    "skip",
+                    f"quote_cancel:{a.reason}",
+                    pend.slug if pend else "",
+                    pend.outcome if pend else None,
+                    a.client_order_id,
+                )
+                continue
+            assert ms is not None
+            self._place_quote(a.wanted, ms, out, s)
+
+    def _place_quote(
+        self,
+        w: quotes.Wanted,
+        ms: MarketState,
+        out: list[tuple[str, Msg]],
+        s: SignalScore | None,
+    ) -> None:
+        cfg = ms.config
+        m = self.markets[w.slug]
+        self._intent_n += 1
+        coid = (
+            f"{self.client_prefix}-{m.window_start_ns // NS}-{self.now_ns // MS}-{self._intent_n}q"
+        )
+        cutoff = self._cutoff_ns(m, cfg)
+        exp = quotes.gtd_expiration_s(self.now_ns, cutoff)
+        intent = OrderIntent(
+            client_order_id=coid,
+            slug=w.slug,
+            asset_id=w.asset_id,
+            outcome=w.outcome,  # type: ignore[arg-type]
+            side="BUY",
+            order_type="GTD" if exp else "GTC",
+            limit_price=w.price,
+            size=w.size,
+            expires_ns=self.now_ns + cfg.intent_ttl_ms * MS,
+            ts_intent_ns=self.now_ns,
+            origin_ts_exchange_ns=s.origin_ts_exchange_ns if s else 0,
+            origin_ts_recv_ns=s.origin_ts_recv_ns if s else 0,
+            ts_signal_ns=s.ts_signal_ns if s else 0,
+            tick_size=self._tick(w.asset_id, m),
+            min_order_size=m.min_order_size,
+            neg_risk=m.neg_risk,
+            fee_rate=m.fee_rate,
+            fee_exponent=m.fee_exponent,
+            fee_rebate_rate=m.fee_rebate_rate,
+            reason="maker_quote",
+            post_only=True,
+            expiration_s=exp,
+        )
+        # pending until filled or cancelled; given up 5 s after the cut-off if never answered
+        self.pending[coid] = PendingOrder(
+            coid,
+            "entry",
+            w.slug,
+            w.asset_id,
+            w.outcome,
+            w.size,
+            w.price,
+            cutoff,
+            self.now_ns,
+            market=ms.key,
+            resting=True,
+        )
+        self._quote_book(ms).placed(coid, w, self.now_ns)
+        self._decide(
+            out,
+            "enter",
+            "maker_quote",
+            w.slug,
+            w.outcome,
+            coid,
+            limit_price=w.price,
+            size=w.size,
+            order_type=intent.order_type,
+            expiration_s=exp,
+            score=s.score if s else 0.0,
+        )
+        out.append((topics.ORDER_INTENT, intent))
+
+    def _sweep_quotes(self, out: list[tuple[str, Msg]]) -> None:
+        """Cancel every quote that must not rest now: a halt (global or its market's), the
+        market removed or no longer maker, a stale feed (Binance, the CLOB, the quote's book),
+        or its window's entry cut-off less than QUOTE_CANCEL_LEAD_NS away."""
+        if not self.quote_books:
+            return
+        halts = self.halt_reasons()
+        for key, qb in self.quote_books.items():
+            live = [q for q in qb.quotes.values() if not q.cancelling]
+            if not live:
+                continue
+            ms = self.market_states.get(key)
+            why = ""
+            if halts:
+                why = "halted:" + ",".join(halts)
+            elif ms is None or not ms.configured:
+                why = "market_not_configured"
+            elif mh := self.market_halt_reasons(ms):
+                why = "halted:" + ",".join(mh)
+            elif ms.config.order_type not in ("maker", "auto"):
+                why = "order_type_changed"
+            elif self.feed_stale.get("binance") or self.feed_stale.get("clob"):
+                why = "feed_stale"
+            elif self.now_ns - self.last_spot_ns.get(ms.asset, 0) > ms.config.stale_after_ms * MS:
+                why = "stale_price_data"
+            else:
+                for q in live:
+                    m = self.markets.get(q.wanted.slug)
+                    book = self.books.get(q.wanted.asset_id)
+                    if (
+                        m is None
+                        or self.now_ns >= self._cutoff_ns(m, ms.config) - QUOTE_CANCEL_LEAD_NS
+                    ):
+                        why = "entry_cutoff"
+                    elif (
+                        book is None
+                        or self.now_ns - book.ts_recv_ns > ms.config.stale_after_ms * MS
+                    ):
+                        why = "stale_market_data"
+            if why:
+                self._quote_actions(qb.cancel_all(why), ms, out)
+
+    def cancel_all_quotes(self, reason: str) -> Out:
+        """One CancelOrder for every resting order of this strategy (shutdown, start: whatever
+        an earlier run left resting), every quote marked as being cancelled."""
+        for qb in self.quote_books.values():
+            for q in qb.quotes.values():
+                q.cancelling = True
+        return [(topics.CANCEL_ORDER, CancelOrder(ts_ns=self.now_ns, reason=reason))]
 
     # ------------------------------------------------------------------ exits
     def _check_exit(self, out: list[tuple[str, Msg]], ms: MarketState) -> None:
@@ -1270,6 +1515,11 @@ class StrategyCore(Core):
         ms = self.market_states.get(pend.market) if pend and pend.market else None
         ms = ms or self.state_of(slug, keep=True)
         if pend is not None:
+            if pend.resting and pend.filled <= EPS and not f.reverses_trade_id:
+                # a maker quote is an entry from its first fill (cancelled unfilled: none)
+                self.trades_today += 1
+                ms.trades_today += 1
+                self.entries[pend.slug] = self.entries.get(pend.slug, 0) + 1
             pend.filled += -f.size if f.reverses_trade_id else f.size
         if f.reverses_trade_id:  # the venue undid a trade (FAILED): the operator is told
             self._risk_event(
@@ -1339,6 +1589,8 @@ class StrategyCore(Core):
         # "intent_unanswered" ~7 s later
         if pend is not None and (pend.final or pend.filled >= pend.size - 1e-6):
             del self.pending[f.client_order_id]
+            if pend.resting and (qb := self.quote_books.get(pend.market)) is not None:
+                qb.done(f.client_order_id)
         out.append((topics.POSITION, self.position_state(ms)))
         out.append((topics.RISK_STATE, self.risk_state()))
 
@@ -1420,7 +1672,10 @@ class StrategyCore(Core):
         pend = self.pending.pop(coid, None)
         if pend is None:
             return
-        if pend.kind == "entry" and pend.filled <= EPS:
+        if pend.resting:
+            if (qb := self.quote_books.get(pend.market)) is not None:
+                qb.done(coid)
+        elif pend.kind == "entry" and pend.filled <= EPS:
             self.trades_today = max(0, self.trades_today - 1)  # no trade happened
             if (ms := self.market_states.get(pend.market)) is not None:
                 ms.trades_today = max(0, ms.trades_today - 1)
