@@ -132,6 +132,8 @@ class SignalCore(Core):
         self.resolved: set[str] = set()
         self.books: dict[str, tuple[float | None, float | None, int]] = {}
         self.token_slug: dict[str, str] = {}
+        # series key -> (its open window, valid from ns, valid until ns): current_market's answer
+        self._current: dict[str, tuple[MarketInfo | None, int, int]] = {}
         self.ptb: dict[str, tuple[float, float]] = {}  # slug -> (price to beat, source)
         self.ptb_final: set[str] = set()  # slugs whose estimate a later tick has confirmed
         self.assets: dict[str, AssetFeeds] = {}
@@ -232,12 +234,14 @@ class SignalCore(Core):
     def on_market_info(self, msg: MarketInfo, now_ns: int) -> Out:
         self._advance(msg.ts_recv_ns)
         self.markets[msg.slug] = msg
+        self._current.pop(msg.series, None)
         self.token_slug[msg.up_token_id] = msg.slug
         self.token_slug[msg.down_token_id] = msg.slug
         return []
 
     def on_market_resolved(self, msg: MarketResolved, now_ns: int) -> Out:
         self.resolved.add(msg.slug)
+        self._current.clear()
         return []
 
     def on_price_basis(self, msg: PriceBasis, now_ns: int) -> Out:
@@ -263,6 +267,7 @@ class SignalCore(Core):
                     if len(self.markets) <= limit or m.window_end_ns >= ts_ns:
                         break
                     del self.markets[slug]
+                    self._current.clear()
                     self.ptb.pop(slug, None)
                     self.ptb_final.discard(slug)
                     for t in (m.up_token_id, m.down_token_id):
@@ -272,15 +277,24 @@ class SignalCore(Core):
     def current_market(self, series: str = "") -> MarketInfo | None:
         """The window of market `series` (series key; the first configured when "") open now."""
         series = series or next(iter(self.series), "btc-5m")
+        now = self.now_ns
+        hit = self._current.get(series)
+        if hit is not None and hit[1] <= now < hit[2]:
+            return hit[0]  # no window of the series opened or closed since it was found
         best = None
+        lo, hi = 0, 1 << 63  # the span of time over which the answer holds
         for m in self.markets.values():
-            if (
-                m.window_start_ns <= self.now_ns < m.window_end_ns
-                and m.series == series
-                and m.slug not in self.resolved
-            ):
+            if m.series != series:
+                continue
+            for bound in (m.window_start_ns, m.window_end_ns):
+                if bound <= now:
+                    lo = max(lo, bound)
+                else:
+                    hi = min(hi, bound)
+            if m.window_start_ns <= now < m.window_end_ns and m.slug not in self.resolved:
                 if best is None or m.window_start_ns > best.window_start_ns:
                     best = m
+        self._current[series] = (best, lo, hi)
         return best
 
     def price_to_beat(self, m: MarketInfo) -> tuple[float, float] | None:
