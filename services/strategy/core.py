@@ -1992,7 +1992,13 @@ class StrategyCore(Core):
             "trades_today": self.trades_today,
             "daily_pnl": round(self.daily_pnl, 4),
             "loss_streak": self.loss_streak,
-            "warnings": [self.window_warning] if self.window_warning else [],
+            "warnings": [
+                f"{ms.key}: {ms.window_warning}"
+                if len(self.market_states) > 1
+                else ms.window_warning
+                for ms in self.market_states.values()
+                if ms.window_warning
+            ],
             "markets": {
                 k: {"halted": v["halted"], "position": (v["position"] or {}).get("slug")}
                 for k, v in self.market_risk().items()

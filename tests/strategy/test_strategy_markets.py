@@ -401,3 +401,16 @@ def test_a_market_not_configured_is_never_entered_nor_kept() -> None:
     assert (d.action, d.reason) == ("skip", "market_not_configured")
     assert list(core.market_states) == ["btc-5m"]
     assert set(risk(core).markets) == {"btc-5m"}
+
+
+def test_a_market_whose_entry_window_cannot_open_is_named_in_the_warnings() -> None:
+    core = make(
+        markets=[
+            {"asset": "btc", "window": "5m", "entry_window_min_sec": 280},
+            {"asset": "eth", "window": "15m", "entry_window_min_sec": 280},
+        ]
+    )
+    signal(core, "btc-5m", 100)
+    signal(core, "eth-15m", 100)
+    (warning,) = core.status()["warnings"]  # 280 + 30 >= 300 s; ETH's 900 s window fits
+    assert warning.startswith("btc-5m: no entry can happen")
