@@ -341,7 +341,7 @@ class PositionRedeemed(Msg, tag="redemption"):
 
 class TradeClosed(Msg, tag="trade_closed"):
     """One round trip closed (by exit fills or by settlement), from strategy: its P&L in USD net
-    of every fee it paid, for the trades table and the day's figures (which are their sum).
+    of every fee it paid and with the maker rebates it earned (`rebates`), for the trades table and the day's figures (which are their sum).
     `closing_key` is the trades-table event key of the row that closed it (the last exit fill,
     `fill:<client_order_id>:<trade_id>`, or `settlement:<slug>:<asset_id>`)."""
 
@@ -363,6 +363,8 @@ class TradeClosed(Msg, tag="trade_closed"):
     venue: str = ""
     mode: str = ""  # "paper" | "real"
     market: str = "btc-5m"  # the series key (MarketInfo.series)
+    # maker rebates the round trip earned (USD, issue 18), already in `pnl`
+    rebates: float = 0.0
 
 
 class PositionState(Msg, tag="position"):

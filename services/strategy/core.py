@@ -126,6 +126,8 @@ class Position:
     sold: float = 0.0
     proceeds: float = 0.0
     exit_fees: float = 0.0
+    # maker rebates earned (USD, OrderFilled.rebate_usd): in the P&L, `cost` is net of them
+    rebates: float = 0.0
 
     def take_terms(self, m: MarketInfo | Mapping[str, Any], source: str) -> None:
         """Keep a market's (or a ledger order row's) fee schedule, tick size and order rules."""
@@ -139,7 +141,7 @@ class Position:
 
     @property
     def avg_price(self) -> float:
-        return (self.cost - self.fees) / self.size if self.size > EPS else 0.0
+        return (self.cost - self.fees + self.rebates) / self.size if self.size > EPS else 0.0
 
 
 @dataclass
@@ -1557,8 +1559,9 @@ class StrategyCore(Core):
                 # the exit retry delay is for this position's failed exits, not the last one's
                 ms.last_exit_try_ns = 0
             p.size += f.size
-            p.cost += f.price * f.size + f.fee
+            p.cost += f.price * f.size + f.fee - f.rebate_usd
             p.fees += f.fee
+            p.rebates += f.rebate_usd
             p.bought += f.size
             p.paid += f.price * f.size
         else:
@@ -1570,7 +1573,8 @@ class StrategyCore(Core):
                 return
             sold = min(f.size, p.size)
             cost_part = p.cost * sold / p.size
-            pnl = f.price * sold - f.fee - cost_part
+            pnl = f.price * sold - f.fee + f.rebate_usd - cost_part
+            p.rebates += f.rebate_usd
             p.size -= sold
             p.cost -= cost_part
             p.realized += pnl
@@ -1617,6 +1621,7 @@ class StrategyCore(Core):
             entry_price=round(p.paid / p.bought, 6) if p.bought > EPS else p.entry_price,
             exit_price=round(received / p.bought, 6) if p.bought > EPS else 0.0,
             fees=round(p.fees + p.exit_fees, 6),
+            rebates=round(p.rebates, 6),
             pnl=round(p.realized, 6),
             won=bool(won) if won is not None else p.realized > 0,
             opened_ns=p.opened_ns,
@@ -1646,6 +1651,7 @@ class StrategyCore(Core):
                 "how": how,
                 "pnl": round(p.realized, 6),
                 "fees": round(p.fees, 6),
+                "rebates": round(p.rebates, 6),
                 "won": won,
                 "p_model": p.p_model,
             }
