@@ -105,6 +105,11 @@ MIGRATIONS = [
     ALTER TABLE signals ADD COLUMN market TEXT NOT NULL DEFAULT 'btc-5m';
     CREATE INDEX IF NOT EXISTS trades_market ON trades(market, day)
     """,
+    # issue 18: a fill's side of the trade ("maker" rests and earns `rebate` USD, no fee)
+    """
+    ALTER TABLE trades ADD COLUMN liquidity TEXT NOT NULL DEFAULT '';
+    ALTER TABLE trades ADD COLUMN rebate REAL NOT NULL DEFAULT 0
+    """,
 ]
 
 COLUMNS = {
@@ -128,6 +133,8 @@ COLUMNS = {
         "venue",
         "mode",
         "market",
+        "liquidity",
+        "rebate",
     ),
     "signals": (
         "ts_ns",

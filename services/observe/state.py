@@ -93,6 +93,7 @@ class Series:
     wins_today: int = 0
     pnl_today: float = 0.0
     fees_today: float = 0.0
+    rebates_today: float = 0.0  # maker rebates earned (USD, issue 18)
     # Brier scores of this market's resolved windows (the core's `scores` are of all markets)
     scores: RunningScores = field(default_factory=lambda: RunningScores())
 
@@ -105,7 +106,7 @@ class Series:
 
     def reset_day(self) -> None:
         self.entries_today = self.wins_today = 0
-        self.pnl_today = self.fees_today = 0.0
+        self.pnl_today = self.fees_today = self.rebates_today = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +254,7 @@ class ObserveCore:
         self.wins_today = 0
         self.pnl_today = 0.0
         self.fees_today = 0.0
+        self.rebates_today = 0.0  # maker rebates earned (USD, issue 18)
         # latency
         self.latency = LatencyStats()
         self._breach_logged: dict[tuple[str, str], int] = {}
@@ -376,6 +378,9 @@ class ObserveCore:
             fee = r.get("fee") or 0.0
             self.fees_today += fee
             ser.fees_today += fee
+            rebate = r.get("rebate") or 0.0
+            self.rebates_today += rebate
+            ser.rebates_today += rebate
             if r.get("side") == "BUY":
                 self.entries_today += 1
                 ser.entries_today += 1
@@ -417,7 +422,7 @@ class ObserveCore:
         if day != self.day:
             self.day = day
             self.entries_today = self.settled_today = self.wins_today = 0
-            self.pnl_today = self.fees_today = 0.0
+            self.pnl_today = self.fees_today = self.rebates_today = 0.0
             self.pnl_counted.clear()
             for ser in self.series.values():
                 ser.reset_day()
@@ -754,6 +759,8 @@ class ObserveCore:
             "price": msg.price,
             "size": msg.size,
             "fee": msg.fee,
+            "liquidity": msg.liquidity,
+            "rebate": msg.rebate_usd,
             "pnl": None,
             "won": None,
             "client_order_id": msg.client_order_id,
@@ -788,6 +795,8 @@ class ObserveCore:
             "price": msg.payout,
             "size": msg.size,
             "fee": 0.0,
+            "liquidity": "",
+            "rebate": 0.0,
             "pnl": msg.pnl,
             "won": msg.won,
             "client_order_id": "",

@@ -160,6 +160,8 @@ def metrics_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
         "settled_today": settled,
         "win_rate": round(wins / decided, 4) if decided else None,
         "fees_today": round(core.fees_today, 4),
+        # maker rebates earned today (USD, issue 18; in the P&L), per fill in the trades rows
+        "rebates_today": round(core.rebates_today, 4),
         "source": source,
         "venue": core.book()[0],  # the book these figures belong to
         "mode": core.book()[1],

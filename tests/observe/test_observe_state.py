@@ -220,7 +220,7 @@ def test_live_pnl_marks_at_the_bid_and_metrics_count_today() -> None:
 def test_recorder_migrates_once_dedups_trades_and_pages(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     rec = Recorder(db)
-    assert rec.schema_version == len(MIGRATIONS) == 5
+    assert rec.schema_version == len(MIGRATIONS) == 6
     c = core()
     for i in range(5):
         for r in c.handle(
@@ -250,7 +250,7 @@ def test_recorder_migrates_once_dedups_trades_and_pages(tmp_path: Path) -> None:
         rec.add("orders", {})
     rec.close()
     again = Recorder(db)  # reopening does not re-run the migration
-    assert again.schema_version == 5 and again.count("trades") == 5
+    assert again.schema_version == 6 and again.count("trades") == 5
     again.close()
 
 
@@ -471,3 +471,47 @@ def test_a_book_read_lazily_off_the_bus_shows_as_the_whole_book() -> None:
         c.handle("md.book.U", msg, NOW)
         docs.append(views.books_doc(c, NOW + 10**6)["up"])
     assert docs[0] == docs[1] and docs[1]["bids"] == [[0.50, 10.0], [0.49, 20.0]]
+
+
+def test_maker_fill_rebate_in_the_trades_row_and_todays_figures(tmp_path: Path) -> None:
+    """Issue 18: a maker fill's rebate (USD) goes in its trades row (API /api/trades) and in
+    today's `rebates_today` beside `fees_today` (API /api/status metrics, the dashboard)."""
+    rec = Recorder(tmp_path / "t.db")
+    c = core()
+    fills = [
+        OrderFilled(
+            client_order_id="m",
+            asset_id="U",
+            side="BUY",
+            price=0.48,
+            size=10.0,
+            fee=0.0,
+            ts_fill_ns=NOW,
+            slug="s",
+            trade_id="tm",
+            liquidity="maker",
+            rebate_usd=0.03494,
+        ),
+        OrderFilled(
+            client_order_id="t",
+            asset_id="U",
+            side="SELL",
+            price=0.52,
+            size=10.0,
+            fee=0.17472,
+            ts_fill_ns=NOW + 1,
+            slug="s",
+            trade_id="tt",
+        ),
+    ]
+    for f in fills:
+        for r in c.handle("exec.fill", f, NOW):
+            if isinstance(r, Row):
+                rec.add(r.table, r.values)
+    rec.flush()
+    rows = {t["client_order_id"]: t for t in rec.trades(limit=10)["items"]}
+    assert (rows["m"]["liquidity"], rows["m"]["rebate"], rows["m"]["fee"]) == ("maker", 0.03494, 0)
+    assert (rows["t"]["liquidity"], rows["t"]["rebate"]) == ("taker", 0.0)
+    m = views.metrics_doc(c, NOW)
+    assert (m["fees_today"], m["rebates_today"]) == (0.1747, 0.0349)
+    rec.close()

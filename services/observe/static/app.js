@@ -343,6 +343,7 @@ function render(d) {
   $("m-trades").textContent = mt.trades_today ?? "—";
   $("m-winrate").textContent = mt.win_rate === null || mt.win_rate === undefined ? "—" : pct(mt.win_rate, 0);
   $("m-fees").textContent = usd(mt.fees_today, 3);
+  $("m-rebates").textContent = usd(mt.rebates_today ?? 0, 3);
   // winning tokens pay nothing until redeemed: what came back vs what the wallet still waits for
   const rd = d.redemptions || {};
   $("m-redeemed").textContent = rd.redeemed_usd === undefined ? "—" : usd(rd.redeemed_usd);
@@ -606,7 +607,7 @@ async function loadTrades() {
   $("trades-total").textContent = `${page.total} total`;
   $("trades").innerHTML = page.items.map((t) => {
     const pnl = t.pnl === null ? "" : `<span class="${t.pnl >= 0 ? "pnl-pos" : "pnl-neg"}">${signed(t.pnl, 2)}</span>`;
-    return `<tr><td class="mono">${hhmmss(t.ts_ns)}</td><td class="mono" title="${esc(t.slug)}">${esc(t.market || t.slug)}</td><td>${esc(t.kind)}</td><td>${esc(t.side)}</td><td class="${t.outcome === "Up" ? "pnl-pos" : "pnl-neg"}">${esc(t.outcome)}</td><td class="r mono">${fmt(t.price, 3)}</td><td class="r mono">${fmt(t.size, 2)}</td><td class="r mono">${fmt(t.fee, 4)}</td><td class="r mono">${pnl}</td><td class="muted">${esc(t.venue || "?")} · ${t.dry_run ? "paper" : "REAL"}</td></tr>`;
+    return `<tr><td class="mono">${hhmmss(t.ts_ns)}</td><td class="mono" title="${esc(t.slug)}">${esc(t.market || t.slug)}</td><td>${esc(t.kind)}</td><td>${esc(t.side)}</td><td class="${t.outcome === "Up" ? "pnl-pos" : "pnl-neg"}">${esc(t.outcome)}</td><td class="r mono">${fmt(t.price, 3)}</td><td class="r mono">${fmt(t.size, 2)}</td><td class="r mono"${t.liquidity === "maker" ? ` title="maker fill: no fee, rebate ${fmt(t.rebate, 5)} USD"` : ""}>${fmt(t.fee, 4)}${t.rebate ? ` <span class="pnl-pos">+${fmt(t.rebate, 4)}</span>` : ""}</td><td class="r mono">${pnl}</td><td class="muted">${esc(t.venue || "?")} · ${t.dry_run ? "paper" : "REAL"}</td></tr>`;
   }).join("") || '<tr><td colspan="10" class="muted">no trades recorded yet</td></tr>';
 }
 function maybeReloadTrades(d) {
