@@ -17,7 +17,7 @@ FIXTURES = REPO / "tests" / "fixtures"
 T = TypeVar("T")
 # The seed's model alone, unscaled: what whole-system tests that need trades run. The shipped
 # config's fitted blend follows the market and rarely sees an edge (README "Does it have an
-# edge?"), and the simulated venue prices its books with the unscaled model.
+# edge?"); the simulated venue prices its books by its own process (diffusion and jumps).
 SEED_MODEL = {
     "blend_market_weight": 0.0,
     "blend_model_weight": 1.0,

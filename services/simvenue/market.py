@@ -1337,9 +1337,13 @@ class SimMarket:
         vol_mult: float = 1.0,
         basis_usd: float = 0.0,
     ) -> float:
-        """Probability of Up from a view of BTC (`log_price`, Binance units; default the
-        quoters' view), settling on Chainlink = Binance - `basis_usd`, with `vol_mult` times
-        the path's volatility."""
+        """Probability of Up from a view of the asset (`log_price`, Binance units; default the
+        quoters' view), settling on Chainlink = Binance - `basis_usd`, under the venue's own
+        process: diffusion at `vol_mult` times the path's volatility PLUS its jumps (a Poisson
+        mixture over the number of jumps left, each moving the remaining TWAP samples). This
+        is not the trading model's formula (services/signal/model.py prices the diffusion alone,
+        with its own vol estimate and fitted scale): the books follow the venue's process, so a
+        model gets no edge by construction, only what it can find."""
         lp = self._quoter_log if log_price is None else log_price
         k = w.price_to_beat
         if k is None:
@@ -1365,9 +1369,27 @@ class SimMarket:
             * math.sqrt(before + rem / 3.0)
             * (rem / self.lookback_s)
         )
-        if std <= 1e-9:
+        # jumps: rate per second and log size (the leader's own; another asset has its own
+        # jumps and the leader's, scaled by its loading, PriceGroup.move/SpotPath.draw)
+        spot = self.spot
+        leader = spot.asset == "btc"
+        rate = JUMP_RATE_PER_S * (1.0 if leader else 2.0)
+        lead_sigma = ASSETS["btc"][2] / math.sqrt(365 * 24 * 3600)
+        scale2 = 1.0 if leader else (1.0 + (spot.beta * spot.sigma / lead_sigma) ** 2) / 2.0
+        mean_jumps = rate * (before + rem / 3.0)  # mean-square weight of a jump on the TWAP
+        jump_var = (s_now * (rem / self.lookback_s)) ** 2 * JUMP_LOG_SIGMA**2 * scale2
+        if std <= 1e-9 and (mean_jumps <= 0.0 or jump_var <= 0.0):
             return 1.0 if expected >= k else 0.0
-        return _norm_cdf((expected - k) / std)
+        d = expected - k
+        w0 = math.exp(-mean_jumps)
+        p, wsum, wn = 0.0, 0.0, w0
+        for n in range(4):  # P(4+ jumps left) < 1e-4 with at most ~0.4 expected
+            if n:
+                wn *= mean_jumps / n
+            sd = math.sqrt(std * std + n * jump_var)
+            p += wn * (_norm_cdf(d / sd) if sd > 1e-9 else (1.0 if d >= 0 else 0.0))
+            wsum += wn
+        return p / wsum
 
     def _clob(self, t: int, dt: float) -> None:
         w = self.current_window()
