@@ -5,7 +5,6 @@ can add a market without a restart."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import httpx
@@ -76,20 +75,27 @@ def test_eight_markets_get_books_and_signals(iso_env: dict[str, str]) -> None:
             s = signals[key]
             slugs = {m.slug for m in markets.values() if m.series == key}
             assert s.slug in slugs, (key, s.slug)
-        # the operator adds a ninth market (the file the API writes): followed, no restart
+        # the operator adds a ninth market through the API (strategy applies it and writes the
+        # data directory's config.json, which ingest and the venue follow): no restart
         pids = {n: sup.pid(n) for n in ("simvenue", "ingest", "signal")}
         doc = read_config_file(CONFIG)
-        doc["markets"].append({"asset": "btc", "window": "1h"})
-        (Path(iso_env["POLYEDGE_DATA_DIR"]) / "config.json").write_text(
-            json.dumps({"markets": doc["markets"]})
+        api = f"http://127.0.0.1:{iso_env['API_PORT']}"
+        r = httpx.post(
+            api + "/api/config",
+            json={"markets": [*doc["markets"], {"asset": "btc", "window": "1h"}]},
+            timeout=10,
         )
+        assert r.status_code == 200, r.text
+        bad = httpx.post(
+            api + "/api/config", json={"markets": [{"asset": "btc", "window": "2m"}]}, timeout=10
+        )
+        assert bad.status_code == 422 and "markets[0].window" in bad.text
         wait_for(
             lambda: (pump() or True) and "btc-1h" in booked(),
             90,
             what="btc-1h found on Gamma and booked after the config edit",
         )
         assert {n: sup.pid(n) for n in pids} == pids
-        api = f"http://127.0.0.1:{iso_env['API_PORT']}"
         wait_for(  # strategy applied the same edit (observe shows its config in force)
             lambda: len(httpx.get(api + "/api/config", timeout=5).json()["config"]["markets"]) == 9,
             30,
