@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.config import (
+    WINDOWS,
     ConfigError,
     StrategyConfig,
     load_settings,
@@ -48,7 +49,38 @@ def _bounds(t: Any) -> tuple[float, float, bool, bool]:
     return lo, hi, t.gt is not None, t.lt is not None
 
 
+# `markets` (issue 17): a list of `{"asset", "window", "enabled"?}` entries, one per series key;
+# a bad entry is named `markets[i]` or `markets[i].<field>` (common.config.market_specs)
+MARKET_ENTRIES = st.lists(
+    st.fixed_dictionaries(
+        {
+            "asset": st.sampled_from(["btc", "eth", "sol", "xrp"]),
+            "window": st.sampled_from(list(WINDOWS)),
+        },
+        optional={"enabled": st.booleans()},
+    ),
+    max_size=4,
+    unique_by=lambda m: (m["asset"], m["window"]),
+)
+BAD_MARKETS = st.sampled_from(
+    ["5", "", None, True, {}, {"v": 1}, [1], [{"asset": "B", "window": "5m"}]]
+) | st.lists(
+    st.sampled_from(
+        [{"asset": "btc", "window": "2m"}, {"asset": "btc", "window": "5m", "enabled": 1}]
+    ),
+    min_size=1,
+    max_size=2,
+)
+
+
+def named_field(error_key: str) -> str:
+    """The top-level field an error names: `markets[0].asset` -> `markets`."""
+    return error_key.split("[", 1)[0] if error_key.startswith("markets[") else error_key
+
+
 def valid_value(t: Any) -> st.SearchStrategy[Any]:
+    if isinstance(t, msgspec.inspect.ListType):
+        return MARKET_ENTRIES
     if isinstance(t, msgspec.inspect.BoolType):
         return st.booleans()
     if isinstance(t, msgspec.inspect.LiteralType):
@@ -60,6 +92,8 @@ def valid_value(t: Any) -> st.SearchStrategy[Any]:
 
 
 def invalid_value(t: Any) -> st.SearchStrategy[Any]:
+    if isinstance(t, msgspec.inspect.ListType):
+        return BAD_MARKETS
     wrong_types = st.sampled_from(["5", "", None, True, False, [], {}, [1], {"v": 1}])
     if isinstance(t, msgspec.inspect.BoolType):  # strict: 0, 1, "true" are not booleans
         return st.sampled_from(["true", "", None, 0, 1, 1.5, [], {}])
@@ -103,7 +137,7 @@ def test_every_bad_config_field_is_named(case: tuple[dict[str, Any], set[str]]) 
         return
     with pytest.raises(ConfigError) as e:
         validate_strategy_config(doc, "fuzz")
-    assert set(e.value.errors) == bad, (doc, e.value.errors)
+    assert {named_field(k) for k in e.value.errors} == bad, (doc, e.value.errors)
     assert all(isinstance(m, str) and m for m in e.value.errors.values())
     assert "fuzz" in str(e.value)
 
