@@ -450,7 +450,7 @@ class IngestCore(Core):
         if not w.released:
             for token in (info.up_token_id, info.down_token_id):
                 self.books.follow(token, info.tick_size)
-        return self._roll(now_ns, force=True)
+        return self._roll(now_ns, force=True, only=info.series)
 
     def window_length_ns(self, series: str = "btc-5m") -> int | None:
         """From the series' latest discovered market's own times (never a hard-coded 300 s)."""
@@ -538,16 +538,17 @@ class IngestCore(Core):
             return None, ""
         return w.feed_ptb[0], w.feed_ptb[1]
 
-    def _roll(self, now_ns: int, force: bool = False) -> Out:
+    def _roll(self, now_ns: int, force: bool = False, only: str | None = None) -> Out:
         """Assign roles by the clock, series by series; release old tokens, publish what
-        changed."""
+        changed (`force`: every market again, of the series `only` when given: a Gamma answer
+        republishes its own series, not all eight)."""
         out: Out = []
         by_series: dict[str, list[Window]] = {}
         for w in self.windows.values():
             if not w.released:
                 by_series.setdefault(w.info.series, []).append(w)
-        for live in by_series.values():
-            out.extend(self._roll_series(live, now_ns, force))
+        for key, live in by_series.items():
+            out.extend(self._roll_series(live, now_ns, force and (only is None or key == only)))
         # forget long-gone windows so the dict stays small
         for slug in [
             s
