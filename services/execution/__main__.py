@@ -84,6 +84,12 @@ class ExecutionRunner(ServiceRunner):
         try:
             return self.serve([orders, md], TIMER_MS)
         finally:
+            if self.venue is not None and self.core.resting:
+                # nothing of ours rests once execution is gone (issue 18; a crash: heartbeat)
+                try:
+                    self.venue.cancel_all()
+                except Exception as e:  # noqa: BLE001 - shutting down: say so, go on
+                    self.log.error("cancel_all_at_shutdown_failed", error=str(e)[:200])
             if self.venue is not None:
                 self.venue.close()
             self.ledger.close()

@@ -70,6 +70,9 @@ def record_book(book: Book, side: str) -> str:
 
 
 # --- the venue adapter's interface (live.LiveVenue implements it) -----------------------------
+MAKER_POLL_INTERVAL_NS = 1_000_000_000  # live: resting orders' maker fills looked up every second
+
+
 class VenueError(Exception):
     """The adapter could not even build or send the order (nothing reached the venue)."""
 
@@ -183,6 +186,7 @@ class ExecutionCore(Core):
         self._recv_ns: dict[str, int] = {}  # intent receipt time, until its ack or reject
         # paper resting (maker) orders, filled by the queue model from the books (issue 18)
         self.resting = RestingBook()
+        self._next_maker_poll_ns = 0
 
     # --- time ---------------------------------------------------------------------------------
     def _t(self) -> int:
@@ -250,6 +254,9 @@ class ExecutionCore(Core):
         if self.venue is not None and self.now_ns >= self._next_trade_check_ns:
             self._next_trade_check_ns = self.now_ns + TRADE_CHECK_INTERVAL_NS
             out += self.check_trades()
+        if self.venue is not None and self.resting and self.now_ns >= self._next_maker_poll_ns:
+            self._next_maker_poll_ns = self.now_ns + MAKER_POLL_INTERVAL_NS
+            out += self.poll_maker_fills()
         return out
 
     def _due(self, coid: str) -> bool:
@@ -759,6 +766,49 @@ class ExecutionCore(Core):
                 ),
             )
         ]
+
+    def poll_maker_fills(self) -> Out:
+        """Live: the venue's maker fills of each resting order (the adapter's `resting_fills`:
+        user channel, then REST trades), the new ones booked as maker fills with the rebate;
+        an order filled in full leaves the resting book."""
+        resting_fills = getattr(self.venue, "resting_fills", None)
+        if resting_fills is None:
+            return []
+        out: Out = []
+        t = self._t()
+        for r in list(self.resting.orders.values()):
+            intent = r.intent
+            try:
+                got = resting_fills(r.venue_order_id, intent.asset_id)
+            except Exception as e:  # noqa: BLE001 - a failed poll is retried on the next tick
+                self.log("execution", "maker_fill_poll_failed", "WARNING", error=str(e)[:200])
+                continue
+            seen = {row["trade_id"] for row in self.ledger.fills_of(intent.client_order_id)}
+            sched = money.FeeSchedule.of(
+                intent.fee_rate, intent.fee_exponent, rebate_rate=intent.fee_rebate_rate
+            )
+            new = [
+                VenueTrade(
+                    tr.trade_id,
+                    tr.price,
+                    tr.size,
+                    0.0,
+                    "maker",
+                    float(money.maker_rebate(tr.size, str(tr.price), sched)),
+                )
+                for tr in got
+                if tr.trade_id not in seen
+            ]
+            if not new:
+                continue
+            filled = sum(tr.size for tr in got)
+            done = filled + 1e-9 >= intent.size
+            out += self._fills(
+                intent, new, "filled" if done else "partial", t, r.venue_order_id, False
+            )
+            if done:
+                self.resting.remove(intent.client_order_id)
+        return out
 
     def _expire_resting(self) -> Out:
         out: Out = []

@@ -1697,6 +1697,8 @@ class StrategyCore(Core):
             if self.now_ns > pend.expires_ns + PENDING_GRACE_NS:
                 # outcome unknown: keep the trade counted (conservative), stop blocking
                 del self.pending[coid]
+                if pend.resting and (qb := self.quote_books.get(pend.market)) is not None:
+                    qb.done(coid)  # a quote nobody answered (execution restarted) blocks no more
                 self._risk_event(
                     "intent_unanswered", "WARNING", client_order_id=coid, kind=pend.kind
                 )

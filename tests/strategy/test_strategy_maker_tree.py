@@ -1,0 +1,110 @@
+"""Maker mode on the whole tree in live mode against the simulated venue (issue 18): strategy's
+post-only quotes rest at the venue (/sim/state), and none is left resting after its window's
+entry cut-off, after a halt (emergency stop), or after a `kill -9` of execution (nobody
+heartbeats: the venue's dead-man switch cancels them, ~10 s, PROTOCOLS.md section 4; the
+restarted execution never re-sends them). A throwaway key; every venue URL pinned to the local
+simulator (nothing here can reach a real venue)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from common.config import sim_urls
+from tests.chaos.chaos_harness import HOLD_CONFIG, Tree, running_tree
+from tests.conftest import free_port, wait_for
+
+pytestmark = pytest.mark.whole_system  # starts a supervisord tree (pyproject markers)
+
+WINDOW_S = 30
+CUTOFF_S = 8  # min_seconds_before_close: quotes are cancelled 1 s before it
+MAKER_CONFIG: dict[str, Any] = {
+    **HOLD_CONFIG,
+    "order_type": "maker",
+    "min_seconds_before_close": CUTOFF_S,
+}
+
+
+@pytest.fixture(scope="module")
+def tree() -> Iterator[Tree]:
+    sim_port = free_port()
+    live = {
+        "DRY_RUN": "false",
+        "ENABLE_REAL_TRADING": "true",
+        "PRIVATE_KEY": Account.create().key.hex(),  # throwaway, only ever seen by the simulator
+        "SIM_PORT": str(sim_port),
+        **sim_urls(sim_port),
+    }
+    with running_tree(MAKER_CONFIG, window_s=WINDOW_S, extra_env=live, sim_port=sim_port) as t:
+        yield t
+
+
+def live_orders(tree: Tree) -> list[dict[str, Any]]:
+    return [o for o in tree.sim_state().get("orders") or [] if o.get("status") == "LIVE"]
+
+
+def slug_of(tree: Tree, venue_order_id: str) -> str:
+    rows = tree.query("SELECT slug FROM orders WHERE venue_order_id=?", (venue_order_id,))
+    return rows[0][0] if rows else ""
+
+
+def wait_quote(tree: Tree, timeout: float = 90) -> list[dict[str, Any]]:
+    return wait_for(lambda: live_orders(tree) or None, timeout, 0.2, what="a quote resting")
+
+
+def test_quotes_rest_and_none_outlives_its_window_cut_off(tree: Tree) -> None:
+    first = wait_quote(tree)
+    assert all(o["side"] == "BUY" and o["order_type"] in ("GTC", "GTD") for o in first)
+    rows = tree.query(
+        "SELECT order_type, status FROM orders WHERE venue_order_id=?", (first[0]["id"],)
+    )
+    assert rows and rows[0][0] in ("GTC", "GTD"), rows
+    # watch two windows: a quote seen resting is never past its window's cut-off (+1 s slack
+    # for the cancel's round trip under load)
+    seen: set[str] = set()
+    end = time.time() + 2 * WINDOW_S
+    while time.time() < end:
+        now = time.time()
+        for o in live_orders(tree):
+            slug = slug_of(tree, o["id"])
+            if not slug:
+                continue  # placed, the ledger row not written with its id yet
+            seen.add(o["id"])
+            cutoff = int(slug.rsplit("-", 1)[1]) + WINDOW_S - CUTOFF_S
+            assert now < cutoff + 1.0, (
+                f"{o['id']} ({slug}) rests {now - cutoff:.1f} s after cut-off"
+            )
+        time.sleep(0.25)
+    assert seen, "no quote was seen resting over two windows"
+    # every quote cancelled by strategy is answered "cancelled" in the ledger
+    assert tree.query("SELECT COUNT(*) FROM orders WHERE status='cancelled'")[0][0] > 0
+
+
+def test_a_halt_cancels_every_resting_quote(tree: Tree) -> None:
+    wait_quote(tree)
+    r = tree.post("/api/emergency-stop", {"reason": "maker test"})
+    assert r.status_code == 200, r.text
+    try:
+        wait_for(lambda: not live_orders(tree), 5, 0.1, what="no quote resting after the halt")
+        time.sleep(2)  # and none placed while halted
+        assert not live_orders(tree)
+    finally:
+        r = tree.post("/api/emergency-stop/clear")
+        assert r.status_code == 200, r.text
+
+
+def test_kill9_of_execution_leaves_nothing_resting(tree: Tree) -> None:
+    ids = {o["id"] for o in wait_quote(tree)}
+    old_pid, _ = tree.kill9("execution")
+    tree.wait_restarted("execution", old_pid)
+
+    def gone() -> bool:
+        states = {o["id"]: o["status"] for o in tree.sim_state().get("orders") or []}
+        return all(states.get(i) != "LIVE" for i in ids)
+
+    # the heartbeat stops with the process: the venue cancels its orders ~10 s later
+    wait_for(gone, 25, 0.25, what="the killed execution's quotes cancelled by the venue")
