@@ -200,6 +200,9 @@ class Window:
     tick: int = 10  # milli
     up_bids: dict[int, int] = field(default_factory=dict)  # price milli -> size centi
     up_asks: dict[int, int] = field(default_factory=dict)
+    # users' resting orders, shown in the book beside the quoters' size (Up terms, centi)
+    user_bids: dict[int, int] = field(default_factory=dict)
+    user_asks: dict[int, int] = field(default_factory=dict)
     last_trade: dict[str, int] = field(default_factory=dict)
     price_to_beat: float | None = None
     final_price: float | None = None
@@ -242,17 +245,35 @@ class Window:
     def outcome_of(self, token: str) -> str:
         return "Up" if token == self.up_token else "Down"
 
+    def shown(self) -> tuple[dict[int, int], dict[int, int]]:
+        """The Up book as displayed: the quoters' size plus users' resting orders."""
+        ub, ua = self.up_bids, self.up_asks
+        if self.user_bids:
+            ub = dict(ub)
+            for p, c in self.user_bids.items():
+                ub[p] = ub.get(p, 0) + c
+        if self.user_asks:
+            ua = dict(ua)
+            for p, c in self.user_asks.items():
+                ua[p] = ua.get(p, 0) + c
+        return ub, ua
+
     def levels(self, token: str) -> tuple[dict[int, int], dict[int, int]]:
-        """(bids, asks) of `token` in its own price terms."""
+        """(bids, asks) of `token` in its own price terms, as displayed (users' orders too)."""
+        ub, ua = self.shown()
         if token == self.up_token:
-            return dict(self.up_bids), dict(self.up_asks)
-        bids = {1000 - p: s for p, s in self.up_asks.items()}
-        asks = {1000 - p: s for p, s in self.up_bids.items()}
+            return dict(ub), dict(ua)
+        bids = {1000 - p: s for p, s in ua.items()}
+        asks = {1000 - p: s for p, s in ub.items()}
         return bids, asks
 
     def best(self, token: str) -> tuple[int | None, int | None]:
-        """(best bid, best ask) of `token` in its own price terms (milli), without copying."""
-        ub, ua = self.up_bids, self.up_asks
+        """(best bid, best ask) of `token` in its own price terms (milli), as displayed; without
+        copying when no user order rests."""
+        if self.user_bids or self.user_asks:
+            ub, ua = self.shown()
+        else:
+            ub, ua = self.up_bids, self.up_asks
         if token == self.up_token:
             return (max(ub) if ub else None, min(ua) if ua else None)
         return (1000 - min(ua) if ua else None, 1000 - max(ub) if ub else None)
@@ -930,12 +951,28 @@ class SimMarket:
         o = RestingOrder(order_id, token, side, price, centi, 0, w.start_s, self._rest_seq)
         book, p_up = self._rest_level(w, o)
         o.ahead = book.get(p_up, 0)
+        self._show(w, book is w.up_bids, p_up, centi)
         self.resting[order_id] = o
         return o
 
     def unrest(self, order_id: str) -> RestingOrder | None:
         """Take a resting order off the book (cancelled, expired); None when it is not there."""
-        return self.resting.pop(order_id, None)
+        o = self.resting.pop(order_id, None)
+        w = self.windows.get(o.window_start) if o is not None else None
+        if o is not None and w is not None:
+            book, p_up = self._rest_level(w, o)
+            self._show(w, book is w.up_bids, p_up, -o.remaining)
+        return o
+
+    def _show(self, w: Window, bids: bool, p_up: int, delta: int) -> None:
+        """Change the users' displayed size at `p_up` by `delta` centi-shares and publish the
+        level (a `price_change` with the quoters' size plus the users')."""
+        shown = w.user_bids if bids else w.user_asks
+        shown[p_up] = shown.get(p_up, 0) + delta
+        if shown[p_up] <= 0:
+            del shown[p_up]
+        sim = (w.up_bids if bids else w.up_asks).get(p_up, 0)
+        self._push_changes(w, [(p_up, "BUY" if bids else "SELL", sim)], self.t_ns)
 
     @staticmethod
     def _rest_level(w: Window, o: RestingOrder) -> tuple[dict[int, int], int]:
@@ -952,6 +989,10 @@ class SimMarket:
         self.maker_fills.append(
             MakerFill(o.order_id, centi, o.price, taker_token, taker_side, tp, t)
         )
+        w = self.windows.get(o.window_start)
+        if w is not None:
+            book, p_up = self._rest_level(w, o)
+            self._show(w, book is w.up_bids, p_up, -centi)
         if o.remaining <= 0:
             self.resting.pop(o.order_id, None)
 
@@ -1487,7 +1528,10 @@ class SimMarket:
         def b(x: int | None) -> str:
             return fmt_price(x) if x is not None else "0"
 
+        users = w.user_bids or w.user_asks
         for p, side, size in changes:
+            if users:  # the level as displayed: the users' resting size too
+                size += (w.user_bids if side == "BUY" else w.user_asks).get(p, 0)
             entries.append(
                 {
                     "asset_id": w.up_token,

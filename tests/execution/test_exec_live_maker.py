@@ -135,27 +135,33 @@ def test_heartbeat_keeps_orders_while_alive_and_the_venue_cancels_them_after_a_c
 
 
 def test_resting_fills_are_read_back_as_maker_fills(lsim: SimProc) -> None:
-    """A post-only BUY at the best bid is filled by the simulated flow; the adapter reads the
-    fills from the venue's trades (`maker_orders`), at the order's price and without fee, and
-    they add up to the order's `size_matched`."""
+    """Post-only BUYs at the best bid of both tokens (whichever way the price moves, one is in
+    its way) are filled by the simulated flow; the adapter reads the fills back from the venue's
+    trades (`maker_orders`), at the order's price and without fee, and they add up to the
+    order's `size_matched`."""
     v = adapter(lsim)
     cur = market(lsim, 45)
-    up = cur["up_token"]
-    for _ in range(10):  # the book moves: a bid that now crosses is refused, try the new one
-        bid = D(lsim.state()["current"]["books"][up]["best_bid"])
-        o = v.sign_resting(up, "BUY", bid, D("5"), tick=D("0.01"))
-        r = v.post_resting(o)
-        if r.code != "post_only_would_cross":
-            break
-    assert r.outcome == "accepted", r
+    placed = {}
+    for token in (cur["up_token"], cur["down_token"]):
+        for _ in range(10):  # the book moves: a bid that now crosses is refused, try the new one
+            bid = D(lsim.state()["current"]["books"][token]["best_bid"])
+            o = v.sign_resting(token, "BUY", bid, D("5"), tick=D("0.01"))
+            r = v.post_resting(o)
+            if r.code != "post_only_would_cross":
+                break
+        assert r.outcome == "accepted", r
+        placed[o.order_id] = (token, bid)
     assert v.client is not None
 
-    def consistent() -> list | None:
-        fills = v.resting_fills(o.order_id, up)
-        matched = float(v.client.get_order(o.order_id)["size_matched"])  # type: ignore[union-attr]
-        return fills if fills and sum(f.size for f in fills) == pytest.approx(matched) else None
+    def consistent() -> tuple | None:
+        for oid, (token, bid) in placed.items():
+            fills = v.resting_fills(oid, token)
+            matched = float(v.client.get_order(oid)["size_matched"])  # type: ignore[union-attr]
+            if fills and sum(f.size for f in fills) == pytest.approx(matched):
+                return fills, bid
+        return None
 
-    fills = wait_for(consistent, 40, what="maker fills adding up to size_matched")
+    fills, bid = wait_for(consistent, 40, what="maker fills adding up to size_matched")
     assert all(f.price == float(bid) and f.fee == 0.0 for f in fills)
     v.cancel_all()
     v.close()

@@ -176,15 +176,15 @@ def test_single_batch_all_and_market_cancels(msim: SimProc) -> None:
 
 
 def test_resting_order_is_filled_by_the_flow_as_a_maker_fill(msim: SimProc) -> None:
-    """A post-only BUY at the best bid waits behind the quoters' size there; the simulated flow
-    (its takers, or its quoters moving through the price) fills it. The fill comes on the user
-    channel as the venue sends a maker fill and moves the balance at the order's price, no fee."""
+    """Post-only BUYs at the best bid of both tokens wait behind the quoters' size there; the
+    simulated flow (its takers, or its quoters moving through the price: whichever way the price
+    goes, one of the two is in its way) fills them. The fill comes on the user channel as the
+    venue sends a maker fill and moves the balance at the order's price, no fee."""
     c = new_client(msim)
     creds = c.creds
 
-    async def go() -> tuple[dict, dict, list[dict]]:
+    async def go() -> tuple[dict, dict[str, str], list[dict]]:
         cur = market(msim, time_left=45)
-        token = cur["up_token"]
         async with connect(f"{msim.ws}/ws/user") as ws:
             await ws.send(
                 json.dumps(
@@ -200,7 +200,10 @@ def test_resting_order_is_filled_by_the_flow_as_a_maker_fill(msim: SimProc) -> N
                 )
             )
             await asyncio.sleep(0.1)
-            resp, _ = await asyncio.to_thread(post_at_best_bid, c, msim, token)
+            orders = {}
+            for token in (cur["up_token"], cur["down_token"]):
+                resp, _ = await asyncio.to_thread(post_at_best_bid, c, msim, token)
+                orders[resp["orderID"]] = token
             events: list[dict] = []
 
             async def loop() -> None:
@@ -210,37 +213,36 @@ def test_resting_order_is_filled_by_the_flow_as_a_maker_fill(msim: SimProc) -> N
                 ):
                     events.append(json.loads(await asyncio.wait_for(ws.recv(), 40)))
 
-            await asyncio.wait_for(loop(), 45)
-            return cur, resp, events
+            await asyncio.wait_for(loop(), 42)
+            return cur, orders, events
 
-    cur, resp, events = asyncio.run(go())
-    oid = resp["orderID"]
+    cur, orders, events = asyncio.run(go())
+    c.cancel_all()
     trades = [e for e in events if e["event_type"] == "trade"]
     first = trades[0]["id"]
     assert [t["status"] for t in trades if t["id"] == first] == ["MATCHED", "MINED", "CONFIRMED"]
     t = trades[0]
     assert t["trader_side"] == "MAKER" and t["owner"] == creds.api_key
     mine = t["maker_orders"][0]
-    assert mine["order_id"] == oid and mine["owner"] == creds.api_key and mine["side"] == "BUY"
-    assert mine["fee_rate_bps"] == "0" and mine["asset_id"] == cur["up_token"]
+    assert mine["order_id"] in orders and mine["owner"] == creds.api_key and mine["side"] == "BUY"
+    assert mine["fee_rate_bps"] == "0" and mine["asset_id"] == orders[mine["order_id"]]
     assert_same_shape(t, fixture_json("nautilus_trader/polymarket_ws_py/user_trade3.json"))
     assert_same_shape(
         mine, fixture_json("nautilus_trader/polymarket_ws_py/user_trade3.json")["maker_orders"][0]
     )
     updates = [e for e in events if e["event_type"] == "order" and e["type"] == "UPDATE"]
-    assert updates and float(updates[0]["size_matched"]) == float(mine["matched_amount"])
-    o = c.get_order(oid)
-    matched = sum(
-        float(x["maker_orders"][0]["matched_amount"]) for x in trades if x["status"] == "MATCHED"
-    )
-    assert float(o["size_matched"]) == pytest.approx(matched) and 0 < matched <= 5
-    acct = msim.state()["accounts"]
-    funder = acct[Account.from_key(c.signer.private_key).address.lower()]
-    price = float(mine["price"])
-    # a maker pays no fee: the balance moved by exactly price x shares
-    assert funder["pusd"] == pytest.approx(1000 - price * matched, abs=1e-6)
-    assert funder["tokens"][cur["up_token"]] == pytest.approx(matched)
-    c.cancel_all()
+    assert updates and updates[0]["id"] == mine["order_id"]
+    assert float(updates[0]["size_matched"]) == float(mine["matched_amount"])
+    # after the cancel nothing moves: every maker fill (REST trades) against the orders and the
+    # balance, which moved by exactly price x shares (a maker pays no fee)
+    fills = [x["maker_orders"][0] for x in c.get_trades() if x.get("trader_side") == "MAKER"]
+    spent = sum(float(f["price"]) * float(f["matched_amount"]) for f in fills)
+    for oid, token in orders.items():
+        got = sum(float(f["matched_amount"]) for f in fills if f["order_id"] == oid)
+        assert float(c.get_order(oid)["size_matched"]) == pytest.approx(got) and got <= 5
+        funder = msim.state()["accounts"][Account.from_key(c.signer.private_key).address.lower()]
+        assert funder["tokens"].get(token, 0) == pytest.approx(got)
+    assert funder["pusd"] == pytest.approx(1000 - spent, abs=1e-6) and spent > 0
 
 
 def test_window_end_takes_resting_orders_off(msim: SimProc) -> None:

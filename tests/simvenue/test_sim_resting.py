@@ -116,3 +116,24 @@ def test_flow_fills_resting_orders_over_time_without_manufacturing_edge() -> Non
         assert f.price == (bb if f.order_id == "b" else ba)
     assert all(0 <= c <= 2_000 for c in by.values())
     assert sum(by.values()) > 0, "two minutes of flow at the touch filled nothing"
+
+
+def test_resting_orders_are_shown_in_the_book_and_published() -> None:
+    """As on the venue, a resting order is part of the displayed book: its level grows by its
+    size (in both tokens' terms), a price_change says so, and it leaves when cancelled/filled."""
+    m, w = market()
+    m.advance(T0 + NS)  # drain what is queued
+    m.rest("d1", w.down_token, "BUY", 470, 700)  # a Down bid at 0.47 == an Up ask at 0.53
+    up_bids, up_asks = w.levels(w.up_token)
+    down_bids, _ = w.levels(w.down_token)
+    assert up_asks[530] == 20_700 and down_bids[470] == 20_700 and up_bids == w.up_bids
+    frames = [f for _, ch, f in m.advance(T0 + NS) if '"price_change"' in f]
+    assert frames and '"price":"0.53","side":"SELL","size":"207"' in frames[-1]
+    m.rest("u1", w.up_token, "BUY", 510, 500)  # a new best Up bid at 0.51
+    assert w.best(w.up_token) == (510, 520) and w.best(w.down_token) == (480, 490)
+    m.unrest("d1")
+    m.unrest("u1")
+    assert w.levels(w.up_token) == (w.up_bids, w.up_asks) and w.best(w.up_token) == (500, 520)
+    frames = [f for _, ch, f in m.advance(T0 + NS) if '"price_change"' in f]
+    assert any('"price":"0.53","side":"SELL","size":"200"' in f for f in frames)
+    assert any('"price":"0.51","side":"BUY","size":"0"' in f for f in frames)
