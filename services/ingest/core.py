@@ -204,16 +204,11 @@ class IngestCore(Core):
     # ------------------------------------------------------------------ markets (issue 17)
     def set_markets(self, specs: Iterable[MarketSpec], five_minutes_s: int = 300) -> Out:
         """The markets to follow (the config's `markets`; disabled ones are left out), each
-        window `scaled_window_s(spec, five_minutes_s)` long. A series no longer named has its
-        windows released at once (tokens unsubscribed); one newly named is discovered on the
-        next look. Returns nothing to publish (kept as `Out` for the runner)."""
+        window `scaled_window_s(spec, five_minutes_s)` long. A series newly named is discovered
+        on the next look; one no longer named gets no new window, but the windows already
+        known keep their books and resolution until they end and resolve as usual (strategy
+        may still hold a position there and exits it). Returns nothing to publish."""
         specs = [m for m in specs if m.enabled]
-        keys = {m.key for m in specs}
-        for w in self.windows.values():
-            if w.info.series not in keys and not w.released:
-                w.released = True
-                for token in (w.info.up_token_id, w.info.down_token_id):
-                    self.books.release(token)
         self.specs = {m.key: m for m in specs}
         self.window_s = {m.key: scaled_window_s(m, five_minutes_s) for m in specs}
         self.assets = {m.asset for m in specs}

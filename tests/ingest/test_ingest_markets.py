@@ -23,7 +23,7 @@ from common.config import market_specs
 from common.schema import BookSnapshot, BtcQuote, BtcTrade, MarketInfo, PriceBasis, PriceFeedTick
 from services.ingest.core import IngestCore, VenueEvents, feed_asset
 from services.ingest.feeds import BINANCE_MAX_STREAMS, binance_streams, event_series
-from services.ingest.parsers import parse_binance, parse_gamma, parse_rtds
+from services.ingest.parsers import RestResolution, parse_binance, parse_gamma, parse_rtds
 from tests.conftest import FIXTURES, REPO, free_port, short_tmpdir, wait_for
 
 S = 1_000_000_000
@@ -165,11 +165,27 @@ def test_core_roles_per_series_and_clock_slugs() -> None:
     # a market of a series not configured is not followed
     core.step(info("xrp-updown-5m-1800000000", "xrp", "5m", 1_800_000_000, 300), now)
     assert "xrp-updown-5m-1800000000" not in core.windows
-    # hot reload drops eth-15m: its tokens are released at once
+    # hot reload drops eth-15m: no new window of it is looked for or taken, but the current
+    # one keeps its books until it ends and resolves (a position there is still managed)
     core.set_markets(specs("btc-5m"))
-    assert "eth-updown-15m-1800000000-up" not in core.wanted_assets()
-    assert "btc-updown-5m-1800000000-up" in core.wanted_assets()
     assert all(s.startswith("btc-") for s in core.wanted(now))
+    assert "eth-updown-15m-1800000000-up" in core.wanted_assets()
+    core.step(info("eth-updown-15m-1800001800", "eth", "15m", 1_800_001_800, 900), now)
+    assert "eth-updown-15m-1800001800" not in core.windows
+    later = 1_800_000_000 * S + 901 * S
+    core.step(
+        RestResolution(
+            source="gamma",
+            condition_id="",
+            slug="eth-updown-15m-1800000000",
+            outcome="Up",
+            winning_asset_id="",
+            ts_recv_ns=later,
+        ),
+        later,
+    )
+    core.on_timer(None, later)  # type: ignore[arg-type]
+    assert "eth-updown-15m-1800000000-up" not in core.wanted_assets()
 
 
 # ---------------------------------------------------------------- ingest + simulated venue
