@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import msgspec
+
 from common import money, topics
 from common.schema import BookSnapshot, CancelOrder, ClockTick, MarketResolved, OrderIntent
 from services.execution.core import ExecutionCore
@@ -135,3 +137,77 @@ def test_gtd_expires_a_minute_before_its_expiration_and_resolution_cancels() -> 
         MarketResolved(slug="btc-updown-5m-1", winning_outcome="Up", ts_ns=(exp - 59) * NS), 0
     )
     assert [(m.client_order_id, m.status) for m in of(out, topics.ACK)] == [("r", "cancelled")]
+
+
+class RestingVenue:
+    """A recording stand-in for the live adapter's resting-order calls (the adapter itself is
+    tested against the simulated venue in test_exec_live_maker.py): it is in the venue's
+    post-only minutes after a restart (`gate`), accepts post-only orders, reports maker fills."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.trades: list = []
+
+    def gate(self, side):
+        return "venue_post_only", "the venue accepts only post-only orders after a restart"
+
+    def sign_resting(self, asset_id, side, price, size, **kw):
+        from services.execution.core import SignedOrder
+
+        self.calls.append(("sign_resting", asset_id, side, str(price), str(size), kw["order_type"]))
+        return SignedOrder("0xq1", "{}")
+
+    def post_resting(self, order, order_type="GTC"):
+        from services.execution.core import VenueResult
+
+        self.calls.append(("post_resting", order.order_id, order_type))
+        return VenueResult("accepted", "live", terminal=False, venue_order_id=order.order_id)
+
+    def resting_fills(self, order_id, asset_id):
+        return list(self.trades)
+
+    def cancel(self, ids):
+        self.calls.append(("cancel", tuple(ids)))
+        return {"canceled": list(ids), "not_canceled": {}}
+
+    def rest_book(self, asset_id):
+        return None
+
+    def trade_states(self, trade_ids):
+        return {t: "CONFIRMED" for t in trade_ids}
+
+    def redemption_status(self, tx_hash):
+        return ""
+
+    def close(self) -> None:
+        pass
+
+
+def test_live_post_only_order_through_the_adapter_in_the_post_only_minutes() -> None:
+    from common.core import Timer
+    from services.execution.core import VenueTrade
+
+    v = RestingVenue()
+    c = ExecutionCore(Ledger(":memory:"), TradingMode(False, True, True), venue=v)  # type: ignore[arg-type]
+    c.step(book([(0.48, 100.0)], [(0.50, 80.0)]), T0)
+    # a taker entry is refused in the venue's post-only minutes; a post-only quote goes
+    taker = msgspec.structs.replace(resting("t1"), order_type="FOK", post_only=False)
+    (rej,) = of(c.step(taker, T0), topics.REJECT)
+    assert rej.code == "venue_post_only"
+    (ack,) = of(c.step(resting("q1"), T0), topics.ACK)
+    assert (ack.status, ack.venue_order_id) == ("live", "0xq1")
+    assert v.calls[:2] == [
+        ("sign_resting", UP, "BUY", "0.48", "10.0", "GTC"),
+        ("post_resting", "0xq1", "GTC"),
+    ]
+    # the venue's maker fill is booked once, with the rebate
+    v.trades = [VenueTrade("tr1:m", 0.48, 4.0, 0.0)]
+    (f,) = of(c.step(Timer(T0 + 2 * NS), T0 + 2 * NS), topics.FILL)
+    assert (f.liquidity, f.fee, f.size, f.dry_run) == ("maker", 0.0, 4.0, False)
+    assert f.rebate_usd == float(
+        money.maker_rebate(4, "0.48", money.FeeSchedule.of(0.07, 1, True, 0.2))
+    )
+    assert not of(c.step(Timer(T0 + 4 * NS), T0 + 4 * NS), topics.FILL)
+    # the rest is cancelled at the venue by its id
+    (ack,) = of(c.step(CancelOrder(ts_ns=T0, client_order_id="q1"), T0 + 5 * NS), topics.ACK)
+    assert ack.status == "cancelled" and v.calls[-1] == ("cancel", ("0xq1",))

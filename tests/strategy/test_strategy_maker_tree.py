@@ -108,3 +108,23 @@ def test_kill9_of_execution_leaves_nothing_resting(tree: Tree) -> None:
 
     # the heartbeat stops with the process: the venue cancels its orders ~10 s later
     wait_for(gone, 25, 0.25, what="the killed execution's quotes cancelled by the venue")
+
+
+def test_live_maker_fills_reach_the_ledger_as_maker_with_the_rebate(tree: Tree) -> None:
+    """The simulated flow fills a resting quote: execution reads the venue's trades (the
+    adapter's `resting_fills`) and books a maker fill: no fee, the rebate earned."""
+    rows = wait_for(
+        lambda: (
+            tree.query(
+                "SELECT f.price, f.size, f.fee, f.rebate_usd, o.limit_price FROM fills f "
+                "JOIN orders o USING (client_order_id) WHERE f.liquidity='maker'"
+            )
+            or None
+        ),
+        120,
+        0.5,
+        what="a maker fill in the ledger",
+    )
+    for price, size, fee, rebate, limit in rows:
+        assert fee == 0 and price == pytest.approx(limit) and size > 0
+        assert rebate >= 0
