@@ -1329,13 +1329,15 @@ class StrategyCore(Core):
         """Cancel every quote that must not rest now: a halt (global or its market's), the
         market removed or no longer maker, a stale feed (Binance, the CLOB, the quote's book),
         or its window's entry cut-off less than QUOTE_CANCEL_LEAD_NS away."""
-        if not self.quote_books:
+        resting = [
+            (key, qb, live)
+            for key, qb in self.quote_books.items()
+            if (live := [q for q in qb.quotes.values() if not q.cancelling])
+        ]
+        if not resting:  # the usual case (every book without a quote): nothing computed
             return
         halts = self.halt_reasons()
-        for key, qb in self.quote_books.items():
-            live = [q for q in qb.quotes.values() if not q.cancelling]
-            if not live:
-                continue
+        for key, qb, live in resting:
             ms = self.market_states.get(key)
             why = ""
             if halts:
