@@ -831,6 +831,15 @@ class SimSettings(
     clob_hz: Annotated[
         float, _doc("Polymarket book updates per second (both tokens)", gt=0.0, le=100_000.0)
     ] = 60.0
+    markets: Annotated[
+        tuple[str, ...],
+        _doc(
+            "comma-separated series the venue lists besides the config's `markets` "
+            "(`eth-15m,sol-1h`)",
+            default="none",
+            case="lower",
+        ),
+    ] = ()
 
 
 class IngestSettings(

@@ -58,15 +58,27 @@ def _settings() -> Settings:
 
 def _config_markets(settings: Settings, window_s: int) -> tuple[list, object]:
     """The series the strategy config names (`markets`, disabled ones too: the venue lists
-    them, the tree does not trade them), each window scaled so that 5m lasts `window_s`, and
+    them, the tree does not trade them) and those of `SIM_MARKETS`, each window scaled so that 5m lasts `window_s`, and
     a function giving them again after an edit of either config file (hot reload). A bad
     config exits 2 naming the entry."""
     from common.config import ConfigError, market_specs, scaled_window_s
 
     files = settings.strategy_config_files()
 
+    extra = [
+        {"asset": key.rsplit("-", 1)[0], "window": key.rsplit("-", 1)[-1]}
+        for key in settings.sim.markets
+    ]
+    try:  # SIM_MARKETS: checked like the config's entries, named in the error
+        extra_specs = market_specs({"markets": extra})
+    except ConfigError as e:
+        print(f"polyedge simvenue: SIM_MARKETS: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
     def load() -> list[tuple[str, str, int]]:
-        specs = market_specs(files.load().config)
+        specs = list(market_specs(files.load().config))
+        keys = {m.key for m in specs}
+        specs += [m for m in extra_specs if m.key not in keys]
         return [(m.asset, m.window, scaled_window_s(m, window_s)) for m in specs]
 
     try:

@@ -148,7 +148,12 @@ def venue() -> str:
             {"markets": [{"asset": "btc", "window": "5m"}, {"asset": "eth", "window": "15m"}]}
         )
     )
-    env = {**__import__("os").environ, "POLYEDGE_CONFIG": str(cfg), "SIM_WINDOW_SECONDS": "10"}
+    env = {
+        **__import__("os").environ,
+        "POLYEDGE_CONFIG": str(cfg),
+        "SIM_WINDOW_SECONDS": "10",
+        "SIM_MARKETS": "sol-1h,btc-5m",
+    }
     p = subprocess.Popen(
         [sys.executable, "-m", "services.simvenue", "--port", str(port), "--seed", "2"],
         cwd=REPO,
@@ -196,3 +201,36 @@ def test_binance_socket_streams_every_asset_and_enforces_the_limits(venue: str) 
     assert seen == {"btcusdt", "ethusdt"}
     assert answer["id"] == 1 and "1024" in answer["error"]["msg"]
     assert closed
+
+
+def test_the_venue_lists_the_config_markets_and_sim_markets_on_gamma(venue: str) -> None:
+    """The config names btc-5m and eth-15m, SIM_MARKETS adds sol-1h (btc-5m once): all three
+    listed, each Gamma event naming its series; the 1h one found by tag or series, its slug no
+    clock slug."""
+    st = httpx.get(f"http://{venue}/sim/state", timeout=5).json()
+    assert set(st["markets"]) == {"btc-5m", "eth-15m", "sol-1h"}
+    events = httpx.get(
+        f"http://{venue}/gamma/events", params={"tag_slug": "up-or-down"}, timeout=5
+    ).json()
+    series = {e["seriesSlug"] for e in events}
+    assert series == {"btc-up-or-down-5m", "eth-up-or-down-15m", "sol-up-or-down-1h"}
+    sol = httpx.get(
+        f"http://{venue}/gamma/events", params={"series_slug": "sol-up-or-down-1h"}, timeout=5
+    ).json()
+    assert sol and all(e["slug"].startswith("solana-up-or-down-1h-") for e in sol)
+    cmc = sol[0]["markets"][0]["cryptoMarketConfig"]
+    assert (cmc["asset"], cmc["duration"]) == ("sol", "1h")
+    assert sol[0]["markets"][0]["resolutionSource"].endswith("sol-usd-twap-60s-streams")
+
+
+def test_a_bad_sim_markets_entry_is_refused_by_name() -> None:
+    env = {**__import__("os").environ, "SIM_MARKETS": "sol-2m"}
+    r = subprocess.run(
+        [sys.executable, "-m", "services.simvenue", "--port", "0"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2 and "SIM_MARKETS" in r.stderr and "markets[0].window" in r.stderr
