@@ -264,7 +264,18 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="--capacity: comma-separated offered rates, msg/s (default 1000,2000,...,6000,8000)",
     )
+    ap.add_argument(
+        "--markets",
+        default="",
+        help="a strategy config with a `markets` list (e.g. config/markets-8.json): run the tree "
+        "trading all of them at the venue's real per-market rates; print tick -> signal "
+        "(total and per market), loss, CPU seconds per service and CPU per market",
+    )
     args = ap.parse_args(argv)
+    if args.markets and args.capacity:
+        ap.error("--markets and --capacity are separate runs: pick one")
+    if args.seconds is None and args.markets:
+        args.seconds = 30.0
     if args.seconds is None:
         args.seconds = 10.0 if args.capacity else 20.0
     if args.seconds <= 0 or args.rate <= 0 or args.floor_seconds <= 0:
@@ -272,6 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="pe-bench-", dir="/tmp"))
+    if args.markets:
+        from services.commands import bench_markets
+
+        try:
+            bench_markets.load_markets(Path(args.markets))
+        except ValueError as e:
+            ap.error(str(e))
+        return bench_markets.main(Path(args.markets), args.seconds, tmp, args.floor_seconds)
     if args.capacity:
         from services.commands import bench_capacity
 

@@ -95,8 +95,11 @@ class Collector:
     them (paper: after the ledger commit). `decisions` counts strategy's decisions by
     action:reason while recording."""
 
-    def __init__(self, endpoints: list[str], topics: tuple[str, ...] = ("",)) -> None:
+    def __init__(
+        self, endpoints: list[str], topics: tuple[str, ...] = ("",), per_market: bool = False
+    ) -> None:
         self.sub = Subscriber(endpoints, list(topics))
+        self.per_market = per_market  # also file market-data tick -> signal per series key
         self.stages: dict[str, list[float]] = {}
         self.recording = False
         self._stop = threading.Event()
@@ -128,6 +131,8 @@ class Collector:
                 market = bool(m.origin_ts_exchange_ns)
                 stage = "market_to_signal_ms" if market else "clock_tick_to_signal_ms"
                 self._add(stage, m.ts_signal_ns, m.origin_ts_recv_ns)
+                if market and self.per_market:  # "market_to_signal_ms@eth-15m"
+                    self._add(f"{stage}@{m.market}", m.ts_signal_ns, m.origin_ts_recv_ns)
                 self._signal_kind[m.ts_signal_ns] = market
                 if len(self._signal_kind) > 20_000:
                     del self._signal_kind[next(iter(self._signal_kind))]
@@ -202,15 +207,26 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 class Tree:
     """The supervisord tree on the simulated venue in its own directory, with the bench's
     strategy config, the simulated venue at `rate` frames/s (Binance/CLOB split as in reality)
-    and a collector on every publisher."""
+    and a collector on every publisher. `strategy` replaces the bench's strategy config (e.g.
+    BENCH_STRATEGY with a `markets` list); `per_market` has the collector file tick -> signal
+    per series key too."""
 
-    def __init__(self, name: str, rate: float, tmp: Path, topics: tuple[str, ...] = ("",)) -> None:
+    def __init__(
+        self,
+        name: str,
+        rate: float,
+        tmp: Path,
+        topics: tuple[str, ...] = ("",),
+        strategy: dict[str, Any] | None = None,
+        per_market: bool = False,
+    ) -> None:
         self.topics = topics
+        self.per_market = per_market
         self.root = Path(tmp) / name
         (self.root / "data" / "run").mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(exist_ok=True)
         cfg = self.root / "strategy.json"
-        cfg.write_text(json.dumps(BENCH_STRATEGY))
+        cfg.write_text(json.dumps(BENCH_STRATEGY if strategy is None else strategy))
         self.api_port = free_port()
         self.sim_port = free_port()
         btc = rate * BTC_SHARE
@@ -238,7 +254,8 @@ class Tree:
         # and the eager gates turn signals into intents (the bot's code path is unchanged)
         wait_for(lambda: self.market(quoter_noise_sd=BENCH_QUOTER_NOISE_SD), 60, what="simvenue")
         settings = load_settings({**os.environ, **self.env}, dotenv=None)
-        self.col = Collector([settings.bus_endpoint(p) for p in PUBLISHERS], self.topics)
+        endpoints = [settings.bus_endpoint(p) for p in PUBLISHERS]
+        self.col = Collector(endpoints, self.topics, self.per_market)
         wait_for(lambda: self.col and self.col.signals_seen > 10, 90, what="signals")
         wait_for(lambda: len(self.col.bus) >= 4, 30, what="heartbeats with bus counters")
 
