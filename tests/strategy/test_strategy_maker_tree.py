@@ -128,3 +128,25 @@ def test_live_maker_fills_reach_the_ledger_as_maker_with_the_rebate(tree: Tree) 
     for price, size, fee, rebate, limit in rows:
         assert fee == 0 and price == pytest.approx(limit) and size > 0
         assert rebate >= 0
+
+
+def test_strategy_shutdown_cancels_its_quotes(tree: Tree) -> None:
+    """Execution keeps heartbeating when strategy stops, so only strategy's CancelOrder at
+    shutdown takes its quotes off: a quote with its cut-off well ahead is gone within 5 s."""
+
+    def early_quote() -> str | None:
+        for o in live_orders(tree):
+            slug = slug_of(tree, o["id"])
+            if slug and int(slug.rsplit("-", 1)[1]) + WINDOW_S - CUTOFF_S - time.time() > 8:
+                return o["id"]
+        return None
+
+    oid = wait_for(early_quote, 2 * WINDOW_S, 0.2, what="a quote with its cut-off 8 s away")
+    tree.sup.ctl("stop", "strategy", check=True)
+    try:
+        states = lambda: {o["id"]: o["status"] for o in tree.sim_state().get("orders") or []}  # noqa: E731
+        wait_for(lambda: states().get(oid) != "LIVE", 5, 0.1, what="the quote cancelled")
+        assert states()[oid] in ("CANCELED", "MATCHED"), states()[oid]
+    finally:
+        tree.sup.ctl("start", "strategy", check=True)
+        tree.sup.wait_running(("strategy",), 30)
