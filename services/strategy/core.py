@@ -1211,6 +1211,20 @@ class StrategyCore(Core):
         book = self.books.get(token)
         bid = book.best_bid if book is not None else None
         ask = book.best_ask if book is not None else None
+        q = qb.resting
+        if (
+            self.mode == "real"
+            and book is not None
+            and bid is not None
+            and q is not None
+            and q.wanted.asset_id == token
+            and abs(q.wanted.price - bid) < 1e-9
+            and book.size_at("BUY", bid) <= q.wanted.size + 1e-9
+        ):
+            # the venue's book shows our own quote (a real order): alone at the best bid it is
+            # not the market's bid, or each replace would chase itself up a tick at a time
+            below = [p for p, _ in book.bids if p < bid - 1e-9]
+            bid = below[0] if below else None
         cap = min(p_side - cfg.min_edge_pct, cfg.max_entry_price)
         price = quotes.maker_price(bid, ask, self._tick(token, m), cap, cfg.maker_improve_ticks)
         size = (

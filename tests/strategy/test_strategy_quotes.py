@@ -183,3 +183,38 @@ def test_cancel_all_quotes_names_every_resting_order() -> None:
     quote(core)
     ((topic, msg),) = core.cancel_all_quotes("shutdown")
     assert topic == topics.CANCEL_ORDER and msg.client_order_id == "" and msg.slug == ""
+
+
+def test_real_mode_does_not_chase_its_own_quote_shown_in_the_venue_book() -> None:
+    """Live, the venue's book shows our own resting order: alone at the best bid it is not the
+    market's bid (else, inside by a tick, each replace would chase itself up). Paper orders are
+    not in the book, so there the same book is the market's."""
+    from common.config import StrategyConfig
+    from common.schema import BookSnapshot
+    from tests.strategy.test_strategy_core import Recorded, market
+
+    def run(mode: str) -> list:
+        core = Recorded(StrategyConfig(**MAKER, maker_improve_ticks=1), mode=mode)
+        core.step(market(), 0)
+        t = START + 100 * NS
+        core.step(BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t), 0)
+        core.step(book("U", 0.40, 0.45, t), 0)
+        core.step(book("D", 0.53, 0.58, t), 0)
+        first = of(signal(core, 100, refresh=False), OrderIntent)[0]
+        assert first.limit_price == 0.41  # one tick inside the 0.40 bid
+        t += NS
+        core.step(BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t), 0)
+        shown = BookSnapshot(
+            asset_id="U",
+            best_bid=0.41,
+            best_ask=0.45,
+            bids=[(0.41, first.size), (0.40, 500.0)],  # ours on top of the market's 0.40
+            asks=[(0.45, 500.0)],
+            ts_exchange_ns=t,
+            ts_recv_ns=t,
+        )
+        core.step(shown, 0)
+        return of(signal(core, 101, refresh=False), CancelOrder)
+
+    assert run("real") == []  # the market's bid is still 0.40: the quote stays
+    assert [c.reason for c in run("paper")] == ["replace"]  # 0.41 is someone else's: improve
