@@ -77,7 +77,11 @@ PTB_SETTLEMENT_MIN = 1.0
 STATE_EVERY_NS = NS  # RiskState / PositionState at least once a second
 PENDING_GRACE_NS = 5 * NS
 # a maker quote is cancelled this long before its window's entry cut-off (the cancel lands first)
-QUOTE_CANCEL_LEAD_NS = NS  # an intent unanswered this long after expiry is given up on
+QUOTE_CANCEL_LEAD_NS = NS
+# after execution answers an entry with `venue_post_only` (the venue's post-only minutes after an
+# engine restart, ~2 minutes: PROTOCOLS.md section 7, services/execution/live.py), `auto` quotes
+# instead of taking for this long
+POST_ONLY_HOLD_NS = 120 * NS  # an intent unanswered this long after expiry is given up on
 EXIT_RETRY_NS = NS  # after a failed exit, wait this long before trying again (same position)
 MAX_FILL_KEYS = 2000
 # an ack with these statuses is the order's last word: FOK/FAK orders are matched in full or in
@@ -301,6 +305,7 @@ class StrategyCore(Core):
         # maker quotes per market series (services/strategy/quotes.py), not persisted: a
         # restarted strategy cancels whatever rested before (`cancel_all_quotes` at start)
         self.quote_books: dict[str, quotes.QuoteBook] = {}
+        self.post_only_until_ns = 0  # the venue takes only post-only orders until then
         self._sync_markets()
         if state:
             self.restore(state)
@@ -706,6 +711,8 @@ class StrategyCore(Core):
 
     def on_order_rejected(self, msg: OrderRejected, now_ns: int) -> Out:
         out: Out = []
+        if msg.code == "venue_post_only":
+            self.post_only_until_ns = max(self.post_only_until_ns, self.now_ns + POST_ONLY_HOLD_NS)
         self._on_no_fill(msg.client_order_id, f"order_rejected:{msg.reason}", out)
         return out
 
@@ -1190,6 +1197,7 @@ class StrategyCore(Core):
         if (
             cfg.order_type == "auto"
             and not reason
+            and self.now_ns >= self.post_only_until_ns
             and quotes.auto_takes(
                 info["edge"], to_cutoff, cfg.auto_taker_edge, cfg.auto_taker_within_s
             )

@@ -218,3 +218,24 @@ def test_real_mode_does_not_chase_its_own_quote_shown_in_the_venue_book() -> Non
 
     assert run("real") == []  # the market's bid is still 0.40: the quote stays
     assert [c.reason for c in run("paper")] == ["replace"]  # 0.41 is someone else's: improve
+
+
+def test_auto_quotes_during_the_venues_post_only_minutes() -> None:
+    """A taker entry refused with `venue_post_only` (execution's gate after an engine restart):
+    `auto` quotes post-only instead of taking, for the venue's ~2 post-only minutes."""
+    from common.schema import OrderRejected
+
+    core = make(**{**MAKER, "order_type": "auto", "auto_taker_edge": 0.10})
+    taker = quote(core, p_up=0.58)
+    assert taker.order_type == "FOK"
+    core.step(
+        OrderRejected(
+            client_order_id=taker.client_order_id,
+            reason="post-only minutes",
+            ts_ns=START + 100 * NS,
+            code="venue_post_only",
+        ),
+        0,
+    )
+    it = quote(core, 101, p_up=0.58)
+    assert it.post_only and it.order_type in ("GTC", "GTD")
