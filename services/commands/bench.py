@@ -271,7 +271,15 @@ def main(argv: list[str] | None = None) -> int:
         "trading all of them at the venue's real per-market rates; print tick -> signal "
         "(total and per market), loss, CPU seconds per service and CPU per market",
     )
+    ap.add_argument(
+        "--as-configured",
+        action="store_true",
+        help="with --markets: the file's own strategy parameters (its gates: few trades), not "
+        "the bench's eager ones",
+    )
     args = ap.parse_args(argv)
+    if args.as_configured and not args.markets:
+        ap.error("--as-configured goes with --markets")
     if args.markets and args.capacity:
         ap.error("--markets and --capacity are separate runs: pick one")
     if args.seconds is None and args.markets:
@@ -290,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             bench_markets.load_markets(Path(args.markets))
         except ValueError as e:
             ap.error(str(e))
-        return bench_markets.main(Path(args.markets), args.seconds, tmp, args.floor_seconds)
+        return bench_markets.main(
+            Path(args.markets), args.seconds, tmp, args.floor_seconds, args.as_configured
+        )
     if args.capacity:
         from services.commands import bench_capacity
 

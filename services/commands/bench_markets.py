@@ -107,20 +107,29 @@ def run(
     tmp: Path,
     idle_seconds: float = 10.0,
     floor_s: float = 10.0,
+    as_configured: bool = False,
 ) -> dict[str, Any]:
     """Run the tree with the markets of `markets_path` at real rates for `seconds` (the idle
     baseline for `idle_seconds`, the floor for at least `floor_s`); the figures above as a
-    dict (JSON-ready). Raises ValueError on a bad markets file or non-positive seconds."""
+    dict (JSON-ready). The strategy config is BENCH_STRATEGY's eager gates with the file's
+    `markets`, or with `as_configured` the whole file as it is (its own gates: few trades).
+    Raises ValueError on a bad markets file or non-positive seconds."""
     if seconds <= 0 or idle_seconds < 0:
         raise ValueError(
             f"seconds must be > 0 and idle_seconds >= 0, got {seconds}, {idle_seconds}"
         )
     markets = load_markets(markets_path)
+    strategy = (
+        json.loads(Path(markets_path).read_text())
+        if as_configured
+        else {**BENCH_STRATEGY, "markets": markets}
+    )
     keys = [f"{m['asset']}-{m['window']}" for m in markets if m.get("enabled", True)]
     assets = sorted({m["asset"] for m in markets if m.get("enabled", True)})
     out: dict[str, Any] = {
         "machine_before": machine(),
         "markets_file": str(markets_path),
+        "strategy": "as configured in the file" if as_configured else "BENCH_STRATEGY + markets",
         "markets": keys,
         "offered": {
             "book_ticker_hz_per_symbol": REALISTIC_RATE * 100 / 160,
@@ -141,7 +150,7 @@ def run(
         REALISTIC_RATE,
         tmp,
         topics=TOPICS,
-        strategy={**BENCH_STRATEGY, "markets": markets},
+        strategy=strategy,
         per_market=True,
     )
     try:
@@ -245,9 +254,15 @@ def lines(r: dict[str, Any]) -> list[str]:
     return out
 
 
-def main(markets_path: Path, seconds: float, tmp: Path, floor_s: float = 10.0) -> int:
+def main(
+    markets_path: Path,
+    seconds: float,
+    tmp: Path,
+    floor_s: float = 10.0,
+    as_configured: bool = False,
+) -> int:
     """Run, print the human lines on stderr and the JSON on stdout; 0."""
-    r = run(markets_path, seconds, tmp, min(10.0, seconds), floor_s)
+    r = run(markets_path, seconds, tmp, min(10.0, seconds), floor_s, as_configured)
     for line in lines(r):
         print(line, file=sys.stderr, flush=True)
     print(json.dumps(r, indent=2))

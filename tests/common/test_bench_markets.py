@@ -43,6 +43,18 @@ def test_markets_file_is_checked_and_named(tmp_path: Path) -> None:
         load_markets(tmp_path / "missing.json")
 
 
+def test_as_configured_goes_with_markets(capsys: pytest.CaptureFixture[str]) -> None:
+    from services.commands.bench import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--as-configured"])
+    assert e.value.code == 2
+    assert "--as-configured goes with --markets" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--markets", "config/markets-8.json", "--capacity"])
+    assert "pick one" in capsys.readouterr().err
+
+
 def test_verdict_needs_samples_no_loss_and_p99_under_the_bound() -> None:
     def run(count: int, p99: float, lost: int) -> dict:
         return {
@@ -114,6 +126,7 @@ def test_bench_markets_runs_the_tree_and_prints_the_fields(tmp_path: Path) -> No
     doc = json.loads(r.stdout)
     assert doc["markets"] == ["btc-5m", "eth-15m"]
     assert doc["offered"]["symbols"] == 2
+    assert doc["strategy"] == "BENCH_STRATEGY + markets"
     assert doc["venue_frames_per_s"] > 0
     assert doc["tick_to_signal"]["count"] > 0 and "p99" in doc["tick_to_signal"]
     assert set(doc["tick_to_signal_per_market"]) <= {"btc-5m", "eth-15m"}
