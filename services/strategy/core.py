@@ -229,6 +229,17 @@ class MarketState:
     def new_day(self) -> None:
         self.daily_pnl, self.trades_today, self.wins_today, self.loss_streak = 0.0, 0, 0, 0
 
+    def has_risk_state(self) -> bool:
+        """True while the market has something of today a removal must not wipe: a halt, the
+        day's P&L, trades, wins or loss streak (so re-adding it the same day keeps them)."""
+        return bool(
+            self.halted
+            or abs(self.daily_pnl) > 1e-12
+            or self.trades_today
+            or self.wins_today
+            or self.loss_streak
+        )
+
 
 def snap_down(price: float, tick: float) -> float:
     """A BUY limit on the tick grid (`money.snap_price`, never worse for the trader); float noise
@@ -344,8 +355,12 @@ class StrategyCore(Core):
         return tuple(dict.fromkeys(ms.asset for ms in self.market_states.values() if ms.configured))
 
     def _drop_flat_removed(self) -> None:
+        """Forget a removed market once flat, nothing of it in flight and nothing of today's
+        risk left (`MarketState.has_risk_state`: its halt, day P&L, trades, loss streak stay
+        until the UTC day rolls or the halt is cleared, also across a restart, so removing and
+        re-adding a market never resets them and the markets' figures add up to the totals)."""
         for key, ms in list(self.market_states.items()):
-            if ms.configured or ms.position is not None:
+            if ms.configured or ms.position is not None or ms.has_risk_state():
                 continue
             if any(o.market == key for o in self.pending.values()):
                 continue
@@ -1674,7 +1689,7 @@ class StrategyCore(Core):
                 "closed_ns": self.now_ns,
                 "how": how,
                 "pnl": round(p.realized, 6),
-                "fees": round(p.fees, 6),
+                "fees": round(p.fees + p.exit_fees, 6),  # entry and exit, as TradeClosed
                 "rebates": round(p.rebates, 6),
                 "won": won,
                 "p_model": p.p_model,

@@ -378,10 +378,51 @@ def test_hot_reload_adds_a_market_and_a_removed_one_manages_its_exit_until_flat(
     (closed,) = [m for _, m in out if isinstance(m, TradeClosed)]
     assert closed.market == "eth-15m" and closed.pnl > 0
     core.step(ClockTick(ts_ns=START + 104 * NS), 0)
-    assert "eth-15m" not in core.market_states  # flat: gone
+    # flat, but today's trade and P&L stay (not configured) until the UTC day rolls
+    assert risk(core).markets["eth-15m"]["configured"] is False
+    assert risk(core).markets["eth-15m"]["trades_today"] == 1
+    assert all(isinstance(p, PositionState) for p in core.position_states())
+    core.step(ClockTick(ts_ns=START + 24 * 3600 * NS), 0)
+    assert "eth-15m" not in core.market_states  # a new day: nothing of it left, gone
     assert "eth-15m" not in risk(core).markets
     assert [p.market for p in core.position_states()] == ["btc-5m", "sol-5m"]
-    assert all(isinstance(p, PositionState) for p in core.position_states())
+
+
+def test_a_removed_then_re_added_market_keeps_its_day_halt_and_counters() -> None:
+    """Removing a market and adding it back (also across a restart) must not reset its halt,
+    its day's P&L, trades and loss streak: they stay, and the markets still add up."""
+    both = [THREE[0], {"asset": "eth", "window": "15m", "max_consecutive_losses": 1}]
+    core = make(markets=both)
+    enter(core, "btc-5m")
+    enter(core, "eth-15m", elapsed_s=101)
+    lose(core, "eth-15m")  # eth's own streak of 1: halted alone
+    assert control(core, TriggerEmergencyStop(request_id="r1", market="eth-15m", reason="x")).ok
+    before = risk(core).markets["eth-15m"]
+    assert before["halted"] and before["daily_pnl"] < 0 and before["trades_today"] == 1
+    assert control(core, UpdateConfig(request_id="r2", config={"markets": [THREE[0]]})).ok
+    core.step(ClockTick(ts_ns=START + 1000 * NS), 0)
+    r = risk(core)
+    assert r.markets["eth-15m"]["configured"] is False and r.markets["eth-15m"]["halted"]
+    # the per-market figures add up to the totals
+    assert sum(m["trades_today"] for m in r.markets.values()) == r.trades_today == 2
+    assert abs(sum(m["daily_pnl"] for m in r.markets.values()) - r.daily_pnl) < 1e-6
+    doc = msgspec.json.decode(msgspec.json.encode(core.persistent()))
+    again = StrategyCore(core.config, doc)  # a restart while it is removed
+    again.step(ClockTick(ts_ns=START + 1001 * NS), 0)
+    for c in (core, again):
+        reply = control(c, UpdateConfig(request_id="r3", config={"markets": both}))
+        assert reply.ok
+        c.step(ClockTick(ts_ns=START + 1002 * NS), 0)
+        c.step(market("eth-15m"), 0)
+        after = risk(c).markets["eth-15m"]
+        assert after["configured"] is True
+        assert after["halted"] and after["reason"] == "x"
+        assert after["reasons"] == ["market_stop", "market_loss_streak"]
+        assert (after["daily_pnl"], after["trades_today"], after["loss_streak"]) == (
+            before["daily_pnl"],
+            1,
+            1,
+        )
 
 
 def test_a_single_market_config_is_today_behaviour() -> None:
@@ -414,3 +455,28 @@ def test_a_market_whose_entry_window_cannot_open_is_named_in_the_warnings() -> N
     signal(core, "eth-15m", 100)
     (warning,) = core.status()["warnings"]  # 280 + 30 >= 300 s; ETH's 900 s window fits
     assert warning.startswith("btc-5m: no entry can happen")
+
+
+def test_the_backtest_trade_list_fees_are_entry_and_exit_fees_as_trade_closed() -> None:
+    core = make(markets=THREE[:1])
+    entry = enter(core, "btc-5m", fee=0.10)
+    out = core.step(book(tokens("btc-5m")[0], 0.70, 0.72, START + 103 * NS), 0)
+    (exit_,) = intents(out)
+    out = core.step(
+        OrderFilled(
+            client_order_id=exit_.client_order_id,
+            asset_id=exit_.asset_id,
+            side="SELL",
+            price=0.70,
+            size=exit_.size,
+            fee=0.05,
+            ts_fill_ns=START + 103 * NS,
+            slug=entry.slug,
+            outcome="Up",
+            trade_id="x1",
+        ),
+        0,
+    )
+    (closed,) = [m for _, m in out if isinstance(m, TradeClosed)]
+    assert closed.fees == 0.15
+    assert core.closed_trades[-1]["fees"] == closed.fees  # what `polyedge backtest` lists
