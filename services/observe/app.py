@@ -338,8 +338,22 @@ def resolve_market(core: ObserveCore, name: str | None) -> str:
     return key
 
 
+def repeated_param(request: Request, suffix: str = "") -> JSONResponse | None:
+    """A 400 naming the query parameters given more than once (`?market=a&market=b` would
+    otherwise silently use the last), None when each is given at most once."""
+    names = [k for k, _ in request.query_params.multi_items()]
+    repeated = sorted({k for k in names if names.count(k) > 1})
+    if not repeated:
+        return None
+    return error(400, f"query parameter(s) {repeated} given more than once; give each once{suffix}")
+
+
 def market_query(request: Request) -> str | JSONResponse:
-    """The series key of the request's `?market=` (default market without one), or a 404."""
+    """The series key of the request's `?market=` (default market without one), or a 400 (a
+    repeated parameter) or 404 (an unknown market)."""
+    bad = repeated_param(request)
+    if bad is not None:
+        return bad
     try:
         return resolve_market(request.app.state.core, request.query_params.get("market"))
     except UnknownMarket as e:
@@ -506,27 +520,81 @@ async def forward(
     return JSONResponse(doc)
 
 
+CONTROL_FIELDS = ("reason", "market")  # what a control POST body may hold
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
 async def command_of(request: Request) -> tuple[str, str] | JSONResponse:
     """(reason, market) of a control POST: the body `{"reason": "...", "market": "..."}` (both
-    optional; `?market=` works too), market a series key or slug resolved to its series key,
-    "" = every market. 400 on a bad body, 404 on an unknown market."""
+    optional; `?market=` works too), market a series key or slug resolved to its series key;
+    no market (the key omitted, or null) = every market.
+
+    Refused before anything is sent: 400 for a body that is not a JSON object, a key other
+    than `reason`/`market` (a misspelled `mkt` must not act on every market), a `reason` that
+    is not a string, a `market` that is not a string (or is ""), a query parameter other than
+    `market` or given twice, an empty `?market=`, or a body and query naming different
+    markets; 404 for an unknown market."""
     try:
         doc = await read_json(request)
     except BodyError as e:
         return error(e.status, str(e))
     doc = {} if doc is None else doc
-    if (
-        not isinstance(doc, dict)
-        or not isinstance(doc.get("reason", ""), str)
-        or not isinstance(doc.get("market", ""), str)
-    ):
-        return error(400, 'body must be a JSON object like {"reason": "...", "market": "eth-15m"}')
-    name = doc.get("market") or request.query_params.get("market") or ""
+    nothing = "; nothing was sent"
+    if not isinstance(doc, dict):
+        return error(
+            400,
+            'body must be a JSON object like {"reason": "...", "market": "eth-15m"}, '
+            f"got {_type_name(doc)}{nothing}",
+        )
+    unknown = sorted(set(doc) - set(CONTROL_FIELDS))
+    if unknown:
+        return error(
+            400, f"unknown field(s) {unknown} in the body; expected {list(CONTROL_FIELDS)}{nothing}"
+        )
+    reason = doc.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        return error(400, f"field 'reason' must be a string, got {_type_name(reason)}{nothing}")
+    body_market = doc.get("market")
+    if body_market is not None and not isinstance(body_market, str):
+        return error(
+            400,
+            "field 'market' must be a string (a series key such as 'eth-15m' or a window's "
+            f"slug) or null for every market, got {_type_name(body_market)}{nothing}",
+        )
+    if body_market == "":
+        return error(
+            400,
+            "field 'market' is empty: name a market (a series key or a slug), or omit the "
+            f"field (or send null) for every market{nothing}",
+        )
+    bad = repeated_param(request, nothing)
+    if bad is not None:
+        return bad
+    unknown = sorted(set(request.query_params) - {"market"})
+    if unknown:
+        return error(400, f"unknown query parameter(s) {unknown}; expected ['market']{nothing}")
+    query_market = request.query_params.get("market")
+    if query_market == "":
+        return error(
+            400,
+            "query parameter 'market' is empty: name a market, or leave the parameter out for "
+            f"every market{nothing}",
+        )
+    if body_market and query_market and body_market != query_market:
+        return error(
+            400,
+            f"the body names market {body_market!r} and the query {query_market!r}: "
+            f"give one{nothing}",
+        )
+    name = body_market or query_market or ""
     try:
         market = resolve_market(request.app.state.core, name) if name else ""
     except UnknownMarket as e:
-        return error(404, f"{e}; nothing was sent")
-    return doc.get("reason") or "operator", market
+        return error(404, f"{e}{nothing}")
+    return reason or "operator", market
 
 
 def _scope(market: str) -> str:
@@ -577,6 +645,9 @@ async def post_config(request: Request) -> JSONResponse:
         doc = await read_json(request)
     except BodyError as e:
         return error(e.status, str(e))
+    bad = repeated_param(request)
+    if bad is not None:
+        return bad
     raw = request.query_params.get("replace", "false").lower()
     if raw not in ("true", "false", "1", "0"):
         return error(400, f"query parameter 'replace' must be true or false, got {raw!r}")
@@ -669,11 +740,30 @@ async def trades(request: Request) -> JSONResponse:
         if raw_dry.lower() not in ("true", "false", "1", "0"):
             return error(400, f"query parameter 'dry_run' must be true or false, got {raw_dry!r}")
         dry = raw_dry.lower() in ("true", "1")
+    bad = repeated_param(request)
+    if bad is not None:
+        return bad
     filters = {k: request.query_params[k] for k in TRADE_FILTERS if request.query_params.get(k)}
     try:
         filters = trade_filters(filters)
     except ValueError as e:
         return error(400, str(e))
+    if "market" in filters:
+        # a series key or a slug, as /api/status takes; a market only the recorded trades name
+        # (removed from the config, observe restarted since) is known too; else a 404
+        core: ObserveCore = request.app.state.core
+        name = filters["market"]
+        key = core.resolve_market(name)
+        if key is None:
+            recorded = await asyncio.to_thread(recorder.trade_markets)
+            if name not in recorded:
+                known = core.market_keys() + sorted(set(recorded) - set(core.market_keys()))
+                return error(
+                    404,
+                    f"unknown market {name!r}: expected a series key or a slug of one of {known}",
+                )
+            key = name
+        filters["market"] = key
     page = await asyncio.to_thread(
         recorder.trades,
         limit=limit or 50,

@@ -304,6 +304,12 @@ class Recorder:
             items.append(d)
         return {"total": total, "limit": limit, "offset": offset, "items": items}
 
+    def trade_markets(self) -> list[str]:
+        """The series keys ("eth-15m") the recorded trades name, sorted."""
+        with self._lock:
+            rows = self.conn.execute("SELECT DISTINCT market FROM trades").fetchall()
+        return sorted(r[0] for r in rows)
+
     def trades_of_day(
         self, day: str, venue: str | None = None, mode: str | None = None
     ) -> list[dict[str, Any]]:

@@ -297,12 +297,25 @@ class ObserveCore:
 
     def resolve_market(self, name: str | None) -> str | None:
         """A series key from an API `market` parameter: a series key ("eth-15m") or a window's
-        slug; None/"" -> the default market; None when no such market is configured or heard."""
+        slug; None/"" -> the default market; None when no such market is configured or heard.
+
+        A slug resolves when its window was heard (MarketInfo), when it is the window of a
+        market's position (open or awaiting resolution, as strategy's PositionState and
+        RiskState.awaiting_resolution name them: its window may be long gone from the windows
+        kept, or never heard by a restarted observe)."""
         if not name:
             return self.default_key()
         if name in self.series or name in self.configured():
             return name
-        return self.slug_series.get(name)
+        key = self.slug_series.get(name)
+        if key is not None:
+            return key
+        for ser in self.series.values():
+            if ser.position is not None and ser.position.slug == name:
+                return ser.key
+        if self.risk is not None and name in self.risk.awaiting_resolution:
+            return series_of_slug(name)  # a held window strategy names: its series by its form
+        return None
 
     def get_series(self, key: str) -> Series:
         """The state of series `key`, created empty on first use."""

@@ -5,6 +5,7 @@ to strategy's control stream (a stand-in strategy binds it and records what arri
 
 from __future__ import annotations
 
+import queue
 import shutil
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from common import topics
 from common.bus import Publisher, Puller
 from common.config import load_settings
 from common.schema import (
@@ -20,6 +22,9 @@ from common.schema import (
     ControlReply,
     ForceExit,
     Heartbeat,
+    Msg,
+    PositionState,
+    RiskState,
     TriggerEmergencyStop,
 )
 from tests.conftest import short_tmpdir, wait_for
@@ -37,6 +42,7 @@ class FakeStrategy:
         self.puller = Puller(s.bus_endpoint("control"))
         self.pub = Publisher(s.bus_endpoint("strategy"))
         self.commands: list[Any] = []
+        self.outbox: queue.Queue[tuple[str, Msg]] = queue.Queue()  # published by the thread
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -49,6 +55,8 @@ class FakeStrategy:
                 now = time.time_ns()
                 hb = Heartbeat(service="strategy", state="running", pid=1, started_ns=1, ts_ns=now)
                 self.pub.send("sys.heartbeat.strategy", hb)
+            while not self.outbox.empty():
+                self.pub.send(*self.outbox.get())
             got = self.puller.recv(100)
             if got is None:
                 continue
@@ -185,3 +193,80 @@ def test_a_single_market_tree_lists_btc_5m_only() -> None:
         obs.stop()
         hot.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_control_posts_refuse_what_would_act_on_the_wrong_markets(stack: Stack) -> None:
+    """An empty, misspelled or mistyped `market`, an unknown field or a repeated `?market=` is
+    a 400 naming it, and nothing reaches strategy; null (or no market) is every market."""
+    cmds = stack.strategy.commands
+    n = len(cmds)
+    cases: list[tuple[str, str, Any, tuple[str, ...]]] = [
+        ("/api/emergency-stop/clear", "", {"market": ""}, ("'market'", "empty", "null")),
+        ("/api/emergency-stop/clear", "", {"mkt": "eth-15m"}, ("'mkt'", "unknown field")),
+        ("/api/emergency-stop", "", {"reason": "x", "extra": 1}, ("'extra'",)),
+        ("/api/force-exit", "", {"market": 123}, ("'market'", "string", "int")),
+        ("/api/emergency-stop", "", {"market": ["eth-15m"]}, ("'market'", "string", "list")),
+        ("/api/emergency-stop", "", {"reason": 5}, ("'reason'", "string")),
+        ("/api/emergency-stop", "?market=eth-15m&market=sol-5m", None, ("'market'", "once")),
+        ("/api/emergency-stop", "?market=", None, ("'market'", "empty")),
+        ("/api/emergency-stop", "?mkt=eth-15m", None, ("'mkt'",)),
+        ("/api/force-exit", "?market=sol-5m", {"market": "eth-15m"}, ("sol-5m", "eth-15m")),
+    ]
+    for path, query, body, words in cases:
+        r = stack.obs.post(path + query, body)
+        assert r.status_code == 400, (path, query, body, r.text)
+        err = r.json()["error"]
+        assert all(w in err for w in words) and "nothing was sent" in err, (body, err)
+    assert len(cmds) == n  # none of them reached strategy
+    r = stack.obs.post("/api/emergency-stop", {"reason": "all", "market": None})
+    assert r.status_code == 200, r.text
+    assert isinstance(cmds[-1], TriggerEmergencyStop) and cmds[-1].market == ""
+    assert stack.obs.post("/api/emergency-stop/clear", {"market": None}).status_code == 200
+    assert len(cmds) == n + 2 and cmds[-1].market == ""
+
+
+def test_a_repeated_query_parameter_is_refused(stack: Stack) -> None:
+    for path in ("/api/status", "/api/history", "/api/trades"):
+        r = stack.obs.get(path + "?market=eth-15m&market=sol-5m")
+        assert r.status_code == 400, (path, r.text)
+        assert "'market'" in r.json()["error"] and "more than once" in r.json()["error"]
+    r = stack.obs.post("/api/config?replace=false&replace=true", {"stake_per_trade_usd": 9.0})
+    assert r.status_code == 400 and "'replace'" in r.json()["error"], r.text
+
+
+def test_trades_of_an_unknown_market_is_a_404_and_a_slug_names_its_market(stack: Stack) -> None:
+    r = stack.obs.get("/api/trades", params={"market": "nope"})
+    assert r.status_code == 404, r.text
+    err = r.json()["error"]
+    assert "unknown market 'nope'" in err and "eth-15m" in err and "sol-5m" in err, err
+    slug = stack.obs.get("/api/status", params={"market": "eth-15m"}).json()["market"]["slug"]
+    r = stack.obs.get("/api/trades", params={"market": slug})
+    assert r.status_code == 200 and r.json()["total"] == 0, r.text
+
+
+def test_the_slug_of_a_held_window_no_longer_heard_names_its_market(stack: Stack) -> None:
+    """A position awaiting resolution in a window observe never heard (or forgot) still
+    resolves `?market=<its slug>`; so does a slug strategy lists as awaiting resolution."""
+    held = "eth-updown-15m-1700000100"  # an ended window no MarketInfo named
+    waiting = "sol-updown-5m-1700000400"
+    for path in ("/api/status", "/api/trades"):
+        assert stack.obs.get(path, params={"market": held}).status_code == 404
+    now = time.time_ns()
+    pos = PositionState(
+        ts_ns=now, open=True, slug=held, asset_id="tok", outcome="Up", size=10.0,
+        avg_price=0.5, cost=5.0, awaiting_resolution=True, market="eth-15m",
+    )  # fmt: skip
+    stack.strategy.outbox.put((topics.POSITION, pos))
+    risk = RiskState(ts_ns=now, halted=False, awaiting_resolution=[held, waiting])
+    stack.strategy.outbox.put((topics.RISK_STATE, risk))
+
+    def selected(name: str) -> str | None:
+        r = stack.obs.get("/api/status", params={"market": name})
+        return r.json()["selected"] if r.status_code == 200 else None
+
+    assert wait_for(lambda: selected(held), 10, what="the held slug resolved") == "eth-15m"
+    assert wait_for(lambda: selected(waiting), 10, what="the awaiting slug") == "sol-5m"
+    assert stack.obs.get("/api/trades", params={"market": held}).status_code == 200
+    n = len(stack.strategy.commands)
+    assert stack.obs.post("/api/force-exit", {"market": held}).status_code == 200
+    assert stack.strategy.commands[n].market == "eth-15m"
