@@ -1939,7 +1939,23 @@ class StrategyCore(Core):
         states = [target] if target is not None else list(self.market_states.values())
         held = [ms for ms in states if ms.position is not None and ms.position.size > EPS]
         if not held:
-            return False, "no open position" + (f" in {target.key}" if target else ""), []
+            # a position whose window ended waits aside (self.awaiting) for its resolution:
+            # there is nothing to sell, it settles (and redeems) when the market resolves
+            waits = sorted(
+                slug
+                for slug in self.awaiting
+                if target is None or self.market_of(slug) == target.key
+            )
+            where = f" in {target.key}" if target else ""
+            if waits:
+                return (
+                    False,
+                    f"no open position{where} to sell: the position in {', '.join(waits)} awaits "
+                    "resolution (its window ended); nothing to sell, it settles when the market "
+                    "resolves",
+                    [],
+                )
+            return False, "no open position" + where, []
         errors: list[str] = []
         waiting: list[str] = []
         for ms in held:

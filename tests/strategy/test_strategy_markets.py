@@ -480,3 +480,18 @@ def test_the_backtest_trade_list_fees_are_entry_and_exit_fees_as_trade_closed() 
     (closed,) = [m for _, m in out if isinstance(m, TradeClosed)]
     assert closed.fees == 0.15
     assert core.closed_trades[-1]["fees"] == closed.fees  # what `polyedge backtest` lists
+
+
+def test_force_exit_of_a_position_awaiting_resolution_says_so() -> None:
+    """The window ended: the position waits for its resolution, there is nothing to sell; the
+    refusal says that rather than "no open position"."""
+    core = make()
+    enter(core, "eth-15m")
+    core.step(ClockTick(ts_ns=START + WINDOW_S["15m"] * NS + NS), 0)
+    assert slug_of("eth-15m") in core.awaiting
+    for cmd in (ForceExit(request_id="a1", market="eth-15m"), ForceExit(request_id="a2")):
+        reply = control(core, cmd)
+        assert not reply.ok and "awaits resolution" in reply.error, reply.error
+        assert slug_of("eth-15m") in reply.error and "nothing to sell" in reply.error
+    reply = control(core, ForceExit(request_id="a3", market="sol-5m"))
+    assert not reply.ok and reply.error == "no open position in sol-5m"
