@@ -9,6 +9,8 @@ from typing import Any
 
 import msgspec
 
+from common import topics
+from common.bus import Subscriber
 from common.config import ConfigError, IngestSettings, StrategyConfigFiles, market_specs
 from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.ingest.capture import CaptureWriter
@@ -79,9 +81,12 @@ class IngestRunner(ServiceRunner):
             tasks.append(asyncio.create_task(rtds_feed(ctx), name="price_feed"))
         else:
             self.core.feed("price_feed").detail = "disabled (INGEST_PRICE_FEED=0)"
+        # strategy's risk state: the windows where it holds a position awaiting resolution
+        # (services/ingest/core.py `on_risk_state`), resolved even when discovery never found them
+        sub = Subscriber(self.settings.bus_endpoint("strategy"), topics.SUBSCRIPTIONS["ingest"])
         try:
             return await self.serve_async(
-                [],
+                [sub],
                 tasks,
                 TIMER_MS,
                 venue=self.settings.venue,
@@ -92,6 +97,7 @@ class IngestRunner(ServiceRunner):
             )
         finally:
             ctx.stop.set()
+            sub.close()
             if ctx.capture is not None:
                 ctx.capture.close()
 

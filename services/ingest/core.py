@@ -29,6 +29,7 @@ from common.schema import (
     MarketResolved,
     PriceFeedTick,
     Probe,
+    RiskState,
 )
 from services.ingest.basis import DEFAULT_BOUND_USD, BasisMeter
 from services.ingest.book import BookSet
@@ -119,6 +120,7 @@ class Window:
     resolved_by: dict[str, str] = field(default_factory=dict)  # source -> outcome it stated
     poll_due_ns: int = 0  # next REST resolution poll (ingest's resolution poller)
     polls: int = 0
+    adopted: bool = False  # learnt from a held position, not from discovery (`adopt`)
     feed_ptb: tuple[float, str, int] | None = None  # (price at start, source, rank) from a feed
 
 
@@ -199,6 +201,11 @@ class IngestCore(Core):
         self.specs: dict[str, MarketSpec] = {}  # series key -> spec (enabled ones)
         self.window_s: dict[str, int] = {}  # series key -> its window length here, seconds
         self.assets: set[str] = set()
+        # Slugs of ended windows where the bot holds a position awaiting resolution, as strategy
+        # last said on risk.state (`on_risk_state`), and the Gamma look-ups of those ingest does
+        # not know: slug -> (next look-up ns, look-ups so far)
+        self.held: set[str] = set()
+        self.lookups: dict[str, tuple[int, int]] = {}
         self.set_markets(market_specs({}))
 
     # ------------------------------------------------------------------ markets (issue 17)
@@ -417,6 +424,51 @@ class IngestCore(Core):
             )
         ]
 
+    # ------------------------------------------------------------------ held positions
+    # Why risk.state: strategy owns positions (DESIGN.md, ownership of state) and publishes
+    # `RiskState.awaiting_resolution`, every ended window where it holds a position not settled,
+    # on start and at least once a second; it keeps them across its own restarts. Ingest owns
+    # resolution, so it listens on the one bus (topics.SUBSCRIPTIONS["ingest"]) and resolves those
+    # windows too, rather than reading strategy's store. Discovery alone finds only the current
+    # and next windows: without this, a window that ended while ingest was down (or restarting)
+    # would never be resolved and its position never settled (capital at risk stuck).
+    def on_risk_state(self, msg: RiskState, now_ns: int) -> Out:
+        """Strategy's risk state: its `awaiting_resolution` slugs become the windows ingest must
+        resolve (`held`); a slug ingest does not know is looked up on Gamma (`lookups_due`,
+        `adopt`). Publishes nothing."""
+        held = set(msg.awaiting_resolution)
+        if held != self.held:
+            self.held = held
+            for slug in [s for s in self.lookups if s not in held]:
+                del self.lookups[slug]
+        return []
+
+    def lookups_due(self, now_ns: int) -> list[str]:
+        """Held slugs ingest knows no window of, whose Gamma look-up is due at `now_ns`."""
+        return [
+            s
+            for s in sorted(self.held)
+            if s not in self.windows and self.lookups.get(s, (0, 0))[0] <= now_ns
+        ]
+
+    def lookup_failed(self, slug: str, now_ns: int, base_ms: int, max_ms: int) -> None:
+        """A look-up of a held slug found nothing: the next one after a delay doubling from
+        `base_ms` up to `max_ms` (milliseconds), as the resolution polls back off."""
+        tries = self.lookups.get(slug, (0, 0))[1] + 1
+        self.lookups[slug] = (now_ns + min(max_ms, base_ms * 2 ** min(tries, 20)) * 1_000_000, tries)
+        self._count("held_lookup_misses")
+
+    def adopt(self, info: MarketInfo, now_ns: int) -> Window:
+        """A held window's market document (Gamma, by slug): kept for resolution only, its books
+        not followed and nothing published until it resolves (`on_rest_resolution`). A window
+        known already is returned as it is."""
+        w = self.windows.get(info.slug)
+        if w is None:
+            w = self.windows[info.slug] = Window(info, role="past", released=True, adopted=True)
+            self.lookups.pop(info.slug, None)
+            self._count("held_windows_adopted")
+        return w
+
     def awaiting_resolution(self, now_ns: int) -> list[Window]:
         """Windows that ended and that no source has called resolved yet."""
         return [
@@ -544,11 +596,13 @@ class IngestCore(Core):
                 by_series.setdefault(w.info.series, []).append(w)
         for key, live in by_series.items():
             out.extend(self._roll_series(live, now_ns, force and (only is None or key == only)))
-        # forget long-gone windows so the dict stays small
+        # forget long-gone windows so the dict stays small, but never one where strategy still
+        # holds a position (`held`): unresolved, it must be polled on; resolved, forgetting it
+        # would have it looked up and resolved again while strategy's news is in flight
         for slug in [
             s
             for s, w in self.windows.items()
-            if w.released and now_ns - w.info.window_end_ns > HISTORY_NS
+            if w.released and now_ns - w.info.window_end_ns > HISTORY_NS and s not in self.held
         ]:
             del self.windows[slug]
         return out

@@ -24,7 +24,7 @@ from common.clock import now_ns
 from common.config import IngestSettings, MarketSpec
 from common.core import Emitted
 from common.liveness import DataLiveness
-from common.schema import BtcQuote, BtcTrade, PriceFeedTick
+from common.schema import BtcQuote, BtcTrade, MarketInfo, PriceFeedTick
 from services.ingest.capture import CaptureWriter
 from services.ingest.core import IngestCore, VenueEvents, is_clob_data
 from services.ingest.parsers import (
@@ -697,6 +697,15 @@ async def resolution_poller(ctx: FeedContext) -> None:
     ) as client:
         while not ctx.stop.is_set():
             n = now_ns()
+            # windows where strategy holds a position awaiting resolution that discovery never
+            # found (ended while ingest was down): their terms from Gamma, then polled as ours
+            for slug in core.lookups_due(n):
+                info = await _held_lookup(ctx, client, gamma, slug)
+                if info is None:
+                    core.lookup_failed(slug, now_ns(), o.resolve_poll_base_ms, o.resolve_poll_max_ms)
+                else:
+                    core.adopt(info, now_ns())
+                    ctx.log("held_window_adopted", slug=slug, condition_id=info.condition_id)
             for w in list(core.windows.values()):
                 end = w.info.window_end_ns
                 if end > n or n < w.poll_due_ns:
@@ -724,6 +733,31 @@ async def resolution_poller(ctx: FeedContext) -> None:
                 ctx.log(event, level, **fields_)
             if await ctx.sleep(0.05):
                 return
+
+
+async def _held_lookup(
+    ctx: FeedContext, client: httpx.AsyncClient, gamma: str, slug: str
+) -> MarketInfo | None:
+    """A held window's market document, `GET {gamma}/markets/slug/{slug}` (the venue keeps closed
+    markets there: the resolution poll reads the same document); None when the answer is not
+    there or not a market (counted and logged as a resolution fault)."""
+    try:
+        r = await client.get(f"{gamma}/markets/slug/{slug}")
+    except httpx.HTTPError as e:
+        ctx.fault("resolution", "held_lookup_transport_error", slug=slug, error=repr(e)[:200])
+        return None
+    if r.status_code != 200:
+        ctx.fault("resolution", "held_lookup_http_error", slug=slug, status=r.status_code)
+        return None
+    try:
+        info = parse_gamma(r.content, now_ns(), slug)
+    except ParseError as e:
+        ctx.fault("resolution", "held_lookup_parse_error", slug=slug, error=str(e))
+        return None
+    if info.slug != slug:
+        ctx.fault("resolution", "held_lookup_wrong_slug", slug=slug, got=info.slug)
+        return None
+    return info
 
 
 async def _resolution_once(

@@ -19,7 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from common.config import IngestSettings
-from common.schema import MarketInfo, MarketResolved
+from common.core import Timer
+from common.schema import MarketInfo, MarketResolved, RiskState
 from services.ingest.core import IngestCore
 from services.ingest.feeds import FeedContext, resolution_poller
 from services.ingest.parsers import parse_gamma
@@ -140,3 +141,99 @@ def test_poller_backs_off_until_gamma_resolves_then_checks_clob() -> None:
             await asyncio.wait_for(srv, 5)
 
     asyncio.run(main())
+
+
+def test_a_held_window_discovery_never_found_is_looked_up_and_resolved() -> None:
+    """Breaker finding 2: a position whose window ended while ingest was down. Discovery after
+    the restart knows only the current/next windows; strategy's risk state names the ended
+    window it still awaits, so ingest learns its terms from Gamma (backing off while Gamma has
+    nothing) and resolves it like its own windows."""
+
+    async def main() -> None:
+        info = parse_gamma(GAMMA.read_text(), time.time_ns())  # ended, resolved Down
+        venue = Venue(info, gamma_pending=0)
+        missing = {"left": 2}  # Gamma has nothing for the first two asks (404)
+
+        async def gamma(request: Request) -> Response:
+            if missing["left"] > 0:
+                missing["left"] -= 1
+                venue.asks.append(("gamma", time.monotonic()))
+                return JSONResponse({"error": "not found"}, 404)
+            return await venue.gamma(request)
+
+        app = Starlette(
+            routes=[
+                Route("/gamma/markets/slug/{slug}", gamma),
+                Route("/clob/markets/{cid}", venue.clob),
+            ]
+        )
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        srv = asyncio.create_task(server.serve(sockets=[sock]))
+        await _until(lambda: server.started, 10, "local venue")
+        core = IngestCore()
+        assert info.slug not in core.windows
+        published: list[Any] = []
+        logged: list[tuple[str, str, dict[str, Any]]] = []
+        ctx = FeedContext(
+            core,
+            lambda out: published.extend(m for _, m in out),
+            lambda e, level="INFO", **f: logged.append((e, level, f)),
+            IngestSettings(resolve_poll_base_ms=100, resolve_poll_max_ms=400),
+            {
+                "GAMMA_API_URL": f"http://127.0.0.1:{port}/gamma",
+                "CLOB_API_URL": f"http://127.0.0.1:{port}/clob",
+            },
+            300,
+        )
+        task = asyncio.create_task(resolution_poller(ctx))
+        try:
+            core.step(
+                RiskState(ts_ns=time.time_ns(), halted=False, awaiting_resolution=[info.slug]),
+                time.time_ns(),
+            )
+            await _until(
+                lambda: any(isinstance(m, MarketResolved) for m in published), 15, "resolution"
+            )
+            (res,) = [m for m in published if isinstance(m, MarketResolved)]
+            assert (res.slug, res.winning_outcome, res.source) == (info.slug, "Down", "gamma")
+            assert res.winning_asset_id == info.down_token_id
+            assert res.condition_id == info.condition_id
+            asks = venue.asks_of("gamma")
+            assert len(asks) >= 4  # two misses, the look-up, the resolution poll
+            assert asks[1] - asks[0] >= 0.1 * 0.8 * 2 - 0.02  # the misses back off
+            assert core.windows[info.slug].adopted
+            assert any(e == "held_window_adopted" for e, _, _ in logged)
+            # nothing else was published for it: no market info, no books
+            assert all(isinstance(m, MarketResolved) for m in published)
+        finally:
+            ctx.stop.set()
+            await asyncio.wait_for(task, 5)
+            server.should_exit = True
+            await asyncio.wait_for(srv, 5)
+
+    asyncio.run(main())
+
+
+def test_held_windows_are_kept_until_resolved_and_lookups_follow_strategy() -> None:
+    """A released, unresolved window strategy still holds is not forgotten after HISTORY_NS; a
+    slug strategy no longer names stops being looked up."""
+    now = time.time_ns()
+    info = parse_gamma(GAMMA.read_text(), now)
+    core = IngestCore()
+    core.step(RiskState(ts_ns=now, halted=False, awaiting_resolution=[info.slug, "x-1"]), now)
+    assert core.lookups_due(now) == sorted([info.slug, "x-1"])
+    core.lookup_failed("x-1", now, 100, 400)
+    assert core.lookups_due(now) == [info.slug]
+    assert core.lookups_due(now + 400 * 1_000_000) == sorted([info.slug, "x-1"])
+    core.adopt(info, now)
+    assert core.lookups_due(now) == []
+    late = info.window_end_ns + 3600 * NS
+    core.step(Timer(late), late)
+    assert info.slug in core.windows  # held and unresolved: kept
+    core.step(RiskState(ts_ns=late, halted=False, awaiting_resolution=[]), late)
+    assert core.lookups == {} and core.held == set()
+    core.step(Timer(late + NS), late + NS)
+    assert info.slug not in core.windows  # no longer held: forgotten as before
