@@ -11,6 +11,7 @@ import msgspec
 
 from common import topics
 from common.bus import Subscriber
+from common.clock import now_ns
 from common.config import ConfigError, IngestSettings, StrategyConfigFiles, market_specs
 from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.ingest.capture import CaptureWriter
@@ -35,11 +36,16 @@ class IngestRunner(ServiceRunner):
         super().__init__("ingest", "ingestion")
         self.ctx, self.opts, self.files = build(self)
         self.core = self.ctx.core
+        # the last edit of the config files this service refused (None: the files are good),
+        # in the heartbeat as signal and strategy report theirs (observe's /health warnings)
+        self.config_file_error: dict[str, Any] | None = None
 
     def state(self) -> tuple[str, dict[str, Any]]:
         summary = self.core.summary()
         feeds = summary["feeds"].items()
         degraded = any(f["stale"] for n, f in feeds if self.core.feed(n).enabled)
+        if self.config_file_error is not None:  # running on the markets in force: say why
+            summary = {**summary, "config_file_error": self.config_file_error}
         return ("degraded" if degraded else "running"), summary
 
     def heartbeat(self) -> None:
@@ -50,7 +56,8 @@ class IngestRunner(ServiceRunner):
     async def watch_markets(self) -> None:
         """Hot reload of `markets`: on an edit of either config file (by hand, or strategy
         writing the overrides after `POST /api/config`), follow the markets it names now;
-        a bad file keeps the markets in force (logged)."""
+        a bad file keeps the markets in force (logged, and in the heartbeat's
+        `config_file_error` until the files are good again)."""
         files, ctx = self.files, self.ctx
         while not ctx.stop.is_set():
             if await ctx.sleep(MARKETS_CHECK_S):
@@ -61,7 +68,9 @@ class IngestRunner(ServiceRunner):
                 specs = market_specs(files.load().config)
             except ConfigError as e:
                 ctx.log("markets_not_reloaded", "WARNING", error=str(e))
+                self.config_file_error = {**e.to_dict(), "ts_ns": now_ns()}
                 continue
+            self.config_file_error = None
             before = sorted(self.core.specs)
             self.core.set_markets(specs, ctx.default_window_s)
             after = sorted(self.core.specs)

@@ -194,7 +194,10 @@ def data_flow(feeds: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _config_errors(core: ObserveCore) -> list[dict[str, Any]]:
     out = []
-    for name in ("strategy", "signal"):
+    """Each service running on its last good config because it refused an edit of the config
+    files, as its heartbeat's `config_file_error` says (strategy, signal; ingest for the
+    markets it follows)."""
+    for name in ("strategy", "signal", "ingest"):
         hb = core.heartbeats.get(name)
         err = hb.detail.get("config_file_error") if hb is not None else None
         if isinstance(err, dict):

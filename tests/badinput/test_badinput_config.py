@@ -439,6 +439,44 @@ def test_bad_config_written_under_running_services_is_refused(
         )
 
 
+def test_ingest_reports_a_refused_config_edit_in_its_heartbeat(
+    iso_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Ingest follows the file's `markets`: a bad edit keeps the markets in force, and it says
+    so in its heartbeat as strategy and signal do (observe lists it in /health warnings)."""
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"stake_per_trade_usd": 4.0}))
+    p = _start("ingest", {"POLYEDGE_CONFIG": str(cfg), "POLYEDGE_VENUE": "sim"})
+    logs = Path(iso_env["LOG_DIR"])
+    try:
+        wait_for(lambda: _heartbeat_detail("ingest") or p.poll() is not None, 30, what="ingest")
+        assert p.poll() is None, p.stderr.read() if p.stderr else ""
+        assert "config_file_error" not in _heartbeat_detail("ingest")
+        cfg.write_bytes(BAD_FILES["bad_field"])
+        os.utime(cfg, ns=(os.stat(cfg).st_atime_ns, os.stat(cfg).st_mtime_ns + 1_000_000_000))
+        err = wait_for(
+            lambda: _heartbeat_detail("ingest").get("config_file_error"),
+            15,
+            what="ingest's heartbeat to report the refused file",
+        )
+        assert str(cfg) in err["source"] and err["message"] and err["errors"], err
+        assert _events(logs, "ingestion", "markets_not_reloaded")
+        # a good file again: the report goes
+        cfg.write_text(json.dumps({"stake_per_trade_usd": 6.0}))
+        os.utime(cfg, ns=(os.stat(cfg).st_atime_ns, os.stat(cfg).st_mtime_ns + 2_000_000_000))
+        wait_for(
+            lambda: "config_file_error" not in _heartbeat_detail("ingest"),
+            15,
+            what="ingest's heartbeat to drop the error once the file is good",
+        )
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def _heartbeat_detail(service: str) -> dict[str, Any]:
     """The detail of the next heartbeat `service` publishes (within 3 s)."""
     from common.bus import Subscriber

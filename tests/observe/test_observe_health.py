@@ -236,6 +236,11 @@ def test_refused_config_file_is_a_warning_and_data_flow_drives_the_live_dot() ->
     assert doc["ok"] is True
     assert doc["config_errors"][0]["service"] == "strategy"
     assert "stake_per_trade_usd" in doc["warnings"][0] and "last good config" in doc["warnings"][0]
+    # ingest refuses the same edit (it follows the file's markets): named too
+    beat(c, "ingest", NOW, config_file_error=err)
+    doc = health(c, NOW)
+    assert [e["service"] for e in doc["config_errors"]] == ["strategy", "ingest"]
+    assert any(w.startswith("ingest refused /x/config.json") for w in doc["warnings"])
     data = live(c, NOW)["data"]
     assert data["data_flow"] == {"ok": True, "reason": ""}
     assert data["config_errors"] == doc["config_errors"]
