@@ -4,6 +4,7 @@ refused with each one named, per-market overrides applied."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from common.config import (
     MarketSpec,
     StrategyConfig,
     StrategyConfigFiles,
+    config_to_dict,
     enabled_markets,
     market_specs,
     strategy_config_for,
@@ -107,3 +109,41 @@ def test_shipped_eight_market_config(tmp_path) -> None:
     )
     shipped = json.loads((REPO / "config" / "config.json").read_text())
     assert "markets" not in shipped  # the default tree stays the single btc-5m market
+
+
+# Fields a shipped config in config/ sets differently from config/config.json on purpose, with
+# why (file name -> {field: reason}). A file named with POLYEDGE_CONFIG stands alone over the
+# built-in defaults (StrategyConfigFiles: it replaces config/config.json, it is not layered on
+# it), so a field it leaves out is the built-in value, not config.json's fitted one: it must
+# repeat them. An entry here is the only way to differ.
+ON_PURPOSE: dict[str, dict[str, str]] = {
+    "markets-8.json": {"markets": "its point: BTC, ETH, SOL and XRP, each 5m and 15m"},
+}
+
+
+def shipped_configs() -> list[Path]:
+    """Every strategy config shipped in config/ (top level *.json; grafana/ and prometheus/
+    hold other tools' files)."""
+    return sorted((REPO / "config").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: p.name)
+def test_every_shipped_config_validates_and_keeps_the_fitted_parameters(
+    path: Path, tmp_path: Path
+) -> None:
+    """Each file loads as POLYEDGE_CONFIG (every field valid) and, in force, equals
+    config/config.json's config in force on every field (the fitted model and blend
+    parameters above all) except those ON_PURPOSE names with a reason."""
+    base = StrategyConfigFiles(REPO / "config" / "config.json", data_dir=tmp_path).load()
+    loaded = StrategyConfigFiles(path, data_dir=tmp_path).load()
+    why = ON_PURPOSE.get(path.name, {})
+    assert all(isinstance(r, str) and r.strip() for r in why.values()), "say why"
+    ours, theirs = config_to_dict(loaded.config), config_to_dict(base.config)
+    differs = {k: (ours.get(k), theirs.get(k)) for k in ours if ours.get(k) != theirs.get(k)}
+    unexplained = {k: v for k, v in differs.items() if k not in why}
+    assert not unexplained, (
+        f"{path.name} contradicts config/config.json (its value, config.json's) on "
+        f"{unexplained}: repeat config.json's value, or add the field to ON_PURPOSE with why"
+    )
+    stale = sorted(k for k in why if k not in differs)
+    assert not stale, f"ON_PURPOSE names {stale} for {path.name} but it no longer differs"
