@@ -41,7 +41,7 @@ from common.schema import (
 )
 from services.execution import fills as fm
 from services.execution.ledger import Ledger, Position
-from services.execution.resting import RestingBook, check_resting
+from services.execution.resting import Resting, RestingBook, check_resting
 from services.execution.switches import TradingMode
 
 MS = 1_000_000
@@ -70,7 +70,14 @@ def record_book(book: Book, side: str) -> str:
 
 
 # --- the venue adapter's interface (live.LiveVenue implements it) -----------------------------
-MAKER_POLL_INTERVAL_NS = 1_000_000_000  # live: resting orders' maker fills looked up every second
+# live: resting orders' maker fills are read from the user channel on every timer tick and
+# reconciled against REST (trades, the order's size_matched and status) this often, every
+# second while the user channel is down
+MAKER_POLL_INTERVAL_NS = 1_000_000_000
+MAKER_RECONCILE_INTERVAL_NS = 5_000_000_000
+MAKER_TAIL_NS = 30_000_000_000  # an order off the book is still followed this long for fills
+SIZE_EPS = 0.005  # shares: fills and size_matched agree within the venue's 2-decimal sizes
+LIVE_ORDER_STATUSES = ("LIVE", "DELAYED", "")  # the venue's words for an order still resting
 
 
 class VenueError(Exception):
@@ -187,6 +194,8 @@ class ExecutionCore(Core):
         # paper resting (maker) orders, filled by the queue model from the books (issue 18)
         self.resting = RestingBook()
         self._next_maker_poll_ns = 0
+        # live: resting orders just off the book, still followed for fills that raced the cancel
+        self._maker_tail: dict[str, tuple[Resting, int]] = {}
 
     # --- time ---------------------------------------------------------------------------------
     def _t(self) -> int:
@@ -254,9 +263,18 @@ class ExecutionCore(Core):
         if self.venue is not None and self.now_ns >= self._next_trade_check_ns:
             self._next_trade_check_ns = self.now_ns + TRADE_CHECK_INTERVAL_NS
             out += self.check_trades()
-        if self.venue is not None and self.resting and self.now_ns >= self._next_maker_poll_ns:
-            self._next_maker_poll_ns = self.now_ns + MAKER_POLL_INTERVAL_NS
-            out += self.poll_maker_fills()
+        if self.venue is not None and (self.resting or self._maker_tail):
+            # the user channel's events every tick; REST as the reconcile path (more often
+            # while the channel is down)
+            rest = self.now_ns >= self._next_maker_poll_ns
+            if rest:
+                every = (
+                    MAKER_RECONCILE_INTERVAL_NS
+                    if getattr(self.venue, "ws_connected", False)
+                    else MAKER_POLL_INTERVAL_NS
+                )
+                self._next_maker_poll_ns = self.now_ns + every
+            out += self.poll_maker_fills(rest=rest)
         return out
 
     def _due(self, coid: str) -> bool:
@@ -727,9 +745,13 @@ class ExecutionCore(Core):
 
     def on_cancel_order(self, msg: CancelOrder, now_ns: int) -> Out:
         """Cancel the resting orders `msg` names (CancelOrder's docstring); each answered with
-        an OrderAccepted of status "cancelled"."""
+        an OrderAccepted of status "cancelled". A named order this execution never received is
+        answered with an OrderRejected of code `unknown_order` (logged WARNING); one known but
+        no longer resting (filled, cancelled, expired: its final answer went out) is logged."""
         self.now_ns = max(self.now_ns, now_ns)
         chosen = self.resting.select(msg.client_order_id, msg.slug)
+        if msg.client_order_id and not chosen:
+            return self._cancel_not_resting(msg)
         if self.venue is not None and chosen:
             ids = [r.venue_order_id for r in chosen if r.venue_order_id]
             try:
@@ -745,11 +767,39 @@ class ExecutionCore(Core):
             out += self._resting_done(r.intent.client_order_id, "cancelled", msg.reason or "cancel")
         return out
 
+    def _cancel_not_resting(self, msg: CancelOrder) -> Out:
+        coid = msg.client_order_id
+        row = self.ledger.order(coid)
+        if row is not None:
+            self._count("cancel_not_resting")
+            self.log(
+                "execution",
+                "cancel_not_resting",
+                client_order_id=coid,
+                status=row["status"],
+                reason=msg.reason,
+            )
+            return []
+        t = self._t()
+        why = "cancel of an order execution does not know (never received, or another ledger)"
+        self._count("cancel_unknown_order")
+        self.log(
+            "execution", "cancel_unknown_order", "WARNING", client_order_id=coid, reason=msg.reason
+        )
+        return [
+            (
+                topics.REJECT,
+                OrderRejected(client_order_id=coid, reason=why, ts_ns=t, code="unknown_order"),
+            )
+        ]
+
     def _resting_done(self, coid: str, status: str, why: str) -> Out:
         """A resting order is off the book (cancelled, expired): ledger row, OrderAccepted."""
         r = self.resting.remove(coid)
         if r is None:
             return []
+        if self.venue is not None:  # fills that raced the cancel are still booked
+            self._maker_tail[coid] = (r, self.now_ns + MAKER_TAIL_NS)
         t = self._t()
         self.ledger.update(coid, t, status, status=status, reason=why, ts_done_ns=t)
         self._count(status)
@@ -767,23 +817,41 @@ class ExecutionCore(Core):
             )
         ]
 
-    def poll_maker_fills(self) -> Out:
-        """Live: the venue's maker fills of each resting order (the adapter's `resting_fills`:
-        user channel, then REST trades), the new ones booked as maker fills with the rebate;
-        an order filled in full leaves the resting book."""
+    def poll_maker_fills(self, rest: bool = True) -> Out:
+        """Live: the venue's maker fills of each resting order, and its venue-side end. Fills
+        come from the adapter's `resting_fills`: the user channel's trade events on every call,
+        REST trades too with `rest` (the reconcile path); each fill is booked once (keyed by
+        trade id and maker order id, `<trade id>:m:<order id>`), with no fee and the rebate,
+        provisional until its trade is CONFIRMED (`check_trades`; a FAILED one is reversed as a
+        taker trade is). The order's state (`resting_state`: user-channel order events, GET
+        /data/order with `rest`) is the authority: fills booked beyond its `size_matched` are
+        an ERROR, fewer are awaited; an order MATCHED in full leaves the resting book, one the
+        venue cancelled (dead-man switch, GTD expiry, market closed) is answered to strategy
+        with an OrderAccepted of status "cancelled" as soon as its fills are booked. Orders
+        just taken off the book stay followed `MAKER_TAIL_NS` for fills that raced the cancel."""
         resting_fills = getattr(self.venue, "resting_fills", None)
+        resting_state = getattr(self.venue, "resting_state", None)
         if resting_fills is None:
             return []
         out: Out = []
         t = self._t()
-        for r in list(self.resting.orders.values()):
+        for coid, until in list(self._maker_tail.items()):
+            if self.now_ns > until[1]:
+                del self._maker_tail[coid]
+        followed = [(r, True) for r in self.resting.orders.values()]
+        followed += [(r, False) for r, _ in self._maker_tail.values()]
+        for r, on_book in followed:
             intent = r.intent
+            coid = intent.client_order_id
             try:
-                got = resting_fills(r.venue_order_id, intent.asset_id)
+                got = resting_fills(r.venue_order_id, intent.asset_id, rest=rest)
+                state = resting_state(r.venue_order_id, rest=rest) if resting_state else None
             except Exception as e:  # noqa: BLE001 - a failed poll is retried on the next tick
+                self._count("maker_fill_poll_failed")
                 self.log("execution", "maker_fill_poll_failed", "WARNING", error=str(e)[:200])
                 continue
-            seen = {row["trade_id"] for row in self.ledger.fills_of(intent.client_order_id)}
+            rows = self.ledger.fills_of(coid)
+            seen = {row["trade_id"] for row in rows}
             sched = money.FeeSchedule.of(
                 intent.fee_rate, intent.fee_exponent, rebate_rate=intent.fee_rebate_rate
             )
@@ -799,16 +867,46 @@ class ExecutionCore(Core):
                 for tr in got
                 if tr.trade_id not in seen
             ]
-            if not new:
+            booked = sum(
+                (-1.0 if row["reverses_trade_id"] else 1.0) * float(row["size"]) for row in rows
+            ) + sum(tr.size for tr in new)
+            status, matched = state if state is not None else ("", -1.0)
+            if rest and matched >= 0 and booked > matched + SIZE_EPS:
+                self._count("maker_overbooked")
+                self.log(
+                    "execution",
+                    "maker_fills_exceed_size_matched",
+                    "ERROR",
+                    client_order_id=coid,
+                    booked=booked,
+                    size_matched=matched,
+                )
+            done = booked + SIZE_EPS >= intent.size
+            if new:
+                if on_book:
+                    word = "filled" if done else "partial"
+                else:  # taken off the book meanwhile: its final word stays
+                    row = self.ledger.order(coid)
+                    word = row["status"] if row else "cancelled"
+                out += self._fills(intent, new, word, t, r.venue_order_id, False)
+            if not on_book:
                 continue
-            filled = sum(tr.size for tr in got)
-            done = filled + 1e-9 >= intent.size
-            out += self._fills(
-                intent, new, "filled" if done else "partial", t, r.venue_order_id, False
-            )
             if done:
-                self.resting.remove(intent.client_order_id)
+                self._off_book(coid)
+            elif status and status not in LIVE_ORDER_STATUSES and booked + SIZE_EPS >= matched:
+                # the venue took it off (all its fills booked): strategy frees the quote now
+                word = "filled" if status == "MATCHED" else "cancelled"
+                if word == "filled":
+                    self._off_book(coid)
+                else:
+                    out += self._resting_done(coid, "cancelled", f"venue: {status}")
         return out
+
+    def _off_book(self, coid: str) -> None:
+        """A resting order left the book: followed a while longer for late fills."""
+        r = self.resting.remove(coid)
+        if r is not None and self.venue is not None:
+            self._maker_tail[coid] = (r, self.now_ns + MAKER_TAIL_NS)
 
     def _expire_resting(self) -> Out:
         out: Out = []

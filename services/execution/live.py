@@ -251,6 +251,8 @@ class LiveVenue:
         self._ws_thread: threading.Thread | None = None
         self.ws_trades: dict[str, dict[str, Any]] = {}  # trade id -> latest user-channel trade
         self.ws_orders: dict[str, dict[str, Any]] = {}  # order id -> latest user-channel order
+        # our maker order id -> ids of the user-channel trades that list it in `maker_orders`
+        self.ws_maker: dict[str, set[str]] = {}
         self.counts: dict[str, int] = {}
         self.ws_connected = False
         self._start_error = ""
@@ -511,21 +513,31 @@ class LiveVenue:
         params = OrderMarketCancelParams(market=market or None, asset_id=asset_id or None)
         return self._cancel(lambda c: c.cancel_market_orders(params))
 
-    def resting_fills(self, order_id: str, asset_id: str) -> list[VenueTrade]:
+    def resting_fills(self, order_id: str, asset_id: str, rest: bool = True) -> list[VenueTrade]:
         """The maker fills of our resting order `order_id` (on token `asset_id`) so far: one per
-        venue trade that lists it in `maker_orders` (user channel, then REST `/data/trades`),
-        at the order's own price, with no fee (the taker pays it); FAILED trades left out (the
-        match was undone). Trade ids are `<trade id>:m`. The order's `size_matched` (GET
-        /data/order) stays the authority for how much filled (PROTOCOLS.md section 7)."""
-        assert self.client is not None
-        seen: dict[str, dict[str, Any]] = {str(t.get("id")): t for t in self.ws_trades.values()}
-        for t in self.client.get_trades(TradeParams(asset_id=asset_id), only_first_page=True):
-            if isinstance(t, dict):
-                seen.setdefault(str(t.get("id")), t)
-        # the maker side of a trade is listed on the taker's token: look beyond `asset_id` too
-        for t in self.client.get_trades(TradeParams(), only_first_page=True):
-            if isinstance(t, dict):
-                seen.setdefault(str(t.get("id")), t)
+        venue trade that lists it in `maker_orders`, at the order's own price, with no fee (the
+        taker pays it). Read from the user channel's trade events (`trader_side` MAKER,
+        tests/fixtures/nautilus_trader/polymarket_ws_py/user_trade3.json) and, with `rest`, from
+        REST `/data/trades` too (the reconcile path: events the socket missed). FAILED trades
+        are left out (the match was undone; one booked already is reversed by the trade-status
+        check). Trade ids are `<trade id>:m:<order id>`: one trade can fill several of our
+        orders, each fill counted once. The order's `size_matched` (`resting_state`) stays the
+        authority for how much filled (PROTOCOLS.md section 7). Raises PolyException /
+        httpx.HTTPError when REST fails."""
+        seen: dict[str, dict[str, Any]] = {}
+        for tid in list(self.ws_maker.get(order_id, ())):
+            t = self.ws_trades.get(tid)
+            if t is not None:
+                seen[tid] = t
+        if rest:
+            assert self.client is not None
+            for t in self.client.get_trades(TradeParams(asset_id=asset_id), only_first_page=True):
+                if isinstance(t, dict):
+                    seen.setdefault(str(t.get("id")), t)
+            # the maker side of a trade is listed on the taker's token: look beyond it too
+            for t in self.client.get_trades(TradeParams(), only_first_page=True):
+                if isinstance(t, dict):
+                    seen.setdefault(str(t.get("id")), t)
         out = []
         for tid, t in seen.items():
             if str(t.get("status", "")).upper() == "FAILED":
@@ -537,8 +549,28 @@ class LiveVenue:
                         fm.dec(str(m.get("matched_amount", "0"))),
                     )
                     if n > 0:
-                        out.append(VenueTrade(f"{tid}:m", float(p), float(n), 0.0))
+                        out.append(VenueTrade(f"{tid}:m:{order_id}", float(p), float(n), 0.0))
         return out
+
+    def resting_state(self, order_id: str, rest: bool = True) -> tuple[str, float] | None:
+        """`(status, size_matched shares)` of our resting order `order_id`: the user channel's
+        latest `order` event (PLACEMENT/UPDATE/CANCELLATION, PROTOCOLS.md section 2) and, with
+        `rest`, GET /data/order (the reconcile path, authoritative). Status is the venue's word
+        upper-cased: LIVE, MATCHED, CANCELED, ... (a venue-initiated cancel: the heartbeat's
+        dead-man switch, a GTD's expiry, the market closing). None when nothing is known yet.
+        Raises PolyException / httpx.HTTPError when REST fails."""
+        doc = self.ws_orders.get(order_id)
+        if rest:
+            assert self.client is not None
+            got = self.client.get_order(order_id)
+            if isinstance(got, dict) and got.get("id"):
+                doc = got
+        if not doc:
+            return None
+        status = str(doc.get("status") or "").upper()
+        if str(doc.get("type") or "").upper() == "CANCELLATION" and not status.startswith("CANCEL"):
+            status = "CANCELED"
+        return status, _num(doc.get("size_matched"))
 
     def _cancel(self, call: Callable[[ClobClient], Any]) -> dict[str, Any]:
         if not self.start():
@@ -1469,6 +1501,9 @@ class LiveVenue:
             kind = str(ev.get("event_type") or ev.get("type") or "").lower()
             if kind == "trade" and ev.get("id"):
                 self.ws_trades[str(ev["id"])] = ev
+                for m in ev.get("maker_orders") or []:
+                    if isinstance(m, dict) and m.get("order_id"):
+                        self.ws_maker.setdefault(str(m["order_id"]), set()).add(str(ev["id"]))
                 data = True
             elif kind == "order" and ev.get("id"):
                 self.ws_orders[str(ev["id"])] = ev

@@ -146,7 +146,11 @@ class RestingVenue:
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
-        self.trades: list = []
+        self.trades: list = []  # maker fills the user channel reported (and REST lists)
+        self.rest_trades: list = []  # maker fills only REST lists (the socket missed them)
+        self.state: tuple[str, float] | None = None  # the order's (status, size_matched)
+        self.trade_status: dict[str, str] = {}  # venue trade id -> status (else CONFIRMED)
+        self.ws_connected = True
 
     def gate(self, side):
         return "venue_post_only", "the venue accepts only post-only orders after a restart"
@@ -163,8 +167,12 @@ class RestingVenue:
         self.calls.append(("post_resting", order.order_id, order_type))
         return VenueResult("accepted", "live", terminal=False, venue_order_id=order.order_id)
 
-    def resting_fills(self, order_id, asset_id):
-        return list(self.trades)
+    def resting_fills(self, order_id, asset_id, rest=True):
+        self.calls.append(("resting_fills", rest))
+        return list(self.trades) + (list(self.rest_trades) if rest else [])
+
+    def resting_state(self, order_id, rest=True):
+        return self.state
 
     def cancel(self, ids):
         self.calls.append(("cancel", tuple(ids)))
@@ -174,7 +182,7 @@ class RestingVenue:
         return None
 
     def trade_states(self, trade_ids):
-        return {t: "CONFIRMED" for t in trade_ids}
+        return {t: self.trade_status.get(t, "CONFIRMED") for t in trade_ids}
 
     def redemption_status(self, tx_hash):
         return ""
@@ -201,7 +209,7 @@ def test_live_post_only_order_through_the_adapter_in_the_post_only_minutes() -> 
         ("post_resting", "0xq1", "GTC"),
     ]
     # the venue's maker fill is booked once, with the rebate
-    v.trades = [VenueTrade("tr1:m", 0.48, 4.0, 0.0)]
+    v.trades = [VenueTrade("tr1:m:0xq1", 0.48, 4.0, 0.0)]
     (f,) = of(c.step(Timer(T0 + 2 * NS), T0 + 2 * NS), topics.FILL)
     assert (f.liquidity, f.fee, f.size, f.dry_run) == ("maker", 0.0, 4.0, False)
     assert f.rebate_usd == float(
@@ -211,3 +219,108 @@ def test_live_post_only_order_through_the_adapter_in_the_post_only_minutes() -> 
     # the rest is cancelled at the venue by its id
     (ack,) = of(c.step(CancelOrder(ts_ns=T0, client_order_id="q1"), T0 + 5 * NS), topics.ACK)
     assert ack.status == "cancelled" and v.calls[-1] == ("cancel", ("0xq1",))
+
+
+def live_core(v: RestingVenue) -> ExecutionCore:
+    c = ExecutionCore(Ledger(":memory:"), TradingMode(False, True, True), venue=v)  # type: ignore[arg-type]
+    c.step(book([(0.48, 100.0)], [(0.50, 80.0)]), T0)
+    (ack,) = of(c.step(resting("q1"), T0), topics.ACK)
+    assert ack.status == "live"
+    return c
+
+
+def test_live_maker_fills_from_the_channel_and_rest_each_once_and_a_failed_one_reversed() -> None:
+    """Issue 18 item 3: a maker fill the user channel reports is booked on the next timer tick
+    (no REST call needed); the REST reconcile lists it again plus one the socket missed: only
+    the new one is booked; the fills add up to the order's size_matched; a maker trade the
+    venue reports FAILED is reversed as a taker trade is (PROTOCOLS.md section 7)."""
+    from common.core import Timer
+    from services.execution.core import VenueTrade
+
+    v = RestingVenue()
+    v.gate = lambda side: ("", "")  # type: ignore[method-assign]
+    c = live_core(v)
+    c.step(Timer(T0), T0)  # the first tick reconciles against REST: nothing yet
+    v.calls.clear()
+    v.trades = [VenueTrade("tA:m:0xq1", 0.48, 4.0, 0.0)]
+    v.state = ("LIVE", 4.0)
+    (f,) = of(c.step(Timer(T0 + NS // 10), T0 + NS // 10), topics.FILL)
+    assert (f.trade_id, f.size, f.liquidity) == ("tA:m:0xq1", 4.0, "maker")
+    assert v.calls == [("resting_fills", False)]  # from the channel: REST not asked
+    # REST lists tA again and tB the socket missed: tB alone is new
+    v.rest_trades = [
+        VenueTrade("tA:m:0xq1", 0.48, 4.0, 0.0),
+        VenueTrade("tB:m:0xq1", 0.48, 3.0, 0.0),
+    ]
+    v.state = ("LIVE", 7.0)
+    v.trade_status = {"tB": "MATCHED"}  # tA goes CONFIRMED, tB stays provisional
+    fills = []
+    t = T0 + NS // 10
+    while t < T0 + 7 * NS:
+        t += NS // 10
+        fills += of(c.step(Timer(t), t), topics.FILL)
+    assert [x.trade_id for x in fills] == ["tB:m:0xq1"]
+    assert ("resting_fills", True) in v.calls
+    rows = c.ledger.fills_of("q1")
+    assert sorted(r["trade_id"] for r in rows) == ["tA:m:0xq1", "tB:m:0xq1"]
+    assert sum(r["size"] for r in rows) == 7.0 and "maker_overbooked" not in c.counts
+    assert c.ledger.order("q1")["status"] == "partial" and "q1" in c.resting.orders
+    # the venue's trade tB fails on chain: its maker fill is undone
+    v.trade_status = {"tB": "FAILED"}
+    (rev,) = of(c.check_trades(), topics.FILL)
+    assert (rev.reverses_trade_id, rev.side, rev.size) == ("tB:m:0xq1", "SELL", 3.0)
+    assert c.positions[UP].size == 4.0
+    # a fill beyond the order's size_matched is named as an error on the reconcile
+    v.rest_trades = [VenueTrade("tC:m:0xq1", 0.48, 2.0, 0.0)]
+    v.state = ("LIVE", 4.0)
+    c.poll_maker_fills(rest=True)
+    assert c.counts.get("maker_overbooked") == 1
+
+
+def test_a_venue_cancel_of_a_resting_order_is_told_to_strategy_at_once() -> None:
+    """The venue takes a resting order off by itself (the heartbeat's dead-man switch, a GTD's
+    expiry, the market closing: a user-channel CANCELLATION): execution books the fills the
+    order had, then answers strategy with an OrderAccepted "cancelled" on the next timer tick;
+    a fill that raced the cancel and shows up later is still booked, once."""
+    from common.core import Timer
+    from services.execution.core import VenueTrade
+
+    v = RestingVenue()
+    v.gate = lambda side: ("", "")  # type: ignore[method-assign]
+    c = live_core(v)
+    c.step(Timer(T0), T0)
+    v.trades = [VenueTrade("tA:m:0xq1", 0.48, 4.0, 0.0)]
+    v.state = ("CANCELED", 6.0)  # 2 more shares matched than seen so far: wait for them
+    out = c.step(Timer(T0 + NS // 10), T0 + NS // 10)
+    assert len(of(out, topics.FILL)) == 1 and not of(out, topics.ACK)
+    assert "q1" in c.resting.orders
+    v.trades.append(VenueTrade("tB:m:0xq1", 0.48, 2.0, 0.0))
+    out = c.step(Timer(T0 + 2 * NS // 10), T0 + 2 * NS // 10)
+    (fb,) = of(out, topics.FILL)
+    (ack,) = of(out, topics.ACK)
+    assert fb.trade_id == "tB:m:0xq1" and (ack.client_order_id, ack.status) == ("q1", "cancelled")
+    assert "q1" not in c.resting.orders and c.ledger.order("q1")["status"] == "cancelled"
+    assert c.ledger.order("q1")["filled_size"] == 6.0
+    # a late fill of the cancelled order (it raced the cancel) is booked once; status stays
+    v.trades.append(VenueTrade("tC:m:0xq1", 0.48, 1.0, 0.0))
+    (fc,) = of(c.step(Timer(T0 + 3 * NS // 10), T0 + 3 * NS // 10), topics.FILL)
+    assert fc.trade_id == "tC:m:0xq1"
+    assert not of(c.step(Timer(T0 + 4 * NS // 10), T0 + 4 * NS // 10), topics.FILL)
+    assert c.ledger.order("q1")["status"] == "cancelled"
+    # 30 s on it is followed no more
+    c.step(Timer(T0 + 40 * NS), T0 + 40 * NS)
+    assert not c._maker_tail
+
+
+def test_cancel_of_an_order_execution_does_not_know_is_answered() -> None:
+    """CancelOrder naming an order never received: an OrderRejected `unknown_order` (strategy
+    frees whatever it waited for); one already done is only logged (its answer went out)."""
+    c = core()
+    (rej,) = of(c.step(CancelOrder(ts_ns=T0, client_order_id="nope"), T0), topics.REJECT)
+    assert (rej.client_order_id, rej.code) == ("nope", "unknown_order")
+    assert c.counts["cancel_unknown_order"] == 1
+    of(c.step(resting("q1"), T0), topics.ACK)
+    (ack,) = of(c.step(CancelOrder(ts_ns=T0, client_order_id="q1"), T0), topics.ACK)
+    assert ack.status == "cancelled"
+    assert c.step(CancelOrder(ts_ns=T0, client_order_id="q1"), T0) == []
+    assert c.counts["cancel_not_resting"] == 1
