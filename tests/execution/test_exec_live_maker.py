@@ -184,3 +184,128 @@ def test_venue_texts_map_to_named_codes() -> None:
         "venue_post_only",
     )
     assert map_error(503, "Service Unavailable")[:2] == ("unknown", "venue_5xx")
+
+
+def test_core_books_maker_fills_from_the_user_channel_and_hears_a_venue_cancel(
+    lsim: SimProc, tmp_path
+) -> None:
+    """The execution core with the live adapter on the simulated venue (its user channel
+    open): post-only BUYs at the best bid of both tokens; the venue's maker fills are booked
+    each once (`<trade>:m:<order>`), adding up to the order's `size_matched` (GET /data/order);
+    an order the venue takes off by itself (here a DELETE behind the core's back, as the
+    dead-man switch or a GTD expiry would) is answered with an OrderAccepted "cancelled" within
+    seconds, from the user channel's CANCELLATION event."""
+    from common import topics
+    from common.core import Timer
+    from common.schema import CancelOrder, OrderIntent
+    from services.execution.core import ExecutionCore
+    from services.execution.ledger import Ledger
+    from services.execution.switches import TradingMode
+
+    v = LiveVenue(
+        f"{lsim.http}/clob",
+        Secret(Account.create().key.hex()),
+        user_ws_url=f"ws://127.0.0.1:{lsim.port}/ws/user",
+        log=lambda *a, **k: None,
+    )
+    assert v.start()
+    wait_for(lambda: v.ws_connected, 10, what="the user channel")
+    c = ExecutionCore(
+        Ledger(str(tmp_path / "l.db")), TradingMode(False, True, True), venue=v, clock=time.time_ns
+    )
+    out: list = []
+
+    def step(msg) -> list:
+        got = c.step(msg, time.time_ns())
+        out.extend(got)
+        return got
+
+    cur = market(lsim, 45)
+    for i, token in enumerate((cur["up_token"], cur["down_token"])):
+        for k in range(10):  # the book moves: a bid that now crosses is refused, try the new one
+            bid = float(lsim.state()["current"]["books"][token]["best_bid"])
+            now = time.time_ns()
+            it = OrderIntent(
+                client_order_id=f"q{i}-{k}",
+                slug=cur["slug"],
+                asset_id=token,
+                outcome="Up" if token == cur["up_token"] else "Down",
+                side="BUY",
+                order_type="GTC",
+                limit_price=bid,
+                size=5.0,
+                expires_ns=now + 30 * 10**9,
+                ts_intent_ns=now,
+                tick_size=float(cur["tick_size"]),
+                fee_rate=0.07,
+                fee_rebate_rate=0.2,
+                post_only=True,
+            )
+            got = step(it)
+            if not any(m.code == "post_only_would_cross" for t, m in got if t == topics.REJECT):
+                break
+        assert any(t == topics.ACK and m.status == "live" for t, m in got), got
+    placed = {r.venue_order_id: coid for coid, r in c.resting.orders.items()}
+    assert len(placed) == 2
+    assert v.client is not None
+
+    def consistent() -> str | None:
+        step(Timer(time.time_ns()))
+        for oid, coid in placed.items():
+            rows = c.ledger.fills_of(coid)
+            matched = float(v.client.get_order(oid)["size_matched"])  # type: ignore[union-attr]
+            if rows and sum(r["size"] for r in rows) == pytest.approx(matched):
+                return coid
+        time.sleep(0.1)
+        return None
+
+    filled = wait_for(consistent, 40, what="maker fills booked adding up to size_matched")
+    rows = c.ledger.fills_of(filled)
+    ids = [r["trade_id"] for r in rows]
+    assert len(ids) == len(set(ids)) and all(":m:" in i for i in ids), ids
+    assert all(r["liquidity"] == "maker" and r["fee"] == 0 for r in rows)
+    fills = [m for t, m in out if t == topics.FILL]
+    assert len(fills) == len({f.trade_id for f in fills})  # each fill went out once
+    # the venue takes a resting order off by itself: strategy hears it at once. A bid far
+    # under the book (nothing fills it) is placed, then deleted behind the core's back
+    now = time.time_ns()
+    far = OrderIntent(
+        client_order_id="q-far",
+        slug=cur["slug"],
+        asset_id=cur["up_token"],
+        outcome="Up",
+        side="BUY",
+        order_type="GTC",
+        limit_price=0.05,
+        size=5.0,
+        expires_ns=now + 30 * 10**9,
+        ts_intent_ns=now,
+        tick_size=float(cur["tick_size"]),
+        fee_rate=0.07,
+        post_only=True,
+    )
+    assert any(t == topics.ACK and m.status == "live" for t, m in step(far))
+    step(Timer(time.time_ns()))
+    oid = c.resting.orders["q-far"].venue_order_id
+    assert v.cancel([oid])["canceled"] == [oid]
+    t0 = time.monotonic()
+
+    def told() -> bool:
+        got = step(Timer(time.time_ns()))
+        time.sleep(0.05)
+        return any(
+            t == topics.ACK and m.client_order_id == "q-far" and m.status == "cancelled"
+            for t, m in got
+        )
+
+    wait_for(told, 10, what="the venue's cancel told to strategy")
+    assert time.monotonic() - t0 < 4.0  # the channel's event, not the 5 s REST reconcile
+    assert c.ledger.order("q-far")["status"] == "cancelled"
+    assert "q-far" not in c.resting.orders
+    # a cancel naming an order nobody sent is answered, not dropped
+    got = step(CancelOrder(ts_ns=time.time_ns(), client_order_id="never-sent"))
+    assert [(m.client_order_id, m.code) for t, m in got if t == topics.REJECT] == [
+        ("never-sent", "unknown_order")
+    ]
+    v.cancel_all()
+    v.close()
