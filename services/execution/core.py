@@ -629,7 +629,13 @@ class ExecutionCore(Core):
                 continue
             self.ledger.set_trade_status(tid, status, t, coid)
             if status == "FAILED":
-                out += self._reverse(tid, coid, rows, t)
+                # one venue trade can fill several of our orders (maker orders on both sides,
+                # `<trade>:m:<order>`): each order's fills are reversed under that order
+                by_order: dict[str, list[Any]] = {}
+                for r in rows:
+                    by_order.setdefault(r["client_order_id"], []).append(r)
+                for owner, its in by_order.items():
+                    out += self._reverse(tid, owner, its, t)
             elif status == "CONFIRMED":
                 self._count("trades_confirmed")
         return out

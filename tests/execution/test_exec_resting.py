@@ -159,7 +159,8 @@ class RestingVenue:
         from services.execution.core import SignedOrder
 
         self.calls.append(("sign_resting", asset_id, side, str(price), str(size), kw["order_type"]))
-        return SignedOrder("0xq1", "{}")
+        self.signed = getattr(self, "signed", 0) + 1
+        return SignedOrder(f"0xq{self.signed}", "{}")
 
     def post_resting(self, order, order_type="GTC"):
         from services.execution.core import VenueResult
@@ -169,7 +170,8 @@ class RestingVenue:
 
     def resting_fills(self, order_id, asset_id, rest=True):
         self.calls.append(("resting_fills", rest))
-        return list(self.trades) + (list(self.rest_trades) if rest else [])
+        got = list(self.trades) + (list(self.rest_trades) if rest else [])
+        return [t for t in got if t.trade_id.endswith(":" + order_id)]
 
     def resting_state(self, order_id, rest=True):
         return self.state
@@ -324,3 +326,29 @@ def test_cancel_of_an_order_execution_does_not_know_is_answered() -> None:
     assert ack.status == "cancelled"
     assert c.step(CancelOrder(ts_ns=T0, client_order_id="q1"), T0) == []
     assert c.counts["cancel_not_resting"] == 1
+
+
+def test_a_failed_trade_filling_two_of_our_maker_orders_is_reversed_under_each() -> None:
+    """One venue trade can list two of our resting orders in `maker_orders` (the taker swept
+    both levels): each gets its own maker fill (`<trade>:m:<order>`), and when the trade
+    FAILS each order's fill is reversed under that order."""
+    from common.core import Timer
+    from services.execution.core import VenueTrade
+
+    v = RestingVenue()
+    v.gate = lambda side: ("", "")  # type: ignore[method-assign]
+    c = live_core(v)
+    of(c.step(resting("q2", price=0.47), T0), topics.ACK)
+    v.trades = [VenueTrade("tX:m:0xq1", 0.48, 2.0, 0.0), VenueTrade("tX:m:0xq2", 0.47, 3.0, 0.0)]
+    v.trade_status = {"tX": "MATCHED"}
+    fills = of(c.step(Timer(T0), T0), topics.FILL)
+    assert sorted((f.client_order_id, f.trade_id, f.size) for f in fills) == [
+        ("q1", "tX:m:0xq1", 2.0),
+        ("q2", "tX:m:0xq2", 3.0),
+    ]
+    v.trade_status = {"tX": "FAILED"}
+    revs = of(c.check_trades(), topics.FILL)
+    assert sorted((r.client_order_id, r.reverses_trade_id, r.size) for r in revs) == [
+        ("q1", "tX:m:0xq1", 2.0),
+        ("q2", "tX:m:0xq2", 3.0),
+    ]
