@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         ping_interval=args.ping_interval,
         markets=markets,
         markets_source=markets_source,
+        # ended windows' resolutions, so a restarted venue still answers for them (Gamma keeps
+        # closed markets); per seed, as the market ids are
+        archive_path=settings.data_dir / "sim" / f"windows-seed{seed}.jsonl",
     )
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)

@@ -263,20 +263,27 @@ def gamma_windows(request: Request) -> list[Window]:
         limit = max(0, int(q.get("limit") or 100))
     except ValueError:
         limit = 100
-    out = []
-    for w in sorted(v.market.windows.values(), key=lambda x: x.start_s):
-        closed_now = is_closed(w, now)
+
+    def keep(w: Window) -> bool:
         if slugs and w.slug not in slugs:
-            continue
+            return False
         if tag and tag.lower() not in {t["slug"].lower() for t in tags(w)}:
-            continue
+            return False
         if series and series != series_slug(w):
-            continue
-        if closed == "true" and not closed_now:
-            continue
-        if closed != "true" and closed_now:
-            continue  # closed markets are omitted unless closed=true
-        out.append(w)
+            return False
+        # closed markets are omitted unless closed=true
+        return is_closed(w, now) == (closed == "true")
+
+    listed = v.market.windows
+    out = [w for w in listed.values() if keep(w)]
+    # an ended window no longer listed (its books dropped, or the venue restarted): the real
+    # Gamma keeps closed markets, so one named by slug is rebuilt (SimMarkets.window_by_slug)
+    for slug in dict.fromkeys(slugs):
+        if slug not in listed:
+            w = v.market.window_by_slug(slug)
+            if w is not None and keep(w):
+                out.append(w)
+    out.sort(key=lambda x: x.start_s)
     return out[:limit]
 
 

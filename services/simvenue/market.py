@@ -23,10 +23,11 @@ import json
 import math
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import msgspec
 
@@ -98,6 +99,7 @@ ASSETS: dict[str, tuple[str, float, float, float, int]] = {
     "xrp": ("XRP", 2.2, 0.70, 0.70, 4),
 }
 OTHER_ASSET = ("", 10.0, 0.80, 0.60, 4)
+ARCHIVE_MAX = 20_000  # ended windows' resolutions kept per series (70 days of 5-minute windows)
 CLOCK_SLUG_WINDOWS = ("5m", "15m")  # the venue's slugs that carry the window start
 RTDS_TOPICS = ("crypto_prices_chainlink", "crypto_prices_twap_sixty", "crypto_prices")
 
@@ -729,6 +731,12 @@ class SimMarket:
         )
         self._quoter_rng = random.Random(f"{seed}:quoters{sfx}")
         self.windows: dict[int, Window] = {}
+        # what each ended window resolved to, by start (s): the venue keeps closed markets (real
+        # Gamma answers `/markets/slug/{slug}` for them long after), so a window dropped from
+        # `windows` (books and all) is rebuilt from this by `past_window`; `on_archive` (set by
+        # SimMarkets) also writes each record to disk, so a restarted venue answers them too
+        self.archive: dict[int, dict] = {}
+        self.on_archive: Callable[[dict], None] | None = None
         self.resolve_delay_ns = 0  # the `late_resolution` fault: every resolution this much later
         self._quoter_log = self.spot.log_price
         self._quoter_noise = 0.0
@@ -857,6 +865,40 @@ class SimMarket:
             if w.slug == slug:
                 return w
         return None
+
+    def past_window(self, start_s: int, t_ns: int) -> Window | None:
+        """The ended window starting at `start_s` (s) as the venue still shows it at `t_ns` once
+        its books are gone (dropped after a few windows, or a restart): rebuilt with the same
+        ids (they are a function of seed, series and start) and the resolution it had
+        (`archive`). One that ended while this venue did not run (no price path there) gets a
+        fair coin drawn from seed, series and start, so every restart answers the same. Either
+        resolves `min(54 s, 15 % of the window)` after its end, as `_roll` schedules it (a real
+        5-minute market resolved 54 s after its end: PROTOCOLS.md section 7). None for a start
+        not on this series' grid or a window not ended by `t_ns`."""
+        w = self.windows.get(start_s)
+        if w is not None:
+            return w
+        end_s = start_s + self.window_s
+        if start_s < 0 or start_s % self.window_s or end_s * NS > t_ns:
+            return None
+        w = Window(start_s, end_s, self.seed, self.lookback_s, asset=self.asset, label=self.label)
+        rec = self.archive.get(start_s)
+        if rec is None:
+            salt: tuple = (self.seed,) if self.key == "btc-5m" else (self.seed, self.key)
+            delay_s = int(min(54.0, 0.15 * self.window_s))
+            rec = {
+                "winner": "Up" if _h(*salt, start_s, "winner")[0] < 128 else "Down",
+                "resolved_ns": (end_s + max(1, delay_s)) * NS + self.resolve_delay_ns,
+            }
+        w.winner = rec["winner"]
+        w.final_price = rec.get("final_price")
+        w.price_to_beat = rec.get("price_to_beat")
+        w.resolved_ns = rec["resolved_ns"]
+        w.volume_centi = rec.get("volume_centi", 0)
+        w.resolved = t_ns >= w.resolved_ns
+        w.up_bids.clear()
+        w.up_asks.clear()
+        return w
 
     def is_trading(self, w: Window, t_ns: int) -> bool:
         """Orders are accepted from listing (one window ahead) until the window ends."""
@@ -1287,6 +1329,21 @@ class SimMarket:
                 ended.winner = "Up"
             ended.resolved_ns = t + int(min(54.0, 0.15 * self.window_s) * NS) // NS * NS
             ended.resolved_ns = max(ended.resolved_ns, t + NS) + self.resolve_delay_ns
+            rec = {
+                "key": self.key,
+                "window_s": self.window_s,
+                "start_s": ended.start_s,
+                "winner": ended.winner,
+                "final_price": ended.final_price,
+                "price_to_beat": ended.price_to_beat,
+                "resolved_ns": ended.resolved_ns,
+                "volume_centi": ended.volume_centi,
+            }
+            self.archive[ended.start_s] = rec
+            if len(self.archive) > ARCHIVE_MAX:
+                del self.archive[min(self.archive)]
+            if self.on_archive is not None:
+                self.on_archive(rec)
         # each window, the quoters' own model: how far behind Binance they run, their vol
         qr = self._quoter_rng
         self._quoter_lag_s = qr.uniform(*QUOTER_LAG_S)
@@ -1640,10 +1697,14 @@ class SimMarkets:
         book_ticker_hz: float = 100.0,
         clob_update_hz: float = CLOB_UPDATE_HZ,
         twap_lookback_s: int = TWAP_LOOKBACK_S,
+        archive_path: Path | None = None,
     ) -> None:
         if not series:
             raise ValueError("SimMarkets needs at least one series")
         self.seed = seed
+        # one JSON line per ended window (SimMarket.archive): a restarted venue reads them back
+        self.archive_path = archive_path
+        self._condition_index: dict[str, tuple[str, int]] = {}  # condition id -> (key, start)
         self._clob_update_hz = clob_update_hz
         self.twap_lookback_s = twap_lookback_s
         self.out = Emitter()
@@ -1691,8 +1752,33 @@ class SimMarkets:
             group=self.group,
         )
         m.resolve_delay_ns = self._resolve_delay_ns
+        m.on_archive = self._archived
+        for rec in self._archived_before(key, window_s):
+            m.archive[rec["start_s"]] = rec
         self.markets[key] = m
         return m
+
+    def _archived_before(self, key: str, window_s: int) -> list[dict]:
+        """The records an earlier run of this venue wrote for series `key` with windows of
+        `window_s`; a bad line is skipped (a half-written last line after a kill)."""
+        if self.archive_path is None or not self.archive_path.is_file():
+            return []
+        out = []
+        for line in self.archive_path.read_text().splitlines()[-ARCHIVE_MAX * 20 :]:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get("key") == key and rec.get("window_s") == window_s:
+                out.append(rec)
+        return out
+
+    def _archived(self, rec: dict) -> None:
+        if self.archive_path is None:
+            return
+        self.archive_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.archive_path.open("a") as f:
+            f.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
     def add_series(self, asset: str, label: str, window_s: int) -> bool:
         """List a new series now (a config reload named it): its current window at once, with
@@ -1736,16 +1822,32 @@ class SimMarkets:
         return None
 
     def window_by_condition(self, condition_id: str) -> Window | None:
+        """A listed window, else an ended one looked up by slug before (`past_window`)."""
         for m in self.markets.values():
             w = m.window_by_condition(condition_id)
             if w is not None:
                 return w
-        return None
+        key, start = self._condition_index.get(condition_id, ("", 0))
+        m = self.markets.get(key)
+        return m.past_window(start, self.t_ns) if m is not None else None
 
     def window_by_slug(self, slug: str) -> Window | None:
+        """A listed window, else an ended one of a listed clock-slugged series
+        (`{asset}-updown-{5m|15m}-{start}`), rebuilt as the venue still shows it
+        (`SimMarket.past_window`: the real Gamma keeps closed markets)."""
         for m in self.markets.values():
             w = m.window_by_slug(slug)
             if w is not None:
+                return w
+        for m in self.markets.values():
+            prefix = f"{m.asset}-updown-{m.label}-"
+            rest = slug[len(prefix) :]
+            if m.label in CLOCK_SLUG_WINDOWS and slug.startswith(prefix) and rest.isdigit():
+                w = m.past_window(int(rest), self.t_ns)
+                if w is not None:
+                    self._condition_index[w.condition_id] = (m.key, w.start_s)
+                    if len(self._condition_index) > 10_000:
+                        del self._condition_index[next(iter(self._condition_index))]
                 return w
         return None
 

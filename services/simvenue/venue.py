@@ -23,6 +23,8 @@ from services.simvenue.replay import Replay
 from services.simvenue.signing import ApiKey
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from services.simvenue.matching import SimOrder
 
 SOCKET_KINDS = ("binance", "market", "user", "rtds")
@@ -138,6 +140,9 @@ class SimOptions:
     markets: list[tuple[str, str, int]] | None = None
     # called about once a second: the series the config names now (hot reload); None: fixed
     markets_source: Callable[[], list[tuple[str, str, int]]] | None = None
+    # where ended windows' resolutions are kept across restarts (SimMarkets.archive_path);
+    # None: in memory only
+    archive_path: Path | None = None
 
 
 @dataclass(eq=False)
@@ -177,6 +182,7 @@ class Venue:
             now,
             book_ticker_hz=opts.book_ticker_hz,
             clob_update_hz=opts.clob_update_hz,
+            archive_path=opts.archive_path,
         )
         self._next_markets_check = now
         self.replay = Replay.load(opts.replay, opts.speed) if opts.replay else None

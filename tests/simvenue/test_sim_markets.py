@@ -234,3 +234,51 @@ def test_a_bad_sim_markets_entry_is_refused_by_name() -> None:
         timeout=30,
     )
     assert r.returncode == 2 and "SIM_MARKETS" in r.stderr and "markets[0].window" in r.stderr
+
+
+def test_ended_windows_are_still_answered_after_their_books_go_and_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """The real Gamma keeps closed markets (`/markets/slug/{slug}` answers them long after;
+    PROTOCOLS.md section 7); the venue drops a window's books a few windows after its end and
+    forgets everything on a restart (breaker finding 2: a restarted sim answered [] for a past
+    slug). A dropped window is rebuilt with its ids and the resolution it had, from the archive
+    on disk after a restart; one that ended while the venue was down gets a coin drawn from
+    seed, series and start, withheld like any resolution until its delay has passed."""
+    archive = tmp_path / "windows.jsonl"
+    series = [("btc", "5m", 10), ("eth", "15m", 30)]
+    m = SimMarkets(4, series, T0, archive_path=archive)
+    btc = m.markets["btc-5m"]
+    first = btc.current_window()
+    assert first is not None
+    seen = (first.slug, first.condition_id, first.up_token, first.down_token)
+    m.advance(T0 + 200 * NS)  # past 4 windows + 120 s: the first one's books are gone
+    assert first.start_s not in btc.windows and first.resolved
+    again = m.window_by_slug(first.slug)
+    assert again is not None and again is not first
+    assert (again.slug, again.condition_id, again.up_token, again.down_token) == seen
+    assert (again.resolved, again.winner, again.final_price) == (True, first.winner, first.final_price)
+    assert m.window_by_condition(first.condition_id).slug == first.slug
+    assert not m.is_trading(again, m.t_ns)
+
+    # a restart 60 s later: the archive answers for what the first run resolved
+    t1 = T0 + 260 * NS
+    m2 = SimMarkets(4, series, t1, archive_path=archive)
+    back = m2.window_by_slug(first.slug)
+    assert back is not None and (back.resolved, back.winner) == (True, first.winner)
+    # a window that ended while the venue was down: same ids, a seeded outcome, same each time
+    down_start = (T0 + 230 * NS) // NS // 10 * 10
+    slug = f"btc-updown-5m-{down_start}"
+    w = m2.window_by_slug(slug)
+    assert w is not None and w.resolved and w.winner in ("Up", "Down")
+    m3 = SimMarkets(4, series, t1 + 30 * NS)
+    assert m3.window_by_slug(slug).winner == w.winner
+    assert m3.window_by_slug(slug).condition_id == w.condition_id
+    # withheld until min(54 s, 15 % of the window) after its end, as a live window's
+    m4 = SimMarkets(4, series, (down_start + 10) * NS + NS // 2)
+    late = m4.window_by_slug(slug)
+    assert late is not None and not late.resolved and late.resolved_ns == (down_start + 11) * NS
+    # not on the grid, not ended, or a series not listed: none
+    assert m2.window_by_slug(f"btc-updown-5m-{down_start + 3}") is None
+    assert m2.window_by_slug(f"btc-updown-5m-{t1 // NS // 10 * 10 + 100}") is None
+    assert m2.window_by_slug(f"sol-updown-5m-{down_start}") is None
