@@ -1114,6 +1114,10 @@ class StrategyCore(Core):
                 out, "skip", "size_below_min_order", s.slug, side, size=size, why=signed.skip
             )
             return
+        inside = self._entry_inside_stop_loss(token, size, limit, m, cfg)
+        if inside is not None:
+            self._decide(out, "skip", "entry_inside_stop_loss", s.slug, side, **inside)
+            return
         self._intent_n += 1
         coid = (
             f"{self.client_prefix}-{m.window_start_ns // NS}-{self.now_ns // MS}-{self._intent_n}e"
@@ -1172,6 +1176,35 @@ class StrategyCore(Core):
         )
         out.append((topics.ORDER_INTENT, intent))
         out.append((topics.RISK_STATE, self.risk_state()))
+
+    def _entry_inside_stop_loss(
+        self, token: str, size: float, limit: float, m: MarketInfo, cfg: StrategyConfig
+    ) -> dict[str, Any] | None:
+        """The numbers of a taker entry the stop-loss would sell at once, else None: buying
+        `size` shares into the asks up to `limit` (cost per share = VWAP + the taker fee) and
+        selling them straight back into the bids (executable bid = VWAP − the exit fee, as
+        `_check_exit` values a position) already returns −`stop_loss_pct` or worse (cheap
+        tokens, wide or thin books: a round trip lost within the next book). No bid at all is
+        not judged here (`_check_exit` does not sell into an empty book either)."""
+        book = self.books.get(token)
+        if book is None:
+            return None
+        buy_vwap, _ = book.walk("BUY", size, limit)
+        sell_vwap, depth = book.walk("SELL", size)
+        if buy_vwap is None or sell_vwap is None:
+            return None
+        cost_ps = buy_vwap + fee_per_share(buy_vwap, m.fee_rate, m.fee_exponent)
+        value = sell_vwap - fee_per_share(sell_vwap, m.fee_rate, m.fee_exponent)
+        ret = value / cost_ps - 1.0 if cost_ps > 0 else 0.0
+        if ret > -cfg.stop_loss_pct:
+            return None
+        return {
+            "return": round(ret, 6),
+            "stop_loss_pct": cfg.stop_loss_pct,
+            "cost_per_share": round(cost_ps, 6),
+            "exec_bid": round(sell_vwap, 6),
+            "depth": depth,
+        }
 
     # ------------------------------------------------------------------ maker quotes (issue 18)
     def _quote_book(self, ms: MarketState) -> quotes.QuoteBook:

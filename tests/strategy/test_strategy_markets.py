@@ -495,3 +495,16 @@ def test_force_exit_of_a_position_awaiting_resolution_says_so() -> None:
         assert slug_of("eth-15m") in reply.error and "nothing to sell" in reply.error
     reply = control(core, ForceExit(request_id="a3", market="sol-5m"))
     assert not reply.ok and reply.error == "no open position in sol-5m"
+
+
+def test_no_entry_the_stop_loss_would_sell_at_once() -> None:
+    """A cheap token in a wide book: bought at 0.05 (+ fee), sold straight back at 0.03 (− fee)
+    is a −40 % round trip, past the 18 % stop-loss, so `_check_exit` would sell it at the next
+    book: the entry is refused with its numbers. A stop-loss wider than the spread lets it in."""
+    core = make(markets=THREE[:1])
+    d = decision(signal(core, "btc-5m", 100, up_ask=0.05))
+    assert (d.action, d.reason) == ("skip", "entry_inside_stop_loss")
+    assert d.details["return"] <= -core.config.stop_loss_pct
+    assert d.details["exec_bid"] == 0.03 and d.details["cost_per_share"] > 0.05
+    wide = make(markets=THREE[:1], stop_loss_pct=0.9)
+    assert decision(signal(wide, "btc-5m", 100, up_ask=0.05)).action == "enter"
