@@ -97,6 +97,10 @@ class StrategyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     # no entry on a price to beat that is not from the settlement source (Gamma, the TWAP or
     # Chainlink feed): a Binance estimate differs by the basis (PROTOCOLS.md section 7)
     require_settlement_price_to_beat: bool = True
+    # no taker entry whose immediate round trip (bought into the asks, sold straight back into
+    # the bids, fees both ways) already returns -stop_loss_pct or worse: the stop-loss would sell
+    # it at the next book (strategy's `entry_inside_stop_loss`); off for churn-on-purpose runs
+    refuse_entry_inside_stop_loss: bool = True
     # signal model (services/signal/model.py)
     vol_halflife_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 60.0
     vol_floor: Annotated[float, Meta(gt=0.0, le=0.01)] = 3e-5  # log units per sqrt second

@@ -37,6 +37,7 @@ SOAK_CONFIG: dict[str, Any] = {  # enter often, exit on small moves: the ledger 
     **HOLD_CONFIG,
     "take_profit_pct": 0.05,
     "stop_loss_pct": 0.05,
+    "refuse_entry_inside_stop_loss": False,  # churn on purpose (quick 5 % exits)
     "min_seconds_before_close": 3,
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")

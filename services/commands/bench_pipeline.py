@@ -63,6 +63,7 @@ BENCH_STRATEGY = {
     "max_capital_at_risk_usd": 1e6,
     "take_profit_pct": 0.001,
     "stop_loss_pct": 0.001,
+    "refuse_entry_inside_stop_loss": False,  # churn on purpose: every entry stops out at once
     "max_entry_price": 0.999,
     "require_settlement_price_to_beat": False,
 }

@@ -1114,7 +1114,11 @@ class StrategyCore(Core):
                 out, "skip", "size_below_min_order", s.slug, side, size=size, why=signed.skip
             )
             return
-        inside = self._entry_inside_stop_loss(token, size, limit, m, cfg)
+        inside = (
+            self._entry_inside_stop_loss(token, size, limit, m, cfg)
+            if cfg.refuse_entry_inside_stop_loss
+            else None
+        )
         if inside is not None:
             self._decide(out, "skip", "entry_inside_stop_loss", s.slug, side, **inside)
             return

@@ -26,6 +26,7 @@ CHURN_CONFIG: dict[str, Any] = {
     **HOLD_CONFIG,
     "take_profit_pct": 0.02,
     "stop_loss_pct": 0.02,
+    "refuse_entry_inside_stop_loss": False,  # churn on purpose (quick 2 % exits)
     "min_seconds_before_close": 2,
     "stale_after_ms": STALE_MS,
 }

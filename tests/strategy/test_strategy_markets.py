@@ -508,3 +508,5 @@ def test_no_entry_the_stop_loss_would_sell_at_once() -> None:
     assert d.details["exec_bid"] == 0.03 and d.details["cost_per_share"] > 0.05
     wide = make(markets=THREE[:1], stop_loss_pct=0.9)
     assert decision(signal(wide, "btc-5m", 100, up_ask=0.05)).action == "enter"
+    off = make(markets=THREE[:1], refuse_entry_inside_stop_loss=False)
+    assert decision(signal(off, "btc-5m", 100, up_ask=0.05)).action == "enter"

@@ -29,6 +29,7 @@ TRADE_HAPPY = {
     "max_consecutive_losses": 1000,
     "take_profit_pct": 0.01,
     "stop_loss_pct": 0.01,
+    "refuse_entry_inside_stop_loss": False,  # churn on purpose (quick 1 % exits)
     "require_settlement_price_to_beat": False,
     **SEED_MODEL,
 }
