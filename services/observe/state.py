@@ -251,6 +251,7 @@ class ObserveCore:
         self.day = ""
         self.entries_today = 0
         self.settled_today = 0
+        self.closed_today = 0  # trades closed today (exits and settlements): win rate's divisor
         self.wins_today = 0
         self.pnl_today = 0.0
         self.fees_today = 0.0
@@ -407,6 +408,7 @@ class ObserveCore:
         `market`), once per closing row: a later, better figure for the same row (strategy's
         TradeClosed after execution's settlement) replaces the earlier one."""
         old = self.pnl_counted.pop(key, None)
+        self.closed_today += old is None
         if old is not None:
             self.pnl_today -= old[0]
             self.wins_today -= 1 if old[1] else 0
@@ -434,7 +436,7 @@ class ObserveCore:
         day = utc_day(now_ns)
         if day != self.day:
             self.day = day
-            self.entries_today = self.settled_today = self.wins_today = 0
+            self.entries_today = self.settled_today = self.wins_today = self.closed_today = 0
             self.pnl_today = self.fees_today = self.rebates_today = 0.0
             self.pnl_counted.clear()
             for ser in self.series.values():

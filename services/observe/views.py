@@ -151,13 +151,16 @@ def metrics_doc(core: ObserveCore, now_ns: int) -> dict[str, Any]:
         trades, wins, pnl = core.entries_today, core.wins_today, core.pnl_today
         source = "observe"
     settled = core.settled_today
-    decided = max(settled, wins) if source == "observe" else max(trades, wins)
+    # wins over the trades closed today (an exit or a settlement), never over the entries: an
+    # open position or an entry that got no fill is not yet a win nor a loss
+    decided = max(core.closed_today, wins)
     return {
         "day": core.day,
         "daily_pnl": round(pnl, 4),
         "trades_today": trades,
         "wins_today": wins,
         "settled_today": settled,
+        "closed_today": core.closed_today,
         "win_rate": round(wins / decided, 4) if decided else None,
         "fees_today": round(core.fees_today, 4),
         # maker rebates earned today (USD, issue 18; in the P&L), per fill in the trades rows

@@ -215,6 +215,9 @@ def test_live_pnl_marks_at_the_bid_and_metrics_count_today() -> None:
     )
     m2 = views.metrics_doc(c, NOW)
     assert (m2["daily_pnl"], m2["trades_today"], m2["source"]) == (-2.0, 3, "strategy")
+    # the win rate is of the closed trades (1 win of 1 closed), not of the entries (3, two of
+    # them still open or never filled)
+    assert (m2["closed_today"], m2["win_rate"]) == (1, 1.0)
 
 
 def test_recorder_migrates_once_dedups_trades_and_pages(tmp_path: Path) -> None:
