@@ -20,6 +20,8 @@ from common.config import (
     validate_config_patch,
     validate_strategy_config,
 )
+from common.schema import ControlReply, UpdateConfig
+from services.strategy.core import StrategyCore
 from tests.conftest import REPO
 
 
@@ -91,6 +93,23 @@ def test_every_bad_entry_is_named() -> None:
     with pytest.raises(ConfigError) as e:
         market_specs({"markets": [{"asset": "btc", "window": "5m", "markets": []}]})
     assert "markets[0].markets" in e.value.errors
+
+
+def test_an_empty_market_list_is_refused_naming_markets() -> None:
+    """`"markets": []` would silently stop every market (positions open included): refused,
+    in a file, a patch and an operator's update, which changes nothing."""
+    with pytest.raises(ConfigError) as e:
+        validate_strategy_config({"markets": []})
+    assert list(e.value.errors) == ["markets"] and "empty" in e.value.errors["markets"]
+    with pytest.raises(ConfigError) as e:
+        validate_config_patch({"markets": []})
+    assert "markets" in e.value.errors
+    core = StrategyCore(validate_strategy_config({"markets": [{"asset": "eth", "window": "5m"}]}))
+    out = core.control(UpdateConfig(request_id="r", config={"markets": []}))
+    (reply,) = [m for _, m in out if isinstance(m, ControlReply)]
+    # field_errors: observe's POST /api/config answers 422 naming the field
+    assert not reply.ok and "markets" in reply.field_errors
+    assert list(core.market_states) == ["eth-5m"]
 
 
 def test_a_patch_may_replace_the_markets_and_is_checked() -> None:
