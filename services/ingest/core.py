@@ -56,7 +56,9 @@ HISTORY_NS = 15 * 60 * S  # price history kept for price-to-beat lookups
 FEEDS = ("binance", "clob", "gamma", "price_feed")
 CLOCK_SLUG_WINDOWS = ("5m", "15m")  # slugs built from the clock; other windows found on Gamma
 PTB_FEED_ORDER = ("twap60", "twap30", "chainlink", "binance")  # after gamma, best first
-PTB_SETTLE_NS = 30 * S  # after this long past the start, the price-to-beat source is frozen
+PTB_SETTLE_NS = 30 * S
+# a window strategy still names as awaiting this long after its resolution went out was missed
+RESEND_RESOLVED_NS = 5 * S  # after this long past the start, the price-to-beat source is frozen
 
 
 @dataclass
@@ -121,6 +123,8 @@ class Window:
     poll_due_ns: int = 0  # next REST resolution poll (ingest's resolution poller)
     polls: int = 0
     adopted: bool = False  # learnt from a held position, not from discovery (`adopt`)
+    resolution: MarketResolved | None = None  # what was published, said again if still held
+    resent_ns: int = 0  # when `resolution` was last published
     feed_ptb: tuple[float, str, int] | None = None  # (price at start, source, rank) from a feed
 
 
@@ -410,19 +414,16 @@ class IngestCore(Core):
         w.outcome = outcome
         self._count(f"resolved_by_{source}")
         winner = w.info.up_token_id if outcome == "Up" else w.info.down_token_id
-        return [
-            (
-                topics.RESOLVED,
-                MarketResolved(
-                    slug=w.info.slug,
-                    winning_outcome=outcome,  # type: ignore[arg-type]
-                    ts_ns=ts_ns,
-                    winning_asset_id=winner,
-                    condition_id=w.info.condition_id,
-                    source=source,
-                ),
-            )
-        ]
+        w.resolution = MarketResolved(
+            slug=w.info.slug,
+            winning_outcome=outcome,  # type: ignore[arg-type]
+            ts_ns=ts_ns,
+            winning_asset_id=winner,
+            condition_id=w.info.condition_id,
+            source=source,
+        )
+        w.resent_ns = now_ns
+        return [(topics.RESOLVED, w.resolution)]
 
     # ------------------------------------------------------------------ held positions
     # Why risk.state: strategy owns positions (DESIGN.md, ownership of state) and publishes
@@ -435,13 +436,23 @@ class IngestCore(Core):
     def on_risk_state(self, msg: RiskState, now_ns: int) -> Out:
         """Strategy's risk state: its `awaiting_resolution` slugs become the windows ingest must
         resolve (`held`); a slug ingest does not know is looked up on Gamma (`lookups_due`,
-        `adopt`). Publishes nothing."""
+        `adopt`). A held window resolved `RESEND_RESOLVED_NS` ago or more was missed by strategy
+        (it was restarting: PUB/SUB drops what nobody reads): its `MarketResolved` goes out
+        again, the same message (settling is idempotent by slug in strategy and execution)."""
         held = set(msg.awaiting_resolution)
         if held != self.held:
             self.held = held
             for slug in [s for s in self.lookups if s not in held]:
                 del self.lookups[slug]
-        return []
+        out: Out = []
+        for slug in sorted(held):
+            w = self.windows.get(slug)
+            if w is None or w.resolution is None or now_ns - w.resent_ns < RESEND_RESOLVED_NS:
+                continue
+            w.resent_ns = now_ns
+            self._count("resolution_resent")
+            out.append((topics.RESOLVED, w.resolution))
+        return out
 
     def lookups_due(self, now_ns: int) -> list[str]:
         """Held slugs ingest knows no window of, whose Gamma look-up is due at `now_ns`."""

@@ -18,12 +18,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from common import topics
 from common.config import IngestSettings
 from common.core import Timer
 from common.schema import MarketInfo, MarketResolved, RiskState
-from services.ingest.core import IngestCore
+from services.ingest.core import RESEND_RESOLVED_NS, IngestCore
 from services.ingest.feeds import FeedContext, resolution_poller
-from services.ingest.parsers import parse_gamma
+from services.ingest.parsers import parse_gamma, parse_gamma_resolution
 from tests.conftest import FIXTURES
 
 NS = 1_000_000_000
@@ -237,3 +238,21 @@ def test_held_windows_are_kept_until_resolved_and_lookups_follow_strategy() -> N
     assert core.lookups == {} and core.held == set()
     core.step(Timer(late + NS), late + NS)
     assert info.slug not in core.windows  # no longer held: forgotten as before
+
+
+def test_a_resolution_strategy_missed_is_said_again_while_it_still_awaits_it() -> None:
+    """Strategy restarting when `md.resolved` went out (PUB/SUB drops it) still names the window
+    as awaiting: ingest says the same resolution again, at most every RESEND_RESOLVED_NS."""
+    now = time.time_ns()
+    info = parse_gamma(GAMMA.read_text(), now)
+    core = IngestCore()
+    core.adopt(info, now)
+    rr = parse_gamma_resolution(GAMMA.read_text(), now, info.slug)
+    ((_, first),) = core.step(rr, now)
+    held = RiskState(ts_ns=now, halted=False, awaiting_resolution=[info.slug])
+    assert core.step(held, now + NS) == []  # in flight: not yet
+    again = core.step(held, now + RESEND_RESOLVED_NS)
+    assert again == [(topics.RESOLVED, first)]
+    assert core.step(held, now + RESEND_RESOLVED_NS + NS) == []  # spaced
+    done = RiskState(ts_ns=now, halted=False, awaiting_resolution=[])
+    assert core.step(done, now + 3 * RESEND_RESOLVED_NS) == []
