@@ -161,6 +161,9 @@ def test_config_invalid_is_422_with_field_errors_and_not_applied(stack: Stack) -
     r = stack.obs.post("/api/config", {"max_trades_per_day": 2.0})
     assert r.status_code == 422
     assert "whole number" in r.json()["field_errors"]["max_trades_per_day"], r.json()
+    # an empty market list would stop every market: refused naming `markets`, nothing applied
+    r = stack.obs.post("/api/config", {"markets": []})
+    assert r.status_code == 422 and "empty" in r.json()["field_errors"]["markets"], r.json()
     # a body that is not declared JSON (what a cross-site form or text/plain POST sends) is 415
     for ctype in ("text/plain", "application/x-www-form-urlencoded", None):
         headers = {"Content-Type": ctype} if ctype else {}
