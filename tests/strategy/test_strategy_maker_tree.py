@@ -29,13 +29,17 @@ MAKER_CONFIG: dict[str, Any] = {
 }
 
 
+KEY = Account.create().key.hex()  # throwaway, only ever seen by the simulator
+PORTS: dict[str, int] = {}
+
+
 @pytest.fixture(scope="module")
 def tree() -> Iterator[Tree]:
-    sim_port = free_port()
+    sim_port = PORTS["sim"] = free_port()
     live = {
         "DRY_RUN": "false",
         "ENABLE_REAL_TRADING": "true",
-        "PRIVATE_KEY": Account.create().key.hex(),  # throwaway, only ever seen by the simulator
+        "PRIVATE_KEY": KEY,
         "SIM_PORT": str(sim_port),
         **sim_urls(sim_port),
     }
@@ -150,3 +154,58 @@ def test_strategy_shutdown_cancels_its_quotes(tree: Tree) -> None:
     finally:
         tree.sup.ctl("start", "strategy", check=True)
         tree.sup.wait_running(("strategy",), 30)
+
+
+def test_a_venue_cancel_frees_strategy_s_quote_at_once(tree: Tree) -> None:
+    """The venue takes a resting quote off by itself (as its dead-man switch, a GTD's expiry or
+    the market closing would; here a DELETE with the tree's own API key, behind execution's
+    back): execution hears the user channel's CANCELLATION and tells strategy (OrderAccepted
+    "cancelled", ledger reason `venue: CANCELED`) within seconds, and strategy, its quote
+    freed, quotes that window again before its cut-off instead of waiting for the pending
+    quote to expire 5 s after it."""
+    from common.config import Secret
+    from services.execution.live import LiveVenue
+
+    def early_quote() -> tuple[str, str] | None:
+        for o in live_orders(tree):
+            slug = slug_of(tree, o["id"])
+            if slug and int(slug.rsplit("-", 1)[1]) + WINDOW_S - CUTOFF_S - time.time() > 12:
+                return o["id"], slug
+        return None
+
+    v = LiveVenue(sim_urls(PORTS["sim"])["CLOB_API_URL"], Secret(KEY), log=lambda *a, **k: None)
+    assert v.start()
+    try:
+        for _ in range(5):  # a quote may be filled or replaced just before the DELETE: again
+            oid, slug = wait_for(
+                early_quote, 3 * WINDOW_S, 0.2, what="a quote with its cut-off 12 s away"
+            )
+            if v.cancel([oid])["canceled"] == [oid]:
+                break
+        else:
+            pytest.fail("five quotes in a row left the book before the venue's cancel")
+    finally:
+        v.close()
+    t0 = time.monotonic()
+    reason = wait_for(
+        lambda: (
+            (
+                r := tree.query(
+                    "SELECT reason FROM orders WHERE venue_order_id=? AND status='cancelled'",
+                    (oid,),
+                )
+            )
+            and r[0][0]
+        ),
+        10,
+        0.1,
+        what="the venue's cancel in execution's ledger",
+    )
+    assert reason == "venue: CANCELED" and time.monotonic() - t0 < 5
+
+    def requoted() -> bool:
+        return any(o["id"] != oid and slug_of(tree, o["id"]) == slug for o in live_orders(tree))
+
+    wait_for(requoted, 10, 0.2, what="strategy quoting the window again")
+    cut_off = int(slug.rsplit("-", 1)[1]) + WINDOW_S - CUTOFF_S
+    assert time.time() < cut_off  # freed at once: not by the pending's expiry after the cut-off
