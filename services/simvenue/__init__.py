@@ -70,7 +70,7 @@ def _config_markets(settings: Settings, window_s: int) -> tuple[list, object]:
         for key in settings.sim.markets
     ]
     try:  # SIM_MARKETS: checked like the config's entries, named in the error
-        extra_specs = market_specs({"markets": extra})
+        extra_specs = market_specs({"markets": extra}) if extra else []
     except ConfigError as e:
         print(f"polyedge simvenue: SIM_MARKETS: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
