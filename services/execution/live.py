@@ -518,7 +518,8 @@ class LiveVenue:
         venue trade that lists it in `maker_orders`, at the order's own price, with no fee (the
         taker pays it). Read from the user channel's trade events (`trader_side` MAKER,
         tests/fixtures/nautilus_trader/polymarket_ws_py/user_trade3.json) and, with `rest`, from
-        REST `/data/trades` too (the reconcile path: events the socket missed). FAILED trades
+        REST too (the reconcile path: events the socket missed): `/data/trades` first pages and
+        every trade in the order's `associate_trades` (GET /data/order). FAILED trades
         are left out (the match was undone; one booked already is reversed by the trade-status
         check). Trade ids are `<trade id>:m:<order id>`: one trade can fill several of our
         orders, each fill counted once. The order's `size_matched` (`resting_state`) stays the
@@ -538,6 +539,15 @@ class LiveVenue:
             for t in self.client.get_trades(TradeParams(), only_first_page=True):
                 if isinstance(t, dict):
                     seen.setdefault(str(t.get("id")), t)
+            # older trades fall off those first pages: the order's own `associate_trades`
+            # (GET /data/order) names every trade it was part of, each looked up by id
+            doc = self.client.get_order(order_id)
+            for tid in (doc.get("associate_trades") or []) if isinstance(doc, dict) else []:
+                if str(tid) not in seen:
+                    got = self.client.get_trades(TradeParams(id=str(tid)), only_first_page=True)
+                    for t in got:
+                        if isinstance(t, dict) and str(t.get("id")) == str(tid):
+                            seen[str(tid)] = t
         out = []
         for tid, t in seen.items():
             if str(t.get("status", "")).upper() == "FAILED":
