@@ -466,7 +466,10 @@ class IngestCore(Core):
         """A look-up of a held slug found nothing: the next one after a delay doubling from
         `base_ms` up to `max_ms` (milliseconds), as the resolution polls back off."""
         tries = self.lookups.get(slug, (0, 0))[1] + 1
-        self.lookups[slug] = (now_ns + min(max_ms, base_ms * 2 ** min(tries, 20)) * 1_000_000, tries)
+        self.lookups[slug] = (
+            now_ns + min(max_ms, base_ms * 2 ** min(tries, 20)) * 1_000_000,
+            tries,
+        )
         self._count("held_lookup_misses")
 
     def adopt(self, info: MarketInfo, now_ns: int) -> Window:
@@ -717,6 +720,8 @@ class IngestCore(Core):
             "book_stats": dict(self.books.stats.__dict__),
             "markets": {w.info.slug: w.role for w in self.windows.values() if not w.released},
             "series": sorted(self.specs),
+            # ended windows strategy holds a position in: resolved yet (False: still polled)
+            "held": {s: bool(w and w.resolved) for s in self.held for w in [self.windows.get(s)]},
             "counts": dict(self.counts),
         }
 

@@ -702,7 +702,9 @@ async def resolution_poller(ctx: FeedContext) -> None:
             for slug in core.lookups_due(n):
                 info = await _held_lookup(ctx, client, gamma, slug)
                 if info is None:
-                    core.lookup_failed(slug, now_ns(), o.resolve_poll_base_ms, o.resolve_poll_max_ms)
+                    core.lookup_failed(
+                        slug, now_ns(), o.resolve_poll_base_ms, o.resolve_poll_max_ms
+                    )
                 else:
                     core.adopt(info, now_ns())
                     ctx.log("held_window_adopted", slug=slug, condition_id=info.condition_id)

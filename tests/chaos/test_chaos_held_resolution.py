@@ -47,7 +47,9 @@ def test_a_window_ending_while_ingest_is_down_still_settles(tree: Tree) -> None:
     pos = tree.wait_position(4.0)
     slug, end_ns = pos["slug"], pos["window_end_ns"]
     wait_for(lambda: ns() >= end_ns - 1_000_000_000, WINDOW_S + 5, 0.01, what="1 s before the end")
-    tree.kill9("ingest")
+    _, t_kill = tree.kill9("ingest")
+    # ingest must be gone before the venue resolves (else it may have heard the resolution)
+    assert t_kill < end_ns + int(SIM_RESOLVE_DELAY_S * 1e9) // 2, "the kill came too late (load)"
     tree.sup.ctl("stop", "ingest")  # supervisord would restart it at once: keep it down
     assert tree.sup.status().get("ingest") != "RUNNING"
     # past the end and past the venue's resolution: its market_resolved reached nobody

@@ -257,7 +257,11 @@ def test_ended_windows_are_still_answered_after_their_books_go_and_after_a_resta
     again = m.window_by_slug(first.slug)
     assert again is not None and again is not first
     assert (again.slug, again.condition_id, again.up_token, again.down_token) == seen
-    assert (again.resolved, again.winner, again.final_price) == (True, first.winner, first.final_price)
+    assert (again.resolved, again.winner, again.final_price) == (
+        True,
+        first.winner,
+        first.final_price,
+    )
     assert m.window_by_condition(first.condition_id).slug == first.slug
     assert not m.is_trading(again, m.t_ns)
 
