@@ -177,27 +177,17 @@ def market_specs(config: Mapping[str, Any] | StrategyConfig) -> tuple[MarketSpec
     """The markets a config names, in its order (disabled ones included, `enabled=False`).
 
     `config`: a config document (`{"markets": [...], ...}`) or a StrategyConfig. Without a
-    `markets` key: one market, btc 5m. An empty list is refused (`markets`). Raises ConfigError
-    naming every bad entry as `markets[i]` or `markets[i].<field>`: not an object, a missing or malformed asset, an
-    unknown window, `enabled` not a boolean, a duplicate series key, an unknown or invalid
-    override (each override is checked like the top-level field it overrides)."""
+    `markets` key: one market, btc 5m (an empty list: none; `validate_strategy_config` refuses
+    it in a config). Raises ConfigError naming every bad entry as `markets[i]` or
+    `markets[i].<field>`: not an object, a missing or malformed asset, an unknown window,
+    `enabled` not a boolean, a duplicate series key, an unknown or invalid override (each
+    override is checked like the top-level field it overrides)."""
     if isinstance(config, StrategyConfig):
         raw: Any = config.markets
     else:
         raw = config.get("markets", [DEFAULT_MARKET])
     if not isinstance(raw, list | tuple):
         raise ConfigError("markets", {"markets": f"expected a list, got {type(raw).__name__}"})
-    if not raw:
-        # a typo or a bad edit must not silently stop every market (with positions open): to
-        # stop trading, use the emergency stop or `"enabled": false` on each market
-        raise ConfigError(
-            "markets",
-            {
-                "markets": "empty: name at least one market (e.g. "
-                '[{"asset": "btc", "window": "5m"}]), or null for the default btc 5m; to stop '
-                'trading use the emergency stop or "enabled": false'
-            },
-        )
     errors: dict[str, str] = {}
     out: list[MarketSpec] = []
     seen: dict[str, int] = {}
@@ -292,7 +282,15 @@ def validate_strategy_config(doc: Any, source: str = "config") -> StrategyConfig
             if msg.startswith("Expected `int`") and isinstance(value, float):
                 msg = f"must be a whole number (an int), got {value!r}"
             errors[key] = msg
-    if "markets" in doc:
+    if doc.get("markets") == []:
+        # a typo or a bad edit must not silently stop every market (with positions open): to
+        # stop trading, use the emergency stop or `"enabled": false` on each market
+        errors["markets"] = (
+            "empty: name at least one market (e.g. "
+            '[{"asset": "btc", "window": "5m"}]), or null for the default btc 5m; to stop '
+            'trading use the emergency stop or "enabled": false'
+        )
+    elif "markets" in doc:
         try:
             market_specs(doc)
         except ConfigError as e:

@@ -101,6 +101,7 @@ def test_an_empty_market_list_is_refused_naming_markets() -> None:
     with pytest.raises(ConfigError) as e:
         validate_strategy_config({"markets": []})
     assert list(e.value.errors) == ["markets"] and "empty" in e.value.errors["markets"]
+    assert market_specs({"markets": []}) == ()  # a list of extra markets may be empty (SIM_MARKETS)
     with pytest.raises(ConfigError) as e:
         validate_config_patch({"markets": []})
     assert "markets" in e.value.errors
