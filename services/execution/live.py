@@ -458,16 +458,15 @@ class LiveVenue:
         payload = order_to_json_v2(order, self._creds.api_key, order_type, True, False)
         return SignedOrder(self._order_hash(order, neg_risk), json.dumps(payload), order)
 
-    def post_resting(self, order: SignedOrder, order_type: str = "GTC") -> VenueResult:
-        """POST a signed resting order as post-only: `accepted` with venue status `live` (not
-        terminal: it fills later, as a maker), or `rejected` with a code (`post_only_would_cross`
-        when it would have matched at once, ...), or `unknown` (no answer: it may rest). Starts
-        the heartbeat (the venue's dead-man switch: a crash leaves nothing resting for more than
-        ~10 s)."""
+    def _post_order(self, order: SignedOrder, order_type: str, post_only: bool) -> Any:
+        """POST `order` through the official client: the venue's answer (a dict, usually), or a
+        VenueResult when there was none to read: `rejected`/... mapped from the venue's error
+        (`map_error`), or `unknown` when the request failed in flight (it may have been placed).
+        Starts the heartbeat either way."""
         assert self.client is not None
         self._count("posts")
         try:
-            res = self.client.post_order(order.payload, order_type, True)
+            return self.client.post_order(order.payload, order_type, post_only)
         except PolyApiException as e:
             self._note_status(e.status_code)
             msg = (
@@ -485,6 +484,16 @@ class LiveVenue:
             )
         finally:
             self._ensure_heartbeat()
+
+    def post_resting(self, order: SignedOrder, order_type: str = "GTC") -> VenueResult:
+        """POST a signed resting order as post-only: `accepted` with venue status `live` (not
+        terminal: it fills later, as a maker), or `rejected` with a code (`post_only_would_cross`
+        when it would have matched at once, ...), or `unknown` (no answer: it may rest). Starts
+        the heartbeat (the venue's dead-man switch: a crash leaves nothing resting for more than
+        ~10 s)."""
+        res = self._post_order(order, order_type, post_only=True)
+        if isinstance(res, VenueResult):
+            return res
         if not isinstance(res, dict) or not res.get("success", False):
             err = str(res.get("errorMsg", "")) if isinstance(res, dict) else str(res)
             outcome, code, reason = map_error(400, self._scrub(err))
@@ -605,27 +614,9 @@ class LiveVenue:
         return b.build_order_hash(b.build_order_typed_data(order))
 
     def post(self, order: SignedOrder, intent: OrderIntent) -> VenueResult:
-        assert self.client is not None
-        self._count("posts")
-        try:
-            res = self.client.post_order(order.payload, intent.order_type)
-        except PolyApiException as e:
-            self._note_status(e.status_code)
-            msg = (
-                e.error_msg.get("error", e.error_msg)
-                if isinstance(e.error_msg, dict)
-                else e.error_msg
-            )
-            outcome, code, reason = map_error(e.status_code, self._scrub(str(msg)))
-            self._count(outcome)
-            return VenueResult(outcome, reason=reason, code=code)
-        except (PolyException, httpx.HTTPError) as e:
-            self._count("unknown")
-            return VenueResult(
-                "unknown", reason=f"send failed ({self._describe(e)})", code="timeout"
-            )
-        finally:
-            self._ensure_heartbeat()
+        res = self._post_order(order, intent.order_type, post_only=False)
+        if isinstance(res, VenueResult):
+            return res
         ack_ns = time.time_ns()
         r = self._from_post(res, intent)
         r.ack_ns = ack_ns
