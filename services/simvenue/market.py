@@ -1081,6 +1081,30 @@ class SimMarket:
                 ),
             )
 
+    def flow_trade_through(self, order_id: str, t_ns: int) -> TakeResult:
+        """A test control (`/sim/fault {"name": "flow_trade", "order_id": ...}`): one taker order
+        of the simulated flow that trades through resting order `order_id` under the venue's own
+        rules: the opposite side of the order's token, FAK, limited at the order's price, sized
+        at every share shown from the best price down to the order's price (quoters' and users',
+        ahead of it and behind it), so price-time priority fills those ahead first and the order
+        whole. Nothing is manufactured: it is the same `take(..., flow=True)` as the flow's own
+        takers (`_clob`), only its timing is chosen. Raises ValueError for an order not resting
+        here."""
+        o = self.resting.get(order_id)
+        w = self.windows.get(o.window_start) if o is not None else None
+        if o is None or w is None:
+            raise ValueError(f"order {order_id!r} is not resting on the simulated book")
+        book, p_up = self._rest_level(w, o)
+        users = w.user_bids if book is w.up_bids else w.user_asks
+        better = (lambda p: p >= p_up) if book is w.up_bids else (lambda p: p <= p_up)
+        centi = sum(c for p, c in book.items() if better(p))
+        centi += sum(c for p, c in users.items() if better(p))
+        side = "SELL" if o.side == "BUY" else "BUY"
+        res = self.take(o.token, side, o.price, 1000, centi * 10_000, False, "FAK", t_ns, flow=True)
+        if order_id in self.resting:  # cannot happen under price-time priority: say so loudly
+            raise ValueError(f"order {order_id!r} still rests after a flow trade through it")
+        return res
+
     def take(
         self,
         token: str,
@@ -1872,6 +1896,14 @@ class SimMarkets:
         if w is None:
             return TakeResult([], "unmatched")
         return self.market_of(w).take(token, *args, **kw)
+
+    def flow_trade_through(self, order_id: str, t_ns: int) -> TakeResult:
+        """`SimMarket.flow_trade_through` on the series where `order_id` rests (a test control).
+        Raises ValueError for an order resting nowhere."""
+        for m in self.markets.values():
+            if order_id in m.resting:
+                return m.flow_trade_through(order_id, t_ns)
+        raise ValueError(f"order {order_id!r} is not resting on the simulated book")
 
     # resting user orders (matching.py): each on the series that lists its token
     def crosses(self, token: str, side: str, price: int) -> bool:

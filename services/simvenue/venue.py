@@ -55,6 +55,8 @@ FAULTS = (
     "geoblock",
     "manual_redemption",
     "relayer_down",
+    # a test control, not a fault: a taker of the simulated flow trades through a resting order
+    "flow_trade",
 )
 # the heartbeat dead-man switch: the first accepted POST /v1/heartbeats arms a cancel of every
 # open order of the API key when no heartbeat follows within ~10 s (PROTOCOLS.md section 4;
@@ -420,6 +422,17 @@ class Venue:
             self.sync(now)
             entry["market"] = self.market.force_tick_size_change(now)
             self.sync(now)
+        elif name == "flow_trade":
+            # one taker of the venue's own flow through resting order `order_id` (a test
+            # control: the flow fills a maker quote when the test wants it, by the venue's rules)
+            oid = f.get("order_id")
+            if not isinstance(oid, str) or not oid:
+                raise ValueError("fault 'flow_trade' needs field 'order_id': a resting order's id")
+            self.sync(now)
+            res = self.market.flow_trade_through(oid, now)
+            self.sync(now)
+            entry["order_id"] = oid
+            entry["traded_shares"] = res.filled_centi / 100
         elif name == "late_resolution":
             # windows that end from now on resolve `seconds` later (REST and market channel)
             self.market.resolve_delay_ns = int(float(seconds if seconds is not None else 60) * NS)

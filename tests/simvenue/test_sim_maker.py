@@ -175,11 +175,32 @@ def test_single_batch_all_and_market_cancels(msim: SimProc) -> None:
     assert all(c.get_order(i)["status"] == "CANCELED" for i in ids)
 
 
+def trade_through(sim: SimProc, oids: list[str]) -> None:
+    """The `flow_trade` test control on the first of `oids` still resting: a taker of the
+    simulated flow trades through it by the venue's rules (the quoters ahead of it first). An
+    order the flow already filled (or is filling) is no longer resting: the next one, or none."""
+    for oid in oids:
+        r = httpx.post(
+            f"{sim.http}/sim/fault", json={"name": "flow_trade", "order_id": oid}, timeout=5
+        )
+        if r.status_code == 200:
+            assert r.json()["fault"]["traded_shares"] >= 5, r.text
+            return
+        assert r.status_code == 400 and "is not resting" in r.json()["error"], r.text
+
+
+# a maker fill's trade goes MATCHED -> MINED -> CONFIRMED within the venue's own cadence
+# (SimOptions: mine_seconds, confirm_seconds): twice that, plus slack for a loaded machine
+CONFIRM_DEADLINE_S = 2 * (SimOptions().mine_seconds + SimOptions().confirm_seconds) + 10
+
+
 def test_resting_order_is_filled_by_the_flow_as_a_maker_fill(msim: SimProc) -> None:
     """Post-only BUYs at the best bid of both tokens wait behind the quoters' size there; the
-    simulated flow (its takers, or its quoters moving through the price: whichever way the price
-    goes, one of the two is in its way) fills them. The fill comes on the user channel as the
-    venue sends a maker fill and moves the balance at the order's price, no fee."""
+    simulated flow fills them: its own takers and quoters may (whichever way the price goes, one
+    of the two is in its way), and the `flow_trade` control makes it certain in time: one taker
+    of the flow trades through the first order still resting, the quoters ahead of it first.
+    The fill comes on the user channel as the venue sends a maker fill and moves the balance at
+    the order's price, no fee."""
     c = new_client(msim)
     creds = c.creds
 
@@ -204,6 +225,7 @@ def test_resting_order_is_filled_by_the_flow_as_a_maker_fill(msim: SimProc) -> N
             for token in (cur["up_token"], cur["down_token"]):
                 resp, _ = await asyncio.to_thread(post_at_best_bid, c, msim, token)
                 orders[resp["orderID"]] = token
+            await asyncio.to_thread(trade_through, msim, list(orders))
             events: list[dict] = []
 
             async def loop() -> None:
@@ -211,9 +233,9 @@ def test_resting_order_is_filled_by_the_flow_as_a_maker_fill(msim: SimProc) -> N
                     e.get("event_type") == "trade" and e.get("status") == "CONFIRMED"
                     for e in events
                 ):
-                    events.append(json.loads(await asyncio.wait_for(ws.recv(), 40)))
+                    events.append(json.loads(await ws.recv()))
 
-            await asyncio.wait_for(loop(), 42)
+            await asyncio.wait_for(loop(), CONFIRM_DEADLINE_S)
             return cur, orders, events
 
     cur, orders, events = asyncio.run(go())
