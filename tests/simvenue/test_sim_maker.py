@@ -344,6 +344,52 @@ def test_gtd_expires_a_minute_before_its_stated_expiration() -> None:
     assert isinstance(v.market, SimMarkets)  # the venue lists every series through one
 
 
+def test_flow_trade_control_fills_a_resting_order_behind_the_quoters_ahead() -> None:
+    """The `flow_trade` test control on a venue with a hand-driven clock: one taker of the
+    flow at the order's price takes the quoters' size ahead of it first (price-time priority),
+    then the order whole at its own price, no fee; an order not resting is a 400-style error."""
+
+    async def go() -> None:  # the venue spawns its trades' MINED/CONFIRMED steps
+        now = [1_800_000_030 * NS]
+        v = Venue(SimOptions(window_seconds=300), clock=lambda: now[0])
+        v.sync(now[0])
+        w = v.market.current_window()
+        assert w is not None
+        bid, _ = w.best(w.up_token)
+        assert bid is not None
+        o = SimOrder(
+            "0xf",
+            "k",
+            "0xm",
+            w.up_token,
+            w.condition_id,
+            "Up",
+            "BUY",
+            f"{bid / 1000:g}",
+            500,
+            "GTC",
+            0,
+            "0",
+        )
+        v.orders[o.id] = o
+        r = v.market.rest(o.id, w.up_token, "BUY", bid, 500)
+        ahead = r.ahead
+        assert ahead > 0
+        entry = v.apply_fault({"name": "flow_trade", "order_id": o.id})
+        assert entry["traded_shares"] * 100 >= ahead + 500
+        assert o.id not in v.market.resting and o.matched_centi == 500 and o.status == "MATCHED"
+        acct = v.account("0xm")
+        before = int(v.opts.balance_usd * 1e6)
+        assert acct["tokens"][w.up_token] == 5_000_000  # 5 shares, micro
+        assert acct["usdc"] == before - bid * 500 * 10  # at its own price, no fee (micro pUSD)
+        with pytest.raises(ValueError, match="is not resting"):
+            v.apply_fault({"name": "flow_trade", "order_id": o.id})
+        with pytest.raises(ValueError, match="order_id"):
+            v.apply_fault({"name": "flow_trade"})
+
+    asyncio.run(go())
+
+
 def test_post_only_mode_after_a_restart_refuses_the_others_with_503(msim: SimProc) -> None:
     """After the engine's 425 minutes, only post-only orders: the others get the venue's 503
     with `code: post_only_mode`, `retry_after_seconds` and `Retry-After`; post-only ones rest."""
