@@ -11,10 +11,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from eth_account import Account
 
 from common.config import sim_urls
+from services.execution.core import MAKER_RECONCILE_INTERVAL_NS
 from tests.chaos.chaos_harness import HOLD_CONFIG, Tree, running_tree
 from tests.conftest import free_port, wait_for
 
@@ -114,20 +116,53 @@ def test_kill9_of_execution_leaves_nothing_resting(tree: Tree) -> None:
     wait_for(gone, 25, 0.25, what="the killed execution's quotes cancelled by the venue")
 
 
+def trade_through_a_quote(tree: Tree) -> str:
+    """The simulated venue's `flow_trade` test control (services/simvenue/README.md) on a quote
+    in execution's ledger: one taker of the venue's own flow trades through it by price-time
+    priority (the quoters ahead of it first). The flow's own takers reach a quote only by
+    chance (~0.8 trades a second, half on its side, most smaller than the size ahead of it), so
+    the test makes the fill certain this way. A quote strategy replaced or cancelled just
+    before the control is not resting any more (400): the next one. Returns the order id."""
+    for _ in range(10):
+        quotes = wait_for(
+            lambda: [o for o in live_orders(tree) if slug_of(tree, o["id"])] or None,
+            3 * WINDOW_S,
+            0.2,
+            what="a quote resting and in the ledger",
+        )
+        for o in quotes:
+            r = httpx.post(
+                tree.sim + "/sim/fault", json={"name": "flow_trade", "order_id": o["id"]}, timeout=5
+            )
+            if r.status_code == 200:
+                return o["id"]
+            assert r.status_code == 400 and "is not resting" in r.json()["error"], r.text
+    pytest.fail("ten quotes in a row left the book before the flow trade")
+
+
+# execution books a maker fill from the user channel (polled every MAKER_POLL_INTERVAL_NS) or,
+# failing that, REST (every MAKER_RECONCILE_INTERVAL_NS): a few reconciles, slack for load
+FILL_DEADLINE_S = 4 * MAKER_RECONCILE_INTERVAL_NS / 1e9 + 10
+
+
 def test_live_maker_fills_reach_the_ledger_as_maker_with_the_rebate(tree: Tree) -> None:
-    """The simulated flow fills a resting quote: execution reads the venue's trades (the
-    adapter's `resting_fills`) and books a maker fill: no fee, the rebate earned."""
+    """The simulated flow fills a resting quote (made certain by the `flow_trade` control):
+    execution reads the venue's trades (the adapter's `resting_fills`) and books a maker fill:
+    no fee, the rebate earned."""
+    oid = trade_through_a_quote(tree)
     rows = wait_for(
         lambda: (
             tree.query(
                 "SELECT f.price, f.size, f.fee, f.rebate_usd, o.limit_price FROM fills f "
-                "JOIN orders o USING (client_order_id) WHERE f.liquidity='maker'"
+                "JOIN orders o USING (client_order_id) WHERE f.liquidity='maker' "
+                "AND o.venue_order_id=?",
+                (oid,),
             )
             or None
         ),
-        120,
+        FILL_DEADLINE_S,
         0.5,
-        what="a maker fill in the ledger",
+        what="the traded-through quote's maker fill in the ledger",
     )
     for price, size, fee, rebate, limit in rows:
         assert fee == 0 and price == pytest.approx(limit) and size > 0
