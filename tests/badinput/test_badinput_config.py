@@ -59,11 +59,12 @@ MARKET_ENTRIES = st.lists(
         },
         optional={"enabled": st.booleans()},
     ),
+    min_size=1,  # an empty list is refused (a typo must not stop every market): a bad value
     max_size=4,
     unique_by=lambda m: (m["asset"], m["window"]),
 )
 BAD_MARKETS = st.sampled_from(
-    ["5", "", None, True, {}, {"v": 1}, [1], [{"asset": "B", "window": "5m"}]]
+    ["5", "", None, True, {}, {"v": 1}, [], [1], [{"asset": "B", "window": "5m"}]]
 ) | st.lists(
     st.sampled_from(
         [{"asset": "btc", "window": "2m"}, {"asset": "btc", "window": "5m", "enabled": 1}]
