@@ -15,6 +15,7 @@ import httpx
 import pytest
 from eth_account import Account
 
+from common import topics
 from common.config import sim_urls
 from services.execution.core import MAKER_RECONCILE_INTERVAL_NS
 from tests.chaos.chaos_harness import HOLD_CONFIG, Tree, running_tree
@@ -195,9 +196,9 @@ def test_a_venue_cancel_frees_strategy_s_quote_at_once(tree: Tree) -> None:
     """The venue takes a resting quote off by itself (as its dead-man switch, a GTD's expiry or
     the market closing would; here a DELETE with the tree's own API key, behind execution's
     back): execution hears the user channel's CANCELLATION and tells strategy (OrderAccepted
-    "cancelled", ledger reason `venue: CANCELED`) within seconds, and strategy, its quote
-    freed, quotes that window again before its cut-off instead of waiting for the pending
-    quote to expire 5 s after it."""
+    "cancelled", ledger reason `venue: CANCELED`) within seconds, and strategy frees its quote
+    at once (before the window's cut-off) instead of waiting for the pending quote to expire 5 s
+    after it, so it may quote that window again."""
     from common.config import Secret
     from services.execution.live import LiveVenue
 
@@ -238,9 +239,16 @@ def test_a_venue_cancel_frees_strategy_s_quote_at_once(tree: Tree) -> None:
     )
     assert reason == "venue: CANCELED" and time.monotonic() - t0 < 5
 
-    def requoted() -> bool:
-        return any(o["id"] != oid and slug_of(tree, o["id"]) == slug for o in live_orders(tree))
-
-    wait_for(requoted, 10, 0.2, what="strategy quoting the window again")
+    # strategy frees the quote on execution's answer (a `skip` decision `order_cancelled` naming
+    # the quote), well before the cut-off, not by the pending quote's expiry 5 s after it. Whether
+    # it then quotes the window again depends on the model's price at that moment (the simulated
+    # market moves at random), so the freeing itself is what is checked (a CI run once waited 10 s
+    # for a new quote the model no longer wanted).
+    coid = tree.query("SELECT client_order_id FROM orders WHERE venue_order_id=?", (oid,))[0][0]
+    freed = tree.recorder.first(
+        topics.DECISION,
+        lambda m: m.client_order_id == coid and m.reason == "order_cancelled",
+        timeout=10,
+    )
     cut_off = int(slug.rsplit("-", 1)[1]) + WINDOW_S - CUTOFF_S
-    assert time.time() < cut_off  # freed at once: not by the pending's expiry after the cut-off
+    assert freed.t_ns < cut_off * 1_000_000_000, "freed only after the cut-off"
