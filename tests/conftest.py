@@ -10,7 +10,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from services.commands.supervise import REPO, Supervised, free_port, short_tmpdir, wait_for  # noqa: F401
+from services.commands.supervise import (  # noqa: F401
+    REPO,
+    Supervised,
+    free_port,
+    holds,
+    short_tmpdir,
+    wait_for,
+)
 
 # Real venue messages copied from ../shared/fixtures with their .source.txt notes (tests/fixtures/README.md).
 FIXTURES = REPO / "tests" / "fixtures"

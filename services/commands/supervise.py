@@ -23,6 +23,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def holds(
+    cond: Callable[[], object], seconds: float, interval: float = 0.05, what: str = "condition"
+) -> None:
+    """Poll `cond` for `seconds` (a window derived from the cadence under test); fail the test the
+    first time it is falsy or raises. For what must NOT happen over a period (no order placed
+    while halted), and for a client that must keep acting on a cadence (heartbeats)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if not cond():
+            raise AssertionError(f"{what} stopped holding before {seconds}s had passed")
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval)
+
+
 def wait_for(
     cond: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"
 ) -> T:

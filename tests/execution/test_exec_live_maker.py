@@ -256,10 +256,9 @@ def test_core_books_maker_fills_from_the_user_channel_and_hears_a_venue_cancel(
             matched = float(v.client.get_order(oid)["size_matched"])  # type: ignore[union-attr]
             if rows and sum(r["size"] for r in rows) == pytest.approx(matched):
                 return coid
-        time.sleep(0.1)
         return None
 
-    filled = wait_for(consistent, 40, what="maker fills booked adding up to size_matched")
+    filled = wait_for(consistent, 40, 0.1, what="maker fills booked adding up to size_matched")
     rows = c.ledger.fills_of(filled)
     ids = [r["trade_id"] for r in rows]
     assert len(ids) == len(set(ids)) and all(":m:" in i for i in ids), ids
@@ -292,13 +291,12 @@ def test_core_books_maker_fills_from_the_user_channel_and_hears_a_venue_cancel(
 
     def told() -> bool:
         got = step(Timer(time.time_ns()))
-        time.sleep(0.05)
         return any(
             t == topics.ACK and m.client_order_id == "q-far" and m.status == "cancelled"
             for t, m in got
         )
 
-    wait_for(told, 10, what="the venue's cancel told to strategy")
+    wait_for(told, 10, 0.05, what="the venue's cancel told to strategy")
     assert time.monotonic() - t0 < 4.0  # the channel's event, not the 5 s REST reconcile
     assert c.ledger.order("q-far")["status"] == "cancelled"
     assert "q-far" not in c.resting.orders

@@ -31,6 +31,7 @@ from py_clob_client_v2.exceptions import PolyApiException
 from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from websockets.asyncio.client import connect
 
+from services.commands.supervise import holds
 from services.simvenue import matching
 from services.simvenue.market import NS, SimMarkets
 from services.simvenue.matching import SimOrder
@@ -295,11 +296,14 @@ def test_heartbeat_dead_man_switch_cancels_after_silence(msim: SimProc) -> None:
     )
     hb = c.post_heartbeat("")["heartbeat_id"]
     resp = c.post_order(limit(c, fav, 0.03, 5), OrderType.GTC, post_only=True)
-    t0 = time.monotonic()
+    beat = [hb]
+
+    def heartbeat() -> bool:
+        beat[0] = c.post_heartbeat(beat[0])["heartbeat_id"]
+        return True
+
     # heartbeats every 2 s keep it resting past the 10 s limit
-    while time.monotonic() - t0 < 12:
-        hb = c.post_heartbeat(hb)["heartbeat_id"]
-        time.sleep(2)
+    holds(heartbeat, 12, 2, what="heartbeats every 2 s")
     assert c.get_order(resp["orderID"])["status"] == "LIVE"
     silent = time.monotonic()
     wait_for(
