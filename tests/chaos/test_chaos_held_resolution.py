@@ -44,13 +44,26 @@ def tree() -> Iterator[Tree]:
 
 def test_a_window_ending_while_ingest_is_down_still_settles(tree: Tree) -> None:
     tree.all_running()
-    pos = tree.wait_position(4.0)
-    slug, end_ns = pos["slug"], pos["window_end_ns"]
-    wait_for(lambda: ns() >= end_ns - 1_000_000_000, WINDOW_S + 5, 0.01, what="1 s before the end")
-    _, t_kill = tree.kill9("ingest")
-    # ingest must be gone before the venue resolves (else it may have heard the resolution)
-    assert t_kill < end_ns + int(SIM_RESOLVE_DELAY_S * 1e9) // 2, "the kill came too late (load)"
-    tree.sup.ctl("stop", "ingest")  # supervisord would restart it at once: keep it down
+    for _ in range(3):
+        pos = tree.wait_position(4.0)
+        slug, end_ns = pos["slug"], pos["window_end_ns"]
+        wait_for(
+            lambda end=end_ns: ns() >= end - 1_000_000_000,
+            WINDOW_S + 5,
+            0.01,
+            what="1 s before the end",
+        )
+        _, t_kill = tree.kill9("ingest")
+        tree.sup.ctl("stop", "ingest")  # supervisord would restart it at once: keep it down
+        # ingest must be gone before the venue resolves (else it may have heard the resolution):
+        # on a loaded machine the kill can come too late; then the scenario did not happen, and
+        # it is run again on the next window (a CI run beside two others once took > 1.5 s)
+        if t_kill < end_ns + int(SIM_RESOLVE_DELAY_S * 1e9) // 2:
+            break
+        tree.sup.ctl("start", "ingest")
+        wait_for(lambda: tree.sup.status().get("ingest") == "RUNNING", 30, what="ingest back")
+    else:
+        pytest.fail("three kills in a row came after the window's end + half the venue's delay")
     assert tree.sup.status().get("ingest") != "RUNNING"
     # past the end and past the venue's resolution: its market_resolved reached nobody
     wait_for(
