@@ -478,30 +478,59 @@ def test_exec_dry_run_session_fills_recomputable_from_recorded_books(
 
         mk = wait_for(current, 60, what="a current mid-priced market with books from ingest")
         sent = []
+        rejected: list[tuple[str, str]] = []
         for i, token in enumerate([mk.up_token_id, mk.down_token_id]):
-            b = books[token]
-            now = time.time_ns()
-            it = OrderIntent(
-                client_order_id=f"dry-{i}",
-                slug=mk.slug,
-                asset_id=token,
-                outcome="Up" if token == mk.up_token_id else "Down",
-                side="BUY",
-                order_type="FOK",
-                limit_price=round(min(0.98, b.asks[0][0] + 0.03), 2),
-                size=max(mk.min_order_size, round(1.2 / b.asks[0][0] + 0.5, 2)),
-                expires_ns=now + 5 * 10**9,
-                ts_intent_ns=now,
-                ts_signal_ns=now,
-                tick_size=mk.tick_size,
-                min_order_size=mk.min_order_size,
-                fee_rate=mk.fee_rate,
-                fee_exponent=mk.fee_exponent,
-            )
-            e.send(it)
-            sent.append(it)
-        for it in sent:
-            e.of(it.client_order_id, topics.FILL)
+            # a FOK BUY at the ask the test last saw + 0.03: on a loaded machine the 12 s window's
+            # book can move past that limit before execution takes the intent (a CI run: "killed",
+            # then a 15 s wait for a fill that could not come), so an order refused for a book
+            # that moved is sent again on the book as it is now, up to 5 times; any other answer
+            # fails
+            for attempt in range(5):
+                current()  # the latest books from ingest
+                b = books[token]
+                now = time.time_ns()
+                it = OrderIntent(
+                    client_order_id=f"dry-{i}-{attempt}",
+                    slug=mk.slug,
+                    asset_id=token,
+                    outcome="Up" if token == mk.up_token_id else "Down",
+                    side="BUY",
+                    order_type="FOK",
+                    limit_price=round(min(0.98, b.asks[0][0] + 0.03), 2),
+                    size=max(mk.min_order_size, round(1.2 / b.asks[0][0] + 0.5, 2)),
+                    expires_ns=now + 5 * 10**9,
+                    ts_intent_ns=now,
+                    ts_signal_ns=now,
+                    tick_size=mk.tick_size,
+                    min_order_size=mk.min_order_size,
+                    fee_rate=mk.fee_rate,
+                    fee_exponent=mk.fee_exponent,
+                )
+                e.send(it)
+                topic, ans = e.wait(
+                    lambda m, c=it.client_order_id: (
+                        m[0] in (topics.FILL, topics.REJECT) and m[1].client_order_id == c
+                    ),
+                    15,
+                    f"a fill or a reject for {it.client_order_id}",
+                )
+                if topic == topics.FILL:
+                    sent.append(it)
+                    break
+                rejected.append((it.client_order_id, ans.reason))
+                # the transient answers only: the book moved past the limit, the intent expired on
+                # the way, ingest caught its book out of sync
+                assert ans.code in (
+                    "preflight_liquidity",
+                    "expired",
+                    "killed",
+                    "book_out_of_sync",
+                ), (
+                    ans.code,
+                    ans.reason,
+                )
+            else:
+                pytest.fail(f"five FOK orders in a row were not filled: {rejected}")
         # recompute every fill and fee by hand from the book execution recorded with the order
         with sqlite3.connect(f"file:{e.db}?mode=ro", uri=True) as c:
             c.row_factory = sqlite3.Row

@@ -212,32 +212,41 @@ def test_a_venue_cancel_frees_strategy_s_quote_at_once(tree: Tree) -> None:
 
     v = LiveVenue(sim_urls(PORTS["sim"])["CLOB_API_URL"], Secret(KEY), log=lambda *a, **k: None)
     assert v.start()
+    reasons: list[str] = []
     try:
-        for _ in range(5):  # a quote may be filled or replaced just before the DELETE: again
+        # a quote may be filled or replaced just before the DELETE (the DELETE then cancels
+        # nothing), or strategy may replace it in the same instant (execution's own cancel is then
+        # in flight and the ledger names it, `replace`: a CI run): the scenario did not happen
+        # cleanly, so it is tried again on another quote, five times at most
+        for _ in range(5):
             oid, slug = wait_for(
                 early_quote, 3 * WINDOW_S, 0.2, what="a quote with its cut-off 12 s away"
             )
-            if v.cancel([oid])["canceled"] == [oid]:
+            if v.cancel([oid])["canceled"] != [oid]:
+                reasons.append("left the book before the DELETE")
+                continue
+            t0 = time.monotonic()
+            reason = wait_for(
+                lambda oid=oid: (
+                    (
+                        r := tree.query(
+                            "SELECT reason FROM orders WHERE venue_order_id=? AND status='cancelled'",
+                            (oid,),
+                        )
+                    )
+                    and r[0][0]
+                ),
+                10,
+                0.1,
+                what="the venue's cancel in execution's ledger",
+            )
+            if reason != "replace":
                 break
+            reasons.append("replaced by strategy at the same instant")
         else:
-            pytest.fail("five quotes in a row left the book before the venue's cancel")
+            pytest.fail(f"five quotes in a row: {reasons}")
     finally:
         v.close()
-    t0 = time.monotonic()
-    reason = wait_for(
-        lambda: (
-            (
-                r := tree.query(
-                    "SELECT reason FROM orders WHERE venue_order_id=? AND status='cancelled'",
-                    (oid,),
-                )
-            )
-            and r[0][0]
-        ),
-        10,
-        0.1,
-        what="the venue's cancel in execution's ledger",
-    )
     assert reason == "venue: CANCELED" and time.monotonic() - t0 < 5
 
     # strategy frees the quote on execution's answer (a `skip` decision `order_cancelled` naming
