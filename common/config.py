@@ -493,10 +493,39 @@ def write_json_atomically(path: Path, doc: dict[str, Any]) -> None:
         raise
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice (`key`). JSON parsers keep the last value silently
+    (RFC 8259 section 4: names SHOULD be unique, and behaviour with duplicates is unpredictable),
+    so a config with a repeated field is refused instead of guessing which one the operator
+    meant."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"key {key!r} appears twice in one JSON object")
+
+
+def unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads(..., object_pairs_hook=unique_json_object)`: each object as a dict, raising
+    DuplicateKeyError for the first key an object names twice (at any depth)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(key)
+        out[key] = value
+    return out
+
+
+# what a config source says about a field named twice (file and API alike)
+DUPLICATE_KEY = "named twice; a JSON object's keys must be unique (keep one)"
+
+
 def read_config_file(p: Path) -> Any:
-    """The JSON document in a config file; ConfigError (naming the file) when it is not one."""
+    """The JSON document in a config file; ConfigError (naming the file) when it is not one, or
+    names a key twice in one object (naming the key)."""
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(p.read_text(encoding="utf-8"), object_pairs_hook=unique_json_object)
+    except DuplicateKeyError as e:
+        raise ConfigError(str(p), {e.key: DUPLICATE_KEY}) from None
     except json.JSONDecodeError as e:
         raise ConfigError(str(p), {"$": f"not valid JSON: {e}"}) from None
     except UnicodeDecodeError as e:  # a config file is UTF-8 JSON; anything else is refused
@@ -1242,8 +1271,12 @@ def _check(spec: SettingSpec, value: Any) -> str | None:
 
 
 def parse_dotenv(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines; `#` comments, blank lines, `export ` and matching quotes are allowed."""
+    """KEY=VALUE lines; `#` comments, blank lines, `export ` and matching quotes are allowed.
+    {} when the file does not exist (`load_settings` decides whether that is an error).
+    ConfigError naming the file and line for a line that is not KEY=VALUE, and naming the key
+    for a key set twice."""
     out: dict[str, str] = {}
+    first: dict[str, int] = {}
     if not path.exists():
         return out
     try:
@@ -1259,6 +1292,11 @@ def parse_dotenv(path: Path) -> dict[str, str]:
         key = key.strip()
         if not sep or not key.replace("_", "").isalnum():
             raise ConfigError(f"{path}:{n}", {"line": f"expected KEY=VALUE, got {raw!r}"})
+        if key in first:  # which one was meant? refused rather than the last silently winning
+            raise ConfigError(
+                f"{path}:{n}", {key: f"set twice (lines {first[key]} and {n}); keep one"}
+            )
+        first[key] = n
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
@@ -1328,10 +1366,19 @@ def load_settings(
     the default.
 
     Raises ConfigError naming every bad variable with what was expected (a secret's value is never
-    echoed). Calls `warn` with one message per unknown key (see `unknown_settings`)."""
+    echoed), a named `.env` file that does not exist, and a key the file sets twice. Calls `warn` with one message per unknown key (see `unknown_settings`)."""
     process = os.environ if environ is None else environ
+    from_env = dotenv is _DEFAULT_DOTENV and "POLYEDGE_ENV_FILE" in process
+    named = dotenv is not _DEFAULT_DOTENV or from_env
     if dotenv is _DEFAULT_DOTENV:
         dotenv = dotenv_path(process)
+    if dotenv is not None and named and not dotenv.exists():
+        # a named file (POLYEDGE_ENV_FILE, or the caller's) that is missing is a typo, never "no
+        # settings": only the default ./.env may be absent
+        raise ConfigError(
+            str(dotenv),
+            {"POLYEDGE_ENV_FILE" if from_env else "$": f"{str(dotenv)!r} does not exist"},
+        )
     from_file = parse_dotenv(dotenv) if dotenv else {}
     env = {**from_file, **process}
     if warn is not None:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import datetime
 import hmac
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from common import topics
 from common.bus import Pusher
 from common.clock import now_ns
-from common.config import ConfigError, config_choices, validate_config_patch
+from common.config import (
+    ConfigError,
+    DuplicateKeyError,
+    config_choices,
+    unique_json_object,
+    validate_config_patch,
+)
 from common.schema import (
     ClearEmergencyStop,
     ControlReply,
@@ -454,7 +461,8 @@ class BodyError(ValueError):
 async def read_json(request: Request) -> Any:
     """The request's JSON body, or None when it is empty. Raises BodyError: 415 when a body is
     sent without `Content-Type: application/json` (a form or text/plain POST is what a
-    cross-site page can send without a CORS preflight), 400 when it is not valid JSON."""
+    cross-site page can send without a CORS preflight), 400 when it is not valid JSON or an
+    object in it names a key twice (naming the key)."""
     body = await request.body()
     if not body.strip():
         return None
@@ -469,9 +477,19 @@ async def read_json(request: Request) -> Any:
             415,
         )
     try:
-        return msgspec.json.decode(body)
+        doc = msgspec.json.decode(body)
     except msgspec.DecodeError as e:
         raise BodyError(f"request body is not valid JSON: {e}") from None
+    try:  # valid JSON, but a key named twice would silently keep the last value: refused
+        json.loads(body, object_pairs_hook=unique_json_object)
+    except DuplicateKeyError as e:
+        raise BodyError(
+            f"request body names {e.key!r} twice; a JSON object's keys must be unique "
+            "(nothing was applied)"
+        ) from None
+    except (ValueError, RecursionError):
+        pass  # msgspec accepted it: json's own limits are not the client's problem
+    return doc
 
 
 async def forward(

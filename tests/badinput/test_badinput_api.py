@@ -155,6 +155,17 @@ BAD_CONFIG_BODIES: dict[str, tuple[bytes, int, tuple[str, ...]]] = {
     "bad_enum": (b'{"order_type": "GTC"}', 422, ("order_type",)),
     "unknown_field": (b'{"stake_per_trade_usd": 5, "leverage": 100}', 422, ("leverage",)),
     "nested": (b'{"stake_per_trade_usd": {"$gt": 0}}', 422, ("stake_per_trade_usd",)),
+    # JSON parsers keep the last of two equal keys silently; which did the operator mean?
+    "duplicate_key": (
+        b'{"stake_per_trade_usd": 5, "stake_per_trade_usd": 6}',
+        400,
+        ("'stake_per_trade_usd' twice", "nothing was applied"),
+    ),
+    "duplicate_key_in_a_market": (
+        b'{"markets": [{"asset": "btc", "window": "5m", "enabled": true, "enabled": false}]}',
+        400,
+        ("'enabled' twice",),
+    ),
     "every_bad_field_named": (
         b'{"stake_per_trade_usd": -1, "max_trades_per_day": 1.5, "order_type": "GTC", "bogus": 1}',
         422,
@@ -183,8 +194,9 @@ def test_bad_config_body_is_refused_and_nothing_applied(
         (b'["stop"]', ("reason",)),
         (b'{"reason": "x"', ("json",)),
         (b"\x00\x01", ("json",)),
+        (b'{"reason": "a", "reason": "b"}', ("'reason' twice",)),
     ],
-    ids=["number_reason", "array", "truncated", "binary"],
+    ids=["number_reason", "array", "truncated", "binary", "duplicate_key"],
 )
 def test_bad_control_body_is_refused(
     tree: Tree, unchanged: None, path: str, body: bytes, words: tuple[str, ...]

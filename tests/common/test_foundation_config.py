@@ -154,6 +154,29 @@ def test_overrides_merge_onto_the_shipped_defaults_and_never_write_them(tmp_path
     assert "max_trades_per_day" in e.value.errors and "data/config.json" in str(e.value)
 
 
+def test_a_config_file_naming_a_field_twice_is_refused_naming_it(tmp_path: Path) -> None:
+    """JSON parsers keep the last of two equal keys silently (RFC 8259 section 4 leaves it
+    unpredictable); a config file with a field named twice is refused, like any bad file."""
+    defaults = tmp_path / "config.json"
+    defaults.write_text('{"stake_per_trade_usd": 4.0}')
+    (tmp_path / "data").mkdir()
+    overrides = tmp_path / "data" / "config.json"
+    overrides.write_text('{"stake_per_trade_usd": 5, "stake_per_trade_usd": 6}')
+    files = StrategyConfigFiles(defaults, overrides)
+    with pytest.raises(ConfigError) as e:
+        files.load()
+    assert e.value.source == str(overrides)
+    assert list(e.value.errors) == ["stake_per_trade_usd"] and "twice" in str(e.value)
+    # in the shipped-defaults layer and inside a market entry alike
+    overrides.write_text("{}")
+    defaults.write_text('{"markets": [{"asset": "btc", "window": "5m", "asset": "eth"}]}')
+    with pytest.raises(ConfigError) as e:
+        files.load()
+    assert e.value.source == str(defaults) and list(e.value.errors) == ["asset"]
+    defaults.write_text('{"markets": [{"asset": "btc", "window": "5m"}]}')
+    assert files.load().config.stake_per_trade_usd == StrategyConfig().stake_per_trade_usd
+
+
 def test_settings_env_overrides_dotenv_and_bad_values_are_named(tmp_path: Path) -> None:
     dotenv = tmp_path / ".env"
     dotenv.write_text("# comment\nexport DRY_RUN=false\nAPI_PORT='9000'\nLOG_LEVEL=debug\n")

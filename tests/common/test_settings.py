@@ -269,3 +269,52 @@ def test_funder_with_signature_type_0_must_be_the_keys_address() -> None:
         load_settings({"PRIVATE_KEY": key, "FUNDER": "0x" + "ab" * 20}, dotenv=None)
     assert list(e.value.errors) == ["FUNDER"] and "SIGNATURE_TYPE" in e.value.errors["FUNDER"]
     assert key.removeprefix("0x") not in str(e.value)
+
+
+def _settings_cli(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.commands.cli", "settings"],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_named_env_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    """A typo in POLYEDGE_ENV_FILE used to mean "every default" with no word; only the default
+    `./.env` may be missing."""
+    missing = tmp_path / "typo.env"
+    r = _settings_cli({"POLYEDGE_ENV_FILE": str(missing)}, tmp_path)
+    assert r.returncode == 2, r
+    assert str(missing) in r.stderr and "does not exist" in r.stderr, r.stderr
+    with pytest.raises(ConfigError) as e:
+        load_settings({}, missing, warn=None)
+    assert str(missing) in str(e.value)
+    # the default ./.env missing is fine (tmp_path has none), and so is `none`
+    env = {k: v for k, v in os.environ.items() if k != "POLYEDGE_ENV_FILE"}
+    r = subprocess.run(
+        [sys.executable, "-m", "services.commands.cli", "settings"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and not (tmp_path / ".env").exists(), r.stderr
+    assert _settings_cli({"POLYEDGE_ENV_FILE": "none"}, tmp_path).returncode == 0
+    # a directory is an error too, naming it
+    r = _settings_cli({"POLYEDGE_ENV_FILE": str(tmp_path)}, tmp_path)
+    assert r.returncode == 2 and str(tmp_path) in r.stderr, r.stderr
+
+
+def test_a_key_set_twice_in_the_env_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("API_PORT=9001\n# later, someone adds\nexport API_PORT=9002\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings({}, dotenv, warn=None)
+    assert e.value.errors == {"API_PORT": "set twice (lines 1 and 3); keep one"}
+    assert f"{dotenv}:3" in str(e.value)
+    r = _settings_cli({"POLYEDGE_ENV_FILE": str(dotenv)}, tmp_path)
+    assert r.returncode == 2 and "API_PORT" in r.stderr and "twice" in r.stderr, r.stderr
