@@ -9,26 +9,44 @@ interface; these wrap them where supervisor's own answers are unhelpful:
   `supervisorctl status` prints as an XML-RPC fault; `polyedge down` waits until the tree is gone,
   and `polyedge status` says "shutting down" in that window.
 
+`polyedge up` also does what a bare `supervisord -c supervisord.conf` cannot:
+- it loads every service's settings (`load_settings`, `.env` and the environment, and the strategy
+  config files) the way the programs will, from the programs' directory, BEFORE starting
+  supervisord, and refuses (exit 2) naming every problem: a bad value otherwise shows only as
+  every program in BACKOFF "Exited too quickly";
+- the programs run `python3 -m services.X`, found on PATH: it puts this interpreter's directory
+  first on the PATH supervisord (and so each program) gets, so a venv's `polyedge up` runs the
+  programs in that venv even when the venv is not activated;
+- it waits until every program has been RUNNING for UP_STABLE_S (or UP_SETTLE_S passed), and
+  reports a program in BACKOFF/FATAL or that exited, with its last stderr line, instead of
+  claiming success; the tree is left running for a look (`polyedge status`, logs/).
+
 Exit codes: 0 done / everything running, 3 refused (a tree is already running or still shutting
-down) or some program not running, 4 no tree running (status) or it did not stop in time (down),
-2 bad usage (no such config file).
+down) or some program not running (status; up: a program did not start), 4 no tree running
+(status) or it did not stop in time (down), 2 bad usage (no such config file) or bad settings
+(up).
 """
 
 from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from common.config import ConfigError, Settings, load_settings
 from common.service import lock_holders
 from common.supervisor import (
+    ProgramState,
     SupervisorClient,
     SupervisorError,
     TreeNotRunning,
     TreeShuttingDown,
+    why_not_running,
 )
 
 EXIT_OK = 0
@@ -85,13 +103,37 @@ def _program_lines(client: SupervisorClient) -> tuple[list[str], bool]:
     return lines, all_up
 
 
+def _programs_dir(conf: Path) -> Path:
+    """The directory the programs run in (their `directory=`, `%(here)s` being the config's
+    directory): where their relative paths (`./.env`, `./data`, `config/config.json`) point."""
+    parser = configparser.RawConfigParser()
+    parser.read(conf)
+    for section in parser.sections():
+        if section.startswith("program:"):
+            raw = parser.get(section, "directory", fallback="")
+            if raw:
+                return Path(raw.replace("%(here)s", str(conf.parent))).resolve()
+    return conf.parent
+
+
+def program_settings(conf: Path, warn: bool = True) -> Settings:
+    """Every service's settings as its program will load them under `conf`: `load_settings`
+    (`.env`, then this environment, which supervisord passes on) and the strategy config files
+    they name, read from the programs' directory. Raises ConfigError naming every problem (the
+    same a service would exit 2 with). Unknown keys are warned about on stderr when `warn`."""
+    with contextlib.chdir(_programs_dir(conf)):
+        settings = load_settings() if warn else load_settings(warn=None)
+        settings.strategy_config_files().load()  # strategy, signal, ingest refuse a bad file
+        # the paths as the programs see them (they run in that directory)
+        return settings
+
+
 def _run_dir(conf: Path) -> Path:
     """Where the services' locks are: the settings' run directory (POLYEDGE_DATA_DIR/run), or
     the config's `data/run` when the settings do not load."""
-    from common.config import ConfigError, load_settings
-
     try:
-        return load_settings(warn=None).run_dir
+        with contextlib.chdir(_programs_dir(conf)):
+            return load_settings(warn=None).run_dir.resolve()
     except ConfigError:
         return conf.parent / "data" / "run"
 
@@ -189,6 +231,59 @@ def preflight(conf: Path) -> str | None:
 
 
 UP_WAIT_S = 20.0  # supervisord daemonizes at once; its socket answers within a second or two
+UP_SETTLE_S = 60.0  # how long `up` waits for every program to have started (imports under load)
+UP_STABLE_S = 3.0  # a program counts as started once RUNNING this long (startsecs is 1)
+FAILED_STATES = ("BACKOFF", "FATAL")
+
+
+def supervisord_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment to start supervisord with: this one, with the directory of the running
+    interpreter first on PATH, so the programs' `python3 -m services.X` (supervisord.conf) is
+    the interpreter `polyedge` runs on (a venv's, even when the venv is not activated) rather
+    than whatever `python3` comes first (the system's, without our packages)."""
+    env = dict(os.environ if environ is None else environ)
+    bindir = str(Path(sys.executable).parent)
+    path = env.get("PATH", "")
+    if path.split(os.pathsep)[0] != bindir:
+        env["PATH"] = os.pathsep.join([bindir, path]) if path else bindir
+    return env
+
+
+def _failed(p: ProgramState) -> bool:
+    return p.state in FAILED_STATES or (p.state == "EXITED" and p.exit_status != 0)
+
+
+def _started(p: ProgramState, now_s: float) -> bool:
+    expected_exit = p.state == "EXITED" and p.exit_status == 0  # simvenue outside sim mode
+    return expected_exit or (p.running and now_s - p.started_s >= UP_STABLE_S)
+
+
+def settle(client: SupervisorClient, timeout_s: float = UP_SETTLE_S) -> list[ProgramState]:
+    """Wait until every program has started (RUNNING for UP_STABLE_S, or exited 0 as expected)
+    or one has failed (BACKOFF, FATAL, exited non-zero), up to `timeout_s` seconds. Returns the
+    programs that failed, or at the deadline those not started; [] when all started. Raises
+    the client's errors (TreeNotRunning, ...) when supervisord stops answering."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        programs = list(client.programs().values())
+        failed = [p for p in programs if _failed(p)]
+        if failed:
+            return failed
+        now = time.time()
+        late = [p for p in programs if not _started(p, now)]
+        if not late or time.monotonic() > deadline:
+            return late
+        time.sleep(0.2)
+
+
+def _why(client: SupervisorClient, p: ProgramState) -> str:
+    try:
+        tail = client.stderr_tail(p.name)
+    except SupervisorError:
+        tail = ""
+    why = why_not_running(p, tail) or p.spawn_error
+    where = f" (stderr: {p.stderr_path})" if p.stderr_path else ""
+    return f"{p.name} {p.state}: {why or p.description}{where}"
 
 
 def up(conf: Path) -> int:
@@ -196,9 +291,20 @@ def up(conf: Path) -> int:
     if reason is not None:
         _say(reason)
         return EXIT_REFUSED
+    try:  # a bad setting would only show as every program in BACKOFF "Exited too quickly"
+        settings = program_settings(conf)
+    except ConfigError as e:
+        _say(f"not starting: {e}")
+        return EXIT_USAGE
+    env = supervisord_env()
+    if not (Path(sys.executable).parent / "python3").exists():
+        _say(
+            f"warning: no python3 next to {sys.executable}: the programs run the first python3 "
+            "on PATH, which may lack our packages"
+        )
     # the stable interface itself, in this interpreter (the one the package is installed in);
     # supervisord daemonizes (nodaemon=false) and this returns once it has
-    r = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])
+    r = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], env=env)
     if r.returncode != 0:
         _say(f"supervisord -c {conf} exited {r.returncode}; see logs/supervisord.log")
         return r.returncode
@@ -207,7 +313,6 @@ def up(conf: Path) -> int:
     while True:
         try:
             ident = client.identity()
-            lines, _ = _program_lines(client)
             break
         except (TreeNotRunning, TreeShuttingDown, SupervisorError):
             if time.monotonic() > deadline:
@@ -217,22 +322,34 @@ def up(conf: Path) -> int:
                 )
                 return EXIT_NOT_RUNNING
             time.sleep(0.2)
+    try:
+        bad = settle(client)
+        lines, _ = _program_lines(client)
+        reasons = [_why(client, p) for p in bad]
+    except (TreeNotRunning, TreeShuttingDown, SupervisorError) as e:
+        _say(f"supervisord pid {ident.pid} stopped answering while its programs started: {e!r}")
+        return EXIT_NOT_RUNNING
     print(f"started {ident.describe()}, socket {client.path}")
     print("\n".join(lines))
+    if bad:
+        _say(
+            f"{len(bad)} program(s) did not start:\n  "
+            + "\n  ".join(reasons)
+            + "\nthe tree is left running for a look (`polyedge status`, logs/); "
+            "`polyedge down` stops it"
+        )
+        return EXIT_REFUSED
     print(
-        f"dashboard: {_dashboard_url()}  (`polyedge status` to look again, `polyedge down` to stop)"
+        f"dashboard: {_dashboard_url(settings)}  "
+        "(`polyedge status` to look again, `polyedge down` to stop)"
     )
     return EXIT_OK
 
 
-def _dashboard_url() -> str:
-    from common.config import ConfigError, load_settings
-
-    try:
-        api = load_settings(warn=None).api
-    except ConfigError:
-        return "http://127.0.0.1:8080/"
+def _dashboard_url(settings: Settings) -> str:
+    api = settings.api
     host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address (RFC 3986 section 3.2.2)
     return f"http://{host}:{api.port}/"
 
 

@@ -449,3 +449,106 @@ def test_parent_watch_fires_only_for_a_supervisord_parent() -> None:
     w = ParentWatch({"SUPERVISOR_ENABLED": "1"})  # our parent is pytest's, not a supervisord
     assert w.parent is None and not w.orphaned()
     assert ParentWatch({}).parent is None
+
+
+def _offline_env(root: Path, **extra: str) -> dict[str, str]:
+    """An isolated tree's environment with every feed pointed at a closed local port."""
+    return _tree_env(
+        root,
+        **{
+            k: "ws://127.0.0.1:9"
+            for k in ("BINANCE_WS_URL", "POLYMARKET_WS_URL", "PRICE_FEED_WS_URL")
+        },
+        **{k: "http://127.0.0.1:9" for k in ("GAMMA_API_URL", "CLOB_API_URL")},
+        **extra,
+    )
+
+
+def test_up_refuses_bad_settings_before_starting_anything() -> None:
+    """A bad value used to start supervisord anyway (every program then in BACKOFF "Exited too
+    quickly") and print the default port as the dashboard; `polyedge up` now loads the settings
+    the programs will, and refuses naming the problem."""
+    root = short_tmpdir()
+    sup = Supervised(_offline_env(root, API_PORT="abc", POLYEDGE_VENUE="sim"))
+    r = _polyedge(sup, "up")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "API_PORT" in r.stderr and "'abc'" in r.stderr, r.stderr
+    assert "dashboard" not in r.stdout and "started" not in r.stdout, r.stdout
+    assert not (root / "data" / "run" / "supervisord.pid").exists()  # nothing started
+    assert _polyedge(sup, "status").returncode == 4
+    # a strategy config file with a field named twice is refused the same way, naming both
+    overrides = root / "data" / "config.json"
+    overrides.write_text('{"stake_per_trade_usd": 5, "stake_per_trade_usd": 6}')
+    sup = Supervised(_offline_env(short_tmpdir(), POLYEDGE_DATA_DIR=str(root / "data")))
+    r = _polyedge(sup, "up")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert str(overrides) in r.stderr and "stake_per_trade_usd" in r.stderr, r.stderr
+    assert "twice" in r.stderr, r.stderr
+    assert not (root / "data" / "run" / "supervisord.pid").exists()
+    # and a POLYEDGE_ENV_FILE that names no file
+    sup = Supervised(_offline_env(short_tmpdir(), POLYEDGE_ENV_FILE="/nonexistent/typo.env"))
+    r = _polyedge(sup, "up")
+    assert r.returncode == 2 and "/nonexistent/typo.env" in r.stderr, r.stderr
+
+
+def _bare_python(root: Path) -> Path:
+    """A real `python3` without our packages (a venv made without them): what a system python3
+    first on PATH is when polyedge's own venv is not activated."""
+    venv = root / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    r = subprocess.run([venv / "bin" / "python3", "-c", "import msgspec"], capture_output=True)
+    assert r.returncode != 0  # really without our packages
+    return venv / "bin"
+
+
+def _bare_conf(sup: Supervised) -> None:
+    """The repository's `command=python3 -m services.X` as shipped (Supervised pins the test's
+    interpreter instead)."""
+    text = sup.conf.read_text().replace(f"{sys.executable} -m services.", "python3 -m services.")
+    sup.conf.write_text(text)
+
+
+def test_up_runs_the_programs_on_its_own_interpreter_with_a_bare_python3_first_on_path() -> None:
+    """`/venv/bin/polyedge up` with the venv not activated: the programs' `python3` used to be
+    the first on PATH (the system's, no msgspec: every program in BACKOFF) while `up` said all
+    was well. `up` puts its interpreter's directory first on supervisord's PATH."""
+    root = short_tmpdir()
+    bare = _bare_python(root)
+    sup = Supervised(_offline_env(root))
+    _bare_conf(sup)
+    sup.env["PATH"] = os.pathsep.join([str(bare), os.environ.get("PATH", "")])
+    r = _polyedge(sup, "up")
+    try:
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert f"dashboard: http://127.0.0.1:{sup.env['API_PORT']}/" in r.stdout, r.stdout
+        st = sup.status()
+        assert all(st[n] == "RUNNING" for n in SERVICES), st
+        # each program runs on the interpreter that ran `polyedge up`
+        exe = {n: os.path.realpath(f"/proc/{sup.pid(n)}/exe") for n in SERVICES}
+        assert set(exe.values()) == {os.path.realpath(sys.executable)}, exe
+    finally:
+        if (root / "data" / "run" / "supervisord.pid").exists():
+            sup.stop()
+
+
+def test_up_reports_a_program_that_does_not_start() -> None:
+    """A program that cannot start (here: its interpreter lacks our packages) goes to BACKOFF;
+    `up` says so with the program's last stderr line and exits 3 instead of claiming success."""
+    root = short_tmpdir()
+    bare = _bare_python(root)
+    sup = Supervised(_offline_env(root))
+    text = sup.conf.read_text().replace(
+        f"{sys.executable} -m services.signal", f"{bare / 'python3'} -m services.signal"
+    )
+    sup.conf.write_text(text)
+    t0 = time.monotonic()
+    r = _polyedge(sup, "up")
+    try:
+        assert r.returncode == 3, (r.stdout, r.stderr)
+        assert "did not start" in r.stderr and "signal BACKOFF" in r.stderr, r.stderr
+        assert "No module named" in r.stderr, r.stderr
+        assert "dashboard" not in r.stdout, r.stdout
+        print(f"up reported the failure after {time.monotonic() - t0:.1f} s")
+    finally:
+        if (root / "data" / "run" / "supervisord.pid").exists():
+            sup.stop()
