@@ -78,6 +78,7 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
     "strategy": (BTC_TRADE, BOOK_PREFIX, MARKET, RESOLVED, CLOCK, FEED_STATUS_PREFIX)
     + ("sig.", "exec.", PROBE_PREFIX + "signal", CONTROL_CMD),
     "execution": (BOOK_PREFIX, MARKET, RESOLVED, CLOCK, ORDER_INTENT),
-    # the windows where strategy holds a position awaiting resolution (services/ingest/core.py)
-    "ingest": (RISK_STATE,),
+    # the windows where strategy (its risk state) or execution (its heartbeat's `unsettled`)
+    # holds a position awaiting resolution (services/ingest/core.py `hold`)
+    "ingest": (RISK_STATE, HEARTBEAT_PREFIX + "execution"),
 }

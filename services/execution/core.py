@@ -53,6 +53,9 @@ REDEEM_RETRY_NS = 30_000 * MS
 TRADE_CHECK_INTERVAL_NS = 1_000 * MS  # provisional trades: status asked once a second
 UNRESOLVED_ALERT_NS = 60_000 * MS  # an order still not final after this raises an alert record
 RECORDED_LEVELS = 20  # book levels kept with each order, enough to recompute its fills
+# an ended window whose positions this ledger still holds unsettled this long after its end (or,
+# the end unknown, after execution first saw it so) is a warning in the heartbeat (`/health`)
+UNSETTLED_WARN_NS = 300_000 * MS
 
 
 def record_book(book: Book, side: str) -> str:
@@ -196,6 +199,10 @@ class ExecutionCore(Core):
         self._next_maker_poll_ns = 0
         # live: resting orders just off the book, still followed for fills that raced the cancel
         self._maker_tail: dict[str, tuple[Resting, int]] = {}
+        # windows' ends (slug -> ns, from MarketInfo) and, per slug held unsettled past its
+        # window, when execution first saw it so (`unsettled`)
+        self._window_end: dict[str, int] = {}
+        self._unsettled_since: dict[str, int] = {}
 
     # --- time ---------------------------------------------------------------------------------
     def _t(self) -> int:
@@ -227,9 +234,14 @@ class ExecutionCore(Core):
 
     def on_market_info(self, msg: MarketInfo, now_ns: int) -> Out:
         self.markets[msg.slug] = msg
+        self._window_end[msg.slug] = msg.window_end_ns
         return []
 
     def on_market_resolved(self, msg: MarketResolved, now_ns: int) -> Out:
+        """A market resolved: its resting orders are dropped and its positions settle
+        (`settle`, idempotent by slug: ingest says it again while execution's heartbeat names
+        the window in `unsettled`, so a resolution missed while execution was down or
+        restarting is settled when it is back)."""
         out: Out = []
         for r in self.resting.select(slug=msg.slug):  # a resolved market's book is gone
             out += self._resting_done(r.intent.client_order_id, "cancelled", "market resolved")
@@ -1174,6 +1186,7 @@ class ExecutionCore(Core):
         """Positions in the resolved market settle at 1 or 0."""
         out: Out = []
         mk = self.markets.pop(msg.slug, None)
+        self._window_end.pop(msg.slug, None)
         if mk is not None:  # the window is over: its books will never be traded again
             self.books.pop(mk.up_token_id, None)
             self.books.pop(mk.down_token_id, None)
@@ -1396,7 +1409,50 @@ class ExecutionCore(Core):
                 r[k] = round(r[k], 6)
         return out
 
+    def unsettled(self) -> dict[str, dict[str, Any]]:
+        """The windows where this book (ledger) holds positions not settled and that are not
+        live: ended (their MarketInfo's end passed) or unknown (no MarketInfo since execution
+        started: ingest publishes only the windows not yet resolved, so such a window ended, or
+        execution has just started). Slug -> `{"end_ns": window end (ns, 0 unknown),
+        "since_ns": when execution first saw it so (ns), "positions": count, "shares": held}`.
+        Published in the heartbeat (`status`): ingest resolves these windows and says their
+        `MarketResolved` again (services/ingest/core.py `on_heartbeat`), since execution owns
+        its ledger and ingest owns resolution (DESIGN.md, ownership of state)."""
+        now = self._t()
+        out: dict[str, dict[str, Any]] = {}
+        for pos in self.positions.values():
+            mk = self.markets.get(pos.slug)
+            if mk is not None and mk.window_end_ns > now:
+                continue  # a live window: it settles when it resolves
+            d = out.setdefault(
+                pos.slug,
+                {"end_ns": self._window_end.get(pos.slug, 0), "positions": 0, "shares": 0.0},
+            )
+            d["positions"] += 1
+            d["shares"] = round(d["shares"] + pos.size, 6)
+        for slug in [s for s in self._unsettled_since if s not in out]:
+            del self._unsettled_since[slug]
+        for slug, d in out.items():
+            d["since_ns"] = self._unsettled_since.setdefault(slug, now)
+        return out
+
+    def unsettled_warnings(self, unsettled: dict[str, dict[str, Any]]) -> list[str]:
+        """A sentence per window of `unsettled` held more than `UNSETTLED_WARN_NS` (5 min)
+        after its end (its end unknown: after execution first saw it unsettled)."""
+        now = self._t()
+        out: list[str] = []
+        for slug, d in sorted(unsettled.items()):
+            ref = d["end_ns"] or d["since_ns"]
+            if now - ref > UNSETTLED_WARN_NS:
+                when = "after its window ended" if d["end_ns"] else "since execution started"
+                out.append(
+                    f"{d['positions']} position(s) of {d['shares']:g} shares in {slug} not"
+                    f" settled {(now - ref) / 1e9:.0f} s {when}: no resolution received"
+                )
+        return out
+
     def status(self) -> dict[str, object]:
+        unsettled = self.unsettled()
         st: dict[str, object] = {
             "mode": self.mode.name,
             "books": len(self.books),
@@ -1406,7 +1462,11 @@ class ExecutionCore(Core):
             "to_reconcile": len(self.to_reconcile),
             **self._redemption_status(),
             **self.counts,
+            "unsettled": unsettled,
         }
+        warnings = self.unsettled_warnings(unsettled)
+        if warnings:
+            st["warnings"] = warnings  # observe's /health lists them
         if self.venue is not None:
             st["venue"] = self.venue.status()
         return st

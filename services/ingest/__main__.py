@@ -90,9 +90,13 @@ class IngestRunner(ServiceRunner):
             tasks.append(asyncio.create_task(rtds_feed(ctx), name="price_feed"))
         else:
             self.core.feed("price_feed").detail = "disabled (INGEST_PRICE_FEED=0)"
-        # strategy's risk state: the windows where it holds a position awaiting resolution
-        # (services/ingest/core.py `on_risk_state`), resolved even when discovery never found them
-        sub = Subscriber(self.settings.bus_endpoint("strategy"), topics.SUBSCRIPTIONS["ingest"])
+        # strategy's risk state and execution's heartbeat: the windows where they hold a position
+        # awaiting resolution (services/ingest/core.py `hold`), resolved even when discovery never
+        # found them, and their resolution said again when one of them missed it
+        sub = Subscriber(
+            [self.settings.bus_endpoint(peer) for peer in ("strategy", "execution")],
+            topics.SUBSCRIPTIONS["ingest"],
+        )
         try:
             return await self.serve_async(
                 [sub],

@@ -25,6 +25,7 @@ from common.schema import (
     BtcTrade,
     ClockTick,
     FeedStatus,
+    Heartbeat,
     MarketInfo,
     MarketResolved,
     PriceFeedTick,
@@ -205,10 +206,12 @@ class IngestCore(Core):
         self.specs: dict[str, MarketSpec] = {}  # series key -> spec (enabled ones)
         self.window_s: dict[str, int] = {}  # series key -> its window length here, seconds
         self.assets: set[str] = set()
-        # Slugs of ended windows where the bot holds a position awaiting resolution, as strategy
-        # last said on risk.state (`on_risk_state`), and the Gamma look-ups of those ingest does
-        # not know: slug -> (next look-up ns, look-ups so far)
+        # Slugs of ended windows where the bot holds a position awaiting resolution: the union of
+        # what strategy last said on risk.state (`on_risk_state`) and execution in its heartbeat
+        # (`on_heartbeat`), by who said it in `held_by`; and the Gamma look-ups of those ingest
+        # does not know: slug -> (next look-up ns, look-ups so far)
         self.held: set[str] = set()
+        self.held_by: dict[str, set[str]] = {"strategy": set(), "execution": set()}
         self.lookups: dict[str, tuple[int, int]] = {}
         self.set_markets(market_specs({}))
 
@@ -426,31 +429,57 @@ class IngestCore(Core):
         return [(topics.RESOLVED, w.resolution)]
 
     # ------------------------------------------------------------------ held positions
-    # Why risk.state: strategy owns positions (DESIGN.md, ownership of state) and publishes
-    # `RiskState.awaiting_resolution`, every ended window where it holds a position not settled,
-    # on start and at least once a second; it keeps them across its own restarts. Ingest owns
-    # resolution, so it listens on the one bus (topics.SUBSCRIPTIONS["ingest"]) and resolves those
-    # windows too, rather than reading strategy's store. Discovery alone finds only the current
-    # and next windows: without this, a window that ended while ingest was down (or restarting)
-    # would never be resolved and its position never settled (capital at risk stuck).
+    # Why risk.state and execution's heartbeat: strategy owns its positions and execution owns the
+    # ledger's (DESIGN.md, ownership of state). Strategy publishes `RiskState.awaiting_resolution`,
+    # every ended window where it holds a position not settled, on start and at least once a
+    # second, and keeps them across its own restarts; execution's heartbeat (every second, from
+    # its start) names in `detail["unsettled"]` the ended windows its ledger holds positions in
+    # that it has not settled (services/execution/core.py `unsettled`). Both can miss a
+    # resolution while down or restarting, each on its own (PUB/SUB drops what nobody reads).
+    # Ingest owns resolution, so it listens on the one bus (topics.SUBSCRIPTIONS["ingest"]) and
+    # resolves those windows too, rather than reading their stores. Discovery alone finds only
+    # the current and next windows: without this, a window that ended while ingest was down (or
+    # restarting) would never be resolved and its position never settled (capital at risk
+    # stuck), and one that resolved while execution was down never settled in its ledger (its
+    # winnings never redeemed).
     def on_risk_state(self, msg: RiskState, now_ns: int) -> Out:
-        """Strategy's risk state: its `awaiting_resolution` slugs become the windows ingest must
-        resolve (`held`); a slug ingest does not know is looked up on Gamma (`lookups_due`,
-        `adopt`). A held window resolved `RESEND_RESOLVED_NS` ago or more was missed by strategy
-        (it was restarting: PUB/SUB drops what nobody reads): its `MarketResolved` goes out
-        again, the same message (settling is idempotent by slug in strategy and execution)."""
-        held = set(msg.awaiting_resolution)
+        """Strategy's risk state: its `awaiting_resolution` slugs are windows ingest must
+        resolve (`hold`)."""
+        return self.hold("strategy", msg.awaiting_resolution, now_ns)
+
+    def on_heartbeat(self, msg: Heartbeat, now_ns: int) -> Out:
+        """Execution's heartbeat: the slugs of its `detail["unsettled"]` (a mapping slug ->
+        details, or a list of slugs) are windows ingest must resolve (`hold`). Another
+        service's heartbeat, or one without that field (an older execution), changes nothing."""
+        if msg.service != "execution" or "unsettled" not in msg.detail:
+            return []
+        unsettled = msg.detail["unsettled"]
+        if not isinstance(unsettled, dict | list):
+            self._count("bad_unsettled_field")
+            return []
+        return self.hold("execution", [s for s in unsettled if isinstance(s, str)], now_ns)
+
+    def hold(self, who: str, slugs: Iterable[str], now_ns: int) -> Out:
+        """`who` ("strategy" or "execution") holds positions not settled in the windows `slugs`
+        (its whole list: a slug it no longer names is no longer held by it). The union of both
+        is `held`: a slug ingest does not know is looked up on Gamma (`lookups_due`, `adopt`); a
+        held window resolved `RESEND_RESOLVED_NS` ago or more was missed by its holder (it was
+        down or restarting): its `MarketResolved` goes out again, the same message (settling is
+        idempotent by slug in strategy and execution), at most once per `RESEND_RESOLVED_NS`."""
+        self.held_by[who] = set(slugs)
+        held = set().union(*self.held_by.values())
         if held != self.held:
             self.held = held
             for slug in [s for s in self.lookups if s not in held]:
                 del self.lookups[slug]
         out: Out = []
-        for slug in sorted(held):
+        for slug in sorted(self.held_by[who]):
             w = self.windows.get(slug)
             if w is None or w.resolution is None or now_ns - w.resent_ns < RESEND_RESOLVED_NS:
                 continue
             w.resent_ns = now_ns
             self._count("resolution_resent")
+            self._count(f"resolution_resent_for_{who}")
             out.append((topics.RESOLVED, w.resolution))
         return out
 
@@ -610,8 +639,8 @@ class IngestCore(Core):
                 by_series.setdefault(w.info.series, []).append(w)
         for key, live in by_series.items():
             out.extend(self._roll_series(live, now_ns, force and (only is None or key == only)))
-        # forget long-gone windows so the dict stays small, but never one where strategy still
-        # holds a position (`held`): unresolved, it must be polled on; resolved, forgetting it
+        # forget long-gone windows so the dict stays small, but never one where strategy or
+        # execution still holds a position (`held`): unresolved, it must be polled on; resolved, forgetting it
         # would have it looked up and resolved again while strategy's news is in flight
         for slug in [
             s
@@ -720,8 +749,10 @@ class IngestCore(Core):
             "book_stats": dict(self.books.stats.__dict__),
             "markets": {w.info.slug: w.role for w in self.windows.values() if not w.released},
             "series": sorted(self.specs),
-            # ended windows strategy holds a position in: resolved yet (False: still polled)
+            # ended windows strategy or execution holds a position in: resolved yet (False: still
+            # polled), and who holds each
             "held": {s: bool(w and w.resolved) for s in self.held for w in [self.windows.get(s)]},
+            "held_by": {who: sorted(slugs) for who, slugs in self.held_by.items()},
             "counts": dict(self.counts),
         }
 

@@ -20,7 +20,13 @@ from common.schema import (
     MarketResolved,
     OrderIntent,
 )
-from services.execution.core import ExecutionCore, SignedOrder, VenueResult, VenueTrade
+from services.execution.core import (
+    UNSETTLED_WARN_NS,
+    ExecutionCore,
+    SignedOrder,
+    VenueResult,
+    VenueTrade,
+)
 from services.execution.ledger import Ledger
 from services.execution.switches import (
     BLOCKED_DRY_RUN,
@@ -592,3 +598,52 @@ def test_exec_confirmed_trade_is_final(ledger) -> None:
     assert ledger.provisional_trades() == {"tC": "o1"}
     core.step(Timer(T0 + 1_000 * MS), T0 + 1_000 * MS)
     assert ledger.provisional_trades() == {} and core.positions[UP].size == 10.0
+
+
+def test_exec_names_its_unsettled_ended_windows_until_a_resolution_settles_them(ledger) -> None:
+    """Execution's heartbeat (`status()["unsettled"]`) names every window its ledger holds
+    positions in that is not live: after a restart (no MarketInfo yet, the end unknown) and once
+    the window's end passes; the MarketResolved it missed, said again, settles it once (paper:
+    settlement and redemption rows), and it is no longer named. Held past UNSETTLED_WARN_NS, it is
+    a heartbeat warning (observe's /health)."""
+    slug = "btc-updown-5m-1"
+    mk = MarketInfo(
+        slug=slug,
+        condition_id="c",
+        up_token_id=UP,
+        down_token_id=DOWN,
+        window_start_ns=T0 - 300_000 * MS,
+        window_end_ns=T0 + 60_000 * MS,
+        ts_recv_ns=T0,
+    )
+    clock = [T0]
+    core, _ = core_of(ledger, clock=lambda: clock[0])
+    core.step(book(ASKS), T0)
+    core.step(mk, T0)
+    core.step(intent("up1", limit=0.52, size=10), T0)
+    assert core.status()["unsettled"] == {}  # the window is live
+    clock[0] = mk.window_end_ns + 1
+    (d,) = core.status()["unsettled"].values()
+    assert (d["end_ns"], d["positions"], d["shares"]) == (mk.window_end_ns, 1, 10.0)
+    assert "warnings" not in core.status()
+    clock[0] = mk.window_end_ns + UNSETTLED_WARN_NS + 1_000 * MS
+    (warning,) = core.status()["warnings"]
+    assert slug in warning and "not settled" in warning
+    # execution restarts (the resolution went out meanwhile): the window is named, end unknown
+    clock[0] = restart = mk.window_end_ns + 9_000 * MS
+    core2, _ = core_of(ledger, clock=lambda: clock[0])
+    assert core2.recover() == []
+    un = core2.status()["unsettled"]
+    assert list(un) == [slug] and un[slug]["end_ns"] == 0 and un[slug]["since_ns"] == restart
+    clock[0] += 1_000 * MS
+    assert core2.status()["unsettled"][slug]["since_ns"] == restart  # kept, not reset
+    resolved = MarketResolved(
+        slug=slug, winning_outcome="Up", ts_ns=T0, winning_asset_id=UP, condition_id="c"
+    )
+    out = core2.step(resolved, clock[0])
+    assert [s.asset_id for s in by_topic(out, topics.SETTLEMENT)] == [UP]
+    assert [r.state for r in by_topic(out, topics.REDEMPTION)] == ["requested", "confirmed"]
+    assert core2.status()["unsettled"] == {} and core2.positions == {}
+    assert core2.step(resolved, clock[0]) == []  # said again: idempotent by slug
+    assert ledger.conn.execute("SELECT COUNT(*) FROM settlements").fetchone()[0] == 1
+    assert len(ledger.redemptions(dry_run=True)) == 1

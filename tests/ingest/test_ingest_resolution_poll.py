@@ -21,7 +21,7 @@ from starlette.routing import Route
 from common import topics
 from common.config import IngestSettings
 from common.core import Timer
-from common.schema import MarketInfo, MarketResolved, RiskState
+from common.schema import Heartbeat, MarketInfo, MarketResolved, RiskState
 from services.ingest.core import RESEND_RESOLVED_NS, IngestCore
 from services.ingest.feeds import FeedContext, resolution_poller
 from services.ingest.parsers import parse_gamma, parse_gamma_resolution
@@ -256,3 +256,59 @@ def test_a_resolution_strategy_missed_is_said_again_while_it_still_awaits_it() -
     assert core.step(held, now + RESEND_RESOLVED_NS + NS) == []  # spaced
     done = RiskState(ts_ns=now, halted=False, awaiting_resolution=[])
     assert core.step(done, now + 3 * RESEND_RESOLVED_NS) == []
+
+
+def test_a_resolution_execution_missed_is_said_again_while_its_heartbeat_names_it() -> None:
+    """Execution down when `md.resolved` went out, strategy settled (it names nothing): execution's
+    heartbeat names the window in `unsettled`, so ingest says the same resolution again, at most
+    every RESEND_RESOLVED_NS, until execution no longer names it. Another service's heartbeat,
+    or execution's without the field, changes nothing."""
+    now = time.time_ns()
+    info = parse_gamma(GAMMA.read_text(), now)
+    core = IngestCore()
+    core.adopt(info, now)
+    rr = parse_gamma_resolution(GAMMA.read_text(), now, info.slug)
+    ((_, first),) = core.step(rr, now)
+    settled = RiskState(ts_ns=now, halted=False, awaiting_resolution=[])
+    assert core.step(settled, now + RESEND_RESOLVED_NS) == []
+
+    def hb(service: str, detail: dict[str, Any]) -> Heartbeat:
+        return Heartbeat(service=service, state="running", pid=1, started_ns=now, ts_ns=now,
+                         detail=detail)  # fmt: skip
+
+    unsettled = {info.slug: {"end_ns": 0, "since_ns": now, "positions": 1, "shares": 5.0}}
+    assert core.step(hb("strategy", {"unsettled": unsettled}), now + RESEND_RESOLVED_NS) == []
+    assert core.step(hb("execution", {"positions": 1}), now + RESEND_RESOLVED_NS) == []
+    assert core.held == set()
+    again = core.step(hb("execution", {"unsettled": unsettled}), now + RESEND_RESOLVED_NS)
+    assert again == [(topics.RESOLVED, first)]
+    assert core.held == {info.slug} and core.summary()["held_by"]["execution"] == [info.slug]
+    assert core.step(settled, now + RESEND_RESOLVED_NS + NS) == []  # strategy's word: no drop
+    assert core.held == {info.slug}
+    assert (
+        core.step(hb("execution", {"unsettled": unsettled}), now + 2 * NS + RESEND_RESOLVED_NS)
+        == []
+    )
+    late = now + 2 * RESEND_RESOLVED_NS
+    assert core.step(hb("execution", {"unsettled": [info.slug]}), late) == [
+        (topics.RESOLVED, first)
+    ]
+    # kept past HISTORY_NS while execution names it, forgotten once it does not
+    later = info.window_end_ns + 3600 * NS
+    core.step(Timer(later), later)
+    assert info.slug in core.windows
+    assert core.step(hb("execution", {"unsettled": {}}), later) == []
+    assert core.held == set()
+    core.step(Timer(later + NS), later + NS)
+    assert info.slug not in core.windows
+
+
+def test_a_window_only_execution_holds_is_looked_up_when_ingest_does_not_know_it() -> None:
+    """Ingest restarted after execution missed a resolution: the slug its heartbeat names is
+    unknown, so it is looked up on Gamma (`lookups_due`) like one strategy holds."""
+    now = time.time_ns()
+    core = IngestCore()
+    beat = Heartbeat(service="execution", state="running", pid=1, started_ns=now, ts_ns=now,
+                     detail={"unsettled": {"btc-updown-5m-1": {"end_ns": 0}}})  # fmt: skip
+    assert core.step(beat, now) == []
+    assert core.lookups_due(now) == ["btc-updown-5m-1"]
