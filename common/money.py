@@ -230,6 +230,17 @@ ERR_RESTING_SELL_PRECISION = (
     "taker amount a max of 4 decimals"
 )
 
+# a marketable order that cannot match (POST /order 400; polymarket-client 0.14
+# `models/order_response.py` maps them to `fok_not_filled` / `fak_not_filled`): a FOK that cannot
+# fill whole, a FAK with nothing at all at or better than its limit (a FAK with anything to match
+# fills that and the venue kills the rest: docs.polymarket.com concepts/order-lifecycle "Order
+# Types": "FAK Fill And Kill: fill what is available, cancel the rest")
+ERR_FOK_NOT_FILLED = "order couldn't be fully filled. FOK orders are fully filled or killed."
+ERR_FAK_NOT_FILLED = (
+    "no orders found to match with FAK order. FAK orders are partially filled or "
+    "killed if no match is found."
+)
+
 
 def _floor(x: Decimal, decimals: int) -> Decimal:
     return x.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_DOWN)

@@ -425,9 +425,15 @@ class ExecutionCore(Core):
         return replace(intent, fee_rate=mk.fee_rate, fee_exponent=mk.fee_exponent)
 
     def _preflight(self, intent: OrderIntent, limit: Decimal, size: Decimal) -> str:
-        """The book at or better than the limit must fill the whole order (fresh REST book if
-        stale, live): the same walk as the fill itself (`fills.paper_fill`), so a BUY is judged
-        by the collateral it spends."""
+        """"" when the book at or better than the limit gives the order what the venue would
+        give it (fresh REST book if stale or out of sync, live), else the reason it is refused.
+
+        The same walk as the fill itself (`fills.paper_fill` over `common.money`), with the
+        intent's own order type, as the venue matches it (docs.polymarket.com "Order types";
+        PROTOCOLS.md section 7): a FOK must fill whole (a BUY judged by the collateral it
+        spends); a FAK (fill-and-kill) passes when anything at all fills at or better than the
+        limit, the rest being killed by the venue, and is refused only when nothing does, which
+        the venue answers with 400 `money.ERR_FAK_NOT_FILLED` (polymarket-client `fak_not_filled`)."""
         book = self.books.get(intent.asset_id)
         levels: Sequence[Sequence[float]] | None = None
         if book is not None:
@@ -444,18 +450,20 @@ class ExecutionCore(Core):
                 levels = fresh_book.taker_levels(intent.side)
         if levels is None:
             return f"no book for asset {intent.asset_id}"
-        r = fm.paper_fill(replace(intent, order_type="FOK"), levels)
-        if r.status != "filled":
-            depth = sum(
-                (
-                    fm.dec(s)
-                    for p, s in levels
-                    if (fm.dec(p) <= limit if intent.side == "BUY" else fm.dec(p) >= limit)
-                ),
-                Decimal(0),
-            )
-            return f"depth {depth} at or better than {limit} does not cover {size} shares"
-        return ""
+        r = fm.paper_fill(intent, levels)
+        if r.status in ("filled", "partial"):
+            return ""
+        depth = sum(
+            (
+                fm.dec(s)
+                for p, s in levels
+                if (fm.dec(p) <= limit if intent.side == "BUY" else fm.dec(p) >= limit)
+            ),
+            Decimal(0),
+        )
+        if intent.order_type == "FAK":
+            return f"{money.ERR_FAK_NOT_FILLED} (nothing at or better than {limit}; depth {depth})"
+        return f"depth {depth} at or better than {limit} does not cover {size} shares"
 
     # --- outputs ------------------------------------------------------------------------------
     def _reject(self, intent: OrderIntent, reason: str, code: str, status: str = "rejected") -> Out:

@@ -19,11 +19,8 @@ from services.simvenue.signing import ApiKey, order_hash, order_wallet_error
 if TYPE_CHECKING:
     from services.simvenue.venue import Venue
 
-FOK_KILLED = "order couldn't be fully filled. FOK orders are fully filled or killed."
-FAK_NO_MATCH = (
-    "no orders found to match with FAK order. FAK orders are partially filled or "
-    "killed if no match is found."
-)
+FOK_KILLED = money.ERR_FOK_NOT_FILLED  # the venue's texts, kept with the other ones in money
+FAK_NO_MATCH = money.ERR_FAK_NOT_FILLED
 NOT_ENOUGH_BALANCE = "not enough balance / allowance"
 SERVICE_NOT_READY = "service not ready"  # HTTP 425 while the matching engine restarts
 # after a restart only post-only orders are accepted for ~2 minutes (PROTOCOLS.md section 7);

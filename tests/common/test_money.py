@@ -182,6 +182,61 @@ def test_nothing_at_the_limit_is_unmatched() -> None:
     assert "0.45" in f.reason
 
 
+# The tester's stop-loss (fixb): a ~91-share entry intent at limit 0.022 is a $2.00 collateral-
+# sized BUY that took 837.54 shares at 0.002/0.003; the stop-loss then sells all 837.54 with a FAK
+# at the 0.001 floor into bids totalling 166.41 shares. FAK is fill-and-kill: the venue fills what
+# is at or better than the limit and kills the rest; FOK is all or nothing (docs.polymarket.com
+# concepts/order-lifecycle "Order Types"; clob-client #150: "FAK (Fill and Kill): The order can be
+# partially filled, and any unfilled portion is canceled").
+STOP_ASKS = [("0.002", "512.62"), ("0.003", "1000")]
+STOP_BIDS = [("0.003", "40"), ("0.002", "100"), ("0.001", "26.41")]  # 166.41 shares
+
+
+def test_stop_loss_entry_is_collateral_sized() -> None:
+    # 90.91 x 0.022 = 2.00002 -> $2.00: 512.62 x 0.002 = 1.02524, then 0.97476 / 0.003 = 324.92
+    f = money.fill_order("BUY", "90.91", "0.022", STOP_ASKS, CRYPTO_FEE, "FAK")
+    assert f.status == "filled" and f.shares == D("837.54") and f.cost == D("2.00000")
+    # 512.62*.07*.002*.998 = 0.0716232664 -> 0.07162; 324.92*.07*.003*.997 = 0.0680285004 -> 0.06802
+    assert [t.fee for t in f.trades] == [D("0.07162"), D("0.06802")]
+
+
+def test_stop_loss_fak_bigger_than_the_bids_fills_them_and_kills_the_rest() -> None:
+    f = money.fill_order("SELL", "837.54", "0.001", STOP_BIDS, CRYPTO_FEE, "FAK")
+    assert f.status == "partial"
+    assert [(t.price, t.shares) for t in f.trades] == [
+        (D("0.003"), D("40")),
+        (D("0.002"), D("100")),
+        (D("0.001"), D("26.41")),
+    ]
+    assert (f.shares, f.unspent) == (D("166.41"), D("671.13"))  # 671.13 shares killed
+    assert f.cost == D("0.34641")  # 0.12 + 0.2 + 0.02641
+    # one trade per level, each fee floored to 5 decimals: 40*.07*.003*.997 = 0.0083748 ->
+    # 0.00837; 100*.07*.002*.998 = 0.013972 -> 0.01397; 26.41*.07*.001*.999 = 0.0018468513 ->
+    # 0.00184. Total 0.02418, not the 0.02419 of flooring the unrounded sum 0.0241936513.
+    assert [t.fee for t in f.trades] == [D("0.00837"), D("0.01397"), D("0.00184")]
+    assert f.fee == D("0.02418")
+    # the same order as a FOK: all or nothing, so nothing
+    fok = money.fill_order("SELL", "837.54", "0.001", STOP_BIDS, CRYPTO_FEE, "FOK")
+    assert fok.status == "killed" and fok.trades == () and fok.shares == 0
+    # a FAK with nothing at or better than its limit matches nothing (the venue's 400
+    # ERR_FAK_NOT_FILLED)
+    none = money.fill_order("SELL", "837.54", "0.004", STOP_BIDS, CRYPTO_FEE, "FAK")
+    assert none.status == "unmatched" and none.trades == ()
+
+
+def test_a_marketable_sell_has_no_share_or_dollar_minimum() -> None:
+    # the 5-share orderMinSize is for resting orders (py-clob-client #301: "Size (1.08) lower
+    # than the minimum: 5" on a GTC; nautilus_trader #3874: market orders have a $1 amount
+    # minimum, limit orders 5 shares) and the $1 minimum is stated for a marketable BUY only
+    # (PROTOCOLS.md section 7). No public source states a minimum for a marketable SELL
+    # (py-sdk #302 asks the venue to say): so a remainder of 0.5 shares worth $0.0015 is sent.
+    a = marketable_amounts("SELL", D("0.003"), D("0.5"))
+    assert a.skip == "" and (a.maker_units, a.taker_units) == (500_000, 1_500)
+    assert amounts_error("SELL", a.maker_units, a.taker_units, marketable=True) == ""
+    f = money.fill_order("SELL", "0.5", "0.003", STOP_BIDS, CRYPTO_FEE, "FAK")
+    assert (f.status, f.shares, f.cost) == ("filled", D("0.5"), D("0.0015"))
+
+
 def test_fee_formula_and_rounding() -> None:
     # PROTOCOLS.md section 4: 1.75 cents a share at p = 0.50 (rate 0.07, exponent 1)
     assert money.taker_fee("100", "0.50", CRYPTO_FEE) == D("1.75000")
@@ -278,6 +333,29 @@ def test_issue_example_at_the_simulated_venue(sim) -> None:  # type: ignore[no-u
     assert res.filled_centi == 986 and res.cost_micro == 4_997_200  # 9.86 shares, $4.9972
     assert res.fee_micro == 172_460  # 0.08750 + 0.05247 + 0.03249, as paper charges it
     assert res.fills == [(500, 500), (510, 300), (520, 186)]
+
+
+def test_stop_loss_fak_at_the_simulated_venue_as_in_paper(sim) -> None:  # type: ignore[no-untyped-def]
+    """The stop-loss FAK above, signed as the live adapter signs it and matched by the simulated
+    venue: the same three trades, cost and fees as the paper fill, the rest killed."""
+    m, w, t = sim
+    w.tick, w.up_asks, w.up_bids = 1, {6: 100_000}, {3: 4_000, 2: 10_000, 1: 2_641}
+    paper = paper_fill(w, w.up_token, "SELL", D("837.54"), D("0.001"), "FAK")
+    signed = marketable_amounts("SELL", D("0.001"), D("837.54"))
+    assert (signed.maker_units, signed.taker_units) == (837_540_000, 837_500)  # 0.8375 asked
+    res = venue_take(m, w.up_token, "SELL", signed.maker_units, signed.taker_units, "FAK", t)
+    m._heap.clear()
+    assert paper.status == "partial" and res.status == "matched"  # POST answer: matched
+    assert res.fills == [(3, 4_000), (2, 10_000), (1, 2_641)]
+    assert res.filled_centi == 16_641 and D(res.filled_centi) / 100 == paper.shares
+    assert res.cost_micro == 346_410 and D(res.cost_micro) / 1_000_000 == paper.cost
+    assert res.fee_micro == 24_180 and D(res.fee_micro) / 1_000_000 == paper.fee
+    assert w.up_bids == {}  # the bids are gone; the other 671.13 shares were never on the book
+    # the venue's FAK with nothing to match is "unmatched" (POST /order 400 ERR_FAK_NOT_FILLED)
+    again = venue_take(m, w.up_token, "SELL", 671_130_000, 671_100, "FAK", t)
+    m._heap.clear()
+    assert again.status == "unmatched"
+    assert paper_fill(w, w.up_token, "SELL", D("671.13"), D("0.001"), "FAK").status == "unmatched"
 
 
 level = st.tuples(st.integers(0, 20), st.integers(1, 5_000))  # (ticks from the mid, centi)

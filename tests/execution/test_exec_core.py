@@ -9,8 +9,9 @@ from decimal import ROUND_DOWN, ROUND_FLOOR, Decimal
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
-from common import topics
+from common import money, topics
 from common.config import load_settings
 from common.core import Timer
 from common.schema import (
@@ -206,8 +207,13 @@ def test_exec_preflight_rejects_thin_book_and_bad_terms(ledger) -> None:
     (rej,) = by_topic(core.step(intent("nobook"), T0), topics.REJECT)
     assert "no book" in rej.reason
     core.step(book(ASKS), 0)
-    (rej,) = by_topic(core.step(intent("thin", kind="FAK", size=15), T0), topics.REJECT)
+    # a FOK must fill whole: 14 shares at or under 0.53 do not cover 15 (a FAK would take them)
+    (rej,) = by_topic(core.step(intent("thin", kind="FOK", size=15), T0), topics.REJECT)
     assert rej.code == "preflight_liquidity" and "14" in rej.reason and "15" in rej.reason
+    # a FAK with nothing at all at or under its limit: refused as the venue answers it
+    (rej,) = by_topic(core.step(intent("none", kind="FAK", limit=0.51), T0), topics.REJECT)
+    assert rej.code == "preflight_liquidity"
+    assert rej.reason.startswith("no orders found to match with FAK order")
     (rej,) = by_topic(core.step(intent("tiny", size=1), T0), topics.REJECT)
     assert rej.code == "invalid_order" and "$1 minimum" in rej.reason  # 1 share at 0.53: $0.53
     core.step(
@@ -225,7 +231,7 @@ def test_exec_preflight_rejects_thin_book_and_bad_terms(ledger) -> None:
     )
     (rej,) = by_topic(core.step(intent("closed"), T0), topics.REJECT)
     assert rej.code == "market_closed"
-    assert ledger.counts() == {"rejected": 4}
+    assert ledger.counts() == {"rejected": 5}
 
 
 def test_exec_simulated_latency_fills_against_the_later_book(ledger) -> None:
@@ -445,6 +451,38 @@ def test_exec_dry_run_sell_needs_the_shares(ledger) -> None:
     (f,) = by_topic(out, topics.FILL)
     assert (f.side, f.price, f.size, f.fee) == ("SELL", 0.5, 4.0, 0.07)  # 4*.07*.25
     assert core.positions[UP].size == pytest.approx(6.0)
+
+
+def test_exec_stop_loss_fak_bigger_than_the_bids_partly_fills(ledger) -> None:
+    """The tester's repro (fixb): 837.54 shares bought at 0.002/0.003, then a stop-loss FAK SELL
+    at 0.001 into bids totalling 166.41. The preflight judged it as a FOK and refused it 20 times;
+    a FAK is fill-and-kill (docs.polymarket.com concepts/order-lifecycle "Order Types"), so it
+    fills the 166.41 and the venue kills the rest. Worked example: tests/common/test_money.py."""
+    core, _ = core_of(ledger)
+    bids = ((0.003, 40.0), (0.002, 100.0), (0.001, 26.41))
+    core.step(book([(0.002, 512.62), (0.003, 1000.0)], bids=bids), 0)
+    out = core.step(intent("b1", limit=0.022, size=90.91, tick_size=0.001), T0)
+    assert sum(f.size for f in by_topic(out, topics.FILL)) == pytest.approx(837.54)
+    sell = intent("s1", side="SELL", kind="FAK", limit=0.001, size=837.54, tick_size=0.001)
+    out = core.step(sell, T0)
+    assert not by_topic(out, topics.REJECT)
+    fills = by_topic(out, topics.FILL)
+    assert [(f.price, f.size, f.fee) for f in fills] == [
+        (0.003, 40.0, 0.00837),
+        (0.002, 100.0, 0.01397),
+        (0.001, 26.41, 0.00184),
+    ]
+    row = ledger.order("s1")
+    assert row["status"] == "partial" and "671.13" in row["reason"]
+    assert core.positions[UP].size == pytest.approx(837.54 - 166.41)
+    # the bids are gone from the (paper) book: the next FAK finds nothing and is refused as the
+    # venue refuses it, with the venue's own text, before any fill is tried
+    (rej,) = by_topic(
+        core.step(replace(sell, client_order_id="s2", size=671.13), T0), topics.REJECT
+    )
+    assert rej.code == "preflight_liquidity"
+    assert rej.reason.startswith(money.ERR_FAK_NOT_FILLED)
+    assert core.positions[UP].size == pytest.approx(671.13)
 
 
 # --- order states (issue 13): non-final answers followed, entries halted, exits continue -------
