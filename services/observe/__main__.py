@@ -99,7 +99,12 @@ def seed(core: ObserveCore, recorder: Recorder, files: StrategyConfigFiles) -> N
     """Config and today's figures from what observe recorded before, then the config file."""
     last = recorder.last_config(core.book())
     if last is not None:
-        core.seed_config(last[0], last[1], "database (last snapshot seen)")
+        core.seed_config(
+            last[0],
+            last[1],
+            "database (last snapshot seen)",
+            recorder.recorded_configs(core.book()),
+        )
     else:
         try:
             cfg = files.load().config

@@ -347,6 +347,15 @@ class Recorder:
             ).fetchall()
         return [{**dict(r), "changed": json.loads(r["changed"] or "{}")} for r in rows]
 
+    def recorded_configs(self, book: tuple[str, str] | None = None) -> set[tuple[int, str]]:
+        """Every config version recorded (of `book` when given), as (version, hash) pairs."""
+        where, args = self._book_where(book)
+        with self._lock:
+            rows = self.conn.execute(
+                f"SELECT DISTINCT version, hash FROM config_snapshots{where}", args
+            ).fetchall()
+        return {(int(r[0]), str(r[1])) for r in rows}
+
     def last_config(
         self, book: tuple[str, str] | None = None
     ) -> tuple[dict[str, Any], int, int] | None:

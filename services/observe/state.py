@@ -235,6 +235,10 @@ class ObserveCore:
         self._configured: tuple[dict[str, Any], list[str]] | None = None  # (config, its keys)
         self.config_version = 0
         self.config_source = ""
+        # the config versions of this book recorded in config_snapshots, as (version, hash):
+        # strategy re-publishes its snapshot every few seconds (observe may start after it,
+        # and PUB/SUB drops what nobody reads yet), and each version is stored once
+        self.recorded_configs: set[tuple[int, str]] = set()
         # the latest snapshot's hash, shipped defaults, operator overrides, file paths, changes
         self.config_meta: dict[str, Any] = {}
         # per-trade P&L (TradeClosed) by the event key of the row that closed the trade, kept
@@ -357,8 +361,18 @@ class ObserveCore:
         return self.get_series(self.default_key()).prob_history
 
     # --- seeding on start (from the database and the config file) -----------------------------
-    def seed_config(self, config: dict[str, Any], version: int, source: str) -> None:
+    def seed_config(
+        self,
+        config: dict[str, Any],
+        version: int,
+        source: str,
+        recorded: set[tuple[int, str]] | None = None,
+    ) -> None:
+        """The config observe shows until strategy is heard; `recorded`: the (version, hash)
+        pairs of this book already in config_snapshots (none is stored twice)."""
         self.config, self.config_version, self.config_source = config, version, source
+        if recorded:
+            self.recorded_configs |= recorded
 
     def seed_history(
         self,
@@ -589,7 +603,10 @@ class ObserveCore:
         elif isinstance(msg, RiskState):
             self._on_risk(msg, now_ns, out)
         elif isinstance(msg, ConfigSnapshot):
-            if msg.version != self.config_version or self.config_source.startswith("file"):
+            # stored once per (version, hash), whatever else told observe the version number
+            # first (a RiskState, a control reply): a start-up version is never skipped
+            if (msg.version, msg.hash) not in self.recorded_configs:
+                self.recorded_configs.add((msg.version, msg.hash))
                 out.append(
                     Row(
                         "config_snapshots",

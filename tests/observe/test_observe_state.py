@@ -279,6 +279,53 @@ def test_config_history_is_per_book(tmp_path: Path) -> None:
     rec.close()
 
 
+def test_a_config_version_named_first_by_a_risk_state_is_still_recorded_once(
+    tmp_path: Path,
+) -> None:
+    """Observe seeded from the database (v13) hears strategy's risk state naming v14 before the
+    v14 snapshot (strategy started first): v14 is recorded, once, however often it is re-sent;
+    a restarted observe seeded with the recorded versions does not store it again."""
+    from common.schema import ConfigSnapshot, RiskState
+
+    rec = Recorder(tmp_path / "t.db")
+
+    def feed(core: ObserveCore, *msgs: object) -> int:
+        rows = 0
+        for m in msgs:
+            topic = "strat.config" if isinstance(m, ConfigSnapshot) else "risk.state"
+            for r in core.handle(topic, m, NOW):
+                if isinstance(r, Row) and r.table == "config_snapshots":
+                    rec.add(r.table, r.values)
+                    rows += 1
+        rec.flush()
+        return rows
+
+    v13 = ConfigSnapshot(version=13, config={"stake_per_trade_usd": 1.5}, ts_ns=NOW, hash="h13")
+    first = ObserveCore(NOW, 1, venue="sim")
+    assert feed(first, v13) == 1
+    core = ObserveCore(NOW, 1, venue="sim")
+    core.seed_config(
+        {"stake_per_trade_usd": 1.5}, 13, "database", rec.recorded_configs(core.book())
+    )
+    v14 = ConfigSnapshot(
+        version=14,
+        config={"stake_per_trade_usd": 1.25},
+        ts_ns=NOW + 1,
+        source="startup",
+        changed={"stake_per_trade_usd": [1.5, 1.25]},
+        hash="h14",
+    )
+    risk = RiskState(ts_ns=NOW + 1, halted=False, config_version=14)
+    assert feed(core, risk, v14, risk, v14) == 1
+    assert core.config_version == 14
+    assert feed(core, v13) == 0  # recorded before: not again
+    assert [h["version"] for h in rec.config_history(book=core.book())] == [14, 13]
+    again = ObserveCore(NOW, 1, venue="sim")
+    again.seed_config({}, 14, "database", rec.recorded_configs(again.book()))
+    assert feed(again, v14) == 0
+    rec.close()
+
+
 def test_old_markets_and_their_books_are_forgotten() -> None:
     c = core()
     for i in range(40):
