@@ -82,7 +82,14 @@ QUOTE_CANCEL_LEAD_NS = NS
 # engine restart, ~2 minutes: PROTOCOLS.md section 7, services/execution/live.py), `auto` quotes
 # instead of taking for this long
 POST_ONLY_HOLD_NS = 120 * NS  # an intent unanswered this long after expiry is given up on
-EXIT_RETRY_NS = NS  # after a failed exit, wait this long before trying again (same position)
+EXIT_RETRY_NS = NS  # after an exit attempt, wait this long before trying again (same position)
+# exits of one position that got nothing at all in a row double the wait, up to this; any fill
+# (a FAK that took part of the position) resets it: a stop-loss bigger than the bids is sold
+# level by level, once a second, while a venue that keeps finding nothing is not hammered
+EXIT_RETRY_MAX_NS = 8 * NS
+# the venue sells whole hundredths of a share (a SELL is sized in 2-decimal shares: PROTOCOLS.md
+# section 7, common.money.marketable_amounts): less than that is held to settlement
+EXIT_MIN_SHARES = 0.01
 MAX_FILL_KEYS = 2000
 # an ack with these statuses is the order's last word: FOK/FAK orders are matched in full or in
 # part with the rest killed at once (docs.polymarket.com "Order types": FOK/FAK, POST /order
@@ -194,6 +201,7 @@ class MarketState:
     halt_reason: str = ""
     force_exit_waiting: str = ""  # a ForceExit's reason, while the market's terms are unknown
     last_exit_try_ns: int = 0
+    exit_misses: int = 0  # this position's exit attempts in a row that got no fill at all
     last_block: str = ""
     window_warning: str = ""  # the config's entry window cannot fit the market's window
     terms_wait_logged: str = ""
@@ -1458,8 +1466,13 @@ class StrategyCore(Core):
             return
         if any(o.kind == "exit" and o.market == ms.key for o in self.pending.values()):
             return
-        if self.now_ns >= p.window_end_ns or self.now_ns - ms.last_exit_try_ns < EXIT_RETRY_NS:
+        if self.now_ns >= p.window_end_ns:
             return  # after the close the only way out is settlement
+        if p.size < EXIT_MIN_SHARES - EPS:
+            return  # dust the venue cannot sell: held to settlement
+        wait = min(EXIT_RETRY_NS << min(max(ms.exit_misses - 1, 0), 8), EXIT_RETRY_MAX_NS)
+        if self.now_ns - ms.last_exit_try_ns < wait:
+            return
         m = self.markets.get(p.slug)
         if m is not None and (m.closed or not m.accepting_orders):
             return
@@ -1634,6 +1647,7 @@ class StrategyCore(Core):
                     p.take_terms(m, "md.market")
                 # the exit retry delay is for this position's failed exits, not the last one's
                 ms.last_exit_try_ns = 0
+                ms.exit_misses = 0
             p.size += f.size
             p.cost += f.price * f.size + f.fee - f.rebate_usd
             p.fees += f.fee
@@ -1648,6 +1662,8 @@ class StrategyCore(Core):
                 )
                 return
             sold = min(f.size, p.size)
+            if not f.reverses_trade_id:
+                ms.exit_misses = 0  # the exit sold something: the next one goes after 1 s
             cost_part = p.cost * sold / p.size
             pnl = f.price * sold - f.fee + f.rebate_usd - cost_part
             p.rebates += f.rebate_usd
@@ -1757,6 +1773,9 @@ class StrategyCore(Core):
         if pend.resting:
             if (qb := self.quote_books.get(pend.market)) is not None:
                 qb.done(coid)
+        elif pend.kind == "exit" and pend.filled <= EPS:
+            if (ms := self.market_states.get(pend.market)) is not None:
+                ms.exit_misses += 1
         elif pend.kind == "entry" and pend.filled <= EPS:
             self.trades_today = max(0, self.trades_today - 1)  # no trade happened
             if (ms := self.market_states.get(pend.market)) is not None:
