@@ -142,6 +142,30 @@ ERROR_MAP: tuple[tuple[str, str, str], ...] = (
 LogFn = Callable[..., None]
 
 
+# REST serialises the venue's raw prefixed constants, the user channel plain words: GET
+# /data/order(s) answer `ORDER_STATUS_LIVE | ORDER_STATUS_INVALID |
+# ORDER_STATUS_CANCELED_MARKET_RESOLVED | ORDER_STATUS_CANCELED | ORDER_STATUS_MATCHED`
+# (docs.polymarket.com api-spec/clob-openapi.yaml, api-reference/trade/get-user-orders; also
+# ORDER_STATUS_DELAYED / ORDER_STATUS_UNMATCHED seen live), /data/trades `TRADE_STATUS_CONFIRMED`
+# (Polymarket/py-sdk src/polymarket/models/clob/account.py: "REST endpoints serialize the raw
+# prefixed constants ... while stream events use plain values"; REST-only
+# MATCHED_NOT_BROADCASTED, not final). Both forms are accepted everywhere.
+STATUS_PREFIXES = ("ORDER_STATUS_", "TRADE_STATUS_")
+
+
+def venue_status(word: Any) -> str:
+    """The venue's order or trade status as one plain upper-case word: `ORDER_STATUS_LIVE`,
+    `live` and `LIVE` are all `LIVE`; `TRADE_STATUS_CONFIRMED` is `CONFIRMED`; `CANCELLED` is
+    spelt `CANCELED` as the venue does. "" for a missing status. Every status read from REST,
+    a POST answer or the user channel goes through here (STATUS_PREFIXES for the sources)."""
+    s = str(word or "").strip().upper()
+    for prefix in STATUS_PREFIXES:
+        if s.startswith(prefix):
+            s = s[len(prefix) :]
+            break
+    return "CANCELED" if s == "CANCELLED" else s
+
+
 def _num(x: Any) -> float:
     try:
         return float(x)
@@ -164,23 +188,50 @@ def _ts_seconds(x: Any) -> float:
         return 0.0
 
 
-def map_error(status: int | None, message: str) -> tuple[str, str, str]:
-    """(outcome, code, reason) for a failed POST; outcome is rejected or unknown."""
+# a 503 that is a definite refusal, not a fault (docs.polymarket.com resources/error-codes; the
+# official TS SDK's transport, Polymarket/ts-sdk `#detectTradingRestriction`): post-only mode comes
+# with `{"code": "post_only_mode", "error": ..., "retry_after_seconds": N}`; cancel-only ("Trading
+# is currently cancel-only. New orders are not accepted, but cancels are allowed.") and disabled
+# ("Trading is currently disabled. ... No orders (including cancels) are accepted.") carry only
+# their text. Either way the order was not placed.
+POST_ONLY_CODE = "post_only_mode"
+NOT_ACCEPTING_NEEDLES = ("cancel-only", "cancel only", "currently disabled")
+
+
+def map_error(
+    status: int | None, message: str, body: dict[str, Any] | None = None
+) -> tuple[str, str, str]:
+    """(outcome, code, reason) for a failed POST; outcome is `rejected` (the order was not
+    placed) or `unknown` (it may have been). `message` is the venue's error text, `body` its
+    whole JSON error answer when there was one (its `code` is matched too). A 503 in post-only
+    mode is `venue_post_only`, in cancel-only or disabled mode `venue_not_accepting` (both
+    refusals); any other 5xx is unknown."""
+    low = message.lower()
+    code_word = str((body or {}).get("code") or "").lower()
     if status is None:
         return "unknown", "timeout", f"no answer from the venue ({message}); outcome unknown"
-    if status == 503 and "post-only mode" in message.lower():
-        # a definite refusal, not a fault: the engine's post-only minutes after a restart
-        # (docs.polymarket.com resources/error-codes: 503 with code post_only_mode)
+    if status == 503 and (code_word == POST_ONLY_CODE or "post-only mode" in low):
+        # the engine's post-only minutes after a restart (see POST_ONLY_CODE)
         return (
             "rejected",
             "venue_post_only",
             f"the venue accepts only post-only orders now ({message})",
         )
+    if status == 503 and (
+        "cancel_only" in code_word
+        or "disabled" in code_word
+        or any(n in low for n in NOT_ACCEPTING_NEEDLES)
+    ):
+        return (
+            "rejected",
+            "venue_not_accepting",
+            f"the venue is not accepting orders now (cancel-only or disabled; {message}); "
+            "not placed",
+        )
     if status >= 500:
         return "unknown", "venue_5xx", f"venue error {status} ({message}); outcome unknown"
     if status == 425:  # "too early": the matching engine is restarting, nothing was processed
         return "rejected", "venue_not_ready", f"venue restarting: 425 ({message})"
-    low = message.lower()
     for needle, code, reason in ERROR_MAP:
         if needle in low:
             return "rejected", code, f"{reason} (venue: {message})"
@@ -258,6 +309,8 @@ class LiveVenue:
         self._start_error = ""
         self._not_ready_last = 0.0  # monotonic time of the latest 425 answer, 0 = none
         self._not_ready_backoff = 0.0
+        # a 503 refusal's code and the monotonic time its retry_after_seconds ends
+        self._refused: tuple[str, float] = ("", 0.0)
         self.user_data_silence_s = USER_DATA_SILENCE_S
         self.user_keepalive_s = USER_KEEPALIVE_S
         self._user_owed_since: float | None = None  # an accepted order awaits its user events
@@ -338,11 +391,35 @@ class LiveVenue:
         self._count("venue_not_ready")
         self.log("execution", "venue_not_ready", "WARNING", backoff_s=self._not_ready_backoff)
 
+    def _note_refusal(self, code: str, body: dict[str, Any] | None) -> None:
+        """Honour a 503 refusal's `retry_after_seconds` (docs.polymarket.com resources/
+        error-codes; Polymarket/ts-sdk reads it from the body, as the Retry-After header): after
+        `venue_post_only` no entry is sent for that long, after `venue_not_accepting`
+        (cancel-only, disabled) no order at all. Without the field nothing is held back (each
+        order is refused by the venue itself)."""
+        if code not in ("venue_post_only", "venue_not_accepting") or body is None:
+            return
+        wait = body.get("retry_after_seconds")
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 < wait < 3600:
+            return
+        self._refused = (code, time.monotonic() + float(wait))
+        self._count("venue_refusal_backoffs")
+        self.log("execution", "venue_refusal_backoff", "WARNING", code=code, seconds=wait)
+
     def gate(self, side: str) -> tuple[str, str]:
         """(code, reason) when an order of `side` must not be sent now, else ("", "").
 
         After a 425 nothing is sent for the back-off; then, for the venue's post-only minutes,
-        no entries (a FOK/FAK BUY would be refused) while exits are still tried."""
+        no entries (a FOK/FAK BUY would be refused) while exits are still tried. A 503 with
+        `retry_after_seconds` holds back entries (post-only mode) or every order (cancel-only,
+        disabled) that long (`_note_refusal`)."""
+        code, until = self._refused
+        left = until - time.monotonic()
+        if code and left > 0 and (code == "venue_not_accepting" or side == "BUY"):
+            return code, (
+                f"the venue refused orders with 503 {code} and asked to retry after its "
+                f"retry_after_seconds: {left:.1f} s left, nothing sent"
+            )
         if not self._not_ready_last:
             return "", ""
         since = time.monotonic() - self._not_ready_last
@@ -469,12 +546,10 @@ class LiveVenue:
             return self.client.post_order(order.payload, order_type, post_only)
         except PolyApiException as e:
             self._note_status(e.status_code)
-            msg = (
-                e.error_msg.get("error", e.error_msg)
-                if isinstance(e.error_msg, dict)
-                else e.error_msg
-            )
-            outcome, code, reason = map_error(e.status_code, self._scrub(str(msg)))
+            body = e.error_msg if isinstance(e.error_msg, dict) else None
+            msg = body.get("error", body) if body is not None else e.error_msg
+            outcome, code, reason = map_error(e.status_code, self._scrub(str(msg)), body)
+            self._note_refusal(code, body)
             self._count(outcome)
             return VenueResult(outcome, reason=reason, code=code)
         except (PolyException, httpx.HTTPError) as e:
@@ -499,7 +574,7 @@ class LiveVenue:
             outcome, code, reason = map_error(400, self._scrub(err))
             return VenueResult(outcome, reason=reason, code=code)
         self.expect_user_data()
-        status = str(res.get("status", ""))
+        status = venue_status(res.get("status")).lower()
         return VenueResult(
             "accepted",
             venue_status=status,
@@ -559,7 +634,7 @@ class LiveVenue:
                             seen[str(tid)] = t
         out = []
         for tid, t in seen.items():
-            if str(t.get("status", "")).upper() == "FAILED":
+            if venue_status(t.get("status")) == "FAILED":
                 continue
             for m in t.get("maker_orders") or []:
                 if isinstance(m, dict) and str(m.get("order_id")) == order_id:
@@ -575,8 +650,10 @@ class LiveVenue:
         """`(status, size_matched shares)` of our resting order `order_id`: the user channel's
         latest `order` event (PLACEMENT/UPDATE/CANCELLATION, PROTOCOLS.md section 2) and, with
         `rest`, GET /data/order (the reconcile path, authoritative). Status is the venue's word
-        upper-cased: LIVE, MATCHED, CANCELED, ... (a venue-initiated cancel: the heartbeat's
-        dead-man switch, a GTD's expiry, the market closing). None when nothing is known yet.
+        as one plain upper-case word (`venue_status`: REST's `ORDER_STATUS_LIVE` is LIVE): LIVE,
+        DELAYED, MATCHED, CANCELED, CANCELED_MARKET_RESOLVED, INVALID, ... (a venue-initiated
+        cancel: the heartbeat's dead-man switch, a GTD's expiry, the market closing); every word
+        but LIVE/DELAYED means the order left the book. None when nothing is known yet.
         Raises PolyException / httpx.HTTPError when REST fails."""
         doc = self.ws_orders.get(order_id)
         if rest:
@@ -586,7 +663,7 @@ class LiveVenue:
                 doc = got
         if not doc:
             return None
-        status = str(doc.get("status") or "").upper()
+        status = venue_status(doc.get("status"))
         if str(doc.get("type") or "").upper() == "CANCELLATION" and not status.startswith("CANCEL"):
             status = "CANCELED"
         return status, _num(doc.get("size_matched"))
@@ -664,7 +741,7 @@ class LiveVenue:
             msg = str(res.get("errorMsg") or res.get("error") or "order not accepted")
             outcome, code, reason = map_error(400, self._scrub(msg))
             return VenueResult(outcome, reason=reason, code=code)
-        status = str(res.get("status") or "").lower()
+        status = venue_status(res.get("status")).lower()
         making, taking = _num(res.get("makingAmount")), _num(res.get("takingAmount"))
         shares, collateral = (taking, making) if intent.side == "BUY" else (making, taking)
         trades: list[VenueTrade] = []
@@ -724,7 +801,7 @@ class LiveVenue:
             )
         seen = self._find_order_event(intent, sent_ns, claimed)
         if seen is not None:  # placed but never matched (a killed FOK, an unmatched FAK)
-            status = str(seen.get("status") or "").upper()
+            status = venue_status(seen.get("status"))
             return VenueResult(
                 "accepted",
                 status.lower(),
@@ -757,12 +834,15 @@ class LiveVenue:
                 and str(t.get("side", "")).upper() == intent.side
                 and str(t.get("trader_side", "TAKER")).upper() == "TAKER"
                 and str(t.get("taker_order_id") or "") not in claimed
-                and str(t.get("status", "")).upper() != "FAILED"
+                and venue_status(t.get("status")) != "FAILED"
                 and _ts_seconds(t.get("match_time")) >= since
+                # a trade record's `maker_address` is the order's maker: the funder wallet, not
+                # the signer (Polymarket/real-time-data-client README: "maker_address ... Maker's
+                # address (funder)"); they differ for signature types 1-3
                 and (
                     not t.get("maker_address")
-                    or not self.address
-                    or str(t["maker_address"]).lower() == self.address.lower()
+                    or not self.funder
+                    or str(t["maker_address"]).lower() == self.funder.lower()
                 )
             ):
                 out.append(t)
@@ -787,7 +867,7 @@ class LiveVenue:
 
     def _from_order_doc(self, doc: dict[str, Any], intent: OrderIntent) -> VenueResult:
         assert self.client is not None
-        status = str(doc.get("status") or "").upper()
+        status = venue_status(doc.get("status"))
         trades: list[dict[str, Any]] = []
         for tid in doc.get("associate_trades") or []:
             t = self.ws_trades.get(str(tid))
@@ -839,7 +919,8 @@ class LiveVenue:
         return [x for x in out if x.size > 0]
 
     def trade_states(self, trade_ids: list[str]) -> dict[str, str]:
-        """Venue trade id -> status (MATCHED, MINED, CONFIRMED, RETRYING, FAILED) for the trades
+        """Venue trade id -> status (MATCHED, MINED, CONFIRMED, RETRYING, FAILED; REST's
+        TRADE_STATUS_* and MATCHED_NOT_BROADCASTED as plain words by `venue_status`) for the trades
         asked about: the user channel's latest word, else one REST lookup each (reads only; a
         trade the venue cannot be asked about now is left out, to be asked again)."""
         out: dict[str, str] = {}
@@ -859,8 +940,8 @@ class LiveVenue:
                     )
                     continue
                 t = next((x for x in got if isinstance(x, dict) and str(x.get("id")) == tid), None)
-            if t is not None and t.get("status"):
-                out[tid] = str(t["status"]).upper()
+            if t is not None and venue_status(t.get("status")):
+                out[tid] = venue_status(t.get("status"))
         return out
 
     # --- setup checks (`polyedge doctor`) --------------------------------------------------------

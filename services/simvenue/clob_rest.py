@@ -349,7 +349,17 @@ async def get_order(request: Request) -> Response:
     o = v.orders.get(request.path_params["oid"])
     if o is None or o.api_key != key.api_key:
         return JSONResponse(None)
-    return JSONResponse(o.doc())
+    return JSONResponse(rest_status(v, o.doc(), "ORDER_STATUS_"))
+
+
+def rest_status(v: Venue, doc: dict, prefix: str) -> dict:
+    """`doc` as REST serialises it: with the `prefixed_statuses` mode its status is the venue's
+    raw constant (`ORDER_STATUS_LIVE`, `TRADE_STATUS_CONFIRMED`: docs.polymarket.com
+    api-spec/clob-openapi.yaml; Polymarket/py-sdk models/clob/account.py), else the plain word
+    the user channel sends. A copy: the stored document is left as it is."""
+    if not v.prefixed_statuses or not doc.get("status"):
+        return doc
+    return {**doc, "status": prefix + str(doc["status"]).upper()}
 
 
 def page(items: list) -> dict:
@@ -364,7 +374,7 @@ async def get_orders(request: Request) -> Response:
         return bad
     qp = request.query_params
     items = [
-        o.doc()
+        rest_status(v, o.doc(), "ORDER_STATUS_")
         for o in v.orders.values()
         if o.api_key == key.api_key
         and o.status == "LIVE"
@@ -382,7 +392,7 @@ async def get_trades(request: Request) -> Response:
         return bad
     qp = request.query_params
     items = [
-        t
+        rest_status(v, t, "TRADE_STATUS_")
         for t in v.trades.values()
         if t["owner"] == key.api_key
         and (not qp.get("id") or t["id"] == qp["id"])

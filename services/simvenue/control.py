@@ -71,6 +71,7 @@ async def sim_state(request: Request) -> Response:
     st["modes"] = {
         "manual_redemption": v.manual_redemption,
         "refuse_eoa_makers": v.refuse_eoa_makers,
+        "prefixed_statuses": v.prefixed_statuses,
         "geoblocked": v.geoblocked,
         "clock_skew_s": v.time_skew_s,
         "post_only_until_ns": v.post_only_until,
@@ -94,7 +95,7 @@ async def sim_fault_clear(request: Request) -> Response:
     v.stall_until.clear()
     v.counters.clear()
     v.timed.clear()
-    v.refuse_eoa_makers = v.geoblocked = False
+    v.refuse_eoa_makers = v.geoblocked = v.prefixed_statuses = False
     v.time_skew_s = 0.0
     v.post_only_until = 0
     for c in v.conns:

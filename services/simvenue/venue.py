@@ -54,6 +54,7 @@ FAULTS = (
     "clock_skew",
     "geoblock",
     "manual_redemption",
+    "prefixed_statuses",
     "relayer_down",
     # a test control, not a fault: a taker of the simulated flow trades through a resting order
     "flow_trade",
@@ -207,6 +208,8 @@ class Venue:
         self.post_only_until = 0  # ns: after a 425 window, only post-only orders (fault)
         self.time_skew_s = 0.0  # added to /time (fault `clock_skew`)
         self.geoblocked = False
+        # REST answers with the venue's prefixed constants (ORDER_STATUS_LIVE, TRADE_STATUS_...)
+        self.prefixed_statuses = False
         # redemption: with `manual_redemption` (fault) winning tokens pay only when redeemed
         # through the JSON-RPC endpoint or the relayer; otherwise the venue pays them at
         # resolution
@@ -440,9 +443,11 @@ class Venue:
             until = now + int(float(seconds if seconds is not None else 90) * NS)
             self.timed["not_ready"] = until
             self.post_only_until = until + int(float(f.get("post_only_seconds", 120)) * NS)
-        elif name in ("refuse_eoa_makers", "geoblock", "manual_redemption"):
+        elif name in ("refuse_eoa_makers", "geoblock", "manual_redemption", "prefixed_statuses"):
             on = bool(f.get("on", True))
-            if name == "geoblock":
+            if name == "prefixed_statuses":
+                self.prefixed_statuses = on
+            elif name == "geoblock":
                 self.geoblocked = on
             elif name == "manual_redemption":
                 self.manual_redemption = on

@@ -9,7 +9,7 @@ from eth_account import Account
 
 from common.config import Secret
 from common.schema import OrderIntent
-from services.execution.live import LiveVenue, _ts_seconds, map_error
+from services.execution.live import LiveVenue, _ts_seconds, map_error, venue_status
 from tests.conftest import FIXTURES
 
 NT = FIXTURES / "nautilus_trader"
@@ -57,6 +57,54 @@ def test_exec_error_mapping() -> None:
     assert map_error(401, "Unauthorized/Invalid api key")[1] == "auth"
     assert map_error(429, "Too Many Requests")[1] == "rate_limited"
     assert map_error(400, "something new")[1] == "venue_rejected"
+
+
+def test_exec_503_refusals_by_code_and_text() -> None:
+    """docs.polymarket.com resources/error-codes and Polymarket/ts-sdk's transport: post-only mode
+    is a 503 with `code: post_only_mode` (matched on the code, whatever the text), cancel-only and
+    disabled are 503s with only their text; all three are refusals (not placed). Other 503s stay
+    "outcome unknown"."""
+    body = {"code": "post_only_mode", "error": "try later", "retry_after_seconds": 30}
+    assert map_error(503, "try later", body)[:2] == ("rejected", "venue_post_only")
+    assert map_error(503, "post-only mode: only post-only orders")[:2] == (
+        "rejected",
+        "venue_post_only",
+    )
+    cancel_only = (
+        "Trading is currently cancel-only. New orders are not accepted, but cancels are allowed."
+    )
+    out, code, reason = map_error(503, cancel_only, {"error": cancel_only})
+    assert (out, code) == ("rejected", "venue_not_accepting") and "not placed" in reason
+    disabled = "Trading is currently disabled. Check polymarket.com for updates"
+    assert map_error(503, disabled)[:2] == ("rejected", "venue_not_accepting")
+    assert map_error(503, "upstream", {"error": "upstream"})[:2] == ("unknown", "venue_5xx")
+
+
+def test_exec_status_words_rest_and_stream_spellings() -> None:
+    """REST: ORDER_STATUS_* (docs.polymarket.com api-spec/clob-openapi.yaml, get-user-orders;
+    Polymarket/ts-sdk #350) and TRADE_STATUS_* (Polymarket/py-sdk models/clob/account.py); the
+    user channel and POST answers: plain words in either case."""
+    assert venue_status("ORDER_STATUS_LIVE") == venue_status("live") == "LIVE"
+    assert venue_status("ORDER_STATUS_DELAYED") == "DELAYED"
+    assert venue_status("ORDER_STATUS_CANCELED_MARKET_RESOLVED") == "CANCELED_MARKET_RESOLVED"
+    assert venue_status("ORDER_STATUS_INVALID") == "INVALID"
+    assert venue_status("ORDER_STATUS_UNMATCHED") == "UNMATCHED"
+    assert venue_status("TRADE_STATUS_CONFIRMED") == venue_status("CONFIRMED") == "CONFIRMED"
+    assert venue_status("TRADE_STATUS_MATCHED_NOT_BROADCASTED") == "MATCHED_NOT_BROADCASTED"
+    assert venue_status("cancelled") == "CANCELED"
+    assert venue_status(None) == venue_status("") == ""
+    v = venue()
+    it = intent_for("a")
+    # a REST order document: a live FAK is followed, a resolved-market cancel or INVALID is final
+    live = v._from_post({"success": True, "orderID": "0x1", "status": "ORDER_STATUS_LIVE"}, it)
+    assert (live.venue_status, live.terminal) == ("live", False)
+    v.ws_orders["0x2"] = {"id": "0x2", "status": "ORDER_STATUS_LIVE", "size_matched": "0"}
+    assert v.resting_state("0x2", rest=False) == ("LIVE", 0.0)
+    v.ws_orders["0x3"] = {"id": "0x3", "status": "ORDER_STATUS_CANCELED_MARKET_RESOLVED"}
+    assert v.resting_state("0x3", rest=False) == ("CANCELED_MARKET_RESOLVED", 0.0)
+    v.ws_trades["t1"] = {"id": "t1", "status": "TRADE_STATUS_MATCHED_NOT_BROADCASTED"}
+    v.ws_trades["t2"] = {"id": "t2", "status": "TRADE_STATUS_FAILED"}
+    assert v.trade_states(["t1", "t2"]) == {"t1": "MATCHED_NOT_BROADCASTED", "t2": "FAILED"}
 
 
 def test_exec_trade_levels_from_a_real_user_trade() -> None:

@@ -14,7 +14,12 @@ import httpx
 import pytest
 from eth_account import Account
 from py_clob_client_v2.client import ClobClient
-from py_clob_client_v2.clob_types import OrderArgsV2, OrderType, PartialCreateOrderOptions
+from py_clob_client_v2.clob_types import (
+    OrderArgsV2,
+    OrderType,
+    PartialCreateOrderOptions,
+    TradeParams,
+)
 from py_clob_client_v2.exceptions import PolyApiException
 
 from common.config import Secret
@@ -217,3 +222,98 @@ def test_sim_account_faults_show_in_balance_allowance_and_time(vsim: SimProc) ->
         assert httpx.get(f"{vsim.http}/api/geoblock", timeout=5).json()["blocked"] is True
     finally:
         vsim.fault(name="geoblock", on=False)
+
+
+# --- the venue's words as REST spells them; the funder on trade records; 503 back-off -------
+def test_sim_rest_prefixed_statuses_are_read_as_plain_words(vsim: SimProc) -> None:
+    """REST serialises raw constants: GET /data/order `ORDER_STATUS_LIVE` ... (docs.polymarket.com
+    api-spec/clob-openapi.yaml, api-reference/trade/get-user-orders; Polymarket/ts-sdk #350),
+    /data/trades `TRADE_STATUS_CONFIRMED` (Polymarket/py-sdk src/polymarket/models/clob/
+    account.py: "REST endpoints serialize the raw prefixed constants"). A live quote must stay
+    LIVE and a delayed taker order must be followed to its real fill, not taken for cancelled."""
+    w = window(vsim)
+    key = Account.create().key.hex()
+    v = adapter(vsim, key=key)
+    assert v.client is not None
+
+    def best_ask(t: str) -> float:
+        asks = v.client.get_order_book(t)["asks"]
+        return min((float(a["price"]) for a in asks), default=1.0)
+
+    # a bid at 0.02 that cannot cross: on the token whose best ask is the higher one
+    token = max((w["up_token"], w["down_token"]), key=best_ask)
+    vsim.fault(name="prefixed_statuses")
+    try:
+        quote = v.sign_resting(token, "BUY", D("0.02"), D("5"), tick=D("0.01"))
+        r = v.post_resting(quote)
+        assert r.outcome == "accepted" and not r.terminal, r
+        assert v.client.get_order(quote.order_id)["status"] == "ORDER_STATUS_LIVE"  # REST's word
+        assert v.resting_state(quote.order_id) == ("LIVE", 0.0)
+        v.cancel([quote.order_id])
+        assert v.resting_state(quote.order_id) == ("CANCELED", 0.0)
+        # a delayed taker order: REST says ORDER_STATUS_DELAYED, then ORDER_STATUS_MATCHED
+        vsim.fault(name="delayed", count=1, after_s=1.0)
+        it = buy(token)
+        signed, r = post(v, it)
+        assert (r.venue_status, r.terminal) == ("delayed", False)
+        first = v.lookup(signed.order_id, it)
+        assert first.venue_status in ("delayed", "matched") and first.outcome == "accepted"
+        done = wait_for(
+            lambda: (x := v.lookup(signed.order_id, it)).terminal and x, 10, what="matched"
+        )
+        assert done.venue_status == "matched" and done.trades
+        # trade states from REST only (a fresh adapter has no user-channel events)
+        rest_only = adapter(vsim, key=key)
+        tid = done.trades[0].trade_id.split(":")[0]
+        assert v.client.get_trades(TradeParams(id=tid))[0]["status"].startswith("TRADE_STATUS_")
+        state = wait_for(
+            lambda: rest_only.trade_states([tid]).get(tid) == "CONFIRMED", 20, what="CONFIRMED"
+        )
+        assert state
+        rest_only.close()
+    finally:
+        vsim.fault(name="prefixed_statuses", on=False)
+        v.close()
+
+
+@pytest.mark.parametrize("signature_type", [0, 2, 3])
+def test_sim_timeout_lookup_finds_the_trades_of_a_funder_wallet(
+    vsim: SimProc, signature_type: int
+) -> None:
+    """An order whose POST answer was lost is looked up among our taker trades; a trade record's
+    `maker_address` is the funder, not the signer (Polymarket/real-time-data-client README:
+    "maker_address ... Maker's address (funder)"), so a proxy/Safe/deposit wallet's real fill
+    must be found, not concluded "not placed"."""
+    token = window(vsim)["up_token"]
+    key = Account.create().key.hex()
+    v = adapter(vsim, signature_type, key=key)
+    it = buy(token)
+    sent_ns = time.time_ns()
+    signed, r = post(v, it)
+    assert r.outcome == "accepted" and r.trades, r
+    fresh = adapter(vsim, signature_type, key=key)  # the answer was lost: nothing known locally
+    assert fresh.funder.lower() != fresh.address.lower() or signature_type == 0
+    found = fresh.lookup("", it, sent_ns)
+    assert (found.outcome, found.venue_status) == ("accepted", "matched"), found
+    assert found.venue_order_id == signed.order_id
+    assert sum(t.size for t in found.trades) == pytest.approx(sum(t.size for t in r.trades))
+    v.close()
+    fresh.close()
+
+
+def test_sim_post_only_503_retry_after_holds_back_entries(vsim: SimProc) -> None:
+    """A 503 `{"code": "post_only_mode", ..., "retry_after_seconds": N}` (docs.polymarket.com
+    resources/error-codes; Polymarket/ts-sdk's transport reads `code` and `retry_after_seconds`)
+    is a refusal, and no entry is sent again before N seconds; exits are still tried."""
+    token = window(vsim)["up_token"]
+    v = adapter(vsim)  # credentials first: every L2 call answers 425 during the restart
+    vsim.fault(name="not_ready", seconds=0.1, post_only_seconds=3)
+    wait_for(
+        lambda: vsim.state()["modes"]["not_ready_until_ns"] < time.time_ns(), 5, what="425 over"
+    )
+    _, r = post(v, buy(token))
+    assert (r.outcome, r.code) == ("rejected", "venue_post_only"), r
+    assert v.gate("BUY")[0] == "venue_post_only" and "retry_after_seconds" in v.gate("BUY")[1]
+    assert v.gate("SELL") == ("", "")
+    wait_for(lambda: v.gate("BUY") == ("", ""), 6, what="the retry-after over")
+    v.close()
