@@ -242,6 +242,7 @@ def test_sim_rest_prefixed_statuses_are_read_as_plain_words(vsim: SimProc) -> No
 
     # a bid at 0.02 that cannot cross: on the token whose best ask is the higher one
     token = max((w["up_token"], w["down_token"]), key=best_ask)
+    cheap = w["down_token"] if token == w["up_token"] else w["up_token"]  # a FAK at 0.99 fills
     vsim.fault(name="prefixed_statuses")
     try:
         quote = v.sign_resting(token, "BUY", D("0.02"), D("5"), tick=D("0.01"))
@@ -253,7 +254,7 @@ def test_sim_rest_prefixed_statuses_are_read_as_plain_words(vsim: SimProc) -> No
         assert v.resting_state(quote.order_id) == ("CANCELED", 0.0)
         # a delayed taker order: REST says ORDER_STATUS_DELAYED, then ORDER_STATUS_MATCHED
         vsim.fault(name="delayed", count=1, after_s=1.0)
-        it = buy(token)
+        it = buy(cheap)
         signed, r = post(v, it)
         assert (r.venue_status, r.terminal) == ("delayed", False)
         first = v.lookup(signed.order_id, it)
