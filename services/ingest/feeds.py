@@ -355,6 +355,21 @@ async def _binance_subscriptions(
 
 
 # --- Polymarket CLOB market channel -------------------------------------------------------------
+def clob_subscribe(asset_ids: list[str]) -> str:
+    """The market channel's runtime subscribe frame for `asset_ids` (token ids): with
+    `custom_feature_enabled` every time, as the first frame has it. The venue applies the flag
+    of every subscribe update, before its "duplicate assets" check (Polymarket/py-sdk
+    `_internal/streams/clob/market_protocol.py` `build_subscribe_update` always sends it: "CLOB
+    applies custom_feature_enabled before its 'duplicate assets' reject, so re-naming any active
+    asset toggles the flag in place"; docs.polymarket.com developers/CLOB/websocket/wss-overview
+    lists it on subscribe/unsubscribe updates): an update without it could turn off
+    best_bid_ask, new_market and market_resolved for the whole socket. Unsubscribe frames carry no flag (as
+    py-sdk `build_unsubscribe_update`)."""
+    return _json(
+        {"operation": "subscribe", "assets_ids": asset_ids, "custom_feature_enabled": True}
+    )
+
+
 async def clob_feed(ctx: FeedContext) -> None:
     base = ctx.urls["POLYMARKET_WS_URL"].rstrip("/")
     url = f"{base}/market"
@@ -403,7 +418,7 @@ async def clob_feed(ctx: FeedContext) -> None:
                 add, drop = sorted(wanted - subscribed), sorted(subscribed - wanted)
                 if add:
                     core.books.unsync(add)
-                    await ws.send(_json({"operation": "subscribe", "assets_ids": add}))
+                    await ws.send(clob_subscribe(add))
                     subscribed.update(add)
                     ctx.log("clob_subscribe", feed="clob", assets=add)
                 if drop:
@@ -416,7 +431,7 @@ async def clob_feed(ctx: FeedContext) -> None:
                     # ask for a fresh snapshot on the open socket: unsubscribe + subscribe
                     core.books.resync_requested(resync, n)
                     await ws.send(_json({"operation": "unsubscribe", "assets_ids": resync}))
-                    await ws.send(_json({"operation": "subscribe", "assets_ids": resync}))
+                    await ws.send(clob_subscribe(resync))
                     ctx.log("clob_resync", feed="clob", assets=resync)
 
         mgr = asyncio.create_task(manage())

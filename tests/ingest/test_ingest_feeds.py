@@ -265,7 +265,11 @@ def test_clob_tick_change_without_venue_snapshot_resubscribes_on_open_socket() -
         )
         ops = [json.loads(m) for m in fake.conns[0][1:] if m != "PING"]
         assert {"operation": "unsubscribe", "assets_ids": ["A"]} in ops
-        assert {"operation": "subscribe", "assets_ids": ["A"]} in ops
+        # the flag on every subscribe: the venue applies it per update, so one without it
+        # would turn the custom events off (Polymarket/py-sdk streams/clob/market_protocol.py)
+        assert first["custom_feature_enabled"] is True
+        sub = {"operation": "subscribe", "assets_ids": ["A"], "custom_feature_enabled": True}
+        assert sub in ops
         assert len(fake.conns) == 1  # on the open socket, no reconnect
         assert "PING" in fake.conns[0]
 
