@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from eth_account import Account
+from msgspec.structs import replace as msgspec_replace
 
 from common import topics
 from common.bus import Pusher, Subscriber
@@ -372,6 +373,68 @@ def test_exec_kill9_between_intent_and_ack_leaves_one_order(sim: Sim, exe: Exec)
 
 
 COMBOS = [(d, e, k) for d in (True, False) for e in (True, False) for k in (True, False)]
+
+
+def test_exec_live_fak_sell_bigger_than_the_bids_partly_fills(sim: Sim, exe: Exec) -> None:
+    """Live against the simulated venue (fixb): a FAK SELL of more shares than the bids at or
+    above its limit hold passes the preflight, is signed and sent, and fills what is there; the
+    venue kills the rest (FAK = fill-and-kill: docs.polymarket.com concepts/order-lifecycle
+    "Order Types"). Before the fix the preflight judged every intent as a FOK and refused it.
+    The simulated market's flow trades the top of the book, so the top bid the test read can
+    change before the order lands: an attempt that found more (filled whole) or nothing (the
+    venue's "no orders found to match with FAK order", or the preflight's same words) is tried
+    again, up to 5 times; each partial or whole fill is checked against the venue."""
+    exe.start()
+    w = market(sim)
+    token = w["token"]
+    outcomes: list[tuple[str, str]] = []
+    for attempt in range(5):
+        w = market(sim, token)
+        top_p, top_s = (float(x) for x in w["books"][token]["bids"][0])
+        buy = intent(w, f"fb-{attempt}", size=float(int(top_s) + 20))
+        exe.send(buy)
+        topic, ans = exe.wait(
+            lambda m, c=buy.client_order_id: (
+                m[0] in (topics.FILL, topics.REJECT) and m[1].client_order_id == c
+            ),
+            15,
+            f"the BUY {buy.client_order_id}",
+        )
+        if topic == topics.REJECT:
+            outcomes.append(("buy", ans.reason))
+            continue
+        done = wait_for(
+            lambda c=buy.client_order_id: (r := exe.row(c)) and r["status"] == "filled" and r
+        )
+        held = D(str(done["filled_size"]))
+        w = market(sim, token)
+        limit = float(w["books"][token]["best_bid"])
+        it = intent(w, f"fs-{attempt}", size=float(held), side="SELL", limit=limit)
+        exe.send(msgspec_replace(it, order_type="FAK"))
+        coid = it.client_order_id
+        topic, ans = exe.wait(
+            lambda m, c=coid: m[0] in (topics.FILL, topics.REJECT) and m[1].client_order_id == c,
+            15,
+            f"the SELL {coid}",
+        )
+        if topic == topics.REJECT:
+            assert ans.code in ("fak_unmatched", "preflight_liquidity"), ans
+            assert "no orders found to match" in ans.reason.lower() or "FAK" in ans.reason
+            outcomes.append(("sell", ans.reason))
+            continue
+        row = wait_for(
+            lambda c=coid: (r := exe.row(c)) and r["status"] in ("partial", "filled") and r
+        )
+        fills = [m for t, m in exe.seen if t == topics.FILL and m.client_order_id == coid]
+        sold = sum(D(str(f.size)) for f in fills)
+        assert all(f.price >= limit - 1e-9 for f in fills)
+        venue = {o["id"]: o for o in sim.orders(token)}[row["venue_order_id"]]
+        assert D(venue["size_matched"]) == sold and venue["status"] == "MATCHED"
+        if sold < held:
+            assert row["status"] == "partial" and sold > 0
+            return
+        outcomes.append(("sell", f"filled whole: {sold} of {held}"))
+    pytest.fail(f"no partial FAK fill in 5 attempts: {outcomes}")
 
 
 def test_exec_switches_all_8_combinations_in_the_real_process(
