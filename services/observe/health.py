@@ -27,6 +27,10 @@ HEARTBEAT_STALE_NS = 3_000_000_000  # services beat every second: three missed i
 FEED_STALE_MS = 3000.0  # a data feed silent this long is stale (strategy's default too)
 SUPERVISOR_STALE_NS = 5_000_000_000  # observe polls supervisord every second
 MARKET_DATA_FEEDS = ("binance", "clob")  # the "live" dot: BTC trades and books arriving
+# execution's ledger holding a window unsettled this long after strategy settled it (no longer in
+# risk.state's awaiting_resolution) is a disagreement worth a warning; ingest says a missed
+# resolution again every 5 s while execution's heartbeat names the window, so it is short-lived
+DISAGREE_NS = 30_000_000_000
 
 
 @dataclass
@@ -213,6 +217,32 @@ def _config_errors(core: ObserveCore) -> list[dict[str, Any]]:
     return out
 
 
+def settlement_disagreements(core: ObserveCore, now_ns: int) -> list[str]:
+    """Windows execution's ledger holds unsettled (its heartbeat's `unsettled`: slug ->
+    `{"since_ns", "positions", "shares", ...}`, services/execution/core.py) that strategy no
+    longer awaits (settled on its side, risk.state's `awaiting_resolution`), for more than
+    `DISAGREE_NS`: a sentence each. Execution's own warning of a window held unsettled long
+    after its end comes in its heartbeat's `warnings`."""
+    hb = core.heartbeats.get("execution")
+    if hb is None or core.risk is None:
+        return []
+    unsettled = hb.detail.get("unsettled")
+    if not isinstance(unsettled, dict):
+        return []
+    out: list[str] = []
+    for slug, d in sorted(unsettled.items()):
+        if slug in core.risk.awaiting_resolution or not isinstance(d, dict):
+            continue
+        age = now_ns - int(d.get("since_ns") or now_ns)
+        if age > DISAGREE_NS:
+            out.append(
+                f"execution's ledger holds {d.get('positions', '?')} position(s) in {slug} not"
+                f" settled for {age / 1e9:.0f} s while strategy settled it: its resolution is"
+                " asked of ingest again"
+            )
+    return out
+
+
 def health(
     core: ObserveCore, now_ns: int, feeds: dict[str, dict[str, Any]] | None = None
 ) -> dict[str, Any]:
@@ -239,6 +269,7 @@ def health(
     for name, hb in core.heartbeats.items():  # a service's own warnings (strategy: config)
         for w in (hb.detail.get("warnings") or []) if hb is not None else []:
             warnings.append(f"{name}: {w}")
+    warnings += settlement_disagreements(core, now_ns)
     sup = core.supervision
     if sup.supervised and not sup.current(now_ns):
         if sup.error or sup.ts_ns:

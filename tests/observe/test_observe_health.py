@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.schema import BtcTrade, FeedStatus, Heartbeat, PositionState, SignalScore
+from common.schema import BtcTrade, FeedStatus, Heartbeat, PositionState, RiskState, SignalScore
 from common.supervisor import ProgramState
-from services.observe.health import health
+from services.observe.health import DISAGREE_NS, health
 from services.observe.metrics import metrics_text
 from services.observe.recorder import Recorder
 from services.observe.state import ObserveCore, Row
@@ -302,3 +302,23 @@ def test_a_service_warning_reaches_health_warnings() -> None:
     beat(c, "strategy", NOW, warnings=[text])
     doc = health(c, NOW + S // 2)
     assert doc["ok"] is True and f"strategy: {text}" in doc["warnings"], doc
+
+
+def test_execution_holding_a_window_strategy_settled_is_a_health_warning() -> None:
+    """Execution's heartbeat names a window unsettled (`unsettled`) that strategy no longer awaits
+    (settled on its side): a warning once it lasts DISAGREE_NS; none while strategy still awaits
+    it too (an ordinary resolution under way) or before the bound."""
+    c = healthy()
+    slug = "btc-updown-5m-1795000000"
+    held = {slug: {"end_ns": 0, "since_ns": NOW, "positions": 2, "shares": 10.0}}
+    c.handle("risk.state", RiskState(ts_ns=NOW, halted=False, awaiting_resolution=[slug]), NOW)
+    late = NOW + DISAGREE_NS + S
+    beat(c, "execution", late, unsettled=held)
+    assert not [w for w in health(c, late)["warnings"] if slug in w]  # both await it
+    c.handle("risk.state", RiskState(ts_ns=late, halted=False, awaiting_resolution=[]), late)
+    beat(c, "execution", NOW + S, unsettled=held)
+    assert not [w for w in health(c, NOW + S)["warnings"] if slug in w]  # not yet long
+    beat(c, "execution", late, unsettled=held)
+    doc = health(c, late)
+    (w,) = [w for w in doc["warnings"] if slug in w]
+    assert "2 position(s)" in w and "strategy settled it" in w, doc["warnings"]
