@@ -147,6 +147,25 @@ def _positions_agree(tree: Tree, slug: str, after_ns: int) -> None:
     wait_for(agree, 15, 0.2, what="execution's positions to agree with strategy's")
 
 
+def _trades_agree(tree: Tree, slug: str) -> None:
+    """Observe's trades table has the window's settlement row (from `exec.settlement`) closed
+    with strategy's P&L, and the day's trade P&L (sum of `/api/trades`) equals the dashboard's
+    `daily_pnl`, within a deadline (a trade may be closing between the two reads)."""
+
+    def agree() -> bool:
+        rows = tree.get("/api/trades?limit=500").json()["items"]
+        metrics = tree.status()["metrics"]
+        mine = [t for t in rows if t["slug"] == slug and t["kind"] == "settlement"]
+        total = sum(t["pnl"] for t in rows if t["day"] == metrics["day"] and t["pnl"] is not None)
+        return (
+            bool(mine)
+            and all(t["pnl"] is not None for t in mine)
+            and abs(total - metrics["daily_pnl"]) < 1e-3
+        )
+
+    wait_for(agree, 20, 0.5, what="the settlement's trade row and the day's P&L to agree")
+
+
 def test_a_window_resolving_while_execution_is_down_settles_in_its_ledger(tree: Tree) -> None:
     tree.all_running()
     pos = _exec_down_across_resolution(tree)
@@ -167,6 +186,7 @@ def test_a_window_resolving_while_execution_is_down_settles_in_its_ledger(tree: 
     )
     assert named.msg.detail["unsettled"][slug]["positions"] >= 1  # type: ignore[union-attr]
     _positions_agree(tree, slug, ns())
+    _trades_agree(tree, slug)
     print(f"\n{slug} settled in execution's ledger {took:.2f}s after its start")
 
 
@@ -187,6 +207,7 @@ def test_execution_down_at_resolution_and_ingest_restarted_still_settles(tree: T
     )
     assert resolved.msg.source != "clob"  # type: ignore[union-attr]
     _positions_agree(tree, slug, ns())
+    _trades_agree(tree, slug)
     log = [
         json.loads(ln)
         for ln in (tree.root / "logs" / "ingestion.jsonl").read_text().splitlines()
