@@ -230,8 +230,10 @@ ERR_RESTING_SELL_PRECISION = (
     "taker amount a max of 4 decimals"
 )
 
-# a marketable order that cannot match (POST /order 400; polymarket-client 0.14
-# `models/order_response.py` maps them to `fok_not_filled` / `fak_not_filled`): a FOK that cannot
+# a marketable order that cannot match (POST /order 400: third-party clients quote it as
+# "PolyApiException[status_code=400, error_message={'error': 'no orders found to match with FAK
+# order. ...'}]"; polymarket-client 0.14, Polymarket/py-sdk src/polymarket/models/clob/
+# order_response.py, maps the two texts to `fok_not_filled` / `fak_not_filled`): a FOK that cannot
 # fill whole, a FAK with nothing at all at or better than its limit (a FAK with anything to match
 # fills that and the venue kills the rest: docs.polymarket.com concepts/order-lifecycle "Order
 # Types": "FAK Fill And Kill: fill what is available, cancel the rest")
