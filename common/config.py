@@ -86,6 +86,12 @@ class StrategyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     # ... or when fewer than this many seconds remain before the entry cut-off
     auto_taker_within_s: Seconds = 60
     intent_ttl_ms: Annotated[int, Meta(ge=10, le=60_000)] = 2000
+    # after execution rejects an entry, no entry in that market for this many seconds, doubled on
+    # each rejection in a row up to `entry_reject_backoff_max_s`; a fill or a config change
+    # resets it (0: no backoff). A rejection that cannot succeed in this mode (real trading
+    # blocked) halts the market's entries instead (strategy's `real_trading_blocked`)
+    entry_reject_backoff_s: Annotated[float, Meta(ge=0.0, le=3600.0)] = 1.0
+    entry_reject_backoff_max_s: Annotated[float, Meta(ge=0.0, le=86_400.0)] = 60.0
     max_entry_price: Annotated[float, Meta(gt=0.0, lt=1.0)] = 0.95
     limit_slippage: Annotated[float, Meta(ge=0.0, le=0.5)] = 0.02
     dry_run_latency_ms: Annotated[int, Meta(ge=0, le=10_000)] = 0

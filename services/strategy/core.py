@@ -90,6 +90,9 @@ EXIT_RETRY_MAX_NS = 8 * NS
 # the venue sells whole hundredths of a share (a SELL is sized in 2-decimal shares: PROTOCOLS.md
 # section 7, common.money.marketable_amounts): less than that is held to settlement
 EXIT_MIN_SHARES = 0.01
+# execution's reject code when a switch blocks real trading (services/execution/switches.py
+# BLOCKED_*): no order can succeed until execution restarts with the switches set
+REAL_TRADING_BLOCKED = "REAL_TRADING_BLOCKED_"
 MAX_FILL_KEYS = 2000
 # an ack with these statuses is the order's last word: FOK/FAK orders are matched in full or in
 # part with the rest killed at once (docs.polymarket.com "Order types": FOK/FAK, POST /order
@@ -202,6 +205,12 @@ class MarketState:
     force_exit_waiting: str = ""  # a ForceExit's reason, while the market's terms are unknown
     last_exit_try_ns: int = 0
     exit_misses: int = 0  # this position's exit attempts in a row that got no fill at all
+    # entries rejected in a row (reset by a fill or a config change), no entry before the time
+    # (ns) they earned (`entry_reject_backoff_s` doubled per rejection); `entries_blocked`: the
+    # reject code that can never succeed in this mode (a halt reason; not kept across restarts)
+    entry_rejects: int = 0
+    entry_backoff_until_ns: int = 0
+    entries_blocked: str = ""
     last_block: str = ""
     window_warning: str = ""  # the config's entry window cannot fit the market's window
     terms_wait_logged: str = ""
@@ -515,6 +524,8 @@ class StrategyCore(Core):
             reasons.append("market_daily_loss_limit")
         if ms.loss_streak >= ms.config.max_consecutive_losses:
             reasons.append("market_loss_streak")
+        if ms.entries_blocked:
+            reasons.append("real_trading_blocked")
         return reasons
 
     def capital_at_risk(self, market: str | None = None) -> float:
@@ -736,8 +747,70 @@ class StrategyCore(Core):
         out: Out = []
         if msg.code == "venue_post_only":
             self.post_only_until_ns = max(self.post_only_until_ns, self.now_ns + POST_ONLY_HOLD_NS)
+        pend = self.pending.get(msg.client_order_id)
+        if pend is not None and pend.kind == "entry" and pend.filled <= EPS:
+            self._back_off_entries(pend.market, msg)
         self._on_no_fill(msg.client_order_id, f"order_rejected:{msg.reason}", out)
         return out
+
+    def _back_off_entries(self, market: str, msg: OrderRejected) -> None:
+        """An entry of `market` (series key) was rejected: no entry there for
+        `entry_reject_backoff_s` doubled per rejection in a row (capped at
+        `entry_reject_backoff_max_s`), logged once per backoff (risk `entry_backoff`). A reject
+        no retry can fix (real trading blocked by a switch) halts the market's entries
+        (risk `entries_halted`, halt reason `real_trading_blocked`) until the config changes or
+        strategy restarts. Exits are not affected (their pace: EXIT_RETRY_NS to EXIT_RETRY_MAX_NS)."""
+        ms = self.market_states.get(market)
+        if ms is None:
+            return
+        if msg.code.startswith(REAL_TRADING_BLOCKED):
+            if not ms.entries_blocked:
+                ms.entries_blocked = msg.code
+                self._risk_event(
+                    "entries_halted",
+                    "WARNING",
+                    market=ms.key,
+                    code=msg.code,
+                    reason=msg.reason,
+                    client_order_id=msg.client_order_id,
+                    message=(
+                        f"execution refuses every order in this mode ({msg.reason}): no more "
+                        f"entries in {ms.key} until strategy restarts or the config changes"
+                    ),
+                )
+            return
+        ms.entry_rejects += 1
+        cfg = ms.config
+        if cfg.entry_reject_backoff_s <= 0.0:
+            return
+        wait_s = min(
+            cfg.entry_reject_backoff_s * 2.0 ** min(ms.entry_rejects - 1, 30),
+            max(cfg.entry_reject_backoff_s, cfg.entry_reject_backoff_max_s),
+        )
+        ms.entry_backoff_until_ns = self.now_ns + int(wait_s * NS)
+        self._risk_event(
+            "entry_backoff",
+            "WARNING",
+            market=ms.key,
+            code=msg.code,
+            reason=msg.reason,
+            client_order_id=msg.client_order_id,
+            rejects_in_a_row=ms.entry_rejects,
+            backoff_s=round(wait_s, 3),
+            until_ns=ms.entry_backoff_until_ns,
+        )
+
+    def _reset_entry_backoff(self, ms: MarketState, why: str) -> None:
+        """A fill or a config change: the market's entries are no longer held back."""
+        if ms.entry_rejects or ms.entries_blocked or ms.entry_backoff_until_ns:
+            self._risk_event(
+                "entry_backoff_reset",
+                market=ms.key,
+                why=why,
+                rejects_in_a_row=ms.entry_rejects,
+                entries_blocked=ms.entries_blocked,
+            )
+        ms.entry_rejects, ms.entry_backoff_until_ns, ms.entries_blocked = 0, 0, ""
 
     def on_order_accepted(self, msg: OrderAccepted, now_ns: int) -> Out:
         out: Out = []
@@ -970,6 +1043,12 @@ class StrategyCore(Core):
             for p in self.pending.values()
         ):
             return "order_pending", {}
+        if self.now_ns < ms.entry_backoff_until_ns:
+            return "entry_backoff", {
+                "market": ms.key,
+                "rejects_in_a_row": ms.entry_rejects,
+                "remaining_s": (ms.entry_backoff_until_ns - self.now_ns) / NS,
+            }
         at_risk = self.capital_at_risk()
         if at_risk + cfg.stake_per_trade_usd > base.max_capital_at_risk_usd + EPS:
             return "capital_at_risk", {
@@ -1622,6 +1701,8 @@ class StrategyCore(Core):
                 size=f.size,
             )
         if f.side == "BUY":
+            if not f.reverses_trade_id:
+                self._reset_entry_backoff(ms, "fill")
             p = ms.position
             if p is None:
                 m = self.markets.get(slug)
@@ -1852,6 +1933,8 @@ class StrategyCore(Core):
         if changed:
             self.config = cfg
             self._sync_markets()
+            for ms in self.market_states.values():
+                self._reset_entry_backoff(ms, "config_change")
             self.config_version += 1
             self._risk_event(
                 "config_applied",

@@ -851,3 +851,117 @@ def test_a_failed_exit_waits_a_second_but_a_new_position_exits_at_once() -> None
     out = core.step(book("U", 0.67, 0.69, t + NS + NS * 4 // 10), 0)
     assert [i.side for i in intents(out)] == ["SELL"]
     assert decision(out).reason == "take_profit"
+
+
+def _reject(core: StrategyCore, it: OrderIntent, code: str = "preflight") -> None:
+    core.step(
+        OrderRejected(client_order_id=it.client_order_id, reason=f"no: {code}", ts_ns=0, code=code),
+        0,
+    )
+
+
+def _events(core: Recorded, name: str) -> list[dict[str, Any]]:
+    return [e.fields for e in core.events if e.event == name]
+
+
+def _next_entry(core: StrategyCore, t: float) -> tuple[OrderIntent, float]:
+    """Signals every 0.1 s from `t` until an entry goes out: (its intent, its time in s); every
+    signal before it is skipped `entry_backoff`."""
+    while True:
+        out = signal(core, t)
+        if its := intents(out):
+            return its[0], t
+        assert decision(out).reason == "entry_backoff", decision(out)
+        t = round(t + 0.1, 1)
+
+
+def test_rejected_entries_back_off_doubling_up_to_the_cap_logged_once_each() -> None:
+    """A rejected entry is not re-sent at signal rate (the tester saw 15 a second in BLOCKED
+    mode): the market waits 1, 2, 4, 4 s (doubling, capped) after each rejection in a row, one
+    risk `entry_backoff` line per backoff; the signals meanwhile are skipped `entry_backoff`."""
+    core = make(
+        max_entries_per_window=50,
+        max_trades_per_day=50,
+        entry_reject_backoff_s=1.0,
+        entry_reject_backoff_max_s=4.0,
+    )
+    it, t = _next_entry(core, 100.0)
+    waits = []
+    for _ in range(4):
+        _reject(core, it)
+        it, sent = _next_entry(core, round(t + 0.1, 1))
+        waits.append(round(sent - t, 1))
+        t = sent
+    assert waits == [1.0, 2.0, 4.0, 4.0]
+    logged = _events(core, "entry_backoff")
+    assert [e["backoff_s"] for e in logged] == [1.0, 2.0, 4.0, 4.0]
+    assert [e["rejects_in_a_row"] for e in logged] == [1, 2, 3, 4]
+    assert logged[0]["code"] == "preflight" and logged[0]["market"] == "btc-5m"
+
+
+def test_a_fill_or_a_config_change_resets_the_entry_backoff() -> None:
+    core = make(max_entries_per_window=50, max_trades_per_day=50, entry_reject_backoff_s=2.0)
+    it, t = _next_entry(core, 100.0)
+    _reject(core, it)
+    it, t = _next_entry(core, 100.1)
+    assert t == 102.0
+    _reject(core, it)  # the second in a row: 4 s
+    ms = core.state_of(SLUG)
+    assert ms.entry_rejects == 2
+    assert decision(signal(core, 102.5)).reason == "entry_backoff"
+    # a config change: entries may go at once, and the next rejection waits the base again
+    core.step(UpdateConfig(request_id="c", config={"entry_reject_backoff_s": 3.0}), 0)
+    assert ms.entry_rejects == 0
+    assert _events(core, "entry_backoff_reset")[-1]["why"] == "config_change"
+    (it,) = intents(signal(core, 102.6))
+    _reject(core, it)
+    assert _events(core, "entry_backoff")[-1]["backoff_s"] == 3.0
+    # a fill resets it too
+    it, t = _next_entry(core, 102.7)
+    assert t == 105.6
+    core.step(
+        OrderFilled(
+            client_order_id=it.client_order_id,
+            asset_id="U",
+            side="BUY",
+            price=0.45,
+            size=it.size,
+            fee=0.0,
+            ts_fill_ns=START + int(t * NS),
+            slug=SLUG,
+            outcome="Up",
+        ),
+        0,
+    )
+    assert ms.entry_rejects == 0 and ms.entry_backoff_until_ns == 0
+    assert _events(core, "entry_backoff_reset")[-1]["why"] == "fill"
+
+
+def test_an_entry_refused_because_real_trading_is_blocked_halts_the_market_entries() -> None:
+    """DRY_RUN=false without the other two switches: execution rejects every order with
+    REAL_TRADING_BLOCKED_* (services/execution/switches.py). No retry can succeed: the market's
+    entries halt with reason `real_trading_blocked` (said once) instead of retrying."""
+    core = make(max_entries_per_window=50, max_trades_per_day=50)
+    (it,) = intents(signal(core, 100))
+    out = core.step(
+        OrderRejected(
+            client_order_id=it.client_order_id,
+            reason="real trading blocked: REAL_TRADING_BLOCKED_ENABLE_FALSE",
+            ts_ns=0,
+            code="REAL_TRADING_BLOCKED_ENABLE_FALSE",
+        ),
+        0,
+    )
+    risk = [m for _, m in out if isinstance(m, RiskState)][-1]
+    mk = risk.markets[core.state_of(SLUG).key]
+    assert mk["halted"] and mk["reasons"] == ["real_trading_blocked"]
+    for t in (101, 200, 250):  # long after any backoff: still no entry
+        out = signal(core, t)
+        assert not intents(out)
+        assert decision(out).reason == "halted:real_trading_blocked"
+    (halted,) = _events(core, "entries_halted")
+    assert halted["code"] == "REAL_TRADING_BLOCKED_ENABLE_FALSE"
+    assert not _events(core, "entry_backoff")
+    # the operator's config change lets it try again
+    core.step(UpdateConfig(request_id="c", config={"stake_per_trade_usd": 4.0}), 0)
+    assert intents(signal(core, 251))

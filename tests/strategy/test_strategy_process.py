@@ -23,6 +23,7 @@ from common.schema import (
     MarketInfo,
     OrderFilled,
     OrderIntent,
+    OrderRejected,
     PositionState,
     RiskState,
     SignalScore,
@@ -229,5 +230,126 @@ def test_control_hot_reload_and_restart(iso_env: dict[str, str], tmp_path: Path)
         events = [json.loads(ln)["event"] for ln in log]
         assert "emergency_stop_set" in events and "state_restored" in events
         assert "config_rejected" in events
+    finally:
+        h.close()
+
+
+def test_rejected_entries_back_off_and_a_blocked_mode_halts_them(
+    iso_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The strategy process fed a market and signals at ~20 a second while every entry is
+    rejected (the test plays execution): entries go out at the backoff's pace (0, 1, 3 s, ...),
+    not at signal rate (the tester counted 74 blocked orders in ~60 s, 15 a second at peaks);
+    execution's REAL_TRADING_BLOCKED answer halts the market's entries outright."""
+    from services.execution.switches import BLOCKED_ENABLE
+
+    cfg_path = tmp_path / "config.json"
+    cfg_path.write_text((REPO / "config" / "config.json").read_text())
+    h = Harness(iso_env, cfg_path)
+    try:
+        h.start()
+        now = time.time_ns()
+        mk = MarketInfo(
+            slug="btc-updown-5m-t",
+            condition_id="0xc",
+            up_token_id="U",
+            down_token_id="D",
+            window_start_ns=now - 100 * NS,
+            window_end_ns=now + 200 * NS,
+            ts_recv_ns=now,
+            fee_rate=0.07,
+        )
+
+        def feed_for(seconds: float, code: str) -> list[OrderIntent]:
+            """Market data and a signal every 50 ms for `seconds`; each entry rejected."""
+            sent: list[OrderIntent] = []
+            stop = time.monotonic() + seconds
+            while time.monotonic() < stop:
+                t = time.time_ns()
+                h.md.send(topics.MARKET, mk)
+                h.md.send(
+                    topics.BTC_TRADE,
+                    BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t),
+                )
+                h.md.send(
+                    "md.book.U",
+                    BookSnapshot(
+                        asset_id="U",
+                        best_bid=0.43,
+                        best_ask=0.45,
+                        bids=[(0.43, 100.0)],
+                        asks=[(0.45, 100.0)],
+                        ts_exchange_ns=t,
+                        ts_recv_ns=t,
+                    ),
+                )
+                h.sig.send(
+                    topics.SIGNAL,
+                    SignalScore(
+                        slug=mk.slug,
+                        p_up=0.8,
+                        side="Up",
+                        score=0.6,
+                        edge_up=0.3,
+                        edge_down=-0.3,
+                        ts_ns=t,
+                        inputs={"p_model": 0.8, "p_market": 0.44},
+                    ),
+                )
+                got = h.orders.recv(timeout_ms=50)
+                if got and isinstance(it := got[1].msg, OrderIntent):
+                    sent.append(it)
+                    h.exe.send(
+                        topics.REJECT,
+                        OrderRejected(
+                            client_order_id=it.client_order_id,
+                            reason=f"rejected: {code}",
+                            ts_ns=time.time_ns(),
+                            code=code,
+                        ),
+                    )
+            return sent
+
+        # the first entry (strategy's subscriptions settle first)
+        first = wait_for(lambda: feed_for(0.2, "preflight_liquidity"), 15, what="an entry")
+        t0 = time.monotonic()
+        more = feed_for(4.5, "preflight_liquidity")
+        # backoffs of 1 and 2 s: the 2nd entry ~1 s after the 1st, the 3rd ~2 s later (4 s: 8 s)
+        assert 1 <= len(more) <= 3, [it.client_order_id for it in more]
+        assert time.monotonic() - t0 >= 4.5
+        assert len(first) == 1
+        risk_log = Path(iso_env["LOG_DIR"]) / "risk.jsonl"
+
+        def risk_events(name: str) -> list[dict[str, Any]]:
+            lines = risk_log.read_text().splitlines() if risk_log.exists() else []
+            return [d for line in lines if (d := json.loads(line)).get("event") == name]
+
+        backoffs = wait_for(
+            lambda: (
+                len(risk_events("entry_backoff")) >= 1 + len(more) and risk_events("entry_backoff")
+            ),
+            5,
+            what="entry_backoff lines",
+        )
+        assert [b["backoff_s"] for b in backoffs][:3] == [1.0, 2.0, 4.0][: len(backoffs)]
+        # the operator changes the config: the backoff resets; execution now says real trading
+        # is blocked: one more entry, then none however long the signals go on
+        reply = h.command(UpdateConfig(request_id="cfg", config={"stake_per_trade_usd": 4.0}))
+        assert reply.ok
+        blocked = feed_for(3.0, BLOCKED_ENABLE)
+        assert len(blocked) == 1, [it.client_order_id for it in blocked]
+        risk = wait_for(
+            lambda: h.poll(
+                RiskState,
+                lambda r: any(
+                    "real_trading_blocked" in m.get("reasons", []) for m in r.markets.values()
+                ),
+            ),
+            5,
+            what="the market halted real_trading_blocked",
+        )
+        assert risk.markets
+        (halted,) = risk_events("entries_halted")
+        assert halted["code"] == BLOCKED_ENABLE
     finally:
         h.close()
