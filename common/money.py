@@ -16,8 +16,15 @@ Fee (PROTOCOLS.md section 4; docs.polymarket.com/trading/fees): the taker pays
 (`rate`, `exponent`, `takerOnly`), set at match time, to 5 decimals. The rounding direction is in
 no official SDK; NautilusTrader's Polymarket adapter (`compute_commission`) floors to 5 decimals
 "matching the venue charge", which we follow (`FEE_ROUNDING`); older official docs said 4 decimals
-(for the 2025 schedule). The venue collects a BUY's fee in shares and a SELL's in USD
-(docs.polymarket.com maker-rebates page); we book both as their USD value.
+(for the 2025 schedule). The V2 exchange charges both sides' fee in pUSD: a BUY taker gets every
+share it bought and pays the fee from its balance on top of the notional (py-clob-client-v2 #107,
+a live fill on 2026-08-04: "the fee is charged in USDC out of the balance — not deducted in
+shares": 25 shares received, 3.39 spent = 3.25 notional + 0.14 fee; the V2 SDKs' own
+`adjust_market_buy_amount` reserves `amount + amount / price * rate * (p (1 - p)) ** exponent`
+of the balance), a SELL taker receives the notional less the fee. The older docs' "fees are
+collected in shares on buy orders" (docs.polymarket.com trading/fees, py-clob-client #311) was
+the V1 exchange. So a BUY needs notional + fee of pUSD; the ledger books full shares and the
+USD fee.
 
 Order amounts. A signed V2 order carries integer `makerAmount` / `takerAmount` in base units
 (pUSD and outcome tokens both have 6 decimals): a BUY gives collateral and takes shares, a SELL
@@ -28,8 +35,11 @@ with different rules for marketable (FOK/FAK) and resting (GTC/GTD) orders:
   amounts, the market buy orders maker amount supports a max accuracy of 2 decimals, taker amount
   a max of 4 decimals" (py-clob-client-v2 #99, rs-clob-client #114, rs-clob-client-v2 #59);
 - marketable SELL: shares <= 2 decimals (the SDKs' `size` rounding); the collateral taken is kept
-  to <= 4 decimals here too. NOT confirmed by a public report: the symmetric rule is the stricter
-  reading, and an order that meets it also meets the looser one;
+  to <= 4 decimals here too, else "invalid amounts, the sell orders maker amount supports a max
+  accuracy of 2 decimals, taker amount a max of 4 decimals": the text py-clob-client #121 got
+  for a FOK order (no public report has a "market sell orders" text). The 4-decimal collateral
+  rule is NOT confirmed by a public report: the symmetric rule is the stricter reading, and an
+  order that meets it also meets the looser one;
 - resting BUY: maker (pUSD) <= 4 decimals, taker (shares) <= 2 decimals, else "invalid amounts,
   the buy orders maker amount supports a max accuracy of 4 decimals, taker amount a max of 2
   decimals" (py-clob-client #305, #253); a resting SELL the mirror image.
@@ -217,8 +227,9 @@ ERR_MARKET_BUY_PRECISION = (
     "invalid amounts, the market buy orders maker amount supports a max accuracy of 2 decimals, "
     "taker amount a max of 4 decimals"
 )
+# py-clob-client #121 (a FOK order): the same text as a resting SELL's
 ERR_MARKET_SELL_PRECISION = (
-    "invalid amounts, the market sell orders maker amount supports a max accuracy of 2 decimals, "
+    "invalid amounts, the sell orders maker amount supports a max accuracy of 2 decimals, "
     "taker amount a max of 4 decimals"
 )
 ERR_RESTING_BUY_PRECISION = (

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from common import money
-from services.simvenue.market import MS, NS, fmt_price
+from services.simvenue.market import MS, NS, SIM_FEE, fmt_price
 from services.simvenue.signing import ApiKey, order_hash, order_wallet_error
 
 if TYPE_CHECKING:
@@ -424,7 +425,15 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
                 f"tick size rule: {tick:g}"
             }
     acct = v.account(order["maker"])  # the funder's wallet holds the funds (types 1-3)
-    if not acct["approved"] or (buy and acct["usdc"] - reserved(v, order["maker"]) < maker_amt):
+    # a marketable BUY pays its taker fee in pUSD on top of the notional, so it needs both (the
+    # V2 exchange: py-clob-client-v2 #107; the SDK's `adjust_market_buy_amount` reserves the fee
+    # at the order's price, as here). How the real venue checks is not public: this is the SDK's.
+    need = maker_amt
+    if buy and order_type in ("FOK", "FAK"):
+        shares, limit = Decimal(taker_amt) / 1_000_000, Decimal(maker_amt) / Decimal(taker_amt)
+        fee = money.taker_fee(shares, limit, SIM_FEE)
+        need += int(fee * 1_000_000)
+    if not acct["approved"] or (buy and acct["usdc"] - reserved(v, order["maker"]) < need):
         return 400, {"error": NOT_ENOUGH_BALANCE}
     if not buy and acct["tokens"].get(token, 0) - reserved(v, order["maker"], token) < maker_amt:
         return 400, {"error": NOT_ENOUGH_BALANCE}

@@ -7,10 +7,12 @@ mode; and the venue's non-final and failing behaviours as faults: `delayed`, `fa
 
 from __future__ import annotations
 
+import json
 import time
 from decimal import Decimal as D
 
 import httpx
+import msgspec
 import pytest
 from eth_account import Account
 from py_clob_client_v2.client import ClobClient
@@ -27,6 +29,7 @@ from common.money import ERR_MARKET_BUY_PRECISION
 from common.schema import OrderIntent
 from common.wallets import deposit_wallets, proxy_wallet, safe_wallet
 from services.execution.live import LiveVenue
+from services.simvenue.market import FEE_EXPONENT, FEE_RATE
 from tests.simvenue.conftest import SimProc, start_sim, stop_sim, wait_for
 
 WINDOW_S = 60
@@ -317,4 +320,45 @@ def test_sim_post_only_503_retry_after_holds_back_entries(vsim: SimProc) -> None
     assert v.gate("BUY")[0] == "venue_post_only" and "retry_after_seconds" in v.gate("BUY")[1]
     assert v.gate("SELL") == ("", "")
     wait_for(lambda: v.gate("BUY") == ("", ""), 6, what="the retry-after over")
+    v.close()
+
+
+def test_sim_buy_fee_is_paid_in_pusd_on_top_of_the_notional(vsim: SimProc) -> None:
+    """The V2 exchange takes a BUY taker's fee from the pUSD balance, on top of the notional, and
+    delivers every share (py-clob-client-v2 #107, a live fill: "the fee is charged in USDC out of
+    the balance — not deducted in shares ... 3.39 spent, i.e. 3.25 notional + 0.14 fee"; the
+    SDK's `adjust_market_buy_amount` reserves notional + fee). A balance of the notional alone is
+    not enough."""
+    w = window(vsim)
+    v = adapter(vsim)
+    assert v.client is not None
+
+    def best_ask(t: str) -> float:
+        return min((float(a["price"]) for a in v.client.get_order_book(t)["asks"]), default=1.0)
+
+    # the token whose ask is nearer 0.5 (the larger fee), bought at its ask for >= $2
+    token = min((w["up_token"], w["down_token"]), key=lambda t: abs(best_ask(t) - 0.5))
+    ask = best_ask(token)
+    size = float(max(5, int(2 / ask) + 1))
+    it = buy(token, limit=ask, size=size)
+    signed = v.sign(it, D(str(ask)), D(str(size)))
+    notional = D(json.loads(signed.body)["order"]["makerAmount"]) / 1_000_000
+    vsim.fault(name="set_balance", address=v.address, usd=float(notional))
+    r = v.post(signed, it)
+    assert (r.outcome, r.code) == ("rejected", "insufficient_balance"), r
+    vsim.fault(name="set_balance", address=v.address, usd=float(notional) + 0.5)
+    before = vsim.state()["accounts"][v.address.lower()]["pusd"]
+    # the market's feeSchedule, so the adapter's fills carry the fee the venue charged
+    it = msgspec.structs.replace(
+        buy(token, limit=ask, size=size), fee_rate=FEE_RATE, fee_exponent=FEE_EXPONENT
+    )
+    signed, r = post(v, it)
+    assert r.outcome == "accepted" and r.trades, r
+    after = vsim.state()["accounts"][v.address.lower()]
+    shares = sum(t.size for t in r.trades)
+    fee = sum(t.fee for t in r.trades)
+    assert fee > 0
+    assert after["tokens"][token] == pytest.approx(shares)  # every share, none taken as the fee
+    spent = sum(t.price * t.size for t in r.trades) + fee
+    assert before - after["pusd"] == pytest.approx(spent, abs=1e-6)
     v.close()
