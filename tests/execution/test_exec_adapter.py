@@ -81,9 +81,10 @@ def test_exec_503_refusals_by_code_and_text() -> None:
 
 
 def test_exec_status_words_rest_and_stream_spellings() -> None:
-    """REST: ORDER_STATUS_* (docs.polymarket.com api-spec/clob-openapi.yaml, get-user-orders;
-    Polymarket/ts-sdk #350) and TRADE_STATUS_* (Polymarket/py-sdk models/clob/account.py); the
-    user channel and POST answers: plain words in either case."""
+    """REST: ORDER_STATUS_* (docs.polymarket.com api-spec/clob-openapi.yaml, get-user-orders)
+    and TRADE_STATUS_* (Polymarket/py-sdk models/clob/account.py); the user channel and POST
+    answers: plain words in either case. INVALID, CANCELED and CANCELED_MARKET_RESOLVED end an
+    order without a fill (Polymarket/ts-sdk PR #264, orders/settlement.ts)."""
     assert venue_status("ORDER_STATUS_LIVE") == venue_status("live") == "LIVE"
     assert venue_status("ORDER_STATUS_DELAYED") == "DELAYED"
     assert venue_status("ORDER_STATUS_CANCELED_MARKET_RESOLVED") == "CANCELED_MARKET_RESOLVED"

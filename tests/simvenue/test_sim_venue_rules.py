@@ -230,7 +230,7 @@ def test_sim_account_faults_show_in_balance_allowance_and_time(vsim: SimProc) ->
 # --- the venue's words as REST spells them; the funder on trade records; 503 back-off -------
 def test_sim_rest_prefixed_statuses_are_read_as_plain_words(vsim: SimProc) -> None:
     """REST serialises raw constants: GET /data/order `ORDER_STATUS_LIVE` ... (docs.polymarket.com
-    api-spec/clob-openapi.yaml, api-reference/trade/get-user-orders; Polymarket/ts-sdk #350),
+    api-spec/clob-openapi.yaml, api-reference/trade/get-user-orders),
     /data/trades `TRADE_STATUS_CONFIRMED` (Polymarket/py-sdk src/polymarket/models/clob/
     account.py: "REST endpoints serialize the raw prefixed constants"). A live quote must stay
     LIVE and a delayed taker order must be followed to its real fill, not taken for cancelled."""
