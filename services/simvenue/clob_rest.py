@@ -197,6 +197,9 @@ async def create_api_key(request: Request) -> Response:
     return JSONResponse({"apiKey": key.api_key, "secret": key.secret, "passphrase": key.passphrase})
 
 
+TRADING_PATHS = ("/order", "/orders", "/cancel-all", "/cancel-market-orders")
+
+
 async def l2(request: Request) -> tuple[ApiKey | None, str, Response | None]:
     """Check the L2 HMAC headers over the path as the client signs it (without `/clob`);
     returns (key, body text, None) or (None, body, the 401 answer)."""
@@ -205,6 +208,12 @@ async def l2(request: Request) -> tuple[ApiKey | None, str, Response | None]:
     if v.take_fault("not_ready") is not None:  # the matching engine restarts
         return None, body, error_response(425, matching.SERVICE_NOT_READY)
     path = request.url.path.removeprefix("/clob")
+    if request.method in ("POST", "DELETE") and path in TRADING_PATHS:
+        # trading paused: disabled refuses cancels too, cancel-only only new orders
+        if v.take_fault("trading_disabled") is not None:
+            return None, body, error_response(503, matching.TRADING_DISABLED)
+        if request.method == "POST" and v.take_fault("cancel_only") is not None:
+            return None, body, error_response(503, matching.CANCEL_ONLY)
     try:
         key = check_l2(_lower_headers(request), v.keys, request.method, path, body or None)
     except AuthError as exc:

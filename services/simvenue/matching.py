@@ -29,6 +29,13 @@ SERVICE_NOT_READY = "service not ready"  # HTTP 425 while the matching engine re
 # the `Retry-After` header); in a batch, a per-order `errorMsg` with `success: true`
 # (docs.polymarket.com resources/error-codes, "POST order" / "POST orders")
 POST_ONLY_MODE = "post-only mode: only post-only orders and cancels are allowed"
+# trading paused (faults `cancel_only`, `trading_disabled`): 503 with only the text, no `code`
+# (docs.polymarket.com resources/error-codes "Global Errors"; Polymarket/ts-sdk's transport:
+# "Cancel-only responses carry no structured code, only the message text")
+CANCEL_ONLY = (
+    "Trading is currently cancel-only. New orders are not accepted, but cancels are allowed."
+)
+TRADING_DISABLED = "Trading is currently disabled. Check polymarket.com for updates"
 # post-only (docs.polymarket.com resources/error-codes "Order Processing Errors", and the CLOB's
 # INVALID_POST_ONLY_ORDER / INVALID_POST_ONLY_ORDER_TYPE codes): a post-only order that would
 # match at once is refused, and post-only is for GTC/GTD only (py-clob-client-v2 `post_order`

@@ -48,6 +48,8 @@ FAULTS = (
     "fak_live",
     "trade_failed",
     "not_ready",
+    "cancel_only",
+    "trading_disabled",
     "refuse_eoa_makers",
     "revoke_approval",
     "set_balance",

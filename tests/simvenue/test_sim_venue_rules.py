@@ -28,6 +28,7 @@ from common.config import Secret
 from common.money import ERR_MARKET_BUY_PRECISION
 from common.schema import OrderIntent
 from common.wallets import deposit_wallets, proxy_wallet, safe_wallet
+from services.execution.core import VenueError
 from services.execution.live import LiveVenue
 from services.simvenue.market import FEE_EXPONENT, FEE_RATE
 from tests.simvenue.conftest import SimProc, start_sim, stop_sim, wait_for
@@ -361,4 +362,27 @@ def test_sim_buy_fee_is_paid_in_pusd_on_top_of_the_notional(vsim: SimProc) -> No
     assert after["tokens"][token] == pytest.approx(shares)  # every share, none taken as the fee
     spent = sum(t.price * t.size for t in r.trades) + fee
     assert before - after["pusd"] == pytest.approx(spent, abs=1e-6)
+    v.close()
+
+
+def test_sim_cancel_only_and_disabled_trading_are_refusals(vsim: SimProc) -> None:
+    """503 "Trading is currently cancel-only. New orders are not accepted, but cancels are
+    allowed." and "Trading is currently disabled. ..." (docs.polymarket.com resources/error-codes
+    "Global Errors": no order is accepted) mean the order was not placed: `venue_not_accepting`,
+    not "outcome unknown" (which would hold every entry while execution looks for the order)."""
+    token = window(vsim)["up_token"]
+    v = adapter(vsim)
+    vsim.fault(name="cancel_only", count=1)
+    signed, r = post(v, buy(token))
+    assert (r.outcome, r.code) == ("rejected", "venue_not_accepting"), r
+    assert "cancel-only" in r.reason
+    assert not any(o["id"] == signed.order_id for o in vsim.state()["orders"])
+    assert v.gate("BUY") == ("", "")  # no retry_after_seconds: the next order is tried
+    vsim.fault(name="trading_disabled", count=2)
+    _, r = post(v, buy(token))
+    assert (r.outcome, r.code) == ("rejected", "venue_not_accepting"), r
+    with pytest.raises(VenueError, match="disabled"):  # cancels are refused too
+        v.cancel_all()
+    _, r = post(v, buy(token))
+    assert r.outcome == "accepted", r
     v.close()
