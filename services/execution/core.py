@@ -425,7 +425,7 @@ class ExecutionCore(Core):
         return replace(intent, fee_rate=mk.fee_rate, fee_exponent=mk.fee_exponent)
 
     def _preflight(self, intent: OrderIntent, limit: Decimal, size: Decimal) -> str:
-        """"" when the book at or better than the limit gives the order what the venue would
+        """ "" when the book at or better than the limit gives the order what the venue would
         give it (fresh REST book if stale or out of sync, live), else the reason it is refused.
 
         The same walk as the fill itself (`fills.paper_fill` over `common.money`), with the
