@@ -192,8 +192,20 @@ def _buy(fsim: SimProc, c: ClobClient):  # type: ignore[no-untyped-def]
         start = int(fsim.state()["current"]["slug"].rsplit("-", 1)[1])
         return start + FSIM_WINDOW_S - time.time()
 
-    wait_for(lambda: seconds_left() > 5, FSIM_WINDOW_S, what="a window with time left")
-    token = fsim.state()["current"]["up_token"]
+    def tradeable() -> str | None:
+        # time left, and an Up book with $2 of asks at or under the 0.99 limit: a window pinned
+        # near 1 has none (a CI run: its FOK was killed, "order couldn't be fully filled")
+        if seconds_left() <= 5:
+            return None
+        token = fsim.state()["current"]["up_token"]
+        r = httpx.get(f"{fsim.http}/clob/book", params={"token_id": token})
+        if r.status_code != 200:
+            return None
+        asks = [(float(a["price"]), float(a["size"])) for a in r.json().get("asks", [])]
+        usd = sum(p * s for p, s in asks if p <= 0.9)
+        return token if usd >= 4.0 else None
+
+    token = wait_for(tradeable, 3 * FSIM_WINDOW_S, what="a window with time left, asks under 0.9")
     return c.create_market_order(
         MarketOrderArgsV2(
             token_id=token, amount=2.0, side="BUY", price=0.99, order_type=OrderType.FOK
