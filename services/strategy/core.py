@@ -93,6 +93,10 @@ EXIT_MIN_SHARES = 0.01
 # execution's reject code when a switch blocks real trading (services/execution/switches.py
 # BLOCKED_*): no order can succeed until execution restarts with the switches set
 REAL_TRADING_BLOCKED = "REAL_TRADING_BLOCKED_"
+# execution's rejections of an entry for a book that moved under it, before anything reached
+# the venue (services/execution/core.py: the preflight walk, ingest's out-of-sync mark, an intent
+# that expired on the way): backed off by a flat `entry_reject_backoff_s`, never doubled
+BOOK_MOVED_CODES = frozenset(("preflight_liquidity", "book_out_of_sync", "expired"))
 MAX_FILL_KEYS = 2000
 # an ack with these statuses is the order's last word: FOK/FAK orders are matched in full or in
 # part with the rest killed at once (docs.polymarket.com "Order types": FOK/FAK, POST /order
@@ -779,14 +783,23 @@ class StrategyCore(Core):
                     ),
                 )
             return
-        ms.entry_rejects += 1
         cfg = ms.config
-        if cfg.entry_reject_backoff_s <= 0.0:
-            return
-        wait_s = min(
-            cfg.entry_reject_backoff_s * 2.0 ** min(ms.entry_rejects - 1, 30),
-            max(cfg.entry_reject_backoff_s, cfg.entry_reject_backoff_max_s),
-        )
+        if msg.code in BOOK_MOVED_CODES:
+            # execution's own checks found the book moved under the order before anything
+            # reached the venue: the next book may well take it, so a flat base wait (bounding
+            # the ledger's rejected rows to one a base wait), not a doubling one (a CI run: eight
+            # 20 s-window markets under load waited out whole windows after a few such rejects)
+            if cfg.entry_reject_backoff_s <= 0.0:
+                return
+            wait_s = cfg.entry_reject_backoff_s
+        else:
+            ms.entry_rejects += 1
+            if cfg.entry_reject_backoff_s <= 0.0:
+                return
+            wait_s = min(
+                cfg.entry_reject_backoff_s * 2.0 ** min(ms.entry_rejects - 1, 30),
+                max(cfg.entry_reject_backoff_s, cfg.entry_reject_backoff_max_s),
+            )
         ms.entry_backoff_until_ns = self.now_ns + int(wait_s * NS)
         self._risk_event(
             "entry_backoff",

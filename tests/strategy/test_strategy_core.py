@@ -899,6 +899,34 @@ def test_rejected_entries_back_off_doubling_up_to_the_cap_logged_once_each() -> 
     assert logged[0]["code"] == "preflight" and logged[0]["market"] == "btc-5m"
 
 
+def test_entries_rejected_for_a_book_that_moved_wait_a_flat_base() -> None:
+    """Execution's own checks (the preflight walk, an out-of-sync book, an intent expired on the
+    way) refused the entry before the venue saw it: the next book may take it, so each waits the
+    base `entry_reject_backoff_s`, not doubled, and does not count as a rejection in a row; a
+    venue's refusal after them doubles from the base as before."""
+    core = make(
+        max_entries_per_window=50,
+        max_trades_per_day=50,
+        entry_reject_backoff_s=1.0,
+        entry_reject_backoff_max_s=60.0,
+    )
+    it, t = _next_entry(core, 100.0)
+    waits = []
+    for code in ("preflight_liquidity", "book_out_of_sync", "expired", "preflight_liquidity"):
+        _reject(core, it, code)
+        it, sent = _next_entry(core, round(t + 0.1, 1))
+        waits.append(round(sent - t, 1))
+        t = sent
+    assert waits == [1.0, 1.0, 1.0, 1.0]
+    assert core.state_of(SLUG).entry_rejects == 0
+    for code in ("venue_error", "venue_error"):
+        _reject(core, it, code)
+        it, sent = _next_entry(core, round(t + 0.1, 1))
+        waits.append(round(sent - t, 1))
+        t = sent
+    assert waits[4:] == [1.0, 2.0]
+
+
 def test_a_fill_or_a_config_change_resets_the_entry_backoff() -> None:
     core = make(max_entries_per_window=50, max_trades_per_day=50, entry_reject_backoff_s=2.0)
     it, t = _next_entry(core, 100.0)

@@ -311,9 +311,11 @@ def test_rejected_entries_back_off_and_a_blocked_mode_halts_them(
             return sent
 
         # the first entry (strategy's subscriptions settle first)
-        first = wait_for(lambda: feed_for(0.2, "preflight_liquidity"), 15, what="an entry")
+        # a venue's refusal (live.py venue_rejected) doubles the wait; execution's own book-moved
+        # rejections (preflight_liquidity ...) wait a flat base (test_strategy_core)
+        first = wait_for(lambda: feed_for(0.2, "venue_rejected"), 15, what="an entry")
         t0 = time.monotonic()
-        more = feed_for(4.5, "preflight_liquidity")
+        more = feed_for(4.5, "venue_rejected")
         # backoffs of 1 and 2 s: the 2nd entry ~1 s after the 1st, the 3rd ~2 s later (4 s: 8 s)
         assert 1 <= len(more) <= 3, [it.client_order_id for it in more]
         assert time.monotonic() - t0 >= 4.5
