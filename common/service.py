@@ -286,8 +286,18 @@ class ServiceRunner:
         stop = asyncio.Event()
         fault: list[str] = []
         self.receivers = list(receivers)
+
+        def on_signal() -> None:
+            self.stopping = True
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
+        if self.stopping:
+            # a SIGTERM between __init__ (whose handler only sets `stopping`) and here: stop now
+            # (supervisorctl stop of a process just spawned was ignored for stopwaitsecs, then
+            # SIGKILLed; seen when supervisord's autorestart raced a `stop` after a kill -9)
+            stop.set()
 
         def readable(r: _Receiver) -> None:
             try:
