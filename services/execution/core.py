@@ -751,8 +751,16 @@ class ExecutionCore(Core):
             )
         except VenueError as e:
             return self._reject(intent, e.reason, e.code)
+        # committed before the POST, as a taker order's (`_live`): a crash here leaves a
+        # "sending" row that the next start looks up at the venue (`recover`)
         self.ledger.update(
-            intent.client_order_id, t, "sent", status="sent", venue_order_id=order.order_id
+            intent.client_order_id,
+            t,
+            "sending",
+            status="sending",
+            venue_order_id=order.order_id,
+            signed_order_json=order.body,
+            ts_sent_ns=t,
         )
         r = post_resting(order, intent.order_type)
         if r.outcome == "rejected":
@@ -911,6 +919,8 @@ class ExecutionCore(Core):
             if new:
                 if on_book:
                     word = "filled" if done else "partial"
+                elif done:  # taken off the book meanwhile, and filled whole after all
+                    word = "filled"
                 else:  # taken off the book meanwhile: its final word stays
                     row = self.ledger.order(coid)
                     word = row["status"] if row else "cancelled"
@@ -1187,6 +1197,51 @@ class ExecutionCore(Core):
                 self.to_reconcile.clear()
             else:
                 out += self.reconcile()
+        out += self._recover_resting()
+        return out
+
+    def _recover_resting(self) -> Out:
+        """On start: the resting (GTC/GTD) orders the ledger shows a previous run left on the
+        book. Nobody follows them any more (a quote belongs to the strategy run that placed it;
+        a cancel strategy sent while execution was down was lost), and this run's own heartbeat
+        would keep them resting at the venue (its dead-man switch is per API key, PROTOCOLS.md
+        section 4). Live: each is cancelled by its venue id and followed `MAKER_TAIL_NS` for
+        fills (those made while execution was down included: `poll_maker_fills` reads the
+        venue's trades), and answered "cancelled"; a cancel the venue refuses leaves it followed
+        as a resting order (strategy's next cancel, or its window's cut-off, takes it off).
+        Paper: its queue place died with the process: cancelled in the ledger. A live one on a
+        start without a venue is left for a live start (logged)."""
+        rows = self.ledger.resting_orders()
+        if not rows:
+            return []
+        self.now_ns = max(self.now_ns, self._t())  # before any message: the tail's clock
+        paper: list[OrderIntent] = []
+        live: list[tuple[OrderIntent, str]] = []
+        for row in rows:
+            intent = msgspec.json.decode(row["intent_json"], type=OrderIntent)
+            if row["mode"] != "live" or not row["venue_order_id"]:
+                paper.append(intent)
+            elif self.venue is None:
+                coid = intent.client_order_id
+                self.log("execution", "reconcile_needs_live_venue", "WARNING", client_order_id=coid)
+            else:
+                live.append((intent, row["venue_order_id"]))
+        for intent, oid in live:
+            self.resting.adopt(intent, oid)
+        if live:
+            try:
+                self.venue.cancel([oid for _, oid in live])  # type: ignore[union-attr]
+            except VenueError as e:
+                self.log("execution", "resting_cancel_at_start_failed", "ERROR", reason=e.reason)
+                live = []  # followed as resting orders
+        why = "left resting by a previous run: cancelled at start"
+        out: Out = []
+        for intent, _ in live:
+            out += self._resting_done(intent.client_order_id, "cancelled", why)
+        for intent in paper:
+            self.resting.adopt(intent, "")
+            out += self._resting_done(intent.client_order_id, "cancelled", why)
+            self._maker_tail.pop(intent.client_order_id, None)  # no venue holds it
         return out
 
     # --- settlement ---------------------------------------------------------------------------

@@ -429,6 +429,15 @@ class Ledger:
             (*OPEN_STATUSES, self.venue),
         ).fetchall()
 
+    def resting_orders(self) -> list[sqlite3.Row]:
+        """Resting (GTC/GTD) orders of this venue the ledger last saw on the book: acked, or
+        partly filled, and not final. At start these were left by a previous run."""
+        return self.conn.execute(
+            "SELECT * FROM orders WHERE status IN ('acked', 'partial')"
+            " AND order_type IN ('GTC', 'GTD') AND venue IN (?, '') ORDER BY ts_received_ns",
+            (self.venue,),
+        ).fetchall()
+
     def claimed_ids(self, except_coid: str) -> frozenset[str]:
         """Venue order ids already owned by other orders (so reconciliation never takes them)."""
         rows = self.conn.execute(

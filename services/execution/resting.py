@@ -110,6 +110,17 @@ class RestingBook:
         self.by_asset.setdefault(intent.asset_id, set()).add(intent.client_order_id)
         return r
 
+    def adopt(self, intent: OrderIntent, venue_order_id: str) -> Resting:
+        """Follow an order found resting at the venue (left by a previous run): its place in
+        the queue is unknown, so the queue model starts it with nothing ahead (paper never
+        adopts: its fills come from the venue)."""
+        r = Resting(
+            intent, queue.join(intent.side, intent.limit_price, intent.size, 0), venue_order_id
+        )
+        self.orders[intent.client_order_id] = r
+        self.by_asset.setdefault(intent.asset_id, set()).add(intent.client_order_id)
+        return r
+
     def remove(self, coid: str) -> Resting | None:
         r = self.orders.pop(coid, None)
         if r is not None:

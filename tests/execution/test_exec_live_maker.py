@@ -307,3 +307,85 @@ def test_core_books_maker_fills_from_the_user_channel_and_hears_a_venue_cancel(
     ]
     v.cancel_all()
     v.close()
+
+
+def test_a_restarted_core_cancels_and_follows_the_quotes_a_crashed_run_left_resting(
+    lsim: SimProc, tmp_path
+) -> None:
+    """Execution crashes with two quotes resting; while it is down the venue's flow fills one
+    (`flow_trade`). A new core on the same ledger and key must not leave the other resting and
+    unfollowed: the venue's dead-man switch is per API key (PROTOCOLS.md section 4), so the new
+    run's own heartbeat would keep it alive for as long as it runs. Seen on the whole tree
+    (tests/strategy/test_strategy_maker_tree.py): a quote placed just before a `kill -9` of
+    execution was traded through, and its fill never reached the ledger. At start the new core
+    cancels both at the venue, answers each "cancelled", and books the fill made while it was
+    down as a maker fill (no fee), from the venue's trades."""
+    import httpx
+
+    from common import topics
+    from common.core import Timer
+    from common.schema import OrderIntent
+    from services.execution.core import ExecutionCore
+    from services.execution.ledger import Ledger
+    from services.execution.switches import TradingMode
+
+    key = Secret(Account.create().key.hex())
+    db = str(tmp_path / "l.db")
+
+    def core() -> ExecutionCore:
+        v = LiveVenue(f"{lsim.http}/clob", key, log=lambda *a, **k: None)
+        assert v.start()
+        return ExecutionCore(
+            Ledger(db), TradingMode(False, True, True), venue=v, clock=time.time_ns
+        )
+
+    first = core()
+    cur = market(lsim, 30)
+    coids = []
+    for i, token in enumerate((cur["up_token"], cur["down_token"])):
+        now = time.time_ns()
+        it = OrderIntent(
+            client_order_id=f"pe-r{i}",
+            slug=cur["slug"],
+            asset_id=token,
+            outcome="Up" if i == 0 else "Down",
+            side="BUY",
+            order_type="GTC",
+            limit_price=0.03,  # far under the book: nothing but the test's flow trade fills it
+            size=5.0,
+            expires_ns=now + 30 * 10**9,
+            ts_intent_ns=now,
+            tick_size=float(cur["tick_size"]),
+            fee_rate=0.07,
+            post_only=True,
+        )
+        got = first.step(it, now)
+        assert any(t == topics.ACK and m.status == "live" for t, m in got), got
+        coids.append(it.client_order_id)
+    oids = {c: first.resting.orders[c].venue_order_id for c in coids}
+    first.venue.close()  # type: ignore[union-attr]  # the crash: no cancel, no more heartbeats
+    traded, left = coids
+    r = httpx.post(
+        lsim.http + "/sim/fault", json={"name": "flow_trade", "order_id": oids[traded]}, timeout=5
+    )
+    assert r.status_code == 200, r.text
+    assert status(lsim, oids[traded]) == "MATCHED" and status(lsim, oids[left]) == "LIVE"
+
+    second = core()
+    out = second.recover()
+    assert status(lsim, oids[left]) == "CANCELED"  # at once, not after a dead-man's 10 s
+    told = {m.client_order_id for t, m in out if t == topics.ACK and m.status == "cancelled"}
+    assert told == set(coids)
+    row = second.ledger.order(left)
+    assert row["status"] == "cancelled" and "previous run" in row["reason"]
+
+    def booked() -> list | None:
+        second.step(Timer(time.time_ns()), time.time_ns())
+        return second.ledger.fills_of(traded) or None
+
+    rows = wait_for(booked, 20, 0.2, what="the fill made while execution was down, booked")
+    assert sum(r["size"] for r in rows) == pytest.approx(5.0)
+    assert all(r["liquidity"] == "maker" and r["fee"] == 0 and r["price"] == 0.03 for r in rows)
+    assert second.ledger.order(traded)["status"] == "filled"
+    assert second.ledger.fills_of(left) == []
+    second.venue.close()  # type: ignore[union-attr]

@@ -72,6 +72,24 @@ def test_a_post_only_order_rests_and_is_acked_live_without_a_fill() -> None:
     assert c.resting.orders["q1"].queue.ahead == Decimal(100)  # joined behind the 100 shown
 
 
+def test_a_paper_quote_left_by_a_previous_run_is_cancelled_at_start(tmp_path) -> None:
+    """A paper resting order's queue place lives in execution's memory: after a restart it is
+    no longer followed, so the new run cancels it in the ledger and tells strategy, rather than
+    leaving an "acked" order that never fills nor ends (`ExecutionCore._recover_resting`)."""
+    db = str(tmp_path / "l.db")
+    first = ExecutionCore(Ledger(db), DRY)
+    first.step(book([(0.48, 100.0)], [(0.50, 80.0)]), T0)
+    assert of(first.step(resting(), T0), topics.ACK)[0].status == "live"
+    assert first.ledger.order("q1")["status"] == "acked"
+    second = ExecutionCore(Ledger(db), DRY, clock=lambda: T0 + NS)
+    (ack,) = of(second.recover(), topics.ACK)
+    assert (ack.client_order_id, ack.status) == ("q1", "cancelled")
+    row = second.ledger.order("q1")
+    assert row["status"] == "cancelled" and "previous run" in row["reason"]
+    assert not second.resting.orders and not second._maker_tail
+    assert of(second.recover(), topics.ACK) == []  # once
+
+
 def test_the_venue_checks_refuse_before_resting() -> None:
     c = core()
     cases = {

@@ -1,8 +1,9 @@
 """Maker mode on the whole tree in live mode against the simulated venue (issue 18): strategy's
 post-only quotes rest at the venue (/sim/state), and none is left resting after its window's
 entry cut-off, after a halt (emergency stop), or after a `kill -9` of execution (nobody
-heartbeats: the venue's dead-man switch cancels them, ~10 s, PROTOCOLS.md section 4; the
-restarted execution never re-sends them). A throwaway key; every venue URL pinned to the local
+heartbeats: the venue's dead-man switch would cancel them ~10 s later, PROTOCOLS.md section 4,
+and the restarted execution cancels at once those its ledger shows resting and never re-sends
+them). A throwaway key; every venue URL pinned to the local
 simulator (nothing here can reach a real venue)."""
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def test_kill9_of_execution_leaves_nothing_resting(tree: Tree) -> None:
         states = {o["id"]: o["status"] for o in tree.sim_state().get("orders") or []}
         return all(states.get(i) != "LIVE" for i in ids)
 
-    # the heartbeat stops with the process: the venue cancels its orders ~10 s later
+    # the restarted execution cancels what its ledger shows resting; the venue's dead-man
+    # switch (the heartbeat stopped with the process) would ~10 s later
     wait_for(gone, 25, 0.25, what="the killed execution's quotes cancelled by the venue")
 
 
