@@ -80,6 +80,7 @@ MAKER_POLL_INTERVAL_NS = 1_000_000_000
 MAKER_RECONCILE_INTERVAL_NS = 5_000_000_000
 MAKER_TAIL_NS = 30_000_000_000  # an order off the book is still followed this long for fills
 SIZE_EPS = 0.005  # shares: fills and size_matched agree within the venue's 2-decimal sizes
+RESTING_TYPES = ("GTC", "GTD")  # the order types that rest on the book (`_rest`)
 LIVE_ORDER_STATUSES = ("LIVE", "DELAYED", "")  # the venue's words for an order still resting
 
 
@@ -379,7 +380,7 @@ class ExecutionCore(Core):
             return self._reject(
                 intent, f"market {intent.slug} is not accepting orders", "market_closed"
             )
-        if intent.order_type in ("GTC", "GTD"):
+        if intent.order_type in RESTING_TYPES:
             return self._rest(intent)
         limit, size, reason = fm.check_intent(intent)
         if reason:
@@ -1181,6 +1182,8 @@ class ExecutionCore(Core):
         for row in self.ledger.open_orders():
             intent = msgspec.json.decode(row["intent_json"], type=OrderIntent)
             coid = row["client_order_id"]
+            if row["order_type"] in RESTING_TYPES and row["venue_order_id"]:
+                continue  # a resting order being posted: `_recover_resting` cancels it
             if row["mode"] != "live" or not row["venue_order_id"]:
                 out += self._reject(
                     intent, "interrupted by a restart before it was sent", "restart_not_sent"
@@ -1205,10 +1208,12 @@ class ExecutionCore(Core):
         book. Nobody follows them any more (a quote belongs to the strategy run that placed it;
         a cancel strategy sent while execution was down was lost), and this run's own heartbeat
         would keep them resting at the venue (its dead-man switch is per API key, PROTOCOLS.md
-        section 4). Live: each is cancelled by its venue id and followed `MAKER_TAIL_NS` for
-        fills (those made while execution was down included: `poll_maker_fills` reads the
-        venue's trades), and answered "cancelled"; a cancel the venue refuses leaves it followed
-        as a resting order (strategy's next cancel, or its window's cut-off, takes it off).
+        section 4); one whose POST was in flight ("sending") may rest too. Live: each is
+        cancelled by its venue id (harmless for one the venue never took), followed
+        `MAKER_TAIL_NS` for fills (those made while execution was down included:
+        `poll_maker_fills` reads the venue's trades) and answered "cancelled"; a cancel the
+        venue refuses leaves it followed as a resting order (strategy's next cancel, or its
+        window's cut-off, takes it off).
         Paper: its queue place died with the process: cancelled in the ledger. A live one on a
         start without a venue is left for a live start (logged)."""
         rows = self.ledger.resting_orders()

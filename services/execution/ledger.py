@@ -430,10 +430,11 @@ class Ledger:
         ).fetchall()
 
     def resting_orders(self) -> list[sqlite3.Row]:
-        """Resting (GTC/GTD) orders of this venue the ledger last saw on the book: acked, or
-        partly filled, and not final. At start these were left by a previous run."""
+        """Resting (GTC/GTD) orders of this venue that may be on the book: being posted
+        (signed, with their venue id), acked, or partly filled, and not final. At start these
+        were left by a previous run."""
         return self.conn.execute(
-            "SELECT * FROM orders WHERE status IN ('acked', 'partial')"
+            "SELECT * FROM orders WHERE status IN ('sending', 'acked', 'partial')"
             " AND order_type IN ('GTC', 'GTD') AND venue IN (?, '') ORDER BY ts_received_ns",
             (self.venue,),
         ).fetchall()
