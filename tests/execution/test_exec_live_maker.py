@@ -13,6 +13,7 @@ import pytest
 from eth_account import Account
 
 from common.config import Secret
+from common.schema import OrderIntent
 from services.execution.core import VenueError
 from services.execution.live import LiveVenue, map_error
 from tests.simvenue.conftest import SimProc, start_sim, stop_sim, wait_for
@@ -53,6 +54,27 @@ def market(sim: SimProc, time_left: float) -> dict:
 
 def status(sim: SimProc, oid: str) -> str:
     return next(o["status"] for o in sim.state()["orders"] if o["id"] == oid)
+
+
+def quote(cur: dict, coid: str, token: str, price: float, **kw) -> OrderIntent:
+    """A post-only GTC BUY of 5 shares at `price` on `token` of market `cur` (sim state)."""
+    now = time.time_ns()
+    return OrderIntent(
+        client_order_id=coid,
+        slug=cur["slug"],
+        asset_id=token,
+        outcome="Up" if token == cur["up_token"] else "Down",
+        side="BUY",
+        order_type="GTC",
+        limit_price=price,
+        size=5.0,
+        expires_ns=now + 30 * 10**9,
+        ts_intent_ns=now,
+        tick_size=float(cur["tick_size"]),
+        fee_rate=0.07,
+        post_only=True,
+        **kw,
+    )
 
 
 def test_post_only_gtc_and_gtd_rest_and_cancel(lsim: SimProc) -> None:
@@ -197,7 +219,7 @@ def test_core_books_maker_fills_from_the_user_channel_and_hears_a_venue_cancel(
     seconds, from the user channel's CANCELLATION event."""
     from common import topics
     from common.core import Timer
-    from common.schema import CancelOrder, OrderIntent
+    from common.schema import CancelOrder
     from services.execution.core import ExecutionCore
     from services.execution.ledger import Ledger
     from services.execution.switches import TradingMode
@@ -224,23 +246,7 @@ def test_core_books_maker_fills_from_the_user_channel_and_hears_a_venue_cancel(
     for i, token in enumerate((cur["up_token"], cur["down_token"])):
         for k in range(10):  # the book moves: a bid that now crosses is refused, try the new one
             bid = float(lsim.state()["current"]["books"][token]["best_bid"])
-            now = time.time_ns()
-            it = OrderIntent(
-                client_order_id=f"q{i}-{k}",
-                slug=cur["slug"],
-                asset_id=token,
-                outcome="Up" if token == cur["up_token"] else "Down",
-                side="BUY",
-                order_type="GTC",
-                limit_price=bid,
-                size=5.0,
-                expires_ns=now + 30 * 10**9,
-                ts_intent_ns=now,
-                tick_size=float(cur["tick_size"]),
-                fee_rate=0.07,
-                fee_rebate_rate=0.2,
-                post_only=True,
-            )
+            it = quote(cur, f"q{i}-{k}", token, bid, fee_rebate_rate=0.2)
             got = step(it)
             if not any(m.code == "post_only_would_cross" for t, m in got if t == topics.REJECT):
                 break
@@ -267,22 +273,7 @@ def test_core_books_maker_fills_from_the_user_channel_and_hears_a_venue_cancel(
     assert len(fills) == len({f.trade_id for f in fills})  # each fill went out once
     # the venue takes a resting order off by itself: strategy hears it at once. A bid far
     # under the book (nothing fills it) is placed, then deleted behind the core's back
-    now = time.time_ns()
-    far = OrderIntent(
-        client_order_id="q-far",
-        slug=cur["slug"],
-        asset_id=cur["up_token"],
-        outcome="Up",
-        side="BUY",
-        order_type="GTC",
-        limit_price=0.05,
-        size=5.0,
-        expires_ns=now + 30 * 10**9,
-        ts_intent_ns=now,
-        tick_size=float(cur["tick_size"]),
-        fee_rate=0.07,
-        post_only=True,
-    )
+    far = quote(cur, "q-far", cur["up_token"], 0.05)
     assert any(t == topics.ACK and m.status == "live" for t, m in step(far))
     step(Timer(time.time_ns()))
     oid = c.resting.orders["q-far"].venue_order_id
@@ -324,7 +315,6 @@ def test_a_restarted_core_cancels_and_follows_the_quotes_a_crashed_run_left_rest
 
     from common import topics
     from common.core import Timer
-    from common.schema import OrderIntent
     from services.execution.core import ExecutionCore
     from services.execution.ledger import Ledger
     from services.execution.switches import TradingMode
@@ -343,23 +333,9 @@ def test_a_restarted_core_cancels_and_follows_the_quotes_a_crashed_run_left_rest
     cur = market(lsim, 30)
     coids = []
     for i, token in enumerate((cur["up_token"], cur["down_token"])):
-        now = time.time_ns()
-        it = OrderIntent(
-            client_order_id=f"pe-r{i}",
-            slug=cur["slug"],
-            asset_id=token,
-            outcome="Up" if i == 0 else "Down",
-            side="BUY",
-            order_type="GTC",
-            limit_price=0.03,  # far under the book: nothing but the test's flow trade fills it
-            size=5.0,
-            expires_ns=now + 30 * 10**9,
-            ts_intent_ns=now,
-            tick_size=float(cur["tick_size"]),
-            fee_rate=0.07,
-            post_only=True,
-        )
-        got = first.step(it, now)
+        # far under the book: nothing but the test's flow trade fills it
+        it = quote(cur, f"pe-r{i}", token, 0.03)
+        got = first.step(it, it.ts_intent_ns)
         assert any(t == topics.ACK and m.status == "live" for t, m in got), got
         coids.append(it.client_order_id)
     oids = {c: first.resting.orders[c].venue_order_id for c in coids}
