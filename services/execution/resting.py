@@ -103,19 +103,13 @@ class RestingBook:
 
     def add(self, intent: OrderIntent, book: Book, venue_order_id: str = "") -> Resting:
         """Rest `intent` at the back of its level (the displayed size at its price now)."""
-        shown = book.size_at(intent.side, intent.limit_price)
-        q = queue.join(intent.side, intent.limit_price, intent.size, shown)
-        r = Resting(intent, q, venue_order_id)
-        self.orders[intent.client_order_id] = r
-        self.by_asset.setdefault(intent.asset_id, set()).add(intent.client_order_id)
-        return r
+        return self.adopt(intent, venue_order_id, book.size_at(intent.side, intent.limit_price))
 
-    def adopt(self, intent: OrderIntent, venue_order_id: str) -> Resting:
-        """Follow an order found resting at the venue (left by a previous run): its place in
-        the queue is unknown, so the queue model starts it with nothing ahead (paper never
-        adopts: its fills come from the venue)."""
+    def adopt(self, intent: OrderIntent, venue_order_id: str, shown: float = 0.0) -> Resting:
+        """Follow `intent` with `shown` shares ahead of it in its level's queue; an order a
+        previous run left resting is adopted with its queue place unknown (0 ahead)."""
         r = Resting(
-            intent, queue.join(intent.side, intent.limit_price, intent.size, 0), venue_order_id
+            intent, queue.join(intent.side, intent.limit_price, intent.size, shown), venue_order_id
         )
         self.orders[intent.client_order_id] = r
         self.by_asset.setdefault(intent.asset_id, set()).add(intent.client_order_id)
