@@ -784,18 +784,18 @@ class StrategyCore(Core):
                 )
             return
         cfg = ms.config
-        if msg.code in BOOK_MOVED_CODES:
+        moved = msg.code in BOOK_MOVED_CODES
+        if not moved:
+            ms.entry_rejects += 1
+        if cfg.entry_reject_backoff_s <= 0.0:
+            return
+        if moved:
             # execution's own checks found the book moved under the order before anything
             # reached the venue: the next book may well take it, so a flat base wait (bounding
             # the ledger's rejected rows to one a base wait), not a doubling one (a CI run: eight
             # 20 s-window markets under load waited out whole windows after a few such rejects)
-            if cfg.entry_reject_backoff_s <= 0.0:
-                return
             wait_s = cfg.entry_reject_backoff_s
         else:
-            ms.entry_rejects += 1
-            if cfg.entry_reject_backoff_s <= 0.0:
-                return
             wait_s = min(
                 cfg.entry_reject_backoff_s * 2.0 ** min(ms.entry_rejects - 1, 30),
                 max(cfg.entry_reject_backoff_s, cfg.entry_reject_backoff_max_s),
