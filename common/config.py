@@ -1051,18 +1051,30 @@ class Settings(
         ]
         | None
     ) = None
-    database_url: Annotated[
-        str,
-        _doc(
-            "the SQLite database (`sqlite:<path>`)", expect="sqlite:<path>", pattern=r"^sqlite:.+$"
-        ),
-    ] = "sqlite:./data/trader.db"
+    database_url: (
+        Annotated[
+            str,
+            _doc(
+                "the SQLite database (`sqlite:<path>`): ledger, positions, day P&L, halts, "
+                "config history",
+                default="`sqlite:<POLYEDGE_DATA_DIR>/trader.db`",
+                expect="sqlite:<path>",
+                pattern=r"^sqlite:.+$",
+            ),
+        ]
+        | None
+    ) = None
     log_level: Annotated[
         LogLevel, _doc("DEBUG, INFO, WARNING, ERROR or CRITICAL", case="upper")
     ] = "INFO"
     log_dir: Annotated[Path, _doc("the seven JSONL streams", default="`./logs`")] = Path("./logs")
     data_dir: Annotated[
-        Path, _doc("database, bus sockets and locks (`run/`), captures", default="`./data`")
+        Path,
+        _doc(
+            "the tree's state: the database (`trader.db`, unless `DATABASE_URL`), the operator's "
+            "`config.json`, bus sockets and locks (`run/`), captures",
+            default="`./data`",
+        ),
     ] = Path("./data")
     config_path: Annotated[
         Path | None,
@@ -1086,6 +1098,10 @@ class Settings(
 
     @property
     def database_path(self) -> Path:
+        """The SQLite file: `DATABASE_URL`'s path, else `trader.db` in the data directory
+        (`./data/trader.db` with the default data directory)."""
+        if self.database_url is None:
+            return self.data_dir / "trader.db"
         return Path(self.database_url.removeprefix("sqlite:"))
 
     @property
@@ -1500,6 +1516,9 @@ def settings_document(settings: Settings) -> dict[str, Any]:
             continue
         if spec.name == "POLYEDGE_CONFIG":
             out[spec.name] = str(settings.config_path or DEFAULT_CONFIG_PATH)
+            continue
+        if spec.name == "DATABASE_URL":
+            out[spec.name] = f"sqlite:{settings.database_path}"
             continue
         holder = (
             settings

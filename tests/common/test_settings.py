@@ -318,3 +318,48 @@ def test_a_key_set_twice_in_the_env_file_is_an_error_naming_it(tmp_path: Path) -
     assert f"{dotenv}:3" in str(e.value)
     r = _settings_cli({"POLYEDGE_ENV_FILE": str(dotenv)}, tmp_path)
     assert r.returncode == 2 and "API_PORT" in r.stderr and "twice" in r.stderr, r.stderr
+
+
+def test_the_database_lives_in_the_data_dir_unless_database_url_says_otherwise() -> None:
+    """BREAKER2 finding 2: the default DATABASE_URL was the fixed `sqlite:./data/trader.db`, so a
+    new POLYEDGE_DATA_DIR started with another tree's day P&L, halts and trades."""
+    s = load_settings({"POLYEDGE_DATA_DIR": "/srv/tree-b"}, dotenv=None)
+    assert s.database_path == Path("/srv/tree-b/trader.db")
+    assert settings_document(s)["DATABASE_URL"] == "sqlite:/srv/tree-b/trader.db"
+    # the default data dir: the same file as before
+    assert load_settings({}, dotenv=None).database_path == Path("data/trader.db")
+    s = load_settings(
+        {"POLYEDGE_DATA_DIR": "/srv/tree-b", "DATABASE_URL": "sqlite:/srv/db/t.db"}, dotenv=None
+    )
+    assert s.database_path == Path("/srv/db/t.db")
+    # .env.example no longer pins the database to ./data whatever the data dir
+    assert load_settings({}, REPO / ".env.example").database_url is None
+
+
+def test_a_service_opens_its_database_in_the_data_dir(tmp_path: Path) -> None:
+    """A real execution process with POLYEDGE_DATA_DIR set and no DATABASE_URL writes its ledger
+    in that directory, not in `./data` of where it runs."""
+    cwd, data = tmp_path / "checkout", tmp_path / "elsewhere"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(POLYEDGE_DATA_DIR=str(data), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.execution"], cwd=cwd, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def ledger_written() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"execution exited {proc.returncode}: {proc.stderr.read()[-800:]}")
+        return (data / "trader.db").exists()
+
+    try:
+        wait_for(ledger_written, 30, 0.1, what="execution to open its ledger")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+    assert not (cwd / "data" / "trader.db").exists()
