@@ -808,6 +808,10 @@ class BusSettings(
     ) = None
 
 
+# The API's addresses that only this host reaches: any other `API_HOST` needs `API_TOKEN`.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 class ObserveSettings(
     Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, rename=_prefixed("API_")
 ):
@@ -1453,7 +1457,9 @@ def load_settings(
 def _cross_field_errors(
     values: dict[type[Struct], dict[str, Any]], errors: dict[str, str]
 ) -> dict[str, str]:
-    """Settings valid alone but not together: {variable: problem}. `values` are the parsed
+    """Settings valid alone but not together: {variable: problem} (the simulated venue on the
+    API's port, a first backoff above the cap, a non-loopback `API_HOST` without `API_TOKEN`:
+    every service refuses these, so none trades without the API's emergency stop). `values` are the parsed
     settings by group (a missing one is its default); a variable in `errors` already has its own
     error and is not compared."""
     out: dict[str, str] = {}
@@ -1472,6 +1478,15 @@ def _cross_field_errors(
             f"{sim_port} is also API_PORT (the dashboard's port): the simulated venue and observe "
             "cannot listen on the same port; give one of them another"
         )
+    host = value(ObserveSettings, "host", "API_HOST")
+    token = value(ObserveSettings, "token", "API_TOKEN")
+    if host is not None and host not in LOOPBACK_HOSTS and token is None:
+        if "API_TOKEN" not in errors:
+            out["API_HOST"] = (
+                f"{host} is not loopback and API_TOKEN is not set: refusing to expose the API "
+                "(emergency stop, config, force exit) without a token; set API_TOKEN or "
+                "API_HOST=127.0.0.1"
+            )
     base = value(IngestSettings, "backoff_base_ms", "INGEST_BACKOFF_BASE_MS")
     cap = value(IngestSettings, "backoff_max_ms", "INGEST_BACKOFF_MAX_MS")
     if base is not None and cap is not None and base > cap:

@@ -16,7 +16,13 @@ import uvicorn
 from common import topics
 from common.bus import Subscriber
 from common.clock import now_ns, utc_day
-from common.config import ConfigError, StrategyConfigFiles, alert_url_list, config_to_dict
+from common.config import (
+    LOOPBACK_HOSTS,
+    ConfigError,
+    StrategyConfigFiles,
+    alert_url_list,
+    config_to_dict,
+)
 from common.schema import ControlReply, Envelope
 from common.service import EXIT_CONFIG, EXIT_INTERNAL, ServiceRunner, fail
 from common.supervisor import (
@@ -32,7 +38,6 @@ from services.observe.app import LOCAL_HOSTS, ApiSettings, Control, LiveHub, bui
 from services.observe.recorder import Recorder
 from services.observe.state import ObserveCore, Record, Row, Update
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 FLUSH_INTERVAL_S = 0.5
 ALERT_CHECK_S = 0.5  # feed-age alerts and delivery failures are looked at this often
 SUPERVISOR_POLL_S = 1.0  # /health sees a program leave RUNNING within about this long
@@ -44,7 +49,7 @@ def api_settings(runner: ServiceRunner) -> ApiSettings:
     """The API's settings from `Settings.api` (`API_*`)."""
     a = runner.settings.api
     hosts = list(a.allowed_hosts) or list(LOCAL_HOSTS)
-    if a.host not in LOOPBACK and a.host not in ("0.0.0.0", "::") and "*" not in hosts:
+    if a.host not in LOOPBACK_HOSTS and a.host not in ("0.0.0.0", "::") and "*" not in hosts:
         hosts.append(a.host)  # the name the API is bound to is how people reach it
     return ApiSettings(
         token=a.token.reveal() if a.token else None,
@@ -262,14 +267,8 @@ def main() -> int:
     os.environ.pop("PRIVATE_KEY", None)
     runner = ServiceRunner("observe", "latency", publish=False)
     runner.settings = msgspec.structs.replace(runner.settings, private_key=None)
-    s = runner.settings
-    if s.api.host not in LOOPBACK and s.api.token is None:
-        fail(
-            "observe",
-            f"API_HOST={s.api.host} is not loopback and API_TOKEN is not set: "
-            "refusing to expose the API without a token",
-            EXIT_CONFIG,
-        )
+    # a non-loopback API_HOST without API_TOKEN is refused by the settings loader (every
+    # service, `polyedge settings` and `polyedge up` alike)
     api = api_settings(runner)
     code = asyncio.run(serve(runner, api))
     sys.stdout.flush()

@@ -489,6 +489,15 @@ def test_up_refuses_bad_settings_before_starting_anything() -> None:
     sup = Supervised(_offline_env(short_tmpdir(), POLYEDGE_ENV_FILE="/nonexistent/typo.env"))
     r = _polyedge(sup, "up")
     assert r.returncode == 2 and "/nonexistent/typo.env" in r.stderr, r.stderr
+    # an API on every interface without a token (only observe refused it: the tree traded with
+    # no API and no emergency stop, BREAKER2 finding 4a)
+    root = short_tmpdir()
+    sup = Supervised(_offline_env(root, API_HOST="0.0.0.0"))
+    sup.env.pop("API_TOKEN", None)
+    r = _polyedge(sup, "up")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "API_HOST: 0.0.0.0 is not loopback and API_TOKEN is not set" in r.stderr, r.stderr
+    assert not (root / "data" / "run" / "supervisord.pid").exists()  # nothing started
 
 
 def _bare_python(root: Path) -> Path:

@@ -363,3 +363,26 @@ def test_a_service_opens_its_database_in_the_data_dir(tmp_path: Path) -> None:
             proc.kill()
             proc.communicate()
     assert not (cwd / "data" / "trader.db").exists()
+
+
+def test_a_non_loopback_api_without_a_token_is_refused_by_the_loader(tmp_path: Path) -> None:
+    """BREAKER2 finding 4a: only observe refused API_HOST=0.0.0.0 without API_TOKEN, so
+    `polyedge settings` passed it and `polyedge up` started a trading tree with no API (no
+    emergency stop). The one loader refuses it now, for every service and command."""
+    with pytest.raises(ConfigError) as e:
+        load_settings({"API_HOST": "0.0.0.0"}, dotenv=None)
+    assert list(e.value.errors) == ["API_HOST"]
+    assert "0.0.0.0" in str(e.value) and "API_TOKEN" in str(e.value)
+    for host in ("127.0.0.1", "localhost", "::1"):
+        assert load_settings({"API_HOST": host}, dotenv=None).api.host == host
+    s = load_settings({"API_HOST": "0.0.0.0", "API_TOKEN": "t0k3n"}, dotenv=None)
+    assert s.api.token is not None
+    env = {**os.environ, "API_HOST": "0.0.0.0", "PYTHONPATH": str(REPO)}
+    env.pop("API_TOKEN", None)
+    for cmd in (["services.commands.cli", "settings"], ["services.strategy"]):
+        r = subprocess.run(
+            [sys.executable, "-m", *cmd], cwd=tmp_path, env=env,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+        assert "API_HOST: 0.0.0.0 is not loopback and API_TOKEN is not set" in r.stderr, r.stderr
