@@ -170,18 +170,31 @@ def _trades_agree(tree: Tree, slug: str) -> None:
     with strategy's P&L, and the day's trade P&L (sum of `/api/trades`) equals the dashboard's
     `daily_pnl`, within a deadline (a trade may be closing between the two reads)."""
 
+    last: dict[str, Any] = {}
+
     def agree() -> bool:
         rows = tree.get("/api/trades?limit=500").json()["items"]
         metrics = tree.status()["metrics"]
         mine = [t for t in rows if t["slug"] == slug and t["kind"] == "settlement"]
         total = sum(t["pnl"] for t in rows if t["day"] == metrics["day"] and t["pnl"] is not None)
+        last.update(settlement_rows=mine, rows_pnl=total, daily_pnl=metrics["daily_pnl"])
         return (
             bool(mine)
             and all(t["pnl"] is not None for t in mine)
             and abs(total - metrics["daily_pnl"]) < 1e-3
         )
 
-    wait_for(agree, 20, 0.5, what="the settlement's trade row and the day's P&L to agree")
+    try:
+        wait_for(agree, 20, 0.5, what="the settlement's trade row and the day's P&L to agree")
+    except AssertionError as e:
+        # what disagreed, and the ledger beside observe's table (a row observe never recorded?)
+        fills = tree.query(
+            "SELECT client_order_id, trade_id, side, size, price FROM fills ORDER BY rowid"
+        )
+        seen = tree.query("SELECT event_key, pnl FROM trades ORDER BY rowid")
+        raise AssertionError(
+            f"{e}: last read {last}; ledger fills {fills}; trades {seen}"
+        ) from None
 
 
 def test_a_window_resolving_while_execution_is_down_settles_in_its_ledger(tree: Tree) -> None:
