@@ -1838,7 +1838,7 @@ class StrategyCore(Core):
                 "pnl": round(p.realized, 6),
                 "fees": round(p.fees + p.exit_fees, 6),  # entry and exit, as TradeClosed
                 "rebates": round(p.rebates, 6),
-                "won": won,
+                "won": closed.won,  # an exit: won when its P&L is positive, as TradeClosed
                 "p_model": p.p_model,
             }
         )

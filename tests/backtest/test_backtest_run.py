@@ -78,6 +78,11 @@ def test_sim_backtest_is_deterministic_and_replays_from_capture(tmp_path: Path) 
     assert doc["windows"] == 2 and doc["signals"] > 100
     assert doc["trades"] == len(doc["trade_list"]) > 0, doc["decisions"]
     assert doc["pnl_usd"] == pytest.approx(sum(t["pnl"] for t in doc["trade_list"]))
+    # won as the live API's trades say it (strategy's TradeClosed): a settlement by its outcome,
+    # an exit by its P&L (a tester saw `won: null` for exits here and true/false live)
+    assert all(isinstance(t["won"], bool) for t in doc["trade_list"]), doc["trade_list"]
+    exits = [t for t in doc["trade_list"] if t["how"] != "settlement"]
+    assert exits and all(t["won"] == (t["pnl"] > 0) for t in exits), doc["trade_list"]
     assert doc["fees_usd"] == pytest.approx(sum(f["fee"] for f in doc["fills"]))
     assert doc["fees_usd"] > 0
     assert 0.0 <= doc["brier"] <= 1.0
