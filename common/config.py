@@ -1363,6 +1363,20 @@ def under_supervisord(environ: Mapping[str, str] | None = None) -> bool:
     return bool(env.get("SUPERVISOR_ENABLED"))
 
 
+def supervisor_server_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The URL of the supervisord that started this process, or None when it named none (not
+    under supervisord, or a supervisord with no server). supervisord sets
+    `SUPERVISOR_SERVER_URL` in every program's environment: "The URL passed in the environment
+    to the subprocess process as SUPERVISOR_SERVER_URL ... If this is set to AUTO, or is unset,
+    supervisor will automatically construct a server URL, giving preference to a server that
+    listens on UNIX domain sockets" (supervisord.org/configuration.html, `[program:x]`
+    `serverurl`; supervisor 4.3 `process.py` `Subprocess._spawn_as_child`). It is where
+    supervisord.conf really put the socket, whatever `POLYEDGE_DATA_DIR` says (not a setting:
+    read here as the one reader of the environment)."""
+    env = os.environ if environ is None else environ
+    return env.get("SUPERVISOR_SERVER_URL") or None
+
+
 def _warn_stderr(message: str) -> None:
     sys.stderr.write(f"polyedge: warning: {message}\n")
     sys.stderr.flush()

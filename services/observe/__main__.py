@@ -22,6 +22,8 @@ from common.config import (
     StrategyConfigFiles,
     alert_url_list,
     config_to_dict,
+    supervisor_server_url,
+    under_supervisord,
 )
 from common.schema import ControlReply, Envelope
 from common.service import EXIT_CONFIG, EXIT_INTERNAL, ServiceRunner, fail
@@ -59,16 +61,38 @@ def api_settings(runner: ServiceRunner) -> ApiSettings:
     )
 
 
-async def watch_supervisor(core: ObserveCore, sock: Path, runner: ServiceRunner) -> None:
+def supervisor_to_watch(run_dir: Path) -> tuple[str, bool]:
+    """(server URL, supervised) of the supervisord observe reports on. Under supervisord, the
+    URL it gives its programs (`SUPERVISOR_SERVER_URL`: supervisord.conf's socket, which stays
+    in the repository's `data/run/` whatever `POLYEDGE_DATA_DIR` says), and supervised from the
+    start, so a supervisord observe cannot reach is a /health problem rather than "not
+    supervised". Otherwise (observe run by hand) `run_dir/supervisor.sock`, watched only once
+    it exists."""
+    url = supervisor_server_url()
+    if url is not None:
+        return url, True
+    return f"unix://{run_dir / 'supervisor.sock'}", under_supervisord()
+
+
+async def watch_supervisor(
+    core: ObserveCore, server_url: str, supervised: bool, runner: ServiceRunner
+) -> None:
     """Keep `core.supervision` fresh: supervisord's program states every SUPERVISOR_POLL_S, and
-    for a program that is not running the last line it wrote to stderr (why it stopped). The
-    socket is where supervisord.conf puts it (`data/run/supervisor.sock`); without it observe is
-    not supervised and health rests on heartbeats alone."""
+    for a program that is not running the last line it wrote to stderr (why it stopped).
+    `server_url` and `supervised` are `supervisor_to_watch`'s: when not supervised, the socket
+    is asked only once it exists (without it observe is not supervised and health rests on
+    heartbeats alone); when supervised, every failure to ask is kept in `error` (a /health
+    problem: the programs' states are unknown, not "running")."""
     sup = core.supervision
-    client = SupervisorClient(f"unix://{sock}")
+    sup.supervised = supervised
+    try:
+        client: SupervisorClient | None = SupervisorClient(server_url)
+    except ValueError as e:  # an inet server URL: SupervisorClient speaks unix sockets only
+        client = None
+        sup.error = f"cannot ask supervisord at {server_url}: {e}"
     seen: dict[str, tuple[str, float]] = {}
-    while True:
-        if sock.exists() or sup.supervised:
+    while client is not None:
+        if client.path.exists() or sup.supervised:
             sup.supervised = True
             try:
                 programs = await asyncio.to_thread(client.programs)
@@ -95,8 +119,10 @@ async def watch_supervisor(core: ObserveCore, sock: Path, runner: ServiceRunner)
                 sup.programs, sup.ts_ns, sup.error = programs, now_ns(), ""
             except TreeShuttingDown:
                 sup.error = "supervisord is shutting down"
-            except (TreeNotRunning, SupervisorError) as e:
-                sup.error = f"{type(e).__name__}: {e}"
+            except TreeNotRunning:
+                sup.error = f"no supervisord answers on {client.path}"
+            except SupervisorError as e:
+                sup.error = f"SupervisorError on {client.path}: {e}"
         await asyncio.sleep(SUPERVISOR_POLL_S)
 
 
@@ -231,7 +257,7 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
     ]
     # not one of the runner's tasks: it may end (no supervisord) without stopping observe
     watch_task = asyncio.get_running_loop().create_task(
-        watch_supervisor(core, s.run_dir / "supervisor.sock", runner)
+        watch_supervisor(core, *supervisor_to_watch(s.run_dir), runner)
     )
     try:
         code = await runner.serve_async(

@@ -561,3 +561,42 @@ def test_up_reports_a_program_that_does_not_start() -> None:
     finally:
         if (root / "data" / "run" / "supervisord.pid").exists():
             sup.stop()
+
+
+def test_observe_asks_the_supervisord_that_runs_it_whatever_the_data_dir() -> None:
+    """BREAKER2 finding 3: with POLYEDGE_DATA_DIR elsewhere than supervisord.conf's `data/`,
+    observe looked for supervisord's socket in POLYEDGE_DATA_DIR/run, found none and called
+    itself unsupervised: a stopped service was "running" in /health until its heartbeat aged.
+    observe now asks the supervisord named by SUPERVISOR_SERVER_URL (set by supervisord)."""
+    root = short_tmpdir()
+    state = root / "state"  # the services' data dir; supervisord's socket stays in root/data
+    sup = Supervised(_offline_env(root, POLYEDGE_DATA_DIR=str(state)))
+    sup.start()
+    try:
+        sup.wait_running(SERVICES, 40)
+        port = sup.env["API_PORT"]
+
+        def doc() -> dict:
+            _, d = http_json(f"http://127.0.0.1:{port}/health")
+            assert isinstance(d, dict), d
+            return d
+
+        wait_for(
+            lambda: doc()["services"]["signal"]["supervisor_state"] == "RUNNING",
+            20,
+            what="observe to see supervisord's program states",
+        )
+        assert doc()["supervised"] is True
+        # observe runs on the other data dir, where supervisord's socket is not
+        assert (state / "run" / "observe.lock").exists()
+        assert not (state / "run" / "supervisor.sock").exists()
+        sup.ctl("stop", "signal", check=True)
+        d = wait_for(
+            lambda: (d := doc())["services"]["signal"]["supervisor_state"] == "STOPPED" and d,
+            10,
+            what="/health to say signal is STOPPED",
+        )
+        assert any(p.startswith("signal STOPPED") for p in d["problems"]), d["problems"]
+        assert d["ok"] is False
+    finally:
+        sup.stop()

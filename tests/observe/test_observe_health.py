@@ -322,3 +322,32 @@ def test_execution_holding_a_window_strategy_settled_is_a_health_warning() -> No
     doc = health(c, late)
     (w,) = [w for w in doc["warnings"] if slug in w]
     assert "2 position(s)" in w and "strategy settled it" in w, doc["warnings"]
+
+
+def test_supervised_observe_that_cannot_reach_supervisord_says_so(tmp_path: Path) -> None:
+    """A real observe given supervisord's environment (SUPERVISOR_ENABLED, SUPERVISOR_SERVER_URL:
+    what supervisord sets in every program's) with nothing answering on that socket: /health is
+    supervised and not ok, naming the socket, instead of "not supervised" with every service
+    judged by heartbeats alone (BREAKER2 finding 3: the socket observe looked for followed
+    POLYEDGE_DATA_DIR, supervisord.conf's did not)."""
+    import httpx
+
+    from tests.conftest import short_tmpdir, wait_for
+    from tests.observe.observe_harness import Observe, make_env
+
+    root = short_tmpdir()
+    sock = root / "elsewhere" / "supervisor.sock"
+    env = make_env(root, SUPERVISOR_ENABLED="1", SUPERVISOR_SERVER_URL=f"unix://{sock}")
+    obs = Observe(env)
+    try:
+        obs.wait_up()
+
+        def answer() -> dict | None:
+            doc = httpx.get(obs.base + "/health", timeout=5).json()
+            return doc if any("supervisord not answering" in p for p in doc["problems"]) else None
+
+        doc = wait_for(answer, 15, 0.2, what="/health to name the unreachable supervisord")
+        assert doc["supervised"] is True and doc["ok"] is False
+        assert any(str(sock) in p for p in doc["problems"]), doc["problems"]
+    finally:
+        obs.stop()
