@@ -315,7 +315,7 @@ def load_strategy_config(
     the shipped defaults (`config/config.json`) with the operator's overrides from the data
     directory (`data_dir`, default `./data`) merged on top (`StrategyConfigFiles`). A service
     uses `Settings.strategy_config_files()`, which honours `POLYEDGE_CONFIG`. Raises ConfigError
-    naming the file and every bad field; a missing default file means the built-in defaults.
+    naming the file and every bad field, or the file when it is missing.
     """
     if path is not None:
         return StrategyConfigFiles(path, use_overrides=False).load().config
@@ -456,14 +456,15 @@ class StrategyConfigFiles:
         return True
 
     def load(self) -> LoadedConfig:
-        """Read and validate both layers. ConfigError names the file and every bad field."""
+        """Read and validate both layers. ConfigError names the file and every bad field, and
+        the defaults file when it is missing (the shipped `config/config.json` as well as a
+        file named by POLYEDGE_CONFIG): the built-in defaults are never used in its place (they
+        trade the unfitted model alone, BREAKER2 finding 1). A missing overrides file is fine
+        (no operator changes)."""
         p = self.defaults_path
-        if p.exists():
-            defaults = validate_strategy_config(read_config_file(p), str(p))
-        elif self.explicit:
-            raise ConfigError(str(p), {"$": "file not found"})
-        else:
-            defaults = StrategyConfig()
+        if not p.exists():
+            raise ConfigError(str(p.absolute()), {"$": self.missing_reason()})
+        defaults = validate_strategy_config(read_config_file(p), str(p))
         defaults_doc = config_to_dict(defaults)
         overrides: dict[str, Any] = {}
         o = self.overrides_path
@@ -473,6 +474,17 @@ class StrategyConfigFiles:
             overrides = dict(doc)
         config = validate_strategy_config({**defaults_doc, **overrides}, str(o or p))
         return LoadedConfig(config, defaults_doc, overrides, p, o)
+
+    def missing_reason(self) -> str:
+        """What to say when the defaults file is not there: how to get it back."""
+        if self.explicit:
+            return "file not found (named by POLYEDGE_CONFIG)"
+        return (
+            f"file not found: the shipped strategy config {DEFAULT_CONFIG_PATH} is missing "
+            f"(restore it with `git checkout {DEFAULT_CONFIG_PATH}`, run from the repository "
+            "root, or name another file with POLYEDGE_CONFIG); the built-in defaults are never "
+            "used in its place"
+        )
 
     def write_overrides(self, overrides: dict[str, Any]) -> None:
         """Replace the overrides file atomically (never the defaults file); the write is not

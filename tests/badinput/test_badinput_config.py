@@ -488,3 +488,112 @@ def _heartbeat_detail(service: str) -> dict[str, Any]:
         return dict(item[1].msg.detail) if item else {}
     finally:
         sub.close()
+
+
+# --- the shipped config file missing (BREAKER2 finding 1) -------------------------------------------
+def _checkout(tmp_path: Path) -> Path:
+    """A directory laid out as the repository is for the services (they run in it): its own
+    copy of `config/config.json`, the default strategy config (POLYEDGE_CONFIG unset)."""
+    root = tmp_path / "checkout"
+    (root / "config").mkdir(parents=True)
+    (root / "config" / "config.json").write_text((REPO / "config" / "config.json").read_text())
+    return root
+
+
+def _start_in(service: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    full = {k: v for k, v in os.environ.items() if k != "POLYEDGE_CONFIG"}
+    return subprocess.Popen(
+        [sys.executable, "-m", f"services.{service}"],
+        cwd=cwd,
+        env={**full, "PYTHONPATH": str(REPO), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_services_refuse_to_start_without_the_shipped_config(
+    iso_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`config/config.json` missing (POLYEDGE_CONFIG unset) used to mean the built-in defaults
+    (the unfitted model alone) with no word: now every service that trades or feeds on it
+    refuses to start, naming the file and how to restore it, before touching the database."""
+    root = _checkout(tmp_path)
+    (root / "config" / "config.json").unlink()
+    procs = {s: _start_in(s, root, {"POLYEDGE_VENUE": "sim"}) for s in CONFIG_USERS}
+    for service, p in procs.items():
+        try:
+            _, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+            err = "still running after 30s: " + err
+        assert p.returncode == EXIT_CONFIG, f"{service} exited {p.returncode}: {err[-500:]}"
+        assert str(root / "config" / "config.json") in err, f"{service}: {err[-500:]}"
+        assert "git checkout config/config.json" in err, f"{service}: {err[-500:]}"
+        assert "Traceback" not in err, f"{service}: {err[-800:]}"
+    assert not Path(iso_env["DATABASE_URL"].removeprefix("sqlite:")).exists(), "database touched"
+
+
+def test_the_shipped_config_removed_under_running_services_keeps_the_last_good_one(
+    iso_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Moving `config/config.json` away from a running tree switched strategy to the built-in
+    defaults (a new config version: blend weights market 1/model 0 -> 0/1) with /health ok.
+    Now it is handled as a bad edit: the last good config stays in force, the heartbeats (and so
+    /health) name the missing file, and putting it back applies no new version."""
+    root = _checkout(tmp_path)
+    shipped = root / "config" / "config.json"
+    procs = {s: _start_in(s, root, {"POLYEDGE_VENUE": "sim"}) for s in ("strategy", "signal")}
+    db = Path(iso_env["DATABASE_URL"].removeprefix("sqlite:"))
+    logs = Path(iso_env["LOG_DIR"])
+
+    def persisted() -> dict[str, Any] | None:
+        if not db.exists():
+            return None
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT value FROM strategy_state WHERE key LIKE 'core:%'").fetchone()
+        except sqlite3.OperationalError:
+            return None
+        finally:
+            con.close()
+        return json.loads(row[0]) if row else None
+
+    try:
+        wait_for(persisted, 30, 0.1, what="strategy to persist its state")
+        wait_for(lambda: (logs / "signal.jsonl").exists(), 30, what="signal to start")
+        version = persisted()["config_version"]
+        for name in procs:  # the control: no error while the file is there
+            assert "config_file_error" not in _heartbeat_detail(name)
+        moved = tmp_path / "moved.json"
+        shipped.rename(moved)
+        for name in procs:
+            err = wait_for(
+                lambda n=name: _heartbeat_detail(n).get("config_file_error"),
+                15,
+                what=f"{name}'s heartbeat to report the missing file",
+            )
+            assert str(shipped) in err["source"], err
+            assert "git checkout config/config.json" in json.dumps(err), err
+        assert _events(logs, "risk", "config_file_rejected")
+        for name, p in procs.items():
+            assert p.poll() is None, f"{name} exited {p.returncode}"
+        assert persisted()["config_version"] == version, "the built-in defaults were applied"
+        moved.rename(shipped)
+        for name in procs:
+            wait_for(
+                lambda n=name: "config_file_error" not in _heartbeat_detail(n),
+                15,
+                what=f"{name}'s heartbeat to drop the error once the file is back",
+            )
+        assert persisted()["config_version"] == version, "the same config is not a new version"
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()

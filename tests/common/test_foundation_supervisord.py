@@ -498,6 +498,16 @@ def test_up_refuses_bad_settings_before_starting_anything() -> None:
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "API_HOST: 0.0.0.0 is not loopback and API_TOKEN is not set" in r.stderr, r.stderr
     assert not (root / "data" / "run" / "supervisord.pid").exists()  # nothing started
+    # and programs whose directory has no `config/config.json` (BREAKER2 finding 1: they ran
+    # the built-in defaults, the unfitted model): refused, naming the file and how to restore it
+    checkout = short_tmpdir()
+    sup = Supervised(_offline_env(checkout, POLYEDGE_VENUE="sim"))
+    sup.conf.write_text(sup.conf.read_text().replace(f"directory={REPO}", f"directory={checkout}"))
+    r = _polyedge(sup, "up")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert str(checkout / "config" / "config.json") in r.stderr, r.stderr
+    assert "git checkout config/config.json" in r.stderr, r.stderr
+    assert not (checkout / "data" / "run" / "supervisord.pid").exists()  # nothing started
 
 
 def _bare_python(root: Path) -> Path:
