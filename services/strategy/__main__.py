@@ -6,11 +6,13 @@ directory atomically (the shipped defaults file is never written), and watches b
 edits (reloaded through the same validation, merged, so an edit never resets another field).
 While it runs on its last good config because an edit of the files was refused, a config update
 (POST /api/config) is refused too (409 naming the file and its errors): applying it would
-rewrite the overrides file and silently destroy the operator's hand edit."""
+rewrite the overrides file and silently destroy the operator's hand edit, or be made over
+defaults it cannot read (the shipped file bad or missing: never written, to be fixed)."""
 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -18,7 +20,7 @@ import msgspec
 from common import topics
 from common.bus import Puller, Pusher, Subscriber
 from common.clock import mono_ns
-from common.config import ConfigError, overrides_of, trading_book
+from common.config import DEFAULT_CONFIG_PATH, ConfigError, overrides_of, trading_book
 from common.core import Emitted
 from common.schema import (
     ConfigSnapshot,
@@ -192,13 +194,7 @@ class StrategyRunner(ServiceRunner):
             self.reload_config_files(now)  # the operator may have fixed the file meanwhile
             err = self.config_file_error
             if err is not None:
-                path = self.config_files.overrides_path or self.config_files.defaults_path
-                fields = "; ".join(f"{k}: {v}" for k, v in err.get("errors", {}).items())
-                error = (
-                    f"config file {err.get('source') or path} was edited and refused "
-                    f"({fields or err.get('message')}); strategy runs on its last good config. "
-                    "Fix or remove that file first: applying this change would overwrite it"
-                )
+                error = self.refused_update_reason(err)
                 self.log.write("risk", "config_update_refused", "WARNING", error=error)
                 super().send(
                     topics.CONTROL_REPLY,
@@ -206,6 +202,31 @@ class StrategyRunner(ServiceRunner):
                 )
                 return
         super().step(msg, now)
+
+    def refused_update_reason(self, err: dict[str, Any]) -> str:
+        """Why a config update is refused while an edit of the files stands refused (`err`:
+        `config_file_error`), with the right advice for the file: the overrides file may be
+        fixed or removed (removing it goes back to the shipped config), and a POST would
+        rewrite it; the defaults file must be fixed (a POST never writes it, and without it
+        nothing starts: BREAKER2 findings 1 and 7)."""
+        files = self.config_files
+        overrides = files.overrides_path
+        source = err.get("source") or str(overrides or files.defaults_path)
+        fields = "; ".join(f"{k}: {v}" for k, v in err.get("errors", {}).items())
+        refused = f"({fields or err.get('message')}); strategy runs on its last good config"
+        if overrides is not None and Path(source).resolve() == overrides.resolve():
+            return (
+                f"config file {source} (the operator's overrides) was edited and refused "
+                f"{refused}. Fix that file, or remove it to go back to the shipped config "
+                f"({files.defaults_path}): applying this change would rewrite it and drop the "
+                "edit"
+            )
+        restore = "" if files.explicit else f" (`git checkout {DEFAULT_CONFIG_PATH}` restores it)"
+        return (
+            f"config file {source} (the shipped defaults) was refused {refused}. Fix that file "
+            f"first{restore}: a config change is made over its defaults (it writes only "
+            f"{overrides}; strategy never writes {source})"
+        )
 
     def write_overrides(self, snap: ConfigSnapshot) -> None:
         """The operator's fields (those differing from the defaults) to the overrides file."""

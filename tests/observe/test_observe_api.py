@@ -224,6 +224,8 @@ def test_config_post_after_a_refused_hand_edit_is_409_and_keeps_the_file(stack: 
         assert r.status_code == 409, r.text
         err = r.json()["error"]
         assert str(path) in err and "stake_per_trade_usd" in err and "typo_key" in err, err
+        # removing the overrides file is safe, and the message says what it does
+        assert "remove it to go back to the shipped config" in err, err
         assert path.read_text() == bad  # the operator's edit is still there, untouched
         assert stack.obs.get("/api/config").json()["config"]["max_trades_per_day"] != 4
 
@@ -241,6 +243,34 @@ def test_config_post_after_a_refused_hand_edit_is_409_and_keeps_the_file(stack: 
             path.unlink(missing_ok=True)
         else:
             path.write_text(before)
+
+
+def test_config_post_after_a_refused_edit_of_the_shipped_file_says_to_fix_it(stack: Stack) -> None:
+    """BREAKER2 finding 7: with a bad value in the shipped file, the 409 said "Fix or remove that
+    file first: applying this change would overwrite it". A POST never writes that file (only
+    the overrides), and removing it is refused too (finding 1): the message says to fix it."""
+    shipped = Path(stack.env["POLYEDGE_CONFIG"])
+    overrides = Path(stack.env["POLYEDGE_DATA_DIR"]) / "config.json"
+    before = shipped.read_text()
+    doc = json.loads(before)
+    try:
+        shipped.write_text(json.dumps({**doc, "stake_per_trade_usd": "5"}))
+        wait_for(lambda: stack.obs.get("/health").json()["config_errors"], 10, what="the refusal")
+        r = stack.obs.post("/api/config", {"max_trades_per_day": 4})
+        assert r.status_code == 409, r.text
+        err = r.json()["error"]
+        assert str(shipped) in err and "stake_per_trade_usd" in err, err
+        assert "remove" not in err and "overwrite" not in err, err
+        assert "Fix that file" in err and f"strategy never writes {shipped}" in err, err
+        assert str(overrides) in err, err  # what a POST does write
+        assert shipped.read_text() != before  # untouched
+    finally:
+        shipped.write_text(before)
+    wait_for(
+        lambda: not stack.obs.get("/health").json()["config_errors"],
+        10,
+        what="the refusal to clear once the file is good",
+    )
 
 
 def test_emergency_stop_round_trip_halts_strategy(stack: Stack) -> None:
