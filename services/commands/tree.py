@@ -17,14 +17,27 @@ interface; these wrap them where supervisor's own answers are unhelpful:
 - the programs run `python3 -m services.X`, found on PATH: it puts this interpreter's directory
   first on the PATH supervisord (and so each program) gets, so a venv's `polyedge up` runs the
   programs in that venv even when the venv is not activated;
+- it opens the database the programs will (`DATABASE_URL`, by default trader.db in
+  `POLYEDGE_DATA_DIR`) and refuses (exit 2) one that cannot be created or opened, naming it;
 - it waits until every program has been RUNNING for UP_STABLE_S (or UP_SETTLE_S passed), and
   reports a program in BACKOFF/FATAL or that exited, with its last stderr line, instead of
-  claiming success; the tree is left running for a look (`polyedge status`, logs/).
+  claiming success. `up` is all or nothing: a tree missing a program is not left trading (without
+  observe there is no API and no emergency stop; without execution or strategy nothing manages
+  an open position's exit), so `up` then stops the whole tree it started and exits
+  EXIT_PROGRAM_DOWN; `--leave-running` leaves it up for a look instead.
 
-Exit codes: 0 done / everything running, 3 refused (a tree is already running or still shutting
-down) or some program not running (status; up: a program did not start), 4 no tree running
-(status) or it did not stop in time (down), 2 bad usage (no such config file) or bad settings
-(up).
+Exit codes (README "Running it"):
+  0 EXIT_OK            up: every program started; status: every program running; down: stopped
+                       (or nothing was running)
+  2 EXIT_USAGE         bad usage (no such config file); up: bad settings, config file or database,
+                       nothing started
+  3 EXIT_REFUSED       up: a tree already runs (or is still shutting down) on this config, or
+                       service processes still hold their locks: nothing started, the running
+                       tree untouched
+  4 EXIT_NOT_RUNNING   status: no tree answers (or it is shutting down); down: it did not stop in
+                       time or answers oddly; up: supervisord did not start or does not answer
+  5 EXIT_PROGRAM_DOWN  up: a program did not start (the tree it started was stopped, or left up
+                       with --leave-running); status: the tree runs but a program is not running
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ import time
 from pathlib import Path
 
 from common.config import ConfigError, Settings, load_settings
+from common.db import DatabaseUnavailable, check_writable
 from common.service import lock_holders
 from common.supervisor import (
     ProgramState,
@@ -53,6 +67,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_NOT_RUNNING = 4
+EXIT_PROGRAM_DOWN = 5
 DOWN_TIMEOUT_S = 60.0  # longer than the largest stopwaitsecs in supervisord.conf
 
 
@@ -119,11 +134,16 @@ def _programs_dir(conf: Path) -> Path:
 def program_settings(conf: Path, warn: bool = True) -> Settings:
     """Every service's settings as its program will load them under `conf`: `load_settings`
     (`.env`, then this environment, which supervisord passes on) and the strategy config files
-    they name, read from the programs' directory. Raises ConfigError naming every problem (the
-    same a service would exit 2 with). Unknown keys are warned about on stderr when `warn`."""
+    they name, read from the programs' directory, and the database they open (created when
+    missing, as they would). Raises ConfigError naming every problem (the same a service would
+    exit 2 with). Unknown keys are warned about on stderr when `warn`."""
     with contextlib.chdir(_programs_dir(conf)):
         settings = load_settings() if warn else load_settings(warn=None)
         settings.strategy_config_files().load()  # strategy, signal, ingest refuse a bad file
+        try:  # execution, strategy and observe cannot run without it
+            check_writable(settings.database_path)
+        except DatabaseUnavailable as e:
+            raise ConfigError("environment/.env", {"DATABASE_URL": str(e)}) from None
         # the paths as the programs see them (they run in that directory)
         return settings
 
@@ -176,7 +196,7 @@ def status(conf: Path) -> int:
         return EXIT_NOT_RUNNING
     print(f"{ident.describe()}, {ident.state}, socket {client.path}")
     print("\n".join(lines))
-    return EXIT_OK if all_up else EXIT_REFUSED
+    return EXIT_OK if all_up else EXIT_PROGRAM_DOWN
 
 
 def down(conf: Path, timeout_s: float = DOWN_TIMEOUT_S) -> int:
@@ -286,7 +306,9 @@ def _why(client: SupervisorClient, p: ProgramState) -> str:
     return f"{p.name} {p.state}: {why or p.description}{where}"
 
 
-def up(conf: Path) -> int:
+def up(conf: Path, leave_running: bool = False) -> int:
+    """Start the tree on `conf` unless one runs; all or nothing unless `leave_running` (see the
+    module docstring). Returns one of the EXIT_* codes."""
     reason = preflight(conf) or _orphans(conf)
     if reason is not None:
         _say(reason)
@@ -307,7 +329,7 @@ def up(conf: Path) -> int:
     r = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], env=env)
     if r.returncode != 0:
         _say(f"supervisord -c {conf} exited {r.returncode}; see logs/supervisord.log")
-        return r.returncode
+        return EXIT_NOT_RUNNING
     client = SupervisorClient(_server_url(conf))
     deadline = time.monotonic() + UP_WAIT_S
     while True:
@@ -332,13 +354,24 @@ def up(conf: Path) -> int:
     print(f"started {ident.describe()}, socket {client.path}")
     print("\n".join(lines))
     if bad:
-        _say(
-            f"{len(bad)} program(s) did not start:\n  "
-            + "\n  ".join(reasons)
-            + "\nthe tree is left running for a look (`polyedge status`, logs/); "
-            "`polyedge down` stops it"
+        names = {p.name for p in bad}
+        without = (
+            "no API, dashboard or emergency stop"
+            if "observe" in names
+            else "a tree missing a program must not trade"
         )
-        return EXIT_REFUSED
+        _say(f"{len(bad)} program(s) did not start:\n  " + "\n  ".join(reasons))
+        if leave_running:
+            _say(
+                f"the tree is left running (--leave-running) with {without}: what runs can "
+                "trade; `polyedge down` stops it"
+            )
+            return EXIT_PROGRAM_DOWN
+        _say(f"stopping the tree it started ({without}); the logs stay in logs/ ...")
+        code = down(conf)
+        if code != EXIT_OK:
+            _say("the tree did NOT stop: run `polyedge down`; what runs can trade")
+        return EXIT_PROGRAM_DOWN
     print(
         f"dashboard: {_dashboard_url(settings)}  "
         "(`polyedge status` to look again, `polyedge down` to stop)"
@@ -358,6 +391,15 @@ def main(cmd: str, argv: list[str]) -> int:
     parser.add_argument(
         "-c", "--configuration", default="supervisord.conf", help="supervisord config file"
     )
+    if cmd == "up":
+        parser.add_argument(
+            "--leave-running",
+            action="store_true",
+            help="when a program does not start, leave the rest of the tree running for a look "
+            "(it can trade; without observe there is no emergency stop) instead of stopping it",
+        )
     args = parser.parse_args(argv)
     conf = _conf(args.configuration)
-    return {"up": up, "down": down, "status": status}[cmd](conf)
+    if cmd == "up":
+        return up(conf, leave_running=args.leave_running)
+    return {"down": down, "status": status}[cmd](conf)

@@ -10,6 +10,7 @@ from common.bus import Puller, Subscriber
 from common.clock import now_ns
 from common.config import ConfigError
 from common.core import Emitted
+from common.db import DatabaseUnavailable
 from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.execution.core import ExecutionCore, Venue
 from services.execution.ledger import Ledger
@@ -29,7 +30,10 @@ class ExecutionRunner(ServiceRunner):
             fail("execution", str(e), EXIT_CONFIG)
         s = self.settings
         self.mode = TradingMode.from_settings(s)
-        self.ledger = Ledger(s.database_path, venue=s.venue)  # this venue's book only
+        try:
+            self.ledger = Ledger(s.database_path, venue=s.venue)  # this venue's book only
+        except DatabaseUnavailable as e:
+            fail("execution", str(e), EXIT_CONFIG)
         venue: Venue | None = None
         if self.mode.live:
             from services.execution.live import LiveVenue  # the one module importing the SDK

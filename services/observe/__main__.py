@@ -25,6 +25,7 @@ from common.config import (
     supervisor_server_url,
     under_supervisord,
 )
+from common.db import DatabaseUnavailable
 from common.schema import ControlReply, Envelope
 from common.service import EXIT_CONFIG, EXIT_INTERNAL, ServiceRunner, fail
 from common.supervisor import (
@@ -158,6 +159,8 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
     )
     try:
         recorder = Recorder(s.database_path)
+    except DatabaseUnavailable as e:
+        fail("observe", str(e), EXIT_CONFIG)
     except Exception as e:  # noqa: BLE001 - a database we cannot open or migrate is fatal
         runner.log.error("recorder_open_failed", error=str(e), path=str(s.database_path))
         return EXIT_INTERNAL

@@ -22,6 +22,7 @@ from common.bus import Puller, Pusher, Subscriber
 from common.clock import mono_ns
 from common.config import DEFAULT_CONFIG_PATH, ConfigError, overrides_of, trading_book
 from common.core import Emitted
+from common.db import DatabaseUnavailable
 from common.schema import (
     ConfigSnapshot,
     ControlReply,
@@ -63,7 +64,10 @@ class StrategyRunner(ServiceRunner):
             loaded = self.config_files.load()
         except ConfigError as e:
             fail("strategy", str(e), EXIT_CONFIG)
-        self.store = StateStore(self.settings.database_path)
+        try:
+            self.store = StateStore(self.settings.database_path)
+        except DatabaseUnavailable as e:
+            fail("strategy", str(e), EXIT_CONFIG)
         # one state per book (venue x paper/real): switching venues never carries counters,
         # halts or positions over
         self.venue, self.mode = trading_book(self.settings)

@@ -508,6 +508,14 @@ def test_up_refuses_bad_settings_before_starting_anything() -> None:
     assert str(checkout / "config" / "config.json") in r.stderr, r.stderr
     assert "git checkout config/config.json" in r.stderr, r.stderr
     assert not (checkout / "data" / "run" / "supervisord.pid").exists()  # nothing started
+    # a database that cannot be created (BREAKER2 finding 4b: the tree started, execution said
+    # only "sqlite3.OperationalError: unable to open database file")
+    root = short_tmpdir()
+    sup = Supervised(_offline_env(root, DATABASE_URL="sqlite:/proc/polyedge-test.db"))
+    r = _polyedge(sup, "up")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "DATABASE_URL" in r.stderr and "/proc/polyedge-test.db" in r.stderr, r.stderr
+    assert not (root / "data" / "run" / "supervisord.pid").exists()  # nothing started
 
 
 def _bare_python(root: Path) -> Path:
@@ -552,7 +560,10 @@ def test_up_runs_the_programs_on_its_own_interpreter_with_a_bare_python3_first_o
 
 def test_up_reports_a_program_that_does_not_start() -> None:
     """A program that cannot start (here: its interpreter lacks our packages) goes to BACKOFF;
-    `up` says so with the program's last stderr line and exits 3 instead of claiming success."""
+    `up` says so with the program's last stderr line and, all or nothing, stops the tree it
+    started (BREAKER2 finding 4: a tree left up without observe traded with no emergency stop)
+    and exits 5, not 3 (3 is "a tree already runs, nothing started": `polyedge up || polyedge
+    down` must not stop a healthy tree). `--leave-running` leaves it up for a look."""
     root = short_tmpdir()
     bare = _bare_python(root)
     sup = Supervised(_offline_env(root))
@@ -560,17 +571,52 @@ def test_up_reports_a_program_that_does_not_start() -> None:
         f"{sys.executable} -m services.signal", f"{bare / 'python3'} -m services.signal"
     )
     sup.conf.write_text(text)
+    pidfile = root / "data" / "run" / "supervisord.pid"
     t0 = time.monotonic()
     r = _polyedge(sup, "up")
     try:
-        assert r.returncode == 3, (r.stdout, r.stderr)
+        assert r.returncode == 5, (r.stdout, r.stderr)
         assert "did not start" in r.stderr and "signal BACKOFF" in r.stderr, r.stderr
         assert "No module named" in r.stderr, r.stderr
+        assert "stopping the tree it started" in r.stderr and "stopped in" in r.stderr, r.stderr
         assert "dashboard" not in r.stdout, r.stdout
-        print(f"up reported the failure after {time.monotonic() - t0:.1f} s")
+        print(f"up reported the failure and stopped after {time.monotonic() - t0:.1f} s")
+        assert not pidfile.exists()
+        r = _polyedge(sup, "status")
+        assert r.returncode == 4 and "not running" in r.stderr, r.stderr
+        assert "without a supervisord" not in r.stderr, r.stderr  # no program left running
+
+        r = _polyedge(sup, "up", "--leave-running")
+        assert r.returncode == 5, (r.stdout, r.stderr)
+        assert "left running (--leave-running)" in r.stderr, r.stderr
+        assert pidfile.exists()
+        st = sup.wait_running(("execution", "strategy", "observe"), 30)
+        assert st["signal"] != "RUNNING", st
+        r = _polyedge(sup, "status")
+        assert r.returncode == 5, (r.stdout, r.stderr)
+        # a second `up` on the running tree: refused, 3, and the tree untouched
+        r = _polyedge(sup, "up")
+        assert r.returncode == 3 and "already running" in r.stderr, r.stderr
+        assert sup.status()["strategy"] == "RUNNING"
     finally:
-        if (root / "data" / "run" / "supervisord.pid").exists():
+        if pidfile.exists():
             sup.stop()
+
+
+def test_services_name_a_database_they_cannot_open(iso_env: dict[str, str]) -> None:
+    """Each service that opens the database exits 2 naming DATABASE_URL and the path, instead of
+    a bare `sqlite3.OperationalError: unable to open database file` traceback."""
+    env = {**os.environ, "DATABASE_URL": "sqlite:/proc/polyedge-test.db", "PYTHONPATH": str(REPO)}
+    for service in ("execution", "strategy", "observe"):
+        r = subprocess.run(
+            [sys.executable, "-m", f"services.{service}"], cwd=REPO, env=env,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 2, (service, r.stderr[-800:])
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"polyedge {service}: cannot open the database"), r.stderr[-800:]
+        assert "DATABASE_URL" in last and "/proc/polyedge-test.db" in last, last
+        assert "Traceback" not in r.stderr, r.stderr[-800:]
 
 
 def test_observe_asks_the_supervisord_that_runs_it_whatever_the_data_dir() -> None:
