@@ -193,14 +193,14 @@ def market_specs(config: Mapping[str, Any] | StrategyConfig) -> tuple[MarketSpec
     else:
         raw = config.get("markets", [DEFAULT_MARKET])
     if not isinstance(raw, list | tuple):
-        raise ConfigError("markets", {"markets": f"expected a list, got {type(raw).__name__}"})
+        raise ConfigError("markets", {"markets": f"expected a list, got {json_kind(raw)}"})
     errors: dict[str, str] = {}
     out: list[MarketSpec] = []
     seen: dict[str, int] = {}
     for i, entry in enumerate(raw):
         at = f"markets[{i}]"
         if not isinstance(entry, dict):
-            errors[at] = f"expected an object, got {type(entry).__name__}"
+            errors[at] = f"expected an object, got {json_kind(entry)}"
             continue
         asset, window = entry.get("asset"), entry.get("window")
         ok = True
@@ -269,10 +269,28 @@ def strategy_config_for(base: StrategyConfig, spec: MarketSpec) -> StrategyConfi
         raise ConfigError(e.source, {f"{spec.key}.{k}": v for k, v in e.errors.items()}) from None
 
 
+def json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's terms for an error message ("null", "an array",
+    "a string", ...), never a Python type name ("NoneType", "list")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
 def validate_strategy_config(doc: Any, source: str = "config") -> StrategyConfig:
     """Validate a whole config document; raise ConfigError listing EVERY bad field."""
     if not isinstance(doc, dict):
-        raise ConfigError(source, {"$": f"expected a JSON object, got {type(doc).__name__}"})
+        raise ConfigError(source, {"$": f"expected a JSON object, got {json_kind(doc)}"})
     errors: dict[str, str] = {}
     known = set(StrategyConfig.__struct_fields__)
     for key, value in doc.items():
@@ -342,7 +360,7 @@ def validate_config_patch(patch: Any, source: str = "config patch") -> dict[str,
     config fields and whose values are each valid for their field, or null (= back to the
     shipped default). Returns the patch; raises ConfigError naming every bad field."""
     if not isinstance(patch, dict):
-        raise ConfigError(source, {"$": f"expected a JSON object, got {type(patch).__name__}"})
+        raise ConfigError(source, {"$": f"expected a JSON object, got {json_kind(patch)}"})
     known = set(StrategyConfig.__struct_fields__)
     errors = {str(k): "unknown field" for k, v in patch.items() if v is None and k not in known}
     try:

@@ -34,6 +34,7 @@ from common.config import (
     ConfigError,
     DuplicateKeyError,
     config_choices,
+    json_kind,
     unique_json_object,
     validate_config_patch,
 )
@@ -458,14 +459,18 @@ class BodyError(ValueError):
         self.status = status
 
 
+EMPTY_BODY = object()  # read_json's answer for a request without a body (not the JSON `null`)
+
+
 async def read_json(request: Request) -> Any:
-    """The request's JSON body, or None when it is empty. Raises BodyError: 415 when a body is
-    sent without `Content-Type: application/json` (a form or text/plain POST is what a
+    """The request's JSON body, or EMPTY_BODY when it is empty (the JSON `null` is None: a
+    caller that accepts no body must not take `null` for it). Raises BodyError: 415 when a body
+    is sent without `Content-Type: application/json` (a form or text/plain POST is what a
     cross-site page can send without a CORS preflight), 400 when it is not valid JSON or an
     object in it names a key twice (naming the key)."""
     body = await request.body()
     if not body.strip():
-        return None
+        return EMPTY_BODY
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     # application/json, or a JSON-based type such as application/merge-patch+json (RFC 7396)
     is_json = ctype == "application/json" or (
@@ -541,16 +546,13 @@ async def forward(
 CONTROL_FIELDS = ("reason", "market")  # what a control POST body may hold
 
 
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
 async def command_of(request: Request) -> tuple[str, str] | JSONResponse:
     """(reason, market) of a control POST: the body `{"reason": "...", "market": "..."}` (both
     optional; `?market=` works too), market a series key or slug resolved to its series key;
-    no market (the key omitted, or null) = every market.
+    no market (no body, the key omitted, or null) = every market.
 
-    Refused before anything is sent: 400 for a body that is not a JSON object, a key other
+    Refused before anything is sent: 400 for a body that is not a JSON object (the body `null`
+    too: it is not "no body", BREAKER2 finding 10), a key other
     than `reason`/`market` (a misspelled `mkt` must not act on every market), a `reason` that
     is not a string, a `market` that is not a string (or is ""), a query parameter other than
     `market` or given twice, an empty `?market=`, or a body and query naming different
@@ -559,13 +561,13 @@ async def command_of(request: Request) -> tuple[str, str] | JSONResponse:
         doc = await read_json(request)
     except BodyError as e:
         return error(e.status, str(e))
-    doc = {} if doc is None else doc
+    doc = {} if doc is EMPTY_BODY else doc
     nothing = "; nothing was sent"
     if not isinstance(doc, dict):
         return error(
             400,
             'body must be a JSON object like {"reason": "...", "market": "eth-15m"}, '
-            f"got {_type_name(doc)}{nothing}",
+            f"got {json_kind(doc)}{nothing}",
         )
     unknown = sorted(set(doc) - set(CONTROL_FIELDS))
     if unknown:
@@ -574,13 +576,13 @@ async def command_of(request: Request) -> tuple[str, str] | JSONResponse:
         )
     reason = doc.get("reason")
     if reason is not None and not isinstance(reason, str):
-        return error(400, f"field 'reason' must be a string, got {_type_name(reason)}{nothing}")
+        return error(400, f"field 'reason' must be a string, got {json_kind(reason)}{nothing}")
     body_market = doc.get("market")
     if body_market is not None and not isinstance(body_market, str):
         return error(
             400,
             "field 'market' must be a string (a series key such as 'eth-15m' or a window's "
-            f"slug) or null for every market, got {_type_name(body_market)}{nothing}",
+            f"slug) or null for every market, got {json_kind(body_market)}{nothing}",
         )
     if body_market == "":
         return error(
@@ -663,6 +665,15 @@ async def post_config(request: Request) -> JSONResponse:
         doc = await read_json(request)
     except BodyError as e:
         return error(e.status, str(e))
+    if doc is EMPTY_BODY:  # named as such, not as a value of a type
+        return error(
+            422,
+            "invalid config: nothing was applied",
+            field_errors={
+                "$": 'an empty body; expected a JSON object like {"stake_per_trade_usd": 4} '
+                "(the fields to change)"
+            },
+        )
     bad = repeated_param(request)
     if bad is not None:
         return bad

@@ -142,10 +142,11 @@ BAD_CONFIG_BODIES: dict[str, tuple[bytes, int, tuple[str, ...]]] = {
     "binary": (b"\xff\xfe\x00\x01", 400, ("json",)),
     "trailing_garbage": (b'{"stake_per_trade_usd": 5} x', 400, ("json",)),
     "nan_literal": (b'{"stake_per_trade_usd": NaN}', 400, ("json",)),
-    "array": (b"[1, 2]", 422, ("object",)),
-    "string": (b'"stake"', 422, ("object",)),
-    "null": (b"null", 422, ("object",)),
-    "empty": (b"", 422, ("object",)),
+    # named in JSON's terms, never Python's ("got NoneType", BREAKER2 finding 10)
+    "array": (b"[1, 2]", 422, ("object", "got an array")),
+    "string": (b'"stake"', 422, ("object", "got a string")),
+    "null": (b"null", 422, ("object", "got null")),
+    "empty": (b"", 422, ("an empty body", "expected a JSON object like")),
     "string_for_number": (b'{"stake_per_trade_usd": "5"}', 422, ("stake_per_trade_usd",)),
     "bool_for_number": (b'{"max_trades_per_day": true}', 422, ("max_trades_per_day",)),
     "float_for_int": (b'{"max_trades_per_day": 1.5}', 422, ("max_trades_per_day",)),
@@ -180,6 +181,7 @@ def test_bad_config_body_is_refused_and_nothing_applied(
 ) -> None:
     body, status, words = BAD_CONFIG_BODIES[case]
     doc = assert_error(post_raw(tree, "/api/config", body), status, *words)
+    assert not any(t in json.dumps(doc) for t in ("NoneType", "got list", "got str")), doc
     if doc.get("field_errors") and case == "every_bad_field_named":
         assert {"stake_per_trade_usd", "max_trades_per_day", "order_type", "bogus"} <= set(
             doc["field_errors"]
@@ -202,6 +204,27 @@ def test_bad_control_body_is_refused(
     tree: Tree, unchanged: None, path: str, body: bytes, words: tuple[str, ...]
 ) -> None:
     assert_error(post_raw(tree, path, body), 400, *words)
+
+
+@pytest.mark.parametrize("path", POSTS[1:])
+def test_a_null_control_body_is_refused_not_every_market(
+    tree: Tree, unchanged: None, path: str
+) -> None:
+    """BREAKER2 finding 10: the body `null` acted on every market (read as no body) while `[]`
+    was refused; it is not an object, so it is refused like `[]`, naming it, nothing sent. An
+    empty body still means every market (the control below)."""
+    assert_error(post_raw(tree, path, b"null"), 400, "JSON object", "got null", "nothing was sent")
+    assert_error(post_raw(tree, path, b"[]"), 400, "JSON object", "got an array")
+
+
+def test_an_empty_control_body_still_means_every_market(tree: Tree) -> None:
+    """The control for the test above: no body at all is every market (README)."""
+    try:
+        r = post_raw(tree, "/api/emergency-stop", b"")
+        assert r.status_code == 200 and r.json()["risk"]["emergency_stop"] is True, r.text
+    finally:
+        r = post_raw(tree, "/api/emergency-stop/clear", b"")
+        assert r.status_code == 200 and r.json()["risk"]["emergency_stop"] is False, r.text
 
 
 @pytest.mark.parametrize("path", POSTS)
