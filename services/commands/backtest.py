@@ -37,11 +37,10 @@ from common.config import (
     ConfigError,
     StrategyConfig,
     StrategyConfigFiles,
+    apply_config_sets,
     config_hash,
-    config_to_dict,
     load_settings,
     trading_book,
-    validate_strategy_config,
 )
 from common.engine import Engine, Node
 from common.schema import (
@@ -795,16 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         config = files.load().config
         if args.set:
-            doc = config_to_dict(config)
-            for item in args.set:
-                key, sep, raw = item.partition("=")
-                if not sep:
-                    ap.error(f"--set expects KEY=VALUE, got {item!r}")
-                try:
-                    doc[key.strip()] = json.loads(raw)
-                except json.JSONDecodeError:
-                    doc[key.strip()] = raw
-            config = validate_strategy_config(doc, "--set")
+            config = apply_config_sets(config, args.set)
         used = config_used(files, config, args.set)
     except ConfigError as e:
         print(f"polyedge backtest: {e}", file=sys.stderr)

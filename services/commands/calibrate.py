@@ -51,8 +51,7 @@ from common.config import (
     ConfigError,
     StrategyConfig,
     StrategyConfigFiles,
-    config_to_dict,
-    validate_strategy_config,
+    apply_config_sets,
 )
 from services.signal.model import (
     P_MAX,
@@ -731,16 +730,7 @@ def _config(args: argparse.Namespace) -> StrategyConfig:
     else:  # the shipped defaults alone: a calibration must not depend on an operator's edits
         cfg = StrategyConfigFiles(use_overrides=False).load().config
     if args.set:
-        doc = config_to_dict(cfg)
-        for kv in args.set:
-            key, sep, value = kv.partition("=")
-            if not sep:
-                raise ConfigError("--set", {kv: "expected key=value"})
-            try:
-                doc[key] = json.loads(value)
-            except json.JSONDecodeError:
-                doc[key] = value
-        cfg = validate_strategy_config(doc, "--set")
+        cfg = apply_config_sets(cfg, args.set)
     return cfg
 
 

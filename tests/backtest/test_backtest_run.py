@@ -250,6 +250,32 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "min_edge_pct" in capsys.readouterr().err
 
 
+def test_a_key_set_twice_is_refused_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """BREAKER2 finding 10: `--set k=1 --set k=2` kept the last value without a word (a key named
+    twice in JSON is refused everywhere else); now refused, naming the key and both values,
+    in the real CLI (exit 2, nothing run) as in calibrate, which takes `--set` too."""
+    twice = ["--set", "stake_per_trade_usd=5.0", "--set", " stake_per_trade_usd=6"]
+    r = subprocess.run(
+        [sys.executable, "-m", "services.commands.cli", "backtest", "--sim-seed", "1"]
+        + ["--windows", "1", *twice],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and not r.stdout, (r.stdout, r.stderr)
+    assert "stake_per_trade_usd" in r.stderr and "twice" in r.stderr, r.stderr
+    assert "stake_per_trade_usd=5.0" in r.stderr and "stake_per_trade_usd=6" in r.stderr
+    from services.commands import calibrate
+
+    assert calibrate.main(["--markets", "m.csv", "--prices", "p.csv", *twice]) == 2
+    err = capsys.readouterr().err
+    assert "stake_per_trade_usd" in err and "twice" in err and "m.csv" not in err, err
+    # the control: each once is fine
+    assert main(["--sim-seed", "1", "--windows", "1", *twice[:2], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["set"] == ["stake_per_trade_usd=5.0"]
+
+
 def test_report_names_the_config_it_used(tmp_path: Path) -> None:
     """issue 12: two runs with different configs said nothing about which config they used."""
     import os
