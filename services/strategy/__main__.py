@@ -225,7 +225,9 @@ class StrategyRunner(ServiceRunner):
                 f"({files.defaults_path}): applying this change would rewrite it and drop the "
                 "edit"
             )
-        restore = "" if files.explicit else f" (`git checkout {DEFAULT_CONFIG_PATH}` restores it)"
+        restore = f" (`git checkout {DEFAULT_CONFIG_PATH}` restores it)"
+        if files.explicit or "git checkout" in refused:  # said once (a missing file says it)
+            restore = ""
         return (
             f"config file {source} (the shipped defaults) was refused {refused}. Fix that file "
             f"first{restore}: a config change is made over its defaults (it writes only "
