@@ -1,5 +1,10 @@
 """Runner for execution: PULL order intents (bound: execution owns the stream), SUB to market data,
-the ledger at DATABASE_URL, and the live venue adapter only when all three switches allow it."""
+the ledger at DATABASE_URL, and the live venue adapter only when all three switches allow it.
+
+`dry_run_latency_ms` comes from the strategy config (shipped defaults + the operator's overrides in
+the data directory); both files are watched, as signal and ingest watch them, so an accepted
+change (strategy writes the overrides after `POST /api/config`) or a hand edit reaches the paper
+executor without a restart."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from services.execution.ledger import Ledger
 from services.execution.switches import TradingMode
 
 TIMER_MS = 50  # dry-run latency releases and reconcile lookups
+CONFIG_CHECK_NS = 500_000_000  # how often the config files' mtimes are looked at (as signal)
 
 
 class ExecutionRunner(ServiceRunner):
@@ -24,8 +30,12 @@ class ExecutionRunner(ServiceRunner):
 
     def __init__(self) -> None:
         super().__init__("execution", "execution")
+        self.config_files = self.settings.strategy_config_files()
+        # the last edit of the config files this service refused (None: the files are good)
+        self.config_file_error: dict[str, Any] | None = None
+        self._next_config_check = 0
         try:
-            cfg = self.settings.strategy_config_files().load().config
+            cfg = self.config_files.load().config
         except ConfigError as e:
             fail("execution", str(e), EXIT_CONFIG)
         s = self.settings
@@ -72,7 +82,33 @@ class ExecutionRunner(ServiceRunner):
 
     def state(self) -> tuple[str, dict[str, Any]]:
         st = self.core.status()
+        if self.config_file_error is not None:  # running on the last good config: say why
+            st = {**st, "config_file_error": self.config_file_error}
         return ("degraded" if st.get("to_reconcile") else "running"), st
+
+    def on_timer(self, now: int) -> None:
+        super().on_timer(now)
+        if now < self._next_config_check:
+            return
+        self._next_config_check = now + CONFIG_CHECK_NS
+        if not self.config_files.changed():
+            return
+        try:
+            cfg = self.config_files.load().config
+        except ConfigError as e:
+            self.log.write("execution", "config_reload_rejected", "WARNING", error=str(e))
+            self.config_file_error = {**e.to_dict(), "ts_ns": now}
+            return
+        self.config_file_error = None
+        was = self.core.dry_run_latency_ns // 1_000_000
+        if cfg.dry_run_latency_ms != was:
+            self.core.set_dry_run_latency_ms(cfg.dry_run_latency_ms)
+            self.log.write(
+                "execution",
+                "config_reloaded",
+                dry_run_latency_ms=cfg.dry_run_latency_ms,
+                was=was,
+            )
 
     def run(self) -> int:
         s = self.settings

@@ -1519,10 +1519,19 @@ class ExecutionCore(Core):
                 )
         return out
 
+    def set_dry_run_latency_ms(self, ms: int) -> None:
+        """Hot reload of `dry_run_latency_ms` (ms, >= 0): paper orders received from now on are
+        filled this long after their receipt; those already waiting keep their due time.
+        Raises ValueError for a negative value."""
+        if ms < 0:
+            raise ValueError(f"dry_run_latency_ms must be >= 0, got {ms}")
+        self.dry_run_latency_ns = ms * MS
+
     def status(self) -> dict[str, object]:
         unsettled = self.unsettled()
         st: dict[str, object] = {
             "mode": self.mode.name,
+            "dry_run_latency_ms": self.dry_run_latency_ns // MS,
             "books": len(self.books),
             "positions": len(self.positions),
             "markets": self.market_book(),
