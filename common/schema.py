@@ -247,8 +247,9 @@ class CancelOrder(Msg, tag="cancel_order"):
     answers each cancelled order with an `OrderAccepted` of status "cancelled" (its fills so far
     stand). `client_order_id` names one order; empty: every resting order of `slug` (empty too:
     all of them). Cancelling an order that is no longer resting (filled, cancelled: its final
-    answer went out) is logged only; naming an order execution never received is answered with
-    an `OrderRejected` of code `unknown_order`. Execution also sends the `OrderAccepted` of
+    answer went out) is logged only, except a rejected one, answered with its `OrderRejected`
+    again (strategy asks so after an execution restart); naming an order execution never
+    received is answered with an `OrderRejected` of code `unknown_order`. Execution also sends the `OrderAccepted` of
     status "cancelled" unasked when the venue takes a live resting order off (its dead-man
     switch, a GTD's expiry, the market closing: user-channel CANCELLATION or REST status)."""
 

@@ -76,7 +76,9 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
     "signal": (BTC_TRADE, BOOK_PREFIX, PRICE_FEED_PREFIX, MARKET, RESOLVED, CLOCK, BASIS)
     + (PROBE_PREFIX + "ingest",),
     "strategy": (BTC_TRADE, BOOK_PREFIX, MARKET, RESOLVED, CLOCK, FEED_STATUS_PREFIX)
-    + ("sig.", "exec.", PROBE_PREFIX + "signal", CONTROL_CMD),
+    + ("sig.", "exec.", PROBE_PREFIX + "signal", CONTROL_CMD)
+    # a new execution process: its first heartbeat shows strategy is joined to it (on_heartbeat)
+    + (HEARTBEAT_PREFIX + "execution",),
     "execution": (BOOK_PREFIX, MARKET, RESOLVED, CLOCK, ORDER_INTENT),
     # the windows where strategy (its risk state) or execution (its heartbeat's `unsettled`)
     # holds a position awaiting resolution (services/ingest/core.py `hold`)

@@ -781,8 +781,11 @@ class ExecutionCore(Core):
     def on_cancel_order(self, msg: CancelOrder, now_ns: int) -> Out:
         """Cancel the resting orders `msg` names (CancelOrder's docstring); each answered with
         an OrderAccepted of status "cancelled". A named order this execution never received is
-        answered with an OrderRejected of code `unknown_order` (logged WARNING); one known but
-        no longer resting (filled, cancelled, expired: its final answer went out) is logged."""
+        answered with an OrderRejected of code `unknown_order` (logged WARNING); one rejected is
+        answered with its rejection again (strategy asks after an execution restart: the
+        rejections `recover()` sends at start go out before strategy's SUB socket has
+        reconnected); one known but no longer resting otherwise (filled, cancelled: its final
+        answer went out) is logged."""
         self.now_ns = max(self.now_ns, now_ns)
         chosen = self.resting.select(msg.client_order_id, msg.slug)
         if msg.client_order_id and not chosen:
@@ -805,6 +808,32 @@ class ExecutionCore(Core):
     def _cancel_not_resting(self, msg: CancelOrder) -> Out:
         coid = msg.client_order_id
         row = self.ledger.order(coid)
+        if row is not None and row["code"]:
+            # a rejected order (every `_reject` sets a code): its answer may have gone out before
+            # the asker's SUB socket reconnected to this process (recover() right at start,
+            # strategy asks on this process's first heartbeat): said again, the same answer
+            self._count("answer_repeated")
+            self.log(
+                "execution",
+                "rejection_repeated",
+                client_order_id=coid,
+                status=row["status"],
+                code=row["code"],
+                reason=msg.reason,
+            )
+            return [
+                (
+                    topics.REJECT,
+                    OrderRejected(
+                        client_order_id=coid,
+                        reason=row["reason"],
+                        ts_ns=row["ts_done_ns"] or self._t(),
+                        code=row["code"],
+                        origin_ts_recv_ns=row["origin_ts_recv_ns"],
+                        ts_signal_ns=row["ts_signal_ns"],
+                    ),
+                )
+            ]
         if row is not None:
             self._count("cancel_not_resting")
             self.log(

@@ -47,6 +47,7 @@ from common.schema import (
     Decision,
     FeedStatus,
     ForceExit,
+    Heartbeat,
     MarketInfo,
     MarketResolved,
     Msg,
@@ -317,6 +318,9 @@ class StrategyCore(Core):
         # are capital at risk but do not block entries in later windows
         self.awaiting: dict[str, Position] = {}
         self.pending: dict[str, PendingOrder] = {}
+        # `started_ns` of the latest execution process seen (its heartbeat): orders sent before
+        # it are asked about once (`on_heartbeat`)
+        self.exec_started_ns = 0
         self.settled: list[str] = []  # slugs already settled (bounded)
         self.now_ns = 0
         self.markets: dict[str, MarketInfo] = {}
@@ -903,6 +907,45 @@ class StrategyCore(Core):
 
     on_update_config = on_trigger_emergency_stop
 
+    def _entries_in_flight(self, market: str = "") -> int:
+        """Taker entries sent and not filled yet (of series `market`; "" every market): not
+        trades yet, but they count against `max_trades_per_day` so no limit is overshot."""
+        return sum(
+            1
+            for p in self.pending.values()
+            if p.kind == "entry"
+            and not p.resting
+            and p.filled <= EPS
+            and (not market or p.market == market)
+        )
+
+    def on_heartbeat(self, msg: Heartbeat, now_ns: int) -> Out:
+        """Execution's heartbeat (`sys.heartbeat.execution`, once a second). The first one of a
+        new execution process (`started_ns` later than any seen) shows this SUB socket is
+        joined to its publisher; the answers that process sent at start (`recover()` rejects
+        the orders a crash left unsent) went out before that, and were lost (PUB/SUB slow
+        joiner). So every taker order sent before it started and still unanswered is asked
+        about: a `CancelOrder` naming it, which execution answers for a rejected order with
+        its rejection again (a filled one's fills, a live one being reconciled: they come when
+        known; one it never received: `unknown_order`). Returns those CancelOrders."""
+        if msg.service != "execution" or msg.started_ns <= self.exec_started_ns:
+            return []
+        self.exec_started_ns = msg.started_ns
+        out: Out = []
+        for coid, p in self.pending.items():
+            if p.resting or p.sent_ns > msg.started_ns:
+                continue
+            self.log("strategy", "order_asked_again", client_order_id=coid, kind=p.kind)
+            out.append(
+                (
+                    topics.CANCEL_ORDER,
+                    CancelOrder(
+                        ts_ns=self.now_ns, client_order_id=coid, reason="execution_restarted"
+                    ),
+                )
+            )
+        return out
+
     def on_probe(self, msg: Probe, now_ns: int) -> Out:
         # the probe goes on down the orders stream, as an intent would
         return [(topics.ORDER_INTENT, forward_probe(msg, "strategy", now_ns))]
@@ -1120,10 +1163,16 @@ class StrategyCore(Core):
             return "entry_window_not_open", {"elapsed_s": elapsed}
         if remaining < cfg.min_seconds_before_close:
             return "too_close_to_close", {"remaining_s": remaining}
-        if self.trades_today >= base.max_trades_per_day:
-            return "max_trades_per_day", {"trades_today": self.trades_today}
-        if ms.trades_today >= cfg.max_trades_per_day:
-            return "max_trades_per_day", {"market": ms.key, "trades_today": ms.trades_today}
+        in_flight = self._entries_in_flight()
+        if self.trades_today + in_flight >= base.max_trades_per_day:
+            return "max_trades_per_day", {"trades_today": self.trades_today, "in_flight": in_flight}
+        in_flight = self._entries_in_flight(ms.key)
+        if ms.trades_today + in_flight >= cfg.max_trades_per_day:
+            return "max_trades_per_day", {
+                "market": ms.key,
+                "trades_today": ms.trades_today,
+                "in_flight": in_flight,
+            }
         entered = self.entries.get(s.slug, 0)
         if entered >= cfg.max_entries_per_window:
             # every entry pays the spread and the fee again: churn, not information
@@ -1259,8 +1308,8 @@ class StrategyCore(Core):
             self.now_ns,
             market=ms.key,
         )
-        self.trades_today += 1
-        ms.trades_today += 1
+        # counted in trades_today from its first fill (a rejected or unanswered entry is no
+        # trade); in flight, it counts against max_trades_per_day (`_entries_in_flight`)
         self.entries[s.slug] = self.entries.get(s.slug, 0) + 1
         while len(self.entries) > 50:
             del self.entries[next(iter(self.entries))]
@@ -1698,12 +1747,17 @@ class StrategyCore(Core):
         ms = self.market_states.get(pend.market) if pend and pend.market else None
         ms = ms or self.state_of(slug, keep=True)
         if pend is not None:
-            if pend.resting and pend.filled <= EPS and not f.reverses_trade_id:
-                # a maker quote is an entry from its first fill (cancelled unfilled: none)
+            if pend.kind == "entry" and pend.filled <= EPS and not f.reverses_trade_id:
+                # an entry is a trade from its first fill (rejected or unanswered: none)
                 self.trades_today += 1
                 ms.trades_today += 1
-                self.entries[pend.slug] = self.entries.get(pend.slug, 0) + 1
+                if pend.resting:  # a taker entry counted in `entries` at its intent
+                    self.entries[pend.slug] = self.entries.get(pend.slug, 0) + 1
             pend.filled += -f.size if f.reverses_trade_id else f.size
+        elif f.side == "BUY" and not f.reverses_trade_id and ms.position is None:
+            # a fill of an entry strategy had given up on (unanswered): it opens a position
+            self.trades_today += 1
+            ms.trades_today += 1
         if f.reverses_trade_id:  # the venue undid a trade (FAILED): the operator is told
             self._risk_event(
                 "trade_failed_reversed",
@@ -1871,9 +1925,7 @@ class StrategyCore(Core):
             if (ms := self.market_states.get(pend.market)) is not None:
                 ms.exit_misses += 1
         elif pend.kind == "entry" and pend.filled <= EPS:
-            self.trades_today = max(0, self.trades_today - 1)  # no trade happened
-            if (ms := self.market_states.get(pend.market)) is not None:
-                ms.trades_today = max(0, ms.trades_today - 1)
+            # no trade happened (trades_today counts fills); the window's entry is given back
             if self.entries.get(pend.slug, 0) > 0:
                 self.entries[pend.slug] -= 1
         self._decide(
@@ -1884,7 +1936,7 @@ class StrategyCore(Core):
     def _expire_pending(self, out: list[tuple[str, Msg]]) -> None:
         for coid, pend in list(self.pending.items()):
             if self.now_ns > pend.expires_ns + PENDING_GRACE_NS:
-                # outcome unknown: keep the trade counted (conservative), stop blocking
+                # outcome unknown: stop blocking (a fill still to come is counted when it comes)
                 del self.pending[coid]
                 if pend.resting and (qb := self.quote_books.get(pend.market)) is not None:
                     qb.done(coid)  # a quote nobody answered (execution restarted) blocks no more

@@ -346,6 +346,27 @@ def test_cancel_of_an_order_execution_does_not_know_is_answered() -> None:
     assert c.counts["cancel_not_resting"] == 1
 
 
+def test_a_cancel_naming_a_rejected_order_repeats_its_rejection(tmp_path) -> None:
+    """BREAKER2 finding 6: a new execution rejects the paper orders a kill -9 left in its
+    latency queue (`restart_not_sent`) at start, before strategy's SUB socket has reconnected;
+    strategy asks about them with a CancelOrder on the new process's first heartbeat, and
+    each is answered with its rejection again (same code and reason; no fill, no ledger change)."""
+    db = str(tmp_path / "l.db")
+    first = ExecutionCore(Ledger(db), DRY, dry_run_latency_ms=1500)
+    first.step(book([(0.48, 100.0)], [(0.50, 80.0)]), T0)
+    taker = resting("o1", price=0.52, kind="FOK", size=5.0, post_only=False)
+    assert first.step(taker, T0) == []  # waiting out its paper latency: then killed
+    second = ExecutionCore(Ledger(db), DRY, clock=lambda: T0 + NS)
+    (lost,) = of(second.recover(), topics.REJECT)  # published before anyone listened
+    assert lost.code == "restart_not_sent"
+    out = second.step(CancelOrder(ts_ns=T0, client_order_id="o1", reason="asked"), T0 + NS)
+    (again,) = of(out, topics.REJECT)
+    assert (again.client_order_id, again.code, again.reason) == ("o1", lost.code, lost.reason)
+    assert len(out) == 1 and second.counts["answer_repeated"] == 1
+    row = second.ledger.order("o1")
+    assert (row["status"], row["filled_size"]) == ("rejected", 0)
+
+
 def test_a_failed_trade_filling_two_of_our_maker_orders_is_reversed_under_each() -> None:
     """One venue trade can list two of our resting orders in `maker_orders` (the taker swept
     both levels): each gets its own maker fill (`<trade>:m:<order>`), and when the trade

@@ -20,6 +20,7 @@ from common.schema import (
     Decision,
     FeedStatus,
     ForceExit,
+    Heartbeat,
     MarketInfo,
     MarketResolved,
     OrderAccepted,
@@ -274,12 +275,88 @@ def test_market_not_accepting_orders_and_one_position() -> None:
 
 
 def test_rejected_entry_gives_the_trade_back() -> None:
+    """trades_today counts entries that filled (BREAKER2 finding 6): a rejected one never
+    counts, and its window's entry is given back."""
     core = make()
     (it,) = intents(signal(core, 100))
-    assert core.trades_today == 1
+    assert core.trades_today == 0 and it.client_order_id in core.pending
     core.step(OrderRejected(client_order_id=it.client_order_id, reason="x", ts_ns=0), 0)
     assert core.trades_today == 0 and not core.pending
     assert decision(signal(core, 101)).action == "enter"
+
+
+def test_an_entry_counts_as_a_trade_from_its_first_fill_once() -> None:
+    core = make()
+    it = enter_and_fill(core, size=4.0)
+    assert core.trades_today == 1 and core.risk_state().trades_today == 1
+    core.step(
+        OrderFilled(
+            client_order_id=it.client_order_id,
+            asset_id="U",
+            side="BUY",
+            price=0.5,
+            size=1.0,
+            fee=0.0,
+            ts_fill_ns=START + 100 * NS + 1,
+            slug=SLUG,
+            outcome="Up",
+            trade_id="second",
+        ),
+        0,
+    )
+    assert core.trades_today == 1  # a second fill of the same entry is not another trade
+    again = make(state=core.persistent())  # a restart keeps the count
+    assert again.trades_today == 1
+
+
+def test_an_unanswered_entry_is_no_trade_and_its_late_fill_is_one() -> None:
+    core = make()
+    (it,) = intents(signal(core, 100))
+    core.step(ClockTick(ts_ns=START + 130 * NS), 0)  # past its ttl and the grace: given up
+    assert not core.pending and core.trades_today == 0
+    core.step(
+        OrderFilled(
+            client_order_id=it.client_order_id,
+            asset_id="U",
+            side="BUY",
+            price=0.5,
+            size=5.0,
+            fee=0.0,
+            ts_fill_ns=START + 131 * NS,
+            slug=SLUG,
+            outcome="Up",
+        ),
+        0,
+    )
+    assert core.trades_today == 1 and core.position is not None
+
+
+def test_a_new_execution_process_is_asked_about_orders_sent_before_it() -> None:
+    """BREAKER2 finding 6: execution's answers at start (recover() rejects the orders a kill -9
+    left unsent) go out before strategy's SUB socket has reconnected to the new process; on
+    that process's first heartbeat strategy asks about each order sent before it started."""
+    core = make()
+    (it,) = intents(signal(core, 100))
+    t_sent = START + 100 * NS
+
+    def hb(started_ns: int) -> list[tuple[str, Any]]:
+        msg = Heartbeat(
+            service="execution", state="running", pid=1, started_ns=started_ns, ts_ns=started_ns
+        )
+        return list(core.step(msg, 0))
+
+    out = hb(t_sent + NS)  # started after the intent: asked about, once
+    assert [(t, m.client_order_id) for t, m in out] == [("order.cancel", it.client_order_id)]
+    assert hb(t_sent + NS) == []  # the same process again: nothing
+    assert hb(t_sent - NS) == []  # an older process: nothing
+    # its rejection said again: acted on as the first one would have been
+    core.step(OrderRejected(client_order_id=it.client_order_id, reason="r", ts_ns=0), 0)
+    assert not core.pending and core.trades_today == 0
+    assert hb(t_sent + 2 * NS) == []  # nothing pending: nothing to ask
+    # an order sent after the new process started is not asked about
+    (it2,) = intents(signal(core, 101))
+    assert hb(START + 100 * NS + 500_000_000) == []
+    assert it2.client_order_id in core.pending
 
 
 @pytest.mark.parametrize("status", ["dry_run", "matched"])

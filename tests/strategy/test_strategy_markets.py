@@ -22,6 +22,7 @@ from common.schema import (
     MarketResolved,
     OrderFilled,
     OrderIntent,
+    OrderRejected,
     PositionState,
     RiskState,
     SignalScore,
@@ -278,6 +279,20 @@ def test_global_trades_per_day_over_markets() -> None:
     enter(core, "eth-15m", elapsed_s=101)
     d = decision(signal(core, "sol-5m", 102))
     assert (d.action, d.reason) == ("skip", "max_trades_per_day")
+
+
+def test_entries_in_flight_count_against_the_global_trade_cap() -> None:
+    """trades_today counts filled entries only (BREAKER2 finding 6), so an entry still in
+    flight in another market counts against the cap: the cap is never overshot."""
+    core = make(max_trades_per_day=2)
+    enter(core, "btc-5m")
+    (sent,) = intents(signal(core, "eth-15m", 101))  # not answered yet
+    assert risk(core).trades_today == 1
+    d = decision(signal(core, "sol-5m", 102))
+    assert (d.action, d.reason, d.details["in_flight"]) == ("skip", "max_trades_per_day", 1)
+    core.step(OrderRejected(client_order_id=sent.client_order_id, reason="x", ts_ns=0), 0)
+    assert risk(core).trades_today == 1
+    assert decision(signal(core, "sol-5m", 103)).action == "enter"
 
 
 def test_max_open_positions_over_markets() -> None:
