@@ -92,9 +92,14 @@ class StrategyRunner(ServiceRunner):
         )
         self._next_state = 0
 
-    def reconcile(self) -> None:
+    def reconcile(self, running: bool = False) -> None:
         """Replay execution's ledger (fills, then the open position's settlement) into the core:
-        the same code path as live messages, so startup and crash recovery agree."""
+        the same code path as live messages, so startup and crash recovery agree (a fill seen
+        already is applied once: `StrategyCore._on_fill` keys fills by trade id).
+
+        At start (`running` False) nothing is sent (no socket yet; closed trades are said a
+        few times once subscribers connect); `running`: what the replay emits is sent as a
+        live message's would be (see `step`: after an execution restart)."""
         since = max(0, self.core.fill_watermark_ns - LEDGER_OVERLAP_NS)
         try:
             paper = self.mode == "paper"
@@ -108,6 +113,9 @@ class StrategyRunner(ServiceRunner):
                 for settlement in ledger_settlements(self.store.conn, slug, self.venue, paper):
                     replayed.append(self.core.step(settlement, settlement.ts_ns))
             for emitted in replayed:
+                if running:
+                    self.deliver(emitted)
+                    continue
                 self.write_logs(emitted.logs)
                 # a trade that closed while strategy was down: its P&L still reaches observe
                 self.replayed_closes += [m for t, m in emitted if t == topics.TRADE_CLOSED]
@@ -205,7 +213,13 @@ class StrategyRunner(ServiceRunner):
                     ControlReply(request_id=msg.request_id, ok=False, ts_ns=now, error=error),
                 )
                 return
+        known = self.core.exec_started_ns
         super().step(msg, now)
+        if self.core.exec_started_ns != known:
+            # the first heartbeat of a new execution process: this SUB socket is joined to it
+            # now, but what it published before (fills of orders its recovery found matched at
+            # the venue, at its start) was dropped (PUB/SUB slow joiner): its ledger has them
+            self.reconcile(running=True)
 
     def refused_update_reason(self, err: dict[str, Any]) -> str:
         """Why a config update is refused while an edit of the files stands refused (`err`:

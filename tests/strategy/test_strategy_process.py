@@ -14,7 +14,7 @@ from typing import Any
 
 from common import topics
 from common.bus import Publisher, Puller, Pusher, Subscriber
-from common.config import load_settings
+from common.config import load_settings, trading_book
 from common.schema import (
     BookSnapshot,
     BtcTrade,
@@ -353,5 +353,119 @@ def test_rejected_entries_back_off_and_a_blocked_mode_halts_them(
         assert risk.markets
         (halted,) = risk_events("entries_halted")
         assert halted["code"] == BLOCKED_ENABLE
+    finally:
+        h.close()
+
+
+def test_a_fill_published_before_strategy_rejoined_a_restarted_execution_is_read_from_its_ledger(
+    iso_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A restarted execution's recovery can book a fill at its start (a live order the crash
+    left in flight, found matched at the venue) and publish it before strategy's SUB socket has
+    reconnected to the new process (ZeroMQ reconnects every 100 ms; PUB drops until then: the
+    rejection case was seen by a tester, BREAKER2 finding 6). The test plays execution: it books
+    the entry's fill in the ledger without publishing it, then sends a new process's heartbeat;
+    strategy must hold the position (read from the ledger), not lose it."""
+    from common.schema import Heartbeat
+    from services.execution.ledger import Ledger
+
+    cfg = json.loads((REPO / "config" / "config.json").read_text())
+    cfg.update(min_signal_score=0.0, min_edge_pct=0.0, entry_window_min_sec=0)
+    cfg_path = tmp_path / "config.json"
+    cfg_path.write_text(json.dumps(cfg))
+    h = Harness(iso_env, cfg_path)
+    settings = load_settings(h.env, dotenv=None)
+    try:
+        h.start()
+        now = time.time_ns()
+        mk = MarketInfo(
+            slug="btc-updown-5m-t",
+            condition_id="0xc",
+            up_token_id="U",
+            down_token_id="D",
+            window_start_ns=now - 100 * NS,
+            window_end_ns=now + 200 * NS,
+            ts_recv_ns=now,
+            fee_rate=0.07,
+        )
+        # the first execution process strategy knows (its heartbeat): the one that will crash
+        first_start = time.time_ns()
+
+        def beat(started_ns: int) -> None:
+            h.exe.send(
+                topics.HEARTBEAT_PREFIX + "execution",
+                Heartbeat(
+                    service="execution",
+                    state="running",
+                    pid=1,
+                    started_ns=started_ns,
+                    ts_ns=time.time_ns(),
+                ),
+            )
+
+        def entry() -> OrderIntent | None:
+            t = time.time_ns()
+            beat(first_start)
+            h.md.send(topics.MARKET, mk)
+            h.md.send(
+                topics.BTC_TRADE, BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t)
+            )
+            book = BookSnapshot(
+                asset_id="U",
+                best_bid=0.43,
+                best_ask=0.45,
+                bids=[(0.43, 100.0)],
+                asks=[(0.45, 100.0)],
+                ts_exchange_ns=t,
+                ts_recv_ns=t,
+            )
+            h.md.send("md.book.U", book)
+            h.sig.send(
+                topics.SIGNAL,
+                SignalScore(
+                    slug=mk.slug,
+                    p_up=0.8,
+                    side="Up",
+                    score=0.6,
+                    edge_up=0.3,
+                    edge_down=-0.3,
+                    ts_ns=t,
+                    inputs={"p_model": 0.8, "p_market": 0.44},
+                ),
+            )
+            got = h.orders.recv(timeout_ms=50)
+            return got[1].msg if got and isinstance(got[1].msg, OrderIntent) else None
+
+        intent: OrderIntent = wait_for(entry, 15, 0, what="an entry")
+        assert intent.side == "BUY"
+        # execution crashes; the new one's recovery books the fill and publishes it to nobody
+        ledger = Ledger(settings.database_path, venue=trading_book(settings)[0])
+        t_fill = time.time_ns()
+        ledger.record_intent(intent, "paper", t_fill, "{}")
+        fill = OrderFilled(
+            client_order_id=intent.client_order_id,
+            asset_id=intent.asset_id,
+            side="BUY",
+            price=0.45,
+            size=intent.size,
+            fee=0.0,
+            ts_fill_ns=t_fill,
+            slug=intent.slug,
+            outcome=intent.outcome,
+            trade_id=f"t-{intent.client_order_id}",
+            dry_run=True,
+        )
+        ledger.record_fills(intent.client_order_id, [fill], t_fill, status="filled")
+        ledger.close()
+        new_start = time.time_ns()
+
+        def holds_it() -> PositionState | None:
+            beat(new_start)  # the new process's heartbeats, once strategy is joined to it
+            return h.poll(PositionState, lambda p: p.open and p.size > 0 and p.slug == mk.slug)
+
+        pos = wait_for(holds_it, 10, 0.2, what="strategy to hold the ledger's position")
+        assert abs(pos.size - intent.size) < 1e-6
+        assert not any(isinstance(m, OrderFilled) for _, m in h.seen)  # only the ledger had it
+        h.stop()
     finally:
         h.close()
