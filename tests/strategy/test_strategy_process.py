@@ -83,6 +83,43 @@ class Harness:
             what=f"reply to {msg.request_id}",
         )
 
+    def tick(self, mk: MarketInfo) -> OrderIntent | None:
+        """One round of what the other services send (the market, a BTC trade, the Up book at
+        0.43/0.45, an Up score of 0.8 as signal publishes it: the model and the Up mid it
+        blended with); the intent strategy sends within 50 ms, if any."""
+        t = time.time_ns()
+        self.md.send(topics.MARKET, mk)
+        self.md.send(
+            topics.BTC_TRADE, BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t)
+        )
+        self.md.send(
+            "md.book.U",
+            BookSnapshot(
+                asset_id="U",
+                best_bid=0.43,
+                best_ask=0.45,
+                bids=[(0.43, 100.0)],
+                asks=[(0.45, 100.0)],
+                ts_exchange_ns=t,
+                ts_recv_ns=t,
+            ),
+        )
+        self.sig.send(
+            topics.SIGNAL,
+            SignalScore(
+                slug=mk.slug,
+                p_up=0.8,
+                side="Up",
+                score=0.6,
+                edge_up=0.3,
+                edge_down=-0.3,
+                ts_ns=t,
+                inputs={"p_model": 0.8, "p_market": 0.44},
+            ),
+        )
+        got = self.orders.recv(timeout_ms=50)
+        return got[1].msg if got and isinstance(got[1].msg, OrderIntent) else None
+
     def close(self) -> None:
         if self.proc is not None:
             self.proc.kill()
@@ -112,39 +149,7 @@ def test_control_hot_reload_and_restart(iso_env: dict[str, str], tmp_path: Path)
         )
 
         def feed() -> OrderIntent | None:
-            t = time.time_ns()
-            h.md.send(topics.MARKET, mk)
-            h.md.send(
-                topics.BTC_TRADE, BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t)
-            )
-            h.md.send(
-                "md.book.U",
-                BookSnapshot(
-                    asset_id="U",
-                    best_bid=0.43,
-                    best_ask=0.45,
-                    bids=[(0.43, 100.0)],
-                    asks=[(0.45, 100.0)],
-                    ts_exchange_ns=t,
-                    ts_recv_ns=t,
-                ),
-            )
-            h.sig.send(
-                topics.SIGNAL,
-                SignalScore(
-                    slug=mk.slug,
-                    p_up=0.8,
-                    side="Up",
-                    score=0.6,
-                    edge_up=0.3,
-                    edge_down=-0.3,
-                    ts_ns=t,
-                    # as signal publishes it: the model and the Up mid it blended with
-                    inputs={"p_model": 0.8, "p_market": 0.44},
-                ),
-            )
-            got = h.orders.recv(timeout_ms=50)
-            return got[1].msg if got and isinstance(got[1].msg, OrderIntent) else None
+            return h.tick(mk)
 
         intent = wait_for(feed, 15, what="an entry intent")
         assert intent.side == "BUY" and intent.outcome == "Up"
@@ -265,39 +270,8 @@ def test_rejected_entries_back_off_and_a_blocked_mode_halts_them(
             sent: list[OrderIntent] = []
             stop = time.monotonic() + seconds
             while time.monotonic() < stop:
-                t = time.time_ns()
-                h.md.send(topics.MARKET, mk)
-                h.md.send(
-                    topics.BTC_TRADE,
-                    BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t),
-                )
-                h.md.send(
-                    "md.book.U",
-                    BookSnapshot(
-                        asset_id="U",
-                        best_bid=0.43,
-                        best_ask=0.45,
-                        bids=[(0.43, 100.0)],
-                        asks=[(0.45, 100.0)],
-                        ts_exchange_ns=t,
-                        ts_recv_ns=t,
-                    ),
-                )
-                h.sig.send(
-                    topics.SIGNAL,
-                    SignalScore(
-                        slug=mk.slug,
-                        p_up=0.8,
-                        side="Up",
-                        score=0.6,
-                        edge_up=0.3,
-                        edge_down=-0.3,
-                        ts_ns=t,
-                        inputs={"p_model": 0.8, "p_market": 0.44},
-                    ),
-                )
-                got = h.orders.recv(timeout_ms=50)
-                if got and isinstance(it := got[1].msg, OrderIntent):
+                it = h.tick(mk)
+                if it is not None:
                     sent.append(it)
                     h.exe.send(
                         topics.REJECT,
@@ -404,37 +378,8 @@ def test_a_fill_published_before_strategy_rejoined_a_restarted_execution_is_read
             )
 
         def entry() -> OrderIntent | None:
-            t = time.time_ns()
             beat(first_start)
-            h.md.send(topics.MARKET, mk)
-            h.md.send(
-                topics.BTC_TRADE, BtcTrade(price=85_000, size=1, ts_exchange_ns=t, ts_recv_ns=t)
-            )
-            book = BookSnapshot(
-                asset_id="U",
-                best_bid=0.43,
-                best_ask=0.45,
-                bids=[(0.43, 100.0)],
-                asks=[(0.45, 100.0)],
-                ts_exchange_ns=t,
-                ts_recv_ns=t,
-            )
-            h.md.send("md.book.U", book)
-            h.sig.send(
-                topics.SIGNAL,
-                SignalScore(
-                    slug=mk.slug,
-                    p_up=0.8,
-                    side="Up",
-                    score=0.6,
-                    edge_up=0.3,
-                    edge_down=-0.3,
-                    ts_ns=t,
-                    inputs={"p_model": 0.8, "p_market": 0.44},
-                ),
-            )
-            got = h.orders.recv(timeout_ms=50)
-            return got[1].msg if got and isinstance(got[1].msg, OrderIntent) else None
+            return h.tick(mk)
 
         intent: OrderIntent = wait_for(entry, 15, 0, what="an entry")
         assert intent.side == "BUY"
