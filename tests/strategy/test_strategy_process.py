@@ -35,6 +35,20 @@ from tests.conftest import REPO, wait_for
 NS = 1_000_000_000
 
 
+def market(now: int) -> MarketInfo:
+    """The window the tests trade: opened 100 s before `now` (ns), 200 s left."""
+    return MarketInfo(
+        slug="btc-updown-5m-t",
+        condition_id="0xc",
+        up_token_id="U",
+        down_token_id="D",
+        window_start_ns=now - 100 * NS,
+        window_end_ns=now + 200 * NS,
+        ts_recv_ns=now,
+        fee_rate=0.07,
+    )
+
+
 class Harness:
     def __init__(self, env: dict[str, str], config_path: Path) -> None:
         self.env = {**os.environ, **env, "POLYEDGE_CONFIG": str(config_path)}
@@ -136,17 +150,7 @@ def test_control_hot_reload_and_restart(iso_env: dict[str, str], tmp_path: Path)
         h.start()
         # an entry, filled: an open position
         now = time.time_ns()
-        start, end = now - 100 * NS, now + 200 * NS
-        mk = MarketInfo(
-            slug="btc-updown-5m-t",
-            condition_id="0xc",
-            up_token_id="U",
-            down_token_id="D",
-            window_start_ns=start,
-            window_end_ns=end,
-            ts_recv_ns=now,
-            fee_rate=0.07,
-        )
+        mk = market(now)
 
         def feed() -> OrderIntent | None:
             return h.tick(mk)
@@ -254,16 +258,7 @@ def test_rejected_entries_back_off_and_a_blocked_mode_halts_them(
     try:
         h.start()
         now = time.time_ns()
-        mk = MarketInfo(
-            slug="btc-updown-5m-t",
-            condition_id="0xc",
-            up_token_id="U",
-            down_token_id="D",
-            window_start_ns=now - 100 * NS,
-            window_end_ns=now + 200 * NS,
-            ts_recv_ns=now,
-            fee_rate=0.07,
-        )
+        mk = market(now)
 
         def feed_for(seconds: float, code: str) -> list[OrderIntent]:
             """Market data and a signal every 50 ms for `seconds`; each entry rejected."""
@@ -352,16 +347,7 @@ def test_a_fill_published_before_strategy_rejoined_a_restarted_execution_is_read
     try:
         h.start()
         now = time.time_ns()
-        mk = MarketInfo(
-            slug="btc-updown-5m-t",
-            condition_id="0xc",
-            up_token_id="U",
-            down_token_id="D",
-            window_start_ns=now - 100 * NS,
-            window_end_ns=now + 200 * NS,
-            ts_recv_ns=now,
-            fee_rate=0.07,
-        )
+        mk = market(now)
         # the first execution process strategy knows (its heartbeat): the one that will crash
         first_start = time.time_ns()
 
