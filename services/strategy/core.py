@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from common import money, topics
@@ -217,7 +217,10 @@ class MarketState:
     entry_backoff_until_ns: int = 0
     entries_blocked: str = ""
     last_block: str = ""
-    window_warning: str = ""  # the config's entry window cannot fit the market's window
+    window_s: float = 0.0  # the length of its latest window seen (md.market), 0 unknown
+    # config that can never let an entry through in this market (`_check_config_fits`):
+    # log event -> message; in the heartbeat's warnings (observe's /health)
+    config_warnings: dict[str, str] = field(default_factory=dict)
     terms_wait_logged: str = ""
 
     def __post_init__(self) -> None:
@@ -374,6 +377,8 @@ class StrategyCore(Core):
                 ms.configured = False
         self._default_key = next(iter(configs), DEFAULT_MARKET_KEY)
         self._drop_flat_removed()
+        for ms in self.market_states.values():
+            self._check_config_fits(ms)
 
     def spot_assets(self) -> tuple[str, ...]:
         """The assets of the configured markets, in config order (whose trades strategy needs)."""
@@ -427,19 +432,6 @@ class StrategyCore(Core):
     def force_exit_waiting(self) -> str:
         return next(
             (ms.force_exit_waiting for ms in self.market_states.values() if ms.force_exit_waiting),
-            "",
-        )
-
-    @property
-    def window_warning(self) -> str:
-        return next(
-            (
-                f"{ms.key}: {ms.window_warning}"
-                if len(self.market_states) > 1
-                else ms.window_warning
-                for ms in self.market_states.values()
-                if ms.window_warning
-            ),
             "",
         )
 
@@ -724,6 +716,10 @@ class StrategyCore(Core):
         if key:
             self.slug_market[msg.slug] = key
         ms = self.state_of(msg.slug)
+        window_s = (msg.window_end_ns - msg.window_start_ns) / NS
+        if window_s > 0 and window_s != ms.window_s:
+            ms.window_s = window_s
+            self._check_config_fits(ms)
         if ms.position is not None and ms.position.slug == msg.slug:
             ms.position.window_end_ns = msg.window_end_ns  # unknown if rebuilt from a fill
             ms.position.take_terms(msg, "md.market")
@@ -1036,33 +1032,53 @@ class StrategyCore(Core):
                 **details,
             )
 
-    def _check_window_fits(self, ms: MarketState, window_s: float) -> None:
-        """Set `window_warning` (and log it once, WARNING) when entries can never happen in a
-        market of `window_s` seconds: `entry_window_min_sec` + `min_seconds_before_close` leave
-        no second to enter (e.g. 45 + 30 with the simulated venue's 20 s windows). Cleared when
-        the config or the window changes so that they fit."""
-        cfg = ms.config
-        opens, closes = cfg.entry_window_min_sec, cfg.min_seconds_before_close
-        text = ""
-        if window_s > 0 and opens + closes >= window_s:
-            text = (
-                f"no entry can happen: entry_window_min_sec {opens:g} + "
-                f"min_seconds_before_close {closes:g} >= the market's window of {window_s:g} s; "
-                "lower them (data/config.json or POST /api/config)"
-            )
-        if text != ms.window_warning:
-            ms.window_warning = text
-            if text:
-                self.log(
-                    "strategy",
-                    "entry_window_cannot_open",
-                    "WARNING",
-                    market=ms.key,
-                    window_s=window_s,
-                    entry_window_min_sec=opens,
-                    min_seconds_before_close=closes,
-                    message=text,
+    def _check_config_fits(self, ms: MarketState) -> None:
+        """Set `ms.config_warnings` (each logged once, WARNING, when it appears) for a config
+        under which no entry can ever happen in this market, whatever the market does:
+        - `entry_window_cannot_open`: `entry_window_min_sec` + `min_seconds_before_close` leave
+          no second of the market's window (`ms.window_s`, from md.market) to enter, e.g. 45 + 30
+          with the simulated venue's 20 s windows (every decision `entry_window_not_open`);
+        - `stake_exceeds_capital_limit`: `stake_per_trade_usd` above `max_capital_at_risk_usd`
+          (the market's or the global one): every decision `capital_at_risk`;
+        - `stake_exceeds_daily_loss_limit`: `stake_per_trade_usd` above `max_daily_loss_usd`
+          (the market's or the global one): an entry's worst case (its stake lost, plus fee)
+          never fits the day's loss limit while the day's P&L is not positive, and no P&L comes
+          without entries: every decision `daily_loss_headroom`.
+        Checked on every config change and md.market, also while strategy is halted; a warning
+        goes when the config or the window changes so that it fits. Not for a market that is no
+        longer configured."""
+        found: dict[str, str] = {}
+        cfg, base = ms.config, self.config
+        if ms.configured:
+            opens, closes = cfg.entry_window_min_sec, cfg.min_seconds_before_close
+            if ms.window_s > 0 and opens + closes >= ms.window_s:
+                found["entry_window_cannot_open"] = (
+                    f"no entry can happen: entry_window_min_sec {opens:g} + "
+                    f"min_seconds_before_close {closes:g} >= the market's window of "
+                    f"{ms.window_s:g} s; lower them (data/config.json or POST /api/config)"
                 )
+            stake = cfg.stake_per_trade_usd
+            cap = min(cfg.max_capital_at_risk_usd, base.max_capital_at_risk_usd)
+            if stake > cap + EPS:
+                found["stake_exceeds_capital_limit"] = (
+                    f"no entry can happen: stake_per_trade_usd {stake:g} > "
+                    f"max_capital_at_risk_usd {cap:g}; lower the stake or raise the limit "
+                    "(data/config.json or POST /api/config)"
+                )
+            loss = min(cfg.max_daily_loss_usd, base.max_daily_loss_usd)
+            if stake > loss + EPS:
+                found["stake_exceeds_daily_loss_limit"] = (
+                    f"no entry can happen on a day without profit: stake_per_trade_usd {stake:g} "
+                    f"> max_daily_loss_usd {loss:g} (an entry's worst case must fit the day's "
+                    "loss limit); lower the stake or raise the limit (data/config.json or POST "
+                    "/api/config)"
+                )
+        if found == ms.config_warnings:
+            return
+        for event, text in found.items():
+            if ms.config_warnings.get(event) != text:
+                self.log("strategy", event, "WARNING", market=ms.key, message=text)
+        ms.config_warnings = found
 
     def entry_block(
         self, s: SignalScore, ms: MarketState | None = None
@@ -1158,7 +1174,6 @@ class StrategyCore(Core):
                 return first_block
         elapsed = (self.now_ns - m.window_start_ns) / NS
         remaining = (m.window_end_ns - self.now_ns) / NS
-        self._check_window_fits(ms, (m.window_end_ns - m.window_start_ns) / NS)
         if elapsed < cfg.entry_window_min_sec:
             return "entry_window_not_open", {"elapsed_s": elapsed}
         if remaining < cfg.min_seconds_before_close:
@@ -2260,11 +2275,9 @@ class StrategyCore(Core):
             "daily_pnl": round(self.daily_pnl, 4),
             "loss_streak": self.loss_streak,
             "warnings": [
-                f"{ms.key}: {ms.window_warning}"
-                if len(self.market_states) > 1
-                else ms.window_warning
+                f"{ms.key}: {text}" if len(self.market_states) > 1 else text
                 for ms in self.market_states.values()
-                if ms.window_warning
+                for text in ms.config_warnings.values()
             ],
             "markets": {
                 k: {"halted": v["halted"], "position": (v["position"] or {}).get("slug")}

@@ -74,8 +74,8 @@ class Recorded(StrategyCore):
     """The core keeping every log record it writes (`events`), for assertions on them."""
 
     def __init__(self, *a: Any, **kw: Any) -> None:
+        self.events: list[LogRecord] = []  # before the core's own start, which may log
         super().__init__(*a, **kw)
-        self.events: list[LogRecord] = []
 
     def log(self, stream: str, event: str, level: str = "INFO", **fields: Any) -> None:
         super().log(stream, event, level, **fields)
@@ -203,6 +203,41 @@ def test_a_config_whose_entry_window_cannot_fit_the_market_warns_once() -> None:
     assert not [e for e in fits.events if e.event == "entry_window_cannot_open"]
     # the shipped 300 s markets: no warning
     assert make().status()["warnings"] == []
+
+
+def test_a_stake_no_limit_lets_through_is_warned_also_while_halted() -> None:
+    """A new user's {"stake_per_trade_usd": 1000} beside max_daily_loss_usd 10 and
+    max_capital_at_risk_usd 20 was accepted and every entry then skipped (capital_at_risk /
+    daily_loss_headroom) with no /health warning, and a halted strategy showed no warning at
+    all (tests by a new user, 2026-12-01). Warned once per cause, halted or not; a config that
+    fits clears it."""
+    core = make(stake_per_trade_usd=1000, max_daily_loss_usd=10, max_capital_at_risk_usd=20)
+    core.step(TriggerEmergencyStop(request_id="r1", reason="test"), 0)
+    warnings = core.status()["warnings"]
+    assert len(warnings) == 2, warnings
+    assert "stake_per_trade_usd 1000 > max_capital_at_risk_usd 20" in warnings[0], warnings
+    assert "stake_per_trade_usd 1000 > max_daily_loss_usd 10" in warnings[1], warnings
+    events = [e.event for e in core.events if e.level == "WARNING"]
+    assert events.count("stake_exceeds_capital_limit") == 1, events
+    assert events.count("stake_exceeds_daily_loss_limit") == 1, events
+    core.step(ClearEmergencyStop(request_id="r2"), 0)
+    assert decision(signal(core, 100)).reason == "capital_at_risk"
+    # the daily loss limit alone: a stake of 15 fits the capital limit (20), not the day's (10)
+    core.apply_config({**core.config_snapshot("t").config, "stake_per_trade_usd": 15}, "test")
+    (w,) = core.status()["warnings"]
+    assert "max_daily_loss_usd 10" in w, w
+    assert decision(signal(core, 110)).reason == "daily_loss_headroom"
+    # a stake that fits both clears it, and entries go through
+    core.apply_config({**core.config_snapshot("t").config, "stake_per_trade_usd": 5}, "test")
+    assert core.status()["warnings"] == []
+    assert decision(signal(core, 120)).action == "enter"
+    # a window too short is also said while halted (it was evaluated only when a signal got
+    # past the halts)
+    halted = make(stake_per_trade_usd=5)
+    halted.step(TriggerEmergencyStop(request_id="r3", reason="test"), 0)
+    halted.step(market(slug="btc-updown-5m-y", window_end_ns=START + 20 * NS), 0)
+    (w,) = halted.status()["warnings"]
+    assert "the market's window of 20 s" in w, w
 
 
 @pytest.mark.parametrize(
