@@ -54,7 +54,13 @@ the limit; the taker gets each maker's price, so a collateral-sized BUY gets mor
 book is better than its limit. FOK fills completely or not at all, FAK fills what is there. How
 the venue rounds the shares a collateral amount buys at one level is not documented: we buy whole
 hundredths of a share (resting sizes are 2-decimal) and leave what cannot buy a hundredth unspent.
-That rule is ours, unconfirmed; the simulated venue applies the same one.
+That rule is ours, unconfirmed; the simulated venue applies the same one. Evidence both ways: a
+FAK BUY for 5 shares at 0.99 against a best ask of 0.98 was reported filled for 5.051019 shares
+(py-clob-client-v2 #89: 6 decimals, so the venue likely keeps the base-unit remainder of a
+price-improved fill); the recorded market-channel books (data/real/clob_books: 29 windows, 11.9
+million levels) never show a size with more than 2 decimals. Either way the difference is under a
+hundredth of a share per level walked (under 1 cent); the remainder a 6-decimal fill would leave
+cannot be sold (SELL amounts are 2-decimal) and settles with the window.
 """
 
 from __future__ import annotations
