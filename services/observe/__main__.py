@@ -25,8 +25,9 @@ from common.config import (
     supervisor_server_url,
     under_supervisord,
 )
-from common.db import DatabaseUnavailable
-from common.schema import ControlReply, Envelope
+from common.db import DatabaseUnavailable, connect
+from common.ledger import ledger_fills, ledger_settlements
+from common.schema import ControlReply, Envelope, OrderFilled, PositionSettled
 from common.service import EXIT_CONFIG, EXIT_INTERNAL, ServiceRunner, fail
 from common.supervisor import (
     SupervisorClient,
@@ -46,6 +47,24 @@ ALERT_CHECK_S = 0.5  # feed-age alerts and delivery failures are looked at this 
 SUPERVISOR_POLL_S = 1.0  # /health sees a program leave RUNNING within about this long
 HISTORY_SEED_NS = 15 * 60 * 1_000_000_000  # the charts' span, rebuilt from the recorder at start
 RESERVED_LOG_KEYS = ("stream", "event", "level")
+DAY_NS = 86_400 * 1_000_000_000
+
+
+def read_ledger(
+    path: str | os.PathLike[str], since_ns: int, venue: str, dry_run: bool
+) -> list[OrderFilled | PositionSettled]:
+    """Execution's fills and settlements of one book (`venue`, paper when `dry_run`) with a
+    time (fill time, resolution time; ns) from `since_ns` on, read from the ledger at `path`
+    through a read-only connection of its own (blocking: run it in a thread). Raises
+    sqlite3.Error when the database cannot be read."""
+    conn = connect(path, readonly=True)
+    try:
+        fills: list[OrderFilled | PositionSettled] = [
+            *ledger_fills(conn, None, since_ns, venue, dry_run)
+        ]
+        return fills + ledger_settlements(conn, None, venue, dry_run, since_ns=since_ns)
+    finally:
+        conn.close()
 
 
 def api_settings(runner: ServiceRunner) -> ApiSettings:
@@ -190,6 +209,9 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
             "live_dropped_frames": sum(sl.dropped for sl in hub.slots),
             "control_ok": control.counts["ok"],
             "control_timeouts": control.counts["timeout"],
+            "trade_events_duplicate": core.duplicates,
+            "ledger_replays": core.ledger_replays,
+            "ledger_replayed_events": core.ledger_replayed,
             **alerts.metrics(),
         }
 
@@ -224,12 +246,34 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
                 }
                 runner.log.write(rec.stream, rec.event, rec.level, **fields)
 
+    replaying: list[asyncio.Task[None]] = []
+
+    async def replay_ledger() -> None:
+        """Fold what execution's ledger holds of today and the bus did not bring, as long as
+        the core asks (a new execution process, its first seconds: `ObserveCore.handle`); the
+        read runs in a thread (the event loop keeps serving), the fold on the loop."""
+        while core.ledger_replay_due:
+            core.ledger_replay_due = False
+            venue, mode = core.book()
+            now = now_ns()
+            try:
+                events = await asyncio.to_thread(
+                    read_ledger, s.database_path, now - now % DAY_NS, venue, mode == "paper"
+                )
+            except Exception as e:  # noqa: BLE001 - an unreadable ledger must not stop observe
+                # asked again by the process's next heartbeat in its first seconds
+                runner.log.error("ledger_replay_failed", error=f"{type(e).__name__}: {e}")
+                return
+            record(core.replay_ledger(events, now_ns()))
+
     def on_message(topic: str, env: Envelope) -> None:
         now = now_ns()
         record(core.handle(topic, env.msg, now))
         alerts.on_message(env.msg, now)
         if isinstance(env.msg, ControlReply):
             control.resolve(env.msg)
+        if core.ledger_replay_due and not (replaying and not replaying[0].done()):
+            replaying[:] = [asyncio.get_running_loop().create_task(replay_ledger())]
 
     async def flusher() -> None:
         failing = False
@@ -274,6 +318,8 @@ async def serve(runner: ServiceRunner, api: ApiSettings) -> int:
     finally:
         server.should_exit = True
         watch_task.cancel()
+        for t in replaying:
+            t.cancel()
         try:
             recorder.flush()
         except Exception as e:  # noqa: BLE001

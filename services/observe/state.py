@@ -56,6 +56,10 @@ BREACH_LOG_STEP_NS = 1_000_000_000  # one latency breach line per stage and seve
 NS = 1_000_000_000
 MAX_REDEMPTIONS = 50  # latest redemptions shown (totals come from strategy / execution)
 MAX_PENDING_CLOSES = 500  # TradeClosed P&L waiting for (or just applied to) their closing row
+MAX_FOLDED = 50_000  # event keys of fills and settlements folded (a day's are a few thousand)
+# execution's ledger is replayed on every heartbeat of an execution process during its first
+# seconds (by its own clock: heartbeat ts_ns - started_ns), besides the first one heard from it
+LEDGER_REPLAY_FOR_NS = 20 * 1_000_000_000
 DEFAULT_MARKET = "btc-5m"  # the series key of today's one market (a config without `markets`)
 WINDOWS_KEPT = 16  # windows (MarketInfo) kept per market series: the few around now
 # a clock-built slug names its series: "eth-updown-15m-1795504500" -> ("eth", "15m")
@@ -181,6 +185,16 @@ def _ms(later_ns: int, earlier_ns: int) -> float | None:
     return (later_ns - earlier_ns) / 1e6
 
 
+def fill_key(msg: OrderFilled) -> str:
+    """The trades row key of a fill (`fill:<client order id>:<trade id>`): one per trade."""
+    return f"fill:{msg.client_order_id}:{msg.trade_id or msg.ts_fill_ns}"
+
+
+def settlement_key(msg: PositionSettled) -> str:
+    """The trades row key of a settlement (`settlement:<slug>:<asset id>`): one per position."""
+    return f"settlement:{msg.slug}:{msg.asset_id}"
+
+
 class ObserveCore:
     """The latest state of the whole system as observe has heard it (see the module docstring)."""
 
@@ -246,6 +260,16 @@ class ObserveCore:
         self.closes: OrderedDict[str, tuple[float, bool]] = OrderedDict()
         # today's, by row: (pnl, won, series key)
         self.pnl_counted: OrderedDict[str, tuple[float, bool, str]] = OrderedDict()
+        # the event keys of the fills and settlements folded (today's rows recorded before a
+        # restart, then every one heard or read from the ledger): each counts once, whether it
+        # came on the bus (twice, after a publisher restart), from the ledger, or both
+        self.folded: OrderedDict[str, None] = OrderedDict()
+        self.duplicates = 0  # fills and settlements heard again (not counted again)
+        # execution's ledger is to be read (a new execution process is heard, see `handle`):
+        # the runner reads it off the event loop and hands it to `replay_ledger`
+        self.ledger_replay_due = False
+        self.ledger_replays = 0  # ledger reads folded
+        self.ledger_replayed = 0  # fills and settlements the bus did not bring, from the ledger
         self.recent_fills: deque[dict[str, Any]] = deque(maxlen=50)
         self.orders: deque[dict[str, Any]] = deque(maxlen=50)
         self.control_replies: deque[dict[str, Any]] = deque(maxlen=20)
@@ -390,7 +414,8 @@ class ObserveCore:
         """Today's trades from observe's own table, so a restart keeps today's figures."""
         self.day = today
         for r in rows:
-            self._count_trade(r)
+            if self._first(r["event_key"]):
+                self._count_trade(r)
 
     def book(self) -> tuple[str, str]:
         """This tree's book: (venue, "paper" | "real") by what execution really does."""
@@ -466,6 +491,15 @@ class ObserveCore:
             self.restarts.setdefault(msg.service, 0)
             if prev is not None and prev.pid != msg.pid:
                 self.restarts[msg.service] += 1
+            if msg.service == "execution" and (
+                prev is None
+                or (prev.pid, prev.started_ns) != (msg.pid, msg.started_ns)
+                or msg.ts_ns - msg.started_ns < LEDGER_REPLAY_FOR_NS
+            ):
+                # a new execution process (or one in its first seconds): what it published
+                # before this SUB socket rejoined it was dropped (PUB/SUB slow joiner), but it
+                # books every fill and settlement in its ledger before publishing it
+                self.ledger_replay_due = True
             if prev is not None and prev.state != msg.state:
                 out.append(
                     LogLine(
@@ -775,11 +809,14 @@ class ObserveCore:
             ser.prob_history.append((round(now_ns / NS, 3), msg.p_up, market_p))
 
     def _on_fill(self, msg: OrderFilled, now_ns: int, out: list[Record]) -> None:
+        key = fill_key(msg)
+        if not self._first(key):
+            return
         self.roll_day(now_ns)
         d = to_dict(msg)
         self.recent_fills.append(d)
         row = {
-            "event_key": f"fill:{msg.client_order_id}:{msg.trade_id or msg.ts_fill_ns}",
+            "event_key": key,
             "kind": "fill",
             "ts_ns": msg.ts_fill_ns or now_ns,
             "day": utc_day(msg.ts_fill_ns or now_ns),
@@ -813,9 +850,12 @@ class ObserveCore:
             )
 
     def _on_settlement(self, msg: PositionSettled, now_ns: int, out: list[Record]) -> None:
+        key = settlement_key(msg)
+        if not self._first(key):
+            return
         self.roll_day(now_ns)
         row = {
-            "event_key": f"settlement:{msg.slug}:{msg.asset_id}",
+            "event_key": key,
             "kind": "settlement",
             "ts_ns": msg.ts_ns or now_ns,
             "day": utc_day(msg.ts_ns or now_ns),
@@ -841,6 +881,50 @@ class ObserveCore:
         out.append(Row("trades", row))
         self._count_trade(row)
         out.append(LogLine("execution", "settlement", "INFO", to_dict(msg)))
+
+    def _first(self, key: str) -> bool:
+        """Whether the fill or settlement with trades row key `key` is new (and now folded);
+        False for one folded before (counted in `duplicates`)."""
+        if key in self.folded:
+            self.duplicates += 1
+            return False
+        self.folded[key] = None
+        while len(self.folded) > MAX_FOLDED:
+            self.folded.popitem(last=False)
+        return True
+
+    def replay_ledger(
+        self, events: list[OrderFilled | PositionSettled], now_ns: int
+    ) -> list[Record]:
+        """Fold execution's ledger rows (`common.ledger`: fills and settlements as execution
+        published them) that the bus did not bring, as if heard now; one folded before (by its
+        trades row key) is skipped without counting it as a duplicate. Says what it added on the
+        `execution` stream (`ledger_replayed`)."""
+        self.ledger_replays += 1
+        out: list[Record] = []
+        added: list[str] = []
+        for msg in sorted(
+            events, key=lambda m: m.ts_fill_ns if isinstance(m, OrderFilled) else m.ts_ns
+        ):
+            key = fill_key(msg) if isinstance(msg, OrderFilled) else settlement_key(msg)
+            if key in self.folded:
+                continue
+            if isinstance(msg, OrderFilled):
+                self._on_fill(msg, now_ns, out)
+            else:
+                self._on_settlement(msg, now_ns, out)
+            added.append(key)
+        if added:
+            self.ledger_replayed += len(added)
+            out.append(
+                LogLine(
+                    "execution",
+                    "ledger_replayed",
+                    "WARNING",
+                    {"added": added, "why": "not heard on the bus"},
+                )
+            )
+        return out
 
     def _on_trade_closed(self, msg: TradeClosed, now_ns: int, out: list[Record]) -> None:
         """A closed trade's P&L goes on the row that closed it: now if that row was written,

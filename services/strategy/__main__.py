@@ -23,6 +23,12 @@ from common.clock import mono_ns
 from common.config import DEFAULT_CONFIG_PATH, ConfigError, overrides_of, trading_book
 from common.core import Emitted
 from common.db import DatabaseUnavailable
+from common.ledger import (
+    ledger_fills,
+    ledger_order_terms,
+    ledger_redemptions,
+    ledger_settlements,
+)
 from common.schema import (
     ConfigSnapshot,
     ControlReply,
@@ -35,14 +41,7 @@ from common.schema import (
 )
 from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.strategy.core import STATE_EVERY_NS, StrategyCore
-from services.strategy.store import (
-    StateStore,
-    book_key,
-    ledger_fills,
-    ledger_order_terms,
-    ledger_redemptions,
-    ledger_settlements,
-)
+from services.strategy.store import StateStore, book_key
 
 LEDGER_OVERLAP_NS = 60 * 1_000_000_000  # replay a minute before the newest fill we saw
 REPLAYED_CLOSES_FOR_NS = 10 * 1_000_000_000  # trades closed while down: re-sent for 10 s

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from common.db import connect, migrate
-from common.schema import OrderFilled, PositionSettled, to_json
+from common.schema import to_json
 
 MIGRATIONS = [
     """CREATE TABLE IF NOT EXISTS strategy_state (
@@ -80,128 +80,6 @@ class StateStore:
 
     def close(self) -> None:
         self.conn.close()
-
-
-def _tables(conn: sqlite3.Connection) -> set[str]:
-    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-
-
-def _book_filter(
-    conn: sqlite3.Connection, table: str, venue: str | None, dry_run: bool | None
-) -> tuple[str, list[Any]]:
-    """SQL for one book's rows (venue, with rows from before books; paper or real)."""
-    cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-    where, args = "", []
-    if venue is not None and "venue" in cols:
-        where += " AND venue IN (?, '')"
-        args.append(venue)
-    if dry_run is not None and "dry_run" in cols:
-        where += " AND dry_run = ?"
-        args.append(int(dry_run))
-    return where, args
-
-
-def ledger_fills(
-    conn: sqlite3.Connection,
-    prefix: str,
-    since_ns: int,
-    venue: str | None = None,
-    dry_run: bool | None = None,
-) -> list[OrderFilled]:
-    """Our fills since `since_ns` from execution's ledger (read only; execution owns it), of one
-    book when `venue`/`dry_run` are given, replayed into the core on start so a fill published
-    while strategy was down is not lost (the core ignores duplicates)."""
-    out: list[OrderFilled] = []
-    if "fills" in _tables(conn):
-        where, args = _book_filter(conn, "fills", venue, dry_run)
-        rows = conn.execute(
-            f"SELECT * FROM fills WHERE client_order_id LIKE ? AND ts_fill_ns >= ?{where} "
-            "ORDER BY ts_fill_ns, id",
-            (prefix + "-%", since_ns, *args),
-        ).fetchall()
-        for r in rows:
-            out.append(
-                OrderFilled(
-                    client_order_id=r["client_order_id"],
-                    asset_id=r["asset_id"],
-                    side=r["side"],
-                    price=r["price"],
-                    size=r["size"],
-                    fee=r["fee"],
-                    ts_fill_ns=r["ts_fill_ns"],
-                    slug=r["slug"],
-                    outcome=r["outcome"],
-                    venue_order_id=r["venue_order_id"] or "",
-                    trade_id=r["trade_id"],
-                    dry_run=bool(r["dry_run"]),
-                    reverses_trade_id=(
-                        r["reverses_trade_id"] if "reverses_trade_id" in r.keys() else ""
-                    ),
-                    venue=r["venue"] if "venue" in r.keys() else "",
-                )
-            )
-    return out
-
-
-def ledger_redemptions(
-    conn: sqlite3.Connection, venue: str | None = None, dry_run: bool | None = None
-) -> list[dict[str, Any]]:
-    """Execution's redemption rows (of one book when given), oldest first, as dicts with
-    `condition_id`, `slug`, `state`, `cash_expected`, `cash_returned` (USD); [] before execution
-    has made the table."""
-    if "redemptions" not in _tables(conn):
-        return []
-    where, args = _book_filter(conn, "redemptions", venue, dry_run)
-    where = where.replace(" AND ", " WHERE ", 1) if where else ""
-    return [
-        dict(r)
-        for r in conn.execute(
-            "SELECT condition_id, slug, state, cash_expected, cash_returned FROM redemptions"
-            f"{where} ORDER BY id",
-            args,
-        ).fetchall()
-    ]
-
-
-def ledger_order_terms(conn: sqlite3.Connection, client_order_id: str) -> dict[str, Any] | None:
-    """The market terms (fee_rate, fee_exponent, tick_size, min_order_size, neg_risk) execution
-    recorded with an order, from its `orders` row; None when there is no such row."""
-    if "orders" not in _tables(conn):
-        return None
-    row = conn.execute(
-        "SELECT fee_rate, fee_exponent, tick_size, min_order_size, neg_risk FROM orders"
-        " WHERE client_order_id=?",
-        (client_order_id,),
-    ).fetchone()
-    return dict(row) if row is not None else None
-
-
-def ledger_settlements(
-    conn: sqlite3.Connection, slug: str, venue: str | None = None, dry_run: bool | None = None
-) -> list[PositionSettled]:
-    """Execution's settlement of `slug` (in one book when given), if it settled while strategy
-    was down."""
-    out: list[PositionSettled] = []
-    if "settlements" in _tables(conn):
-        where, args = _book_filter(conn, "settlements", venue, dry_run)
-        for r in conn.execute(
-            f"SELECT * FROM settlements WHERE slug=?{where}", (slug, *args)
-        ).fetchall():
-            out.append(
-                PositionSettled(
-                    slug=r["slug"],
-                    asset_id=r["asset_id"],
-                    outcome=r["outcome"],
-                    won=bool(r["won"]),
-                    size=r["size"],
-                    payout=r["payout"],
-                    pnl=r["pnl"],
-                    ts_ns=r["ts_ns"],
-                    venue=r["venue"] if "venue" in r.keys() else "",
-                    dry_run=bool(r["dry_run"]) if "dry_run" in r.keys() else True,
-                )
-            )
-    return out
 
 
 def running_config_version(

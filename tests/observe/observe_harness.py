@@ -166,6 +166,8 @@ class FakeHotPath:
             )
         self.extra = extra
         self.paused: set[str] = set()  # extra markets whose trades, books and signal stop
+        # the services whose heartbeats the stand-in sends (a test may play one itself)
+        self.beating = {"ingest", "signal", "execution"}
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def send(self, service: str, topic: str, msg: Msg) -> None:
@@ -332,7 +334,7 @@ class FakeHotPath:
                     ),
                 )
             if i % 5 == 2:
-                for svc in ("ingest", "signal", "execution"):
+                for svc in sorted(self.beating):
                     self.send(
                         svc,
                         f"sys.heartbeat.{svc}",

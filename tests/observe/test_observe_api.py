@@ -391,8 +391,14 @@ def test_trades_paging_and_filters(stack: Stack) -> None:
         ),
     )
     wait_for(
-        lambda: len(stack.obs.status()["recent"]["fills"]) == 8, 5, what="duplicate fill handled"
+        lambda: re.search(
+            r"^polyedge_observe_trade_events_duplicate 1$", stack.obs.get("/metrics").text, re.M
+        ),
+        5,
+        what="duplicate fill handled",
     )
+    # heard, not counted again: the day's fees and entries are the seven fills'
+    assert len(stack.obs.status()["recent"]["fills"]) == 7
     wait_for(
         lambda: re.search(
             r"^polyedge_observe_db_rows_pending 0$", stack.obs.get("/metrics").text, re.M

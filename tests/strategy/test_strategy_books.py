@@ -7,6 +7,7 @@ from pathlib import Path
 
 from common import db
 from common.config import Settings, StrategyConfig, trading_book
+from common.ledger import ledger_fills, ledger_settlements
 from common.schema import (
     MarketResolved,
     OrderFilled,
@@ -16,7 +17,7 @@ from common.schema import (
 )
 from services.execution.ledger import Ledger
 from services.strategy.core import StrategyCore
-from services.strategy.store import StateStore, book_key, ledger_fills, ledger_settlements
+from services.strategy.store import StateStore, book_key
 from tests.conftest import REPO, wait_for
 from tests.strategy.test_strategy_process import Harness
 

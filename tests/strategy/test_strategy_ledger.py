@@ -9,10 +9,11 @@ import pytest
 
 from common import db
 from common.config import StrategyConfig
+from common.ledger import ledger_fills, ledger_settlements
 from common.schema import MarketInfo
 from services.execution.ledger import MIGRATIONS as EXECUTION_MIGRATIONS
 from services.strategy.core import StrategyCore
-from services.strategy.store import StateStore, ledger_fills, ledger_settlements
+from services.strategy.store import StateStore
 
 NS = 1_000_000_000
 START = 1_767_225_600 * NS
@@ -76,9 +77,9 @@ def test_fill_and_settlement_missed_while_down(tmp_path: Path) -> None:
 def test_position_rebuilt_from_the_ledger_takes_its_entry_orders_terms(tmp_path: Path) -> None:
     """After a restart with no md.market yet, the exit's fee schedule comes from the entry
     order execution recorded (its `orders` row), never a default of 0."""
+    from common.ledger import ledger_order_terms
     from common.schema import OrderFilled, OrderIntent
     from services.execution.ledger import Ledger
-    from services.strategy.store import ledger_order_terms
 
     path = tmp_path / "trader.db"
     ledger = Ledger(path)
