@@ -909,7 +909,11 @@ class ExecutionCore(Core):
             coid = intent.client_order_id
             try:
                 got = resting_fills(r.venue_order_id, intent.asset_id, rest=rest)
-                state = resting_state(r.venue_order_id, rest=rest) if resting_state else None
+                state = (
+                    resting_state(r.venue_order_id, rest=rest, size=intent.size)
+                    if resting_state
+                    else None
+                )
             except Exception as e:  # noqa: BLE001 - a failed poll is retried on the next tick
                 self._count("maker_fill_poll_failed")
                 self.log("execution", "maker_fill_poll_failed", "WARNING", error=str(e)[:200])

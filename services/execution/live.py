@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -171,6 +171,25 @@ def _num(x: Any) -> float:
         return float(x)
     except (TypeError, ValueError):
         return 0.0
+
+
+FIXED_MATH = 1_000_000  # base units per share / per pUSD (6 decimals)
+
+
+def order_quantities(doc: Mapping[str, Any], size: float) -> tuple[float, float]:
+    """`(original_size, size_matched)` in shares of a venue order document (GET /data/order,
+    a user-channel `order` event) for our order of `size` shares (0: unknown).
+
+    The venue's documents disagree on the unit: the CLOB OpenAPI and the single-order reference
+    give both as fixed-math with 6 decimals (`original_size: "100000000"` for 100 shares), the
+    order-management guide and every captured user-channel message as decimal shares
+    (`"size_matched": "5"`; Polymarket/ts-sdk #350 asks which holds). Both fields share one
+    unit, so the order's own `original_size` decides: more than 1,000x the shares we signed
+    means fixed-math, and both are divided by 1e6. A missing or unparseable field reads 0."""
+    original, matched = _num(doc.get("original_size")), _num(doc.get("size_matched"))
+    if size > 0 and original > 1000 * size:
+        return original / FIXED_MATH, matched / FIXED_MATH
+    return original, matched
 
 
 def _ts_seconds(x: Any) -> float:
@@ -646,8 +665,11 @@ class LiveVenue:
                         out.append(VenueTrade(f"{tid}:m:{order_id}", float(p), float(n), 0.0))
         return out
 
-    def resting_state(self, order_id: str, rest: bool = True) -> tuple[str, float] | None:
-        """`(status, size_matched shares)` of our resting order `order_id`: the user channel's
+    def resting_state(
+        self, order_id: str, rest: bool = True, size: float = 0.0
+    ) -> tuple[str, float] | None:
+        """`(status, size_matched shares)` of our resting order `order_id` of `size` shares (for
+        the unit of `size_matched`: `order_quantities`): the user channel's
         latest `order` event (PLACEMENT/UPDATE/CANCELLATION, PROTOCOLS.md section 2) and, with
         `rest`, GET /data/order (the reconcile path, authoritative). Status is the venue's word
         as one plain upper-case word (`venue_status`: REST's `ORDER_STATUS_LIVE` is LIVE): LIVE,
@@ -666,7 +688,7 @@ class LiveVenue:
         status = venue_status(doc.get("status"))
         if str(doc.get("type") or "").upper() == "CANCELLATION" and not status.startswith("CANCEL"):
             status = "CANCELED"
-        return status, _num(doc.get("size_matched"))
+        return status, order_quantities(doc, size)[1]
 
     def _cancel(self, call: Callable[[ClobClient], Any]) -> dict[str, Any]:
         if not self.start():
@@ -859,7 +881,7 @@ class LiveVenue:
                 str(o.get("asset_id")) == intent.asset_id
                 and str(o.get("side", "")).upper() == intent.side
                 and str(o.get("id")) not in claimed
-                and abs(_num(o.get("original_size")) - intent.size) < 0.01
+                and abs(order_quantities(o, intent.size)[0] - intent.size) < 0.01
                 and _ts_seconds(o.get("timestamp") or o.get("created_at")) >= since
             ):
                 return o
@@ -880,7 +902,8 @@ class LiveVenue:
         terminal = status not in ("LIVE", "DELAYED", "")
         # size_matched is the authority for how much filled: while the trades seen add up to
         # less, the order is followed until they appear
-        if terminal and _num(doc.get("size_matched")) > sum(t.size for t in fills) + 0.005:
+        matched = order_quantities(doc, intent.size)[1]
+        if terminal and matched > sum(t.size for t in fills) + 0.005:
             terminal = False
         return VenueResult(
             "accepted",

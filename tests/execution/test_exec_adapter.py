@@ -9,7 +9,13 @@ from eth_account import Account
 
 from common.config import Secret
 from common.schema import OrderIntent
-from services.execution.live import LiveVenue, _ts_seconds, map_error, venue_status
+from services.execution.live import (
+    LiveVenue,
+    _ts_seconds,
+    map_error,
+    order_quantities,
+    venue_status,
+)
 from tests.conftest import FIXTURES
 
 NT = FIXTURES / "nautilus_trader"
@@ -212,6 +218,28 @@ def test_exec_size_matched_decides_when_an_order_is_final() -> None:
     doc["size_matched"] = str(matched + 5)
     assert not v._from_order_doc(doc, it).terminal
     assert not v._from_order_doc({**doc, "status": "LIVE"}, it).terminal
+    # the same answers in fixed-math base units (6 decimals), as the CLOB OpenAPI and the
+    # single-order reference document them (Polymarket/ts-sdk #350: the docs disagree with
+    # the captured messages): read by the order's own original_size, not taken as shares
+    fixed = {
+        **doc,
+        "original_size": str(int(D(str(it.size)) * 1_000_000)),
+        "size_matched": str(int(matched * 1_000_000)),
+    }
+    assert v._from_order_doc(fixed, it).terminal
+    fixed["size_matched"] = str(int((matched + 5) * 1_000_000))
+    assert not v._from_order_doc(fixed, it).terminal
+    assert order_quantities(fixed, it.size) == (it.size, float(matched + 5))
+    assert order_quantities({**doc, "original_size": str(it.size)}, it.size)[1] == float(
+        matched + 5
+    )
+    v.ws_orders["0x9"] = {
+        "id": "0x9",
+        "status": "LIVE",
+        "original_size": "10000000",
+        "size_matched": "2500000",
+    }
+    assert v.resting_state("0x9", rest=False, size=10.0) == ("LIVE", 2.5)
 
 
 def test_exec_425_backs_off_then_post_only_minutes_hold_entries() -> None:

@@ -191,7 +191,7 @@ class RestingVenue:
         got = list(self.trades) + (list(self.rest_trades) if rest else [])
         return [t for t in got if t.trade_id.endswith(":" + order_id)]
 
-    def resting_state(self, order_id, rest=True):
+    def resting_state(self, order_id, rest=True, size=0.0):
         return self.state
 
     def cancel(self, ids):
