@@ -43,6 +43,8 @@ from common.schema import (
     RiskState,
     SignalScore,
     TradeClosed,
+    fill_key,
+    settlement_key,
     to_dict,
 )
 from services.observe import views
@@ -183,16 +185,6 @@ def _ms(later_ns: int, earlier_ns: int) -> float | None:
     if not later_ns or not earlier_ns or later_ns < earlier_ns:
         return None
     return (later_ns - earlier_ns) / 1e6
-
-
-def fill_key(msg: OrderFilled) -> str:
-    """The trades row key of a fill (`fill:<client order id>:<trade id>`): one per trade."""
-    return f"fill:{msg.client_order_id}:{msg.trade_id or msg.ts_fill_ns}"
-
-
-def settlement_key(msg: PositionSettled) -> str:
-    """The trades row key of a settlement (`settlement:<slug>:<asset id>`): one per position."""
-    return f"settlement:{msg.slug}:{msg.asset_id}"
 
 
 class ObserveCore:
@@ -850,7 +842,7 @@ class ObserveCore:
             )
 
     def _on_settlement(self, msg: PositionSettled, now_ns: int, out: list[Record]) -> None:
-        key = settlement_key(msg)
+        key = settlement_key(msg.slug, msg.asset_id)
         if not self._first(key):
             return
         self.roll_day(now_ns)
@@ -906,7 +898,10 @@ class ObserveCore:
         for msg in sorted(
             events, key=lambda m: m.ts_fill_ns if isinstance(m, OrderFilled) else m.ts_ns
         ):
-            key = fill_key(msg) if isinstance(msg, OrderFilled) else settlement_key(msg)
+            if isinstance(msg, OrderFilled):
+                key = fill_key(msg)
+            else:
+                key = settlement_key(msg.slug, msg.asset_id)
             if key in self.folded:
                 continue
             if isinstance(msg, OrderFilled):

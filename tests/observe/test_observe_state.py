@@ -10,6 +10,7 @@ import pytest
 
 from common.schema import (
     BookSnapshot,
+    Heartbeat,
     LatencySample,
     LazyBookSnapshot,
     MarketInfo,
@@ -565,3 +566,58 @@ def test_maker_fill_rebate_in_the_trades_row_and_todays_figures(tmp_path: Path) 
     m = views.metrics_doc(c, NOW)
     assert (m["fees_today"], m["rebates_today"]) == (0.1747, 0.0349)
     rec.close()
+
+
+def test_execution_heartbeats_ask_for_the_ledger_and_each_event_counts_once() -> None:
+    """A new execution process (the first heard, another pid or start) and one in its first
+    seconds ask for a ledger replay; an old one does not. A fill or settlement heard on the bus
+    again, or also read from the ledger, counts once."""
+    from services.observe.state import LEDGER_REPLAY_FOR_NS
+
+    c = core()
+    old = NOW - 10 * LEDGER_REPLAY_FOR_NS
+
+    def beat(pid: int, started_ns: int, ts_ns: int) -> bool:
+        c.ledger_replay_due = False
+        c.handle(
+            "sys.heartbeat.execution",
+            Heartbeat(
+                service="execution", state="running", pid=pid, started_ns=started_ns, ts_ns=ts_ns
+            ),
+            ts_ns,
+        )
+        return c.ledger_replay_due
+
+    assert beat(1, old, NOW)  # the first heard
+    assert not beat(1, old, NOW + 10**9)  # the same, long up
+    assert beat(2, NOW, NOW + 2 * 10**9)  # a new process
+    assert beat(2, NOW, NOW + LEDGER_REPLAY_FOR_NS - 1)  # in its first seconds
+    assert not beat(2, NOW, NOW + LEDGER_REPLAY_FOR_NS)
+    fill = OrderFilled(
+        client_order_id="c1",
+        asset_id="U",
+        side="BUY",
+        price=0.5,
+        size=10.0,
+        fee=0.1,
+        ts_fill_ns=NOW,
+        slug="s",
+        trade_id="t1",
+    )
+    settled = PositionSettled(
+        slug="s", asset_id="U", outcome="Up", won=True, size=10.0, payout=1.0, pnl=4.9, ts_ns=NOW
+    )
+    assert any(isinstance(r, Row) for r in c.handle("exec.fill", fill, NOW))
+    assert c.handle("exec.fill", fill, NOW) == []  # heard again: nothing recorded, not counted
+    out = c.replay_ledger([settled, fill], NOW)
+    assert [r.values["event_key"] for r in out if isinstance(r, Row)] == ["settlement:s:U"]
+    assert c.replay_ledger([settled, fill], NOW) == []
+    assert c.handle("exec.settlement", settled, NOW) == []
+    m = views.metrics_doc(c, NOW)
+    assert (m["trades_today"], m["settled_today"], m["fees_today"], m["daily_pnl"]) == (
+        1,
+        1,
+        0.1,
+        4.9,
+    )
+    assert (c.duplicates, c.ledger_replays, c.ledger_replayed) == (2, 2, 1)
