@@ -11,6 +11,7 @@ one) and its ledger (services/execution/ledger.py, the same file as observe's ta
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from typing import Any
 
@@ -188,3 +189,4 @@ def test_fills_and_settlements_a_new_execution_published_unheard_come_from_its_l
         obs.stop()
         hot.close()
         ledger.close()
+        shutil.rmtree(root, ignore_errors=True)
