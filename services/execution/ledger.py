@@ -460,14 +460,20 @@ class Ledger:
     def book(self, dry_run: bool | None = None) -> tuple[dict[str, Position], dict[str, float]]:
         """`(open positions by asset, realised P&L by slug)` of this venue (paper or real with
         `dry_run`): every fill replayed in time order (sells realise against the average cost),
-        plus each settlement's P&L (USD)."""
-        settled = {r["asset_id"] for r in self.conn.execute("SELECT asset_id FROM settlements")}
+        plus each settlement's P&L (USD). A position is over once ITS book settled its asset: a
+        settlement of the same token in the other book (paper and real in one window) leaves
+        it open (found by a new user's test, 2026-12-01: a real position vanished unsettled
+        and was never redeemed after the paper book settled the same token)."""
         held: dict[str, Position] = {}
         realized: dict[str, float] = {}
         where, args = "venue IN (?, '')", [self.venue]
         if dry_run is not None:
             where += " AND dry_run = ?"
             args.append(int(dry_run))
+        settled = {
+            r["asset_id"]
+            for r in self.conn.execute(f"SELECT asset_id FROM settlements WHERE {where}", args)
+        }
         for r in self.conn.execute(
             f"SELECT * FROM fills WHERE {where} ORDER BY ts_fill_ns, id", args
         ):

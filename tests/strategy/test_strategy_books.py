@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from msgspec.structs import replace as msgspec_replace
+
 from common import db
 from common.config import Settings, StrategyConfig, trading_book
 from common.ledger import ledger_fills, ledger_settlements
@@ -67,6 +69,32 @@ def test_ledger_rows_name_their_venue_and_books_do_not_mix(tmp_path: Path) -> No
     assert [f.venue for f in ledger_fills(conn, "pe", 0, "sim", True)] == ["sim"]
     assert ledger_fills(conn, "pe", 0, "live", True) == []
     assert len(ledger_settlements(conn, SLUG, "live", True)) == 1
+
+
+def test_a_settlement_in_one_book_leaves_the_other_books_position_in_that_token_open(
+    tmp_path: Path,
+) -> None:
+    """A new user's test (2026-12-01): a real position held 20 Up shares, the tree was restarted
+    in paper mode, the paper book bought and settled the same token; back in real mode execution
+    had dropped the real position (no settlement row, never redeemed) while strategy booked its
+    payout. The real venue's token ids are the same in both books, so this happens whenever
+    paper and real hold one outcome of one window."""
+    path = tmp_path / "trader.db"
+    led = Ledger(path, venue="live")
+    real = _fill("pe-1e")
+    paper = _fill("pe-2e")
+    led.record_fills("pe-1e", [msgspec_replace(real, dry_run=False)], T0)
+    led.record_fills("pe-2e", [paper], T0)
+    assert set(led.positions(dry_run=False)) == {"U"} and set(led.positions(dry_run=True)) == {"U"}
+    paid = PositionSettled(
+        slug=SLUG, asset_id="U", outcome="Up", won=True, size=10, payout=10, pnl=4.8, ts_ns=T0
+    )
+    assert led.record_settlement(paid)  # the paper book's (dry_run defaults to paper)
+    assert led.positions(dry_run=True) == {}
+    (pos,) = led.positions(dry_run=False).values()
+    assert pos.size == 10.0, "the real position must stay open until the real book settles it"
+    assert led.record_settlement(msgspec_replace(paid, dry_run=False))
+    assert led.positions(dry_run=False) == {}
 
 
 def test_core_counters_and_halts_are_per_book(tmp_path: Path) -> None:
