@@ -160,8 +160,9 @@ _batch_decoder = msgspec.msgpack.Decoder(list[tuple[int, str, str]])
 
 
 def _frame_worker(conn: Any, source: Callable[[], Iterable[Frame]]) -> None:
-    """Child process: the source's frames, msgpack-encoded in batches, then b"" (or b"!" and
-    the error)."""
+    """Child process: the source's frames, msgpack-encoded in batches, then b"" (or b"?" and
+    a bad input's message, ValueError/OSError, which names the file; or b"!" and any other
+    error)."""
     enc = msgspec.msgpack.Encoder()
     try:
         batch: list[Frame] = []
@@ -173,6 +174,8 @@ def _frame_worker(conn: Any, source: Callable[[], Iterable[Frame]]) -> None:
         if batch:
             conn.send_bytes(enc.encode(batch))
         conn.send_bytes(b"")
+    except (ValueError, OSError) as e:
+        conn.send_bytes(b"?" + str(e).encode())
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send_bytes(b"!" + f"{type(e).__name__}: {e}".encode())
     finally:
@@ -198,6 +201,8 @@ def frames_from_worker(source: Callable[[], Iterable[Frame]]) -> Iterator[Frame]
                 return
             if data[:1] == b"!":
                 raise ValueError(f"frame worker: {data[1:].decode(errors='replace')}")
+            if data[:1] == b"?":
+                raise ValueError(data[1:].decode(errors="replace"))
             yield from _batch_decoder.decode(data)
     finally:
         recv.close()
@@ -252,7 +257,19 @@ def sim_frames(seed: int, windows: int, window_s: int) -> Iterator[Frame]:
 
 def read_frames(path: Path) -> Iterator[Frame]:
     """Frames of an ingest capture: a gzip file or directory of them (services/ingest/capture.py)
-    or plain JSON lines of `{"ts_recv_ns", "channel", "frame"}`."""
+    or plain JSON lines of `{"ts_recv_ns", "channel", "frame"}`. Raises ValueError naming the
+    file for one that is not a capture (not gzip, a line that is not a capture line) and for a
+    capture without a single frame, so a corrupt capture can't pass for a quiet one."""
+    n = 0
+    for frame in _frames_of(path):
+        n += 1
+        yield frame
+    if n == 0:
+        what = "no capture file with a frame" if path.is_dir() else "no frame"
+        raise ValueError(f"{path}: not a capture ({what})")
+
+
+def _frames_of(path: Path) -> Iterator[Frame]:
     if path.is_dir():
         for f in capture_files(path):
             yield from read_capture(f)

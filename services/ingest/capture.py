@@ -4,7 +4,8 @@ Files are gzip JSONL under `<data_dir>/captures/`: one `{"ts_recv_ns", "channel"
 object a line, where `channel` is `binance`, `clob`, `rtds` or `gamma` and `frame` is the frame's
 text exactly as received. A file rotates after `rotate_s` seconds or `max_bytes` of raw frames and
 is flushed about once a second, so a crash loses at most that second. `read_capture` reads one back
-(a truncated last block, from a crash, ends the iteration instead of raising).
+(a truncated last block, from a crash, ends the iteration instead of raising; a file that is
+not a capture raises ValueError).
 """
 
 from __future__ import annotations
@@ -92,18 +93,28 @@ class CaptureWriter:
 
 
 def read_capture(path: str | os.PathLike[str]) -> Iterator[tuple[int, str, str]]:
-    """(ts_recv_ns, channel, frame) of every line of one capture file, in file order."""
+    """(ts_recv_ns, channel, frame) of every line of one capture file, in file order.
+
+    A capture cut by a crash ends the iteration quietly: the writer flushes whole lines, so a
+    crash leaves a gzip stream that ends early (EOFError) or a last line without its newline.
+    Anything else raises ValueError naming the file (and line): not gzip, a corrupt deflate
+    stream, or a complete line that is not a `{"ts_recv_ns", "channel", "frame"}` object.
+    """
     with gzip.open(path, "rb") as f:
         try:
-            for raw in f:
+            for n, raw in enumerate(f, 1):
                 if raw.strip():
                     try:
                         line = _dec.decode(raw)
-                    except msgspec.DecodeError:
-                        return  # a line cut by a crash mid-write
+                    except msgspec.DecodeError as e:
+                        if not raw.endswith(b"\n"):
+                            return  # the last line, cut by a crash mid-write
+                        raise ValueError(f"{path}:{n}: not a capture line: {e}") from None
                     yield line.ts_recv_ns, line.channel, line.frame
-        except (EOFError, zlib.error, gzip.BadGzipFile):
-            return
+        except EOFError:
+            return  # the stream ends early: a crash before the gzip trailer
+        except (zlib.error, gzip.BadGzipFile) as e:
+            raise ValueError(f"{path}: not a gzip capture: {e}") from None
 
 
 def capture_files(directory: str | os.PathLike[str]) -> list[Path]:

@@ -192,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         # closed markets); per seed, as the market ids are
         archive_path=settings.data_dir / "sim" / f"windows-seed{seed}.jsonl",
     )
+    try:  # before the socket: a capture that is not one exits 2 naming the file
+        venue = Venue(opts)
+    except (ValueError, OSError) as exc:
+        print(f"polyedge sim: {exc}", file=sys.stderr, flush=True)
+        return 2
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -201,7 +206,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simvenue: cannot listen on {args.host}:{port}: {exc}", file=sys.stderr)
         return 1
     bound_port = sock.getsockname()[1]
-    venue = Venue(opts)
     config = uvicorn.Config(
         build_app(venue),
         log_level="warning",

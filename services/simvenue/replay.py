@@ -6,13 +6,22 @@ Capture format: JSON Lines, one frame per line, an object with
     "binance" -> Binance sockets, "rtds"/"chainlink"/"price" -> RTDS, "user" -> skipped,
     anything with "market"/"clob"/"polymarket" -> market channel,
   - the frame: `frame` (or `raw`, `text`) as the exact text received, or `data` as JSON.
-Lines that don't fit are counted and skipped. Frames keep their relative spacing divided by speed.
+Lines that don't fit are counted and skipped. A gzip file is read as ingest's capture
+(`INGEST_CAPTURE=1`, `data/captures/*.jsonl.gz`) by ingest's own reader. Frames keep their
+relative spacing divided by speed.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+
+# a capture file's format, read with ingest's reader (the one `polyedge backtest` uses too)
+from services.ingest.capture import read_capture
+
+GZIP_MAGIC = b"\x1f\x8b"
 
 NS = 1_000_000_000
 
@@ -40,12 +49,44 @@ class Replay:
     stats: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str, speed: float = 1.0) -> Replay:
+    def load(cls, path: str | Path, speed: float = 1.0) -> Replay:
+        """The frames of a capture file, in capture-time order: ingest's gzip capture, or JSON
+        lines in any of the layouts of the module docstring.
+
+        Raises ValueError naming the file when it is not a capture: a gzip file that is not
+        ingest's capture (services/ingest/capture.py `read_capture`), or a file without one
+        frame for a replayed channel; OSError when it can't be read.
+        """
         if speed <= 0:
             raise ValueError("speed must be > 0")
+        with open(path, "rb") as fh:
+            gzipped = fh.read(2) == GZIP_MAGIC
         frames: list[tuple[int, str, str]] = []
         skipped = 0
-        with open(path, encoding="utf-8") as fh:
+        lines = read_capture(path) if gzipped else cls._json_lines(path)
+        for rec in lines:
+            if rec is None:
+                skipped += 1
+                continue
+            ts, src, text = rec
+            kind = _kind(src)
+            if kind is None:
+                skipped += 1
+                continue
+            frames.append((ts, kind, text))
+        if not frames:
+            raise ValueError(
+                f"{path}: not a capture (no frame of a replayed channel: binance, market, price "
+                f"feed; {skipped} lines skipped)"
+            )
+        frames.sort(key=lambda f: f[0])
+        return cls(frames, speed, skipped)
+
+    @classmethod
+    def _json_lines(cls, path: str | Path) -> Iterator[tuple[int, str, str] | None]:
+        """(ts ns, source, frame text) of each line, None for a line that doesn't fit (also
+        one that is not UTF-8: json.loads raises UnicodeDecodeError, a ValueError)."""
+        with open(path, "rb") as fh:
             for line in fh:
                 line = line.strip()
                 if not line:
@@ -56,18 +97,15 @@ class Replay:
                     src = next(
                         str(rec[k]) for k in ("channel", "source", "venue", "stream") if k in rec
                     )
-                    kind = _kind(src)
                     text = next((rec[k] for k in ("frame", "raw", "text") if k in rec), None)
                     if text is None:
                         text = json.dumps(rec["data"], separators=(",", ":"))
-                    if kind is None or ts is None or not isinstance(text, str):
+                    if ts is None or not isinstance(text, str):
                         raise ValueError
-                except (ValueError, KeyError, StopIteration, TypeError):
-                    skipped += 1
+                except (ValueError, KeyError, StopIteration, TypeError, OverflowError):
+                    yield None
                     continue
-                frames.append((ts, kind, text))
-        frames.sort(key=lambda f: f[0])
-        return cls(frames, speed, skipped)
+                yield ts, src, text
 
     @staticmethod
     def _ts(rec: dict) -> int | None:

@@ -250,6 +250,53 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "min_edge_pct" in capsys.readouterr().err
 
 
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.commands.cli", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_corrupt_gzip_capture_is_refused_like_a_plain_one(tmp_path: Path) -> None:
+    """BREAKER3 finding 6: a gzip of garbage, random bytes named .gz and an empty gzip exited 0
+    with an empty report (a script could not tell them from a quiet capture); the plain path
+    already refused. Now each is refused with exit 2 and one line naming the file and the
+    problem, through the worker process as in-process; a capture cut by a crash (a gzip stream
+    ending early) still reads up to the cut."""
+    import gzip
+
+    garbage = tmp_path / "garbage.jsonl.gz"
+    garbage.write_bytes(gzip.compress(b"garbage\n"))
+    rand = tmp_path / "rand.jsonl.gz"
+    rand.write_bytes(bytes(range(7, 256)) * 4)  # not gzip (no 1f 8b magic)
+    empty = tmp_path / "empty.jsonl.gz"
+    empty.write_bytes(gzip.compress(b""))
+    tap = tmp_path / "tap.jsonl.gz"  # bus messages (tap output) gzipped: not ingest's capture
+    tap.write_bytes(gzip.compress(b'{"kind": "btc_trade", "price": 1}\n'))
+    cases = {garbage: "not a capture line", rand: "not a gzip", empty: "not a capture"}
+    cases[tap] = "not a capture line"
+    for path, words in cases.items():
+        for extra in ((), ("--in-process",)):
+            r = _cli("backtest", str(path), *extra)
+            assert r.returncode == 2 and not r.stdout, (path, extra, r.stdout, r.stderr)
+            lines = r.stderr.strip().splitlines()
+            assert len(lines) == 1 and str(path) in lines[0] and words in lines[0], r.stderr
+            assert "Traceback" not in r.stderr
+    # the control: a real capture, and the same cut short by a crash, still backtest
+    cap = tmp_path / "cap.jsonl.gz"
+    r = _cli("backtest", *ARGS[:4], "--window-seconds", "60", "--record", str(cap), "--json")
+    assert r.returncode == 0, r.stderr
+    whole = _cli("backtest", str(cap), "--json")
+    assert whole.returncode == 0 and json.loads(whole.stdout)["windows"] >= 1, whole.stderr
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(cap.read_bytes()[: cap.stat().st_size // 2])
+    r = _cli("backtest", str(cut), "--json")
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_key_set_twice_is_refused_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
     """BREAKER2 finding 10: `--set k=1 --set k=2` kept the last value without a word (a key named
     twice in JSON is refused everywhere else); now refused, naming the key and both values,

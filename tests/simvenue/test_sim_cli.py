@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from websockets.asyncio.client import connect
 
+from services.ingest.capture import CaptureWriter, capture_files
 from services.simvenue import main
 from tests.simvenue.conftest import ROOT, start_sim, stop_sim
 
@@ -53,7 +55,10 @@ def test_fault_flag_applies_at_start() -> None:
         stop_sim(s)
 
 
-def test_replay_plays_capture_through_the_sockets(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gzipped", [False, True], ids=["jsonl", "gzip"])
+def test_replay_plays_capture_through_the_sockets(tmp_path: Path, gzipped: bool) -> None:
+    """Plain JSON lines, and (BREAKER3 finding 5) ingest's gzip capture as the README's
+    `INGEST_CAPTURE=1` workflow writes it, which ended in a UnicodeDecodeError traceback."""
     base = 1_790_877_850_000_000_000
     lines = []
     for i in range(6):
@@ -95,8 +100,15 @@ def test_replay_plays_capture_through_the_sockets(tmp_path: Path) -> None:
             ),
         }
     )
-    cap = tmp_path / "capture.jsonl"
-    cap.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
+    if gzipped:  # written by ingest's own writer
+        writer = CaptureWriter(tmp_path)
+        for x in lines:
+            writer.write(x["ts_recv_ns"], x["channel"], x["frame"])
+        writer.close()
+        (cap,) = capture_files(tmp_path)
+    else:
+        cap = tmp_path / "capture.jsonl"
+        cap.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
     # Half speed: the 0.7 s capture takes 1.4 s, starting when the first client connects.
     s = start_sim("--replay", str(cap), "--speed", "0.5")
     try:
@@ -117,3 +129,35 @@ def test_replay_plays_capture_through_the_sockets(tmp_path: Path) -> None:
         assert httpx.get(f"{s.http}/sim/health").json()["mode"] == "replay"
     finally:
         stop_sim(s)
+
+
+def test_a_file_that_is_not_a_capture_is_refused_naming_it(tmp_path: Path) -> None:
+    """BREAKER3 finding 5: random bytes (named .jsonl or .jsonl.gz), a gzip of garbage and a
+    file without one replayable frame gave a traceback (or a venue replaying nothing); now
+    exit 2 and one line naming the file and the problem, before the port is taken."""
+    import gzip
+
+    rand = bytes((i * 167 + 13) % 256 for i in range(1000))
+    cases = {
+        "rand.jsonl": (rand, "not a capture"),
+        "rand.jsonl.gz": (rand, "not a capture"),
+        "garbage.jsonl.gz": (gzip.compress(b"garbage\n"), "not a capture line"),
+        "corrupt.jsonl.gz": (gzip.compress(b"x" * 1000)[:12] + rand, "not a gzip capture"),
+        "user_only.jsonl": (b'{"ts_recv_ns": 1, "channel": "user", "frame": "{}"}\n', "no frame"),
+    }
+    for name, (content, words) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        r = subprocess.run(
+            [sys.executable, "-m", "services.commands.cli", "sim", "--replay", str(path)]
+            + ["--port", "0"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "POLYEDGE_VENUE": "sim"},
+        )
+        assert r.returncode == 2, (name, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(path) in lines[0] and words in lines[0], (name, r.stderr)
+        assert "listening" not in r.stdout
