@@ -161,7 +161,7 @@ _batch_decoder = msgspec.msgpack.Decoder(list[tuple[int, str, str]])
 
 def _frame_worker(conn: Any, source: Callable[[], Iterable[Frame]]) -> None:
     """Child process: the source's frames, msgpack-encoded in batches, then b"" (or b"?" and
-    a bad input's message, ValueError/OSError, which names the file; or b"!" and any other
+    a bad input's message (a ValueError, which names the file); or b"!" and any other
     error)."""
     enc = msgspec.msgpack.Encoder()
     try:
@@ -174,7 +174,7 @@ def _frame_worker(conn: Any, source: Callable[[], Iterable[Frame]]) -> None:
         if batch:
             conn.send_bytes(enc.encode(batch))
         conn.send_bytes(b"")
-    except (ValueError, OSError) as e:
+    except ValueError as e:
         conn.send_bytes(b"?" + str(e).encode())
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send_bytes(b"!" + f"{type(e).__name__}: {e}".encode())
