@@ -41,7 +41,7 @@ from common.schema import (
 )
 from common.service import EXIT_CONFIG, ServiceRunner, fail
 from services.strategy.core import STATE_EVERY_NS, StrategyCore
-from services.strategy.store import StateStore, book_key
+from services.strategy.store import STOP_KEY, StateStore, book_key
 
 LEDGER_OVERLAP_NS = 60 * 1_000_000_000  # replay a minute before the newest fill we saw
 REPLAYED_CLOSES_FOR_NS = 10 * 1_000_000_000  # trades closed while down: re-sent for 10 s
@@ -76,8 +76,25 @@ class StrategyRunner(ServiceRunner):
         self.core = StrategyCore(
             loaded.config, saved, defaults=loaded.defaults, venue=self.venue, mode=self.mode
         )
+        # the operator's global emergency stop is every book's (set in the paper book, a tree
+        # restarted in real mode starts halted; cleared here, it is cleared for every book)
+        stop = self.store.stop()
+        self.core.emergency_stop, self.core.emergency_reason = (
+            stop["emergency_stop"],
+            stop["reason"],
+        )
+        self.stop_book = stop["book"]  # the book it was set in
         if adopted:
             self.log.write("risk", "state_adopted_from_before_books", key=self.state_key)
+        if stop["emergency_stop"]:
+            self.log.write(
+                "risk",
+                "emergency_stop_in_force",
+                "WARNING",
+                reason=stop["reason"],
+                set_in=stop["book"],
+                book=self.state_key,
+            )
         self.orders: Pusher | None = None
         self.sub: Subscriber | None = None
         self.replayed_closes: list[TradeClosed] = []
@@ -149,8 +166,21 @@ class StrategyRunner(ServiceRunner):
         return ("halted" if self.core.halt_reasons() else "running"), detail
 
     def commit(self) -> None:
-        # an operator told "halted" must find it halted after any crash: saved before sent
-        self.store.save(self.core.persistent(), self.core.now_ns, self.state_key)
+        # an operator told "halted" must find it halted after any crash: saved before sent.
+        # The global stop first: it is the truth at start (see __init__), so a crash between
+        # the two writes neither loses a stop nor brings back a cleared one.
+        core = self.core
+        if not core.emergency_stop:
+            self.stop_book = ""
+        elif not self.stop_book:  # set now, in this book
+            self.stop_book = self.state_key
+        stop = {
+            "emergency_stop": core.emergency_stop,
+            "reason": core.emergency_reason,
+            "book": self.stop_book,
+        }
+        self.store.save(stop, core.now_ns, STOP_KEY)
+        self.store.save(core.persistent(), core.now_ns, self.state_key)
 
     def deliver(self, emitted: Emitted) -> None:
         """A step that emits something is saved before it is sent (ServiceRunner.deliver); one

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from msgspec.structs import replace as msgspec_replace
 
 from common import db
-from common.config import Settings, StrategyConfig, trading_book
+from common.config import Settings, StrategyConfig, load_settings, trading_book
 from common.ledger import ledger_fills, ledger_settlements
 from common.schema import (
+    ClearEmergencyStop,
     MarketResolved,
     OrderFilled,
     PositionSettled,
@@ -19,13 +21,14 @@ from common.schema import (
 )
 from services.execution.ledger import Ledger
 from services.strategy.core import StrategyCore
-from services.strategy.store import StateStore, book_key
+from services.strategy.store import STOP_KEY, StateStore, book_key, book_summaries
 from tests.conftest import REPO, wait_for
 from tests.strategy.test_strategy_process import Harness
 
 NS = 1_000_000_000
 T0 = 1_800_000_000 * NS
 SLUG = "btc-updown-5m-1800000000"
+MKT = "btc-5m"  # the shipped config's market (series key)
 
 
 def _fill(coid: str, side: str = "BUY", price: float = 0.5, venue: str = "") -> OrderFilled:
@@ -129,16 +132,17 @@ def test_state_from_before_books_is_adopted_once(tmp_path: Path) -> None:
 def test_switching_venue_starts_the_other_books_counters(
     iso_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """The issue's case, with the real process: a sim session's halt and trade count are not
-    the live session's (there, they had blocked live paper trading for the day)."""
+    """The issue's case, with the real process: a sim session's halt of a market (about that
+    book's money) is not the live session's (there, it had blocked live paper trading for the
+    day). The operator's global emergency stop is every book's: see the next test."""
     cfg = tmp_path / "config.json"
     cfg.write_text((REPO / "config" / "config.json").read_text())
     h = Harness(iso_env, cfg)
     try:
         h.env["POLYEDGE_VENUE"] = "sim"
         h.start()
-        reply = h.command(TriggerEmergencyStop(request_id="stop-sim", reason="test"))
-        assert reply.ok and reply.state["risk"]["emergency_stop"]
+        reply = h.command(TriggerEmergencyStop(request_id="stop-sim", reason="test", market=MKT))
+        assert reply.ok and reply.state["markets"][MKT]["halted"], reply.state
         h.stop()
         for venue, halted in (("live", False), ("sim", True)):
             h.seen.clear()
@@ -147,7 +151,66 @@ def test_switching_venue_starts_the_other_books_counters(
             risk = wait_for(
                 lambda v=venue: h.poll(RiskState, lambda r: r.venue == v), 10, what="risk state"
             )
-            assert risk.mode == "paper" and risk.halted is halted, (venue, risk)
+            assert risk.mode == "paper" and risk.markets[MKT]["halted"] is halted, (venue, risk)
+            assert not risk.halted, risk  # no global halt in either
             h.stop()
     finally:
         h.close()
+
+
+def test_the_emergency_stop_holds_in_every_book_until_cleared(
+    iso_env: dict[str, str], tmp_path: Path
+) -> None:
+    """BREAKER3 finding 2: an emergency stop set while paper trading used to stay with the
+    paper book; the tree restarted in real mode came up un-halted and bought 20 s later. Now
+    the stop set in the paper book halts the real book's process from its start, a clear there
+    clears it for the paper book too, and the day's P&L stays per book."""
+    cfg = tmp_path / "config.json"
+    cfg.write_text((REPO / "config" / "config.json").read_text())
+    h = Harness(iso_env, cfg)
+    real = {"DRY_RUN": "false", "ENABLE_REAL_TRADING": "true", "PRIVATE_KEY": "0x" + "11" * 32}
+    db_path = load_settings(h.env, dotenv=None).database_path
+
+    def start(mode: str) -> RiskState:
+        h.seen.clear()
+        for k, v in real.items():
+            if mode == "real":
+                h.env[k] = v
+            else:
+                h.env.pop(k, None)
+        h.start()
+        return wait_for(
+            lambda: h.poll(RiskState, lambda r: r.mode == mode), 10, what=f"{mode} risk state"
+        )
+
+    try:
+        h.env["POLYEDGE_VENUE"] = "sim"
+        assert not start("paper").halted
+        reply = h.command(TriggerEmergencyStop(request_id="stop-paper", reason="looks wrong"))
+        assert reply.ok and reply.state["risk"]["emergency_stop"]
+        h.stop()
+        risk = start("real")  # same database, the other book
+        assert (risk.venue, risk.mode) == ("sim", "real")
+        assert risk.emergency_stop and risk.halted and "emergency_stop" in risk.reasons, risk
+        stop, books = book_summaries(db_path, time.time_ns())
+        assert stop == {"emergency_stop": True, "reason": "looks wrong", "book": "core:sim:paper"}
+        assert set(books) == {"core:sim:paper", "core:sim:real"}
+        reply = h.command(ClearEmergencyStop(request_id="clear-real"))
+        assert reply.ok and not reply.state["risk"]["emergency_stop"], reply.state
+        h.stop()
+        risk = start("paper")  # the clear in the real book cleared it for the paper book
+        assert not risk.emergency_stop and not risk.halted, risk
+        h.stop()
+        assert not StateStore(db_path).stop()["emergency_stop"]
+    finally:
+        h.close()
+
+
+def test_a_stop_saved_before_it_was_global_holds_in_every_book(tmp_path: Path) -> None:
+    """Upgrade: a stop kept only in a book's row (older versions) is every book's stop."""
+    store = StateStore(tmp_path / "trader.db")
+    assert store.stop() == {"emergency_stop": False, "reason": "", "book": ""}
+    store.save({"emergency_stop": True, "emergency_reason": "old"}, T0, book_key("sim", "paper"))
+    assert store.stop() == {"emergency_stop": True, "reason": "old", "book": "core:sim:paper"}
+    store.save({"emergency_stop": False, "reason": "", "book": ""}, T0 + 1, STOP_KEY)
+    assert not store.stop()["emergency_stop"]  # once it has its own row, that row is the truth
