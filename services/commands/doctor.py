@@ -49,6 +49,63 @@ def geoblock_url(settings: Settings) -> str:
     return GEOBLOCK_URL
 
 
+def switch_checks(settings: Settings) -> list[Check]:
+    """The three switches that let real orders go (DRY_RUN=false, ENABLE_REAL_TRADING=true,
+    PRIVATE_KEY set; services/execution/switches.py): the `switches` check, and the `key` check
+    when no key is set (FAIL). With DRY_RUN=false and a switch missing, execution blocks every
+    order, paper and real: nothing trades (`blocked_switches`)."""
+    switches = (
+        ("DRY_RUN", not settings.dry_run, "DRY_RUN=false"),
+        ("ENABLE_REAL_TRADING", settings.enable_real_trading, "ENABLE_REAL_TRADING=true"),
+    )
+    off = [want for _, ok, want in switches if not ok]
+    if not off:
+        detail = "real orders enabled"
+    elif settings.dry_run:
+        detail = "paper trading: real orders blocked"
+    else:  # DRY_RUN=false: execution does not paper trade either
+        detail = "DRY_RUN=false without ENABLE_REAL_TRADING=true: every order blocked, paper too"
+    out = [
+        Check(
+            "switches",
+            "PASS" if not off else "WARN",
+            detail,
+            "" if not off else "set " + " and ".join(off) + " to trade real money",
+        )
+    ]
+    if settings.private_key is None:
+        out.append(
+            Check("key", "FAIL", "PRIVATE_KEY is not set", "set PRIVATE_KEY (64 hex digits)")
+        )
+    return out
+
+
+def blocked_switches(settings: Settings) -> str | None:
+    """Why no order at all would go with these settings, or None: DRY_RUN=false turns paper
+    trading off, and without ENABLE_REAL_TRADING=true and PRIVATE_KEY real trading stays off
+    too, so execution blocks every order (`REAL_TRADING_BLOCKED_*`) and strategy halts the
+    market (`real_trading_blocked`). Names the missing switches (the `switch_checks` that are
+    not PASS), e.g. "DRY_RUN=false, but ENABLE_REAL_TRADING is not true and PRIVATE_KEY is not
+    set: ..."."""
+    if settings.dry_run:
+        return None
+    missing = []
+    for check in switch_checks(settings):
+        if check.status == "PASS":
+            continue
+        if check.name == "key":
+            missing.append("PRIVATE_KEY is not set")
+        else:
+            missing.append("ENABLE_REAL_TRADING is not true")
+    if not missing:
+        return None
+    return (
+        f"DRY_RUN=false, but {' and '.join(missing)}: execution would block every order, paper "
+        "and real, so nothing would trade (`polyedge doctor` checks the switches). Set DRY_RUN="
+        "true to paper trade, or ENABLE_REAL_TRADING=true and PRIVATE_KEY to trade real money"
+    )
+
+
 def run_checks(settings: Settings, *, now: float | None = None) -> list[Check]:
     """Every check, in order; later ones are skipped (FAIL "not checked") when what they need
     failed."""
@@ -59,23 +116,8 @@ def run_checks(settings: Settings, *, now: float | None = None) -> list[Check]:
     from services.execution.live import LiveVenue
 
     out: list[Check] = [Check("settings", "PASS", "`.env` and the environment read")]
-    switches = (
-        ("DRY_RUN", not settings.dry_run, "DRY_RUN=false"),
-        ("ENABLE_REAL_TRADING", settings.enable_real_trading, "ENABLE_REAL_TRADING=true"),
-    )
-    off = [want for _, ok, want in switches if not ok]
-    out.append(
-        Check(
-            "switches",
-            "PASS" if not off else "WARN",
-            "real orders enabled" if not off else "paper trading: real orders blocked",
-            "" if not off else "set " + " and ".join(off) + " to trade real money",
-        )
-    )
+    out += switch_checks(settings)
     if settings.private_key is None:
-        out.append(
-            Check("key", "FAIL", "PRIVATE_KEY is not set", "set PRIVATE_KEY (64 hex digits)")
-        )
         return out
     address = Account.from_key(settings.private_key.reveal()).address
     out.append(Check("key", "PASS", f"PRIVATE_KEY -> address {address}"))

@@ -17,6 +17,12 @@ interface; these wrap them where supervisor's own answers are unhelpful:
 - the programs run `python3 -m services.X`, found on PATH: it puts this interpreter's directory
   first on the PATH supervisord (and so each program) gets, so a venv's `polyedge up` runs the
   programs in that venv even when the venv is not activated;
+- it refuses (exit 2) DRY_RUN=false without ENABLE_REAL_TRADING=true and PRIVATE_KEY, naming the
+  missing switch (`doctor.blocked_switches`): execution would block every order, paper too, so
+  the tree would trade nothing (a bare supervisord still starts it so);
+- it prints, before starting, the global emergency stop when it is set (the tree starts halted)
+  and any other book (venue x paper/real) holding open positions or halts, from strategy's
+  saved state, read only (`book_notices`);
 - it opens the database the programs will (`DATABASE_URL`, by default trader.db in
   `POLYEDGE_DATA_DIR`) and refuses (exit 2) one that cannot be created or opened, naming it;
 - it waits until every program has been RUNNING for UP_STABLE_S (or UP_SETTLE_S passed), and
@@ -30,6 +36,7 @@ Exit codes (README "Running it"):
   0 EXIT_OK            up: every program started; status: every program running; down: stopped
                        (or nothing was running)
   2 EXIT_USAGE         bad usage (no such config file); up: bad settings, config file or database,
+                       or switches that block every order (DRY_RUN=false without the other two),
                        nothing started
   3 EXIT_REFUSED       up: a tree already runs (or is still shutting down) on this config, or
                        service processes still hold their locks: nothing started, the running
@@ -51,7 +58,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.config import ConfigError, Settings, load_settings
+from common.config import ConfigError, Settings, load_settings, trading_book
 from common.db import DatabaseUnavailable, check_writable
 from common.service import lock_holders
 from common.supervisor import (
@@ -62,6 +69,8 @@ from common.supervisor import (
     TreeShuttingDown,
     why_not_running,
 )
+from services.commands.doctor import blocked_switches
+from services.strategy.store import book_key, book_summaries
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -146,6 +155,46 @@ def program_settings(conf: Path, warn: bool = True) -> Settings:
             raise ConfigError("environment/.env", {"DATABASE_URL": str(e)}) from None
         # the paths as the programs see them (they run in that directory)
         return settings
+
+
+def book_notices(conf: Path, settings: Settings, now_ns: int | None = None) -> list[str]:
+    """What the operator should know before this tree starts, from strategy's saved state
+    (read only, `book_summaries`): the global emergency stop when it is set (this tree starts
+    halted), and every OTHER book (venue x paper/real) holding open positions, orders in flight
+    or halts, which this tree neither manages nor lifts (BREAKER3 finding 2). [] when none."""
+    venue, mode = trading_book(settings)
+    mine = book_key(venue, mode)
+    with contextlib.chdir(_programs_dir(conf)):  # the database path as the programs see it
+        stop, books = book_summaries(settings.database_path, now_ns or time.time_ns())
+    out = []
+    if stop["emergency_stop"]:
+        where = stop["book"].removeprefix("core:").replace(":", " ") or "an earlier run"
+        out.append(
+            f"EMERGENCY STOP is set (reason {stop['reason']!r}, set in the {where} book): this "
+            f"tree ({venue} {mode}) starts halted, no new entries in any book, until it is "
+            "cleared (dashboard, or POST /api/emergency-stop/clear)"
+        )
+    for key, book in books.items():
+        if key == mine:
+            continue
+        name = key.removeprefix("core:").replace(":", " ")
+        if "error" in book:
+            out.append(f"note: the {name} book's saved state could not be read: {book['error']}")
+            continue
+        held = []
+        if book["positions"]:
+            held.append("open positions " + ", ".join(book["positions"]))
+        if book["pending"]:
+            held.append(f"{book['pending']} order(s) in flight")
+        if book["halts"]:
+            held.append("halts " + ", ".join(book["halts"]))
+        if held:
+            out.append(
+                f"note: this tree trades the {venue} {mode} book; the {name} book, which it "
+                f"does not manage, holds {'; '.join(held)} (start the tree in that book to "
+                "manage them)"
+            )
+    return out
 
 
 def _run_dir(conf: Path) -> Path:
@@ -318,6 +367,15 @@ def up(conf: Path, leave_running: bool = False) -> int:
     except ConfigError as e:
         _say(f"not starting: {e}")
         return EXIT_USAGE
+    blocked = blocked_switches(settings)
+    if blocked is not None:  # a tree that trades nothing, paper included (BREAKER3 finding 7)
+        _say(
+            f"not starting: {blocked} (a bare `supervisord -c {conf.name}` starts it anyway, "
+            "every order blocked)"
+        )
+        return EXIT_USAGE
+    for notice in book_notices(conf, settings):
+        _say(notice)
     env = supervisord_env()
     if not (Path(sys.executable).parent / "python3").exists():
         _say(
