@@ -1329,7 +1329,11 @@ class ExecutionCore(Core):
                     pnl=s.pnl,
                 )
                 out.append((topics.SETTLEMENT, s))
-        if shares > 0 and condition_id:
+        if shares > 0 and cash <= 0:
+            # only losing tokens: redeeming pays nothing, and from an EOA wallet it is a
+            # transaction paid in gas (a new user's test, 2026-12-01); the tokens stay worthless
+            self.log("execution", "redemption_skipped_no_payout", slug=msg.slug, shares=shares)
+        elif shares > 0 and condition_id:
             self._neg_risk[condition_id] = bool(mk.neg_risk) if mk is not None else False
             dry = not self.mode.live
             if self.ledger.request_redemption(

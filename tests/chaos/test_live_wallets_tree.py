@@ -92,13 +92,22 @@ def test_live_trades_three_windows_and_the_wallet_matches_the_ledger(
         ours = ledger_cash(t)
         return (venue, ours) if venue is not None and abs(venue - ours) < 0.005 else None
 
-    # every resolved market redeemed by the bot, once (EOA on chain, 1-3 through the relayer)
+    # every resolved market with a winning position redeemed by the bot, once (EOA on chain,
+    # 1-3 through the relayer); one held only on its losing side is not (it would pay nothing)
 
     def redeemed() -> bool:
+        won = t.query(
+            "SELECT COUNT(DISTINCT slug) FROM settlements WHERE dry_run=0 AND won=1 AND size > 0"
+        )[0][0]
         rows = t.query("SELECT state FROM redemptions WHERE dry_run=0")
-        return bool(rows) and all(r[0] == "confirmed" for r in rows)
+        return len(rows) == won and all(r[0] == "confirmed" for r in rows)
 
-    wait_for(redeemed, 60, 0.5, what="every resolved market redeemed")
+    wait_for(redeemed, 60, 0.5, what="every resolved market with a winning position redeemed")
+    lost_only = t.query(
+        "SELECT slug FROM settlements WHERE dry_run=0 GROUP BY slug HAVING MAX(won) = 0"
+    )
+    redeemed_slugs = {r[0] for r in t.query("SELECT slug FROM redemptions WHERE dry_run=0")}
+    assert not redeemed_slugs & {r[0] for r in lost_only}, "a market that pays nothing redeemed"
     paid = t.sim_state()["accounts"][funder.lower()]["redemptions"]
     n = t.query("SELECT COUNT(*) FROM redemptions WHERE dry_run=0")[0][0]
     assert len({p["condition_id"] for p in paid}) == n

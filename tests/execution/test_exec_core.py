@@ -304,6 +304,37 @@ def test_exec_settlement_at_one_or_zero_and_restart_rebuilds(ledger, tmp_path) -
     )
 
 
+@pytest.mark.parametrize("live", [False, True])
+def test_exec_a_market_held_only_on_its_losing_side_is_not_redeemed(ledger, live) -> None:
+    """Redeeming losing tokens pays nothing and from an EOA wallet costs a transaction in gas:
+    a new user saw a `redeemPositions` sent (pUSD 0.0) for every losing window (2026-12-01).
+    The settlement is booked; no redemption row, message or venue call."""
+    venue = FakeVenue()
+    venue.redeem = lambda *a: venue.calls.append("redeem") or "0xtx"  # type: ignore[attr-defined]
+    core, logs = core_of(ledger, LIVE if live else DRY, venue=venue, clock=lambda: T0)
+    core.step(book(ASKS), 0)
+    core.step(intent("up1", limit=0.52, size=10), T0)
+    core.step(
+        MarketInfo(
+            slug="btc-updown-5m-1",
+            condition_id="c",
+            up_token_id=UP,
+            down_token_id=DOWN,
+            window_start_ns=T0,
+            window_end_ns=T0,
+            ts_recv_ns=T0,
+        ),
+        0,
+    )
+    out = core.step(MarketResolved(slug="btc-updown-5m-1", winning_outcome="Down", ts_ns=T0 + 1), 0)
+    (st,) = by_topic(out, topics.SETTLEMENT)
+    assert not st.won and st.size == 10.0 and st.dry_run is not live
+    assert by_topic(out, topics.REDEMPTION) == []
+    assert ledger.redemptions(dry_run=not live) == []
+    assert "redeem" not in venue.calls
+    assert ("execution", "redemption_skipped_no_payout") in [(s, e) for s, e, _ in logs]
+
+
 def test_exec_restart_closes_dry_run_intents_never_filled(ledger) -> None:
     core, _ = core_of(ledger, dry_run_latency_ms=1000)
     core.step(book(ASKS), 0)
