@@ -1044,6 +1044,10 @@ class StrategyCore(Core):
           (the market's or the global one): an entry's worst case (its stake lost, plus fee)
           never fits the day's loss limit while the day's P&L is not positive, and no P&L comes
           without entries: every decision `daily_loss_headroom`.
+        - `stake_below_venue_minimum`: a taker `order_type` (FOK, FAK, taker) with
+          `stake_per_trade_usd` under the venue's $1 minimum for a marketable BUY
+          (`money.MIN_MARKETABLE_BUY_USD`, PROTOCOLS.md section 7): every decision
+          `size_below_min_order`.
         Checked on every config change and md.market, also while strategy is halted; a warning
         goes when the config or the window changes so that it fits. Not for a market that is no
         longer configured."""
@@ -1072,6 +1076,13 @@ class StrategyCore(Core):
                     f"> max_daily_loss_usd {loss:g} (an entry's worst case must fit the day's "
                     "loss limit); lower the stake or raise the limit (data/config.json or POST "
                     "/api/config)"
+                )
+            least = float(money.MIN_MARKETABLE_BUY_USD)
+            if cfg.order_type in ("FOK", "FAK", "taker") and stake < least - EPS:
+                found["stake_below_venue_minimum"] = (
+                    f"no entry can happen: stake_per_trade_usd {stake:g} is under the venue's "
+                    f"${least:g} minimum for a marketable BUY; raise the stake (data/config.json "
+                    "or POST /api/config)"
                 )
         if found == ms.config_warnings:
             return

@@ -231,6 +231,12 @@ def test_a_stake_no_limit_lets_through_is_warned_also_while_halted() -> None:
     core.apply_config({**core.config_snapshot("t").config, "stake_per_trade_usd": 5}, "test")
     assert core.status()["warnings"] == []
     assert decision(signal(core, 120)).action == "enter"
+    # under the venue's $1 minimum for a marketable BUY (a new user's {"stake_per_trade_usd":
+    # 0.5}, 2026-12-01): every taker entry is skipped size_below_min_order
+    small = make(stake_per_trade_usd=0.5)
+    (w,) = small.status()["warnings"]
+    assert "stake_per_trade_usd 0.5 is under the venue's $1 minimum" in w, w
+    assert decision(signal(small, 100)).reason == "size_below_min_order"
     # a window too short is also said while halted (it was evaluated only when a signal got
     # past the halts)
     halted = make(stake_per_trade_usd=5)
