@@ -475,8 +475,10 @@ class StrategyConfigFiles:
         *,
         data_dir: str | os.PathLike[str] | None = None,
         use_overrides: bool = True,
+        named_by: str = "POLYEDGE_CONFIG",
     ) -> None:
         self.explicit = bool(defaults_path)
+        self.named_by = named_by  # what named `defaults_path`, for the missing-file error
         self.defaults_path = Path(defaults_path or DEFAULT_CONFIG_PATH)
         self.overrides_path: Path | None = (
             Path(overrides_path or default_overrides_path(data_dir)) if use_overrides else None
@@ -523,7 +525,7 @@ class StrategyConfigFiles:
     def missing_reason(self) -> str:
         """What to say when the defaults file is not there: how to get it back."""
         if self.explicit:
-            return "file not found (named by POLYEDGE_CONFIG)"
+            return f"file not found (named by {self.named_by})"
         return (
             f"file not found: the shipped strategy config {DEFAULT_CONFIG_PATH} is missing "
             f"(restore it with `git checkout {DEFAULT_CONFIG_PATH}`, run from the repository "
@@ -1452,6 +1454,15 @@ def dotenv_path(environ: Mapping[str, str] | None = None) -> Path | None:
 _DEFAULT_DOTENV = Path(".env")
 
 
+def settings_source(dotenv: Path | None) -> str:
+    """Where runtime settings were read, for an error: the environment and the `.env` file
+    actually read (`dotenv_path()`: `POLYEDGE_ENV_FILE` may name another), e.g.
+    "the environment and /tmp/x.env"; the environment alone when there is no such file."""
+    if dotenv is not None and dotenv.exists():
+        return f"the environment and {dotenv}"
+    return "the environment"
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     dotenv: Path | None = _DEFAULT_DOTENV,
@@ -1520,7 +1531,13 @@ def load_settings(
             )
     errors.update(_cross_field_errors(values, errors))
     if errors:
-        raise ConfigError("environment/.env", errors)
+        for name, problem in errors.items():  # `KEY=true # note` is the value "true # note"
+            if "#" in from_file.get(name, "") and name not in process:
+                errors[name] = (
+                    f"{problem} (inline comments are not supported in {dotenv}: put the "
+                    "comment on a line of its own)"
+                )
+        raise ConfigError(settings_source(dotenv), errors)
     nested = {f: group(**values[group]) for f, group in _NESTED.items()}
     return Settings(**values[Settings], **nested)
 

@@ -805,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--window-seconds must be >= 10")
     try:
         files = (
-            StrategyConfigFiles(args.config, use_overrides=False)
+            StrategyConfigFiles(args.config, use_overrides=False, named_by="--config")
             if args.config
             else load_settings().strategy_config_files()
         )

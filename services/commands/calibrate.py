@@ -726,7 +726,8 @@ def fit(
 # --------------------------------------------------------------------------- command
 def _config(args: argparse.Namespace) -> StrategyConfig:
     if args.config:
-        cfg = StrategyConfigFiles(args.config, use_overrides=False).load().config
+        files = StrategyConfigFiles(args.config, use_overrides=False, named_by="--config")
+        cfg = files.load().config
     else:  # the shipped defaults alone: a calibration must not depend on an operator's edits
         cfg = StrategyConfigFiles(use_overrides=False).load().config
     if args.set:

@@ -36,6 +36,10 @@ def _positive_int(v: str) -> int:
     return x
 
 
+# first segments of the topics the services publish (common/topics.py), for a tap that heard none
+TOPIC_PREFIXES = ("md.", "sig.", "strat.", "risk.", "exec.", "sys.")
+
+
 def tap(args: argparse.Namespace) -> int:
     """Print bus traffic, one JSON object a line: topic, seq, epoch, kind, then the fields."""
     try:
@@ -44,7 +48,12 @@ def tap(args: argparse.Namespace) -> int:
         print(f"polyedge tap: {e}", file=sys.stderr)
         return 2
     services = args.service or list(topics.PUBLISHERS)
-    sub = Subscriber([settings.bus_endpoint(s) for s in services], args.topic or [""])
+    wanted = tuple(args.topic or [""])
+    # with --topic, heartbeats too (not printed unless asked for): a timeout can then tell "the
+    # system runs, nothing on that topic" from "nothing runs"
+    listen = [*wanted, topics.HEARTBEAT_PREFIX] if args.topic else [""]
+    sub = Subscriber([settings.bus_endpoint(s) for s in services], listen)
+    heard: set[str] = set()  # services whose heartbeat came
     enc = msgspec.json.Encoder()
     out = sys.stdout.buffer
     printed = 0
@@ -65,6 +74,10 @@ def tap(args: argparse.Namespace) -> int:
             if item is None:
                 continue
             topic, env = item
+            if topic.startswith(topics.HEARTBEAT_PREFIX):
+                heard.add(topic.removeprefix(topics.HEARTBEAT_PREFIX))
+                if not topic.startswith(wanted):
+                    continue
             counts[topic] = counts.get(topic, 0) + 1
             if args.stats:
                 continue
@@ -82,6 +95,15 @@ def tap(args: argparse.Namespace) -> int:
     if args.stats:
         _print_stats(sub, counts, time.monotonic() - start)
         return 0
+    if args.count is not None and printed < args.count and args.topic and heard:
+        print(
+            f"polyedge tap: timed out after {args.timeout}s: no message on topic "
+            f"{' or '.join(map(repr, args.topic))} ({printed} of {args.count}); the system is running "
+            f"(heartbeats from {', '.join(sorted(heard))}). A topic is a prefix; topics "
+            f"start with {', '.join(TOPIC_PREFIXES)} (e.g. md.btc.trade, sig.score, exec.fill)",
+            file=sys.stderr,
+        )
+        return 1
     if args.count is not None and printed < args.count:
         print(
             f"polyedge tap: timed out after {args.timeout}s with {printed} of {args.count} "

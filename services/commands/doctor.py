@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from common.config import ConfigError, Settings, load_settings
+from common.config import ConfigError, Settings, dotenv_path, load_settings, settings_source
 
 MAX_CLOCK_SKEW_S = 3.0  # signed orders and L1 headers carry our clock; the venue checks theirs
 GEOBLOCK_URL = "https://polymarket.com/api/geoblock"
@@ -115,7 +115,7 @@ def run_checks(settings: Settings, *, now: float | None = None) -> list[Check]:
     from services.execution.core import VenueError
     from services.execution.live import LiveVenue
 
-    out: list[Check] = [Check("settings", "PASS", "`.env` and the environment read")]
+    out: list[Check] = [Check("settings", "PASS", f"{settings_source(dotenv_path())} read")]
     out += switch_checks(settings)
     if settings.private_key is None:
         return out

@@ -19,6 +19,7 @@ import json
 import math
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,16 @@ def files_of(paths: list[str]) -> list[Path]:
 
 
 def frames_of(path: Path) -> Iterator[tuple[int, str]]:
-    """(receive time ns, frame text) per line; ValueError naming the line that is not a record."""
+    """(receive time ns, frame text) per line; ValueError naming the file (and line) that is
+    not a recording: not gzip (a `.gz` name), corrupt, not UTF-8, a line that is not a record."""
+    try:
+        yield from _records(path)
+    except (gzip.BadGzipFile, EOFError, zlib.error, UnicodeDecodeError) as e:
+        what = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else "not a readable gzip file"
+        raise ValueError(f"{path}: {what} ({e})") from None
+
+
+def _records(path: Path) -> Iterator[tuple[int, str]]:
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
         for n, line in enumerate(f, 1):
@@ -64,6 +74,14 @@ def frames_of(path: Path) -> Iterator[tuple[int, str]]:
             if not isinstance(frame, str):
                 raise ValueError(f"{path}:{n}: frame is not a text frame")
             yield ts, frame
+
+
+def _fails(text: str) -> bool:
+    try:
+        parsers.parse_clob(text, 0)
+    except parsers.ParseError:
+        return True
+    return False
 
 
 def _window(path: Path, first_assets: list[str]) -> MarketInfo:
@@ -101,7 +119,13 @@ def replay_file(path: Path) -> dict[str, Any]:
         if len(assets) >= 2:
             break
     if not assets:
-        raise ValueError(f"{path}: no frame names an asset")
+        if not frames:
+            raise ValueError(f"{path}: no frame (an empty recording)")
+        if not any(_fails(text) for _, text in frames):
+            raise ValueError(f"{path}: no frame names an asset")
+        # frames that don't parse are the parse errors this command reports (exit 1), the same
+        # as in a recording whose other frames parse
+        assets = ["unknown"]
     core = IngestCore()
     core.feed("clob").connected = True
     core.step(_window(path, assets), frames[0][0] if frames else 0)
@@ -167,6 +191,7 @@ def run(paths: list[str]) -> dict[str, Any]:
     per = [replay_file(p) for p in files_of(paths)]
     costs = sorted(c for r in per for c in r.pop("_costs"))
     cpu = sorted(c for r in per for c in r.pop("_cpu"))
+    span = sum(r["seconds"] for r in per)
     total = {
         "markets": len(per),
         "frames": sum(r["frames"] for r in per),
@@ -174,9 +199,7 @@ def run(paths: list[str]) -> dict[str, Any]:
         "books_published": sum(r["books_published"] for r in per),
         "crossed_published": sum(r["crossed_published"] for r in per),
         "out_of_sync_published": sum(r["out_of_sync_published"] for r in per),
-        "frames_per_s": round(
-            sum(r["frames"] for r in per) / max(1e-9, sum(r["seconds"] for r in per)), 1
-        ),
+        "frames_per_s": round(sum(r["frames"] for r in per) / span, 1) if span > 0 else 0.0,
         "cost_us": {
             "p50": _pct(costs, 0.5),
             "p99": _pct(costs, 0.99),

@@ -58,7 +58,14 @@ import sys
 import time
 from pathlib import Path
 
-from common.config import ConfigError, Settings, load_settings, trading_book
+from common.config import (
+    ConfigError,
+    Settings,
+    dotenv_path,
+    load_settings,
+    settings_source,
+    trading_book,
+)
 from common.db import DatabaseUnavailable, check_writable
 from common.service import lock_holders
 from common.supervisor import (
@@ -152,7 +159,7 @@ def program_settings(conf: Path, warn: bool = True) -> Settings:
         try:  # execution, strategy and observe cannot run without it
             check_writable(settings.database_path)
         except DatabaseUnavailable as e:
-            raise ConfigError("environment/.env", {"DATABASE_URL": str(e)}) from None
+            raise ConfigError(settings_source(dotenv_path()), {"DATABASE_URL": str(e)}) from None
         # the paths as the programs see them (they run in that directory)
         return settings
 

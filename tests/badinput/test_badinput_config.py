@@ -597,3 +597,48 @@ def test_the_shipped_config_removed_under_running_services_keeps_the_last_good_o
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+# --- the CLI names what named a bad file (BREAKER3 finding 9) ----------------------------------------
+def _polyedge(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.commands.cli", *argv],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_errors_name_the_option_and_the_env_file_that_named_the_bad_input(
+    iso_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`--config /nonexistent.json` said "named by POLYEDGE_CONFIG"; a bad value in the file
+    POLYEDGE_ENV_FILE names was reported "in environment/.env"; `DRY_RUN=true # paper` was
+    refused without saying inline comments are not supported. Each now says what it is."""
+    missing = tmp_path / "nonexistent.json"
+    for cmd in (
+        ["backtest", "--sim-seed", "1"],
+        ["calibrate", "--markets", "m.csv", "--prices", "p"],
+    ):
+        r = _polyedge({}, *cmd, "--config", str(missing))
+        assert r.returncode == 2, r.stderr
+        assert str(missing) in r.stderr and "named by --config" in r.stderr, r.stderr
+        assert "POLYEDGE_CONFIG" not in r.stderr, r.stderr
+    r = _polyedge({"POLYEDGE_CONFIG": str(missing)}, "backtest", "--sim-seed", "1")
+    assert r.returncode == 2 and "named by POLYEDGE_CONFIG" in r.stderr, r.stderr
+    env_file = tmp_path / "x.env"
+    env_file.write_text("# paper\nDRY_RUN=true # paper\nSIM_SEED=eighty\n")
+    r = _polyedge({"POLYEDGE_ENV_FILE": str(env_file)}, "settings")
+    assert r.returncode == 2 and not r.stdout, r.stdout
+    assert f"invalid configuration in the environment and {env_file}:" in r.stderr, r.stderr
+    assert "environment/.env" not in r.stderr
+    dry_run = r.stderr.split("DRY_RUN:")[1].split("; SIM_SEED")[0]
+    assert "inline comments are not supported" in dry_run and str(env_file) in dry_run, r.stderr
+    seed = r.stderr.split("SIM_SEED:")[1]
+    assert "eighty" in seed and "inline comment" not in seed, r.stderr
+    # the same bad value from the environment: no .env named, no comment hint
+    r = _polyedge({"POLYEDGE_ENV_FILE": "none", "DRY_RUN": "true # paper"}, "settings")
+    assert r.returncode == 2 and "invalid configuration in the environment:" in r.stderr
+    assert "inline comment" not in r.stderr, r.stderr

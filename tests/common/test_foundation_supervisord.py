@@ -131,6 +131,16 @@ def test_tap_prints_json_lines(tree: tuple[Supervised, dict]) -> None:
     assert stats["topics"]["md.clock"]["gaps"] == 0
     r = _tap(env, "--topic", "no.such.topic", "--count", "1", "--timeout", "1")
     assert r.returncode == 1 and "timed out" in r.stderr
+    # BREAKER3 finding 9: a topic that matches nothing while the system runs says so (it asked
+    # "is the system running?"), naming the topic and the prefixes topics start with
+    r = _tap(env, "--topic", "ü", "--count", "1", "--timeout", "2")
+    assert r.returncode == 1 and not r.stdout, (r.stdout, r.stderr)
+    assert "no message on topic 'ü'" in r.stderr and "system is running" in r.stderr, r.stderr
+    assert "is the system running?" not in r.stderr and "md., sig." in r.stderr, r.stderr
+    r = _tap(env, "--topic", "sys.heartbeat.strategy", "--count", "1", "--timeout", "10")
+    assert r.returncode == 0 and json.loads(r.stdout)["topic"] == "sys.heartbeat.strategy"
+    r = _tap(env, "--topic", "md.clock", "--count", "3", "--timeout", "10")
+    assert {json.loads(ln)["topic"] for ln in r.stdout.splitlines()} == {"md.clock"}  # no beats
     r = _tap(env, "--count", "zero")
     assert r.returncode == 2 and "expected a whole number" in r.stderr
 

@@ -46,3 +46,57 @@ def test_cli_exit_status_and_a_crossed_frame_is_not_published_crossed(tmp_path: 
     assert t["out_of_sync_published"] >= 1  # marked, trimmed, never crossed
     assert replay_books.main([str(bad)]) == 1  # a parse error fails the run
     assert replay_books.main([str(tmp_path / "missing")]) == 2
+
+
+def test_a_file_that_is_not_a_recording_is_named_and_a_bad_frame_is_a_parse_error(
+    tmp_path: Path,
+) -> None:
+    """BREAKER3 finding 9: random bytes named .gz said `Not a gzipped file (b'mV')` without the
+    file; a recording whose only frame is not JSON said "no frame names an asset" (exit 2)
+    where the README promises exit 1 on a parse error. In the real CLI now: exit 2 naming the
+    file for what is not a recording; a frame that does not parse is a parse error, exit 1."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    def cli(*paths: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.commands.cli", "replay-books", *map(str, paths)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    noise = bytes((i * 167 + 13) % 256 for i in range(1000))
+    refused = {
+        "rand.jsonl.gz": (noise, "not a readable gzip file"),
+        "cut.jsonl.gz": (SUBSET.read_bytes()[:300], "not a readable gzip file"),
+        "rand.jsonl": (noise, "not UTF-8"),
+        "garbage.jsonl.gz": (gzip.compress(b"garbage\n"), "not a {recv_ts, frame} record"),
+        "empty.jsonl": (b"", "no frame"),
+    }
+    for name, (content, words) in refused.items():
+        (tmp_path / name).write_bytes(content)
+        r = cli(tmp_path / name)
+        assert r.returncode == 2 and not r.stdout, (name, r.stdout, r.stderr)
+        line = r.stderr.strip()
+        assert "\n" not in line and str(tmp_path / name) in line and words in line, (name, line)
+    notjson = tmp_path / "btc-updown-5m-1776081900.jsonl"
+    notjson.write_text('{"recv_ts": 1, "frame": "not json"}\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "services.commands.cli", "replay-books", str(notjson), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1, r.stderr
+    total = json.loads(r.stdout)["total"]
+    assert (total["frames"], total["parse_errors"], total["books_published"]) == (1, 1, 0)
+    assert total["frames_per_s"] == 0.0  # one frame spans no time
+    # a frame that parses but names no asset (an empty event list) is still not a recording
+    (tmp_path / "none.jsonl").write_text('{"recv_ts": 1, "frame": "[]"}\n')
+    r = cli(tmp_path / "none.jsonl")
+    assert r.returncode == 2 and "no frame names an asset" in r.stderr, r.stderr
