@@ -139,3 +139,59 @@ def test_up_names_the_global_stop_and_the_other_books_positions_and_halts() -> N
     # the next UTC day the day's halt is over: only the position is left to say
     later = book_notices(sup.conf, settings, day_start + 86_400 * 10**9 + 1)
     assert "daily_loss_limit" not in later[1] and held in later[1], later
+
+
+@pytest.mark.whole_system  # starts a supervisord tree twice (pyproject markers)
+def test_a_stop_set_while_paper_trading_holds_after_up_in_real_mode() -> None:
+    """BREAKER3 finding 2 as the tester ran it: stop the paper tree from the API, bring the tree
+    up with the three switches set (real orders on the simulated venue): `polyedge up` says the
+    stop is set, and the tree is LIVE and halted; a clear there clears it for the paper book."""
+    from eth_account import Account
+
+    from common.config import sim_urls
+    from tests.conftest import http_json, wait_for
+
+    root = short_tmpdir()
+    sim_port = free_port()
+    env = _offline_env(root, POLYEDGE_VENUE="sim", SIM_PORT=str(sim_port), **sim_urls(sim_port))
+    sup = Supervised(env)
+    for k in ("DRY_RUN", "ENABLE_REAL_TRADING", "PRIVATE_KEY"):
+        sup.env.pop(k, None)
+    api = f"http://127.0.0.1:{env['API_PORT']}/api"
+
+    def risk(mode: str) -> dict:
+        def seen() -> dict | None:
+            try:
+                _, doc = http_json(f"{api}/status")
+            except Exception:  # noqa: BLE001 - observe still starting
+                return None
+            r = doc.get("risk") or {} if isinstance(doc, dict) else {}
+            return r if r.get("mode") == mode else None
+
+        return wait_for(seen, 30, what=f"the {mode} book's risk state")
+
+    try:
+        r = _polyedge(sup, "up")
+        assert r.returncode == 0, r.stderr
+        assert not risk("paper")["emergency_stop"]
+        code, doc = http_json(f"{api}/emergency-stop", "POST", {"reason": "pause"})
+        assert code == 200, doc
+        wait_for(lambda: risk("paper")["emergency_stop"], 10, what="the stop")
+        assert _polyedge(sup, "down").returncode == 0
+        real = {"DRY_RUN": "false", "ENABLE_REAL_TRADING": "true"}
+        sup.env.update(real, PRIVATE_KEY=Account.create().key.hex())  # only the simulator sees it
+        r = _polyedge(sup, "up")
+        assert r.returncode == 0, r.stderr
+        assert "EMERGENCY STOP is set (reason 'pause', set in the sim paper book)" in r.stderr
+        st = risk("real")
+        assert st["emergency_stop"] and st["halted"] and "emergency_stop" in st["reasons"], st
+        code, doc = http_json(f"{api}/emergency-stop/clear", "POST", {})
+        assert code == 200, doc
+        wait_for(lambda: not risk("real")["emergency_stop"], 10, what="the clear")
+        assert _polyedge(sup, "down").returncode == 0
+        store = StateStore(root / "data" / "trader.db")
+        assert not store.stop()["emergency_stop"]  # cleared for the paper book too
+        store.close()
+    finally:
+        if (root / "data" / "run" / "supervisord.pid").exists():
+            _polyedge(sup, "down")
