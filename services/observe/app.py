@@ -544,6 +544,9 @@ async def forward(
 
 
 CONTROL_FIELDS = ("reason", "market")  # what a control POST body may hold
+# a control's `reason` is copied into strategy's risk state, its logs and every status answer:
+# a note for the operator, not a document (a 60 KB one was accepted, BREAKER3 finding 9)
+MAX_REASON_CHARS = 500
 
 
 async def command_of(request: Request) -> tuple[str, str] | JSONResponse:
@@ -554,7 +557,7 @@ async def command_of(request: Request) -> tuple[str, str] | JSONResponse:
     Refused before anything is sent: 400 for a body that is not a JSON object (the body `null`
     too: it is not "no body", BREAKER2 finding 10), a key other
     than `reason`/`market` (a misspelled `mkt` must not act on every market), a `reason` that
-    is not a string, a `market` that is not a string (or is ""), a query parameter other than
+    is not a string or is longer than MAX_REASON_CHARS, a `market` that is not a string (or is ""), a query parameter other than
     `market` or given twice, an empty `?market=`, or a body and query naming different
     markets; 404 for an unknown market."""
     try:
@@ -577,6 +580,12 @@ async def command_of(request: Request) -> tuple[str, str] | JSONResponse:
     reason = doc.get("reason")
     if reason is not None and not isinstance(reason, str):
         return error(400, f"field 'reason' must be a string, got {json_kind(reason)}{nothing}")
+    if reason is not None and len(reason) > MAX_REASON_CHARS:
+        return error(
+            400,
+            f"field 'reason' is {len(reason)} characters long; at most {MAX_REASON_CHARS} are "
+            f"allowed{nothing}",
+        )
     body_market = doc.get("market")
     if body_market is not None and not isinstance(body_market, str):
         return error(

@@ -197,8 +197,11 @@ def test_bad_config_body_is_refused_and_nothing_applied(
         (b'{"reason": "x"', ("json",)),
         (b"\x00\x01", ("json",)),
         (b'{"reason": "a", "reason": "b"}', ("'reason' twice",)),
+        # BREAKER3 finding 9: a 60 KB reason was accepted into the risk state and the logs
+        (json.dumps({"reason": "x" * 60_000}).encode(), ("'reason'", "60000", "at most 500")),
+        (json.dumps({"reason": "é" * 501}).encode(), ("'reason'", "501", "at most 500")),
     ],
-    ids=["number_reason", "array", "truncated", "binary", "duplicate_key"],
+    ids=["number_reason", "array", "truncated", "binary", "duplicate_key", "60kb", "501"],
 )
 def test_bad_control_body_is_refused(
     tree: Tree, unchanged: None, path: str, body: bytes, words: tuple[str, ...]
@@ -215,6 +218,17 @@ def test_a_null_control_body_is_refused_not_every_market(
     empty body still means every market (the control below)."""
     assert_error(post_raw(tree, path, b"null"), 400, "JSON object", "got null", "nothing was sent")
     assert_error(post_raw(tree, path, b"[]"), 400, "JSON object", "got an array")
+
+
+def test_a_reason_at_the_limit_is_accepted_and_kept(tree: Tree) -> None:
+    """The control for the long-reason refusals above: 500 characters are taken."""
+    reason = "é" * 499 + "!"
+    try:
+        r = post_raw(tree, "/api/emergency-stop", json.dumps({"reason": reason}).encode())
+        assert r.status_code == 200 and r.json()["risk"]["emergency_stop"] is True, r.text
+    finally:
+        r = post_raw(tree, "/api/emergency-stop/clear", b"")
+        assert r.status_code == 200 and r.json()["risk"]["emergency_stop"] is False, r.text
 
 
 def test_an_empty_control_body_still_means_every_market(tree: Tree) -> None:
