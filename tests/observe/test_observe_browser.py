@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from common.schema import FeedStatus
+from common.bus import Publisher
+from common.config import load_settings
+from common.schema import FeedStatus, PositionState
 from tests.conftest import SEED_MODEL, short_tmpdir, wait_for
 from tests.observe.observe_harness import TOKEN, Observe, make_env, start_stack
 
@@ -135,6 +137,19 @@ def test_dashboard_live_controls_and_reconnect(page_factory: Any, tmp_path: Path
         wait_for(lambda: text(page, "#risk-state") == "ACTIVE", 10, what="ACTIVE again")
         assert obs.status()["risk"]["halted"] is False
 
+        # BREAKER3 finding 10: the only configured market halted on its own (the book itself
+        # is not) read "ACTIVE"; nothing can enter, so the box says HALTED and names it
+        r = obs.post("/api/emergency-stop", {"market": "btc-5m", "reason": "one market"})
+        assert r.status_code == 200, r.text
+        wait_for(lambda: text(page, "#risk-state") == "HALTED", 10, what="HALTED, one market")
+        assert obs.status()["risk"]["halted"] is False  # the book's own state: not halted
+        assert "every market halted: btc-5m (" in text(page, "#risk-reasons")
+        assert "HALTED" in text(page, "#mkt-btc-5m .mkt-state")
+        r = obs.post("/api/emergency-stop/clear", {"market": "btc-5m"})
+        assert r.status_code == 200, r.text
+        wait_for(lambda: text(page, "#risk-state") == "ACTIVE", 10, what="ACTIVE after clear")
+        assert text(page, "#mkt-btc-5m .mkt-state") == "active"
+
         # a feed goes down: the feeds table and the health strip give ingest's reason, /health
         # names it, and the market data still flowing keeps the dot "live"
         why = "connect failed: gaierror(-2, 'Name or service not known')"
@@ -164,6 +179,16 @@ def test_dashboard_live_controls_and_reconnect(page_factory: Any, tmp_path: Path
         assert obs.stop() == 0
         wait_for(lambda: page.locator("#conn-banner").is_visible(), 10, what="banner shown")
         assert "reconnecting" in text(page, "#conn-banner")
+        # BREAKER3 finding 10: the last values stay on screen, greyed (they were in full colour)
+        opacity = "el => Number(getComputedStyle(el).opacity)"
+        assert page.evaluate("document.body.classList.contains('stale')")
+        wait_for(lambda: page.locator("main").evaluate(opacity) < 0.6, 5, what="greyed values")
+        assert (
+            page.locator("#risk-state")
+            .evaluate("el => getComputedStyle(el.closest('.tb-block')).filter")
+            .startswith("grayscale")
+        )
+        assert page.locator("#conn-banner").evaluate(opacity) == 1  # the banner itself is not
         obs2 = Observe(env)
         obs2.wait_up()
         wait_for(
@@ -172,6 +197,8 @@ def test_dashboard_live_controls_and_reconnect(page_factory: Any, tmp_path: Path
             what="banner gone after reconnect",
         )
         wait_for(lambda: "live" in text(page, "#conn-status"), 5, what="live again")
+        assert not page.evaluate("document.body.classList.contains('stale')")
+        wait_for(lambda: page.locator("main").evaluate(opacity) == 1, 5, what="values in colour")
 
         # the restarted observe rebuilt the BTC chart from the recorder: a page opened now
         # draws the minutes before the restart too
@@ -183,6 +210,34 @@ def test_dashboard_live_controls_and_reconnect(page_factory: Any, tmp_path: Path
             lambda: page2.evaluate("btcData[0].length && btcData[0][0]"), 10, what="BTC chart"
         )
         assert first_t < t_restart - 3
+
+        # BREAKER3 finding 10: strategy down while a position is open: the banner said TRADING
+        # UNMANAGED but the market's row said "active"; it says so too now (and "no strategy"
+        # while flat)
+        assert strategy is not None
+        strategy.stop()
+        strategy = None
+        wait_for(lambda: text(page, "#risk-state") == "NO STRATEGY", 20, what="NO STRATEGY")
+        wait_for(lambda: text(page, "#mkt-btc-5m .mkt-state") == "no strategy", 5, what="row")
+        # a position strategy published before it stopped (played here on its endpoint)
+        settings = load_settings(env, dotenv=None)
+        stand_in = Publisher(settings.bus_endpoint("strategy"))
+        held = PositionState(
+            ts_ns=time.time_ns(), open=True, slug=hot.slug, asset_id="U", outcome="Up",
+            size=12.5, avg_price=0.4, cost=5.0, market="btc-5m",
+        )  # fmt: skip
+
+        def unmanaged() -> bool:
+            stand_in.send("strat.position", held)  # again until observe's SUB has joined
+            return text(page, "#mkt-btc-5m .mkt-state") == "UNMANAGED"
+
+        try:
+            wait_for(unmanaged, 15, what="the market's row to say UNMANAGED")
+        finally:
+            stand_in.close()
+        assert page.locator("#unmanaged-banner").is_visible()
+        title = page.locator("#mkt-btc-5m .mkt-state").get_attribute("title")
+        assert "strategy" in title and "nothing manages its exit" in title, title
         assert errors == []
     finally:
         if obs2 is not None:

@@ -177,8 +177,24 @@ function chartsFor(key) {
 // ---------- the overview: every market in one table, click a row to select it ----------
 const clock = (left) => (left === null || left === undefined ? "--:--" : `${String(Math.floor(left / 60)).padStart(2, "0")}:${String(Math.floor(left % 60)).padStart(2, "0")}`);
 const priceFmt = (v) => (v === null || v === undefined ? "—" : v >= 1000 ? btcFmt(v) : Number(v).toFixed(v >= 10 ? 2 : 4));
+// with a position open, strategy and execution must both be alive (services/observe/health.py
+// MANAGERS): the row of a market says so, as the "TRADING UNMANAGED" banner does
+const MANAGERS = ["strategy", "execution"];
+function managersDown(d) {
+  const svc = d.services || {};
+  return MANAGERS.filter((n) => svc[n] && svc[n].alive === false).map((n) => `${n} ${svc[n].supervisor_state || svc[n].state || "down"}`);
+}
+function marketState(m, down) {
+  const rk = m.risk || {};
+  const p = m.position || {};
+  if (down.length && p.open) return ['<span class="halted">UNMANAGED</span>', `position open and ${down.join(", ")}: nothing manages its exit`];
+  if (down.some((w) => w.startsWith("strategy"))) return ['<span class="halted">no strategy</span>', `${down.join(", ")}; last heard: ${rk.halted ? "halted" : "active"}`];
+  if (rk.halted === null || rk.halted === undefined) return ['<span class="muted">?</span>', ""];
+  return rk.halted ? ['<span class="halted">HALTED</span>', (rk.reasons || []).join(", ")] : ['<span class="pnl-pos">active</span>', ""];
+}
 function renderMarkets(d, key) {
   const rows = d.markets || [];
+  const down = managersDown(d);
   $("markets-count").textContent = rows.length ? `${rows.length} market${rows.length === 1 ? "" : "s"}` : "";
   $("markets").innerHTML = rows.map((m) => {
     const p = m.position || {};
@@ -187,7 +203,7 @@ function renderMarkets(d, key) {
     const diff = m.spot !== null && m.price_to_beat ? m.spot - m.price_to_beat : null;
     const pos = p.open ? `<span class="${p.outcome === "Up" ? "pnl-pos" : "pnl-neg"}">${esc(p.outcome)}</span> ${fmt(p.size, 2)} @ ${fmt(p.avg_price, 3)}` : '<span class="muted">flat</span>';
     const u = p.open ? p.unrealized_pnl : null;
-    const state = rk.halted === null || rk.halted === undefined ? ['<span class="muted">?</span>', ""] : rk.halted ? ['<span class="halted">HALTED</span>', (rk.reasons || []).join(", ")] : ['<span class="pnl-pos">active</span>', ""];
+    const state = marketState(m, down);
     const dec = m.decision ? `${m.decision.action}${m.decision.reason ? ": " + m.decision.reason : ""}` : "";
     // a market whose own spot or signal stopped while the others flow: its figures are old
     const spotStale = m.spot_age_ms !== null && m.spot_age_ms !== undefined && m.spot_age_ms > SPOT_STALE_MS;
@@ -279,16 +295,23 @@ function render(d) {
   const r = d.risk || {};
   const rs = $("risk-state");
   const strat = (d.services || {}).strategy;
+  // markets halted on their own (a global halt says so itself); every configured market halted
+  // is HALTED, not ACTIVE: nothing can enter (BREAKER3 findings 7 and 10)
+  const configured = (d.markets || []).filter((m) => m.configured !== false);
+  const haltedMkts = r.halted ? [] : configured.filter((m) => m.risk && m.risk.halted);
+  const allHalted = haltedMkts.length > 0 && haltedMkts.length === configured.length;
+  const haltedWhy = haltedMkts.map((m) => `${m.market}${m.risk.reasons && m.risk.reasons.length ? ` (${m.risk.reasons.join(", ")})` : ""}`);
   if (strat && strat.alive === false) {
     // the risk state is strategy's: with strategy down, the last one heard is not the truth
     rs.textContent = "NO STRATEGY"; setCls(rs, "state", "halted");
     $("risk-reasons").textContent = `strategy ${strat.supervisor_state || strat.state}; last heard: ${r.halted ? "halted" : "active"}`;
-  } else if (r.halted === null || r.halted === undefined) { rs.textContent = "UNKNOWN"; setCls(rs, "state", "unknown"); }
-  else if (r.halted) { rs.textContent = r.emergency_stop ? "HALTED · E-STOP" : "HALTED"; setCls(rs, "state", "halted"); }
-  else { rs.textContent = "ACTIVE"; setCls(rs, "state", "active"); }
-  // markets halted on their own while the rest trade (a global halt says so above)
-  const haltedMkts = r.halted ? [] : (d.markets || []).filter((m) => m.risk && m.risk.halted).map((m) => m.market);
-  if (!(strat && strat.alive === false)) $("risk-reasons").textContent = (r.reasons && r.reasons.length) ? r.reasons.join(", ") : haltedMkts.length ? `halted: ${haltedMkts.join(", ")}` : (r.loss_streak ? `loss streak ${r.loss_streak}` : "no halt reasons");
+  } else {
+    if (r.halted === null || r.halted === undefined) { rs.textContent = "UNKNOWN"; setCls(rs, "state", "unknown"); }
+    else if (r.halted) { rs.textContent = r.emergency_stop ? "HALTED · E-STOP" : "HALTED"; setCls(rs, "state", "halted"); }
+    else if (allHalted) { rs.textContent = "HALTED"; setCls(rs, "state", "halted"); }
+    else { rs.textContent = "ACTIVE"; setCls(rs, "state", "active"); }
+    $("risk-reasons").textContent = (r.reasons && r.reasons.length) ? r.reasons.join(", ") : haltedMkts.length ? `${allHalted ? "every market halted" : "halted"}: ${haltedWhy.join("; ")}` : (r.loss_streak ? `loss streak ${r.loss_streak}` : "no halt reasons");
+  }
 
   // signal
   const s = v.signal;
@@ -430,6 +453,8 @@ function setConn(up, text, title = "") {
   $("conn-status").title = title;
   setCls($("conn-status"), "conn", up === "warn" ? "warn" : up ? "up" : "down");
   $("conn-banner").classList.toggle("hidden", up);
+  // no state from observe (socket down, or silent): what is on screen is old, greyed until new
+  document.body.classList.toggle("stale", !up);
   if (!up) $("conn-banner").textContent = text;
 }
 
