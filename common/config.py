@@ -1357,9 +1357,12 @@ def _check(spec: SettingSpec, value: Any) -> str | None:
 
 def parse_dotenv(path: Path) -> dict[str, str]:
     """KEY=VALUE lines; `#` comments, blank lines, `export ` and matching quotes are allowed.
-    {} when the file does not exist (`load_settings` decides whether that is an error).
-    ConfigError naming the file and line for a line that is not KEY=VALUE, and naming the key
-    for a key set twice."""
+    An inline comment follows python-dotenv's rule (the `.env` format most tools read): in an
+    unquoted value a `#` after whitespace starts a comment (`LOG_DIR=/tmp/x # logs` is
+    `/tmp/x`; `API_TOKEN=a#b` is `a#b`); a quoted value is the text between its quotes, with
+    only whitespace or a comment after them. {} when the file does not exist (`load_settings`
+    decides whether that is an error). ConfigError naming the file and line for a line that is
+    not KEY=VALUE or a quote left open, and naming the key for a key set twice."""
     out: dict[str, str] = {}
     first: dict[str, int] = {}
     if not path.exists():
@@ -1383,10 +1386,22 @@ def parse_dotenv(path: Path) -> dict[str, str]:
             )
         first[key] = n
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
+        if value[:1] in ("'", '"'):
+            end = value.find(value[0], 1)
+            rest = value[end + 1 :].strip() if end > 0 else ""
+            if end < 0 or (rest and not rest.startswith("#")):
+                raise ConfigError(
+                    f"{path}:{n}",
+                    {key: f"a quoted value must end with its quote, then only a comment: {raw!r}"},
+                )
+            value = value[1:end]
+        else:
+            value = _INLINE_COMMENT.sub("", value)
         out[key] = value
     return out
+
+
+_INLINE_COMMENT = re.compile(r"\s+#.*$")  # python-dotenv: ` #` ends an unquoted value
 
 
 def unknown_settings(
@@ -1531,12 +1546,6 @@ def load_settings(
             )
     errors.update(_cross_field_errors(values, errors))
     if errors:
-        for name, problem in errors.items():  # `KEY=true # note` is the value "true # note"
-            if "#" in from_file.get(name, "") and name not in process:
-                errors[name] = (
-                    f"{problem} (inline comments are not supported in {dotenv}: put the "
-                    "comment on a line of its own)"
-                )
         raise ConfigError(settings_source(dotenv), errors)
     nested = {f: group(**values[group]) for f, group in _NESTED.items()}
     return Settings(**values[Settings], **nested)
