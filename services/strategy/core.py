@@ -2114,6 +2114,12 @@ class StrategyCore(Core):
                 self.loss_streak = 0
             for ms in cleared:
                 ms.halted, ms.halt_reason, ms.loss_streak = False, "", 0
+            # what still halts entries after the clear (the day's loss limit): `ok` says the
+            # command was taken, this whether trading resumes (a new user read ok as "trading")
+            still = self.halt_reasons() + (
+                self.market_halt_reasons(target) if target is not None else []
+            )
+            extra = {"still_halted": still}
         elif isinstance(msg, ForceExit):
             ok, error, waiting = self._force_exit_command(msg.reason, target, out)
             if waiting:

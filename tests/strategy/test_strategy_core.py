@@ -569,8 +569,14 @@ def test_emergency_stop_set_and_clear_with_replies() -> None:
     assert decision(signal(core, 100)).reason == "halted:emergency_stop"
     out = core.step(ClearEmergencyStop(request_id="r2"), 0)
     reply = [m for _, m in out if isinstance(m, ControlReply)][0]
-    assert reply.ok and not reply.state["risk"]["halted"]
+    assert reply.ok and not reply.state["risk"]["halted"] and reply.state["still_halted"] == []
     assert decision(signal(core, 101)).action == "enter"
+    # a clear while the day's loss limit halts: the command is taken (ok), and the reply says
+    # trading does not resume (a new user read `ok: true` as "trading again", 2026-12-01)
+    lost = make(state={"day": "2026-01-01", "daily_pnl": -10.0, "emergency_stop": True})
+    out = lost.step(ClearEmergencyStop(request_id="r3"), 0)
+    reply = [m for _, m in out if isinstance(m, ControlReply)][0]
+    assert reply.ok and reply.state["still_halted"] == ["daily_loss_limit"], reply.state
 
 
 def test_force_exit() -> None:
