@@ -33,6 +33,34 @@ SEED_MODEL = {
 }
 
 
+def tree_env(root: Path, **extra: str) -> dict[str, str]:
+    """The environment of an isolated tree under `root` (its data dir, logs, database, a free
+    API port; `POLYEDGE_ROOT` for the harness), `extra` on top. Makes the directories."""
+    (root / "data" / "run").mkdir(parents=True)
+    (root / "logs").mkdir()
+    return {
+        "POLYEDGE_DATA_DIR": str(root / "data"),
+        "LOG_DIR": str(root / "logs"),
+        "DATABASE_URL": f"sqlite:{root / 'data' / 'trader.db'}",
+        "API_PORT": str(free_port()),
+        "POLYEDGE_ROOT": str(root),
+        **extra,
+    }
+
+
+def offline_env(root: Path, **extra: str) -> dict[str, str]:
+    """`tree_env` with every venue feed pointed at a closed local port (unless `extra` names
+    it)."""
+    feeds = {
+        **{
+            k: "ws://127.0.0.1:9"
+            for k in ("BINANCE_WS_URL", "POLYMARKET_WS_URL", "PRICE_FEED_WS_URL")
+        },
+        **{k: "http://127.0.0.1:9" for k in ("GAMMA_API_URL", "CLOB_API_URL")},
+    }
+    return tree_env(root, **{**feeds, **extra})
+
+
 @pytest.fixture(scope="session", autouse=True)
 def hermetic_dirs() -> Iterator[Path]:
     """Every test, and every process a test starts (they inherit this environment), uses a data

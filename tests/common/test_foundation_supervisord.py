@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Supervised, http_json, short_tmpdir, wait_for
+from tests.conftest import (
+    REPO,
+    Supervised,
+    http_json,
+    offline_env,
+    short_tmpdir,
+    tree_env,
+    wait_for,
+)
 
 pytestmark = pytest.mark.whole_system  # starts a supervisord tree (pyproject markers)
 
@@ -299,21 +307,6 @@ def test_down_waits_until_the_tree_is_gone() -> None:
             sup.stop()
 
 
-def _tree_env(root, **extra: str) -> dict[str, str]:  # noqa: ANN001 - a Path
-    from tests.conftest import free_port
-
-    (root / "data" / "run").mkdir(parents=True)
-    (root / "logs").mkdir()
-    return {
-        "POLYEDGE_DATA_DIR": str(root / "data"),
-        "LOG_DIR": str(root / "logs"),
-        "DATABASE_URL": f"sqlite:{root / 'data' / 'trader.db'}",
-        "API_PORT": str(free_port()),
-        "POLYEDGE_ROOT": str(root),
-        **extra,
-    }
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -336,7 +329,7 @@ def test_kill_9_of_supervisord_stops_every_program() -> None:
 
     key = Account.create().key.hex()  # a throwaway key, on the simulated venue only
     root = short_tmpdir()
-    env = _tree_env(
+    env = tree_env(
         root,
         POLYEDGE_VENUE="sim",
         SIM_PORT=str(free_port()),
@@ -385,7 +378,7 @@ def test_kill_9_of_supervisord_stops_every_program() -> None:
 
 def test_status_and_up_name_services_running_without_supervisord() -> None:
     root = short_tmpdir()
-    env = _tree_env(root)
+    env = tree_env(root)
     sup = Supervised(env)
     # a service process holding its lock on this data directory, with no supervisord
     holder = subprocess.Popen(
@@ -461,25 +454,12 @@ def test_parent_watch_fires_only_for_a_supervisord_parent() -> None:
     assert ParentWatch({}).parent is None
 
 
-def _offline_env(root: Path, **extra: str) -> dict[str, str]:
-    """An isolated tree's environment with every feed pointed at a closed local port."""
-    return _tree_env(
-        root,
-        **{
-            k: "ws://127.0.0.1:9"
-            for k in ("BINANCE_WS_URL", "POLYMARKET_WS_URL", "PRICE_FEED_WS_URL")
-        },
-        **{k: "http://127.0.0.1:9" for k in ("GAMMA_API_URL", "CLOB_API_URL")},
-        **extra,
-    )
-
-
 def test_up_refuses_bad_settings_before_starting_anything() -> None:
     """A bad value used to start supervisord anyway (every program then in BACKOFF "Exited too
     quickly") and print the default port as the dashboard; `polyedge up` now loads the settings
     the programs will, and refuses naming the problem."""
     root = short_tmpdir()
-    sup = Supervised(_offline_env(root, API_PORT="abc", POLYEDGE_VENUE="sim"))
+    sup = Supervised(offline_env(root, API_PORT="abc", POLYEDGE_VENUE="sim"))
     r = _polyedge(sup, "up")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "API_PORT" in r.stderr and "'abc'" in r.stderr, r.stderr
@@ -489,20 +469,20 @@ def test_up_refuses_bad_settings_before_starting_anything() -> None:
     # a strategy config file with a field named twice is refused the same way, naming both
     overrides = root / "data" / "config.json"
     overrides.write_text('{"stake_per_trade_usd": 5, "stake_per_trade_usd": 6}')
-    sup = Supervised(_offline_env(short_tmpdir(), POLYEDGE_DATA_DIR=str(root / "data")))
+    sup = Supervised(offline_env(short_tmpdir(), POLYEDGE_DATA_DIR=str(root / "data")))
     r = _polyedge(sup, "up")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert str(overrides) in r.stderr and "stake_per_trade_usd" in r.stderr, r.stderr
     assert "twice" in r.stderr, r.stderr
     assert not (root / "data" / "run" / "supervisord.pid").exists()
     # and a POLYEDGE_ENV_FILE that names no file
-    sup = Supervised(_offline_env(short_tmpdir(), POLYEDGE_ENV_FILE="/nonexistent/typo.env"))
+    sup = Supervised(offline_env(short_tmpdir(), POLYEDGE_ENV_FILE="/nonexistent/typo.env"))
     r = _polyedge(sup, "up")
     assert r.returncode == 2 and "/nonexistent/typo.env" in r.stderr, r.stderr
     # an API on every interface without a token (only observe refused it: the tree traded with
     # no API and no emergency stop, BREAKER2 finding 4a)
     root = short_tmpdir()
-    sup = Supervised(_offline_env(root, API_HOST="0.0.0.0"))
+    sup = Supervised(offline_env(root, API_HOST="0.0.0.0"))
     sup.env.pop("API_TOKEN", None)
     r = _polyedge(sup, "up")
     assert r.returncode == 2, (r.stdout, r.stderr)
@@ -511,7 +491,7 @@ def test_up_refuses_bad_settings_before_starting_anything() -> None:
     # and programs whose directory has no `config/config.json` (BREAKER2 finding 1: they ran
     # the built-in defaults, the unfitted model): refused, naming the file and how to restore it
     checkout = short_tmpdir()
-    sup = Supervised(_offline_env(checkout, POLYEDGE_VENUE="sim"))
+    sup = Supervised(offline_env(checkout, POLYEDGE_VENUE="sim"))
     sup.conf.write_text(sup.conf.read_text().replace(f"directory={REPO}", f"directory={checkout}"))
     r = _polyedge(sup, "up")
     assert r.returncode == 2, (r.stdout, r.stderr)
@@ -521,7 +501,7 @@ def test_up_refuses_bad_settings_before_starting_anything() -> None:
     # a database that cannot be created (BREAKER2 finding 4b: the tree started, execution said
     # only "sqlite3.OperationalError: unable to open database file")
     root = short_tmpdir()
-    sup = Supervised(_offline_env(root, DATABASE_URL="sqlite:/proc/polyedge-test.db"))
+    sup = Supervised(offline_env(root, DATABASE_URL="sqlite:/proc/polyedge-test.db"))
     r = _polyedge(sup, "up")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "DATABASE_URL" in r.stderr and "/proc/polyedge-test.db" in r.stderr, r.stderr
@@ -551,7 +531,7 @@ def test_up_runs_the_programs_on_its_own_interpreter_with_a_bare_python3_first_o
     was well. `up` puts its interpreter's directory first on supervisord's PATH."""
     root = short_tmpdir()
     bare = _bare_python(root)
-    sup = Supervised(_offline_env(root))
+    sup = Supervised(offline_env(root))
     _bare_conf(sup)
     sup.env["PATH"] = os.pathsep.join([str(bare), os.environ.get("PATH", "")])
     r = _polyedge(sup, "up")
@@ -576,7 +556,7 @@ def test_up_reports_a_program_that_does_not_start() -> None:
     down` must not stop a healthy tree). `--leave-running` leaves it up for a look."""
     root = short_tmpdir()
     bare = _bare_python(root)
-    sup = Supervised(_offline_env(root))
+    sup = Supervised(offline_env(root))
     text = sup.conf.read_text().replace(
         f"{sys.executable} -m services.signal", f"{bare / 'python3'} -m services.signal"
     )
@@ -636,7 +616,7 @@ def test_observe_asks_the_supervisord_that_runs_it_whatever_the_data_dir() -> No
     observe now asks the supervisord named by SUPERVISOR_SERVER_URL (set by supervisord)."""
     root = short_tmpdir()
     state = root / "state"  # the services' data dir; supervisord's socket stays in root/data
-    sup = Supervised(_offline_env(root, POLYEDGE_DATA_DIR=str(state)))
+    sup = Supervised(offline_env(root, POLYEDGE_DATA_DIR=str(state)))
     sup.start()
     try:
         sup.wait_running(SERVICES, 40)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,28 +16,9 @@ from services.commands.doctor import blocked_switches
 from services.commands.tree import book_notices
 from services.strategy.core import StrategyCore
 from services.strategy.store import StateStore, book_key
-from tests.conftest import REPO, Supervised, free_port, short_tmpdir
+from tests.conftest import REPO, Supervised, free_port, offline_env, short_tmpdir
 
 KEY = "0x" + "11" * 32  # any 64 hex digits: strategy and `up` never use it to sign here
-
-
-def _offline_env(root: Path, **extra: str) -> dict[str, str]:
-    (root / "data" / "run").mkdir(parents=True)
-    (root / "logs").mkdir()
-    return {
-        "POLYEDGE_DATA_DIR": str(root / "data"),
-        "LOG_DIR": str(root / "logs"),
-        "DATABASE_URL": f"sqlite:{root / 'data' / 'trader.db'}",
-        "API_PORT": str(free_port()),
-        "POLYEDGE_ROOT": str(root),
-        "POLYEDGE_ENV_FILE": "none",
-        **{
-            k: "ws://127.0.0.1:9"
-            for k in ("BINANCE_WS_URL", "POLYMARKET_WS_URL", "PRICE_FEED_WS_URL")
-        },
-        **{k: "http://127.0.0.1:9" for k in ("GAMMA_API_URL", "CLOB_API_URL")},
-        **extra,
-    }
 
 
 def _polyedge(sup: Supervised, *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,7 +47,7 @@ def test_up_refuses_partial_live_switches_naming_the_missing_one(
     too, was blocked: the operator learnt it from the first blocked entry. Refused now, exit 2,
     before anything starts."""
     root = short_tmpdir()
-    env = _offline_env(root, POLYEDGE_VENUE="sim", **switches)
+    env = offline_env(root, POLYEDGE_VENUE="sim", **switches)
     sup = Supervised(env)
     for k in ("DRY_RUN", "ENABLE_REAL_TRADING", "PRIVATE_KEY"):
         if k not in switches:
@@ -107,7 +87,7 @@ def test_up_names_the_global_stop_and_the_other_books_positions_and_halts() -> N
     emergency stop. Starting in paper: the stop and the real book's position and halt are
     named; this book's own state is not repeated as another's."""
     root = short_tmpdir()
-    env = _offline_env(root, POLYEDGE_VENUE="sim")
+    env = offline_env(root, POLYEDGE_VENUE="sim")
     sup = Supervised(env)
     now = time.time_ns()
     day_start = now - now % (86_400 * 10**9)
@@ -153,7 +133,7 @@ def test_a_stop_set_while_paper_trading_holds_after_up_in_real_mode() -> None:
 
     root = short_tmpdir()
     sim_port = free_port()
-    env = _offline_env(root, POLYEDGE_VENUE="sim", SIM_PORT=str(sim_port), **sim_urls(sim_port))
+    env = offline_env(root, POLYEDGE_VENUE="sim", SIM_PORT=str(sim_port), **sim_urls(sim_port))
     sup = Supervised(env)
     for k in ("DRY_RUN", "ENABLE_REAL_TRADING", "PRIVATE_KEY"):
         sup.env.pop(k, None)

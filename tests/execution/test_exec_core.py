@@ -74,6 +74,20 @@ def intent(coid="o1", side="BUY", kind="FOK", limit=0.53, size=12.0, t=T0, **kw)
     )
 
 
+def market_info(**kw) -> MarketInfo:
+    """The market of `intent()`'s slug, its window ended at T0 (ready to resolve)."""
+    base = dict(
+        slug="btc-updown-5m-1",
+        condition_id="c",
+        up_token_id=UP,
+        down_token_id=DOWN,
+        window_start_ns=T0,
+        window_end_ns=T0,
+        ts_recv_ns=T0,
+    )
+    return MarketInfo(**{**base, **kw})
+
+
 def by_topic(out, topic):
     return [m for tp, m in out if tp == topic]
 
@@ -217,16 +231,7 @@ def test_exec_preflight_rejects_thin_book_and_bad_terms(ledger) -> None:
     (rej,) = by_topic(core.step(intent("tiny", size=1), T0), topics.REJECT)
     assert rej.code == "invalid_order" and "$1 minimum" in rej.reason  # 1 share at 0.53: $0.53
     core.step(
-        MarketInfo(
-            slug="btc-updown-5m-1",
-            condition_id="c",
-            up_token_id=UP,
-            down_token_id=DOWN,
-            window_start_ns=T0,
-            window_end_ns=T0,
-            ts_recv_ns=T0,
-            accepting_orders=False,
-        ),
+        market_info(accepting_orders=False),
         0,
     )
     (rej,) = by_topic(core.step(intent("closed"), T0), topics.REJECT)
@@ -261,15 +266,7 @@ def test_exec_settlement_at_one_or_zero_and_restart_rebuilds(ledger, tmp_path) -
     assert {k: round(p.size, 6) for k, p in core2.positions.items()} == {UP: 10.0, DOWN: 5.0}
     core2.step(book(ASKS), 0)
     core2.step(
-        MarketInfo(
-            slug="btc-updown-5m-1",
-            condition_id="c",
-            up_token_id=UP,
-            down_token_id=DOWN,
-            window_start_ns=T0,
-            window_end_ns=T0,
-            ts_recv_ns=T0,
-        ),
+        market_info(),
         0,
     )
     out = core2.step(MarketResolved(slug="btc-updown-5m-1", winning_outcome="Up", ts_ns=T0 + 1), 0)
@@ -315,15 +312,7 @@ def test_exec_a_market_held_only_on_its_losing_side_is_not_redeemed(ledger, live
     core.step(book(ASKS), 0)
     core.step(intent("up1", limit=0.52, size=10), T0)
     core.step(
-        MarketInfo(
-            slug="btc-updown-5m-1",
-            condition_id="c",
-            up_token_id=UP,
-            down_token_id=DOWN,
-            window_start_ns=T0,
-            window_end_ns=T0,
-            ts_recv_ns=T0,
-        ),
+        market_info(),
         0,
     )
     out = core.step(MarketResolved(slug="btc-updown-5m-1", winning_outcome="Down", ts_ns=T0 + 1), 0)
