@@ -4,6 +4,8 @@ supervisord process tree built from the repository's own supervisord.conf."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +33,22 @@ SEED_MODEL = {
     "blend_bias": 0.0,
     "vol_scale": 1.0,
 }
+
+
+def polyedge_cli(
+    sup: Supervised, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`polyedge ARGS -c <the tree's supervisord.conf>` run in the isolated tree's environment
+    (its stdout and stderr captured as text); raises subprocess.TimeoutExpired after `timeout`
+    seconds."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.commands.cli", *args, "-c", str(sup.conf)],
+        cwd=REPO,
+        env=sup.env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def tree_env(root: Path, **extra: str) -> dict[str, str]:

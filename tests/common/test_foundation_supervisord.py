@@ -18,6 +18,7 @@ from tests.conftest import (
     Supervised,
     http_json,
     offline_env,
+    polyedge_cli,
     short_tmpdir,
     tree_env,
     wait_for,
@@ -184,7 +185,7 @@ def test_second_instances_are_refused(tree: tuple[Supervised, dict]) -> None:
     )
     assert r.returncode != 0 and "Another program is already listening" in r.stdout + r.stderr
     # the wrapper names the running tree instead: its supervisord pid, config and programs
-    r = _polyedge(sup, "up")
+    r = polyedge_cli(sup, "up")
     sup_pid = int((sup.root / "data" / "run" / "supervisord.pid").read_text())
     assert r.returncode == 3, r.stderr
     assert "already running" in r.stderr and f"supervisord pid {sup_pid}" in r.stderr
@@ -199,17 +200,6 @@ def test_second_instances_are_refused(tree: tuple[Supervised, dict]) -> None:
     )
     assert r.returncode == 3
     assert "another execution" in r.stderr and "already running" in r.stderr
-
-
-def _polyedge(sup: Supervised, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.commands.cli", *args, "-c", str(sup.conf)],
-        cwd=REPO,
-        env=sup.env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
 
 
 def test_control_socket_is_private(tree: tuple[Supervised, dict]) -> None:
@@ -244,13 +234,13 @@ def test_status_right_after_shutdown_is_a_plain_answer(tree: tuple[Supervised, d
     sup, _ = tree
     sup.ctl("start", "all")
     sup.wait_running(SERVICES, 30)
-    r = _polyedge(sup, "status")
+    r = polyedge_cli(sup, "status")
     assert r.returncode == 0 and "RUNNING" in r.stdout and "strategy" in r.stdout, r
     assert sup.ctl("shutdown").returncode == 0
     answers: list[subprocess.CompletedProcess[str]] = []
 
     def gone() -> bool:
-        answers.append(r := _polyedge(sup, "status"))
+        answers.append(r := polyedge_cli(sup, "status"))
         return "not running" in r.stderr
 
     wait_for(gone, 30, 0.01, what="the tree to exit")
@@ -260,7 +250,7 @@ def test_status_right_after_shutdown_is_a_plain_answer(tree: tuple[Supervised, d
         assert "Fault" not in r.stdout + r.stderr and "Traceback" not in r.stderr, r
         assert "not running" in r.stderr or "shutting down: supervisord pid" in r.stderr, r
     print(f"status answers during shutdown: {[a.stderr.strip()[10:50] for a in answers]}")
-    r = _polyedge(sup, "down")
+    r = polyedge_cli(sup, "down")
     assert r.returncode == 0 and "nothing to stop" in r.stderr, r.stderr
     assert not (sup.root / "data" / "run" / "supervisord.pid").exists()
 
@@ -284,7 +274,7 @@ def test_down_waits_until_the_tree_is_gone() -> None:
         **{k: "http://127.0.0.1:9" for k in ("GAMMA_API_URL", "CLOB_API_URL")},
     }
     sup = Supervised(env)
-    r = _polyedge(sup, "up")  # the wrapper starts the tree through supervisord itself
+    r = polyedge_cli(sup, "up")  # the wrapper starts the tree through supervisord itself
     assert r.returncode == 0, r.stderr
     # and says what it started and where the dashboard is
     assert "started supervisord pid" in r.stdout and "strategy" in r.stdout, r.stdout
@@ -293,14 +283,14 @@ def test_down_waits_until_the_tree_is_gone() -> None:
         st = sup.wait_running(SERVICES, 30)
         pids = [sup.pid(n) for n in SERVICES]
         assert len(st) == 6
-        r = _polyedge(sup, "down")
+        r = polyedge_cli(sup, "down")
         assert r.returncode == 0 and "stopped in" in r.stderr, r.stderr
         # gone means gone: no supervisord, no program, no socket answering
         assert not (root / "data" / "run" / "supervisord.pid").exists()
         for pid in pids:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
-        r = _polyedge(sup, "status")
+        r = polyedge_cli(sup, "status")
         assert r.returncode == 4 and "not running" in r.stderr, r.stderr
     finally:
         if (root / "data" / "run" / "supervisord.pid").exists():
@@ -367,7 +357,7 @@ def test_kill_9_of_supervisord_stops_every_program() -> None:
         if errors.exists():
             assert "supervisor_gone" in errors.read_text()
         # nothing left holding a lock: status says not running and names no service
-        r = _polyedge(sup, "status")
+        r = polyedge_cli(sup, "status")
         assert r.returncode == 4 and "not running" in r.stderr, r.stderr
         assert "without a supervisord" not in r.stderr, r.stderr
     finally:
@@ -395,17 +385,17 @@ def test_status_and_up_name_services_running_without_supervisord() -> None:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        r = _polyedge(sup, "status")
+        r = polyedge_cli(sup, "status")
         assert r.returncode == 4 and "not running" in r.stderr, r.stderr
         assert f"strategy pid {holder.pid}" in r.stderr, r.stderr
-        r = _polyedge(sup, "up")
+        r = polyedge_cli(sup, "up")
         assert r.returncode == 3 and f"strategy pid {holder.pid}" in r.stderr, r.stderr
         assert not (root / "data" / "run" / "supervisord.pid").exists()  # nothing started
     finally:
         holder.kill()
         holder.wait()
     # the lock file stays, naming the dead pid: not a running service
-    r = _polyedge(sup, "status")
+    r = polyedge_cli(sup, "status")
     assert "without a supervisord" not in r.stderr, r.stderr
 
 
@@ -460,31 +450,31 @@ def test_up_refuses_bad_settings_before_starting_anything() -> None:
     the programs will, and refuses naming the problem."""
     root = short_tmpdir()
     sup = Supervised(offline_env(root, API_PORT="abc", POLYEDGE_VENUE="sim"))
-    r = _polyedge(sup, "up")
+    r = polyedge_cli(sup, "up")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "API_PORT" in r.stderr and "'abc'" in r.stderr, r.stderr
     assert "dashboard" not in r.stdout and "started" not in r.stdout, r.stdout
     assert not (root / "data" / "run" / "supervisord.pid").exists()  # nothing started
-    assert _polyedge(sup, "status").returncode == 4
+    assert polyedge_cli(sup, "status").returncode == 4
     # a strategy config file with a field named twice is refused the same way, naming both
     overrides = root / "data" / "config.json"
     overrides.write_text('{"stake_per_trade_usd": 5, "stake_per_trade_usd": 6}')
     sup = Supervised(offline_env(short_tmpdir(), POLYEDGE_DATA_DIR=str(root / "data")))
-    r = _polyedge(sup, "up")
+    r = polyedge_cli(sup, "up")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert str(overrides) in r.stderr and "stake_per_trade_usd" in r.stderr, r.stderr
     assert "twice" in r.stderr, r.stderr
     assert not (root / "data" / "run" / "supervisord.pid").exists()
     # and a POLYEDGE_ENV_FILE that names no file
     sup = Supervised(offline_env(short_tmpdir(), POLYEDGE_ENV_FILE="/nonexistent/typo.env"))
-    r = _polyedge(sup, "up")
+    r = polyedge_cli(sup, "up")
     assert r.returncode == 2 and "/nonexistent/typo.env" in r.stderr, r.stderr
     # an API on every interface without a token (only observe refused it: the tree traded with
     # no API and no emergency stop, BREAKER2 finding 4a)
     root = short_tmpdir()
     sup = Supervised(offline_env(root, API_HOST="0.0.0.0"))
     sup.env.pop("API_TOKEN", None)
-    r = _polyedge(sup, "up")
+    r = polyedge_cli(sup, "up")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "API_HOST: 0.0.0.0 is not loopback and API_TOKEN is not set" in r.stderr, r.stderr
     assert not (root / "data" / "run" / "supervisord.pid").exists()  # nothing started
@@ -493,7 +483,7 @@ def test_up_refuses_bad_settings_before_starting_anything() -> None:
     checkout = short_tmpdir()
     sup = Supervised(offline_env(checkout, POLYEDGE_VENUE="sim"))
     sup.conf.write_text(sup.conf.read_text().replace(f"directory={REPO}", f"directory={checkout}"))
-    r = _polyedge(sup, "up")
+    r = polyedge_cli(sup, "up")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert str(checkout / "config" / "config.json") in r.stderr, r.stderr
     assert "git checkout config/config.json" in r.stderr, r.stderr
@@ -502,7 +492,7 @@ def test_up_refuses_bad_settings_before_starting_anything() -> None:
     # only "sqlite3.OperationalError: unable to open database file")
     root = short_tmpdir()
     sup = Supervised(offline_env(root, DATABASE_URL="sqlite:/proc/polyedge-test.db"))
-    r = _polyedge(sup, "up")
+    r = polyedge_cli(sup, "up")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "DATABASE_URL" in r.stderr and "/proc/polyedge-test.db" in r.stderr, r.stderr
     assert not (root / "data" / "run" / "supervisord.pid").exists()  # nothing started
@@ -534,7 +524,7 @@ def test_up_runs_the_programs_on_its_own_interpreter_with_a_bare_python3_first_o
     sup = Supervised(offline_env(root))
     _bare_conf(sup)
     sup.env["PATH"] = os.pathsep.join([str(bare), os.environ.get("PATH", "")])
-    r = _polyedge(sup, "up")
+    r = polyedge_cli(sup, "up")
     try:
         assert r.returncode == 0, (r.stdout, r.stderr)
         assert f"dashboard: http://127.0.0.1:{sup.env['API_PORT']}/" in r.stdout, r.stdout
@@ -563,7 +553,7 @@ def test_up_reports_a_program_that_does_not_start() -> None:
     sup.conf.write_text(text)
     pidfile = root / "data" / "run" / "supervisord.pid"
     t0 = time.monotonic()
-    r = _polyedge(sup, "up")
+    r = polyedge_cli(sup, "up")
     try:
         assert r.returncode == 5, (r.stdout, r.stderr)
         assert "did not start" in r.stderr and "signal BACKOFF" in r.stderr, r.stderr
@@ -572,20 +562,20 @@ def test_up_reports_a_program_that_does_not_start() -> None:
         assert "dashboard" not in r.stdout, r.stdout
         print(f"up reported the failure and stopped after {time.monotonic() - t0:.1f} s")
         assert not pidfile.exists()
-        r = _polyedge(sup, "status")
+        r = polyedge_cli(sup, "status")
         assert r.returncode == 4 and "not running" in r.stderr, r.stderr
         assert "without a supervisord" not in r.stderr, r.stderr  # no program left running
 
-        r = _polyedge(sup, "up", "--leave-running")
+        r = polyedge_cli(sup, "up", "--leave-running")
         assert r.returncode == 5, (r.stdout, r.stderr)
         assert "left running (--leave-running)" in r.stderr, r.stderr
         assert pidfile.exists()
         st = sup.wait_running(("execution", "strategy", "observe"), 30)
         assert st["signal"] != "RUNNING", st
-        r = _polyedge(sup, "status")
+        r = polyedge_cli(sup, "status")
         assert r.returncode == 5, (r.stdout, r.stderr)
         # a second `up` on the running tree: refused, 3, and the tree untouched
-        r = _polyedge(sup, "up")
+        r = polyedge_cli(sup, "up")
         assert r.returncode == 3 and "already running" in r.stderr, r.stderr
         assert sup.status()["strategy"] == "RUNNING"
     finally:

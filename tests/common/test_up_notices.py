@@ -4,8 +4,6 @@ operator is told about the global emergency stop and another book's positions an
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
@@ -16,20 +14,9 @@ from services.commands.doctor import blocked_switches
 from services.commands.tree import book_notices
 from services.strategy.core import StrategyCore
 from services.strategy.store import StateStore, book_key
-from tests.conftest import REPO, Supervised, free_port, offline_env, short_tmpdir
+from tests.conftest import Supervised, free_port, offline_env, polyedge_cli, short_tmpdir
 
 KEY = "0x" + "11" * 32  # any 64 hex digits: strategy and `up` never use it to sign here
-
-
-def _polyedge(sup: Supervised, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.commands.cli", *args, "-c", str(sup.conf)],
-        cwd=REPO,
-        env=sup.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.mark.parametrize(
@@ -52,7 +39,7 @@ def test_up_refuses_partial_live_switches_naming_the_missing_one(
     for k in ("DRY_RUN", "ENABLE_REAL_TRADING", "PRIVATE_KEY"):
         if k not in switches:
             sup.env.pop(k, None)
-    r = _polyedge(sup, "up")
+    r = polyedge_cli(sup, "up")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "not starting: DRY_RUN=false, but " + " and ".join(missing) in r.stderr, r.stderr
     assert "nothing would trade" in r.stderr and "paper" in r.stderr, r.stderr
@@ -151,16 +138,16 @@ def test_a_stop_set_while_paper_trading_holds_after_up_in_real_mode() -> None:
         return wait_for(seen, 30, what=f"the {mode} book's risk state")
 
     try:
-        r = _polyedge(sup, "up")
+        r = polyedge_cli(sup, "up")
         assert r.returncode == 0, r.stderr
         assert not risk("paper")["emergency_stop"]
         code, doc = http_json(f"{api}/emergency-stop", "POST", {"reason": "pause"})
         assert code == 200, doc
         wait_for(lambda: risk("paper")["emergency_stop"], 10, what="the stop")
-        assert _polyedge(sup, "down").returncode == 0
+        assert polyedge_cli(sup, "down").returncode == 0
         real = {"DRY_RUN": "false", "ENABLE_REAL_TRADING": "true"}
         sup.env.update(real, PRIVATE_KEY=Account.create().key.hex())  # only the simulator sees it
-        r = _polyedge(sup, "up")
+        r = polyedge_cli(sup, "up")
         assert r.returncode == 0, r.stderr
         assert "EMERGENCY STOP is set (reason 'pause', set in the sim paper book)" in r.stderr
         st = risk("real")
@@ -168,10 +155,10 @@ def test_a_stop_set_while_paper_trading_holds_after_up_in_real_mode() -> None:
         code, doc = http_json(f"{api}/emergency-stop/clear", "POST", {})
         assert code == 200, doc
         wait_for(lambda: not risk("real")["emergency_stop"], 10, what="the clear")
-        assert _polyedge(sup, "down").returncode == 0
+        assert polyedge_cli(sup, "down").returncode == 0
         store = StateStore(root / "data" / "trader.db")
         assert not store.stop()["emergency_stop"]  # cleared for the paper book too
         store.close()
     finally:
         if (root / "data" / "run" / "supervisord.pid").exists():
-            _polyedge(sup, "down")
+            polyedge_cli(sup, "down")
