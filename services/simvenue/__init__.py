@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import sys
 from pathlib import Path
@@ -172,6 +173,29 @@ def main(argv: list[str] | None = None) -> int:
 
     markets, markets_source = _config_markets(settings, window)
 
+    # ended windows' resolutions, so a restarted venue still answers for them (Gamma keeps
+    # closed markets); per seed, as the market ids are. Replay does not advance the seeded
+    # market: nothing to keep.
+    archive = None if args.replay else settings.data_dir / "sim" / f"windows-seed{seed}.jsonl"
+    lock_fd = None
+    if archive is not None:
+        # one venue per windows file: a second one (a standalone `polyedge sim` on a running
+        # tree's POLYEDGE_DATA_DIR) would write its own outcomes for the same windows into it
+        from common.service import EXIT_LOCKED, acquire_lock, lock_holders
+
+        name = f"simvenue-seed{seed}"
+        held = dict(lock_holders(archive.parent))
+        if name in held:
+            print(
+                f"simvenue: another simulated venue (pid {held[name]}) runs seed {seed} on data "
+                f"directory {settings.data_dir} and keeps its windows in {archive}; a second one "
+                "would write its own outcomes into that file. Stop it, or use another "
+                "POLYEDGE_DATA_DIR or --seed",
+                file=sys.stderr,
+            )
+            return EXIT_LOCKED
+        lock_fd = acquire_lock(archive.parent, name)  # held until the process exits
+
     opts = SimOptions(
         host=args.host,
         port=port,
@@ -188,9 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         ping_interval=args.ping_interval,
         markets=markets,
         markets_source=markets_source,
-        # ended windows' resolutions, so a restarted venue still answers for them (Gamma keeps
-        # closed markets); per seed, as the market ids are
-        archive_path=settings.data_dir / "sim" / f"windows-seed{seed}.jsonl",
+        archive_path=archive,
     )
     try:  # before the socket: a capture that is not one exits 2 naming the file
         venue = Venue(opts)
@@ -246,4 +268,6 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+    if lock_fd is not None:
+        os.close(lock_fd)
     return 0

@@ -117,7 +117,7 @@ def market_doc(m: object, w: Window, t_ns: int) -> dict:
         "clobTokenIds": json.dumps([w.up_token, w.down_token]),
         "makerBaseFee": 1000,
         "takerBaseFee": 1000,
-        "acceptingOrders": not closed,
+        "acceptingOrders": not closed and not w.halted,
         "negRisk": False,
         "acceptingOrdersTimestamp": _iso(listed),
         "spread": ((up_ba or 1000) - (up_bb or 0)) / 1000,
@@ -205,11 +205,11 @@ def clob_market_doc(w: Window, t_ns: int) -> dict:
             }
         )
     return {
-        "enable_order_book": not closed,
+        "enable_order_book": not closed and not w.halted,
         "active": True,
         "closed": closed,
         "archived": False,
-        "accepting_orders": not closed,
+        "accepting_orders": not closed and not w.halted,
         "minimum_order_size": 5,
         "minimum_tick_size": float(fmt_tick(w.tick)),
         "condition_id": w.condition_id,

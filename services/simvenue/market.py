@@ -215,6 +215,13 @@ class Window:
     volume_centi: int = 0
     last_bba: tuple[int | None, int | None] = (None, None)
     tick_pinned: bool = False  # a forced tick size (fault) is not undone by the quoter
+    # a window an earlier run of the venue was running when it stopped (`SimMarket.stop`): its
+    # outcome was fixed then, from the prices up to `stopped_s`; a restarted venue keeps that
+    # outcome and does not trade or quote the window (it has no path for the rest of it)
+    stopped_s: int | None = None
+    # a window an earlier run opened (its price to beat published) and left without an outcome
+    # (killed): no complete path exists, so it never resolves (no `market_resolved`, no payout)
+    void: bool = False
     asset: str = "btc"
     label: str = "5m"  # the series' window name: 5m, 15m, 1h, 4h, 1d
 
@@ -243,6 +250,12 @@ class Window:
     @property
     def tokens(self) -> tuple[str, str]:
         return (self.up_token, self.down_token)
+
+    @property
+    def halted(self) -> bool:
+        """No orders and no quotes: an earlier run stopped during it (`stopped_s`) or it is
+        void."""
+        return self.void or self.stopped_s is not None
 
     def outcome_of(self, token: str) -> str:
         return "Up" if token == self.up_token else "Down"
@@ -687,6 +700,20 @@ def step_all(group: SpotGroup, markets: Iterable[SimMarket], t: int) -> None:
         m._books(t)
 
 
+def _apply_record(w: Window, rec: dict, t_ns: int) -> None:
+    """Give `w` the resolution an archive record holds (resolved once `t_ns` reaches its time),
+    without books: the window is over, or was decided by an earlier run."""
+    w.winner = rec["winner"]
+    w.final_price = rec.get("final_price")
+    w.price_to_beat = rec.get("price_to_beat")
+    w.resolved_ns = rec["resolved_ns"]
+    w.volume_centi = rec.get("volume_centi", 0)
+    w.stopped_s = rec.get("stopped_s")
+    w.resolved = t_ns >= w.resolved_ns
+    w.up_bids.clear()
+    w.up_asks.clear()
+
+
 class SimMarket:
     """Seeded market generator of one series (`asset`, `window_label`; BTC 5m by default). All
     times are event-time nanoseconds supplied by the caller. Alone it owns its spot path;
@@ -736,6 +763,9 @@ class SimMarket:
         # `windows` (books and all) is rebuilt from this by `past_window`; `on_archive` (set by
         # SimMarkets) also writes each record to disk, so a restarted venue answers them too
         self.archive: dict[int, dict] = {}
+        # windows an earlier run opened (its `open` records) that have no resolution record:
+        # start (s) -> the record (`price_to_beat`); void once ended (`past_window`, `resume`)
+        self.opened: dict[int, dict] = {}
         self.on_archive: Callable[[dict], None] | None = None
         self.resolve_delay_ns = 0  # the `late_resolution` fault: every resolution this much later
         self._quoter_log = self.spot.log_price
@@ -870,8 +900,10 @@ class SimMarket:
         """The ended window starting at `start_s` (s) as the venue still shows it at `t_ns` once
         its books are gone (dropped after a few windows, or a restart): rebuilt with the same
         ids (they are a function of seed, series and start) and the resolution it had
-        (`archive`). One that ended while this venue did not run (no price path there) gets a
-        fair coin drawn from seed, series and start, so every restart answers the same. Either
+        (`archive`). One an earlier run opened and left without an outcome (killed while it
+        ran) is void: it never resolves. One that ended while this venue did not run (no price
+        path there) gets a fair coin drawn from seed, series and start, so every restart answers
+        the same (not written down: the venue never ran it). A resolution
         resolves `min(54 s, 15 % of the window)` after its end, as `_roll` schedules it (a real
         5-minute market resolved 54 s after its end: PROTOCOLS.md section 7). None for a start
         not on this series' grid or a window not ended by `t_ns`."""
@@ -883,6 +915,11 @@ class SimMarket:
             return None
         w = Window(start_s, end_s, self.seed, self.lookback_s, asset=self.asset, label=self.label)
         rec = self.archive.get(start_s)
+        if rec is None and start_s in self.opened:
+            # an earlier run opened it and was killed before it ended: no path, no outcome
+            w.void = True
+            w.price_to_beat = self.opened[start_s].get("price_to_beat")
+            return w
         if rec is None:
             salt: tuple = (self.seed,) if self.key == "btc-5m" else (self.seed, self.key)
             delay_s = int(min(54.0, 0.15 * self.window_s))
@@ -890,14 +927,7 @@ class SimMarket:
                 "winner": "Up" if _h(*salt, start_s, "winner")[0] < 128 else "Down",
                 "resolved_ns": (end_s + max(1, delay_s)) * NS + self.resolve_delay_ns,
             }
-        w.winner = rec["winner"]
-        w.final_price = rec.get("final_price")
-        w.price_to_beat = rec.get("price_to_beat")
-        w.resolved_ns = rec["resolved_ns"]
-        w.volume_centi = rec.get("volume_centi", 0)
-        w.resolved = t_ns >= w.resolved_ns
-        w.up_bids.clear()
-        w.up_asks.clear()
+        _apply_record(w, rec, t_ns)
         return w
 
     def is_trading(self, w: Window, t_ns: int) -> bool:
@@ -1252,6 +1282,8 @@ class SimMarket:
                 "final_price": w.final_price,
                 "winner": w.winner,
                 "resolved": w.resolved,
+                "stopped_s": w.stopped_s,
+                "void": w.void,
                 "books": books,
             }
 
@@ -1342,32 +1374,54 @@ class SimMarket:
                     ),
                 )
 
-    def _roll(self, t: int) -> None:
+    def _resolve_at(self, end_ns: int) -> int:
+        """When a window ending at `end_ns` resolves: `min(54 s, 15 %)` later, whole seconds
+        (at least 1 s), plus the `late_resolution` fault's delay."""
+        at = end_ns + int(min(54.0, 0.15 * self.window_s) * NS) // NS * NS
+        return max(at, end_ns + NS) + self.resolve_delay_ns
+
+    def _record(self, w: Window, **extra: object) -> dict:
+        """`w`'s resolution record (archive and file), from its fields."""
+        return {
+            "key": self.key,
+            "window_s": self.window_s,
+            "start_s": w.start_s,
+            "winner": w.winner,
+            "final_price": w.final_price,
+            "price_to_beat": w.price_to_beat,
+            "resolved_ns": w.resolved_ns,
+            "volume_centi": w.volume_centi,
+            **extra,
+        }
+
+    def _keep(self, rec: dict) -> None:
+        """Remember a resolution this run decided, and write it down (`on_archive`)."""
+        self.archive[rec["start_s"]] = rec
+        if len(self.archive) > ARCHIVE_MAX:
+            del self.archive[min(self.archive)]
+        if self.on_archive is not None:
+            self.on_archive(rec)
+
+    def _roll(self, t: int, live: bool | None = None) -> None:
         s = t // NS
+        # the silent warm-up (emission off) computes windows that ended before this run
+        # started: never written down (`resume` replaces them by what the archive says)
+        live = self.out.enabled if live is None else live
         ended = self.windows.get(s - self.window_s)
-        if ended is not None and ended.final_price is None:
-            ended.final_price = self.twap(s)
-            if ended.final_price is not None and ended.price_to_beat is not None:
-                ended.winner = "Up" if ended.final_price >= ended.price_to_beat else "Down"
+        if ended is not None and ended.final_price is None and not ended.void:
+            kept = self.archive.get(ended.start_s)
+            if kept is not None:
+                # decided already (an earlier run stopped during it): one outcome per window
+                _apply_record(ended, kept, t)
             else:
-                ended.winner = "Up"
-            ended.resolved_ns = t + int(min(54.0, 0.15 * self.window_s) * NS) // NS * NS
-            ended.resolved_ns = max(ended.resolved_ns, t + NS) + self.resolve_delay_ns
-            rec = {
-                "key": self.key,
-                "window_s": self.window_s,
-                "start_s": ended.start_s,
-                "winner": ended.winner,
-                "final_price": ended.final_price,
-                "price_to_beat": ended.price_to_beat,
-                "resolved_ns": ended.resolved_ns,
-                "volume_centi": ended.volume_centi,
-            }
-            self.archive[ended.start_s] = rec
-            if len(self.archive) > ARCHIVE_MAX:
-                del self.archive[min(self.archive)]
-            if self.on_archive is not None:
-                self.on_archive(rec)
+                ended.final_price = self.twap(s)
+                if ended.final_price is not None and ended.price_to_beat is not None:
+                    ended.winner = "Up" if ended.final_price >= ended.price_to_beat else "Down"
+                else:
+                    ended.winner = "Up"
+                ended.resolved_ns = self._resolve_at(t)
+                if live:
+                    self._keep(self._record(ended))
         # each window, the quoters' own model: how far behind Binance they run, their vol
         qr = self._quoter_rng
         self._quoter_lag_s = qr.uniform(*QUOTER_LAG_S)
@@ -1381,12 +1435,77 @@ class SimMarket:
             # settlement value there is stands in (the window's start was before its path)
             cur.price_to_beat = self.spot.first_chainlink()
         cur.ptb_public_ns = t + int(min(60.0, max(1.0, 0.2 * self.window_s)) * NS)
+        if live:
+            self._opening(cur)
         self._requote(cur, t, full=True)
         for token in cur.tokens:
             self._push(t, "market:" + cur.condition_id, self.book_event(cur, token, t))
         self._list(s + self.window_s, t)
         for start in [k for k in self.windows if k < s - 4 * self.window_s - 120]:
             del self.windows[start]
+
+    def _opening(self, w: Window) -> None:
+        """This run opens `w` (its price to beat is published from now): an `open` record, so a
+        restarted venue knows an earlier run ran part of it (void if no outcome follows)."""
+        if self.on_archive is not None and w.start_s not in self.archive:
+            self.on_archive(
+                {
+                    "key": self.key,
+                    "window_s": self.window_s,
+                    "start_s": w.start_s,
+                    "open": True,
+                    "price_to_beat": w.price_to_beat,
+                }
+            )
+
+    def resume(self, t_ns: int) -> None:
+        """After the silent warm-up to `t_ns` (this run's start): windows that ended by then are
+        what the archive says (`past_window`: the earlier run's resolution, void, or the seeded
+        coin), never this run's warm-up path; the current window, when an earlier run stopped
+        during it, keeps that run's outcome (`stopped_s`) or is void (killed: none recorded),
+        and is neither quoted nor traded; otherwise this run opens it (`_opening`)."""
+        for start in [k for k, w in self.windows.items() if w.end_s * NS <= t_ns]:
+            del self.windows[start]
+            past = self.past_window(start, t_ns)
+            if past is not None:  # kept, so its market_resolved still goes out when due
+                self.windows[start] = past
+        cur = self.current_window()
+        if cur is None:
+            return
+        rec = self.archive.get(cur.start_s)
+        if rec is not None:
+            _apply_record(cur, rec, t_ns)
+            cur.stopped_s = rec.get("stopped_s", cur.start_s)
+        elif cur.start_s in self.opened:
+            cur.void = True
+            cur.price_to_beat = self.opened[cur.start_s].get("price_to_beat")
+        else:
+            self._opening(cur)
+            return
+        cur.up_bids.clear()
+        cur.up_asks.clear()
+
+    def stop(self, t_ns: int) -> dict | None:
+        """The venue stops at `t_ns` (this run's last simulated time) during its current
+        window: that window's outcome is fixed now, from the prices so far (the settlement
+        TWAP ending at the last whole second against its price to beat), and written down, so a
+        restarted venue resolves it once, that way, at its usual time; the real venue would
+        have resolved it from its whole path, which no later run has. Returns the record, or
+        None (no current window, decided already, or no price to beat: void on a restart)."""
+        w = self.current_window()
+        if w is None or w.halted or w.final_price is not None or w.start_s in self.archive:
+            return None
+        t_s = min(t_ns, self.t_ns) // NS
+        final = self.twap(t_s)
+        if final is None or w.price_to_beat is None:
+            return None
+        w.final_price = final
+        w.winner = "Up" if final >= w.price_to_beat else "Down"
+        w.resolved_ns = self._resolve_at(w.end_s * NS)
+        w.stopped_s = t_s
+        rec = self._record(w, stopped_s=t_s)
+        self._keep(rec)
+        return rec
 
     def _list(self, start_s: int, t: int) -> Window:
         w = self.windows.get(start_s)
@@ -1515,7 +1634,7 @@ class SimMarket:
 
     def _clob(self, t: int, dt: float) -> None:
         w = self.current_window()
-        if w is None or t >= w.end_s * NS:
+        if w is None or t >= w.end_s * NS or w.halted:
             return
         rng = self._clob_rng
         for _ in range(_events(rng, self.clob_update_hz * dt)):
@@ -1759,6 +1878,7 @@ class SimMarkets:
             cur = m.current_window()
             if cur is not None and cur.price_to_beat is None:
                 cur.price_to_beat = m.spot.first_chainlink()
+            m.resume(self.t_ns)
             m.push_books(self.t_ns)
 
     def _new(self, asset: str, label: str, window_s: int, t_ns: int) -> SimMarket:
@@ -1778,7 +1898,14 @@ class SimMarkets:
         m.resolve_delay_ns = self._resolve_delay_ns
         m.on_archive = self._archived
         for rec in self._archived_before(key, window_s):
-            m.archive[rec["start_s"]] = rec
+            if "winner" in rec:
+                # the first outcome written for a window is its outcome (a venue before this
+                # fix appended a second one after a restart: breaker3 finding 4)
+                m.archive.setdefault(rec["start_s"], rec)
+            elif rec.get("open"):
+                m.opened.setdefault(rec["start_s"], rec)
+        for start in [k for k in m.opened if k in m.archive]:
+            del m.opened[start]
         self.markets[key] = m
         return m
 
@@ -1793,9 +1920,20 @@ class SimMarkets:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(rec, dict) and rec.get("key") == key and rec.get("window_s") == window_s:
+            if (
+                isinstance(rec, dict)
+                and rec.get("key") == key
+                and rec.get("window_s") == window_s
+                and isinstance(rec.get("start_s"), int)
+                and ("open" in rec or ("winner" in rec and "resolved_ns" in rec))
+            ):
                 out.append(rec)
         return out
+
+    def stop(self, t_ns: int) -> list[dict]:
+        """The venue stops at `t_ns`: every series fixes and writes down its current window's
+        outcome (`SimMarket.stop`); the records written."""
+        return [r for m in self.markets.values() if (r := m.stop(t_ns)) is not None]
 
     def _archived(self, rec: dict) -> None:
         if self.archive_path is None:
@@ -1811,7 +1949,9 @@ class SimMarkets:
         if f"{asset}-{label}" in self.markets:
             return False
         m = self._new(asset, label, window_s, self.t_ns)
-        m._roll(((self.t_ns // NS) // m.window_s * m.window_s) * NS)
+        # its first window is opened by `resume`, as at a start
+        m._roll(((self.t_ns // NS) // m.window_s * m.window_s) * NS, live=False)
+        m.resume(self.t_ns)
         m.push_books(self.t_ns)
         return True
 

@@ -408,7 +408,8 @@ def place_order(v: Venue, key: ApiKey, body: dict) -> tuple[int, dict]:
     w = v.market.window_by_token(token)
     if w is None:
         return 400, {"error": "Invalid order payload: unknown token id"}
-    if now >= w.end_s * NS:
+    if now >= w.end_s * NS or w.halted:
+        # halted: an earlier run of the sim stopped during this window (market.py `resume`)
         return 400, {"error": "the market is closed, orders are not accepted"}
     if order_type == "GTD":
         try:

@@ -236,10 +236,20 @@ class Venue:
             self.spawn(self._delayed_fault(f, after))
 
     async def stop(self) -> None:
-        """Cancel the pump and background tasks and close every client socket."""
+        """Cancel the pump and background tasks, fix the outcome of the window running now from
+        the prices so far (`SimMarkets.stop`: written to the archive, so a restarted venue
+        resolves it once, that way) and close every client socket."""
         for t in [self._pump_task, *self._bg]:
             if t is not None:
                 t.cancel()
+        if self.replay is None:
+            for rec in self.market.stop(self.clock()):
+                print(
+                    f"simvenue: stopping during {rec['key']} window {rec['start_s']}: its outcome "
+                    f"is fixed from the prices so far ({rec['winner']}, final "
+                    f"{rec['final_price']} vs price to beat {rec['price_to_beat']})",
+                    flush=True,
+                )
         for c in list(self.conns):
             c.put(None)
 
