@@ -1634,7 +1634,14 @@ class SimMarket:
 
     def _clob(self, t: int, dt: float) -> None:
         w = self.current_window()
-        if w is None or t >= w.end_s * NS or w.halted:
+        if w is None or t >= w.end_s * NS:
+            return
+        if w.halted:
+            # decided by an earlier run (`resume`): nobody quotes it; its empty books every 3 s,
+            # as the venue's periodic `book` frames, so a client's market feed is not silent
+            if t % (3 * NS) < TICK_NS:
+                for token in w.tokens:
+                    self._push(t, "market:" + w.condition_id, self.book_event(w, token, t))
             return
         rng = self._clob_rng
         for _ in range(_events(rng, self.clob_update_hz * dt)):

@@ -166,6 +166,10 @@ def test_a_window_whose_venue_was_killed_is_void_and_never_resolves(tmp_path: Pa
     assert w.void and w.halted and w.price_to_beat == ptb and not w.up_bids and not w.up_asks
     frames = m2.advance(t0 + 50 * NS)  # past its end and its resolution time
     assert not w.resolved and w.winner is None
+    # nobody quotes it; its empty books still go out, so a client's market feed is not silent
+    books = [json.loads(f) for _, ch, f in frames if ch == "market:" + w.condition_id]
+    assert books and all(b["event_type"] == "book" for b in books), books[:3]
+    assert all(b["bids"] == [] and b["asks"] == [] for b in books)
     assert not any(w.condition_id in f and "market_resolved" in f for _, _, f in frames)
     m3 = SimMarkets(3, series, t0 + 60 * NS, archive_path=archive)  # restarted after its end
     again = m3.window_by_slug(killed.slug)
