@@ -540,6 +540,21 @@ class StrategyCore(Core):
                 total += p.cost
         return total
 
+    def entries_committed(self, except_market: str = "") -> float:
+        """Collateral (USD) the entries in flight may still spend, besides `except_market`'s
+        own: every entry order (taker sent and not closed by its fills, maker quote resting),
+        its unfilled shares at its limit price (a BUY never spends more; what filled is in the
+        position already). The capital and daily-loss checks count it with `capital_at_risk`:
+        markets whose windows open at the same second send their entries milliseconds apart,
+        and each one alone fitted the limit (a new user's test, 2026-12-01: 18.91 USD at risk
+        against a 12 USD limit from three markets' entries within 6 ms). A market's own quote
+        is left out: the new one replaces it."""
+        return sum(
+            max(0.0, p.size - p.filled) * p.limit_price
+            for p in self.pending.values()
+            if p.kind == "entry" and p.market != except_market
+        )
+
     def open_positions(self) -> int:
         """Markets holding a position in a window still open, or with an entry in flight."""
         keys = {ms.key for ms in self.market_states.values() if ms.position is not None}
@@ -1132,10 +1147,12 @@ class StrategyCore(Core):
                 "rejects_in_a_row": ms.entry_rejects,
                 "remaining_s": (ms.entry_backoff_until_ns - self.now_ns) / NS,
             }
-        at_risk = self.capital_at_risk()
+        in_flight = self.entries_committed(ms.key)
+        at_risk = self.capital_at_risk() + in_flight
         if at_risk + cfg.stake_per_trade_usd > base.max_capital_at_risk_usd + EPS:
             return "capital_at_risk", {
                 "capital_at_risk": round(at_risk, 6),
+                "in_flight_usd": round(in_flight, 6),
                 "awaiting_resolution": sorted(self.awaiting),
             }
         if cfg is not base or len(self.market_states) > 1:
@@ -1237,11 +1254,11 @@ class StrategyCore(Core):
         # the worst case of this entry is losing all it pays (stake and fee); with the open
         # positions' collateral also lost, the day must stay within max_daily_loss_usd
         worst = cfg.stake_per_trade_usd * (1.0 + fee / ask)
-        floor = self.daily_pnl - self.capital_at_risk() - worst
-        if floor < -base.max_daily_loss_usd - EPS:
+        at_risk = self.capital_at_risk() + self.entries_committed(ms.key)
+        if self.daily_pnl - at_risk - worst < -base.max_daily_loss_usd - EPS:
             return "daily_loss_headroom", {
                 "daily_pnl": round(self.daily_pnl, 6),
-                "capital_at_risk": round(self.capital_at_risk(), 6),
+                "capital_at_risk": round(at_risk, 6),
                 "worst_case_loss": round(worst, 6),
             }
         if cfg is not base or len(self.market_states) > 1:
@@ -1438,7 +1455,8 @@ class StrategyCore(Core):
         if reason == "edge_below_min":
             # entry_block stops at the taker edge before its daily-loss check: the maker's own
             # worst case (the stake, no fee) must fit the day's loss limit as well
-            floor = self.daily_pnl - self.capital_at_risk() - cfg.stake_per_trade_usd
+            at_risk = self.capital_at_risk() + self.entries_committed(ms.key)
+            floor = self.daily_pnl - at_risk - cfg.stake_per_trade_usd
             if floor < -self.config.max_daily_loss_usd - EPS:
                 self._quote_actions(qb.plan(None, self.now_ns, "daily_loss_headroom"), ms, out)
                 self._decide(out, "skip", "daily_loss_headroom", s.slug, side)

@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import pytest
 
 from common.config import StrategyConfig, validate_strategy_config
 from common.schema import (
     BookSnapshot,
     BtcTrade,
+    CancelOrder,
     ClearEmergencyStop,
     ClockTick,
     ControlReply,
@@ -313,8 +315,46 @@ def test_capital_at_risk_over_markets() -> None:
     assert d.details["capital_at_risk"] > 9.0
 
 
+def test_entries_in_flight_and_resting_quotes_count_against_the_capital_limits() -> None:
+    """Markets whose windows open at the same second send their entries milliseconds apart;
+    each was checked against the positions held only, so together they went past
+    max_capital_at_risk_usd (a new user's test, 2026-12-01: 18.91 USD at risk against 12 from
+    three entries within 6 ms). What another market's entry may still spend counts now."""
+    core = make(max_capital_at_risk_usd=12.0, max_daily_loss_usd=100.0)
+    (btc,) = intents(signal(core, "btc-5m", 100))  # sent, not answered: ~5 USD may be spent
+    (eth,) = intents(signal(core, "eth-15m", 100.001))  # 5 + 5 + this 5 would be 15 > 12
+    assert core.capital_at_risk() == 0.0
+    d = decision(signal(core, "sol-5m", 100.002))
+    assert (d.action, d.reason) == ("skip", "capital_at_risk"), d
+    assert d.details["in_flight_usd"] == pytest.approx(
+        btc.size * btc.limit_price + eth.size * eth.limit_price
+    )
+    # the same over the day's loss limit: the day's worst case counts what is in flight
+    lossy = make(max_daily_loss_usd=12.0, max_capital_at_risk_usd=100.0)
+    intents(signal(lossy, "btc-5m", 100))
+    intents(signal(lossy, "eth-15m", 100.001))
+    d = decision(signal(lossy, "sol-5m", 100.002))
+    assert (d.action, d.reason) == ("skip", "daily_loss_headroom"), d
+    # an answer that frees the money frees the entry
+    core.step(OrderRejected(client_order_id=eth.client_order_id, reason="x", ts_ns=0), 0)
+    assert decision(signal(core, "sol-5m", 100.003)).action == "enter"
+    # resting maker quotes may all fill: two quotes rest, the third market's is refused
+    maker = make(max_capital_at_risk_usd=12.0, max_daily_loss_usd=100.0, order_type="maker")
+    for key, t in (("btc-5m", 100), ("eth-15m", 100.001)):
+        (q,) = intents(signal(maker, key, t))
+        assert q.post_only, q
+    d = decision(signal(maker, "sol-5m", 100.002))
+    assert (d.action, d.reason) == ("skip", "capital_at_risk"), d
+    # a market's own quote is not counted against its next one (the new one replaces it): the
+    # btc quote stays (no cancel, no capital_at_risk skip)
+    assert maker.entries_committed("btc-5m") < maker.entries_committed()
+    out = signal(maker, "btc-5m", 101)
+    assert not [m for _, m in out if isinstance(m, (Decision, CancelOrder))], out
+
+
 def test_a_market_halt_blocks_that_market_only_and_clears_alone() -> None:
-    core = make()
+    # room for btc's entry (in flight, unanswered) and eth's within the day's loss limit
+    core = make(max_daily_loss_usd=100.0)
     reply = control(core, TriggerEmergencyStop(request_id="r1", market="eth-15m", reason="x"))
     assert reply.ok and reply.state["markets"]["eth-15m"]["halted"]
     assert not reply.state["risk"]["halted"]  # the book as a whole is not halted
