@@ -147,7 +147,9 @@ def test_eight_markets_trade_and_show_on_the_dashboard(
         assert text(page, "#mkt-btc-5m .mkt-state") == "active"
         assert text(page, "#risk-state") == "ACTIVE"  # the others trade on
         wait_for(
-            lambda: text(page, "#risk-reasons") == "halted: xrp-15m", 5, what="halted market named"
+            lambda: text(page, "#risk-reasons") == "halted: xrp-15m (market_stop)",
+            5,
+            what="halted market named, with why",
         )
         shot = tmp_path / "dashboard_8_markets.png"
         page.screenshot(path=str(shot), full_page=True)
