@@ -218,6 +218,7 @@ class MarketState:
     entries_blocked: str = ""
     last_block: str = ""
     window_s: float = 0.0  # the length of its latest window seen (md.market), 0 unknown
+    min_order_size: float = 5.0  # shares, a resting order's minimum (md.market orderMinSize)
     # config that can never let an entry through in this market (`_check_config_fits`):
     # log event -> message; in the heartbeat's warnings (observe's /health)
     config_warnings: dict[str, str] = field(default_factory=dict)
@@ -732,8 +733,9 @@ class StrategyCore(Core):
             self.slug_market[msg.slug] = key
         ms = self.state_of(msg.slug)
         window_s = (msg.window_end_ns - msg.window_start_ns) / NS
-        if window_s > 0 and window_s != ms.window_s:
-            ms.window_s = window_s
+        if (window_s > 0 and window_s != ms.window_s) or msg.min_order_size != ms.min_order_size:
+            ms.window_s = window_s if window_s > 0 else ms.window_s
+            ms.min_order_size = msg.min_order_size
             self._check_config_fits(ms)
         if ms.position is not None and ms.position.slug == msg.slug:
             ms.position.window_end_ns = msg.window_end_ns  # unknown if rebuilt from a fill
@@ -1063,6 +1065,10 @@ class StrategyCore(Core):
           `stake_per_trade_usd` under the venue's $1 minimum for a marketable BUY
           (`money.MIN_MARKETABLE_BUY_USD`, PROTOCOLS.md section 7): every decision
           `size_below_min_order`.
+        And one that limits entries without stopping them: `maker_quotes_below_price`: a
+        maker/auto `order_type` whose stake buys the market's minimum resting size
+        (`orderMinSize`, 5 shares) only at prices under `max_entry_price`: it quotes only
+        there (a new user's $0.50 maker stake quoted only tokens at $0.10 or less).
         Checked on every config change and md.market, also while strategy is halted; a warning
         goes when the config or the window changes so that it fits. Not for a market that is no
         longer configured."""
@@ -1098,6 +1104,14 @@ class StrategyCore(Core):
                     f"no entry can happen: stake_per_trade_usd {stake:g} is under the venue's "
                     f"${least:g} minimum for a marketable BUY; raise the stake (data/config.json "
                     "or POST /api/config)"
+                )
+            top = stake / ms.min_order_size if ms.min_order_size > 0 else 1.0
+            if cfg.order_type in ("maker", "auto") and top < cfg.max_entry_price - EPS:
+                found["maker_quotes_below_price"] = (
+                    f"maker quotes only at prices <= {top:.4g}: stake_per_trade_usd {stake:g} "
+                    f"buys the market's minimum resting size ({ms.min_order_size:g} shares) "
+                    f"only there (max_entry_price {cfg.max_entry_price:g}); raise the stake "
+                    "(data/config.json or POST /api/config)"
                 )
         if found == ms.config_warnings:
             return

@@ -237,6 +237,13 @@ def test_a_stake_no_limit_lets_through_is_warned_also_while_halted() -> None:
     (w,) = small.status()["warnings"]
     assert "stake_per_trade_usd 0.5 is under the venue's $1 minimum" in w, w
     assert decision(signal(small, 100)).reason == "size_below_min_order"
+    # a maker stake that buys 5 shares (the resting minimum) only at low prices quotes only
+    # there: said, though entries can still happen (a new user's $0.50 maker stake quoted only
+    # tokens at $0.10 or less)
+    maker = make(stake_per_trade_usd=0.5, order_type="maker")
+    (w,) = maker.status()["warnings"]
+    assert "maker quotes only at prices <= 0.1" in w and "5 shares" in w, w
+    assert make(stake_per_trade_usd=5, order_type="maker").status()["warnings"] == []
     # a window too short is also said while halted (it was evaluated only when a signal got
     # past the halts)
     halted = make(stake_per_trade_usd=5)
