@@ -729,15 +729,15 @@ TRADE_FILTER_VALUES: dict[str, tuple[str, ...]] = {
 def trade_filters(raw: dict[str, str]) -> dict[str, str]:
     """Check `/api/trades` filters: {name: value} -> the same with values in their stored spelling.
 
-    side and outcome are matched case-insensitively (`buy` -> `BUY`, `down` -> `Down`); kind,
-    venue and mode exactly; day must be a real date `YYYY-MM-DD`. Raises ValueError naming the
+    kind, side and outcome are matched case-insensitively (`SETTLEMENT` -> `settlement`, `buy`
+    -> `BUY`, `down` -> `Down`); venue and mode exactly; day must be a real date `YYYY-MM-DD`. Raises ValueError naming the
     parameter, the value and what is allowed."""
     out = dict(raw)
     for name, allowed in TRADE_FILTER_VALUES.items():
         if name not in raw:
             continue
         value = raw[name]
-        if name in ("side", "outcome"):
+        if name in ("kind", "side", "outcome"):
             match = [a for a in allowed if a.lower() == value.lower()]
         else:
             match = [a for a in allowed if a == value]

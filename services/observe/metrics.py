@@ -114,15 +114,18 @@ def metrics_text(core: ObserveCore, now_ns: int, extra: dict[str, float] | None 
     m = views.metrics_doc(core, now_ns)
     metric("polyedge_daily_pnl_usd", "gauge", "Today's realised P&L", [("", m["daily_pnl"])])
     metric("polyedge_trades_today", "gauge", "Entries today", [("", m["trades_today"])])
+    # per market series, labelled `market` (series key "eth-15m"); the unlabelled figures
+    # are the whole book's
+    rows = views.markets_doc(core, now_ns)["markets"]
+    any_open = bool(core.position and core.position.open) or any(
+        r["position"].get("open") for r in rows
+    )
     metric(
         "polyedge_position_open",
         "gauge",
-        "1 when a position is open",
-        [("", 1.0 if core.position and core.position.open else 0.0)],
+        "1 when any market holds an open position (per market: polyedge_market_position_open)",
+        [("", 1.0 if any_open else 0.0)],
     )
-    # per market series, labelled `market` (series key "eth-15m"); the unlabelled figures above
-    # are the whole book's
-    rows = views.markets_doc(core, now_ns)["markets"]
 
     def per_market(name: str, help_: str, value: Any) -> None:
         metric(name, "gauge", help_, [(f'{{market="{r["market"]}"}}', value(r)) for r in rows])

@@ -428,7 +428,11 @@ def test_trades_paging_and_filters(stack: Stack) -> None:
         r = stack.obs.get(f"/api/trades?{bad}")
         assert r.status_code == 400, (bad, r.text)
         assert all(w in r.json()["error"] for w in words), (bad, r.json())
-    # side and outcome in any case find the rows
+    # kind, side and outcome in any case find the rows (README: "in any case")
+    for kind in ("fill", "settlement"):
+        want = stack.obs.get(f"/api/trades?kind={kind}").json()["total"]
+        assert stack.obs.get(f"/api/trades?kind={kind.upper()}").json()["total"] == want
+    assert stack.obs.get("/api/trades?kind=FILL").json()["total"] == 7
     assert stack.obs.get("/api/trades?side=buy").json()["total"] == 7
     assert stack.obs.get("/api/trades?outcome=up").json()["total"] == 8
     assert stack.obs.get("/api/trades?outcome=DOWN").json()["total"] == 0

@@ -329,6 +329,8 @@ def test_metrics_label_per_market_series_by_market() -> None:
     assert 'polyedge_market_seconds_left{market="sol-5m"} 50' in lines
     assert 'polyedge_market_position_open{market="eth-15m"} 1' in lines
     assert 'polyedge_market_position_open{market="btc-5m"} 0' in lines
+    # the unlabelled gauge says whether any market holds a position (btc-5m, the default, is flat)
+    assert "polyedge_position_open 1" in lines
     assert 'polyedge_market_daily_pnl_usd{market="btc-5m"} -1.5' in lines
     assert 'polyedge_market_p_model{market="sol-5m"} 0.8' in lines
     assert 'polyedge_market_up_mid{market="eth-15m"} 0.41' in lines
