@@ -2054,6 +2054,7 @@ class StrategyCore(Core):
             return False, str(e), e.errors, {}
         changed = config_diff(config_to_dict(self.config), config_to_dict(cfg))
         if changed:
+            halts_before = self._config_halts()
             self.config = cfg
             self._sync_markets()
             for ms in self.market_states.values():
@@ -2066,7 +2067,34 @@ class StrategyCore(Core):
                 changed=changed,
                 hash=config_hash(cfg),
             )
+            # a raised daily-loss limit or loss-streak cap lifts that halt at once, with no
+            # clear command: record it as such (a new user found no trace of it, 2026-12-01)
+            after = self._config_halts()
+            for key, reasons in halts_before.items():
+                lifted = [r for r in reasons if r not in after.get(key, [])]
+                if lifted:
+                    self._risk_event(
+                        "halt_lifted_by_config",
+                        "WARNING",
+                        source=source,
+                        version=self.config_version,
+                        lifted=lifted,
+                        changed=changed,
+                        **({"market": key} if key else {}),
+                    )
         return True, "", {}, changed
+
+    # the halts that follow from the config and the day's figures (not an operator's stop)
+    CONFIG_HALTS = frozenset(
+        ("daily_loss_limit", "loss_streak", "market_daily_loss_limit", "market_loss_streak")
+    )
+
+    def _config_halts(self) -> dict[str, list[str]]:
+        """{"" (global) or series key: the config-derived halt reasons in force} (CONFIG_HALTS)."""
+        found = {"": [r for r in self.halt_reasons() if r in self.CONFIG_HALTS]}
+        for key, ms in self.market_states.items():
+            found[key] = [r for r in self.market_halt_reasons(ms) if r in self.CONFIG_HALTS]
+        return found
 
     def startup_snapshot(self) -> ConfigSnapshot:
         """The config at start; a new version (naming the changed fields) when the files were

@@ -586,6 +586,22 @@ def test_emergency_stop_set_and_clear_with_replies() -> None:
     assert reply.ok and reply.state["still_halted"] == ["daily_loss_limit"], reply.state
 
 
+def test_a_config_change_that_lifts_a_loss_halt_is_logged_as_such() -> None:
+    """Raising max_daily_loss_usd lifts the day's loss halt at once, without a clear: the risk
+    log names the halt lifted (new-user test, 2026-12-01: it was recorded nowhere)."""
+    core = make(state={"day": "2026-01-01", "daily_pnl": -10.0})
+    assert "daily_loss_limit" in core.halt_reasons()
+    core.step(UpdateConfig(request_id="c1", config={"min_edge_pct": 0.06}), 0)
+    assert not [e for e in core.events if e[1] == "halt_lifted_by_config"]  # still halted
+    core.step(UpdateConfig(request_id="c2", config={"max_daily_loss_usd": 20}), 0)
+    # the whole book's halt and btc-5m's own (its day lost the same 10 USD)
+    glob, btc = [e for e in core.events if e[1] == "halt_lifted_by_config"]
+    assert glob[0] == "risk" and glob[2] == "WARNING" and glob[3]["lifted"] == ["daily_loss_limit"]
+    assert glob[3]["changed"] == {"max_daily_loss_usd": [10.0, 20.0]} and "market" not in glob[3]
+    assert btc[3]["market"] == "btc-5m" and btc[3]["lifted"] == ["market_daily_loss_limit"]
+    assert "daily_loss_limit" not in core.halt_reasons()
+
+
 def test_force_exit() -> None:
     core = make()
     out = core.step(ForceExit(request_id="f0"), 0)
