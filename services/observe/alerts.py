@@ -1,6 +1,6 @@
 """Operator alerts: which bus messages and states wake someone up (halts, emergency stops, unknown
-order outcomes, failed redemptions, a feed stale beyond a bound, a service restart, the day's P&L
-summary), rate-limited, written to `risk.jsonl` / `errors.jsonl`, and sent through apprise
+order outcomes, failed redemptions, a feed stale beyond a bound, a service restart, a service down
+beyond a grace, trading unmanaged, the day's P&L summary), de-duplicated per state and rate-limited, written to `risk.jsonl` / `errors.jsonl`, and sent through apprise
 (Telegram, Discord, Slack, e-mail, webhooks: one URL each in `ALERT_URLS`) from a worker thread,
 so a slow or dead notification service never holds up observe's bus reader.
 """
@@ -32,7 +32,12 @@ EXECUTION_COUNTERS: dict[str, tuple[str, Severity, str]] = {
     "trades_failed": ("trade_failed", "critical", "a venue trade FAILED (reversed)"),
     "redemptions_failed": ("redemption_failed", "critical", "redemption failed"),
 }
-REPEAT_AFTER_S = 60.0  # the same alert (kind and key) again within this long is not re-sent
+REPEAT_AFTER_S = 60.0  # the same state of a subject again within this long is not re-sent
+# a service not alive this long is "down" (a normal restart, kill -9 included, takes a few s)
+SERVICE_DOWN_AFTER_S = 15.0
+# a position open with strategy or execution not alive this long is "trading unmanaged"; the
+# same bound as the Prometheus rule PolyedgeTradingUnmanaged (config/prometheus/polyedge-rules.yml)
+UNMANAGED_AFTER_S = 10.0
 BURST = 10  # at most this many alerts at once, then ...
 REFILL_PER_S = 1 / 6  # ... one every 6 s (10 a minute)
 QUEUE_SIZE = 256  # alerts waiting for the sender; more are dropped (and counted)
@@ -41,8 +46,12 @@ QUEUE_SIZE = 256  # alerts waiting for the sender; more are dropped (and counted
 @dataclass(frozen=True)
 class Alert:
     """One alert: `kind` names the rule (`emergency_stop`, `halt`, `service_restart`, ...), `key`
-    what it is about (a service, a feed, a halt reason) for de-duplication, `stream` the JSONL
-    stream it is written to (`risk` or `errors`), `fields` extra facts for the log line."""
+    what it is about (a service, a feed, a halt reason), `subject` the thing whose state it
+    reports (`halt` for the global halt/stop/resume alerts, `service:<name>`, `feed:<name>`,
+    `market:<key>`, `unmanaged`; "" means `<kind>:<key>`): (kind, key) is the state, and only a
+    repeat of the state the subject's last delivered alert reported is collapsed (RateLimit).
+    `stream` is the JSONL stream it is written to (`risk` or `errors`), `fields` extra facts for
+    the log line."""
 
     kind: str
     severity: Severity
@@ -51,6 +60,12 @@ class Alert:
     key: str = ""
     stream: Literal["risk", "errors"] = "risk"
     fields: dict[str, Any] = field(default_factory=dict)
+    subject: str = ""
+
+    @property
+    def about(self) -> str:
+        """The subject whose state this alert reports (`subject`, else `<kind>:<key>`)."""
+        return self.subject or f"{self.kind}:{self.key}"
 
 
 class AlertRules:
@@ -130,6 +145,7 @@ class AlertRules:
                         f"{int(m.get('trades_today') or 0)} trades; the other markets trade on",
                         key=f"{key}:{reason}",
                         fields={"market": key, "reasons": reasons},
+                        subject=f"market:{key}",
                     )
                 )
         for key in before:
@@ -142,6 +158,7 @@ class AlertRules:
                         f"no halt of {key} in force any more (was: {', '.join(before[key])})",
                         key=key,
                         fields={"market": key},
+                        subject=f"market:{key}",
                     )
                 )
         return out
@@ -165,6 +182,7 @@ class AlertRules:
                     f"{msg.loss_streak}, capital at risk {msg.capital_at_risk:.2f} USD",
                     key=reason,
                     fields={"reasons": list(msg.reasons), "daily_pnl": msg.daily_pnl},
+                    subject="halt",
                 )
             )
         out += self._market_halts(prev, msg, book)
@@ -175,6 +193,7 @@ class AlertRules:
                     "info",
                     f"trading resumed{book}",
                     f"no halt in force any more (was: {', '.join(prev.reasons)})",
+                    subject="halt",
                 )
             )
         if prev is not None and prev.day and msg.day and prev.day != msg.day:
@@ -210,6 +229,7 @@ class AlertRules:
                     f"{msg.service} runs as pid {msg.pid} (was {prev_pid}), state {msg.state}",
                     key=msg.service,
                     fields={"service": msg.service, "pid": msg.pid, "previous_pid": prev_pid},
+                    subject=f"service:{msg.service}",
                 )
             )
         if msg.service == "execution":
@@ -252,7 +272,16 @@ class AlertRules:
                 self.stale_since.pop(feed, None)
                 if feed in self.stale_alerted:
                     self.stale_alerted.discard(feed)
-                    out.append(Alert("feed_recovered", "info", f"feed {feed} back", "", key=feed))
+                    out.append(
+                        Alert(
+                            "feed_recovered",
+                            "info",
+                            f"feed {feed} back",
+                            "",
+                            key=feed,
+                            subject=f"feed:{feed}",
+                        )
+                    )
                 continue
             since = self.stale_since.setdefault(feed, now_ns)
             if now_ns - since >= self.feed_stale_after_ns and feed not in self.stale_alerted:
@@ -266,14 +295,21 @@ class AlertRules:
                         key=feed,
                         stream="errors",
                         fields={"feed": feed, "age_ms": doc.get("age_ms")},
+                        subject=f"feed:{feed}",
                     )
                 )
         return out
 
 
 class RateLimit:
-    """A token bucket (`burst` at once, `refill_per_s` after) and no repeat of the same
-    (kind, key) within `repeat_after_s`. Times are monotonic seconds."""
+    """A token bucket (`burst` at once, `refill_per_s` after) and no repeat of the same state
+    within `repeat_after_s`. Times are monotonic seconds.
+
+    De-duplication is per subject (`Alert.about`): an alert is a repeat only when the last alert
+    delivered about its subject reported the same state (kind and key) less than
+    `repeat_after_s` ago. A change of state is never a repeat, so stop -> clear -> stop within
+    the window delivers all three and the last message is the state in force (new-user test:
+    per-kind suppression once left "trading resumed" as the last message while stopped)."""
 
     def __init__(
         self,
@@ -284,7 +320,7 @@ class RateLimit:
         self.burst, self.refill_per_s, self.repeat_after_s = burst, refill_per_s, repeat_after_s
         self.tokens = float(burst)
         self.t: float | None = None
-        self.last: dict[tuple[str, str], float] = {}
+        self.last: dict[str, tuple[tuple[str, str], float]] = {}  # subject -> (state, t)
 
     def allow(self, alert: Alert, t: float | None = None) -> str:
         """ "" when it may go, else why not (`repeat`, `rate`)."""
@@ -292,14 +328,23 @@ class RateLimit:
         if self.t is not None:
             self.tokens = min(self.burst, self.tokens + (t - self.t) * self.refill_per_s)
         self.t = t
-        k = (alert.kind, alert.key)
-        if k in self.last and t - self.last[k] < self.repeat_after_s:
+        if self.is_repeat(alert, t):
             return "repeat"
         if self.tokens < 1:
             return "rate"
         self.tokens -= 1
-        self.last[k] = t
+        self.last[alert.about] = ((alert.kind, alert.key), t)
         return ""
+
+    def is_repeat(self, alert: Alert, t: float) -> bool:
+        """Whether the last alert delivered about `alert`'s subject reported the same state
+        less than `repeat_after_s` seconds (monotonic `t`) ago."""
+        last = self.last.get(alert.about)
+        return (
+            last is not None
+            and last[0] == (alert.kind, alert.key)
+            and t - last[1] < self.repeat_after_s
+        )
 
 
 class AlertSender:
@@ -373,7 +418,12 @@ class AlertSender:
 class Alerts:
     """Rules, rate limit, the JSONL record and the sender together, driven from observe's
     loop: `on_message` for every bus message, `tick` about once a second. `write(stream, event,
-    level, **fields)` is the runner's JSONL writer (called on the caller's thread only)."""
+    level, **fields)` is the runner's JSONL writer (called on the caller's thread only).
+
+    An alert the rate limit holds back is not lost: the latest one of each subject waits in
+    `deferred` (a newer alert about the same subject replaces it) and `tick` sends it once the
+    bucket has a token, logged as an `alert_delivery` line; so the last message about a subject
+    is always its latest state."""
 
     def __init__(
         self,
@@ -385,6 +435,7 @@ class Alerts:
         self.rules, self.sender, self.write = rules, sender, write
         self.limit = limit or RateLimit()
         self.raised = self.suppressed = 0
+        self.deferred: dict[str, Alert] = {}  # subject -> its latest alert the rate held back
 
     def on_message(self, msg: Msg, now_ns: int) -> None:
         if isinstance(msg, RiskState | Heartbeat | PositionRedeemed):
@@ -394,6 +445,7 @@ class Alerts:
     def tick(self, core: ObserveCore, now_ns: int) -> None:
         for a in self.rules.check(core, now_ns):
             self.raise_(a)
+        self._send_deferred()
         if self.sender is not None:
             while self.sender.results:
                 alert, ok, err = self.sender.results.popleft()
@@ -402,11 +454,40 @@ class Alerts:
                         "errors", "alert_delivery_failed", "ERROR", kind=alert.kind, error=err
                     )
 
+    def _send_deferred(self) -> None:
+        """Send the alerts the rate held back, oldest subject first, while tokens last."""
+        for about, alert in list(self.deferred.items()):
+            why = self.limit.allow(alert)
+            if why == "rate":
+                return
+            del self.deferred[about]
+            if why:  # the subject's last delivered alert already says this state
+                delivery = f"suppressed_{why}"
+                self.suppressed += 1
+            else:
+                sent = self.sender is not None and self.sender.submit(alert)
+                delivery = "queued" if sent else "dropped_queue_full"
+            self.write(
+                alert.stream,
+                "alert_delivery",
+                "INFO",
+                kind=alert.kind,
+                key=alert.key,
+                title=alert.title,
+                delivery=delivery,
+                deferred=True,
+            )
+
     def raise_(self, alert: Alert) -> None:
         self.raised += 1
+        # a newer state of the subject replaces one still held back by the rate limit
+        self.deferred.pop(alert.about, None)
         why = self.limit.allow(alert)
         if self.sender is None:
             delivery = "not_configured"
+        elif why == "rate" and len(self.deferred) < QUEUE_SIZE:
+            self.deferred[alert.about] = alert
+            delivery = "deferred_rate"
         elif why:
             delivery = f"suppressed_{why}"
             self.suppressed += 1

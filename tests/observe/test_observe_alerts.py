@@ -281,3 +281,68 @@ def test_emergency_stop_and_a_restart_reach_a_local_webhook_on_the_whole_tree(re
         except AssertionError as e:
             titles = [d.get("title") for _, d in receiver.received]
             raise AssertionError(f"{e}; received {titles}") from None
+
+
+def test_stop_clear_stop_within_the_window_delivers_all_three_and_ends_on_stop(receiver) -> None:
+    """New-user test (BREAKER4 finding 2): de-duplication per alert kind suppressed the second
+    STOP of stop -> clear -> stop within 60 s, so the last message said "trading resumed" while
+    the emergency stop was set. A change of state is always delivered."""
+    lines: list[tuple[str, str, dict[str, Any]]] = []
+    sender = AlertSender([receiver.url])
+    alerts = Alerts(AlertRules(), sender, lambda s, e, lvl="INFO", **f: lines.append((s, e, f)))
+    stopped = risk(halted=True, emergency_stop=True, reasons=["emergency_stop"])
+    for msg in (risk(), stopped, risk(), stopped):
+        alerts.on_message(msg, 0)
+    got = wait_for(lambda: len(receiver.received) >= 3 and receiver.received, 5, what="3 alerts")
+    titles = [doc["title"] for _, doc in got]
+    assert len(titles) == 3, titles
+    assert "EMERGENCY STOP" in titles[0] and "resumed" in titles[1]
+    assert "EMERGENCY STOP" in titles[2], titles
+    assert [f["delivery"] for _, e, f in lines if e == "alert"] == ["queued"] * 3
+    # the same state again (an identical alert about the same subject) is collapsed
+    again = alerts.rules.on_message(risk(), 0)  # a real clear ...
+    alerts.raise_(again[0])
+    alerts.raise_(again[0])  # ... and the same clear once more
+    wait_for(lambda: len(receiver.received) >= 4, 5, what="the clear")
+    assert [f["delivery"] for _, e, f in lines if e == "alert"][-2:] == [
+        "queued",
+        "suppressed_repeat",
+    ]
+    wait_for(lambda: sender.sent == 4, 5, what="the sender to count 4 deliveries")
+    # the repeated clear was never handed to the sender: four deliveries in all
+    assert sender.queue.empty() and len(receiver.received) == 4 and "resumed" in receiver.received[-1][1]["title"]
+    sender.close()
+
+
+def test_repeats_collapse_only_while_the_subject_stays_in_the_same_state() -> None:
+    lim = RateLimit(burst=10, refill_per_s=1.0, repeat_after_s=60)
+    stop = Alert("emergency_stop", "critical", "STOP", "", key="emergency_stop", subject="halt")
+    clear = Alert("halt_cleared", "info", "resumed", "", subject="halt")
+    assert [lim.allow(a, t) for t, a in enumerate([stop, stop])] == ["", "repeat"]
+    assert [lim.allow(a, 2 + t) for t, a in enumerate([clear, clear, stop])] == ["", "repeat", ""]
+    assert lim.allow(stop, 4 + 61) == ""  # the window has passed: said again
+
+
+def test_a_state_change_the_rate_holds_back_is_sent_later_never_lost(receiver) -> None:
+    lines: list[tuple[str, str, dict[str, Any]]] = []
+    sender = AlertSender([receiver.url])
+    limit = RateLimit(burst=1, refill_per_s=1.0, repeat_after_s=60)
+    alerts = Alerts(
+        AlertRules(), sender, lambda s, e, lvl="INFO", **f: lines.append((s, e, f)), limit
+    )
+    stop = Alert("emergency_stop", "critical", "STOP", "", key="emergency_stop", subject="halt")
+    clear = Alert("halt_cleared", "info", "resumed", "", subject="halt")
+    alerts.raise_(stop)
+    alerts.raise_(clear)  # no token left: held back, not dropped
+    assert "halt" in alerts.deferred and lines[-1][2]["delivery"] == "deferred_rate"
+    core = ObserveCore(0, 1)
+
+    def both() -> bool:
+        alerts.tick(core, time.time_ns())
+        return len(receiver.received) == 2
+
+    wait_for(both, 5, what="the held-back clear to go once a token is back")
+    assert [d["title"] for _, d in receiver.received] == ["polyedge: STOP", "polyedge: resumed"]
+    assert lines[-1][1] == "alert_delivery" and lines[-1][2]["delivery"] == "queued"
+    assert alerts.deferred == {}
+    sender.close()
