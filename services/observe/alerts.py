@@ -71,13 +71,35 @@ class Alert:
 class AlertRules:
     """Pure rules: bus messages (`on_message`) and observe's state (`check`) in, alerts out.
 
-    `feed_stale_after_s`: a feed trading needs that stays stale or down this long (seconds,
-    counted from when `check` first saw it so) is an alert, and its recovery another."""
+    Durations are seconds, counted from when `check` first saw the condition; each is an alert
+    once it has lasted that long, and its end another:
+    `feed_stale_after_s`: a feed trading needs stale or down;
+    `service_down_after_s`: a service /health says is not alive (supervisord does not run it,
+    or its heartbeat is stale) that supervisord knows or that was heard from;
+    `unmanaged_after_s`: /health's `unmanaged` (a position open while strategy or execution is
+    not alive). The verdicts are services/observe/health.py's, not a copy of its rules.
+    Raises ValueError when a duration is not > 0."""
 
-    def __init__(self, feed_stale_after_s: float = 30.0) -> None:
-        if feed_stale_after_s <= 0:
-            raise ValueError(f"feed_stale_after_s must be > 0, got {feed_stale_after_s}")
+    def __init__(
+        self,
+        feed_stale_after_s: float = 30.0,
+        service_down_after_s: float = SERVICE_DOWN_AFTER_S,
+        unmanaged_after_s: float = UNMANAGED_AFTER_S,
+    ) -> None:
+        for name, v in (
+            ("feed_stale_after_s", feed_stale_after_s),
+            ("service_down_after_s", service_down_after_s),
+            ("unmanaged_after_s", unmanaged_after_s),
+        ):
+            if v <= 0:
+                raise ValueError(f"{name} must be > 0, got {v}")
         self.feed_stale_after_ns = int(feed_stale_after_s * NS)
+        self.service_down_after_ns = int(service_down_after_s * NS)
+        self.unmanaged_after_ns = int(unmanaged_after_s * NS)
+        self.down_since: dict[str, int] = {}
+        self.down_alerted: set[str] = set()
+        self.unmanaged_since: int | None = None
+        self.unmanaged_alerted = False
         self.risk: RiskState | None = None
         self.pids: dict[str, int] = {}
         self.exec_counts: dict[str, int] | None = None
@@ -220,7 +242,8 @@ class AlertRules:
         out: list[Alert] = []
         prev_pid = self.pids.get(msg.service)
         self.pids[msg.service] = msg.pid
-        if prev_pid is not None and prev_pid != msg.pid:
+        # a service reported down gets its "running again" alert from `check` instead
+        if prev_pid is not None and prev_pid != msg.pid and msg.service not in self.down_alerted:
             out.append(
                 Alert(
                     "service_restart",
@@ -261,12 +284,105 @@ class AlertRules:
         return out
 
     def check(self, core: ObserveCore, now_ns: int) -> list[Alert]:
+        """From observe's /health verdicts: feeds trading needs stale or down, services down,
+        trading unmanaged, each past its bound (one alert each), and their ends."""
+        from services.observe.health import feeds_doc, health
+
+        feeds = feeds_doc(core, now_ns)
+        doc = health(core, now_ns, feeds)
+        return (
+            self._check_feeds(feeds, now_ns)
+            + self._check_services(doc["services"], now_ns)
+            + self._check_unmanaged(doc["unmanaged"], bool(core.open_positions()), now_ns)
+        )
+
+    def _check_services(self, services: dict[str, dict[str, Any]], now_ns: int) -> list[Alert]:
+        """A service not alive for `service_down_after_s` (the per-service document of
+        health.services_doc: `alive`, `reason`, `supervisor_state`, `pid`), and its return. One
+        supervisord does not know and observe never heard from is not counted (observe run
+        alone, or a tree without that program)."""
+        out: list[Alert] = []
+        for name, s in services.items():
+            if name == "observe":
+                continue
+            if s["alive"]:
+                since = self.down_since.pop(name, None)
+                if name in self.down_alerted:
+                    self.down_alerted.discard(name)
+                    down_s = f" after {(now_ns - since) / NS:.0f} s down" if since else ""
+                    out.append(
+                        Alert(
+                            "service_up",
+                            "info",
+                            f"{name} running again",
+                            f"{name} is alive again (pid {s.get('pid')}){down_s}",
+                            key=name,
+                            fields={"service": name, "pid": s.get("pid")},
+                            subject=f"service:{name}",
+                        )
+                    )
+                continue
+            if s["supervisor_state"] is None and s.get("pid") is None:
+                continue
+            since = self.down_since.setdefault(name, now_ns)
+            if now_ns - since >= self.service_down_after_ns and name not in self.down_alerted:
+                self.down_alerted.add(name)
+                state = s["supervisor_state"] or s["state"]
+                out.append(
+                    Alert(
+                        "service_down",
+                        "critical",
+                        f"{name} DOWN for {(now_ns - since) / NS:.0f} s",
+                        f"{name} {state}: {s['reason']}; see `polyedge status` and "
+                        f"logs/{name}.err.log",
+                        key=name,
+                        stream="errors",
+                        fields={"service": name, "state": state, "reason": s["reason"]},
+                        subject=f"service:{name}",
+                    )
+                )
+        return out
+
+    def _check_unmanaged(self, unmanaged: str | None, held: bool, now_ns: int) -> list[Alert]:
+        """/health's `unmanaged` sentence present for `unmanaged_after_s`, and its end (`held`:
+        whether any position is still open, to say why it ended)."""
+        if not unmanaged:
+            self.unmanaged_since = None
+            if not self.unmanaged_alerted:
+                return []
+            self.unmanaged_alerted = False
+            why = "strategy and execution are alive again" if held else "no position is open"
+            return [
+                Alert(
+                    "trading_managed",
+                    "info",
+                    "trading managed again",
+                    f"{why}: exits are managed again",
+                    subject="unmanaged",
+                )
+            ]
+        if self.unmanaged_since is None:
+            self.unmanaged_since = now_ns
+        if self.unmanaged_alerted or now_ns - self.unmanaged_since < self.unmanaged_after_ns:
+            return []
+        self.unmanaged_alerted = True
+        return [
+            Alert(
+                "trading_unmanaged",
+                "critical",
+                "TRADING UNMANAGED",
+                f"{unmanaged} (for {(now_ns - self.unmanaged_since) / NS:.0f} s); restart the "
+                "service or close the position by hand",
+                fields={"unmanaged": unmanaged},
+                subject="unmanaged",
+            )
+        ]
+
+    def _check_feeds(self, feeds: dict[str, dict[str, Any]], now_ns: int) -> list[Alert]:
         """Feeds trading needs that have been stale or down for `feed_stale_after_s` (one
         alert each), and their recovery."""
-        from services.observe.health import feeds_doc
-
         out: list[Alert] = []
-        for feed, doc in feeds_doc(core, now_ns).items():
+        for feed, doc in feeds.items():
             bad = bool(doc.get("stale")) and bool(doc.get("needed", True))
             if not bad:
                 self.stale_since.pop(feed, None)

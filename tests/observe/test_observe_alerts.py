@@ -310,7 +310,11 @@ def test_stop_clear_stop_within_the_window_delivers_all_three_and_ends_on_stop(r
     ]
     wait_for(lambda: sender.sent == 4, 5, what="the sender to count 4 deliveries")
     # the repeated clear was never handed to the sender: four deliveries in all
-    assert sender.queue.empty() and len(receiver.received) == 4 and "resumed" in receiver.received[-1][1]["title"]
+    assert (
+        sender.queue.empty()
+        and len(receiver.received) == 4
+        and "resumed" in receiver.received[-1][1]["title"]
+    )
     sender.close()
 
 
@@ -346,3 +350,109 @@ def test_a_state_change_the_rate_holds_back_is_sent_later_never_lost(receiver) -
     assert lines[-1][1] == "alert_delivery" and lines[-1][2]["delivery"] == "queued"
     assert alerts.deferred == {}
     sender.close()
+
+
+def _tree_at(c: ObserveCore, t: int, **states: str) -> None:
+    """supervisord's view of the tree at `t` (each program RUNNING unless `states` says),
+    a fresh heartbeat from every running service, and every feed flowing."""
+    from tests.observe.test_observe_health import beat, feeds_ok, supervise
+
+    supervise(c, t, **states)
+    for name in ("ingest", "signal", "strategy", "execution"):
+        if states.get(name, "RUNNING") == "RUNNING":
+            beat(c, name, t)
+    feeds_ok(c, t)
+
+
+def _titles(receiver: WebhookReceiver) -> list[str]:
+    return [d["title"] for _, d in receiver.received]
+
+
+def test_a_program_stopped_past_the_grace_alerts_and_its_return_too(receiver) -> None:
+    """New-user test (BREAKER4 finding 3): execution stopped for 50 s, /health 503 all along,
+    and no alert until it came back. A program down past the grace pages; a short restart
+    does not."""
+    from tests.observe.test_observe_health import NOW, S, healthy
+
+    lines: list[tuple[str, str, dict[str, Any]]] = []
+    sender = AlertSender([receiver.url])
+    alerts = Alerts(
+        AlertRules(service_down_after_s=15),
+        sender,
+        lambda s, e, lvl="INFO", **f: lines.append((s, e, f)),
+    )
+    c = healthy()
+    alerts.tick(c, NOW)
+    # a restart that takes 5 s: no page
+    for dt in (1, 3, 5):
+        _tree_at(c, NOW + dt * S, strategy="STARTING")
+        alerts.tick(c, NOW + dt * S)
+    _tree_at(c, NOW + 6 * S)
+    alerts.tick(c, NOW + 6 * S)
+    # execution stopped for good
+    for dt in range(10, 40, 2):
+        _tree_at(c, NOW + dt * S, execution="STOPPED")
+        alerts.tick(c, NOW + dt * S)
+    got = wait_for(lambda: receiver.received, 5, what="the service-down alert at the webhook")
+    assert _titles(receiver) == ["polyedge: execution DOWN for 16 s"], _titles(receiver)
+    assert got[0][1]["type"] == "failure" and "execution STOPPED" in got[0][1]["message"]
+    down = [f for s, e, f in lines if e == "alert" and f["kind"] == "service_down"]
+    assert len(down) == 1 and down[0]["service"] == "execution"
+    _tree_at(c, NOW + 40 * S)
+    alerts.tick(c, NOW + 40 * S)
+    wait_for(lambda: len(receiver.received) == 2, 5, what="the running-again alert")
+    assert _titles(receiver)[1] == "polyedge: execution running again"
+    assert "after 30 s down" in receiver.received[1][1]["message"]
+    sender.close()
+
+
+def test_an_unmanaged_position_alerts_and_its_end_too(receiver) -> None:
+    """New-user test (BREAKER4 finding 3): strategy stopped while a position was open, /health
+    said "trading unmanaged" and nothing was sent."""
+    from common.schema import PositionState
+    from tests.observe.test_observe_health import NOW, S, healthy
+
+    sender = AlertSender([receiver.url])
+    alerts = Alerts(AlertRules(), sender, lambda s, e, lvl="INFO", **f: None)
+    c = healthy()
+    c.handle(
+        "strat.position",
+        PositionState(
+            ts_ns=NOW,
+            open=True,
+            slug="eth-updown-15m-9",
+            asset_id="D",
+            outcome="Down",
+            size=14.28,
+            avg_price=0.4,
+            cost=5.7,
+        ),
+        NOW,
+    )
+    alerts.tick(c, NOW)
+    for dt in range(1, 14):
+        _tree_at(c, NOW + dt * S, strategy="STOPPED")
+        alerts.tick(c, NOW + dt * S)
+    got = wait_for(lambda: receiver.received, 5, what="the unmanaged alert at the webhook")
+    assert _titles(receiver) == ["polyedge: TRADING UNMANAGED"], _titles(receiver)
+    assert got[0][1]["type"] == "failure"
+    assert (
+        "Down position of 14.28 shares in eth-updown-15m-9 is open and strategy STOPPED"
+        in got[0][1]["message"]
+    )
+    _tree_at(c, NOW + 14 * S)  # back before the service-down grace: only the end of unmanaged
+    alerts.tick(c, NOW + 14 * S)
+    wait_for(lambda: len(receiver.received) == 2, 5, what="the managed-again alert")
+    assert _titles(receiver)[1] == "polyedge: trading managed again"
+    assert "strategy and execution are alive again" in receiver.received[1][1]["message"]
+    sender.close()
+
+
+def test_a_service_reported_down_comes_back_with_one_message_not_two() -> None:
+    rules = AlertRules()
+    assert rules.on_message(hb("execution", 10), 0) == []
+    rules.down_alerted.add("execution")  # what check() records when it sent "execution DOWN"
+    # its new pid is said by check()'s "running again", not a second "restarted"
+    assert rules.on_message(hb("execution", 11), 0) == []
+    rules.down_alerted.clear()
+    assert [a.kind for a in rules.on_message(hb("execution", 12), 0)] == ["service_restart"]
