@@ -39,6 +39,7 @@ from common.config import (
     StrategyConfigFiles,
     apply_config_sets,
     config_hash,
+    enabled_markets,
     load_settings,
     trading_book,
 )
@@ -227,6 +228,18 @@ def replay(frames: Iterable[Frame]) -> Iterator[tuple[str, Msg]]:
         got.clear()
     engine.advance(feed.last_ns)
     yield from got
+
+
+# the one market series the simulated market generates (services/simvenue/market.py: BTC Up/Down
+# windows of `--window-seconds`): a config's other markets are not simulated
+SIM_MARKET = "btc-5m"
+
+
+def sim_markets(config: StrategyConfig) -> tuple[list[str], list[str]]:
+    """(simulated, not simulated): the config's enabled market series keys ("eth-15m") that a
+    `--sim-seed` run trades ([SIM_MARKET] or []) and the ones it does not (every other)."""
+    keys = [m.key for m in enabled_markets(config)]
+    return [k for k in keys if k == SIM_MARKET], [k for k in keys if k != SIM_MARKET]
 
 
 def sim_frames(seed: int, windows: int, window_s: int) -> Iterator[Frame]:
@@ -694,7 +707,15 @@ def print_text(s: dict[str, Any], out: TextIO) -> None:
         layers = c["path"] + (f" + {c['overrides_path']}" if c.get("overrides_path") else "")
         version = c["version"] if c.get("version") is not None else "not a running version"
         sets = f"  --set {' '.join(c['set'])}" if c.get("set") else ""
-        w(f"config {layers}  version {version}  hash {c['hash']}{sets}\n\n")
+        w(f"config {layers}  version {version}  hash {c['hash']}{sets}\n")
+        if "markets_simulated" in s:
+            skipped = s["markets_not_simulated"]
+            w(
+                f"markets simulated {', '.join(s['markets_simulated'])}"
+                + (f"  (not simulated: {', '.join(skipped)})" if skipped else "")
+                + "\n"
+            )
+        w("\n")
     w(
         f"{'opened (ns)':>20} {'slug':<24} {'side':<5} {'entry':>6} {'how':<11} {'fees':>7} "
         f"{'pnl':>9}\n"
@@ -816,6 +837,26 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"polyedge backtest: {e}", file=sys.stderr)
         return 2
+    markets: dict[str, list[str]] = {}
+    if args.sim_seed is not None:
+        simulated, skipped = sim_markets(config)
+        if not simulated:
+            print(
+                "polyedge backtest: --sim-seed simulates BTC 5-minute windows only (market "
+                f"{SIM_MARKET}), and the config's markets {skipped} do not include it; add "
+                '{"asset": "btc", "window": "5m"} to markets (e.g. --set '
+                """'markets=[{"asset":"btc","window":"5m"}]') or replay a capture of those """
+                "markets",
+                file=sys.stderr,
+            )
+            return 2
+        if skipped:
+            print(
+                f"polyedge backtest: warning: the config's markets {skipped} are not simulated "
+                f"(--sim-seed simulates BTC 5-minute windows only): this report is {SIM_MARKET}'s",
+                file=sys.stderr,
+            )
+        markets = {"markets_simulated": simulated, "markets_not_simulated": skipped}
 
     def run(cfg: StrategyConfig) -> Result:
         if args.sim_seed is not None or capture_kind(args.capture) == "frames":
@@ -849,13 +890,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"polyedge backtest: {e}", file=sys.stderr)
         return 2
     if args.compare_order_types:
-        doc = {"config": used, "order_types": {k: compare_row(v) for k, v in runs.items()}}
+        doc = {
+            "config": used,
+            **markets,
+            "order_types": {k: compare_row(v) for k, v in runs.items()},
+        }
         if args.json:
             sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
         else:
             print_compare(doc, sys.stdout)
         return 0
     s = summary(res, used)
+    s.update(markets)
     if args.json:
         sys.stdout.write(msgspec.json.encode(s).decode() + "\n")
     else:

@@ -109,7 +109,11 @@ def test_sim_backtest_is_deterministic_and_replays_from_capture(tmp_path: Path) 
     # the recorded frames, in ingest's capture format, replay to the same report
     c = run_cli(str(cap), "--json", *ARGS[6:])
     assert c.returncode == 0, c.stderr
-    assert c.stdout == a.stdout
+    # the same report, but for the simulated market's note of which markets it simulated
+    replayed = json.loads(c.stdout)
+    assert "markets_simulated" not in replayed
+    assert doc.pop("markets_simulated") == ["btc-5m"] and doc.pop("markets_not_simulated") == []
+    assert replayed == doc
     text = run_cli(*ARGS)
     assert "Brier score" in text.stdout and "calibration" in text.stdout and "P&L" in text.stdout
     assert "95 % CI" in text.stdout and "brier model  market   blend" in text.stdout
@@ -389,3 +393,43 @@ def test_config_version_is_the_running_books_not_another_books(
     monkeypatch.setenv("POLYEDGE_VENUE", "sim")
     monkeypatch.setenv("DRY_RUN", "true")
     assert config_used(files, cfg, [])["version"] == 8
+
+
+def test_sim_backtest_says_which_markets_it_simulates(tmp_path: Path) -> None:
+    """BREAKER4 finding 4: the simulated market is BTC 5m only; a config with other markets was
+    backtested as btc-5m without a word, and an ETH-only config gave an empty report. Now the
+    markets not simulated are named on stderr and in the report, and a config without btc-5m
+    is refused (exit 2) saying what is simulated."""
+    shipped = json.loads((REPO / "config" / "config.json").read_text())
+    short = ["--sim-seed", "3", "--windows", "1", "--window-seconds", "60"]
+
+    def cfg(name: str, markets: list[dict[str, Any]]) -> str:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({**shipped, "markets": markets}))
+        return str(path)
+
+    eth = cfg("eth", [{"asset": "eth", "window": "15m"}])
+    r = run_cli(*short, "--config", eth, "--json")
+    assert r.returncode == 2 and not r.stdout, (r.stdout, r.stderr)
+    assert "BTC 5-minute windows only" in r.stderr and "eth-15m" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    many = cfg(
+        "many",
+        [
+            {"asset": "btc", "window": "5m"},
+            {"asset": "eth", "window": "15m"},
+            {"asset": "doge", "window": "5m", "enabled": False},  # disabled: not named
+        ],
+    )
+    r = run_cli(*short, "--config", many, "--json")
+    assert r.returncode == 0, r.stderr
+    assert "warning" in r.stderr and "['eth-15m'] are not simulated" in r.stderr, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["markets_simulated"] == ["btc-5m"] and doc["markets_not_simulated"] == ["eth-15m"]
+    text = run_cli(*short, "--config", many).stdout
+    assert "markets simulated btc-5m  (not simulated: eth-15m)" in text.splitlines()[1]
+    # the control: btc-5m alone, no warning
+    r = run_cli(*short, "--config", cfg("btc", [{"asset": "btc", "window": "5m"}]), "--json")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["markets_simulated"] == ["btc-5m"] and doc["markets_not_simulated"] == []
