@@ -281,6 +281,23 @@ def test_emergency_stop_and_a_restart_reach_a_local_webhook_on_the_whole_tree(re
         except AssertionError as e:
             titles = [d.get("title") for _, d in receiver.received]
             raise AssertionError(f"{e}; received {titles}") from None
+        # a program stopped past the grace pages, and its return is said once
+        t_stop = time.monotonic()
+        tree.sup.ctl("stop", "execution", check=True)
+
+        def said(text: str) -> float | None:
+            return next((t for t, d in receiver.received if text in d.get("title", "")), None)
+
+        try:
+            t_down = wait_for(lambda: said("execution DOWN"), 40, what="the service-down alert")
+            assert t_down - t_stop >= 14.5, f"paged {t_down - t_stop:.1f} s after the stop"
+            tree.sup.ctl("start", "execution", check=True)
+            wait_for(lambda: said("execution running again"), 30, what="the running-again alert")
+        except AssertionError as e:
+            titles = [d.get("title") for _, d in receiver.received]
+            raise AssertionError(f"{e}; received {titles}") from None
+        print(f"execution stopped -> webhook: {t_down - t_stop:.1f} s")
+        assert said("execution restarted") is None  # the return is said once, not twice
 
 
 def test_stop_clear_stop_within_the_window_delivers_all_three_and_ends_on_stop(receiver) -> None:
