@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -166,6 +167,18 @@ TREE_COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`polyedge ARGS`: the exit code of the command. Output piped to a reader that stops early
+    (`polyedge backtest ... | head`) ends quietly with 141 (128 + SIGPIPE, as a Unix tool
+    killed by it), not a BrokenPipeError traceback (Python docs, "Note on SIGPIPE")."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # the interpreter's flush at exit must not
+        os.dup2(devnull, sys.stdout.fileno())  # raise again
+        return 141
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     delegated = {
         "sim": "services.simvenue",

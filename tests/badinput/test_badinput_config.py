@@ -668,3 +668,21 @@ def test_errors_name_the_option_and_the_env_file_that_named_the_bad_input(
     r = _polyedge({"POLYEDGE_ENV_FILE": "none", "DRY_RUN": "true # paper"}, "settings")
     assert r.returncode == 2 and "invalid configuration in the environment:" in r.stderr
     assert "DRY_RUN" in r.stderr, r.stderr
+
+
+def test_output_to_a_reader_that_stops_early_ends_quietly() -> None:
+    """`polyedge backtest ... | head` printed a BrokenPipeError traceback (a new user's test,
+    2026-12-01). The reader here closes before anything is written: exit 141 (128 + SIGPIPE,
+    as a Unix tool), nothing on stderr."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "services.commands.cli", "settings"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
