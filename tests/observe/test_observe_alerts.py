@@ -426,26 +426,12 @@ def test_a_program_stopped_past_the_grace_alerts_and_its_return_too(receiver) ->
 def test_an_unmanaged_position_alerts_and_its_end_too(receiver) -> None:
     """New-user test (BREAKER4 finding 3): strategy stopped while a position was open, /health
     said "trading unmanaged" and nothing was sent."""
-    from common.schema import PositionState
-    from tests.observe.test_observe_health import NOW, S, healthy
+    from tests.observe.test_observe_health import NOW, S, healthy, hold
 
     sender = AlertSender([receiver.url])
     alerts = Alerts(AlertRules(), sender, lambda s, e, lvl="INFO", **f: None)
     c = healthy()
-    c.handle(
-        "strat.position",
-        PositionState(
-            ts_ns=NOW,
-            open=True,
-            slug="eth-updown-15m-9",
-            asset_id="D",
-            outcome="Down",
-            size=14.28,
-            avg_price=0.4,
-            cost=5.7,
-        ),
-        NOW,
-    )
+    hold(c, "eth-updown-15m-9", "Down", 14.28, 5.7)
     alerts.tick(c, NOW)
     for dt in range(1, 14):
         _tree_at(c, NOW + dt * S, strategy="STOPPED")

@@ -186,22 +186,27 @@ def test_feeds_down_or_stale_are_problems_with_their_reason() -> None:
     assert doc["feeds"]["price_feed"] == {"stale": True, "needed": False, "reason": ""}
 
 
-def test_position_open_with_strategy_or_execution_down_is_unmanaged() -> None:
-    c = healthy()
+def hold(c: ObserveCore, slug: str, outcome: str, size: float, cost: float) -> None:
+    """Strategy reports an open position of `size` shares (`cost` USD) in `slug`."""
     c.handle(
         "strat.position",
         PositionState(
             ts_ns=NOW,
             open=True,
-            slug="btc-updown-5m-9",
-            asset_id="U",
-            outcome="Up",
-            size=12.5,
+            slug=slug,
+            asset_id=outcome[0],
+            outcome=outcome,
+            size=size,
             avg_price=0.4,
-            cost=5.0,
+            cost=cost,
         ),
         NOW,
     )
+
+
+def test_position_open_with_strategy_or_execution_down_is_unmanaged() -> None:
+    c = healthy()
+    hold(c, "btc-updown-5m-9", "Up", 12.5, 5.0)
     assert health(c, NOW)["unmanaged"] is None
     supervise(c, NOW, strategy="STARTING")
     doc = health(c, NOW)
